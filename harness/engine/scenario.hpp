@@ -1,0 +1,82 @@
+// A migration scenario: what to migrate, how, and when to stop. Loaded from
+// TOML (configs/*.toml) with `--set section.key=value` overrides; an unknown
+// key or an impossible value is an error naming the key.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/error.hpp"
+#include "harness/engine/convergence.hpp"
+
+namespace lm::engine {
+
+enum class WorkloadKind { guest, redis };
+enum class MigrationMode { precopy, postcopy, hybrid };
+
+struct WorkloadConfig {
+  WorkloadKind kind = WorkloadKind::guest;
+  // guest
+  uint64_t ram_bytes = 1ull << 30;
+  std::string rate = "20000";  // pages/s written, or "max"
+  std::string pattern = "hotspot:0.1";
+  std::string content = "mixed";
+  std::string write = "page";
+  unsigned threads = 1;
+  uint64_t seed = 1;
+  // redis
+  uint64_t redis_keys = 100000;
+  uint64_t redis_value_bytes = 512;
+  unsigned redis_clients = 4;
+  // common
+  unsigned warmup_ms = 300;  // let the workload run before migrating
+};
+
+struct MigrationConfig {
+  MigrationMode mode = MigrationMode::precopy;
+  std::string transport = "uring";
+  std::string address = "127.0.0.1:0";  // destination listen address; port 0 picks one
+  unsigned channels = 2;                // bulk channels
+  std::string policy = "adaptive";
+  unsigned workers = 2;                 // compression workers
+  std::string tracker = "auto";
+  unsigned batch_pages = 256;           // pages per page-batch message
+};
+
+struct AutoConvergeConfig {
+  bool enabled = false;
+  unsigned initial_percent = 20;    // QEMU: cpu-throttle-initial
+  unsigned increment_percent = 10;  // QEMU: cpu-throttle-increment
+  unsigned max_percent = 99;
+};
+
+struct PostcopyConfig {
+  std::string prepaging = "bubble";  // none | sequential | bubble | bubble-forward
+  unsigned pivots = 1;
+  unsigned precopy_rounds = 2;       // hybrid: pre-copy rounds before switching
+  unsigned reconnect_timeout_ms = 10000;
+};
+
+struct ScenarioConfig {
+  std::string name = "unnamed";
+  std::string source_path;  // the file it came from, for messages
+  WorkloadConfig workload;
+  MigrationConfig migration;
+  ConvergenceConfig convergence;
+  AutoConvergeConfig auto_converge;
+  PostcopyConfig postcopy;
+  bool verify = true;
+  unsigned timeout_s = 600;  // the whole run
+};
+
+// Loads a TOML file, applies "section.key=value" overrides in order, validates.
+Result<ScenarioConfig> load_scenario(const std::string& path, const std::vector<std::string>& overrides);
+// The same from TOML text (tests; `origin` names it in messages).
+Result<ScenarioConfig> parse_scenario(const std::string& toml_text, const std::string& origin,
+                                      const std::vector<std::string>& overrides);
+
+std::string_view mode_name(MigrationMode m);
+std::string_view workload_name(WorkloadKind k);
+
+}  // namespace lm::engine

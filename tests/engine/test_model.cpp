@@ -1,0 +1,63 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "harness/engine/model.hpp"
+
+using lm::engine::ModelInput;
+using lm::engine::MultiVm;
+using lm::engine::predict;
+
+namespace {
+
+ModelInput one_gib(double dirty_pages_per_s) {
+  ModelInput in;
+  in.vm_bytes = double(1ull << 30);
+  in.link_bytes_per_s = 1e9;
+  in.dirty_pages_per_s = dirty_pages_per_s;
+  in.threshold_bytes = 4096.0 * 1000;
+  in.max_rounds = 30;
+  return in;
+}
+
+TEST(Model, NoDirtyingIsOneCopy) {
+  auto p = predict(one_gib(0));
+  EXPECT_EQ(p.rounds, 0u);
+  EXPECT_NEAR(p.total_s, double(1ull << 30) / 1e9, 1e-9);
+  EXPECT_NEAR(p.downtime_s, double(1ull << 30) / 1e9, 1e-9);  // r^0 · Vm/R: everything in stop-and-copy
+}
+
+TEST(Model, GeometricSeriesAndRounds) {
+  // r = 4096 · 24414 / 1e9 ≈ 0.1
+  auto in = one_gib(24414.0625);
+  auto p = predict(in);
+  const double r = 4096.0 * 24414.0625 / 1e9;
+  EXPECT_NEAR(p.ratio, r, 1e-12);
+  const double n = std::ceil(std::log(in.threshold_bytes / in.vm_bytes) / std::log(r));
+  EXPECT_EQ(p.rounds, unsigned(n));
+  const double vr = in.vm_bytes / in.link_bytes_per_s;
+  EXPECT_NEAR(p.total_s, vr * (1 - std::pow(r, n + 1)) / (1 - r), 1e-9);
+  EXPECT_NEAR(p.downtime_s, std::pow(r, n) * vr, 1e-12);
+  EXPECT_TRUE(p.converges);
+}
+
+TEST(Model, NonConvergingUsesMaxRounds) {
+  auto p = predict(one_gib(1e6));  // r = 4.1
+  EXPECT_FALSE(p.converges);
+  EXPECT_EQ(p.rounds, 30u);
+}
+
+TEST(Model, ParallelVmsMultiplyTheRatio) {
+  auto in = one_gib(24414.0625);
+  in.vms = 3;
+  in.multi = MultiVm::parallel;
+  auto p = predict(in);
+  EXPECT_NEAR(p.ratio, 3 * 4096.0 * 24414.0625 / 1e9, 1e-12);
+  in.multi = MultiVm::serial;
+  auto s = predict(in);
+  // Serial downtime includes the other VMs' whole migrations.
+  EXPECT_GT(s.downtime_s, p.downtime_s);
+  EXPECT_GT(s.total_s, 3 * in.vm_bytes / in.link_bytes_per_s);
+}
+
+}  // namespace
