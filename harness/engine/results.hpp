@@ -1,0 +1,94 @@
+// The result document of one migration: schema-versioned JSON whose field
+// names follow QEMU's query-migrate where one exists (total-time, downtime,
+// setup-time, ram.transferred, ram.duplicate, ram.normal, dirty-sync-count,
+// mbps, postcopy-requests). README.md documents every field.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "harness/engine/model.hpp"
+#include "harness/engine/scenario.hpp"
+
+namespace lm::engine {
+
+inline constexpr const char* kResultSchema = "livemig-result/1";
+
+struct RoundRecord {
+  unsigned round = 0;
+  uint64_t pages = 0;        // pages sent in this round
+  uint64_t bytes = 0;        // bytes on the wire in this round
+  double duration_ms = 0;
+  double dirty_rate = 0;     // pages dirtied per second during this round
+};
+
+struct HostFacts {
+  std::string kernel;
+  std::string cpu;
+  unsigned cores = 0;
+  uint64_t memory_bytes = 0;
+};
+HostFacts read_host_facts();
+
+struct LatencyStats {  // microseconds
+  uint64_t count = 0;
+  double p50 = 0, p90 = 0, p99 = 0, max = 0;
+};
+// Percentiles of a sample (sorted in place).
+LatencyStats latency_stats(std::vector<double>& samples_us);
+
+struct MigrationResult {
+  ScenarioConfig config;
+  HostFacts host;
+  std::string transport;  // the backend actually used
+  std::string tracker;    // the tracker actually used
+  std::string policy;
+
+  bool completed = false;
+  std::string error;        // when failed: why
+  std::string stop_reason;  // why pre-copy iteration ended
+
+  double total_time_ms = 0;
+  double downtime_ms = 0;
+  double setup_time_ms = 0;
+
+  // ram.*
+  uint64_t ram_total = 0;        // bytes of migrated memory
+  uint64_t transferred = 0;      // bytes on the wire (all messages)
+  uint64_t pages_normal = 0;     // pages sent with a payload, raw or compressed
+  uint64_t pages_duplicate = 0;  // zero (or uniform) pages sent without payload
+  uint64_t pages_compressed = 0; // pages sent by a compressing codec
+  uint64_t pages_resent = 0;     // pages sent again in rounds after round 0
+  unsigned dirty_sync_count = 0; // rounds
+  double mbps = 0;               // average wire rate, megabits per second
+  double pages_per_second = 0;
+
+  std::vector<RoundRecord> rounds;
+
+  double compression_ratio = 0;  // raw bytes of pages sent / payload bytes
+  double cpu_seconds_source = 0;
+  double cpu_seconds_destination = 0;
+
+  double workload_rate_before = 0;  // workload steps (or ops) per second
+  double workload_rate_during = 0;
+  double workload_rate_after = 0;
+
+  bool verify_ok = false;
+  uint64_t verify_pages = 0;
+
+  std::optional<ModelPrediction> model;
+  ModelInput model_input;
+
+  // post-copy
+  uint64_t postcopy_requests = 0;
+  LatencyStats fault_latency_us;
+  uint64_t pages_pushed = 0;
+  double postcopy_complete_ms = 0;
+};
+
+std::string result_to_json(const MigrationResult& r);
+Result<void> write_result(const MigrationResult& r, const std::string& path);
+
+}  // namespace lm::engine
