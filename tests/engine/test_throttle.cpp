@@ -1,0 +1,92 @@
+// Auto-converge throttling on a real busy process: each mechanism must cut
+// its CPU time, and release() must leave it running where it was.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "harness/engine/throttle.hpp"
+
+using namespace lm::engine;
+
+namespace {
+
+struct BusyChild {
+  pid_t pid;
+  BusyChild() {
+    pid = fork();
+    if (pid == 0) {
+      alarm(60);  // never outlive the test
+      for (;;) asm volatile("" ::: "memory");
+    }
+  }
+  ~BusyChild() {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+  }
+};
+
+double cpu_seconds(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string s((std::istreambuf_iterator<char>(f)), {});
+  auto close = s.rfind(')');
+  std::istringstream in(s.substr(close + 2));
+  std::string field;
+  double utime = 0, stime = 0;
+  for (int i = 3; i <= 15; i++) {
+    in >> field;
+    if (i == 14) utime = std::stod(field);
+    if (i == 15) stime = std::stod(field);
+  }
+  return (utime + stime) / double(sysconf(_SC_CLK_TCK));
+}
+
+double cpu_share_over(pid_t pid, std::chrono::milliseconds d) {
+  double a = cpu_seconds(pid);
+  std::this_thread::sleep_for(d);
+  return (cpu_seconds(pid) - a) / (double(d.count()) / 1e3);
+}
+
+char proc_state(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string s((std::istreambuf_iterator<char>(f)), {});
+  return s[s.rfind(')') + 2];
+}
+
+std::string cgroup_of(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/cgroup");
+  return std::string((std::istreambuf_iterator<char>(f)), {});
+}
+
+void check_mechanism(bool allow_cgroup) {
+  BusyChild child;
+  std::string before = cgroup_of(child.pid);
+  auto t = Throttler::create(child.pid, allow_cgroup);
+  ASSERT_TRUE(t.ok()) << t.error().message;
+  std::printf("mechanism: %s\n", std::string(throttle_mechanism_name((*t)->mechanism())).c_str());
+  double free_share = cpu_share_over(child.pid, std::chrono::milliseconds(600));
+  ASSERT_TRUE((*t)->set_percent(70).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  double throttled = cpu_share_over(child.pid, std::chrono::milliseconds(1000));
+  std::printf("cpu share free %.2f throttled-70%% %.2f\n", free_share, throttled);
+  EXPECT_LT(throttled, 0.6 * free_share);
+  ASSERT_TRUE((*t)->release().ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_NE(proc_state(child.pid), 'T');
+  EXPECT_EQ(cgroup_of(child.pid), before);
+}
+
+TEST(Throttle, CgroupOrBestAvailable) { check_mechanism(true); }
+TEST(Throttle, SignalDutyCycle) { check_mechanism(false); }
+
+TEST(Throttle, UnknownPidIsNamed) {
+  auto t = Throttler::create(999999999);
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.error().message.find("999999999"), std::string::npos);
+}
+
+}  // namespace
