@@ -1,0 +1,188 @@
+// uffd-wp: a userfaultfd created inside the target (UFFDIO_* act on the mm
+// of the process that created the fd), registered for async write-protect
+// per mapping; collect() is PAGEMAP_SCAN's get-and-re-protect of WRITTEN
+// pages, plus two checks the WRITTEN bit cannot answer:
+//   - mappings not registered (new, moved by mremap, grown by brk into a new
+//     VMA, replaced in place) are found by scanning for !WPALLOWED,
+//     registered, protected, and their populated pages counted dirty;
+//   - pages discarded by MADV_DONTNEED become empty PTEs that are neither
+//     WRITTEN nor carry a WP marker: scan for "neither present nor swapped"
+//     (with WP_UNPOPULATED every untouched page holds a marker, which counts
+//     as swapped), count them dirty (they read as zero now), and protect
+//     them again so the next round does not report them twice.
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+
+#include <optional>
+
+#include "common/clock.hpp"
+#include "common/fd.hpp"
+#include "dirtytrack/address_space.hpp"
+#include "dirtytrack/pagemap_scan.hpp"
+#include "dirtytrack/remote_syscall.hpp"
+#include "dirtytrack/tracker.hpp"
+
+namespace lm::dt {
+
+namespace {
+
+constexpr ScanQuery kUnregistered{0, PAGE_IS_WPALLOWED, PAGE_IS_WPALLOWED, 0, PAGE_IS_WPALLOWED};
+constexpr ScanQuery kPresent{0, PAGE_IS_PFNZERO, PAGE_IS_PRESENT | PAGE_IS_PFNZERO, 0, PAGE_IS_PRESENT};
+constexpr ScanQuery kDiscarded{0, PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT | PAGE_IS_SWAPPED, 0,
+                               PAGE_IS_PRESENT | PAGE_IS_SWAPPED};
+
+class UffdWpTracker final : public Tracker {
+ public:
+  std::string_view name() const override { return "uffd-wp"; }
+  ~UffdWpTracker() override { (void)stop(nullptr); }
+
+  Result<StartInfo> start(const TrackRequest& request) override {
+    if (uffd_.valid()) return Error::msg(strf("pid %d: uffd-wp tracker already started", space_.pid()));
+    Stopwatch sw;
+    LM_TRY(space_.init(request.pid, request.scope));
+    pid_t pid = request.pid;
+    scanner_.emplace(LM_TRY(PagemapScanner::open(pid)));
+    uffd_ = LM_TRY_CTX(create_uffd(request), "uffd-wp tracker");
+    uffdio_api api{};
+    api.api = UFFD_API;
+    api.features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
+    if (::ioctl(uffd_.get(), UFFDIO_API, &api) != 0) {
+      auto e = Error::from_errno(strf("pid %d: UFFDIO_API (WP_ASYNC|WP_UNPOPULATED)", pid));
+      uffd_.reset();
+      return e;
+    }
+    StartInfo info;
+    info.populated = LM_TRY(protect_new(space_.ranges()));
+    info.mappings = space_.mappings();
+    previous_ranges_ = space_.ranges();
+    info.setup_ns = sw.elapsed_ns();
+    return info;
+  }
+
+  Result<CollectResult> collect() override {
+    if (!uffd_.valid()) return Error::msg("uffd-wp tracker: collect before start");
+    Stopwatch sw;
+    CollectResult out;
+    out.changes = LM_TRY(space_.refresh());
+    const RangeList& ranges = space_.ranges();
+    RangeList unregistered;
+    for (const auto& r : ranges) LM_TRY(scanner_->scan(r, kUnregistered, unregistered));
+    out.dirty = LM_TRY(protect_new(unregistered));
+    // An unregistered range where a tracked mapping was last round has been
+    // replaced (munmap + mmap, mremap onto it): all of it is new content,
+    // zero where not populated.
+    out.dirty = unite(out.dirty, intersect(unregistered, previous_ranges_));
+    RangeList written, discarded;
+    for (const auto& r : ranges) LM_TRY(scanner_->scan(r, kGetAndProtectWritten, written));
+    for (const auto& r : ranges) LM_TRY(scanner_->scan(r, kDiscarded, discarded));
+    // PAGEMAP_SCAN re-protects only WRITTEN pages; put markers back on the
+    // discarded ones. A write racing with this is harmless: the page is in
+    // this round's dirty set and is read after collect() returns.
+    discarded = subtract(discarded, unregistered);
+    for (const auto& r : discarded) (void)write_protect(r);
+    out.dirty = unite(unite(out.dirty, written), discarded);
+    out.dirty_pages = total_pages(out.dirty);
+    out.mappings = space_.mappings();
+    previous_ranges_ = ranges;
+    out.scan_ns = sw.elapsed_ns();
+    return out;
+  }
+
+  Result<void> stop(ProcessFreezer*) override {
+    // Every UFFDIO_* acts on the target's mm from here, and the target's own
+    // copy of the fd was closed at start: stopping needs no ptrace.
+    if (!uffd_.valid()) return ok();
+    auto maps = read_maps(space_.pid());
+    if (maps) {
+      for (const auto& m : select(*maps, Scope{ScopeKind::migratable, {}})) (void)unregister(m.range());
+      for (const auto& m : space_.mappings()) (void)unregister(m.range());
+    }
+    uffd_.reset();
+    scanner_.reset();
+    return ok();
+  }
+
+ private:
+  Result<UniqueFd> create_uffd(const TrackRequest& request) {
+    std::unique_ptr<ProcessFreezer> own;
+    ProcessFreezer* f = request.freezer;
+    if (!f) {
+      own = LM_TRY(ProcessFreezer::seize(request.pid));
+      f = own.get();
+    }
+    int remote = LM_TRY(remote_userfaultfd(*f, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
+    auto local = fetch_fd(request.pid, remote);
+    auto closed = remote_close(*f, remote);
+    if (own) LM_TRY(own->release());
+    if (!local) return std::move(local).error();
+    if (!closed) return std::move(closed).error();
+    return std::move(*local);
+  }
+
+  Result<void> write_protect(PageRange r) {
+    uffdio_writeprotect wp{};
+    wp.range = {r.start, r.bytes()};
+    wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
+    if (::ioctl(uffd_.get(), UFFDIO_WRITEPROTECT, &wp) != 0)
+      return Error::from_errno(strf("pid %d: UFFDIO_WRITEPROTECT [0x%llx, 0x%llx)", space_.pid(),
+                                    (unsigned long long)r.start, (unsigned long long)r.end));
+    return ok();
+  }
+
+  Result<void> unregister(PageRange r) {
+    uffdio_range range{r.start, r.bytes()};
+    if (::ioctl(uffd_.get(), UFFDIO_UNREGISTER, &range) != 0) return Error::from_errno("UFFDIO_UNREGISTER");
+    return ok();
+  }
+
+  // Registers and write-protects the ranges (per mapping: one unsupported
+  // VMA must not fail its neighbours) and returns their populated pages:
+  // those populated before protecting, plus those that became present while
+  // we protected (written in between: they are not WRITTEN afterwards).
+  Result<RangeList> protect_new(const RangeList& ranges) {
+    if (ranges.empty()) return RangeList{};
+    MappingList in_scope;
+    for (const auto& m : space_.mappings()) {
+      for (const auto& part : intersect({m.range()}, ranges)) {
+        Mapping c = m;
+        c.start = part.start;
+        c.end = part.end;
+        in_scope.push_back(std::move(c));
+      }
+    }
+    RangeList before = LM_TRY(populated_pages(space_.pid(), in_scope));
+    for (const auto& m : in_scope) {
+      uffdio_register reg{};
+      reg.range = {m.start, m.bytes()};
+      reg.mode = UFFDIO_REGISTER_MODE_WP;
+      // Failure (the mapping vanished meanwhile, or cannot be registered) is
+      // left for the next round, which finds the range still unregistered.
+      if (::ioctl(uffd_.get(), UFFDIO_REGISTER, &reg) != 0) continue;
+      (void)write_protect(m.range());
+    }
+    RangeList after;
+    for (const auto& m : in_scope) {
+      ScanQuery q = kPresent;
+      if (m.inode != 0 && !m.shared) {  // the file's own pages are not process data
+        q.category_mask |= PAGE_IS_FILE;
+        q.category_inverted |= PAGE_IS_FILE;
+      }
+      LM_TRY(scanner_->scan(m.range(), q, after));
+    }
+    coalesce(after);
+    return unite(before, after);
+  }
+
+  ScopedAddressSpace space_;
+  std::optional<PagemapScanner> scanner_;
+  UniqueFd uffd_;
+  RangeList previous_ranges_;
+};
+
+}  // namespace
+
+std::unique_ptr<Tracker> make_uffd_wp_tracker() { return std::make_unique<UffdWpTracker>(); }
+
+}  // namespace lm::dt
