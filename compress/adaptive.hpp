@@ -1,0 +1,86 @@
+// The adaptive policy's model (shared by all workers of a migration).
+//
+// For each page class it keeps, per candidate codec, an estimate of the CPU
+// time per page and the wire bytes per page (payload + 16-byte entry), fed
+// by every batch the workers compress and by a small budget of trial
+// compressions of other candidates (<= 2% of compression CPU time). With the
+// class mix f_c of recent pages, W workers and link rate L it picks, per
+// class, the codecs that maximise delivered pages per second:
+//     time per page = max( sum_c f_c * cpu_c / W ,  sum_c f_c * bytes_c / L )
+// by enumerating all combinations (4 candidates ^ 3 classes). On a link
+// faster than the CPU can compress the CPU term dominates and raw wins. The
+// plan is recomputed after every batch and on every link report, so it
+// follows a change of link rate or content within a few batches.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <mutex>
+
+#include "compress/classifier.hpp"
+#include "compress/policy.hpp"
+
+namespace lm::compress {
+
+inline constexpr unsigned kCandidates = 4;
+// Candidates for the words, text and random classes.
+const std::array<CodecChoice, kCandidates>& adaptive_candidates();
+// Index of c among the candidates, or -1.
+int candidate_index(const CodecChoice& c);
+
+struct Sample {
+  uint64_t pages = 0;
+  uint64_t wire_bytes = 0;  // payload + entry
+  uint64_t ns = 0;
+};
+
+// What one batch teaches the model. For zero, uniform and resent pages only
+// candidate slot 0 is used (their codec is fixed).
+struct Feedback {
+  std::array<std::array<Sample, kCandidates>, kClassCount> by_class{};
+  std::array<uint64_t, kClassCount> class_pages{};  // words/text/random: sampled pages only
+  uint64_t unsampled_pages = 0;                     // non-uniform pages not sampled
+  uint64_t ns = 0;                                  // all compression CPU of the batch
+  uint64_t explore_ns = 0;
+};
+
+class AdaptiveModel {
+ public:
+  AdaptiveModel(unsigned workers, double link_bytes_per_s, bool delta_allowed);
+
+  void report_link_rate(double bytes_per_s);
+  void set_workers(unsigned workers);
+  void feed(const Feedback& fb);
+
+  Plan plan() const;
+  bool may_explore() const;
+  // The candidate (not the planned one) least recently measured for cls.
+  unsigned explore_candidate(PageClass cls) const;
+
+  struct Estimate {
+    double ns = 0;     // CPU per page
+    double bytes = 0;  // wire bytes per page
+  };
+  Estimate estimate(PageClass cls, unsigned candidate) const;
+  double link_bytes_per_s() const;
+  // Predicted delivered pages per second of the current plan.
+  double predicted_pages_per_s() const;
+
+ private:
+  void replan();  // with m_ held
+
+  mutable std::mutex m_;
+  unsigned workers_;
+  double link_;
+  bool delta_allowed_;
+  std::array<std::array<Estimate, kCandidates>, kClassCount> est_{};
+  std::array<std::array<uint64_t, kCandidates>, kClassCount> updated_{};  // batch number of the last update
+  std::array<double, kClassCount> mix_{};  // decayed page counts; words/text/random as shares of the sampled
+  double unsampled_ = 0;
+  uint64_t batches_ = 0;
+  uint64_t total_ns_ = 0, explore_ns_ = 0;
+  Plan plan_;
+  double predicted_ = 0;
+};
+
+}  // namespace lm::compress

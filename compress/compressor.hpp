@@ -1,0 +1,161 @@
+// The compression seam's main objects.
+//
+// Compressor: one per worker thread, made from a policy name. Its batch call
+// turns pages (addresses + pointers to their current content) into a
+// CompressedBatch: one lm::PageEntry per page, in input order, and one
+// payload buffer holding the payloads concatenated in entry order — exactly
+// what the transport's page-batch message carries. Workers of one migration
+// share the delta cache and the adaptive model (make_worker()).
+//
+// Decompressor: validates a whole batch (entry fields, lengths against the
+// payload, destination addresses) and decodes each page straight into its
+// destination page.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "common/error.hpp"
+#include "common/page.hpp"
+#include "common/page_batch.hpp"
+#include "compress/adaptive.hpp"
+#include "compress/codec.hpp"
+#include "compress/delta_cache.hpp"
+#include "compress/policy.hpp"
+#include "compress/stats.hpp"
+
+namespace lm::compress {
+
+// std::vector that does not zero what resize() adds: the payload buffer is
+// sized for the worst case, then written and shrunk.
+template <class T>
+struct DefaultInitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = DefaultInitAllocator<U>;
+  };
+  DefaultInitAllocator() = default;
+  template <class U>
+  DefaultInitAllocator(const DefaultInitAllocator<U>&) {}
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+};
+using Bytes = std::vector<uint8_t, DefaultInitAllocator<uint8_t>>;
+
+struct CompressedBatch {
+  std::vector<PageEntry> entries;
+  Bytes payload;
+
+  void clear() {
+    entries.clear();
+    payload.clear();
+  }
+  size_t wire_bytes() const { return entries.size() * sizeof(PageEntry) + payload.size(); }
+};
+
+struct CompressorOptions {
+  size_t delta_cache_pages = 16384;  // 64 MiB of last-sent pages; 0 disables delta
+  uint32_t delta_max_bytes = 2048;   // a larger delta is not sent; the class codec is used
+  unsigned workers = 1;              // compression workers (adaptive: CPU available)
+  double link_bytes_per_s = 1.25e9;  // adaptive: link estimate until report_link_rate()
+};
+
+class Compressor {
+ public:
+  static Result<std::unique_ptr<Compressor>> create(std::string_view policy, const CompressorOptions& options = {});
+  ~Compressor();
+  Compressor(const Compressor&) = delete;
+  Compressor& operator=(const Compressor&) = delete;
+
+  // Another worker for the same migration: same policy, shared delta cache
+  // and adaptive model, its own codec contexts and counters.
+  std::unique_ptr<Compressor> make_worker() const;
+
+  // Compresses pages[i] (the content of page addrs[i]) into out (cleared
+  // first). Pages must not change during the call. Addresses must be page
+  // aligned.
+  Result<void> compress_batch(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
+                              CompressedBatch& out);
+
+  // Adaptive feedback (no effect on fixed and cbc policies).
+  void report_link_rate(double bytes_per_s);
+  void set_workers(unsigned workers);
+
+  const PolicySpec& policy() const { return spec_; }
+  Plan current_plan() const;
+  const CompressStats& stats() const { return stats_; }
+  void reset_stats() { stats_ = {}; }
+  DeltaCache* delta_cache() const { return shared_->cache.get(); }
+  const AdaptiveModel* model() const { return shared_->model.get(); }
+
+ private:
+  struct Shared {
+    std::shared_ptr<DeltaCache> cache;
+    std::shared_ptr<AdaptiveModel> model;
+  };
+  Compressor(PolicySpec spec, CompressorOptions options, std::shared_ptr<Shared> shared);
+  size_t compress_fixed(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages, CompressedBatch& out);
+  size_t compress_classified(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
+                             CompressedBatch& out);
+  void explore(std::span<const uint8_t* const> pages, Feedback& fb);
+
+  PolicySpec spec_;
+  CompressorOptions options_;
+  std::shared_ptr<Shared> shared_;
+  Plan cbc_plan_;
+  CodecContext ctx_;
+  CompressStats stats_;
+  uint64_t page_counter_ = 0;
+  uint64_t explore_cursor_ = 0;
+  std::unique_ptr<uint8_t[]> scratch_;
+};
+
+// Where decoded pages go: regions of destination memory by source address.
+struct DestinationRegion {
+  uint64_t addr = 0;        // source virtual address of the first page
+  uint64_t bytes = 0;
+  uint8_t* base = nullptr;  // where that page lives at the destination
+};
+
+class DestinationMap {
+ public:
+  // Regions must not overlap; addresses and sizes page aligned.
+  Result<void> add(const DestinationRegion& region);
+  // The destination of page addr, or nullptr.
+  uint8_t* find(uint64_t addr) const;
+
+ private:
+  std::vector<DestinationRegion> regions_;  // sorted by addr
+};
+
+class Decompressor {
+ public:
+  // entries[i] decodes into dst[i].
+  Result<void> decompress_batch(std::span<const PageEntry> entries, std::span<const uint8_t> payload,
+                                std::span<uint8_t* const> dst);
+  // Each entry decodes into the page the map gives for its address; an
+  // address outside the map is an error.
+  Result<void> decompress_batch(std::span<const PageEntry> entries, std::span<const uint8_t> payload,
+                                const DestinationMap& map);
+
+  const DecompressStats& stats() const { return stats_; }
+
+ private:
+  CodecContext ctx_;
+  DecompressStats stats_;
+};
+
+// Checks entries against the payload before anything is written: known
+// codec, reserved fields zero, aligned address, per-codec length bounds, and
+// lengths summing to the payload size.
+Result<void> validate_batch(std::span<const PageEntry> entries, size_t payload_bytes);
+
+}  // namespace lm::compress

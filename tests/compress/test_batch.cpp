@@ -1,0 +1,289 @@
+// The batch API: compress with each policy, validate and decompress into
+// destination pages; the classifier; the delta cache across rounds; the
+// worker pool.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "compress/classifier.hpp"
+#include "compress/compressor.hpp"
+#include "compress/pool.hpp"
+#include "compress/synthetic.hpp"
+
+namespace lm::compress {
+namespace {
+
+constexpr uint64_t kBase = 0x7f0000000000ull;
+
+struct Pages {
+  std::vector<uint8_t> data;
+  std::vector<uint64_t> addrs;
+  std::vector<const uint8_t*> ptrs;
+  Pages(Content c, size_t n, uint64_t seed) : data(n * kPageSize) {
+    std::mt19937_64 rng(seed);
+    for (size_t i = 0; i < n; i++) {
+      fill_page(c, rng, page(i));
+      addrs.push_back(kBase + i * kPageSize);
+      ptrs.push_back(page(i));
+    }
+  }
+  uint8_t* page(size_t i) { return data.data() + i * kPageSize; }
+  size_t size() const { return addrs.size(); }
+};
+
+// Destination memory standing for the migrated region.
+struct Destination {
+  std::vector<uint8_t> mem;
+  DestinationMap map;
+  explicit Destination(size_t pages) : mem(pages * kPageSize, 0xee) {
+    EXPECT_TRUE(map.add({kBase, pages * kPageSize, mem.data()}));
+  }
+};
+
+class PolicyRoundTrip : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(PolicyRoundTrip, MixedPagesArriveIntact) {
+  auto c = Compressor::create(GetParam());
+  ASSERT_TRUE(c) << c.error().message;
+  Pages src(Content::mixed, 256, 42);
+  Destination dst(src.size());
+  Decompressor d;
+  CompressedBatch batch;
+  for (size_t at = 0; at < src.size(); at += 64) {
+    ASSERT_TRUE((*c)->compress_batch({src.addrs.data() + at, 64}, {src.ptrs.data() + at, 64}, batch));
+    ASSERT_EQ(batch.entries.size(), 64u);
+    auto r = d.decompress_batch(batch.entries, {batch.payload.data(), batch.payload.size()}, dst.map);
+    ASSERT_TRUE(r) << r.error().message;
+  }
+  EXPECT_EQ(0, std::memcmp(dst.mem.data(), src.data.data(), src.data.size()));
+  EXPECT_EQ((*c)->stats().total().pages, src.size());
+}
+
+INSTANTIATE_TEST_SUITE_P(Policies, PolicyRoundTrip,
+                         ::testing::Values("fixed:raw", "fixed:lz4", "fixed:lz4:8", "fixed:zstd:1", "fixed:zstd:3",
+                                           "fixed:wkdm", "fixed:delta", "cbc", "cbc:zstd:3", "adaptive"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (auto& ch : n)
+                             if (ch == ':') ch = '_';
+                           return n;
+                         });
+
+TEST(PolicyParse, RejectsUnknownAndPayloadlessCodecs) {
+  EXPECT_FALSE(parse_policy("fixed:bogus"));
+  EXPECT_FALSE(parse_policy("fixed:zero"));
+  EXPECT_FALSE(parse_policy("fixed:zstd:99"));
+  EXPECT_FALSE(parse_policy("whatever"));
+  auto p = parse_policy("fixed:zstd:7");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->fixed.codec, Codec::zstd);
+  EXPECT_EQ(p->fixed.params.zstd_level, 7);
+}
+
+TEST(Classifier, RecognisesEachSyntheticClass) {
+  struct Want {
+    Content content;
+    PageClass cls;
+  } wants[] = {{Content::zero, PageClass::zero},   {Content::uniform, PageClass::uniform},
+               {Content::words, PageClass::words}, {Content::text, PageClass::text},
+               {Content::random, PageClass::random}};
+  for (auto w : wants) {
+    Pages p(w.content, 300, 9);
+    unsigned right = 0;
+    for (size_t i = 0; i < p.size(); i++) right += classify(p.page(i)).cls == w.cls;
+    EXPECT_GE(right, 285u) << content_name(w.content) << " classified as " << class_name(w.cls) << " " << right
+                           << "/300";
+  }
+}
+
+TEST(CbcPolicy, MapsClassesToTheirCodecs) {
+  auto c = Compressor::create("cbc");
+  ASSERT_TRUE(c);
+  struct Want {
+    Content content;
+    Codec codec;
+  } wants[] = {{Content::zero, Codec::zero},
+               {Content::uniform, Codec::uniform},
+               {Content::words, Codec::wkdm},
+               {Content::text, Codec::lz4},
+               {Content::random, Codec::raw}};
+  uint64_t seed = 1;
+  for (auto w : wants) {
+    Pages p(w.content, 32, seed++);
+    // Fresh addresses per class so no page is a re-send.
+    for (auto& a : p.addrs) a += seed << 32;
+    CompressedBatch b;
+    ASSERT_TRUE((*c)->compress_batch(p.addrs, p.ptrs, b));
+    unsigned right = 0;
+    for (auto& e : b.entries) right += e.codec == w.codec;
+    EXPECT_GE(right, 30u) << content_name(w.content) << " -> " << codec_name(w.codec);
+  }
+}
+
+TEST(DeltaCache, ResentPagesGoAsDeltasAndMissesDoNot) {
+  CompressorOptions opt;
+  opt.delta_cache_pages = 64;
+  auto c = Compressor::create("cbc", opt);
+  ASSERT_TRUE(c);
+  Pages src(Content::text, 32, 5);
+  Destination dst(src.size());
+  Decompressor d;
+  std::mt19937_64 rng(8);
+  for (int round = 0; round < 4; round++) {
+    CompressedBatch b;
+    ASSERT_TRUE((*c)->compress_batch(src.addrs, src.ptrs, b));
+    unsigned deltas = 0;
+    for (auto& e : b.entries) deltas += e.codec == Codec::delta;
+    if (round == 0) EXPECT_EQ(deltas, 0u) << "first send: every page misses";
+    else EXPECT_EQ(deltas, src.size()) << "round " << round;
+    ASSERT_TRUE(d.decompress_batch(b.entries, {b.payload.data(), b.payload.size()}, dst.map));
+    ASSERT_EQ(0, std::memcmp(dst.mem.data(), src.data.data(), src.data.size())) << "round " << round;
+    for (size_t i = 0; i < src.size(); i++) mutate_page(rng, src.page(i), 4);
+  }
+  EXPECT_EQ((*c)->stats().delta_misses, src.size());
+}
+
+TEST(DeltaCache, EvictedPagesAreSentWholeAndStillArriveIntact) {
+  CompressorOptions opt;
+  opt.delta_cache_pages = 8;  // smaller than the 32 pages sent
+  auto c = Compressor::create("cbc", opt);
+  ASSERT_TRUE(c);
+  Pages src(Content::text, 32, 6);
+  Destination dst(src.size());
+  Decompressor d;
+  std::mt19937_64 rng(3);
+  for (int round = 0; round < 3; round++) {
+    CompressedBatch b;
+    ASSERT_TRUE((*c)->compress_batch(src.addrs, src.ptrs, b));
+    unsigned deltas = 0;
+    for (auto& e : b.entries) deltas += e.codec == Codec::delta;
+    // LRU of 8 after 32 sends holds pages 24..31; in order 0..31 each page
+    // is evicted before it is re-sent.
+    EXPECT_EQ(deltas, 0u) << "round " << round;
+    ASSERT_TRUE(d.decompress_batch(b.entries, {b.payload.data(), b.payload.size()}, dst.map));
+    ASSERT_EQ(0, std::memcmp(dst.mem.data(), src.data.data(), src.data.size()));
+    for (size_t i = 0; i < src.size(); i++) mutate_page(rng, src.page(i), 2);
+  }
+  EXPECT_GT((*c)->delta_cache()->evictions(), 0u);
+  // Re-send the 8 most recent: all hit.
+  CompressedBatch b;
+  ASSERT_TRUE((*c)->compress_batch({src.addrs.data() + 24, 8}, {src.ptrs.data() + 24, 8}, b));
+  for (auto& e : b.entries) EXPECT_EQ(e.codec, Codec::delta);
+}
+
+TEST(DeltaCache, ZeroedPageDropsItsCachedVersion) {
+  auto c = Compressor::create("cbc");
+  ASSERT_TRUE(c);
+  Pages src(Content::text, 1, 2);
+  Destination dst(1);
+  Decompressor d;
+  auto send = [&] {
+    CompressedBatch b;
+    EXPECT_TRUE((*c)->compress_batch(src.addrs, src.ptrs, b));
+    EXPECT_TRUE(d.decompress_batch(b.entries, {b.payload.data(), b.payload.size()}, dst.map));
+    return b.entries[0].codec;
+  };
+  send();
+  std::memset(src.page(0), 0, kPageSize);
+  EXPECT_EQ(send(), Codec::zero);
+  std::mt19937_64 rng(1);
+  fill_page(Content::text, rng, src.page(0));
+  EXPECT_NE(send(), Codec::delta) << "the cache must not hold the pre-zero version";
+  EXPECT_EQ(0, std::memcmp(dst.mem.data(), src.data.data(), kPageSize));
+}
+
+TEST(AdaptivePolicy, SendsRawOnAFastLinkAndCompressesOnASlowOne) {
+  CompressorOptions opt;
+  opt.link_bytes_per_s = 1e12;  // far beyond what one core compresses
+  auto c = Compressor::create("adaptive", opt);
+  ASSERT_TRUE(c);
+  Pages src(Content::text, 64, 4);
+  auto codecs_of = [&](uint64_t salt) {
+    std::vector<uint64_t> addrs = src.addrs;
+    for (auto& a : addrs) a += salt << 36;  // fresh addresses: no deltas
+    CompressedBatch b;
+    EXPECT_TRUE((*c)->compress_batch(addrs, src.ptrs, b));
+    unsigned raw = 0;
+    for (auto& e : b.entries) raw += e.codec == Codec::raw;
+    return raw;
+  };
+  uint64_t salt = 1;
+  for (int i = 0; i < 20; i++) codecs_of(salt++);
+  EXPECT_EQ(codecs_of(salt++), 64u) << "fast link: raw";
+  EXPECT_EQ((*c)->current_plan().by_class[unsigned(PageClass::text)].codec, Codec::raw);
+
+  (*c)->report_link_rate(1.25e8);  // 1 Gbit/s
+  EXPECT_NE((*c)->current_plan().by_class[unsigned(PageClass::text)].codec, Codec::raw);
+  EXPECT_LE(codecs_of(salt++), 2u) << "slow link: compressed";
+
+  (*c)->report_link_rate(1e12);
+  EXPECT_EQ(codecs_of(salt++), 64u) << "and back to raw";
+}
+
+TEST(AdaptivePolicy, ZeroPagesAreAlwaysZero) {
+  CompressorOptions opt;
+  opt.link_bytes_per_s = 1e12;
+  auto c = Compressor::create("adaptive", opt);
+  ASSERT_TRUE(c);
+  Pages src(Content::zero, 16, 1);
+  CompressedBatch b;
+  ASSERT_TRUE((*c)->compress_batch(src.addrs, src.ptrs, b));
+  for (auto& e : b.entries) EXPECT_EQ(e.codec, Codec::zero);
+  EXPECT_TRUE(b.payload.empty());
+}
+
+TEST(BatchValidation, RejectsInconsistentEntries) {
+  std::vector<uint8_t> payload(kPageSize);
+  std::vector<PageEntry> e = {{kBase, uint32_t(kPageSize), Codec::raw, 0, 0}};
+  EXPECT_TRUE(validate_batch(e, payload.size()));
+  EXPECT_FALSE(validate_batch(e, payload.size() - 1)) << "lengths must sum to the payload";
+  e[0].addr = kBase + 1;
+  EXPECT_FALSE(validate_batch(e, payload.size())) << "unaligned address";
+  e[0].addr = kBase;
+  e[0].codec = Codec(9);
+  EXPECT_FALSE(validate_batch(e, payload.size())) << "unknown codec";
+  e[0].codec = Codec::zero;
+  EXPECT_FALSE(validate_batch(e, payload.size())) << "zero page with a payload";
+  e[0] = {kBase, 8, Codec::uniform, 1, 0};
+  EXPECT_FALSE(validate_batch(e, 8)) << "reserved flags";
+}
+
+TEST(BatchValidation, RejectsPagesOutsideTheDestination) {
+  Destination dst(4);
+  Decompressor d;
+  std::vector<uint8_t> payload;
+  std::vector<PageEntry> e = {{kBase + 4 * kPageSize, 0, Codec::zero, 0, 0}};
+  auto r = d.decompress_batch(e, payload, dst.map);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("outside the destination"), std::string::npos) << r.error().message;
+  DestinationMap m;
+  EXPECT_TRUE(m.add({kBase, kPageSize * 2, dst.mem.data()}));
+  EXPECT_FALSE(m.add({kBase + kPageSize, kPageSize, dst.mem.data()})) << "overlap";
+}
+
+TEST(CompressPool, TwoWorkersCompressBatchesConcurrently) {
+  auto pool = CompressPool::create("cbc", 2);
+  ASSERT_TRUE(pool);
+  Pages src(Content::mixed, 512, 77);
+  Destination dst(src.size());
+  std::vector<std::future<Result<CompressedBatch>>> futures;
+  for (size_t at = 0; at < src.size(); at += 64) {
+    BatchJob job;
+    job.addrs.assign(src.addrs.begin() + long(at), src.addrs.begin() + long(at + 64));
+    job.pages.assign(src.ptrs.begin() + long(at), src.ptrs.begin() + long(at + 64));
+    futures.push_back((*pool)->submit(std::move(job)));
+  }
+  Decompressor d;
+  for (auto& f : futures) {
+    auto r = f.get();
+    ASSERT_TRUE(r) << r.error().message;
+    ASSERT_TRUE(d.decompress_batch(r->entries, {r->payload.data(), r->payload.size()}, dst.map));
+  }
+  EXPECT_EQ(0, std::memcmp(dst.mem.data(), src.data.data(), src.data.size()));
+  EXPECT_EQ((*pool)->stats().total().pages, src.size());
+}
+
+}  // namespace
+}  // namespace lm::compress
