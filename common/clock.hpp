@@ -32,3 +32,14 @@ class Stopwatch {
 };
 
 }  // namespace lm
+
+namespace lm {
+
+// CPU time consumed by the calling thread, in seconds.
+inline double thread_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
+}
+
+}  // namespace lm

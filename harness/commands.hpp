@@ -15,5 +15,6 @@ int track(const Argv& args);            // cmd_track.cpp
 int snapshot(const Argv& args);         // cmd_snapshot.cpp
 int bench_compress(const Argv& args);   // cmd_bench_compress.cpp
 int bench_transport(const Argv& args);  // cmd_bench_transport.cpp
+int run(const Argv& args);              // cmd_run.cpp
 
 }  // namespace lm::cmd

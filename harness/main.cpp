@@ -18,6 +18,7 @@ constexpr Command kCommands[] = {
     {"check", "probe this host's kernel and libraries; print what works and why not", lm::cmd::check},
     {"track", "track the pages a live process dirties, round by round", lm::cmd::track},
     {"snapshot", "capture a live process's migratable pages into a corpus file", lm::cmd::snapshot},
+    {"run", "run a migration scenario (configs/*.toml) on this host and write its result JSON", lm::cmd::run},
     {"bench", "benchmarks: 'bench compress', 'bench transport'", bench},
 };
 

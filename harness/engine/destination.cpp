@@ -1,0 +1,330 @@
+#include "harness/engine/destination.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <shared_mutex>
+#include <thread>
+
+#include "common/clock.hpp"
+#include "common/fd.hpp"
+#include "compress/compressor.hpp"
+#include "harness/engine/digest.hpp"
+#include "harness/engine/source.hpp"
+#include "harness/guest/handoff.hpp"
+
+namespace lm::engine {
+
+using transport::Channel;
+using transport::MsgType;
+using transport::OutMessage;
+
+namespace {
+
+struct Region {
+  uint64_t addr = 0;
+  uint64_t bytes = 0;
+  UniqueFd memfd;
+  uint8_t* base = nullptr;
+
+  Region() = default;
+  Region(Region&& o) noexcept
+      : addr(o.addr), bytes(o.bytes), memfd(std::move(o.memfd)), base(std::exchange(o.base, nullptr)) {}
+  ~Region() {
+    if (base) munmap(base, bytes);
+  }
+};
+
+Result<Region> map_region(uint64_t addr, uint64_t bytes, UniqueFd memfd) {
+  Region r;
+  r.addr = addr;
+  r.bytes = bytes;
+  r.memfd = std::move(memfd);
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, r.memfd.get(), 0);
+  if (p == MAP_FAILED)
+    return Error::from_errno(strf("map destination memory for [0x%llx,0x%llx)", (unsigned long long)addr,
+                                  (unsigned long long)(addr + bytes)));
+  r.base = static_cast<uint8_t*>(p);
+  return r;
+}
+
+Result<Region> new_image_region(uint64_t addr, uint64_t bytes) {
+  int fd = memfd_create("livemig-image", MFD_CLOEXEC);
+  if (fd < 0) return Error::from_errno("memfd_create for the destination image");
+  UniqueFd memfd(fd);
+  if (ftruncate(fd, off_t(bytes)) != 0)
+    return Error::from_errno(strf("size the image of [0x%llx,+%llu)", (unsigned long long)addr,
+                                  (unsigned long long)bytes));
+  return map_region(addr, bytes, std::move(memfd));
+}
+
+}  // namespace
+
+// Destination memory by source address, shared by the receiving threads.
+// Pages are installed under a shared lock; a new mapping table (the source
+// announces it in-band on every channel) takes the exclusive lock.
+struct DestinationMemory {
+  std::shared_mutex lock;
+  std::vector<Region> regions;
+  compress::DestinationMap map;
+  PageHashes hashes{{}};
+  uint32_t generation = 0;
+  std::atomic<uint64_t> pages{0};
+  std::atomic<uint64_t> batches{0};
+  std::atomic<double> cpu_seconds{0};
+
+  Result<void> add_region(Region r) {
+    LM_TRY(map.add({r.addr, r.bytes, r.base}));
+    hashes.add({r.addr, r.addr + r.bytes});
+    regions.push_back(std::move(r));
+    return ok();
+  }
+
+  // Image target: a memfd for every mapping of the table not held yet.
+  // Regions of mappings that went away stay (their pages are simply not
+  // verified any more).
+  Result<void> adopt_table(const transport::MappingTable& table) {
+    std::unique_lock g(lock);
+    if (table.generation() < generation) return ok();
+    generation = table.generation();
+    for (const auto& e : table.entries()) {
+      bool held = false;
+      for (const auto& r : regions) held |= r.addr == e.start && r.bytes == e.end - e.start;
+      if (held) continue;
+      LM_TRY(add_region(LM_TRY(new_image_region(e.start, e.end - e.start))));
+    }
+    return ok();
+  }
+
+  void add_cpu(double s) {
+    double cur = cpu_seconds.load();
+    while (!cpu_seconds.compare_exchange_weak(cur, cur + s)) {
+    }
+  }
+};
+
+Result<std::unique_ptr<Destination>> Destination::listen(DestinationOptions options) {
+  std::unique_ptr<Destination> d(new Destination(std::move(options)));
+  d->listener_ = LM_TRY_CTX(transport::listen(d->o_.listen, d->o_.session.channel),
+                            strf("destination listen on %s", d->o_.listen.c_str()));
+  return d;
+}
+
+Destination::Destination(DestinationOptions options) : o_(std::move(options)) {}
+Destination::~Destination() = default;
+
+std::string Destination::address() const { return listener_->address(); }
+
+namespace {
+
+// Receives one bulk channel until its final round mark.
+Result<void> receive_bulk(Channel& channel, DestinationMemory& st, transport::MappingTable table, uint32_t codecs,
+                          transport::Timeout timeout, const std::atomic<bool>& abort, bool image_target) {
+  compress::Decompressor decompressor;
+  const transport::Timeout slice(200);
+  uint64_t idle_ms = 0;
+  while (!abort) {
+    auto received = transport::recv_message(channel, slice);
+    if (!received) {
+      if (received.error().code == ETIMEDOUT && idle_ms < uint64_t(timeout.count())) {
+        idle_ms += uint64_t(slice.count());
+        continue;
+      }
+      return std::move(received).error();
+    }
+    idle_ms = 0;
+    const auto& m = *received;
+    switch (m.type) {
+      case MsgType::page_batch: {
+        auto view = LM_TRY(transport::decode_page_batch(m, table, codecs));
+        std::shared_lock g(st.lock);
+        LM_TRY_CTX(decompressor.decompress_batch(
+                       view.entries,
+                       {reinterpret_cast<const uint8_t*>(view.payload.data()), view.payload.size()}, st.map),
+                   channel.name());
+        for (const auto& e : view.entries) st.hashes.set(e.addr, page_hash(st.map.find(e.addr)));
+        st.pages += view.entries.size();
+        st.batches++;
+        break;
+      }
+      case MsgType::round_end: {
+        auto end = LM_TRY(transport::decode_round_end(m));
+        if (end.flags & 1) return ok();
+        break;
+      }
+      case MsgType::mappings: {
+        table = LM_TRY(transport::decode_mappings(m));
+        if (image_target) LM_TRY(st.adopt_table(table));
+        break;
+      }
+      case MsgType::error:
+        return transport::peer_error(m, channel.name());
+      default:
+        return Error::msg(strf("%s: unexpected %s message on a bulk channel", channel.name().c_str(),
+                               std::string(transport::msg_type_name(m.type)).c_str()));
+    }
+  }
+  return Error::msg(strf("%s: receiving stopped: the migration failed elsewhere", channel.name().c_str()));
+}
+
+}  // namespace
+
+Result<DestinationOutcome> Destination::run() {
+  DestinationOutcome out;
+  const double cpu_start = thread_cpu_seconds();
+  auto session = LM_TRY(transport::accept_session(*listener_, o_.session, o_.timeout));
+  Stopwatch since_accept;
+  memory_ = std::make_unique<DestinationMemory>();
+  DestinationMemory& st = *memory_;
+  const auto& table = session.mappings();
+
+  // --- destination memory ---------------------------------------------------------
+  std::unique_ptr<guest::GuestProcess> guest;
+  std::optional<guest::HandoffServer> handoff;
+  if (o_.target == DestinationTarget::guest) {
+    if (table.entries().size() != 1)
+      return Error::msg(strf("destination: a guest migration announces one RAM mapping, this one %zu",
+                             table.entries().size()));
+    const auto& ram = table.entries().front();
+    std::string handoff_path = o_.work_dir + strf("/handoff-%d-%p.sock", getpid(), static_cast<void*>(this));
+    handoff = LM_TRY(guest::HandoffServer::listen(handoff_path));
+    guest = std::make_unique<guest::GuestProcess>(
+        LM_TRY(guest::GuestProcess::spawn_resume(o_.guest_binary, handoff_path, o_.work_dir)));
+    auto got = LM_TRY_CTX(handoff->accept(ram.start, ram.end - ram.start, guest::UffdWanted::no,
+                                          int(o_.timeout.count())),
+                          strf("destination: resumed guest pid %d", guest->pid()));
+    LM_TRY(st.add_region(LM_TRY(map_region(ram.start, ram.end - ram.start, std::move(got.memfd)))));
+  } else {
+    LM_TRY(st.adopt_table(table));
+  }
+  // On failure: the guest never ran from this image (abort), or is killed.
+  struct Discard {
+    std::optional<guest::HandoffServer>& handoff;
+    std::unique_ptr<guest::GuestProcess>& guest;
+    bool armed = true;
+    ~Discard() {
+      if (!armed) return;
+      if (handoff) (void)handoff->abort();
+      guest.reset();  // kills by PID and reaps
+    }
+  } discard{handoff, guest};
+
+  // --- receive ------------------------------------------------------------------------
+  std::atomic<bool> abort{false};
+  std::vector<std::optional<Error>> bulk_errors(session.bulk_count());
+  std::vector<std::thread> receivers;
+  std::atomic<size_t> bulk_done{0};
+  for (size_t c = 0; c < session.bulk_count(); c++) {
+    receivers.emplace_back([&, c] {
+      double cpu0 = thread_cpu_seconds();
+      auto r = receive_bulk(session.bulk(c), st, table, session.negotiated().codecs, o_.timeout, abort,
+                            o_.target == DestinationTarget::image);
+      if (!r) {
+        bulk_errors[c] = std::move(r).error();
+        abort = true;
+      }
+      st.add_cpu(thread_cpu_seconds() - cpu0);
+      bulk_done++;
+    });
+  }
+  auto join_receivers = [&] {
+    for (auto& t : receivers)
+      if (t.joinable()) t.join();
+  };
+  auto fail = [&](Error e) -> Result<DestinationOutcome> {
+    abort = true;
+    join_receivers();
+    for (auto& be : bulk_errors)
+      if (be) {
+        e = std::move(*be);  // the first bulk failure is the cause
+        break;
+      }
+    OutMessage m;
+    transport::encode_error(m, session.negotiated().version, e.code, e.message);
+    (void)transport::send_message(session.control(), m, transport::Timeout(1000));
+    return std::move(e).context("destination");
+  };
+
+  // Control channel: mapping updates, then the commit (exec state).
+  const transport::Timeout slice(200);
+  uint64_t idle_ms = 0;
+  std::optional<transport::ExecStateView> exec;
+  while (!exec) {
+    if (abort) return fail(Error::msg("a bulk channel failed"));
+    auto received = transport::recv_message(session.control(), slice);
+    if (!received) {
+      if (received.error().code == ETIMEDOUT && idle_ms < uint64_t(o_.timeout.count())) {
+        idle_ms += uint64_t(slice.count());
+        continue;
+      }
+      return fail(std::move(received).error());
+    }
+    idle_ms = 0;
+    const auto& m = *received;
+    if (m.type == MsgType::error) return fail(transport::peer_error(m, session.control().name()));
+    if (m.type == MsgType::mappings) {
+      auto t = decode_mappings(m);
+      if (!t) return fail(std::move(t).error());
+      session.set_mappings(*t);
+      continue;
+    }
+    if (m.type != MsgType::exec_state)
+      return fail(Error::msg(strf("%s: unexpected %s message", session.control().name().c_str(),
+                                  std::string(transport::msg_type_name(m.type)).c_str())));
+    auto e = transport::decode_exec_state(m);
+    if (!e) return fail(std::move(e).error());
+    exec = *e;
+  }
+  // Every bulk channel has delivered its final round before the commit is
+  // acted on.
+  join_receivers();
+  for (auto& be : bulk_errors)
+    if (be) return fail(*be);
+
+  {
+    OutMessage m;
+    auto digests = st.hashes.digests();
+    transport::encode_digest(m, session.negotiated().version, digests);
+    if (auto r = transport::send_message(session.control(), m, o_.timeout); !r) return fail(std::move(r).error());
+  }
+  uint64_t running_ns = now_ns();
+  if (o_.target == DestinationTarget::guest) {
+    if (exec->kind != uint32_t(ExecStateKind::guest_ram))
+      return fail(Error::msg(strf("exec state kind %u cannot resume a livemig-guest", exec->kind)));
+    if (auto r = handoff->go(); !r) return fail(std::move(r).error());
+    auto resumed = handoff->wait_running(int(o_.timeout.count()));
+    if (!resumed) return fail(std::move(resumed).error().context(strf("resume guest pid %d", guest->pid())));
+    running_ns = *resumed;
+    out.resumed_at_ms = since_accept.elapsed_ms();
+  }
+  {
+    OutMessage m;
+    transport::encode_event(m, session.negotiated().version,
+                            o_.target == DestinationTarget::guest ? MsgType::resumed : MsgType::ready,
+                            {running_ns, st.pages.load()});
+    if (auto r = transport::send_message(session.control(), m, o_.timeout); !r) return fail(std::move(r).error());
+  }
+  if (o_.target == DestinationTarget::guest) {
+    if (auto r = guest->wait_ready(int(o_.timeout.count())); !r) return fail(std::move(r).error());
+  }
+
+  // The source's verdict: close = verified and released; error = discard.
+  auto verdict = transport::recv_message(session.control(), o_.timeout);
+  if (!verdict) return fail(std::move(verdict).error().context("waiting for the source's verdict"));
+  if (verdict->type == MsgType::error) return fail(transport::peer_error(*verdict, session.control().name()));
+  if (verdict->type != MsgType::close)
+    return fail(Error::msg(strf("%s: unexpected %s message instead of the verdict", session.control().name().c_str(),
+                                std::string(transport::msg_type_name(verdict->type)).c_str())));
+  (void)session.close(transport::Timeout(2000));
+
+  discard.armed = false;
+  out.guest = std::move(guest);
+  for (const auto& r : st.regions) out.image.push_back({r.addr, r.bytes, r.base});
+  out.pages_received = st.pages;
+  out.batches = st.batches;
+  out.cpu_seconds = st.cpu_seconds + (thread_cpu_seconds() - cpu_start);
+  return out;
+}
+
+}  // namespace lm::engine

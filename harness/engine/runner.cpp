@@ -1,0 +1,179 @@
+#include "harness/engine/runner.hpp"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include "common/clock.hpp"
+#include "harness/engine/destination.hpp"
+#include "harness/engine/source.hpp"
+#include "harness/guest/client.hpp"
+
+namespace lm::engine {
+
+namespace {
+
+// A temporary directory for the run's unix sockets, removed at the end.
+class WorkDir {
+ public:
+  static Result<WorkDir> create() {
+    char tmpl[] = "/tmp/livemig-run-XXXXXX";
+    if (!mkdtemp(tmpl)) return Error::from_errno("create a work directory in /tmp");
+    WorkDir w;
+    w.path_ = tmpl;
+    return w;
+  }
+  WorkDir(WorkDir&& o) noexcept : path_(std::exchange(o.path_, {})) {}
+  ~WorkDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  WorkDir() = default;
+  std::string path_;
+};
+
+// Workload progress rate (guest steps per second) over `window`.
+Result<double> measure_rate(guest::ControlClient& control, std::chrono::milliseconds window) {
+  auto a = LM_TRY(control.status());
+  Stopwatch sw;
+  std::this_thread::sleep_for(window);
+  auto b = LM_TRY(control.status());
+  return double(b.steps - a.steps) / sw.elapsed_s();
+}
+
+std::string transport_address(const MigrationConfig& m) { return m.transport + ":" + m.address; }
+
+}  // namespace
+
+Result<std::string> find_guest_binary() {
+  if (const char* env = std::getenv("LM_GUEST_BIN"); env && *env) return std::string(env);
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return Error::sys(ec.value(), "find livemig's own path");
+  for (auto candidate : {self.parent_path() / "guest" / "livemig-guest", self.parent_path() / "livemig-guest"})
+    if (std::filesystem::exists(candidate, ec)) return candidate.string();
+  return Error::msg(strf("livemig-guest not found next to %s; set LM_GUEST_BIN", self.c_str()));
+}
+
+Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOptions& options) {
+  if (config.workload.kind != WorkloadKind::guest)
+    return Error::msg(strf("%s: workload kind '%s' is not supported by this runner yet", config.source_path.c_str(),
+                           std::string(workload_name(config.workload.kind)).c_str()));
+  MigrationResult result;
+  result.config = config;
+  result.host = read_host_facts();
+  auto work = LM_TRY(WorkDir::create());
+
+  // --- the workload -------------------------------------------------------------
+  guest::GuestOptions gopts;
+  gopts.ram_bytes = config.workload.ram_bytes;
+  gopts.rate = config.workload.rate;
+  gopts.pattern = config.workload.pattern;
+  gopts.content = config.workload.content;
+  gopts.write = config.workload.write;
+  gopts.threads = config.workload.threads;
+  gopts.seed = config.workload.seed;
+  auto source_guest = LM_TRY_CTX(guest::GuestProcess::spawn(options.guest_binary, gopts, work.path()),
+                                 "start the source guest");
+  result.workload_rate_before = LM_TRY(measure_rate(
+      source_guest.control(), std::chrono::milliseconds(std::max(100u, config.workload.warmup_ms))));
+
+  // --- destination, in this process on its own thread ------------------------------
+  DestinationOptions dopts;
+  dopts.listen = transport_address(config.migration);
+  dopts.target = DestinationTarget::guest;
+  dopts.guest_binary = options.guest_binary;
+  dopts.work_dir = work.path();
+  auto destination = LM_TRY(Destination::listen(dopts));
+  std::optional<Result<DestinationOutcome>> outcome;
+  std::thread dest_thread([&] { outcome = destination->run(); });
+
+  // --- source ------------------------------------------------------------------------
+  SourceOptions sopts;
+  sopts.pid = source_guest.pid();
+  sopts.scope.kind = dt::ScopeKind::ranges;
+  sopts.scope.ranges = {{source_guest.ram_addr(), source_guest.ram_addr() + source_guest.ram_size()}};
+  sopts.exec_state = ExecStateKind::guest_ram;
+  sopts.tracker = config.migration.tracker;
+  sopts.policy = config.migration.policy;
+  sopts.channels = config.migration.channels;
+  sopts.workers = config.migration.workers;
+  sopts.batch_pages = config.migration.batch_pages;
+  sopts.convergence = config.convergence;
+  sopts.auto_converge = config.auto_converge;
+  sopts.verify = config.verify;
+  auto status_before = source_guest.control().status();
+  Stopwatch migrating;
+  uint64_t steps_at_freeze = 0;
+  double seconds_to_freeze = 0;
+  sopts.before_freeze = [&] {
+    if (auto s = source_guest.control().status(); s) steps_at_freeze = s->steps;
+    seconds_to_freeze = migrating.elapsed_s();
+  };
+  if (options.progress == ProgressLine::on) {
+    sopts.on_round = [](const SourceProgress& p) {
+      std::fprintf(stderr, "\rround %u  pages left %llu  sent %.2f GB  %.2f Gbit/s  expected downtime %.0f ms   ",
+                   p.round, (unsigned long long)p.pages_left, double(p.bytes_sent) / 1e9, p.gbps,
+                   p.expected_downtime_ms);
+    };
+  }
+  SourceMigration source(sopts);
+  auto migrated = source.run(destination->address(), result);
+  if (options.progress == ProgressLine::on) std::fprintf(stderr, "\n");
+  dest_thread.join();
+  if (status_before && seconds_to_freeze > 0)
+    result.workload_rate_during = double(steps_at_freeze - status_before->steps) / seconds_to_freeze;
+
+  if (!migrated.ok() || !outcome->ok()) {
+    result.completed = false;
+    if (result.error.empty())
+      result.error = !migrated.ok() ? migrated.error().message : outcome->error().message;
+    else if (!outcome->ok())
+      result.error += " (destination: " + outcome->error().message + ")";
+    return result;  // the source guest runs on; its destructor ends it
+  }
+  auto& dest = outcome->value();
+  result.cpu_seconds_destination = dest.cpu_seconds;
+
+  // --- after: the guest runs at the destination; its own check must pass ---------------
+  if (auto rate = measure_rate(dest.guest->control(), std::chrono::milliseconds(500)); rate)
+    result.workload_rate_after = *rate;
+  auto guest_verify = dest.guest->control().verify();
+  if (!guest_verify) {
+    result.verify_ok = false;
+    result.completed = false;
+    result.error = "the guest's own verify failed after resume: " + guest_verify.error().message;
+  }
+  (void)dest.guest->stop(5000);
+  return result;
+}
+
+std::string summarize(const MigrationResult& r) {
+  std::string s;
+  s += strf("status        %s%s\n", r.completed ? "completed" : "failed",
+            r.completed ? "" : (": " + r.error).c_str());
+  s += strf("transport     %s, tracker %s, policy %s\n", r.transport.c_str(), r.tracker.c_str(), r.policy.c_str());
+  s += strf("total-time    %.1f ms (setup %.1f ms)\n", r.total_time_ms, r.setup_time_ms);
+  s += strf("downtime      %.1f ms\n", r.downtime_ms);
+  s += strf("rounds        %u (stop: %s)\n", r.dirty_sync_count, r.stop_reason.c_str());
+  s += strf("ram           %.1f MiB, %.1f MiB on the wire, %.0f Mbit/s, ratio %.2f\n",
+            double(r.ram_total) / 1048576, double(r.transferred) / 1048576, r.mbps, r.compression_ratio);
+  s += strf("pages         normal %llu, duplicate %llu, compressed %llu, resent %llu\n",
+            (unsigned long long)r.pages_normal, (unsigned long long)r.pages_duplicate,
+            (unsigned long long)r.pages_compressed, (unsigned long long)r.pages_resent);
+  s += strf("cpu           source %.2f s, destination %.2f s\n", r.cpu_seconds_source, r.cpu_seconds_destination);
+  s += strf("workload      %.0f steps/s before, %.0f during, %.0f after\n", r.workload_rate_before,
+            r.workload_rate_during, r.workload_rate_after);
+  s += strf("verify        %s (%llu pages)\n", r.verify_ok ? "ok" : "not ok", (unsigned long long)r.verify_pages);
+  if (r.model)
+    s += strf("model         predicted total %.1f ms, downtime %.1f ms, %u rounds (r = %.3f)\n",
+              r.model->total_s * 1e3, r.model->downtime_s * 1e3, r.model->rounds, r.model->ratio);
+  return s;
+}
+
+}  // namespace lm::engine

@@ -1,0 +1,30 @@
+// One whole scenario on one host: start the workload, the destination and the
+// source, migrate, verify, measure, and clean up every process it started.
+#pragma once
+
+#include <string>
+
+#include "harness/engine/results.hpp"
+#include "harness/engine/scenario.hpp"
+
+namespace lm::engine {
+
+enum class ProgressLine { off, on };
+
+struct RunOptions {
+  std::string guest_binary;  // livemig-guest
+  ProgressLine progress = ProgressLine::off;
+};
+
+// The guest binary: $LM_GUEST_BIN, else next to the running livemig.
+Result<std::string> find_guest_binary();
+
+// Runs the scenario. The Result is an error only when the scenario could not
+// be set up (the workload did not start); a migration that failed is a
+// result with completed == false and the reason in `error`.
+Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOptions& options);
+
+// A short human-readable summary of a result.
+std::string summarize(const MigrationResult& r);
+
+}  // namespace lm::engine

@@ -1,0 +1,66 @@
+// The source side of a migration: attaches to a live process by PID, tracks
+// its dirty pages, sends them round by round (pre-copy), freezes it for the
+// final round, and releases it only after the destination has proven, by
+// digests, that it holds exactly the frozen image. On any failure before that
+// the process is thawed and runs on as it was.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <string>
+
+#include "dirtytrack/maps.hpp"
+#include "harness/engine/convergence.hpp"
+#include "harness/engine/results.hpp"
+#include "harness/engine/scenario.hpp"
+#include "transport/session.hpp"
+
+namespace lm::engine {
+
+// What the engine knows about the process's execution state on the wire.
+enum class ExecStateKind : uint32_t {
+  guest_ram = 1,  // livemig-guest: the whole state lives in its RAM
+  image = 2,      // unmodified process: memory image only, no resume
+};
+
+struct SourceProgress {
+  unsigned round = 0;
+  uint64_t pages_left = 0;      // dirty pages waiting for the next round
+  uint64_t bytes_sent = 0;      // on the wire so far
+  double gbps = 0;              // wire rate of the last round
+  double expected_downtime_ms = 0;
+};
+
+struct SourceOptions {
+  pid_t pid = 0;
+  dt::Scope scope;  // the guest's RAM range, or every migratable mapping
+  ExecStateKind exec_state = ExecStateKind::guest_ram;
+  std::string tracker = "auto";
+  std::string policy = "adaptive";
+  unsigned channels = 2;      // bulk channels
+  unsigned workers = 2;       // sending/compressing threads
+  unsigned batch_pages = 256; // pages per page-batch message
+  ConvergenceConfig convergence;
+  AutoConvergeConfig auto_converge;
+  bool verify = true;
+  transport::SessionConfig session;
+  transport::Timeout timeout{30000};  // any single wait for the peer
+  // Called after every round (progress line).
+  std::function<void(const SourceProgress&)> on_round;
+  // Called just before the process is frozen (the runner samples the workload).
+  std::function<void()> before_freeze;
+};
+
+class SourceMigration {
+ public:
+  explicit SourceMigration(SourceOptions options) : o_(std::move(options)) {}
+  // Migrates to `address` ("uring:127.0.0.1:7000") and fills `result`
+  // (also on failure: what happened until then, and the error).
+  Result<void> run(const std::string& address, MigrationResult& result);
+
+ private:
+  SourceOptions o_;
+};
+
+}  // namespace lm::engine
