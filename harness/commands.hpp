@@ -16,5 +16,7 @@ int snapshot(const Argv& args);         // cmd_snapshot.cpp
 int bench_compress(const Argv& args);   // cmd_bench_compress.cpp
 int bench_transport(const Argv& args);  // cmd_bench_transport.cpp
 int run(const Argv& args);              // cmd_run.cpp
+int dest(const Argv& args);             // cmd_migrate.cpp
+int source(const Argv& args);           // cmd_migrate.cpp
 
 }  // namespace lm::cmd

@@ -19,6 +19,8 @@ constexpr Command kCommands[] = {
     {"track", "track the pages a live process dirties, round by round", lm::cmd::track},
     {"snapshot", "capture a live process's migratable pages into a corpus file", lm::cmd::snapshot},
     {"run", "run a migration scenario (configs/*.toml) on this host and write its result JSON", lm::cmd::run},
+    {"dest", "receive one migration (listen; resume the guest or keep an image)", lm::cmd::dest},
+    {"source", "migrate a live process by PID to a listening 'livemig dest'", lm::cmd::source},
     {"bench", "benchmarks: 'bench compress', 'bench transport'", bench},
 };
 

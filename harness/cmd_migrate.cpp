@@ -1,0 +1,153 @@
+// livemig dest / livemig source: the two halves of a migration as separate
+// processes (two hosts, or fault-injection tests that kill one side).
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "common/args.hpp"
+#include "harness/commands.hpp"
+#include "harness/engine/destination.hpp"
+#include "harness/engine/runner.hpp"
+#include "harness/engine/source.hpp"
+
+namespace lm::cmd {
+
+namespace {
+
+template <class T>
+bool usage_error(const char* cmd, const Result<T>& r, const std::vector<OptionSpec>& specs) {
+  if (r) return false;
+  std::fprintf(stderr, "livemig %s: %s\nusage: livemig %s [options]\n%s", cmd, r.error().message.c_str(), cmd,
+               Args::usage(specs).c_str());
+  return true;
+}
+
+volatile sig_atomic_t g_stop_requested = 0;  // set by SIGTERM/SIGINT in `livemig dest`
+
+}  // namespace
+
+int dest(const Argv& argv) {
+  const std::vector<OptionSpec> specs = {
+      {"listen", true, "address to listen on, e.g. uring:127.0.0.1:7000 (port 0 picks one)"},
+      {"image", false, "keep a memory image (unmodified process) instead of resuming livemig-guest"},
+      {"timeout-ms", true, "longest silence from the source (default 30000)"},
+      {"exit-after", false, "stop the resumed guest and exit once the migration completed"},
+  };
+  auto args = Args::parse(argv, specs);
+  if (usage_error("dest", args, specs)) return 2;
+  engine::DestinationOptions o;
+  o.listen = args->get_or("listen", "uring:127.0.0.1:0");
+  o.target = args->has("image") ? engine::DestinationTarget::image : engine::DestinationTarget::guest;
+  auto timeout = args->get_u64("timeout-ms", 30000);
+  if (usage_error("dest", timeout, specs)) return 2;
+  o.timeout = transport::Timeout(*timeout);
+  o.work_dir = "/tmp";
+  if (o.target == engine::DestinationTarget::guest) {
+    auto bin = engine::find_guest_binary();
+    if (!bin) {
+      std::fprintf(stderr, "livemig dest: %s\n", bin.error().message.c_str());
+      return 1;
+    }
+    o.guest_binary = *bin;
+  }
+  auto d = engine::Destination::listen(o);
+  if (!d) {
+    std::fprintf(stderr, "livemig dest: %s\n", d.error().message.c_str());
+    return 1;
+  }
+  std::printf("LISTENING %s\n", (*d)->address().c_str());
+  std::fflush(stdout);
+  auto outcome = (*d)->run();
+  if (!outcome) {
+    std::fprintf(stderr, "livemig dest: %s\n", outcome.error().message.c_str());
+    return 1;
+  }
+  std::printf("COMPLETED pages=%llu batches=%llu cpu=%.3f\n", (unsigned long long)outcome->pages_received,
+              (unsigned long long)outcome->batches, outcome->cpu_seconds);
+  if (outcome->guest) {
+    std::printf("RESUMED pid=%d control=%s\n", outcome->guest->pid(), outcome->guest->control_path().c_str());
+    std::fflush(stdout);
+    if (!args->has("exit-after")) {
+      // The guest is our child: stay until it exits or we are told to stop.
+      struct sigaction sa {};
+      sa.sa_handler = [](int) { g_stop_requested = 1; };
+      sigaction(SIGTERM, &sa, nullptr);
+      sigaction(SIGINT, &sa, nullptr);
+      while (!g_stop_requested) {
+        if (auto r = outcome->guest->wait_exit(200); r) return 0;
+      }
+    }
+    (void)outcome->guest->stop(5000);
+  }
+  return 0;
+}
+
+int source(const Argv& argv) {
+  const std::vector<OptionSpec> specs = {
+      {"pid", true, "the process to migrate"},
+      {"to", true, "destination address, e.g. uring:127.0.0.1:7000"},
+      {"ram", true, "ADDR:SIZE of a livemig-guest's RAM (default: every migratable mapping, image mode)"},
+      {"tracker", true, "auto | uffd-wp | soft-dirty | hash"},
+      {"policy", true, "fixed:<codec> | cbc | adaptive"},
+      {"channels", true, "bulk channels (default 2)"},
+      {"workers", true, "sender/compression threads (default 2)"},
+      {"max-rounds", true, "pre-copy rounds at most (default 30)"},
+      {"downtime-ms", true, "expected-downtime target (default 300)"},
+      {"no-verify", false, "skip digest verification"},
+      {"out", true, "write the result JSON here"},
+  };
+  auto args = Args::parse(argv, specs);
+  if (usage_error("source", args, specs)) return 2;
+  engine::SourceOptions o;
+  auto pid = args->get_u64("pid", 0);
+  if (usage_error("source", pid, specs)) return 2;
+  if (*pid == 0 || !args->has("to")) {
+    std::fprintf(stderr, "livemig source: --pid and --to are required\n%s", Args::usage(specs).c_str());
+    return 2;
+  }
+  o.pid = pid_t(*pid);
+  if (auto ram = args->get("ram")) {
+    auto colon = ram->find(':');
+    auto addr = parse_u64(ram->substr(0, colon));
+    auto size = colon == std::string::npos ? Result<uint64_t>(Error::msg("missing :SIZE")) : parse_size(ram->substr(colon + 1));
+    if (!addr || !size) {
+      std::fprintf(stderr, "livemig source: --ram '%s': expected ADDR:SIZE\n", ram->c_str());
+      return 2;
+    }
+    o.scope.kind = dt::ScopeKind::ranges;
+    o.scope.ranges = {{*addr, *addr + *size}};
+    o.exec_state = engine::ExecStateKind::guest_ram;
+  } else {
+    o.scope.kind = dt::ScopeKind::migratable;
+    o.exec_state = engine::ExecStateKind::image;
+  }
+  o.tracker = args->get_or("tracker", "auto");
+  o.policy = args->get_or("policy", "adaptive");
+  auto channels = args->get_u64("channels", 2);
+  auto workers = args->get_u64("workers", 2);
+  auto rounds = args->get_u64("max-rounds", 30);
+  auto downtime = args->get_double("downtime-ms", 300);
+  if (usage_error("source", channels, specs) || usage_error("source", workers, specs) ||
+      usage_error("source", rounds, specs) || usage_error("source", downtime, specs))
+    return 2;
+  o.channels = unsigned(*channels);
+  o.workers = unsigned(*workers);
+  o.convergence.max_rounds = unsigned(*rounds);
+  o.convergence.downtime_target_ms = *downtime;
+  o.verify = !args->has("no-verify");
+  engine::MigrationResult result;
+  result.host = engine::read_host_facts();
+  engine::SourceMigration migration(o);
+  auto r = migration.run(*args->get("to"), result);
+  if (auto out = args->get("out")) (void)engine::write_result(result, *out);
+  std::printf("%s", engine::summarize(result).c_str());
+  if (!r) {
+    std::fprintf(stderr, "livemig source: %s\n", r.error().message.c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace lm::cmd
