@@ -186,7 +186,13 @@ std::vector<MappingChange> diff_mappings(const MappingList& before, const Mappin
     bool matched = false;
     for (size_t k = 0; k < added.size() && !matched; k++) {
       const Mapping* a = added[k];
-      if (added_used[k] || r->inode != 0 || a->inode != 0 || r->offset != a->offset || r->offset == 0) continue;
+      // /proc/PID/maps prints offset 0 for every anonymous mapping, so a
+      // move cannot be proven from it: an anonymous mapping that vanished
+      // and one of the same size and permissions that appeared are taken
+      // as one mremap.
+      bool same_shape = r->bytes() == a->bytes() && r->read == a->read && r->write == a->write &&
+                        r->exec == a->exec && r->shared == a->shared;
+      if (added_used[k] || r->inode != 0 || a->inode != 0 || r->path != a->path || !same_shape) continue;
       added_used[k] = true;
       matched = true;
       changes.push_back({MappingChange::Kind::remapped, *r, *a});

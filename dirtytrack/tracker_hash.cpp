@@ -71,7 +71,7 @@ class HashTracker final : public Tracker {
   }
 
   // Reads and hashes every page in scope. dirty: pages whose hash changed,
-  // and non-zero pages new to the scope. populated: non-zero pages.
+  // and every page new to the scope (as uffd-wp counts new mappings whole). populated: non-zero pages.
   Result<void> rehash(RangeList* dirty, RangeList* populated) {
     std::map<uint64_t, Region> next;
     for (const auto& r : space_.ranges()) {
@@ -90,7 +90,7 @@ class HashTracker final : public Tracker {
           }
           region.hash[(page - r.start) >> kPageShift] = h;
           const uint64_t* old = previous(page);
-          bool changed = old ? *old != h : h != zero_hash_;
+          bool changed = old ? *old != h : true;
           if (dirty && changed) append_merge(*dirty, {page, page + kPageSize});
           if (populated && h != zero_hash_) append_merge(*populated, {page, page + kPageSize});
         }

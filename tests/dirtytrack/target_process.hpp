@@ -1,4 +1,4 @@
-// Test helper: runs dt_target (path in env LM_DT_TARGET) with pipes, sends
+// Test helper: runs dt_target (numbers in its commands are hex) (path in env LM_DT_TARGET) with pipes, sends
 // commands, reads replies with a timeout; kills and reaps it by its PID.
 #pragma once
 
@@ -22,6 +22,7 @@ namespace lm::test {
 class TargetProcess {
  public:
   TargetProcess() {
+    ::signal(SIGPIPE, SIG_IGN);  // a dead target must fail a test, not kill it
     const char* bin = std::getenv("LM_DT_TARGET");
     if (!bin) {
       error_ = "LM_DT_TARGET is not set";
