@@ -219,6 +219,45 @@ TEST_P(TrackerTest, DiscardedPagesAreDirtyOnceThenWritesAgain) {
   stop_and_check_clean();
 }
 
+TEST_P(TrackerTest, PagesUntouchedAtStartAreFoundWhenFirstWritten) {
+  // 4 MiB never touched before start: no pages, no page tables.
+  uint64_t fresh = isolated_mapping(target_, 1024);
+  ASSERT_NE(fresh, 0u);
+  start();
+  collect();
+  for (int round = 0; round < 3; round++) {
+    std::vector<uint64_t> idx;
+    for (uint64_t i = uint64_t(round) * 7; i < 1024; i += 37) idx.push_back(i);
+    RangeList expected;
+    for (uint64_t i : idx) {
+      ASSERT_TRUE(target_.word(fresh + i * P + 16, 0x5500 + i + uint64_t(round)));
+      append_merge(expected, {fresh + i * P, fresh + (i + 1) * P});
+    }
+    auto r = collect();
+    EXPECT_EQ(within(r, fresh, 1024), expected) << "round " << round;
+  }
+  stop_and_check_clean();
+}
+
+TEST_P(TrackerTest, ScatteredWritesBeyondOneKernelBufferAreAllFound) {
+  // More separate dirty regions than PAGEMAP_SCAN's kernel-side buffer
+  // (512) holds: the walk restarts at walk_end and must lose nothing.
+  uint64_t big = isolated_mapping(target_, 4096);
+  ASSERT_NE(big, 0u);
+  ASSERT_TRUE(target_.fill(big, 4096, 3));
+  start();
+  collect();
+  RangeList expected;
+  for (uint64_t i = 1; i < 4096; i += 3) {
+    ASSERT_TRUE(target_.word(big + i * P, 0x77000 + i));
+    append_merge(expected, {big + i * P, big + (i + 1) * P});
+  }
+  auto r = collect();
+  EXPECT_EQ(total_pages(within(r, big, 4096)), total_pages(expected));
+  EXPECT_EQ(within(r, big, 4096), expected);
+  stop_and_check_clean();
+}
+
 TEST_P(TrackerTest, ExitedTargetIsAnErrorNamingThePid) {
   start();
   pid_t pid = target_.pid();
