@@ -1,15 +1,16 @@
 // uffd-wp: a userfaultfd created inside the target (UFFDIO_* act on the mm
 // of the process that created the fd), registered for async write-protect
-// per mapping; collect() is PAGEMAP_SCAN's get-and-re-protect of WRITTEN
-// pages, plus two checks the WRITTEN bit cannot answer:
-//   - mappings not registered (new, moved by mremap, grown by brk into a new
-//     VMA, replaced in place) are found by scanning for !WPALLOWED,
-//     registered, protected, and counted dirty as a whole;
-//   - pages discarded by MADV_DONTNEED become empty PTEs that are neither
-//     WRITTEN nor carry a WP marker: scan for "neither present nor swapped"
-//     (with WP_UNPOPULATED every untouched page holds a marker, which counts
-//     as swapped), count them dirty (they read as zero now), and protect
-//     them again so the next round does not report them twice.
+// (with WP_UNPOPULATED: untouched pages get markers) per mapping. collect():
+//   1. mappings not registered (new, moved by mremap, grown by brk into a
+//      new VMA, replaced in place) are found by scanning for !WPALLOWED,
+//      registered, protected, and counted dirty as a whole;
+//   2. PAGEMAP_SCAN's get-and-re-protect of WRITTEN pages. Its fast path
+//      (category_mask == return_mask == WRITTEN) treats an empty PTE as
+//      written and puts a marker on it: that is how a page discarded by
+//      MADV_DONTNEED (an empty PTE, no marker: anonymous zaps drop them)
+//      shows up, once. A separate scan for empty PTEs followed by
+//      UFFDIO_WRITEPROTECT lost writes under concurrent churn (see
+//      docs/dirtytrack.md), so there is none.
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
@@ -30,8 +31,6 @@ namespace {
 
 constexpr ScanQuery kUnregistered{0, PAGE_IS_WPALLOWED, PAGE_IS_WPALLOWED, 0, PAGE_IS_WPALLOWED};
 constexpr ScanQuery kPresent{0, PAGE_IS_PFNZERO, PAGE_IS_PRESENT | PAGE_IS_PFNZERO, 0, PAGE_IS_PRESENT};
-constexpr ScanQuery kDiscarded{0, PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT | PAGE_IS_SWAPPED, 0,
-                               PAGE_IS_PRESENT | PAGE_IS_SWAPPED};
 
 class UffdWpTracker final : public Tracker {
  public:
@@ -73,15 +72,9 @@ class UffdWpTracker final : public Tracker {
     for (const auto& r : ranges) LM_TRY(scanner_->scan(r, kUnregistered, unregistered));
     register_and_protect(mappings_within(unregistered));
     out.dirty = unregistered;
-    RangeList written, discarded;
+    RangeList written;
     for (const auto& r : ranges) LM_TRY(scanner_->scan(r, kGetAndProtectWritten, written));
-    for (const auto& r : ranges) LM_TRY(scanner_->scan(r, kDiscarded, discarded));
-    // PAGEMAP_SCAN re-protects only WRITTEN pages; put markers back on the
-    // discarded ones. A write racing with this is harmless: the page is in
-    // this round's dirty set and is read after collect() returns.
-    discarded = subtract(discarded, unregistered);
-    for (const auto& r : discarded) (void)write_protect(r);
-    out.dirty = unite(unite(out.dirty, written), discarded);
+    out.dirty = unite(out.dirty, written);
     out.dirty_pages = total_pages(out.dirty);
     out.mappings = space_.mappings();
     out.scan_ns = sw.elapsed_ns();

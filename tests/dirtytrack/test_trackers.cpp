@@ -182,6 +182,50 @@ TEST_P(TrackerTest, MovedMappingIsDirtyAtItsNewPlaceThenTracked) {
   stop_and_check_clean();
 }
 
+TEST_P(TrackerTest, NewMappingWhereAMovedOneWasIsDirtyWhole) {
+  uint64_t small = isolated_mapping(target_, 5);
+  ASSERT_NE(small, 0u);
+  ASSERT_TRUE(target_.fill(small, 5, 4));
+  start();
+  collect();
+  uint64_t moved = target_.first(target_.send(lm::strf("move %llx 5", (unsigned long long)small)));
+  ASSERT_NE(moved, 0u);
+  collect();
+  uint64_t again = target_.first(target_.send(lm::strf("mapat %llx 4", (unsigned long long)(small + P))));
+  ASSERT_EQ(again, small + P);
+  ASSERT_TRUE(target_.fill(again, 1, 6));
+  auto r = collect();
+  EXPECT_EQ(within(r, again, 4), (RangeList{{again, again + 4 * P}}));
+  stop_and_check_clean();
+}
+
+TEST_P(TrackerTest, RepeatedMovesBesideTrackedMappingsStayTracked) {
+  std::vector<uint64_t> regions;
+  for (int i = 0; i < 6; i++) {
+    regions.push_back(target_.map(3 + uint64_t(i)));
+    ASSERT_NE(regions.back(), 0u);
+    ASSERT_TRUE(target_.fill(regions.back(), 3 + uint64_t(i), 7));
+  }
+  start();
+  collect();
+  for (int round = 0; round < 24; round++) {
+    size_t k = size_t(round * 5) % regions.size();
+    uint64_t pages = 3 + k;
+    uint64_t moved = target_.first(target_.send(lm::strf("move %llx %llx", (unsigned long long)regions[k],
+                                                           (unsigned long long)pages)));
+    ASSERT_NE(moved, 0u);
+    regions[k] = moved;
+    auto r = collect();
+    EXPECT_EQ(within(r, moved, pages), (RangeList{{moved, moved + pages * P}})) << "round " << round;
+    size_t other = (k + 1) % regions.size();
+    uint64_t page = regions[other] + (uint64_t(round) % (3 + other)) * P;
+    ASSERT_TRUE(target_.word(page, 0x1000 + uint64_t(round)));
+    auto r2 = collect();
+    EXPECT_TRUE(lm::dt::contains(r2.dirty, page)) << "round " << round;
+  }
+  stop_and_check_clean();
+}
+
 TEST_P(TrackerTest, GrownMappingAndHeapAreTracked) {
   uint64_t small = target_.map(8);
   // Keep the next 8 pages free so the mapping can grow in place.
@@ -255,6 +299,25 @@ TEST_P(TrackerTest, ScatteredWritesBeyondOneKernelBufferAreAllFound) {
   auto r = collect();
   EXPECT_EQ(total_pages(within(r, big, 4096)), total_pages(expected));
   EXPECT_EQ(within(r, big, 4096), expected);
+  stop_and_check_clean();
+}
+
+TEST_P(TrackerTest, DiscardingWholePageTablesIsDirtyOnce) {
+  // 8 MiB discarded at once: the kernel (CONFIG_PT_RECLAIM) may free the
+  // emptied page tables, leaving holes rather than empty PTEs.
+  uint64_t big = isolated_mapping(target_, 2048);
+  ASSERT_NE(big, 0u);
+  ASSERT_TRUE(target_.fill(big, 2048, 5));
+  start();
+  collect();
+  ASSERT_EQ(target_.send(lm::strf("dontneed %llx 800", (unsigned long long)big)), "ok");
+  auto r = collect();
+  EXPECT_EQ(within(r, big, 2048), (RangeList{{big, big + 2048 * P}}));
+  auto quiet = collect();
+  EXPECT_TRUE(within(quiet, big, 2048).empty());
+  ASSERT_TRUE(target_.word(big + 1500 * P, 3));
+  auto again = collect();
+  EXPECT_EQ(within(again, big, 2048), pages(big, {1500}));
   stop_and_check_clean();
 }
 
