@@ -226,6 +226,26 @@ TEST_P(TrackerTest, RepeatedMovesBesideTrackedMappingsStayTracked) {
   stop_and_check_clean();
 }
 
+TEST_P(TrackerTest, DiscardInAMovedMappingIsFound) {
+  uint64_t small = isolated_mapping(target_, 13);
+  ASSERT_NE(small, 0u);
+  ASSERT_TRUE(target_.fill(small, 13, 4));
+  start();
+  collect();
+  uint64_t moved = target_.first(target_.send(lm::strf("move %llx d", (unsigned long long)small)));
+  ASSERT_NE(moved, 0u);
+  collect();
+  auto quiet = collect();
+  EXPECT_TRUE(within(quiet, moved, 13).empty());
+  ASSERT_EQ(target_.send(lm::strf("dontneed %llx 1", (unsigned long long)moved)), "ok");
+  auto r = collect();
+  EXPECT_EQ(within(r, moved, 13), pages(moved, {0}));
+  ASSERT_TRUE(target_.word(moved + 4 * P, 9));
+  auto r2 = collect();
+  EXPECT_EQ(within(r2, moved, 13), pages(moved, {4}));
+  stop_and_check_clean();
+}
+
 TEST_P(TrackerTest, GrownMappingAndHeapAreTracked) {
   uint64_t small = target_.map(8);
   // Keep the next 8 pages free so the mapping can grow in place.
