@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cinttypes>
 #include <cstdlib>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -134,5 +135,14 @@ class TargetProcess {
   std::string buf_;
   std::string error_;
 };
+
+// Whether pid has no tracer (TracerPid: 0 in /proc/PID/status).
+inline bool untraced(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("TracerPid:", 0) == 0) return std::stoi(line.substr(10)) == 0;
+  return false;
+}
 
 }  // namespace lm::test

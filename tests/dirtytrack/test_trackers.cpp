@@ -16,6 +16,7 @@ namespace {
 using namespace lm::dt;
 using lm::PageRange;
 using lm::test::TargetProcess;
+using lm::test::untraced;
 constexpr uint64_t P = 4096;
 
 const DirtyTrackCaps& caps() {
@@ -30,13 +31,6 @@ RangeList pages(uint64_t base, std::initializer_list<uint64_t> idx) {
   return r;
 }
 
-bool untraced(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.rfind("TracerPid:", 0) == 0) return std::stoi(line.substr(10)) == 0;
-  return false;
-}
 
 class TrackerTest : public ::testing::TestWithParam<const char*> {
  protected:
