@@ -10,6 +10,26 @@ Result<void> check_process_exists(pid_t pid) {
   return ok();
 }
 
+RangeList appeared_ranges(const std::vector<MappingChange>& changes) {
+  RangeList out;
+  for (const auto& c : changes) {
+    switch (c.kind) {
+      case MappingChange::Kind::added:
+      case MappingChange::Kind::remapped:
+      case MappingChange::Kind::replaced:
+        out.push_back(c.after.range());
+        break;
+      case MappingChange::Kind::grown:
+        out.push_back({c.before.end, c.after.end});
+        break;
+      default:
+        break;
+    }
+  }
+  coalesce(out);
+  return out;
+}
+
 Result<MappingList> ScopedAddressSpace::read_selected() const {
   auto all = read_maps(pid_);
   if (!all) {

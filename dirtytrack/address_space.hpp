@@ -28,6 +28,10 @@ class ScopedAddressSpace {
   RangeList ranges_;
 };
 
+// Where mappings appeared this round (added, moved, replaced, or the new part
+// of a grown one): all their pages are new content to the destination.
+RangeList appeared_ranges(const std::vector<MappingChange>& changes);
+
 // "pid N: no such process" when pid does not exist (before any attach).
 Result<void> check_process_exists(pid_t pid);
 

@@ -111,8 +111,22 @@ Result<MappingList> read_maps(pid_t pid) {
     if (n == 0) break;
     text.append(buf, size_t(n));
   }
-  // An exited (zombie) process has an empty maps file.
-  if (text.empty()) return Error::sys(ESRCH, strf("pid %d: maps is empty (process exited)", pid));
+  // Empty maps: a zombie (exited) or a kernel thread (no user memory).
+  if (text.empty()) {
+    std::string stat;
+    UniqueFd sfd(::open(strf("/proc/%d/stat", pid).c_str(), O_RDONLY | O_CLOEXEC));
+    char sbuf[1024];
+    ssize_t n = sfd.valid() ? ::read(sfd.get(), sbuf, sizeof sbuf - 1) : -1;
+    if (n > 0) stat.assign(sbuf, size_t(n));
+    auto close_paren = stat.rfind(')');
+    unsigned long flags = 0;
+    char state = '?';
+    if (close_paren != std::string::npos)
+      std::sscanf(stat.c_str() + close_paren + 1, " %c %*d %*d %*d %*d %*d %lu", &state, &flags);
+    if (state != 'Z' && (flags & 0x00200000 /* PF_KTHREAD */))
+      return Error::sys(EPERM, strf("pid %d is a kernel thread: no user address space to track", pid));
+    return Error::sys(ESRCH, strf("pid %d: maps is empty (process exited)", pid));
+  }
   return LM_TRY_CTX(parse_maps(text), strf("pid %d", pid));
 }
 
@@ -186,7 +200,13 @@ std::vector<MappingChange> diff_mappings(const MappingList& before, const Mappin
     bool matched = false;
     for (size_t k = 0; k < added.size() && !matched; k++) {
       const Mapping* a = added[k];
-      if (added_used[k] || r->inode != 0 || a->inode != 0 || r->offset != a->offset || r->offset == 0) continue;
+      // /proc/PID/maps prints offset 0 for every anonymous mapping, so a
+      // move cannot be proven from it: an anonymous mapping that vanished
+      // and one of the same size and permissions that appeared are taken
+      // as one mremap.
+      bool same_shape = r->bytes() == a->bytes() && r->read == a->read && r->write == a->write &&
+                        r->exec == a->exec && r->shared == a->shared;
+      if (added_used[k] || r->inode != 0 || a->inode != 0 || r->path != a->path || !same_shape) continue;
       added_used[k] = true;
       matched = true;
       changes.push_back({MappingChange::Kind::remapped, *r, *a});

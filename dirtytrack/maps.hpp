@@ -71,9 +71,8 @@ struct MappingChange {
 std::string_view change_kind_name(MappingChange::Kind k);
 
 // Differences from one selection to the next. Matching is by start address;
-// a removed and an added anonymous mapping with the same size and page offset
-// (anonymous mappings keep their original pgoff when mremap moves them) are
-// reported as one 'remapped'.
+// a removed and an added anonymous mapping of the same size and permissions
+// are reported as one 'remapped' (maps shows no more than that of a move).
 std::vector<MappingChange> diff_mappings(const MappingList& before, const MappingList& after);
 
 }  // namespace lm::dt

@@ -18,8 +18,7 @@ Result<PagemapScanner> PagemapScanner::open(pid_t pid) {
 }
 
 Result<void> PagemapScanner::scan(PageRange range, const ScanQuery& query, RangeList& out) {
-  size_t first_new = out.size();
-  bool out_of_order = false;
+  RangeList found;
   uint64_t cur = range.start;
   while (cur < range.end) {
     pm_scan_arg arg{};
@@ -41,22 +40,22 @@ Result<void> PagemapScanner::scan(PageRange range, const ScanQuery& query, Range
       return Error::sys(err, strf("pid %d: PAGEMAP_SCAN [0x%llx, 0x%llx)", pid_, (unsigned long long)cur,
                                   (unsigned long long)range.end));
     }
-    for (long i = 0; i < n; i++) {
-      PageRange r{vec_[size_t(i)].start, vec_[size_t(i)].end};
-      if (out.size() > first_new && r.start < out.back().start) out_of_order = true;
-      append_merge(out, r);
-    }
+    for (long i = 0; i < n; i++) found.push_back({vec_[size_t(i)].start, vec_[size_t(i)].end});
     if (arg.walk_end <= cur)
       return Error::msg(strf("pid %d: PAGEMAP_SCAN made no progress at 0x%llx", pid_, (unsigned long long)cur));
-    // walk_end may stop short of end although the vector was not full; the
-    // next walk starts there and may return a region again (merged above).
+    // walk_end may stop short of end although the walk went further (the
+    // kernel keeps the walk_end of an earlier internal restart): the next
+    // call rescans from there and returns regions at or before ones already
+    // returned, new writes among them. Keep them all; coalesce sorts it out.
     cur = std::max(cur, arg.walk_end);
   }
-  if (out_of_order) {
-    RangeList tail(out.begin() + long(first_new), out.end());
-    out.resize(first_new);
-    coalesce(tail);
-    for (auto r : tail) append_merge(out, r);
+  coalesce(found);
+  if (found.empty()) return ok();
+  if (out.empty() || found.front().start >= out.back().start) {
+    for (const auto& r : found) append_merge(out, r);
+  } else {
+    out.insert(out.end(), found.begin(), found.end());
+    coalesce(out);
   }
   return ok();
 }

@@ -32,9 +32,9 @@ class PagemapScanner {
  public:
   static Result<PagemapScanner> open(pid_t pid);
 
-  // Appends the pages of `range` that match `query` to `out`, sorted and
-  // coalesced. Resumes partial walks from walk_end; regions a resumed walk
-  // repeats are merged, not duplicated.
+  // Adds the pages of `range` that match `query` to `out`, keeping it sorted
+  // and coalesced. Resumes partial walks from walk_end; regions a resumed
+  // walk repeats (or returns out of order) are merged, never dropped.
   Result<void> scan(PageRange range, const ScanQuery& query, RangeList& out);
   uint64_t ioctls() const { return ioctls_; }
   pid_t pid() const { return pid_; }

@@ -39,6 +39,20 @@ struct Pages {
   size_t len;
 };
 
+// One PAGEMAP_SCAN of our own [start, start + len) into `regions`.
+long scan_self(int pagemap, uint64_t start, uint64_t len, page_region* regions, uint64_t n, uint64_t flags,
+               uint64_t category) {
+  pm_scan_arg arg{};
+  arg.size = sizeof arg;
+  arg.flags = flags;
+  arg.start = start;
+  arg.end = start + len;
+  arg.vec = uint64_t(regions);
+  arg.vec_len = n;
+  arg.category_mask = arg.return_mask = category;
+  return ::ioctl(pagemap, PAGEMAP_SCAN, &arg);
+}
+
 std::string read_first_line(const char* path) {
   std::ifstream in(path);
   std::string line;
@@ -122,15 +136,8 @@ Capability probe_wp_async_scan(const DirtyTrackCaps& c) {
   pages.base[2 * 4096] = 7;
   UniqueFd pm(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
   page_region regions[4];
-  pm_scan_arg arg{};
-  arg.size = sizeof arg;
-  arg.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
-  arg.start = uint64_t(pages.base);
-  arg.end = uint64_t(pages.base) + pages.len;
-  arg.vec = uint64_t(regions);
-  arg.vec_len = 4;
-  arg.category_mask = arg.return_mask = PAGE_IS_WRITTEN;
-  long n = ::ioctl(pm.get(), PAGEMAP_SCAN, &arg);
+  long n = scan_self(pm.get(), uint64_t(pages.base), pages.len, regions, 4, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+                     PAGE_IS_WRITTEN);
   if (n < 0) return no(strf("PAGEMAP_SCAN on a WP_ASYNC range: %s", errtext(errno).c_str()));
   if (n != 1 || regions[0].start != uint64_t(pages.base) + 2 * 4096 || regions[0].end != regions[0].start + 4096)
     return no(strf("PAGEMAP_SCAN found %ld written regions instead of exactly the one written page", n));
@@ -146,14 +153,7 @@ void probe_pagemap_scan(DirtyTrackCaps& c) {
   Pages pages(2);
   pages.base[0] = 1;  // page 0 present, page 1 untouched
   page_region regions[2];
-  pm_scan_arg arg{};
-  arg.size = sizeof arg;
-  arg.start = uint64_t(pages.base);
-  arg.end = uint64_t(pages.base) + pages.len;
-  arg.vec = uint64_t(regions);
-  arg.vec_len = 2;
-  arg.category_mask = arg.return_mask = PAGE_IS_PRESENT;
-  long n = ::ioctl(pm.get(), PAGEMAP_SCAN, &arg);
+  long n = scan_self(pm.get(), uint64_t(pages.base), pages.len, regions, 2, 0, PAGE_IS_PRESENT);
   if (n < 0) {
     int err = errno;
     c.pagemap_scan = no(strf("ioctl PAGEMAP_SCAN: %s%s", errtext(err).c_str(),

@@ -45,8 +45,9 @@ struct StartInfo {
 
 struct CollectResult {
   // Pages dirtied since the previous collect, sorted and coalesced. Includes
-  // the pages of mappings that appeared (their populated pages), and pages
-  // that were discarded (MADV_DONTNEED: they now read as zero).
+  // every page of mappings that appeared (new, moved, replaced: their content
+  // is new to the destination), and pages that were discarded
+  // (MADV_DONTNEED: they now read as zero).
   RangeList dirty;
   uint64_t dirty_pages = 0;
   std::vector<MappingChange> changes;

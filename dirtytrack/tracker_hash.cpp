@@ -41,6 +41,7 @@ class HashTracker final : public Tracker {
     Stopwatch sw;
     CollectResult out;
     out.changes = LM_TRY(space_.refresh());
+    appeared_ = appeared_ranges(out.changes);
     LM_TRY(rehash(&out.dirty, nullptr));
     out.dirty_pages = total_pages(out.dirty);
     out.mappings = space_.mappings();
@@ -71,7 +72,7 @@ class HashTracker final : public Tracker {
   }
 
   // Reads and hashes every page in scope. dirty: pages whose hash changed,
-  // and non-zero pages new to the scope. populated: non-zero pages.
+  // and every page new to the scope (as uffd-wp counts new mappings whole). populated: non-zero pages.
   Result<void> rehash(RangeList* dirty, RangeList* populated) {
     std::map<uint64_t, Region> next;
     for (const auto& r : space_.ranges()) {
@@ -90,7 +91,9 @@ class HashTracker final : public Tracker {
           }
           region.hash[(page - r.start) >> kPageShift] = h;
           const uint64_t* old = previous(page);
-          bool changed = old ? *old != h : h != zero_hash_;
+          // A mapping that appeared where another was may hold equal bytes
+          // (zero pages of both): it is new content all the same.
+          bool changed = !old || *old != h || contains(appeared_, page);
           if (dirty && changed) append_merge(*dirty, {page, page + kPageSize});
           if (populated && h != zero_hash_) append_merge(*populated, {page, page + kPageSize});
         }
@@ -104,6 +107,7 @@ class HashTracker final : public Tracker {
   std::optional<PageReader> reader_;
   std::vector<std::byte> buffer_;
   std::map<uint64_t, Region> hashes_;  // by range start
+  RangeList appeared_;  // mappings that appeared this round
   uint64_t zero_hash_ = 0;
   bool started_ = false;
 };

@@ -1,15 +1,16 @@
 // uffd-wp: a userfaultfd created inside the target (UFFDIO_* act on the mm
 // of the process that created the fd), registered for async write-protect
-// per mapping; collect() is PAGEMAP_SCAN's get-and-re-protect of WRITTEN
-// pages, plus two checks the WRITTEN bit cannot answer:
-//   - mappings not registered (new, moved by mremap, grown by brk into a new
-//     VMA, replaced in place) are found by scanning for !WPALLOWED,
-//     registered, protected, and their populated pages counted dirty;
-//   - pages discarded by MADV_DONTNEED become empty PTEs that are neither
-//     WRITTEN nor carry a WP marker: scan for "neither present nor swapped"
-//     (with WP_UNPOPULATED every untouched page holds a marker, which counts
-//     as swapped), count them dirty (they read as zero now), and protect
-//     them again so the next round does not report them twice.
+// (with WP_UNPOPULATED: untouched pages get markers) per mapping. collect():
+//   1. mappings not registered (new, moved by mremap, grown by brk into a
+//      new VMA, replaced in place) are found by scanning for !WPALLOWED,
+//      registered, protected, and counted dirty as a whole;
+//   2. PAGEMAP_SCAN's get-and-re-protect of WRITTEN pages. Its fast path
+//      (category_mask == return_mask == WRITTEN) treats an empty PTE as
+//      written and puts a marker on it: that is how a page discarded by
+//      MADV_DONTNEED (an empty PTE, no marker: anonymous zaps drop them)
+//      shows up, once. A separate scan for empty PTEs followed by
+//      UFFDIO_WRITEPROTECT lost writes under concurrent churn (see
+//      docs/dirtytrack.md), so there is none.
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
@@ -30,8 +31,6 @@ namespace {
 
 constexpr ScanQuery kUnregistered{0, PAGE_IS_WPALLOWED, PAGE_IS_WPALLOWED, 0, PAGE_IS_WPALLOWED};
 constexpr ScanQuery kPresent{0, PAGE_IS_PFNZERO, PAGE_IS_PRESENT | PAGE_IS_PFNZERO, 0, PAGE_IS_PRESENT};
-constexpr ScanQuery kDiscarded{0, PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT | PAGE_IS_SWAPPED, 0,
-                               PAGE_IS_PRESENT | PAGE_IS_SWAPPED};
 
 class UffdWpTracker final : public Tracker {
  public:
@@ -54,9 +53,8 @@ class UffdWpTracker final : public Tracker {
       return e;
     }
     StartInfo info;
-    info.populated = LM_TRY(protect_new(space_.ranges()));
+    info.populated = LM_TRY(protect_at_start(space_.mappings()));
     info.mappings = space_.mappings();
-    previous_ranges_ = space_.ranges();
     info.setup_ns = sw.elapsed_ns();
     return info;
   }
@@ -67,25 +65,18 @@ class UffdWpTracker final : public Tracker {
     CollectResult out;
     out.changes = LM_TRY(space_.refresh());
     const RangeList& ranges = space_.ranges();
+    // Mappings not registered yet (new, moved, replaced in place, or grown
+    // into a new VMA) are dirty as a whole: their content is new to the
+    // destination, zero where not populated.
     RangeList unregistered;
     for (const auto& r : ranges) LM_TRY(scanner_->scan(r, kUnregistered, unregistered));
-    out.dirty = LM_TRY(protect_new(unregistered));
-    // An unregistered range where a tracked mapping was last round has been
-    // replaced (munmap + mmap, mremap onto it): all of it is new content,
-    // zero where not populated.
-    out.dirty = unite(out.dirty, intersect(unregistered, previous_ranges_));
-    RangeList written, discarded;
+    register_and_protect(mappings_within(unregistered));
+    out.dirty = unregistered;
+    RangeList written;
     for (const auto& r : ranges) LM_TRY(scanner_->scan(r, kGetAndProtectWritten, written));
-    for (const auto& r : ranges) LM_TRY(scanner_->scan(r, kDiscarded, discarded));
-    // PAGEMAP_SCAN re-protects only WRITTEN pages; put markers back on the
-    // discarded ones. A write racing with this is harmless: the page is in
-    // this round's dirty set and is read after collect() returns.
-    discarded = subtract(discarded, unregistered);
-    for (const auto& r : discarded) (void)write_protect(r);
-    out.dirty = unite(unite(out.dirty, written), discarded);
+    out.dirty = unite(out.dirty, written);
     out.dirty_pages = total_pages(out.dirty);
     out.mappings = space_.mappings();
-    previous_ranges_ = ranges;
     out.scan_ns = sw.elapsed_ns();
     return out;
   }
@@ -137,33 +128,42 @@ class UffdWpTracker final : public Tracker {
     return ok();
   }
 
-  // Registers and write-protects the ranges (per mapping: one unsupported
-  // VMA must not fail its neighbours) and returns their populated pages:
-  // those populated before protecting, plus those that became present while
-  // we protected (written in between: they are not WRITTEN afterwards).
-  Result<RangeList> protect_new(const RangeList& ranges) {
-    if (ranges.empty()) return RangeList{};
-    MappingList in_scope;
+  // The parts of the scope's mappings inside `ranges`.
+  MappingList mappings_within(const RangeList& ranges) const {
+    MappingList out;
     for (const auto& m : space_.mappings()) {
       for (const auto& part : intersect({m.range()}, ranges)) {
         Mapping c = m;
         c.start = part.start;
         c.end = part.end;
-        in_scope.push_back(std::move(c));
+        out.push_back(std::move(c));
       }
     }
-    RangeList before = LM_TRY(populated_pages(space_.pid(), in_scope));
-    for (const auto& m : in_scope) {
+    return out;
+  }
+
+  // Registers and write-protects per mapping: one VMA that cannot be
+  // registered must not fail its neighbours. A failure (the mapping vanished
+  // meanwhile, or cannot be registered) is left for the next round, which
+  // finds the range still unregistered and counts it dirty again.
+  void register_and_protect(const MappingList& mappings) {
+    for (const auto& m : mappings) {
       uffdio_register reg{};
       reg.range = {m.start, m.bytes()};
       reg.mode = UFFDIO_REGISTER_MODE_WP;
-      // Failure (the mapping vanished meanwhile, or cannot be registered) is
-      // left for the next round, which finds the range still unregistered.
       if (::ioctl(uffd_.get(), UFFDIO_REGISTER, &reg) != 0) continue;
       (void)write_protect(m.range());
     }
+  }
+
+  // Populated pages at start: those holding data before we protect, plus
+  // those that became present while we protected (written in between, so
+  // not WRITTEN afterwards).
+  Result<RangeList> protect_at_start(const MappingList& mappings) {
+    RangeList before = LM_TRY(populated_pages(space_.pid(), mappings));
+    register_and_protect(mappings);
     RangeList after;
-    for (const auto& m : in_scope) {
+    for (const auto& m : mappings) {
       ScanQuery q = kPresent;
       if (m.inode != 0 && !m.shared) {  // the file's own pages are not process data
         q.category_mask |= PAGE_IS_FILE;
@@ -178,7 +178,6 @@ class UffdWpTracker final : public Tracker {
   ScopedAddressSpace space_;
   std::optional<PagemapScanner> scanner_;
   UniqueFd uffd_;
-  RangeList previous_ranges_;
 };
 
 }  // namespace

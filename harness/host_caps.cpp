@@ -96,8 +96,18 @@ void probe_hugepages(HostCaps& h) {
 void probe_cgroup(HostCaps& h) {
   std::string controllers = slurp("/sys/fs/cgroup/cgroup.controllers");
   if (controllers.empty()) {
-    h.cgroup_v2 = no(access("/sys/fs/cgroup", F_OK) == 0 ? "/sys/fs/cgroup is not a cgroup v2 hierarchy"
-                                                          : "no /sys/fs/cgroup");
+    // Name the cgroup v1 hierarchies mounted instead, if any.
+    std::ifstream mounts("/proc/mounts");
+    std::string line, v1;
+    while (std::getline(mounts, line)) {
+      std::istringstream in(line);
+      std::string dev, dir, type;
+      in >> dev >> dir >> type;
+      if (type == "cgroup") v1 += (v1.empty() ? "" : ", ") + dir;
+    }
+    h.cgroup_v2 = no(v1.empty() ? "no cgroup v2 hierarchy at /sys/fs/cgroup"
+                                : "no cgroup v2 hierarchy at /sys/fs/cgroup (cgroup v1 mounted: " + v1 +
+                                      "); auto-converge falls back to SIGSTOP/SIGCONT");
     return;
   }
   bool cpu = (" " + controllers + " ").find(" cpu ") != std::string::npos;

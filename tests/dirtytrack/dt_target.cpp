@@ -56,6 +56,11 @@ int main() {
       void* p = mmap(nullptr, a * P, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (p == MAP_FAILED) std::printf("err mmap %d\n", errno);
       else std::printf("ok %" PRIx64 "\n", uint64_t(p));
+    } else if (op == "mapat") {  // mapat ADDR PAGES (MAP_FIXED_NOREPLACE)
+      void* p = mmap(reinterpret_cast<void*>(a), b * P, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+      if (p == MAP_FAILED) std::printf("err mmap %d\n", errno);
+      else std::printf("ok %" PRIx64 "\n", uint64_t(p));
     } else if (op == "fill") {  // fill ADDR PAGES SEED: whole-page writes
       for (uint64_t pg = 0; pg < b; pg++) {
         auto* w = reinterpret_cast<uint64_t*>(a + pg * P);

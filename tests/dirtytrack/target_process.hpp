@@ -1,4 +1,4 @@
-// Test helper: runs dt_target (path in env LM_DT_TARGET) with pipes, sends
+// Test helper: runs dt_target (numbers in its commands are hex) (path in env LM_DT_TARGET) with pipes, sends
 // commands, reads replies with a timeout; kills and reaps it by its PID.
 #pragma once
 
@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cinttypes>
 #include <cstdlib>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -22,6 +23,7 @@ namespace lm::test {
 class TargetProcess {
  public:
   TargetProcess() {
+    ::signal(SIGPIPE, SIG_IGN);  // a dead target must fail a test, not kill it
     const char* bin = std::getenv("LM_DT_TARGET");
     if (!bin) {
       error_ = "LM_DT_TARGET is not set";
@@ -133,5 +135,14 @@ class TargetProcess {
   std::string buf_;
   std::string error_;
 };
+
+// Whether pid has no tracer (TracerPid: 0 in /proc/PID/status).
+inline bool untraced(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("TracerPid:", 0) == 0) return std::stoi(line.substr(10)) == 0;
+  return false;
+}
 
 }  // namespace lm::test

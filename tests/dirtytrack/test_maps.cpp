@@ -84,9 +84,9 @@ TEST(Maps, DiffFindsEachKindOfChange) {
   MappingList after = {anon(0x1000, 0x5000, 0x1),     // grown
                        anon(0x10000, 0x11000, 0x10),  // shrunk
                        // 0x20000 removed
-                       anon(0x30000, 0x31000, 0x99),   // replaced in place (new pgoff)
+                       anon(0x30000, 0x31000, 0x99),   // replaced in place (new offset)
                        anon(0x50000, 0x51000, 0x50),   // added
-                       anon(0x60000, 0x62000, 0x40)};  // 0x40000 moved by mremap (keeps pgoff)
+                       anon(0x60000, 0x62000, 0x40)};  // 0x40000 moved by mremap (same size)
   auto changes = diff_mappings(before, after);
   std::vector<std::string> got;
   for (const auto& c : changes) got.push_back(std::string(change_kind_name(c.kind)));

@@ -16,15 +16,8 @@ namespace {
 
 using lm::dt::ProcessFreezer;
 using lm::test::TargetProcess;
+using lm::test::untraced;
 
-// "TracerPid:" of every thread is 0 and none is in a ptrace stop.
-bool untraced(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.rfind("TracerPid:", 0) == 0) return std::stoi(line.substr(10)) == 0;
-  return false;
-}
 
 // What dt_target's "busy N" answers.
 std::string busy_reply(uint64_t n) {
