@@ -83,9 +83,19 @@ void AdaptiveModel::feed(const Feedback& fb) {
   // bounded so a burst of expensive batches does not buy a long spree.
   explore_credit_ = std::min(explore_credit_ + kExploreBudget * double(fb.ns), 200000.0);
   if (batches_ > kLearningBatches) explore_credit_ -= double(fb.explore_ns);
+  // Raw costs the same whatever the content (a copy of a cold page): one
+  // estimate for the three classes, from every raw page of any of them.
+  Feedback merged = fb;
+  Sample raw_all;
+  for (unsigned c : {kWords, kText, kRandom}) {
+    raw_all.pages += fb.by_class[c][0].pages;
+    raw_all.wire_bytes += fb.by_class[c][0].wire_bytes;
+    raw_all.ns += fb.by_class[c][0].ns;
+  }
+  for (unsigned c : {kWords, kText, kRandom}) merged.by_class[c][0] = raw_all;
   for (unsigned c = 0; c < kClassCount; c++)
     for (unsigned k = 0; k < kCandidates; k++) {
-      const Sample& s = fb.by_class[c][k];
+      const Sample& s = merged.by_class[c][k];
       if (!s.pages) continue;
       // The first measurements replace the prior (running mean); after that
       // an EWMA weighted by pages, slow enough that one noisy batch on a
@@ -116,10 +126,15 @@ void AdaptiveModel::feed(const Feedback& fb) {
     for (unsigned c : {kWords, kText, kRandom})
       mix_[c] = (1 - a) * mix_[c] + a * double(fb.class_pages[c]) / double(sampled);
   }
-  replan();
+  // Re-planning costs a few microseconds: after 1 ms of compression or 16
+  // batches, whichever comes first (a link report re-plans at once).
+  ns_since_replan_ += fb.ns;
+  if (++batches_since_replan_ >= 16 || ns_since_replan_ >= 1000000 || batches_ <= kLearningBatches) replan();
 }
 
 void AdaptiveModel::replan() {
+  ns_since_replan_ = 0;
+  batches_since_replan_ = 0;
   const double zero = mix_[unsigned(PageClass::zero)], uni = mix_[unsigned(PageClass::uniform)],
                resent = delta_allowed_ ? mix_[unsigned(PageClass::resent)] : 0.0;
   const double n = zero + uni + resent + unsampled_;
@@ -205,7 +220,7 @@ void AdaptiveModel::replan() {
       if (!(x > 0.02 && x < 0.98)) continue;
       double cpu = cpu_b + x * dcpu, wire = best_wire + x * dwire;
       double time = std::max(cpu / workers_, wire * link_ns_per_byte);
-      if (time < split_best * 0.98) {
+      if (time < split_best * 0.95) {  // only a clear gain: estimates are noisy
         split_best = time;
         split_class = int(c);
         split_alt = k;
@@ -244,9 +259,11 @@ unsigned AdaptiveModel::explore_candidate(PageClass cls) const {
   std::lock_guard lock(m_);
   unsigned c = unsigned(cls);
   int planned = candidate_index(plan_.by_class[c]);
-  unsigned best = 0;
+  unsigned best = 1;
   uint64_t oldest = UINT64_MAX;
-  for (unsigned k = 0; k < kCandidates; k++)
+  // Not raw: a trial copy of a page already in cache would flatter it; raw
+  // is measured on real pages (random pages nearly always go raw).
+  for (unsigned k = 1; k < kCandidates; k++)
     if (int(k) != planned && updated_[c][k] < oldest) {
       oldest = updated_[c][k];
       best = k;

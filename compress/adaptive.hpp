@@ -10,8 +10,9 @@
 //     time per page = max( sum_c f_c * cpu_c / W ,  sum_c f_c * bytes_c / L )
 // by enumerating all combinations (5 candidates ^ 3 classes). On a link
 // faster than the CPU can compress the CPU term dominates and raw wins. The
-// plan is recomputed after every batch and on every link report, so it
-// follows a change of link rate or content within a few batches.
+// plan is recomputed every millisecond of compression (or 16 batches) and
+// on every link report, so it follows a change of link rate or content
+// within a few milliseconds.
 #pragma once
 
 #include <array>
@@ -87,7 +88,9 @@ class AdaptiveModel {
   double unsampled_ = 0;
   double sample_ns_ = 150;  // sampling classifier per page
   uint64_t batches_ = 0;
-  double explore_credit_ = 0;  // ns of trial compression allowed
+  double explore_credit_ = 0;
+  uint64_t ns_since_replan_ = 0;
+  unsigned batches_since_replan_ = 0;  // ns of trial compression allowed
   Plan plan_;
   bool have_plan_ = false;
   std::array<unsigned, 3> cur_{};  // candidates of the current plan: words, text, random

@@ -176,6 +176,10 @@ size_t Compressor::compress_classified(std::span<const uint64_t> addrs, std::spa
       sample_cycles = cycles() - s0;
       return c;
     };
+    // In the all-raw path the 1-in-32 sample runs before the copy, on the
+    // page as cold as the others, so its measured cost is the real one.
+    bool early_sample = all_raw && (page_counter_++ & 31) == 0;
+    PageClass sampled_cls = early_sample ? sample() : PageClass::text;
     std::optional<uint64_t> word = all_raw ? copy_page_uniform_word(dst, page) : uniform_word(page);
     PageClass cls;
     Codec codec;
@@ -191,8 +195,8 @@ size_t Compressor::compress_classified(std::span<const uint64_t> addrs, std::spa
     } else if (all_raw) {
       codec = Codec::raw;
       len = kPageSize;
-      sampled = (page_counter_++ & 31) == 0;
-      cls = sampled ? sample() : PageClass::text;
+      sampled = early_sample;
+      cls = sampled_cls;
       expected = plan.expected_ns[unsigned(cls)];
     } else {
       if (cache) {
