@@ -1,0 +1,96 @@
+// Dirty-page trackers behind one interface, called once per round:
+//
+//   start(request)  -> mappings in scope, populated pages (for round 0)
+//   collect()       -> pages dirtied since the last collect (or start),
+//                      mapping changes, current mapping set, scan time
+//   stop()          -> undo everything in the target
+//
+// Backends (one file each): uffd-wp, soft-dirty, hash. A constant registry
+// {name, probe, factory} lists them by preference; "auto" picks the first
+// available on this host.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/error.hpp"
+#include "dirtytrack/maps.hpp"
+#include "dirtytrack/probe.hpp"
+#include "dirtytrack/process_freezer.hpp"
+#include "dirtytrack/ranges.hpp"
+
+namespace lm::dt {
+
+struct TrackRequest {
+  pid_t pid = 0;
+  Scope scope;  // all migratable mappings, or only given ranges
+  // An existing hold on the target to run remote system calls through (the
+  // engine's freeze). When null, the tracker seizes the target briefly itself.
+  ProcessFreezer* freezer = nullptr;
+};
+
+struct StartInfo {
+  MappingList mappings;  // in scope, clipped to it
+  // Pages holding data at start (present or swapped, not the shared zero
+  // page, not untouched file pages of private file mappings). Round 0 sends
+  // these; every other page in scope reads as zero.
+  RangeList populated;
+  uint64_t setup_ns = 0;
+};
+
+struct CollectResult {
+  // Pages dirtied since the previous collect, sorted and coalesced. Includes
+  // every page of mappings that appeared (new, moved, replaced: their content
+  // is new to the destination), and pages that were discarded
+  // (MADV_DONTNEED: they now read as zero).
+  RangeList dirty;
+  uint64_t dirty_pages = 0;
+  std::vector<MappingChange> changes;
+  MappingList mappings;  // the current set in scope
+  uint64_t scan_ns = 0;  // time spent in collect()
+};
+
+class Tracker {
+ public:
+  virtual ~Tracker() = default;
+  virtual std::string_view name() const = 0;
+  virtual Result<StartInfo> start(const TrackRequest& request) = 0;
+  virtual Result<CollectResult> collect() = 0;
+  // Leaves the target as it was before start(). freezer: the caller's hold
+  // on the target if it has one (stop works while the engine keeps the
+  // target frozen). Idempotent.
+  virtual Result<void> stop(ProcessFreezer* freezer = nullptr) = 0;
+};
+
+struct TrackerBackend {
+  std::string_view name;
+  std::string_view summary;
+  // Available on this host, or unavailable and why.
+  Capability (*probe)(const DirtyTrackCaps& caps);
+  std::unique_ptr<Tracker> (*make)();
+};
+
+// Every backend, in order of preference.
+std::span<const TrackerBackend> tracker_backends();
+// The backends available on this host, in order of preference.
+std::vector<const TrackerBackend*> available_trackers(const DirtyTrackCaps& caps);
+// A tracker by name ("auto" = first available). An unknown name or an
+// unavailable backend is an error that says why.
+Result<std::unique_ptr<Tracker>> make_tracker(std::string_view name, const DirtyTrackCaps& caps);
+
+// Pages of pid within `ranges` that hold data (see StartInfo::populated),
+// via PAGEMAP_SCAN. Call it before a uffd-wp tracker starts on the same
+// pages: its write-protect markers on untouched pages look "swapped".
+Result<RangeList> populated_pages(pid_t pid, const MappingList& mappings);
+
+// Factories, one per backend file.
+std::unique_ptr<Tracker> make_uffd_wp_tracker();
+std::unique_ptr<Tracker> make_soft_dirty_tracker();
+std::unique_ptr<Tracker> make_hash_tracker();
+
+}  // namespace lm::dt

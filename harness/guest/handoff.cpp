@@ -1,0 +1,252 @@
+#include "harness/guest/handoff.hpp"
+
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "harness/guest/unix_socket.hpp"
+
+namespace lm::guest {
+
+namespace {
+
+// Receives one fixed-size message (SOCK_SEQPACKET keeps boundaries) and up to
+// two fds sent with it.
+Result<void> recv_message(int fd, void* msg, size_t len, UniqueFd* fds, size_t max_fds, const std::string& what) {
+  iovec iov{msg, len};
+  alignas(cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))];
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = control;
+  mh.msg_controllen = sizeof control;
+  ssize_t n;
+  do n = ::recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return Error::from_errno(strf("receive from %s", what.c_str()));
+  for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    const int* in = reinterpret_cast<const int*>(CMSG_DATA(c));
+    for (size_t i = 0; i < count; i++) {
+      if (i < max_fds) fds[i].reset(in[i]);
+      else ::close(in[i]);
+    }
+  }
+  if (n == 0) return Error::msg(strf("%s closed the connection", what.c_str()));
+  if (size_t(n) != len || (mh.msg_flags & MSG_TRUNC))
+    return Error::msg(strf("%s sent a %zd-byte message, expected %zu", what.c_str(), n, len));
+  return ok();
+}
+
+Result<void> send_with_fds(int fd, const void* msg, size_t len, const int* fds, size_t nfds, const std::string& what) {
+  iovec iov{const_cast<void*>(msg), len};
+  alignas(cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))];
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  if (nfds > 0) {
+    mh.msg_control = control;
+    mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+    cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+    std::memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+  }
+  if (::sendmsg(fd, &mh, MSG_NOSIGNAL) != ssize_t(len)) return Error::from_errno(strf("send to %s", what.c_str()));
+  return ok();
+}
+
+template <size_t N>
+void copy_message(char (&dst)[N], const std::string& text) {
+  std::memset(dst, 0, N);
+  std::memcpy(dst, text.data(), std::min(text.size(), N - 1));
+}
+
+template <size_t N>
+std::string message_text(const char (&src)[N]) {
+  return std::string(src, strnlen(src, N));
+}
+
+}  // namespace
+
+Result<HandoffServer> HandoffServer::listen(const std::string& path) {
+  HandoffServer s;
+  s.listen_fd_ = LM_TRY_CTX(unix_listen(path, SOCK_SEQPACKET), "handoff server");
+  s.path_ = path;
+  return s;
+}
+
+HandoffServer::~HandoffServer() {
+  if (listen_fd_.valid()) ::unlink(path_.c_str());
+}
+
+Result<GuestRam> HandoffServer::accept(uint64_t ram_addr, uint64_t ram_size, UffdWanted uffd, int timeout_ms) {
+  std::string what = strf("resuming guest on %s", path_.c_str());
+  LM_TRY(wait_readable(listen_fd_.get(), timeout_ms, "wait for a " + what));
+  conn_.reset(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (!conn_.valid()) return Error::from_errno("accept " + what);
+  ucred cred{};
+  socklen_t cred_len = sizeof cred;
+  if (::getsockopt(conn_.get(), SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) != 0)
+    return Error::from_errno("SO_PEERCRED of " + what);
+  what = strf("resuming guest pid %d on %s", cred.pid, path_.c_str());
+
+  HandoffOffer offer{kHandoffMagic, kHandoffVersion, uint16_t(uffd == UffdWanted::yes ? kOfferUffd : 0), ram_addr,
+                     ram_size};
+  LM_TRY(send_all(conn_.get(), &offer, sizeof offer, what));
+  LM_TRY(wait_readable(conn_.get(), timeout_ms, "reply of " + what));
+  HandoffReply reply{};
+  UniqueFd fds[2];
+  LM_TRY(recv_message(conn_.get(), &reply, sizeof reply, fds, 2, what));
+  if (reply.magic != kHandoffMagic || reply.version != kHandoffVersion)
+    return Error::msg(strf("%s: bad reply (magic 0x%x, version %u)", what.c_str(), reply.magic, reply.version));
+  if (reply.error != 0) {
+    std::string text = strf("%s failed: %s", what.c_str(), message_text(reply.message).c_str());
+    return reply.error > 0 ? Error{reply.error, text} : Error::msg(text);
+  }
+  GuestRam ram;
+  ram.pid = reply.pid;
+  ram.memfd = std::move(fds[0]);
+  if (!ram.memfd.valid()) return Error::msg(what + ": reply carried no memfd");
+  if (uffd == UffdWanted::yes) {
+    if (!(reply.flags & kReplyHasUffd) || !fds[1].valid()) return Error::msg(what + ": reply carried no userfaultfd");
+    ram.uffd = std::move(fds[1]);
+    ram.minor_registered = reply.flags & kReplyMinor;
+    ram.uffd_features = reply.uffd_features;
+  }
+  return ram;
+}
+
+Result<void> HandoffServer::send_command(HandoffCommand c) {
+  if (!conn_.valid()) return Error::msg(strf("handoff %s: no guest connected", path_.c_str()));
+  HandoffGo msg{kHandoffMagic, uint32_t(c)};
+  return send_all(conn_.get(), &msg, sizeof msg, strf("resuming guest on %s", path_.c_str()));
+}
+
+Result<void> HandoffServer::go() { return send_command(HandoffCommand::go); }
+Result<void> HandoffServer::abort() { return send_command(HandoffCommand::abort); }
+
+Result<uint64_t> HandoffServer::wait_running(int timeout_ms) {
+  std::string what = strf("resuming guest on %s", path_.c_str());
+  LM_TRY(wait_readable(conn_.get(), timeout_ms, "running report of " + what));
+  HandoffRunning msg{};
+  LM_TRY(recv_message(conn_.get(), &msg, sizeof msg, nullptr, 0, what));
+  if (msg.magic != kHandoffMagic) return Error::msg(what + ": bad running report");
+  if (msg.status != 0) return Error::msg(strf("%s: %s", what.c_str(), message_text(msg.message).c_str()));
+  return msg.resumed_ns;
+}
+
+namespace {
+
+struct MappedRam {
+  UniqueFd memfd;
+  UniqueFd uffd;
+  void* base = nullptr;
+  bool minor = false;
+  uint64_t features = 0;
+};
+
+Result<UniqueFd> open_uffd() {
+  UniqueFd fd(int(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK)));
+  if (!fd.valid()) return Error::from_errno("userfaultfd()");
+  return fd;
+}
+
+// The features UFFDIO_API may request are only learnt from an API handshake,
+// which can be done once per fd: probe on a throw-away fd.
+Result<uint64_t> probe_uffd_features() {
+  UniqueFd fd = LM_TRY(open_uffd());
+  uffdio_api api{UFFD_API, 0, 0};
+  if (::ioctl(fd.get(), UFFDIO_API, &api) != 0) return Error::from_errno("UFFDIO_API (probe)");
+  return uint64_t(api.features);
+}
+
+Result<MappedRam> map_ram(uint64_t addr, uint64_t size, bool want_uffd) {
+  MappedRam r;
+  r.memfd.reset(::memfd_create("livemig-guest-ram", MFD_CLOEXEC));
+  if (!r.memfd.valid()) return Error::from_errno("memfd_create");
+  if (::ftruncate(r.memfd.get(), off_t(size)) != 0)
+    return Error::from_errno(strf("ftruncate memfd to %lu bytes", (unsigned long)size));
+  void* p = ::mmap(reinterpret_cast<void*>(addr), size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE,
+                   r.memfd.get(), 0);
+  if (p == MAP_FAILED)
+    return Error::from_errno(strf("map guest RAM memfd at 0x%lx size %lu in pid %d (address already mapped?)",
+                                  (unsigned long)addr, (unsigned long)size, int(::getpid())));
+  if (p != reinterpret_cast<void*>(addr)) {
+    ::munmap(p, size);
+    return Error::msg(strf("kernel placed guest RAM at %p instead of 0x%lx (no MAP_FIXED_NOREPLACE?)", p,
+                           (unsigned long)addr));
+  }
+  r.base = p;
+  if (!want_uffd) return r;
+  uint64_t supported = LM_TRY(probe_uffd_features());
+  r.uffd = LM_TRY(open_uffd());
+  uffdio_api api{UFFD_API, supported & (UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_THREAD_ID), 0};
+  if (::ioctl(r.uffd.get(), UFFDIO_API, &api) != 0) return Error::from_errno("UFFDIO_API");
+  r.features = api.features;
+  r.minor = api.features & UFFD_FEATURE_MINOR_SHMEM;
+  uffdio_register reg{};
+  reg.range.start = addr;
+  reg.range.len = size;
+  reg.mode = UFFDIO_REGISTER_MODE_MISSING | (r.minor ? UFFDIO_REGISTER_MODE_MINOR : 0);
+  if (::ioctl(r.uffd.get(), UFFDIO_REGISTER, &reg) != 0)
+    return Error::from_errno(strf("UFFDIO_REGISTER guest RAM 0x%lx size %lu", (unsigned long)addr, (unsigned long)size));
+  return r;
+}
+
+}  // namespace
+
+Result<ResumeRam> handoff_resume(const std::string& path, int timeout_ms) {
+  std::string what = strf("engine on %s", path.c_str());
+  UniqueFd conn = LM_TRY_CTX(unix_connect(path, SOCK_SEQPACKET, timeout_ms), "resume handoff");
+  LM_TRY(wait_readable(conn.get(), timeout_ms, "offer of " + what));
+  HandoffOffer offer{};
+  LM_TRY(recv_message(conn.get(), &offer, sizeof offer, nullptr, 0, what));
+  if (offer.magic != kHandoffMagic || offer.version != kHandoffVersion)
+    return Error::msg(strf("%s: bad offer (magic 0x%x, version %u)", what.c_str(), offer.magic, offer.version));
+
+  HandoffReply reply{kHandoffMagic, kHandoffVersion, 0, int32_t(::getpid()), 0, 0, {}};
+  auto mapped = map_ram(offer.ram_addr, offer.ram_size, offer.flags & kOfferUffd);
+  if (!mapped) {
+    reply.error = mapped.error().code ? mapped.error().code : -1;
+    copy_message(reply.message, mapped.error().message);
+    (void)send_with_fds(conn.get(), &reply, sizeof reply, nullptr, 0, what);
+    return std::move(mapped).error();
+  }
+  int fds[2] = {mapped->memfd.get(), mapped->uffd.get()};
+  size_t nfds = mapped->uffd.valid() ? 2 : 1;
+  if (mapped->uffd.valid()) reply.flags |= kReplyHasUffd;
+  if (mapped->minor) reply.flags |= kReplyMinor;
+  reply.uffd_features = mapped->features;
+  LM_TRY(send_with_fds(conn.get(), &reply, sizeof reply, fds, nfds, what));
+
+  // The engine may take long to fill RAM before go: no timeout here, only a
+  // closed connection ends the wait.
+  LM_TRY(wait_readable(conn.get(), -1, "go from " + what));
+  HandoffGo go{};
+  LM_TRY(recv_message(conn.get(), &go, sizeof go, nullptr, 0, what));
+  if (go.magic != kHandoffMagic) return Error::msg(what + ": bad go message");
+  if (go.command != uint32_t(HandoffCommand::go)) return Error::msg(what + " aborted the resume");
+  ResumeRam out;
+  out.base = mapped->base;
+  out.ram_addr = offer.ram_addr;
+  out.ram_size = offer.ram_size;
+  out.conn = std::move(conn);
+  return out;
+}
+
+void handoff_report_running(int conn, const Result<void>& outcome, uint64_t resumed_ns) {
+  HandoffRunning msg{kHandoffMagic, outcome.ok() ? 0 : 1, resumed_ns, {}};
+  if (!outcome.ok()) copy_message(msg.message, outcome.error().message);
+  (void)send_all(conn, &msg, sizeof msg, "engine");
+}
+
+}  // namespace lm::guest

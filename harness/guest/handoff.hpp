@@ -1,0 +1,134 @@
+// Resume handoff between a destination engine and `livemig-guest --resume`.
+//
+//   engine                                   guest (--resume --handoff PATH)
+//   HandoffServer::listen(PATH)
+//                                  <-- connect (SOCK_SEQPACKET)
+//   accept(): HandoffOffer  -->
+//                                      memfd_create + ftruncate, mmap MAP_SHARED|
+//                                      MAP_FIXED_NOREPLACE at ram_addr; optional
+//                                      userfaultfd registered MISSING (+MINOR)
+//                            <-- HandoffReply + SCM_RIGHTS [memfd, uffd]
+//   (fill the memfd / serve faults)
+//   go():      HandoffGo     -->
+//                                      validate header in RAM, start writers
+//   wait_running():          <-- HandoffRunning (status, CLOCK_MONOTONIC ns)
+//                                      print READY, serve the control socket
+//
+// All messages are fixed-layout structs (x86_64, little-endian), each checked
+// for magic and protocol version.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "common/error.hpp"
+#include "common/fd.hpp"
+
+namespace lm::guest {
+
+inline constexpr uint32_t kHandoffMagic = 0x4f444e48;  // "HNDO"
+inline constexpr uint16_t kHandoffVersion = 1;
+
+enum class UffdWanted { no, yes };
+
+struct HandoffOffer {  // engine -> guest
+  uint32_t magic;
+  uint16_t version;
+  uint16_t flags;  // bit 0: a userfaultfd is wanted
+  uint64_t ram_addr;
+  uint64_t ram_size;
+};
+static_assert(sizeof(HandoffOffer) == 24 && std::is_trivially_copyable_v<HandoffOffer>);
+
+struct HandoffReply {  // guest -> engine, with SCM_RIGHTS [memfd] or [memfd, uffd]
+  uint32_t magic;
+  uint16_t version;
+  uint16_t flags;  // bit 0: uffd attached; bit 1: MINOR mode registered
+  int32_t pid;
+  int32_t error;   // errno of the failure, or 0; -1 for a non-system failure
+  uint64_t uffd_features;
+  char message[224];  // failure text when error != 0
+};
+static_assert(sizeof(HandoffReply) == 248 && std::is_trivially_copyable_v<HandoffReply>);
+
+enum class HandoffCommand : uint32_t { go = 1, abort = 2 };
+struct HandoffGo {  // engine -> guest
+  uint32_t magic;
+  uint32_t command;
+};
+static_assert(sizeof(HandoffGo) == 8);
+
+struct HandoffRunning {  // guest -> engine once its writers run again (or it failed)
+  uint32_t magic;
+  int32_t status;  // 0 = running; otherwise failed (message says why)
+  uint64_t resumed_ns;  // CLOCK_MONOTONIC when the writers were started
+  char message[240];
+};
+static_assert(sizeof(HandoffRunning) == 256);
+
+inline constexpr uint16_t kOfferUffd = 1;
+inline constexpr uint16_t kReplyHasUffd = 1;
+inline constexpr uint16_t kReplyMinor = 2;
+
+// What the engine receives: the guest's RAM (memfd, map it MAP_SHARED to
+// fill it) and, when asked for, the userfaultfd registered on the guest's
+// mapping (MISSING always; MINOR when minor_registered).
+struct GuestRam {
+  UniqueFd memfd;
+  UniqueFd uffd;
+  pid_t pid = -1;
+  bool minor_registered = false;
+  uint64_t uffd_features = 0;
+};
+
+class HandoffServer {
+ public:
+  // Binds a unix SOCK_SEQPACKET socket at `path` (an existing socket file there
+  // is replaced) and listens. The path is removed by the destructor.
+  static Result<HandoffServer> listen(const std::string& path);
+
+  // Waits up to timeout_ms for a resuming guest to connect, offers it the RAM
+  // address and size, and returns the fds it sends back.
+  Result<GuestRam> accept(uint64_t ram_addr, uint64_t ram_size, UffdWanted uffd, int timeout_ms);
+  // Lets the guest run (it validates its state in RAM, then resumes writers).
+  Result<void> go();
+  // Tells the guest to exit without running.
+  Result<void> abort();
+  // Waits for the guest's report after go(); returns its CLOCK_MONOTONIC
+  // resume time, or the guest's error (e.g. a bad header in RAM).
+  Result<uint64_t> wait_running(int timeout_ms);
+
+  const std::string& path() const { return path_; }
+
+  HandoffServer(HandoffServer&&) noexcept = default;
+  HandoffServer& operator=(HandoffServer&&) noexcept = default;
+  ~HandoffServer();
+
+ private:
+  HandoffServer() = default;
+  Result<void> send_command(HandoffCommand c);
+  std::string path_;
+  UniqueFd listen_fd_;
+  UniqueFd conn_;
+};
+
+// Guest side: what the resuming guest got from the handoff.
+struct ResumeRam {
+  void* base = nullptr;
+  uint64_t ram_addr = 0;
+  uint64_t ram_size = 0;
+  UniqueFd conn;  // to send HandoffRunning later
+};
+
+// Connects to the engine at `path`, receives the offer, creates and maps the
+// memfd at the offered address (and the userfaultfd), sends them, and waits
+// for `go` (abort or a closed socket is an error). Failures after the offer
+// are also reported to the engine in the reply.
+Result<ResumeRam> handoff_resume(const std::string& path, int timeout_ms);
+// Reports the outcome of the resume to the engine (best effort).
+void handoff_report_running(int conn, const Result<void>& outcome, uint64_t resumed_ns);
+
+}  // namespace lm::guest

@@ -1,0 +1,362 @@
+// Trackers against a scripted target (its numbers are hex): every page the target writes is in
+// the next collect, for whole-page and single-word writes, new mappings,
+// munmap, mremap (moving and growing), brk and MADV_DONTNEED; within the
+// target's own test mappings nothing else is reported. After stop() the
+// target runs on untraced and holds no userfaultfd.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "dirtytrack/remote_syscall.hpp"
+#include "dirtytrack/tracker.hpp"
+#include "target_process.hpp"
+
+namespace {
+
+using namespace lm::dt;
+using lm::PageRange;
+using lm::test::TargetProcess;
+constexpr uint64_t P = 4096;
+
+const DirtyTrackCaps& caps() {
+  static const DirtyTrackCaps c = probe_dirtytrack();
+  return c;
+}
+
+RangeList pages(uint64_t base, std::initializer_list<uint64_t> idx) {
+  RangeList r;
+  for (uint64_t i : idx) r.push_back({base + i * P, base + (i + 1) * P});
+  coalesce(r);
+  return r;
+}
+
+bool untraced(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("TracerPid:", 0) == 0) return std::stoi(line.substr(10)) == 0;
+  return false;
+}
+
+class TrackerTest : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    auto t = make_tracker(GetParam(), caps());
+    if (!t.ok()) GTEST_SKIP() << t.error().message;
+    tracker_ = std::move(*t);
+    ASSERT_TRUE(target_.ok()) << target_.error();
+    region_ = target_.map(256);
+    ASSERT_NE(region_, 0u);
+    ASSERT_TRUE(target_.fill(region_, 256, 1));
+  }
+
+  void start() {
+    TrackRequest req;
+    req.pid = target_.pid();
+    auto s = tracker_->start(req);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    EXPECT_TRUE(lm::dt::contains(s->populated, region_));
+    EXPECT_TRUE(lm::dt::contains(s->populated, region_ + 255 * P));
+  }
+
+  CollectResult collect() {
+    auto r = tracker_->collect();
+    EXPECT_TRUE(r.ok()) << r.error().message;
+    if (!r.ok()) return {};
+    // Sorted, coalesced, non-empty ranges.
+    for (size_t i = 0; i < r->dirty.size(); i++) {
+      EXPECT_LT(r->dirty[i].start, r->dirty[i].end);
+      if (i) EXPECT_LT(r->dirty[i - 1].end, r->dirty[i].start);
+    }
+    EXPECT_EQ(r->dirty_pages, total_pages(r->dirty));
+    return std::move(*r);
+  }
+
+  // The dirty pages inside [base, base + n pages).
+  static RangeList within(const CollectResult& r, uint64_t base, uint64_t n) {
+    return intersect(r.dirty, {{base, base + n * P}});
+  }
+
+  void stop_and_check_clean() {
+    ASSERT_TRUE(tracker_->stop().ok());
+    auto uffd = has_userfaultfd(target_.pid());
+    ASSERT_TRUE(uffd.ok());
+    EXPECT_FALSE(*uffd) << "a userfaultfd was left in the target";
+    EXPECT_TRUE(untraced(target_.pid()));
+    // The target still writes its memory and reads back what it wrote.
+    std::string sum = lm::strf("sum %llx 64", (unsigned long long)region_);
+    ASSERT_TRUE(target_.fill(region_, 100, 1));
+    std::string before = target_.send(sum);
+    ASSERT_TRUE(target_.fill(region_, 100, 9));
+    EXPECT_NE(target_.send(sum), before);
+    ASSERT_TRUE(target_.fill(region_, 100, 1));
+    EXPECT_EQ(target_.send(sum), before);
+    EXPECT_EQ(target_.quit(), 0);
+  }
+
+  TargetProcess target_;
+  std::unique_ptr<Tracker> tracker_;
+  uint64_t region_ = 0;
+};
+
+TEST_P(TrackerTest, WholePageWritesAreFoundExactly) {
+  start();
+  collect();  // settle the target's own start-up writes
+  ASSERT_TRUE(target_.fill(region_ + 3 * P, 1, 2));
+  ASSERT_TRUE(target_.fill(region_ + 17 * P, 4, 2));
+  ASSERT_TRUE(target_.fill(region_ + 200 * P, 1, 2));
+  auto r = collect();
+  EXPECT_EQ(within(r, region_, 256), pages(region_, {3, 17, 18, 19, 20, 200}));
+  auto quiet = collect();
+  EXPECT_TRUE(within(quiet, region_, 256).empty());
+  stop_and_check_clean();
+}
+
+TEST_P(TrackerTest, SingleWordWritesAreFound) {
+  start();
+  collect();
+  for (uint64_t i : {0, 7, 128, 255}) ASSERT_TRUE(target_.word(region_ + i * P + 8 * i, 0xabcdef00 + i));
+  auto r = collect();
+  EXPECT_EQ(within(r, region_, 256), pages(region_, {0, 7, 128, 255}));
+  stop_and_check_clean();
+}
+
+TEST_P(TrackerTest, NewMappingIsCountedThenTracked) {
+  start();
+  collect();
+  uint64_t fresh = target_.map(16);
+  ASSERT_NE(fresh, 0u);
+  ASSERT_TRUE(target_.fill(fresh + 2 * P, 3, 5));
+  auto r = collect();
+  EXPECT_EQ(within(r, fresh, 16), (RangeList{{fresh, fresh + 16 * P}})) << "a new mapping counts dirty whole";
+  bool added = false;
+  for (const auto& c : r.changes) added |= c.kind == MappingChange::Kind::added && c.after.start <= fresh &&
+                                           c.after.end >= fresh + 16 * P;
+  EXPECT_TRUE(added) << "no 'added' change for the new mapping";
+  ASSERT_TRUE(target_.word(fresh + 9 * P, 77));
+  auto r2 = collect();
+  EXPECT_EQ(within(r2, fresh, 16), pages(fresh, {9}));
+  stop_and_check_clean();
+}
+
+TEST_P(TrackerTest, UnmappedPagesLeaveTheSet) {
+  start();
+  collect();
+  ASSERT_EQ(target_.send(lm::strf("unmap %llx 28", (unsigned long long)(region_ + 216 * P))), "ok");
+  ASSERT_TRUE(target_.fill(region_ + 10 * P, 1, 3));
+  auto r = collect();
+  EXPECT_EQ(within(r, region_, 256), pages(region_, {10}));
+  for (const auto& m : r.mappings) EXPECT_FALSE(m.start < region_ + 256 * P && m.end > region_ + 216 * P);
+  stop_and_check_clean();
+}
+
+// A mapping of its own: guard gaps keep the kernel from merging it with a
+// neighbour, so maps shows it as one line.
+uint64_t isolated_mapping(TargetProcess& t, uint64_t pages) {
+  uint64_t base = t.map(pages + 2);
+  if (!base) return 0;
+  t.send(lm::strf("unmap %llx 1", (unsigned long long)base));
+  t.send(lm::strf("unmap %llx 1", (unsigned long long)(base + (pages + 1) * P)));
+  return base + P;
+}
+
+TEST_P(TrackerTest, MovedMappingIsDirtyAtItsNewPlaceThenTracked) {
+  uint64_t small = isolated_mapping(target_, 8);
+  ASSERT_NE(small, 0u);
+  ASSERT_TRUE(target_.fill(small, 8, 4));
+  start();
+  collect();
+  uint64_t moved = target_.first(target_.send(lm::strf("move %llx 8", (unsigned long long)small)));
+  ASSERT_NE(moved, 0u);
+  auto r = collect();
+  EXPECT_EQ(within(r, moved, 8), (RangeList{{moved, moved + 8 * P}}));
+  bool seen = false;
+  for (const auto& c : r.changes)
+    seen |= c.after.end != 0 && c.after.start <= moved && c.after.end >= moved + 8 * P &&
+            (c.kind == MappingChange::Kind::remapped || c.kind == MappingChange::Kind::added ||
+             c.kind == MappingChange::Kind::grown);
+  EXPECT_TRUE(seen) << "no change reported at the new place";
+  ASSERT_TRUE(target_.word(moved + 5 * P, 1234));
+  auto r2 = collect();
+  EXPECT_EQ(within(r2, moved, 8), pages(moved, {5}));
+  stop_and_check_clean();
+}
+
+TEST_P(TrackerTest, NewMappingWhereAMovedOneWasIsDirtyWhole) {
+  uint64_t small = isolated_mapping(target_, 5);
+  ASSERT_NE(small, 0u);
+  ASSERT_TRUE(target_.fill(small, 5, 4));
+  start();
+  collect();
+  uint64_t moved = target_.first(target_.send(lm::strf("move %llx 5", (unsigned long long)small)));
+  ASSERT_NE(moved, 0u);
+  collect();
+  uint64_t again = target_.first(target_.send(lm::strf("mapat %llx 4", (unsigned long long)(small + P))));
+  ASSERT_EQ(again, small + P);
+  ASSERT_TRUE(target_.fill(again, 1, 6));
+  auto r = collect();
+  EXPECT_EQ(within(r, again, 4), (RangeList{{again, again + 4 * P}}));
+  stop_and_check_clean();
+}
+
+TEST_P(TrackerTest, RepeatedMovesBesideTrackedMappingsStayTracked) {
+  std::vector<uint64_t> regions;
+  for (int i = 0; i < 6; i++) {
+    regions.push_back(target_.map(3 + uint64_t(i)));
+    ASSERT_NE(regions.back(), 0u);
+    ASSERT_TRUE(target_.fill(regions.back(), 3 + uint64_t(i), 7));
+  }
+  start();
+  collect();
+  for (int round = 0; round < 24; round++) {
+    size_t k = size_t(round * 5) % regions.size();
+    uint64_t pages = 3 + k;
+    uint64_t moved = target_.first(target_.send(lm::strf("move %llx %llx", (unsigned long long)regions[k],
+                                                           (unsigned long long)pages)));
+    ASSERT_NE(moved, 0u);
+    regions[k] = moved;
+    auto r = collect();
+    EXPECT_EQ(within(r, moved, pages), (RangeList{{moved, moved + pages * P}})) << "round " << round;
+    size_t other = (k + 1) % regions.size();
+    uint64_t page = regions[other] + (uint64_t(round) % (3 + other)) * P;
+    ASSERT_TRUE(target_.word(page, 0x1000 + uint64_t(round)));
+    auto r2 = collect();
+    EXPECT_TRUE(lm::dt::contains(r2.dirty, page)) << "round " << round;
+  }
+  stop_and_check_clean();
+}
+
+TEST_P(TrackerTest, GrownMappingAndHeapAreTracked) {
+  uint64_t small = target_.map(8);
+  // Keep the next 8 pages free so the mapping can grow in place.
+  ASSERT_EQ(target_.send(lm::strf("unmap %llx 8", (unsigned long long)(small - 8 * P))), "ok");
+  ASSERT_TRUE(target_.fill(small, 8, 4));
+  start();
+  collect();
+  std::string grow = target_.send(lm::strf("grow %llx 8 a", (unsigned long long)small));
+  auto heap = target_.values(target_.send("sbrk 4"));
+  ASSERT_EQ(heap.size(), 2u);
+  auto r = collect();
+  EXPECT_TRUE(lm::dt::contains(r.dirty, heap[0])) << "brk growth written but not dirty";
+  if (grow == "ok " + lm::strf("%llx", (unsigned long long)small)) {
+    ASSERT_TRUE(target_.word(small + 9 * P, 5));
+    auto r2 = collect();
+    EXPECT_EQ(within(r2, small, 10), pages(small, {9}));
+  }
+  ASSERT_TRUE(target_.word(heap[0], 99));
+  auto r3 = collect();
+  EXPECT_TRUE(lm::dt::contains(r3.dirty, heap[0]));
+  stop_and_check_clean();
+}
+
+TEST_P(TrackerTest, DiscardedPagesAreDirtyOnceThenWritesAgain) {
+  start();
+  collect();
+  ASSERT_EQ(target_.send(lm::strf("dontneed %llx 5", (unsigned long long)(region_ + 50 * P))), "ok");
+  auto r = collect();
+  EXPECT_EQ(within(r, region_, 256), pages(region_, {50, 51, 52, 53, 54}));
+  auto quiet = collect();
+  EXPECT_TRUE(within(quiet, region_, 256).empty());
+  ASSERT_TRUE(target_.word(region_ + 52 * P, 42));
+  auto again = collect();
+  EXPECT_EQ(within(again, region_, 256), pages(region_, {52}));
+  stop_and_check_clean();
+}
+
+TEST_P(TrackerTest, PagesUntouchedAtStartAreFoundWhenFirstWritten) {
+  // 4 MiB never touched before start: no pages, no page tables.
+  uint64_t fresh = isolated_mapping(target_, 1024);
+  ASSERT_NE(fresh, 0u);
+  start();
+  collect();
+  for (int round = 0; round < 3; round++) {
+    std::vector<uint64_t> idx;
+    for (uint64_t i = uint64_t(round) * 7; i < 1024; i += 37) idx.push_back(i);
+    RangeList expected;
+    for (uint64_t i : idx) {
+      ASSERT_TRUE(target_.word(fresh + i * P + 16, 0x5500 + i + uint64_t(round)));
+      append_merge(expected, {fresh + i * P, fresh + (i + 1) * P});
+    }
+    auto r = collect();
+    EXPECT_EQ(within(r, fresh, 1024), expected) << "round " << round;
+  }
+  stop_and_check_clean();
+}
+
+TEST_P(TrackerTest, ScatteredWritesBeyondOneKernelBufferAreAllFound) {
+  // More separate dirty regions than PAGEMAP_SCAN's kernel-side buffer
+  // (512) holds: the walk restarts at walk_end and must lose nothing.
+  uint64_t big = isolated_mapping(target_, 4096);
+  ASSERT_NE(big, 0u);
+  ASSERT_TRUE(target_.fill(big, 4096, 3));
+  start();
+  collect();
+  RangeList expected;
+  for (uint64_t i = 1; i < 4096; i += 3) {
+    ASSERT_TRUE(target_.word(big + i * P, 0x77000 + i));
+    append_merge(expected, {big + i * P, big + (i + 1) * P});
+  }
+  auto r = collect();
+  EXPECT_EQ(total_pages(within(r, big, 4096)), total_pages(expected));
+  EXPECT_EQ(within(r, big, 4096), expected);
+  stop_and_check_clean();
+}
+
+TEST_P(TrackerTest, DiscardingWholePageTablesIsDirtyOnce) {
+  // 8 MiB discarded at once: the kernel (CONFIG_PT_RECLAIM) may free the
+  // emptied page tables, leaving holes rather than empty PTEs.
+  uint64_t big = isolated_mapping(target_, 2048);
+  ASSERT_NE(big, 0u);
+  ASSERT_TRUE(target_.fill(big, 2048, 5));
+  start();
+  collect();
+  ASSERT_EQ(target_.send(lm::strf("dontneed %llx 800", (unsigned long long)big)), "ok");
+  auto r = collect();
+  EXPECT_EQ(within(r, big, 2048), (RangeList{{big, big + 2048 * P}}));
+  auto quiet = collect();
+  EXPECT_TRUE(within(quiet, big, 2048).empty());
+  ASSERT_TRUE(target_.word(big + 1500 * P, 3));
+  auto again = collect();
+  EXPECT_EQ(within(again, big, 2048), pages(big, {1500}));
+  stop_and_check_clean();
+}
+
+TEST_P(TrackerTest, ExitedTargetIsAnErrorNamingThePid) {
+  start();
+  pid_t pid = target_.pid();
+  target_.kill_and_reap();
+  auto r = tracker_->collect();
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find(std::to_string(pid)), std::string::npos) << r.error().message;
+  EXPECT_TRUE(tracker_->stop().ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, TrackerTest, ::testing::Values("uffd-wp", "hash"),
+                         [](const auto& info) { return std::string(info.param) == "uffd-wp" ? "uffd_wp" : "hash"; });
+
+TEST(TrackerSelection, SoftDirtyRefusesHereAndAutoPicksUffdWp) {
+  auto sd = make_tracker("soft-dirty", caps());
+  if (caps().soft_dirty.available) GTEST_SKIP() << "this kernel has soft-dirty";
+  ASSERT_FALSE(sd.ok());
+  EXPECT_NE(sd.error().message.find("not compiled in"), std::string::npos) << sd.error().message;
+  auto any = make_tracker("auto", caps());
+  ASSERT_TRUE(any.ok());
+  EXPECT_EQ((*any)->name(), "uffd-wp");
+  auto bad = make_tracker("magic", caps());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("magic"), std::string::npos);
+}
+
+TEST(TrackerSelection, UnknownPidIsAClearError) {
+  for (const char* name : {"uffd-wp", "hash"}) {
+    auto t = make_tracker(name, caps());
+    ASSERT_TRUE(t.ok());
+    TrackRequest req;
+    req.pid = 4194303;
+    auto s = (*t)->start(req);
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().message.find("4194303"), std::string::npos) << s.error().message;
+  }
+}
+
+}  // namespace
