@@ -135,6 +135,7 @@ class Guest {
     uint64_t seed = setup_.ram.header->seed;
     if (churn_) extra.push_back([this, seed](WorkerSlot& slot) { run_churn(rt_, slot, seed); });
     if (!setup_.handoff_conn.valid()) log_initial_state();
+    else rt_.finish_interrupted_steps();
     rt_.start(std::move(extra));
     if (setup_.handoff_conn.valid()) handoff_report_running(setup_.handoff_conn.get(), ok(), now_ns());
 
