@@ -1,7 +1,6 @@
 // livemig-guest: the synthetic reference VM. See docs/guest.md.
 #include <poll.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -58,15 +57,7 @@ Result<Setup> create_ram(const Args& args) {
   cfg.seed = LM_TRY(args.get_u64("seed", 1));
   if (addr % kPageSize != 0) return Error::msg(strf("--ram-addr 0x%lx is not page aligned", (unsigned long)addr));
   LM_TRY(plan_layout(size, cfg.threads));
-  void* p = ::mmap(reinterpret_cast<void*>(addr), size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED)
-    return Error::from_errno(strf("map guest RAM at 0x%lx size %lu in pid %d (address already mapped?)",
-                                  (unsigned long)addr, (unsigned long)size, int(::getpid())));
-  if (p != reinterpret_cast<void*>(addr)) {
-    ::munmap(p, size);
-    return Error::msg(strf("kernel placed guest RAM at %p instead of 0x%lx", p, (unsigned long)addr));
-  }
+  void* p = LM_TRY(map_guest_ram(addr, size, -1));
   Setup s;
   s.ram = LM_TRY(RamView::initialize(p, addr, size, cfg));
   s.ram_addr = addr;

@@ -2,6 +2,9 @@
 // word-mode writer reaches exactly what fill_page() describes.
 #include <gtest/gtest.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <vector>
 
@@ -111,6 +114,28 @@ TEST(GuestLayout, ParsePattern) {
   EXPECT_FALSE(parse_pattern("uniform:1", c).ok());
   EXPECT_FALSE(parse_pattern("spiral", c).ok());
   EXPECT_FALSE(parse_pattern("stride:1.5", c).ok());
+}
+
+}  // namespace
+}  // namespace lm::guest
+
+namespace lm::guest {
+namespace {
+
+TEST(GuestLayout, MapRefusesAnOccupiedAddress) {
+  void* taken = ::mmap(nullptr, 1 << 20, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(taken, MAP_FAILED);
+  auto r = map_guest_ram(uint64_t(taken), 1 << 20, -1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, EEXIST);
+  EXPECT_NE(r.error().message.find(strf("0x%lx", (unsigned long)taken)), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("already mapped"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find(strf("pid %d", int(::getpid()))), std::string::npos);
+  ::munmap(taken, 1 << 20);
+  auto again = map_guest_ram(uint64_t(taken), 1 << 20, -1);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(*again, taken);
+  ::munmap(taken, 1 << 20);
 }
 
 }  // namespace

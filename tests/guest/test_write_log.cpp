@@ -4,6 +4,8 @@
 // epoch it happened in or the next; churn pages are logged too.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
 #include <fstream>
 #include <set>
 #include <thread>
@@ -163,6 +165,31 @@ TEST(GuestChurn, MappingsChangeWritesAreLoggedAndRamVerifies) {
   }
   EXPECT_GT(outside, 100u);
   EXPECT_GE(epochs_with_churn, 9u);
+}
+
+}  // namespace
+}  // namespace lm::guest::test
+
+namespace lm::guest::test {
+namespace {
+
+TEST(GuestLifecycle, SigtermClosesTheLastEpochAndExitsZero) {
+  ScratchDir dir;
+  GuestOptions o;
+  o.ram_bytes = 1 << 20;
+  o.rate = "1000";
+  o.write_log = dir.file("writes.log");
+  GuestProcess g = ASSERT_OK(GuestProcess::spawn(guest_binary(), o, dir.path()));
+  std::string control = g.control_path();
+  EXPECT_EQ(ASSERT_OK(g.control().next_epoch()), 1u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(::kill(g.pid(), SIGTERM), 0);
+  EXPECT_EQ(ASSERT_OK(g.wait_exit(5000)), 0);
+  EXPECT_FALSE(std::filesystem::exists(control)) << "control socket left behind";
+  auto log = ASSERT_OK(read_write_log(o.write_log));
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_EQ(log[1].epoch, 1u);
+  EXPECT_FALSE(log[1].pages.empty());
 }
 
 }  // namespace
