@@ -49,6 +49,14 @@ inline std::string guest_binary() {
   return *bin;
 }
 
+inline GuestOptions options(uint64_t ram_bytes, std::string rate, unsigned threads = 1) {
+  GuestOptions o;
+  o.ram_bytes = ram_bytes;
+  o.rate = std::move(rate);
+  o.threads = threads;
+  return o;
+}
+
 inline Result<void> read_remote(pid_t pid, uint64_t addr, void* buf, size_t len) {
   iovec local{buf, len}, remote{reinterpret_cast<void*>(addr), len};
   ssize_t n = ::process_vm_readv(pid, &local, 1, &remote, 1, 0);

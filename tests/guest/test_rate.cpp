@@ -16,10 +16,7 @@ class GuestRate : public ::testing::TestWithParam<unsigned> {};
 
 TEST_P(GuestRate, LimitedRateIsHonoured) {
   ScratchDir dir;
-  GuestOptions o;
-  o.ram_bytes = 2 << 20;
-  o.rate = "3000";
-  o.threads = GetParam();
+  GuestOptions o = options(2 << 20, "3000", GetParam());
   GuestProcess g = ASSERT_OK(GuestProcess::spawn(guest_binary(), o, dir.path()));
   std::this_thread::sleep_for(300ms);
   GuestStatus a = ASSERT_OK(g.control().status());
@@ -36,10 +33,7 @@ TEST_P(GuestRate, LimitedRateIsHonoured) {
 
 TEST_P(GuestRate, PausedGuestDoesNotWriteAndDoesNotBurstAfter) {
   ScratchDir dir;
-  GuestOptions o;
-  o.ram_bytes = 2 << 20;
-  o.rate = "2000";
-  o.threads = GetParam();
+  GuestOptions o = options(2 << 20, "2000", GetParam());
   GuestProcess g = ASSERT_OK(GuestProcess::spawn(guest_binary(), o, dir.path()));
   std::this_thread::sleep_for(200ms);
   ASSERT_OK(g.control().pause());
@@ -59,9 +53,7 @@ INSTANTIATE_TEST_SUITE_P(Threads, GuestRate, ::testing::Values(1u, 4u),
 
 TEST(GuestRateMax, UnlimitedIsMuchFaster) {
   ScratchDir dir;
-  GuestOptions o;
-  o.ram_bytes = 2 << 20;
-  o.rate = "max";
+  GuestOptions o = options(2 << 20, "max");
   GuestProcess g = ASSERT_OK(GuestProcess::spawn(guest_binary(), o, dir.path()));
   std::this_thread::sleep_for(1100ms);
   GuestStatus s = ASSERT_OK(g.control().status());

@@ -143,10 +143,7 @@ TEST_P(GuestResume, FrozenAtRandomMomentsResumesAndVerifies) {
   std::mt19937 rng(seed);
   SCOPED_TRACE(strf("random seed %u", seed));
   ScratchDir dir;
-  GuestOptions o;
-  o.ram_bytes = 4 << 20;
-  o.rate = "max";
-  o.threads = 2;
+  GuestOptions o = options(4 << 20, "max", 2);
   o.write = GetParam();
   o.content = "mixed";
   o.pattern = "hotspot:0.1:0.8";
@@ -168,9 +165,7 @@ INSTANTIATE_TEST_SUITE_P(WriteModes, GuestResume, ::testing::Values("page", "wor
 
 TEST(GuestResumeUffd, MinorFaultsServedFromMemfd) {
   ScratchDir dir;
-  GuestOptions o;
-  o.ram_bytes = 2 << 20;
-  o.rate = "20000";
+  GuestOptions o = options(2 << 20, "20000");
   GuestProcess source = ASSERT_OK(GuestProcess::spawn(guest_binary(), o, dir.path()));
   std::this_thread::sleep_for(100ms);
   ASSERT_EQ(::kill(source.pid(), SIGSTOP), 0);

@@ -28,9 +28,7 @@ uint64_t version_sum(const RamView& v) {
 
 TEST_P(GuestVerify, PassesWhileRunning) {
   ScratchDir dir;
-  GuestOptions o;
-  o.ram_bytes = 2 << 20;
-  o.rate = "max";
+  GuestOptions o = options(2 << 20, "max");
   o.content = GetParam().content;
   o.write = GetParam().write;
   o.threads = GetParam().threads;
@@ -74,9 +72,7 @@ struct Tampered {
 };
 
 Tampered paused_guest(const ScratchDir& dir, const char* write, const char* rate = "max") {
-  GuestOptions o;
-  o.ram_bytes = 4 << 20;
-  o.rate = rate;
+  GuestOptions o = options(4 << 20, rate);
   o.content = "mixed";
   o.write = write;
   o.pattern = "hotspot:0.05:0.9";  // some pages get many versions
@@ -192,9 +188,7 @@ class GuestPattern : public ::testing::TestWithParam<PatternCase> {};
 
 TEST_P(GuestPattern, WritesLandWherePatternSays) {
   ScratchDir dir;
-  GuestOptions o;
-  o.ram_bytes = 1 << 20;
-  o.rate = "max";
+  GuestOptions o = options(1 << 20, "max");
   o.pattern = GetParam().pattern;
   GuestProcess g = ASSERT_OK(GuestProcess::spawn(guest_binary(), o, dir.path()));
   std::this_thread::sleep_for(200ms);

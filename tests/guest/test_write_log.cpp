@@ -47,10 +47,7 @@ void expect_epochs_well_formed(const std::vector<WriteLogEpoch>& log) {
 
 TEST(GuestWriteLog, PausedEpochsMatchVersionChangesExactly) {
   ScratchDir dir;
-  GuestOptions o;
-  o.ram_bytes = 2 << 20;
-  o.rate = "4000";
-  o.threads = 2;
+  GuestOptions o = options(2 << 20, "4000", 2);
   o.write_log = dir.file("writes.log");
   GuestProcess g = ASSERT_OK(GuestProcess::spawn(guest_binary(), o, dir.path()));
   std::vector<std::set<uint64_t>> expected;  // by epoch
@@ -91,10 +88,7 @@ TEST(GuestWriteLog, PausedEpochsMatchVersionChangesExactly) {
 
 TEST(GuestWriteLog, RunningEpochsCoverEveryChange) {
   ScratchDir dir;
-  GuestOptions o;
-  o.ram_bytes = 4 << 20;
-  o.rate = "max";
-  o.threads = 4;
+  GuestOptions o = options(4 << 20, "max", 4);
   o.pattern = "zipf:0.8";
   o.write_log = dir.file("writes.log");
   GuestProcess g = ASSERT_OK(GuestProcess::spawn(guest_binary(), o, dir.path()));
@@ -133,9 +127,7 @@ std::string read_maps(pid_t pid) {
 
 TEST(GuestChurn, MappingsChangeWritesAreLoggedAndRamVerifies) {
   ScratchDir dir;
-  GuestOptions o;
-  o.ram_bytes = 2 << 20;
-  o.rate = "2000";
+  GuestOptions o = options(2 << 20, "2000");
   o.churn = true;
   o.write_log = dir.file("writes.log");
   GuestProcess g = ASSERT_OK(GuestProcess::spawn(guest_binary(), o, dir.path()));
@@ -175,9 +167,7 @@ namespace {
 
 TEST(GuestLifecycle, SigtermClosesTheLastEpochAndExitsZero) {
   ScratchDir dir;
-  GuestOptions o;
-  o.ram_bytes = 1 << 20;
-  o.rate = "1000";
+  GuestOptions o = options(1 << 20, "1000");
   o.write_log = dir.file("writes.log");
   GuestProcess g = ASSERT_OK(GuestProcess::spawn(guest_binary(), o, dir.path()));
   std::string control = g.control_path();
