@@ -34,6 +34,7 @@ constexpr char kTextTokens[64][9] = {
     "lorem ip", "sum dolo", "r sit am", "et, cons", "ectetur ", "adipisci", "ng elit.", "        "};
 
 uint64_t class_word(ContentClass cls, uint64_t key, size_t index) {
+  if (cls == ContentClass::zero) return 0;
   uint64_t h = mix64(key + index * kGolden);
   switch (cls) {
     case ContentClass::zero:
