@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 
 #include <atomic>
+#include <optional>
 #include <fstream>
 #include <random>
 #include <thread>
@@ -92,27 +93,37 @@ class MinorFaultServer {
   std::thread thread_;
 };
 
+// A guest resumed by the test playing the engine, with what keeps it running.
+struct Resumed {
+  std::optional<GuestProcess> guest;
+  GuestRam ram;
+  std::unique_ptr<MinorFaultServer> faults;  // with a userfaultfd
+  uint64_t data_pages = 0;
+};
+
 // Plays the engine: hands the frozen source's RAM to a resumed guest and
-// checks it runs on from the same state.
-void migrate_frozen(GuestProcess& source, const ScratchDir& dir, int round, UffdWanted uffd) {
-  std::string handoff_path = dir.file(strf("handoff-%d.sock", round));
+// checks that it verifies and runs on from the same state.
+void resume_frozen(GuestProcess& source, const ScratchDir& dir, const std::string& tag, UffdWanted uffd,
+                   Resumed& out) {
+  std::string handoff_path = dir.file("handoff-" + tag + ".sock");
   HandoffServer server = ASSERT_OK(HandoffServer::listen(handoff_path));
-  GuestProcess dest = ASSERT_OK(GuestProcess::spawn_resume(guest_binary(), handoff_path, dir.path()));
-  GuestRam ram = ASSERT_OK(server.accept(source.ram_addr(), source.ram_size(), uffd, 10000));
-  EXPECT_EQ(ram.pid, dest.pid());
-  MappedMemfd image(ram.memfd.get(), source.ram_size());
+  out.guest.emplace(ASSERT_OK(GuestProcess::spawn_resume(guest_binary(), handoff_path, dir.path())));
+  GuestProcess& dest = *out.guest;
+  out.ram = ASSERT_OK(server.accept(source.ram_addr(), source.ram_size(), uffd, 10000));
+  EXPECT_EQ(out.ram.pid, dest.pid());
+  MappedMemfd image(out.ram.memfd.get(), source.ram_size());
   ASSERT_NE(image.base, MAP_FAILED);
   ASSERT_OK(read_remote(source.pid(), source.ram_addr(), image.base, source.ram_size()));
   RamView view = ASSERT_OK(RamView::attach(image.base, source.ram_addr(), source.ram_size()));
   // A frozen image may hold each writer's step in progress half-done.
   ASSERT_OK(verify_ram(view, PendingPages::tolerate));
   uint64_t frozen_steps = view.total_steps();
+  out.data_pages = view.data_pages();
 
-  std::unique_ptr<MinorFaultServer> faults;
   if (uffd == UffdWanted::yes) {
-    ASSERT_TRUE(ram.uffd.valid());
-    ASSERT_TRUE(ram.minor_registered) << "this kernel has UFFD_FEATURE_MINOR_SHMEM";
-    faults = std::make_unique<MinorFaultServer>(ram.uffd.get());
+    ASSERT_TRUE(out.ram.uffd.valid());
+    ASSERT_TRUE(out.ram.minor_registered) << "this kernel has UFFD_FEATURE_MINOR_SHMEM";
+    out.faults = std::make_unique<MinorFaultServer>(out.ram.uffd.get());
   }
   uint64_t go_ns = now_ns();
   ASSERT_OK(server.go());
@@ -123,16 +134,26 @@ void migrate_frozen(GuestProcess& source, const ScratchDir& dir, int round, Uffd
   GuestStatus first = ASSERT_OK(dest.control().status());
   EXPECT_GE(first.steps, frozen_steps);
   EXPECT_EQ(first.pid, dest.pid());
-  EXPECT_EQ(ASSERT_OK(dest.control().verify()), view.data_pages());
+  EXPECT_EQ(ASSERT_OK(dest.control().verify()), out.data_pages);
   std::this_thread::sleep_for(100ms);
   GuestStatus later = ASSERT_OK(dest.control().status());
   EXPECT_GT(later.steps, first.steps + 10);
-  EXPECT_EQ(ASSERT_OK(dest.control().verify()), view.data_pages());
-  if (faults) {
-    EXPECT_GT(faults->faults(), 0u);
-    EXPECT_EQ(faults->error(), "");
+  EXPECT_EQ(ASSERT_OK(dest.control().verify()), out.data_pages);
+  if (out.faults) {
+    EXPECT_GT(out.faults->faults(), 0u);
+    EXPECT_EQ(out.faults->error(), "");
   }
-  EXPECT_EQ(ASSERT_OK(dest.stop(5000)), 0);
+}
+
+void freeze(GuestProcess& g) {
+  ASSERT_EQ(::kill(g.pid(), SIGSTOP), 0);
+  ASSERT_TRUE(wait_stopped(g.pid()));
+}
+
+void migrate_frozen(GuestProcess& source, const ScratchDir& dir, int round, UffdWanted uffd) {
+  Resumed r;
+  resume_frozen(source, dir, std::to_string(round), uffd, r);
+  if (r.guest && !::testing::Test::HasFatalFailure()) EXPECT_EQ(ASSERT_OK(r.guest->stop(5000)), 0);
 }
 
 class GuestResume : public ::testing::TestWithParam<const char*> {};
@@ -150,8 +171,7 @@ TEST_P(GuestResume, FrozenAtRandomMomentsResumesAndVerifies) {
   GuestProcess source = ASSERT_OK(GuestProcess::spawn(guest_binary(), o, dir.path()));
   for (int round = 0; round < 4; round++) {
     std::this_thread::sleep_for(std::chrono::microseconds(20000 + rng() % 180000));
-    ASSERT_EQ(::kill(source.pid(), SIGSTOP), 0);
-    ASSERT_TRUE(wait_stopped(source.pid()));
+    freeze(source);
     migrate_frozen(source, dir, round, UffdWanted::no);
     if (HasFatalFailure()) return;
     ASSERT_EQ(::kill(source.pid(), SIGCONT), 0);
@@ -168,10 +188,28 @@ TEST(GuestResumeUffd, MinorFaultsServedFromMemfd) {
   GuestOptions o = options(2 << 20, "20000");
   GuestProcess source = ASSERT_OK(GuestProcess::spawn(guest_binary(), o, dir.path()));
   std::this_thread::sleep_for(100ms);
-  ASSERT_EQ(::kill(source.pid(), SIGSTOP), 0);
-  ASSERT_TRUE(wait_stopped(source.pid()));
+  freeze(source);
   migrate_frozen(source, dir, 0, UffdWanted::yes);
   ::kill(source.pid(), SIGCONT);
+}
+
+// A resumed guest (memfd RAM) is itself a valid source: migrate it again.
+TEST(GuestResumeChain, ResumedGuestMigratesAgain) {
+  ScratchDir dir;
+  GuestOptions o = options(2 << 20, "max", 3);
+  o.write = "word";
+  GuestProcess source = ASSERT_OK(GuestProcess::spawn(guest_binary(), o, dir.path()));
+  std::this_thread::sleep_for(100ms);
+  freeze(source);
+  Resumed first;
+  resume_frozen(source, dir, "first", UffdWanted::no, first);
+  ASSERT_FALSE(HasFatalFailure());
+  freeze(*first.guest);
+  Resumed second;
+  resume_frozen(*first.guest, dir, "second", UffdWanted::no, second);
+  ASSERT_FALSE(HasFatalFailure());
+  EXPECT_EQ(ASSERT_OK(second.guest->control().status()).threads, 3u);
+  EXPECT_EQ(ASSERT_OK(second.guest->stop(5000)), 0);
 }
 
 TEST(GuestResumeErrors, ImageWithoutHeaderIsRefused) {
