@@ -47,9 +47,9 @@ AdaptiveModel::AdaptiveModel(unsigned workers, double link_bytes_per_s, bool del
   const double page = kPageSize + kEntry;
   auto set = [&](unsigned cls, std::array<Estimate, kCandidates> e) { est_[cls] = e; };
   //               raw            lz4           lz4:8          zstd:1          wkdm
-  set(kWords, {{{400, page}, {6000, 2400}, {4000, 2800}, {15000, 1500}, {3000, 1800}}});
-  set(kText, {{{400, page}, {7000, 2000}, {5000, 3000}, {15000, 1500}, {3000, page}}});
-  set(kRandom, {{{400, page}, {1500, page}, {1000, page}, {4000, page}, {2500, page}}});
+  set(kWords, {{{450, page}, {6000, 2400}, {4000, 2800}, {15000, 1500}, {3000, 1800}}});
+  set(kText, {{{450, page}, {7000, 2000}, {5000, 3000}, {15000, 1500}, {3000, page}}});
+  set(kRandom, {{{450, page}, {1500, page}, {1000, page}, {4000, page}, {2500, page}}});
   est_[unsigned(PageClass::zero)][0] = {50, kEntry};
   est_[unsigned(PageClass::uniform)][0] = {60, kEntry + 8};
   est_[unsigned(PageClass::resent)][0] = {1000, 600};
@@ -110,6 +110,12 @@ void AdaptiveModel::feed(const Feedback& fb) {
       e.samples += n;
       updated_[c][k] = batches_;
     }
+  if (fb.fused_raw.pages) {
+    double n = double(fb.fused_raw.pages);
+    double a = std::min(kMaxAlpha, n / (n + 8));
+    fused_raw_ns_ = (1 - a) * fused_raw_ns_ + a * std::clamp(double(fb.fused_raw.ns) / n, fused_raw_ns_ / 2,
+                                                             2 * fused_raw_ns_);
+  }
   if (fb.sample_pages) {
     double a = std::min(0.5, double(fb.sample_pages) / double(fb.sample_pages + 4));
     sample_ns_ = (1 - a) * sample_ns_ + a * std::min(double(fb.sample_ns) / double(fb.sample_pages), 3 * sample_ns_);
@@ -150,6 +156,7 @@ void AdaptiveModel::replan() {
   auto time_of = [&](unsigned w, unsigned t, unsigned r, double* cpu_out, double* wire_out) {
     double sampling = unsampled_ * sample_ns_ * ((w == t && t == r) ? 1.0 / 16 : 1.0);
     double cpu = cpu0 + sampling + fw * est_[kWords][w].ns + ft * est_[kText][t].ns + fr * est_[kRandom][r].ns;
+    if (w == 0 && t == 0 && r == 0) cpu = cpu0 + unsampled_ * (sample_ns_ / 32 + fused_raw_ns_);
     double wire = wire0 + fw * est_[kWords][w].bytes + ft * est_[kText][t].bytes + fr * est_[kRandom][r].bytes;
     *cpu_out = cpu;
     *wire_out = wire;
@@ -194,6 +201,7 @@ void AdaptiveModel::replan() {
   plan_.expected_ns[kText] = float(est_[kText][bt].ns);
   plan_.expected_ns[kRandom] = float(est_[kRandom][br].ns);
   plan_.expected_sample_ns = float(sample_ns_);
+  plan_.expected_fused_raw_ns = float(fused_raw_ns_);
 
   // A split: one class's pages shared between its codec and another in the
   // proportion where CPU time and link time meet. When one codec leaves the
@@ -207,11 +215,12 @@ void AdaptiveModel::replan() {
   for (unsigned i = 0; i < 3; i++) {
     unsigned c = classes[i], k0 = cur_[i];
     if (share[i] <= 0) continue;
-    // Splitting needs every page classified.
-    double extra_sampling = plan_.sample ? 0.0 : unsampled_ * sample_ns_ * (1 - 1.0 / 16);
+    // A split classifies every page and copies raw pages apart from the
+    // zero test: the base is the plan's cost on that path.
+    double cpu_b = cpu0 + unsampled_ * sample_ns_ + fw * est_[kWords][cur_[0]].ns + ft * est_[kText][cur_[1]].ns +
+                   fr * est_[kRandom][cur_[2]].ns;
     for (unsigned k = 0; k < kCandidates; k++) {
       if (k == k0) continue;
-      double cpu_b = best_cpu + extra_sampling;
       double dcpu = share[i] * (est_[c][k].ns - est_[c][k0].ns);
       double dwire = share[i] * (est_[c][k].bytes - est_[c][k0].bytes);
       double denom = dcpu / workers_ - dwire * link_ns_per_byte;
@@ -288,7 +297,7 @@ namespace lm::compress {
 void AdaptiveModel::write_json(JsonWriter& w, const char* key) const {
   std::lock_guard lock(m_);
   w.begin_object(key).field("link-Bps", link_).field("workers", uint64_t(workers_)).field("delta", plan_.delta);
-  w.field("predicted-pages-per-s", predicted_).field("sample-ns", sample_ns_);
+  w.field("predicted-pages-per-s", predicted_).field("sample-ns", sample_ns_).field("fused-raw-ns", fused_raw_ns_);
   w.begin_object("plan");
   for (unsigned c : {kWords, kText, kRandom}) {
     std::string name = codec_choice_name(plan_.by_class[c]);

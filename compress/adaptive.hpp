@@ -47,6 +47,7 @@ struct Feedback {
   std::array<uint64_t, kClassCount> class_pages{};  // words/text/random: sampled pages only
   uint64_t unsampled_pages = 0;                     // non-uniform pages not sampled
   uint64_t sample_pages = 0, sample_ns = 0;         // the sampling classifier's cost
+  Sample fused_raw;  // raw pages of an all-raw plan: copy and zero test in one pass
   uint64_t ns = 0;                                  // all compression CPU of the batch
   uint64_t explore_ns = 0;
 };
@@ -86,7 +87,8 @@ class AdaptiveModel {
   std::array<std::array<uint64_t, kCandidates>, kClassCount> updated_{};  // batch number of the last update
   std::array<double, kClassCount> mix_{};  // decayed page counts; words/text/random as shares of the sampled
   double unsampled_ = 0;
-  double sample_ns_ = 150;  // sampling classifier per page
+  double sample_ns_ = 150;     // sampling classifier per page
+  double fused_raw_ns_ = 300;  // raw page when every class is raw (fused copy + test)
   uint64_t batches_ = 0;
   double explore_credit_ = 0;
   uint64_t ns_since_replan_ = 0;

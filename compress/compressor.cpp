@@ -197,7 +197,8 @@ size_t Compressor::compress_classified(std::span<const uint64_t> addrs, std::spa
       len = kPageSize;
       sampled = early_sample;
       cls = sampled_cls;
-      expected = plan.expected_ns[unsigned(cls)];
+      candidate = -1;  // the fused copy is measured apart (Feedback::fused_raw)
+      expected = plan.expected_fused_raw_ns;
     } else {
       if (cache) {
         bool hit = cache->exchange(addrs[i], page, [&](const uint8_t* previous) {
@@ -247,6 +248,13 @@ size_t Compressor::compress_classified(std::span<const uint64_t> addrs, std::spa
                    cap_ns(cycles_to_ns(sample_cycles), plan.expected_sample_ns)};
   }
   fb.ns = account(pages.size(), &fb);
+  if (all_raw)
+    for (size_t i = 0; i < pages.size(); i++)
+      if (records_[i].codec == Codec::raw) {
+        fb.fused_raw.pages++;
+        fb.fused_raw.wire_bytes += kPageSize + kEntryBytes;
+        fb.fused_raw.ns += records_[i].ns;
+      }
   if (model) {
     if (!pages.empty() && model->may_explore()) explore(pages, fb);
     model->feed(fb);

@@ -59,6 +59,7 @@ struct Plan {
   std::array<float, kClassCount> expected_ns{};
   std::array<float, kClassCount> alt_expected_ns{};
   float expected_sample_ns = 0;
+  float expected_fused_raw_ns = 0;
 };
 
 // cbc's fixed table.

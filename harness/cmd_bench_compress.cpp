@@ -40,6 +40,7 @@
 #include "compress/cycle_clock.hpp"
 #include "compress/synthetic.hpp"
 #include "harness/commands.hpp"
+#include "harness/guest/content.hpp"
 
 namespace lm::cmd {
 namespace {
@@ -48,7 +49,8 @@ using namespace lm::compress;
 
 const std::vector<OptionSpec> kOptions = {
     {"corpus", true, "corpus files from 'livemig snapshot', comma-separated (added to --corpora)"},
-    {"corpora", true, "synthetic corpora: zero,uniform,words,text,random,mixed (default words,text,random,mixed)"},
+    {"corpora", true, "generated corpora: zero,uniform,words,text,random,mixed and the guest's profiles "
+                      "guest-text,guest-ints,guest-random,guest-mixed (default words,text,random,mixed,guest-ints,guest-text,guest-mixed)"},
     {"no-real", false, "do not capture real programs (redis-server, python3, a compiler run)"},
     {"pages", true, "pages per synthetic corpus (default 4096)"},
     {"codecs", true, "codecs for the codec table (default raw,lz4,lz4:8,zstd:1,zstd:3,wkdm,delta)"},
@@ -93,6 +95,19 @@ Corpus synthetic_corpus(Content c, size_t pages, uint64_t seed) {
   for (size_t i = 0; i < pages; i++) {
     fill_page(c, rng, page.data());
     corpus.add(0x10000000000ull + i * kPageSize, page.data());
+  }
+  return corpus;
+}
+
+// The synthetic guest's content profiles (its own generator, as the guest
+// writes them), first version of every page.
+Corpus guest_corpus(guest::ContentProfile profile, size_t pages, uint64_t seed) {
+  Corpus corpus;
+  corpus.name = "guest-" + std::string(guest::content_profile_name(profile));
+  std::vector<uint8_t> page(kPageSize);
+  for (size_t i = 0; i < pages; i++) {
+    guest::fill_page(page.data(), profile, guest::WriteMode::page, seed, i, 1);
+    corpus.add(0x20000000000ull + i * kPageSize, page.data());
   }
   return corpus;
 }
@@ -410,7 +425,13 @@ int bench_compress(const Argv& argv) {
   (void)cycles_per_ns();  // calibrate the per-page clock outside any timing
   std::vector<std::string> notes;
   std::vector<Corpus> corpora;
-  for (auto& name : split(args.get_or("corpora", "words,text,random,mixed"))) {
+  for (auto& name : split(args.get_or("corpora", "words,text,random,mixed,guest-ints,guest-text,guest-mixed"))) {
+    if (name.rfind("guest-", 0) == 0) {
+      auto p = guest::parse_content_profile(name.substr(6));
+      if (!p) return fail(p.error());
+      corpora.push_back(guest_corpus(*p, *pages, 1 + corpora.size()));
+      continue;
+    }
     auto c = parse_content(name);
     if (!c) return fail(c.error());
     corpora.push_back(synthetic_corpus(*c, *pages, 1 + corpora.size()));

@@ -251,7 +251,8 @@ TEST(AdaptivePolicy, SendsRawOnAFastLinkAndCompressesOnASlowOne) {
 
   (*c)->report_link_rate(1.25e8);  // 1 Gbit/s
   EXPECT_NE((*c)->current_plan().by_class[unsigned(PageClass::text)].codec, Codec::raw);
-  EXPECT_LE(codecs_of(salt++), 2u) << "slow link: compressed";
+  // Mostly compressed (the model may send a share raw to balance CPU and link).
+  EXPECT_LE(codecs_of(salt++), 16u) << "slow link: compressed";
 
   (*c)->report_link_rate(1e12);
   EXPECT_EQ(codecs_of(salt++), 64u) << "and back to raw";
