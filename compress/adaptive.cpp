@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/json.hpp"
 #include "common/page.hpp"
 
 namespace lm::compress {
@@ -12,6 +13,9 @@ constexpr unsigned kWords = unsigned(PageClass::words), kText = unsigned(PageCla
                    kRandom = unsigned(PageClass::random);
 constexpr double kEntry = 16;
 constexpr double kExploreBudget = 0.02;
+constexpr uint64_t kLearningBatches = 16;  // explore every batch at first
+constexpr double kMaxAlpha = 0.15;
+constexpr double kHysteresis = 0.03;  // a new plan must be this much faster
 
 CodecChoice choice(Codec c, int lz4_accel = 1, int zstd_level = 1) {
   CodecChoice ch;
@@ -25,7 +29,8 @@ CodecChoice choice(Codec c, int lz4_accel = 1, int zstd_level = 1) {
 
 const std::array<CodecChoice, kCandidates>& adaptive_candidates() {
   static const std::array<CodecChoice, kCandidates> c = {choice(Codec::raw), choice(Codec::lz4),
-                                                          choice(Codec::zstd), choice(Codec::wkdm)};
+                                                          choice(Codec::lz4, 8), choice(Codec::zstd),
+                                                          choice(Codec::wkdm)};
   return c;
 }
 
@@ -41,10 +46,10 @@ AdaptiveModel::AdaptiveModel(unsigned workers, double link_bytes_per_s, bool del
   // Priors (this machine, brief section 4); measurements replace them quickly.
   const double page = kPageSize + kEntry;
   auto set = [&](unsigned cls, std::array<Estimate, kCandidates> e) { est_[cls] = e; };
-  //                 raw              lz4             zstd:1          wkdm
-  set(kWords, {{{400, page}, {3000, 2000}, {8000, 1200}, {2000, 1300}}});
-  set(kText, {{{400, page}, {3000, 1400}, {9000, 900}, {3000, 3500}}});
-  set(kRandom, {{{400, page}, {1000, page}, {4000, page}, {2500, page}}});
+  //               raw            lz4           lz4:8          zstd:1          wkdm
+  set(kWords, {{{450, page}, {6000, 2400}, {4000, 2800}, {15000, 1500}, {3000, 1800}}});
+  set(kText, {{{450, page}, {7000, 2000}, {5000, 3000}, {15000, 1500}, {3000, page}}});
+  set(kRandom, {{{450, page}, {1500, page}, {1000, page}, {4000, page}, {2500, page}}});
   est_[unsigned(PageClass::zero)][0] = {50, kEntry};
   est_[unsigned(PageClass::uniform)][0] = {60, kEntry + 8};
   est_[unsigned(PageClass::resent)][0] = {1000, 600};
@@ -74,20 +79,47 @@ double AdaptiveModel::link_bytes_per_s() const {
 void AdaptiveModel::feed(const Feedback& fb) {
   std::lock_guard lock(m_);
   batches_++;
-  total_ns_ += fb.ns;
-  explore_ns_ += fb.explore_ns;
+  // Exploration credit: 2% of the CPU the batches take, spent by trials;
+  // bounded so a burst of expensive batches does not buy a long spree.
+  explore_credit_ = std::min(explore_credit_ + kExploreBudget * double(fb.ns), 200000.0);
+  if (batches_ > kLearningBatches) explore_credit_ -= double(fb.explore_ns);
+  // Raw costs the same whatever the content (a copy of a cold page): one
+  // estimate for the three classes, from every raw page of any of them.
+  Feedback merged = fb;
+  Sample raw_all;
+  for (unsigned c : {kWords, kText, kRandom}) {
+    raw_all.pages += fb.by_class[c][0].pages;
+    raw_all.wire_bytes += fb.by_class[c][0].wire_bytes;
+    raw_all.ns += fb.by_class[c][0].ns;
+  }
+  for (unsigned c : {kWords, kText, kRandom}) merged.by_class[c][0] = raw_all;
   for (unsigned c = 0; c < kClassCount; c++)
     for (unsigned k = 0; k < kCandidates; k++) {
-      const Sample& s = fb.by_class[c][k];
+      const Sample& s = merged.by_class[c][k];
       if (!s.pages) continue;
-      // Weight by pages so a full batch moves the estimate quickly and a
-      // single trial page only nudges it.
-      double a = std::min(0.5, double(s.pages) / double(s.pages + 4));
+      // The first measurements replace the prior (running mean); after that
+      // an EWMA weighted by pages, slow enough that one noisy batch on a
+      // shared machine does not flip the plan, and clamped to 2x per update.
       Estimate& e = est_[c][k];
-      e.ns = (1 - a) * e.ns + a * double(s.ns) / double(s.pages);
-      e.bytes = (1 - a) * e.bytes + a * double(s.wire_bytes) / double(s.pages);
+      double n = double(s.pages);
+      double a = std::max(n / (e.samples + n), std::min(kMaxAlpha, n / (n + 8)));
+      double ns = double(s.ns) / n, bytes = double(s.wire_bytes) / n;
+      if (e.samples > 0) ns = std::clamp(ns, e.ns / 2, 2 * e.ns);
+      e.ns = (1 - a) * e.ns + a * ns;
+      e.bytes = (1 - a) * e.bytes + a * bytes;
+      e.samples += n;
       updated_[c][k] = batches_;
     }
+  if (fb.fused_raw.pages) {
+    double n = double(fb.fused_raw.pages);
+    double a = std::min(kMaxAlpha, n / (n + 8));
+    fused_raw_ns_ = (1 - a) * fused_raw_ns_ + a * std::clamp(double(fb.fused_raw.ns) / n, fused_raw_ns_ / 2,
+                                                             2 * fused_raw_ns_);
+  }
+  if (fb.sample_pages) {
+    double a = std::min(0.5, double(fb.sample_pages) / double(fb.sample_pages + 4));
+    sample_ns_ = (1 - a) * sample_ns_ + a * std::min(double(fb.sample_ns) / double(fb.sample_pages), 3 * sample_ns_);
+  }
   // Class mix: zero/uniform/resent as decayed page counts; the sampled
   // classes as shares of the non-uniform pages.
   constexpr double kDecay = 0.7;
@@ -100,10 +132,15 @@ void AdaptiveModel::feed(const Feedback& fb) {
     for (unsigned c : {kWords, kText, kRandom})
       mix_[c] = (1 - a) * mix_[c] + a * double(fb.class_pages[c]) / double(sampled);
   }
-  replan();
+  // Re-planning costs a few microseconds: after 1 ms of compression or 16
+  // batches, whichever comes first (a link report re-plans at once).
+  ns_since_replan_ += fb.ns;
+  if (++batches_since_replan_ >= 16 || ns_since_replan_ >= 1000000 || batches_ <= kLearningBatches) replan();
 }
 
 void AdaptiveModel::replan() {
+  ns_since_replan_ = 0;
+  batches_since_replan_ = 0;
   const double zero = mix_[unsigned(PageClass::zero)], uni = mix_[unsigned(PageClass::uniform)],
                resent = delta_allowed_ ? mix_[unsigned(PageClass::resent)] : 0.0;
   const double n = zero + uni + resent + unsampled_;
@@ -116,14 +153,22 @@ void AdaptiveModel::replan() {
                  resent * est_[unsigned(PageClass::resent)][0].bytes;
   const double fw = unsampled_ * mix_[kWords], ft = unsampled_ * mix_[kText], fr = unsampled_ * mix_[kRandom];
   const double link_ns_per_byte = 1e9 / std::max(link_, 1.0);
+  auto time_of = [&](unsigned w, unsigned t, unsigned r, double* cpu_out, double* wire_out) {
+    double sampling = unsampled_ * sample_ns_ * ((w == t && t == r) ? 1.0 / 16 : 1.0);
+    double cpu = cpu0 + sampling + fw * est_[kWords][w].ns + ft * est_[kText][t].ns + fr * est_[kRandom][r].ns;
+    if (w == 0 && t == 0 && r == 0) cpu = cpu0 + unsampled_ * (sample_ns_ / 32 + fused_raw_ns_);
+    double wire = wire0 + fw * est_[kWords][w].bytes + ft * est_[kText][t].bytes + fr * est_[kRandom][r].bytes;
+    *cpu_out = cpu;
+    *wire_out = wire;
+    return std::max(cpu / workers_, wire * link_ns_per_byte);
+  };
   double best = INFINITY, best_cpu = INFINITY, best_wire = 0;
   unsigned bw = 0, bt = 0, br = 0;
-  for (unsigned w = 0; w < kCandidates; w++)
+  for (unsigned w = 0; w < kCandidates; w++)  // 125 combinations, ~1 us
     for (unsigned t = 0; t < kCandidates; t++)
       for (unsigned r = 0; r < kCandidates; r++) {
-        double cpu = cpu0 + fw * est_[kWords][w].ns + ft * est_[kText][t].ns + fr * est_[kRandom][r].ns;
-        double wire = wire0 + fw * est_[kWords][w].bytes + ft * est_[kText][t].bytes + fr * est_[kRandom][r].bytes;
-        double time = std::max(cpu / workers_, wire * link_ns_per_byte);
+        double cpu, wire;
+        double time = time_of(w, t, r, &cpu, &wire);
         // Within 1%, the plan that spends less CPU wins.
         if (time < best * 0.99 || (time <= best * 1.01 && cpu < best_cpu)) {
           best = std::min(best, time);
@@ -132,7 +177,19 @@ void AdaptiveModel::replan() {
           bw = w, bt = t, br = r;
         }
       }
+  // Keep the current plan unless the best is clearly faster.
+  if (have_plan_) {
+    double cur_cpu, cur_wire;
+    double cur = time_of(cur_[0], cur_[1], cur_[2], &cur_cpu, &cur_wire);
+    if (cur <= best * (1 + kHysteresis)) {
+      bw = cur_[0], bt = cur_[1], br = cur_[2];
+      best = cur, best_cpu = cur_cpu, best_wire = cur_wire;
+    }
+  }
+  have_plan_ = true;
+  cur_ = {bw, bt, br};
   const auto& cand = adaptive_candidates();
+  plan_ = Plan{};
   plan_.by_class[unsigned(PageClass::zero)].codec = Codec::zero;
   plan_.by_class[unsigned(PageClass::uniform)].codec = Codec::uniform;
   plan_.by_class[kWords] = cand[bw];
@@ -140,6 +197,57 @@ void AdaptiveModel::replan() {
   plan_.by_class[kRandom] = cand[br];
   plan_.by_class[unsigned(PageClass::resent)].codec = Codec::delta;
   plan_.sample = !(bw == bt && bt == br);
+  plan_.expected_ns[kWords] = float(est_[kWords][bw].ns);
+  plan_.expected_ns[kText] = float(est_[kText][bt].ns);
+  plan_.expected_ns[kRandom] = float(est_[kRandom][br].ns);
+  plan_.expected_sample_ns = float(sample_ns_);
+  plan_.expected_fused_raw_ns = float(fused_raw_ns_);
+
+  // A split: one class's pages shared between its codec and another in the
+  // proportion where CPU time and link time meet. When one codec leaves the
+  // link idle and the next better one leaves the CPU idle, the mix beats both.
+  const std::array<unsigned, 3> classes = {kWords, kText, kRandom};
+  const std::array<double, 3> share = {fw, ft, fr};
+  double split_best = best;
+  int split_class = -1;
+  unsigned split_alt = 0;
+  double split_x = 0, split_cpu = best_cpu, split_wire = best_wire;
+  for (unsigned i = 0; i < 3; i++) {
+    unsigned c = classes[i], k0 = cur_[i];
+    if (share[i] <= 0) continue;
+    // A split classifies every page and copies raw pages apart from the
+    // zero test: the base is the plan's cost on that path.
+    double cpu_b = cpu0 + unsampled_ * sample_ns_ + fw * est_[kWords][cur_[0]].ns + ft * est_[kText][cur_[1]].ns +
+                   fr * est_[kRandom][cur_[2]].ns;
+    for (unsigned k = 0; k < kCandidates; k++) {
+      if (k == k0) continue;
+      double dcpu = share[i] * (est_[c][k].ns - est_[c][k0].ns);
+      double dwire = share[i] * (est_[c][k].bytes - est_[c][k0].bytes);
+      double denom = dcpu / workers_ - dwire * link_ns_per_byte;
+      if (denom == 0) continue;
+      double x = (best_wire * link_ns_per_byte - cpu_b / workers_) / denom;
+      if (!(x > 0.02 && x < 0.98)) continue;
+      double cpu = cpu_b + x * dcpu, wire = best_wire + x * dwire;
+      double time = std::max(cpu / workers_, wire * link_ns_per_byte);
+      if (time < split_best * 0.95) {  // only a clear gain: estimates are noisy
+        split_best = time;
+        split_class = int(c);
+        split_alt = k;
+        split_x = x;
+        split_cpu = cpu;
+        split_wire = wire;
+      }
+    }
+  }
+  if (split_class >= 0) {
+    plan_.alt[unsigned(split_class)] = cand[split_alt];
+    plan_.alt_fraction[unsigned(split_class)] = float(split_x);
+    plan_.alt_expected_ns[unsigned(split_class)] = float(est_[unsigned(split_class)][split_alt].ns);
+    plan_.sample = true;
+    best = split_best;
+    best_cpu = split_cpu;
+    best_wire = split_wire;
+  }
   // Deltas save wire bytes for a memcpy into the cache per page: worth it
   // only while the link, not the CPU, is the bottleneck.
   plan_.delta = delta_allowed_ && best_wire * link_ns_per_byte >= best_cpu / workers_;
@@ -153,16 +261,18 @@ Plan AdaptiveModel::plan() const {
 
 bool AdaptiveModel::may_explore() const {
   std::lock_guard lock(m_);
-  return double(explore_ns_) <= kExploreBudget * double(total_ns_);
+  return batches_ < kLearningBatches || explore_credit_ > 0;
 }
 
 unsigned AdaptiveModel::explore_candidate(PageClass cls) const {
   std::lock_guard lock(m_);
   unsigned c = unsigned(cls);
   int planned = candidate_index(plan_.by_class[c]);
-  unsigned best = 0;
+  unsigned best = 1;
   uint64_t oldest = UINT64_MAX;
-  for (unsigned k = 0; k < kCandidates; k++)
+  // Not raw: a trial copy of a page already in cache would flatter it; raw
+  // is measured on real pages (random pages nearly always go raw).
+  for (unsigned k = 1; k < kCandidates; k++)
     if (int(k) != planned && updated_[c][k] < oldest) {
       oldest = updated_[c][k];
       best = k;
@@ -178,6 +288,34 @@ AdaptiveModel::Estimate AdaptiveModel::estimate(PageClass cls, unsigned candidat
 double AdaptiveModel::predicted_pages_per_s() const {
   std::lock_guard lock(m_);
   return predicted_;
+}
+
+}  // namespace lm::compress
+
+namespace lm::compress {
+
+void AdaptiveModel::write_json(JsonWriter& w, const char* key) const {
+  std::lock_guard lock(m_);
+  w.begin_object(key).field("link-Bps", link_).field("workers", uint64_t(workers_)).field("delta", plan_.delta);
+  w.field("predicted-pages-per-s", predicted_).field("sample-ns", sample_ns_).field("fused-raw-ns", fused_raw_ns_);
+  w.begin_object("plan");
+  for (unsigned c : {kWords, kText, kRandom}) {
+    std::string name = codec_choice_name(plan_.by_class[c]);
+    if (plan_.alt_fraction[c] > 0)
+      name += strf(" + %.0f%% %s", 100 * plan_.alt_fraction[c], codec_choice_name(plan_.alt[c]).c_str());
+    w.field(class_name(PageClass(c)), name);
+  }
+  w.end_object();
+  w.begin_object("estimates");
+  for (unsigned c : {kWords, kText, kRandom}) {
+    w.begin_object(class_name(PageClass(c)));
+    w.field("share", mix_[c]);
+    for (unsigned k = 0; k < kCandidates; k++)
+      w.begin_object(codec_choice_name(adaptive_candidates()[k])).field("ns", est_[c][k].ns)
+          .field("wire-bytes", est_[c][k].bytes).end_object();
+    w.end_object();
+  }
+  w.end_object().end_object();
 }
 
 }  // namespace lm::compress

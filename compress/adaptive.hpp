@@ -3,14 +3,16 @@
 // For each page class it keeps, per candidate codec, an estimate of the CPU
 // time per page and the wire bytes per page (payload + 16-byte entry), fed
 // by every batch the workers compress and by a small budget of trial
-// compressions of other candidates (<= 2% of compression CPU time). With the
+// compressions of other candidates (about 2% of compression CPU time, more
+// during the first batches). With the
 // class mix f_c of recent pages, W workers and link rate L it picks, per
 // class, the codecs that maximise delivered pages per second:
 //     time per page = max( sum_c f_c * cpu_c / W ,  sum_c f_c * bytes_c / L )
-// by enumerating all combinations (4 candidates ^ 3 classes). On a link
+// by enumerating all combinations (5 candidates ^ 3 classes). On a link
 // faster than the CPU can compress the CPU term dominates and raw wins. The
-// plan is recomputed after every batch and on every link report, so it
-// follows a change of link rate or content within a few batches.
+// plan is recomputed every millisecond of compression (or 16 batches) and
+// on every link report, so it follows a change of link rate or content
+// within a few milliseconds.
 #pragma once
 
 #include <array>
@@ -20,9 +22,13 @@
 #include "compress/classifier.hpp"
 #include "compress/policy.hpp"
 
+namespace lm {
+class JsonWriter;
+}
+
 namespace lm::compress {
 
-inline constexpr unsigned kCandidates = 4;
+inline constexpr unsigned kCandidates = 5;
 // Candidates for the words, text and random classes.
 const std::array<CodecChoice, kCandidates>& adaptive_candidates();
 // Index of c among the candidates, or -1.
@@ -40,6 +46,8 @@ struct Feedback {
   std::array<std::array<Sample, kCandidates>, kClassCount> by_class{};
   std::array<uint64_t, kClassCount> class_pages{};  // words/text/random: sampled pages only
   uint64_t unsampled_pages = 0;                     // non-uniform pages not sampled
+  uint64_t sample_pages = 0, sample_ns = 0;         // the sampling classifier's cost
+  Sample fused_raw;  // raw pages of an all-raw plan: copy and zero test in one pass
   uint64_t ns = 0;                                  // all compression CPU of the batch
   uint64_t explore_ns = 0;
 };
@@ -58,11 +66,13 @@ class AdaptiveModel {
   unsigned explore_candidate(PageClass cls) const;
 
   struct Estimate {
-    double ns = 0;     // CPU per page
-    double bytes = 0;  // wire bytes per page
+    double ns = 0;       // CPU per page
+    double bytes = 0;    // wire bytes per page
+    double samples = 0;  // pages measured so far (0: still the prior)
   };
   Estimate estimate(PageClass cls, unsigned candidate) const;
   double link_bytes_per_s() const;
+  void write_json(JsonWriter& w, const char* key) const;  // plan and estimates
   // Predicted delivered pages per second of the current plan.
   double predicted_pages_per_s() const;
 
@@ -77,9 +87,15 @@ class AdaptiveModel {
   std::array<std::array<uint64_t, kCandidates>, kClassCount> updated_{};  // batch number of the last update
   std::array<double, kClassCount> mix_{};  // decayed page counts; words/text/random as shares of the sampled
   double unsampled_ = 0;
+  double sample_ns_ = 150;     // sampling classifier per page
+  double fused_raw_ns_ = 300;  // raw page when every class is raw (fused copy + test)
   uint64_t batches_ = 0;
-  uint64_t total_ns_ = 0, explore_ns_ = 0;
+  double explore_credit_ = 0;
+  uint64_t ns_since_replan_ = 0;
+  unsigned batches_since_replan_ = 0;  // ns of trial compression allowed
   Plan plan_;
+  bool have_plan_ = false;
+  std::array<unsigned, 3> cur_{};  // candidates of the current plan: words, text, random
   double predicted_ = 0;
 };
 

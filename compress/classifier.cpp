@@ -20,12 +20,13 @@ PageFeatures classify_uniform(const uint8_t* page) {
 }
 
 PageFeatures classify_sample(const uint8_t* page) {
-  // One word from each 256-byte block, at a varying offset inside the block.
+  // Two words from each of eight cache lines spread over the page: few
+  // lines touched (a cold page costs a cache miss per line), several regions.
   uint64_t w[kSampleWords];
   for (unsigned i = 0; i < kSampleWords; i++)
-    std::memcpy(&w[i], page + i * (kPageSize / kSampleWords) + ((i * 40) & 0xf8), 8);
-  unsigned similar = 0;
-  uint64_t seen[4] = {};
+    std::memcpy(&w[i], page + (i / 2) * (kPageSize / 8) + 256 + (i & 1) * 24, 8);
+  constexpr uint64_t kHigh = 0x8080808080808080ull, kLow7 = 0x7f7f7f7f7f7f7f7full;
+  unsigned similar = 0, high = 0, zero = 0;
   for (unsigned i = 0; i < kSampleWords; i++) {
     uint64_t v = w[i];
     uint64_t prev = w[(i + kSampleWords - 1) % kSampleWords];
@@ -34,17 +35,15 @@ PageFeatures classify_sample(const uint8_t* page) {
     bool small32 = ((v >> 16) & 0xffff) == 0 && (v >> 48) == 0;          // two small 32-bit ints
     bool pointer = (v >> 48) == 0 && ((v ^ prev) >> 32 == 0 || (v ^ next) >> 32 == 0);
     similar += unsigned(small | small32 | pointer | (v == prev));
-    for (unsigned b = 0; b < 8; b++) {
-      unsigned byte = unsigned(v >> (8 * b)) & 0xff;
-      seen[byte >> 6] |= uint64_t(1) << (byte & 63);
-    }
+    high += unsigned(std::popcount(v & kHigh));
+    zero += unsigned(std::popcount(~(((v & kLow7) + kLow7) | v | kLow7)));  // exact zero-byte count
   }
   PageFeatures f;
   f.similar = uint8_t(similar);
-  f.distinct = uint8_t(std::popcount(seen[0]) + std::popcount(seen[1]) + std::popcount(seen[2]) +
-                       std::popcount(seen[3]));
+  f.high_bytes = uint8_t(high);
+  f.zero_bytes = uint8_t(zero);
   if (similar >= kWordsThreshold) f.cls = PageClass::words;
-  else if (f.distinct >= kRandomThreshold) f.cls = PageClass::random;
+  else if (high >= kRandomHighBytes && zero <= kRandomZeroBytes) f.cls = PageClass::random;
   else f.cls = PageClass::text;
   return f;
 }

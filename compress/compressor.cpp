@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <ctime>
 
 #include "compress/classifier.hpp"
 #include "compress/cycle_clock.hpp"
+#include "compress/uniform_scan.hpp"
 
 namespace lm::compress {
 namespace {
@@ -13,6 +15,24 @@ namespace {
 constexpr size_t kMinSaving = 64;
 constexpr size_t kCompressCap = kPageSize - kMinSaving;
 constexpr uint64_t kEntryBytes = sizeof(PageEntry);
+
+// Pages sent without going through the cache must not keep an older
+// version there (the cache must match the destination).
+void forget(DeltaCache& cache, std::span<const uint64_t> addrs) {
+  if (cache.empty()) return;
+  for (uint64_t a : addrs) cache.erase(a);
+}
+
+// A page's time is read from the TSC: cheap (the thread CPU clock is a
+// ~2 us system call here), but wall time, so a preemption would charge
+// milliseconds to one page. Each page is capped at kMaxPageNs, and at 4x
+// what the adaptive model expects for its class and codec.
+constexpr uint64_t kMaxPageNs = 50000;
+
+uint64_t cap_ns(uint64_t ns, float expected) {
+  if (expected > 0) ns = std::min<uint64_t>(ns, uint64_t(4 * expected) + 1000);
+  return std::min(ns, kMaxPageNs);
+}
 
 bool is_sampled_class(PageClass c) {
   return c == PageClass::words || c == PageClass::text || c == PageClass::random;
@@ -65,7 +85,7 @@ Plan Compressor::current_plan() const {
 }
 
 Result<void> Compressor::compress_batch(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
-                                        CompressedBatch& out) {
+                                        CompressedBatch& out, SendKind kind) {
   if (addrs.size() != pages.size())
     return Error::msg(strf("compress batch: %zu addresses for %zu pages", addrs.size(), pages.size()));
   for (uint64_t a : addrs)
@@ -73,18 +93,27 @@ Result<void> Compressor::compress_batch(std::span<const uint64_t> addrs, std::sp
       return Error::msg(strf("compress batch: address 0x%llx is not page aligned", (unsigned long long)a));
   out.entries.resize(pages.size());
   out.payload.resize(pages.size() * kPageSize);
-  size_t used = spec_.kind == PolicyKind::fixed ? compress_fixed(addrs, pages, out)
-                                                : compress_classified(addrs, pages, out);
+  size_t used;
+  if (spec_.kind == PolicyKind::fixed) {
+    DeltaCache* cache = shared_->cache.get();
+    if (cache && kind == SendKind::first) {
+      forget(*cache, addrs);
+      cache = nullptr;
+    }
+    used = compress_fixed(addrs, pages, out, cache);
+  } else {
+    used = compress_classified(addrs, pages, out, kind);
+  }
   out.payload.resize(used);
   return ok();
 }
 
 size_t Compressor::compress_fixed(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
-                                  CompressedBatch& out) {
+                                  CompressedBatch& out, DeltaCache* cache) {
   const CodecChoice& choice = spec_.fixed;
-  DeltaCache* cache = shared_->cache.get();
   uint8_t* const base = out.payload.data();
   size_t pos = 0;
+  records_.resize(pages.size());
   for (size_t i = 0; i < pages.size(); i++) {
     uint64_t t0 = cycles();
     const uint8_t* page = pages[i];
@@ -94,11 +123,13 @@ size_t Compressor::compress_fixed(std::span<const uint64_t> addrs, std::span<con
     if (codec == Codec::raw) {
       len = raw::encode(page, dst, kPageSize);
     } else if (codec == Codec::delta) {
-      len = kDoesNotFit;
-      bool hit = cache->exchange(addrs[i], page, [&](const uint8_t* previous) {
-        len = delta::encode(page, previous, dst, std::min<size_t>(options_.delta_max_bytes, kCompressCap));
-      });
-      (hit ? stats_.delta_hits : stats_.delta_misses)++;
+      len = kDoesNotFit;  // a first send goes raw
+      if (cache) {
+        bool hit = cache->exchange(addrs[i], page, [&](const uint8_t* previous) {
+          len = delta::encode(page, previous, dst, std::min<size_t>(options_.delta_max_bytes, kCompressCap));
+        });
+        (hit ? stats_.delta_hits : stats_.delta_misses)++;
+      }
     } else {
       len = encode_page(codec, choice.params, ctx_, page, nullptr, dst, kCompressCap);
     }
@@ -109,46 +140,65 @@ size_t Compressor::compress_fixed(std::span<const uint64_t> addrs, std::span<con
     }
     out.entries[i] = PageEntry{addrs[i], uint32_t(len), codec, 0, 0};
     pos += len;
-    CodecCounters& c = stats_.by_codec_class[unsigned(codec)][kUnclassified];
-    c.pages++;
-    c.bytes_in += kPageSize;
-    c.bytes_out += len;
-    c.ns += cycles_to_ns(cycles() - t0);
+    records_[i] = {codec, uint8_t(kUnclassified), -1, uint32_t(len), std::min(cycles_to_ns(cycles() - t0), kMaxPageNs), 0};
   }
+  account(pages.size(), nullptr);
   return pos;
 }
 
 size_t Compressor::compress_classified(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
-                                       CompressedBatch& out) {
+                                       CompressedBatch& out, SendKind kind) {
   AdaptiveModel* model = shared_->model.get();
   const Plan plan = model ? model->plan() : cbc_plan_;
-  DeltaCache* cache = plan.delta ? shared_->cache.get() : nullptr;
-  // Pages sent while deltas are off do not update the cache: drop it so it
-  // never holds a version the destination no longer has.
-  if (!plan.delta && shared_->cache) shared_->cache->clear();
+  DeltaCache* cache = plan.delta && kind == SendKind::resend ? shared_->cache.get() : nullptr;
+  if (shared_->cache && !cache) {
+    // While deltas are off (the CPU is the bottleneck) the whole cache goes:
+    // it would have to be kept equal to the destination for nothing.
+    if (!plan.delta) shared_->cache->clear();
+    else forget(*shared_->cache, addrs);
+  }
   const size_t delta_cap = std::min<size_t>(options_.delta_max_bytes, kCompressCap);
+  // Every non-uniform page goes raw (a link faster than compression): copy
+  // and test for zero/uniform in one pass, and sample one page in 32 only to
+  // follow the class mix.
+  const bool all_raw = !cache && !plan.sample && plan.by_class[unsigned(PageClass::text)].codec == Codec::raw;
   Feedback fb;
   uint8_t* const base = out.payload.data();
   size_t pos = 0;
-  const uint64_t batch_start = cycles();
+  records_.resize(pages.size());
   for (size_t i = 0; i < pages.size(); i++) {
-    uint64_t t0 = cycles();
+    uint64_t t0 = cycles(), sample_cycles = 0;
     const uint8_t* page = pages[i];
     uint8_t* dst = base + pos;
-    PageFeatures f = classify_uniform(page);
-    PageClass cls = f.cls;
+    auto sample = [&] {
+      uint64_t s0 = cycles();
+      PageClass c = classify_sample(page).cls;
+      sample_cycles = cycles() - s0;
+      return c;
+    };
+    // In the all-raw path the 1-in-32 sample runs before the copy, on the
+    // page as cold as the others, so its measured cost is the real one.
+    bool early_sample = all_raw && (page_counter_++ & 31) == 0;
+    PageClass sampled_cls = early_sample ? sample() : PageClass::text;
+    std::optional<uint64_t> word = all_raw ? copy_page_uniform_word(dst, page) : uniform_word(page);
+    PageClass cls;
     Codec codec;
     int candidate = 0;  // model slot the page's cost is charged to; -1: none
     size_t len = kDoesNotFit;
     bool sampled = true;
-    if (cls == PageClass::zero) {
-      codec = Codec::zero;
-      len = 0;
+    float expected = 0;
+    if (word) {
+      cls = *word == 0 ? PageClass::zero : PageClass::uniform;
+      codec = *word == 0 ? Codec::zero : Codec::uniform;
+      len = *word == 0 ? 0 : uniform::encode_word(*word, dst, kPageSize);
       if (cache) cache->erase(addrs[i]);
-    } else if (cls == PageClass::uniform) {
-      codec = Codec::uniform;
-      len = uniform::encode_word(f.word, dst, kPageSize);
-      if (cache) cache->erase(addrs[i]);
+    } else if (all_raw) {
+      codec = Codec::raw;
+      len = kPageSize;
+      sampled = early_sample;
+      cls = sampled_cls;
+      candidate = -1;  // the fused copy is measured apart (Feedback::fused_raw)
+      expected = plan.expected_fused_raw_ns;
     } else {
       if (cache) {
         bool hit = cache->exchange(addrs[i], page, [&](const uint8_t* previous) {
@@ -160,11 +210,22 @@ size_t Compressor::compress_classified(std::span<const uint64_t> addrs, std::spa
         cls = PageClass::resent;
         codec = Codec::delta;
       } else {
-        // When every class gets the same codec, sample one page in 16 only
-        // (to follow the class mix).
+        // When every class gets the same codec, sample one page in 16 only.
         sampled = plan.sample || (page_counter_++ & 15) == 0;
-        cls = sampled ? classify_sample(page).cls : PageClass::text;
-        const CodecChoice& choice = plan.by_class[unsigned(cls)];
+        cls = sampled ? sample() : PageClass::text;
+        const CodecChoice* chosen = &plan.by_class[unsigned(cls)];
+        expected = plan.expected_ns[unsigned(cls)];
+        if (float f = plan.alt_fraction[unsigned(cls)]; f > 0) {
+          // Dithering: exactly the planned share of the class's pages.
+          float& acc = split_acc_[unsigned(cls)];
+          acc += f;
+          if (acc >= 1) {
+            acc -= 1;
+            chosen = &plan.alt[unsigned(cls)];
+            expected = plan.alt_expected_ns[unsigned(cls)];
+          }
+        }
+        const CodecChoice& choice = *chosen;
         codec = choice.codec;
         candidate = candidate_index(choice);
         len = codec == Codec::raw ? raw::encode(page, dst, kPageSize)
@@ -178,52 +239,99 @@ size_t Compressor::compress_classified(std::span<const uint64_t> addrs, std::spa
     }
     out.entries[i] = PageEntry{addrs[i], uint32_t(len), codec, 0, 0};
     pos += len;
-    uint64_t ns = cycles_to_ns(cycles() - t0);
-    CodecCounters& c = stats_.by_codec_class[unsigned(codec)][sampled ? unsigned(cls) : kUnclassified];
-    c.pages++;
-    c.bytes_in += kPageSize;
-    c.bytes_out += len;
-    c.ns += ns;
-    if (!sampled) {
-      fb.unsampled_pages++;
-    } else {
-      fb.class_pages[unsigned(cls)]++;
-      if (candidate >= 0) {
-        Sample& s = fb.by_class[unsigned(cls)][unsigned(candidate)];
-        s.pages++;
-        s.wire_bytes += len + kEntryBytes;
-        s.ns += ns;
-      }
-    }
+    uint64_t total = cycles() - t0;
+    records_[i] = {codec,
+                   uint8_t(sampled ? unsigned(cls) : kUnclassified),
+                   int8_t(candidate),
+                   uint32_t(len),
+                   cap_ns(cycles_to_ns(total - sample_cycles), expected),
+                   cap_ns(cycles_to_ns(sample_cycles), plan.expected_sample_ns)};
   }
+  fb.ns = account(pages.size(), &fb);
+  if (all_raw)
+    for (size_t i = 0; i < pages.size(); i++)
+      if (records_[i].codec == Codec::raw) {
+        fb.fused_raw.pages++;
+        fb.fused_raw.wire_bytes += kPageSize + kEntryBytes;
+        fb.fused_raw.ns += records_[i].ns;
+      }
   if (model) {
-    fb.ns = cycles_to_ns(cycles() - batch_start);
     if (!pages.empty() && model->may_explore()) explore(pages, fb);
     model->feed(fb);
   }
   return pos;
 }
 
-// One trial compression per batch with a codec the plan does not use, so the
-// model keeps measuring the alternatives (bounded by the model's budget).
+// Adds the batch's page records to the counters (and to the model's
+// feedback). Returns the batch's time.
+uint64_t Compressor::account(size_t n, Feedback* fb) {
+  uint64_t total = 0;
+  for (size_t i = 0; i < n; i++) {
+    const PageRecord& r = records_[i];
+    uint64_t ns = r.ns, sample_ns = r.sample_ns;
+    total += ns + sample_ns;
+    CodecCounters& c = stats_.by_codec_class[unsigned(r.codec)][r.stat_class];
+    c.pages++;
+    c.bytes_in += kPageSize;
+    c.bytes_out += r.len;
+    c.ns += ns + sample_ns;
+    if (!fb) continue;
+    if (r.stat_class == kUnclassified) {
+      fb->unsampled_pages++;
+      continue;
+    }
+    fb->class_pages[r.stat_class]++;
+    fb->sample_pages++;
+    fb->sample_ns += sample_ns;
+    if (r.candidate >= 0) {
+      Sample& s = fb->by_class[r.stat_class][unsigned(r.candidate)];
+      s.pages++;
+      s.wire_bytes += r.len + kEntryBytes;
+      s.ns += ns;
+    }
+  }
+  return total;
+}
+
+// Trial compressions with a codec the plan does not use, so the model keeps
+// measuring the alternatives (within the model's budget): a burst of up to
+// three pages of one class, the first untimed (a codec that has not run for
+// a while starts with cold caches and branch predictors, which would make
+// it look slower than it is in steady use).
 void Compressor::explore(std::span<const uint8_t* const> pages, Feedback& fb) {
-  const uint8_t* page = pages[explore_cursor_++ % pages.size()];
+  size_t j = explore_cursor_++ % pages.size();
   uint64_t t0 = cycles();
-  PageFeatures f = classify(page);
-  if (!is_sampled_class(f.cls)) return;
-  unsigned k = shared_->model->explore_candidate(f.cls);
+  PageClass cls = classify(pages[j]).cls;
+  if (!is_sampled_class(cls)) return;
+  unsigned k = shared_->model->explore_candidate(cls);
   const CodecChoice& choice = adaptive_candidates()[k];
-  size_t len = encode_page(choice.codec, choice.params, ctx_, page, nullptr, scratch_.get(),
-                           choice.codec == Codec::raw ? kPageSize : kCompressCap);
-  if (len == kDoesNotFit) len = kPageSize;  // it would go raw
-  uint64_t ns = cycles_to_ns(cycles() - t0);
-  Sample& s = fb.by_class[unsigned(f.cls)][k];
-  s.pages++;
-  s.wire_bytes += len + kEntryBytes;
-  s.ns += ns;
-  fb.explore_ns += ns;
-  stats_.explore_pages++;
-  stats_.explore_ns += ns;
+  uint64_t timed_ns = 0, bytes = 0;
+  unsigned timed = 0, tried = 0;
+  for (unsigned burst = 0; burst < 3 && j < pages.size(); burst++, j++) {
+    if (burst > 0 && classify_sample(pages[j]).cls != cls) break;
+    uint64_t t1 = cycles();
+    size_t len = encode_page(choice.codec, choice.params, ctx_, pages[j], nullptr, scratch_.get(),
+                             choice.codec == Codec::raw ? kPageSize : kCompressCap);
+    if (len == kDoesNotFit) len = kPageSize;  // it would go raw
+    uint64_t ns = std::min(cycles_to_ns(cycles() - t1), kMaxPageNs);
+    tried++;
+    bytes += len + kEntryBytes;
+    if (burst > 0 || j + 1 >= pages.size()) {  // the first page is a warm-up unless it is alone
+      timed_ns += ns;
+      timed++;
+    }
+  }
+  stats_.explore_pages += tried;
+  if (timed) {
+    // Every page of the burst is charged the mean of the timed ones.
+    Sample& s = fb.by_class[unsigned(cls)][k];
+    s.pages += tried;
+    s.wire_bytes += bytes;
+    s.ns += timed_ns * tried / timed;
+  }
+  uint64_t spent = cycles_to_ns(cycles() - t0);
+  fb.explore_ns += spent;
+  stats_.explore_ns += spent;
 }
 
 Result<void> DestinationMap::add(const DestinationRegion& r) {

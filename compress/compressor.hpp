@@ -12,6 +12,7 @@
 // destination page.
 #pragma once
 
+#include <array>
 #include <memory>
 #include <span>
 #include <string_view>
@@ -61,6 +62,12 @@ struct CompressedBatch {
   size_t wire_bytes() const { return entries.size() * sizeof(PageEntry) + payload.size(); }
 };
 
+// Whether the destination already holds an earlier version of these pages.
+// Only re-sent pages use the delta cache (as QEMU's XBZRLE starts after the
+// bulk stage): a first send neither looks up nor fills it, so round 0 pays
+// no copy into the cache.
+enum class SendKind { first, resend };
+
 struct CompressorOptions {
   size_t delta_cache_pages = 16384;  // 64 MiB of last-sent pages; 0 disables delta
   uint32_t delta_max_bytes = 2048;   // a larger delta is not sent; the class codec is used
@@ -83,7 +90,7 @@ class Compressor {
   // first). Pages must not change during the call. Addresses must be page
   // aligned.
   Result<void> compress_batch(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
-                              CompressedBatch& out);
+                              CompressedBatch& out, SendKind kind = SendKind::first);
 
   // Adaptive feedback (no effect on fixed and cbc policies).
   void report_link_rate(double bytes_per_s);
@@ -102,10 +109,21 @@ class Compressor {
     std::shared_ptr<AdaptiveModel> model;
   };
   Compressor(PolicySpec spec, CompressorOptions options, std::shared_ptr<Shared> shared);
-  size_t compress_fixed(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages, CompressedBatch& out);
+  size_t compress_fixed(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages, CompressedBatch& out,
+                        DeltaCache* cache);
   size_t compress_classified(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
-                             CompressedBatch& out);
+                             CompressedBatch& out, SendKind kind);
   void explore(std::span<const uint8_t* const> pages, Feedback& fb);
+  uint64_t account(size_t n, Feedback* fb);
+
+  struct PageRecord {
+    Codec codec;
+    uint8_t stat_class;  // PageClass, or kUnclassified
+    int8_t candidate;    // adaptive candidate charged, -1 none
+    uint32_t len;
+    uint64_t ns;         // page cost without the sampling classifier
+    uint64_t sample_ns;  // the sampling classifier, when it ran
+  };
 
   PolicySpec spec_;
   CompressorOptions options_;
@@ -116,6 +134,8 @@ class Compressor {
   uint64_t page_counter_ = 0;
   uint64_t explore_cursor_ = 0;
   std::unique_ptr<uint8_t[]> scratch_;
+  std::vector<PageRecord> records_;
+  std::array<float, kClassCount> split_acc_{};
 };
 
 // Where decoded pages go: regions of destination memory by source address.

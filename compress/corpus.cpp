@@ -44,20 +44,47 @@ void Corpus::add(uint64_t addr, const uint8_t* content) {
   data.insert(data.end(), content, content + kPageSize);
 }
 
-Result<void> write_corpus(const std::string& path, const Corpus& corpus) {
+Result<CorpusWriter> CorpusWriter::create(const std::string& path, int64_t pid, const std::string& source,
+                                          const std::vector<uint64_t>& addrs) {
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!fd.valid()) return Error::from_errno(strf("create corpus %s", path.c_str()));
   CorpusHeader h{};
   std::memcpy(h.magic, kMagic, 8);
   h.version = 1;
   h.page_size = kPageSize;
-  h.page_count = corpus.pages();
-  h.pid = corpus.pid;
-  std::strncpy(h.source, corpus.name.c_str(), sizeof h.source - 1);
+  h.page_count = addrs.size();
+  h.pid = pid;
+  std::strncpy(h.source, source.c_str(), sizeof h.source - 1);
   LM_TRY(write_all(fd.get(), &h, sizeof h, path));
-  LM_TRY(write_all(fd.get(), corpus.addrs.data(), corpus.addrs.size() * 8, path));
-  LM_TRY(write_all(fd.get(), corpus.data.data(), corpus.data.size(), path));
+  LM_TRY(write_all(fd.get(), addrs.data(), addrs.size() * 8, path));
+  return CorpusWriter(path, fd.release(), addrs.size());
+}
+
+CorpusWriter::~CorpusWriter() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Result<void> CorpusWriter::append(const uint8_t* pages, size_t count) {
+  if (written_ + count > expected_)
+    return Error::msg(strf("corpus %s: more pages than the %llu announced", path_.c_str(),
+                           (unsigned long long)expected_));
+  LM_TRY(write_all(fd_, pages, count * kPageSize, path_));
+  written_ += count;
   return ok();
+}
+
+Result<void> CorpusWriter::finish() {
+  if (written_ != expected_)
+    return Error::msg(strf("corpus %s: %llu of %llu pages written", path_.c_str(), (unsigned long long)written_,
+                           (unsigned long long)expected_));
+  if (::close(std::exchange(fd_, -1)) != 0) return Error::from_errno(strf("close corpus %s", path_.c_str()));
+  return ok();
+}
+
+Result<void> write_corpus(const std::string& path, const Corpus& corpus) {
+  auto w = LM_TRY(CorpusWriter::create(path, corpus.pid, corpus.name, corpus.addrs));
+  LM_TRY(w.append(corpus.data.data(), corpus.pages()));
+  return w.finish();
 }
 
 Result<Corpus> read_corpus(const std::string& path) {

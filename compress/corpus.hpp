@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/error.hpp"
@@ -39,6 +40,31 @@ struct Corpus {
 };
 
 Result<void> write_corpus(const std::string& path, const Corpus& corpus);
+
+// Writes a corpus page by page (a process image need not fit in memory):
+// the header and all addresses first, then append() the pages in order.
+class CorpusWriter {
+ public:
+  static Result<CorpusWriter> create(const std::string& path, int64_t pid, const std::string& source,
+                                     const std::vector<uint64_t>& addrs);
+  Result<void> append(const uint8_t* pages, size_t count);
+  Result<void> finish();  // checks that every announced page was written
+
+ private:
+  CorpusWriter(std::string path, int fd, uint64_t expected) : path_(std::move(path)), fd_(fd), expected_(expected) {}
+  std::string path_;
+  int fd_;
+  uint64_t expected_;
+  uint64_t written_ = 0;
+
+ public:
+  CorpusWriter(CorpusWriter&& o) noexcept
+      : path_(std::move(o.path_)), fd_(std::exchange(o.fd_, -1)), expected_(o.expected_), written_(o.written_) {}
+  CorpusWriter(const CorpusWriter&) = delete;
+  CorpusWriter& operator=(const CorpusWriter&) = delete;
+  CorpusWriter& operator=(CorpusWriter&&) = delete;
+  ~CorpusWriter();
+};
 Result<Corpus> read_corpus(const std::string& path);
 
 }  // namespace lm::compress

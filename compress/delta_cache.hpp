@@ -42,6 +42,7 @@ class DeltaCache {
     return previous != nullptr;
   }
   bool contains(uint64_t addr) const;
+  bool empty() const { return !nonempty_.load(std::memory_order_relaxed); }
   void erase(uint64_t addr);
   void clear();  // cheap when already empty
 

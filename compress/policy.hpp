@@ -52,6 +52,14 @@ struct Plan {
   std::array<CodecChoice, kClassCount> by_class;
   bool sample = true;
   bool delta = false;
+  // adaptive: a share of a class's pages sent with another codec
+  std::array<CodecChoice, kClassCount> alt;
+  std::array<float, kClassCount> alt_fraction{};
+  // adaptive: the model's expected CPU per page, to reject outliers (0: none)
+  std::array<float, kClassCount> expected_ns{};
+  std::array<float, kClassCount> alt_expected_ns{};
+  float expected_sample_ns = 0;
+  float expected_fused_raw_ns = 0;
 };
 
 // cbc's fixed table.

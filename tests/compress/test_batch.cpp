@@ -61,6 +61,30 @@ TEST_P(PolicyRoundTrip, MixedPagesArriveIntact) {
   EXPECT_EQ((*c)->stats().total().pages, src.size());
 }
 
+TEST_P(PolicyRoundTrip, ResentRoundsArriveIntact) {
+  CompressorOptions opt;
+  opt.link_bytes_per_s = 1.25e8;  // a slow link: the adaptive policy uses deltas too
+  auto c = Compressor::create(GetParam(), opt);
+  ASSERT_TRUE(c) << c.error().message;
+  Pages src(Content::mixed, 128, 43);
+  Destination dst(src.size());
+  Decompressor d;
+  std::mt19937_64 rng(5);
+  for (int round = 0; round < 5; round++) {
+    CompressedBatch batch;
+    SendKind kind = round == 0 ? SendKind::first : SendKind::resend;
+    for (size_t at = 0; at < src.size(); at += 32) {
+      ASSERT_TRUE((*c)->compress_batch({src.addrs.data() + at, 32}, {src.ptrs.data() + at, 32}, batch, kind));
+      auto r = d.decompress_batch(batch.entries, {batch.payload.data(), batch.payload.size()}, dst.map);
+      ASSERT_TRUE(r) << r.error().message;
+    }
+    ASSERT_EQ(0, std::memcmp(dst.mem.data(), src.data.data(), src.data.size())) << "round " << round;
+    // Dirty a third of the pages a little, and rewrite a few completely.
+    for (size_t i = 0; i < src.size(); i += 3) mutate_page(rng, src.page(i), 6);
+    for (size_t i = 1; i < src.size(); i += 17) fill_page(Content::mixed, rng, src.page(i));
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Policies, PolicyRoundTrip,
                          ::testing::Values("fixed:raw", "fixed:lz4", "fixed:lz4:8", "fixed:zstd:1", "fixed:zstd:3",
                                            "fixed:wkdm", "fixed:delta", "cbc", "cbc:zstd:3", "adaptive"),
@@ -122,55 +146,65 @@ TEST(CbcPolicy, MapsClassesToTheirCodecs) {
   }
 }
 
+// Sends src round after round (round 0 a first send), checks the
+// destination after each, and returns the delta count per round.
+std::vector<unsigned> send_rounds(Compressor& c, Pages& src, int rounds, unsigned mutate_words) {
+  Destination dst(src.size());
+  Decompressor d;
+  std::mt19937_64 rng(8);
+  std::vector<unsigned> deltas;
+  for (int round = 0; round < rounds; round++) {
+    CompressedBatch b;
+    EXPECT_TRUE(c.compress_batch(src.addrs, src.ptrs, b, round == 0 ? SendKind::first : SendKind::resend));
+    unsigned n = 0;
+    for (auto& e : b.entries) n += e.codec == Codec::delta;
+    deltas.push_back(n);
+    EXPECT_TRUE(d.decompress_batch(b.entries, {b.payload.data(), b.payload.size()}, dst.map));
+    EXPECT_EQ(0, std::memcmp(dst.mem.data(), src.data.data(), src.data.size())) << "round " << round;
+    for (size_t i = 0; i < src.size(); i++) mutate_page(rng, src.page(i), mutate_words);
+  }
+  return deltas;
+}
+
 TEST(DeltaCache, ResentPagesGoAsDeltasAndMissesDoNot) {
   CompressorOptions opt;
   opt.delta_cache_pages = 64;
   auto c = Compressor::create("cbc", opt);
   ASSERT_TRUE(c);
   Pages src(Content::text, 32, 5);
-  Destination dst(src.size());
-  Decompressor d;
-  std::mt19937_64 rng(8);
-  for (int round = 0; round < 4; round++) {
-    CompressedBatch b;
-    ASSERT_TRUE((*c)->compress_batch(src.addrs, src.ptrs, b));
-    unsigned deltas = 0;
-    for (auto& e : b.entries) deltas += e.codec == Codec::delta;
-    if (round == 0) EXPECT_EQ(deltas, 0u) << "first send: every page misses";
-    else EXPECT_EQ(deltas, src.size()) << "round " << round;
-    ASSERT_TRUE(d.decompress_batch(b.entries, {b.payload.data(), b.payload.size()}, dst.map));
-    ASSERT_EQ(0, std::memcmp(dst.mem.data(), src.data.data(), src.data.size())) << "round " << round;
-    for (size_t i = 0; i < src.size(); i++) mutate_page(rng, src.page(i), 4);
-  }
+  // Round 0 (first send) does not touch the cache; round 1 misses and fills
+  // it; from round 2 every page is a delta.
+  EXPECT_EQ(send_rounds(**c, src, 4, 4), (std::vector<unsigned>{0, 0, 32, 32}));
   EXPECT_EQ((*c)->stats().delta_misses, src.size());
+  EXPECT_EQ((*c)->stats().delta_hits, 2 * src.size());
 }
 
 TEST(DeltaCache, EvictedPagesAreSentWholeAndStillArriveIntact) {
   CompressorOptions opt;
   opt.delta_cache_pages = 8;  // smaller than the 32 pages sent
-  auto c = Compressor::create("cbc", opt);
+  auto c = Compressor::create("fixed:delta", opt);
   ASSERT_TRUE(c);
   Pages src(Content::text, 32, 6);
-  Destination dst(src.size());
-  Decompressor d;
-  std::mt19937_64 rng(3);
-  for (int round = 0; round < 3; round++) {
-    CompressedBatch b;
-    ASSERT_TRUE((*c)->compress_batch(src.addrs, src.ptrs, b));
-    unsigned deltas = 0;
-    for (auto& e : b.entries) deltas += e.codec == Codec::delta;
-    // LRU of 8 after 32 sends holds pages 24..31; in order 0..31 each page
-    // is evicted before it is re-sent.
-    EXPECT_EQ(deltas, 0u) << "round " << round;
-    ASSERT_TRUE(d.decompress_batch(b.entries, {b.payload.data(), b.payload.size()}, dst.map));
-    ASSERT_EQ(0, std::memcmp(dst.mem.data(), src.data.data(), src.data.size()));
-    for (size_t i = 0; i < src.size(); i++) mutate_page(rng, src.page(i), 2);
-  }
+  // LRU of 8 after 32 sends holds pages 24..31; in order 0..31 each page is
+  // evicted before it is re-sent.
+  EXPECT_EQ(send_rounds(**c, src, 4, 2), (std::vector<unsigned>{0, 0, 0, 0}));
   EXPECT_GT((*c)->delta_cache()->evictions(), 0u);
   // Re-send the 8 most recent: all hit.
   CompressedBatch b;
-  ASSERT_TRUE((*c)->compress_batch({src.addrs.data() + 24, 8}, {src.ptrs.data() + 24, 8}, b));
+  ASSERT_TRUE((*c)->compress_batch({src.addrs.data() + 24, 8}, {src.ptrs.data() + 24, 8}, b, SendKind::resend));
   for (auto& e : b.entries) EXPECT_EQ(e.codec, Codec::delta);
+}
+
+TEST(DeltaCache, FirstSendDropsAnOlderVersionOfTheAddress) {
+  auto c = Compressor::create("cbc");
+  ASSERT_TRUE(c);
+  Pages src(Content::text, 4, 12);
+  send_rounds(**c, src, 3, 1);
+  ASSERT_TRUE((*c)->delta_cache()->contains(src.addrs[0]));
+  // The region was unmapped and mapped again: a first send of the address.
+  CompressedBatch b;
+  ASSERT_TRUE((*c)->compress_batch(src.addrs, src.ptrs, b, SendKind::first));
+  EXPECT_FALSE((*c)->delta_cache()->contains(src.addrs[0]));
 }
 
 TEST(DeltaCache, ZeroedPageDropsItsCachedVersion) {
@@ -181,11 +215,12 @@ TEST(DeltaCache, ZeroedPageDropsItsCachedVersion) {
   Decompressor d;
   auto send = [&] {
     CompressedBatch b;
-    EXPECT_TRUE((*c)->compress_batch(src.addrs, src.ptrs, b));
+    EXPECT_TRUE((*c)->compress_batch(src.addrs, src.ptrs, b, SendKind::resend));
     EXPECT_TRUE(d.decompress_batch(b.entries, {b.payload.data(), b.payload.size()}, dst.map));
     return b.entries[0].codec;
   };
   send();
+  EXPECT_TRUE((*c)->delta_cache()->contains(src.addrs[0]));
   std::memset(src.page(0), 0, kPageSize);
   EXPECT_EQ(send(), Codec::zero);
   std::mt19937_64 rng(1);
@@ -216,7 +251,8 @@ TEST(AdaptivePolicy, SendsRawOnAFastLinkAndCompressesOnASlowOne) {
 
   (*c)->report_link_rate(1.25e8);  // 1 Gbit/s
   EXPECT_NE((*c)->current_plan().by_class[unsigned(PageClass::text)].codec, Codec::raw);
-  EXPECT_LE(codecs_of(salt++), 2u) << "slow link: compressed";
+  // Mostly compressed (the model may send a share raw to balance CPU and link).
+  EXPECT_LE(codecs_of(salt++), 16u) << "slow link: compressed";
 
   (*c)->report_link_rate(1e12);
   EXPECT_EQ(codecs_of(salt++), 64u) << "and back to raw";
