@@ -56,7 +56,7 @@ class TcpChannel final : public StreamChannel {
       // Back-pressure on buffers the kernel still holds.
       while (!zc_pending_.empty() && zc_pending_bytes_ + total > options_.send_window) {
         auto r = reap_zerocopy(deadline, Block::yes);
-        if (!r) return fail(std::move(r).error());
+        if (!r) return fail_send(std::move(r).error());
       }
     }
     FrameHeader h{kFrameData, uint32_t(total)};
@@ -66,7 +66,7 @@ class TcpChannel final : public StreamChannel {
       if (p.size) iov_.push_back({const_cast<void*>(p.data), p.size});
     if (size_t pad = frame_pad(total)) iov_.push_back({const_cast<uint8_t*>(kFramePadding), pad});
     auto w = write_all(deadline, zc ? MSG_ZEROCOPY : 0);
-    if (!w) return fail(std::move(w).error());
+    if (!w) return fail_send(std::move(w).error());
     uint64_t seq = ++sent_seq_;
     if (zc) {
       zc_pending_.push_back({seq, zc_next_id_ - 1, total});
@@ -90,9 +90,9 @@ class TcpChannel final : public StreamChannel {
                                 (unsigned long long)seq, (unsigned long long)sent_seq_)};
     Deadline deadline = Deadline::after(timeout);
     while (completed_seq_ < seq) {
-      if (broken_) return *broken_;
+      if (auto b = send_broken()) return *b;
       auto r = reap_zerocopy(deadline, Block::yes);
-      if (!r) return fail(std::move(r).error());
+      if (!r) return fail_send(std::move(r).error());
     }
     return ok();
   }

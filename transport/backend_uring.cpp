@@ -93,10 +93,24 @@ class UringSource : public ByteSource {
     else
       io_uring_prep_recv(sqe, fd_, buf, len, 0);
     io_uring_sqe_set_data64(sqe, kOpIo);
-    int rc = io_uring_submit(ring_);
-    if (rc < 0) return Error::sys(-rc, strf("channel %s: io_uring_submit (recv)", name_.c_str()));
+    // Submit and wait in one system call.
     io_uring_cqe* cqe = nullptr;
-    rc = wait_cqe(ring_, &cqe, deadline);
+    int rc;
+    do {
+      if (deadline.at_ns == UINT64_MAX) {
+        rc = io_uring_submit_and_wait(ring_, 1);
+        if (rc >= 0) rc = io_uring_peek_cqe(ring_, &cqe);
+        if (rc == -EAGAIN) rc = io_uring_wait_cqe(ring_, &cqe);
+      } else {
+        uint64_t left = deadline.left_ns();
+        __kernel_timespec ts{int64_t(left / 1000000000ull), int64_t(left % 1000000000ull)};
+        rc = io_uring_submit_and_wait_timeout(ring_, &cqe, 1, &ts, nullptr);
+      }
+    } while (rc == -EINTR);
+    // With a submission in the same call the kernel reports the submit count,
+    // not the wait's -ETIME: look again (returns -ETIME once the deadline passed).
+    if (rc == -ETIME || (rc >= 0 && !cqe)) rc = wait_cqe(ring_, &cqe, deadline);
+    if (rc > 0) rc = 0;
     bool timed_out = rc == -ETIME;
     if (rc < 0 && !timed_out) return Error::sys(-rc, strf("channel %s: io_uring_wait_cqe (recv)", name_.c_str()));
     if (timed_out) {
@@ -163,7 +177,7 @@ class UringChannel final : public StreamChannel {
     // Back-pressure: bounded bytes queued + in flight.
     while (!queue_.empty() && queued_bytes_ + total > options_.send_window) {
       auto r = reap(deadline);
-      if (!r) return fail(std::move(r).error());
+      if (!r) return fail_send(std::move(r).error());
     }
     if (pieces.size() + 2 > IOV_MAX)
       return Error{EINVAL, strf("channel %s: %zu pieces exceed IOV_MAX", name_.c_str(), pieces.size())};
@@ -178,7 +192,7 @@ class UringChannel final : public StreamChannel {
     q.bytes = sizeof q.header + total + frame_pad(total);
     queued_bytes_ += q.bytes;
     auto r = submit_batch();
-    if (!r) return fail(std::move(r).error());
+    if (!r) return fail_send(std::move(r).error());
     return q.seq;
   }
 
@@ -187,7 +201,7 @@ class UringChannel final : public StreamChannel {
     while (inflight_ && io_uring_peek_cqe(&send_ring_, &cqe) == 0) {
       auto r = handle_send_cqe(cqe);
       if (!r) {
-        (void)fail(std::move(r).error());
+        (void)fail_send(std::move(r).error());
         break;
       }
     }
@@ -200,9 +214,9 @@ class UringChannel final : public StreamChannel {
                                 (unsigned long long)seq, (unsigned long long)sent_seq_)};
     Deadline deadline = Deadline::after(timeout);
     while (completed_seq_ < seq) {
-      if (broken_) return *broken_;
+      if (auto b = send_broken()) return *b;
       auto r = reap(deadline);
-      if (!r) return fail(std::move(r).error());
+      if (!r) return fail_send(std::move(r).error());
     }
     return ok();
   }

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -85,7 +86,9 @@ class FrameReader {
   size_t staging_size() const { return staging_size_; }
 
  private:
-  Result<void> fill(ByteSource& source, size_t want, Deadline deadline, const std::string& channel);
+  // exact: read no more than `want` (after a large frame the next is likely
+  // large too; reading ahead would pull its body through the staging copy).
+  Result<void> fill(ByteSource& source, size_t want, Deadline deadline, const std::string& channel, bool exact);
   struct Free {
     void operator()(std::byte* p) const { std::free(p); }
   };
@@ -98,6 +101,7 @@ class FrameReader {
   std::unique_ptr<std::byte, Free> large_;
   size_t large_size_ = 0;
   bool saw_close_ = false;
+  bool last_large_ = false;
 };
 
 // Listener over a listening socket; `wrap` turns an accepted fd into the
@@ -120,7 +124,7 @@ class SocketListener : public Listener {
 };
 
 // What tcp and uring channels share: the frame reader, the sticky failure
-// state (after a fatal error every call fails with that error) and the close
+// state per direction and the close
 // handshake. Subclasses provide sending and the byte source.
 class StreamChannel : public Channel {
  public:
@@ -136,15 +140,25 @@ class StreamChannel : public Channel {
   virtual ByteSource& source() = 0;
   // Releases the socket (after the handshake or on destruction).
   virtual void shutdown_transport() = 0;
-  // Records a fatal error; later calls return it again.
-  Error fail(Error e);
-  Result<void> check_usable() const;
+  // Records a fatal error of one direction; later calls on that direction
+  // return it again. The directions fail separately so that a message that
+  // arrived before the peer died (e.g. its error report) is still delivered.
+  Error fail_send(Error e) { return fail(send_broken_, std::move(e)); }
+  Error fail_recv(Error e) { return fail(recv_broken_, std::move(e)); }
+  std::optional<Error> send_broken() const;
+  std::optional<Error> recv_broken() const;
+  Result<void> check_usable() const;  // for sending
 
   std::string name_;
   ChannelOptions options_;
   FrameReader reader_;
-  std::optional<Error> broken_;
   bool closed_ = false;
+
+ private:
+  Error fail(std::optional<Error>& slot, Error e);
+  mutable std::mutex broken_mu_;
+  std::optional<Error> send_broken_;
+  std::optional<Error> recv_broken_;
 };
 
 // Value of "key" in ChannelOptions::extra ("a=1,b=2"), or empty.

@@ -66,7 +66,9 @@ TEST_P(ChannelTest, RandomMultiBufferMessagesArriveIntactAndInOrder) {
     std::vector<uint64_t> slot_seq(kSlots, 0);
     for (uint64_t i = 0; i < kMessages; ++i) {
       size_t slot = i % kSlots;
-      if (slot_seq[slot]) ASSERT_TRUE(a->wait_sent(slot_seq[slot], Timeout(10000)).ok());
+      if (slot_seq[slot]) {
+        ASSERT_TRUE(a->wait_sent(slot_seq[slot], Timeout(10000)).ok());
+      }
       Shape s = shape_of(i);
       slots[slot].resize(s.total);
       fill_pattern(slots[slot].data(), s.total, i);
