@@ -86,6 +86,25 @@ bool collect(pid_t child, int fd, ReceiverReport* out, int timeout_ms) {
   return got;
 }
 
+// The common end of a measurement: the sender's figures, then the receiver's
+// report, which must account for every byte sent.
+void finish(Sample& s, const Config& c, pid_t child, int report_fd, uint64_t sent, bool sender_failed, double cpu0,
+            const Stopwatch& sw) {
+  s.seconds = sw.elapsed_s();
+  s.cpu_send = thread_cpu_now() - cpu0;
+  ReceiverReport r;
+  bool got = collect(child, report_fd, &r, int(c.seconds * 1000) + 40000);
+  close(report_fd);
+  if (s.error.empty() && (!got || !r.ok)) s.error = got ? std::string("receiver: ") + r.error : "receiver did not report";
+  if (s.error.empty() && sender_failed) s.error = "sender failed";
+  if (s.error.empty() && r.bytes != sent)
+    s.error = strf("receiver counted %llu bytes, sender sent %llu", (unsigned long long)r.bytes,
+                   (unsigned long long)sent);
+  s.bytes = sent;
+  s.cpu_recv = r.cpu;
+  s.gbps = double(sent) * 8 / s.seconds / 1e9;
+}
+
 // --- Channel backends ------------------------------------------------------------
 
 Sample run_channels(const Config& c, const std::string& backend, uint64_t size) {
@@ -190,20 +209,8 @@ Sample run_channels(const Config& c, const std::string& backend, uint64_t size) 
       });
     for (auto& t : threads) t.join();
   }
-  s.seconds = sw.elapsed_s();
-  s.cpu_send = thread_cpu_now() - cpu0;
   chans.clear();
-  ReceiverReport r;
-  bool got = collect(child, pipefd[0], &r, int(c.seconds * 1000) + 40000);
-  close(pipefd[0]);
-  if (s.error.empty() && (!got || !r.ok)) s.error = got ? std::string("receiver: ") + r.error : "receiver did not report";
-  if (s.error.empty() && failed) s.error = "sender failed";
-  if (s.error.empty() && r.bytes != sent)
-    s.error = strf("receiver counted %llu bytes, sender sent %llu", (unsigned long long)r.bytes,
-                   (unsigned long long)sent.load());
-  s.bytes = sent;
-  s.cpu_recv = r.cpu;
-  s.gbps = double(sent) * 8 / s.seconds / 1e9;
+  finish(s, c, child, pipefd[0], sent, failed, cpu0, sw);
   return s;
 }
 
@@ -292,17 +299,8 @@ Sample run_plain(const Config& c, uint64_t size) {
       });
     for (auto& t : threads) t.join();
   }
-  s.seconds = sw.elapsed_s();
-  s.cpu_send = thread_cpu_now() - cpu0;
   fds.clear();
-  ReceiverReport r;
-  bool got = collect(child, pipefd[0], &r, int(c.seconds * 1000) + 40000);
-  close(pipefd[0]);
-  if (s.error.empty() && !got) s.error = "receiver did not report";
-  if (s.error.empty() && r.bytes != sent) s.error = "byte counts differ";
-  s.bytes = sent;
-  s.cpu_recv = r.cpu;
-  s.gbps = double(sent) * 8 / s.seconds / 1e9;
+  finish(s, c, child, pipefd[0], sent, false, cpu0, sw);
   return s;
 }
 

@@ -46,11 +46,7 @@ class TcpChannel final : public StreamChannel {
   Result<uint64_t> send(std::span<const ConstBuffer> pieces, Timeout timeout) override {
     LM_TRY(check_usable());
     Deadline deadline = Deadline::after(timeout);
-    size_t total = 0;
-    for (const auto& p : pieces) total += p.size;
-    if (total > options_.max_message)
-      return Error{EMSGSIZE, strf("channel %s: message of %zu bytes exceeds the %zu-byte limit", name_.c_str(), total,
-                                  options_.max_message)};
+    size_t total = LM_TRY(message_size(pieces, options_.max_message, name_));
     bool zc = options_.zero_copy == ZeroCopy::on && total >= kZeroCopyMin;
     if (zc) {
       // Back-pressure on buffers the kernel still holds.
@@ -84,19 +80,6 @@ class TcpChannel final : public StreamChannel {
     return completed_seq_;
   }
 
-  Result<void> wait_sent(uint64_t seq, Timeout timeout) override {
-    if (seq > sent_seq_)
-      return Error{EINVAL, strf("channel %s: wait_sent(%llu) beyond the last send %llu", name_.c_str(),
-                                (unsigned long long)seq, (unsigned long long)sent_seq_)};
-    Deadline deadline = Deadline::after(timeout);
-    while (completed_seq_ < seq) {
-      if (auto b = send_broken()) return *b;
-      auto r = reap_zerocopy(deadline, Block::yes);
-      if (!r) return fail_send(std::move(r).error());
-    }
-    return ok();
-  }
-
   ~TcpChannel() override { shutdown_transport(); }
 
  protected:
@@ -107,6 +90,7 @@ class TcpChannel final : public StreamChannel {
     return write_all(deadline, 0);
   }
   ByteSource& source() override { return source_; }
+  Result<void> reap_sends(Deadline deadline) override { return reap_zerocopy(deadline, Block::yes); }
   void shutdown_transport() override { fd_.reset(); }
 
  private:
@@ -186,8 +170,6 @@ class TcpChannel final : public StreamChannel {
   UniqueFd fd_;
   TcpSource source_;
   std::vector<iovec> iov_;
-  uint64_t sent_seq_ = 0;
-  uint64_t completed_seq_ = 0;
   std::deque<ZcSend> zc_pending_;
   size_t zc_pending_bytes_ = 0;
   int64_t zc_next_id_ = 0;

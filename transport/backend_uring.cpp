@@ -169,11 +169,7 @@ class UringChannel final : public StreamChannel {
   Result<uint64_t> send(std::span<const ConstBuffer> pieces, Timeout timeout) override {
     LM_TRY(check_usable());
     Deadline deadline = Deadline::after(timeout);
-    size_t total = 0;
-    for (const auto& p : pieces) total += p.size;
-    if (total > options_.max_message)
-      return Error{EMSGSIZE, strf("channel %s: message of %zu bytes exceeds the %zu-byte limit", name_.c_str(), total,
-                                  options_.max_message)};
+    size_t total = LM_TRY(message_size(pieces, options_.max_message, name_));
     // Back-pressure: bounded bytes queued + in flight.
     while (!queue_.empty() && queued_bytes_ + total > options_.send_window) {
       auto r = reap(deadline);
@@ -208,19 +204,6 @@ class UringChannel final : public StreamChannel {
     return completed_seq_;
   }
 
-  Result<void> wait_sent(uint64_t seq, Timeout timeout) override {
-    if (seq > sent_seq_)
-      return Error{EINVAL, strf("channel %s: wait_sent(%llu) beyond the last send %llu", name_.c_str(),
-                                (unsigned long long)seq, (unsigned long long)sent_seq_)};
-    Deadline deadline = Deadline::after(timeout);
-    while (completed_seq_ < seq) {
-      if (auto b = send_broken()) return *b;
-      auto r = reap(deadline);
-      if (!r) return fail_send(std::move(r).error());
-    }
-    return ok();
-  }
-
  protected:
   Result<void> send_close_mark(Deadline deadline) override {
     Queued& q = queue_.emplace_back();
@@ -234,6 +217,7 @@ class UringChannel final : public StreamChannel {
     return ok();
   }
   ByteSource& source() override { return *source_; }
+  Result<void> reap_sends(Deadline deadline) override { return reap(deadline); }
   void shutdown_transport() override {
     if (!fd_.valid()) return;
     // Fail in-flight operations before the rings go, then release everything.
@@ -345,8 +329,6 @@ class UringChannel final : public StreamChannel {
 
   std::deque<Queued> queue_;  // queued and in-flight messages, in order
   size_t queued_bytes_ = 0;
-  uint64_t sent_seq_ = 0;
-  uint64_t completed_seq_ = 0;
   bool inflight_ = false;
   bool data_pending_ = false;
   int notifs_pending_ = 0;

@@ -33,6 +33,15 @@ Error timeout_error(const std::string& channel, std::string_view what) {
   return Error{ETIMEDOUT, strf("channel %s: timed out %.*s", channel.c_str(), int(what.size()), what.data())};
 }
 
+Result<size_t> message_size(std::span<const ConstBuffer> pieces, size_t max_message, const std::string& channel) {
+  size_t total = 0;
+  for (const auto& p : pieces) total += p.size;
+  if (total > max_message)
+    return Error{EMSGSIZE, strf("channel %s: message of %zu bytes exceeds the %zu-byte limit", channel.c_str(), total,
+                                max_message)};
+  return total;
+}
+
 std::string extra_option(const std::string& extra, std::string_view key) {
   std::string_view s = extra;
   while (!s.empty()) {
@@ -280,6 +289,19 @@ std::optional<Error> StreamChannel::recv_broken() const {
 Result<void> StreamChannel::check_usable() const {
   if (auto b = send_broken()) return *b;
   if (closed_) return Error{EPIPE, strf("channel %s: already closed", name_.c_str())};
+  return ok();
+}
+
+Result<void> StreamChannel::wait_sent(uint64_t seq, Timeout timeout) {
+  if (seq > sent_seq_)
+    return Error{EINVAL, strf("channel %s: wait_sent(%llu) beyond the last send %llu", name_.c_str(),
+                              (unsigned long long)seq, (unsigned long long)sent_seq_)};
+  Deadline deadline = Deadline::after(timeout);
+  while (completed_seq_ < seq) {
+    if (auto b = send_broken()) return *b;
+    auto r = reap_sends(deadline);
+    if (!r) return fail_send(std::move(r).error());
+  }
   return ok();
 }
 

@@ -39,6 +39,8 @@ struct Deadline {
 };
 
 Error timeout_error(const std::string& channel, std::string_view what);
+// Total bytes of a message's pieces; EMSGSIZE error above `max_message`.
+Result<size_t> message_size(std::span<const ConstBuffer> pieces, size_t max_message, const std::string& channel);
 
 struct FrameHeader {
   uint32_t magic;
@@ -131,6 +133,8 @@ class StreamChannel : public Channel {
   StreamChannel(std::string name, const ChannelOptions& options);
   Result<Received> recv(Timeout timeout) override;
   Result<void> close(Timeout timeout) override;
+  // Waits by calling reap_sends() until completed_seq_ reaches seq.
+  Result<void> wait_sent(uint64_t seq, Timeout timeout) override;
   const std::string& name() const override { return name_; }
   void set_name(std::string name) override { name_ = std::move(name); }
 
@@ -138,6 +142,8 @@ class StreamChannel : public Channel {
   // Sends the close mark after all pending sends completed.
   virtual Result<void> send_close_mark(Deadline deadline) = 0;
   virtual ByteSource& source() = 0;
+  // Blocks until at least one send completion was processed (or the deadline).
+  virtual Result<void> reap_sends(Deadline deadline) = 0;
   // Releases the socket (after the handshake or on destruction).
   virtual void shutdown_transport() = 0;
   // Records a fatal error of one direction; later calls on that direction
@@ -153,6 +159,8 @@ class StreamChannel : public Channel {
   ChannelOptions options_;
   FrameReader reader_;
   bool closed_ = false;
+  uint64_t sent_seq_ = 0;       // last sequence number handed out by send()
+  uint64_t completed_seq_ = 0;  // every send up to here is complete
 
  private:
   Error fail(std::optional<Error>& slot, Error e);
