@@ -55,22 +55,33 @@ class TcpChannel final : public StreamChannel {
         if (!r) return fail_send(std::move(r).error());
       }
     }
-    FrameHeader h{kFrameData, uint32_t(total)};
+    uint64_t seq = sent_seq_ + 1;
+    // With MSG_ZEROCOPY the kernel reads the header's memory until the
+    // notification, so it lives in the pending record, not on the stack.
+    FrameHeader local{kFrameData, uint32_t(total)};
+    FrameHeader* h = &local;
+    if (zc) {
+      zc_pending_.push_back({seq, -1, total, local});
+      h = &zc_pending_.back().header;
+    }
     iov_.clear();
-    iov_.push_back({&h, sizeof h});
+    iov_.push_back({h, sizeof *h});
     for (const auto& p : pieces)
       if (p.size) iov_.push_back({const_cast<void*>(p.data), p.size});
     if (size_t pad = frame_pad(total)) iov_.push_back({const_cast<uint8_t*>(kFramePadding), pad});
     auto w = write_all(deadline, zc ? MSG_ZEROCOPY : 0);
-    if (!w) return fail_send(std::move(w).error());
-    uint64_t seq = ++sent_seq_;
+    if (!w) {
+      if (zc) zc_pending_.pop_back();
+      return fail_send(std::move(w).error());
+    }
+    sent_seq_ = seq;
     if (zc) {
-      zc_pending_.push_back({seq, zc_next_id_ - 1, total});
+      zc_pending_.back().last_id = zc_next_id_ - 1;
       zc_pending_bytes_ += total;
     } else if (zc_pending_.empty()) {
       completed_seq_ = seq;
     } else {
-      zc_pending_.push_back({seq, zc_next_id_ - 1, 0});  // completes in order after the zero-copy ones
+      zc_pending_.push_back({seq, zc_next_id_ - 1, 0, {}});  // completes in order after the zero-copy ones
     }
     return seq;
   }
@@ -99,6 +110,7 @@ class TcpChannel final : public StreamChannel {
     uint64_t seq;
     int64_t last_id;  // last MSG_ZEROCOPY id used up to and including this send
     size_t bytes;
+    FrameHeader header;
   };
 
   Result<void> write_all(Deadline deadline, int flags) {

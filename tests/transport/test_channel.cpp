@@ -204,7 +204,8 @@ TEST_P(ChannelTest, VanishedPeerFailsPendingRecvAndLaterSends) {
 TEST_P(ChannelTest, PeerKilledMidStreamGivesErrorNotHang) {
   if (!testing::is_socket_backend(GetParam())) GTEST_SKIP() << "needs a process boundary";
   ChannelOptions o;
-  auto listener = listen(GetParam() + ":127.0.0.1:0", o);
+  std::string backend = testing::apply_variant(GetParam(), o);
+  auto listener = listen(backend + ":127.0.0.1:0", o);
   ASSERT_TRUE(listener.ok()) << listener.error().message;
   std::string address = (*listener)->address();
   pid_t child = fork();
@@ -238,7 +239,8 @@ TEST_P(ChannelTest, PeerKilledMidStreamGivesErrorNotHang) {
 TEST_P(ChannelTest, TruncatedStreamIsAnErrorNamingTheChannel) {
   if (!testing::is_socket_backend(GetParam())) GTEST_SKIP() << "stream framing only";
   ChannelOptions o;
-  auto listener = listen(GetParam() + ":127.0.0.1:0", o);
+  std::string backend = testing::apply_variant(GetParam(), o);
+  auto listener = listen(backend + ":127.0.0.1:0", o);
   ASSERT_TRUE(listener.ok()) << listener.error().message;
   std::string address = (*listener)->address();
   auto raw = connect_socket(address.substr(address.find(':') + 1), o, Timeout(5000));
