@@ -476,8 +476,8 @@ int bench_transport(const Argv& argv) {
   json.field("extra", c.extra);
   json.begin_array("results");
 
-  std::printf("%-8s %3s %9s %9s %10s %10s %8s %9s\n", "mode", "ch", "msg", "Gbit/s", "cpu_send_s", "cpu_recv_s",
-              "vs_tcp", "vs_iperf3");
+  std::printf("%-8s %3s %9s %9s %10s %10s %9s %8s %9s\n", "mode", "ch", "msg", "Gbit/s", "cpu_send_s", "cpu_recv_s",
+              "cpu_s/GB", "vs_tcp", "vs_iperf3");
   bool any_error = false;
   // iperf3 does not depend on our message size: measured once per repetition.
   std::vector<Sample> iperf_samples;
@@ -503,15 +503,22 @@ int bench_transport(const Argv& argv) {
           any_error = true;
         }
       double g = med(v, &Sample::gbps);
-      std::printf("%-8s %3u %8lluK %9.2f %10.2f %10.2f %8.3f %9.3f\n", mode.c_str(), c.channels,
+      // CPU seconds (both sides) per GB moved: less sensitive to other load than Gbit/s.
+      std::vector<double> per_gb;
+      for (const auto& x : v)
+        if (x.error.empty() && x.bytes) per_gb.push_back((x.cpu_send + x.cpu_recv) / (double(x.bytes) / 1e9));
+      double cpu_gb = median(per_gb);
+      std::printf("%-8s %3u %8lluK %9.2f %10.2f %10.2f %9.3f %8.3f %9.3f\n", mode.c_str(), c.channels,
                   (unsigned long long)(per_size ? size >> 10 : 128), g, med(v, &Sample::cpu_send),
-                  med(v, &Sample::cpu_recv), tcp_gbps > 0 ? g / tcp_gbps : 0, iperf_gbps > 0 ? g / iperf_gbps : 0);
+                  med(v, &Sample::cpu_recv), cpu_gb, tcp_gbps > 0 ? g / tcp_gbps : 0,
+                  iperf_gbps > 0 ? g / iperf_gbps : 0);
       json.begin_object();
       json.field("mode", mode);
       json.field("msg_size", per_size ? size : uint64_t(128 << 10));
       json.field("gbps_median", g);
       json.field("cpu_send_s_median", med(v, &Sample::cpu_send));
       json.field("cpu_recv_s_median", med(v, &Sample::cpu_recv));
+      json.field("cpu_s_per_gb_median", cpu_gb);
       json.field("ratio_vs_tcp", tcp_gbps > 0 ? g / tcp_gbps : 0.0);
       json.field("ratio_vs_iperf3", iperf_gbps > 0 ? g / iperf_gbps : 0.0);
       json.begin_array("gbps");

@@ -23,7 +23,7 @@ constexpr size_t kZeroCopyMin = 16 * 1024;
 class TcpSource : public ByteSource {
  public:
   TcpSource(int fd, const std::string& name) : fd_(fd), name_(name) {}
-  Result<size_t> read(void* buf, size_t len, Deadline deadline) override {
+  Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode) override {
     for (;;) {
       ssize_t n = ::recv(fd_, buf, len, 0);
       if (n >= 0) return size_t(n);

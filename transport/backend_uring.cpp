@@ -87,13 +87,14 @@ class UringSource : public ByteSource {
   UringSource(int fd, io_uring* ring, const std::string& name, const std::byte* fixed, size_t fixed_size)
       : fd_(fd), ring_(ring), name_(name), fixed_(fixed), fixed_size_(fixed_size) {}
 
-  Result<size_t> read(void* buf, size_t len, Deadline deadline) override {
+  Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode mode) override {
     io_uring_sqe* sqe = get_sqe(ring_);
     auto* b = static_cast<const std::byte*>(buf);
     if (fixed_ && b >= fixed_ && b + len <= fixed_ + fixed_size_)
       io_uring_prep_read_fixed(sqe, fd_, buf, unsigned(len), 0, 0);
     else
-      io_uring_prep_recv(sqe, fd_, buf, len, 0);
+      // MSG_WAITALL: the kernel retries until the whole body is in, one CQE.
+      io_uring_prep_recv(sqe, fd_, buf, len, mode == ReadMode::all ? MSG_WAITALL : 0);
     io_uring_sqe_set_data64(sqe, kOpIo);
     // Submit and wait in one system call.
     io_uring_cqe* cqe = nullptr;
@@ -184,7 +185,7 @@ class MultishotSource : public ByteSource {
     return ok();  // armed by the first read: requests die with the thread that submitted them
   }
 
-  Result<size_t> read(void* buf, size_t len, Deadline deadline) override {
+  Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode) override {
     while (chunk_left_ == 0) {
       if (eof_) return size_t(0);
       if (!armed_) LM_TRY(arm());

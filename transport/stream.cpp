@@ -208,7 +208,7 @@ Result<void> FrameReader::fill(ByteSource& source, size_t want, Deadline deadlin
   }
   while (end_ - begin_ < want) {
     size_t room = exact ? begin_ + want - end_ : staging_size_ - end_;
-    size_t n = LM_TRY(source.read(staging_.get() + end_, room, deadline));
+    size_t n = LM_TRY(source.read(staging_.get() + end_, room, deadline, ReadMode::some));
     if (n == 0) {
       if (end_ == begin_)
         return Error{ECONNRESET, strf("channel %s: peer vanished (connection closed without close handshake)",
@@ -254,7 +254,7 @@ Result<Received> FrameReader::next(ByteSource& source, Deadline deadline, const 
   std::memcpy(large_.get(), staging_.get() + begin_ + sizeof h, have);
   begin_ += sizeof h + have;
   while (have < body) {
-    size_t n = LM_TRY(source.read(large_.get() + have, body - have, deadline));
+    size_t n = LM_TRY(source.read(large_.get() + have, body - have, deadline, ReadMode::all));
     if (n == 0)
       return Error{ECONNRESET, strf("channel %s: truncated stream: connection closed inside a frame (%zu of %zu bytes)",
                                     channel.c_str(), sizeof h + have, frame)};

@@ -68,11 +68,16 @@ std::string socket_pair_name(int fd);
 // Waits for poll events on fd; ETIMEDOUT error when the deadline passes.
 Result<void> wait_fd(int fd, short events, Deadline deadline, const std::string& channel, const char* what);
 
-// Where a FrameReader pulls bytes from. read() returns 0 at end of stream.
+// How much a read should wait for: `some` returns what is there (at least one
+// byte), `all` may wait for the whole length (a hint: the body of a large
+// frame; fewer wake-ups). Both return 0 only at end of stream.
+enum class ReadMode : uint8_t { some, all };
+
+// Where a FrameReader pulls bytes from.
 class ByteSource {
  public:
   virtual ~ByteSource() = default;
-  virtual Result<size_t> read(void* buf, size_t len, Deadline deadline) = 0;
+  virtual Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode mode) = 0;
 };
 
 // Reassembles frames. Small frames are returned as views into the staging
