@@ -66,7 +66,9 @@ TEST_P(ChannelTest, RandomMultiBufferMessagesArriveIntactAndInOrder) {
     std::vector<uint64_t> slot_seq(kSlots, 0);
     for (uint64_t i = 0; i < kMessages; ++i) {
       size_t slot = i % kSlots;
-      if (slot_seq[slot]) ASSERT_TRUE(a->wait_sent(slot_seq[slot], Timeout(10000)).ok());
+      if (slot_seq[slot]) {
+        ASSERT_TRUE(a->wait_sent(slot_seq[slot], Timeout(10000)).ok());
+      }
       Shape s = shape_of(i);
       slots[slot].resize(s.total);
       fill_pattern(slots[slot].data(), s.total, i);
@@ -202,7 +204,8 @@ TEST_P(ChannelTest, VanishedPeerFailsPendingRecvAndLaterSends) {
 TEST_P(ChannelTest, PeerKilledMidStreamGivesErrorNotHang) {
   if (!testing::is_socket_backend(GetParam())) GTEST_SKIP() << "needs a process boundary";
   ChannelOptions o;
-  auto listener = listen(GetParam() + ":127.0.0.1:0", o);
+  std::string backend = testing::apply_variant(GetParam(), o);
+  auto listener = listen(backend + ":127.0.0.1:0", o);
   ASSERT_TRUE(listener.ok()) << listener.error().message;
   std::string address = (*listener)->address();
   pid_t child = fork();
@@ -236,7 +239,8 @@ TEST_P(ChannelTest, PeerKilledMidStreamGivesErrorNotHang) {
 TEST_P(ChannelTest, TruncatedStreamIsAnErrorNamingTheChannel) {
   if (!testing::is_socket_backend(GetParam())) GTEST_SKIP() << "stream framing only";
   ChannelOptions o;
-  auto listener = listen(GetParam() + ":127.0.0.1:0", o);
+  std::string backend = testing::apply_variant(GetParam(), o);
+  auto listener = listen(backend + ":127.0.0.1:0", o);
   ASSERT_TRUE(listener.ok()) << listener.error().message;
   std::string address = (*listener)->address();
   auto raw = connect_socket(address.substr(address.find(':') + 1), o, Timeout(5000));
