@@ -4,12 +4,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <mutex>
 #include <shared_mutex>
 #include <thread>
 
 #include "common/clock.hpp"
 #include "common/fd.hpp"
 #include "compress/compressor.hpp"
+#include "harness/engine/control.hpp"
 #include "harness/engine/digest.hpp"
 #include "harness/engine/source.hpp"
 #include "harness/guest/handoff.hpp"
@@ -212,7 +214,10 @@ Result<DestinationOutcome> Destination::run() {
 
   // --- receive ------------------------------------------------------------------------
   std::atomic<bool> abort{false};
-  std::vector<std::optional<Error>> bulk_errors(session.bulk_count());
+  // The first failure is the cause; the other channels then stop with
+  // "failed elsewhere" and must not mask it.
+  std::mutex first_error_lock;
+  std::optional<Error> first_error;
   std::vector<std::thread> receivers;
   std::atomic<size_t> bulk_done{0};
   for (size_t c = 0; c < session.bulk_count(); c++) {
@@ -221,7 +226,8 @@ Result<DestinationOutcome> Destination::run() {
       auto r = receive_bulk(session.bulk(c), st, table, session.negotiated().codecs, o_.timeout, abort,
                             o_.target == DestinationTarget::image);
       if (!r) {
-        bulk_errors[c] = std::move(r).error();
+        std::lock_guard g(first_error_lock);
+        if (!first_error) first_error = std::move(r).error();
         abort = true;
       }
       st.add_cpu(thread_cpu_seconds() - cpu0);
@@ -232,26 +238,26 @@ Result<DestinationOutcome> Destination::run() {
     for (auto& t : receivers)
       if (t.joinable()) t.join();
   };
-  auto fail = [&](Error e) -> Result<DestinationOutcome> {
+  // The cause, by precedence: the source's own error message; else the error
+  // this path hit (`cause`); else the first bulk channel's failure.
+  auto fail = [&](std::optional<Error> cause) -> Result<DestinationOutcome> {
     abort = true;
     join_receivers();
-    for (auto& be : bulk_errors)
-      if (be) {
-        e = std::move(*be);  // the first bulk failure is the cause
-        break;
-      }
-    OutMessage m;
-    transport::encode_error(m, session.negotiated().version, e.code, e.message);
-    (void)transport::send_message(session.control(), m, transport::Timeout(1000));
-    return std::move(e).context("destination");
+    std::optional<Error> e = pending_peer_error(session.control());
+    if (!e) e = std::move(cause);
+    if (!e && first_error) e = std::move(*first_error);
+    if (!e) e = Error::msg("migration aborted");
+    send_error_best_effort(session.control(), session.negotiated().version, *e);
+    return std::move(*e).context("destination");
   };
+
 
   // Control channel: mapping updates, then the commit (exec state).
   const transport::Timeout slice(200);
   uint64_t idle_ms = 0;
   std::optional<transport::ExecStateView> exec;
   while (!exec) {
-    if (abort) return fail(Error::msg("a bulk channel failed"));
+    if (abort) return fail(std::nullopt);
     auto received = transport::recv_message(session.control(), slice);
     if (!received) {
       if (received.error().code == ETIMEDOUT && idle_ms < uint64_t(o_.timeout.count())) {
@@ -279,8 +285,7 @@ Result<DestinationOutcome> Destination::run() {
   // Every bulk channel has delivered its final round before the commit is
   // acted on.
   join_receivers();
-  for (auto& be : bulk_errors)
-    if (be) return fail(*be);
+  if (first_error) return fail(std::nullopt);
 
   {
     OutMessage m;

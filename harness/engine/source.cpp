@@ -17,6 +17,7 @@
 #include "dirtytrack/probe.hpp"
 #include "dirtytrack/process_freezer.hpp"
 #include "dirtytrack/tracker.hpp"
+#include "harness/engine/control.hpp"
 #include "harness/engine/digest.hpp"
 #include "harness/engine/throttle.hpp"
 
@@ -100,8 +101,13 @@ struct RoundTotals {
 class BulkSender {
  public:
   BulkSender(pid_t pid, Session& session, std::vector<std::unique_ptr<compress::Compressor>>& workers,
-             unsigned batch_pages, transport::Timeout timeout)
-      : pid_(pid), session_(session), workers_(workers), batch_pages_(batch_pages), timeout_(timeout) {
+             unsigned batch_pages, transport::Timeout timeout, uint64_t fault_corrupt_batch)
+      : pid_(pid),
+        session_(session),
+        workers_(workers),
+        batch_pages_(batch_pages),
+        timeout_(timeout),
+        fault_corrupt_batch_(fault_corrupt_batch) {
     for (size_t i = 0; i < session.bulk_count(); i++) channel_locks_.push_back(std::make_unique<std::mutex>());
     // Buffers live as long as the migration and are touched once here: first
     // touch of fresh memory costs several µs per page on these machines,
@@ -237,6 +243,8 @@ class BulkSender {
       transport::encode_page_batch(s.message, session_.negotiated().version, round, s.batch.entries,
                                    {reinterpret_cast<const std::byte*>(s.batch.payload.data()),
                                     s.batch.payload.size()});
+      if (fault_corrupt_batch_ && ++batches_encoded_ == fault_corrupt_batch_ && !s.batch.payload.empty())
+        s.batch.payload[s.batch.payload.size() / 2] ^= 0x40;
       uint64_t t0 = now_ns();
       {
         std::lock_guard g(lock);
@@ -258,21 +266,11 @@ class BulkSender {
   std::atomic<double> cpu_seconds_{0};  // CPU of the sender threads, all rounds
   unsigned batch_pages_;
   transport::Timeout timeout_;
+  uint64_t fault_corrupt_batch_;
+  std::atomic<uint64_t> batches_encoded_{0};
   std::vector<std::unique_ptr<std::mutex>> channel_locks_;
   std::vector<std::unique_ptr<Slot[]>> slots_;  // kSlots per sender thread
 };
-
-// Waits for the next message of one of `types` on the control channel; a
-// peer error message becomes the error.
-Result<transport::Message> expect(Channel& control, std::initializer_list<transport::MsgType> types,
-                                  transport::Timeout timeout) {
-  auto m = LM_TRY(transport::recv_message(control, timeout));
-  if (m.type == transport::MsgType::error) return transport::peer_error(m, control.name());
-  for (auto t : types)
-    if (m.type == t) return m;
-  return Error::msg(strf("%s: unexpected %s message", control.name().c_str(),
-                         std::string(transport::msg_type_name(m.type)).c_str()));
-}
 
 // Ends a process we hold frozen. Its traced threads turn into zombies that
 // only their tracer (this thread) can reap; until then the parent cannot
@@ -292,12 +290,6 @@ void kill_frozen(dt::ProcessFreezer& freezer) {
     }
   }
   (void)freezer.release();  // nothing left to detach; errors are expected
-}
-
-void send_error_best_effort(Session& session, const Error& e) {
-  OutMessage m;
-  transport::encode_error(m, session.negotiated().version, e.code, e.message);
-  (void)transport::send_message(session.control(), m, transport::Timeout(2000));
 }
 
 }  // namespace
@@ -339,7 +331,7 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
   unsigned threads = std::max(o_.workers, o_.channels);
   for (unsigned i = 1; i < threads; i++) workers.push_back(first->make_worker());
   workers.insert(workers.begin(), std::move(first));
-  BulkSender sender(pid, session, workers, o_.batch_pages, o_.timeout);
+  BulkSender sender(pid, session, workers, o_.batch_pages, o_.timeout, o_.fault_corrupt_batch);
   result.setup_time_ms = total.elapsed_ms();
 
   // Any failure from here until the verdict: tell the destination, stop
@@ -347,7 +339,10 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
   std::unique_ptr<dt::ProcessFreezer> freezer;
   std::unique_ptr<Throttler> throttler;
   auto fail = [&](Error e) -> Result<void> {
-    send_error_best_effort(session, e);
+    // A channel that broke may only be the echo of the destination's own
+    // failure: if it said why on the control channel, that is the cause.
+    if (auto why = pending_peer_error(session.control()); why) e = std::move(*why);
+    send_error_best_effort(session.control(), session.negotiated().version, e);
     if (throttler) (void)throttler->release();
     tracker_stop.armed = false;
     (void)tracker->stop(freezer.get());
@@ -471,11 +466,11 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
   // --- verification and the destination's resume ---------------------------------
   std::vector<transport::DigestEntry> dest_digests;
   if (o_.verify) {
-    auto m = SOURCE_TRY(expect(session.control(), {transport::MsgType::digest}, o_.timeout));
+    auto m = SOURCE_TRY(expect_message(session.control(), {transport::MsgType::digest}, o_.timeout));
     auto d = SOURCE_TRY(transport::decode_digest(m, session.mappings()));
     dest_digests.assign(d.begin(), d.end());
   }
-  auto running = SOURCE_TRY(expect(session.control(), {transport::MsgType::resumed, transport::MsgType::ready},
+  auto running = SOURCE_TRY(expect_message(session.control(), {transport::MsgType::resumed, transport::MsgType::ready},
                                    o_.timeout));
   (void)running;
   // Downtime ends when the destination reports its process running (or, for

@@ -46,6 +46,9 @@ struct SourceOptions {
   bool verify = true;
   transport::SessionConfig session;
   transport::Timeout timeout{30000};  // any single wait for the peer
+  // Fault injection (tests): flip one payload byte of the N-th page batch
+  // (1-based) after its checksum was computed; 0 = off.
+  uint64_t fault_corrupt_batch = 0;
   // Called after every round (progress line).
   std::function<void(const SourceProgress&)> on_round;
   // Called just before the process is frozen (the runner samples the workload).

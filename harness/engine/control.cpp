@@ -1,0 +1,27 @@
+#include "harness/engine/control.hpp"
+
+namespace lm::engine {
+
+Result<transport::Message> expect_message(transport::Channel& control, std::initializer_list<transport::MsgType> types,
+                                          transport::Timeout timeout) {
+  auto m = LM_TRY(transport::recv_message(control, timeout));
+  if (m.type == transport::MsgType::error) return transport::peer_error(m, control.name());
+  for (auto t : types)
+    if (m.type == t) return m;
+  return Error::msg(strf("%s: unexpected %s message", control.name().c_str(),
+                         std::string(transport::msg_type_name(m.type)).c_str()));
+}
+
+std::optional<Error> pending_peer_error(transport::Channel& control) {
+  auto m = transport::recv_message(control, transport::Timeout(300));
+  if (m && m->type == transport::MsgType::error) return transport::peer_error(*m, control.name());
+  return std::nullopt;
+}
+
+void send_error_best_effort(transport::Channel& control, uint16_t version, const Error& e) {
+  transport::OutMessage m;
+  transport::encode_error(m, version, e.code, e.message);
+  (void)transport::send_message(control, m, transport::Timeout(1000));
+}
+
+}  // namespace lm::engine

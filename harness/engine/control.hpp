@@ -1,0 +1,24 @@
+// Control-channel helpers shared by both sides of a migration.
+#pragma once
+
+#include <initializer_list>
+#include <optional>
+
+#include "common/error.hpp"
+#include "transport/protocol.hpp"
+
+namespace lm::engine {
+
+// The next message of one of `types`; a peer's error message becomes the
+// error, any other type is a protocol error naming the channel.
+Result<transport::Message> expect_message(transport::Channel& control, std::initializer_list<transport::MsgType> types,
+                                          transport::Timeout timeout);
+
+// The peer's error message, if one is already waiting on the channel (a
+// broken bulk channel is often only the echo of the peer's own failure).
+std::optional<Error> pending_peer_error(transport::Channel& control);
+
+// Tells the peer why we stop; best effort, bounded wait.
+void send_error_best_effort(transport::Channel& control, uint16_t version, const Error& e);
+
+}  // namespace lm::engine

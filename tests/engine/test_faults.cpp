@@ -1,0 +1,228 @@
+// Fault injection on pre-copy: a side dying or a corrupted message must end
+// the migration with a clear error, leave the source process running as it
+// was (not stopped, no userfaultfd in it, its own verify passing), and leave
+// no process of ours behind.
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <thread>
+
+#include "common/clock.hpp"
+#include "harness/engine/destination.hpp"
+#include "harness/engine/source.hpp"
+#include "harness/guest/client.hpp"
+
+using namespace lm;
+using namespace lm::engine;
+
+namespace {
+
+std::string env_or_fail(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v) ADD_FAILURE() << name << " is not set (meson sets it)";
+  return v ? v : "";
+}
+
+char proc_state(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string s((std::istreambuf_iterator<char>(f)), {});
+  auto p = s.rfind(')');
+  return p == std::string::npos ? '?' : s[p + 2];
+}
+
+bool has_userfaultfd(pid_t pid) {
+  std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  DIR* d = opendir(dir.c_str());
+  if (!d) return false;
+  bool found = false;
+  while (dirent* e = readdir(d)) {
+    char target[256] = {};
+    if (readlink((dir + "/" + e->d_name).c_str(), target, sizeof target - 1) > 0 &&
+        std::string(target).find("userfaultfd") != std::string::npos)
+      found = true;
+  }
+  closedir(d);
+  return found;
+}
+
+// PIDs of live processes whose command line contains `needle`.
+std::vector<pid_t> processes_with(const std::string& needle) {
+  std::vector<pid_t> out;
+  DIR* d = opendir("/proc");
+  while (dirent* e = readdir(d)) {
+    pid_t pid = atoi(e->d_name);
+    if (pid <= 0) continue;
+    std::ifstream f("/proc/" + std::string(e->d_name) + "/cmdline");
+    std::string cmd((std::istreambuf_iterator<char>(f)), {});
+    for (char& c : cmd)
+      if (c == '\0') c = ' ';
+    if (cmd.find(needle) != std::string::npos && proc_state(pid) != 'Z') out.push_back(pid);
+  }
+  closedir(d);
+  return out;
+}
+
+std::vector<pid_t> wait_until_gone(const std::string& needle, int ms) {
+  Stopwatch sw;
+  auto left = processes_with(needle);
+  while (!left.empty() && sw.elapsed_ms() < ms) {
+    usleep(20000);
+    left = processes_with(needle);
+  }
+  return left;
+}
+
+// The source guest after a failed migration: running, unchanged, ours only.
+void expect_source_unharmed(guest::GuestProcess& g) {
+  usleep(100000);
+  char st = proc_state(g.pid());
+  EXPECT_NE(st, 'T') << "source left stopped";
+  EXPECT_NE(st, 't') << "source left ptrace-stopped";
+  EXPECT_FALSE(has_userfaultfd(g.pid())) << "a userfaultfd was left in pid " << g.pid();
+  auto a = g.control().status();
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  usleep(200000);
+  auto b = g.control().status();
+  ASSERT_TRUE(b.ok()) << b.error().message;
+  EXPECT_GT(b->steps, a->steps) << "source does not run on";
+  auto v = g.control().verify();
+  EXPECT_TRUE(v.ok()) << (v ? "" : v.error().message);
+}
+
+guest::GuestProcess busy_guest(const std::string& dir) {
+  guest::GuestOptions o;
+  o.ram_bytes = 64ull << 20;
+  o.rate = "max";
+  o.content = "random";
+  auto g = guest::GuestProcess::spawn(env_or_fail("LM_GUEST_BIN"), o, dir);
+  EXPECT_TRUE(g.ok()) << g.error().message;
+  return std::move(*g);
+}
+
+// Keeps iterating until something breaks (bounded by max-bytes as a backstop).
+SourceOptions endless_source(const guest::GuestProcess& g) {
+  SourceOptions o;
+  o.pid = g.pid();
+  o.scope.kind = dt::ScopeKind::ranges;
+  o.scope.ranges = {{g.ram_addr(), g.ram_addr() + g.ram_size()}};
+  o.convergence.max_rounds = 100000;
+  o.convergence.downtime_target_ms = 0;
+  o.convergence.max_bytes_factor = 200;
+  o.policy = "fixed:raw";
+  o.timeout = transport::Timeout(5000);
+  return o;
+}
+
+std::string temp_dir() {
+  char t[] = "/tmp/livemig-test-XXXXXX";
+  EXPECT_NE(mkdtemp(t), nullptr);
+  return t;
+}
+
+TEST(PrecopyFaults, DestinationKilledMidRound) {
+  std::string dir = temp_dir();
+  auto g = busy_guest(dir);
+  // The destination as its own process, so that it can really die.
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  pid_t dest = fork();
+  if (dest == 0) {
+    dup2(out[1], 1);
+    alarm(60);
+    std::string bin = env_or_fail("LM_LIVEMIG_BIN");
+    execl(bin.c_str(), bin.c_str(), "dest", "--listen", "tcp:127.0.0.1:0", "--exit-after", nullptr);
+    _exit(127);
+  }
+  close(out[1]);
+  FILE* f = fdopen(out[0], "r");
+  char line[256] = {};
+  ASSERT_NE(fgets(line, sizeof line, f), nullptr);
+  std::string address = std::string(line).substr(std::string("LISTENING ").size());
+  address.erase(address.find_last_not_of("\n") + 1);
+
+  auto o = endless_source(g);
+  o.on_round = [&](const SourceProgress& p) {
+    if (p.round == 2) kill(dest, SIGKILL);
+  };
+  MigrationResult result;
+  SourceMigration source(o);
+  Stopwatch sw;
+  auto r = source.run(address, result);
+  ASSERT_FALSE(r.ok());
+  std::printf("source error after %.0f ms: %s\n", sw.elapsed_ms(), r.error().message.c_str());
+  EXPECT_LT(sw.elapsed_ms(), 20000);
+  EXPECT_FALSE(result.completed);
+  EXPECT_FALSE(result.error.empty());
+  waitpid(dest, nullptr, 0);
+  fclose(f);
+  expect_source_unharmed(g);
+  // The dead destination's resumed guest (waiting for 'go') must go too.
+  auto left = wait_until_gone("handoff-" + std::to_string(dest) + "-", 5000);
+  EXPECT_TRUE(left.empty()) << "stray resumed guest pid " << (left.empty() ? 0 : left[0]);
+}
+
+struct InProcessDestination {
+  std::unique_ptr<Destination> dest;
+  std::optional<Result<DestinationOutcome>> outcome;
+  std::thread thread;
+  explicit InProcessDestination(const std::string& dir) {
+    DestinationOptions o;
+    o.listen = "tcp:127.0.0.1:0";
+    o.guest_binary = env_or_fail("LM_GUEST_BIN");
+    o.work_dir = dir;
+    o.timeout = transport::Timeout(5000);
+    auto d = Destination::listen(o);
+    EXPECT_TRUE(d.ok()) << d.error().message;
+    dest = std::move(*d);
+    thread = std::thread([this] { outcome = dest->run(); });
+  }
+  ~InProcessDestination() {
+    if (thread.joinable()) thread.join();
+  }
+};
+
+TEST(PrecopyFaults, SourceProcessKilledMidRound) {
+  std::string dir = temp_dir();
+  auto g = busy_guest(dir);
+  InProcessDestination d(dir);
+  auto o = endless_source(g);
+  const pid_t pid = g.pid();
+  o.on_round = [&](const SourceProgress& p) {
+    if (p.round == 2) kill(pid, SIGKILL);
+  };
+  MigrationResult result;
+  auto r = SourceMigration(o).run(d.dest->address(), result);
+  ASSERT_FALSE(r.ok());
+  std::printf("source error: %s\n", r.error().message.c_str());
+  EXPECT_NE(r.error().message.find(std::to_string(pid)), std::string::npos) << "the error names the pid";
+  d.thread.join();
+  ASSERT_FALSE(d.outcome->ok()) << "the destination must discard its partial image";
+  std::printf("destination error: %s\n", d.outcome->error().message.c_str());
+  auto left = wait_until_gone("handoff-" + std::to_string(getpid()) + "-", 5000);
+  EXPECT_TRUE(left.empty()) << "stray resumed guest pid " << (left.empty() ? 0 : left[0]);
+}
+
+TEST(PrecopyFaults, CorruptedMessageIsRejected) {
+  std::string dir = temp_dir();
+  auto g = busy_guest(dir);
+  InProcessDestination d(dir);
+  auto o = endless_source(g);
+  o.fault_corrupt_batch = 5;
+  MigrationResult result;
+  auto r = SourceMigration(o).run(d.dest->address(), result);
+  ASSERT_FALSE(r.ok());
+  std::printf("source error: %s\n", r.error().message.c_str());
+  EXPECT_NE(r.error().message.find("checksum"), std::string::npos);
+  d.thread.join();
+  ASSERT_FALSE(d.outcome->ok());
+  EXPECT_NE(d.outcome->error().message.find("checksum"), std::string::npos) << d.outcome->error().message;
+  expect_source_unharmed(g);
+  auto left = wait_until_gone("handoff-" + std::to_string(getpid()) + "-", 5000);
+  EXPECT_TRUE(left.empty());
+}
+
+}  // namespace
