@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "dirtytrack/page_reader.hpp"
+#include "dirtytrack/ranges.hpp"
 
 namespace lm::engine {
 
@@ -68,22 +69,25 @@ std::vector<transport::DigestEntry> PageHashes::digests() const {
   return out;
 }
 
-Result<std::vector<transport::DigestEntry>> digest_process(pid_t pid, std::span<const PageRange> ranges) {
+Result<std::vector<transport::DigestEntry>> digest_process(pid_t pid, std::span<const PageRange> ranges,
+                                                           std::span<const PageRange> data) {
   constexpr uint64_t kBatchPages = 256;  // 1 MiB reads: process_vm_readv's sweet spot here
   dt::PageReader reader(pid);
   auto buffer = std::make_unique<std::byte[]>(kBatchPages * kPageSize);
   std::vector<transport::DigestEntry> out;
   for (const auto& range : ranges) {
-    std::vector<uint64_t> hashes(range.pages());
-    for (uint64_t first = 0; first < range.pages(); first += kBatchPages) {
-      uint64_t n = std::min(kBatchPages, range.pages() - first);
-      PageRange part{range.start + first * kPageSize, range.start + (first + n) * kPageSize};
-      auto report = LM_TRY_CTX(reader.read({&part, 1}, {buffer.get(), n * kPageSize}),
-                               strf("digest pid %d", pid));
-      if (!report.failed.empty())
-        return Error::msg(strf("digest pid %d: page 0x%llx could not be read", pid,
-                               (unsigned long long)report.failed.front().start));
-      for (uint64_t i = 0; i < n; i++) hashes[first + i] = page_hash(buffer.get() + i * kPageSize);
+    std::vector<uint64_t> hashes(range.pages(), zero_page_hash());
+    dt::RangeList present = dt::intersect(dt::RangeList(data.begin(), data.end()), {range});
+    for (const auto& part : present) {
+      for (uint64_t at = part.start; at < part.end; at += kBatchPages * kPageSize) {
+        PageRange piece{at, std::min(part.end, at + kBatchPages * kPageSize)};
+        auto report = LM_TRY_CTX(reader.read({&piece, 1}, {buffer.get(), piece.bytes()}), strf("digest pid %d", pid));
+        if (!report.failed.empty())
+          return Error::msg(strf("digest pid %d: page 0x%llx could not be read", pid,
+                                 (unsigned long long)report.failed.front().start));
+        for (uint64_t i = 0; i < piece.pages(); i++)
+          hashes[((piece.start - range.start) >> kPageShift) + i] = page_hash(buffer.get() + i * kPageSize);
+      }
     }
     chunk_digests(range, hashes, out);
   }

@@ -4,10 +4,12 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <thread>
 
 #include "common/clock.hpp"
 #include "harness/engine/destination.hpp"
+#include "harness/engine/redis_workload.hpp"
 #include "harness/engine/source.hpp"
 #include "harness/guest/client.hpp"
 
@@ -60,33 +62,69 @@ Result<std::string> find_guest_binary() {
   return Error::msg(strf("livemig-guest not found next to %s; set LM_GUEST_BIN", self.c_str()));
 }
 
+namespace {
+
+// What the runner migrates, whatever started it.
+struct Target {
+  pid_t pid = 0;
+  dt::Scope scope;
+  ExecStateKind exec_state = ExecStateKind::guest_ram;
+  DestinationTarget destination = DestinationTarget::guest;
+  std::function<Result<uint64_t>()> progress;  // steps or commands so far
+};
+
+Result<double> rate_over(const Target& t, std::chrono::milliseconds window) {
+  uint64_t a = LM_TRY(t.progress());
+  Stopwatch sw;
+  std::this_thread::sleep_for(window);
+  uint64_t b = LM_TRY(t.progress());
+  return double(b - a) / sw.elapsed_s();
+}
+
+}  // namespace
+
 Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOptions& options) {
-  if (config.workload.kind != WorkloadKind::guest)
-    return Error::msg(strf("%s: workload kind '%s' is not supported by this runner yet", config.source_path.c_str(),
-                           std::string(workload_name(config.workload.kind)).c_str()));
   MigrationResult result;
   result.config = config;
   result.host = read_host_facts();
   auto work = LM_TRY(WorkDir::create());
 
   // --- the workload -------------------------------------------------------------
-  guest::GuestOptions gopts;
-  gopts.ram_bytes = config.workload.ram_bytes;
-  gopts.rate = config.workload.rate;
-  gopts.pattern = config.workload.pattern;
-  gopts.content = config.workload.content;
-  gopts.write = config.workload.write;
-  gopts.threads = config.workload.threads;
-  gopts.seed = config.workload.seed;
-  auto source_guest = LM_TRY_CTX(guest::GuestProcess::spawn(options.guest_binary, gopts, work.path()),
-                                 "start the source guest");
-  result.workload_rate_before = LM_TRY(measure_rate(
-      source_guest.control(), std::chrono::milliseconds(std::max(100u, config.workload.warmup_ms))));
+  std::optional<guest::GuestProcess> source_guest;
+  std::optional<RedisWorkload> redis;
+  Target target;
+  if (config.workload.kind == WorkloadKind::guest) {
+    guest::GuestOptions gopts;
+    gopts.ram_bytes = config.workload.ram_bytes;
+    gopts.rate = config.workload.rate;
+    gopts.pattern = config.workload.pattern;
+    gopts.content = config.workload.content;
+    gopts.write = config.workload.write;
+    gopts.threads = config.workload.threads;
+    gopts.seed = config.workload.seed;
+    source_guest.emplace(LM_TRY_CTX(guest::GuestProcess::spawn(options.guest_binary, gopts, work.path()),
+                                    "start the source guest"));
+    target.pid = source_guest->pid();
+    target.scope.kind = dt::ScopeKind::ranges;
+    target.scope.ranges = {{source_guest->ram_addr(), source_guest->ram_addr() + source_guest->ram_size()}};
+    target.progress = [&]() -> Result<uint64_t> { return LM_TRY(source_guest->control().status()).steps; };
+  } else {
+    RedisOptions ropts{config.workload.redis_keys, config.workload.redis_value_bytes, config.workload.redis_clients};
+    redis.emplace(LM_TRY_CTX(RedisWorkload::start(ropts), "start the redis workload"));
+    LM_TRY(redis->start_writers());
+    target.pid = redis->server_pid();
+    target.scope.kind = dt::ScopeKind::migratable;
+    target.exec_state = ExecStateKind::image;
+    target.destination = DestinationTarget::image;
+    target.progress = [&] { return redis->commands_processed(); };
+  }
+  result.workload_rate_before =
+      LM_TRY(rate_over(target, std::chrono::milliseconds(std::max(100u, config.workload.warmup_ms))));
 
   // --- destination, in this process on its own thread ------------------------------
   DestinationOptions dopts;
   dopts.listen = transport_address(config.migration);
-  dopts.target = DestinationTarget::guest;
+  dopts.target = target.destination;
   dopts.guest_binary = options.guest_binary;
   dopts.work_dir = work.path();
   auto destination = LM_TRY(Destination::listen(dopts));
@@ -95,10 +133,9 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
 
   // --- source ------------------------------------------------------------------------
   SourceOptions sopts;
-  sopts.pid = source_guest.pid();
-  sopts.scope.kind = dt::ScopeKind::ranges;
-  sopts.scope.ranges = {{source_guest.ram_addr(), source_guest.ram_addr() + source_guest.ram_size()}};
-  sopts.exec_state = ExecStateKind::guest_ram;
+  sopts.pid = target.pid;
+  sopts.scope = target.scope;
+  sopts.exec_state = target.exec_state;
   sopts.tracker = config.migration.tracker;
   sopts.policy = config.migration.policy;
   sopts.channels = config.migration.channels;
@@ -107,12 +144,12 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
   sopts.convergence = config.convergence;
   sopts.auto_converge = config.auto_converge;
   sopts.verify = config.verify;
-  auto status_before = source_guest.control().status();
+  auto progress_before = target.progress();
   Stopwatch migrating;
-  uint64_t steps_at_freeze = 0;
+  uint64_t progress_at_freeze = 0;
   double seconds_to_freeze = 0;
   sopts.before_freeze = [&] {
-    if (auto s = source_guest.control().status(); s) steps_at_freeze = s->steps;
+    if (auto p = target.progress(); p) progress_at_freeze = *p;
     seconds_to_freeze = migrating.elapsed_s();
   };
   if (options.progress == ProgressLine::on) {
@@ -126,8 +163,8 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
   auto migrated = source.run(destination->address(), result);
   if (options.progress == ProgressLine::on) std::fprintf(stderr, "\n");
   dest_thread.join();
-  if (status_before && seconds_to_freeze > 0)
-    result.workload_rate_during = double(steps_at_freeze - status_before->steps) / seconds_to_freeze;
+  if (progress_before && seconds_to_freeze > 0)
+    result.workload_rate_during = double(progress_at_freeze - *progress_before) / seconds_to_freeze;
 
   if (!migrated.ok() || !outcome->ok()) {
     result.completed = false;
@@ -135,21 +172,23 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
       result.error = !migrated.ok() ? migrated.error().message : outcome->error().message;
     else if (!outcome->ok())
       result.error += " (destination: " + outcome->error().message + ")";
-    return result;  // the source guest runs on; its destructor ends it
+    return result;  // the source runs on; the workload's destructors end it
   }
   auto& dest = outcome->value();
   result.cpu_seconds_destination = dest.cpu_seconds;
 
-  // --- after: the guest runs at the destination; its own check must pass ---------------
-  if (auto rate = measure_rate(dest.guest->control(), std::chrono::milliseconds(500)); rate)
-    result.workload_rate_after = *rate;
-  auto guest_verify = dest.guest->control().verify();
-  if (!guest_verify) {
-    result.verify_ok = false;
-    result.completed = false;
-    result.error = "the guest's own verify failed after resume: " + guest_verify.error().message;
+  // --- after: a resumed guest runs on and its own check must pass -----------------------
+  if (dest.guest) {
+    if (auto rate = measure_rate(dest.guest->control(), std::chrono::milliseconds(500)); rate)
+      result.workload_rate_after = *rate;
+    auto guest_verify = dest.guest->control().verify();
+    if (!guest_verify) {
+      result.verify_ok = false;
+      result.completed = false;
+      result.error = "the guest's own verify failed after resume: " + guest_verify.error().message;
+    }
+    (void)dest.guest->stop(5000);
   }
-  (void)dest.guest->stop(5000);
   return result;
 }
 
@@ -167,7 +206,7 @@ std::string summarize(const MigrationResult& r) {
             (unsigned long long)r.pages_normal, (unsigned long long)r.pages_duplicate,
             (unsigned long long)r.pages_compressed, (unsigned long long)r.pages_resent);
   s += strf("cpu           source %.2f s, destination %.2f s\n", r.cpu_seconds_source, r.cpu_seconds_destination);
-  s += strf("workload      %.0f steps/s before, %.0f during, %.0f after\n", r.workload_rate_before,
+  s += strf("workload      %.0f progress/s before, %.0f during, %.0f after\n", r.workload_rate_before,
             r.workload_rate_during, r.workload_rate_after);
   s += strf("verify        %s (%llu pages)\n", r.verify_ok ? "ok" : "not ok", (unsigned long long)r.verify_pages);
   if (r.model)

@@ -481,7 +481,8 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
   if (o_.verify) {
     std::vector<PageRange> ranges;
     for (const auto& e : session.mappings().entries()) ranges.push_back({e.start, e.end});
-    auto mine = SOURCE_TRY(digest_process(pid, ranges));
+    auto data = SOURCE_TRY(dt::populated_pages(pid, final_dirty.mappings));
+    auto mine = SOURCE_TRY(digest_process(pid, ranges, data));
     result.verify_pages = SOURCE_TRY(compare_digests(mine, dest_digests));
     result.verify_ok = true;
   }

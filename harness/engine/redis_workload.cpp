@@ -1,0 +1,156 @@
+#include "harness/engine/redis_workload.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <thread>
+#include <vector>
+
+#include "common/clock.hpp"
+#include "common/fd.hpp"
+
+namespace lm::engine {
+
+namespace {
+
+constexpr const char* kServer = "/usr/bin/redis-server";
+constexpr const char* kBenchmark = "/usr/bin/redis-benchmark";
+
+Result<uint16_t> free_loopback_port() {
+  UniqueFd s(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s.valid()) return Error::from_errno("socket");
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      getsockname(s.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0)
+    return Error::from_errno("find a free loopback port");
+  return ntohs(a.sin_port);
+}
+
+// Starts argv[0] with the given arguments, output discarded.
+Result<pid_t> spawn(const std::vector<std::string>& argv) {
+  if (access(argv[0].c_str(), X_OK) != 0)
+    return Error::from_errno(strf("%s (install Debian's redis-server and redis-tools)", argv[0].c_str()));
+  pid_t pid = fork();
+  if (pid < 0) return Error::from_errno(strf("fork for %s", argv[0].c_str()));
+  if (pid == 0) {
+    int null = open("/dev/null", O_RDWR);
+    dup2(null, 0);
+    dup2(null, 1);
+    dup2(null, 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+void end_child(pid_t& pid) {
+  if (pid <= 0) return;
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  pid = -1;
+}
+
+// One RESP request on a fresh connection; returns the whole reply text.
+Result<std::string> redis_request(uint16_t port, const std::string& inline_command, int timeout_ms) {
+  UniqueFd s(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+  setsockopt(s.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+    return Error::from_errno(strf("connect to redis on 127.0.0.1:%u", port));
+  std::string req = inline_command + "\r\n";
+  if (write(s.get(), req.data(), req.size()) != ssize_t(req.size()))
+    return Error::from_errno(strf("send to redis on 127.0.0.1:%u", port));
+  std::string reply;
+  char buf[4096];
+  // A bulk reply: "$<len>\r\n<data>\r\n"; simple replies end at the first CRLF.
+  while (true) {
+    ssize_t n = read(s.get(), buf, sizeof buf);
+    if (n <= 0) break;
+    reply.append(buf, size_t(n));
+    if (reply[0] != '$' && reply.find("\r\n") != std::string::npos) break;
+    if (reply[0] == '$') {
+      auto crlf = reply.find("\r\n");
+      if (crlf != std::string::npos && reply.size() >= crlf + 2 + std::stoul(reply.substr(1, crlf - 1)) + 2) break;
+    }
+  }
+  if (reply.empty()) return Error::msg(strf("redis on 127.0.0.1:%u: no reply to '%s'", port, inline_command.c_str()));
+  return reply;
+}
+
+}  // namespace
+
+RedisWorkload::RedisWorkload(RedisWorkload&& o) noexcept
+    : options_(o.options_), server_(std::exchange(o.server_, -1)), writers_(std::exchange(o.writers_, -1)),
+      port_(o.port_) {}
+
+RedisWorkload::~RedisWorkload() { stop(); }
+
+void RedisWorkload::stop() {
+  end_child(writers_);
+  end_child(server_);
+}
+
+Result<RedisWorkload> RedisWorkload::start(const RedisOptions& options) {
+  RedisWorkload w;
+  w.options_ = options;
+  w.port_ = LM_TRY(free_loopback_port());
+  w.server_ = LM_TRY(spawn({kServer, "--port", std::to_string(w.port_), "--bind", "127.0.0.1", "--save", "",
+                            "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no"}));
+  Stopwatch sw;
+  while (true) {
+    auto pong = redis_request(w.port_, "PING", 500);
+    if (pong && pong->rfind("+PONG", 0) == 0) break;
+    if (sw.elapsed_ms() > 10000)
+      return Error::msg(strf("redis-server pid %d on 127.0.0.1:%u did not answer within 10 s", w.server_, w.port_));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  // Load: every key of the key space written once (sequential -r keys).
+  pid_t loader = LM_TRY(spawn({kBenchmark, "-p", std::to_string(w.port_), "-t", "set", "-n",
+                               std::to_string(options.keys * 2), "-r", std::to_string(options.keys), "-d",
+                               std::to_string(options.value_bytes), "-c", std::to_string(options.clients), "-P", "16",
+                               "-q"}));
+  int status = 0;
+  waitpid(loader, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return Error::msg(strf("redis-benchmark (load) on 127.0.0.1:%u failed with status %d", w.port_, status));
+  return w;
+}
+
+Result<void> RedisWorkload::start_writers() {
+  writers_ = LM_TRY(spawn({kBenchmark, "-p", std::to_string(port_), "-t", "set", "-n", "1000000000", "-r",
+                           std::to_string(options_.keys), "-d", std::to_string(options_.value_bytes), "-c",
+                           std::to_string(options_.clients), "-q", "-l"}));
+  return ok();
+}
+
+Result<uint64_t> RedisWorkload::commands_processed() {
+  auto info = LM_TRY(redis_request(port_, "INFO stats", 2000));
+  auto at = info.find("total_commands_processed:");
+  if (at == std::string::npos) return Error::msg(strf("redis on 127.0.0.1:%u: INFO has no command count", port_));
+  return std::stoull(info.substr(at + 25));
+}
+
+Result<double> RedisWorkload::ops_per_second(unsigned window_ms) {
+  uint64_t a = LM_TRY(commands_processed());
+  Stopwatch sw;
+  std::this_thread::sleep_for(std::chrono::milliseconds(window_ms));
+  uint64_t b = LM_TRY(commands_processed());
+  return double(b - a) / sw.elapsed_s();
+}
+
+}  // namespace lm::engine

@@ -1,0 +1,48 @@
+// An unmodified real workload: redis-server (Debian's package) on loopback,
+// loaded with redis-benchmark and kept busy with writes while it migrates.
+// Every process it starts is its own child, ended by PID in stop().
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+#include "common/error.hpp"
+
+namespace lm::engine {
+
+struct RedisOptions {
+  uint64_t keys = 100000;
+  uint64_t value_bytes = 512;
+  unsigned clients = 4;
+};
+
+class RedisWorkload {
+ public:
+  // Starts redis-server on a free loopback port and loads `keys` keys.
+  static Result<RedisWorkload> start(const RedisOptions& options);
+  RedisWorkload(RedisWorkload&& o) noexcept;
+  RedisWorkload& operator=(RedisWorkload&&) = delete;
+  ~RedisWorkload();
+
+  // Starts redis-benchmark writing random keys until stop().
+  Result<void> start_writers();
+  // Commands processed per second over `window_ms` (redis INFO).
+  Result<double> ops_per_second(unsigned window_ms);
+  Result<uint64_t> commands_processed();
+
+  pid_t server_pid() const { return server_; }
+  uint16_t port() const { return port_; }
+  // Ends every process started (writers first), by PID, and reaps them.
+  void stop();
+
+ private:
+  RedisWorkload() = default;
+  RedisOptions options_;
+  pid_t server_ = -1;
+  pid_t writers_ = -1;
+  uint16_t port_ = 0;
+};
+
+}  // namespace lm::engine
