@@ -124,6 +124,11 @@ std::string result_to_json(const MigrationResult& r) {
       .field("cpu-seconds-destination", r.cpu_seconds_destination)
       .end_object();
 
+  w.begin_object("auto-converge")
+      .field("cpu-throttle-percentage", r.cpu_throttle_percentage)
+      .field("mechanism", r.throttle_mechanism)
+      .end_object();
+
   w.begin_object("workload")
       .field("rate-before", r.workload_rate_before)
       .field("rate-during", r.workload_rate_during)

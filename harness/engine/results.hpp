@@ -71,6 +71,9 @@ struct MigrationResult {
   double cpu_seconds_source = 0;
   double cpu_seconds_destination = 0;
 
+  unsigned cpu_throttle_percentage = 0;  // auto-converge: the highest throttle applied
+  std::string throttle_mechanism;        // how it was applied
+
   double workload_rate_before = 0;  // workload steps (or ops) per second
   double workload_rate_during = 0;
   double workload_rate_after = 0;

@@ -423,6 +423,8 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
       unsigned next = throttler->percent() == 0 ? o_.auto_converge.initial_percent
                                                 : throttler->percent() + o_.auto_converge.increment_percent;
       SOURCE_TRY(throttler->set_percent(std::min(next, o_.auto_converge.max_percent)));
+      result.cpu_throttle_percentage = std::max(result.cpu_throttle_percentage, throttler->percent());
+      result.throttle_mechanism = std::string(throttle_mechanism_name(throttler->mechanism()));
     }
   }
   result.stop_reason = std::string(stop_reason_name(*stop));

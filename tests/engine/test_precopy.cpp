@@ -114,4 +114,16 @@ TEST(PrecopyConvergence, DowntimeTargetAfterSeveralRounds) {
   EXPECT_GE(r.dirty_sync_count, 3u) << "needed more than one pre-copy round";
 }
 
+TEST(PrecopyConvergence, AutoConvergeThrottlesTheSource) {
+  // The guest dirties far faster than the link drains: auto-converge must
+  // throttle it, and the migration still completes and verifies.
+  auto r = migrate(small_guest({"workload.rate=\"max\"", "workload.ram=\"64M\"", "convergence.auto-converge=true",
+                                "convergence.max-rounds=12", "convergence.downtime-target-ms=0",
+                                "convergence.throttle-initial=30", "convergence.throttle-increment=20"}));
+  expect_verified(r);
+  EXPECT_GE(r.cpu_throttle_percentage, 30u);
+  EXPECT_FALSE(r.throttle_mechanism.empty());
+  EXPECT_LT(r.workload_rate_during, r.workload_rate_before) << "throttling slows the workload";
+}
+
 }  // namespace
