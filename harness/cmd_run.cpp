@@ -5,9 +5,81 @@
 
 #include "common/args.hpp"
 #include "harness/commands.hpp"
+#include "common/json.hpp"
 #include "harness/engine/runner.hpp"
+#include "harness/engine/sweep.hpp"
+
+#include <filesystem>
+#include <fstream>
 
 namespace lm::cmd {
+
+namespace {
+
+// Runs every point of a sweep; one result file each, and a summary.
+int run_sweep(const std::string& path, const std::vector<std::string>& overrides, engine::RunOptions options) {
+  auto sweep = engine::load_sweep(path);
+  if (!sweep) {
+    std::fprintf(stderr, "livemig run: %s\n", sweep.error().message.c_str());
+    return 2;
+  }
+  auto guest = engine::find_guest_binary();
+  if (!guest) {
+    std::fprintf(stderr, "livemig run: %s\n", guest.error().message.c_str());
+    return 1;
+  }
+  options.guest_binary = *guest;
+  std::string dir = "results/" + sweep->name;
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  JsonWriter summary;
+  summary.begin_object().field("schema", "livemig-sweep/1").field("name", sweep->name).begin_array("runs");
+  std::printf("%-52s %-9s %10s %10s %6s %12s %12s\n", "point", "status", "total ms", "down ms", "rounds",
+              "model total", "model down");
+  int failures = 0;
+  for (size_t i = 0; i < sweep->points.size(); i++) {
+    const auto& point = sweep->points[i];
+    auto sets = point.overrides;
+    sets.insert(sets.end(), overrides.begin(), overrides.end());
+    auto config = engine::load_scenario(sweep->base_path, sets);
+    if (!config) {
+      std::fprintf(stderr, "livemig run: %s: %s\n", point.label.c_str(), config.error().message.c_str());
+      return 2;
+    }
+    config->name = strf("%s-%zu", sweep->name.c_str(), i);
+    auto result = engine::run_scenario(*config, options);
+    std::string file = strf("%s/%zu.json", dir.c_str(), i);
+    summary.begin_object().field("point", point.label).field("result", file);
+    if (!result) {
+      failures++;
+      std::printf("%-52s %-9s %s\n", point.label.c_str(), "error", result.error().message.c_str());
+      summary.field("status", "error").field("error", result.error().message).end_object();
+      continue;
+    }
+    (void)engine::write_result(*result, file);
+    failures += !result->completed;
+    double model_total = result->model ? result->model->total_s * 1e3 : 0;
+    double model_down = result->model ? result->model->downtime_s * 1e3 : 0;
+    std::printf("%-52s %-9s %10.1f %10.1f %6u %12.1f %12.1f\n", point.label.c_str(),
+                result->completed ? "completed" : "failed", result->total_time_ms, result->downtime_ms,
+                result->dirty_sync_count, model_total, model_down);
+    std::fflush(stdout);
+    summary.field("status", result->completed ? "completed" : "failed")
+        .field("total-time", result->total_time_ms)
+        .field("downtime", result->downtime_ms)
+        .field("dirty-sync-count", result->dirty_sync_count)
+        .field("transferred", result->transferred)
+        .field("model-total-time", model_total)
+        .field("model-downtime", model_down)
+        .end_object();
+  }
+  summary.end_array().end_object();
+  std::ofstream(dir + "/summary.json") << summary.str();
+  std::printf("results       %s/\n", dir.c_str());
+  return failures ? 1 : 0;
+}
+
+}  // namespace
 
 int run(const Argv& argv) {
   // --set may repeat: collect those first, the rest goes to the parser.
@@ -30,6 +102,9 @@ int run(const Argv& argv) {
                  Args::usage(specs).c_str());
     return args && args->has("help") ? 0 : 2;
   }
+  engine::RunOptions options;
+  options.progress = !args->has("quiet") && isatty(STDERR_FILENO) ? engine::ProgressLine::on : engine::ProgressLine::off;
+  if (engine::is_sweep_file(args->positional()[0])) return run_sweep(args->positional()[0], overrides, options);
   auto config = engine::load_scenario(args->positional()[0], overrides);
   if (!config) {
     std::fprintf(stderr, "livemig run: %s\n", config.error().message.c_str());
@@ -40,9 +115,7 @@ int run(const Argv& argv) {
     std::fprintf(stderr, "livemig run: %s\n", guest.error().message.c_str());
     return 1;
   }
-  engine::RunOptions options;
   options.guest_binary = *guest;
-  options.progress = !args->has("quiet") && isatty(STDERR_FILENO) ? engine::ProgressLine::on : engine::ProgressLine::off;
   auto result = engine::run_scenario(*config, options);
   if (!result) {
     std::fprintf(stderr, "livemig run: %s\n", result.error().message.c_str());

@@ -367,6 +367,9 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
   uint64_t raw_bytes_total = 0;
   double link_rate = 0;       // wire bytes per second of link-bound time
   double page_rate = 0;       // pages delivered per second, last full round
+  uint64_t precopy_pages = 0;  // pages sent by the iterative rounds
+  uint64_t precopy_ns = 0;     // and the time they took
+  uint64_t first_round_pages = 0;
   double dirty_rate_sum = 0;  // pages dirtied per second, summed over rounds >= 1
   unsigned dirty_rate_rounds = 0;
   unsigned round = 0;
@@ -379,6 +382,9 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
     double seconds = std::max(1e-9, double(t.duration_ns) * 1e-9);
     if (t.pages > 0) {
       page_rate = double(t.pages) / seconds;
+      precopy_pages += t.pages;
+      precopy_ns += t.duration_ns;
+      if (round == 0) first_round_pages = t.pages;
       if (t.send_ns > 0) link_rate = double(t.wire_bytes) / (double(t.send_ns) * 1e-9 / threads);
       for (auto& w : workers) w->report_link_rate(link_rate);
     }
@@ -515,12 +521,15 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
   result.compression_ratio = all.bytes_out ? double(all.bytes_in) / double(all.bytes_out) : 0;
   result.cpu_seconds_source = thread_cpu_seconds() - cpu_start + sender.cpu_seconds();
 
-  // The analytic model with what this run measured.
-  result.model_input.link_bytes_per_s = page_rate * kPageSize;
+  // The analytic model with what this run measured: R over all iterative
+  // rounds, D averaged over them, and Vm the memory round 0 had to send
+  // (never-touched pages are not sent, so they are not part of Vm).
+  const double rate = precopy_ns ? double(precopy_pages) * kPageSize / (double(precopy_ns) * 1e-9) : 0;
+  result.model_input.link_bytes_per_s = rate;
   result.model_input.dirty_pages_per_s = dirty_rate_rounds ? dirty_rate_sum / dirty_rate_rounds : 0;
-  result.model_input.vm_bytes = double(result.ram_total);
+  result.model_input.vm_bytes = double(first_round_pages * kPageSize);
   result.model_input.threshold_bytes =
-      o_.convergence.downtime_target_ms > 0 ? page_rate * kPageSize * o_.convergence.downtime_target_ms / 1e3
+      o_.convergence.downtime_target_ms > 0 ? rate * o_.convergence.downtime_target_ms / 1e3
                                             : double(o_.convergence.dirty_pages_threshold * kPageSize);
   result.model_input.max_rounds = o_.convergence.max_rounds;
   if (result.model_input.link_bytes_per_s > 0) result.model = predict(result.model_input);

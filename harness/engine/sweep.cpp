@@ -1,0 +1,74 @@
+#include "harness/engine/sweep.hpp"
+
+#include <filesystem>
+
+#define TOML_EXCEPTIONS 1
+#include <toml++/toml.h>
+
+namespace lm::engine {
+
+namespace {
+
+// A TOML value as it would be written after "key = ".
+Result<std::string> value_text(const toml::node& n, const std::string& key) {
+  if (auto s = n.value<std::string>()) return "\"" + *s + "\"";
+  if (auto i = n.value<int64_t>()) return std::to_string(*i);
+  if (auto d = n.value<double>()) return strf("%.17g", *d);
+  if (auto b = n.value<bool>()) return std::string(*b ? "true" : "false");
+  return Error::msg(strf("sweep key '%s': values must be strings, numbers or booleans", key.c_str()));
+}
+
+Result<toml::table> parse_file(const std::string& path) {
+  try {
+    return toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    return Error::msg(strf("%s: %s", path.c_str(), std::string(e.description()).c_str()));
+  }
+}
+
+}  // namespace
+
+bool is_sweep_file(const std::string& path) {
+  auto doc = parse_file(path);
+  return doc && doc->contains("sweep");
+}
+
+Result<Sweep> load_sweep(const std::string& path) {
+  auto doc = LM_TRY(parse_file(path));
+  Sweep sweep;
+  for (const auto& [k, node] : doc) {
+    std::string key(k.str());
+    if (key == "base" || key == "name" || key == "sweep") continue;
+    return Error::msg(strf("%s: unknown key '%s' in a sweep file (base, name, [sweep])", path.c_str(), key.c_str()));
+  }
+  auto base = doc["base"].value<std::string>();
+  if (!base) return Error::msg(strf("%s: a sweep needs base = \"<scenario>.toml\"", path.c_str()));
+  sweep.base_path = (std::filesystem::path(path).parent_path() / *base).lexically_normal().string();
+  sweep.name = doc["name"].value_or(std::filesystem::path(path).stem().string());
+  const toml::table* axes = doc["sweep"].as_table();
+  if (!axes || axes->empty()) return Error::msg(strf("%s: [sweep] must list keys with value arrays", path.c_str()));
+
+  sweep.points.push_back({});
+  for (const auto& [k, node] : *axes) {
+    std::string key(k.str());
+    const toml::array* values = node.as_array();
+    if (!values || values->empty())
+      return Error::msg(strf("%s: sweep key '%s' needs a non-empty array of values", path.c_str(), key.c_str()));
+    std::vector<SweepPoint> next;
+    for (const auto& point : sweep.points) {
+      for (const auto& v : *values) {
+        std::string text = LM_TRY_CTX(value_text(v, key), path);
+        SweepPoint p = point;
+        p.overrides.push_back(key + "=" + text);
+        std::string shown = text;
+        if (shown.size() >= 2 && shown.front() == '"') shown = shown.substr(1, shown.size() - 2);
+        p.label += (p.label.empty() ? "" : ",") + key + "=" + shown;
+        next.push_back(std::move(p));
+      }
+    }
+    sweep.points = std::move(next);
+  }
+  return sweep;
+}
+
+}  // namespace lm::engine
