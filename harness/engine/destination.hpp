@@ -28,6 +28,7 @@ struct DestinationOptions {
   std::string work_dir;      // unix sockets of the resumed guest
   transport::SessionConfig session;
   transport::Timeout timeout{30000};  // longest silence from the source
+  bool prealloc = true;               // allocate the guest's RAM before receiving
 };
 
 // One region of a held image.

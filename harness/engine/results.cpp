@@ -71,6 +71,7 @@ std::string result_to_json(const MigrationResult& r) {
       .field("content", c.workload.content)
       .field("write", c.workload.write)
       .field("threads", c.workload.threads)
+      .field("prefill", c.workload.prefill)
       .end_object()
       .begin_object("convergence")
       .field("max-rounds", c.convergence.max_rounds)

@@ -102,6 +102,7 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
     gopts.write = config.workload.write;
     gopts.threads = config.workload.threads;
     gopts.seed = config.workload.seed;
+    gopts.prefill = config.workload.prefill;
     source_guest.emplace(LM_TRY_CTX(guest::GuestProcess::spawn(options.guest_binary, gopts, work.path()),
                                     "start the source guest"));
     target.pid = source_guest->pid();

@@ -149,6 +149,7 @@ const std::vector<Key>& keys() {
            {"zero", "text", "ints", "random", "mixed"}),
       text("workload.write", [](C& c) -> std::string& { return c.workload.write; }, {"page", "word"}),
       u32("workload.threads", [](C& c) -> unsigned& { return c.workload.threads; }, 1, 64),
+      boolean("workload.prefill", [](C& c) -> bool& { return c.workload.prefill; }),
       u64("workload.seed", [](C& c) -> uint64_t& { return c.workload.seed; }, 0, UINT64_MAX >> 1),
       u64("workload.redis-keys", [](C& c) -> uint64_t& { return c.workload.redis_keys; }, 1, 100000000),
       size("workload.redis-value-size", [](C& c) -> uint64_t& { return c.workload.redis_value_bytes; }, 1),

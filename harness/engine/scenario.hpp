@@ -25,6 +25,7 @@ struct WorkloadConfig {
   std::string write = "page";
   unsigned threads = 1;
   uint64_t seed = 1;
+  bool prefill = false;  // every page written once before the migration (a fully populated VM)
   // redis
   uint64_t redis_keys = 100000;
   uint64_t redis_value_bytes = 512;

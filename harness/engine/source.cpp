@@ -323,6 +323,9 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
   auto session = LM_TRY_CTX(Session::connect(address, session_config, table),
                             strf("source pid %d: connect to %s", pid, address.c_str()));
   result.transport = address.substr(0, address.find(':'));
+  // The destination says when its memory is ready for round 0.
+  LM_TRY_CTX(expect_message(session.control(), {transport::MsgType::ready}, o_.timeout),
+             strf("source pid %d: waiting for the destination at %s", pid, address.c_str()));
 
   compress::CompressorOptions copts;
   copts.workers = o_.workers;

@@ -271,6 +271,7 @@ Result<GuestProcess> GuestProcess::spawn(const std::string& guest_binary, const 
                                    std::to_string(o.threads), "--seed", std::to_string(o.seed), "--control",
                                    control_socket_path(work_dir)};
   if (o.churn) args.push_back("--churn");
+  if (o.prefill) args.push_back("--prefill");
   if (!o.write_log.empty()) {
     args.push_back("--write-log");
     args.push_back(o.write_log);

@@ -74,6 +74,7 @@ struct GuestOptions {
   unsigned threads = 1;
   uint64_t seed = 1;
   bool churn = false;
+  bool prefill = false;             // every data page written once before READY
   std::string write_log;            // empty: none
   std::vector<std::string> extra_args;
 };

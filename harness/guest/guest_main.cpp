@@ -31,6 +31,7 @@ const std::vector<OptionSpec> kOptions = {
     {"seed", true, "workload seed (default 1)"},
     {"control", true, "unix socket path of the control socket (default /tmp/livemig-guest-PID.sock)"},
     {"write-log", true, "append each closed epoch's written page addresses to this file (tests)"},
+    {"prefill", false, "write version 1 of every data page before READY (a fully populated VM)"},
     {"churn", false, "map, unmap, mremap, grow the heap and MADV_DONTNEED outside RAM, all logged"},
     {"resume", false, "resume a frozen image handed over by an engine (needs --handoff)"},
     {"handoff", true, "unix socket of the engine for --resume"},
@@ -60,6 +61,12 @@ Result<Setup> create_ram(const Args& args) {
   void* p = LM_TRY(map_guest_ram(addr, size, -1));
   Setup s;
   s.ram = LM_TRY(RamView::initialize(p, addr, size, cfg));
+  if (args.has("prefill")) {
+    for (uint64_t page = 0; page < s.ram.data_pages(); page++) {
+      write_page_version(s.ram.data_page(page), cfg.content, cfg.write, cfg.seed, page, 1);
+      s.ram.versions[page] = 1;
+    }
+  }
   s.ram_addr = addr;
   s.ram_size = size;
   return s;
