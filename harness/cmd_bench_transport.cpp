@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -340,22 +341,31 @@ Sample run_iperf3(const Config& c) {
   probe->reset();
   pid_t server = spawn({"iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", port}, -1);
   if (server < 0) return Sample{.error = "fork iperf3 server"};
-  int pipefd[2];
-  if (pipe2(pipefd, O_CLOEXEC) < 0) return Sample{.error = "pipe"};
   std::string out;
   int status = 0;
+  long secs = std::max(1l, long(std::ceil(c.seconds)));  // iperf3 takes whole seconds; -t 0 means forever
   for (int attempt = 0; attempt < 50; ++attempt) {  // until the server listens
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0) break;
-    pid_t client = spawn({"iperf3", "-c", "127.0.0.1", "-p", port, "-t", strf("%g", c.seconds), "-P",
+    pid_t client = spawn({"iperf3", "-c", "127.0.0.1", "-p", port, "-t", std::to_string(secs), "-P",
                           std::to_string(c.channels), "-J"},
                          p[1]);
     close(p[1]);
     out.clear();
     char buf[65536];
-    ssize_t n;
-    while ((n = ::read(p[0], buf, sizeof buf)) > 0) out.append(buf, size_t(n));
+    Stopwatch waited;
+    for (;;) {  // read its JSON, but never wait past its duration plus a margin
+      pollfd pf{p[0], POLLIN, 0};
+      int left = int((double(secs) + 20) * 1000 - waited.elapsed_ms());
+      if (left <= 0 || poll(&pf, 1, left) <= 0) {
+        kill(client, SIGKILL);
+        break;
+      }
+      ssize_t n = ::read(p[0], buf, sizeof buf);
+      if (n <= 0) break;
+      out.append(buf, size_t(n));
+    }
     close(p[0]);
     waitpid(client, &status, 0);
     if (out.find("\"sum_received\"") != std::string::npos) break;
@@ -363,10 +373,8 @@ Sample run_iperf3(const Config& c) {
         !out.empty())
       break;
   }
-  close(pipefd[0]);
-  close(pipefd[1]);
   if (waitpid(server, &status, WNOHANG) == 0) {
-    kill(server, SIGTERM);
+    kill(server, SIGKILL);
     waitpid(server, &status, 0);
   }
   Sample s;
@@ -376,8 +384,8 @@ Sample run_iperf3(const Config& c) {
   s.seconds = json_number(out, "seconds", sum);
   s.bytes = uint64_t(json_number(out, "bytes", sum));
   size_t cpu = out.find("\"cpu_utilization_percent\"");
-  s.cpu_send = json_number(out, "host_total", cpu) / 100 * c.seconds;
-  s.cpu_recv = json_number(out, "remote_total", cpu) / 100 * c.seconds;
+  s.cpu_send = json_number(out, "host_total", cpu) / 100 * double(secs);
+  s.cpu_recv = json_number(out, "remote_total", cpu) / 100 * double(secs);
   return s;
 }
 
@@ -479,23 +487,32 @@ int bench_transport(const Argv& argv) {
   std::printf("%-8s %3s %9s %9s %10s %10s %9s %8s %9s\n", "mode", "ch", "msg", "Gbit/s", "cpu_send_s", "cpu_recv_s",
               "cpu_s/GB", "vs_tcp", "vs_iperf3");
   bool any_error = false;
-  // iperf3 does not depend on our message size: measured once per repetition.
+  // Repetitions outermost and every mode inside each, so slow drift of the
+  // machine's load hits all modes alike; ratios are medians of per-repetition
+  // ratios (neighbours in time). iperf3 ignores our message size: once per repetition.
   std::vector<Sample> iperf_samples;
-  if (iperf)
-    for (unsigned r = 0; r < c.repeat; ++r) iperf_samples.push_back(run_iperf3(c));
+  std::vector<std::vector<std::vector<Sample>>> samples(c.sizes.size(),
+                                                       std::vector<std::vector<Sample>>(c.modes.size()));
+  for (unsigned r = 0; r < c.repeat; ++r) {
+    if (iperf) iperf_samples.push_back(run_iperf3(c));
+    for (size_t z = 0; z < c.sizes.size(); ++z)
+      for (size_t m = 0; m < c.modes.size(); ++m) samples[z][m].push_back(run_one(c, c.modes[m], c.sizes[z]));
+  }
   auto med = [](const std::vector<Sample>& v, double Sample::*f) {
     std::vector<double> x;
     for (const auto& s : v)
       if (s.error.empty()) x.push_back(s.*f);
     return median(x);
   };
-  double iperf_gbps = med(iperf_samples, &Sample::gbps);
-  for (uint64_t size : c.sizes) {
-    std::vector<std::vector<Sample>> samples(c.modes.size());
-    for (unsigned r = 0; r < c.repeat; ++r)  // modes interleaved so drift hits all alike
-      for (size_t m = 0; m < c.modes.size(); ++m) samples[m].push_back(run_one(c, c.modes[m], size));
-    size_t tcp_index = size_t(std::find(c.modes.begin(), c.modes.end(), "tcp") - c.modes.begin());
-    double tcp_gbps = med(samples[tcp_index], &Sample::gbps);
+  auto ratio = [](const std::vector<Sample>& v, const std::vector<Sample>& base) {
+    std::vector<double> x;
+    for (size_t r = 0; r < v.size() && r < base.size(); ++r)
+      if (v[r].error.empty() && base[r].error.empty() && base[r].gbps > 0) x.push_back(v[r].gbps / base[r].gbps);
+    return median(x);
+  };
+  size_t tcp_index = size_t(std::find(c.modes.begin(), c.modes.end(), "tcp") - c.modes.begin());
+  for (size_t z = 0; z < c.sizes.size(); ++z) {
+    uint64_t size = c.sizes[z];
     auto print = [&](const std::string& mode, const std::vector<Sample>& v, bool per_size) {
       for (const auto& s : v)
         if (!s.error.empty()) {
@@ -508,10 +525,11 @@ int bench_transport(const Argv& argv) {
       for (const auto& x : v)
         if (x.error.empty() && x.bytes) per_gb.push_back((x.cpu_send + x.cpu_recv) / (double(x.bytes) / 1e9));
       double cpu_gb = median(per_gb);
+      double vs_tcp = ratio(v, samples[z][tcp_index]);
+      double vs_iperf = ratio(v, iperf_samples);
       std::printf("%-8s %3u %8lluK %9.2f %10.2f %10.2f %9.3f %8.3f %9.3f\n", mode.c_str(), c.channels,
                   (unsigned long long)(per_size ? size >> 10 : 128), g, med(v, &Sample::cpu_send),
-                  med(v, &Sample::cpu_recv), cpu_gb, tcp_gbps > 0 ? g / tcp_gbps : 0,
-                  iperf_gbps > 0 ? g / iperf_gbps : 0);
+                  med(v, &Sample::cpu_recv), cpu_gb, vs_tcp, vs_iperf);
       json.begin_object();
       json.field("mode", mode);
       json.field("msg_size", per_size ? size : uint64_t(128 << 10));
@@ -519,14 +537,14 @@ int bench_transport(const Argv& argv) {
       json.field("cpu_send_s_median", med(v, &Sample::cpu_send));
       json.field("cpu_recv_s_median", med(v, &Sample::cpu_recv));
       json.field("cpu_s_per_gb_median", cpu_gb);
-      json.field("ratio_vs_tcp", tcp_gbps > 0 ? g / tcp_gbps : 0.0);
-      json.field("ratio_vs_iperf3", iperf_gbps > 0 ? g / iperf_gbps : 0.0);
+      json.field("ratio_vs_tcp_median", vs_tcp);
+      json.field("ratio_vs_iperf3_median", vs_iperf);
       json.begin_array("gbps");
       for (const auto& s : v) json.value(s.gbps);
       json.end_array();
       json.end_object();
     };
-    for (size_t m = 0; m < c.modes.size(); ++m) print(c.modes[m], samples[m], true);
+    for (size_t m = 0; m < c.modes.size(); ++m) print(c.modes[m], samples[z][m], true);
     if (iperf) print("iperf3", iperf_samples, false);
   }
   json.end_array();

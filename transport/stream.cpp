@@ -106,6 +106,15 @@ static Result<void> tune_socket(int fd, const ChannelOptions& options, const std
   int one = 1;
   if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
     return Error::from_errno(what + ": TCP_NODELAY");
+  // A peer host that disappears without FIN/RST: keepalive probes on an idle
+  // connection, and TCP_USER_TIMEOUT fails sends whose data stays unacknowledged.
+  int idle = 10, interval = 5, probes = 3;
+  unsigned user_timeout_ms = 30000;
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
   if (options.socket_buffer) {
     int size = int(options.socket_buffer);
     // Not fatal: the kernel caps at net.core.[rw]mem_max without error.

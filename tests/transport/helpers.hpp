@@ -13,13 +13,15 @@
 namespace lm::transport::testing {
 
 // Every backend this build has: "inproc" plus the registry's socket backends,
-// and their variants as "<backend>-<variant>" (zero-copy sends, multishot receive).
+// and their variants as "<backend>_<variant>" (zero-copy sends, multishot
+// receive, kernel submission thread).
 inline std::vector<std::string> test_backends() {
   std::vector<std::string> out{"inproc", "tcp", "tcp_zerocopy"};
 #if LM_HAVE_URING
   out.push_back("uring");
   out.push_back("uring_zerocopy");
   out.push_back("uring_multishot");
+  out.push_back("uring_sqpoll");
 #endif
   return out;
 }
@@ -33,6 +35,7 @@ inline std::string apply_variant(const std::string& name, ChannelOptions& option
   std::string variant = name.substr(cut + 1);
   if (variant == "zerocopy") options.zero_copy = ZeroCopy::on;
   if (variant == "multishot") options.extra = "recv=multishot";
+  if (variant == "sqpoll") options.extra = "sqpoll=1";
   return name.substr(0, cut);
 }
 
