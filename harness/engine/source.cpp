@@ -239,7 +239,10 @@ class BulkSender {
         }
       }
       if (s.addrs.empty()) continue;
-      LM_TRY(compressor.compress_batch(s.addrs, s.ptrs, s.batch));
+      // Re-sent pages may go as a delta against the version sent before; the
+      // stripe-to-channel rule guarantees the destination applied it first.
+      LM_TRY(compressor.compress_batch(s.addrs, s.ptrs, s.batch,
+                                       round == 0 ? compress::SendKind::first : compress::SendKind::resend));
       transport::encode_page_batch(s.message, session_.negotiated().version, round, s.batch.entries,
                                    {reinterpret_cast<const std::byte*>(s.batch.payload.data()),
                                     s.batch.payload.size()});

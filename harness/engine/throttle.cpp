@@ -131,6 +131,7 @@ void Throttler::duty_cycle_loop() {
     }
     auto stop_for = microseconds(kPeriodUs * p / 100);
     kill(pid_, SIGSTOP);
+    duty_stops_++;
     std::this_thread::sleep_for(stop_for);
     kill(pid_, SIGCONT);
     std::this_thread::sleep_for(microseconds(kPeriodUs) - stop_for);
@@ -158,6 +159,16 @@ Result<void> Throttler::set_percent(unsigned percent) {
     }
   }
   return ok();
+}
+
+Result<uint64_t> Throttler::throttled_periods() const {
+  if (mechanism_ == ThrottleMechanism::signals) return duty_stops_.load();
+  std::ifstream f(cgroup_dir_ + "/cpu.stat");
+  std::string key;
+  uint64_t value = 0;
+  while (f >> key >> value)
+    if (key == "nr_throttled") return value;
+  return Error::msg(strf("%s/cpu.stat has no nr_throttled", cgroup_dir_.c_str()));
 }
 
 Result<void> Throttler::release() {

@@ -33,6 +33,9 @@ class Throttler {
   // Percent of the time the process may NOT run (0 = unthrottled, max 99).
   Result<void> set_percent(unsigned percent);
   unsigned percent() const { return percent_; }
+  // Periods in which the process was held back so far: the cgroup's
+  // nr_throttled, or the duty cycle's stop count.
+  Result<uint64_t> throttled_periods() const;
   ThrottleMechanism mechanism() const { return mechanism_; }
   // Unthrottles, moves the process back to its cgroup, removes ours.
   Result<void> release();
@@ -49,6 +52,7 @@ class Throttler {
   std::string original_procs_;   // cgroup.procs of where the process was
   std::atomic<unsigned> duty_percent_{0};
   std::atomic<bool> duty_stop_{false};
+  std::atomic<uint64_t> duty_stops_{0};
   std::thread duty_thread_;
   bool released_ = false;
 };

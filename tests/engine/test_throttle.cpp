@@ -71,9 +71,17 @@ void check_mechanism(bool allow_cgroup) {
   double free_share = cpu_share_over(child.pid, std::chrono::milliseconds(600));
   ASSERT_TRUE((*t)->set_percent(70).ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  auto periods_before = (*t)->throttled_periods();
+  ASSERT_TRUE(periods_before.ok()) << periods_before.error().message;
   double throttled = cpu_share_over(child.pid, std::chrono::milliseconds(1000));
-  std::printf("cpu share free %.2f throttled-70%% %.2f\n", free_share, throttled);
-  EXPECT_LT(throttled, 0.6 * free_share);
+  auto periods_after = (*t)->throttled_periods();
+  ASSERT_TRUE(periods_after.ok()) << periods_after.error().message;
+  std::printf("cpu share free %.2f throttled-70%% %.2f, throttled periods %llu\n", free_share, throttled,
+              (unsigned long long)(*periods_after - *periods_before));
+  // The machine may be busy (the free share is then low too), so check the
+  // bound the throttle sets (30% of one CPU, plus slack) and that it acted.
+  EXPECT_LT(throttled, 0.45);
+  EXPECT_GE(*periods_after - *periods_before, 3u) << "the throttle never held the process back";
   ASSERT_TRUE((*t)->release().ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_NE(proc_state(child.pid), 'T');
