@@ -113,6 +113,10 @@ class Compressor {
                         DeltaCache* cache);
   size_t compress_classified(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
                              CompressedBatch& out, SendKind kind);
+  size_t compress_per_page(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
+                           CompressedBatch& out, const Plan& plan, DeltaCache* cache, Feedback& fb);
+  size_t compress_all_raw(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
+                          CompressedBatch& out, const Plan& plan, Feedback& fb);
   void explore(std::span<const uint8_t* const> pages, Feedback& fb);
   uint64_t account(size_t n, Feedback* fb);
 

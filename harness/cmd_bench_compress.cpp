@@ -164,11 +164,8 @@ bool have_program(const char* name) {
 
 Result<Corpus> snapshot_pid(pid_t pid, const std::string& name, const std::string& dir) {
   std::string path = dir + "/" + name + ".corpus";
-  std::string self = "/proc/self/exe";
-  char exe[4096];
-  ssize_t n = readlink(self.c_str(), exe, sizeof exe - 1);
-  if (n <= 0) return Error::from_errno("readlink /proc/self/exe");
-  exe[n] = 0;
+  // /proc/self/exe execs this very binary even if a rebuild replaced it.
+  const std::string exe = "/proc/self/exe";
   if (!run_command({exe, "snapshot", "--pid", std::to_string(pid), "--out", path}, 120))
     return Error::msg(strf("livemig snapshot --pid %d failed", pid));
   auto c = LM_TRY(read_corpus(path));
