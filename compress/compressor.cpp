@@ -213,7 +213,7 @@ size_t Compressor::compress_per_page(std::span<const uint64_t> addrs, std::span<
         codec = Codec::delta;
       } else {
         // When every class gets the same codec, sample one page in 16 only.
-        sampled = plan.sample || (page_counter_++ & 15) == 0;
+        sampled = plan.sample || sample_tick(15);
         cls = sampled ? sample() : PageClass::text;
         const CodecChoice* chosen = &plan.by_class[unsigned(cls)];
         expected = plan.expected_ns[unsigned(cls)];
@@ -269,7 +269,7 @@ size_t Compressor::compress_all_raw(std::span<const uint64_t> addrs, std::span<c
     const uint8_t* page = pages[i];
     uint8_t* dst = base + pos;
     unsigned stat_class = kUnclassified;
-    if ((page_counter_++ & 31) == 0) {
+    if (sample_tick(31)) {
       uint64_t s0 = cycles();
       stat_class = unsigned(classify_sample(page).cls);
       sample_cycles += cycles() - s0;

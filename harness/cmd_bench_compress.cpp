@@ -488,6 +488,14 @@ int bench_compress(const Argv& argv) {
   std::map<unsigned, std::vector<const uint8_t*>> by_class;
   for (auto& c : corpora)
     for (size_t i = 0; i < c.pages(); i++) by_class[unsigned(classify(c.page(i)).cls)].push_back(c.page(i));
+  // At most 8192 pages a class (evenly over the corpora): enough for a
+  // rate, and the codec table's buffers stay small.
+  for (auto& [k, v] : by_class)
+    if (v.size() > 8192) {
+      std::vector<const uint8_t*> kept;
+      for (size_t i = 0; i < 8192; i++) kept.push_back(v[i * v.size() / 8192]);
+      v = std::move(kept);
+    }
   // Re-sent pages: the mixed and text pages with 8 words changed since the
   // previous version; only here does delta have a previous version.
   std::vector<std::vector<uint8_t>> resent_store;
