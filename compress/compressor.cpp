@@ -177,6 +177,16 @@ size_t Compressor::compress_per_page(std::span<const uint64_t> addrs, std::span<
                                      CompressedBatch& out, const Plan& plan, DeltaCache* cache, Feedback& fb) {
   const size_t delta_cap = std::min<size_t>(options_.delta_max_bytes, kCompressCap);
   size_t pos = 0;
+  // A split class takes its other codec for whole batches, in the planned
+  // share of batches: pages alternating between two codecs run both slower
+  // (caches, branch predictors), which would also mislead the model.
+  std::array<bool, kClassCount> use_alt{};
+  for (unsigned c = 0; c < kClassCount; c++)
+    if (plan.alt_fraction[c] > 0) {
+      split_acc_[c] += plan.alt_fraction[c];
+      use_alt[c] = split_acc_[c] >= 1;
+      if (use_alt[c]) split_acc_[c] -= 1;
+    }
   uint8_t* const base = out.payload.data();
   records_.resize(pages.size());
   for (size_t i = 0; i < pages.size(); i++) {
@@ -216,18 +226,12 @@ size_t Compressor::compress_per_page(std::span<const uint64_t> addrs, std::span<
         sampled = plan.sample || sample_tick(15);
         cls = sampled ? sample() : PageClass::text;
         const CodecChoice* chosen = &plan.by_class[unsigned(cls)];
-        expected = plan.expected_ns[unsigned(cls)];
-        if (float f = plan.alt_fraction[unsigned(cls)]; f > 0) {
-          // Dithering: exactly the planned share of the class's pages.
-          float& acc = split_acc_[unsigned(cls)];
-          acc += f;
-          if (acc >= 1) {
-            acc -= 1;
-            chosen = &plan.alt[unsigned(cls)];
-            expected = plan.alt_expected_ns[unsigned(cls)];
-          }
-        }
-        const CodecChoice& choice = *chosen;
+      expected = plan.expected_ns[unsigned(cls)];
+      if (use_alt[unsigned(cls)]) {
+        chosen = &plan.alt[unsigned(cls)];
+        expected = plan.alt_expected_ns[unsigned(cls)];
+      }
+      const CodecChoice& choice = *chosen;
         codec = choice.codec;
         candidate = candidate_index(choice);
         len = codec == Codec::raw ? raw::encode(page, dst, kPageSize)
