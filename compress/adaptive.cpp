@@ -122,13 +122,18 @@ void AdaptiveModel::feed(const Feedback& fb) {
   }
   // Class mix: zero/uniform/resent as decayed page counts; the sampled
   // classes as shares of the non-uniform pages.
-  constexpr double kDecay = 0.7;
+  // Smooth enough that the pages of one region of memory do not decide for
+  // the whole (~30 batches, a few ms of compression), quick enough to
+  // follow a change of content within a fraction of a second.
+  constexpr double kDecay = 0.97;
   uint64_t sampled = fb.class_pages[kWords] + fb.class_pages[kText] + fb.class_pages[kRandom];
   for (unsigned c : {unsigned(PageClass::zero), unsigned(PageClass::uniform), unsigned(PageClass::resent)})
     mix_[c] = kDecay * mix_[c] + double(fb.class_pages[c]);
   unsampled_ = kDecay * unsampled_ + double(sampled + fb.unsampled_pages);
   if (sampled) {
-    double a = std::min(0.6, double(sampled) / double(sampled + 8));
+    // A running mean over the first pages, then an EWMA.
+    mix_samples_ += double(sampled);
+    double a = std::max(double(sampled) / mix_samples_, std::min(0.05, double(sampled) / double(sampled + 64)));
     for (unsigned c : {kWords, kText, kRandom})
       mix_[c] = (1 - a) * mix_[c] + a * double(fb.class_pages[c]) / double(sampled);
   }

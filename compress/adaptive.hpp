@@ -87,6 +87,7 @@ class AdaptiveModel {
   std::array<std::array<uint64_t, kCandidates>, kClassCount> updated_{};  // batch number of the last update
   std::array<double, kClassCount> mix_{};  // decayed page counts; words/text/random as shares of the sampled
   double unsampled_ = 0;
+  double mix_samples_ = 0;  // sampled pages seen (running mean at first)
   double sample_ns_ = 150;     // sampling classifier per page
   double fused_raw_ns_ = 300;  // raw page when every class is raw (fused copy + test)
   uint64_t batches_ = 0;

@@ -157,14 +157,37 @@ size_t Compressor::compress_classified(std::span<const uint64_t> addrs, std::spa
     if (!plan.delta) shared_->cache->clear();
     else forget(*shared_->cache, addrs);
   }
-  const size_t delta_cap = std::min<size_t>(options_.delta_max_bytes, kCompressCap);
   // Every non-uniform page goes raw (a link faster than compression): copy
   // and test for zero/uniform in one pass, and sample one page in 32 only to
   // follow the class mix.
   const bool all_raw = !cache && !plan.sample && plan.by_class[unsigned(PageClass::text)].codec == Codec::raw;
   Feedback fb;
-  uint8_t* const base = out.payload.data();
+  size_t pos = all_raw ? compress_all_raw(addrs, pages, out, plan, fb)
+                       : compress_per_page(addrs, pages, out, plan, cache, fb);
+  if (model) {
+    if (!pages.empty() && model->may_explore()) explore(pages, fb);
+    model->feed(fb);
+  }
+  return pos;
+}
+
+// The general path: per page, the uniform test, a delta against the cached
+// version (re-sends), the sample classifier, the plan's codec for the class.
+size_t Compressor::compress_per_page(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
+                                     CompressedBatch& out, const Plan& plan, DeltaCache* cache, Feedback& fb) {
+  const size_t delta_cap = std::min<size_t>(options_.delta_max_bytes, kCompressCap);
   size_t pos = 0;
+  // A split class takes its other codec for whole batches, in the planned
+  // share of batches: pages alternating between two codecs run both slower
+  // (caches, branch predictors), which would also mislead the model.
+  std::array<bool, kClassCount> use_alt{};
+  for (unsigned c = 0; c < kClassCount; c++)
+    if (plan.alt_fraction[c] > 0) {
+      split_acc_[c] += plan.alt_fraction[c];
+      use_alt[c] = split_acc_[c] >= 1;
+      if (use_alt[c]) split_acc_[c] -= 1;
+    }
+  uint8_t* const base = out.payload.data();
   records_.resize(pages.size());
   for (size_t i = 0; i < pages.size(); i++) {
     uint64_t t0 = cycles(), sample_cycles = 0;
@@ -176,11 +199,7 @@ size_t Compressor::compress_classified(std::span<const uint64_t> addrs, std::spa
       sample_cycles = cycles() - s0;
       return c;
     };
-    // In the all-raw path the 1-in-32 sample runs before the copy, on the
-    // page as cold as the others, so its measured cost is the real one.
-    bool early_sample = all_raw && (page_counter_++ & 31) == 0;
-    PageClass sampled_cls = early_sample ? sample() : PageClass::text;
-    std::optional<uint64_t> word = all_raw ? copy_page_uniform_word(dst, page) : uniform_word(page);
+    std::optional<uint64_t> word = uniform_word(page);
     PageClass cls;
     Codec codec;
     int candidate = 0;  // model slot the page's cost is charged to; -1: none
@@ -192,13 +211,6 @@ size_t Compressor::compress_classified(std::span<const uint64_t> addrs, std::spa
       codec = *word == 0 ? Codec::zero : Codec::uniform;
       len = *word == 0 ? 0 : uniform::encode_word(*word, dst, kPageSize);
       if (cache) cache->erase(addrs[i]);
-    } else if (all_raw) {
-      codec = Codec::raw;
-      len = kPageSize;
-      sampled = early_sample;
-      cls = sampled_cls;
-      candidate = -1;  // the fused copy is measured apart (Feedback::fused_raw)
-      expected = plan.expected_fused_raw_ns;
     } else {
       if (cache) {
         bool hit = cache->exchange(addrs[i], page, [&](const uint8_t* previous) {
@@ -211,21 +223,15 @@ size_t Compressor::compress_classified(std::span<const uint64_t> addrs, std::spa
         codec = Codec::delta;
       } else {
         // When every class gets the same codec, sample one page in 16 only.
-        sampled = plan.sample || (page_counter_++ & 15) == 0;
+        sampled = plan.sample || sample_tick(15);
         cls = sampled ? sample() : PageClass::text;
         const CodecChoice* chosen = &plan.by_class[unsigned(cls)];
-        expected = plan.expected_ns[unsigned(cls)];
-        if (float f = plan.alt_fraction[unsigned(cls)]; f > 0) {
-          // Dithering: exactly the planned share of the class's pages.
-          float& acc = split_acc_[unsigned(cls)];
-          acc += f;
-          if (acc >= 1) {
-            acc -= 1;
-            chosen = &plan.alt[unsigned(cls)];
-            expected = plan.alt_expected_ns[unsigned(cls)];
-          }
-        }
-        const CodecChoice& choice = *chosen;
+      expected = plan.expected_ns[unsigned(cls)];
+      if (use_alt[unsigned(cls)]) {
+        chosen = &plan.alt[unsigned(cls)];
+        expected = plan.alt_expected_ns[unsigned(cls)];
+      }
+      const CodecChoice& choice = *chosen;
         codec = choice.codec;
         candidate = candidate_index(choice);
         len = codec == Codec::raw ? raw::encode(page, dst, kPageSize)
@@ -248,17 +254,59 @@ size_t Compressor::compress_classified(std::span<const uint64_t> addrs, std::spa
                    cap_ns(cycles_to_ns(sample_cycles), plan.expected_sample_ns)};
   }
   fb.ns = account(pages.size(), &fb);
-  if (all_raw)
-    for (size_t i = 0; i < pages.size(); i++)
-      if (records_[i].codec == Codec::raw) {
-        fb.fused_raw.pages++;
-        fb.fused_raw.wire_bytes += kPageSize + kEntryBytes;
-        fb.fused_raw.ns += records_[i].ns;
-      }
-  if (model) {
-    if (!pages.empty() && model->may_explore()) explore(pages, fb);
-    model->feed(fb);
+  return pos;
+}
+
+// The all-raw plan (a link faster than compression): each page is copied
+// and tested for zero/uniform in one pass; one page in 32 is classified,
+// before its copy so that it is as cold as in the general path. Timed per
+// batch (two TSC reads), not per page: this path is as cheap as fixed:raw.
+size_t Compressor::compress_all_raw(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
+                                    CompressedBatch& out, const Plan& plan, Feedback& fb) {
+  uint8_t* const base = out.payload.data();
+  size_t pos = 0;
+  uint64_t sample_cycles = 0;
+  unsigned samples = 0;
+  records_.resize(pages.size());
+  const uint64_t t0 = cycles();
+  for (size_t i = 0; i < pages.size(); i++) {
+    const uint8_t* page = pages[i];
+    uint8_t* dst = base + pos;
+    unsigned stat_class = kUnclassified;
+    if (sample_tick(31)) {
+      uint64_t s0 = cycles();
+      stat_class = unsigned(classify_sample(page).cls);
+      sample_cycles += cycles() - s0;
+      samples++;
+    }
+    std::optional<uint64_t> word = copy_page_uniform_word(dst, page);
+    Codec codec = Codec::raw;
+    size_t len = kPageSize;
+    if (word) {
+      codec = *word == 0 ? Codec::zero : Codec::uniform;
+      len = *word == 0 ? 0 : uniform::encode_word(*word, dst, kPageSize);
+      stat_class = unsigned(*word == 0 ? PageClass::zero : PageClass::uniform);
+    }
+    out.entries[i] = PageEntry{addrs[i], uint32_t(len), codec, 0, 0};
+    pos += len;
+    records_[i] = {codec, uint8_t(stat_class), -1, uint32_t(len), 0, 0};
   }
+  const uint64_t total = cycles() - t0;
+  const uint64_t sample_ns = samples ? cap_ns(cycles_to_ns(sample_cycles) / samples, plan.expected_sample_ns) : 0;
+  const uint64_t page_ns =
+      cap_ns(cycles_to_ns(total - sample_cycles) / std::max<size_t>(1, pages.size()), plan.expected_fused_raw_ns);
+  for (size_t i = 0; i < pages.size(); i++) {
+    PageRecord& r = records_[i];
+    r.ns = page_ns;
+    bool classified = r.stat_class != kUnclassified && r.codec == Codec::raw;
+    r.sample_ns = classified ? sample_ns : 0;
+    if (r.codec == Codec::raw) {
+      fb.fused_raw.pages++;
+      fb.fused_raw.wire_bytes += kPageSize + kEntryBytes;
+      fb.fused_raw.ns += page_ns;
+    }
+  }
+  fb.ns = account(pages.size(), &fb);
   return pos;
 }
 
@@ -281,8 +329,10 @@ uint64_t Compressor::account(size_t n, Feedback* fb) {
       continue;
     }
     fb->class_pages[r.stat_class]++;
-    fb->sample_pages++;
-    fb->sample_ns += sample_ns;
+    if (is_sampled_class(PageClass(r.stat_class))) {
+      fb->sample_pages++;
+      fb->sample_ns += sample_ns;
+    }
     if (r.candidate >= 0) {
       Sample& s = fb->by_class[r.stat_class][unsigned(r.candidate)];
       s.pages++;

@@ -113,6 +113,10 @@ class Compressor {
                         DeltaCache* cache);
   size_t compress_classified(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
                              CompressedBatch& out, SendKind kind);
+  size_t compress_per_page(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
+                           CompressedBatch& out, const Plan& plan, DeltaCache* cache, Feedback& fb);
+  size_t compress_all_raw(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
+                          CompressedBatch& out, const Plan& plan, Feedback& fb);
   void explore(std::span<const uint8_t* const> pages, Feedback& fb);
   uint64_t account(size_t n, Feedback* fb);
 
@@ -131,7 +135,16 @@ class Compressor {
   Plan cbc_plan_;
   CodecContext ctx_;
   CompressStats stats_;
-  uint64_t page_counter_ = 0;
+  // One page in (mask + 1), chosen by a xorshift generator rather than a
+  // counter: a counter aliases with periodic layouts (slabs, arrays of
+  // structures) and would always sample the same kind of page.
+  bool sample_tick(uint64_t mask) {
+    sample_rng_ ^= sample_rng_ << 13;
+    sample_rng_ ^= sample_rng_ >> 7;
+    sample_rng_ ^= sample_rng_ << 17;
+    return (sample_rng_ & mask) == 0;
+  }
+  uint64_t sample_rng_ = 0x9E3779B97F4A7C15ull;
   uint64_t explore_cursor_ = 0;
   std::unique_ptr<uint8_t[]> scratch_;
   std::vector<PageRecord> records_;

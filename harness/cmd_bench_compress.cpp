@@ -164,11 +164,8 @@ bool have_program(const char* name) {
 
 Result<Corpus> snapshot_pid(pid_t pid, const std::string& name, const std::string& dir) {
   std::string path = dir + "/" + name + ".corpus";
-  std::string self = "/proc/self/exe";
-  char exe[4096];
-  ssize_t n = readlink(self.c_str(), exe, sizeof exe - 1);
-  if (n <= 0) return Error::from_errno("readlink /proc/self/exe");
-  exe[n] = 0;
+  // /proc/self/exe execs this very binary even if a rebuild replaced it.
+  const std::string exe = "/proc/self/exe";
   if (!run_command({exe, "snapshot", "--pid", std::to_string(pid), "--out", path}, 120))
     return Error::msg(strf("livemig snapshot --pid %d failed", pid));
   auto c = LM_TRY(read_corpus(path));
@@ -491,6 +488,14 @@ int bench_compress(const Argv& argv) {
   std::map<unsigned, std::vector<const uint8_t*>> by_class;
   for (auto& c : corpora)
     for (size_t i = 0; i < c.pages(); i++) by_class[unsigned(classify(c.page(i)).cls)].push_back(c.page(i));
+  // At most 8192 pages a class (evenly over the corpora): enough for a
+  // rate, and the codec table's buffers stay small.
+  for (auto& [k, v] : by_class)
+    if (v.size() > 8192) {
+      std::vector<const uint8_t*> kept;
+      for (size_t i = 0; i < 8192; i++) kept.push_back(v[i * v.size() / 8192]);
+      v = std::move(kept);
+    }
   // Re-sent pages: the mixed and text pages with 8 words changed since the
   // previous version; only here does delta have a previous version.
   std::vector<std::vector<uint8_t>> resent_store;
