@@ -141,6 +141,22 @@ TEST_P(GuestGroundTruth, NoWrittenPageIsMissed) {
           empty_zaps++;
           continue;
         }
+        if (churn && std::getenv("LM_DT_SHOW_CHURN_MISSES")) {
+          std::string where;
+          for (int k = std::max(0, i - 3); k <= std::min(kRounds, i + 4); k++)
+            if (contains(collects[size_t(k)].dirty, page)) where += " " + std::to_string(k);
+          std::string mapped;
+          for (int k = std::max(0, i - 2); k <= std::min(kRounds, i + 3); k++)
+            for (const auto& m : collects[size_t(k)].mappings)
+              if (m.range().contains(page))
+                mapped += lm::strf(" %d:%llx-%llx", k, (unsigned long long)m.start, (unsigned long long)m.end);
+          std::string present;
+          for (int k = std::max(0, i - 2); k <= std::min(kRounds, i + 3); k++)
+            if (contains(data[size_t(k)], page)) present += " " + std::to_string(k);
+          std::printf("churn miss %s: epoch %llu page 0x%llx window %d,%d found:%s mapped:%s data:%s\n",
+                      c.tracker, (unsigned long long)ep.epoch, (unsigned long long)page, i, i + 1, where.c_str(), mapped.c_str(),
+                      present.c_str());
+        }
         if (churn) {
           // Known issue (docs/dirtytrack.md): under mmap/mremap/munmap churn
           // both trackers (so probably the oracle's view of moved and zapped
