@@ -71,7 +71,10 @@ class UffdWpTracker final : public Tracker {
     RangeList unregistered;
     for (const auto& r : ranges) LM_TRY(scanner_->scan(r, kUnregistered, unregistered));
     register_and_protect(mappings_within(unregistered));
-    out.dirty = unregistered;
+    // Also whatever maps shows as having appeared: under concurrent mremap
+    // the scan above has been seen to call a just-moved VMA registered for
+    // one round (found with the guest's churn test).
+    out.dirty = unite(unregistered, appeared_ranges(out.changes));
     RangeList written;
     for (const auto& r : ranges) LM_TRY(scanner_->scan(r, kGetAndProtectWritten, written));
     out.dirty = unite(out.dirty, written);

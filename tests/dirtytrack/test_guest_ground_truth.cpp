@@ -101,7 +101,10 @@ TEST_P(GuestGroundTruth, NoWrittenPageIsMissed) {
     auto e = guest->control().next_epoch();
     ASSERT_TRUE(e.ok()) << e.error().message;
     opened.push_back(*e);
+    bool quiesce = std::getenv("LM_DT_PAUSE_AROUND_COLLECT") != nullptr;  // diagnostics
+    if (quiesce) ASSERT_TRUE(guest->control().pause().ok());
     auto r = (*tracker)->collect();
+    if (quiesce) ASSERT_TRUE(guest->control().resume().ok());
     ASSERT_TRUE(r.ok()) << r.error().message;
     data.push_back(holding_data(r->mappings));
     collects.push_back(std::move(*r));
