@@ -81,6 +81,8 @@ TEST_P(GuestGroundTruth, NoWrittenPageIsMissed) {
   TrackRequest req;
   req.pid = pid;
   auto started = (*tracker)->start(req);
+  if (!started.ok() && started.error().message.find("not practical") != std::string::npos)
+    GTEST_SKIP() << started.error().message;  // e.g. a sanitizer build of the guest
   ASSERT_TRUE(started.ok()) << started.error().message;
 
   // Pages holding data (present, not the zero page) after each collect.
