@@ -34,6 +34,7 @@ constexpr char kTextTokens[64][9] = {
     "lorem ip", "sum dolo", "r sit am", "et, cons", "ectetur ", "adipisci", "ng elit.", "        "};
 
 uint64_t class_word(ContentClass cls, uint64_t key, size_t index) {
+  if (cls == ContentClass::zero) return 0;
   uint64_t h = mix64(key + index * kGolden);
   switch (cls) {
     case ContentClass::zero:
@@ -48,14 +49,16 @@ uint64_t class_word(ContentClass cls, uint64_t key, size_t index) {
       return w;
     }
     case ContentClass::ints: {
+      // Computed without branches on the random kind (mispredictions cost more
+      // than the arithmetic): small integer, pointer near a per-page base,
+      // zero, or two small 32-bit fields.
       unsigned kind = unsigned(h & 0xff);
-      if (kind < 100) return (h >> 8) & 0x3ff;  // small integer
-      if (kind < 170) {                           // pointer near a per-page base
-        uint64_t base = 0x00007f0000000000ull | ((key >> 40) & 0xffff) << 20;
-        return base + ((h >> 8) & 0xffff8);
-      }
-      if (kind < 220) return 0;
-      return ((h >> 8) & 0xff) | (((h >> 16) & 0xff) << 32);  // two small 32-bit fields
+      uint64_t small = (h >> 8) & 0x3ff;
+      uint64_t pointer = (0x00007f0000000000ull | ((key >> 40) & 0xffff) << 20) + ((h >> 8) & 0xffff8);
+      uint64_t pair = ((h >> 8) & 0xff) | (((h >> 16) & 0xff) << 32);
+      uint64_t is_small = -uint64_t(kind < 100), is_pointer = -uint64_t(kind >= 100 && kind < 170);
+      uint64_t is_pair = -uint64_t(kind >= 220);
+      return (small & is_small) | (pointer & is_pointer) | (pair & is_pair);
     }
   }
   return 0;

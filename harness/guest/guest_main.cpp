@@ -1,7 +1,6 @@
 // livemig-guest: the synthetic reference VM. See docs/guest.md.
 #include <poll.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -58,15 +57,7 @@ Result<Setup> create_ram(const Args& args) {
   cfg.seed = LM_TRY(args.get_u64("seed", 1));
   if (addr % kPageSize != 0) return Error::msg(strf("--ram-addr 0x%lx is not page aligned", (unsigned long)addr));
   LM_TRY(plan_layout(size, cfg.threads));
-  void* p = ::mmap(reinterpret_cast<void*>(addr), size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED)
-    return Error::from_errno(strf("map guest RAM at 0x%lx size %lu in pid %d (address already mapped?)",
-                                  (unsigned long)addr, (unsigned long)size, int(::getpid())));
-  if (p != reinterpret_cast<void*>(addr)) {
-    ::munmap(p, size);
-    return Error::msg(strf("kernel placed guest RAM at %p instead of 0x%lx", p, (unsigned long)addr));
-  }
+  void* p = LM_TRY(map_guest_ram(addr, size, -1));
   Setup s;
   s.ram = LM_TRY(RamView::initialize(p, addr, size, cfg));
   s.ram_addr = addr;
@@ -135,6 +126,7 @@ class Guest {
     uint64_t seed = setup_.ram.header->seed;
     if (churn_) extra.push_back([this, seed](WorkerSlot& slot) { run_churn(rt_, slot, seed); });
     if (!setup_.handoff_conn.valid()) log_initial_state();
+    else rt_.finish_interrupted_steps();
     rt_.start(std::move(extra));
     if (setup_.handoff_conn.valid()) handoff_report_running(setup_.handoff_conn.get(), ok(), now_ns());
 
@@ -185,6 +177,10 @@ class Guest {
       return false;
     }
     c.buffer.append(buf, size_t(n));
+    if (c.buffer.size() > 4096 && c.buffer.find('\n') == std::string::npos) {  // not our protocol
+      c.fd.reset();
+      return false;
+    }
     size_t nl;
     while ((nl = c.buffer.find('\n')) != std::string::npos) {
       std::string line = c.buffer.substr(0, nl);

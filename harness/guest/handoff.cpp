@@ -10,6 +10,7 @@
 
 #include <cstring>
 
+#include "harness/guest/layout.hpp"
 #include "harness/guest/unix_socket.hpp"
 
 namespace lm::guest {
@@ -175,16 +176,7 @@ Result<MappedRam> map_ram(uint64_t addr, uint64_t size, bool want_uffd) {
   if (!r.memfd.valid()) return Error::from_errno("memfd_create");
   if (::ftruncate(r.memfd.get(), off_t(size)) != 0)
     return Error::from_errno(strf("ftruncate memfd to %lu bytes", (unsigned long)size));
-  void* p = ::mmap(reinterpret_cast<void*>(addr), size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE,
-                   r.memfd.get(), 0);
-  if (p == MAP_FAILED)
-    return Error::from_errno(strf("map guest RAM memfd at 0x%lx size %lu in pid %d (address already mapped?)",
-                                  (unsigned long)addr, (unsigned long)size, int(::getpid())));
-  if (p != reinterpret_cast<void*>(addr)) {
-    ::munmap(p, size);
-    return Error::msg(strf("kernel placed guest RAM at %p instead of 0x%lx (no MAP_FIXED_NOREPLACE?)", p,
-                           (unsigned long)addr));
-  }
+  void* p = LM_TRY(map_guest_ram(addr, size, r.memfd.get()));
   r.base = p;
   if (!want_uffd) return r;
   uint64_t supported = LM_TRY(probe_uffd_features());

@@ -1,5 +1,8 @@
 #include "harness/guest/layout.hpp"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <vector>
 
@@ -184,6 +187,23 @@ Result<RamView> RamView::attach(void* base, uint64_t ram_addr, uint64_t ram_size
       h.write_mode > uint32_t(WriteMode::word))
     return bad("unknown pattern, content profile or write mode in the header");
   return view_of(base, l);
+}
+
+Result<void*> map_guest_ram(uint64_t ram_addr, uint64_t ram_size, int memfd) {
+  int flags = MAP_FIXED_NOREPLACE | (memfd < 0 ? MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE : MAP_SHARED);
+  void* want = reinterpret_cast<void*>(ram_addr);
+  void* p = ::mmap(want, ram_size, PROT_READ | PROT_WRITE, flags, memfd, 0);
+  if (p == MAP_FAILED) {
+    int err = errno;
+    return Error::sys(err, strf("map guest RAM at 0x%lx size %lu in pid %d%s", (unsigned long)ram_addr,
+                                (unsigned long)ram_size, int(::getpid()),
+                                err == EEXIST ? " (the range is already mapped)" : ""));
+  }
+  if (p != want) {  // a kernel older than 4.17 ignores MAP_FIXED_NOREPLACE
+    ::munmap(p, ram_size);
+    return Error::msg(strf("kernel placed guest RAM at %p instead of 0x%lx", p, (unsigned long)ram_addr));
+  }
+  return p;
 }
 
 Result<uint64_t> verify_ram(const RamView& ram, PendingPages pending) {

@@ -117,6 +117,11 @@ struct RamView {
   static Result<RamView> attach(void* base, uint64_t ram_addr, uint64_t ram_size);
 };
 
+// Maps the RAM region at exactly ram_addr (MAP_FIXED_NOREPLACE): anonymous
+// private memory when memfd < 0, else the memfd MAP_SHARED. The error names the
+// address and this pid, and says when the range is already mapped.
+Result<void*> map_guest_ram(uint64_t ram_addr, uint64_t ram_size, int memfd);
+
 // strict: every page must match its version. tolerate_pending: a frozen image
 // may hold each thread's step in progress half-written; skip those pages.
 enum class PendingPages { strict, tolerate };

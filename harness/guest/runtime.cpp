@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <numeric>
 
 #include "common/clock.hpp"
 
@@ -194,9 +195,10 @@ uint64_t pick_page(const WorkloadConfig& cfg, uint64_t& rng, uint64_t steps, uin
     case Pattern::sequential:
       return steps % n;
     case Pattern::stride: {
-      // Each pass over the pages starts one page later, so all get written.
-      uint64_t pos = steps * uint64_t(cfg.pattern_p1);
-      return (pos + pos / n) % n;
+      // Passes of m = n / g steps (g = gcd(stride, n)); pass k writes the pages
+      // congruent to k mod g, so g passes write every page once.
+      uint64_t stride = uint64_t(cfg.pattern_p1), g = std::gcd(stride, n), m = n / g;
+      return ((steps % m) * stride + (steps / m) % g) % n;
     }
   }
   return 0;
@@ -207,10 +209,38 @@ uint64_t pick_page(const WorkloadConfig& cfg, uint64_t& rng, uint64_t steps, uin
 // One step: choose the page from the state in RAM, write its next version,
 // then commit version, RNG and step counter. Re-running a step that was cut
 // short anywhere gives a consistent page (see docs/guest.md).
-void GuestRuntime::writer_main(uint32_t index, WorkerSlot& slot) {
+void GuestRuntime::step(uint32_t index, WorkerSlot& slot) {
   ThreadState& ts = ram_.threads[index];
   const uint64_t T = cfg_.threads;
   const uint64_t n = (ram_.data_pages() - index + T - 1) / T;  // pages p with p % T == index
+  uint64_t epoch = begin_step(slot);
+  uint64_t rng = __atomic_load_n(&ts.rng, __ATOMIC_RELAXED);
+  uint64_t steps = __atomic_load_n(&ts.steps, __ATOMIC_RELAXED);
+  uint64_t page = pick_page(cfg_, rng, steps, n) * T + index;
+  uint64_t version = __atomic_load_n(&ram_.versions[page], __ATOMIC_RELAXED) + 1;
+  __atomic_store_n(&ts.pending_page, page, __ATOMIC_RELAXED);
+  __atomic_store_n(&ts.pending_version, version, __ATOMIC_RELAXED);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  write_page_version(ram_.data_page(page), cfg_.content, cfg_.write, cfg_.seed, page, version);
+  // Program order is what a freeze (SIGSTOP, ptrace) observes: commit last.
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  __atomic_store_n(&ram_.versions[page], version, __ATOMIC_RELEASE);
+  __atomic_store_n(&ts.rng, rng, __ATOMIC_RELEASE);
+  __atomic_store_n(&ts.steps, steps + 1, __ATOMIC_RELEASE);
+  if (log_) {
+    log_page(slot, epoch, ram_.guest_addr(ram_.data_page(page)));
+    log_page(slot, epoch, ram_.guest_addr(&ram_.versions[page]));
+    log_page(slot, epoch, ram_.guest_addr(&ts));
+  }
+  end_step(slot);
+}
+
+void GuestRuntime::finish_interrupted_steps() {
+  for (uint32_t t = 0; t < cfg_.threads; t++) step(t, control_slot_);
+}
+
+void GuestRuntime::writer_main(uint32_t index, WorkerSlot& slot) {
+  const uint64_t T = cfg_.threads;
   const double rate = cfg_.rate > 0 ? cfg_.rate / double(T) : 0;
   const uint64_t interval_ns = rate > 0 ? uint64_t(1e9 / rate) : 0;
   uint64_t generation = ~0ull, base_ns = 0, done = 0;
@@ -230,26 +260,7 @@ void GuestRuntime::writer_main(uint32_t index, WorkerSlot& slot) {
       }
       if (now > due + 100000000) base_ns = now, done = 0;  // after a freeze: no burst to catch up
     }
-    uint64_t epoch = begin_step(slot);
-    uint64_t rng = __atomic_load_n(&ts.rng, __ATOMIC_RELAXED);
-    uint64_t steps = __atomic_load_n(&ts.steps, __ATOMIC_RELAXED);
-    uint64_t page = pick_page(cfg_, rng, steps, n) * T + index;
-    uint64_t version = __atomic_load_n(&ram_.versions[page], __ATOMIC_RELAXED) + 1;
-    __atomic_store_n(&ts.pending_page, page, __ATOMIC_RELAXED);
-    __atomic_store_n(&ts.pending_version, version, __ATOMIC_RELAXED);
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    write_page_version(ram_.data_page(page), cfg_.content, cfg_.write, cfg_.seed, page, version);
-    // Program order is what a freeze (SIGSTOP, ptrace) observes: commit last.
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    __atomic_store_n(&ram_.versions[page], version, __ATOMIC_RELEASE);
-    __atomic_store_n(&ts.rng, rng, __ATOMIC_RELEASE);
-    __atomic_store_n(&ts.steps, steps + 1, __ATOMIC_RELEASE);
-    if (log_) {
-      log_page(slot, epoch, ram_.guest_addr(ram_.data_page(page)));
-      log_page(slot, epoch, ram_.guest_addr(&ram_.versions[page]));
-      log_page(slot, epoch, ram_.guest_addr(&ts));
-    }
-    end_step(slot);
+    step(index, slot);
     done++;
   }
 }

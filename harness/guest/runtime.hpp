@@ -50,6 +50,11 @@ class GuestRuntime {
   // Starts the writers (and `extra` workers, e.g. churn, each given its slot).
   void start(std::vector<std::function<void(WorkerSlot&)>> extra);
   void stop();
+  // Resume: a frozen image may hold a step in progress per writer, and the
+  // pages are only consistent with the version table once it is redone. Runs
+  // the next step of every writer (which redoes it, being idempotent) before
+  // the writers start, so that the first verify already passes.
+  void finish_interrupted_steps();
 
   // --- called by workers ---
   // At a step boundary: blocks while paused; false once the guest stops.
@@ -77,6 +82,7 @@ class GuestRuntime {
 
  private:
   void writer_main(uint32_t index, WorkerSlot& slot);
+  void step(uint32_t index, WorkerSlot& slot);
 
   RamView ram_;
   WorkloadConfig cfg_;
