@@ -17,6 +17,9 @@ namespace lm::dt {
 namespace {
 
 constexpr size_t kBatchPages = 1024;  // 4 MiB per process_vm_readv batch
+// Reading more than this every round is not a tracker any more (sanitizer
+// shadow, JVM reservations: terabytes of address space).
+constexpr uint64_t kMaxScopeBytes = 64ull << 30;
 
 class HashTracker final : public Tracker {
  public:
@@ -25,6 +28,12 @@ class HashTracker final : public Tracker {
   Result<StartInfo> start(const TrackRequest& request) override {
     Stopwatch sw;
     LM_TRY(space_.init(request.pid, request.scope));
+    uint64_t scope_bytes = total_pages(space_.ranges()) * kPageSize;
+    if (scope_bytes > kMaxScopeBytes)
+      return Error::msg(strf("pid %d: hash tracker: the scope spans %.1f GiB; hashing it every round is not "
+                             "practical (limit %llu GiB): track given ranges or use uffd-wp",
+                             request.pid, double(scope_bytes) / double(1ull << 30),
+                             (unsigned long long)(kMaxScopeBytes >> 30)));
     reader_.emplace(request.pid);
     buffer_.resize(kBatchPages * kPageSize);
     zero_hash_ = XXH3_64bits(std::vector<char>(kPageSize, 0).data(), kPageSize);

@@ -29,6 +29,16 @@ namespace lm::dt {
 
 namespace {
 
+// New mappings up to this size are counted dirty whole; larger ones (sparse
+// reservations) by their populated pages.
+constexpr uint64_t kWholeRangeLimit = 64ull << 20;
+// Registering for WP (with WP_UNPOPULATED) makes the kernel build page
+// tables and markers over the whole mapping on the first protect, about
+// 0.2% of its size: an ASan build's shadow (~100 TiB reserved) exhausted
+// 24 GiB of RAM that way. Larger mappings are not registered; their
+// populated pages count dirty every round instead.
+constexpr uint64_t kMaxRegisterBytes = 64ull << 30;
+
 constexpr ScanQuery kUnregistered{0, PAGE_IS_WPALLOWED, PAGE_IS_WPALLOWED, 0, PAGE_IS_WPALLOWED};
 constexpr ScanQuery kPresent{0, PAGE_IS_PFNZERO, PAGE_IS_PRESENT | PAGE_IS_PFNZERO, 0, PAGE_IS_PRESENT};
 
@@ -66,12 +76,29 @@ class UffdWpTracker final : public Tracker {
     out.changes = LM_TRY(space_.refresh());
     const RangeList& ranges = space_.ranges();
     // Mappings not registered yet (new, moved, replaced in place, or grown
-    // into a new VMA) are dirty as a whole: their content is new to the
-    // destination, zero where not populated.
+    // into a new VMA): their content is new to the destination.
     RangeList unregistered;
     for (const auto& r : ranges) LM_TRY(scanner_->scan(r, kUnregistered, unregistered));
-    register_and_protect(mappings_within(unregistered));
-    out.dirty = unregistered;
+    MappingList fresh = mappings_within(unregistered);
+    RangeList populated, protected_now;
+    if (!fresh.empty()) {
+      populated = LM_TRY(populated_pages(space_.pid(), fresh));
+      protected_now = LM_TRY(register_and_protect(fresh));
+    }
+    // Small ones whole (zero pages included, for a mapping that replaced or
+    // moved onto another); huge sparse ones by their populated pages, the
+    // engine applying `changes` for the rest.
+    RangeList whole;
+    for (const auto& r : unregistered)
+      if (r.bytes() <= kWholeRangeLimit) whole.push_back(r);
+    out.dirty = unite(unite(populated, protected_now), whole);
+    // Also whatever maps shows as having appeared: under concurrent mremap
+    // the scan above has been seen to call a just-moved VMA registered for
+    // one round (found with the guest's churn test).
+    RangeList appeared;
+    for (const auto& r : appeared_ranges(out.changes))
+      if (r.bytes() <= kWholeRangeLimit) appeared.push_back(r);
+    out.dirty = unite(out.dirty, appeared);
     RangeList written;
     for (const auto& r : ranges) LM_TRY(scanner_->scan(r, kGetAndProtectWritten, written));
     out.dirty = unite(out.dirty, written);
@@ -112,16 +139,6 @@ class UffdWpTracker final : public Tracker {
     return std::move(*local);
   }
 
-  Result<void> write_protect(PageRange r) {
-    uffdio_writeprotect wp{};
-    wp.range = {r.start, r.bytes()};
-    wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
-    if (::ioctl(uffd_.get(), UFFDIO_WRITEPROTECT, &wp) != 0)
-      return Error::from_errno(strf("pid %d: UFFDIO_WRITEPROTECT [0x%llx, 0x%llx)", space_.pid(),
-                                    (unsigned long long)r.start, (unsigned long long)r.end));
-    return ok();
-  }
-
   Result<void> unregister(PageRange r) {
     uffdio_range range{r.start, r.bytes()};
     if (::ioctl(uffd_.get(), UFFDIO_UNREGISTER, &range) != 0) return Error::from_errno("UFFDIO_UNREGISTER");
@@ -146,14 +163,19 @@ class UffdWpTracker final : public Tracker {
   // registered must not fail its neighbours. A failure (the mapping vanished
   // meanwhile, or cannot be registered) is left for the next round, which
   // finds the range still unregistered and counts it dirty again.
-  void register_and_protect(const MappingList& mappings) {
+  // Protection is PAGEMAP_SCAN's get-and-protect (returns the pages it
+  // found writable); mappings above kMaxRegisterBytes are left alone.
+  Result<RangeList> register_and_protect(const MappingList& mappings) {
+    RangeList found;
     for (const auto& m : mappings) {
+      if (m.bytes() > kMaxRegisterBytes) continue;
       uffdio_register reg{};
       reg.range = {m.start, m.bytes()};
       reg.mode = UFFDIO_REGISTER_MODE_WP;
       if (::ioctl(uffd_.get(), UFFDIO_REGISTER, &reg) != 0) continue;
-      (void)write_protect(m.range());
+      LM_TRY(scanner_->scan(m.range(), kGetAndProtectWritten, found));
     }
+    return found;
   }
 
   // Populated pages at start: those holding data before we protect, plus
@@ -161,7 +183,7 @@ class UffdWpTracker final : public Tracker {
   // not WRITTEN afterwards).
   Result<RangeList> protect_at_start(const MappingList& mappings) {
     RangeList before = LM_TRY(populated_pages(space_.pid(), mappings));
-    register_and_protect(mappings);
+    LM_TRY(register_and_protect(mappings));
     RangeList after;
     for (const auto& m : mappings) {
       ScanQuery q = kPresent;
