@@ -1,5 +1,7 @@
 #include "harness/host_caps.hpp"
 
+#include "transport/channel.hpp"
+
 #include <fcntl.h>
 #include <linux/io_uring.h>
 #include <sys/ioctl.h>
@@ -107,7 +109,7 @@ void probe_cgroup(HostCaps& h) {
     }
     h.cgroup_v2 = no(v1.empty() ? "no cgroup v2 hierarchy at /sys/fs/cgroup"
                                 : "no cgroup v2 hierarchy at /sys/fs/cgroup (cgroup v1 mounted: " + v1 +
-                                      "); auto-converge falls back to SIGSTOP/SIGCONT");
+                                      "); auto-converge uses the cgroup v1 cpu controller if mounted, else SIGSTOP/SIGCONT");
     return;
   }
   bool cpu = (" " + controllers + " ").find(" cpu ") != std::string::npos;
@@ -145,6 +147,10 @@ HostCaps probe_host() {
   probe_cgroup(h);
   probe_kvm(h);
   for (const auto& b : dt::tracker_backends()) h.trackers.push_back({std::string(b.name), b.probe(h.dirtytrack)});
+  for (const transport::Backend* b : transport::backends()) {
+    transport::Probe p = b->probe();
+    h.transports.push_back({std::string(b->name), {p.available, p.reason}});
+  }
   return h;
 }
 
@@ -168,6 +174,7 @@ std::vector<CapRow> cap_rows(const HostCaps& h) {
       {"/dev/kvm", h.kvm},
   };
   for (const auto& [name, cap] : h.trackers) rows.push_back({"tracker " + name, cap});
+  for (const auto& [name, cap] : h.transports) rows.push_back({"transport " + name, cap});
   return rows;
 }
 

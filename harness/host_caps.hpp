@@ -21,7 +21,8 @@ struct HostCaps {
   dt::Capability hugepages;
   dt::Capability cgroup_v2;
   dt::Capability kvm;
-  std::vector<std::pair<std::string, dt::Capability>> trackers;  // by preference
+  std::vector<std::pair<std::string, dt::Capability>> trackers;    // by preference
+  std::vector<std::pair<std::string, dt::Capability>> transports;  // compiled-in backends, by preference
 };
 
 HostCaps probe_host();
