@@ -1,0 +1,172 @@
+// The reliable, ordered, message-oriented protocol over a FramePort.
+// Independent of DPDK: it is driven by poll(now_ns) from one thread (the
+// poll-mode worker, or a test loop with a simulated clock) while any number
+// of application threads submit messages and take received ones.
+//
+// Per flow: 64-bit sequence numbers, cumulative + selective (256-bit bitmap)
+// acks piggybacked on every frame, loss detection by time order (RACK: a frame
+// sent before one that was delivered, by more than a reordering window, is
+// lost) and by retransmission timeout (RTO from SRTT/RTTVAR, exponential
+// backoff), duplicate suppression, a receive window (reorder slots) and a send
+// window sized from the measured delivery rate (2 x rate x min RTT).
+// Messages larger than a frame are split into fragments and reassembled.
+// Session: hello handshake with nonces (stale frames from an earlier session
+// are dropped), FIN per flow, bye/bye_ack so that ports stop only after both
+// sides are drained, keepalives and a peer timeout so a vanished peer turns
+// into an error instead of a hang.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "common/error.hpp"
+#include "transport/dpdk/frame_format.hpp"
+#include "transport/dpdk/frame_port.hpp"
+
+namespace lm::dpdk {
+
+struct ReliableConfig {
+  uint16_t flows = 1;
+  uint32_t max_message = 64u << 20;   // larger messages are refused / a protocol error
+  uint32_t reorder_slots = 1024;      // receive window per flow, frames (power of 2)
+  uint32_t send_slots = 1024;         // frames in flight per flow, at most (power of 2)
+  uint32_t initial_window = 128;      // frames
+  uint32_t min_window = 32;
+  uint32_t max_payload = 0;           // 0: as much as the port's frames hold
+  uint64_t rto_initial_ns = 20'000'000;
+  uint64_t rto_min_ns = 2'000'000;
+  uint64_t rto_max_ns = 500'000'000;
+  uint64_t ack_delay_ns = 50'000;
+  uint32_t ack_every = 16;            // data frames received before an ack is due
+  uint64_t hello_interval_ns = 2'000'000;
+  uint64_t keepalive_ns = 10'000'000;
+  uint64_t peer_timeout_ns = 2'000'000'000;
+  uint64_t close_linger_ns = 50'000'000;  // after bye answered without bye_ack
+  size_t rx_queue_bytes = 256u << 20;     // received, not yet taken by the application
+};
+
+struct FlowCounters {
+  uint64_t frames_tx = 0, frames_rx = 0;        // data frames (incl. retransmissions)
+  uint64_t payload_bytes_tx = 0, payload_bytes_rx = 0;
+  uint64_t acks_tx = 0, acks_rx = 0;
+  uint64_t messages_tx = 0, messages_rx = 0;
+  uint64_t retransmits = 0;                     // frames sent again
+  uint64_t timeouts = 0;                        // RTO expiries
+  uint64_t losses_detected = 0;                 // frames judged lost (gap or timeout)
+  uint64_t duplicates = 0;                      // data frames received twice
+  uint64_t out_of_window = 0;
+  uint64_t srtt_ns = 0, min_rtt_ns = 0, rtt_samples = 0;
+  uint32_t window = 0;                          // current send window, frames
+};
+
+struct EndpointCounters {
+  uint64_t frames_tx = 0, frames_rx = 0;        // every frame, all types
+  uint64_t bad_frames = 0;                      // checksum, magic, length
+  uint64_t stale_frames = 0;                    // wrong nonce (earlier session)
+  uint64_t tx_stalls = 0;                       // port accepted fewer than offered
+  uint64_t alloc_failures = 0;
+};
+
+enum class EndpointState { connecting, established, closing, closed, failed };
+
+class ReliableEndpoint {
+ public:
+  static Result<std::unique_ptr<ReliableEndpoint>> create(FramePort& port, const ReliableConfig& cfg,
+                                                          uint32_t nonce);
+  ~ReliableEndpoint();
+  ReliableEndpoint(const ReliableEndpoint&) = delete;
+  ReliableEndpoint& operator=(const ReliableEndpoint&) = delete;
+
+  // --- poller thread only ---
+  // Does one round of work: receive, deliver, segment, (re)transmit, timers.
+  // Returns true when it did anything (a hint for back-off in idle loops).
+  bool poll(uint64_t now_ns);
+
+  // --- any thread ---
+  // Queues a message made of several buffers; they must stay valid until
+  // send_complete(flow, ticket) (the poller has copied them into frames).
+  Result<uint64_t> submit(uint16_t flow, std::span<const std::span<const uint8_t>> bufs);
+  bool send_complete(uint16_t flow, uint64_t ticket) const;
+  // Blocks until the ticket's buffers are copied, the endpoint fails, or the deadline.
+  Result<void> wait_sent(uint16_t flow, uint64_t ticket, uint64_t timeout_ns);
+  // Next received message of a flow, if any. An empty optional with ok() means
+  // nothing yet; end_of_stream(flow) says the peer closed the flow.
+  std::optional<std::vector<uint8_t>> try_receive(uint16_t flow);
+  // Blocks for the next message; error on failure, timeout or end of stream.
+  Result<std::vector<uint8_t>> receive(uint16_t flow, uint64_t timeout_ns);
+  bool end_of_stream(uint16_t flow) const;
+  // Starts the close handshake: FIN on every flow after what is queued, then bye.
+  void close();
+  // Blocks until the handshake finished (closed) or failed.
+  Result<void> wait_closed(uint64_t timeout_ns);
+  Result<void> wait_established(uint64_t timeout_ns);
+
+  EndpointState state() const { return state_.load(std::memory_order_acquire); }
+  std::optional<Error> error() const;
+  // Test hook: fail as if the peer vanished (no more polling either).
+  void abort(std::string why);
+
+  // Snapshots; safe from any thread (values may be slightly stale).
+  FlowCounters flow_counters(uint16_t flow) const;
+  EndpointCounters counters() const;
+  uint16_t flows() const { return uint16_t(flows_.size()); }
+  uint32_t max_payload() const { return max_payload_; }
+
+ private:
+  struct Flow;
+  ReliableEndpoint(FramePort& port, const ReliableConfig& cfg, uint32_t nonce);
+
+  void handle_frame(Frame& f, uint64_t now);
+  void handle_data(Flow& fl, const FrameHeader& h, Frame& f, uint64_t now);
+  void handle_ack_fields(Flow& fl, const FrameHeader& h, uint64_t now);
+  void deliver_in_order(Flow& fl);
+  bool segment(Flow& fl, uint64_t now);
+  void detect_losses(Flow& fl, uint64_t rack_ts, uint64_t now);
+  void check_rto(Flow& fl, uint64_t now);
+  void update_window(Flow& fl, uint64_t now);
+  void queue_control(FrameType type, uint16_t flow, uint64_t now);
+  void fill_ack_fields(Flow& fl, FrameHeader& h, uint64_t now);
+  void stage_data(Flow& fl, uint64_t seq, uint64_t now);
+  void flush_tx();
+  void session_timers(uint64_t now);
+  void fail(Error e);
+  void notify_all();
+
+  FramePort& port_;
+  ReliableConfig cfg_;
+  uint32_t max_payload_;
+  uint32_t nonce_;
+  uint32_t peer_nonce_ = 0;
+  std::vector<std::unique_ptr<Flow>> flows_;
+
+  std::atomic<EndpointState> state_{EndpointState::connecting};
+  mutable std::mutex state_mu_;
+  std::condition_variable state_cv_;
+  std::optional<Error> error_;
+  std::atomic<bool> close_requested_{false};
+
+  // Poller-only state.
+  std::vector<Frame> tx_batch_;
+  std::vector<Frame> rx_batch_;
+  uint64_t last_rx_ns_ = 0;
+  uint64_t last_hello_ns_ = 0;
+  uint64_t last_bye_ns_ = 0;
+  uint64_t bye_received_ns_ = 0;
+  bool peer_drained_ = false;
+  bool started_ = false;
+  EndpointCounters counters_;
+  mutable std::mutex counters_mu_;
+  EndpointCounters counters_snapshot_;
+  uint64_t last_snapshot_ns_ = 0;
+};
+
+const char* endpoint_state_name(EndpointState s);
+
+}  // namespace lm::dpdk
