@@ -324,10 +324,8 @@ bool ReliableEndpoint::poll(uint64_t now) {
     }
   }
   session_timers(now);
-  if (!tx_batch_.empty()) {
-    flush_tx();
-    did = true;
-  }
+  // A device that takes nothing is no progress: the caller may let the peer run.
+  if (!tx_batch_.empty() && flush_tx() == 0 && n == 0) did = false;
   if (now - last_snapshot_ns_ >= kSnapshotEveryNs || state() != st) {
     last_snapshot_ns_ = now;
     for (auto& fl : flows_) {
@@ -794,12 +792,13 @@ void ReliableEndpoint::queue_control(FrameType type, uint16_t flow, uint64_t now
   tx_batch_.push_back(f);
 }
 
-void ReliableEndpoint::flush_tx() {
+size_t ReliableEndpoint::flush_tx() {
   size_t sent = port_.transmit(tx_batch_.data(), tx_batch_.size());
   counters_.frames_tx += sent;
   if (sent < tx_batch_.size()) counters_.tx_stalls++;
   // What the port did not take waits for the next poll (the device's ring is full).
   tx_batch_.erase(tx_batch_.begin(), tx_batch_.begin() + ptrdiff_t(sent));
+  return sent;
 }
 
 void ReliableEndpoint::session_timers(uint64_t now) {

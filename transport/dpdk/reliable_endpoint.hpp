@@ -86,7 +86,8 @@ class ReliableEndpoint {
 
   // --- poller thread only ---
   // Does one round of work: receive, deliver, segment, (re)transmit, timers.
-  // Returns true when it did anything (a hint for back-off in idle loops).
+  // Returns true when it made progress (a hint for back-off in idle loops;
+  // a device that takes nothing is no progress).
   bool poll(uint64_t now_ns);
 
   // --- any thread ---
@@ -134,7 +135,7 @@ class ReliableEndpoint {
   void queue_control(FrameType type, uint16_t flow, uint64_t now);
   void fill_ack_fields(Flow& fl, FrameHeader& h, uint64_t now);
   void stage_data(Flow& fl, uint64_t seq, uint64_t now);
-  void flush_tx();
+  size_t flush_tx();
   void session_timers(uint64_t now);
   void fail(Error e);
   void notify_all();

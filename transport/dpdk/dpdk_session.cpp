@@ -1,0 +1,114 @@
+#include "transport/dpdk/dpdk_session.hpp"
+
+#include <pthread.h>
+#include <sched.h>
+#include <sys/random.h>
+
+#include <rte_lcore.h>
+
+#include "common/clock.hpp"
+
+namespace lm::dpdk {
+
+Result<std::unique_ptr<DpdkSession>> DpdkSession::open(const SessionConfig& cfg) {
+  Eal* eal = LM_TRY_CTX(Eal::init(cfg.eal), "dpdk session");
+  std::unique_ptr<DpdkSession> s(new DpdkSession());
+  s->cfg_ = cfg;
+  s->cfg_.port.held_frames = std::max<uint32_t>(
+      cfg.port.held_frames, uint32_t(cfg.protocol.flows) * (cfg.protocol.send_slots + cfg.protocol.reorder_slots));
+  s->port_ = LM_TRY_CTX(EthFramePort::open(*eal, s->cfg_.port), "dpdk session");
+  uint32_t nonce = 0;
+  while (nonce == 0)
+    if (getrandom(&nonce, sizeof(nonce), 0) != sizeof(nonce)) return Error::from_errno("getrandom");
+  FramePort* fp = s->port_.get();
+  if (cfg.inject.any()) {
+    s->impaired_ = std::make_unique<ImpairedPort>(*s->port_, cfg.inject, nonce);
+    fp = s->impaired_.get();
+  }
+  s->endpoint_ = LM_TRY_CTX(ReliableEndpoint::create(*fp, cfg.protocol, nonce), "dpdk session");
+  s->worker_ = std::thread([p = s.get()] { p->run_worker(); });
+  auto r = s->endpoint_->wait_established(cfg.connect_timeout_ns);
+  if (!r) {
+    s->endpoint_->abort("open handshake failed");
+    s->stop_worker();
+    return std::move(r).error().context(strf("dpdk session over %s", s->port_->devargs().c_str()));
+  }
+  return s;
+}
+
+void DpdkSession::run_worker() {
+  pthread_setname_np(pthread_self(), "lm-dpdk-poll");
+  if (cfg_.worker_cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cfg_.worker_cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+  }
+  // An lcore id of its own gives the mempool a per-thread cache.
+  bool registered = rte_thread_register() == 0;
+  uint64_t loops = 0;
+  uint32_t idle = 0;
+  while (!stop_.load(std::memory_order_relaxed)) {
+    if (endpoint_->poll(now_ns())) idle = 0;
+    else if (cfg_.idle_spins && ++idle >= cfg_.idle_spins) {
+      sched_yield();
+      idle = 0;
+    }
+    auto st = endpoint_->state();
+    if (st == EndpointState::closed || st == EndpointState::failed) break;
+    if ((++loops & 1023) == 0) poll_loops_.store(loops, std::memory_order_relaxed);
+  }
+  poll_loops_.store(loops, std::memory_order_relaxed);
+  if (registered) rte_thread_unregister();
+}
+
+void DpdkSession::stop_worker() {
+  stop_.store(true);
+  if (worker_.joinable()) worker_.join();
+}
+
+Result<void> DpdkSession::send(uint16_t channel, std::span<const std::span<const uint8_t>> bufs,
+                               uint64_t timeout_ns) {
+  uint64_t ticket = LM_TRY(endpoint_->submit(channel, bufs));
+  return endpoint_->wait_sent(channel, ticket, timeout_ns);
+}
+
+Result<std::vector<uint8_t>> DpdkSession::receive(uint16_t channel, uint64_t timeout_ns) {
+  return endpoint_->receive(channel, timeout_ns);
+}
+
+Result<void> DpdkSession::close() {
+  endpoint_->close();
+  auto r = endpoint_->wait_closed(cfg_.close_timeout_ns);
+  stop_worker();
+  port_counters_ = port_->counters();
+  // The memif server may crash if the client goes away while it still polls:
+  // the client leaves the server time to stop first.
+  if (cfg_.port.kind == DeviceKind::memif && cfg_.port.role == MemifRole::client)
+    std::this_thread::sleep_for(std::chrono::nanoseconds(cfg_.protocol.close_linger_ns) +
+                                std::chrono::milliseconds(20));
+  port_->stop();
+  return r;
+}
+
+SessionStats DpdkSession::stats() const {
+  SessionStats st;
+  for (uint16_t f = 0; f < endpoint_->flows(); ++f) st.flows.push_back(endpoint_->flow_counters(f));
+  st.endpoint = endpoint_->counters();
+  st.port = worker_.joinable() ? PortCounters{} : port_counters_;
+  st.poll_loops = poll_loops_.load();
+  return st;
+}
+
+DpdkSession::~DpdkSession() {
+  if (endpoint_ && worker_.joinable()) {
+    auto s = endpoint_->state();
+    if (s != EndpointState::closed && s != EndpointState::failed) endpoint_->abort("session destroyed");
+  }
+  stop_worker();
+  endpoint_.reset();  // hands its mbufs back before the pool goes
+  impaired_.reset();
+  if (port_) port_->stop();
+}
+
+}  // namespace lm::dpdk
