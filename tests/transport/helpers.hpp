@@ -1,0 +1,54 @@
+// Shared by the transport tests: connected channel pairs on every backend.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <future>
+#include <string>
+#include <vector>
+
+#include "livemig_config.h"
+#include "transport/channel.hpp"
+
+namespace lm::transport::testing {
+
+// Every backend this build has: "inproc" plus the registry's socket backends.
+inline std::vector<std::string> test_backends() {
+  std::vector<std::string> out{"inproc", "tcp"};
+#if LM_HAVE_URING
+  out.push_back("uring");
+#endif
+  return out;
+}
+
+inline bool is_socket_backend(const std::string& b) { return b != "inproc"; }
+
+// a: the connecting side, b: the accepting side.
+inline Result<ChannelPair> connected_pair(const std::string& backend, const ChannelOptions& options) {
+  if (backend == "inproc") return make_inproc_pair(options, "inproc");
+  auto listener = LM_TRY(listen(backend + ":127.0.0.1:0", options));
+  std::string address = listener->address();
+  auto dialed = std::async(std::launch::async, [&] { return connect(address, options, Timeout(5000)); });
+  auto accepted = listener->accept(Timeout(5000));
+  auto a = dialed.get();
+  if (!a) return std::move(a).error();
+  if (!accepted) return std::move(accepted).error();
+  return ChannelPair{std::move(*a), std::move(*accepted)};
+}
+
+// Deterministic content: byte i of stream `seed`.
+inline void fill_pattern(std::byte* p, size_t n, uint64_t seed) {
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i < n; ++i) {
+    if (i % 8 == 0) {
+      x ^= x >> 31;
+      x *= 0xBF58476D1CE4E5B9ull;
+      x ^= x >> 27;
+    }
+    p[i] = std::byte(x >> ((i % 8) * 8));
+  }
+}
+
+inline std::string backend_param_name(const ::testing::TestParamInfo<std::string>& info) { return info.param; }
+
+}  // namespace lm::transport::testing

@@ -1,0 +1,290 @@
+// Channel contract on every backend: integrity of multi-buffer messages with
+// buffer reuse only after completion, back-pressure, timeouts, the close
+// handshake, a vanished or killed peer, and a truncated stream.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "common/clock.hpp"
+#include "tests/transport/helpers.hpp"
+#include "transport/stream.hpp"
+
+namespace lm::transport {
+namespace {
+
+using testing::connected_pair;
+using testing::fill_pattern;
+
+class ChannelTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  ChannelPair pair(ChannelOptions options = {}) {
+    auto p = connected_pair(GetParam(), options);
+    EXPECT_TRUE(p.ok()) << p.error().message;
+    return p.ok() ? std::move(*p) : ChannelPair{};
+  }
+};
+
+struct Shape {
+  std::vector<size_t> pieces;
+  size_t total = 0;
+};
+
+// Message i: 1..5 pieces, mostly small to medium, sometimes empty, sometimes 2 MiB.
+Shape shape_of(uint64_t i) {
+  std::mt19937_64 rng(i);
+  Shape s;
+  size_t n = 1 + rng() % 5;
+  for (size_t k = 0; k < n; ++k) {
+    size_t size;
+    switch (rng() % 8) {
+      case 0: size = 0; break;
+      case 1: size = 1 + rng() % 64; break;
+      case 2: size = (1 + rng() % 4) << 20; break;  // large: direct-read path
+      default: size = rng() % (300 << 10); break;
+    }
+    if (size > (2u << 20)) size = 2u << 20;
+    s.pieces.push_back(size);
+    s.total += size;
+  }
+  return s;
+}
+
+TEST_P(ChannelTest, RandomMultiBufferMessagesArriveIntactAndInOrder) {
+  ChannelOptions o;
+  o.send_window = 4 << 20;
+  auto [a, b] = pair(o);
+  ASSERT_TRUE(a && b);
+  constexpr uint64_t kMessages = 300;
+  constexpr size_t kSlots = 8;  // buffers reused only after the channel completed them
+
+  std::thread sender([&, &a = a] {
+    std::vector<std::vector<std::byte>> slots(kSlots);
+    std::vector<uint64_t> slot_seq(kSlots, 0);
+    for (uint64_t i = 0; i < kMessages; ++i) {
+      size_t slot = i % kSlots;
+      if (slot_seq[slot]) ASSERT_TRUE(a->wait_sent(slot_seq[slot], Timeout(10000)).ok());
+      Shape s = shape_of(i);
+      slots[slot].resize(s.total);
+      fill_pattern(slots[slot].data(), s.total, i);
+      std::vector<ConstBuffer> pieces;
+      size_t at = 0;
+      for (size_t size : s.pieces) {
+        pieces.push_back({slots[slot].data() + at, size});
+        at += size;
+      }
+      auto seq = a->send(pieces, Timeout(10000));
+      ASSERT_TRUE(seq.ok()) << seq.error().message;
+      slot_seq[slot] = *seq;
+    }
+    ASSERT_TRUE(a->wait_sent(slot_seq[(kMessages - 1) % kSlots], Timeout(10000)).ok());
+    EXPECT_EQ(a->send_completed(), kMessages);
+  });
+
+  std::vector<std::byte> want;
+  for (uint64_t i = 0; i < kMessages; ++i) {
+    auto r = b->recv(Timeout(10000));
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    ASSERT_EQ(r->status, RecvStatus::message);
+    Shape s = shape_of(i);
+    ASSERT_EQ(r->bytes.size(), s.total) << "message " << i;
+    want.resize(s.total);
+    fill_pattern(want.data(), s.total, i);
+    ASSERT_EQ(std::memcmp(r->bytes.data(), want.data(), s.total), 0) << "message " << i;
+    ASSERT_EQ(reinterpret_cast<uintptr_t>(r->bytes.data()) % 8, 0u) << "message " << i << " not 8-aligned";
+  }
+  sender.join();
+  std::thread closer([&, &a = a] { EXPECT_TRUE(a->close(Timeout(5000)).ok()); });
+  auto end = b->recv(Timeout(5000));
+  ASSERT_TRUE(end.ok()) << end.error().message;
+  EXPECT_EQ(end->status, RecvStatus::closed);
+  EXPECT_TRUE(b->close(Timeout(5000)).ok());
+  closer.join();
+}
+
+TEST_P(ChannelTest, CloseHandshakeDeliversQueuedMessagesThenClosed) {
+  auto [a, b] = pair();
+  ASSERT_TRUE(a && b);
+  std::vector<std::byte> msg(100000);
+  for (int i = 0; i < 10; ++i) {
+    fill_pattern(msg.data(), msg.size(), i);
+    ConstBuffer piece{msg.data(), msg.size()};
+    ASSERT_TRUE(send_sync(*a, {&piece, 1}, Timeout(5000)).ok());
+  }
+  std::thread closer([&, &a = a] {
+    auto r = a->close(Timeout(5000));
+    EXPECT_TRUE(r.ok()) << r.error().message;
+  });
+  for (int i = 0; i < 10; ++i) {
+    auto r = b->recv(Timeout(5000));
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    ASSERT_EQ(r->status, RecvStatus::message);
+    ASSERT_EQ(r->bytes.size(), msg.size());
+  }
+  auto r = b->recv(Timeout(5000));
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->status, RecvStatus::closed);
+  EXPECT_TRUE(b->close(Timeout(5000)).ok());
+  closer.join();
+  // A closed channel refuses to send.
+  ConstBuffer piece{msg.data(), 1};
+  EXPECT_FALSE(a->send({&piece, 1}, Timeout(100)).ok());
+}
+
+TEST_P(ChannelTest, SlowReceiverBlocksSenderWithBoundedMemory) {
+  ChannelOptions o;
+  o.send_window = 1 << 20;
+  o.socket_buffer = 256 << 10;
+  auto [a, b] = pair(o);
+  ASSERT_TRUE(a && b);
+  std::vector<std::byte> msg(1 << 20);
+  ConstBuffer piece{msg.data(), msg.size()};
+  int sent = 0;
+  Error blocked;
+  for (; sent < 200; ++sent) {
+    auto r = send_sync(*a, {&piece, 1}, Timeout(300));
+    if (!r) {
+      blocked = std::move(r).error();
+      break;
+    }
+  }
+  ASSERT_LT(sent, 200) << "sender never blocked: no back-pressure";
+  EXPECT_EQ(blocked.code, ETIMEDOUT) << blocked.message;
+  EXPECT_NE(blocked.message.find(a->name()), std::string::npos) << blocked.message;
+  // The receiver drains what was accepted; the channel still works.
+  for (int i = 0; i < sent; ++i) {
+    auto r = b->recv(Timeout(5000));
+    ASSERT_TRUE(r.ok()) << r.error().message;
+  }
+}
+
+TEST_P(ChannelTest, RecvTimesOutAndChannelStaysUsable) {
+  auto [a, b] = pair();
+  ASSERT_TRUE(a && b);
+  Stopwatch sw;
+  auto r = b->recv(Timeout(150));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ETIMEDOUT) << r.error().message;
+  EXPECT_GE(sw.elapsed_ms(), 100.0);
+  uint64_t v = 42;
+  ConstBuffer piece{&v, sizeof v};
+  ASSERT_TRUE(send_sync(*a, {&piece, 1}, Timeout(1000)).ok());
+  auto r2 = b->recv(Timeout(2000));
+  ASSERT_TRUE(r2.ok()) << r2.error().message;
+  ASSERT_EQ(r2->bytes.size(), sizeof v);
+  EXPECT_EQ(std::memcmp(r2->bytes.data(), &v, sizeof v), 0);
+}
+
+TEST_P(ChannelTest, VanishedPeerFailsPendingRecvAndLaterSends) {
+  auto [a, b] = pair();
+  ASSERT_TRUE(a && b);
+  std::thread killer([&a = a] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    a.reset();  // no close handshake
+  });
+  Stopwatch sw;
+  auto r = b->recv(Timeout(5000));  // pending while the peer goes away
+  killer.join();
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().code, ETIMEDOUT) << r.error().message;
+  EXPECT_LT(sw.elapsed_ms(), 4000.0);
+  EXPECT_NE(r.error().message.find(b->name()), std::string::npos) << r.error().message;
+  std::vector<std::byte> msg(256 << 10);
+  ConstBuffer piece{msg.data(), msg.size()};
+  bool failed = false;
+  for (int i = 0; i < 200 && !failed; ++i) failed = !send_sync(*b, {&piece, 1}, Timeout(2000)).ok();
+  EXPECT_TRUE(failed) << "sends to a vanished peer kept succeeding";
+}
+
+TEST_P(ChannelTest, PeerKilledMidStreamGivesErrorNotHang) {
+  if (!testing::is_socket_backend(GetParam())) GTEST_SKIP() << "needs a process boundary";
+  ChannelOptions o;
+  auto listener = listen(GetParam() + ":127.0.0.1:0", o);
+  ASSERT_TRUE(listener.ok()) << listener.error().message;
+  std::string address = (*listener)->address();
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto ch = connect(address, o, Timeout(5000));
+    if (!ch) _exit(3);
+    std::vector<std::byte> msg(64 << 10);
+    ConstBuffer piece{msg.data(), msg.size()};
+    for (;;)
+      if (!send_sync(**ch, {&piece, 1}, Timeout(5000))) _exit(4);
+  }
+  auto ch = (*listener)->accept(Timeout(5000));
+  bool got_some = ch.ok();
+  for (int i = 0; got_some && i < 20; ++i) got_some = (*ch)->recv(Timeout(5000)).ok();
+  kill(child, SIGKILL);
+  int status = 0;
+  waitpid(child, &status, 0);
+  ASSERT_TRUE(got_some);
+  Stopwatch sw;
+  Result<Received> r = Received{};
+  for (int i = 0; i < 100000; ++i) {  // drain what was buffered, then the error
+    r = (*ch)->recv(Timeout(5000));
+    if (!r) break;
+  }
+  ASSERT_FALSE(r.ok()) << "no error after the peer was killed";
+  EXPECT_NE(r.error().code, ETIMEDOUT) << r.error().message;
+  EXPECT_LT(sw.elapsed_ms(), 5000.0);
+}
+
+TEST_P(ChannelTest, TruncatedStreamIsAnErrorNamingTheChannel) {
+  if (!testing::is_socket_backend(GetParam())) GTEST_SKIP() << "stream framing only";
+  ChannelOptions o;
+  auto listener = listen(GetParam() + ":127.0.0.1:0", o);
+  ASSERT_TRUE(listener.ok()) << listener.error().message;
+  std::string address = (*listener)->address();
+  auto raw = connect_socket(address.substr(address.find(':') + 1), o, Timeout(5000));
+  ASSERT_TRUE(raw.ok()) << raw.error().message;
+  auto ch = (*listener)->accept(Timeout(5000));
+  ASSERT_TRUE(ch.ok()) << ch.error().message;
+  // A frame announcing 1000 bytes, of which only 10 arrive.
+  FrameHeader h{kFrameData, 1000};
+  char bytes[sizeof h + 10] = {};
+  std::memcpy(bytes, &h, sizeof h);
+  ASSERT_EQ(::write(raw->get(), bytes, sizeof bytes), ssize_t(sizeof bytes));
+  raw->reset();
+  auto r = (*ch)->recv(Timeout(5000));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("truncated"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find((*ch)->name()), std::string::npos) << r.error().message;
+}
+
+TEST_P(ChannelTest, OversizedMessageRejectedBySender) {
+  ChannelOptions o;
+  o.max_message = 1 << 20;
+  auto [a, b] = pair(o);
+  ASSERT_TRUE(a && b);
+  std::vector<std::byte> msg((1 << 20) + 1);
+  ConstBuffer piece{msg.data(), msg.size()};
+  auto r = a->send({&piece, 1}, Timeout(1000));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, EMSGSIZE);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ChannelTest, ::testing::ValuesIn(testing::test_backends()),
+                         testing::backend_param_name);
+
+TEST(Registry, ListsBuiltBackendsAndRejectsUnknown) {
+  auto tcp = find_backend("tcp");
+  ASSERT_TRUE(tcp.ok());
+  EXPECT_TRUE((*tcp)->probe().available);
+#if LM_HAVE_URING
+  auto uring = find_backend("uring");
+  ASSERT_TRUE(uring.ok());
+  Probe p = (*uring)->probe();
+  EXPECT_TRUE(p.available) << p.reason;  // io_uring is enabled on the project's machines
+#endif
+  auto bad = connect("carrier-pigeon:1.2.3.4:5", ChannelOptions{}, Timeout(100));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("carrier-pigeon"), std::string::npos);
+  EXPECT_NE(bad.error().message.find("tcp"), std::string::npos) << "lists the known backends";
+}
+
+}  // namespace
+}  // namespace lm::transport

@@ -1,0 +1,162 @@
+// In-process channel pair for unit tests: two bounded message queues. Same
+// contract as the socket backends: messages are copied at send (complete at
+// once), a full queue blocks the sender (back-pressure), close is a handshake,
+// and destroying one end makes the other end's calls fail.
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <vector>
+
+#include "transport/stream.hpp"
+
+namespace lm::transport {
+namespace {
+
+struct Pipe {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::vector<std::byte>> queue;
+  size_t queued_bytes = 0;
+  bool close_mark = false;   // after the queued messages
+  bool writer_gone = false;
+  bool reader_gone = false;
+};
+
+struct Shared {
+  Pipe pipes[2];
+};
+
+class InprocChannel final : public Channel {
+ public:
+  InprocChannel(std::shared_ptr<Shared> shared, int side, std::string name, const ChannelOptions& options)
+      : shared_(std::move(shared)), out_(shared_->pipes[side]), in_(shared_->pipes[1 - side]),
+        name_(std::move(name)), options_(options) {}
+
+  ~InprocChannel() override {
+    {
+      std::lock_guard lock(out_.mu);
+      out_.writer_gone = true;
+    }
+    out_.cv.notify_all();
+    {
+      std::lock_guard lock(in_.mu);
+      in_.reader_gone = true;
+    }
+    in_.cv.notify_all();
+  }
+
+  Result<uint64_t> send(std::span<const ConstBuffer> pieces, Timeout timeout) override {
+    if (closed_) return Error{EPIPE, strf("channel %s: already closed", name_.c_str())};
+    size_t total = 0;
+    for (const auto& p : pieces) total += p.size;
+    if (total > options_.max_message)
+      return Error{EMSGSIZE, strf("channel %s: message of %zu bytes exceeds the %zu-byte limit", name_.c_str(), total,
+                                  options_.max_message)};
+    std::vector<std::byte> copy(total);
+    size_t at = 0;
+    for (const auto& p : pieces) {
+      if (p.size) std::memcpy(copy.data() + at, p.data, p.size);
+      at += p.size;
+    }
+    Deadline deadline = Deadline::after(timeout);
+    std::unique_lock lock(out_.mu);
+    // A single message larger than the window is still let through alone.
+    auto can_send = [&] {
+      return out_.reader_gone || out_.queued_bytes == 0 || out_.queued_bytes + total <= options_.send_window;
+    };
+    if (!wait(lock, out_.cv, deadline, can_send)) return timeout_error(name_, "sending (receiver not draining)");
+    if (out_.reader_gone) return vanished();
+    out_.queued_bytes += total;
+    out_.queue.push_back(std::move(copy));
+    lock.unlock();
+    out_.cv.notify_all();
+    return ++seq_;
+  }
+
+  uint64_t send_completed() override { return seq_; }
+  Result<void> wait_sent(uint64_t seq, Timeout) override {
+    if (seq > seq_) return Error{EINVAL, strf("channel %s: wait_sent beyond the last send", name_.c_str())};
+    return ok();
+  }
+
+  Result<Received> recv(Timeout timeout) override {
+    if (closed_ || saw_close_) return Received{RecvStatus::closed, {}};
+    Deadline deadline = Deadline::after(timeout);
+    std::unique_lock lock(in_.mu);
+    auto ready = [&] { return !in_.queue.empty() || in_.close_mark || in_.writer_gone; };
+    if (!wait(lock, in_.cv, deadline, ready)) return timeout_error(name_, "waiting for a message");
+    if (!in_.queue.empty()) {
+      current_ = std::move(in_.queue.front());
+      in_.queue.pop_front();
+      in_.queued_bytes -= current_.size();
+      lock.unlock();
+      in_.cv.notify_all();
+      return Received{RecvStatus::message, {current_.data(), current_.size()}};
+    }
+    if (in_.close_mark) {
+      saw_close_ = true;
+      return Received{RecvStatus::closed, {}};
+    }
+    return vanished();
+  }
+
+  Result<void> close(Timeout timeout) override {
+    if (closed_) return ok();
+    closed_ = true;
+    {
+      std::lock_guard lock(out_.mu);
+      out_.close_mark = true;
+    }
+    out_.cv.notify_all();
+    Deadline deadline = Deadline::after(timeout);
+    std::unique_lock lock(in_.mu);
+    for (;;) {
+      while (!in_.queue.empty()) {  // data still arriving is dropped
+        in_.queued_bytes -= in_.queue.front().size();
+        in_.queue.pop_front();
+      }
+      in_.cv.notify_all();
+      if (in_.close_mark || saw_close_) return ok();
+      if (in_.writer_gone) return vanished().context("close handshake");
+      if (!wait(lock, in_.cv, deadline, [&] { return !in_.queue.empty() || in_.close_mark || in_.writer_gone; }))
+        return timeout_error(name_, "waiting for the peer's close");
+    }
+  }
+
+  const std::string& name() const override { return name_; }
+  void set_name(std::string name) override { name_ = std::move(name); }
+
+ private:
+  template <class Pred>
+  static bool wait(std::unique_lock<std::mutex>& lock, std::condition_variable& cv, Deadline deadline, Pred pred) {
+    if (deadline.at_ns == UINT64_MAX) {
+      cv.wait(lock, pred);
+      return true;
+    }
+    return cv.wait_for(lock, std::chrono::nanoseconds(deadline.left_ns()), pred);
+  }
+  Error vanished() const {
+    return Error{ECONNRESET, strf("channel %s: peer vanished (destroyed without close handshake)", name_.c_str())};
+  }
+
+  std::shared_ptr<Shared> shared_;
+  Pipe& out_;
+  Pipe& in_;
+  std::string name_;
+  ChannelOptions options_;
+  std::vector<std::byte> current_;
+  uint64_t seq_ = 0;
+  bool closed_ = false;
+  bool saw_close_ = false;
+};
+
+}  // namespace
+
+ChannelPair make_inproc_pair(const ChannelOptions& options, std::string_view name) {
+  auto shared = std::make_shared<Shared>();
+  std::string n(name);
+  return {std::make_unique<InprocChannel>(shared, 0, n + " a->b", options),
+          std::make_unique<InprocChannel>(shared, 1, n + " b->a", options)};
+}
+
+}  // namespace lm::transport

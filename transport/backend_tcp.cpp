@@ -1,0 +1,222 @@
+// tcp: plain kernel sockets. TCP_NODELAY, large socket buffers, one sendmsg
+// per message (frame header + pieces + padding as one iovec array), and
+// optionally MSG_ZEROCOPY for large messages, whose buffers complete only
+// when the kernel's error-queue notification says the pages were released.
+#include <ctime>  // linux/errqueue.h needs struct timespec
+#include <linux/errqueue.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <deque>
+#include <vector>
+
+#include "transport/backends.hpp"
+#include "transport/stream.hpp"
+
+namespace lm::transport {
+namespace {
+
+// Below this a zero-copy send costs more (page pinning, notification) than the copy.
+constexpr size_t kZeroCopyMin = 16 * 1024;
+
+class TcpSource : public ByteSource {
+ public:
+  TcpSource(int fd, const std::string& name) : fd_(fd), name_(name) {}
+  Result<size_t> read(void* buf, size_t len, Deadline deadline) override {
+    for (;;) {
+      ssize_t n = ::recv(fd_, buf, len, 0);
+      if (n >= 0) return size_t(n);
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) return Error::from_errno(strf("channel %s: recv", name_.c_str()));
+      LM_TRY(wait_fd(fd_, POLLIN, deadline, name_, "waiting for data"));
+    }
+  }
+
+ private:
+  int fd_;
+  const std::string& name_;
+};
+
+class TcpChannel final : public StreamChannel {
+ public:
+  TcpChannel(UniqueFd fd, const ChannelOptions& options)
+      : StreamChannel("tcp " + socket_pair_name(fd.get()), options), fd_(std::move(fd)), source_(fd_.get(), name_) {}
+
+  Result<uint64_t> send(std::span<const ConstBuffer> pieces, Timeout timeout) override {
+    LM_TRY(check_usable());
+    Deadline deadline = Deadline::after(timeout);
+    size_t total = 0;
+    for (const auto& p : pieces) total += p.size;
+    if (total > options_.max_message)
+      return Error{EMSGSIZE, strf("channel %s: message of %zu bytes exceeds the %zu-byte limit", name_.c_str(), total,
+                                  options_.max_message)};
+    bool zc = options_.zero_copy == ZeroCopy::on && total >= kZeroCopyMin;
+    if (zc) {
+      // Back-pressure on buffers the kernel still holds.
+      while (!zc_pending_.empty() && zc_pending_bytes_ + total > options_.send_window) {
+        auto r = reap_zerocopy(deadline, Block::yes);
+        if (!r) return fail(std::move(r).error());
+      }
+    }
+    FrameHeader h{kFrameData, uint32_t(total)};
+    iov_.clear();
+    iov_.push_back({&h, sizeof h});
+    for (const auto& p : pieces)
+      if (p.size) iov_.push_back({const_cast<void*>(p.data), p.size});
+    if (size_t pad = frame_pad(total)) iov_.push_back({const_cast<uint8_t*>(kFramePadding), pad});
+    auto w = write_all(deadline, zc ? MSG_ZEROCOPY : 0);
+    if (!w) return fail(std::move(w).error());
+    uint64_t seq = ++sent_seq_;
+    if (zc) {
+      zc_pending_.push_back({seq, zc_next_id_ - 1, total});
+      zc_pending_bytes_ += total;
+    } else if (zc_pending_.empty()) {
+      completed_seq_ = seq;
+    } else {
+      zc_pending_.push_back({seq, zc_next_id_ - 1, 0});  // completes in order after the zero-copy ones
+    }
+    return seq;
+  }
+
+  uint64_t send_completed() override {
+    if (!zc_pending_.empty()) (void)reap_zerocopy(Deadline::after(Timeout(0)), Block::no);
+    return completed_seq_;
+  }
+
+  Result<void> wait_sent(uint64_t seq, Timeout timeout) override {
+    if (seq > sent_seq_)
+      return Error{EINVAL, strf("channel %s: wait_sent(%llu) beyond the last send %llu", name_.c_str(),
+                                (unsigned long long)seq, (unsigned long long)sent_seq_)};
+    Deadline deadline = Deadline::after(timeout);
+    while (completed_seq_ < seq) {
+      if (broken_) return *broken_;
+      auto r = reap_zerocopy(deadline, Block::yes);
+      if (!r) return fail(std::move(r).error());
+    }
+    return ok();
+  }
+
+  ~TcpChannel() override { shutdown_transport(); }
+
+ protected:
+  Result<void> send_close_mark(Deadline deadline) override {
+    while (completed_seq_ < sent_seq_) LM_TRY(reap_zerocopy(deadline, Block::yes));
+    FrameHeader h{kFrameClose, 0};
+    iov_.assign(1, {&h, sizeof h});
+    return write_all(deadline, 0);
+  }
+  ByteSource& source() override { return source_; }
+  void shutdown_transport() override { fd_.reset(); }
+
+ private:
+  enum class Block : uint8_t { no, yes };
+  struct ZcSend {
+    uint64_t seq;
+    int64_t last_id;  // last MSG_ZEROCOPY id used up to and including this send
+    size_t bytes;
+  };
+
+  Result<void> write_all(Deadline deadline, int flags) {
+    size_t first = 0;
+    while (first < iov_.size()) {
+      msghdr msg{};
+      msg.msg_iov = iov_.data() + first;
+      msg.msg_iovlen = std::min<size_t>(iov_.size() - first, IOV_MAX);
+      ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | flags);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == ENOBUFS && (flags & MSG_ZEROCOPY)) {
+          flags &= ~MSG_ZEROCOPY;  // optmem limit reached: this send copies
+          continue;
+        }
+        if (errno != EAGAIN) return Error::from_errno(strf("channel %s: sendmsg", name_.c_str()));
+        LM_TRY(wait_fd(fd_.get(), POLLOUT, deadline, name_, "sending (receiver not draining)"));
+        continue;
+      }
+      if (flags & MSG_ZEROCOPY) ++zc_next_id_;
+      size_t left = size_t(n);
+      while (left && first < iov_.size()) {
+        if (left >= iov_[first].iov_len) {
+          left -= iov_[first].iov_len;
+          ++first;
+        } else {
+          iov_[first].iov_base = static_cast<char*>(iov_[first].iov_base) + left;
+          iov_[first].iov_len -= left;
+          left = 0;
+        }
+      }
+    }
+    return ok();
+  }
+
+  // Reads MSG_ZEROCOPY completion notifications and completes sends in order.
+  Result<void> reap_zerocopy(Deadline deadline, Block block) {
+    for (;;) {
+      char control[128];
+      msghdr msg{};
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof control;
+      ssize_t n = ::recvmsg(fd_.get(), &msg, MSG_ERRQUEUE);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) return Error::from_errno(strf("channel %s: MSG_ERRQUEUE", name_.c_str()));
+        if (block == Block::no || zc_pending_.empty()) break;
+        if (!zc_pending_.empty() && zc_pending_.front().last_id <= zc_done_id_) break;
+        LM_TRY(wait_fd(fd_.get(), POLLERR, deadline, name_, "waiting for zero-copy completion"));
+        continue;
+      }
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        auto* ee = reinterpret_cast<sock_extended_err*>(CMSG_DATA(c));
+        if (ee->ee_origin != SO_EE_ORIGIN_ZEROCOPY) continue;
+        // Notifications cover ranges [ee_info, ee_data] and arrive in order on TCP.
+        zc_done_id_ = std::max<int64_t>(zc_done_id_, int64_t(ee->ee_data));
+      }
+      break;
+    }
+    while (!zc_pending_.empty() && zc_pending_.front().last_id <= zc_done_id_) {
+      completed_seq_ = zc_pending_.front().seq;
+      zc_pending_bytes_ -= zc_pending_.front().bytes;
+      zc_pending_.pop_front();
+    }
+    if (zc_pending_.empty()) completed_seq_ = sent_seq_;
+    return ok();
+  }
+
+  UniqueFd fd_;
+  TcpSource source_;
+  std::vector<iovec> iov_;
+  uint64_t sent_seq_ = 0;
+  uint64_t completed_seq_ = 0;
+  std::deque<ZcSend> zc_pending_;
+  size_t zc_pending_bytes_ = 0;
+  int64_t zc_next_id_ = 0;
+  int64_t zc_done_id_ = -1;
+};
+
+Result<std::unique_ptr<Channel>> wrap_tcp(UniqueFd fd, const ChannelOptions& options) {
+  return std::unique_ptr<Channel>(new TcpChannel(std::move(fd), options));
+}
+
+Probe probe_tcp() { return {true, "kernel TCP sockets"}; }
+
+Result<std::unique_ptr<Channel>> connect_tcp(std::string_view address, const ChannelOptions& options,
+                                             Timeout timeout) {
+  UniqueFd fd = LM_TRY(connect_socket(address, options, timeout));
+  return wrap_tcp(std::move(fd), options);
+}
+
+Result<std::unique_ptr<Listener>> listen_tcp(std::string_view address, const ChannelOptions& options) {
+  std::string bound;
+  UniqueFd fd = LM_TRY(listen_socket(address, &bound));
+  return std::unique_ptr<Listener>(new SocketListener("tcp", std::move(fd), bound, options, wrap_tcp));
+}
+
+constexpr Backend kTcp{"tcp", "kernel TCP sockets (TCP_NODELAY, large buffers, optional MSG_ZEROCOPY)", probe_tcp,
+                       connect_tcp, listen_tcp};
+
+}  // namespace
+
+const Backend& tcp_backend() { return kTcp; }
+
+}  // namespace lm::transport

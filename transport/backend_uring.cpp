@@ -1,0 +1,380 @@
+// uring: TCP sockets driven through io_uring (liburing 2.3).
+//
+// Send side (one ring, used only by the sending thread): send() queues the
+// message's iovecs and returns; at most one sendmsg is in flight per socket,
+// because two concurrent sends on one stream socket may interleave after a
+// short send. While one is in flight, further messages queue and go out
+// together in the next sendmsg (batched submission: one SQE for many small
+// messages). Buffers complete when their sendmsg completed, or with send_zc
+// (ZeroCopy::on) when the kernel's notification CQE released the pages.
+//
+// Receive side (second ring, used only by the receiving thread): reads into
+// the frame reader's 1 MiB staging buffer, registered with the ring (fixed
+// buffer, IORING_OP_READ_FIXED), and large frames straight into their own
+// buffer (IORING_OP_RECV). Frames up to 256 KiB are handed out in place.
+//
+// extra options: "sqpoll=1" (kernel submission thread; costs a core),
+// "entries=N" (ring size).
+#include <liburing.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <fcntl.h>
+
+#include <cstring>
+#include <deque>
+#include <optional>
+#include <vector>
+
+#include "transport/backends.hpp"
+#include "transport/stream.hpp"
+
+namespace lm::transport {
+namespace {
+
+constexpr uint64_t kOpIo = 1;
+constexpr uint64_t kOpCancel = 2;
+
+Result<void> init_ring(io_uring* ring, const ChannelOptions& options, const std::string& name) {
+  unsigned entries = 64;
+  if (auto e = extra_option(options.extra, "entries"); !e.empty()) entries = unsigned(std::stoul(e));
+  io_uring_params p{};
+  if (extra_option(options.extra, "sqpoll") == "1") {
+    p.flags |= IORING_SETUP_SQPOLL;
+    p.sq_thread_idle = 50;
+  } else {
+    p.flags |= IORING_SETUP_COOP_TASKRUN;
+  }
+  int rc = io_uring_queue_init_params(entries, ring, &p);
+  if (rc == -EINVAL && (p.flags & IORING_SETUP_COOP_TASKRUN)) {
+    p = io_uring_params{};
+    rc = io_uring_queue_init_params(entries, ring, &p);
+  }
+  if (rc < 0) return Error::sys(-rc, strf("channel %s: io_uring_queue_init", name.c_str()));
+  return ok();
+}
+
+// Waits for one CQE until the deadline; -ETIME on timeout.
+int wait_cqe(io_uring* ring, io_uring_cqe** cqe, Deadline deadline) {
+  for (;;) {
+    int rc;
+    if (deadline.at_ns == UINT64_MAX) {
+      rc = io_uring_wait_cqe(ring, cqe);
+    } else {
+      uint64_t left = deadline.left_ns();
+      __kernel_timespec ts{int64_t(left / 1000000000ull), int64_t(left % 1000000000ull)};
+      rc = io_uring_wait_cqe_timeout(ring, cqe, &ts);
+    }
+    if (rc == -EINTR) continue;
+    return rc;
+  }
+}
+
+io_uring_sqe* get_sqe(io_uring* ring) {
+  io_uring_sqe* sqe = io_uring_get_sqe(ring);
+  if (!sqe) {
+    io_uring_submit(ring);
+    sqe = io_uring_get_sqe(ring);
+  }
+  return sqe;
+}
+
+class UringSource : public ByteSource {
+ public:
+  UringSource(int fd, io_uring* ring, const std::string& name, const std::byte* fixed, size_t fixed_size)
+      : fd_(fd), ring_(ring), name_(name), fixed_(fixed), fixed_size_(fixed_size) {}
+
+  Result<size_t> read(void* buf, size_t len, Deadline deadline) override {
+    io_uring_sqe* sqe = get_sqe(ring_);
+    auto* b = static_cast<const std::byte*>(buf);
+    if (fixed_ && b >= fixed_ && b + len <= fixed_ + fixed_size_)
+      io_uring_prep_read_fixed(sqe, fd_, buf, unsigned(len), 0, 0);
+    else
+      io_uring_prep_recv(sqe, fd_, buf, len, 0);
+    io_uring_sqe_set_data64(sqe, kOpIo);
+    int rc = io_uring_submit(ring_);
+    if (rc < 0) return Error::sys(-rc, strf("channel %s: io_uring_submit (recv)", name_.c_str()));
+    io_uring_cqe* cqe = nullptr;
+    rc = wait_cqe(ring_, &cqe, deadline);
+    bool timed_out = rc == -ETIME;
+    if (rc < 0 && !timed_out) return Error::sys(-rc, strf("channel %s: io_uring_wait_cqe (recv)", name_.c_str()));
+    if (timed_out) {
+      // Cancel the read and reap it before returning: it must not land later.
+      io_uring_sqe* c = get_sqe(ring_);
+      io_uring_prep_cancel64(c, kOpIo, 0);
+      io_uring_sqe_set_data64(c, kOpCancel);
+      io_uring_submit(ring_);
+    }
+    for (;;) {
+      if (!cqe) {
+        rc = wait_cqe(ring_, &cqe, Deadline{});
+        if (rc < 0) return Error::sys(-rc, strf("channel %s: io_uring_wait_cqe (cancel)", name_.c_str()));
+      }
+      uint64_t op = io_uring_cqe_get_data64(cqe);
+      int res = cqe->res;
+      io_uring_cqe_seen(ring_, cqe);
+      cqe = nullptr;
+      if (op != kOpIo) continue;
+      if (res >= 0) return size_t(res);
+      if (res == -ECANCELED || (timed_out && res == -EINTR)) return timeout_error(name_, "waiting for data");
+      return Error::sys(-res, strf("channel %s: recv", name_.c_str()));
+    }
+  }
+
+ private:
+  int fd_;
+  io_uring* ring_;
+  const std::string& name_;
+  const std::byte* fixed_;
+  size_t fixed_size_;
+};
+
+class UringChannel final : public StreamChannel {
+ public:
+  static Result<std::unique_ptr<Channel>> make(UniqueFd fd, const ChannelOptions& options) {
+    // io_uring waits itself (poll-armed retries); with O_NONBLOCK, READ_FIXED
+    // on the socket would surface -EAGAIN instead.
+    int fl = fcntl(fd.get(), F_GETFL);
+    if (fl < 0 || fcntl(fd.get(), F_SETFL, fl & ~O_NONBLOCK) < 0) return Error::from_errno("uring channel: fcntl");
+    std::unique_ptr<UringChannel> ch(new UringChannel(std::move(fd), options));
+    LM_TRY(init_ring(&ch->send_ring_, options, ch->name_));
+    ch->send_ring_ok_ = true;
+    LM_TRY(init_ring(&ch->recv_ring_, options, ch->name_));
+    ch->recv_ring_ok_ = true;
+    iovec staging{ch->reader_.staging(), ch->reader_.staging_size()};
+    // Registration can fail under RLIMIT_MEMLOCK; then plain recv is used.
+    bool fixed = io_uring_register_buffers(&ch->recv_ring_, &staging, 1) == 0;
+    ch->source_.emplace(ch->fd_.get(), &ch->recv_ring_, ch->name_, fixed ? ch->reader_.staging() : nullptr,
+                        ch->reader_.staging_size());
+    return std::unique_ptr<Channel>(std::move(ch));
+  }
+
+  ~UringChannel() override { shutdown_transport(); }
+
+  Result<uint64_t> send(std::span<const ConstBuffer> pieces, Timeout timeout) override {
+    LM_TRY(check_usable());
+    Deadline deadline = Deadline::after(timeout);
+    size_t total = 0;
+    for (const auto& p : pieces) total += p.size;
+    if (total > options_.max_message)
+      return Error{EMSGSIZE, strf("channel %s: message of %zu bytes exceeds the %zu-byte limit", name_.c_str(), total,
+                                  options_.max_message)};
+    // Back-pressure: bounded bytes queued + in flight.
+    while (!queue_.empty() && queued_bytes_ + total > options_.send_window) {
+      auto r = reap(deadline);
+      if (!r) return fail(std::move(r).error());
+    }
+    if (pieces.size() + 2 > IOV_MAX)
+      return Error{EINVAL, strf("channel %s: %zu pieces exceed IOV_MAX", name_.c_str(), pieces.size())};
+    Queued& q = queue_.emplace_back();
+    q.seq = ++sent_seq_;
+    q.header = {kFrameData, uint32_t(total)};
+    q.iov.reserve(pieces.size() + 2);
+    q.iov.push_back({&q.header, sizeof q.header});
+    for (const auto& p : pieces)
+      if (p.size) q.iov.push_back({const_cast<void*>(p.data), p.size});
+    if (size_t pad = frame_pad(total)) q.iov.push_back({const_cast<uint8_t*>(kFramePadding), pad});
+    q.bytes = sizeof q.header + total + frame_pad(total);
+    queued_bytes_ += q.bytes;
+    auto r = submit_batch();
+    if (!r) return fail(std::move(r).error());
+    return q.seq;
+  }
+
+  uint64_t send_completed() override {
+    io_uring_cqe* cqe;
+    while (inflight_ && io_uring_peek_cqe(&send_ring_, &cqe) == 0) {
+      auto r = handle_send_cqe(cqe);
+      if (!r) {
+        (void)fail(std::move(r).error());
+        break;
+      }
+    }
+    return completed_seq_;
+  }
+
+  Result<void> wait_sent(uint64_t seq, Timeout timeout) override {
+    if (seq > sent_seq_)
+      return Error{EINVAL, strf("channel %s: wait_sent(%llu) beyond the last send %llu", name_.c_str(),
+                                (unsigned long long)seq, (unsigned long long)sent_seq_)};
+    Deadline deadline = Deadline::after(timeout);
+    while (completed_seq_ < seq) {
+      if (broken_) return *broken_;
+      auto r = reap(deadline);
+      if (!r) return fail(std::move(r).error());
+    }
+    return ok();
+  }
+
+ protected:
+  Result<void> send_close_mark(Deadline deadline) override {
+    Queued& q = queue_.emplace_back();
+    q.seq = ++sent_seq_;
+    q.header = {kFrameClose, 0};
+    q.iov.push_back({&q.header, sizeof q.header});
+    q.bytes = sizeof q.header;
+    queued_bytes_ += q.bytes;
+    LM_TRY(submit_batch());
+    while (completed_seq_ < sent_seq_) LM_TRY(reap(deadline));
+    return ok();
+  }
+  ByteSource& source() override { return *source_; }
+  void shutdown_transport() override {
+    if (!fd_.valid()) return;
+    // Fail in-flight operations before the rings go, then release everything.
+    ::shutdown(fd_.get(), SHUT_RDWR);
+    if (send_ring_ok_) io_uring_queue_exit(&send_ring_);
+    if (recv_ring_ok_) io_uring_queue_exit(&recv_ring_);
+    send_ring_ok_ = recv_ring_ok_ = false;
+    fd_.reset();
+  }
+
+ private:
+  UringChannel(UniqueFd fd, const ChannelOptions& options)
+      : StreamChannel("uring " + socket_pair_name(fd.get()), options), fd_(std::move(fd)) {
+    zero_copy_ = options.zero_copy == ZeroCopy::on;
+  }
+
+  struct Queued {
+    uint64_t seq = 0;
+    FrameHeader header{};
+    std::vector<iovec> iov;
+    size_t bytes = 0;
+  };
+
+  Result<void> submit_batch() {
+    if (inflight_ || queue_.empty()) return ok();
+    batch_iov_.clear();
+    batch_msgs_ = 0;
+    batch_bytes_ = 0;
+    for (const Queued& q : queue_) {
+      if (batch_msgs_ && batch_iov_.size() + q.iov.size() > IOV_MAX) break;
+      batch_iov_.insert(batch_iov_.end(), q.iov.begin(), q.iov.end());
+      batch_bytes_ += q.bytes;
+      ++batch_msgs_;
+    }
+    batch_first_iov_ = 0;
+    return submit_rest();
+  }
+
+  Result<void> submit_rest() {
+    batch_msg_ = msghdr{};
+    batch_msg_.msg_iov = batch_iov_.data() + batch_first_iov_;
+    batch_msg_.msg_iovlen = batch_iov_.size() - batch_first_iov_;
+    io_uring_sqe* sqe = get_sqe(&send_ring_);
+    if (zero_copy_) {
+      io_uring_prep_sendmsg_zc(sqe, fd_.get(), &batch_msg_, MSG_NOSIGNAL | MSG_WAITALL);
+      ++notifs_pending_;
+    } else {
+      io_uring_prep_sendmsg(sqe, fd_.get(), &batch_msg_, MSG_NOSIGNAL | MSG_WAITALL);
+    }
+    io_uring_sqe_set_data64(sqe, kOpIo);
+    int rc = io_uring_submit(&send_ring_);
+    if (rc < 0) return Error::sys(-rc, strf("channel %s: io_uring_submit (send)", name_.c_str()));
+    inflight_ = true;
+    data_pending_ = true;
+    return ok();
+  }
+
+  Result<void> reap(Deadline deadline) {
+    if (!inflight_) return submit_batch();
+    io_uring_cqe* cqe = nullptr;
+    int rc = wait_cqe(&send_ring_, &cqe, deadline);
+    if (rc == -ETIME) return timeout_error(name_, "sending (receiver not draining)");
+    if (rc < 0) return Error::sys(-rc, strf("channel %s: io_uring_wait_cqe (send)", name_.c_str()));
+    return handle_send_cqe(cqe);
+  }
+
+  Result<void> handle_send_cqe(io_uring_cqe* cqe) {
+    int res = cqe->res;
+    unsigned flags = cqe->flags;
+    io_uring_cqe_seen(&send_ring_, cqe);
+    if (flags & IORING_CQE_F_NOTIF) {
+      --notifs_pending_;
+    } else {
+      data_pending_ = false;
+      if (res < 0) return Error::sys(-res, strf("channel %s: sendmsg", name_.c_str()));
+      size_t left = size_t(res);
+      batch_sent_ += left;
+      while (left && batch_first_iov_ < batch_iov_.size()) {
+        iovec& v = batch_iov_[batch_first_iov_];
+        if (left >= v.iov_len) {
+          left -= v.iov_len;
+          ++batch_first_iov_;
+        } else {
+          v.iov_base = static_cast<char*>(v.iov_base) + left;
+          v.iov_len -= left;
+          left = 0;
+        }
+      }
+      if (batch_sent_ < batch_bytes_) return submit_rest();  // short send: the rest, in order
+    }
+    if (data_pending_ || notifs_pending_ > 0 || batch_sent_ < batch_bytes_) return ok();
+    for (size_t i = 0; i < batch_msgs_; ++i) {
+      completed_seq_ = queue_.front().seq;
+      queued_bytes_ -= queue_.front().bytes;
+      queue_.pop_front();
+    }
+    inflight_ = false;
+    batch_sent_ = 0;
+    return submit_batch();
+  }
+
+  UniqueFd fd_;
+  io_uring send_ring_{};
+  io_uring recv_ring_{};
+  bool send_ring_ok_ = false;
+  bool recv_ring_ok_ = false;
+  bool zero_copy_ = false;
+  std::optional<UringSource> source_;
+
+  std::deque<Queued> queue_;  // queued and in-flight messages, in order
+  size_t queued_bytes_ = 0;
+  uint64_t sent_seq_ = 0;
+  uint64_t completed_seq_ = 0;
+  bool inflight_ = false;
+  bool data_pending_ = false;
+  int notifs_pending_ = 0;
+  std::vector<iovec> batch_iov_;
+  size_t batch_first_iov_ = 0;
+  size_t batch_msgs_ = 0;
+  size_t batch_bytes_ = 0;
+  size_t batch_sent_ = 0;
+  msghdr batch_msg_{};
+};
+
+Probe probe_uring() {
+  io_uring ring;
+  int rc = io_uring_queue_init(4, &ring, 0);
+  if (rc < 0)
+    return {false, strf("io_uring_queue_init: %s (kernel.io_uring_disabled or seccomp?)", std::strerror(-rc))};
+  io_uring_probe* p = io_uring_get_probe_ring(&ring);
+  bool sendmsg = p && io_uring_opcode_supported(p, IORING_OP_SENDMSG) && io_uring_opcode_supported(p, IORING_OP_RECV);
+  bool zc = p && io_uring_opcode_supported(p, IORING_OP_SENDMSG_ZC);
+  if (p) io_uring_free_probe(p);
+  io_uring_queue_exit(&ring);
+  if (!sendmsg) return {false, "io_uring lacks IORING_OP_SENDMSG/RECV"};
+  return {true, strf("io_uring sockets (sendmsg_zc %s)", zc ? "yes" : "no")};
+}
+
+Result<std::unique_ptr<Channel>> connect_uring(std::string_view address, const ChannelOptions& options,
+                                               Timeout timeout) {
+  UniqueFd fd = LM_TRY(connect_socket(address, options, timeout));
+  return UringChannel::make(std::move(fd), options);
+}
+
+Result<std::unique_ptr<Listener>> listen_uring(std::string_view address, const ChannelOptions& options) {
+  std::string bound;
+  UniqueFd fd = LM_TRY(listen_socket(address, &bound));
+  return std::unique_ptr<Listener>(new SocketListener("uring", std::move(fd), bound, options, UringChannel::make));
+}
+
+constexpr Backend kUring{"uring", "TCP sockets via io_uring (batched sendmsg, fixed recv buffer, optional send_zc)",
+                         probe_uring, connect_uring, listen_uring};
+
+}  // namespace
+
+const Backend& uring_backend() { return kUring; }
+
+}  // namespace lm::transport

@@ -1,0 +1,172 @@
+// The transport seam: a Channel moves whole messages, each made of several
+// buffers, between two endpoints. Backends (tcp, uring, dpdk, in-process)
+// implement Channel and Listener and register {name, probe, connect, listen}.
+//
+// Semantics every backend keeps (the engine and the tests rely on them):
+//
+// Messages. send() takes a message as a list of pieces (header + payload
+//   pieces); the receiver gets the concatenation as ONE contiguous message,
+//   in send order, never merged with or split from another message. The
+//   channel frames messages itself; the caller's bytes are opaque to it.
+//
+// Buffer ownership. send() returns a per-channel send sequence number
+//   (1, 2, 3, ...). The caller must keep every piece's bytes alive and
+//   unmodified until that send is complete: send_completed() >= seq, or
+//   wait_sent(seq) returned ok. Completion is in order (completing seq n
+//   completes every seq < n). A backend that copies (plain TCP without
+//   MSG_ZEROCOPY) completes before send() returns; a zero-copy or
+//   retransmitting backend (io_uring send_zc, DPDK external mbufs) completes
+//   later, e.g. when the peer acknowledged the data. The ConstBuffer array
+//   itself may be reused as soon as send() returns.
+//   recv() returns a view into the channel's own receive buffer, valid until
+//   the next recv() or close() on that channel, or its destruction.
+//
+// Threading. A channel is used by at most one sending thread (send,
+//   wait_sent, send_completed) and one receiving thread (recv) at a time;
+//   the two sides may run concurrently. close() is called when neither side
+//   is inside a call. Backends make progress inside these calls (a poll-mode
+//   backend polls its queues there, e.g. processes acknowledgements inside
+//   send/wait_sent) or on their own threads; the interface assumes no file
+//   descriptor.
+//
+// Blocking and back-pressure. Every potentially blocking call takes a
+//   Timeout and returns an Error with code ETIMEDOUT when it elapses. send()
+//   blocks while the channel's in-flight bytes (sent but not completed)
+//   exceed its window (ChannelOptions::send_window), so a slow receiver
+//   slows the sender and memory stays bounded.
+//
+// Close and failures. close() is a handshake: it sends a close mark, then
+//   waits for the peer's close mark (dropping data still arriving) up to its
+//   timeout. recv() returns RecvStatus::closed once the peer's close mark
+//   arrived; the receiving side then calls close() too. A peer that vanishes
+//   (killed, connection reset, EOF without close mark, no sign of life within
+//   the timeout) makes every pending and later call fail with an Error that
+//   names the channel; nothing hangs past its timeout.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "common/error.hpp"
+
+namespace lm::transport {
+
+using Timeout = std::chrono::milliseconds;
+inline constexpr Timeout kForever = Timeout::max();
+
+// One piece of an outgoing message (not owned; see "Buffer ownership").
+struct ConstBuffer {
+  const void* data = nullptr;
+  size_t size = 0;
+};
+
+enum class RecvStatus : uint8_t {
+  message,  // bytes hold one whole message
+  closed,   // the peer closed the channel cleanly; no more messages
+};
+
+struct Received {
+  RecvStatus status = RecvStatus::closed;
+  std::span<const std::byte> bytes;  // valid until the next recv()/close()
+};
+
+enum class ZeroCopy : uint8_t { off, on };
+
+struct ChannelOptions {
+  // Largest message this channel accepts (sender and receiver check it).
+  size_t max_message = size_t(64) << 20;
+  // Bytes sent but not yet complete before send() blocks (back-pressure).
+  size_t send_window = size_t(16) << 20;
+  // Kernel socket buffer sizes for socket backends (0: kernel default).
+  size_t socket_buffer = size_t(4) << 20;
+  // MSG_ZEROCOPY (tcp) / send_zc (uring) for large pieces, where supported.
+  ZeroCopy zero_copy = ZeroCopy::off;
+  // Backend-specific knobs as "key=value,key=value" (e.g. "sqpoll=1").
+  std::string extra;
+};
+
+class Channel {
+ public:
+  virtual ~Channel() = default;
+
+  // Queues one message made of `pieces` (total size <= max_message; an
+  // empty message is allowed). Returns its send sequence number.
+  virtual Result<uint64_t> send(std::span<const ConstBuffer> pieces, Timeout timeout) = 0;
+  // Highest sequence number whose buffers the caller may reuse.
+  virtual uint64_t send_completed() = 0;
+  // Waits until send `seq` (and all before it) is complete.
+  virtual Result<void> wait_sent(uint64_t seq, Timeout timeout) = 0;
+
+  // Receives the next whole message, or the peer's clean close.
+  virtual Result<Received> recv(Timeout timeout) = 0;
+
+  // Close handshake (see above); idempotent. Completes pending sends first.
+  virtual Result<void> close(Timeout timeout) = 0;
+
+  // "tcp 127.0.0.1:40000->127.0.0.1:7000", used in every error message.
+  virtual const std::string& name() const = 0;
+  // Renames for error messages once the channel's role is known
+  // ("bulk1 tcp 127.0.0.1:...").
+  virtual void set_name(std::string name) = 0;
+};
+
+class Listener {
+ public:
+  virtual ~Listener() = default;
+  // Waits for the next incoming channel.
+  virtual Result<std::unique_ptr<Channel>> accept(Timeout timeout) = 0;
+  // The address a peer passes to connect(), with the real port when the
+  // listen address asked for port 0: "tcp:127.0.0.1:40123".
+  virtual std::string address() const = 0;
+};
+
+// A probe never lies: available == false comes with the reason.
+struct Probe {
+  bool available = false;
+  std::string reason;  // why not; or a short description of what was found
+};
+
+// One registry entry. Addresses are "<backend>:<backend-specific part>",
+// e.g. "tcp:127.0.0.1:7000", "uring:127.0.0.1:7000", "dpdk:memif:/run/x.sock".
+// connect/listen receive the part after "<backend>:".
+struct Backend {
+  std::string_view name;
+  std::string_view summary;
+  Probe (*probe)();
+  Result<std::unique_ptr<Channel>> (*connect)(std::string_view address, const ChannelOptions& options,
+                                              Timeout timeout);
+  Result<std::unique_ptr<Listener>> (*listen)(std::string_view address, const ChannelOptions& options);
+};
+
+// Every backend compiled in, in order of preference (fastest first).
+std::span<const Backend* const> backends();
+// The backend named `name`, or an error listing the known names.
+Result<const Backend*> find_backend(std::string_view name);
+// Splits "tcp:127.0.0.1:7000" and dispatches to the backend (probing it first).
+Result<std::unique_ptr<Channel>> connect(std::string_view address, const ChannelOptions& options,
+                                         Timeout timeout);
+Result<std::unique_ptr<Listener>> listen(std::string_view address, const ChannelOptions& options);
+
+// Backend entries are declared in transport/backends.hpp, one file each.
+
+// An in-process channel pair for unit tests (bounded queues, same semantics:
+// back-pressure, close handshake, and an error on the other end when one end
+// is destroyed without closing). Not in the registry: it has no address.
+struct ChannelPair {
+  std::unique_ptr<Channel> a;
+  std::unique_ptr<Channel> b;
+};
+ChannelPair make_inproc_pair(const ChannelOptions& options, std::string_view name = "inproc");
+
+// Helper for callers that do not overlap sends: send + wait_sent.
+inline Result<void> send_sync(Channel& channel, std::span<const ConstBuffer> pieces, Timeout timeout) {
+  uint64_t seq = LM_TRY(channel.send(pieces, timeout));
+  return channel.wait_sent(seq, timeout);
+}
+
+}  // namespace lm::transport

@@ -1,0 +1,61 @@
+#include <array>
+
+#include "transport/backends.hpp"
+
+namespace lm::transport {
+
+namespace {
+const Backend* const kBackends[] = {
+#if LM_HAVE_URING
+    &uring_backend(),
+#endif
+    &tcp_backend(),
+#if defined(LM_TRANSPORT_DPDK) && LM_TRANSPORT_DPDK
+    &dpdk_backend(),
+#endif
+};
+
+struct Split {
+  const Backend* backend;
+  std::string_view rest;
+};
+
+Result<Split> split_address(std::string_view address) {
+  size_t colon = address.find(':');
+  if (colon == std::string_view::npos)
+    return Error::msg(strf("transport address '%.*s': expected <backend>:<address>, e.g. tcp:127.0.0.1:7000",
+                           int(address.size()), address.data()));
+  const Backend* b = LM_TRY_CTX(find_backend(address.substr(0, colon)),
+                                strf("transport address '%.*s'", int(address.size()), address.data()));
+  Probe p = b->probe();
+  if (!p.available)
+    return Error::msg(strf("transport backend %.*s unavailable: %s", int(b->name.size()), b->name.data(),
+                           p.reason.c_str()));
+  return Split{b, address.substr(colon + 1)};
+}
+}  // namespace
+
+std::span<const Backend* const> backends() { return kBackends; }
+
+Result<const Backend*> find_backend(std::string_view name) {
+  std::string known;
+  for (const Backend* b : kBackends) {
+    if (b->name == name) return b;
+    known += (known.empty() ? "" : ", ") + std::string(b->name);
+  }
+  return Error::msg(strf("unknown transport backend '%.*s' (built: %s)", int(name.size()), name.data(),
+                         known.c_str()));
+}
+
+Result<std::unique_ptr<Channel>> connect(std::string_view address, const ChannelOptions& options,
+                                         Timeout timeout) {
+  Split s = LM_TRY(split_address(address));
+  return s.backend->connect(s.rest, options, timeout);
+}
+
+Result<std::unique_ptr<Listener>> listen(std::string_view address, const ChannelOptions& options) {
+  Split s = LM_TRY(split_address(address));
+  return s.backend->listen(s.rest, options);
+}
+
+}  // namespace lm::transport

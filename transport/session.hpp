@@ -1,0 +1,114 @@
+// A session bundles the channels of one migration: one control channel, one
+// priority channel (post-copy requests/replies, never behind bulk data) and N
+// bulk channels. Each channel says in its hello which session (id) and which
+// slot (role, index) it belongs to; the destination places channels by that,
+// not by arrival order, so several sessions can share one listener.
+//
+// Handshake per channel (docs/protocol.md):
+//   source → dest   hello  (versions, page size, features, codecs, N, session id, role, index, nonce)
+//   dest   → source hello  (its own values and nonce)
+//   both   negotiate: version = min(max_s, max_d) if >= max(min_s, min_d); codecs =
+//          common set (must include raw); page sizes equal; N equal; else error naming both.
+//   source → dest   auth   (proof of the pre-shared key over the dest's nonce)
+//   source → dest   mappings (control channel only)
+//   dest   → source accept  or  error
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/error.hpp"
+#include "transport/channel.hpp"
+#include "transport/protocol.hpp"
+
+namespace lm::transport {
+
+struct SessionConfig {
+  uint16_t version_min = kProtocolVersionMin;
+  uint16_t version_max = kProtocolVersionMax;
+  uint32_t page_size = uint32_t(kPageSize);
+  uint64_t features = kFeatureDirtyBitmap | kFeaturePostCopy | kFeatureDigest;
+  uint32_t codecs = (1u << kCodecCount) - 1;
+  uint16_t bulk_channels = 1;  // source side: how many to open; dest: ignored (taken from hello)
+  std::string psk;             // empty: no pre-shared key
+  ChannelOptions channel;
+  Timeout handshake_timeout = Timeout(10000);
+};
+
+struct Negotiated {
+  uint16_t version = 0;
+  uint32_t codecs = 0;
+  uint64_t features = 0;
+  uint64_t session_id = 0;
+  uint16_t bulk_channels = 0;
+};
+
+class Session {
+ public:
+  using Dialer = std::function<Result<std::unique_ptr<Channel>>(Timeout)>;
+
+  // Source side: opens control, priority and N bulk channels to `address`
+  // ("tcp:127.0.0.1:7000"), handshakes each and announces `mappings`.
+  static Result<Session> connect(std::string_view address, const SessionConfig& config,
+                                 const MappingTable& mappings);
+  // Same with a caller-supplied way to open a channel (tests, in-process pairs).
+  // `order` lists the bulk indices in the order to dial them (default 0..N-1).
+  static Result<Session> connect_with(const Dialer& dial, const SessionConfig& config,
+                                      const MappingTable& mappings, std::vector<uint16_t> order = {});
+
+  Channel& control() { return *control_; }
+  Channel& priority() { return *priority_; }
+  Channel& bulk(size_t i) { return *bulk_.at(i); }
+  size_t bulk_count() const { return bulk_.size(); }
+  const Negotiated& negotiated() const { return negotiated_; }
+  // The mapping table announced at handshake; page addresses are checked against it.
+  const MappingTable& mappings() const { return mappings_; }
+  void set_mappings(MappingTable table) { mappings_ = std::move(table); }
+
+  // Close handshake on every channel (bulk, priority, control last).
+  Result<void> close(Timeout timeout);
+
+ private:
+  friend class SessionAcceptor;
+  std::unique_ptr<Channel> control_;
+  std::unique_ptr<Channel> priority_;
+  std::vector<std::unique_ptr<Channel>> bulk_;
+  Negotiated negotiated_;
+  MappingTable mappings_;
+};
+
+// Destination side: hand it every accepted channel; it runs the channel's
+// handshake and returns the Session once all of its channels have joined.
+class SessionAcceptor {
+ public:
+  explicit SessionAcceptor(SessionConfig config) : config_(std::move(config)) {}
+  // nullopt: the channel joined a session that is still incomplete.
+  // Error: this channel's handshake failed (it was told why and dropped);
+  // other sessions are unaffected.
+  Result<std::optional<Session>> offer(std::unique_ptr<Channel> channel);
+
+ private:
+  struct Pending {
+    Session session;
+    std::vector<bool> bulk_joined;
+    bool have_control = false;
+    bool have_priority = false;
+  };
+  SessionConfig config_;
+  std::map<uint64_t, Pending> pending_;
+};
+
+// listener.accept() + SessionAcceptor until one session is complete. A channel
+// whose handshake fails is dropped and counted; the first such error is returned
+// if the deadline passes.
+Result<Session> accept_session(Listener& listener, const SessionConfig& config, Timeout timeout);
+
+// Negotiation rule shared by both sides (exposed for tests).
+Result<Negotiated> negotiate(const HelloBody& source, const HelloBody& dest);
+
+}  // namespace lm::transport

@@ -1,0 +1,307 @@
+#include "transport/stream.hpp"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+namespace lm::transport {
+
+const uint8_t kFramePadding[8] = {};
+
+int Deadline::poll_ms() const {
+  if (at_ns == UINT64_MAX) return -1;
+  uint64_t left = left_ns();
+  uint64_t ms = (left + 999999) / 1000000;
+  return ms > INT_MAX ? INT_MAX : int(ms);
+}
+
+uint64_t Deadline::left_ns() const {
+  if (at_ns == UINT64_MAX) return UINT64_MAX;
+  uint64_t now = now_ns();
+  return now >= at_ns ? 0 : at_ns - now;
+}
+
+Error timeout_error(const std::string& channel, std::string_view what) {
+  return Error{ETIMEDOUT, strf("channel %s: timed out %.*s", channel.c_str(), int(what.size()), what.data())};
+}
+
+std::string extra_option(const std::string& extra, std::string_view key) {
+  std::string_view s = extra;
+  while (!s.empty()) {
+    size_t comma = s.find(',');
+    std::string_view item = s.substr(0, comma);
+    size_t eq = item.find('=');
+    if (item.substr(0, eq) == key) return eq == std::string_view::npos ? "1" : std::string(item.substr(eq + 1));
+    if (comma == std::string_view::npos) break;
+    s.remove_prefix(comma + 1);
+  }
+  return {};
+}
+
+Result<SocketAddress> resolve_host_port(std::string_view host_port) {
+  size_t colon = host_port.rfind(':');
+  if (colon == std::string_view::npos)
+    return Error::msg(strf("address '%.*s': expected host:port", int(host_port.size()), host_port.data()));
+  std::string host(host_port.substr(0, colon));
+  std::string port(host_port.substr(colon + 1));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res);
+  if (rc != 0)
+    return Error::msg(strf("address '%.*s': %s", int(host_port.size()), host_port.data(), gai_strerror(rc)));
+  SocketAddress a;
+  std::memcpy(&a.storage, res->ai_addr, res->ai_addrlen);
+  a.length = res->ai_addrlen;
+  freeaddrinfo(res);
+  return a;
+}
+
+static std::string format_sockaddr(const sockaddr_storage& ss) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  unsigned port = 0;
+  if (ss.ss_family == AF_INET) {
+    auto* sin = reinterpret_cast<const sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &sin->sin_addr, host, sizeof host);
+    port = ntohs(sin->sin_port);
+    return strf("%s:%u", host, port);
+  }
+  if (ss.ss_family == AF_INET6) {
+    auto* sin6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof host);
+    port = ntohs(sin6->sin6_port);
+    return strf("[%s]:%u", host, port);
+  }
+  return "?";
+}
+
+std::string socket_pair_name(int fd) {
+  sockaddr_storage local{}, peer{};
+  socklen_t ll = sizeof local, pl = sizeof peer;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ll);
+  getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl);
+  return format_sockaddr(local) + "->" + format_sockaddr(peer);
+}
+
+static Result<void> tune_socket(int fd, const ChannelOptions& options, const std::string& what) {
+  int one = 1;
+  if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
+    return Error::from_errno(what + ": TCP_NODELAY");
+  if (options.socket_buffer) {
+    int size = int(options.socket_buffer);
+    // Not fatal: the kernel caps at net.core.[rw]mem_max without error.
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  }
+  if (options.zero_copy == ZeroCopy::on && setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof one) < 0)
+    return Error::from_errno(what + ": SO_ZEROCOPY");
+  return ok();
+}
+
+Result<void> wait_fd(int fd, short events, Deadline deadline, const std::string& channel, const char* what) {
+  for (;;) {
+    pollfd p{fd, events, 0};
+    int ms = deadline.poll_ms();
+    int rc = poll(&p, 1, ms);
+    if (rc > 0) return ok();
+    if (rc == 0) return timeout_error(channel, what);
+    if (errno != EINTR) return Error::from_errno(strf("channel %s: poll", channel.c_str()));
+  }
+}
+
+Result<UniqueFd> connect_socket(std::string_view host_port, const ChannelOptions& options, Timeout timeout) {
+  std::string what = strf("connect %.*s", int(host_port.size()), host_port.data());
+  SocketAddress addr = LM_TRY_CTX(resolve_host_port(host_port), what);
+  Deadline deadline = Deadline::after(timeout);
+  for (;;) {
+    UniqueFd fd(socket(addr.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) return Error::from_errno(what + ": socket");
+    LM_TRY(tune_socket(fd.get(), options, what));
+    int rc = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr.storage), addr.length);
+    int err = rc == 0 ? 0 : errno;
+    if (err == EINPROGRESS) {
+      LM_TRY(wait_fd(fd.get(), POLLOUT, deadline, what, "connecting"));
+      socklen_t len = sizeof err;
+      getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    }
+    if (err == 0) return fd;
+    // The listener may not be up yet (bench peer, tests): retry until the deadline.
+    if (err == ECONNREFUSED && !deadline.passed() && timeout != Timeout(0)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      continue;
+    }
+    return Error::sys(err, what);
+  }
+}
+
+Result<UniqueFd> listen_socket(std::string_view host_port, std::string* bound) {
+  std::string what = strf("listen %.*s", int(host_port.size()), host_port.data());
+  SocketAddress addr = LM_TRY_CTX(resolve_host_port(host_port), what);
+  UniqueFd fd(socket(addr.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Error::from_errno(what + ": socket");
+  int one = 1;
+  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr.storage), addr.length) < 0)
+    return Error::from_errno(what + ": bind");
+  if (::listen(fd.get(), 128) < 0) return Error::from_errno(what + ": listen");
+  sockaddr_storage local{};
+  socklen_t ll = sizeof local;
+  getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &ll);
+  if (bound) *bound = format_sockaddr(local);
+  return fd;
+}
+
+Result<UniqueFd> accept_socket(int listen_fd, const ChannelOptions& options, Timeout timeout,
+                               const std::string& listener_name) {
+  Deadline deadline = Deadline::after(timeout);
+  for (;;) {
+    UniqueFd fd(accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (fd.valid()) {
+      LM_TRY(tune_socket(fd.get(), options, "accept on " + listener_name));
+      return fd;
+    }
+    if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+      return Error::from_errno("accept on " + listener_name);
+    LM_TRY(wait_fd(listen_fd, POLLIN, deadline, listener_name, "waiting for a connection"));
+  }
+}
+
+Result<std::unique_ptr<Channel>> SocketListener::accept(Timeout timeout) {
+  UniqueFd fd = LM_TRY(accept_socket(fd_.get(), options_, timeout, address()));
+  return wrap_(std::move(fd), options_);
+}
+
+// --- frame reader -------------------------------------------------------------
+
+FrameReader::FrameReader(size_t staging_bytes, size_t max_message)
+    : staging_(static_cast<std::byte*>(std::aligned_alloc(4096, staging_bytes))),
+      staging_size_(staging_bytes),
+      max_message_(max_message) {}
+
+Result<void> FrameReader::fill(ByteSource& source, size_t want, Deadline deadline, const std::string& channel) {
+  if (end_ - begin_ >= want) return ok();
+  if (begin_ == end_) begin_ = end_ = 0;
+  if (begin_ + want > staging_size_) {
+    std::memmove(staging_.get(), staging_.get() + begin_, end_ - begin_);
+    end_ -= begin_;
+    begin_ = 0;
+  }
+  while (end_ - begin_ < want) {
+    size_t n = LM_TRY(source.read(staging_.get() + end_, staging_size_ - end_, deadline));
+    if (n == 0) {
+      if (end_ == begin_)
+        return Error{ECONNRESET, strf("channel %s: peer vanished (connection closed without close handshake)",
+                                      channel.c_str())};
+      return Error{ECONNRESET, strf("channel %s: truncated stream: connection closed inside a frame (%zu of %zu bytes)",
+                                    channel.c_str(), end_ - begin_, want)};
+    }
+    end_ += n;
+  }
+  return ok();
+}
+
+Result<Received> FrameReader::next(ByteSource& source, Deadline deadline, const std::string& channel) {
+  begin_ += consume_on_next_;
+  consume_on_next_ = 0;
+  if (saw_close_) return Received{RecvStatus::closed, {}};
+  LM_TRY(fill(source, sizeof(FrameHeader), deadline, channel));
+  FrameHeader h;
+  std::memcpy(&h, staging_.get() + begin_, sizeof h);
+  if (h.magic == kFrameClose) {
+    begin_ += sizeof h;
+    saw_close_ = true;
+    return Received{RecvStatus::closed, {}};
+  }
+  if (h.magic != kFrameData)
+    return Error{EBADMSG, strf("channel %s: stream corrupted: bad frame magic 0x%08x", channel.c_str(), h.magic)};
+  if (h.length > max_message_)
+    return Error{EMSGSIZE, strf("channel %s: frame of %u bytes exceeds the %zu-byte message limit", channel.c_str(),
+                                h.length, max_message_)};
+  size_t body = size_t(h.length) + frame_pad(h.length);
+  size_t frame = sizeof h + body;
+  if (frame <= staging_size_ / 4) {
+    LM_TRY(fill(source, frame, deadline, channel));
+    consume_on_next_ = frame;
+    return Received{RecvStatus::message, {staging_.get() + begin_ + sizeof h, h.length}};
+  }
+  if (large_size_ < body) {
+    large_.reset(static_cast<std::byte*>(std::aligned_alloc(4096, (body + 4095) & ~size_t(4095))));
+    large_size_ = body;
+  }
+  size_t have = std::min(end_ - begin_ - sizeof h, body);
+  std::memcpy(large_.get(), staging_.get() + begin_ + sizeof h, have);
+  begin_ += sizeof h + have;
+  while (have < body) {
+    size_t n = LM_TRY(source.read(large_.get() + have, body - have, deadline));
+    if (n == 0)
+      return Error{ECONNRESET, strf("channel %s: truncated stream: connection closed inside a frame (%zu of %zu bytes)",
+                                    channel.c_str(), sizeof h + have, frame)};
+    have += n;
+  }
+  return Received{RecvStatus::message, {large_.get(), h.length}};
+}
+
+// --- stream channel ---------------------------------------------------------------
+
+// 1 MiB staging: frames up to 256 KiB are parsed in place, larger ones read directly.
+StreamChannel::StreamChannel(std::string name, const ChannelOptions& options)
+    : name_(std::move(name)), options_(options), reader_(size_t(1) << 20, options.max_message) {}
+
+Error StreamChannel::fail(Error e) {
+  // Timeouts are not fatal: the caller may retry.
+  if (e.code != ETIMEDOUT && !broken_) broken_ = e;
+  return e;
+}
+
+Result<void> StreamChannel::check_usable() const {
+  if (broken_) return *broken_;
+  if (closed_) return Error{EPIPE, strf("channel %s: already closed", name_.c_str())};
+  return ok();
+}
+
+Result<Received> StreamChannel::recv(Timeout timeout) {
+  if (broken_) return *broken_;
+  if (closed_) return Received{RecvStatus::closed, {}};
+  auto r = reader_.next(source(), Deadline::after(timeout), name_);
+  if (!r) return fail(std::move(r).error());
+  return r;
+}
+
+Result<void> StreamChannel::close(Timeout timeout) {
+  if (closed_) return ok();
+  if (broken_) {
+    closed_ = true;
+    shutdown_transport();
+    return *broken_;
+  }
+  Deadline deadline = Deadline::after(timeout);
+  auto sent = send_close_mark(deadline);
+  Result<void> result;
+  if (!sent) {
+    result = fail(std::move(sent).error());
+  } else {
+    // Drop what the peer still sends until its close mark arrives.
+    while (!reader_.saw_close()) {
+      auto r = reader_.next(source(), deadline, name_);
+      if (!r) {
+        result = fail(std::move(r).error().context("close handshake"));
+        break;
+      }
+    }
+  }
+  closed_ = true;
+  shutdown_transport();
+  return result;
+}
+
+}  // namespace lm::transport

@@ -1,0 +1,153 @@
+// Shared by the socket backends (tcp, uring): deadlines, address parsing,
+// socket setup, and the stream framing that turns a byte stream into whole
+// messages.
+//
+// Stream frame: FrameHeader{magic, length} | length bytes | zero padding to a
+// multiple of 8, so every message starts 8-aligned in the receive buffer and
+// decoders can view arrays in place. magic kFrameClose (length 0) is the close
+// mark of the close handshake.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/clock.hpp"
+#include "common/error.hpp"
+#include "common/fd.hpp"
+#include "transport/channel.hpp"
+
+namespace lm::transport {
+
+struct Deadline {
+  uint64_t at_ns = UINT64_MAX;
+  static Deadline after(Timeout t) {
+    if (t == kForever || t.count() < 0) return {};
+    uint64_t now = now_ns();
+    return {now + uint64_t(t.count()) * 1000000ull};
+  }
+  bool passed() const { return at_ns != UINT64_MAX && now_ns() >= at_ns; }
+  // Milliseconds left for poll(): -1 forever, 0 passed.
+  int poll_ms() const;
+  uint64_t left_ns() const;
+};
+
+Error timeout_error(const std::string& channel, std::string_view what);
+
+struct FrameHeader {
+  uint32_t magic;
+  uint32_t length;
+};
+static_assert(sizeof(FrameHeader) == 8);
+inline constexpr uint32_t kFrameData = 0x44464d4c;   // "LMFD"
+inline constexpr uint32_t kFrameClose = 0x43464d4c;  // "LMFC"
+inline constexpr size_t frame_pad(size_t n) { return (8 - n % 8) % 8; }
+extern const uint8_t kFramePadding[8];
+
+// "host:port" (host may be a name, an IPv4 address or [IPv6]).
+struct SocketAddress {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+};
+Result<SocketAddress> resolve_host_port(std::string_view host_port);
+Result<UniqueFd> connect_socket(std::string_view host_port, const ChannelOptions& options, Timeout timeout);
+// Binds and listens; `bound` gets "host:port" with the real port.
+Result<UniqueFd> listen_socket(std::string_view host_port, std::string* bound);
+Result<UniqueFd> accept_socket(int listen_fd, const ChannelOptions& options, Timeout timeout,
+                               const std::string& listener_name);
+// "127.0.0.1:40000->127.0.0.1:7000"
+std::string socket_pair_name(int fd);
+// Waits for poll events on fd; ETIMEDOUT error when the deadline passes.
+Result<void> wait_fd(int fd, short events, Deadline deadline, const std::string& channel, const char* what);
+
+// Where a FrameReader pulls bytes from. read() returns 0 at end of stream.
+class ByteSource {
+ public:
+  virtual ~ByteSource() = default;
+  virtual Result<size_t> read(void* buf, size_t len, Deadline deadline) = 0;
+};
+
+// Reassembles frames. Small frames are returned as views into the staging
+// buffer (no copy); a frame larger than a quarter of it is read straight into
+// its own buffer.
+class FrameReader {
+ public:
+  FrameReader(size_t staging_bytes, size_t max_message);
+  Result<Received> next(ByteSource& source, Deadline deadline, const std::string& channel);
+  bool saw_close() const { return saw_close_; }
+  // Staging storage, so a backend can register it (io_uring fixed buffers).
+  std::byte* staging() { return staging_.get(); }
+  size_t staging_size() const { return staging_size_; }
+
+ private:
+  Result<void> fill(ByteSource& source, size_t want, Deadline deadline, const std::string& channel);
+  struct Free {
+    void operator()(std::byte* p) const { std::free(p); }
+  };
+  std::unique_ptr<std::byte, Free> staging_;
+  size_t staging_size_;
+  size_t max_message_;
+  size_t begin_ = 0;  // unconsumed bytes are [begin_, end_)
+  size_t end_ = 0;
+  size_t consume_on_next_ = 0;  // bytes of the frame returned last time
+  std::unique_ptr<std::byte, Free> large_;
+  size_t large_size_ = 0;
+  bool saw_close_ = false;
+};
+
+// Listener over a listening socket; `wrap` turns an accepted fd into the
+// backend's channel.
+class SocketListener : public Listener {
+ public:
+  using Wrap = Result<std::unique_ptr<Channel>> (*)(UniqueFd fd, const ChannelOptions& options);
+  SocketListener(std::string backend, UniqueFd fd, std::string bound, ChannelOptions options, Wrap wrap)
+      : backend_(std::move(backend)), fd_(std::move(fd)), bound_(std::move(bound)), options_(std::move(options)),
+        wrap_(wrap) {}
+  Result<std::unique_ptr<Channel>> accept(Timeout timeout) override;
+  std::string address() const override { return backend_ + ":" + bound_; }
+
+ private:
+  std::string backend_;
+  UniqueFd fd_;
+  std::string bound_;
+  ChannelOptions options_;
+  Wrap wrap_;
+};
+
+// What tcp and uring channels share: the frame reader, the sticky failure
+// state (after a fatal error every call fails with that error) and the close
+// handshake. Subclasses provide sending and the byte source.
+class StreamChannel : public Channel {
+ public:
+  StreamChannel(std::string name, const ChannelOptions& options);
+  Result<Received> recv(Timeout timeout) override;
+  Result<void> close(Timeout timeout) override;
+  const std::string& name() const override { return name_; }
+  void set_name(std::string name) override { name_ = std::move(name); }
+
+ protected:
+  // Sends the close mark after all pending sends completed.
+  virtual Result<void> send_close_mark(Deadline deadline) = 0;
+  virtual ByteSource& source() = 0;
+  // Releases the socket (after the handshake or on destruction).
+  virtual void shutdown_transport() = 0;
+  // Records a fatal error; later calls return it again.
+  Error fail(Error e);
+  Result<void> check_usable() const;
+
+  std::string name_;
+  ChannelOptions options_;
+  FrameReader reader_;
+  std::optional<Error> broken_;
+  bool closed_ = false;
+};
+
+// Value of "key" in ChannelOptions::extra ("a=1,b=2"), or empty.
+std::string extra_option(const std::string& extra, std::string_view key);
+
+}  // namespace lm::transport
