@@ -10,10 +10,11 @@
 
 namespace lm::dpdk {
 
-Result<std::unique_ptr<DpdkSession>> DpdkSession::open(const SessionConfig& cfg) {
+Result<std::unique_ptr<DpdkSession>> DpdkSession::open(const SessionConfig& cfg, OpenWait wait) {
   Eal* eal = LM_TRY_CTX(Eal::init(cfg.eal), "dpdk session");
   std::unique_ptr<DpdkSession> s(new DpdkSession());
   s->cfg_ = cfg;
+  if (wait == OpenWait::no) s->cfg_.port.link_wait = LinkWait::no;
   s->cfg_.port.held_frames = std::max<uint32_t>(
       cfg.port.held_frames, uint32_t(cfg.protocol.flows) * (cfg.protocol.send_slots + cfg.protocol.reorder_slots));
   s->port_ = LM_TRY_CTX(EthFramePort::open(*eal, s->cfg_.port), "dpdk session");
@@ -27,6 +28,7 @@ Result<std::unique_ptr<DpdkSession>> DpdkSession::open(const SessionConfig& cfg)
   }
   s->endpoint_ = LM_TRY_CTX(ReliableEndpoint::create(*fp, cfg.protocol, nonce), "dpdk session");
   s->worker_ = std::thread([p = s.get()] { p->run_worker(); });
+  if (wait == OpenWait::no) return s;
   auto r = s->endpoint_->wait_established(cfg.connect_timeout_ns);
   if (!r) {
     s->endpoint_->abort("open handshake failed");

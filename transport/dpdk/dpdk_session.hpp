@@ -40,11 +40,15 @@ struct SessionStats {
   uint64_t poll_loops = 0;
 };
 
+enum class OpenWait { established, no };
+
 class DpdkSession {
  public:
   // EAL init (first session of the process), port attach, link up, worker
-  // start, open handshake with the peer.
-  static Result<std::unique_ptr<DpdkSession>> open(const SessionConfig& cfg);
+  // start, open handshake with the peer. OpenWait::no returns at once (a
+  // listener): the link comes up and the handshake runs in the background.
+  static Result<std::unique_ptr<DpdkSession>> open(const SessionConfig& cfg,
+                                                   OpenWait wait = OpenWait::established);
   ~DpdkSession();
 
   // Copies the buffers into frames; returns once they may be reused.

@@ -131,7 +131,7 @@ Result<std::unique_ptr<EthFramePort>> EthFramePort::open(Eal& eal, const PortCon
 
   // memif: the link comes up when the peer process connects.
   uint64_t deadline = now_ns() + cfg.link_timeout_ns;
-  for (;;) {
+  while (cfg.link_wait == LinkWait::until_up) {
     rte_eth_link link{};
     rte_eth_link_get_nowait(p->port_id_, &link);
     if (link.link_status == RTE_ETH_LINK_UP) break;

@@ -21,6 +21,7 @@ namespace lm::dpdk {
 enum class DeviceKind { memif, af_packet, pci };
 enum class MemifRole { server, client };
 enum class ZeroCopy { off, on };
+enum class LinkWait { until_up, no };
 
 struct PortConfig {
   DeviceKind kind = DeviceKind::memif;
@@ -38,6 +39,7 @@ struct PortConfig {
   uint32_t held_frames = 4096;   // frames the protocol may hold (send + reorder windows)
   uint16_t udp_port_base = 47000;
   uint64_t link_timeout_ns = 30'000'000'000ull;
+  LinkWait link_wait = LinkWait::until_up;  // no: a listener; the handshake waits instead
 };
 
 struct PortCounters {

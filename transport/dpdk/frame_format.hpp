@@ -27,6 +27,7 @@ enum FrameFlag : uint16_t {
   kFlagFirst = 1 << 0,  // first fragment of a message; msg_len is valid
   kFlagLast = 1 << 1,   // last fragment of a message
   kFlagFin = 1 << 2,    // end of this flow's stream (no payload)
+  kFlagOpen = 1 << 3,   // the sender opened this flow as a channel (no payload)
 };
 
 struct FrameHeader {

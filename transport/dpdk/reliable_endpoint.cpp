@@ -68,6 +68,8 @@ struct ReliableEndpoint::Flow {
   std::deque<std::vector<uint8_t>> inbox;
   std::atomic<size_t> inbox_bytes{0};
   std::atomic<bool> peer_fin{false};
+  std::atomic<bool> open_requested{false}, close_requested{false};
+  std::atomic<bool> fin_acked_shared{false};
   FlowCounters snapshot;
 
   // Poller-only: sender.
@@ -78,7 +80,7 @@ struct ReliableEndpoint::Flow {
   std::optional<SendJob> job;
   size_t job_buf = 0, job_buf_off = 0;
   uint64_t job_off = 0;
-  bool fin_queued = false, fin_acked = false;
+  bool fin_queued = false, fin_acked = false, open_sent = false;
   uint64_t fin_seq = 0;
   uint64_t srtt = 0, rttvar = 0, rto = 0, min_rtt = 0;
   uint64_t last_echo = 0;
@@ -224,6 +226,53 @@ bool ReliableEndpoint::end_of_stream(uint16_t flow) const {
 }
 
 void ReliableEndpoint::close() { close_requested_.store(true, std::memory_order_release); }
+
+Result<void> ReliableEndpoint::open_flow(uint16_t flow) {
+  if (flow >= flows_.size()) return Error::msg(strf("open flow %u: only %zu flows", flow, flows_.size()));
+  if (auto e = error()) return Error{e->code, e->message}.context(strf("open flow %u", flow));
+  flows_[flow]->open_requested.store(true, std::memory_order_release);
+  return ok();
+}
+
+Result<uint16_t> ReliableEndpoint::accept_flow(uint64_t timeout_ns) {
+  std::unique_lock lk(state_mu_);
+  state_cv_.wait_until(lk, deadline_after(timeout_ns), [&] {
+    return !opened_by_peer_.empty() || state() == EndpointState::failed || state() == EndpointState::closed;
+  });
+  if (!opened_by_peer_.empty()) {
+    uint16_t f = opened_by_peer_.front();
+    opened_by_peer_.pop_front();
+    return f;
+  }
+  if (error_) return Error{error_->code, error_->message}.context("accept");
+  if (state() == EndpointState::closed) return Error::msg("accept: session closed");
+  return Error::sys(ETIMEDOUT, strf("accept a channel from %s", port_.peer_name().c_str()));
+}
+
+void ReliableEndpoint::close_flow(uint16_t flow) {
+  flows_[flow]->close_requested.store(true, std::memory_order_release);
+}
+
+Result<void> ReliableEndpoint::wait_flow_closed(uint16_t flow, uint64_t timeout_ns) {
+  Flow& fl = *flows_[flow];
+  std::unique_lock lk(fl.mu);
+  auto done = [&] { return fl.fin_acked_shared.load() && fl.peer_fin.load(); };
+  auto deadline = deadline_after(timeout_ns);
+  for (;;) {
+    while (!fl.inbox.empty()) {  // data still arriving while closing is dropped
+      fl.inbox_bytes.fetch_sub(fl.inbox.front().size());
+      fl.inbox.pop_front();
+    }
+    if (done()) return ok();
+    if (state() == EndpointState::failed || state() == EndpointState::closed) break;
+    if (fl.cv.wait_until(lk, deadline) == std::cv_status::timeout && !done() && fl.inbox.empty()) {
+      return Error::sys(ETIMEDOUT, strf("close of flow %u with %s", flow, port_.peer_name().c_str()));
+    }
+  }
+  if (done()) return ok();
+  if (auto e = error()) return Error{e->code, e->message}.context(strf("close of flow %u", flow));
+  return ok();  // the whole session closed: so is the flow
+}
 
 Result<void> ReliableEndpoint::wait_closed(uint64_t timeout_ns) {
   std::unique_lock lk(state_mu_);
@@ -482,7 +531,16 @@ void ReliableEndpoint::deliver_in_order(Flow& fl) {
     std::memcpy(&h, s.frame.data, sizeof(h));
     const uint8_t* payload = s.frame.data + sizeof(FrameHeader);
     std::string bad;
-    if (h.flags & kFlagFin) {
+    if (h.flags & kFlagOpen) {
+      if (fl.in_msg) bad = "OPEN inside a message";
+      else {
+        {
+          std::lock_guard lk(state_mu_);
+          opened_by_peer_.push_back(fl.id);
+        }
+        state_cv_.notify_all();
+      }
+    } else if (h.flags & kFlagFin) {
       if (fl.in_msg) bad = "FIN inside a message";
       else {
         fl.peer_fin.store(true);
@@ -577,7 +635,12 @@ void ReliableEndpoint::handle_ack_fields(Flow& fl, const FrameHeader& h, uint64_
     }
     fl.rto = std::clamp(fl.srtt + 4 * fl.rttvar, cfg_.rto_min_ns, cfg_.rto_max_ns);
   }
-  if (fl.fin_queued && !fl.fin_acked && fl.snd_una > fl.fin_seq) fl.fin_acked = true;
+  if (fl.fin_queued && !fl.fin_acked && fl.snd_una > fl.fin_seq) {
+    fl.fin_acked = true;
+    fl.fin_acked_shared.store(true);
+    std::lock_guard lk(fl.mu);
+    fl.cv.notify_all();
+  }
   if (delivered) {
     fl.rate_delivered += delivered;
     detect_losses(fl, rack_ts, now);
@@ -648,8 +711,10 @@ bool ReliableEndpoint::segment(Flow& fl, uint64_t now) {
   while (tx_batch_.size() < kTxBatch) {
     uint64_t inflight = fl.snd_next - fl.snd_una;
     if (inflight >= fl.window || inflight >= cfg_.send_slots || fl.snd_next >= fl.peer_edge) break;
-    bool fin = false;
-    if (!fl.job) {
+    bool fin = false, open = false;
+    if (!fl.open_sent && fl.open_requested.load(std::memory_order_acquire)) {
+      open = true;  // before the flow's first message
+    } else if (!fl.job) {
       if (fl.pending_jobs.load(std::memory_order_acquire)) {
         std::lock_guard lk(fl.mu);
         fl.job = std::move(fl.jobs.front());
@@ -657,7 +722,9 @@ bool ReliableEndpoint::segment(Flow& fl, uint64_t now) {
         fl.pending_jobs.fetch_sub(1);
         fl.job_buf = fl.job_buf_off = 0;
         fl.job_off = 0;
-      } else if (close_requested_.load(std::memory_order_acquire) && !fl.fin_queued) {
+      } else if ((close_requested_.load(std::memory_order_acquire) ||
+                  fl.close_requested.load(std::memory_order_acquire)) &&
+                 !fl.fin_queued) {
         fin = true;
       } else {
         break;
@@ -671,7 +738,10 @@ bool ReliableEndpoint::segment(Flow& fl, uint64_t now) {
     FrameHeader h{};
     h.seq = fl.snd_next;
     uint8_t* payload = f.data + sizeof(FrameHeader);
-    if (fin) {
+    if (open) {
+      h.flags = kFlagOpen;
+      fl.open_sent = true;
+    } else if (fin) {
       h.flags = kFlagFin;
       fl.fin_queued = true;
       fl.fin_seq = fl.snd_next;
@@ -706,7 +776,7 @@ bool ReliableEndpoint::segment(Flow& fl, uint64_t now) {
         fl.cv.notify_all();
       }
     }
-    if (fin) h.payload_sum = checksum32(payload, 0);
+    if (fin || open) h.payload_sum = checksum32(payload, 0);
     std::memcpy(f.data, &h, sizeof(h));
     f.len = uint32_t(sizeof(FrameHeader) + h.payload_len);
     f.flow = fl.id;
@@ -804,7 +874,9 @@ size_t ReliableEndpoint::flush_tx() {
 void ReliableEndpoint::session_timers(uint64_t now) {
   auto st = state();
   if (st == EndpointState::connecting) {
-    if (!last_hello_ns_ || now - last_hello_ns_ >= cfg_.hello_interval_ns) {
+    // While the link is down (memif peer not there yet) the device takes
+    // nothing: do not pile up hellos.
+    if ((!last_hello_ns_ || now - last_hello_ns_ >= cfg_.hello_interval_ns) && tx_batch_.empty()) {
       last_hello_ns_ = now;
       queue_control(FrameType::hello, 0, now);
     }

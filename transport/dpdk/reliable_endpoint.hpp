@@ -103,6 +103,16 @@ class ReliableEndpoint {
   // Blocks for the next message; error on failure, timeout or end of stream.
   Result<std::vector<uint8_t>> receive(uint16_t flow, uint64_t timeout_ns);
   bool end_of_stream(uint16_t flow) const;
+  // Channels over flows: open_flow marks a flow opened (an in-order mark the
+  // peer sees before the flow's first message); accept_flow returns the next
+  // flow the peer opened.
+  Result<void> open_flow(uint16_t flow);
+  Result<uint16_t> accept_flow(uint64_t timeout_ns);
+  // Per-flow close: FIN after what is queued; wait_flow_closed waits until our
+  // FIN is acknowledged and the peer's FIN arrived (messages still arriving
+  // are dropped).
+  void close_flow(uint16_t flow);
+  Result<void> wait_flow_closed(uint16_t flow, uint64_t timeout_ns);
   // Starts the close handshake: FIN on every flow after what is queued, then bye.
   void close();
   // Blocks until the handshake finished (closed) or failed.
@@ -152,6 +162,7 @@ class ReliableEndpoint {
   std::condition_variable state_cv_;
   std::optional<Error> error_;
   std::atomic<bool> close_requested_{false};
+  std::deque<uint16_t> opened_by_peer_;  // guarded by state_mu_
 
   // Poller-only state.
   std::vector<Frame> tx_batch_;
