@@ -51,10 +51,13 @@ void DpdkSession::run_worker() {
   uint64_t loops = 0;
   uint32_t idle = 0;
   while (!stop_.load(std::memory_order_relaxed)) {
-    if (endpoint_->poll(now_ns())) idle = 0;
-    else if (cfg_.idle_spins && ++idle >= cfg_.idle_spins) {
-      sched_yield();
+    if (endpoint_->poll(now_ns())) {
       idle = 0;
+    } else if (cfg_.idle_spins && ++idle >= cfg_.idle_spins) {
+      // Spin, then yield, then nap: a poller that never sleeps starves its
+      // peer when the host has fewer cores than busy threads.
+      if (idle >= 16 * cfg_.idle_spins) std::this_thread::sleep_for(std::chrono::microseconds(cfg_.idle_sleep_us));
+      else sched_yield();
     }
     auto st = endpoint_->state();
     if (st == EndpointState::closed || st == EndpointState::failed) break;

@@ -26,8 +26,10 @@ struct SessionConfig {
   Impairment inject;                           // injected on transmit (benchmarks, tests)
   // Poll-mode workers spin; on a shared or oversubscribed host (two peers on
   // two cores) a spinning poller starves its peer, so after idle_spins polls
-  // without progress it yields the CPU (0: never).
+  // without progress it yields the CPU, after 16 x idle_spins it sleeps
+  // idle_sleep_us (0 spins: pure busy polling, for dedicated cores).
   uint32_t idle_spins = 64;
+  uint32_t idle_sleep_us = 20;
   int worker_cpu = -1;                         // pin the poller; -1: leave to the scheduler
   uint64_t connect_timeout_ns = 30'000'000'000ull;
   uint64_t close_timeout_ns = 10'000'000'000ull;

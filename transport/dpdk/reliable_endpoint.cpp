@@ -86,7 +86,8 @@ struct ReliableEndpoint::Flow {
   uint64_t last_echo = 0;
   uint64_t next_rto_check = 0;
   uint32_t window = 0;
-  uint64_t rate_start_ns = 0, rate_delivered = 0;
+  uint64_t rate_start_ns = 0, rate_delivered = 0, rate_lost_mark = 0;
+  double loss_cap = 1e9;  // frames; lowered on heavy loss
   double rate_samples[kRateSamples] = {};  // frames per ns
   unsigned rate_idx = 0;
 
@@ -666,22 +667,35 @@ void ReliableEndpoint::detect_losses(Flow& fl, uint64_t rack_ts, uint64_t now) {
 }
 
 void ReliableEndpoint::update_window(Flow& fl, uint64_t now) {
-  // Window from the measured delivery rate: 2 x (max recent rate) x RTT, the
-  // RTT floored because a poll loop delivers in batches.
+  // Window from the measured delivery rate: 2 x (max recent rate) x SRTT.
+  // While the window limits the rate this doubles it every interval, up to
+  // the slots and the peer's window. SRTT, not the minimum RTT: in a poll
+  // loop on a shared host the RTT is mostly scheduling, not queueing. A
+  // loss cap brakes only on heavy loss (an overrun receiver, e.g. af_packet
+  // without back-pressure, drops a third of the frames); random loss of a few
+  // percent does not shrink the window.
   if (!fl.rate_start_ns) {
     fl.rate_start_ns = now;
     fl.rate_delivered = 0;
+    fl.rate_lost_mark = fl.c.losses_detected;
     return;
   }
-  if (now - fl.rate_start_ns < std::max(fl.srtt, kRttFloorNs)) return;
+  uint64_t srtt = std::max(fl.srtt, kRttFloorNs);
+  if (now - fl.rate_start_ns < srtt) return;
   double rate = double(fl.rate_delivered) / double(now - fl.rate_start_ns);
+  uint64_t lost = fl.c.losses_detected - fl.rate_lost_mark;
+  double loss_frac = double(lost) / double(lost + fl.rate_delivered);
   fl.rate_samples[fl.rate_idx++ % kRateSamples] = rate;
   fl.rate_start_ns = now;
   fl.rate_delivered = 0;
+  fl.rate_lost_mark = fl.c.losses_detected;
+  if (loss_frac > 0.15)
+    fl.loss_cap = std::max<double>(cfg_.min_window, 0.7 * fl.window);
+  else
+    fl.loss_cap = std::min<double>(cfg_.send_slots, fl.loss_cap * 1.25 + 1);
   double max_rate = 0;
   for (double r : fl.rate_samples) max_rate = std::max(max_rate, r);
-  double rtt = double(std::max(fl.min_rtt, kRttFloorNs));
-  double w = 2.0 * max_rate * rtt;
+  double w = std::min(2.0 * max_rate * double(srtt), fl.loss_cap);
   fl.window = uint32_t(std::clamp(w, double(cfg_.min_window), double(cfg_.send_slots)));
 }
 
@@ -701,8 +715,7 @@ void ReliableEndpoint::check_rto(Flow& fl, uint64_t now) {
   if (expired) {
     fl.c.timeouts++;
     fl.rto = std::min(fl.rto * 2, cfg_.rto_max_ns);
-    fl.window = cfg_.min_window;
-    std::fill(std::begin(fl.rate_samples), std::end(fl.rate_samples), 0.0);
+    fl.window = std::max(cfg_.min_window, fl.window / 2);
   }
 }
 
