@@ -26,7 +26,7 @@ void fill_pattern(std::vector<uint8_t>& buf, uint16_t ch, uint64_t msg) {
   for (size_t i = words * 8; i < buf.size(); ++i) buf[i] = uint8_t(msg + i);
 }
 
-bool check_pattern(const std::vector<uint8_t>& got, size_t want_size, uint16_t ch, uint64_t msg,
+bool check_pattern(const MessageBuffer& got, size_t want_size, uint16_t ch, uint64_t msg,
                    std::vector<uint8_t>& scratch) {
   if (got.size() != want_size) return false;
   scratch.resize(want_size);
@@ -169,6 +169,7 @@ int main(int argc, char** argv) {
           }
           f.bytes += m->size();
           f.messages++;
+          s.endpoint().recycle(ch, std::move(*m));
         }
       }
       f.seconds = sw.elapsed_s();

@@ -167,6 +167,8 @@ class DpdkChannel final : public Channel {
   }
   Result<Received> recv(Timeout timeout) override {
     auto& ep = link_->session->endpoint();
+    if (last_.capacity()) ep.recycle(flow_, std::move(last_));
+    last_ = {};
     auto m = ep.receive(flow_, to_ns(timeout));
     if (!m) {
       if (ep.end_of_stream(flow_)) return Received{RecvStatus::closed, {}};
@@ -208,7 +210,7 @@ class DpdkChannel final : public Channel {
   size_t outstanding_bytes_ = 0;
   uint64_t completed_ = 0;
   std::vector<std::span<const uint8_t>> spans_;
-  std::vector<uint8_t> last_;
+  dpdk::MessageBuffer last_;
   bool closed_ = false;
 };
 

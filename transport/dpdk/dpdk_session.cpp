@@ -50,14 +50,20 @@ void DpdkSession::run_worker() {
   bool registered = rte_thread_register() == 0;
   uint64_t loops = 0;
   uint32_t idle = 0;
+  uint64_t last_progress = now_ns();
   while (!stop_.load(std::memory_order_relaxed)) {
-    if (endpoint_->poll(now_ns())) {
+    uint64_t now = now_ns();
+    if (endpoint_->poll(now)) {
       idle = 0;
+      last_progress = now;
     } else if (cfg_.idle_spins && ++idle >= cfg_.idle_spins) {
-      // Spin, then yield, then nap: a poller that never sleeps starves its
-      // peer when the host has fewer cores than busy threads.
-      if (idle >= 16 * cfg_.idle_spins) std::this_thread::sleep_for(std::chrono::microseconds(cfg_.idle_sleep_us));
-      else sched_yield();
+      // Spin, then yield, then nap once idle for a while: a poller that never
+      // sleeps starves its peer when the host has fewer cores than busy
+      // threads, and napping during a transfer costs a wake-up each time.
+      if (now - last_progress >= cfg_.idle_nap_after_ns)
+        std::this_thread::sleep_for(std::chrono::microseconds(cfg_.idle_sleep_us));
+      else
+        sched_yield();
     }
     auto st = endpoint_->state();
     if (st == EndpointState::closed || st == EndpointState::failed) break;
@@ -78,7 +84,7 @@ Result<void> DpdkSession::send(uint16_t channel, std::span<const std::span<const
   return endpoint_->wait_sent(channel, ticket, timeout_ns);
 }
 
-Result<std::vector<uint8_t>> DpdkSession::receive(uint16_t channel, uint64_t timeout_ns) {
+Result<MessageBuffer> DpdkSession::receive(uint16_t channel, uint64_t timeout_ns) {
   return endpoint_->receive(channel, timeout_ns);
 }
 

@@ -26,10 +26,12 @@ struct SessionConfig {
   Impairment inject;                           // injected on transmit (benchmarks, tests)
   // Poll-mode workers spin; on a shared or oversubscribed host (two peers on
   // two cores) a spinning poller starves its peer, so after idle_spins polls
-  // without progress it yields the CPU, after 16 x idle_spins it sleeps
-  // idle_sleep_us (0 spins: pure busy polling, for dedicated cores).
+  // without progress it yields the CPU, and after idle_nap_after_ns without
+  // progress it sleeps idle_sleep_us per loop (0 spins: pure busy polling,
+  // for dedicated cores).
   uint32_t idle_spins = 64;
-  uint32_t idle_sleep_us = 20;
+  uint64_t idle_nap_after_ns = 2'000'000;
+  uint32_t idle_sleep_us = 50;
   int worker_cpu = -1;                         // pin the poller; -1: leave to the scheduler
   uint64_t connect_timeout_ns = 30'000'000'000ull;
   uint64_t close_timeout_ns = 10'000'000'000ull;
@@ -56,7 +58,7 @@ class DpdkSession {
   // Copies the buffers into frames; returns once they may be reused.
   Result<void> send(uint16_t channel, std::span<const std::span<const uint8_t>> bufs,
                     uint64_t timeout_ns = 60'000'000'000ull);
-  Result<std::vector<uint8_t>> receive(uint16_t channel, uint64_t timeout_ns = 60'000'000'000ull);
+  Result<MessageBuffer> receive(uint16_t channel, uint64_t timeout_ns = 60'000'000'000ull);
   bool end_of_stream(uint16_t channel) const { return endpoint_->end_of_stream(channel); }
   // Close handshake (both sides agree), then the worker stops, then the port.
   Result<void> close();

@@ -65,7 +65,8 @@ struct ReliableEndpoint::Flow {
   uint64_t next_ticket = 1;
   std::atomic<uint64_t> completed_ticket{0};
   std::atomic<size_t> pending_jobs{0};
-  std::deque<std::vector<uint8_t>> inbox;
+  std::deque<MessageBuffer> inbox;
+  std::vector<MessageBuffer> spare;  // recycled buffers
   std::atomic<size_t> inbox_bytes{0};
   std::atomic<bool> peer_fin{false};
   std::atomic<bool> open_requested{false}, close_requested{false};
@@ -100,7 +101,7 @@ struct ReliableEndpoint::Flow {
   bool ack_now = false;
   uint64_t last_rx_tx_ns = 0, last_rx_local_ns = 0;
   uint64_t advertised_edge = 0;
-  std::vector<uint8_t> reasm;
+  MessageBuffer reasm;
   uint32_t reasm_off = 0;
   bool in_msg = false;
   bool data_staged = false;  // an ack rode on a data frame this poll
@@ -193,24 +194,30 @@ Result<void> ReliableEndpoint::wait_sent(uint16_t flow, uint64_t ticket, uint64_
   return Error::msg(strf("send on flow %u: endpoint stopped", flow));
 }
 
-std::optional<std::vector<uint8_t>> ReliableEndpoint::try_receive(uint16_t flow) {
+void ReliableEndpoint::recycle(uint16_t flow, MessageBuffer&& buf) {
+  Flow& fl = *flows_[flow];
+  std::lock_guard lk(fl.mu);
+  if (fl.spare.size() < 8 && buf.capacity()) fl.spare.push_back(std::move(buf));
+}
+
+std::optional<MessageBuffer> ReliableEndpoint::try_receive(uint16_t flow) {
   Flow& fl = *flows_[flow];
   std::lock_guard lk(fl.mu);
   if (fl.inbox.empty()) return std::nullopt;
-  std::vector<uint8_t> m = std::move(fl.inbox.front());
+  MessageBuffer m = std::move(fl.inbox.front());
   fl.inbox.pop_front();
   fl.inbox_bytes.fetch_sub(m.size());
   return m;
 }
 
-Result<std::vector<uint8_t>> ReliableEndpoint::receive(uint16_t flow, uint64_t timeout_ns) {
+Result<MessageBuffer> ReliableEndpoint::receive(uint16_t flow, uint64_t timeout_ns) {
   Flow& fl = *flows_[flow];
   std::unique_lock lk(fl.mu);
   fl.cv.wait_until(lk, deadline_after(timeout_ns), [&] {
     return !fl.inbox.empty() || fl.peer_fin.load() || state() == EndpointState::failed;
   });
   if (!fl.inbox.empty()) {
-    std::vector<uint8_t> m = std::move(fl.inbox.front());
+    MessageBuffer m = std::move(fl.inbox.front());
     fl.inbox.pop_front();
     fl.inbox_bytes.fetch_sub(m.size());
     return m;
@@ -553,7 +560,14 @@ void ReliableEndpoint::deliver_in_order(Flow& fl) {
         if (fl.in_msg) bad = "new message before the last one ended";
         else if (h.msg_len > cfg_.max_message) bad = strf("message of %u bytes exceeds the limit", h.msg_len);
         else {
-          fl.reasm.assign(h.msg_len, 0);  // TODO: reuse buffers handed back by the application
+          {
+            std::lock_guard lk(fl.mu);
+            if (!fl.spare.empty()) {
+              fl.reasm = std::move(fl.spare.back());
+              fl.spare.pop_back();
+            }
+          }
+          fl.reasm.resize(h.msg_len);  // no zero-fill: see UninitAllocator
           fl.reasm_off = 0;
           fl.in_msg = true;
         }
@@ -606,7 +620,10 @@ void ReliableEndpoint::handle_ack_fields(Flow& fl, const FrameHeader& h, uint64_
     TxSlot& s = fl.tx[seq & mask];
     if (s.delivered) return;
     s.delivered = true;
-    rack_ts = std::max(rack_ts, s.last_tx_ns);
+    // A resent frame acked sooner than a min RTT after the resend was the
+    // original arriving late (spurious resend): its resend time says nothing
+    // about the frames sent before it.
+    if (s.tx_count == 1 || now - s.last_tx_ns >= fl.min_rtt) rack_ts = std::max(rack_ts, s.last_tx_ns);
     delivered++;
     port_.release(&s.frame, 1);
   };
@@ -702,20 +719,21 @@ void ReliableEndpoint::update_window(Flow& fl, uint64_t now) {
 void ReliableEndpoint::check_rto(Flow& fl, uint64_t now) {
   if (fl.snd_una == fl.snd_next || now < fl.next_rto_check) return;
   fl.next_rto_check = now + std::max<uint64_t>(fl.rto / 4, 50'000);
+  // Like TCP, an expiry resends only the oldest outstanding frame: if the
+  // timeout was spurious (a descheduled peer) that costs one frame; if frames
+  // were really lost, the ack of the resent one lets RACK find the others.
   const uint64_t mask = cfg_.send_slots - 1;
-  bool expired = false;
   for (uint64_t seq = fl.snd_una; seq < fl.snd_next; ++seq) {
     TxSlot& s = fl.tx[seq & mask];
-    if (s.delivered || s.queued_retx || now - s.last_tx_ns < fl.rto) continue;
+    if (s.delivered || s.queued_retx) continue;
+    if (now - s.last_tx_ns < fl.rto) return;
     s.queued_retx = true;
     fl.retx_queue.push_back(seq);
     fl.c.losses_detected++;
-    expired = true;
-  }
-  if (expired) {
     fl.c.timeouts++;
     fl.rto = std::min(fl.rto * 2, cfg_.rto_max_ns);
     fl.window = std::max(cfg_.min_window, fl.window / 2);
+    return;
   }
 }
 

@@ -32,6 +32,29 @@
 
 namespace lm::dpdk {
 
+// Received messages are written once by reassembly: their buffers skip the
+// zero-fill a std::vector would do, and are recycled (recycle()) so a stream
+// of messages does not fault in fresh pages for each.
+template <class T>
+struct UninitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = UninitAllocator<U>;
+  };
+  UninitAllocator() = default;
+  template <class U>
+  UninitAllocator(const UninitAllocator<U>&) {}
+  template <class U>
+  void construct(U* p) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+};
+using MessageBuffer = std::vector<uint8_t, UninitAllocator<uint8_t>>;
+
 struct ReliableConfig {
   uint16_t flows = 1;
   uint32_t max_message = 64u << 20;   // larger messages are refused / a protocol error
@@ -41,7 +64,7 @@ struct ReliableConfig {
   uint32_t min_window = 32;
   uint32_t max_payload = 0;           // 0: as much as the port's frames hold
   uint64_t rto_initial_ns = 20'000'000;
-  uint64_t rto_min_ns = 2'000'000;
+  uint64_t rto_min_ns = 10'000'000;      // a descheduled peer on a shared host looks like loss below this
   uint64_t rto_max_ns = 500'000'000;
   uint64_t ack_delay_ns = 50'000;
   uint32_t ack_every = 16;            // data frames received before an ack is due
@@ -99,9 +122,11 @@ class ReliableEndpoint {
   Result<void> wait_sent(uint16_t flow, uint64_t ticket, uint64_t timeout_ns);
   // Next received message of a flow, if any. An empty optional with ok() means
   // nothing yet; end_of_stream(flow) says the peer closed the flow.
-  std::optional<std::vector<uint8_t>> try_receive(uint16_t flow);
+  std::optional<MessageBuffer> try_receive(uint16_t flow);
   // Blocks for the next message; error on failure, timeout or end of stream.
-  Result<std::vector<uint8_t>> receive(uint16_t flow, uint64_t timeout_ns);
+  Result<MessageBuffer> receive(uint16_t flow, uint64_t timeout_ns);
+  // Hands a received message's buffer back for reuse.
+  void recycle(uint16_t flow, MessageBuffer&& buf);
   bool end_of_stream(uint16_t flow) const;
   // Channels over flows: open_flow marks a flow opened (an in-order mark the
   // peer sees before the flow's first message); accept_flow returns the next
