@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
       {"zero-copy", false, "memif client zero-copy (needs --single-file-segments)"},
       {"cpu", true, "pin the poll worker to this CPU"},
       {"mem-mb", true, "EAL memory, default 512"},
+      {"frame-bytes", true, "largest L2 frame (memif bsize), default per device"},
       {"label", true, "label in the JSON output"},
   };
   std::vector<std::string> raw(argv + 1, argv + argc);
@@ -81,10 +82,10 @@ int main(int argc, char** argv) {
   }
   auto channels = num("channels", 1), bytes = args->get_size("bytes", 256u << 20),
        msg_size = args->get_size("msg-size", 256u << 10), timeout_ms = num("peer-timeout-ms", 2000),
-       cpu = num("cpu", ~0ull), mem = num("mem-mb", 512);
+       cpu = num("cpu", ~0ull), mem = num("mem-mb", 512), frame_bytes = num("frame-bytes", 0);
   auto loss = args->get_double("loss", 0), dup = args->get_double("dup", 0),
        reorder = args->get_double("reorder", 0);
-  for (auto* r : {&channels, &bytes, &msg_size, &timeout_ms, &cpu, &mem})
+  for (auto* r : {&channels, &bytes, &msg_size, &timeout_ms, &cpu, &mem, &frame_bytes})
     if (!r->ok()) {
       std::fprintf(stderr, "dpdk_peer: %s\n", r->error().message.c_str());
       return 2;
@@ -98,6 +99,7 @@ int main(int argc, char** argv) {
   cfg.protocol.peer_timeout_ns = *timeout_ms * 1'000'000;
   cfg.inject = Impairment{*loss, *dup, *reorder};
   cfg.eal.memory_mb = unsigned(*mem);
+  cfg.port.frame_bytes = uint32_t(*frame_bytes);
   if (*cpu != ~0ull) cfg.worker_cpu = int(*cpu);
   const bool sender = args->get_or("mode", "recv") == "send";
   const bool verify = args->has("verify");
@@ -109,7 +111,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   DpdkSession& s = **session;
-  std::fprintf(stderr, "dpdk_peer: established over %s in %.1f ms\n", s.devargs().c_str(), setup.elapsed_ms());
+  std::fprintf(stderr, "dpdk_peer: established over %s (mempool %s) in %.1f ms\n", s.devargs().c_str(),
+               s.pool_ops().c_str(), setup.elapsed_ms());
 
   std::vector<Figures> figs(*channels);
   Stopwatch run;

@@ -28,14 +28,22 @@ void fill(std::vector<uint8_t>& v, uint64_t seed) {
 
 }  // namespace
 
-TEST(DpdkChannel, MemifThreeChannelsMultiPieceMessagesThenClose) {
+// The listen address: an explicit memif socket, or an IP-style address as
+// generic tools write it (port 0: the listener picks a socket and names it).
+class DpdkChannel : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DpdkChannel, ThreeChannelsMultiPieceMessagesThenClose) {
   auto probe = find_backend("dpdk");
   ASSERT_TRUE(probe.ok()) << probe.error().message;
-  std::string address = lm::strf("dpdk:memif:/tmp/lm-test-chan-%d.sock", int(getpid()));
+  std::string listen_address = GetParam() == "memif"
+                                   ? lm::strf("dpdk:memif:/tmp/lm-test-chan-%d.sock", int(getpid()))
+                                   : "dpdk:127.0.0.1:0";
   ChannelOptions opt;
   opt.extra = "flows=4,mem=512";
-  auto listener = listen(address, opt);
+  auto listener = listen(listen_address, opt);
   ASSERT_TRUE(listener.ok()) << listener.error().message;
+  std::string address = (*listener)->address();
+  ASSERT_EQ(address.rfind("dpdk:memif:/", 0), 0u) << address;
 
   constexpr int kChannels = 3, kMessages = 60;
   auto client = std::async(std::launch::async, [&]() -> Result<void> {
@@ -84,3 +92,6 @@ TEST(DpdkChannel, MemifThreeChannelsMultiPieceMessagesThenClose) {
   auto cr = client.get();
   ASSERT_TRUE(cr.ok()) << cr.error().message;
 }
+
+INSTANTIATE_TEST_SUITE_P(Address, DpdkChannel, ::testing::Values("memif", "ip_port0"),
+                         [](const auto& info) { return info.param; });

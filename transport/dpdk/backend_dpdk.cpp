@@ -1,6 +1,8 @@
 // dpdk: the registry entry. Addresses after "dpdk:" are
 //   memif:<socket path>     two processes on one host (listen = memif server)
 //   af_packet:<interface>   a kernel interface, e.g. a veth in a namespace
+//   <ip>:<port>             memif on this host, socket /tmp/livemig-dpdk-<port>.sock
+//                           (port 0: a fresh one; the listener's address() names it)
 // Every channel to one address shares one link: one DPDK port, one reliable
 // endpoint and its poll-mode worker; a channel is one flow of the endpoint.
 // ChannelOptions::extra takes "flows=N,mem=MB,cpu=N,peer_timeout_ms=N,
@@ -14,7 +16,12 @@
 #include <map>
 #include <mutex>
 
+#include <sys/random.h>
+#include <unistd.h>
+
 #include <rte_version.h>
+
+#include "common/clock.hpp"
 
 #include "common/args.hpp"
 #include "transport/backends.hpp"
@@ -39,7 +46,17 @@ Result<dpdk::SessionConfig> session_config(std::string_view address, const Chann
   if (where.empty())
     return Error::msg(strf("dpdk address '%.*s': expected memif:<socket> or af_packet:<interface>",
                            int(address.size()), address.data()));
-  if (kind == "memif") {
+  if (kind.find('.') != std::string::npos || kind == "localhost") {
+    // An IP-style address ("127.0.0.1:7000", as generic tools write for every
+    // backend) means a memif link on this host named after the port; port 0
+    // picks a fresh socket (listener->address() then says which).
+    cfg.port.kind = dpdk::DeviceKind::memif;
+    uint32_t nonce = 0;
+    if (getrandom(&nonce, sizeof nonce, 0) != sizeof nonce) nonce = uint32_t(now_ns());
+    cfg.port.socket = where == "0" ? strf("/tmp/livemig-dpdk-%d-%08x.sock", int(getpid()), nonce)
+                                   : strf("/tmp/livemig-dpdk-%s.sock", where.c_str());
+    cfg.port.role = role;
+  } else if (kind == "memif") {
     cfg.port.kind = dpdk::DeviceKind::memif;
     cfg.port.socket = where;
     cfg.port.role = role;
@@ -274,8 +291,9 @@ Result<std::unique_ptr<Listener>> listen_dpdk(std::string_view address, const Ch
   auto cfg = LM_TRY_CTX(session_config(address, options, dpdk::MemifRole::server), "dpdk listen");
   auto s = LM_TRY_CTX(DpdkSession::open(cfg, dpdk::OpenWait::no),
                       strf("dpdk listen %.*s", int(address.size()), address.data()));
-  auto link = std::make_shared<Link>(std::move(s), std::string(address));
-  return std::unique_ptr<Listener>(new DpdkListener(std::move(link), std::string(address), options));
+  std::string canonical = cfg.port.kind == dpdk::DeviceKind::memif ? "memif:" + cfg.port.socket : std::string(address);
+  auto link = std::make_shared<Link>(std::move(s), canonical);
+  return std::unique_ptr<Listener>(new DpdkListener(std::move(link), canonical, options));
 }
 
 constexpr Backend kDpdk{"dpdk",

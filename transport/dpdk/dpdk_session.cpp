@@ -15,8 +15,13 @@ Result<std::unique_ptr<DpdkSession>> DpdkSession::open(const SessionConfig& cfg,
   std::unique_ptr<DpdkSession> s(new DpdkSession());
   s->cfg_ = cfg;
   if (wait == OpenWait::no) s->cfg_.port.link_wait = LinkWait::no;
+  // Frames the protocol may hold: every flow's windows full at once would be
+  // flows x (send + reorder) slots; cap it (memory without hugepages is
+  // precious). Running short only slows a flow down (alloc failures are
+  // counted; the PMD drops, the protocol resends).
   s->cfg_.port.held_frames = std::max<uint32_t>(
-      cfg.port.held_frames, uint32_t(cfg.protocol.flows) * (cfg.protocol.send_slots + cfg.protocol.reorder_slots));
+      cfg.port.held_frames,
+      std::min<uint32_t>(8192, uint32_t(cfg.protocol.flows) * (cfg.protocol.send_slots + cfg.protocol.reorder_slots)));
   s->port_ = LM_TRY_CTX(EthFramePort::open(*eal, s->cfg_.port), "dpdk session");
   uint32_t nonce = 0;
   while (nonce == 0)

@@ -68,6 +68,7 @@ class DpdkSession {
   ReliableEndpoint& endpoint() { return *endpoint_; }
   SessionStats stats() const;
   const std::string& devargs() const { return port_->devargs(); }
+  std::string pool_ops() const { return port_->pool_ops(); }
 
  private:
   DpdkSession() = default;

@@ -12,6 +12,7 @@
 #include <rte_ether.h>
 #include <rte_ip.h>
 #include <rte_mbuf.h>
+#include <rte_mempool.h>
 #include <rte_udp.h>
 
 #include "common/clock.hpp"
@@ -88,8 +89,14 @@ Result<std::unique_ptr<EthFramePort>> EthFramePort::open(Eal& eal, const PortCon
   uint32_t mbufs = cfg.mbufs ? cfg.mbufs
                              : cfg.held_frames + uint32_t(cfg.queues) * (cfg.rx_desc + cfg.tx_desc) + 2048;
   std::string pool_name = strf("lm%lx", (unsigned long)(tag & 0xffffffffffful));
-  p->pool_ = rte_pktmbuf_pool_create(pool_name.c_str(), mbufs, 256, 0, uint16_t(std::min(room, 65535u)),
-                                     int(rte_socket_id()));
+  // LIFO ("stack") so the hot mbufs are reused: a FIFO ring cycles through the
+  // whole pool (hundreds of MB of 4 KiB pages without hugepages), paying TLB
+  // misses and first-touch faults; measured ~30% slower on memif here.
+  p->pool_ = rte_pktmbuf_pool_create_by_ops(pool_name.c_str(), mbufs, 256, 0, uint16_t(std::min(room, 65535u)),
+                                            int(rte_socket_id()), "stack");
+  if (!p->pool_)
+    p->pool_ = rte_pktmbuf_pool_create(pool_name.c_str(), mbufs, 256, 0, uint16_t(std::min(room, 65535u)),
+                                       int(rte_socket_id()));
   if (!p->pool_) return Error::sys(rte_errno, strf("mbuf pool of %u x %u bytes for %s", mbufs, room,
                                                   p->devname_.c_str()));
 
@@ -254,6 +261,10 @@ size_t EthFramePort::receive(Frame* out, size_t n) {
     }
   }
   return got;
+}
+
+std::string EthFramePort::pool_ops() const {
+  return pool_ ? rte_mempool_get_ops(pool_->ops_index)->name : "";
 }
 
 void EthFramePort::retain(Frame& f) { rte_mbuf_refcnt_update(static_cast<rte_mbuf*>(f.handle), 1); }

@@ -67,6 +67,8 @@ class EthFramePort final : public FramePort {
   const PortCounters& counters() const { return counters_; }
   const std::string& devargs() const { return devargs_; }
   uint16_t port_id() const { return port_id_; }
+  // The mempool driver in use ("stack", or "ring_mp_mc" when stack is missing).
+  std::string pool_ops() const;
 
  private:
   EthFramePort() = default;
