@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
       {"zero-copy", false, "memif client zero-copy (needs --single-file-segments)"},
       {"cpu", true, "pin the poll worker to this CPU"},
       {"mem-mb", true, "EAL memory, default 512"},
+      {"header-checksum-only", false, "no payload checksum"},
       {"frame-bytes", true, "largest L2 frame (memif bsize), default per device"},
       {"label", true, "label in the JSON output"},
   };
@@ -100,6 +101,7 @@ int main(int argc, char** argv) {
   cfg.inject = Impairment{*loss, *dup, *reorder};
   cfg.eal.memory_mb = unsigned(*mem);
   cfg.port.frame_bytes = uint32_t(*frame_bytes);
+  if (args->has("header-checksum-only")) cfg.protocol.payload_checksum = PayloadChecksum::off;
   if (*cpu != ~0ull) cfg.worker_cpu = int(*cpu);
   const bool sender = args->get_or("mode", "recv") == "send";
   const bool verify = args->has("verify");

@@ -6,7 +6,7 @@
 // Every channel to one address shares one link: one DPDK port, one reliable
 // endpoint and its poll-mode worker; a channel is one flow of the endpoint.
 // ChannelOptions::extra takes "flows=N,mem=MB,cpu=N,peer_timeout_ms=N,
-// loss=P,dup=P,reorder=P,zero_copy=1".
+// loss=P,dup=P,reorder=P,zero_copy=1,checksum=payload|header".
 //
 // Links are looked up by address in a table local to this file: DPDK's own
 // device list is process-global (one memif interface per socket and id), so
@@ -90,12 +90,15 @@ Result<dpdk::SessionConfig> session_config(std::string_view address, const Chann
       auto v = parse_double(val);
       if (!v || *v < 0 || *v >= 1) return bad();
       (key == "loss" ? cfg.inject.loss : key == "dup" ? cfg.inject.duplicate : cfg.inject.reorder) = *v;
+    } else if (key == "checksum") {
+      if (val != "payload" && val != "header") return bad();
+      cfg.protocol.payload_checksum = val == "payload" ? dpdk::PayloadChecksum::on : dpdk::PayloadChecksum::off;
     } else if (key == "zero_copy") {
       cfg.port.zero_copy = val == "1" ? dpdk::ZeroCopy::on : dpdk::ZeroCopy::off;
       cfg.eal.single_file_segments = val == "1";
     } else if (!key.empty()) {
       return Error::msg(strf("dpdk option '%s': unknown (flows, mem, cpu, peer_timeout_ms, loss, dup, "
-                             "reorder, zero_copy)", key.c_str()));
+                             "reorder, zero_copy, checksum=payload|header)", key.c_str()));
     }
   }
   return cfg;

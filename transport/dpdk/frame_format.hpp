@@ -28,6 +28,7 @@ enum FrameFlag : uint16_t {
   kFlagLast = 1 << 1,   // last fragment of a message
   kFlagFin = 1 << 2,    // end of this flow's stream (no payload)
   kFlagOpen = 1 << 3,   // the sender opened this flow as a channel (no payload)
+  kFlagNoPayloadSum = 1 << 4,  // payload_sum not computed (PayloadChecksum::off)
 };
 
 struct FrameHeader {

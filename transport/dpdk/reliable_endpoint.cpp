@@ -454,7 +454,8 @@ void ReliableEndpoint::handle_frame(Frame& f, uint64_t now) {
   Flow& fl = *flows_[h.flow];
   switch (h.type) {
     case FrameType::data:
-      if (checksum32(f.data + sizeof(FrameHeader), h.payload_len) != h.payload_sum) {
+      if (!(h.flags & kFlagNoPayloadSum) &&
+          checksum32(f.data + sizeof(FrameHeader), h.payload_len) != h.payload_sum) {
         counters_.bad_frames++;
         break;
       }
@@ -797,7 +798,8 @@ bool ReliableEndpoint::segment(Flow& fl, uint64_t now) {
       }
       fl.job_off += len;
       h.payload_len = uint16_t(len);
-      h.payload_sum = checksum32(payload, len);
+      if (cfg_.payload_checksum == PayloadChecksum::on) h.payload_sum = checksum32(payload, len);
+      else h.flags |= kFlagNoPayloadSum;
       if (fl.job_off == job.total) {
         h.flags |= kFlagLast;
         fl.c.messages_tx++;

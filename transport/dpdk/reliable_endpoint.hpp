@@ -55,8 +55,13 @@ struct UninitAllocator : std::allocator<T> {
 };
 using MessageBuffer = std::vector<uint8_t, UninitAllocator<uint8_t>>;
 
+enum class PayloadChecksum { on, off };
+
 struct ReliableConfig {
   uint16_t flows = 1;
+  // Every header is checksummed; payloads too unless off (memif is shared
+  // memory with no wire to corrupt it; off saves a pass over the data per side).
+  PayloadChecksum payload_checksum = PayloadChecksum::on;
   uint32_t max_message = 64u << 20;   // larger messages are refused / a protocol error
   uint32_t reorder_slots = 1024;      // receive window per flow, frames (power of 2)
   uint32_t send_slots = 1024;         // frames in flight per flow, at most (power of 2)
