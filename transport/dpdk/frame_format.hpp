@@ -50,6 +50,9 @@ struct FrameHeader {
   uint32_t header_sum;    // xxh3 (low 32 bits) of this header with header_sum = 0
   uint64_t sack[kSackBits / 64];  // bit i set: seq ack + 1 + i was received
 };
+// An ack frame's payload, when present, continues the SACK bitmap: its bit j
+// stands for seq ack + 1 + kSackBits + j (so the whole receive window is
+// reported; data frames carry only the header's part).
 static_assert(sizeof(FrameHeader) == 104);
 static_assert(offsetof(FrameHeader, seq) == 16);
 static_assert(offsetof(FrameHeader, sack) == 72);

@@ -6,12 +6,14 @@ namespace lm::dpdk {
 // as if the wire lost it).
 size_t ImpairedPort::transmit(Frame* frames, size_t n) {
   std::uniform_real_distribution<double> u(0, 1);
-  out_.clear();
+  // Frames the device refused last time go first (they are older); frames
+  // held back to reorder them go after this call's frames.
+  out_.assign(backlog_.begin(), backlog_.end());
+  backlog_.clear();
   std::vector<Frame> delayed;
   for (size_t i = 0; i < n; ++i) {
     Frame f = frames[i];
-    double r = u(rng_);
-    if (r < imp_.loss) {
+    if (u(rng_) < imp_.loss) {
       counters_.dropped++;
       inner_.release(&f, 1);
       continue;
@@ -31,8 +33,7 @@ size_t ImpairedPort::transmit(Frame* frames, size_t n) {
   out_.insert(out_.end(), held_.begin(), held_.end());  // last call's delayed frames, now late
   held_ = std::move(delayed);
   size_t sent = out_.empty() ? 0 : inner_.transmit(out_.data(), out_.size());
-  // What the device did not take goes out on the next call (in order, late).
-  held_.insert(held_.begin(), out_.begin() + ptrdiff_t(sent), out_.end());
+  backlog_.assign(out_.begin() + ptrdiff_t(sent), out_.end());
   return n;
 }
 

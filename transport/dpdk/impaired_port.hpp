@@ -24,6 +24,7 @@ class ImpairedPort final : public FramePort {
   ImpairedPort(FramePort& inner, Impairment imp, uint64_t seed) : inner_(inner), imp_(imp), rng_(seed) {}
   ~ImpairedPort() override {
     if (!held_.empty()) inner_.release(held_.data(), held_.size());
+    if (!backlog_.empty()) inner_.release(backlog_.data(), backlog_.size());
   }
   uint32_t frame_capacity() const override { return inner_.frame_capacity(); }
   size_t alloc(Frame* out, size_t n) override { return inner_.alloc(out, n); }
@@ -38,7 +39,8 @@ class ImpairedPort final : public FramePort {
   FramePort& inner_;
   Impairment imp_;
   std::mt19937_64 rng_;
-  std::vector<Frame> held_;  // delayed by one transmit call (reordering)
+  std::vector<Frame> held_;     // delayed by one transmit call (reordering)
+  std::vector<Frame> backlog_;  // the device did not take them yet
   std::vector<Frame> out_;
   ImpairmentCounters counters_;
 };

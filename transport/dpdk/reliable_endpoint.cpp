@@ -76,6 +76,7 @@ struct ReliableEndpoint::Flow {
   // Poller-only: sender.
   std::vector<TxSlot> tx;
   uint64_t snd_una = 0, snd_next = 0;
+  uint64_t high_delivered = 0;  // one past the highest seq acked or SACKed
   uint64_t peer_edge = 0;
   std::vector<uint64_t> retx_queue;
   std::optional<SendJob> job;
@@ -465,8 +466,12 @@ void ReliableEndpoint::handle_frame(Frame& f, uint64_t now) {
       keep = true;  // handle_data took the frame (kept or released)
       break;
     case FrameType::ack:
+      if (h.payload_len && checksum32(f.data + sizeof(FrameHeader), h.payload_len) != h.payload_sum) {
+        counters_.bad_frames++;
+        break;
+      }
       fl.c.acks_rx++;
-      handle_ack_fields(fl, h, now);
+      handle_ack_fields(fl, h, now, std::span<const uint8_t>(f.data + sizeof(FrameHeader), h.payload_len));
       break;
     case FrameType::bye:
       peer_drained_ = true;
@@ -609,7 +614,8 @@ void ReliableEndpoint::deliver_in_order(Flow& fl) {
   }
 }
 
-void ReliableEndpoint::handle_ack_fields(Flow& fl, const FrameHeader& h, uint64_t now) {
+void ReliableEndpoint::handle_ack_fields(Flow& fl, const FrameHeader& h, uint64_t now,
+                                         std::span<const uint8_t> ext) {
   const uint64_t mask = cfg_.send_slots - 1;
   if (h.window_edge > fl.peer_edge) fl.peer_edge = h.window_edge;
   if (h.ack > fl.snd_next) {
@@ -619,6 +625,7 @@ void ReliableEndpoint::handle_ack_fields(Flow& fl, const FrameHeader& h, uint64_
   uint64_t rack_ts = 0, delivered = 0;
   auto deliver = [&](uint64_t seq) {
     TxSlot& s = fl.tx[seq & mask];
+    fl.high_delivered = std::max(fl.high_delivered, seq + 1);
     if (s.delivered) return;
     s.delivered = true;
     // A resent frame acked sooner than a min RTT after the resend was the
@@ -636,6 +643,12 @@ void ReliableEndpoint::handle_ack_fields(Flow& fl, const FrameHeader& h, uint64_
       unsigned b = unsigned(__builtin_ctzll(bits));
       bits &= bits - 1;
       uint64_t seq = h.ack + 1 + w * 64 + b;
+      if (seq >= fl.snd_una && seq < fl.snd_next) deliver(seq);
+    }
+  }
+  for (size_t i = 0; i < ext.size(); ++i) {
+    for (uint8_t bits = ext[i]; bits; bits &= uint8_t(bits - 1)) {
+      uint64_t seq = h.ack + 1 + kSackBits + i * 8 + unsigned(__builtin_ctz(bits));
       if (seq >= fl.snd_una && seq < fl.snd_next) deliver(seq);
     }
   }
@@ -675,7 +688,11 @@ void ReliableEndpoint::detect_losses(Flow& fl, uint64_t rack_ts, uint64_t now) {
   if (rack_ts <= reo) return;
   uint64_t limit = rack_ts - reo;
   const uint64_t mask = cfg_.send_slots - 1;
-  for (uint64_t seq = fl.snd_una; seq < fl.snd_next; ++seq) {
+  // Only below the highest frame known delivered: frames beyond the SACK
+  // bitmap's reach may have arrived unreported, and a late resend's time
+  // would otherwise condemn them all.
+  uint64_t end = std::min(fl.snd_next, fl.high_delivered);
+  for (uint64_t seq = fl.snd_una; seq < end; ++seq) {
     TxSlot& s = fl.tx[seq & mask];
     if (s.delivered || s.queued_retx || s.last_tx_ns >= limit) continue;
     s.queued_retx = true;
@@ -885,12 +902,30 @@ void ReliableEndpoint::queue_control(FrameType type, uint16_t flow, uint64_t now
   h.tx_ns = now;
   h.payload_sum = checksum32(f.data, 0);
   if (type == FrameType::ack) {
-    fill_ack_fields(*flows_[flow], h, now);
-    flows_[flow]->c.acks_tx++;
+    Flow& fl = *flows_[flow];
+    bool gaps = fl.ooo > 0;
+    fill_ack_fields(fl, h, now);
+    fl.c.acks_tx++;
+    if (gaps) {
+      // Report the rest of the receive window too (see frame_format.hpp).
+      uint8_t* ext = f.data + sizeof(FrameHeader);
+      uint64_t first = fl.rcv_next + 1 + kSackBits;
+      uint64_t end = fl.rcv_deliver + cfg_.reorder_slots;
+      size_t max_bytes = port_.frame_capacity() - sizeof(FrameHeader);
+      size_t bytes = end > first ? std::min<size_t>((end - first + 7) / 8, max_bytes) : 0;
+      std::memset(ext, 0, bytes);
+      for (uint64_t seq = first; seq < first + bytes * 8 && seq < end; ++seq) {
+        const RxSlot& s = fl.rx[seq & (cfg_.reorder_slots - 1)];
+        if (s.filled && s.seq == seq) ext[(seq - first) / 8] |= uint8_t(1u << ((seq - first) % 8));
+      }
+      while (bytes && ext[bytes - 1] == 0) --bytes;
+      h.payload_len = uint16_t(bytes);
+      h.payload_sum = checksum32(ext, bytes);
+    }
   }
   seal_header(h);
   std::memcpy(f.data, &h, sizeof(h));
-  f.len = sizeof(FrameHeader);
+  f.len = uint32_t(sizeof(FrameHeader) + h.payload_len);
   f.flow = flow;
   tx_batch_.push_back(f);
 }

@@ -166,7 +166,8 @@ class ReliableEndpoint {
 
   void handle_frame(Frame& f, uint64_t now);
   void handle_data(Flow& fl, const FrameHeader& h, Frame& f, uint64_t now);
-  void handle_ack_fields(Flow& fl, const FrameHeader& h, uint64_t now);
+  // ext: an ack frame's payload, the SACK bitmap beyond the header's 256 bits.
+  void handle_ack_fields(Flow& fl, const FrameHeader& h, uint64_t now, std::span<const uint8_t> ext = {});
   void deliver_in_order(Flow& fl);
   bool segment(Flow& fl, uint64_t now);
   void detect_losses(Flow& fl, uint64_t rack_ts, uint64_t now);
