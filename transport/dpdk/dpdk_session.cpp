@@ -75,6 +75,14 @@ void DpdkSession::run_worker() {
     if ((++loops & 1023) == 0) poll_loops_.store(loops, std::memory_order_relaxed);
   }
   poll_loops_.store(loops, std::memory_order_relaxed);
+  // The memif server stops its port as soon as both sides agreed to close
+  // (it can crash handling its peer's disconnect otherwise); the client
+  // stops later, in close(), after a linger.
+  bool memif_client = cfg_.port.kind == DeviceKind::memif && cfg_.port.role == MemifRole::client;
+  if (endpoint_->state() == EndpointState::closed && !memif_client) {
+    port_counters_ = port_->counters();
+    port_->stop();
+  }
   if (registered) rte_thread_unregister();
 }
 
@@ -97,7 +105,7 @@ Result<void> DpdkSession::close() {
   endpoint_->close();
   auto r = endpoint_->wait_closed(cfg_.close_timeout_ns);
   stop_worker();
-  port_counters_ = port_->counters();
+  if (port_->started()) port_counters_ = port_->counters();
   // The memif server may crash if the client goes away while it still polls:
   // the client leaves the server time to stop first.
   if (cfg_.port.kind == DeviceKind::memif && cfg_.port.role == MemifRole::client)

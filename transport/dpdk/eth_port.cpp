@@ -1,6 +1,7 @@
 #include "transport/dpdk/eth_port.hpp"
 
 #include <netinet/in.h>
+#include <sys/random.h>
 
 #include <algorithm>
 #include <cstring>
@@ -46,7 +47,11 @@ Result<std::unique_ptr<EthFramePort>> EthFramePort::open(Eal& eal, const PortCon
   if (!p->cfg_.frame_bytes) p->cfg_.frame_bytes = default_frame_bytes(cfg.kind);
   const uint32_t frame = p->cfg_.frame_bytes;
   if (cfg.queues == 0 || cfg.queues > 64) return Error::msg(strf("dpdk port: %u queues", cfg.queues));
-  uintptr_t tag = reinterpret_cast<uintptr_t>(p.get());
+  // Device and pool names must be unique in the process for its lifetime
+  // (an address can be reused by the next port): a random tag.
+  uint64_t tag = 0;
+  if (getrandom(&tag, sizeof tag, 0) != sizeof tag) tag = now_ns() ^ reinterpret_cast<uintptr_t>(p.get());
+  tag &= 0xffffffffffffull;
   switch (cfg.kind) {
     case DeviceKind::memif:
       if (cfg.socket.empty()) return Error::msg("dpdk memif port: no socket path");
@@ -88,7 +93,7 @@ Result<std::unique_ptr<EthFramePort>> EthFramePort::open(Eal& eal, const PortCon
   uint32_t room = std::max(frame, 8192u) + 128 + RTE_PKTMBUF_HEADROOM;
   uint32_t mbufs = cfg.mbufs ? cfg.mbufs
                              : cfg.held_frames + uint32_t(cfg.queues) * (cfg.rx_desc + cfg.tx_desc) + 2048;
-  std::string pool_name = strf("lm%lx", (unsigned long)(tag & 0xffffffffffful));
+  std::string pool_name = strf("lm%lx", (unsigned long)tag);
   // LIFO ("stack") so the hot mbufs are reused: a FIFO ring cycles through the
   // whole pool (hundreds of MB of 4 KiB pages without hugepages), paying TLB
   // misses and first-touch faults; measured ~30% slower on memif here.

@@ -64,6 +64,7 @@ class EthFramePort final : public FramePort {
   // Stops and detaches the device. Call only after the protocol's close
   // handshake (the memif server can crash when the peer vanishes while it polls).
   void stop();
+  bool started() const { return started_; }
   const PortCounters& counters() const { return counters_; }
   const std::string& devargs() const { return devargs_; }
   uint16_t port_id() const { return port_id_; }
