@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
       {"cpu", true, "pin the poll worker to this CPU"},
       {"mem-mb", true, "EAL memory, default 512"},
       {"header-checksum-only", false, "no payload checksum"},
+      {"attach", false, "attach payloads as external buffers (sends complete on ack)"},
       {"frame-bytes", true, "largest L2 frame (memif bsize), default per device"},
       {"label", true, "label in the JSON output"},
   };
@@ -102,6 +103,7 @@ int main(int argc, char** argv) {
   cfg.eal.memory_mb = unsigned(*mem);
   cfg.port.frame_bytes = uint32_t(*frame_bytes);
   if (args->has("header-checksum-only")) cfg.protocol.payload_checksum = PayloadChecksum::off;
+  if (args->has("attach")) cfg.protocol.send_mode = SendMode::attach;
   if (*cpu != ~0ull) cfg.worker_cpu = int(*cpu);
   const bool sender = args->get_or("mode", "recv") == "send";
   const bool verify = args->has("verify");
@@ -213,6 +215,9 @@ int main(int argc, char** argv) {
   j.field("loss", *loss);
   j.field("max_payload", uint64_t(s.max_payload()));
   j.begin_object("counters");
+  uint64_t attached = 0;
+  for (auto& c : st.flows) attached += c.attached_frames;
+  j.field("attached_frames", attached);
   uint64_t frames_tx = 0, frames_rx = 0, retx = 0, losses = 0, dups = 0, timeouts = 0, srtt = 0, minrtt = 0;
   for (auto& c : st.flows) {
     frames_tx += c.frames_tx;

@@ -202,6 +202,20 @@ INSTANTIATE_TEST_SUITE_P(Loss, ReliableImpaired,
                                            ImpairCase{"all20", 0.20, 0.20, 0.20}),
                          [](const auto& info) { return std::string(info.param.name); });
 
+// Payloads attached instead of copied: a send completes only once acked, and
+// the caller keeps its buffer until then (transfer_and_verify waits for it).
+TEST(ReliableAttach, SendsCompleteOnAckUnderLoss) {
+  LinkImpairment imp;
+  imp.loss = 0.05;
+  imp.reorder = 0.05;
+  auto cfg = small_config(2);
+  cfg.send_mode = SendMode::attach;
+  Pair p(imp, cfg);
+  transfer_and_verify(p, 100);
+  EXPECT_GT(p.a->flow_counters(0).attached_frames, 0u);
+  EXPECT_GT(p.a->flow_counters(0).retransmits, 0u);
+}
+
 TEST(ReliableCorruption, CorruptFramesAreDroppedAndResent) {
   LinkImpairment imp;
   imp.corrupt = 0.05;

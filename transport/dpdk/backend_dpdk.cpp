@@ -6,7 +6,7 @@
 // Every channel to one address shares one link: one DPDK port, one reliable
 // endpoint and its poll-mode worker; a channel is one flow of the endpoint.
 // ChannelOptions::extra takes "flows=N,mem=MB,cpu=N,peer_timeout_ms=N,
-// loss=P,dup=P,reorder=P,zero_copy=1,checksum=payload|header".
+// loss=P,dup=P,reorder=P,zero_copy=1,attach=1,checksum=payload|header".
 //
 // Links are looked up by address in a table local to this file: DPDK's own
 // device list is process-global (one memif interface per socket and id), so
@@ -68,6 +68,10 @@ Result<dpdk::SessionConfig> session_config(std::string_view address, const Chann
                            int(address.size()), address.data(), kind.c_str()));
   }
   cfg.protocol.flows = 8;
+  // Payloads ride as external buffers (no copy on the sender; memif and
+  // af_packet copy once into their rings); sends complete when acknowledged.
+  // attach=0 copies into frames instead; zero_copy=1 forces copying.
+  cfg.protocol.send_mode = dpdk::SendMode::attach;
   cfg.protocol.max_message = uint32_t(std::min<size_t>(options.max_message, 0xffffffffu));
   // "k=v,k=v"
   std::string_view extra = options.extra;
@@ -90,6 +94,8 @@ Result<dpdk::SessionConfig> session_config(std::string_view address, const Chann
       auto v = parse_double(val);
       if (!v || *v < 0 || *v >= 1) return bad();
       (key == "loss" ? cfg.inject.loss : key == "dup" ? cfg.inject.duplicate : cfg.inject.reorder) = *v;
+    } else if (key == "attach") {
+      cfg.protocol.send_mode = val == "1" ? dpdk::SendMode::attach : dpdk::SendMode::copy;
     } else if (key == "checksum") {
       if (val != "payload" && val != "header") return bad();
       cfg.protocol.payload_checksum = val == "payload" ? dpdk::PayloadChecksum::on : dpdk::PayloadChecksum::off;
@@ -98,7 +104,7 @@ Result<dpdk::SessionConfig> session_config(std::string_view address, const Chann
       cfg.eal.single_file_segments = val == "1";
     } else if (!key.empty()) {
       return Error::msg(strf("dpdk option '%s': unknown (flows, mem, cpu, peer_timeout_ms, loss, dup, "
-                             "reorder, zero_copy, checksum=payload|header)", key.c_str()));
+                             "reorder, zero_copy, attach, checksum=payload|header)", key.c_str()));
     }
   }
   return cfg;

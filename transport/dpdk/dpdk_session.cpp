@@ -14,6 +14,8 @@ Result<std::unique_ptr<DpdkSession>> DpdkSession::open(const SessionConfig& cfg,
   Eal* eal = LM_TRY_CTX(Eal::init(cfg.eal), "dpdk session");
   std::unique_ptr<DpdkSession> s(new DpdkSession());
   s->cfg_ = cfg;
+  // memif zero-copy sends from the shared region only: no external buffers.
+  if (cfg.port.zero_copy == ZeroCopy::on) s->cfg_.protocol.send_mode = SendMode::copy;
   if (wait == OpenWait::no) s->cfg_.port.link_wait = LinkWait::no;
   // Frames the protocol may hold: every flow's windows full at once would be
   // flows x (send + reorder) slots; cap it (memory without hugepages is
@@ -31,7 +33,7 @@ Result<std::unique_ptr<DpdkSession>> DpdkSession::open(const SessionConfig& cfg,
     s->impaired_ = std::make_unique<ImpairedPort>(*s->port_, cfg.inject, nonce);
     fp = s->impaired_.get();
   }
-  s->endpoint_ = LM_TRY_CTX(ReliableEndpoint::create(*fp, cfg.protocol, nonce), "dpdk session");
+  s->endpoint_ = LM_TRY_CTX(ReliableEndpoint::create(*fp, s->cfg_.protocol, nonce), "dpdk session");
   s->worker_ = std::thread([p = s.get()] { p->run_worker(); });
   if (wait == OpenWait::no) return s;
   auto r = s->endpoint_->wait_established(cfg.connect_timeout_ns);

@@ -102,6 +102,13 @@ Result<std::unique_ptr<EthFramePort>> EthFramePort::open(Eal& eal, const PortCon
   if (!p->pool_)
     p->pool_ = rte_pktmbuf_pool_create(pool_name.c_str(), mbufs, 256, 0, uint16_t(std::min(room, 65535u)),
                                        int(rte_socket_id()));
+  if (p->pool_) {
+    // Attached payloads: an mbuf without data room whose private area holds
+    // the external buffer's shared info.
+    uint16_t priv = uint16_t(RTE_ALIGN(sizeof(rte_mbuf_ext_shared_info), RTE_MBUF_PRIV_ALIGN));
+    p->ext_pool_ = rte_pktmbuf_pool_create_by_ops(("x" + pool_name).c_str(), mbufs, 256, priv, 0,
+                                                  int(rte_socket_id()), "stack");
+  }
   if (!p->pool_) return Error::sys(rte_errno, strf("mbuf pool of %u x %u bytes for %s", mbufs, room,
                                                   p->devname_.c_str()));
 
@@ -158,6 +165,32 @@ Result<std::unique_ptr<EthFramePort>> EthFramePort::open(Eal& eal, const PortCon
 EthFramePort::~EthFramePort() {
   stop();
   if (pool_) rte_mempool_free(pool_);
+  if (ext_pool_) rte_mempool_free(ext_pool_);
+}
+
+namespace {
+void keep_external(void*, void*) {}  // the caller owns attached memory
+}  // namespace
+
+bool EthFramePort::attach(Frame& f, const uint8_t* data, uint32_t len) {
+  auto* head = static_cast<rte_mbuf*>(f.handle);
+  if (!ext_pool_ || head->nb_segs != 1 || len > UINT16_MAX) return false;
+  rte_mbuf* ext = rte_pktmbuf_alloc(ext_pool_);
+  if (!ext) return false;
+  auto* shinfo = static_cast<rte_mbuf_ext_shared_info*>(rte_mbuf_to_priv(ext));
+  shinfo->free_cb = keep_external;
+  shinfo->fcb_opaque = nullptr;
+  rte_mbuf_ext_refcnt_set(shinfo, 1);
+  // IOVA = VA: right for the copying PMDs (memif, af_packet); a PCI NIC would
+  // need the memory registered for DMA (rte_extmem_register), not done here.
+  void* addr = const_cast<uint8_t*>(data);
+  rte_pktmbuf_attach_extbuf(ext, addr, rte_iova_t(reinterpret_cast<uintptr_t>(addr)), uint16_t(len), shinfo);
+  ext->data_len = uint16_t(len);
+  ext->pkt_len = len;
+  head->next = ext;
+  head->nb_segs = 2;
+  f.len += len;
+  return true;
 }
 
 void EthFramePort::stop() {
@@ -197,7 +230,8 @@ size_t EthFramePort::transmit(Frame* frames, size_t n) {
       const Frame& f = frames[sent + k];
       rte_mbuf* m = static_cast<rte_mbuf*>(f.handle);
       uint32_t total = kL2L4 + f.len;
-      m->data_len = uint16_t(total);
+      uint32_t attached = m->next ? m->next->data_len : 0;
+      m->data_len = uint16_t(total - attached);
       m->pkt_len = total;
       auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
       std::memcpy(eth->dst_addr.addr_bytes, dst_mac_, 6);
@@ -272,7 +306,9 @@ std::string EthFramePort::pool_ops() const {
   return pool_ ? rte_mempool_get_ops(pool_->ops_index)->name : "";
 }
 
-void EthFramePort::retain(Frame& f) { rte_mbuf_refcnt_update(static_cast<rte_mbuf*>(f.handle), 1); }
+void EthFramePort::retain(Frame& f) {
+  for (auto* m = static_cast<rte_mbuf*>(f.handle); m; m = m->next) rte_mbuf_refcnt_update(m, 1);
+}
 
 void EthFramePort::release(Frame* frames, size_t n) {
   for (size_t i = 0; i < n; ++i) rte_pktmbuf_free(static_cast<rte_mbuf*>(frames[i].handle));

@@ -57,6 +57,7 @@ class EthFramePort final : public FramePort {
   size_t alloc(Frame* out, size_t n) override;
   size_t transmit(Frame* frames, size_t n) override;
   size_t receive(Frame* out, size_t n) override;
+  bool attach(Frame& f, const uint8_t* data, uint32_t len) override;
   void retain(Frame& f) override;
   void release(Frame* frames, size_t n) override;
   std::string peer_name() const override { return peer_name_; }
@@ -78,6 +79,7 @@ class EthFramePort final : public FramePort {
   uint16_t port_id_ = 0;
   bool attached_ = false, started_ = false;
   rte_mempool* pool_ = nullptr;
+  rte_mempool* ext_pool_ = nullptr;  // data-less mbufs for attached (external) buffers
   uint32_t capacity_ = 0;
   uint8_t src_mac_[6] = {}, dst_mac_[6] = {};
   uint16_t rx_queue_next_ = 0;

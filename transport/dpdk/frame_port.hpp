@@ -31,6 +31,15 @@ class FramePort {
   virtual size_t transmit(Frame* frames, size_t n) = 0;
   // Received frames, one reference each, owned by the caller.
   virtual size_t receive(Frame* out, size_t n) = 0;
+  // Zero-copy transmit: appends `len` bytes of caller memory at f.data + f.len
+  // as a further segment (DPDK: an mbuf with an external buffer) and adds len
+  // to f.len. The memory must stay valid and unchanged while any reference to
+  // the frame lives. False: unsupported or out of resources (copy instead).
+  virtual bool attach(Frame& f, const uint8_t* data, uint32_t len) {
+    (void)f, (void)data, (void)len;
+    return false;
+  }
+  // +1 reference (on every segment of the frame).
   virtual void retain(Frame& f) = 0;
   virtual void release(Frame* frames, size_t n) = 0;
   // Who is on the other side, for error messages.

@@ -30,6 +30,7 @@ class ImpairedPort final : public FramePort {
   size_t alloc(Frame* out, size_t n) override { return inner_.alloc(out, n); }
   size_t transmit(Frame* frames, size_t n) override;
   size_t receive(Frame* out, size_t n) override { return inner_.receive(out, n); }
+  bool attach(Frame& f, const uint8_t* data, uint32_t len) override { return inner_.attach(f, data, len); }
   void retain(Frame& f) override { inner_.retain(f); }
   void release(Frame* frames, size_t n) override { inner_.release(frames, n); }
   std::string peer_name() const override { return inner_.peer_name(); }

@@ -79,6 +79,7 @@ struct ReliableEndpoint::Flow {
   uint64_t high_delivered = 0;  // one past the highest seq acked or SACKed
   uint64_t peer_edge = 0;
   std::vector<uint64_t> retx_queue;
+  std::deque<std::pair<uint64_t, uint64_t>> awaiting_ack;  // SendMode::attach: ticket, last seq
   std::optional<SendJob> job;
   size_t job_buf = 0, job_buf_off = 0;
   uint64_t job_off = 0;
@@ -636,7 +637,17 @@ void ReliableEndpoint::handle_ack_fields(Flow& fl, const FrameHeader& h, uint64_
     port_.release(&s.frame, 1);
   };
   for (uint64_t seq = fl.snd_una; seq < h.ack; ++seq) deliver(seq);
-  if (h.ack > fl.snd_una) fl.snd_una = h.ack;
+  if (h.ack > fl.snd_una) {
+    fl.snd_una = h.ack;
+    if (!fl.awaiting_ack.empty() && fl.awaiting_ack.front().second < fl.snd_una) {
+      while (!fl.awaiting_ack.empty() && fl.awaiting_ack.front().second < fl.snd_una) {
+        fl.completed_ticket.store(fl.awaiting_ack.front().first, std::memory_order_release);
+        fl.awaiting_ack.pop_front();
+      }
+      std::lock_guard lk(fl.mu);
+      fl.cv.notify_all();
+    }
+  }
   for (unsigned w = 0; w < kSackBits / 64; ++w) {
     uint64_t bits = h.sack[w];
     while (bits) {
@@ -802,6 +813,22 @@ bool ReliableEndpoint::segment(Flow& fl, uint64_t now) {
       }
       uint32_t len = uint32_t(std::min<uint64_t>(max_payload_, job.total - fl.job_off));
       uint32_t done = 0;
+      f.len = sizeof(FrameHeader);
+      const uint8_t* src = nullptr;  // the payload bytes, wherever they are
+      if (cfg_.send_mode == SendMode::attach && len) {
+        auto b = job.bufs[fl.job_buf];
+        // Attach when the fragment lies in one piece; copy when it spans two.
+        if (b.size() - fl.job_buf_off >= len && port_.attach(f, b.data() + fl.job_buf_off, len)) {
+          src = b.data() + fl.job_buf_off;
+          done = len;
+          fl.job_buf_off += len;
+          if (fl.job_buf_off == b.size()) {
+            fl.job_buf++;
+            fl.job_buf_off = 0;
+          }
+          fl.c.attached_frames++;
+        }
+      }
       while (done < len) {
         auto b = job.bufs[fl.job_buf];
         size_t take = std::min<size_t>(len - done, b.size() - fl.job_buf_off);
@@ -815,20 +842,26 @@ bool ReliableEndpoint::segment(Flow& fl, uint64_t now) {
       }
       fl.job_off += len;
       h.payload_len = uint16_t(len);
-      if (cfg_.payload_checksum == PayloadChecksum::on) h.payload_sum = checksum32(payload, len);
+      if (!src) src = payload;
+      if (cfg_.payload_checksum == PayloadChecksum::on) h.payload_sum = checksum32(src, len);
       else h.flags |= kFlagNoPayloadSum;
       if (fl.job_off == job.total) {
         h.flags |= kFlagLast;
         fl.c.messages_tx++;
-        fl.completed_ticket.store(job.ticket, std::memory_order_release);
-        fl.job.reset();
-        std::lock_guard lk(fl.mu);
-        fl.cv.notify_all();
+        if (cfg_.send_mode == SendMode::attach) {
+          fl.awaiting_ack.emplace_back(job.ticket, fl.snd_next);  // this frame's seq
+          fl.job.reset();
+        } else {
+          fl.completed_ticket.store(job.ticket, std::memory_order_release);
+          fl.job.reset();
+          std::lock_guard lk(fl.mu);
+          fl.cv.notify_all();
+        }
       }
     }
     if (fin || open) h.payload_sum = checksum32(payload, 0);
     std::memcpy(f.data, &h, sizeof(h));
-    f.len = uint32_t(sizeof(FrameHeader) + h.payload_len);
+    f.len = uint32_t(sizeof(FrameHeader) + h.payload_len);  // total, attached or copied
     f.flow = fl.id;
     TxSlot& s = fl.tx[fl.snd_next & (cfg_.send_slots - 1)];
     s.frame = f;

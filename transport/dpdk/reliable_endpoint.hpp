@@ -56,12 +56,17 @@ struct UninitAllocator : std::allocator<T> {
 using MessageBuffer = std::vector<uint8_t, UninitAllocator<uint8_t>>;
 
 enum class PayloadChecksum { on, off };
+// copy: payloads are copied into frames and a send completes once copied.
+// attach: payloads are attached to frames without copying where the port can
+// (FramePort::attach) and a send completes once the peer acknowledged it.
+enum class SendMode { copy, attach };
 
 struct ReliableConfig {
   uint16_t flows = 1;
   // Every header is checksummed; payloads too unless off (memif is shared
   // memory with no wire to corrupt it; off saves a pass over the data per side).
   PayloadChecksum payload_checksum = PayloadChecksum::on;
+  SendMode send_mode = SendMode::copy;
   uint32_t max_message = 64u << 20;   // larger messages are refused / a protocol error
   uint32_t reorder_slots = 1024;      // receive window per flow, frames (power of 2)
   uint32_t send_slots = 1024;         // frames in flight per flow, at most (power of 2)
@@ -86,6 +91,7 @@ struct FlowCounters {
   uint64_t acks_tx = 0, acks_rx = 0;
   uint64_t messages_tx = 0, messages_rx = 0;
   uint64_t retransmits = 0;                     // frames sent again
+  uint64_t attached_frames = 0;                 // payload attached, not copied (SendMode::attach)
   uint64_t timeouts = 0;                        // RTO expiries
   uint64_t losses_detected = 0;                 // frames judged lost (gap or timeout)
   uint64_t duplicates = 0;                      // data frames received twice
