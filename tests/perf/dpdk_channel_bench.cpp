@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
       {"bytes", true, "bytes per channel (sender), default 1G"},
       {"msg-size", true, "message size, default 256K"},
       {"extra", true, "ChannelOptions::extra (backend knobs)"},
+      {"depth", true, "sends in flight per channel (sender), default 16"},
       {"label", true, "label in the JSON output"},
   };
   std::vector<std::string> raw(argv + 1, argv + argc);
@@ -35,7 +36,8 @@ int main(int argc, char** argv) {
   auto channels = args->get_u64("channels", 1);
   auto bytes = args->get_size("bytes", 1ull << 30);
   auto msg_size = args->get_size("msg-size", 256u << 10);
-  if (!channels || !bytes || !msg_size) {
+  auto depth = args->get_u64("depth", 16);
+  if (!channels || !bytes || !msg_size || !depth || *depth == 0) {
     std::fprintf(stderr, "dpdk_channel_bench: bad number\n");
     return 2;
   }
@@ -84,7 +86,9 @@ int main(int argc, char** argv) {
       Channel& ch = *chans[c];
       Stopwatch sw;
       if (sender) {
-        constexpr size_t kDepth = 4;
+        // A retransmitting backend completes a send when it is acknowledged:
+        // keep several in flight (the engine keeps up to its send window).
+        const size_t kDepth = *depth;
         std::vector<std::vector<uint8_t>> bufs(kDepth, std::vector<uint8_t>(*msg_size, uint8_t(c + 1)));
         std::deque<uint64_t> inflight;
         uint64_t count = (*bytes + *msg_size - 1) / *msg_size;

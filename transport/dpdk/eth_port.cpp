@@ -149,11 +149,19 @@ Result<std::unique_ptr<EthFramePort>> EthFramePort::open(Eal& eal, const PortCon
   p->capacity_ = frame - kL2L4;
 
   // memif: the link comes up when the peer process connects.
-  uint64_t deadline = now_ns() + cfg.link_timeout_ns;
+  uint64_t start = now_ns(), deadline = start + cfg.link_timeout_ns, next_retry = start + 2'000'000'000ull;
   while (cfg.link_wait == LinkWait::until_up) {
     rte_eth_link link{};
     rte_eth_link_get_nowait(p->port_id_, &link);
     if (link.link_status == RTE_ETH_LINK_UP) break;
+    // A memif client connects once, in dev_start; seen here under heavy load:
+    // the link never came up. Restarting the port connects again.
+    if (cfg.kind == DeviceKind::memif && cfg.role == MemifRole::client && now_ns() > next_retry) {
+      rte_eth_dev_stop(p->port_id_);
+      rc = rte_eth_dev_start(p->port_id_);
+      if (rc < 0) return eth_error(rc, strf("restart %s", p->devname_.c_str()));
+      next_retry = now_ns() + 2'000'000'000ull;
+    }
     if (now_ns() > deadline)
       return Error::sys(ETIMEDOUT, strf("link of %s (%s) did not come up", p->devname_.c_str(),
                                         p->devargs_.c_str()));
