@@ -138,6 +138,22 @@ TEST(DpdkMemifTwoProcesses, TwoChannelsEveryByteVerified) {
   EXPECT_NE(r.server_out.find("\"ok\": true"), std::string::npos) << r.server_out;
 }
 
+// The memif client connects only when its port starts; started before its
+// server it must keep trying (dev_start fails without the server's socket).
+TEST(DpdkMemifTwoProcesses, ClientStartedBeforeServerConnects) {
+  std::string sock = memif_socket("late");
+  Child client(peer_args({"--role", "client", "--socket", sock, "--mode", "send", "--bytes", "16M", "--verify"}),
+               "late-c");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  Child server(peer_args({"--role", "server", "--socket", sock, "--mode", "recv", "--bytes", "16M", "--verify"}),
+               "late-s");
+  int crc = client.wait(60);
+  int src = server.wait(15);
+  ASSERT_EQ(crc, 0) << client.err();
+  ASSERT_EQ(src, 0) << server.err();
+  EXPECT_EQ(json_number(server.out(), "bytes"), 16.0 * 1024 * 1024) << server.out();
+}
+
 struct LossCase {
   const char* name;
   const char* loss;

@@ -139,6 +139,13 @@ Result<std::unique_ptr<EthFramePort>> EthFramePort::open(Eal& eal, const PortCon
     if (rc < 0) return eth_error(rc, strf("tx queue %u of %s", q, p->devname_.c_str()));
   }
   rc = rte_eth_dev_start(p->port_id_);
+  // A memif client fails to start while its server's socket does not exist
+  // yet: keep trying until the link timeout.
+  for (uint64_t until = now_ns() + cfg.link_timeout_ns;
+       rc < 0 && cfg.kind == DeviceKind::memif && cfg.role == MemifRole::client && now_ns() < until;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    rc = rte_eth_dev_start(p->port_id_);
+  }
   if (rc < 0) return eth_error(rc, strf("start %s", p->devname_.c_str()));
   p->started_ = true;
   rte_eth_promiscuous_enable(p->port_id_);  // best effort: memif has no filter anyway
@@ -159,7 +166,10 @@ Result<std::unique_ptr<EthFramePort>> EthFramePort::open(Eal& eal, const PortCon
     if (cfg.kind == DeviceKind::memif && cfg.role == MemifRole::client && now_ns() > next_retry) {
       rte_eth_dev_stop(p->port_id_);
       rc = rte_eth_dev_start(p->port_id_);
-      if (rc < 0) return eth_error(rc, strf("restart %s", p->devname_.c_str()));
+      if (rc < 0) {
+        p->started_ = false;
+        return eth_error(rc, strf("restart %s", p->devname_.c_str()));
+      }
       next_retry = now_ns() + 2'000'000'000ull;
     }
     if (now_ns() > deadline)
