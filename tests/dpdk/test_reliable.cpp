@@ -256,6 +256,38 @@ TEST(ReliablePeerLoss, PeerVanishesMidStreamGivesErrorInBoundedTime) {
   EXPECT_FALSE(more.ok());
 }
 
+// A channel destroyed without closing: its flow is abandoned, the peer's
+// calls on that flow fail with ECONNRESET, other flows keep working.
+TEST(ReliableAbort, AbandonedFlowFailsPeerCallsOthersContinue) {
+  auto cfg = small_config(2);
+  cfg.send_mode = SendMode::attach;
+  Pair p({}, cfg);
+  ASSERT_TRUE(p.run_until([&] { return p.a->state() == EndpointState::established &&
+                                        p.b->state() == EndpointState::established; },
+                          100'000'000));
+  auto m = make_message(0, 9);
+  std::span<const uint8_t> part(m);
+  ASSERT_TRUE(p.a->submit(0, std::span(&part, 1)).ok());
+  p.run_until([&] { return p.b->flow_counters(0).payload_bytes_rx > 20000; }, 100'000'000);
+  p.a->abort_flow(0);
+  m.assign(m.size(), 0xee);  // the caller may reuse its memory at once: nothing is read again
+  p.run_until([&] { return false; }, 5'000'000);
+  auto r = p.b->receive(0, 0);
+  for (int i = 0; i < 3 && r.ok(); ++i) r = p.b->receive(0, 0);  // what arrived whole comes first
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ECONNRESET) << r.error().message;
+  EXPECT_FALSE(p.b->submit(0, std::span(&part, 1)).ok());
+  // Flow 1 still carries messages.
+  auto m1 = make_message(1, 3);
+  std::span<const uint8_t> part1(m1);
+  ASSERT_TRUE(p.a->submit(1, std::span(&part1, 1)).ok());
+  ASSERT_TRUE(p.run_until([&] { return p.b->flow_counters(1).messages_rx == 1; }, 100'000'000));
+  auto got = p.b->try_receive(1);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_TRUE(std::equal(got->begin(), got->end(), m1.begin()));
+  EXPECT_EQ(p.b->counters().bad_frames, 0u);
+}
+
 TEST(ReliableHandshake, StaleFramesFromEarlierSessionAreIgnored) {
   uint64_t now = 1'000'000;
   MemLink link(1500, {}, {}, &now);

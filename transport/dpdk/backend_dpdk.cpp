@@ -73,6 +73,11 @@ Result<dpdk::SessionConfig> session_config(std::string_view address, const Chann
   // attach=0 copies into frames instead; zero_copy=1 forces copying.
   cfg.protocol.send_mode = dpdk::SendMode::attach;
   cfg.protocol.max_message = uint32_t(std::min<size_t>(options.max_message, 0xffffffffu));
+  // What a slow receiver holds before its window stops the sender.
+  cfg.protocol.rx_queue_bytes = std::max<size_t>(options.send_window, size_t(1) << 20);
+  // Both sides live: the close handshake takes milliseconds; a peer that
+  // never closes its end must not hold a destructor for long.
+  cfg.close_timeout_ns = 2'000'000'000ull;
   // "k=v,k=v"
   std::string_view extra = options.extra;
   while (!extra.empty()) {
@@ -158,7 +163,10 @@ class DpdkChannel final : public Channel {
     link_->channel_opened();
   }
   ~DpdkChannel() override {
-    if (!closed_) (void)close(Timeout(1000));
+    if (!closed_) {  // destroyed without closing: the peer's calls fail (a reset)
+      link_->session->endpoint().abort_flow(flow_);
+      link_->channel_closed();
+    }
   }
 
   Result<uint64_t> send(std::span<const ConstBuffer> pieces, Timeout timeout) override {

@@ -29,6 +29,7 @@ enum FrameFlag : uint16_t {
   kFlagFin = 1 << 2,    // end of this flow's stream (no payload)
   kFlagOpen = 1 << 3,   // the sender opened this flow as a channel (no payload)
   kFlagNoPayloadSum = 1 << 4,  // payload_sum not computed (PayloadChecksum::off)
+  kFlagFlowOnly = 1 << 5,      // reset: only this flow (its channel was abandoned)
 };
 
 struct FrameHeader {

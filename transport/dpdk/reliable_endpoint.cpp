@@ -70,6 +70,8 @@ struct ReliableEndpoint::Flow {
   std::atomic<size_t> inbox_bytes{0};
   std::atomic<bool> peer_fin{false};
   std::atomic<bool> open_requested{false}, close_requested{false};
+  std::atomic<bool> abort_requested{false}, peer_aborted{false};
+  bool aborted_local = false;
   std::atomic<bool> fin_acked_shared{false};
   FlowCounters snapshot;
 
@@ -163,6 +165,8 @@ Result<uint64_t> ReliableEndpoint::submit(uint16_t flow, std::span<const std::sp
   if (flow >= flows_.size()) return Error::msg(strf("send on flow %u: only %zu flows", flow, flows_.size()));
   if (auto e = error()) return Error{e->code, e->message}.context(strf("send on flow %u", flow));
   if (close_requested_.load()) return Error::msg(strf("send on flow %u: endpoint is closing", flow));
+  if (flow < flows_.size() && flows_[flow]->peer_aborted.load())
+    return Error::sys(ECONNRESET, strf("send on flow %u: %s abandoned the channel", flow, port_.peer_name().c_str()));
   SendJob job;
   for (auto b : bufs) {
     job.total += b.size();
@@ -188,9 +192,11 @@ Result<void> ReliableEndpoint::wait_sent(uint16_t flow, uint64_t ticket, uint64_
   Flow& fl = *flows_[flow];
   std::unique_lock lk(fl.mu);
   bool done = fl.cv.wait_until(lk, deadline_after(timeout_ns), [&] {
-    return fl.completed_ticket.load() >= ticket || state() == EndpointState::failed;
+    return fl.completed_ticket.load() >= ticket || state() == EndpointState::failed || fl.peer_aborted.load();
   });
   if (fl.completed_ticket.load() >= ticket) return ok();
+  if (fl.peer_aborted.load())
+    return Error::sys(ECONNRESET, strf("send on flow %u: %s abandoned the channel", flow, port_.peer_name().c_str()));
   if (auto e = error()) return Error{e->code, e->message}.context(strf("send on flow %u", flow));
   if (!done) return Error::sys(ETIMEDOUT, strf("send on flow %u to %s", flow, port_.peer_name().c_str()));
   return Error::msg(strf("send on flow %u: endpoint stopped", flow));
@@ -216,7 +222,8 @@ Result<MessageBuffer> ReliableEndpoint::receive(uint16_t flow, uint64_t timeout_
   Flow& fl = *flows_[flow];
   std::unique_lock lk(fl.mu);
   fl.cv.wait_until(lk, deadline_after(timeout_ns), [&] {
-    return !fl.inbox.empty() || fl.peer_fin.load() || state() == EndpointState::failed;
+    return !fl.inbox.empty() || fl.peer_fin.load() || fl.peer_aborted.load() ||
+           state() == EndpointState::failed;
   });
   if (!fl.inbox.empty()) {
     MessageBuffer m = std::move(fl.inbox.front());
@@ -225,6 +232,8 @@ Result<MessageBuffer> ReliableEndpoint::receive(uint16_t flow, uint64_t timeout_
     return m;
   }
   if (auto e = error()) return Error{e->code, e->message}.context(strf("receive on flow %u", flow));
+  if (fl.peer_aborted.load())
+    return Error::sys(ECONNRESET, strf("receive on flow %u: %s abandoned the channel", flow, port_.peer_name().c_str()));
   if (fl.peer_fin.load()) return Error::msg(strf("receive on flow %u: peer closed the flow", flow));
   return Error::sys(ETIMEDOUT, strf("receive on flow %u from %s", flow, port_.peer_name().c_str()));
 }
@@ -259,6 +268,10 @@ Result<uint16_t> ReliableEndpoint::accept_flow(uint64_t timeout_ns) {
   return Error::sys(ETIMEDOUT, strf("accept a channel from %s", port_.peer_name().c_str()));
 }
 
+void ReliableEndpoint::abort_flow(uint16_t flow) {
+  flows_[flow]->abort_requested.store(true, std::memory_order_release);
+}
+
 void ReliableEndpoint::close_flow(uint16_t flow) {
   flows_[flow]->close_requested.store(true, std::memory_order_release);
 }
@@ -266,13 +279,15 @@ void ReliableEndpoint::close_flow(uint16_t flow) {
 Result<void> ReliableEndpoint::wait_flow_closed(uint16_t flow, uint64_t timeout_ns) {
   Flow& fl = *flows_[flow];
   std::unique_lock lk(fl.mu);
-  auto done = [&] { return fl.fin_acked_shared.load() && fl.peer_fin.load(); };
+  auto done = [&] { return (fl.fin_acked_shared.load() && fl.peer_fin.load()) || fl.peer_aborted.load(); };
   auto deadline = deadline_after(timeout_ns);
   for (;;) {
     while (!fl.inbox.empty()) {  // data still arriving while closing is dropped
       fl.inbox_bytes.fetch_sub(fl.inbox.front().size());
       fl.inbox.pop_front();
     }
+    if (fl.peer_aborted.load())
+      return Error::sys(ECONNRESET, strf("close of flow %u: %s abandoned the channel", flow, port_.peer_name().c_str()));
     if (done()) return ok();
     if (state() == EndpointState::failed || state() == EndpointState::closed) break;
     if (fl.cv.wait_until(lk, deadline) == std::cv_status::timeout && !done() && fl.inbox.empty()) {
@@ -361,6 +376,8 @@ bool ReliableEndpoint::poll(uint64_t now) {
     for (auto& flp : flows_) {
       Flow& fl = *flp;
       fl.data_staged = false;
+      if (fl.abort_requested.load(std::memory_order_acquire) && !fl.aborted_local) abandon(fl, now);
+      if (fl.aborted_local) continue;
       deliver_in_order(fl);
       if (!fl.retx_queue.empty()) {
         for (uint64_t seq : fl.retx_queue) {
@@ -456,6 +473,10 @@ void ReliableEndpoint::handle_frame(Frame& f, uint64_t now) {
   Flow& fl = *flows_[h.flow];
   switch (h.type) {
     case FrameType::data:
+      if (fl.aborted_local) {  // tell the peer again, in case our reset was lost
+        queue_control(FrameType::reset, fl.id, now, kFlagFlowOnly);
+        break;
+      }
       if (!(h.flags & kFlagNoPayloadSum) &&
           checksum32(f.data + sizeof(FrameHeader), h.payload_len) != h.payload_sum) {
         counters_.bad_frames++;
@@ -489,7 +510,13 @@ void ReliableEndpoint::handle_frame(Frame& f, uint64_t now) {
       }
       break;
     case FrameType::reset:
-      fail(Error::msg(strf("peer %s reset the session", port_.peer_name().c_str())));
+      if (h.flags & kFlagFlowOnly) {
+        fl.peer_aborted.store(true);
+        std::lock_guard lk(fl.mu);
+        fl.cv.notify_all();
+      } else {
+        fail(Error::msg(strf("peer %s reset the session", port_.peer_name().c_str())));
+      }
       break;
     default:
       counters_.bad_frames++;
@@ -919,7 +946,37 @@ void ReliableEndpoint::stage_data(Flow& fl, uint64_t seq, uint64_t now) {
   fl.data_staged = true;
 }
 
-void ReliableEndpoint::queue_control(FrameType type, uint16_t flow, uint64_t now) {
+void ReliableEndpoint::abandon(Flow& fl, uint64_t now) {
+  fl.aborted_local = true;
+  // Never read the caller's memory again: release every frame kept for
+  // resending (devices that copy, memif and af_packet, are done with them).
+  const uint64_t mask = cfg_.send_slots - 1;
+  for (uint64_t seq = fl.snd_una; seq < fl.snd_next; ++seq) {
+    TxSlot& s = fl.tx[seq & mask];
+    if (!s.delivered) {
+      s.delivered = true;
+      port_.release(&s.frame, 1);
+    }
+  }
+  fl.snd_una = fl.snd_next;
+  fl.retx_queue.clear();
+  // Frames of this flow still waiting for the device.
+  size_t keep = 0;
+  for (Frame& f : tx_batch_) {
+    if (f.flow == fl.id) port_.release(&f, 1);
+    else tx_batch_[keep++] = f;
+  }
+  tx_batch_.resize(keep);
+  fl.job.reset();
+  {
+    std::lock_guard lk(fl.mu);
+    fl.jobs.clear();
+    fl.pending_jobs.store(0);
+  }
+  for (int i = 0; i < 3; ++i) queue_control(FrameType::reset, fl.id, now, kFlagFlowOnly);
+}
+
+void ReliableEndpoint::queue_control(FrameType type, uint16_t flow, uint64_t now, uint16_t flags) {
   Frame f;
   if (port_.alloc(&f, 1) != 1) {
     counters_.alloc_failures++;
@@ -933,6 +990,7 @@ void ReliableEndpoint::queue_control(FrameType type, uint16_t flow, uint64_t now
   h.nonce = nonce_;
   h.peer_nonce = peer_nonce_;
   h.tx_ns = now;
+  h.flags = flags;
   h.payload_sum = checksum32(f.data, 0);
   if (type == FrameType::ack) {
     Flow& fl = *flows_[flow];
@@ -996,6 +1054,7 @@ void ReliableEndpoint::session_timers(uint64_t now) {
   }
   bool drained = true;
   for (auto& fl : flows_) {
+    if (fl->aborted_local || fl->peer_aborted.load()) continue;
     if (!fl->fin_acked || !fl->peer_fin.load() || fl->rcv_deliver < fl->rcv_next) {
       drained = false;
       break;

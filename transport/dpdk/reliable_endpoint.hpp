@@ -148,6 +148,10 @@ class ReliableEndpoint {
   // FIN is acknowledged and the peer's FIN arrived (messages still arriving
   // are dropped).
   void close_flow(uint16_t flow);
+  // Abandons a flow without the handshake (its channel was destroyed unclosed):
+  // queued sends are dropped, nothing of the caller's memory is read again,
+  // and the peer's calls on the flow fail ("abandoned"), as TCP's reset.
+  void abort_flow(uint16_t flow);
   Result<void> wait_flow_closed(uint16_t flow, uint64_t timeout_ns);
   // Starts the close handshake: FIN on every flow after what is queued, then bye.
   void close();
@@ -179,7 +183,8 @@ class ReliableEndpoint {
   void detect_losses(Flow& fl, uint64_t rack_ts, uint64_t now);
   void check_rto(Flow& fl, uint64_t now);
   void update_window(Flow& fl, uint64_t now);
-  void queue_control(FrameType type, uint16_t flow, uint64_t now);
+  void queue_control(FrameType type, uint16_t flow, uint64_t now, uint16_t flags = 0);
+  void abandon(Flow& fl, uint64_t now);
   void fill_ack_fields(Flow& fl, FrameHeader& h, uint64_t now);
   void stage_data(Flow& fl, uint64_t seq, uint64_t now);
   size_t flush_tx();
