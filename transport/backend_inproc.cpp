@@ -47,11 +47,7 @@ class InprocChannel final : public Channel {
 
   Result<uint64_t> send(std::span<const ConstBuffer> pieces, Timeout timeout) override {
     if (closed_) return Error{EPIPE, strf("channel %s: already closed", name_.c_str())};
-    size_t total = 0;
-    for (const auto& p : pieces) total += p.size;
-    if (total > options_.max_message)
-      return Error{EMSGSIZE, strf("channel %s: message of %zu bytes exceeds the %zu-byte limit", name_.c_str(), total,
-                                  options_.max_message)};
+    size_t total = LM_TRY(message_size(pieces, options_.max_message, name_));
     std::vector<std::byte> copy(total);
     size_t at = 0;
     for (const auto& p : pieces) {

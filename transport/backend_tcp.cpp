@@ -23,7 +23,7 @@ constexpr size_t kZeroCopyMin = 16 * 1024;
 class TcpSource : public ByteSource {
  public:
   TcpSource(int fd, const std::string& name) : fd_(fd), name_(name) {}
-  Result<size_t> read(void* buf, size_t len, Deadline deadline) override {
+  Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode) override {
     for (;;) {
       ssize_t n = ::recv(fd_, buf, len, 0);
       if (n >= 0) return size_t(n);
@@ -46,35 +46,42 @@ class TcpChannel final : public StreamChannel {
   Result<uint64_t> send(std::span<const ConstBuffer> pieces, Timeout timeout) override {
     LM_TRY(check_usable());
     Deadline deadline = Deadline::after(timeout);
-    size_t total = 0;
-    for (const auto& p : pieces) total += p.size;
-    if (total > options_.max_message)
-      return Error{EMSGSIZE, strf("channel %s: message of %zu bytes exceeds the %zu-byte limit", name_.c_str(), total,
-                                  options_.max_message)};
+    size_t total = LM_TRY(message_size(pieces, options_.max_message, name_));
     bool zc = options_.zero_copy == ZeroCopy::on && total >= kZeroCopyMin;
     if (zc) {
       // Back-pressure on buffers the kernel still holds.
       while (!zc_pending_.empty() && zc_pending_bytes_ + total > options_.send_window) {
         auto r = reap_zerocopy(deadline, Block::yes);
-        if (!r) return fail(std::move(r).error());
+        if (!r) return fail_send(std::move(r).error());
       }
     }
-    FrameHeader h{kFrameData, uint32_t(total)};
+    uint64_t seq = sent_seq_ + 1;
+    // With MSG_ZEROCOPY the kernel reads the header's memory until the
+    // notification, so it lives in the pending record, not on the stack.
+    FrameHeader local{kFrameData, uint32_t(total)};
+    FrameHeader* h = &local;
+    if (zc) {
+      zc_pending_.push_back({seq, -1, total, local});
+      h = &zc_pending_.back().header;
+    }
     iov_.clear();
-    iov_.push_back({&h, sizeof h});
+    iov_.push_back({h, sizeof *h});
     for (const auto& p : pieces)
       if (p.size) iov_.push_back({const_cast<void*>(p.data), p.size});
     if (size_t pad = frame_pad(total)) iov_.push_back({const_cast<uint8_t*>(kFramePadding), pad});
     auto w = write_all(deadline, zc ? MSG_ZEROCOPY : 0);
-    if (!w) return fail(std::move(w).error());
-    uint64_t seq = ++sent_seq_;
+    if (!w) {
+      if (zc) zc_pending_.pop_back();
+      return fail_send(std::move(w).error());
+    }
+    sent_seq_ = seq;
     if (zc) {
-      zc_pending_.push_back({seq, zc_next_id_ - 1, total});
+      zc_pending_.back().last_id = zc_next_id_ - 1;
       zc_pending_bytes_ += total;
     } else if (zc_pending_.empty()) {
       completed_seq_ = seq;
     } else {
-      zc_pending_.push_back({seq, zc_next_id_ - 1, 0});  // completes in order after the zero-copy ones
+      zc_pending_.push_back({seq, zc_next_id_ - 1, 0, {}});  // completes in order after the zero-copy ones
     }
     return seq;
   }
@@ -82,19 +89,6 @@ class TcpChannel final : public StreamChannel {
   uint64_t send_completed() override {
     if (!zc_pending_.empty()) (void)reap_zerocopy(Deadline::after(Timeout(0)), Block::no);
     return completed_seq_;
-  }
-
-  Result<void> wait_sent(uint64_t seq, Timeout timeout) override {
-    if (seq > sent_seq_)
-      return Error{EINVAL, strf("channel %s: wait_sent(%llu) beyond the last send %llu", name_.c_str(),
-                                (unsigned long long)seq, (unsigned long long)sent_seq_)};
-    Deadline deadline = Deadline::after(timeout);
-    while (completed_seq_ < seq) {
-      if (broken_) return *broken_;
-      auto r = reap_zerocopy(deadline, Block::yes);
-      if (!r) return fail(std::move(r).error());
-    }
-    return ok();
   }
 
   ~TcpChannel() override { shutdown_transport(); }
@@ -107,6 +101,7 @@ class TcpChannel final : public StreamChannel {
     return write_all(deadline, 0);
   }
   ByteSource& source() override { return source_; }
+  Result<void> reap_sends(Deadline deadline) override { return reap_zerocopy(deadline, Block::yes); }
   void shutdown_transport() override { fd_.reset(); }
 
  private:
@@ -115,6 +110,7 @@ class TcpChannel final : public StreamChannel {
     uint64_t seq;
     int64_t last_id;  // last MSG_ZEROCOPY id used up to and including this send
     size_t bytes;
+    FrameHeader header;
   };
 
   Result<void> write_all(Deadline deadline, int flags) {
@@ -186,8 +182,6 @@ class TcpChannel final : public StreamChannel {
   UniqueFd fd_;
   TcpSource source_;
   std::vector<iovec> iov_;
-  uint64_t sent_seq_ = 0;
-  uint64_t completed_seq_ = 0;
   std::deque<ZcSend> zc_pending_;
   size_t zc_pending_bytes_ = 0;
   int64_t zc_next_id_ = 0;

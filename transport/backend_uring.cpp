@@ -14,9 +14,11 @@
 // buffer (IORING_OP_RECV). Frames up to 256 KiB are handed out in place.
 //
 // extra options: "sqpoll=1" (kernel submission thread; costs a core),
-// "entries=N" (ring size).
+// "entries=N" (ring size), "recv=multishot" (multishot receive into a
+// provided buffer ring instead of reads into the registered staging buffer).
 #include <liburing.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -85,18 +87,33 @@ class UringSource : public ByteSource {
   UringSource(int fd, io_uring* ring, const std::string& name, const std::byte* fixed, size_t fixed_size)
       : fd_(fd), ring_(ring), name_(name), fixed_(fixed), fixed_size_(fixed_size) {}
 
-  Result<size_t> read(void* buf, size_t len, Deadline deadline) override {
+  Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode mode) override {
     io_uring_sqe* sqe = get_sqe(ring_);
     auto* b = static_cast<const std::byte*>(buf);
     if (fixed_ && b >= fixed_ && b + len <= fixed_ + fixed_size_)
       io_uring_prep_read_fixed(sqe, fd_, buf, unsigned(len), 0, 0);
     else
-      io_uring_prep_recv(sqe, fd_, buf, len, 0);
+      // MSG_WAITALL: the kernel retries until the whole body is in, one CQE.
+      io_uring_prep_recv(sqe, fd_, buf, len, mode == ReadMode::all ? MSG_WAITALL : 0);
     io_uring_sqe_set_data64(sqe, kOpIo);
-    int rc = io_uring_submit(ring_);
-    if (rc < 0) return Error::sys(-rc, strf("channel %s: io_uring_submit (recv)", name_.c_str()));
+    // Submit and wait in one system call.
     io_uring_cqe* cqe = nullptr;
-    rc = wait_cqe(ring_, &cqe, deadline);
+    int rc;
+    do {
+      if (deadline.at_ns == UINT64_MAX) {
+        rc = io_uring_submit_and_wait(ring_, 1);
+        if (rc >= 0) rc = io_uring_peek_cqe(ring_, &cqe);
+        if (rc == -EAGAIN) rc = io_uring_wait_cqe(ring_, &cqe);
+      } else {
+        uint64_t left = deadline.left_ns();
+        __kernel_timespec ts{int64_t(left / 1000000000ull), int64_t(left % 1000000000ull)};
+        rc = io_uring_submit_and_wait_timeout(ring_, &cqe, 1, &ts, nullptr);
+      }
+    } while (rc == -EINTR);
+    // With a submission in the same call the kernel reports the submit count,
+    // not the wait's -ETIME: look again (returns -ETIME once the deadline passed).
+    if (rc == -ETIME || (rc >= 0 && !cqe)) rc = wait_cqe(ring_, &cqe, deadline);
+    if (rc > 0) rc = 0;
     bool timed_out = rc == -ETIME;
     if (rc < 0 && !timed_out) return Error::sys(-rc, strf("channel %s: io_uring_wait_cqe (recv)", name_.c_str()));
     if (timed_out) {
@@ -130,6 +147,107 @@ class UringSource : public ByteSource {
   size_t fixed_size_;
 };
 
+// Multishot receive ("recv=multishot"): one armed IORING_OP_RECV with
+// IORING_RECV_MULTISHOT picks buffers from a provided buffer ring; every CQE
+// is a chunk of the stream in one of those buffers, copied out to the frame
+// reader and then handed back to the ring. A timeout leaves the receive armed
+// (nothing to cancel). Costs one user-space copy; saves a submission per read.
+class MultishotSource : public ByteSource {
+ public:
+  static constexpr unsigned kBuffers = 64;
+  static constexpr size_t kBufferSize = 64 * 1024;
+  static constexpr uint16_t kGroup = 1;
+
+  MultishotSource(int fd, io_uring* ring, const std::string& name) : fd_(fd), ring_(ring), name_(name) {}
+  ~MultishotSource() {
+    if (ring_mem_ != MAP_FAILED) munmap(ring_mem_, ring_bytes_);
+    std::free(pool_);
+  }
+
+  Result<void> setup() {
+    ring_bytes_ = (kBuffers * sizeof(io_uring_buf) + 4095) & ~size_t(4095);
+    ring_mem_ = mmap(nullptr, ring_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (ring_mem_ == MAP_FAILED) return Error::from_errno(strf("channel %s: mmap buffer ring", name_.c_str()));
+    br_ = static_cast<io_uring_buf_ring*>(ring_mem_);
+    io_uring_buf_ring_init(br_);
+    io_uring_buf_reg reg{};
+    reg.ring_addr = reinterpret_cast<uint64_t>(ring_mem_);
+    reg.ring_entries = kBuffers;
+    reg.bgid = kGroup;
+    // liburing 2.3 has no io_uring_setup_buf_ring: register our own memory.
+    int rc = io_uring_register_buf_ring(ring_, &reg, 0);
+    if (rc < 0) return Error::sys(-rc, strf("channel %s: io_uring_register_buf_ring", name_.c_str()));
+    pool_ = static_cast<std::byte*>(std::aligned_alloc(4096, kBuffers * kBufferSize));
+    for (unsigned i = 0; i < kBuffers; ++i)
+      io_uring_buf_ring_add(br_, pool_ + i * kBufferSize, kBufferSize, uint16_t(i),
+                            io_uring_buf_ring_mask(kBuffers), int(i));
+    io_uring_buf_ring_advance(br_, kBuffers);
+    return ok();  // armed by the first read: requests die with the thread that submitted them
+  }
+
+  Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode) override {
+    while (chunk_left_ == 0) {
+      if (eof_) return size_t(0);
+      if (!armed_) LM_TRY(arm());
+      io_uring_cqe* cqe = nullptr;
+      int rc = wait_cqe(ring_, &cqe, deadline);
+      if (rc == -ETIME) return timeout_error(name_, "waiting for data");
+      if (rc < 0) return Error::sys(-rc, strf("channel %s: io_uring_wait_cqe (multishot)", name_.c_str()));
+      int res = cqe->res;
+      unsigned flags = cqe->flags;
+      io_uring_cqe_seen(ring_, cqe);
+      if (!(flags & IORING_CQE_F_MORE)) armed_ = false;
+      // ENOBUFS: the ring ran dry; ECANCELED: the thread that armed it exited
+      // (unreceived data stays in the socket). Either way, re-arm from here.
+      if (res == -ENOBUFS || res == -ECANCELED) continue;
+      if (res < 0) return Error::sys(-res, strf("channel %s: multishot recv", name_.c_str()));
+      if (res == 0) {
+        eof_ = true;
+        return size_t(0);
+      }
+      chunk_id_ = uint16_t(flags >> IORING_CQE_BUFFER_SHIFT);
+      chunk_at_ = pool_ + size_t(chunk_id_) * kBufferSize;
+      chunk_left_ = size_t(res);
+    }
+    size_t n = std::min(len, chunk_left_);
+    std::memcpy(buf, chunk_at_, n);
+    chunk_at_ += n;
+    chunk_left_ -= n;
+    if (chunk_left_ == 0) {  // hand the buffer back to the kernel
+      io_uring_buf_ring_add(br_, pool_ + size_t(chunk_id_) * kBufferSize, kBufferSize, chunk_id_,
+                            io_uring_buf_ring_mask(kBuffers), 0);
+      io_uring_buf_ring_advance(br_, 1);
+    }
+    return n;
+  }
+
+ private:
+  Result<void> arm() {
+    io_uring_sqe* sqe = get_sqe(ring_);
+    io_uring_prep_recv_multishot(sqe, fd_, nullptr, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = kGroup;
+    io_uring_sqe_set_data64(sqe, kOpIo);
+    int rc = io_uring_submit(ring_);
+    if (rc < 0) return Error::sys(-rc, strf("channel %s: io_uring_submit (multishot)", name_.c_str()));
+    armed_ = true;
+    return ok();
+  }
+
+  int fd_;
+  io_uring* ring_;
+  const std::string& name_;
+  void* ring_mem_ = MAP_FAILED;
+  size_t ring_bytes_ = 0;
+  io_uring_buf_ring* br_ = nullptr;
+  std::byte* pool_ = nullptr;
+  bool armed_ = false;
+  bool eof_ = false;
+  uint16_t chunk_id_ = 0;
+  std::byte* chunk_at_ = nullptr;
+  size_t chunk_left_ = 0;
+};
+
 class UringChannel final : public StreamChannel {
  public:
   static Result<std::unique_ptr<Channel>> make(UniqueFd fd, const ChannelOptions& options) {
@@ -142,11 +260,16 @@ class UringChannel final : public StreamChannel {
     ch->send_ring_ok_ = true;
     LM_TRY(init_ring(&ch->recv_ring_, options, ch->name_));
     ch->recv_ring_ok_ = true;
-    iovec staging{ch->reader_.staging(), ch->reader_.staging_size()};
-    // Registration can fail under RLIMIT_MEMLOCK; then plain recv is used.
-    bool fixed = io_uring_register_buffers(&ch->recv_ring_, &staging, 1) == 0;
-    ch->source_.emplace(ch->fd_.get(), &ch->recv_ring_, ch->name_, fixed ? ch->reader_.staging() : nullptr,
-                        ch->reader_.staging_size());
+    if (extra_option(options.extra, "recv") == "multishot") {
+      ch->multishot_ = std::make_unique<MultishotSource>(ch->fd_.get(), &ch->recv_ring_, ch->name_);
+      LM_TRY(ch->multishot_->setup());
+    } else {
+      iovec staging{ch->reader_.staging(), ch->reader_.staging_size()};
+      // Registration can fail under RLIMIT_MEMLOCK; then plain recv is used.
+      bool fixed = io_uring_register_buffers(&ch->recv_ring_, &staging, 1) == 0;
+      ch->source_.emplace(ch->fd_.get(), &ch->recv_ring_, ch->name_, fixed ? ch->reader_.staging() : nullptr,
+                          ch->reader_.staging_size());
+    }
     return std::unique_ptr<Channel>(std::move(ch));
   }
 
@@ -155,15 +278,11 @@ class UringChannel final : public StreamChannel {
   Result<uint64_t> send(std::span<const ConstBuffer> pieces, Timeout timeout) override {
     LM_TRY(check_usable());
     Deadline deadline = Deadline::after(timeout);
-    size_t total = 0;
-    for (const auto& p : pieces) total += p.size;
-    if (total > options_.max_message)
-      return Error{EMSGSIZE, strf("channel %s: message of %zu bytes exceeds the %zu-byte limit", name_.c_str(), total,
-                                  options_.max_message)};
+    size_t total = LM_TRY(message_size(pieces, options_.max_message, name_));
     // Back-pressure: bounded bytes queued + in flight.
     while (!queue_.empty() && queued_bytes_ + total > options_.send_window) {
       auto r = reap(deadline);
-      if (!r) return fail(std::move(r).error());
+      if (!r) return fail_send(std::move(r).error());
     }
     if (pieces.size() + 2 > IOV_MAX)
       return Error{EINVAL, strf("channel %s: %zu pieces exceed IOV_MAX", name_.c_str(), pieces.size())};
@@ -178,7 +297,7 @@ class UringChannel final : public StreamChannel {
     q.bytes = sizeof q.header + total + frame_pad(total);
     queued_bytes_ += q.bytes;
     auto r = submit_batch();
-    if (!r) return fail(std::move(r).error());
+    if (!r) return fail_send(std::move(r).error());
     return q.seq;
   }
 
@@ -187,24 +306,11 @@ class UringChannel final : public StreamChannel {
     while (inflight_ && io_uring_peek_cqe(&send_ring_, &cqe) == 0) {
       auto r = handle_send_cqe(cqe);
       if (!r) {
-        (void)fail(std::move(r).error());
+        (void)fail_send(std::move(r).error());
         break;
       }
     }
     return completed_seq_;
-  }
-
-  Result<void> wait_sent(uint64_t seq, Timeout timeout) override {
-    if (seq > sent_seq_)
-      return Error{EINVAL, strf("channel %s: wait_sent(%llu) beyond the last send %llu", name_.c_str(),
-                                (unsigned long long)seq, (unsigned long long)sent_seq_)};
-    Deadline deadline = Deadline::after(timeout);
-    while (completed_seq_ < seq) {
-      if (broken_) return *broken_;
-      auto r = reap(deadline);
-      if (!r) return fail(std::move(r).error());
-    }
-    return ok();
   }
 
  protected:
@@ -219,7 +325,11 @@ class UringChannel final : public StreamChannel {
     while (completed_seq_ < sent_seq_) LM_TRY(reap(deadline));
     return ok();
   }
-  ByteSource& source() override { return *source_; }
+  ByteSource& source() override {
+    if (multishot_) return *multishot_;
+    return *source_;
+  }
+  Result<void> reap_sends(Deadline deadline) override { return reap(deadline); }
   void shutdown_transport() override {
     if (!fd_.valid()) return;
     // Fail in-flight operations before the rings go, then release everything.
@@ -294,6 +404,10 @@ class UringChannel final : public StreamChannel {
       --notifs_pending_;
     } else {
       data_pending_ = false;
+      if (res == -ECANCELED)
+        return Error{ECANCELED, strf("channel %s: send canceled by the kernel: the thread that submitted it exited "
+                                     "before the send completed (wait_sent before a sending thread exits)",
+                                     name_.c_str())};
       if (res < 0) return Error::sys(-res, strf("channel %s: sendmsg", name_.c_str()));
       size_t left = size_t(res);
       batch_sent_ += left;
@@ -328,11 +442,10 @@ class UringChannel final : public StreamChannel {
   bool recv_ring_ok_ = false;
   bool zero_copy_ = false;
   std::optional<UringSource> source_;
+  std::unique_ptr<MultishotSource> multishot_;  // with "recv=multishot"
 
   std::deque<Queued> queue_;  // queued and in-flight messages, in order
   size_t queued_bytes_ = 0;
-  uint64_t sent_seq_ = 0;
-  uint64_t completed_seq_ = 0;
   bool inflight_ = false;
   bool data_pending_ = false;
   int notifs_pending_ = 0;

@@ -27,7 +27,9 @@
 //   is inside a call. Backends make progress inside these calls (a poll-mode
 //   backend polls its queues there, e.g. processes acknowledgements inside
 //   send/wait_sent) or on their own threads; the interface assumes no file
-//   descriptor.
+//   descriptor. A thread that sent must not exit before its sends completed
+//   (wait_sent or close first): io_uring cancels the requests of a thread
+//   that exits, and the uring channel then fails with an error saying so.
 //
 // Blocking and back-pressure. Every potentially blocking call takes a
 //   Timeout and returns an Error with code ETIMEDOUT when it elapses. send()

@@ -88,6 +88,16 @@ Result<Message> expect(Channel& ch, MsgType type, Timeout timeout) {
   return m;
 }
 
+// A send that fails because the peer already rejected us and went away: the
+// peer's error message, if it arrived, says why; prefer it.
+Result<void> send_or_explain(Channel& ch, const OutMessage& m, Timeout t) {
+  auto sent = send_message(ch, m, t);
+  if (sent) return sent;
+  auto reply = recv_message(ch, Timeout(500));
+  if (reply && reply->type == MsgType::error) return peer_error(*reply, ch.name());
+  return sent;
+}
+
 Result<Negotiated> client_handshake(Channel& ch, const SessionConfig& config, ChannelRole role, uint16_t index,
                                     uint64_t session_id, const MappingTable* mappings) {
   Timeout t = config.handshake_timeout;
@@ -100,10 +110,10 @@ Result<Negotiated> client_handshake(Channel& ch, const SessionConfig& config, Ch
   auto neg = negotiate(mine, theirs);
   if (!neg) return reject(ch, mine.version_max, std::move(neg).error().context("channel " + ch.name()));
   encode_auth(out, neg->version, make_proof(config.psk, theirs.nonce, session_id, mine.role, index));
-  LM_TRY(send_message(ch, out, t));
+  LM_TRY(send_or_explain(ch, out, t));
   if (mappings) {
     encode_mappings(out, neg->version, *mappings);
-    LM_TRY(send_message(ch, out, t));
+    LM_TRY(send_or_explain(ch, out, t));
   }
   Message a = LM_TRY(expect(ch, MsgType::accept, t));
   AcceptBody acc = LM_TRY_CTX(decode_accept(a), "channel " + ch.name());

@@ -67,6 +67,9 @@ class Session {
   size_t bulk_count() const { return bulk_.size(); }
   const Negotiated& negotiated() const { return negotiated_; }
   // The mapping table announced at handshake; page addresses are checked against it.
+  // Not synchronised: when the source re-announces its maps (a mappings message
+  // with a higher generation on control), replace it while no thread decodes
+  // with it, or give each receiving thread its own copy.
   const MappingTable& mappings() const { return mappings_; }
   void set_mappings(MappingTable table) { mappings_ = std::move(table); }
 

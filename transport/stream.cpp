@@ -33,6 +33,15 @@ Error timeout_error(const std::string& channel, std::string_view what) {
   return Error{ETIMEDOUT, strf("channel %s: timed out %.*s", channel.c_str(), int(what.size()), what.data())};
 }
 
+Result<size_t> message_size(std::span<const ConstBuffer> pieces, size_t max_message, const std::string& channel) {
+  size_t total = 0;
+  for (const auto& p : pieces) total += p.size;
+  if (total > max_message)
+    return Error{EMSGSIZE, strf("channel %s: message of %zu bytes exceeds the %zu-byte limit", channel.c_str(), total,
+                                max_message)};
+  return total;
+}
+
 std::string extra_option(const std::string& extra, std::string_view key) {
   std::string_view s = extra;
   while (!s.empty()) {
@@ -97,6 +106,15 @@ static Result<void> tune_socket(int fd, const ChannelOptions& options, const std
   int one = 1;
   if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
     return Error::from_errno(what + ": TCP_NODELAY");
+  // A peer host that disappears without FIN/RST: keepalive probes on an idle
+  // connection, and TCP_USER_TIMEOUT fails sends whose data stays unacknowledged.
+  int idle = 10, interval = 5, probes = 3;
+  unsigned user_timeout_ms = 30000;
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
   if (options.socket_buffer) {
     int size = int(options.socket_buffer);
     // Not fatal: the kernel caps at net.core.[rw]mem_max without error.
@@ -188,7 +206,8 @@ FrameReader::FrameReader(size_t staging_bytes, size_t max_message)
       staging_size_(staging_bytes),
       max_message_(max_message) {}
 
-Result<void> FrameReader::fill(ByteSource& source, size_t want, Deadline deadline, const std::string& channel) {
+Result<void> FrameReader::fill(ByteSource& source, size_t want, Deadline deadline, const std::string& channel,
+                               bool exact) {
   if (end_ - begin_ >= want) return ok();
   if (begin_ == end_) begin_ = end_ = 0;
   if (begin_ + want > staging_size_) {
@@ -197,7 +216,8 @@ Result<void> FrameReader::fill(ByteSource& source, size_t want, Deadline deadlin
     begin_ = 0;
   }
   while (end_ - begin_ < want) {
-    size_t n = LM_TRY(source.read(staging_.get() + end_, staging_size_ - end_, deadline));
+    size_t room = exact ? begin_ + want - end_ : staging_size_ - end_;
+    size_t n = LM_TRY(source.read(staging_.get() + end_, room, deadline, ReadMode::some));
     if (n == 0) {
       if (end_ == begin_)
         return Error{ECONNRESET, strf("channel %s: peer vanished (connection closed without close handshake)",
@@ -214,7 +234,7 @@ Result<Received> FrameReader::next(ByteSource& source, Deadline deadline, const 
   begin_ += consume_on_next_;
   consume_on_next_ = 0;
   if (saw_close_) return Received{RecvStatus::closed, {}};
-  LM_TRY(fill(source, sizeof(FrameHeader), deadline, channel));
+  LM_TRY(fill(source, sizeof(FrameHeader), deadline, channel, last_large_));
   FrameHeader h;
   std::memcpy(&h, staging_.get() + begin_, sizeof h);
   if (h.magic == kFrameClose) {
@@ -229,8 +249,9 @@ Result<Received> FrameReader::next(ByteSource& source, Deadline deadline, const 
                                 h.length, max_message_)};
   size_t body = size_t(h.length) + frame_pad(h.length);
   size_t frame = sizeof h + body;
-  if (frame <= staging_size_ / 4) {
-    LM_TRY(fill(source, frame, deadline, channel));
+  last_large_ = frame > staging_size_ / 4;
+  if (!last_large_) {
+    LM_TRY(fill(source, frame, deadline, channel, false));
     consume_on_next_ = frame;
     return Received{RecvStatus::message, {staging_.get() + begin_ + sizeof h, h.length}};
   }
@@ -242,7 +263,7 @@ Result<Received> FrameReader::next(ByteSource& source, Deadline deadline, const 
   std::memcpy(large_.get(), staging_.get() + begin_ + sizeof h, have);
   begin_ += sizeof h + have;
   while (have < body) {
-    size_t n = LM_TRY(source.read(large_.get() + have, body - have, deadline));
+    size_t n = LM_TRY(source.read(large_.get() + have, body - have, deadline, ReadMode::all));
     if (n == 0)
       return Error{ECONNRESET, strf("channel %s: truncated stream: connection closed inside a frame (%zu of %zu bytes)",
                                     channel.c_str(), sizeof h + have, frame)};
@@ -257,44 +278,70 @@ Result<Received> FrameReader::next(ByteSource& source, Deadline deadline, const 
 StreamChannel::StreamChannel(std::string name, const ChannelOptions& options)
     : name_(std::move(name)), options_(options), reader_(size_t(1) << 20, options.max_message) {}
 
-Error StreamChannel::fail(Error e) {
+Error StreamChannel::fail(std::optional<Error>& slot, Error e) {
   // Timeouts are not fatal: the caller may retry.
-  if (e.code != ETIMEDOUT && !broken_) broken_ = e;
+  std::lock_guard lock(broken_mu_);
+  if (e.code != ETIMEDOUT && !slot) slot = e;
   return e;
 }
 
+std::optional<Error> StreamChannel::send_broken() const {
+  std::lock_guard lock(broken_mu_);
+  return send_broken_;
+}
+
+std::optional<Error> StreamChannel::recv_broken() const {
+  std::lock_guard lock(broken_mu_);
+  return recv_broken_;
+}
+
 Result<void> StreamChannel::check_usable() const {
-  if (broken_) return *broken_;
+  if (auto b = send_broken()) return *b;
   if (closed_) return Error{EPIPE, strf("channel %s: already closed", name_.c_str())};
   return ok();
 }
 
+Result<void> StreamChannel::wait_sent(uint64_t seq, Timeout timeout) {
+  if (seq > sent_seq_)
+    return Error{EINVAL, strf("channel %s: wait_sent(%llu) beyond the last send %llu", name_.c_str(),
+                              (unsigned long long)seq, (unsigned long long)sent_seq_)};
+  Deadline deadline = Deadline::after(timeout);
+  while (completed_seq_ < seq) {
+    if (auto b = send_broken()) return *b;
+    auto r = reap_sends(deadline);
+    if (!r) return fail_send(std::move(r).error());
+  }
+  return ok();
+}
+
 Result<Received> StreamChannel::recv(Timeout timeout) {
-  if (broken_) return *broken_;
+  if (auto b = recv_broken()) return *b;
   if (closed_) return Received{RecvStatus::closed, {}};
   auto r = reader_.next(source(), Deadline::after(timeout), name_);
-  if (!r) return fail(std::move(r).error());
+  if (!r) return fail_recv(std::move(r).error());
   return r;
 }
 
 Result<void> StreamChannel::close(Timeout timeout) {
   if (closed_) return ok();
-  if (broken_) {
+  auto b = send_broken();
+  if (!b) b = recv_broken();
+  if (b) {
     closed_ = true;
     shutdown_transport();
-    return *broken_;
+    return *b;
   }
   Deadline deadline = Deadline::after(timeout);
   auto sent = send_close_mark(deadline);
   Result<void> result;
   if (!sent) {
-    result = fail(std::move(sent).error());
+    result = fail_send(std::move(sent).error());
   } else {
     // Drop what the peer still sends until its close mark arrives.
     while (!reader_.saw_close()) {
       auto r = reader_.next(source(), deadline, name_);
       if (!r) {
-        result = fail(std::move(r).error().context("close handshake"));
+        result = fail_recv(std::move(r).error().context("close handshake"));
         break;
       }
     }

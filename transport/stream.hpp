@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -38,6 +39,8 @@ struct Deadline {
 };
 
 Error timeout_error(const std::string& channel, std::string_view what);
+// Total bytes of a message's pieces; EMSGSIZE error above `max_message`.
+Result<size_t> message_size(std::span<const ConstBuffer> pieces, size_t max_message, const std::string& channel);
 
 struct FrameHeader {
   uint32_t magic;
@@ -65,11 +68,16 @@ std::string socket_pair_name(int fd);
 // Waits for poll events on fd; ETIMEDOUT error when the deadline passes.
 Result<void> wait_fd(int fd, short events, Deadline deadline, const std::string& channel, const char* what);
 
-// Where a FrameReader pulls bytes from. read() returns 0 at end of stream.
+// How much a read should wait for: `some` returns what is there (at least one
+// byte), `all` may wait for the whole length (a hint: the body of a large
+// frame; fewer wake-ups). Both return 0 only at end of stream.
+enum class ReadMode : uint8_t { some, all };
+
+// Where a FrameReader pulls bytes from.
 class ByteSource {
  public:
   virtual ~ByteSource() = default;
-  virtual Result<size_t> read(void* buf, size_t len, Deadline deadline) = 0;
+  virtual Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode mode) = 0;
 };
 
 // Reassembles frames. Small frames are returned as views into the staging
@@ -85,7 +93,9 @@ class FrameReader {
   size_t staging_size() const { return staging_size_; }
 
  private:
-  Result<void> fill(ByteSource& source, size_t want, Deadline deadline, const std::string& channel);
+  // exact: read no more than `want` (after a large frame the next is likely
+  // large too; reading ahead would pull its body through the staging copy).
+  Result<void> fill(ByteSource& source, size_t want, Deadline deadline, const std::string& channel, bool exact);
   struct Free {
     void operator()(std::byte* p) const { std::free(p); }
   };
@@ -98,6 +108,7 @@ class FrameReader {
   std::unique_ptr<std::byte, Free> large_;
   size_t large_size_ = 0;
   bool saw_close_ = false;
+  bool last_large_ = false;
 };
 
 // Listener over a listening socket; `wrap` turns an accepted fd into the
@@ -120,13 +131,15 @@ class SocketListener : public Listener {
 };
 
 // What tcp and uring channels share: the frame reader, the sticky failure
-// state (after a fatal error every call fails with that error) and the close
+// state per direction and the close
 // handshake. Subclasses provide sending and the byte source.
 class StreamChannel : public Channel {
  public:
   StreamChannel(std::string name, const ChannelOptions& options);
   Result<Received> recv(Timeout timeout) override;
   Result<void> close(Timeout timeout) override;
+  // Waits by calling reap_sends() until completed_seq_ reaches seq.
+  Result<void> wait_sent(uint64_t seq, Timeout timeout) override;
   const std::string& name() const override { return name_; }
   void set_name(std::string name) override { name_ = std::move(name); }
 
@@ -134,17 +147,31 @@ class StreamChannel : public Channel {
   // Sends the close mark after all pending sends completed.
   virtual Result<void> send_close_mark(Deadline deadline) = 0;
   virtual ByteSource& source() = 0;
+  // Blocks until at least one send completion was processed (or the deadline).
+  virtual Result<void> reap_sends(Deadline deadline) = 0;
   // Releases the socket (after the handshake or on destruction).
   virtual void shutdown_transport() = 0;
-  // Records a fatal error; later calls return it again.
-  Error fail(Error e);
-  Result<void> check_usable() const;
+  // Records a fatal error of one direction; later calls on that direction
+  // return it again. The directions fail separately so that a message that
+  // arrived before the peer died (e.g. its error report) is still delivered.
+  Error fail_send(Error e) { return fail(send_broken_, std::move(e)); }
+  Error fail_recv(Error e) { return fail(recv_broken_, std::move(e)); }
+  std::optional<Error> send_broken() const;
+  std::optional<Error> recv_broken() const;
+  Result<void> check_usable() const;  // for sending
 
   std::string name_;
   ChannelOptions options_;
   FrameReader reader_;
-  std::optional<Error> broken_;
   bool closed_ = false;
+  uint64_t sent_seq_ = 0;       // last sequence number handed out by send()
+  uint64_t completed_seq_ = 0;  // every send up to here is complete
+
+ private:
+  Error fail(std::optional<Error>& slot, Error e);
+  mutable std::mutex broken_mu_;
+  std::optional<Error> send_broken_;
+  std::optional<Error> recv_broken_;
 };
 
 // Value of "key" in ChannelOptions::extra ("a=1,b=2"), or empty.

@@ -12,19 +12,36 @@
 
 namespace lm::transport::testing {
 
-// Every backend this build has: "inproc" plus the registry's socket backends.
+// Every backend this build has: "inproc" plus the registry's socket backends,
+// and their variants as "<backend>_<variant>" (zero-copy sends, multishot
+// receive, kernel submission thread).
 inline std::vector<std::string> test_backends() {
-  std::vector<std::string> out{"inproc", "tcp"};
+  std::vector<std::string> out{"inproc", "tcp", "tcp_zerocopy"};
 #if LM_HAVE_URING
   out.push_back("uring");
+  out.push_back("uring_zerocopy");
+  out.push_back("uring_multishot");
+  out.push_back("uring_sqpoll");
 #endif
   return out;
 }
 
 inline bool is_socket_backend(const std::string& b) { return b != "inproc"; }
 
+// "uring_zerocopy" -> backend "uring" with the variant's options applied.
+inline std::string apply_variant(const std::string& name, ChannelOptions& options) {
+  size_t cut = name.find('_');
+  if (cut == std::string::npos) return name;
+  std::string variant = name.substr(cut + 1);
+  if (variant == "zerocopy") options.zero_copy = ZeroCopy::on;
+  if (variant == "multishot") options.extra = "recv=multishot";
+  if (variant == "sqpoll") options.extra = "sqpoll=1";
+  return name.substr(0, cut);
+}
+
 // a: the connecting side, b: the accepting side.
-inline Result<ChannelPair> connected_pair(const std::string& backend, const ChannelOptions& options) {
+inline Result<ChannelPair> connected_pair(const std::string& variant, ChannelOptions options) {
+  std::string backend = apply_variant(variant, options);
   if (backend == "inproc") return make_inproc_pair(options, "inproc");
   auto listener = LM_TRY(listen(backend + ":127.0.0.1:0", options));
   std::string address = listener->address();

@@ -11,6 +11,7 @@
 
 #include "common/clock.hpp"
 #include "tests/transport/helpers.hpp"
+#include "transport/protocol.hpp"
 #include "transport/stream.hpp"
 
 namespace lm::transport {
@@ -66,7 +67,9 @@ TEST_P(ChannelTest, RandomMultiBufferMessagesArriveIntactAndInOrder) {
     std::vector<uint64_t> slot_seq(kSlots, 0);
     for (uint64_t i = 0; i < kMessages; ++i) {
       size_t slot = i % kSlots;
-      if (slot_seq[slot]) ASSERT_TRUE(a->wait_sent(slot_seq[slot], Timeout(10000)).ok());
+      if (slot_seq[slot]) {
+        ASSERT_TRUE(a->wait_sent(slot_seq[slot], Timeout(10000)).ok());
+      }
       Shape s = shape_of(i);
       slots[slot].resize(s.total);
       fill_pattern(slots[slot].data(), s.total, i);
@@ -202,7 +205,8 @@ TEST_P(ChannelTest, VanishedPeerFailsPendingRecvAndLaterSends) {
 TEST_P(ChannelTest, PeerKilledMidStreamGivesErrorNotHang) {
   if (!testing::is_socket_backend(GetParam())) GTEST_SKIP() << "needs a process boundary";
   ChannelOptions o;
-  auto listener = listen(GetParam() + ":127.0.0.1:0", o);
+  std::string backend = testing::apply_variant(GetParam(), o);
+  auto listener = listen(backend + ":127.0.0.1:0", o);
   ASSERT_TRUE(listener.ok()) << listener.error().message;
   std::string address = (*listener)->address();
   pid_t child = fork();
@@ -233,26 +237,69 @@ TEST_P(ChannelTest, PeerKilledMidStreamGivesErrorNotHang) {
   EXPECT_LT(sw.elapsed_ms(), 5000.0);
 }
 
-TEST_P(ChannelTest, TruncatedStreamIsAnErrorNamingTheChannel) {
-  if (!testing::is_socket_backend(GetParam())) GTEST_SKIP() << "stream framing only";
+// A backend's channel whose peer is a plain socket the test writes raw bytes to.
+struct RawPeer {
+  UniqueFd raw;
+  std::unique_ptr<Channel> channel;
+  std::string error;
+};
+
+RawPeer raw_peer(const std::string& variant) {
+  RawPeer p;
   ChannelOptions o;
-  auto listener = listen(GetParam() + ":127.0.0.1:0", o);
-  ASSERT_TRUE(listener.ok()) << listener.error().message;
+  std::string backend = testing::apply_variant(variant, o);
+  auto listener = listen(backend + ":127.0.0.1:0", o);
+  if (!listener) return {UniqueFd(), nullptr, listener.error().message};
   std::string address = (*listener)->address();
   auto raw = connect_socket(address.substr(address.find(':') + 1), o, Timeout(5000));
-  ASSERT_TRUE(raw.ok()) << raw.error().message;
+  if (!raw) return {UniqueFd(), nullptr, raw.error().message};
   auto ch = (*listener)->accept(Timeout(5000));
-  ASSERT_TRUE(ch.ok()) << ch.error().message;
+  if (!ch) return {UniqueFd(), nullptr, ch.error().message};
+  return {std::move(*raw), std::move(*ch), {}};
+}
+
+TEST_P(ChannelTest, TruncatedStreamIsAnErrorNamingTheChannel) {
+  if (!testing::is_socket_backend(GetParam())) GTEST_SKIP() << "stream framing only";
+  RawPeer peer = raw_peer(GetParam());
+  ASSERT_TRUE(peer.channel) << peer.error;
+  auto& raw = peer.raw;
+  auto& ch = peer.channel;
   // A frame announcing 1000 bytes, of which only 10 arrive.
   FrameHeader h{kFrameData, 1000};
   char bytes[sizeof h + 10] = {};
   std::memcpy(bytes, &h, sizeof h);
-  ASSERT_EQ(::write(raw->get(), bytes, sizeof bytes), ssize_t(sizeof bytes));
-  raw->reset();
-  auto r = (*ch)->recv(Timeout(5000));
+  ASSERT_EQ(::write(raw.get(), bytes, sizeof bytes), ssize_t(sizeof bytes));
+  raw.reset();
+  auto r = ch->recv(Timeout(5000));
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find("truncated"), std::string::npos) << r.error().message;
-  EXPECT_NE(r.error().message.find((*ch)->name()), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find(ch->name()), std::string::npos) << r.error().message;
+}
+
+// A byte flipped on the wire (after the sender sealed the message) is found by
+// the receiver's checksum, and the error names the channel it arrived on.
+TEST_P(ChannelTest, ByteFlippedOnTheWireIsChecksumErrorNamingChannel) {
+  if (!testing::is_socket_backend(GetParam())) GTEST_SKIP() << "raw socket writer";
+  RawPeer peer = raw_peer(GetParam());
+  ASSERT_TRUE(peer.channel) << peer.error;
+  auto& raw = peer.raw;
+  auto& ch = peer.channel;
+  std::vector<std::byte> state(1000);
+  fill_pattern(state.data(), state.size(), 7);
+  OutMessage m;
+  encode_exec_state(m, 1, 1, state);
+  std::vector<char> wire(sizeof(FrameHeader));
+  FrameHeader h{kFrameData, uint32_t(m.size())};
+  std::memcpy(wire.data(), &h, sizeof h);
+  for (const auto& p : m.pieces()) wire.insert(wire.end(), static_cast<const char*>(p.data),
+                                               static_cast<const char*>(p.data) + p.size);
+  wire.resize(wire.size() + frame_pad(m.size()));
+  wire[sizeof h + sizeof(MsgHeader) + 500] ^= 0x40;  // in the payload
+  ASSERT_EQ(::write(raw.get(), wire.data(), wire.size()), ssize_t(wire.size()));
+  auto r = recv_message(*ch, Timeout(5000));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("checksum mismatch"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find(ch->name()), std::string::npos) << r.error().message;
 }
 
 TEST_P(ChannelTest, OversizedMessageRejectedBySender) {

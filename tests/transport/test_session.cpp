@@ -33,7 +33,8 @@ struct Endpoints {
   std::deque<std::unique_ptr<Channel>> inbox;
 };
 
-std::unique_ptr<Endpoints> endpoints(const std::string& backend, const ChannelOptions& options) {
+std::unique_ptr<Endpoints> endpoints(const std::string& variant, ChannelOptions options) {
+  std::string backend = testing::apply_variant(variant, options);
   auto e = std::make_unique<Endpoints>();
   Endpoints* ep = e.get();
   if (backend == "inproc") {
