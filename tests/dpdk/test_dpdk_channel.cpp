@@ -9,6 +9,7 @@
 #include <future>
 #include <thread>
 
+#include "common/clock.hpp"
 #include "transport/channel.hpp"
 
 using namespace lm;
@@ -95,3 +96,19 @@ TEST_P(DpdkChannel, ThreeChannelsMultiPieceMessagesThenClose) {
 
 INSTANTIATE_TEST_SUITE_P(Address, DpdkChannel, ::testing::Values("memif", "ip_port0"),
                          [](const auto& info) { return info.param; });
+
+// A listener destroyed before any client came: DPDK 22.11's memif then left
+// its listener callback on a closed fd, spinning the EAL interrupt thread
+// ("memif_listener_handler(): Failed to accept ... fd -1") forever.
+TEST(DpdkListener, DestroyedBeforeAnyClientLeavesNoBusyThread) {
+  ChannelOptions opt;
+  opt.extra = "flows=2,mem=512";
+  {
+    auto listener = listen("dpdk:127.0.0.1:0", opt);
+    ASSERT_TRUE(listener.ok()) << listener.error().message;
+  }
+  double cpu0 = lm::process_cpu_seconds();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  double busy = lm::process_cpu_seconds() - cpu0;
+  EXPECT_LT(busy, 0.2) << "a thread keeps spinning after the listener went away";
+}

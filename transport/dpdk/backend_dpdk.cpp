@@ -253,6 +253,7 @@ class DpdkListener final : public Listener {
   DpdkListener(std::shared_ptr<Link> link, std::string address, const ChannelOptions& options)
       : link_(std::move(link)), address_(std::move(address)), options_(options) {}
   Result<std::unique_ptr<Channel>> accept(Timeout timeout) override {
+    LM_TRY_CTX(dpdk::Eal::check_not_forked(), strf("dpdk listener %s", address_.c_str()));
     auto& ep = link_->session->endpoint();
     uint16_t flow = LM_TRY_CTX(ep.accept_flow(to_ns(timeout)), strf("dpdk listener %s", address_.c_str()));
     return std::unique_ptr<Channel>(new DpdkChannel(link_, flow, options_));

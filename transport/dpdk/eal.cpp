@@ -9,11 +9,25 @@
 
 namespace lm::dpdk {
 
+namespace {
+// The one process-global of the backend, mirroring DPDK's own.
+std::mutex eal_mu;
+Eal* eal_instance = nullptr;
+int eal_pid = 0;
+}  // namespace
+
+Result<void> Eal::check_not_forked() {
+  std::lock_guard lk(eal_mu);
+  if (eal_instance && eal_pid != int(getpid()))
+    return Error::msg(strf("DPDK was initialised in process %d; pid %d is a child forked after that and cannot "
+                           "use it (start the peer with exec, not fork)", eal_pid, int(getpid())));
+  return ok();
+}
+
 Result<Eal*> Eal::init(const EalConfig& cfg) {
-  // The one process-global of the backend, mirroring DPDK's own.
-  static std::mutex mu;
-  static Eal* instance = nullptr;
-  std::lock_guard lk(mu);
+  LM_TRY(check_not_forked());
+  std::lock_guard lk(eal_mu);
+  Eal*& instance = eal_instance;
   if (instance) {
     const EalConfig& have = instance->cfg_;
     if (have.huge_pages != cfg.huge_pages || have.pci != cfg.pci ||
@@ -43,6 +57,7 @@ Result<Eal*> Eal::init(const EalConfig& cfg) {
     return Error::sys(err, strf("rte_eal_init(%s)", joined.c_str()));
   }
   instance = eal;
+  eal_pid = int(getpid());
   return instance;
 }
 

@@ -30,6 +30,10 @@ class Eal {
   // First call initialises the EAL; later calls check compatibility.
   static Result<Eal*> init(const EalConfig& cfg);
   const EalConfig& config() const { return cfg_; }
+  // DPDK cannot run in a child forked after rte_eal_init (its threads,
+  // interrupt handlers and device sockets stay with the parent): an error
+  // naming the cause when called in such a child, ok otherwise.
+  static Result<void> check_not_forked();
   // The argv that was passed to rte_eal_init (for reports).
   const std::vector<std::string>& argv() const { return argv_; }
 
