@@ -612,7 +612,7 @@ void ReliableEndpoint::deliver_in_order(Flow& fl) {
         if (uint64_t(fl.reasm_off) + h.payload_len > fl.reasm.size()) {
           bad = "fragment overruns its message";
         } else {
-          std::memcpy(fl.reasm.data() + fl.reasm_off, payload, h.payload_len);
+          if (h.payload_len) std::memcpy(fl.reasm.data() + fl.reasm_off, payload, h.payload_len);  // empty message: no buffer
           fl.reasm_off += h.payload_len;
           if (h.flags & kFlagLast) {
             if (fl.reasm_off != fl.reasm.size()) bad = "message ends short of its length";
