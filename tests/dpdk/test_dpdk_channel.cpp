@@ -1,0 +1,114 @@
+// The dpdk backend behind the transport Channel interface, in one process:
+// a memif server (listener) and client (connect) on one socket, several
+// channels (flows) over the one link, the close handshake at the end.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <cstring>
+#include <future>
+#include <thread>
+
+#include "common/clock.hpp"
+#include "transport/channel.hpp"
+
+using namespace lm;
+using namespace lm::transport;
+
+namespace {
+
+void fill(std::vector<uint8_t>& v, uint64_t seed) {
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 7;
+  for (auto& b : v) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    b = uint8_t(x);
+  }
+}
+
+}  // namespace
+
+// The listen address: an explicit memif socket, or an IP-style address as
+// generic tools write it (port 0: the listener picks a socket and names it).
+class DpdkChannel : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DpdkChannel, ThreeChannelsMultiPieceMessagesThenClose) {
+  auto probe = find_backend("dpdk");
+  ASSERT_TRUE(probe.ok()) << probe.error().message;
+  std::string listen_address = GetParam() == "memif"
+                                   ? lm::strf("dpdk:memif:/tmp/lm-test-chan-%d.sock", int(getpid()))
+                                   : "dpdk:127.0.0.1:0";
+  ChannelOptions opt;
+  opt.extra = "flows=4,mem=512";
+  auto listener = listen(listen_address, opt);
+  ASSERT_TRUE(listener.ok()) << listener.error().message;
+  std::string address = (*listener)->address();
+  ASSERT_EQ(address.rfind("dpdk:memif:/", 0), 0u) << address;
+
+  constexpr int kChannels = 3, kMessages = 60;
+  auto client = std::async(std::launch::async, [&]() -> Result<void> {
+    std::vector<std::unique_ptr<Channel>> chans;
+    for (int c = 0; c < kChannels; ++c) chans.push_back(LM_TRY(connect(address, opt, Timeout(20000))));
+    std::vector<uint8_t> head(24), body;
+    for (int m = 0; m < kMessages; ++m)
+      for (int c = 0; c < kChannels; ++c) {
+        body.resize(size_t(m) * 4099 % 300000);
+        fill(head, uint64_t(c) << 32 | uint64_t(m));
+        fill(body, (uint64_t(c) << 32 | uint64_t(m)) + 1);
+        ConstBuffer pieces[2] = {{head.data(), head.size()}, {body.data(), body.size()}};
+        LM_TRY(send_sync(*chans[c], pieces, Timeout(20000)));
+      }
+    for (auto& ch : chans) LM_TRY(ch->close(Timeout(20000)));
+    return ok();
+  });
+
+  std::vector<std::unique_ptr<Channel>> chans;
+  for (int c = 0; c < kChannels; ++c) {
+    auto ch = (*listener)->accept(Timeout(20000));
+    ASSERT_TRUE(ch.ok()) << ch.error().message;
+    chans.push_back(std::move(*ch));
+  }
+  // Channels are accepted in the order the client opened them: flow c is channel c.
+  std::vector<uint8_t> want_head(24), want_body;
+  for (int m = 0; m < kMessages; ++m)
+    for (int c = 0; c < kChannels; ++c) {
+      auto r = chans[c]->recv(Timeout(20000));
+      ASSERT_TRUE(r.ok()) << r.error().message;
+      ASSERT_EQ(r->status, RecvStatus::message);
+      want_body.resize(size_t(m) * 4099 % 300000);
+      fill(want_head, uint64_t(c) << 32 | uint64_t(m));
+      fill(want_body, (uint64_t(c) << 32 | uint64_t(m)) + 1);
+      ASSERT_EQ(r->bytes.size(), want_head.size() + want_body.size()) << "channel " << c << " message " << m;
+      ASSERT_EQ(std::memcmp(r->bytes.data(), want_head.data(), want_head.size()), 0);
+      ASSERT_EQ(std::memcmp(r->bytes.data() + want_head.size(), want_body.data(), want_body.size()), 0)
+          << "channel " << c << " message " << m;
+    }
+  for (auto& ch : chans) {
+    auto r = ch->recv(Timeout(20000));
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r->status, RecvStatus::closed);
+    EXPECT_TRUE(ch->close(Timeout(20000)).ok());
+  }
+  auto cr = client.get();
+  ASSERT_TRUE(cr.ok()) << cr.error().message;
+}
+
+INSTANTIATE_TEST_SUITE_P(Address, DpdkChannel, ::testing::Values("memif", "ip_port0"),
+                         [](const auto& info) { return info.param; });
+
+// A listener destroyed before any client came: DPDK 22.11's memif then left
+// its listener callback on a closed fd, spinning the EAL interrupt thread
+// ("memif_listener_handler(): Failed to accept ... fd -1") forever.
+TEST(DpdkListener, DestroyedBeforeAnyClientLeavesNoBusyThread) {
+  ChannelOptions opt;
+  opt.extra = "flows=2,mem=512";
+  {
+    auto listener = listen("dpdk:127.0.0.1:0", opt);
+    ASSERT_TRUE(listener.ok()) << listener.error().message;
+  }
+  double cpu0 = lm::process_cpu_seconds();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  double busy = lm::process_cpu_seconds() - cpu0;
+  EXPECT_LT(busy, 0.2) << "a thread keeps spinning after the listener went away";
+}
