@@ -83,6 +83,7 @@ struct RoundTotals {
   uint64_t batches = 0;
   uint64_t unreadable = 0;     // pages whose mapping vanished while reading
   uint64_t send_ns = 0;        // time senders spent inside the channel (link-bound time)
+  uint64_t passthrough_pages = 0;  // fixed:raw pages sent from the read buffer, not the compressor
   uint64_t duration_ns = 0;
 
   RoundTotals& operator+=(const RoundTotals& o) {
@@ -92,6 +93,7 @@ struct RoundTotals {
     batches += o.batches;
     unreadable += o.unreadable;
     send_ns += o.send_ns;
+    passthrough_pages += o.passthrough_pages;
     return *this;
   }
 };
@@ -101,13 +103,14 @@ struct RoundTotals {
 class BulkSender {
  public:
   BulkSender(pid_t pid, Session& session, std::vector<std::unique_ptr<compress::Compressor>>& workers,
-             unsigned batch_pages, transport::Timeout timeout, uint64_t fault_corrupt_batch)
+             unsigned batch_pages, transport::Timeout timeout, uint64_t fault_corrupt_batch, bool raw_passthrough)
       : pid_(pid),
         session_(session),
         workers_(workers),
         batch_pages_(batch_pages),
         timeout_(timeout),
-        fault_corrupt_batch_(fault_corrupt_batch) {
+        fault_corrupt_batch_(fault_corrupt_batch),
+        raw_passthrough_(raw_passthrough) {
     for (size_t i = 0; i < session.bulk_count(); i++) channel_locks_.push_back(std::make_unique<std::mutex>());
     // Buffers live as long as the migration and are touched once here: first
     // touch of fresh memory costs several µs per page on these machines,
@@ -239,15 +242,24 @@ class BulkSender {
         }
       }
       if (s.addrs.empty()) continue;
+      std::span<std::byte> payload;
+      if (raw_passthrough_ && s.addrs.size() == count) {
+        // fixed:raw with every page read: the read buffer is the payload,
+        // saving a copy per page.
+        s.batch.entries.clear();
+        for (uint64_t a : s.addrs) s.batch.entries.push_back({a, uint32_t(kPageSize), Codec::raw, 0, 0});
+        payload = {s.pages.get(), count * kPageSize};
+        totals.passthrough_pages += count;
+      } else {
       // Re-sent pages may go as a delta against the version sent before; the
       // stripe-to-channel rule guarantees the destination applied it first.
       LM_TRY(compressor.compress_batch(s.addrs, s.ptrs, s.batch,
                                        round == 0 ? compress::SendKind::first : compress::SendKind::resend));
-      transport::encode_page_batch(s.message, session_.negotiated().version, round, s.batch.entries,
-                                   {reinterpret_cast<const std::byte*>(s.batch.payload.data()),
-                                    s.batch.payload.size()});
-      if (fault_corrupt_batch_ && ++batches_encoded_ == fault_corrupt_batch_ && !s.batch.payload.empty())
-        s.batch.payload[s.batch.payload.size() / 2] ^= 0x40;
+        payload = {reinterpret_cast<std::byte*>(s.batch.payload.data()), s.batch.payload.size()};
+      }
+      transport::encode_page_batch(s.message, session_.negotiated().version, round, s.batch.entries, payload);
+      if (fault_corrupt_batch_ && ++batches_encoded_ == fault_corrupt_batch_ && !payload.empty())
+        payload[payload.size() / 2] ^= std::byte{0x40};
       uint64_t t0 = now_ns();
       {
         std::lock_guard g(lock);
@@ -256,7 +268,7 @@ class BulkSender {
       totals.send_ns += now_ns() - t0;
       totals.pages += s.addrs.size();
       totals.wire_bytes += s.message.size();
-      totals.payload_bytes += s.batch.payload.size();
+      totals.payload_bytes += payload.size();
       totals.batches++;
     }
     for (unsigned i = 0; i < kSlots; i++) LM_TRY(wait_slot(slots[i]));
@@ -270,6 +282,7 @@ class BulkSender {
   unsigned batch_pages_;
   transport::Timeout timeout_;
   uint64_t fault_corrupt_batch_;
+  bool raw_passthrough_;
   std::atomic<uint64_t> batches_encoded_{0};
   std::vector<std::unique_ptr<std::mutex>> channel_locks_;
   std::vector<std::unique_ptr<Slot[]>> slots_;  // kSlots per sender thread
@@ -337,7 +350,8 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
   unsigned threads = std::max(o_.workers, o_.channels);
   for (unsigned i = 1; i < threads; i++) workers.push_back(first->make_worker());
   workers.insert(workers.begin(), std::move(first));
-  BulkSender sender(pid, session, workers, o_.batch_pages, o_.timeout, o_.fault_corrupt_batch);
+  BulkSender sender(pid, session, workers, o_.batch_pages, o_.timeout, o_.fault_corrupt_batch,
+                    o_.policy == "fixed:raw");
   result.setup_time_ms = total.elapsed_ms();
 
   // Any failure from here until the verdict: tell the destination, stop
@@ -371,6 +385,7 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
   dt::RangeList pending = info.populated;
   uint64_t bytes_total = 0;
   uint64_t raw_bytes_total = 0;
+  uint64_t passthrough_total = 0;  // fixed:raw pages that bypassed the compressor
   double link_rate = 0;       // wire bytes per second of link-bound time
   double page_rate = 0;       // pages delivered per second, last full round
   uint64_t precopy_pages = 0;  // pages sent by the iterative rounds
@@ -384,6 +399,7 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
     RoundTotals t = SOURCE_TRY(sender.send_round(pending, round));
       bytes_total += t.wire_bytes;
     raw_bytes_total += t.pages * kPageSize;
+    passthrough_total += t.passthrough_pages;
     if (round > 0) result.pages_resent += t.pages;
     double seconds = std::max(1e-9, double(t.duration_ns) * 1e-9);
     if (t.pages > 0) {
@@ -464,6 +480,7 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
   RoundTotals last = SOURCE_TRY(sender.send_round(final_pages, round));
   bytes_total += last.wire_bytes;
   raw_bytes_total += last.pages * kPageSize;
+  passthrough_total += last.passthrough_pages;
   result.pages_resent += last.pages;
   SOURCE_TRY(sender.mark_round_end({round, 1, last.pages, last.payload_bytes, 0, dt::total_pages(final_pages),
                                     last.duration_ns, last.batches}));
@@ -522,9 +539,11 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
   for (const auto& w : workers) stats += w->stats();
   auto all = stats.total();
   result.pages_duplicate = stats.codec_total(Codec::zero).pages + stats.codec_total(Codec::uniform).pages;
-  result.pages_normal = all.pages - result.pages_duplicate;
-  result.pages_compressed = result.pages_normal - stats.codec_total(Codec::raw).pages;
-  result.compression_ratio = all.bytes_out ? double(all.bytes_in) / double(all.bytes_out) : 0;
+  result.pages_normal = all.pages - result.pages_duplicate + passthrough_total;
+  result.pages_compressed = all.pages - result.pages_duplicate - stats.codec_total(Codec::raw).pages;
+  const uint64_t bytes_in = all.bytes_in + passthrough_total * kPageSize;
+  const uint64_t bytes_out = all.bytes_out + passthrough_total * kPageSize;
+  result.compression_ratio = bytes_out ? double(bytes_in) / double(bytes_out) : 0;
   result.cpu_seconds_source = thread_cpu_seconds() - cpu_start + sender.cpu_seconds();
 
   // The analytic model with what this run measured: R over all iterative
