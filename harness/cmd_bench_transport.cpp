@@ -3,8 +3,8 @@
 // in the same run (a minimal send/recv loop, and iperf3 when installed), so
 // the figures that matter are ratios, not absolute numbers.
 //
-// Each measurement forks a receiver process (accepting N channels, one thread
-// each, reporting bytes and its CPU seconds over a pipe); the parent sends
+// Each measurement forks a receiver process (exec'd for DPDK, whose EAL does
+// not survive fork; accepting N channels, one thread each, reporting bytes and its CPU seconds over a pipe); the parent sends
 // messages of the given size on N threads for the given time, then closes
 // the channels with the close handshake, so every byte counted arrived.
 #include <fcntl.h>
@@ -108,64 +108,125 @@ void finish(Sample& s, const Config& c, pid_t child, int report_fd, uint64_t sen
 
 // --- Channel backends ------------------------------------------------------------
 
-Sample run_channels(const Config& c, const std::string& backend, uint64_t size) {
-  Sample s;
+// The receiving side of a channel measurement: accepts `channels`
+// channels, receives until each closes, reports over report_fd, exits.
+[[noreturn]] void serve_receiver(transport::Listener& listener, unsigned channels, Timeout io_timeout, int report_fd) {
+  ReceiverReport r;
+  std::vector<std::unique_ptr<transport::Channel>> chans;
+  for (unsigned i = 0; i < channels; ++i) {
+    auto ch = listener.accept(Timeout(10000));
+    if (!ch) {
+      snprintf(r.error, sizeof r.error, "%s", ch.error().message.c_str());
+      write_report(report_fd, r);
+      _exit(1);
+    }
+    chans.push_back(std::move(*ch));
+  }
+  double cpu0 = thread_cpu_now();
+  std::atomic<uint64_t> bytes{0};
+  std::atomic<int> failed{0};
+  std::string first_error;
+  std::vector<std::thread> threads;
+  for (auto& ch : chans)
+    threads.emplace_back([&, ch = ch.get()] {
+      uint64_t n = 0;
+      for (;;) {
+        auto m = ch->recv(io_timeout);
+        if (!m) {
+          if (failed.fetch_add(1) == 0) first_error = m.error().message;
+          return;
+        }
+        if (m->status == transport::RecvStatus::closed) break;
+        n += m->bytes.size();
+      }
+      bytes += n;
+      (void)ch->close(Timeout(5000));
+    });
+  for (auto& t : threads) t.join();
+  r.bytes = bytes;
+  r.cpu = thread_cpu_now() - cpu0;
+  r.ok = failed == 0;
+  snprintf(r.error, sizeof r.error, "%s", first_error.c_str());
+  write_report(report_fd, r);
+  _exit(0);
+}
+
+ChannelOptions channel_options(const Config& c, uint64_t size) {
   ChannelOptions o;
   o.max_message = std::max<size_t>(size, 1 << 20);
   o.send_window = std::max<size_t>(4 * size, 8 << 20);
   o.zero_copy = c.zero_copy;
   o.extra = c.extra;
-  auto listener = transport::listen(backend + ":127.0.0.1:0", o);
-  if (!listener) return Sample{.error = listener.error().message};
-  std::string address = (*listener)->address();
+  return o;
+}
+
+// A backend whose state cannot survive fork() (DPDK's EAL) gets a receiver
+// started with exec: `livemig bench transport --serve-receiver BACKEND ...`,
+// which listens itself and writes its address to a pipe.
+bool needs_exec(const std::string& backend) { return backend == "dpdk"; }
+
+Result<pid_t> exec_receiver(const Config& c, const std::string& backend, uint64_t size, int report_fd,
+                            int address_fd) {
+  pid_t child = fork();
+  if (child < 0) return Error::from_errno("fork the receiver");
+  if (child == 0) {
+    std::vector<std::string> a = {"/proc/self/exe", "bench", "transport", "--serve-receiver", backend,
+                                  "--channels", std::to_string(c.channels), "--msg-size", std::to_string(size),
+                                  "--seconds", strf("%g", c.seconds), "--report-fd", std::to_string(report_fd),
+                                  "--address-fd", std::to_string(address_fd)};
+    if (!c.extra.empty()) a.insert(a.end(), {"--extra", c.extra});
+    if (c.zero_copy == transport::ZeroCopy::on) a.push_back("--zero-copy");
+    fcntl(report_fd, F_SETFD, 0);  // keep across exec
+    fcntl(address_fd, F_SETFD, 0);
+    std::vector<char*> argv;
+    for (auto& x : a) argv.push_back(x.data());
+    argv.push_back(nullptr);
+    execv("/proc/self/exe", argv.data());
+    _exit(127);
+  }
+  return child;
+}
+
+
+Sample run_channels(const Config& c, const std::string& backend, uint64_t size) {
+  Sample s;
+  ChannelOptions o = channel_options(c, size);
   int pipefd[2];
   if (pipe2(pipefd, O_CLOEXEC) < 0) return Sample{.error = "pipe"};
   Timeout io_timeout(int64_t(c.seconds * 1000) + 30000);
-  pid_t child = fork();
-  if (child < 0) return Sample{.error = "fork"};
-  if (child == 0) {
-    close(pipefd[0]);
-    ReceiverReport r;
-    std::vector<std::unique_ptr<transport::Channel>> chans;
-    for (unsigned i = 0; i < c.channels; ++i) {
-      auto ch = (*listener)->accept(Timeout(10000));
-      if (!ch) {
-        snprintf(r.error, sizeof r.error, "%s", ch.error().message.c_str());
-        write_report(pipefd[1], r);
-        _exit(1);
-      }
-      chans.push_back(std::move(*ch));
+  std::string address;
+  pid_t child = -1;
+  if (needs_exec(backend)) {
+    int addr_pipe[2];
+    if (pipe2(addr_pipe, O_CLOEXEC) < 0) return Sample{.error = "pipe"};
+    auto pid = exec_receiver(c, backend, size, pipefd[1], addr_pipe[1]);
+    close(addr_pipe[1]);
+    if (!pid) return Sample{.error = pid.error().message};
+    child = *pid;
+    char buf[512] = {};
+    pollfd p{addr_pipe[0], POLLIN, 0};
+    ssize_t n = poll(&p, 1, 30000) > 0 ? ::read(addr_pipe[0], buf, sizeof buf - 1) : -1;
+    close(addr_pipe[0]);
+    if (n <= 0) {
+      close(pipefd[1]);
+      ReceiverReport r;
+      collect(child, pipefd[0], &r, 1000);
+      close(pipefd[0]);
+      return Sample{.error = std::string("receiver did not listen") + (r.error[0] ? std::string(": ") + r.error : "")};
     }
-    double cpu0 = thread_cpu_now();
-    std::atomic<uint64_t> bytes{0};
-    std::atomic<int> failed{0};
-    std::string first_error;
-    std::vector<std::thread> threads;
-    for (auto& ch : chans)
-      threads.emplace_back([&, ch = ch.get()] {
-        uint64_t n = 0;
-        for (;;) {
-          auto m = ch->recv(io_timeout);
-          if (!m) {
-            if (failed.fetch_add(1) == 0) first_error = m.error().message;
-            return;
-          }
-          if (m->status == transport::RecvStatus::closed) break;
-          n += m->bytes.size();
-        }
-        bytes += n;
-        (void)ch->close(Timeout(5000));
-      });
-    for (auto& t : threads) t.join();
-    r.bytes = bytes;
-    r.cpu = thread_cpu_now() - cpu0;
-    r.ok = failed == 0;
-    snprintf(r.error, sizeof r.error, "%s", first_error.c_str());
-    write_report(pipefd[1], r);
-    _exit(0);
+    address.assign(buf, size_t(n));
+  } else {
+    auto listener = transport::listen(backend + ":127.0.0.1:0", o);
+    if (!listener) return Sample{.error = listener.error().message};
+    address = (*listener)->address();
+    child = fork();
+    if (child < 0) return Sample{.error = "fork"};
+    if (child == 0) {
+      close(pipefd[0]);
+      serve_receiver(**listener, c.channels, io_timeout, pipefd[1]);
+    }
   }
   close(pipefd[1]);
-  listener->reset();
 
   std::vector<std::unique_ptr<transport::Channel>> chans;
   for (unsigned i = 0; i < c.channels && s.error.empty(); ++i) {
@@ -411,7 +472,7 @@ std::vector<std::string> split(const std::string& s) {
 }
 
 const std::vector<OptionSpec> kSpecs = {
-    {"backend", true, "backend(s) to measure, comma separated: tcp, uring (default uring)"},
+    {"backend", true, "backend(s) to measure, comma separated: tcp, uring, dpdk (default uring)"},
     {"channels", true, "parallel channels / streams (default 1)"},
     {"msg-size", true, "message size(s), comma separated (default 256K)"},
     {"seconds", true, "seconds per measurement (default 3)"},
@@ -421,6 +482,10 @@ const std::vector<OptionSpec> kSpecs = {
     {"no-baseline", false, "skip the plain loop and iperf3"},
     {"json", true, "write the results here (default results/bench-transport-<time>.json)"},
     {"help", false, "this help"},
+    // Internal: the exec'd receiver of a backend that cannot be forked.
+    {"serve-receiver", true, "(internal) run the receiving side for this backend"},
+    {"report-fd", true, "(internal)"},
+    {"address-fd", true, "(internal)"},
 };
 
 }  // namespace
@@ -453,6 +518,22 @@ int bench_transport(const Argv& argv) {
       return 2;
     }
     c.sizes.push_back(*v);
+  }
+  if (auto backend = args->get("serve-receiver")) {
+    auto report_fd = args->get_u64("report-fd", 0);
+    auto address_fd = args->get_u64("address-fd", 0);
+    if (!report_fd || !address_fd || *report_fd == 0 || *address_fd == 0) return 2;
+    auto listener = transport::listen(*backend + ":127.0.0.1:0", channel_options(c, c.sizes.front()));
+    if (!listener) {
+      ReceiverReport r;
+      snprintf(r.error, sizeof r.error, "%s", listener.error().message.c_str());
+      write_report(int(*report_fd), r);
+      return 1;
+    }
+    std::string address = (*listener)->address();
+    (void)!::write(int(*address_fd), address.data(), address.size());
+    close(int(*address_fd));
+    serve_receiver(**listener, c.channels, Timeout(int64_t(c.seconds * 1000) + 30000), int(*report_fd));
   }
   for (const auto& b : backends) {
     auto found = transport::find_backend(b);

@@ -268,6 +268,12 @@ class BulkSender {
       totals.send_ns += now_ns() - t0;
       totals.pages += s.addrs.size();
       totals.wire_bytes += s.message.size();
+      // Adaptive feedback while the round runs (round 0 may be the whole
+      // migration): the rate at which the link absorbed this thread's data
+      // while it was sending, times the senders sharing it.
+      if (totals.batches % 8 == 7 && totals.send_ns > 0)
+        compressor.report_link_rate(double(totals.wire_bytes) / (double(totals.send_ns) * 1e-9) *
+                                    double(workers_.size()));
       totals.payload_bytes += payload.size();
       totals.batches++;
     }
@@ -344,7 +350,11 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
              strf("source pid %d: waiting for the destination at %s", pid, address.c_str()));
 
   compress::CompressorOptions copts;
-  copts.workers = o_.workers;
+  // CPU the compressors may count on: on one host (loopback or memif) the
+  // destination's receiving and decompressing share the same cores.
+  const bool same_host = address.find("127.") != std::string::npos || address.find("localhost") != std::string::npos ||
+                         address.rfind("dpdk:memif:", 0) == 0 || address.rfind("inproc", 0) == 0;
+  copts.workers = same_host ? std::max(1u, o_.workers / 2) : o_.workers;
   auto first = LM_TRY_CTX(compress::Compressor::create(o_.policy, copts), "source");
   std::vector<std::unique_ptr<compress::Compressor>> workers;
   unsigned threads = std::max(o_.workers, o_.channels);
