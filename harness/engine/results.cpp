@@ -136,7 +136,11 @@ std::string result_to_json(const MigrationResult& r) {
       .field("rate-after", r.workload_rate_after)
       .end_object();
 
-  w.begin_object("verify").field("ok", r.verify_ok).field("pages", r.verify_pages).end_object();
+  w.begin_object("verify")
+      .field("ok", r.verify_ok)
+      .field("pages", r.verify_pages)
+      .field("time", r.verify_time_ms)
+      .end_object();
 
   if (r.model) {
     w.begin_object("model")

@@ -80,6 +80,7 @@ struct MigrationResult {
 
   bool verify_ok = false;
   uint64_t verify_pages = 0;
+  double verify_time_ms = 0;  // the source hashing its frozen image and comparing
 
   std::optional<ModelPrediction> model;
   ModelInput model_input;

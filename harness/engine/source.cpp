@@ -520,12 +520,14 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
   result.downtime_ms = double(now_ns() - freeze_ns) * 1e-6;
 
   if (o_.verify) {
+    Stopwatch verify_clock;
     std::vector<PageRange> ranges;
     for (const auto& e : session.mappings().entries()) ranges.push_back({e.start, e.end});
     auto data = SOURCE_TRY(dt::populated_pages(pid, final_dirty.mappings));
     auto mine = SOURCE_TRY(digest_process(pid, ranges, data));
     result.verify_pages = SOURCE_TRY(compare_digests(mine, dest_digests));
     result.verify_ok = true;
+    result.verify_time_ms = verify_clock.elapsed_ms();
   }
 
   // Verdict: the destination keeps the VM; the source is released.
