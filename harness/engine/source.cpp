@@ -451,8 +451,8 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
   // After the destination resumed in post-copy, it owns the VM: a failure
   // then loses it (the frozen source is not thawed, that would roll it back).
   bool vm_at_destination = false;
-  auto lose_vm = [&](Error e) -> Result<void> {
-    e = std::move(e).context("post-copy failed after the destination resumed the VM; the VM is lost");
+  auto lose_vm = [&](Error cause) -> Result<void> {
+    Error e = std::move(cause).context("post-copy failed after the destination resumed the VM; the VM is lost");
     send_error_best_effort(session.control(), session.negotiated().version, e);
     kill_frozen(*freezer);
     (void)session.close(transport::Timeout(2000));
