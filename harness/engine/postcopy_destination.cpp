@@ -71,6 +71,7 @@ Result<std::unique_ptr<PostcopyDestination>> PostcopyDestination::start(transpor
   d->started_ns_ = now_ns();
   d->spawn([p = d.get()] { return p->serve_faults(); });
   d->spawn([p = d.get()] { return p->receive_replies(); });
+  if (d->ram_.minor_registered) d->spawn([p = d.get()] { return p->map_present(); });
   for (size_t c = 0; c < session.bulk_count(); c++) d->spawn([p = d.get(), c] { return p->receive_pushes(c); });
   return d;
 }
@@ -86,36 +87,6 @@ Result<void> PostcopyDestination::prepare() {
                   off_t(r.bytes())) != 0)
       return Error::from_errno(strf("post-copy: punch needed pages [0x%llx,0x%llx) out of the guest RAM",
                                     (unsigned long long)r.start, (unsigned long long)r.end));
-  }
-  if (!ram_.minor_registered) return ok();
-  // The current pre-copied pages sit in the page cache; with MINOR
-  // registered each would fault once. Map them into the guest now.
-  const off_t size = off_t(ram_.range.bytes());
-  for (off_t pos = 0; pos < size;) {
-    off_t data = lseek(memfd, pos, SEEK_DATA);
-    if (data < 0) {
-      if (errno == ENXIO) break;
-      return Error::from_errno("post-copy: SEEK_DATA on the guest RAM memfd");
-    }
-    off_t hole = lseek(memfd, data, SEEK_HOLE);
-    if (hole < 0) return Error::from_errno("post-copy: SEEK_HOLE on the guest RAM memfd");
-    for (off_t at = data; at < hole;) {
-      uffdio_continue c{};
-      c.range.start = ram_.range.start + uint64_t(at);
-      c.range.len = uint64_t(hole - at);
-      if (ioctl(ram_.uffd.get(), UFFDIO_CONTINUE, &c) == 0) break;
-      int e = errno;
-      int64_t done = c.mapped > 0 ? c.mapped : 0;
-      if (e == EAGAIN) {
-        at += off_t(done);
-        continue;
-      }
-      if (e != EEXIST && e != EFAULT)
-        return Error::sys(e, strf("post-copy: UFFDIO_CONTINUE [0x%llx,+%llu) in the guest",
-                                  (unsigned long long)c.range.start, (unsigned long long)c.range.len));
-      at += off_t(done) + off_t(kPageSize);  // skip the page that is mapped already or missing
-    }
-    pos = hole;
   }
   return ok();
 }
@@ -220,6 +191,49 @@ Result<void> PostcopyDestination::install(std::span<const uint64_t> addrs, std::
   }
   if (!pushed)  // a reply whose page a push installed first: the faulting thread may still sleep
     for (uint64_t a : addrs) LM_TRY(wake(a));
+  return ok();
+}
+
+// The current pre-copied pages sit in the page cache; with MINOR registered
+// each would fault once. Mapping them into the guest takes a while for a
+// large RAM, so it runs beside the guest instead of in the downtime; a
+// fault that races with it is resolved by the fault server (EEXIST: wake).
+Result<void> PostcopyDestination::map_present() {
+  const int memfd = ram_.memfd;
+  const off_t size = off_t(ram_.range.bytes());
+  for (off_t pos = 0; pos < size && !stop_;) {
+    off_t data = lseek(memfd, pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;
+      return Error::from_errno("post-copy: SEEK_DATA on the guest RAM memfd");
+    }
+    off_t hole = lseek(memfd, data, SEEK_HOLE);
+    if (hole < 0) return Error::from_errno("post-copy: SEEK_HOLE on the guest RAM memfd");
+    // Pieces of at most 2 MiB, so that stop_ is seen soon.
+    for (off_t at = data; at < hole && !stop_;) {
+      uffdio_continue c{};
+      c.range.start = ram_.range.start + uint64_t(at);
+      c.range.len = uint64_t(std::min<off_t>(hole - at, off_t(2) << 20));
+      if (ioctl(ram_.uffd.get(), UFFDIO_CONTINUE, &c) == 0) {
+        at += off_t(c.range.len);
+        continue;
+      }
+      int e = errno;
+      int64_t done = c.mapped > 0 ? c.mapped : 0;
+      if (e == ESRCH) return guest_gone("UFFDIO_CONTINUE", c.range.start);
+      if (e == EAGAIN) {
+        at += off_t(done);
+        continue;
+      }
+      // EEXIST: a fault mapped it first; EFAULT: no page there any more (a
+      // needed page punched out).
+      if (e != EEXIST && e != EFAULT)
+        return Error::sys(e, strf("post-copy: UFFDIO_CONTINUE [0x%llx,+%llu) in the guest",
+                                  (unsigned long long)c.range.start, (unsigned long long)c.range.len));
+      at += off_t(done) + off_t(kPageSize);
+    }
+    pos = hole;
+  }
   return ok();
 }
 

@@ -84,6 +84,7 @@ class PostcopyDestination {
   void spawn(std::function<Result<void>()> body);
   void failed(Error e);
 
+  Result<void> map_present();
   Result<void> serve_faults();
   Result<void> receive_replies();
   Result<void> receive_pushes(size_t c);

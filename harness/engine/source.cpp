@@ -467,9 +467,13 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
                                      : dt::unite(pending, final_dirty.dirty);
     // Ends the pre-copy phase on every bulk channel.
     SOURCE_TRY(sender.mark_round_end({round, 1, 0, 0, 0, dt::total_pages(needed), 0, 0}));
-    tracker_stop.armed = false;
-    SOURCE_TRY(tracker->stop(freezer.get()));
     PostcopySourceOptions po;
+    // The process never runs here again unless the migration fails before
+    // the resume (then fail() stops the tracker before thawing).
+    po.after_commit = [&]() -> Result<void> {
+      tracker_stop.armed = false;
+      return tracker->stop(freezer.get());
+    };
     po.pid = pid;
     po.exec_state_kind = uint32_t(o_.exec_state);
     po.prepaging = SOURCE_TRY(parse_prepaging(o_.postcopy.prepaging));
