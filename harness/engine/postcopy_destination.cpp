@@ -148,49 +148,72 @@ Result<void> unpack(const transport::Message& m, const transport::MappingTable& 
 
 Result<void> PostcopyDestination::install(std::span<const uint64_t> addrs, std::span<uint8_t* const> data,
                                           bool pushed) {
-  for (size_t i = 0; i < addrs.size(); i++) {
-    const uint64_t addr = addrs[i];
-    if (!ram_.range.contains(addr) || !needed_.contains(addr))
-      return Error::msg(strf("post-copy: the source sent page 0x%llx, which is not needed", (unsigned long long)addr));
+  for (size_t i = 0; i < addrs.size(); i++)
+    if (!ram_.range.contains(addrs[i]) || !needed_.contains(addrs[i]))
+      return Error::msg(strf("post-copy: the source sent page 0x%llx, which is not needed",
+                             (unsigned long long)addrs[i]));
+  std::vector<bool> placed(addrs.size(), false);
+  // Runs of adjacent pages (adjacent in the scratch buffer too) go in one
+  // UFFDIO_COPY; a page already there stops the copy at that page (EEXIST,
+  // `copy` = bytes placed before it), which is dropped, and the run goes on.
+  for (size_t i = 0; i < addrs.size();) {
+    size_t n = 1;
+    while (i + n < addrs.size() && addrs[i + n] == addrs[i] + n * kPageSize &&
+           data[i + n] == data[i] + n * kPageSize)
+      n++;
     uffdio_copy cp{};
-    cp.dst = addr;
+    cp.dst = addrs[i];
     cp.src = reinterpret_cast<uint64_t>(data[i]);
-    cp.len = kPageSize;
-    bool placed = false;
-    while (true) {
-      if (ioctl(ram_.uffd.get(), UFFDIO_COPY, &cp) == 0) {
-        placed = true;
-        break;
-      }
-      int e = errno;
-      if (e == EAGAIN) continue;  // the mm changed under us: retry
-      if (e == EEXIST) break;     // the other copy of this page landed first
-      if (e == ESRCH) return guest_gone("UFFDIO_COPY", addr);
-      return Error::sys(e, strf("post-copy: UFFDIO_COPY 0x%llx", (unsigned long long)addr));
-    }
-    const uint64_t done_ns = now_ns();
-    if (placed) {
-      mark_installed(addr);
-      hashes_.set(addr, page_hash(data[i]));
-      installed_count_++;
-    }
-    std::lock_guard g(inflight_lock_);
-    auto it = inflight_.find(addr);
-    if (placed) {
-      if (it != inflight_.end()) {
-        stats_.fault_latency_us.push_back(double(done_ns - it->second) * 1e-3);
-        inflight_.erase(it);
-        (pushed ? stats_.pages_pushed_after_fault : stats_.pages_by_request)++;
-      } else {
-        (pushed ? stats_.pages_by_push : stats_.pages_by_request)++;
-      }
+    cp.len = n * kPageSize;
+    size_t done = n;  // pages of the run handled by this attempt
+    if (ioctl(ram_.uffd.get(), UFFDIO_COPY, &cp) == 0) {
+      for (size_t k = 0; k < n; k++) placed[i + k] = true;
     } else {
-      stats_.copies_dropped++;
-      if (it != inflight_.end()) inflight_.erase(it);
+      int e = errno;
+      size_t copied = cp.copy > 0 ? size_t(cp.copy) / kPageSize : 0;
+      for (size_t k = 0; k < copied; k++) placed[i + k] = true;
+      if (e == EAGAIN) {
+        done = copied;  // the mm changed under us: retry from there
+      } else if (e == EEXIST) {
+        done = copied + 1;  // the other copy of that page landed first
+      } else if (e == ESRCH) {
+        return guest_gone("UFFDIO_COPY", addrs[i + copied]);
+      } else {
+        return Error::sys(e, strf("post-copy: UFFDIO_COPY 0x%llx", (unsigned long long)addrs[i + copied]));
+      }
+    }
+    i += done;
+  }
+  const uint64_t done_ns = now_ns();
+  for (size_t i = 0; i < addrs.size(); i++) {
+    if (!placed[i]) continue;
+    mark_installed(addrs[i]);
+    hashes_.set(addrs[i], page_hash(data[i]));
+    installed_count_++;
+  }
+  {
+    std::lock_guard g(inflight_lock_);
+    for (size_t i = 0; i < addrs.size(); i++) {
+      auto it = inflight_.find(addrs[i]);
+      if (placed[i]) {
+        if (it != inflight_.end()) {
+          stats_.fault_latency_us.push_back(double(done_ns - it->second) * 1e-3);
+          inflight_.erase(it);
+          (pushed ? stats_.pages_pushed_after_fault : stats_.pages_by_request)++;
+        } else {
+          (pushed ? stats_.pages_by_push : stats_.pages_by_request)++;
+        }
+      } else {
+        stats_.copies_dropped++;
+        if (it != inflight_.end()) inflight_.erase(it);
+      }
     }
   }
-  if (!pushed)  // a reply whose page a push installed first: the faulting thread may still sleep
-    for (uint64_t a : addrs) LM_TRY(wake(a));
+  // A reply whose page a push installed first: the faulting thread may
+  // still sleep (UFFDIO_COPY woke it only if it was ours).
+  if (!pushed)
+    for (size_t i = 0; i < addrs.size(); i++)
+      if (!placed[i]) LM_TRY(wake(addrs[i]));
   return ok();
 }
 
