@@ -142,7 +142,10 @@ TEST(PostcopyPages, FaultRacingThePush) {
                                 "workload.pattern=\"sequential\"", "postcopy.prepaging=\"sequential\"",
                                 "migration.channels=4"}));
   expect_verified(r);
-  EXPECT_EQ(r.pages_pushed + r.postcopy_pages_requested >= r.verify_pages / 100, true);
+  // The race did happen: pushed pages that were not installed ahead of any
+  // fault either landed for a waiting fault or were dropped as second copies.
+  EXPECT_GT(r.pages_pushed, r.pages_pushed_ahead);
+  EXPECT_GT(r.postcopy_requests, 0u);
 }
 
 // --- pre-paging policy units ------------------------------------------------------
