@@ -483,6 +483,7 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
     auto served = run_postcopy_source(session, workers, po, needed, freeze_ns, pc);
     result.pages_pushed = pc.pages_pushed;
     result.postcopy_pages_requested = pc.pages_requested;
+    result.postcopy_requests = pc.pages_requested;  // the runner replaces it with the destination's count
     bytes_total += pc.wire_bytes;
     raw_bytes_total += (pc.pages_pushed + pc.pages_requested) * kPageSize;
     if (!served) return pc.resumed ? lose_vm(std::move(served).error()) : fail(std::move(served).error());
