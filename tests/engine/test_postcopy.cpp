@@ -3,6 +3,7 @@
 // the digests of the installed pages must match the frozen source, and the
 // guest's own verify must pass after completion.
 #include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -12,6 +13,7 @@
 #include <thread>
 
 #include "common/clock.hpp"
+#include "harness/engine/destination.hpp"
 #include "harness/engine/prepaging.hpp"
 #include "harness/engine/runner.hpp"
 #include "harness/engine/source.hpp"
@@ -319,6 +321,69 @@ TEST(PostcopyFaults, DestinationKilledAfterResume) {
     std::printf("ending the dead destination's resumed guest pid %d\n", stray);
     kill(stray, SIGKILL);
   }
+}
+
+// The source process (`livemig source` on its own) dies while the resumed
+// guest still needs pages: the destination fails cleanly within bounded time,
+// says the VM is lost, and kills its resumed guest; nothing hangs.
+TEST(PostcopyFaults, SourceKilledAfterResume) {
+  char dir[] = "/tmp/livemig-test-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  guest::GuestOptions go;
+  go.ram_bytes = 128ull << 20;
+  go.rate = "max";
+  go.content = "random";
+  go.pattern = "uniform";
+  auto g = guest::GuestProcess::spawn(env_or_fail("LM_GUEST_BIN"), go, dir);
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  usleep(300000);
+
+  DestinationOptions dopts;
+  dopts.listen = "tcp:127.0.0.1:0";
+  dopts.guest_binary = env_or_fail("LM_GUEST_BIN");
+  dopts.work_dir = dir;
+  dopts.timeout = transport::Timeout(5000);
+  auto dest = Destination::listen(dopts);
+  ASSERT_TRUE(dest.ok()) << dest.error().message;
+  std::optional<Result<DestinationOutcome>> outcome;
+  std::thread dest_thread([&] { outcome = (*dest)->run(); });
+
+  pid_t source = fork();
+  if (source == 0) {
+    alarm(60);
+    std::string bin = env_or_fail("LM_LIVEMIG_BIN");
+    std::string ram = strf("0x%llx:%llu", (unsigned long long)g->ram_addr(), (unsigned long long)g->ram_size());
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    execl(bin.c_str(), bin.c_str(), "source", "--pid", std::to_string(g->pid()).c_str(), "--to",
+          (*dest)->address().c_str(), "--ram", ram.c_str(), "--mode", "postcopy", "--prepaging", "none",
+          "--policy", "fixed:raw", nullptr);
+    _exit(127);
+  }
+  // Kill the source once the destination's guest runs (its control socket
+  // answers), i.e. after the resume.
+  Stopwatch sw;
+  bool resumed = false;
+  while (!resumed && sw.elapsed_ms() < 20000) {
+    usleep(20000);
+    for (pid_t p : processes_with(std::string("--handoff ") + dir)) resumed |= p > 0;
+    if (resumed) usleep(300000);  // past go: the guest runs and faults
+  }
+  kill(source, SIGKILL);
+  waitpid(source, nullptr, 0);
+  dest_thread.join();
+  ASSERT_TRUE(outcome.has_value());
+  ASSERT_FALSE(outcome->ok()) << "the destination cannot complete without its source";
+  std::printf("destination error after %.0f ms: %s\n", sw.elapsed_ms(), outcome->error().message.c_str());
+  EXPECT_LT(sw.elapsed_ms(), 30000);
+  EXPECT_NE(outcome->error().message.find("VM"), std::string::npos) << outcome->error().message;
+  Stopwatch gone;
+  auto left = processes_with(std::string("--handoff ") + dir);
+  while (!left.empty() && gone.elapsed_ms() < 5000) {
+    usleep(20000);
+    left = processes_with(std::string("--handoff ") + dir);
+  }
+  EXPECT_TRUE(left.empty()) << "the destination's resumed guest must be killed";
 }
 
 }  // namespace
