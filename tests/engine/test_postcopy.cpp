@@ -252,20 +252,27 @@ std::vector<pid_t> processes_with(const std::string& needle) {
   return out;
 }
 
-// The destination process dies while the resumed guest still faults: the
-// source reports the VM as lost (it must not thaw its frozen copy: the VM ran
-// on at the destination) and nothing hangs.
-TEST(PostcopyFaults, DestinationKilledAfterResume) {
-  char dir[] = "/tmp/livemig-test-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
+// A guest writing every page at full speed: post-copy lasts long enough to
+// break it on purpose.
+Result<guest::GuestProcess> busy_guest(const std::string& dir) {
   guest::GuestOptions go;
   go.ram_bytes = 128ull << 20;
   go.rate = "max";
   go.content = "random";
   go.pattern = "uniform";
   auto g = guest::GuestProcess::spawn(env_or_fail("LM_GUEST_BIN"), go, dir);
-  ASSERT_TRUE(g.ok()) << g.error().message;
   usleep(300000);
+  return g;
+}
+
+// The destination process dies while the resumed guest still faults: the
+// source reports the VM as lost (it must not thaw its frozen copy: the VM ran
+// on at the destination) and nothing hangs.
+TEST(PostcopyFaults, DestinationKilledAfterResume) {
+  char dir[] = "/tmp/livemig-test-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  auto g = busy_guest(dir);
+  ASSERT_TRUE(g.ok()) << g.error().message;
 
   int out[2];
   ASSERT_EQ(pipe(out), 0);
@@ -329,14 +336,8 @@ TEST(PostcopyFaults, DestinationKilledAfterResume) {
 TEST(PostcopyFaults, SourceKilledAfterResume) {
   char dir[] = "/tmp/livemig-test-XXXXXX";
   ASSERT_NE(mkdtemp(dir), nullptr);
-  guest::GuestOptions go;
-  go.ram_bytes = 128ull << 20;
-  go.rate = "max";
-  go.content = "random";
-  go.pattern = "uniform";
-  auto g = guest::GuestProcess::spawn(env_or_fail("LM_GUEST_BIN"), go, dir);
+  auto g = busy_guest(dir);
   ASSERT_TRUE(g.ok()) << g.error().message;
-  usleep(300000);
 
   DestinationOptions dopts;
   dopts.listen = "tcp:127.0.0.1:0";
