@@ -24,6 +24,9 @@ struct PushState {
   Prepager prepager;
   std::atomic<uint64_t> last_fault_ns{0};
   std::atomic<bool> stop{false};
+  // Pushing starts once the destination runs: before, it would only compete
+  // for the CPU with the requests the resume itself waits for (downtime).
+  std::atomic<bool> resumed{false};
   std::mutex error_lock;
   std::optional<Error> error;
   std::atomic<uint64_t> requests{0}, pages_requested{0}, pages_pushed{0}, already_pushed{0}, wire_bytes{0};
@@ -105,6 +108,7 @@ Result<void> push_pages(transport::Session& session, size_t c, compress::Compres
   compress::CompressedBatch batch;
   OutMessage m;
   uint64_t pushed = 0;
+  while (!st.stop && !st.resumed) std::this_thread::sleep_for(std::chrono::microseconds(200));
   while (!st.stop) {
     size_t n = 0;
     bool drained = false;
@@ -220,6 +224,8 @@ Result<void> run_postcopy_source(transport::Session& session,
     if (received->type == MsgType::resumed) {
       out.resumed = true;
       resumed_ns = now_ns();
+      st.last_fault_ns = resumed_ns;  // policy none: the guest gets idle_ms to fault first
+      st.resumed = true;
       out.resumed_after_ms = double(resumed_ns - freeze_ns) * 1e-6;
       waited = Stopwatch();
       continue;

@@ -454,6 +454,8 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
   auto lose_vm = [&](Error cause) -> Result<void> {
     Error e = std::move(cause).context("post-copy failed after the destination resumed the VM; the VM is lost");
     send_error_best_effort(session.control(), session.negotiated().version, e);
+    tracker_stop.armed = false;
+    (void)tracker->stop(freezer.get());
     kill_frozen(*freezer);
     (void)session.close(transport::Timeout(2000));
     result.completed = false;
@@ -468,12 +470,11 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
     // Ends the pre-copy phase on every bulk channel.
     SOURCE_TRY(sender.mark_round_end({round, 1, 0, 0, 0, dt::total_pages(needed), 0, 0}));
     PostcopySourceOptions po;
-    // The process never runs here again unless the migration fails before
-    // the resume (then fail() stops the tracker before thawing).
-    po.after_commit = [&]() -> Result<void> {
-      tracker_stop.armed = false;
-      return tracker->stop(freezer.get());
-    };
+    // The tracker stays until the destination completed: the process never
+    // runs here again unless the migration fails before the resume (fail()
+    // stops the tracker before thawing), and unregistering its uffd-wp takes
+    // the mm's lock for ~16 ms per GiB, stalling the page reads that serve
+    // the resumed guest's first faults.
     po.pid = pid;
     po.exec_state_kind = uint32_t(o_.exec_state);
     po.prepaging = SOURCE_TRY(parse_prepaging(o_.postcopy.prepaging));
@@ -491,6 +492,8 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
     result.downtime_ms = pc.resumed_after_ms;
     result.postcopy_complete_ms = pc.complete_after_ms;
     dest_digests = std::move(pc.digests);
+    tracker_stop.armed = false;
+    SOURCE_TRY(tracker->stop(freezer.get()));
   } else {
     // The last round sends what the previous collect found (the loop stopped
     // before sending it) together with what was dirtied since.
