@@ -96,6 +96,9 @@ int source(const Argv& argv) {
       {"max-rounds", true, "pre-copy rounds at most (default 30)"},
       {"downtime-ms", true, "expected-downtime target (default 300)"},
       {"no-verify", false, "skip digest verification"},
+      {"mode", true, "precopy | postcopy | hybrid (pre-copy for --max-rounds, then post-copy); default precopy"},
+      {"prepaging", true, "post-copy push order: none | sequential | bubble | bubble-forward (default bubble)"},
+      {"pivots", true, "post-copy: recent faults that grow a bubble (default 1)"},
       {"out", true, "write the result JSON here"},
   };
   auto args = Args::parse(argv, specs);
@@ -137,8 +140,21 @@ int source(const Argv& argv) {
   o.convergence.max_rounds = unsigned(*rounds);
   o.convergence.downtime_target_ms = *downtime;
   o.verify = !args->has("no-verify");
+  const std::string mode = args->get_or("mode", "precopy");
+  if (mode == "postcopy") o.mode = engine::MigrationMode::postcopy;
+  else if (mode == "hybrid") o.mode = engine::MigrationMode::hybrid;
+  else if (mode != "precopy") {
+    std::fprintf(stderr, "livemig source: --mode '%s': expected precopy, postcopy or hybrid\n", mode.c_str());
+    return 2;
+  }
+  o.postcopy.prepaging = args->get_or("prepaging", "bubble");
+  auto pivots = args->get_u64("pivots", 1);
+  if (usage_error("source", pivots, specs)) return 2;
+  o.postcopy.pivots = unsigned(*pivots);
   engine::MigrationResult result;
   result.host = engine::read_host_facts();
+  result.config.migration.mode = o.mode;
+  result.prepaging = o.mode == engine::MigrationMode::precopy ? "" : o.postcopy.prepaging;
   engine::SourceMigration migration(o);
   auto r = migration.run(*args->get("to"), result);
   if (auto out = args->get("out")) (void)engine::write_result(result, *out);

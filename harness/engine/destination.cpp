@@ -190,6 +190,10 @@ Result<DestinationOutcome> Destination::run() {
   memory_ = std::make_unique<DestinationMemory>();
   DestinationMemory& st = *memory_;
   const auto& table = session.mappings();
+  // Post-copy (postcopy_destination.cpp): the source offers the feature only then.
+  const bool postcopy = session.negotiated().features & transport::kFeaturePostCopy;
+  PostcopyGuestRam postcopy_ram;
+  NeededPages needed;
 
   // --- destination memory ---------------------------------------------------------
   std::unique_ptr<guest::GuestProcess> guest;
@@ -203,11 +207,15 @@ Result<DestinationOutcome> Destination::run() {
     handoff = LM_TRY(guest::HandoffServer::listen(handoff_path));
     guest = std::make_unique<guest::GuestProcess>(
         LM_TRY(guest::GuestProcess::spawn_resume(o_.guest_binary, handoff_path, o_.work_dir)));
-    auto got = LM_TRY_CTX(handoff->accept(ram.start, ram.end - ram.start, guest::UffdWanted::no,
+    auto got = LM_TRY_CTX(handoff->accept(ram.start, ram.end - ram.start,
+                                          postcopy ? guest::UffdWanted::yes : guest::UffdWanted::no,
                                           int(o_.timeout.count())),
                           strf("destination: resumed guest pid %d", guest->pid()));
+    // Preallocating would put every page in the page cache, where a MISSING
+    // fault never fires: post-copy's RAM must stay empty until filled.
     LM_TRY(st.add_region(LM_TRY(map_region(ram.start, ram.end - ram.start, std::move(got.memfd),
-                                           o_.prealloc ? Prealloc::yes : Prealloc::no))));
+                                           o_.prealloc && !postcopy ? Prealloc::yes : Prealloc::no))));
+    postcopy_ram = {std::move(got.uffd), got.minor_registered, st.regions.back().memfd.get(), {ram.start, ram.end}};
   } else {
     LM_TRY(st.adopt_table(table));
   }
@@ -294,6 +302,12 @@ Result<DestinationOutcome> Destination::run() {
       session.set_mappings(*t);
       continue;
     }
+    if (m.type == MsgType::dirty_bitmap && postcopy) {
+      auto v = transport::decode_dirty_bitmap(m, session.mappings());
+      if (!v) return fail(std::move(v).error());
+      needed.add(*v);
+      continue;
+    }
     if (m.type != MsgType::exec_state)
       return fail(Error::msg(strf("%s: unexpected %s message", session.control().name().c_str(),
                                   std::string(transport::msg_type_name(m.type)).c_str())));
@@ -306,11 +320,23 @@ Result<DestinationOutcome> Destination::run() {
   join_receivers();
   if (first_error) return fail(std::nullopt);
 
-  {
+  // Post-copy: serve the guest's faults from before it runs; the digests
+  // follow at completion. Pre-copy: the digests now.
+  std::unique_ptr<PostcopyDestination> postcopy_serving;
+  auto send_digests = [&]() -> Result<void> {
     OutMessage m;
     auto digests = st.hashes.digests();
     transport::encode_digest(m, session.negotiated().version, digests);
-    if (auto r = transport::send_message(session.control(), m, o_.timeout); !r) return fail(std::move(r).error());
+    return transport::send_message(session.control(), m, o_.timeout);
+  };
+  if (postcopy) {
+    if (o_.target != DestinationTarget::guest) return fail(Error::msg("post-copy needs a guest destination"));
+    auto started = PostcopyDestination::start(session, std::move(postcopy_ram), std::move(needed), st.hashes,
+                                              o_.timeout);
+    if (!started) return fail(std::move(started).error());
+    postcopy_serving = std::move(*started);
+  } else if (auto r = send_digests(); !r) {
+    return fail(std::move(r).error());
   }
   uint64_t running_ns = now_ns();
   if (o_.target == DestinationTarget::guest) {
@@ -331,6 +357,16 @@ Result<DestinationOutcome> Destination::run() {
   }
   if (o_.target == DestinationTarget::guest) {
     if (auto r = guest->wait_ready(int(o_.timeout.count())); !r) return fail(std::move(r).error());
+  }
+  if (postcopy_serving) {
+    auto steps_before = guest->control().status();
+    Stopwatch serving;
+    if (auto r = postcopy_serving->wait_complete(transport::Timeout(600000)); !r) return fail(std::move(r).error());
+    auto steps_after = guest->control().status();
+    if (steps_before && steps_after)
+      out.postcopy_rate = double(steps_after->steps - steps_before->steps) / std::max(1e-9, serving.elapsed_s());
+    out.postcopy = postcopy_serving->stats();
+    if (auto r = send_digests(); !r) return fail(std::move(r).error());
   }
 
   // The source's verdict: close = verified and released; error = discard.

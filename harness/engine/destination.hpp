@@ -10,6 +10,7 @@
 
 #include "common/error.hpp"
 #include "compress/stats.hpp"
+#include "harness/engine/postcopy_destination.hpp"
 #include "harness/guest/client.hpp"
 #include "transport/channel.hpp"
 #include "transport/session.hpp"
@@ -45,6 +46,8 @@ struct DestinationOutcome {
   uint64_t batches = 0;
   double cpu_seconds = 0;
   double resumed_at_ms = 0;  // since the session was accepted
+  std::optional<PostcopyDestinationStats> postcopy;  // when the source chose post-copy
+  double postcopy_rate = 0;  // guest steps per second from resume to post-copy completion
 };
 
 struct DestinationMemory;  // destination.cpp

@@ -166,6 +166,11 @@ std::string result_to_json(const MigrationResult& r) {
         .end_object()
         .field("pages-pushed", r.pages_pushed)
         .field("complete-time", r.postcopy_complete_ms)
+        .field("prepaging", r.prepaging)
+        .field("pages-requested", r.postcopy_pages_requested)
+        .field("zero-faults", r.postcopy_zero_faults)
+        .field("pages-pushed-ahead", r.pages_pushed_ahead)
+        .field("rate-during-postcopy", r.workload_rate_postcopy)
         .end_object();
   }
   w.end_object();

@@ -90,6 +90,11 @@ struct MigrationResult {
   LatencyStats fault_latency_us;
   uint64_t pages_pushed = 0;
   double postcopy_complete_ms = 0;
+  std::string prepaging;                  // the pre-paging policy used
+  uint64_t postcopy_pages_requested = 0;  // source: pages served on request
+  uint64_t postcopy_zero_faults = 0;      // destination: resolved locally (UFFDIO_ZEROPAGE)
+  uint64_t pages_pushed_ahead = 0;        // pushed pages installed before any fault on them
+  double workload_rate_postcopy = 0;      // guest steps per second from resume to completion
 };
 
 std::string result_to_json(const MigrationResult& r);

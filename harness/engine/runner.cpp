@@ -145,6 +145,9 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
   sopts.convergence = config.convergence;
   sopts.auto_converge = config.auto_converge;
   sopts.verify = config.verify;
+  sopts.mode = config.migration.mode;
+  sopts.postcopy = config.postcopy;
+  if (sopts.mode == MigrationMode::hybrid) sopts.convergence.max_rounds = config.postcopy.precopy_rounds;
   auto progress_before = target.progress();
   Stopwatch migrating;
   uint64_t progress_at_freeze = 0;
@@ -177,6 +180,14 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
   }
   auto& dest = outcome->value();
   result.cpu_seconds_destination = dest.cpu_seconds;
+  if (dest.postcopy) {  // post-copy figures measured at the destination
+    result.prepaging = config.postcopy.prepaging;
+    result.postcopy_requests = dest.postcopy->demand_faults;
+    result.postcopy_zero_faults = dest.postcopy->zero_faults;
+    result.pages_pushed_ahead = dest.postcopy->pages_by_push;
+    result.fault_latency_us = latency_stats(dest.postcopy->fault_latency_us);
+    result.workload_rate_postcopy = dest.postcopy_rate;
+  }
 
   // --- after: a resumed guest runs on and its own check must pass -----------------------
   if (dest.guest) {
@@ -210,6 +221,13 @@ std::string summarize(const MigrationResult& r) {
   s += strf("workload      %.0f progress/s before, %.0f during, %.0f after\n", r.workload_rate_before,
             r.workload_rate_during, r.workload_rate_after);
   s += strf("verify        %s (%llu pages)\n", r.verify_ok ? "ok" : "not ok", (unsigned long long)r.verify_pages);
+  if (r.config.migration.mode != MigrationMode::precopy)
+    s += strf("postcopy      %s: %llu demand faults (p50 %.0f us, p99 %.0f us, max %.0f us), %llu zero faults, "
+              "%llu pages pushed (%llu ahead of need), complete %.1f ms after resume, %.0f progress/s meanwhile\n",
+              r.prepaging.c_str(), (unsigned long long)r.postcopy_requests, r.fault_latency_us.p50,
+              r.fault_latency_us.p99, r.fault_latency_us.max, (unsigned long long)r.postcopy_zero_faults,
+              (unsigned long long)r.pages_pushed, (unsigned long long)r.pages_pushed_ahead, r.postcopy_complete_ms,
+              r.workload_rate_postcopy);
   if (r.model)
     s += strf("model         predicted total %.1f ms, downtime %.1f ms, %u rounds (r = %.3f)\n",
               r.model->total_s * 1e3, r.model->downtime_s * 1e3, r.model->rounds, r.model->ratio);

@@ -19,6 +19,7 @@
 #include "dirtytrack/tracker.hpp"
 #include "harness/engine/control.hpp"
 #include "harness/engine/digest.hpp"
+#include "harness/engine/postcopy_source.hpp"
 #include "harness/engine/throttle.hpp"
 
 namespace lm::engine {
@@ -342,6 +343,8 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
   result.ram_total = table.total_bytes();
   auto session_config = o_.session;
   session_config.bulk_channels = uint16_t(o_.channels);
+  // The destination asks the resumed guest for a userfaultfd only for post-copy.
+  if (o_.mode == MigrationMode::precopy) session_config.features &= ~uint64_t(transport::kFeaturePostCopy);
   auto session = LM_TRY_CTX(Session::connect(address, session_config, table),
                             strf("source pid %d: connect to %s", pid, address.c_str()));
   result.transport = address.substr(0, address.find(':'));
@@ -405,7 +408,7 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
   unsigned dirty_rate_rounds = 0;
   unsigned round = 0;
   std::optional<StopReason> stop;
-  while (true) {
+  while (o_.mode != MigrationMode::postcopy) {  // pure post-copy: no round at all
     RoundTotals t = SOURCE_TRY(sender.send_round(pending, round));
       bytes_total += t.wire_bytes;
     raw_bytes_total += t.pages * kPageSize;
@@ -465,7 +468,7 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
       result.throttle_mechanism = std::string(throttle_mechanism_name(throttler->mechanism()));
     }
   }
-  result.stop_reason = std::string(stop_reason_name(*stop));
+  result.stop_reason = stop ? std::string(stop_reason_name(*stop)) : "postcopy";
 
   // --- stop-and-copy ------------------------------------------------------------
   if (throttler) SOURCE_TRY(throttler->release());
@@ -484,48 +487,103 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
     }
     session.set_mappings(next);
   }
-  // The last round sends what the previous collect found (the loop stopped
-  // before sending it) together with what was dirtied since.
-  const dt::RangeList final_pages = dt::unite(pending, final_dirty.dirty);
-  RoundTotals last = SOURCE_TRY(sender.send_round(final_pages, round));
-  bytes_total += last.wire_bytes;
-  raw_bytes_total += last.pages * kPageSize;
-  passthrough_total += last.passthrough_pages;
-  result.pages_resent += last.pages;
-  SOURCE_TRY(sender.mark_round_end({round, 1, last.pages, last.payload_bytes, 0, dt::total_pages(final_pages),
-                                    last.duration_ns, last.batches}));
-  result.rounds.push_back({round, last.pages, last.wire_bytes, double(last.duration_ns) * 1e-6, 0});
-  // Leave nothing of ours in the process before it may run elsewhere.
-  tracker_stop.armed = false;
-  SOURCE_TRY(tracker->stop(freezer.get()));
-  {
-    OutMessage m;
-    transport::encode_exec_state(m, session.negotiated().version, uint32_t(o_.exec_state), {});
-    SOURCE_TRY(transport::send_message(session.control(), m, o_.timeout));
-  }
-
-  // --- verification and the destination's resume ---------------------------------
   std::vector<transport::DigestEntry> dest_digests;
-  if (o_.verify) {
-    auto m = SOURCE_TRY(expect_message(session.control(), {transport::MsgType::digest}, o_.timeout));
-    auto d = SOURCE_TRY(transport::decode_digest(m, session.mappings()));
-    dest_digests.assign(d.begin(), d.end());
-  }
-  auto running = SOURCE_TRY(expect_message(session.control(), {transport::MsgType::resumed, transport::MsgType::ready},
-                                   o_.timeout));
-  (void)running;
-  // Downtime ends when the destination reports its process running (or, for
-  // an image, complete); the receive time is used so the figure holds across
-  // hosts too (it includes one message latency).
-  result.downtime_ms = double(now_ns() - freeze_ns) * 1e-6;
+  // After the destination resumed in post-copy, it owns the VM: a failure
+  // then loses it (the frozen source is not thawed, that would roll it back).
+  bool vm_at_destination = false;
+  auto lose_vm = [&](Error cause) -> Result<void> {
+    Error e = std::move(cause).context("post-copy failed after the destination resumed the VM; the VM is lost");
+    send_error_best_effort(session.control(), session.negotiated().version, e);
+    tracker_stop.armed = false;
+    (void)tracker->stop(freezer.get());
+    kill_frozen(*freezer);
+    (void)session.close(transport::Timeout(2000));
+    result.completed = false;
+    result.error = e.message;
+    result.total_time_ms = total.elapsed_ms();
+    return e;
+  };
+  if (o_.mode != MigrationMode::precopy) {  // --- post-copy: postcopy_source.cpp -------------
+    const dt::RangeList needed = o_.mode == MigrationMode::postcopy
+                                     ? SOURCE_TRY(dt::populated_pages(pid, final_dirty.mappings))
+                                     : dt::unite(pending, final_dirty.dirty);
+    // Ends the pre-copy phase on every bulk channel.
+    SOURCE_TRY(sender.mark_round_end({round, 1, 0, 0, 0, dt::total_pages(needed), 0, 0}));
+    PostcopySourceOptions po;
+    // The tracker stays until the destination completed: the process never
+    // runs here again unless the migration fails before the resume (fail()
+    // stops the tracker before thawing), and unregistering its uffd-wp takes
+    // the mm's lock for ~16 ms per GiB, stalling the page reads that serve
+    // the resumed guest's first faults.
+    po.pid = pid;
+    po.exec_state_kind = uint32_t(o_.exec_state);
+    po.prepaging = SOURCE_TRY(parse_prepaging(o_.postcopy.prepaging));
+    po.pivots = o_.postcopy.pivots;
+    po.timeout = o_.timeout;
+    PostcopySourceOutcome pc;
+    auto served = run_postcopy_source(session, workers, po, needed, freeze_ns, pc);
+    result.pages_pushed = pc.pages_pushed;
+    result.postcopy_pages_requested = pc.pages_requested;
+    result.postcopy_requests = pc.pages_requested;  // the runner replaces it with the destination's count
+    bytes_total += pc.wire_bytes;
+    raw_bytes_total += (pc.pages_pushed + pc.pages_requested) * kPageSize;
+    if (!served) return pc.resumed ? lose_vm(std::move(served).error()) : fail(std::move(served).error());
+    vm_at_destination = true;
+    result.downtime_ms = pc.resumed_after_ms;
+    result.postcopy_complete_ms = pc.complete_after_ms;
+    dest_digests = std::move(pc.digests);
+    tracker_stop.armed = false;
+    SOURCE_TRY(tracker->stop(freezer.get()));
+  } else {
+    // The last round sends what the previous collect found (the loop stopped
+    // before sending it) together with what was dirtied since.
+    const dt::RangeList final_pages = dt::unite(pending, final_dirty.dirty);
+    RoundTotals last = SOURCE_TRY(sender.send_round(final_pages, round));
+    bytes_total += last.wire_bytes;
+    raw_bytes_total += last.pages * kPageSize;
+    passthrough_total += last.passthrough_pages;
+    result.pages_resent += last.pages;
+    SOURCE_TRY(sender.mark_round_end({round, 1, last.pages, last.payload_bytes, 0, dt::total_pages(final_pages),
+                                      last.duration_ns, last.batches}));
+    result.rounds.push_back({round, last.pages, last.wire_bytes, double(last.duration_ns) * 1e-6, 0});
+    // Leave nothing of ours in the process before it may run elsewhere.
+    tracker_stop.armed = false;
+    SOURCE_TRY(tracker->stop(freezer.get()));
+    {
+      OutMessage m;
+      transport::encode_exec_state(m, session.negotiated().version, uint32_t(o_.exec_state), {});
+      SOURCE_TRY(transport::send_message(session.control(), m, o_.timeout));
+    }
 
+    // --- verification and the destination's resume ---------------------------------
+    if (o_.verify) {
+      auto m = SOURCE_TRY(expect_message(session.control(), {transport::MsgType::digest}, o_.timeout));
+      auto d = SOURCE_TRY(transport::decode_digest(m, session.mappings()));
+      dest_digests.assign(d.begin(), d.end());
+    }
+    auto running = SOURCE_TRY(expect_message(session.control(), {transport::MsgType::resumed, transport::MsgType::ready},
+                                     o_.timeout));
+    (void)running;
+    // Downtime ends when the destination reports its process running (or, for
+    // an image, complete); the receive time is used so the figure holds across
+    // hosts too (it includes one message latency).
+    result.downtime_ms = double(now_ns() - freeze_ns) * 1e-6;
+  }
+
+  // From here a post-copy VM runs at the destination already.
+#define VERDICT_TRY(expr)                                                                          \
+  ({                                                                                               \
+    auto r_ = (expr);                                                                              \
+    if (!r_.ok()) return vm_at_destination ? lose_vm(std::move(r_).error()) : fail(std::move(r_).error()); \
+    std::move(r_).value();                                                                         \
+  })
   if (o_.verify) {
     Stopwatch verify_clock;
     std::vector<PageRange> ranges;
     for (const auto& e : session.mappings().entries()) ranges.push_back({e.start, e.end});
-    auto data = SOURCE_TRY(dt::populated_pages(pid, final_dirty.mappings));
-    auto mine = SOURCE_TRY(digest_process(pid, ranges, data));
-    result.verify_pages = SOURCE_TRY(compare_digests(mine, dest_digests));
+    auto data = VERDICT_TRY(dt::populated_pages(pid, final_dirty.mappings));
+    auto mine = VERDICT_TRY(digest_process(pid, ranges, data));
+    result.verify_pages = VERDICT_TRY(compare_digests(mine, dest_digests));
     result.verify_ok = true;
     result.verify_time_ms = verify_clock.elapsed_ms();
   }
@@ -534,10 +592,11 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
   {
     OutMessage m;
     transport::encode_close(m, session.negotiated().version, 0);
-    SOURCE_TRY(transport::send_message(session.control(), m, o_.timeout));
+    VERDICT_TRY(transport::send_message(session.control(), m, o_.timeout));
   }
   kill_frozen(*freezer);
   (void)session.close(transport::Timeout(2000));
+#undef VERDICT_TRY
 #undef SOURCE_TRY
 
   result.completed = true;

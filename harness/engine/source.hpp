@@ -36,6 +36,8 @@ struct SourceOptions {
   pid_t pid = 0;
   dt::Scope scope;  // the guest's RAM range, or every migratable mapping
   ExecStateKind exec_state = ExecStateKind::guest_ram;
+  MigrationMode mode = MigrationMode::precopy;  // hybrid: pre-copy until `convergence` stops, then post-copy
+  PostcopyConfig postcopy;
   std::string tracker = "auto";
   std::string policy = "adaptive";
   unsigned channels = 2;      // bulk channels

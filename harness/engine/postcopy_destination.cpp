@@ -1,0 +1,419 @@
+#include "harness/engine/postcopy_destination.hpp"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <bit>
+#include <cstring>
+
+#include "common/clock.hpp"
+#include "compress/compressor.hpp"
+
+namespace lm::engine {
+
+using transport::Channel;
+using transport::MsgType;
+using transport::OutMessage;
+
+// --- needed pages -------------------------------------------------------------------
+
+void NeededPages::add(const transport::DirtyBitmapView& v) {
+  Part p{v.start, v.pages, std::vector<uint8_t>(v.bits.begin(), v.bits.end())};
+  for (uint8_t b : p.bits) count_ += uint64_t(std::popcount(b));
+  parts_.push_back(std::move(p));
+}
+
+bool NeededPages::contains(uint64_t addr) const {
+  for (const auto& p : parts_) {
+    if (addr < p.start || addr >= p.start + p.pages * kPageSize) continue;
+    uint64_t i = (addr - p.start) / kPageSize;
+    return p.bits[i / 8] & (1u << (i % 8));
+  }
+  return false;
+}
+
+dt::RangeList NeededPages::ranges() const {
+  dt::RangeList out;
+  for (const auto& p : parts_)
+    for (uint64_t i = 0; i < p.pages; i++)
+      if (p.bits[i / 8] & (1u << (i % 8)))
+        dt::append_merge(out, {p.start + i * kPageSize, p.start + (i + 1) * kPageSize});
+  return out;
+}
+
+// --- destination ----------------------------------------------------------------------
+
+PostcopyDestination::PostcopyDestination(transport::Session& session, PostcopyGuestRam ram, NeededPages needed,
+                                         PageHashes& hashes, transport::Timeout timeout)
+    : session_(session), ram_(std::move(ram)), needed_(std::move(needed)), hashes_(hashes), timeout_(timeout) {
+  uint64_t words = (ram_.range.pages() + 63) / 64;
+  installed_ = std::make_unique<std::atomic<uint64_t>[]>(words);
+  for (uint64_t i = 0; i < words; i++) installed_[i] = 0;
+}
+
+PostcopyDestination::~PostcopyDestination() {
+  stop_ = true;
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+}
+
+Result<std::unique_ptr<PostcopyDestination>> PostcopyDestination::start(transport::Session& session,
+                                                                        PostcopyGuestRam ram, NeededPages needed,
+                                                                        PageHashes& hashes,
+                                                                        transport::Timeout timeout) {
+  std::unique_ptr<PostcopyDestination> d(
+      new PostcopyDestination(session, std::move(ram), std::move(needed), hashes, timeout));
+  LM_TRY(d->prepare());
+  d->started_ns_ = now_ns();
+  d->spawn([p = d.get()] { return p->serve_faults(); });
+  d->spawn([p = d.get()] { return p->receive_replies(); });
+  if (d->ram_.minor_registered) d->spawn([p = d.get()] { return p->map_present(); });
+  for (size_t c = 0; c < session.bulk_count(); c++) d->spawn([p = d.get(), c] { return p->receive_pushes(c); });
+  return d;
+}
+
+Result<void> PostcopyDestination::prepare() {
+  const int memfd = ram_.memfd;
+  // Stale pre-copied versions of needed pages must fault: punch them out.
+  for (const auto& r : needed_.ranges()) {
+    if (!ram_.range.contains(r.start) || r.end > ram_.range.end)
+      return Error::msg(strf("post-copy: needed pages [0x%llx,0x%llx) outside the guest RAM",
+                             (unsigned long long)r.start, (unsigned long long)r.end));
+    if (fallocate(memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(r.start - ram_.range.start),
+                  off_t(r.bytes())) != 0)
+      return Error::from_errno(strf("post-copy: punch needed pages [0x%llx,0x%llx) out of the guest RAM",
+                                    (unsigned long long)r.start, (unsigned long long)r.end));
+  }
+  return ok();
+}
+
+void PostcopyDestination::spawn(std::function<Result<void>()> body) {
+  threads_.emplace_back([this, body = std::move(body)] {
+    auto r = body();
+    if (!r) failed(std::move(r).error());
+  });
+}
+
+void PostcopyDestination::failed(Error e) {
+  std::lock_guard g(error_lock_);
+  if (!error_) error_ = std::move(e);
+  stop_ = true;
+}
+
+bool PostcopyDestination::is_installed(uint64_t addr) const {
+  uint64_t i = (addr - ram_.range.start) / kPageSize;
+  return installed_[i / 64].load() & (uint64_t(1) << (i % 64));
+}
+
+bool PostcopyDestination::mark_installed(uint64_t addr) {
+  uint64_t i = (addr - ram_.range.start) / kPageSize;
+  uint64_t bit = uint64_t(1) << (i % 64);
+  return !(installed_[i / 64].fetch_or(bit) & bit);
+}
+
+Result<void> PostcopyDestination::wake(uint64_t addr) {
+  uffdio_range r{addr, kPageSize};
+  if (ioctl(ram_.uffd.get(), UFFDIO_WAKE, &r) != 0 && errno != ESRCH)
+    return Error::from_errno(strf("post-copy: UFFDIO_WAKE 0x%llx", (unsigned long long)addr));
+  return ok();
+}
+
+namespace {
+
+Error guest_gone(const char* what, uint64_t addr) {
+  return Error::sys(ESRCH, strf("post-copy: %s 0x%llx: the resumed guest is gone", what, (unsigned long long)addr));
+}
+
+// Decompresses a page_reply into scratch pages.
+Result<void> unpack(const transport::Message& m, const transport::MappingTable& table, uint32_t codecs,
+                    compress::Decompressor& decompressor, std::vector<uint8_t>& scratch, std::vector<uint8_t*>& ptrs,
+                    std::vector<uint64_t>& addrs) {
+  auto view = LM_TRY(transport::decode_page_batch(m, table, codecs));
+  scratch.resize(view.entries.size() * kPageSize);
+  ptrs.clear();
+  addrs.clear();
+  for (size_t i = 0; i < view.entries.size(); i++) {
+    ptrs.push_back(scratch.data() + i * kPageSize);
+    addrs.push_back(view.entries[i].addr);
+  }
+  return decompressor.decompress_batch(
+      view.entries, {reinterpret_cast<const uint8_t*>(view.payload.data()), view.payload.size()}, ptrs);
+}
+
+}  // namespace
+
+Result<void> PostcopyDestination::install(std::span<const uint64_t> addrs, std::span<uint8_t* const> data,
+                                          bool pushed) {
+  for (size_t i = 0; i < addrs.size(); i++)
+    if (!ram_.range.contains(addrs[i]) || !needed_.contains(addrs[i]))
+      return Error::msg(strf("post-copy: the source sent page 0x%llx, which is not needed",
+                             (unsigned long long)addrs[i]));
+  std::vector<bool> placed(addrs.size(), false);
+  // Runs of adjacent pages (adjacent in the scratch buffer too) go in one
+  // UFFDIO_COPY; a page already there stops the copy at that page (EEXIST,
+  // `copy` = bytes placed before it), which is dropped, and the run goes on.
+  for (size_t i = 0; i < addrs.size();) {
+    size_t n = 1;
+    while (i + n < addrs.size() && addrs[i + n] == addrs[i] + n * kPageSize &&
+           data[i + n] == data[i] + n * kPageSize)
+      n++;
+    uffdio_copy cp{};
+    cp.dst = addrs[i];
+    cp.src = reinterpret_cast<uint64_t>(data[i]);
+    cp.len = n * kPageSize;
+    size_t done = n;  // pages of the run handled by this attempt
+    if (ioctl(ram_.uffd.get(), UFFDIO_COPY, &cp) == 0) {
+      for (size_t k = 0; k < n; k++) placed[i + k] = true;
+    } else {
+      int e = errno;
+      size_t copied = cp.copy > 0 ? size_t(cp.copy) / kPageSize : 0;
+      for (size_t k = 0; k < copied; k++) placed[i + k] = true;
+      if (e == EAGAIN) {
+        done = copied;  // the mm changed under us: retry from there
+      } else if (e == EEXIST) {
+        done = copied + 1;  // the other copy of that page landed first
+      } else if (e == ESRCH) {
+        return guest_gone("UFFDIO_COPY", addrs[i + copied]);
+      } else {
+        return Error::sys(e, strf("post-copy: UFFDIO_COPY 0x%llx", (unsigned long long)addrs[i + copied]));
+      }
+    }
+    i += done;
+  }
+  const uint64_t done_ns = now_ns();
+  for (size_t i = 0; i < addrs.size(); i++) {
+    if (!placed[i]) continue;
+    mark_installed(addrs[i]);
+    hashes_.set(addrs[i], page_hash(data[i]));
+    installed_count_++;
+  }
+  {
+    std::lock_guard g(inflight_lock_);
+    for (size_t i = 0; i < addrs.size(); i++) {
+      auto it = inflight_.find(addrs[i]);
+      if (placed[i]) {
+        if (it != inflight_.end()) {
+          stats_.fault_latency_us.push_back(double(done_ns - it->second) * 1e-3);
+          inflight_.erase(it);
+          (pushed ? stats_.pages_pushed_after_fault : stats_.pages_by_request)++;
+        } else {
+          (pushed ? stats_.pages_by_push : stats_.pages_by_request)++;
+        }
+      } else {
+        stats_.copies_dropped++;
+        if (it != inflight_.end()) inflight_.erase(it);
+      }
+    }
+  }
+  // A reply whose page a push installed first: the faulting thread may
+  // still sleep (UFFDIO_COPY woke it only if it was ours).
+  if (!pushed)
+    for (size_t i = 0; i < addrs.size(); i++)
+      if (!placed[i]) LM_TRY(wake(addrs[i]));
+  return ok();
+}
+
+// The current pre-copied pages sit in the page cache; with MINOR registered
+// each would fault once. Mapping them into the guest takes a while for a
+// large RAM, so it runs beside the guest instead of in the downtime; a
+// fault that races with it is resolved by the fault server (EEXIST: wake).
+Result<void> PostcopyDestination::map_present() {
+  const int memfd = ram_.memfd;
+  const off_t size = off_t(ram_.range.bytes());
+  for (off_t pos = 0; pos < size && !stop_;) {
+    off_t data = lseek(memfd, pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;
+      return Error::from_errno("post-copy: SEEK_DATA on the guest RAM memfd");
+    }
+    off_t hole = lseek(memfd, data, SEEK_HOLE);
+    if (hole < 0) return Error::from_errno("post-copy: SEEK_HOLE on the guest RAM memfd");
+    // Pieces of at most 2 MiB, so that stop_ is seen soon.
+    for (off_t at = data; at < hole && !stop_;) {
+      uffdio_continue c{};
+      c.range.start = ram_.range.start + uint64_t(at);
+      c.range.len = uint64_t(std::min<off_t>(hole - at, off_t(2) << 20));
+      if (ioctl(ram_.uffd.get(), UFFDIO_CONTINUE, &c) == 0) {
+        at += off_t(c.range.len);
+        continue;
+      }
+      int e = errno;
+      int64_t done = c.mapped > 0 ? c.mapped : 0;
+      if (e == ESRCH) return guest_gone("UFFDIO_CONTINUE", c.range.start);
+      if (e == EAGAIN) {
+        at += off_t(done);
+        continue;
+      }
+      // EEXIST: a fault mapped it first; EFAULT: no page there any more (a
+      // needed page punched out).
+      if (e != EEXIST && e != EFAULT)
+        return Error::sys(e, strf("post-copy: UFFDIO_CONTINUE [0x%llx,+%llu) in the guest",
+                                  (unsigned long long)c.range.start, (unsigned long long)c.range.len));
+      at += off_t(done) + off_t(kPageSize);
+    }
+    pos = hole;
+  }
+  return ok();
+}
+
+Result<void> PostcopyDestination::serve_faults() {
+  const int uffd = ram_.uffd.get();
+  std::vector<uffd_msg> msgs(64);
+  std::vector<uint64_t> request;
+  OutMessage m;
+  uint64_t request_id = 0;
+  while (!stop_) {
+    pollfd p{uffd, POLLIN, 0};
+    int r = poll(&p, 1, 100);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return Error::from_errno("post-copy: poll the userfaultfd");
+    if (r == 0) continue;
+    ssize_t n = read(uffd, msgs.data(), msgs.size() * sizeof(uffd_msg));
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;
+      return Error::from_errno("post-copy: read the userfaultfd");
+    }
+    const uint64_t read_ns = now_ns();
+    request.clear();
+    for (size_t i = 0; i < size_t(n) / sizeof(uffd_msg); i++) {
+      if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
+      const uint64_t addr = msgs[i].arg.pagefault.address & ~uint64_t(kPageSize - 1);
+      if (msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR) {
+        // A current pre-copied page not mapped yet.
+        uffdio_continue c{};
+        c.range = {addr, kPageSize};
+        if (ioctl(uffd, UFFDIO_CONTINUE, &c) != 0) {
+          if (errno == ESRCH) return guest_gone("UFFDIO_CONTINUE", addr);
+          if (errno != EEXIST && errno != EAGAIN)
+            return Error::from_errno(strf("post-copy: UFFDIO_CONTINUE 0x%llx", (unsigned long long)addr));
+          LM_TRY(wake(addr));
+        }
+        std::lock_guard g(inflight_lock_);
+        stats_.minor_faults++;
+        continue;
+      }
+      if (!needed_.contains(addr)) {
+        // Neither needed nor in the page cache: a zero page at the source.
+        uffdio_zeropage z{};
+        z.range = {addr, kPageSize};
+        if (ioctl(uffd, UFFDIO_ZEROPAGE, &z) != 0) {
+          if (errno == ESRCH) return guest_gone("UFFDIO_ZEROPAGE", addr);
+          if (errno != EEXIST && errno != EAGAIN)
+            return Error::from_errno(strf("post-copy: UFFDIO_ZEROPAGE 0x%llx", (unsigned long long)addr));
+          LM_TRY(wake(addr));
+        }
+        std::lock_guard g(inflight_lock_);
+        stats_.zero_faults++;
+        continue;
+      }
+      bool installed;
+      {
+        std::lock_guard g(inflight_lock_);
+        installed = is_installed(addr);
+        if (!installed && inflight_.emplace(addr, read_ns).second) {
+          request.push_back(addr);
+          stats_.demand_faults++;
+        }
+      }
+      if (installed) LM_TRY(wake(addr));  // installed after the fault was queued
+    }
+    for (size_t at = 0; at < request.size(); at += transport::kMaxRequestPages) {
+      size_t count = std::min<size_t>(transport::kMaxRequestPages, request.size() - at);
+      transport::encode_page_request(m, session_.negotiated().version, ++request_id, {request.data() + at, count});
+      LM_TRY_CTX(transport::send_message(session_.priority(), m, timeout_), "post-copy: request pages");
+    }
+  }
+  return ok();
+}
+
+Result<void> PostcopyDestination::receive_replies() {
+  Channel& channel = session_.priority();
+  compress::Decompressor decompressor;
+  std::vector<uint8_t> scratch;
+  std::vector<uint8_t*> ptrs;
+  std::vector<uint64_t> addrs;
+  while (!stop_) {
+    auto received = transport::recv_message(channel, transport::Timeout(100));
+    if (!received) {
+      if (received.error().code == ETIMEDOUT) continue;
+      return std::move(received).error().context("post-copy: the source is lost, and the VM with it");
+    }
+    if (received->type == MsgType::error) return transport::peer_error(*received, channel.name());
+    if (received->type != MsgType::page_reply)
+      return Error::msg(strf("%s: unexpected %s message", channel.name().c_str(),
+                             std::string(transport::msg_type_name(received->type)).c_str()));
+    LM_TRY(unpack(*received, session_.mappings(), session_.negotiated().codecs, decompressor, scratch, ptrs, addrs));
+    LM_TRY(install(addrs, ptrs, false));
+  }
+  return ok();
+}
+
+Result<void> PostcopyDestination::receive_pushes(size_t c) {
+  Channel& channel = session_.bulk(c);
+  compress::Decompressor decompressor;
+  std::vector<uint8_t> scratch;
+  std::vector<uint8_t*> ptrs;
+  std::vector<uint64_t> addrs;
+  while (!stop_) {
+    auto received = transport::recv_message(channel, transport::Timeout(100));
+    if (!received) {
+      if (received.error().code == ETIMEDOUT) continue;
+      return std::move(received).error().context("post-copy: the source is lost, and the VM with it");
+    }
+    const auto& m = *received;
+    if (m.type == MsgType::round_end) {
+      auto end = LM_TRY(transport::decode_round_end(m));
+      if (end.flags & 1) {
+        bulk_done_++;
+        return ok();
+      }
+      continue;
+    }
+    if (m.type == MsgType::error) return transport::peer_error(m, channel.name());
+    if (m.type != MsgType::page_reply)
+      return Error::msg(strf("%s: unexpected %s message during post-copy", channel.name().c_str(),
+                             std::string(transport::msg_type_name(m.type)).c_str()));
+    LM_TRY(unpack(m, session_.mappings(), session_.negotiated().codecs, decompressor, scratch, ptrs, addrs));
+    LM_TRY(install(addrs, ptrs, true));
+  }
+  return ok();
+}
+
+Result<void> PostcopyDestination::wait_complete(transport::Timeout limit) {
+  Stopwatch waited;
+  while (true) {
+    {
+      std::lock_guard g(error_lock_);
+      if (error_) return *error_;
+    }
+    if (installed_count_ == needed_.count() && bulk_done_ == session_.bulk_count()) break;
+    if (waited.elapsed_ms() > double(limit.count()))
+      return Error::msg(strf("post-copy: incomplete after %lld ms: %llu of %llu pages installed",
+                             (long long)limit.count(), (unsigned long long)installed_count_.load(),
+                             (unsigned long long)needed_.count()));
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+  stats_.complete_ms = double(now_ns() - started_ns_) * 1e-6;
+  stop_ = true;
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  if (error_) return *error_;
+  // Every needed page is present: drop the registration (pages never touched
+  // are zero and fault normally from now on). The guest closed its copy of
+  // the uffd after the handoff, so closing ours ends it.
+  uffdio_range r{ram_.range.start, ram_.range.bytes()};
+  (void)ioctl(ram_.uffd.get(), UFFDIO_UNREGISTER, &r);
+  ram_.uffd.reset();
+  return ok();
+}
+
+PostcopyDestinationStats PostcopyDestination::stats() {
+  std::lock_guard g(inflight_lock_);
+  return stats_;
+}
+
+}  // namespace lm::engine

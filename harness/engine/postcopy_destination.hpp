@@ -1,0 +1,117 @@
+// The destination half of post-copy (docs/postcopy.md): serves the resumed
+// guest's page faults through the userfaultfd the guest registered on its
+// RAM, fetching needed pages from the source on the priority channel, and
+// installs the pages the source pushes on the bulk channels — every page with
+// UFFDIO_COPY, which places and wakes atomically, so a page is installed once
+// whichever copy lands first.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "common/fd.hpp"
+#include "dirtytrack/ranges.hpp"
+#include "harness/engine/digest.hpp"
+#include "harness/engine/results.hpp"
+#include "transport/session.hpp"
+
+namespace lm::engine {
+
+// The pages the destination still needs, from the source's dirty_bitmap
+// messages; every other page is current already (pre-copied) or zero.
+class NeededPages {
+ public:
+  void add(const transport::DirtyBitmapView& v);
+  bool contains(uint64_t addr) const;
+  uint64_t count() const { return count_; }
+  dt::RangeList ranges() const;
+
+ private:
+  struct Part {
+    uint64_t start = 0;
+    uint64_t pages = 0;
+    std::vector<uint8_t> bits;
+  };
+  std::vector<Part> parts_;
+  uint64_t count_ = 0;
+};
+
+struct PostcopyGuestRam {
+  UniqueFd uffd;              // registered by the guest on its RAM (MISSING, maybe MINOR)
+  bool minor_registered = false;
+  int memfd = -1;             // the guest's RAM; borrowed
+  PageRange range;            // where the guest maps it
+};
+
+struct PostcopyDestinationStats {
+  uint64_t demand_faults = 0;  // missing pages fetched on a fault
+  uint64_t zero_faults = 0;    // resolved locally with UFFDIO_ZEROPAGE
+  uint64_t minor_faults = 0;   // pre-copied pages mapped with UFFDIO_CONTINUE
+  uint64_t pages_by_request = 0;  // installed from a page_reply to a request
+  uint64_t pages_by_push = 0;     // installed from a pushed page before any fault
+  uint64_t pages_pushed_after_fault = 0;  // pushed copy landed first for a faulted page
+  uint64_t copies_dropped = 0;    // second copies of a page (EEXIST)
+  std::vector<double> fault_latency_us;  // fault read -> page installed
+  double complete_ms = 0;  // from start() to completion
+};
+
+class PostcopyDestination {
+ public:
+  // Punches the needed pages out of the RAM (stale pre-copied versions),
+  // maps the current pages into the guest, and starts serving faults and
+  // receiving pushes. Call before letting the guest run.
+  static Result<std::unique_ptr<PostcopyDestination>> start(transport::Session& session, PostcopyGuestRam ram,
+                                                            NeededPages needed, PageHashes& hashes,
+                                                            transport::Timeout timeout);
+  ~PostcopyDestination();  // stops and joins every thread; closes the uffd
+
+  // Blocks until every needed page is installed and every bulk channel has
+  // delivered its end mark, then drops the userfaultfd registration. An error
+  // (source lost, guest gone) or `limit` without completion fails.
+  Result<void> wait_complete(transport::Timeout limit);
+  PostcopyDestinationStats stats();
+
+ private:
+  PostcopyDestination(transport::Session& session, PostcopyGuestRam ram, NeededPages needed, PageHashes& hashes,
+                      transport::Timeout timeout);
+  Result<void> prepare();
+  void spawn(std::function<Result<void>()> body);
+  void failed(Error e);
+
+  Result<void> map_present();
+  Result<void> serve_faults();
+  Result<void> receive_replies();
+  Result<void> receive_pushes(size_t c);
+  // UFFDIO_COPY of pages at addrs (data[i] for addrs[i]); pages already there are skipped.
+  Result<void> install(std::span<const uint64_t> addrs, std::span<uint8_t* const> data, bool pushed);
+  Result<void> wake(uint64_t addr);
+  bool is_installed(uint64_t addr) const;
+  bool mark_installed(uint64_t addr);
+
+  transport::Session& session_;
+  PostcopyGuestRam ram_;
+  NeededPages needed_;
+  PageHashes& hashes_;
+  transport::Timeout timeout_;
+  uint64_t started_ns_ = 0;
+
+  std::unique_ptr<std::atomic<uint64_t>[]> installed_;  // bitmap over ram_.range
+  std::atomic<uint64_t> installed_count_{0};
+  std::atomic<size_t> bulk_done_{0};
+  std::atomic<bool> stop_{false};
+  std::mutex error_lock_;
+  std::optional<Error> error_;
+
+  std::mutex inflight_lock_;
+  std::unordered_map<uint64_t, uint64_t> inflight_;  // page -> fault read time (ns)
+  PostcopyDestinationStats stats_;                   // counters under inflight_lock_
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace lm::engine

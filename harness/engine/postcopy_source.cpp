@@ -1,0 +1,255 @@
+#include "harness/engine/postcopy_source.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "dirtytrack/page_reader.hpp"
+#include "harness/engine/control.hpp"
+
+namespace lm::engine {
+
+using transport::Channel;
+using transport::MsgType;
+using transport::OutMessage;
+
+namespace {
+
+// Shared by the request server and the pushers.
+struct PushState {
+  std::mutex lock;
+  Prepager prepager;
+  std::atomic<uint64_t> last_fault_ns{0};
+  std::atomic<bool> stop{false};
+  // Pushing starts once the destination runs: before, it would only compete
+  // for the CPU with the requests the resume itself waits for (downtime).
+  std::atomic<bool> resumed{false};
+  std::mutex error_lock;
+  std::optional<Error> error;
+  std::atomic<uint64_t> requests{0}, pages_requested{0}, pages_pushed{0}, already_pushed{0}, wire_bytes{0};
+  std::atomic<double> cpu{0};
+
+  PushState(PrepagingKind kind, unsigned pivots, const dt::RangeList& needed) : prepager(kind, pivots, needed) {}
+  void failed(Error e) {
+    std::lock_guard g(error_lock);
+    if (!error) error = std::move(e);
+    stop = true;
+  }
+  void add_cpu(double s) {
+    double cur = cpu.load();
+    while (!cpu.compare_exchange_weak(cur, cur + s)) {
+    }
+  }
+};
+
+// Reads `addrs` from the frozen process and compresses them into `batch`.
+Result<void> read_pages(dt::PageReader& reader, compress::Compressor& compressor, std::span<const uint64_t> addrs,
+                        std::byte* buffer, compress::CompressedBatch& batch) {
+  dt::RangeList ranges;
+  for (uint64_t a : addrs) ranges.push_back({a, a + kPageSize});
+  auto report = LM_TRY(reader.read(ranges, {buffer, addrs.size() * kPageSize}));
+  if (!report.failed.empty())
+    return Error::msg(strf("post-copy: page 0x%llx of the frozen pid %d cannot be read",
+                           (unsigned long long)report.failed.front().start, reader.pid()));
+  std::vector<const uint8_t*> ptrs;
+  for (size_t i = 0; i < addrs.size(); i++) ptrs.push_back(reinterpret_cast<const uint8_t*>(buffer) + i * kPageSize);
+  return compressor.compress_batch(addrs, ptrs, batch);
+}
+
+// Priority channel: answers every request at once, whatever was pushed.
+Result<void> serve_requests(transport::Session& session, compress::Compressor& compressor, pid_t pid,
+                            PushState& st, transport::Timeout timeout) {
+  Channel& channel = session.priority();
+  dt::PageReader reader(pid);
+  std::vector<std::byte> buffer(size_t(transport::kMaxRequestPages) * kPageSize);
+  compress::CompressedBatch batch;
+  OutMessage reply;
+  const transport::Timeout slice(100);
+  while (!st.stop) {
+    auto received = transport::recv_message(channel, slice);
+    if (!received) {
+      if (received.error().code == ETIMEDOUT) continue;
+      return std::move(received).error();
+    }
+    if (received->type == MsgType::error) return transport::peer_error(*received, channel.name());
+    if (received->type != MsgType::page_request)
+      return Error::msg(strf("%s: unexpected %s message", channel.name().c_str(),
+                             std::string(transport::msg_type_name(received->type)).c_str()));
+    auto request = LM_TRY(transport::decode_page_request(*received, session.mappings()));
+    std::vector<uint64_t> addrs(request.addrs.begin(), request.addrs.end());
+    {
+      std::lock_guard g(st.lock);
+      for (uint64_t a : addrs)
+        if (!st.prepager.on_fault(a)) st.already_pushed++;
+    }
+    st.last_fault_ns = now_ns();
+    st.requests++;
+    st.pages_requested += addrs.size();
+    LM_TRY(read_pages(reader, compressor, addrs, buffer.data(), batch));
+    transport::encode_page_reply(reply, session.negotiated().version, request.request_id, batch.entries,
+                                 {reinterpret_cast<const std::byte*>(batch.payload.data()), batch.payload.size()});
+    LM_TRY(transport::send_message(channel, reply, timeout));
+    st.wire_bytes += reply.size();
+  }
+  return ok();
+}
+
+// One bulk channel: pushes what the policy hands out until nothing is left,
+// then marks the channel's end.
+Result<void> push_pages(transport::Session& session, size_t c, compress::Compressor& compressor, pid_t pid,
+                        PushState& st, const PostcopySourceOptions& o) {
+  Channel& channel = session.bulk(c);
+  dt::PageReader reader(pid);
+  std::vector<uint64_t> addrs(o.push_batch_pages);
+  std::vector<std::byte> buffer(size_t(o.push_batch_pages) * kPageSize);
+  compress::CompressedBatch batch;
+  OutMessage m;
+  uint64_t pushed = 0;
+  while (!st.stop && !st.resumed) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  while (!st.stop) {
+    size_t n = 0;
+    bool drained = false;
+    {
+      std::lock_guard g(st.lock);
+      bool idle = now_ns() - st.last_fault_ns.load() > uint64_t(o.idle_ms) * 1000000;
+      n = st.prepager.next(addrs, idle);
+      drained = st.prepager.unsent() == 0;
+    }
+    if (n == 0) {
+      if (drained) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    std::span<uint64_t> taken(addrs.data(), n);
+    std::sort(taken.begin(), taken.end());
+    LM_TRY(read_pages(reader, compressor, taken, buffer.data(), batch));
+    transport::encode_page_reply(m, session.negotiated().version, 0, batch.entries,
+                                 {reinterpret_cast<const std::byte*>(batch.payload.data()), batch.payload.size()});
+    LM_TRY(transport::send_message(channel, m, o.timeout));
+    st.wire_bytes += m.size();
+    st.pages_pushed += n;
+    pushed += n;
+  }
+  if (st.stop) return ok();
+  transport::RoundEndBody end{};
+  end.flags = 1;
+  end.pages = pushed;
+  transport::encode_round_end(m, session.negotiated().version, end);
+  return transport::send_message(channel, m, o.timeout);
+}
+
+// The needed pages of each mapping as one bitmap message per mapping.
+Result<void> send_needed(transport::Session& session, const dt::RangeList& needed, transport::Timeout timeout) {
+  for (const auto& e : session.mappings().entries()) {
+    uint64_t pages = (e.end - e.start) / kPageSize;
+    std::vector<uint8_t> bits((pages + 7) / 8, 0);
+    for (const auto& r : dt::intersect(needed, {{e.start, e.end}}))
+      for (uint64_t a = r.start; a < r.end; a += kPageSize) {
+        uint64_t i = (a - e.start) / kPageSize;
+        bits[i / 8] |= uint8_t(1u << (i % 8));
+      }
+    OutMessage m;
+    transport::encode_dirty_bitmap(m, session.negotiated().version, e.start, pages, bits);
+    LM_TRY(transport::send_message(session.control(), m, timeout));
+  }
+  return ok();
+}
+
+}  // namespace
+
+Result<void> run_postcopy_source(transport::Session& session,
+                                 std::vector<std::unique_ptr<compress::Compressor>>& workers,
+                                 const PostcopySourceOptions& o, const dt::RangeList& needed, uint64_t freeze_ns,
+                                 PostcopySourceOutcome& out) {
+  if (workers.size() < session.bulk_count())
+    return Error::msg(strf("post-copy: %zu compressors for %zu bulk channels", workers.size(), session.bulk_count()));
+  auto request_compressor = workers.front()->make_worker();
+  LM_TRY(send_needed(session, needed, o.timeout));
+  {
+    OutMessage m;
+    transport::encode_exec_state(m, session.negotiated().version, o.exec_state_kind, {});
+    LM_TRY(transport::send_message(session.control(), m, o.timeout));
+  }
+
+  PushState st(o.prepaging, o.pivots, needed);
+  std::vector<std::thread> threads;
+  auto spawn = [&](auto body) {
+    threads.emplace_back([&st, body] {
+      double cpu0 = thread_cpu_seconds();
+      auto r = body();
+      if (!r) st.failed(std::move(r).error());
+      st.add_cpu(thread_cpu_seconds() - cpu0);
+    });
+  };
+  spawn([&] { return serve_requests(session, *request_compressor, o.pid, st, o.timeout); });
+  for (size_t c = 0; c < session.bulk_count(); c++)
+    spawn([&, c] { return push_pages(session, c, *workers[c], o.pid, st, o); });
+  struct Join {
+    PushState& st;
+    std::vector<std::thread>& threads;
+    ~Join() {
+      st.stop = true;
+      for (auto& t : threads) t.join();
+    }
+  } join{st, threads};
+  if (o.after_commit) {
+    if (auto r = o.after_commit(); !r) {
+      st.failed(std::move(r).error());
+      return *st.error;
+    }
+  }
+
+  // Control: the destination's resume, then its completion digests.
+  Stopwatch waited;
+  uint64_t resumed_ns = 0;
+  const transport::Timeout slice(100);
+  while (true) {
+    if (st.stop) {
+      std::lock_guard g(st.error_lock);
+      return st.error ? *st.error : Error::msg("post-copy: serving stopped");
+    }
+    auto limit = out.resumed ? o.completion_timeout : o.timeout;
+    if (waited.elapsed_ms() > double(limit.count()))
+      return Error::msg(strf("post-copy: no %s from the destination within %lld ms",
+                             out.resumed ? "completion" : "resume", (long long)limit.count()));
+    auto received = transport::recv_message(session.control(), slice);
+    if (!received) {
+      if (received.error().code == ETIMEDOUT) continue;
+      return std::move(received).error();
+    }
+    if (received->type == MsgType::error) return transport::peer_error(*received, session.control().name());
+    if (received->type == MsgType::resumed) {
+      out.resumed = true;
+      resumed_ns = now_ns();
+      st.last_fault_ns = resumed_ns;  // policy none: the guest gets idle_ms to fault first
+      st.resumed = true;
+      out.resumed_after_ms = double(resumed_ns - freeze_ns) * 1e-6;
+      waited = Stopwatch();
+      continue;
+    }
+    if (received->type == MsgType::digest && out.resumed) {
+      auto d = LM_TRY(transport::decode_digest(*received, session.mappings()));
+      out.digests.assign(d.begin(), d.end());
+      out.complete_after_ms = double(now_ns() - resumed_ns) * 1e-6;
+      break;
+    }
+    return Error::msg(strf("%s: unexpected %s message during post-copy", session.control().name().c_str(),
+                           std::string(transport::msg_type_name(received->type)).c_str()));
+  }
+  st.stop = true;
+  for (auto& t : threads) t.join();
+  threads.clear();
+  if (st.error) return *st.error;
+  out.requests = st.requests;
+  out.pages_requested = st.pages_requested;
+  out.pages_pushed = st.pages_pushed;
+  out.replies_already_pushed = st.already_pushed;
+  out.wire_bytes = st.wire_bytes;
+  out.cpu_seconds = st.cpu;
+  return ok();
+}
+
+}  // namespace lm::engine

@@ -1,0 +1,59 @@
+// The source half of post-copy (docs/postcopy.md). Called with the process
+// frozen and the tracker stopped: announces which pages the destination still
+// needs (dirty_bitmap on control), commits the execution state, then serves
+// page requests on the priority channel while pushing every other needed page
+// on the bulk channels in the pre-paging policy's order, until the
+// destination reports completion with its digests.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "common/clock.hpp"
+#include "compress/compressor.hpp"
+#include "dirtytrack/ranges.hpp"
+#include "harness/engine/prepaging.hpp"
+#include "transport/session.hpp"
+
+namespace lm::engine {
+
+struct PostcopySourceOptions {
+  pid_t pid = 0;
+  uint32_t exec_state_kind = 1;
+  PrepagingKind prepaging = PrepagingKind::bubble;
+  unsigned pivots = 1;
+  unsigned push_batch_pages = 32;  // small: the bubble follows new faults quickly
+  unsigned idle_ms = 50;           // policy none: push the rest after this long without faults
+  transport::Timeout timeout{30000};
+  // Called on the calling thread once the execution state is committed and
+  // serving has started (the tracker's teardown, which needs the freezing
+  // thread, overlaps the destination's resume this way).
+  std::function<Result<void>()> after_commit;
+  // Longest wait for the destination's completion after its resume.
+  transport::Timeout completion_timeout{600000};
+};
+
+struct PostcopySourceOutcome {
+  bool resumed = false;  // the destination runs the VM: failures from here on lose it
+  double resumed_after_ms = 0;  // from the freeze (downtime)
+  double complete_after_ms = 0; // from the resume to the destination's completion
+  uint64_t requests = 0;        // page_request messages served
+  uint64_t pages_requested = 0;
+  uint64_t pages_pushed = 0;
+  uint64_t replies_already_pushed = 0;  // requested after being pushed: answered again
+  uint64_t wire_bytes = 0;
+  double cpu_seconds = 0;
+  std::vector<transport::DigestEntry> digests;  // the destination's, at completion
+};
+
+// `workers`: one compressor per bulk channel at least (one more is made for
+// the request server). `freeze_ns`: when the process was frozen.
+Result<void> run_postcopy_source(transport::Session& session,
+                                 std::vector<std::unique_ptr<compress::Compressor>>& workers,
+                                 const PostcopySourceOptions& options, const dt::RangeList& needed,
+                                 uint64_t freeze_ns, PostcopySourceOutcome& out);
+
+}  // namespace lm::engine

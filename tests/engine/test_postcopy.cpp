@@ -1,0 +1,390 @@
+// End-to-end post-copy and hybrid migrations of a live livemig-guest on this
+// host: the destination resumes at once and serves faults over userfaultfd;
+// the digests of the installed pages must match the frozen source, and the
+// guest's own verify must pass after completion.
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <thread>
+
+#include "common/clock.hpp"
+#include "harness/engine/destination.hpp"
+#include "harness/engine/prepaging.hpp"
+#include "harness/engine/runner.hpp"
+#include "harness/engine/source.hpp"
+#include "harness/guest/client.hpp"
+
+using namespace lm;
+using namespace lm::engine;
+
+namespace {
+
+std::string guest_binary() {
+  auto bin = guest::guest_binary_from_env();
+  if (!bin) {
+    ADD_FAILURE() << bin.error().message;
+    return "";
+  }
+  return *bin;
+}
+
+ScenarioConfig small_guest(std::vector<std::string> overrides) {
+  overrides.insert(overrides.begin(), {"workload.ram=\"32M\"", "workload.rate=5000", "workload.warmup-ms=100",
+                                       "workload.content=\"mixed\"", "migration.address=\"127.0.0.1:0\""});
+  auto c = parse_scenario("name = \"test\"\n", "test", overrides);
+  EXPECT_TRUE(c.ok()) << c.error().message;
+  return *c;
+}
+
+MigrationResult migrate(const ScenarioConfig& c) {
+  RunOptions o;
+  o.guest_binary = guest_binary();
+  auto r = run_scenario(c, o);
+  EXPECT_TRUE(r.ok()) << r.error().message;
+  if (!r) return {};
+  std::printf("%s", summarize(*r).c_str());
+  return *r;
+}
+
+void expect_verified(const MigrationResult& r) {
+  EXPECT_TRUE(r.completed) << r.error;
+  EXPECT_TRUE(r.verify_ok);
+  EXPECT_EQ(r.verify_pages, r.ram_total / 4096);
+  EXPECT_GT(r.workload_rate_after, 0) << "the guest must run on at the destination";
+  EXPECT_GT(r.postcopy_complete_ms, 0);
+}
+
+// migrate/postcopy/<transport>/<prepaging>/<threads>
+struct Combo {
+  const char* transport;
+  const char* prepaging;
+  unsigned threads;
+};
+
+std::string combo_name(const ::testing::TestParamInfo<Combo>& info) {
+  std::string s = std::string(info.param.transport) + "_" + info.param.prepaging + "_" +
+                  std::to_string(info.param.threads);
+  for (char& ch : s)
+    if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return s;
+}
+
+std::vector<std::string> combo_overrides(const Combo& c, const char* mode) {
+  return {std::string("migration.mode=\"") + mode + "\"",
+          std::string("migration.transport=\"") + c.transport + "\"",
+          std::string("postcopy.prepaging=\"") + c.prepaging + "\"",
+          "workload.threads=" + std::to_string(c.threads), "workload.rate=\"max\""};
+}
+
+class Postcopy : public ::testing::TestWithParam<Combo> {};
+
+TEST_P(Postcopy, GuestVerifiesAfterCompletion) {
+  const Combo& c = GetParam();
+  auto r = migrate(small_guest(combo_overrides(c, "postcopy")));
+  expect_verified(r);
+  EXPECT_EQ(r.prepaging, c.prepaging);
+  EXPECT_EQ(r.stop_reason, "postcopy") << "pure post-copy sends no pre-copy round";
+  EXPECT_GT(r.postcopy_requests, 0u) << "the resumed guest must have faulted";
+  EXPECT_GT(r.fault_latency_us.count, 0u);
+  EXPECT_GT(r.fault_latency_us.p50, 0);
+}
+
+std::vector<Combo> postcopy_combos() {
+  std::vector<Combo> out;
+  for (const char* t : {"tcp", "uring"})
+    for (const char* p : {"none", "sequential", "bubble", "bubble-forward"})
+      for (unsigned threads : {1u, 4u}) out.push_back({t, p, threads});
+  return out;
+}
+INSTANTIATE_TEST_SUITE_P(Matrix, Postcopy, ::testing::ValuesIn(postcopy_combos()), combo_name);
+
+class Hybrid : public ::testing::TestWithParam<Combo> {};
+
+TEST_P(Hybrid, GuestVerifiesAfterCompletion) {
+  const Combo& c = GetParam();
+  auto o = combo_overrides(c, "hybrid");
+  o.push_back("postcopy.precopy-rounds=2");
+  o.push_back("convergence.downtime-target-ms=0");
+  auto r = migrate(small_guest(o));
+  expect_verified(r);
+  EXPECT_EQ(r.stop_reason, "max-rounds");
+  EXPECT_EQ(r.rounds.size(), 2u) << "two pre-copy rounds, then post-copy";
+}
+
+std::vector<Combo> hybrid_combos() {
+  std::vector<Combo> out;
+  for (const char* t : {"tcp", "uring"})
+    for (unsigned threads : {1u, 4u}) out.push_back({t, "bubble", threads});
+  return out;
+}
+INSTANTIATE_TEST_SUITE_P(Matrix, Hybrid, ::testing::ValuesIn(hybrid_combos()), combo_name);
+
+// Pages the guest never wrote hold zeros; pre-copy sends them as zero pages,
+// which the destination does not write. After the switch to post-copy they
+// are neither needed nor present, so the writers touching them after the
+// resume must be served locally (UFFDIO_ZEROPAGE), without a request.
+TEST(PostcopyPages, ZeroPagesResolvedLocally) {
+  auto r = migrate(small_guest({"migration.mode=\"hybrid\"", "postcopy.precopy-rounds=1",
+                                "convergence.downtime-target-ms=0", "workload.rate=5000",
+                                "workload.pattern=\"uniform\"", "postcopy.prepaging=\"none\""}));
+  expect_verified(r);
+  EXPECT_GT(r.postcopy_zero_faults, 0u);  // a handful in the short post-copy phase
+}
+
+// Faults and the sequential push race over the same pages with 4 writer
+// threads at full speed: no page may be installed twice or lost, and no
+// faulting thread may sleep forever (the run is bounded by the test timeout).
+TEST(PostcopyPages, FaultRacingThePush) {
+  auto r = migrate(small_guest({"migration.mode=\"postcopy\"", "workload.rate=\"max\"", "workload.threads=4",
+                                "workload.pattern=\"sequential\"", "postcopy.prepaging=\"sequential\"",
+                                "migration.channels=4"}));
+  expect_verified(r);
+  // The race did happen: pushed pages that were not installed ahead of any
+  // fault either landed for a waiting fault or were dropped as second copies.
+  EXPECT_GT(r.pages_pushed, r.pages_pushed_ahead);
+  EXPECT_GT(r.postcopy_requests, 0u);
+}
+
+// --- pre-paging policy units ------------------------------------------------------
+
+std::vector<uint64_t> drain(Prepager& p, bool idle, size_t max = 1 << 20) {
+  std::vector<uint64_t> out, buf(7);
+  while (out.size() < max) {
+    size_t n = p.next(std::span<uint64_t>(buf).first(std::min(buf.size(), max - out.size())), idle);
+    if (n == 0) break;
+    out.insert(out.end(), buf.begin(), buf.begin() + ptrdiff_t(n));
+  }
+  return out;
+}
+
+const std::vector<PageRange> kNeeded = {{0x10000, 0x20000}, {0x40000, 0x48000}};  // 16 + 8 pages
+
+TEST(Prepaging, EveryPageExactlyOnce) {
+  for (auto kind : {PrepagingKind::none, PrepagingKind::sequential, PrepagingKind::bubble,
+                    PrepagingKind::bubble_forward}) {
+    for (unsigned pivots : {1u, 3u}) {
+      Prepager p(kind, pivots, kNeeded);
+      EXPECT_TRUE(p.on_fault(0x15000));
+      EXPECT_FALSE(p.on_fault(0x15000)) << "a duplicate request is not a new page";
+      EXPECT_TRUE(p.on_fault(0x44000));
+      auto pages = drain(p, true);
+      pages.push_back(0x15000);
+      pages.push_back(0x44000);
+      std::sort(pages.begin(), pages.end());
+      EXPECT_EQ(std::adjacent_find(pages.begin(), pages.end()), pages.end()) << prepaging_name(kind);
+      EXPECT_EQ(pages.size(), 24u) << prepaging_name(kind);
+      EXPECT_EQ(p.unsent(), 0u);
+    }
+  }
+}
+
+TEST(Prepaging, NoneWaitsForIdle) {
+  Prepager p(PrepagingKind::none, 1, kNeeded);
+  p.on_fault(0x12000);
+  EXPECT_TRUE(drain(p, false).empty());
+  EXPECT_EQ(drain(p, true).size(), 23u);
+}
+
+TEST(Prepaging, BubbleExpandsAroundTheLatestFault) {
+  Prepager p(PrepagingKind::bubble, 1, kNeeded);
+  p.on_fault(0x18000);
+  auto order = drain(p, true, 4);
+  ASSERT_GE(order.size(), 4u);
+  EXPECT_EQ(order[0], 0x19000u);
+  EXPECT_EQ(order[1], 0x17000u);
+  EXPECT_EQ(order[2], 0x1a000u);
+  EXPECT_EQ(order[3], 0x16000u);
+}
+
+TEST(Prepaging, BubbleForwardOnlyGoesForward) {
+  Prepager p(PrepagingKind::bubble_forward, 1, kNeeded);
+  p.on_fault(0x1e000);
+  auto order = drain(p, true, 3);
+  ASSERT_EQ(order.size(), 3u);
+  EXPECT_EQ(order[0], 0x1f000u);
+  EXPECT_EQ(order[1], 0x40000u) << "the bubble crosses into the next needed range";
+  EXPECT_EQ(order[2], 0x41000u);
+}
+
+TEST(Prepaging, SeveralPivotsShareThePush) {
+  Prepager p(PrepagingKind::bubble_forward, 2, kNeeded);
+  p.on_fault(0x10000);
+  p.on_fault(0x40000);
+  auto order = drain(p, true, 4);
+  ASSERT_EQ(order.size(), 4u);
+  std::sort(order.begin(), order.end());
+  EXPECT_EQ(order, (std::vector<uint64_t>{0x11000, 0x12000, 0x41000, 0x42000}));
+}
+
+// --- failure after resume -------------------------------------------------------------
+
+std::string env_or_fail(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v) ADD_FAILURE() << name << " is not set (meson sets it)";
+  return v ? v : "";
+}
+
+bool alive(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string s((std::istreambuf_iterator<char>(f)), {});
+  auto p = s.rfind(')');
+  return p != std::string::npos && s[p + 2] != 'Z';
+}
+
+std::vector<pid_t> processes_with(const std::string& needle) {
+  std::vector<pid_t> out;
+  DIR* d = opendir("/proc");
+  while (dirent* e = readdir(d)) {
+    pid_t pid = atoi(e->d_name);
+    if (pid <= 0) continue;
+    std::ifstream f("/proc/" + std::string(e->d_name) + "/cmdline");
+    std::string cmd((std::istreambuf_iterator<char>(f)), {});
+    for (char& c : cmd)
+      if (c == '\0') c = ' ';
+    if (cmd.find(needle) != std::string::npos && alive(pid)) out.push_back(pid);
+  }
+  closedir(d);
+  return out;
+}
+
+// A guest writing every page at full speed: post-copy lasts long enough to
+// break it on purpose.
+Result<guest::GuestProcess> busy_guest(const std::string& dir) {
+  guest::GuestOptions go;
+  go.ram_bytes = 128ull << 20;
+  go.rate = "max";
+  go.content = "random";
+  go.pattern = "uniform";
+  auto g = guest::GuestProcess::spawn(env_or_fail("LM_GUEST_BIN"), go, dir);
+  usleep(300000);
+  return g;
+}
+
+// The destination process dies while the resumed guest still faults: the
+// source reports the VM as lost (it must not thaw its frozen copy: the VM ran
+// on at the destination) and nothing hangs.
+TEST(PostcopyFaults, DestinationKilledAfterResume) {
+  char dir[] = "/tmp/livemig-test-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  auto g = busy_guest(dir);
+  ASSERT_TRUE(g.ok()) << g.error().message;
+
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  pid_t dest = fork();
+  if (dest == 0) {
+    dup2(out[1], 1);
+    alarm(60);
+    std::string bin = env_or_fail("LM_LIVEMIG_BIN");
+    execl(bin.c_str(), bin.c_str(), "dest", "--listen", "tcp:127.0.0.1:0", "--exit-after", nullptr);
+    _exit(127);
+  }
+  close(out[1]);
+  FILE* f = fdopen(out[0], "r");
+  char line[256] = {};
+  ASSERT_NE(fgets(line, sizeof line, f), nullptr);
+  std::string address = std::string(line).substr(std::string("LISTENING ").size());
+  address.erase(address.find_last_not_of("\n") + 1);
+
+  SourceOptions o;
+  o.pid = g->pid();
+  o.scope.kind = dt::ScopeKind::ranges;
+  o.scope.ranges = {{g->ram_addr(), g->ram_addr() + g->ram_size()}};
+  o.mode = MigrationMode::postcopy;
+  o.postcopy.prepaging = "none";  // demand only for a while: the post-copy phase lasts
+  o.policy = "fixed:raw";
+  o.timeout = transport::Timeout(5000);
+  std::thread killer;
+  o.before_freeze = [&] {
+    killer = std::thread([dest] {
+      usleep(400000);
+      kill(dest, SIGKILL);
+    });
+  };
+  MigrationResult result;
+  SourceMigration source(o);
+  Stopwatch sw;
+  auto r = source.run(address, result);
+  if (killer.joinable()) killer.join();
+  ASSERT_FALSE(r.ok()) << "the destination died during post-copy";
+  std::printf("source error after %.0f ms: %s\n", sw.elapsed_ms(), r.error().message.c_str());
+  EXPECT_NE(r.error().message.find("VM is lost"), std::string::npos) << r.error().message;
+  EXPECT_LT(sw.elapsed_ms(), 20000);
+  EXPECT_FALSE(result.completed);
+  waitpid(dest, nullptr, 0);
+  fclose(f);
+  // The frozen source was ended, not thawed (it would roll the VM back).
+  Stopwatch gone;
+  while (alive(g->pid()) && gone.elapsed_ms() < 5000) usleep(20000);
+  EXPECT_FALSE(alive(g->pid())) << "the frozen source must not run on";
+  // The dead destination's orphaned guest lost its userfaultfd with it; it is
+  // ours to end (known gap: it does not end itself, see docs/postcopy.md).
+  for (pid_t stray : processes_with("handoff-" + std::to_string(dest) + "-")) {
+    std::printf("ending the dead destination's resumed guest pid %d\n", stray);
+    kill(stray, SIGKILL);
+  }
+}
+
+// The source process (`livemig source` on its own) dies while the resumed
+// guest still needs pages: the destination fails cleanly within bounded time,
+// says the VM is lost, and kills its resumed guest; nothing hangs.
+TEST(PostcopyFaults, SourceKilledAfterResume) {
+  char dir[] = "/tmp/livemig-test-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  auto g = busy_guest(dir);
+  ASSERT_TRUE(g.ok()) << g.error().message;
+
+  DestinationOptions dopts;
+  dopts.listen = "tcp:127.0.0.1:0";
+  dopts.guest_binary = env_or_fail("LM_GUEST_BIN");
+  dopts.work_dir = dir;
+  dopts.timeout = transport::Timeout(5000);
+  auto dest = Destination::listen(dopts);
+  ASSERT_TRUE(dest.ok()) << dest.error().message;
+  std::optional<Result<DestinationOutcome>> outcome;
+  std::thread dest_thread([&] { outcome = (*dest)->run(); });
+
+  pid_t source = fork();
+  if (source == 0) {
+    alarm(60);
+    std::string bin = env_or_fail("LM_LIVEMIG_BIN");
+    std::string ram = strf("0x%llx:%llu", (unsigned long long)g->ram_addr(), (unsigned long long)g->ram_size());
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    execl(bin.c_str(), bin.c_str(), "source", "--pid", std::to_string(g->pid()).c_str(), "--to",
+          (*dest)->address().c_str(), "--ram", ram.c_str(), "--mode", "postcopy", "--prepaging", "none",
+          "--policy", "fixed:raw", nullptr);
+    _exit(127);
+  }
+  // Kill the source once the destination's guest runs (its control socket
+  // answers), i.e. after the resume.
+  Stopwatch sw;
+  bool resumed = false;
+  while (!resumed && sw.elapsed_ms() < 20000) {
+    usleep(20000);
+    for (pid_t p : processes_with(std::string("--handoff ") + dir)) resumed |= p > 0;
+    if (resumed) usleep(300000);  // past go: the guest runs and faults
+  }
+  kill(source, SIGKILL);
+  waitpid(source, nullptr, 0);
+  dest_thread.join();
+  ASSERT_TRUE(outcome.has_value());
+  ASSERT_FALSE(outcome->ok()) << "the destination cannot complete without its source";
+  std::printf("destination error after %.0f ms: %s\n", sw.elapsed_ms(), outcome->error().message.c_str());
+  EXPECT_LT(sw.elapsed_ms(), 30000);
+  EXPECT_NE(outcome->error().message.find("VM"), std::string::npos) << outcome->error().message;
+  Stopwatch gone;
+  auto left = processes_with(std::string("--handoff ") + dir);
+  while (!left.empty() && gone.elapsed_ms() < 5000) {
+    usleep(20000);
+    left = processes_with(std::string("--handoff ") + dir);
+  }
+  EXPECT_TRUE(left.empty()) << "the destination's resumed guest must be killed";
+}
+
+}  // namespace
