@@ -195,12 +195,6 @@ Result<void> run_postcopy_source(transport::Session& session,
       for (auto& t : threads) t.join();
     }
   } join{st, threads};
-  if (o.after_commit) {
-    if (auto r = o.after_commit(); !r) {
-      st.failed(std::move(r).error());
-      return *st.error;
-    }
-  }
 
   // Control: the destination's resume, then its completion digests.
   Stopwatch waited;

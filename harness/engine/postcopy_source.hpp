@@ -8,7 +8,6 @@
 
 #include <sys/types.h>
 
-#include <functional>
 #include <memory>
 #include <vector>
 
@@ -28,10 +27,6 @@ struct PostcopySourceOptions {
   unsigned push_batch_pages = 32;  // small: the bubble follows new faults quickly
   unsigned idle_ms = 50;           // policy none: push the rest after this long without faults
   transport::Timeout timeout{30000};
-  // Called on the calling thread once the execution state is committed and
-  // serving has started (the tracker's teardown, which needs the freezing
-  // thread, overlaps the destination's resume this way).
-  std::function<Result<void>()> after_commit;
   // Longest wait for the destination's completion after its resume.
   transport::Timeout completion_timeout{600000};
 };
