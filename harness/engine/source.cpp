@@ -393,6 +393,22 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
     std::move(r_).value();                                   \
   })
 
+  // New or moved mappings: the new table goes in-band on every channel
+  // before any page of the next round, so each receiver checks addresses
+  // against the table its own stream announced.
+  auto announce_mappings = [&](const dt::MappingList& mappings) -> Result<void> {
+    auto next = LM_TRY(mapping_table(mappings, ++generation));
+    for (size_t c = 0; c <= session.bulk_count(); c++) {
+      Channel& ch = c == session.bulk_count() ? session.control() : session.bulk(c);
+      OutMessage m;
+      transport::encode_mappings(m, session.negotiated().version, next);
+      LM_TRY(transport::send_message(ch, m, o_.timeout));
+    }
+    result.ram_total = std::max(result.ram_total, next.total_bytes());
+    session.set_mappings(std::move(next));
+    return ok();
+  };
+
   // --- pre-copy rounds --------------------------------------------------------
   ConvergencePolicy policy(o_.convergence);
   dt::RangeList pending = info.populated;
@@ -428,19 +444,7 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
     SOURCE_TRY(sender.mark_round_end(end));
 
     auto collected = SOURCE_TRY(tracker->collect());
-    if (!collected.changes.empty()) {
-      // New or moved mappings: announce the new table in-band on every
-      // channel before any of their pages.
-      auto next = SOURCE_TRY(mapping_table(collected.mappings, ++generation));
-      for (size_t c = 0; c <= session.bulk_count(); c++) {
-        Channel& ch = c == session.bulk_count() ? session.control() : session.bulk(c);
-        OutMessage m;
-        transport::encode_mappings(m, session.negotiated().version, next);
-        SOURCE_TRY(transport::send_message(ch, m, o_.timeout));
-      }
-      session.set_mappings(next);
-      result.ram_total = std::max(result.ram_total, next.total_bytes());
-    }
+    if (!collected.changes.empty()) SOURCE_TRY(announce_mappings(collected.mappings));
     pending = collected.dirty;
     double dirty_rate = double(collected.dirty_pages) / seconds;
     if (round > 0 || t.pages > 0) {
@@ -477,16 +481,7 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
   freezer = SOURCE_TRY(dt::ProcessFreezer::seize(pid).context(strf("freeze pid %d", pid)));
   tracker_stop.freezer = freezer.get();
   auto final_dirty = SOURCE_TRY(tracker->collect());
-  if (!final_dirty.changes.empty()) {
-    auto next = SOURCE_TRY(mapping_table(final_dirty.mappings, ++generation));
-    for (size_t c = 0; c <= session.bulk_count(); c++) {
-      Channel& ch = c == session.bulk_count() ? session.control() : session.bulk(c);
-      OutMessage m;
-      transport::encode_mappings(m, session.negotiated().version, next);
-      SOURCE_TRY(transport::send_message(ch, m, o_.timeout));
-    }
-    session.set_mappings(next);
-  }
+  if (!final_dirty.changes.empty()) SOURCE_TRY(announce_mappings(final_dirty.mappings));
   std::vector<transport::DigestEntry> dest_digests;
   // After the destination resumed in post-copy, it owns the VM: a failure
   // then loses it (the frozen source is not thawed, that would roll it back).

@@ -15,17 +15,13 @@
 #include "harness/engine/destination.hpp"
 #include "harness/engine/source.hpp"
 #include "harness/guest/client.hpp"
+#include "tests/engine/engine_test_util.hpp"
 
 using namespace lm;
 using namespace lm::engine;
+using namespace lm::engine::test;
 
 namespace {
-
-std::string env_or_fail(const char* name) {
-  const char* v = std::getenv(name);
-  if (!v) ADD_FAILURE() << name << " is not set (meson sets it)";
-  return v ? v : "";
-}
 
 char proc_state(pid_t pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
@@ -122,32 +118,14 @@ SourceOptions endless_source(const guest::GuestProcess& g) {
   return o;
 }
 
-std::string temp_dir() {
-  char t[] = "/tmp/livemig-test-XXXXXX";
-  EXPECT_NE(mkdtemp(t), nullptr);
-  return t;
-}
-
 TEST(PrecopyFaults, DestinationKilledMidRound) {
   std::string dir = temp_dir();
   auto g = busy_guest(dir);
   // The destination as its own process, so that it can really die.
-  int out[2];
-  ASSERT_EQ(pipe(out), 0);
-  pid_t dest = fork();
-  if (dest == 0) {
-    dup2(out[1], 1);
-    alarm(60);
-    std::string bin = env_or_fail("LM_LIVEMIG_BIN");
-    execl(bin.c_str(), bin.c_str(), "dest", "--listen", "tcp:127.0.0.1:0", "--exit-after", nullptr);
-    _exit(127);
-  }
-  close(out[1]);
-  FILE* f = fdopen(out[0], "r");
-  char line[256] = {};
-  ASSERT_NE(fgets(line, sizeof line, f), nullptr);
-  std::string address = std::string(line).substr(std::string("LISTENING ").size());
-  address.erase(address.find_last_not_of("\n") + 1);
+  DestinationProcess destination;
+  ASSERT_FALSE(destination.address.empty());
+  const pid_t dest = destination.pid;
+  const std::string address = destination.address;
 
   auto o = endless_source(g);
   o.on_round = [&](const SourceProgress& p) {
@@ -162,8 +140,7 @@ TEST(PrecopyFaults, DestinationKilledMidRound) {
   EXPECT_LT(sw.elapsed_ms(), 20000);
   EXPECT_FALSE(result.completed);
   EXPECT_FALSE(result.error.empty());
-  waitpid(dest, nullptr, 0);
-  fclose(f);
+  destination.reap();
   expect_source_unharmed(g);
   // The dead destination's resumed guest (waiting for 'go') must go too.
   auto left = wait_until_gone("handoff-" + std::to_string(dest) + "-", 5000);

@@ -18,38 +18,13 @@
 #include "harness/engine/runner.hpp"
 #include "harness/engine/source.hpp"
 #include "harness/guest/client.hpp"
+#include "tests/engine/engine_test_util.hpp"
 
 using namespace lm;
 using namespace lm::engine;
+using namespace lm::engine::test;
 
 namespace {
-
-std::string guest_binary() {
-  auto bin = guest::guest_binary_from_env();
-  if (!bin) {
-    ADD_FAILURE() << bin.error().message;
-    return "";
-  }
-  return *bin;
-}
-
-ScenarioConfig small_guest(std::vector<std::string> overrides) {
-  overrides.insert(overrides.begin(), {"workload.ram=\"32M\"", "workload.rate=5000", "workload.warmup-ms=100",
-                                       "workload.content=\"mixed\"", "migration.address=\"127.0.0.1:0\""});
-  auto c = parse_scenario("name = \"test\"\n", "test", overrides);
-  EXPECT_TRUE(c.ok()) << c.error().message;
-  return *c;
-}
-
-MigrationResult migrate(const ScenarioConfig& c) {
-  RunOptions o;
-  o.guest_binary = guest_binary();
-  auto r = run_scenario(c, o);
-  EXPECT_TRUE(r.ok()) << r.error().message;
-  if (!r) return {};
-  std::printf("%s", summarize(*r).c_str());
-  return *r;
-}
 
 void expect_verified(const MigrationResult& r) {
   EXPECT_TRUE(r.completed) << r.error;
@@ -223,12 +198,6 @@ TEST(Prepaging, SeveralPivotsShareThePush) {
 
 // --- failure after resume -------------------------------------------------------------
 
-std::string env_or_fail(const char* name) {
-  const char* v = std::getenv(name);
-  if (!v) ADD_FAILURE() << name << " is not set (meson sets it)";
-  return v ? v : "";
-}
-
 bool alive(pid_t pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
   std::string s((std::istreambuf_iterator<char>(f)), {});
@@ -274,22 +243,10 @@ TEST(PostcopyFaults, DestinationKilledAfterResume) {
   auto g = busy_guest(dir);
   ASSERT_TRUE(g.ok()) << g.error().message;
 
-  int out[2];
-  ASSERT_EQ(pipe(out), 0);
-  pid_t dest = fork();
-  if (dest == 0) {
-    dup2(out[1], 1);
-    alarm(60);
-    std::string bin = env_or_fail("LM_LIVEMIG_BIN");
-    execl(bin.c_str(), bin.c_str(), "dest", "--listen", "tcp:127.0.0.1:0", "--exit-after", nullptr);
-    _exit(127);
-  }
-  close(out[1]);
-  FILE* f = fdopen(out[0], "r");
-  char line[256] = {};
-  ASSERT_NE(fgets(line, sizeof line, f), nullptr);
-  std::string address = std::string(line).substr(std::string("LISTENING ").size());
-  address.erase(address.find_last_not_of("\n") + 1);
+  DestinationProcess destination;
+  ASSERT_FALSE(destination.address.empty());
+  const pid_t dest = destination.pid;
+  const std::string address = destination.address;
 
   SourceOptions o;
   o.pid = g->pid();
@@ -316,8 +273,7 @@ TEST(PostcopyFaults, DestinationKilledAfterResume) {
   EXPECT_NE(r.error().message.find("VM is lost"), std::string::npos) << r.error().message;
   EXPECT_LT(sw.elapsed_ms(), 20000);
   EXPECT_FALSE(result.completed);
-  waitpid(dest, nullptr, 0);
-  fclose(f);
+  destination.reap();
   // The frozen source was ended, not thawed (it would roll the VM back).
   Stopwatch gone;
   while (alive(g->pid()) && gone.elapsed_ms() < 5000) usleep(20000);

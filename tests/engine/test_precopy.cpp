@@ -3,39 +3,14 @@
 #include <gtest/gtest.h>
 
 #include "harness/engine/runner.hpp"
+#include "tests/engine/engine_test_util.hpp"
 #include "livemig_config.h"
 #include "harness/guest/client.hpp"
 
 using namespace lm::engine;
+using namespace lm::engine::test;
 
 namespace {
-
-std::string guest_binary() {
-  auto bin = lm::guest::guest_binary_from_env();
-  if (!bin) {
-    ADD_FAILURE() << bin.error().message;
-    return "";
-  }
-  return *bin;
-}
-
-ScenarioConfig small_guest(std::vector<std::string> overrides) {
-  overrides.insert(overrides.begin(), {"workload.ram=\"32M\"", "workload.rate=5000", "workload.warmup-ms=100",
-                                       "workload.content=\"mixed\"", "migration.address=\"127.0.0.1:0\""});
-  auto c = parse_scenario("name = \"test\"\n", "test", overrides);
-  EXPECT_TRUE(c.ok()) << c.error().message;
-  return *c;
-}
-
-MigrationResult migrate(const ScenarioConfig& c) {
-  RunOptions o;
-  o.guest_binary = guest_binary();
-  auto r = run_scenario(c, o);
-  EXPECT_TRUE(r.ok()) << r.error().message;
-  if (!r) return {};
-  std::printf("%s", summarize(*r).c_str());
-  return *r;
-}
 
 void expect_verified(const MigrationResult& r) {
   EXPECT_TRUE(r.completed) << r.error;

@@ -1,0 +1,99 @@
+// Shared by the end-to-end migration tests: scenarios on a small guest, the
+// destination as its own process, and the binaries meson points at.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "harness/engine/runner.hpp"
+#include "harness/guest/client.hpp"
+
+namespace lm::engine::test {
+
+// An environment variable meson sets (LM_GUEST_BIN, LM_LIVEMIG_BIN).
+inline std::string env_or_fail(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v) ADD_FAILURE() << name << " is not set (meson sets it)";
+  return v ? v : "";
+}
+
+inline std::string guest_binary() { return env_or_fail("LM_GUEST_BIN"); }
+
+inline std::string temp_dir() {
+  char t[] = "/tmp/livemig-test-XXXXXX";
+  EXPECT_NE(mkdtemp(t), nullptr);
+  return t;
+}
+
+// A 32 MiB guest with mixed content at a moderate rate, then `overrides`.
+inline ScenarioConfig small_guest(std::vector<std::string> overrides) {
+  overrides.insert(overrides.begin(), {"workload.ram=\"32M\"", "workload.rate=5000", "workload.warmup-ms=100",
+                                       "workload.content=\"mixed\"", "migration.address=\"127.0.0.1:0\""});
+  auto c = parse_scenario("name = \"test\"\n", "test", overrides);
+  EXPECT_TRUE(c.ok()) << c.error().message;
+  return *c;
+}
+
+inline MigrationResult migrate(const ScenarioConfig& c) {
+  RunOptions o;
+  o.guest_binary = guest_binary();
+  auto r = run_scenario(c, o);
+  EXPECT_TRUE(r.ok()) << r.error().message;
+  if (!r) return {};
+  std::printf("%s", summarize(*r).c_str());
+  return *r;
+}
+
+// `livemig dest --listen tcp:127.0.0.1:0 --exit-after` as a child process,
+// so that a test can really kill it.
+struct DestinationProcess {
+  pid_t pid = -1;
+  std::string address;
+  FILE* out = nullptr;
+
+  DestinationProcess() {
+    int p[2];
+    if (pipe(p) != 0) {
+      ADD_FAILURE() << "pipe";
+      return;
+    }
+    pid = fork();
+    if (pid == 0) {
+      dup2(p[1], 1);
+      alarm(60);  // never outlive the test
+      std::string bin = env_or_fail("LM_LIVEMIG_BIN");
+      execl(bin.c_str(), bin.c_str(), "dest", "--listen", "tcp:127.0.0.1:0", "--exit-after", nullptr);
+      _exit(127);
+    }
+    close(p[1]);
+    out = fdopen(p[0], "r");
+    char line[256] = {};
+    if (!fgets(line, sizeof line, out)) {
+      ADD_FAILURE() << "livemig dest did not print its address";
+      return;
+    }
+    address = std::string(line).substr(std::string("LISTENING ").size());
+    address.erase(address.find_last_not_of("\n") + 1);
+  }
+  // Waits for it to end (after the test killed it).
+  void reap() {
+    if (pid > 0) waitpid(pid, nullptr, 0);
+    pid = -1;
+  }
+  ~DestinationProcess() {
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+    if (out) fclose(out);
+  }
+};
+
+}  // namespace lm::engine::test
