@@ -23,12 +23,6 @@ int run_sweep(const std::string& path, const std::vector<std::string>& overrides
     std::fprintf(stderr, "livemig run: %s\n", sweep.error().message.c_str());
     return 2;
   }
-  auto guest = engine::find_guest_binary();
-  if (!guest) {
-    std::fprintf(stderr, "livemig run: %s\n", guest.error().message.c_str());
-    return 1;
-  }
-  options.guest_binary = *guest;
   std::string dir = "results/" + sweep->name;
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
@@ -104,18 +98,18 @@ int run(const Argv& argv) {
   }
   engine::RunOptions options;
   options.progress = !args->has("quiet") && isatty(STDERR_FILENO) ? engine::ProgressLine::on : engine::ProgressLine::off;
-  if (engine::is_sweep_file(args->positional()[0])) return run_sweep(args->positional()[0], overrides, options);
-  auto config = engine::load_scenario(args->positional()[0], overrides);
-  if (!config) {
-    std::fprintf(stderr, "livemig run: %s\n", config.error().message.c_str());
-    return 2;
-  }
   auto guest = engine::find_guest_binary();
   if (!guest) {
     std::fprintf(stderr, "livemig run: %s\n", guest.error().message.c_str());
     return 1;
   }
   options.guest_binary = *guest;
+  if (engine::is_sweep_file(args->positional()[0])) return run_sweep(args->positional()[0], overrides, options);
+  auto config = engine::load_scenario(args->positional()[0], overrides);
+  if (!config) {
+    std::fprintf(stderr, "livemig run: %s\n", config.error().message.c_str());
+    return 2;
+  }
   auto result = engine::run_scenario(*config, options);
   if (!result) {
     std::fprintf(stderr, "livemig run: %s\n", result.error().message.c_str());

@@ -278,6 +278,15 @@ Result<void> PostcopyDestination::serve_faults() {
       return Error::from_errno("post-copy: read the userfaultfd");
     }
     const uint64_t read_ns = now_ns();
+    // A fault resolved without the source (CONTINUE, ZEROPAGE): EEXIST or
+    // EAGAIN mean another path got there first, so only the wake is left.
+    auto resolve_locally = [&](unsigned long op, void* arg, const char* name, uint64_t addr) -> Result<void> {
+      if (ioctl(uffd, op, arg) == 0) return ok();
+      if (errno == ESRCH) return guest_gone(name, addr);
+      if (errno != EEXIST && errno != EAGAIN)
+        return Error::from_errno(strf("post-copy: %s 0x%llx", name, (unsigned long long)addr));
+      return wake(addr);
+    };
     request.clear();
     for (size_t i = 0; i < size_t(n) / sizeof(uffd_msg); i++) {
       if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
@@ -286,12 +295,7 @@ Result<void> PostcopyDestination::serve_faults() {
         // A current pre-copied page not mapped yet.
         uffdio_continue c{};
         c.range = {addr, kPageSize};
-        if (ioctl(uffd, UFFDIO_CONTINUE, &c) != 0) {
-          if (errno == ESRCH) return guest_gone("UFFDIO_CONTINUE", addr);
-          if (errno != EEXIST && errno != EAGAIN)
-            return Error::from_errno(strf("post-copy: UFFDIO_CONTINUE 0x%llx", (unsigned long long)addr));
-          LM_TRY(wake(addr));
-        }
+        LM_TRY(resolve_locally(UFFDIO_CONTINUE, &c, "UFFDIO_CONTINUE", addr));
         std::lock_guard g(inflight_lock_);
         stats_.minor_faults++;
         continue;
@@ -300,12 +304,7 @@ Result<void> PostcopyDestination::serve_faults() {
         // Neither needed nor in the page cache: a zero page at the source.
         uffdio_zeropage z{};
         z.range = {addr, kPageSize};
-        if (ioctl(uffd, UFFDIO_ZEROPAGE, &z) != 0) {
-          if (errno == ESRCH) return guest_gone("UFFDIO_ZEROPAGE", addr);
-          if (errno != EEXIST && errno != EAGAIN)
-            return Error::from_errno(strf("post-copy: UFFDIO_ZEROPAGE 0x%llx", (unsigned long long)addr));
-          LM_TRY(wake(addr));
-        }
+        LM_TRY(resolve_locally(UFFDIO_ZEROPAGE, &z, "UFFDIO_ZEROPAGE", addr));
         std::lock_guard g(inflight_lock_);
         stats_.zero_faults++;
         continue;
