@@ -23,55 +23,6 @@ using namespace lm::engine::test;
 
 namespace {
 
-char proc_state(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(f)), {});
-  auto p = s.rfind(')');
-  return p == std::string::npos ? '?' : s[p + 2];
-}
-
-bool has_userfaultfd(pid_t pid) {
-  std::string dir = "/proc/" + std::to_string(pid) + "/fd";
-  DIR* d = opendir(dir.c_str());
-  if (!d) return false;
-  bool found = false;
-  while (dirent* e = readdir(d)) {
-    char target[256] = {};
-    if (readlink((dir + "/" + e->d_name).c_str(), target, sizeof target - 1) > 0 &&
-        std::string(target).find("userfaultfd") != std::string::npos)
-      found = true;
-  }
-  closedir(d);
-  return found;
-}
-
-// PIDs of live processes whose command line contains `needle`.
-std::vector<pid_t> processes_with(const std::string& needle) {
-  std::vector<pid_t> out;
-  DIR* d = opendir("/proc");
-  while (dirent* e = readdir(d)) {
-    pid_t pid = atoi(e->d_name);
-    if (pid <= 0) continue;
-    std::ifstream f("/proc/" + std::string(e->d_name) + "/cmdline");
-    std::string cmd((std::istreambuf_iterator<char>(f)), {});
-    for (char& c : cmd)
-      if (c == '\0') c = ' ';
-    if (cmd.find(needle) != std::string::npos && proc_state(pid) != 'Z') out.push_back(pid);
-  }
-  closedir(d);
-  return out;
-}
-
-std::vector<pid_t> wait_until_gone(const std::string& needle, int ms) {
-  Stopwatch sw;
-  auto left = processes_with(needle);
-  while (!left.empty() && sw.elapsed_ms() < ms) {
-    usleep(20000);
-    left = processes_with(needle);
-  }
-  return left;
-}
-
 // The source guest after a failed migration: running, unchanged, ours only.
 void expect_source_unharmed(guest::GuestProcess& g) {
   usleep(100000);

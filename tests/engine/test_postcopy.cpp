@@ -198,29 +198,6 @@ TEST(Prepaging, SeveralPivotsShareThePush) {
 
 // --- failure after resume -------------------------------------------------------------
 
-bool alive(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(f)), {});
-  auto p = s.rfind(')');
-  return p != std::string::npos && s[p + 2] != 'Z';
-}
-
-std::vector<pid_t> processes_with(const std::string& needle) {
-  std::vector<pid_t> out;
-  DIR* d = opendir("/proc");
-  while (dirent* e = readdir(d)) {
-    pid_t pid = atoi(e->d_name);
-    if (pid <= 0) continue;
-    std::ifstream f("/proc/" + std::string(e->d_name) + "/cmdline");
-    std::string cmd((std::istreambuf_iterator<char>(f)), {});
-    for (char& c : cmd)
-      if (c == '\0') c = ' ';
-    if (cmd.find(needle) != std::string::npos && alive(pid)) out.push_back(pid);
-  }
-  closedir(d);
-  return out;
-}
-
 // A guest writing every page at full speed: post-copy lasts long enough to
 // break it on purpose.
 Result<guest::GuestProcess> busy_guest(const std::string& dir) {
@@ -334,12 +311,7 @@ TEST(PostcopyFaults, SourceKilledAfterResume) {
   std::printf("destination error after %.0f ms: %s\n", sw.elapsed_ms(), outcome->error().message.c_str());
   EXPECT_LT(sw.elapsed_ms(), 30000);
   EXPECT_NE(outcome->error().message.find("VM"), std::string::npos) << outcome->error().message;
-  Stopwatch gone;
-  auto left = processes_with(std::string("--handoff ") + dir);
-  while (!left.empty() && gone.elapsed_ms() < 5000) {
-    usleep(20000);
-    left = processes_with(std::string("--handoff ") + dir);
-  }
+  auto left = wait_until_gone(std::string("--handoff ") + dir, 5000);
   EXPECT_TRUE(left.empty()) << "the destination's resumed guest must be killed";
 }
 
