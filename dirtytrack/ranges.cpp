@@ -1,6 +1,7 @@
 #include "dirtytrack/ranges.hpp"
 
 #include <algorithm>
+#include <cstring>
 
 namespace lm::dt {
 
@@ -68,6 +69,42 @@ bool contains(const RangeList& ranges, uint64_t addr) {
                              [](uint64_t a, const PageRange& r) { return a < r.start; });
   if (it == ranges.begin()) return false;
   return std::prev(it)->contains(addr);
+}
+
+std::vector<uint8_t> to_page_bitmap(const RangeList& ranges, uint64_t start, uint64_t pages) {
+  std::vector<uint8_t> bits((pages + 7) / 8, 0);
+  const uint64_t end = start + pages * kPageSize;
+  for (const auto& r : ranges) {
+    uint64_t first = (std::max(r.start, start) - start) / kPageSize;
+    uint64_t last = (std::min(r.end, end) - start) / kPageSize;  // one past
+    if (r.end <= start || r.start >= end || first >= last) continue;
+    while (first < last && first % 8 != 0) {
+      bits[first / 8] |= uint8_t(1u << (first % 8));
+      first++;
+    }
+    if (uint64_t whole = (last - first) / 8; whole > 0) {
+      std::memset(bits.data() + first / 8, 0xff, whole);
+      first += whole * 8;
+    }
+    for (; first < last; first++) bits[first / 8] |= uint8_t(1u << (first % 8));
+  }
+  return bits;
+}
+
+RangeList from_page_bitmap(std::span<const uint8_t> bits, uint64_t start, uint64_t pages) {
+  RangeList out;
+  pages = std::min<uint64_t>(pages, uint64_t(bits.size()) * 8);
+  for (uint64_t i = 0; i < pages;) {
+    uint8_t b = bits[i / 8];
+    if (i % 8 == 0 && (b == 0 || b == 0xff) && i + 8 <= pages) {
+      if (b) append_merge(out, {start + i * kPageSize, start + (i + 8) * kPageSize});
+      i += 8;
+      continue;
+    }
+    if (b & (1u << (i % 8))) append_merge(out, {start + i * kPageSize, start + (i + 1) * kPageSize});
+    i++;
+  }
+  return out;
 }
 
 }  // namespace lm::dt

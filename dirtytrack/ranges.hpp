@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "common/page.hpp"
@@ -23,5 +24,11 @@ RangeList unite(const RangeList& a, const RangeList& b);
 uint64_t total_pages(const RangeList& ranges);
 // Whether page-aligned addr lies in the sorted list (binary search).
 bool contains(const RangeList& ranges, uint64_t addr);
+
+// Page bitmaps over [start, start + pages * kPageSize): bit i (LSB first in
+// each byte) is page i. Whole bytes are set and skipped at once, so a GiB of
+// pages converts in well under a millisecond.
+std::vector<uint8_t> to_page_bitmap(const RangeList& ranges, uint64_t start, uint64_t pages);
+RangeList from_page_bitmap(std::span<const uint8_t> bits, uint64_t start, uint64_t pages);
 
 }  // namespace lm::dt

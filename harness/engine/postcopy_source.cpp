@@ -145,12 +145,7 @@ Result<void> push_pages(transport::Session& session, size_t c, compress::Compres
 Result<void> send_needed(transport::Session& session, const dt::RangeList& needed, transport::Timeout timeout) {
   for (const auto& e : session.mappings().entries()) {
     uint64_t pages = (e.end - e.start) / kPageSize;
-    std::vector<uint8_t> bits((pages + 7) / 8, 0);
-    for (const auto& r : dt::intersect(needed, {{e.start, e.end}}))
-      for (uint64_t a = r.start; a < r.end; a += kPageSize) {
-        uint64_t i = (a - e.start) / kPageSize;
-        bits[i / 8] |= uint8_t(1u << (i % 8));
-      }
+    std::vector<uint8_t> bits = dt::to_page_bitmap(needed, e.start, pages);
     OutMessage m;
     transport::encode_dirty_bitmap(m, session.negotiated().version, e.start, pages, bits);
     LM_TRY(transport::send_message(session.control(), m, timeout));

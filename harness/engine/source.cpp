@@ -499,9 +499,9 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
     return e;
   };
   if (o_.mode != MigrationMode::precopy) {  // --- post-copy: postcopy_source.cpp -------------
-    const dt::RangeList needed = o_.mode == MigrationMode::postcopy
-                                     ? SOURCE_TRY(dt::populated_pages(pid, final_dirty.mappings))
-                                     : dt::unite(pending, final_dirty.dirty);
+    // Pure post-copy: `pending` is still what was populated when tracking
+    // began, and every page populated since is dirty; no scan in the downtime.
+    const dt::RangeList needed = dt::unite(pending, final_dirty.dirty);
     // Ends the pre-copy phase on every bulk channel.
     SOURCE_TRY(sender.mark_round_end({round, 1, 0, 0, 0, dt::total_pages(needed), 0, 0}));
     PostcopySourceOptions po;

@@ -108,4 +108,24 @@ TEST(Ranges, CoalesceSubtractIntersect) {
   EXPECT_FALSE(contains(a, 0x0));
 }
 
+// Runs that start and end inside bytes, cover whole bytes, and stick out of
+// the bitmap's span all come back exactly (clipped to the span).
+TEST(Ranges, PageBitmapRoundTrip) {
+  const uint64_t base = 0x100000, pages = 100;
+  auto at = [&](uint64_t page) { return base + page * lm::kPageSize; };
+  RangeList in = {{at(0), at(1)}, {at(3), at(29)}, {at(40), at(48)}, {at(63), at(65)}, {at(99), at(120)}};
+  auto bits = to_page_bitmap(in, base, pages);
+  ASSERT_EQ(bits.size(), 13u);
+  EXPECT_EQ(bits[0], 0b11111001);
+  EXPECT_EQ(bits[5], 0xff);
+  RangeList clipped = in;
+  clipped.back().end = at(100);
+  EXPECT_EQ(from_page_bitmap(bits, base, pages), clipped);
+  uint64_t set = 0;
+  for (uint8_t b : bits) set += uint64_t(__builtin_popcount(b));
+  EXPECT_EQ(set, total_pages(clipped));
+  EXPECT_TRUE(from_page_bitmap(to_page_bitmap({}, base, pages), base, pages).empty());
+  EXPECT_TRUE(to_page_bitmap({{at(200), at(300)}}, base, pages) == std::vector<uint8_t>(13, 0));
+}
+
 }  // namespace
