@@ -377,6 +377,9 @@ Result<DestinationOutcome> Destination::run() {
     return fail(Error::msg(strf("%s: unexpected %s message instead of the verdict", session.control().name().c_str(),
                                 std::string(transport::msg_type_name(verdict->type)).c_str())));
   (void)session.close(transport::Timeout(2000));
+  if (handoff)
+    if (auto r = handoff->release(); !r)
+      return fail(std::move(r).error().context(strf("release the resumed guest pid %d", guest->pid())));
 
   discard.armed = false;
   out.guest = std::move(guest);

@@ -143,7 +143,9 @@ class Guest {
 
     bool quit = false;
     while (!quit) {
-      std::vector<pollfd> fds = {{listen_fd.get(), POLLIN, 0}, {sigfd.get(), POLLIN, 0}};
+      // The engine that resumed us: -1 (ignored by poll) once it released us.
+      std::vector<pollfd> fds = {{listen_fd.get(), POLLIN, 0}, {sigfd.get(), POLLIN, 0},
+                                 {setup_.handoff_conn.get(), POLLIN, 0}};
       for (auto& c : clients_) fds.push_back({c.fd.get(), POLLIN, 0});
       int n = ::poll(fds.data(), fds.size(), churn_ ? 20 : 100);
       if (n < 0 && errno != EINTR) return Error::from_errno("poll control socket");
@@ -155,9 +157,21 @@ class Guest {
         int c = ::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC);
         if (c >= 0) clients_.push_back({UniqueFd(c), {}});
       }
-      for (size_t i = 2; i < fds.size() && !quit; i++) {
+      if (fds[2].revents) {
+        auto released = handoff_read_release(setup_.handoff_conn.get());
+        if (!released) {
+          // Pages it never received would read as zeros: do not run on.
+          std::fprintf(stderr, "livemig-guest pid %d: exiting: %s before releasing it\n", int(::getpid()),
+                       released.error().message.c_str());
+          ::unlink(control_path_.c_str());
+          std::fflush(nullptr);
+          ::_exit(3);
+        }
+        setup_.handoff_conn.reset();
+      }
+      for (size_t i = 3; i < fds.size() && !quit; i++) {
         if (!fds[i].revents) continue;
-        quit = serve(clients_[i - 2]);
+        quit = serve(clients_[i - 3]);
       }
       std::erase_if(clients_, [](const Client& c) { return !c.fd.valid(); });
     }

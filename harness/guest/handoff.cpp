@@ -134,6 +134,7 @@ Result<void> HandoffServer::send_command(HandoffCommand c) {
 
 Result<void> HandoffServer::go() { return send_command(HandoffCommand::go); }
 Result<void> HandoffServer::abort() { return send_command(HandoffCommand::abort); }
+Result<void> HandoffServer::release() { return send_command(HandoffCommand::release); }
 
 Result<uint64_t> HandoffServer::wait_running(int timeout_ms) {
   std::string what = strf("resuming guest on %s", path_.c_str());
@@ -239,6 +240,14 @@ void handoff_report_running(int conn, const Result<void>& outcome, uint64_t resu
   HandoffRunning msg{kHandoffMagic, outcome.ok() ? 0 : 1, resumed_ns, {}};
   if (!outcome.ok()) copy_message(msg.message, outcome.error().message);
   (void)send_all(conn, &msg, sizeof msg, "engine");
+}
+
+Result<void> handoff_read_release(int conn) {
+  HandoffGo msg{};
+  LM_TRY(recv_message(conn, &msg, sizeof msg, nullptr, 0, "the engine that resumed this guest"));
+  if (msg.magic != kHandoffMagic || msg.command != uint32_t(HandoffCommand::release))
+    return Error::msg(strf("the engine that resumed this guest sent command %u, not release", msg.command));
+  return ok();
 }
 
 }  // namespace lm::guest

@@ -54,7 +54,9 @@ struct HandoffReply {  // guest -> engine, with SCM_RIGHTS [memfd] or [memfd, uf
 };
 static_assert(sizeof(HandoffReply) == 248 && std::is_trivially_copyable_v<HandoffReply>);
 
-enum class HandoffCommand : uint32_t { go = 1, abort = 2 };
+// release: the engine is done with the resumed guest (its RAM complete and
+// verified); from then on the guest no longer depends on the engine.
+enum class HandoffCommand : uint32_t { go = 1, abort = 2, release = 3 };
 struct HandoffGo {  // engine -> guest
   uint32_t magic;
   uint32_t command;
@@ -97,6 +99,9 @@ class HandoffServer {
   Result<void> go();
   // Tells the guest to exit without running.
   Result<void> abort();
+  // After a verified migration: the guest runs on its own. A guest whose
+  // engine hangs up before this exits (its memory may be incomplete).
+  Result<void> release();
   // Waits for the guest's report after go(); returns its CLOCK_MONOTONIC
   // resume time, or the guest's error (e.g. a bad header in RAM).
   Result<uint64_t> wait_running(int timeout_ms);
@@ -130,5 +135,8 @@ struct ResumeRam {
 Result<ResumeRam> handoff_resume(const std::string& path, int timeout_ms);
 // Reports the outcome of the resume to the engine (best effort).
 void handoff_report_running(int conn, const Result<void>& outcome, uint64_t resumed_ns);
+// After the report: reads the engine's next word on `conn` (readable). ok:
+// released; an error: the engine hung up (or sent garbage) before releasing.
+Result<void> handoff_read_release(int conn);
 
 }  // namespace lm::guest

@@ -95,6 +95,7 @@ class MinorFaultServer {
 
 // A guest resumed by the test playing the engine, with what keeps it running.
 struct Resumed {
+  std::optional<HandoffServer> server;  // the guest exits if it closes before release()
   std::optional<GuestProcess> guest;
   GuestRam ram;
   std::unique_ptr<MinorFaultServer> faults;  // with a userfaultfd
@@ -106,7 +107,8 @@ struct Resumed {
 void resume_frozen(GuestProcess& source, const ScratchDir& dir, const std::string& tag, UffdWanted uffd,
                    Resumed& out) {
   std::string handoff_path = dir.file("handoff-" + tag + ".sock");
-  HandoffServer server = ASSERT_OK(HandoffServer::listen(handoff_path));
+  out.server.emplace(ASSERT_OK(HandoffServer::listen(handoff_path)));
+  HandoffServer& server = *out.server;
   out.guest.emplace(ASSERT_OK(GuestProcess::spawn_resume(guest_binary(), handoff_path, dir.path())));
   GuestProcess& dest = *out.guest;
   out.ram = ASSERT_OK(server.accept(source.ram_addr(), source.ram_size(), uffd, 10000));
@@ -153,7 +155,10 @@ void freeze(GuestProcess& g) {
 void migrate_frozen(GuestProcess& source, const ScratchDir& dir, int round, UffdWanted uffd) {
   Resumed r;
   resume_frozen(source, dir, std::to_string(round), uffd, r);
-  if (r.guest && !::testing::Test::HasFatalFailure()) EXPECT_EQ(ASSERT_OK(r.guest->stop(5000)), 0);
+  if (::testing::Test::HasFatalFailure()) return;
+  ASSERT_OK(r.server->release());
+  r.server.reset();
+  EXPECT_EQ(ASSERT_OK(r.guest->stop(5000)), 0) << "a released guest runs on without its engine";
 }
 
 class GuestResume : public ::testing::TestWithParam<const char*> {};
@@ -208,8 +213,27 @@ TEST(GuestResumeChain, ResumedGuestMigratesAgain) {
   Resumed second;
   resume_frozen(*first.guest, dir, "second", UffdWanted::no, second);
   ASSERT_FALSE(HasFatalFailure());
+  ASSERT_OK(second.server->release());
   EXPECT_EQ(ASSERT_OK(second.guest->control().status()).threads, 3u);
   EXPECT_EQ(ASSERT_OK(second.guest->stop(5000)), 0);
+}
+
+// The engine that resumed the guest goes away before releasing it (it died
+// mid post-copy): pages it never delivered would read as zeros, so the guest
+// must end itself instead of running on.
+TEST(GuestResumeErrors, EngineGoneBeforeReleaseEndsTheGuest) {
+  ScratchDir dir;
+  GuestOptions o = options(2 << 20, "max", 2);
+  GuestProcess source = ASSERT_OK(GuestProcess::spawn(guest_binary(), o, dir.path()));
+  std::this_thread::sleep_for(100ms);
+  freeze(source);
+  Resumed r;
+  resume_frozen(source, dir, "hangup", UffdWanted::no, r);
+  ASSERT_FALSE(HasFatalFailure());
+  EXPECT_TRUE(r.guest->control().status().ok()) << "running before the hang-up";
+  r.server.reset();
+  EXPECT_EQ(ASSERT_OK(r.guest->wait_exit(5000)), 3);
+  ::kill(source.pid(), SIGCONT);
 }
 
 TEST(GuestResumeErrors, ImageWithoutHeaderIsRefused) {
