@@ -199,7 +199,8 @@ Result<Session> Session::connect_with(const Dialer& dial, const SessionConfig& c
   if (order.empty())
     for (uint16_t i = 0; i < config.bulk_channels; ++i) order.push_back(i);
   Session s;
-  random_bytes(&s.negotiated_.session_id, sizeof s.negotiated_.session_id);
+  if (config.session_id != 0) s.negotiated_.session_id = config.session_id;
+  else random_bytes(&s.negotiated_.session_id, sizeof s.negotiated_.session_id);
   uint64_t id = s.negotiated_.session_id;
   auto open = [&](ChannelRole role, uint16_t index, const MappingTable* maps) -> Result<std::unique_ptr<Channel>> {
     std::string slot = slot_name(role, index);
@@ -242,6 +243,10 @@ Result<std::optional<Session>> SessionAcceptor::offer(std::unique_ptr<Channel> c
   uint64_t id = j.negotiated.session_id;
   channel->set_name(slot_name(j.role, j.index) + " " + channel->name());
   auto [it, fresh] = pending_.try_emplace(id);
+  if (!fresh && j.role == ChannelRole::control && it->second.have_control) {
+    it->second = Pending{};  // a new attempt: drop the partial one's channels
+    fresh = true;
+  }
   Pending& p = it->second;
   if (fresh) {
     p.session.negotiated_ = j.negotiated;

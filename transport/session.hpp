@@ -38,6 +38,9 @@ struct SessionConfig {
   std::string psk;             // empty: no pre-shared key
   ChannelOptions channel;
   Timeout handshake_timeout = Timeout(10000);
+  // Source side: 0 draws a fresh random id. A post-copy recovery dials again
+  // with the interrupted session's id, so the destination knows it.
+  uint64_t session_id = 0;
 };
 
 struct Negotiated {
@@ -90,7 +93,9 @@ class Session {
 class SessionAcceptor {
  public:
   explicit SessionAcceptor(SessionConfig config) : config_(std::move(config)) {}
-  // nullopt: the channel joined a session that is still incomplete.
+  // nullopt: the channel joined a session that is still incomplete. A second
+  // control channel for an incomplete session starts its joining over (the
+  // source dialled again after a partial attempt).
   // Error: this channel's handshake failed (it was told why and dropped);
   // other sessions are unaffected.
   Result<std::optional<Session>> offer(std::unique_ptr<Channel> channel);

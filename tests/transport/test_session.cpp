@@ -296,6 +296,51 @@ TEST(SessionAcceptorTest, TwoSessionsInterleavedOnOneAcceptorAreKeptApart) {
   }
 }
 
+// A post-copy recovery dials the session again under its old id; an earlier
+// attempt that broke after joining some channels must not block it.
+TEST(SessionAcceptorTest, RedialUnderTheSameIdAfterAPartialAttempt) {
+  SessionConfig config;
+  config.bulk_channels = 2;
+  auto ep = endpoints("inproc", config.channel);
+  std::optional<Session> joined;
+  std::string server_error;
+  std::thread server([&] {
+    SessionAcceptor acceptor(config);
+    while (!joined) {
+      auto ch = ep->accept(Timeout(5000));
+      if (!ch) {
+        server_error = ch.error().message;
+        return;
+      }
+      auto s = acceptor.offer(std::move(*ch));
+      if (s.ok() && *s) joined = std::move(**s);
+    }
+  });
+  int dials = 0;
+  Session::Dialer breaks_at_third = [&](Timeout t) -> Result<std::unique_ptr<Channel>> {
+    if (++dials == 3) return Error::sys(ECONNRESET, "cut on purpose");
+    return ep->dial(t);
+  };
+  config.session_id = 0x5eed0000cafe;
+  auto first = Session::connect_with(breaks_at_third, config, mappings());
+  ASSERT_FALSE(first.ok()) << "the first attempt loses its first bulk channel";
+  auto second = Session::connect_with(ep->dial, config, mappings());
+  server.join();
+  ASSERT_TRUE(second.ok()) << second.error().message;
+  ASSERT_TRUE(joined.has_value()) << server_error;
+  EXPECT_EQ(second->negotiated().session_id, 0x5eed0000cafeu);
+  EXPECT_EQ(joined->negotiated().session_id, 0x5eed0000cafeu);
+  // Every slot, control and priority included, is the second attempt's.
+  uint64_t word = 42;
+  ConstBuffer piece{&word, sizeof word};
+  for (auto slot : {&Session::control, &Session::priority}) {
+    ASSERT_TRUE(send_sync(((*second).*slot)(), {&piece, 1}, Timeout(1000)).ok());
+    auto r = ((*joined).*slot)().recv(Timeout(1000));
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r->bytes.size(), sizeof word);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, HandshakeTest, ::testing::ValuesIn(testing::test_backends()),
                          testing::backend_param_name);
 
