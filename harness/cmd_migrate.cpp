@@ -33,6 +33,7 @@ int dest(const Argv& argv) {
       {"listen", true, "address to listen on, e.g. uring:127.0.0.1:7000 (port 0 picks one)"},
       {"image", false, "keep a memory image (unmodified process) instead of resuming livemig-guest"},
       {"timeout-ms", true, "longest silence from the source (default 30000)"},
+      {"reconnect-timeout-ms", true, "post-copy: how long faults wait for a broken link to come back (default 10000; 0: never)"},
       {"exit-after", false, "stop the resumed guest and exit once the migration completed"},
   };
   auto args = Args::parse(argv, specs);
@@ -43,6 +44,9 @@ int dest(const Argv& argv) {
   auto timeout = args->get_u64("timeout-ms", 30000);
   if (usage_error("dest", timeout, specs)) return 2;
   o.timeout = transport::Timeout(*timeout);
+  auto reconnect = args->get_u64("reconnect-timeout-ms", 10000);
+  if (usage_error("dest", reconnect, specs)) return 2;
+  o.reconnect_timeout = transport::Timeout(*reconnect);
   o.work_dir = "/tmp";
   if (o.target == engine::DestinationTarget::guest) {
     auto bin = engine::find_guest_binary();
@@ -99,6 +103,7 @@ int source(const Argv& argv) {
       {"mode", true, "precopy | postcopy | hybrid (pre-copy for --max-rounds, then post-copy); default precopy"},
       {"prepaging", true, "post-copy push order: none | sequential | bubble | bubble-forward (default bubble)"},
       {"pivots", true, "post-copy: recent faults that grow a bubble (default 1)"},
+      {"reconnect-timeout-ms", true, "post-copy: how long to dial again after a broken link (default 10000; 0: never)"},
       {"out", true, "write the result JSON here"},
   };
   auto args = Args::parse(argv, specs);
@@ -149,8 +154,10 @@ int source(const Argv& argv) {
   }
   o.postcopy.prepaging = args->get_or("prepaging", "bubble");
   auto pivots = args->get_u64("pivots", 1);
-  if (usage_error("source", pivots, specs)) return 2;
+  auto reconnect = args->get_u64("reconnect-timeout-ms", 10000);
+  if (usage_error("source", pivots, specs) || usage_error("source", reconnect, specs)) return 2;
   o.postcopy.pivots = unsigned(*pivots);
+  o.postcopy.reconnect_timeout_ms = unsigned(*reconnect);
   engine::MigrationResult result;
   result.host = engine::read_host_facts();
   result.config.migration.mode = o.mode;

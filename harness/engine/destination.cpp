@@ -331,8 +331,12 @@ Result<DestinationOutcome> Destination::run() {
   };
   if (postcopy) {
     if (o_.target != DestinationTarget::guest) return fail(Error::msg("post-copy needs a guest destination"));
+    PostcopyRecovery recovery;
+    recovery.timeout = o_.reconnect_timeout;
+    if (o_.reconnect_timeout.count() > 0)
+      recovery.accept = [this](transport::Timeout t) { return transport::accept_session(*listener_, o_.session, t); };
     auto started = PostcopyDestination::start(session, std::move(postcopy_ram), std::move(needed), st.hashes,
-                                              o_.timeout);
+                                              o_.timeout, std::move(recovery));
     if (!started) return fail(std::move(started).error());
     postcopy_serving = std::move(*started);
   } else if (auto r = send_digests(); !r) {
@@ -348,7 +352,9 @@ Result<DestinationOutcome> Destination::run() {
     running_ns = *resumed;
     out.resumed_at_ms = since_accept.elapsed_ms();
   }
-  {
+  if (postcopy_serving) {
+    postcopy_serving->resumed(running_ns);  // a broken link here is recovered from like any other
+  } else {
     OutMessage m;
     transport::encode_event(m, session.negotiated().version,
                             o_.target == DestinationTarget::guest ? MsgType::resumed : MsgType::ready,

@@ -30,6 +30,9 @@ struct DestinationOptions {
   transport::SessionConfig session;
   transport::Timeout timeout{30000};  // longest silence from the source
   bool prealloc = true;               // allocate the guest's RAM before receiving
+  // Post-copy: how long the resumed guest's faults wait for a source whose
+  // link broke to reconnect (0: the VM is lost at once).
+  transport::Timeout reconnect_timeout{10000};
 };
 
 // One region of a held image.

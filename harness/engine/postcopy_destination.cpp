@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 
@@ -49,8 +50,13 @@ dt::RangeList NeededPages::ranges() const {
 // --- destination ----------------------------------------------------------------------
 
 PostcopyDestination::PostcopyDestination(transport::Session& session, PostcopyGuestRam ram, NeededPages needed,
-                                         PageHashes& hashes, transport::Timeout timeout)
-    : session_(session), ram_(std::move(ram)), needed_(std::move(needed)), hashes_(hashes), timeout_(timeout) {
+                                         PageHashes& hashes, transport::Timeout timeout, PostcopyRecovery recovery)
+    : session_(session),
+      ram_(std::move(ram)),
+      needed_(std::move(needed)),
+      hashes_(hashes),
+      timeout_(timeout),
+      recovery_(std::move(recovery)) {
   uint64_t words = (ram_.range.pages() + 63) / 64;
   installed_ = std::make_unique<std::atomic<uint64_t>[]>(words);
   for (uint64_t i = 0; i < words; i++) installed_[i] = 0;
@@ -58,6 +64,7 @@ PostcopyDestination::PostcopyDestination(transport::Session& session, PostcopyGu
 
 PostcopyDestination::~PostcopyDestination() {
   stop_ = true;
+  stop_link_threads();
   for (auto& t : threads_)
     if (t.joinable()) t.join();
 }
@@ -65,16 +72,30 @@ PostcopyDestination::~PostcopyDestination() {
 Result<std::unique_ptr<PostcopyDestination>> PostcopyDestination::start(transport::Session& session,
                                                                         PostcopyGuestRam ram, NeededPages needed,
                                                                         PageHashes& hashes,
-                                                                        transport::Timeout timeout) {
+                                                                        transport::Timeout timeout,
+                                                                        PostcopyRecovery recovery) {
   std::unique_ptr<PostcopyDestination> d(
-      new PostcopyDestination(session, std::move(ram), std::move(needed), hashes, timeout));
+      new PostcopyDestination(session, std::move(ram), std::move(needed), hashes, timeout, std::move(recovery)));
   LM_TRY(d->prepare());
   d->started_ns_ = now_ns();
-  d->spawn([p = d.get()] { return p->serve_faults(); });
-  d->spawn([p = d.get()] { return p->receive_replies(); });
-  if (d->ram_.minor_registered) d->spawn([p = d.get()] { return p->map_present(); });
-  for (size_t c = 0; c < session.bulk_count(); c++) d->spawn([p = d.get(), c] { return p->receive_pushes(c); });
+  d->spawn(d->threads_, [p = d.get()] { return p->serve_faults(); });
+  if (d->ram_.minor_registered) d->spawn(d->threads_, [p = d.get()] { return p->map_present(); });
+  d->spawn_link_threads();
   return d;
+}
+
+void PostcopyDestination::spawn_link_threads() {
+  link_stop_ = false;
+  spawn(link_threads_, [this] { return receive_replies(); });
+  spawn(link_threads_, [this] { return watch_control(); });
+  for (size_t c = 0; c < session_.bulk_count(); c++) spawn(link_threads_, [this, c] { return receive_pushes(c); });
+}
+
+void PostcopyDestination::stop_link_threads() {
+  link_stop_ = true;
+  for (auto& t : link_threads_)
+    if (t.joinable()) t.join();
+  link_threads_.clear();
 }
 
 Result<void> PostcopyDestination::prepare() {
@@ -108,8 +129,8 @@ Result<void> PostcopyDestination::prepare() {
   return ok();
 }
 
-void PostcopyDestination::spawn(std::function<Result<void>()> body) {
-  threads_.emplace_back([this, body = std::move(body)] {
+void PostcopyDestination::spawn(std::vector<std::thread>& into, std::function<Result<void>()> body) {
+  into.emplace_back([this, body = std::move(body)] {
     auto r = body();
     if (!r) failed(std::move(r).error());
   });
@@ -119,6 +140,16 @@ void PostcopyDestination::failed(Error e) {
   std::lock_guard g(error_lock_);
   if (!error_) error_ = std::move(e);
   stop_ = true;
+}
+
+void PostcopyDestination::lost_link(Error e) {
+  {
+    std::lock_guard g(link_lock_);
+    link_up_ = false;
+  }
+  std::lock_guard g(error_lock_);
+  if (!link_error_) link_error_ = std::move(e);
+  link_stop_ = true;
 }
 
 bool PostcopyDestination::is_installed(uint64_t addr) const {
@@ -282,7 +313,7 @@ Result<void> PostcopyDestination::serve_faults() {
   std::vector<uffd_msg> msgs(64);
   std::vector<uint64_t> request;
   OutMessage m;
-  uint64_t request_id = 0;
+  uint64_t request_id = 0;  // counts on across recoveries; ids are only echoed
   while (!stop_) {
     pollfd p{uffd, POLLIN, 0};
     int r = poll(&p, 1, 100);
@@ -337,13 +368,23 @@ Result<void> PostcopyDestination::serve_faults() {
       }
       if (installed) LM_TRY(wake(addr));  // installed after the fault was queued
     }
-    for (size_t at = 0; at < request.size(); at += transport::kMaxRequestPages) {
-      size_t count = std::min<size_t>(transport::kMaxRequestPages, request.size() - at);
-      transport::encode_page_request(m, session_.negotiated().version, ++request_id, {request.data() + at, count});
-      LM_TRY_CTX(transport::send_message(session_.priority(), m, timeout_), "post-copy: request pages");
-    }
+    this->request(request, request_id, m);
   }
   return ok();
+}
+
+void PostcopyDestination::request(std::span<const uint64_t> addrs, uint64_t& request_id, OutMessage& m) {
+  std::lock_guard g(link_lock_);
+  for (size_t at = 0; at < addrs.size() && link_up_; at += transport::kMaxRequestPages) {
+    size_t count = std::min<size_t>(transport::kMaxRequestPages, addrs.size() - at);
+    transport::encode_page_request(m, session_.negotiated().version, ++request_id, addrs.subspan(at, count));
+    if (auto r = transport::send_message(session_.priority(), m, timeout_); !r) {
+      link_up_ = false;  // lost_link() would take link_lock_ again
+      std::lock_guard e(error_lock_);
+      if (!link_error_) link_error_ = std::move(r).error().context("post-copy: request pages");
+      link_stop_ = true;
+    }
+  }
 }
 
 Result<void> PostcopyDestination::receive_replies() {
@@ -352,11 +393,12 @@ Result<void> PostcopyDestination::receive_replies() {
   std::vector<uint8_t> scratch;
   std::vector<uint8_t*> ptrs;
   std::vector<uint64_t> addrs;
-  while (!stop_) {
+  while (!stop_ && !link_stop_) {
     auto received = transport::recv_message(channel, transport::Timeout(100));
     if (!received) {
       if (received.error().code == ETIMEDOUT) continue;
-      return std::move(received).error().context("post-copy: the source is lost, and the VM with it");
+      lost_link(std::move(received).error());
+      return ok();
     }
     if (received->type == MsgType::error) return transport::peer_error(*received, channel.name());
     if (received->type != MsgType::page_reply)
@@ -374,11 +416,12 @@ Result<void> PostcopyDestination::receive_pushes(size_t c) {
   std::vector<uint8_t> scratch;
   std::vector<uint8_t*> ptrs;
   std::vector<uint64_t> addrs;
-  while (!stop_) {
+  while (!stop_ && !link_stop_) {
     auto received = transport::recv_message(channel, transport::Timeout(100));
     if (!received) {
       if (received.error().code == ETIMEDOUT) continue;
-      return std::move(received).error().context("post-copy: the source is lost, and the VM with it");
+      lost_link(std::move(received).error());
+      return ok();
     }
     const auto& m = *received;
     if (m.type == MsgType::round_end) {
@@ -399,12 +442,135 @@ Result<void> PostcopyDestination::receive_pushes(size_t c) {
   return ok();
 }
 
+// The source says nothing on control during post-copy, but a broken control
+// channel is a broken link as much as a broken bulk one; an error message is
+// the source giving up.
+Result<void> PostcopyDestination::watch_control() {
+  Channel& channel = session_.control();
+  while (!stop_ && !link_stop_) {
+    auto received = transport::recv_message(channel, transport::Timeout(100));
+    if (!received) {
+      if (received.error().code == ETIMEDOUT) continue;
+      lost_link(std::move(received).error());
+      return ok();
+    }
+    if (received->type == MsgType::error) return transport::peer_error(*received, channel.name());
+    return Error::msg(strf("%s: unexpected %s message during post-copy", channel.name().c_str(),
+                           std::string(transport::msg_type_name(received->type)).c_str()));
+  }
+  return ok();
+}
+
+void PostcopyDestination::resumed(uint64_t running_ns) {
+  resumed_ns_ = running_ns;
+  OutMessage m;
+  transport::encode_event(m, session_.negotiated().version, MsgType::resumed, {running_ns, 0});
+  // Only the main thread sends on control; a failure is a broken link.
+  if (auto r = transport::send_message(session_.control(), m, timeout_); !r) lost_link(std::move(r).error());
+}
+
+Result<void> PostcopyDestination::recover() {
+  Error cause = [&] {
+    std::lock_guard g(error_lock_);
+    return *link_error_;
+  }();
+  stop_link_threads();
+  if (!recovery_.accept) return std::move(cause).context("post-copy: the source is lost, and the VM with it");
+  const uint64_t id = session_.negotiated().session_id;
+  Stopwatch down;
+  std::string last = cause.message;
+  for (;;) {
+    {
+      std::lock_guard g(error_lock_);
+      if (error_) return *error_;  // e.g. the guest died meanwhile
+    }
+    double left = double(recovery_.timeout.count()) - down.elapsed_ms();
+    if (left <= 0)
+      return Error::sys(ETIMEDOUT, strf("post-copy: the link to the source broke (%s) and was not restored within "
+                                        "%lld ms (last: %s); the VM is lost",
+                                        cause.message.c_str(), (long long)recovery_.timeout.count(), last.c_str()));
+    // Slices, so that a guest that dies meanwhile is noticed.
+    auto next = recovery_.accept(transport::Timeout(std::min<int64_t>(int64_t(left) + 1, 1000)));
+    if (!next) {
+      last = next.error().message;
+      continue;
+    }
+    if (next->negotiated().session_id != id) {
+      last = strf("session %016llx joined while waiting for session %016llx",
+                  (unsigned long long)next->negotiated().session_id, (unsigned long long)id);
+      continue;  // dropped: its channels close with it
+    }
+    {
+      std::lock_guard g(link_lock_);
+      session_ = std::move(*next);
+    }
+    {
+      std::lock_guard g(error_lock_);
+      link_error_.reset();
+    }
+    if (auto r = resume_link(); !r) {
+      last = r.error().message;
+      continue;
+    }
+    std::lock_guard g(inflight_lock_);
+    stats_.reconnects++;
+    stats_.link_down_ms += down.elapsed_ms();
+    return ok();
+  }
+}
+
+Result<void> PostcopyDestination::resume_link() {
+  const uint16_t version = session_.negotiated().version;
+  Channel& control = session_.control();
+  OutMessage m;
+  if (uint64_t ns = resumed_ns_; ns != 0) {
+    transport::encode_event(m, version, MsgType::resumed, {ns, 0});
+    LM_TRY(transport::send_message(control, m, timeout_));
+  }
+  dt::RangeList still;
+  for (const auto& r : needed_.ranges())
+    for (uint64_t a = r.start; a < r.end; a += kPageSize)
+      if (!is_installed(a)) dt::append_merge(still, {a, a + kPageSize});
+  for (const auto& e : session_.mappings().entries()) {
+    uint64_t pages = (e.end - e.start) / kPageSize;
+    const std::vector<uint8_t> bits = dt::to_page_bitmap(still, e.start, pages);  // the message points into it
+    transport::encode_dirty_bitmap(m, version, e.start, pages, bits);
+    LM_TRY(transport::send_message(control, m, timeout_));
+  }
+  transport::encode_event(m, version, MsgType::ready, {now_ns(), installed_count_.load()});
+  LM_TRY(transport::send_message(control, m, timeout_));
+  bulk_done_ = 0;  // each bulk channel of the new session ends anew
+  std::vector<uint64_t> waiting;
+  {
+    std::lock_guard g(inflight_lock_);
+    for (const auto& [addr, at] : inflight_) waiting.push_back(addr);
+  }
+  std::sort(waiting.begin(), waiting.end());
+  {
+    std::lock_guard g(link_lock_);
+    link_up_ = true;
+  }
+  uint64_t id = 0;
+  request(waiting, id, m);
+  spawn_link_threads();
+  return ok();
+}
+
 Result<void> PostcopyDestination::wait_complete(transport::Timeout limit) {
   Stopwatch waited;
   while (true) {
     {
       std::lock_guard g(error_lock_);
       if (error_) return *error_;
+    }
+    bool broken = false;
+    {
+      std::lock_guard g(error_lock_);
+      broken = link_error_.has_value();
+    }
+    if (broken) {
+      LM_TRY(recover());
+      continue;
     }
     if (installed_count_ == needed_.count() && bulk_done_ == session_.bulk_count()) break;
     if (waited.elapsed_ms() > double(limit.count()))
@@ -415,6 +581,7 @@ Result<void> PostcopyDestination::wait_complete(transport::Timeout limit) {
   }
   stats_.complete_ms = double(now_ns() - started_ns_) * 1e-6;
   stop_ = true;
+  stop_link_threads();
   for (auto& t : threads_) t.join();
   threads_.clear();
   if (error_) return *error_;

@@ -4,6 +4,11 @@
 // installs the pages the source pushes on the bulk channels — every page with
 // UFFDIO_COPY, which places and wakes atomically, so a page is installed once
 // whichever copy lands first.
+//
+// Recovery: when the link to the source breaks, faults keep being read and
+// wait; the source dials the same session again, and the destination tells
+// it what is still needed, re-requests every waiting fault and goes on. No
+// new session within the recovery timeout: the VM is lost.
 #pragma once
 
 #include <atomic>
@@ -49,6 +54,13 @@ struct PostcopyGuestRam {
   PageRange range;            // where the guest maps it
 };
 
+struct PostcopyRecovery {
+  // Accepts the source's next session (the caller checks nothing; the id is
+  // checked here). Empty: a broken link fails the migration at once.
+  std::function<Result<transport::Session>(transport::Timeout)> accept;
+  transport::Timeout timeout{10000};  // longest outage faults wait through
+};
+
 struct PostcopyDestinationStats {
   uint64_t demand_faults = 0;  // missing pages fetched on a fault
   uint64_t zero_faults = 0;    // resolved locally with UFFDIO_ZEROPAGE
@@ -59,6 +71,8 @@ struct PostcopyDestinationStats {
   uint64_t copies_dropped = 0;    // second copies of a page (EEXIST)
   std::vector<double> fault_latency_us;  // fault read -> page installed
   double complete_ms = 0;  // from start() to completion
+  uint64_t reconnects = 0;  // link outages recovered from
+  double link_down_ms = 0;  // summed over them
 };
 
 class PostcopyDestination {
@@ -66,10 +80,15 @@ class PostcopyDestination {
   // Punches the needed pages out of the RAM (stale pre-copied versions),
   // maps the current pages into the guest, and starts serving faults and
   // receiving pushes. Call before letting the guest run.
+  // `session` is replaced in place by a recovered one.
   static Result<std::unique_ptr<PostcopyDestination>> start(transport::Session& session, PostcopyGuestRam ram,
                                                             NeededPages needed, PageHashes& hashes,
-                                                            transport::Timeout timeout);
+                                                            transport::Timeout timeout, PostcopyRecovery recovery);
   ~PostcopyDestination();  // stops and joins every thread; closes the uffd
+
+  // Tells the source the guest runs (CLOCK_MONOTONIC ns); said again after a
+  // recovery, so a `resumed` lost with the link still arrives.
+  void resumed(uint64_t running_ns);
 
   // Blocks until every needed page is installed and every bulk channel has
   // delivered its end mark, then drops the userfaultfd registration. An error
@@ -79,15 +98,27 @@ class PostcopyDestination {
 
  private:
   PostcopyDestination(transport::Session& session, PostcopyGuestRam ram, NeededPages needed, PageHashes& hashes,
-                      transport::Timeout timeout);
+                      transport::Timeout timeout, PostcopyRecovery recovery);
   Result<void> prepare();
-  void spawn(std::function<Result<void>()> body);
+  void spawn(std::vector<std::thread>& into, std::function<Result<void>()> body);
   void failed(Error e);
+  // A channel broke: the link threads stop, faults wait for recover().
+  void lost_link(Error e);
+  void spawn_link_threads();
+  void stop_link_threads();
+  Result<void> recover();
+  // The recovery handshake on a new session: resumed, still-needed pages,
+  // ready; then every waiting fault is requested again.
+  Result<void> resume_link();
 
   Result<void> map_present();
   Result<void> serve_faults();
+  // Sends on the priority channel unless the link is down (then the pages
+  // stay in inflight_ and are requested again after recovery).
+  void request(std::span<const uint64_t> addrs, uint64_t& request_id, transport::OutMessage& m);
   Result<void> receive_replies();
   Result<void> receive_pushes(size_t c);
+  Result<void> watch_control();
   // UFFDIO_COPY of pages at addrs (data[i] for addrs[i]); pages already there are skipped.
   Result<void> install(std::span<const uint64_t> addrs, std::span<uint8_t* const> data, bool pushed);
   Result<void> wake(uint64_t addr);
@@ -99,7 +130,17 @@ class PostcopyDestination {
   NeededPages needed_;
   PageHashes& hashes_;
   transport::Timeout timeout_;
+  PostcopyRecovery recovery_;
   uint64_t started_ns_ = 0;
+  std::atomic<uint64_t> resumed_ns_{0};
+
+  // The link: session_'s channels. link_lock_ serialises priority sends with
+  // the replacement of session_; link threads stop on link_stop_.
+  std::mutex link_lock_;
+  bool link_up_ = true;  // under link_lock_
+  std::atomic<bool> link_stop_{false};
+  std::optional<Error> link_error_;  // under error_lock_: why the link broke
+  std::vector<std::thread> link_threads_;
 
   std::unique_ptr<std::atomic<uint64_t>[]> installed_;  // bitmap over ram_.range
   std::atomic<uint64_t> installed_count_{0};

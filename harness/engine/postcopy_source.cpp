@@ -29,6 +29,7 @@ struct PushState {
   std::atomic<bool> resumed{false};
   std::mutex error_lock;
   std::optional<Error> error;
+  bool link_broke = false;  // the first error was a channel failing, not a fatal one
   std::atomic<uint64_t> requests{0}, pages_requested{0}, pages_pushed{0}, already_pushed{0}, wire_bytes{0};
   std::atomic<double> cpu{0};
 
@@ -37,6 +38,16 @@ struct PushState {
     std::lock_guard g(error_lock);
     if (!error) error = std::move(e);
     stop = true;
+  }
+  // A channel failed (reset, EOF, silence): recoverable by dialling again.
+  Error lost_link(Error e) {
+    std::lock_guard g(error_lock);
+    if (!error) {
+      error = e;
+      link_broke = true;
+    }
+    stop = true;
+    return e;
   }
   void add_cpu(double s) {
     double cur = cpu.load();
@@ -72,7 +83,7 @@ Result<void> serve_requests(transport::Session& session, compress::Compressor& c
     auto received = transport::recv_message(channel, slice);
     if (!received) {
       if (received.error().code == ETIMEDOUT) continue;
-      return std::move(received).error();
+      return st.lost_link(std::move(received).error());
     }
     if (received->type == MsgType::error) return transport::peer_error(*received, channel.name());
     if (received->type != MsgType::page_request)
@@ -91,7 +102,7 @@ Result<void> serve_requests(transport::Session& session, compress::Compressor& c
     LM_TRY(read_pages(reader, compressor, addrs, buffer.data(), batch));
     transport::encode_page_reply(reply, session.negotiated().version, request.request_id, batch.entries,
                                  {reinterpret_cast<const std::byte*>(batch.payload.data()), batch.payload.size()});
-    LM_TRY(transport::send_message(channel, reply, timeout));
+    if (auto r = transport::send_message(channel, reply, timeout); !r) return st.lost_link(std::move(r).error());
     st.wire_bytes += reply.size();
   }
   return ok();
@@ -128,7 +139,7 @@ Result<void> push_pages(transport::Session& session, size_t c, compress::Compres
     LM_TRY(read_pages(reader, compressor, taken, buffer.data(), batch));
     transport::encode_page_reply(m, session.negotiated().version, 0, batch.entries,
                                  {reinterpret_cast<const std::byte*>(batch.payload.data()), batch.payload.size()});
-    LM_TRY(transport::send_message(channel, m, o.timeout));
+    if (auto r = transport::send_message(channel, m, o.timeout); !r) return st.lost_link(std::move(r).error());
     st.wire_bytes += m.size();
     st.pages_pushed += n;
     pushed += n;
@@ -138,7 +149,8 @@ Result<void> push_pages(transport::Session& session, size_t c, compress::Compres
   end.flags = 1;
   end.pages = pushed;
   transport::encode_round_end(m, session.negotiated().version, end);
-  return transport::send_message(channel, m, o.timeout);
+  if (auto r = transport::send_message(channel, m, o.timeout); !r) return st.lost_link(std::move(r).error());
+  return ok();
 }
 
 // The needed pages of each mapping as one bitmap message per mapping.
@@ -151,6 +163,70 @@ Result<void> send_needed(transport::Session& session, const dt::RangeList& neede
     LM_TRY(transport::send_message(session.control(), m, timeout));
   }
   return ok();
+}
+
+// Dials the destination again until it answers with its account of the
+// pages it still needs (resumed first if it runs the VM, then one bitmap per
+// mapping, then ready), or until the reconnect timeout.
+Result<dt::RangeList> reconnect(transport::Session& session, const PostcopySourceOptions& o, const Error& cause,
+                                PostcopySourceOutcome& out, uint64_t freeze_ns, uint64_t& resumed_ns) {
+  Stopwatch down;
+  std::string last = cause.message;
+  for (;;) {
+    double left = double(o.reconnect_timeout.count()) - down.elapsed_ms();
+    if (left <= 0) break;
+    auto fresh = o.redial(transport::Timeout(int64_t(left) + 1));
+    if (!fresh) {
+      last = fresh.error().message;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
+    }
+    session = std::move(*fresh);
+    dt::RangeList still;
+    std::optional<Error> broke;
+    for (bool ready = false; !ready && !broke;) {
+      auto m = transport::recv_message(session.control(), o.timeout);
+      if (!m) {
+        broke = std::move(m).error();
+        break;
+      }
+      switch (m->type) {
+        case MsgType::resumed:
+          if (!out.resumed) {
+            out.resumed = true;
+            resumed_ns = now_ns();
+            out.resumed_after_ms = double(resumed_ns - freeze_ns) * 1e-6;
+          }
+          break;
+        case MsgType::dirty_bitmap: {
+          auto v = LM_TRY(transport::decode_dirty_bitmap(*m, session.mappings()));
+          auto part = dt::from_page_bitmap(v.bits, v.start, v.pages);
+          still.insert(still.end(), part.begin(), part.end());
+          break;
+        }
+        case MsgType::ready:
+          ready = true;
+          break;
+        case MsgType::error:
+          return transport::peer_error(*m, session.control().name());
+        default:
+          return Error::msg(strf("%s: unexpected %s message in the post-copy recovery",
+                                 session.control().name().c_str(),
+                                 std::string(transport::msg_type_name(m->type)).c_str()));
+      }
+    }
+    if (broke) {
+      last = broke->message;
+      continue;
+    }
+    dt::coalesce(still);
+    out.reconnects++;
+    out.link_down_ms += down.elapsed_ms();
+    return still;
+  }
+  return Error::sys(ETIMEDOUT, strf("post-copy: the link to the destination broke (%s) and was not restored within "
+                                    "%lld ms (last: %s)",
+                                    cause.message.c_str(), (long long)o.reconnect_timeout.count(), last.c_str()));
 }
 
 }  // namespace
@@ -168,77 +244,100 @@ Result<void> run_postcopy_source(transport::Session& session,
     transport::encode_exec_state(m, session.negotiated().version, o.exec_state_kind, {});
     LM_TRY(transport::send_message(session.control(), m, o.timeout));
   }
+  // Committed: the destination may resume the VM from here on.
 
-  PushState st(o.prepaging, o.pivots, needed);
-  std::vector<std::thread> threads;
-  auto spawn = [&](auto body) {
-    threads.emplace_back([&st, body] {
-      double cpu0 = thread_cpu_seconds();
-      auto r = body();
-      if (!r) st.failed(std::move(r).error());
-      st.add_cpu(thread_cpu_seconds() - cpu0);
-    });
-  };
-  spawn([&] { return serve_requests(session, *request_compressor, o.pid, st, o.timeout); });
-  for (size_t c = 0; c < session.bulk_count(); c++)
-    spawn([&, c] { return push_pages(session, c, *workers[c], o.pid, st, o); });
-  struct Join {
-    PushState& st;
-    std::vector<std::thread>& threads;
-    ~Join() {
-      st.stop = true;
-      for (auto& t : threads) t.join();
-    }
-  } join{st, threads};
-
-  // Control: the destination's resume, then its completion digests.
-  Stopwatch waited;
   uint64_t resumed_ns = 0;
-  const transport::Timeout slice(100);
-  while (true) {
-    if (st.stop) {
-      std::lock_guard g(st.error_lock);
-      return st.error ? *st.error : Error::msg("post-copy: serving stopped");
-    }
-    auto limit = out.resumed ? o.completion_timeout : o.timeout;
-    if (waited.elapsed_ms() > double(limit.count()))
-      return Error::msg(strf("post-copy: no %s from the destination within %lld ms",
-                             out.resumed ? "completion" : "resume", (long long)limit.count()));
-    auto received = transport::recv_message(session.control(), slice);
-    if (!received) {
-      if (received.error().code == ETIMEDOUT) continue;
-      return std::move(received).error();
-    }
-    if (received->type == MsgType::error) return transport::peer_error(*received, session.control().name());
-    if (received->type == MsgType::resumed) {
-      out.resumed = true;
-      resumed_ns = now_ns();
-      st.last_fault_ns = resumed_ns;  // policy none: the guest gets idle_ms to fault first
+  dt::RangeList unsent = needed;
+  for (;;) {  // one pass per link: the first, then one per recovery
+    PushState st(o.prepaging, o.pivots, unsent);
+    if (out.resumed) {
       st.resumed = true;
-      out.resumed_after_ms = double(resumed_ns - freeze_ns) * 1e-6;
-      waited = Stopwatch();
-      continue;
+      st.last_fault_ns = now_ns();
     }
-    if (received->type == MsgType::digest && out.resumed) {
-      auto d = LM_TRY(transport::decode_digest(*received, session.mappings()));
-      out.digests.assign(d.begin(), d.end());
-      out.complete_after_ms = double(now_ns() - resumed_ns) * 1e-6;
+    std::vector<std::thread> threads;
+    auto spawn = [&](auto body) {
+      threads.emplace_back([&st, body] {
+        double cpu0 = thread_cpu_seconds();
+        auto r = body();
+        if (!r) st.failed(std::move(r).error());
+        st.add_cpu(thread_cpu_seconds() - cpu0);
+      });
+    };
+    spawn([&] { return serve_requests(session, *request_compressor, o.pid, st, o.timeout); });
+    for (size_t c = 0; c < session.bulk_count(); c++)
+      spawn([&, c] { return push_pages(session, c, *workers[c], o.pid, st, o); });
+    struct Join {
+      PushState& st;
+      std::vector<std::thread>& threads;
+      ~Join() {
+        st.stop = true;
+        for (auto& t : threads)
+          if (t.joinable()) t.join();
+      }
+    } join{st, threads};
+
+    // Control: the destination's resume, then its completion digests.
+    Stopwatch waited;
+    bool complete = false;
+    const transport::Timeout slice(100);
+    while (!st.stop) {
+      auto limit = out.resumed ? o.completion_timeout : o.timeout;
+      if (waited.elapsed_ms() > double(limit.count())) {
+        st.failed(Error::msg(strf("post-copy: no %s from the destination within %lld ms",
+                                  out.resumed ? "completion" : "resume", (long long)limit.count())));
+        break;
+      }
+      auto received = transport::recv_message(session.control(), slice);
+      if (!received) {
+        if (received.error().code == ETIMEDOUT) continue;
+        st.lost_link(std::move(received).error());
+        break;
+      }
+      if (received->type == MsgType::error) {
+        st.failed(transport::peer_error(*received, session.control().name()));
+        break;
+      }
+      if (received->type == MsgType::resumed && !out.resumed) {
+        out.resumed = true;
+        resumed_ns = now_ns();
+        st.last_fault_ns = resumed_ns;  // policy none: the guest gets idle_ms to fault first
+        st.resumed = true;
+        out.resumed_after_ms = double(resumed_ns - freeze_ns) * 1e-6;
+        waited = Stopwatch();
+        continue;
+      }
+      if (received->type == MsgType::digest && out.resumed) {
+        auto d = transport::decode_digest(*received, session.mappings());
+        if (!d) {
+          st.failed(std::move(d).error());
+          break;
+        }
+        out.digests.assign(d->begin(), d->end());
+        out.complete_after_ms = double(now_ns() - resumed_ns) * 1e-6;
+        complete = true;
+        break;
+      }
+      st.failed(Error::msg(strf("%s: unexpected %s message during post-copy", session.control().name().c_str(),
+                                std::string(transport::msg_type_name(received->type)).c_str())));
       break;
     }
-    return Error::msg(strf("%s: unexpected %s message during post-copy", session.control().name().c_str(),
-                           std::string(transport::msg_type_name(received->type)).c_str()));
+    st.stop = true;
+    for (auto& t : threads) t.join();
+    threads.clear();
+    out.requests += st.requests;
+    out.pages_requested += st.pages_requested;
+    out.pages_pushed += st.pages_pushed;
+    out.replies_already_pushed += st.already_pushed;
+    out.wire_bytes += st.wire_bytes;
+    out.cpu_seconds += st.cpu;
+    if (complete && !st.error) return ok();
+    Error e = st.error ? *st.error : Error::msg("post-copy: serving stopped");
+    // A broken link after the commit leaves it open whether the destination
+    // runs the VM; its own error message (or a fatal error here) does not.
+    if (out.resumed || st.link_broke) out.destination_may_run = true;
+    if (!st.link_broke || !o.redial) return e;
+    unsent = LM_TRY(reconnect(session, o, e, out, freeze_ns, resumed_ns));
   }
-  st.stop = true;
-  for (auto& t : threads) t.join();
-  threads.clear();
-  if (st.error) return *st.error;
-  out.requests = st.requests;
-  out.pages_requested = st.pages_requested;
-  out.pages_pushed = st.pages_pushed;
-  out.replies_already_pushed = st.already_pushed;
-  out.wire_bytes = st.wire_bytes;
-  out.cpu_seconds = st.cpu;
-  return ok();
 }
 
 }  // namespace lm::engine

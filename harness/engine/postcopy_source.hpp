@@ -4,10 +4,16 @@
 // page requests on the priority channel while pushing every other needed page
 // on the bulk channels in the pre-paging policy's order, until the
 // destination reports completion with its digests.
+//
+// Recovery: when the link breaks after the execution state was committed,
+// the source dials the same session again (`redial`) until
+// `reconnect_timeout`, learns from the destination which pages it still
+// needs, and pushes those; requests for waiting faults arrive anew.
 #pragma once
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -29,10 +35,17 @@ struct PostcopySourceOptions {
   transport::Timeout timeout{30000};
   // Longest wait for the destination's completion after its resume.
   transport::Timeout completion_timeout{600000};
+  // Opens the session again under its id after a broken link, within the
+  // time given; empty: a broken link ends the migration at once.
+  std::function<Result<transport::Session>(transport::Timeout)> redial;
+  transport::Timeout reconnect_timeout{10000};
 };
 
 struct PostcopySourceOutcome {
   bool resumed = false;  // the destination runs the VM: failures from here on lose it
+  // The destination runs the VM, or may (the link broke between the commit
+  // and its word): the frozen source must never run again.
+  bool destination_may_run = false;
   double resumed_after_ms = 0;  // from the freeze (downtime)
   double complete_after_ms = 0; // from the resume to the destination's completion
   uint64_t requests = 0;        // page_request messages served
@@ -41,11 +54,14 @@ struct PostcopySourceOutcome {
   uint64_t replies_already_pushed = 0;  // requested after being pushed: answered again
   uint64_t wire_bytes = 0;
   double cpu_seconds = 0;
+  uint64_t reconnects = 0;
+  double link_down_ms = 0;
   std::vector<transport::DigestEntry> digests;  // the destination's, at completion
 };
 
 // `workers`: one compressor per bulk channel at least (one more is made for
-// the request server). `freeze_ns`: when the process was frozen.
+// the request server). `freeze_ns`: when the process was frozen. `session`
+// is replaced in place by a recovered one.
 Result<void> run_postcopy_source(transport::Session& session,
                                  std::vector<std::unique_ptr<compress::Compressor>>& workers,
                                  const PostcopySourceOptions& options, const dt::RangeList& needed,

@@ -171,6 +171,8 @@ std::string result_to_json(const MigrationResult& r) {
         .field("zero-faults", r.postcopy_zero_faults)
         .field("pages-pushed-ahead", r.pages_pushed_ahead)
         .field("rate-during-postcopy", r.workload_rate_postcopy)
+        .field("reconnects", r.postcopy_reconnects)
+        .field("link-down-time", r.postcopy_link_down_ms)
         .end_object();
   }
   w.end_object();

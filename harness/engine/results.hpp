@@ -95,6 +95,8 @@ struct MigrationResult {
   uint64_t postcopy_zero_faults = 0;      // destination: resolved locally (UFFDIO_ZEROPAGE)
   uint64_t pages_pushed_ahead = 0;        // pushed pages installed before any fault on them
   double workload_rate_postcopy = 0;      // guest steps per second from resume to completion
+  uint64_t postcopy_reconnects = 0;       // broken links recovered from (source's count)
+  double postcopy_link_down_ms = 0;       // time without a link, summed
 };
 
 std::string result_to_json(const MigrationResult& r);

@@ -128,6 +128,7 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
   dopts.target = target.destination;
   dopts.guest_binary = options.guest_binary;
   dopts.work_dir = work.path();
+  dopts.reconnect_timeout = transport::Timeout(config.postcopy.reconnect_timeout_ms);
   auto destination = LM_TRY(Destination::listen(dopts));
   std::optional<Result<DestinationOutcome>> outcome;
   std::thread dest_thread([&] { outcome = destination->run(); });

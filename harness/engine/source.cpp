@@ -515,6 +515,14 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
     po.prepaging = SOURCE_TRY(parse_prepaging(o_.postcopy.prepaging));
     po.pivots = o_.postcopy.pivots;
     po.timeout = o_.timeout;
+    po.reconnect_timeout = transport::Timeout(o_.postcopy.reconnect_timeout_ms);
+    if (o_.postcopy.reconnect_timeout_ms > 0)
+      po.redial = [&](transport::Timeout within) {
+        auto again = session_config;
+        again.session_id = session.negotiated().session_id;
+        again.handshake_timeout = std::min(again.handshake_timeout, within);
+        return Session::connect(address, again, session.mappings());
+      };
     PostcopySourceOutcome pc;
     auto served = run_postcopy_source(session, workers, po, needed, freeze_ns, pc);
     result.pages_pushed = pc.pages_pushed;
@@ -522,7 +530,10 @@ Result<void> SourceMigration::run(const std::string& address, MigrationResult& r
     result.postcopy_requests = pc.pages_requested;  // the runner replaces it with the destination's count
     bytes_total += pc.wire_bytes;
     raw_bytes_total += (pc.pages_pushed + pc.pages_requested) * kPageSize;
-    if (!served) return pc.resumed ? lose_vm(std::move(served).error()) : fail(std::move(served).error());
+    result.postcopy_reconnects = pc.reconnects;
+    result.postcopy_link_down_ms = pc.link_down_ms;
+    if (!served)
+      return pc.destination_may_run ? lose_vm(std::move(served).error()) : fail(std::move(served).error());
     vm_at_destination = true;
     result.downtime_ms = pc.resumed_after_ms;
     result.postcopy_complete_ms = pc.complete_after_ms;

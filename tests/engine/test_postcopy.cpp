@@ -19,6 +19,7 @@
 #include "harness/engine/source.hpp"
 #include "harness/guest/client.hpp"
 #include "tests/engine/engine_test_util.hpp"
+#include "tests/engine/tcp_proxy.hpp"
 
 using namespace lm;
 using namespace lm::engine;
@@ -233,6 +234,7 @@ TEST(PostcopyFaults, DestinationKilledAfterResume) {
   o.postcopy.prepaging = "none";  // demand only for a while: the post-copy phase lasts
   o.policy = "fixed:raw";
   o.timeout = transport::Timeout(5000);
+  o.postcopy.reconnect_timeout_ms = 1500;  // it dials the dead destination that long
   std::thread killer;
   o.before_freeze = [&] {
     killer = std::thread([dest] {
@@ -276,6 +278,7 @@ TEST(PostcopyFaults, SourceKilledAfterResume) {
   dopts.guest_binary = env_or_fail("LM_GUEST_BIN");
   dopts.work_dir = dir;
   dopts.timeout = transport::Timeout(5000);
+  dopts.reconnect_timeout = transport::Timeout(1500);  // faults wait that long for the source
   auto dest = Destination::listen(dopts);
   ASSERT_TRUE(dest.ok()) << dest.error().message;
   std::optional<Result<DestinationOutcome>> outcome;
@@ -313,5 +316,124 @@ TEST(PostcopyFaults, SourceKilledAfterResume) {
   auto left = wait_until_gone(std::string("--handoff ") + dir, 5000);
   EXPECT_TRUE(left.empty()) << "the destination's resumed guest must be killed";
 }
+
+// --- recovery: the link breaks during post-copy ----------------------------------------
+
+// A post-copy of busy_guest() whose link runs through a TcpProxy;
+// `break_link` runs on its own thread from the source's freeze on.
+struct ProxiedPostcopy {
+  Result<void> source = ok();
+  MigrationResult result;
+  std::optional<Result<DestinationOutcome>> outcome;
+  pid_t source_pid = 0;
+  double elapsed_ms = 0;
+};
+
+void postcopy_through_proxy(const std::string& backend, unsigned reconnect_ms,
+                            const std::function<void(TcpProxy&)>& break_link, ProxiedPostcopy& run) {
+  char dir[] = "/tmp/livemig-test-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  auto g = busy_guest(dir);
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  run.source_pid = g->pid();
+
+  DestinationOptions dopts;
+  dopts.listen = backend + ":127.0.0.1:0";
+  dopts.guest_binary = env_or_fail("LM_GUEST_BIN");
+  dopts.work_dir = dir;
+  dopts.timeout = transport::Timeout(5000);
+  dopts.reconnect_timeout = transport::Timeout(reconnect_ms);
+  auto dest = Destination::listen(dopts);
+  ASSERT_TRUE(dest.ok()) << dest.error().message;
+  const std::string real = (*dest)->address();
+  TcpProxy proxy(uint16_t(std::stoul(real.substr(real.rfind(':') + 1))));
+  ASSERT_NE(proxy.port(), 0);
+  std::thread dest_thread([&] { run.outcome = (*dest)->run(); });
+
+  SourceOptions o;
+  o.pid = g->pid();
+  o.scope.kind = dt::ScopeKind::ranges;
+  o.scope.ranges = {{g->ram_addr(), g->ram_addr() + g->ram_size()}};
+  o.mode = MigrationMode::postcopy;
+  o.postcopy.prepaging = "none";  // demand only for a while: the post-copy phase lasts
+  o.postcopy.reconnect_timeout_ms = reconnect_ms;
+  o.policy = "fixed:raw";
+  o.timeout = transport::Timeout(5000);
+  std::thread breaker;
+  o.before_freeze = [&] { breaker = std::thread([&] { break_link(proxy); }); };
+  SourceMigration source(o);
+  Stopwatch sw;
+  run.source = source.run(backend + ":127.0.0.1:" + std::to_string(proxy.port()), run.result);
+  run.elapsed_ms = sw.elapsed_ms();
+  if (breaker.joinable()) breaker.join();
+  dest_thread.join();
+}
+
+// Every connection is cut while the resumed guest faults, and stays refused
+// for a while: the faults wait, the source dials again, the destination says
+// what it still needs, and the migration completes verified.
+class PostcopyRecovery : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(PostcopyRecovery, ConnectionCutAndRestored) {
+  constexpr unsigned kOutageMs = 600;
+  size_t cut = 0;
+  ProxiedPostcopy run;
+  postcopy_through_proxy(GetParam(), 10000, [&](TcpProxy& proxy) {
+    usleep(300000);  // past the resume: the guest faults pages in
+    proxy.refuse(true);
+    cut = proxy.cut();
+    usleep(kOutageMs * 1000);
+    proxy.refuse(false);
+  }, run);
+  ASSERT_FALSE(HasFatalFailure());
+  EXPECT_GE(cut, 4u) << "control, priority and two bulk connections were live";
+  ASSERT_TRUE(run.source.ok()) << run.source.error().message;
+  ASSERT_TRUE(run.outcome && run.outcome->ok()) << (run.outcome ? run.outcome->error().message : "no outcome");
+  EXPECT_TRUE(run.result.completed);
+  EXPECT_TRUE(run.result.verify_ok);
+  EXPECT_EQ(run.result.verify_pages, 128ull << 20 >> 12);
+  EXPECT_EQ(run.result.postcopy_reconnects, 1u);
+  EXPECT_GE(run.result.postcopy_link_down_ms, kOutageMs * 0.8);
+  const auto& dest = run.outcome->value();
+  ASSERT_TRUE(dest.postcopy.has_value());
+  EXPECT_EQ(dest.postcopy->reconnects, 1u);
+  // Faults taken during the outage waited through it rather than failing.
+  double longest = 0;
+  for (double us : dest.postcopy->fault_latency_us) longest = std::max(longest, us);
+  EXPECT_GE(longest, kOutageMs * 0.8 * 1000) << "no fault waited through the outage";
+  ASSERT_TRUE(dest.guest);
+  auto verified = dest.guest->control().verify();
+  EXPECT_TRUE(verified.ok()) << verified.error().message;
+  (void)dest.guest->stop(5000);
+  EXPECT_FALSE(alive(run.source_pid)) << "the frozen source is released after completion";
+}
+
+// The link never comes back: both sides give up after the reconnect timeout
+// with an error that says so; the resumed guest is killed and the frozen
+// source ended (never thawed: the VM ran on at the destination).
+TEST_P(PostcopyRecovery, NotRestoredFailsAfterTheTimeout) {
+  ProxiedPostcopy run;
+  postcopy_through_proxy(GetParam(), 1500, [&](TcpProxy& proxy) {
+    usleep(300000);
+    proxy.refuse(true);
+    proxy.cut();
+  }, run);
+  ASSERT_FALSE(HasFatalFailure());
+  ASSERT_FALSE(run.source.ok());
+  std::printf("source error after %.0f ms: %s\n", run.elapsed_ms, run.source.error().message.c_str());
+  EXPECT_NE(run.source.error().message.find("not restored within 1500 ms"), std::string::npos);
+  EXPECT_NE(run.source.error().message.find("VM is lost"), std::string::npos);
+  EXPECT_LT(run.elapsed_ms, 15000);
+  ASSERT_TRUE(run.outcome.has_value());
+  ASSERT_FALSE(run.outcome->ok());
+  std::printf("destination error: %s\n", run.outcome->error().message.c_str());
+  EXPECT_NE(run.outcome->error().message.find("not restored within 1500 ms"), std::string::npos);
+  Stopwatch gone;
+  while (alive(run.source_pid) && gone.elapsed_ms() < 5000) usleep(20000);
+  EXPECT_FALSE(alive(run.source_pid)) << "the frozen source must not run on";
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, PostcopyRecovery, ::testing::Values("tcp", "uring"),
+                         [](const auto& info) { return std::string(info.param); });
 
 }  // namespace
