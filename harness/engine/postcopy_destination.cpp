@@ -387,19 +387,25 @@ void PostcopyDestination::request(std::span<const uint64_t> addrs, uint64_t& req
   }
 }
 
+std::optional<transport::Message> PostcopyDestination::next_link_message(Channel& channel) {
+  while (!stop_ && !link_stop_) {
+    auto received = transport::recv_message(channel, transport::Timeout(100));
+    if (received) return std::move(*received);
+    if (received.error().code != ETIMEDOUT) {
+      lost_link(std::move(received).error());
+      break;
+    }
+  }
+  return std::nullopt;
+}
+
 Result<void> PostcopyDestination::receive_replies() {
   Channel& channel = session_.priority();
   compress::Decompressor decompressor;
   std::vector<uint8_t> scratch;
   std::vector<uint8_t*> ptrs;
   std::vector<uint64_t> addrs;
-  while (!stop_ && !link_stop_) {
-    auto received = transport::recv_message(channel, transport::Timeout(100));
-    if (!received) {
-      if (received.error().code == ETIMEDOUT) continue;
-      lost_link(std::move(received).error());
-      return ok();
-    }
+  while (auto received = next_link_message(channel)) {
     if (received->type == MsgType::error) return transport::peer_error(*received, channel.name());
     if (received->type != MsgType::page_reply)
       return Error::msg(strf("%s: unexpected %s message", channel.name().c_str(),
@@ -416,13 +422,7 @@ Result<void> PostcopyDestination::receive_pushes(size_t c) {
   std::vector<uint8_t> scratch;
   std::vector<uint8_t*> ptrs;
   std::vector<uint64_t> addrs;
-  while (!stop_ && !link_stop_) {
-    auto received = transport::recv_message(channel, transport::Timeout(100));
-    if (!received) {
-      if (received.error().code == ETIMEDOUT) continue;
-      lost_link(std::move(received).error());
-      return ok();
-    }
+  while (auto received = next_link_message(channel)) {
     const auto& m = *received;
     if (m.type == MsgType::round_end) {
       auto end = LM_TRY(transport::decode_round_end(m));
@@ -447,13 +447,7 @@ Result<void> PostcopyDestination::receive_pushes(size_t c) {
 // the source giving up.
 Result<void> PostcopyDestination::watch_control() {
   Channel& channel = session_.control();
-  while (!stop_ && !link_stop_) {
-    auto received = transport::recv_message(channel, transport::Timeout(100));
-    if (!received) {
-      if (received.error().code == ETIMEDOUT) continue;
-      lost_link(std::move(received).error());
-      return ok();
-    }
+  if (auto received = next_link_message(channel)) {
     if (received->type == MsgType::error) return transport::peer_error(*received, channel.name());
     return Error::msg(strf("%s: unexpected %s message during post-copy", channel.name().c_str(),
                            std::string(transport::msg_type_name(received->type)).c_str()));

@@ -116,6 +116,9 @@ class PostcopyDestination {
   // Sends on the priority channel unless the link is down (then the pages
   // stay in inflight_ and are requested again after recovery).
   void request(std::span<const uint64_t> addrs, uint64_t& request_id, transport::OutMessage& m);
+  // The next message on a channel of the link, in 100 ms slices so that a
+  // stop is seen; nullopt once stopping or the link broke (lost_link()).
+  std::optional<transport::Message> next_link_message(transport::Channel& channel);
   Result<void> receive_replies();
   Result<void> receive_pushes(size_t c);
   Result<void> watch_control();

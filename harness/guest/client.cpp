@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -194,7 +195,9 @@ void GuestProcess::kill_and_reap() {
   pid_ = -1;
 }
 
-Result<GuestProcess> GuestProcess::launch(const std::string& guest_binary, const std::vector<std::string>& args) {
+Result<GuestProcess> GuestProcess::launch(const std::string& guest_binary, const std::vector<std::string>& args,
+                                          ParentExit on_parent_exit) {
+  const pid_t parent = ::getpid();
   int pipefd[2];
   if (::pipe2(pipefd, O_CLOEXEC) != 0) return Error::from_errno("pipe for guest stdout");
   UniqueFd read_end(pipefd[0]), write_end(pipefd[1]);
@@ -206,6 +209,10 @@ Result<GuestProcess> GuestProcess::launch(const std::string& guest_binary, const
   pid_t pid = ::fork();
   if (pid < 0) return Error::from_errno("fork for " + guest_binary);
   if (pid == 0) {
+    if (on_parent_exit == ParentExit::die) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(127);  // it exited before the prctl
+    }
     ::dup2(write_end.get(), STDOUT_FILENO);
     ::execv(guest_binary.c_str(), argv.data());
     std::fprintf(stderr, "exec %s: %s\n", guest_binary.c_str(), std::strerror(errno));
@@ -277,7 +284,7 @@ Result<GuestProcess> GuestProcess::spawn(const std::string& guest_binary, const 
     args.push_back(o.write_log);
   }
   args.insert(args.end(), o.extra_args.begin(), o.extra_args.end());
-  GuestProcess g = LM_TRY(launch(guest_binary, args));
+  GuestProcess g = LM_TRY(launch(guest_binary, args, ParentExit::die));
   LM_TRY(g.wait_ready(10000));
   return g;
 }

@@ -79,21 +79,28 @@ struct GuestOptions {
   std::vector<std::string> extra_args;
 };
 
+// What a guest does when the thread that started it exits (a test or a
+// `livemig run` killed midway must not leave a guest writing at full speed).
+enum class ParentExit { keep_running, die };
+
 // A livemig-guest child process. Owns it: the destructor kills it by its PID
 // (SIGKILL) and reaps it unless stop() already did.
 class GuestProcess {
  public:
   // Starts a fresh guest with a control socket in work_dir and waits (10 s at
-  // most) for its READY line.
+  // most) for its READY line. It dies with the calling thread.
   static Result<GuestProcess> spawn(const std::string& guest_binary, const GuestOptions& opts,
                                     const std::string& work_dir);
   // Starts `livemig-guest --resume --handoff handoff_path` with a control
   // socket in work_dir, without waiting: the guest prints READY only after the
-  // engine's go(). Call wait_ready() then.
+  // engine's go(). Call wait_ready() then. It outlives the calling thread
+  // (a destination thread ends before its guest); it exits if its engine
+  // hangs up before releasing it.
   static Result<GuestProcess> spawn_resume(const std::string& guest_binary, const std::string& handoff_path,
                                            const std::string& work_dir);
   // Starts guest_binary with exactly these arguments (stdout captured).
-  static Result<GuestProcess> launch(const std::string& guest_binary, const std::vector<std::string>& args);
+  static Result<GuestProcess> launch(const std::string& guest_binary, const std::vector<std::string>& args,
+                                    ParentExit on_parent_exit = ParentExit::keep_running);
 
   // Reads the READY line and connects the control client.
   Result<void> wait_ready(int timeout_ms);

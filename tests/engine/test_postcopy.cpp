@@ -212,6 +212,21 @@ Result<guest::GuestProcess> busy_guest(const std::string& dir) {
   return g;
 }
 
+// Pure post-copy of busy_guest() with demand paging only for a while, so the
+// post-copy phase lasts long enough to break something during it.
+SourceOptions busy_postcopy_source(const guest::GuestProcess& g, unsigned reconnect_ms) {
+  SourceOptions o;
+  o.pid = g.pid();
+  o.scope.kind = dt::ScopeKind::ranges;
+  o.scope.ranges = {{g.ram_addr(), g.ram_addr() + g.ram_size()}};
+  o.mode = MigrationMode::postcopy;
+  o.postcopy.prepaging = "none";
+  o.postcopy.reconnect_timeout_ms = reconnect_ms;
+  o.policy = "fixed:raw";
+  o.timeout = transport::Timeout(5000);
+  return o;
+}
+
 // The destination process dies while the resumed guest still faults: the
 // source reports the VM as lost (it must not thaw its frozen copy: the VM ran
 // on at the destination) and nothing hangs.
@@ -226,15 +241,7 @@ TEST(PostcopyFaults, DestinationKilledAfterResume) {
   const pid_t dest = destination.pid;
   const std::string address = destination.address;
 
-  SourceOptions o;
-  o.pid = g->pid();
-  o.scope.kind = dt::ScopeKind::ranges;
-  o.scope.ranges = {{g->ram_addr(), g->ram_addr() + g->ram_size()}};
-  o.mode = MigrationMode::postcopy;
-  o.postcopy.prepaging = "none";  // demand only for a while: the post-copy phase lasts
-  o.policy = "fixed:raw";
-  o.timeout = transport::Timeout(5000);
-  o.postcopy.reconnect_timeout_ms = 1500;  // it dials the dead destination that long
+  SourceOptions o = busy_postcopy_source(*g, 1500);  // it dials the dead destination that long
   std::thread killer;
   o.before_freeze = [&] {
     killer = std::thread([dest] {
@@ -350,15 +357,7 @@ void postcopy_through_proxy(const std::string& backend, unsigned reconnect_ms,
   ASSERT_NE(proxy.port(), 0);
   std::thread dest_thread([&] { run.outcome = (*dest)->run(); });
 
-  SourceOptions o;
-  o.pid = g->pid();
-  o.scope.kind = dt::ScopeKind::ranges;
-  o.scope.ranges = {{g->ram_addr(), g->ram_addr() + g->ram_size()}};
-  o.mode = MigrationMode::postcopy;
-  o.postcopy.prepaging = "none";  // demand only for a while: the post-copy phase lasts
-  o.postcopy.reconnect_timeout_ms = reconnect_ms;
-  o.policy = "fixed:raw";
-  o.timeout = transport::Timeout(5000);
+  SourceOptions o = busy_postcopy_source(*g, reconnect_ms);
   std::thread breaker;
   o.before_freeze = [&] { breaker = std::thread([&] { break_link(proxy); }); };
   SourceMigration source(o);

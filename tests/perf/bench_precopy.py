@@ -16,24 +16,8 @@ repetition and then their median is taken.
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, time
 
-def run_json(cmd, out_path, timeout):
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
-    if not os.path.exists(out_path):
-        raise RuntimeError("no result from %s:\n%s" % (" ".join(cmd), proc.stdout[-2000:]))
-    with open(out_path) as f:
-        return json.load(f), proc.stdout
-
-def migrate(args, sets, tag):
-    out = os.path.join(args.tmp, tag + ".json")
-    if os.path.exists(out):
-        os.unlink(out)
-    cmd = [args.livemig, "run", args.config, "--quiet", "--out", out]
-    for s in sets:
-        cmd += ["--set", s]
-    r, text = run_json(cmd, out, 900)
-    if r["status"] != "completed":
-        print("  %s failed: %s" % (tag, r.get("error")), file=sys.stderr)
-    return r
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_util import med, migrate, run_json, write_doc  # noqa: E402
 
 def ceiling_gbps(args, channels):
     out = os.path.join(args.tmp, "ceiling.json")
@@ -46,10 +30,6 @@ def wire_gbps(r):
     # Round 0 carries the whole populated RAM: its wire rate is the migration's throughput.
     rd = r["rounds"][0]
     return rd["bytes"] * 8 / (rd["duration"] / 1e3) / 1e9
-
-def med(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
 
 def main():
     p = argparse.ArgumentParser()
@@ -145,9 +125,7 @@ def main():
                 "%.0f" % row["model-downtime"] if row["model-downtime"] else "-"))
         doc["C-dirty-rate-sweep"] = {"link-pages-per-s": link, "rows": rows}
 
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(doc, f, indent=2)
+    write_doc(doc, args.out)
     print("wrote", args.out)
 
 if __name__ == "__main__":

@@ -1,0 +1,36 @@
+"""Shared by the migration benchmarks: run `livemig run` with overrides and
+read its result JSON; medians that skip missing values."""
+import json, os, statistics, subprocess, sys
+
+
+def run_json(cmd, out_path, timeout):
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    if not os.path.exists(out_path):
+        raise RuntimeError("no result from %s:\n%s" % (" ".join(cmd), proc.stdout[-2000:]))
+    with open(out_path) as f:
+        return json.load(f), proc.stdout
+
+
+def migrate(args, sets, tag, config=None):
+    """One `livemig run` of args.config (or `config`) with `sets` overrides."""
+    out = os.path.join(args.tmp, tag + ".json")
+    if os.path.exists(out):
+        os.unlink(out)
+    cmd = [args.livemig, "run", config or args.config, "--quiet", "--out", out]
+    for s in sets:
+        cmd += ["--set", s]
+    r, _ = run_json(cmd, out, 900)
+    if r["status"] != "completed":
+        print("  %s failed: %s" % (tag, r.get("error")), file=sys.stderr)
+    return r
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def write_doc(doc, path):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2)
