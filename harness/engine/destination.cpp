@@ -215,7 +215,8 @@ Result<DestinationOutcome> Destination::run() {
     // fault never fires: post-copy's RAM must stay empty until filled.
     LM_TRY(st.add_region(LM_TRY(map_region(ram.start, ram.end - ram.start, std::move(got.memfd),
                                            o_.prealloc && !postcopy ? Prealloc::yes : Prealloc::no))));
-    postcopy_ram = {std::move(got.uffd), got.minor_registered, st.regions.back().memfd.get(), {ram.start, ram.end}};
+    postcopy_ram = {std::move(got.uffd), got.minor_registered, st.regions.back().memfd.get(), st.regions.back().base,
+                    {ram.start, ram.end}};
   } else {
     LM_TRY(st.adopt_table(table));
   }

@@ -59,7 +59,8 @@ PostcopyDestination::PostcopyDestination(transport::Session& session, PostcopyGu
       recovery_(std::move(recovery)) {
   uint64_t words = (ram_.range.pages() + 63) / 64;
   installed_ = std::make_unique<std::atomic<uint64_t>[]>(words);
-  for (uint64_t i = 0; i < words; i++) installed_[i] = 0;
+  claimed_ = std::make_unique<std::atomic<uint64_t>[]>(words);
+  for (uint64_t i = 0; i < words; i++) installed_[i] = claimed_[i] = 0;
 }
 
 PostcopyDestination::~PostcopyDestination() {
@@ -105,9 +106,7 @@ Result<void> PostcopyDestination::prepare() {
     if (!ram_.range.contains(r.start) || r.end > ram_.range.end)
       return Error::msg(strf("post-copy: needed pages [0x%llx,0x%llx) outside the guest RAM",
                              (unsigned long long)r.start, (unsigned long long)r.end));
-  // Stale pre-copied versions of needed pages must fault: punch them out.
-  // Only where the RAM holds data (none at all in pure post-copy): one
-  // fallocate per needed range would cost ~1 us each in the downtime.
+  // Where the RAM holds data: pre-copied pages (none in pure post-copy).
   dt::RangeList data;
   for (off_t pos = 0;;) {
     off_t at = lseek(memfd, pos, SEEK_DATA);
@@ -120,7 +119,18 @@ Result<void> PostcopyDestination::prepare() {
     data.push_back({ram_.range.start + uint64_t(at), ram_.range.start + uint64_t(hole)});
     pos = hole;
   }
-  for (const auto& r : dt::intersect(needed, data)) {
+  const dt::RangeList stale = dt::intersect(needed, data);
+  present_ = dt::subtract(data, stale);
+  if (ram_.minor_registered && ram_.engine_map) {
+    // Stale versions stay: their MINOR faults wait for the fresh copy. Only
+    // bits are set here, where a punch would cost ~1 us per range.
+    stale_.assign((ram_.range.pages() + 63) / 64, 0);
+    for (const auto& r : stale)
+      for (uint64_t i = page_index(r.start); i < page_index(r.end); i++) stale_[i / 64] |= uint64_t(1) << (i % 64);
+    return ok();
+  }
+  // Without MINOR a stale page would never fault: punch it out.
+  for (const auto& r : stale) {
     if (fallocate(memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(r.start - ram_.range.start),
                   off_t(r.bytes())) != 0)
       return Error::from_errno(strf("post-copy: punch needed pages [0x%llx,0x%llx) out of the guest RAM",
@@ -201,36 +211,15 @@ Result<void> PostcopyDestination::install(std::span<const uint64_t> addrs, std::
       return Error::msg(strf("post-copy: the source sent page 0x%llx, which is not needed",
                              (unsigned long long)addrs[i]));
   std::vector<bool> placed(addrs.size(), false);
-  // Runs of adjacent pages (adjacent in the scratch buffer too) go in one
-  // UFFDIO_COPY; a page already there stops the copy at that page (EEXIST,
-  // `copy` = bytes placed before it), which is dropped, and the run goes on.
+  // Runs of adjacent pages (adjacent in the scratch buffer too, and all stale
+  // or none) go in one ioctl.
   for (size_t i = 0; i < addrs.size();) {
+    const bool stale = is_stale(addrs[i]);
     size_t n = 1;
     while (i + n < addrs.size() && addrs[i + n] == addrs[i] + n * kPageSize &&
-           data[i + n] == data[i] + n * kPageSize)
+           data[i + n] == data[i] + n * kPageSize && is_stale(addrs[i + n]) == stale)
       n++;
-    uffdio_copy cp{};
-    cp.dst = addrs[i];
-    cp.src = reinterpret_cast<uint64_t>(data[i]);
-    cp.len = n * kPageSize;
-    size_t done = n;  // pages of the run handled by this attempt
-    if (ioctl(ram_.uffd.get(), UFFDIO_COPY, &cp) == 0) {
-      for (size_t k = 0; k < n; k++) placed[i + k] = true;
-    } else {
-      int e = errno;
-      size_t copied = cp.copy > 0 ? size_t(cp.copy) / kPageSize : 0;
-      for (size_t k = 0; k < copied; k++) placed[i + k] = true;
-      if (e == EAGAIN) {
-        done = copied;  // the mm changed under us: retry from there
-      } else if (e == EEXIST) {
-        done = copied + 1;  // the other copy of that page landed first
-      } else if (e == ESRCH) {
-        return guest_gone("UFFDIO_COPY", addrs[i + copied]);
-      } else {
-        return Error::sys(e, strf("post-copy: UFFDIO_COPY 0x%llx", (unsigned long long)addrs[i + copied]));
-      }
-    }
-    i += done;
+    i += LM_TRY(stale ? continue_run(addrs, data, placed, i, n) : copy_run(addrs, data, placed, i, n));
   }
   const uint64_t done_ns = now_ns();
   for (size_t i = 0; i < addrs.size(); i++) {
@@ -265,45 +254,96 @@ Result<void> PostcopyDestination::install(std::span<const uint64_t> addrs, std::
   return ok();
 }
 
+// A page already there stops UFFDIO_COPY at that page (EEXIST, `copy` =
+// bytes placed before it); it is dropped and the caller goes on after it.
+// Returns the pages handled.
+Result<size_t> PostcopyDestination::copy_run(std::span<const uint64_t> addrs, std::span<uint8_t* const> data,
+                                             std::vector<bool>& placed, size_t i, size_t n) {
+  uffdio_copy cp{};
+  cp.dst = addrs[i];
+  cp.src = reinterpret_cast<uint64_t>(data[i]);
+  cp.len = n * kPageSize;
+  if (ioctl(ram_.uffd.get(), UFFDIO_COPY, &cp) == 0) {
+    for (size_t k = 0; k < n; k++) placed[i + k] = true;
+    return n;
+  }
+  int e = errno;
+  size_t copied = cp.copy > 0 ? size_t(cp.copy) / kPageSize : 0;
+  for (size_t k = 0; k < copied; k++) placed[i + k] = true;
+  if (e == EAGAIN) return copied;      // the mm changed under us: retry from there
+  if (e == EEXIST) return copied + 1;  // the other copy of that page landed first
+  if (e == ESRCH) return guest_gone("UFFDIO_COPY", addrs[i + copied]);
+  return Error::sys(e, strf("post-copy: UFFDIO_COPY 0x%llx", (unsigned long long)addrs[i + copied]));
+}
+
+// Stale pages: whoever claims a page first writes the fresh copy through the
+// engine's mapping, then maps it into the guest with UFFDIO_CONTINUE, which
+// also wakes its faults. Until then the guest cannot see the page (its MINOR
+// fault waits), and after it nobody writes the page again: a page another
+// installer claimed is dropped.
+Result<size_t> PostcopyDestination::continue_run(std::span<const uint64_t> addrs, std::span<uint8_t* const> data,
+                                                 std::vector<bool>& placed, size_t i, size_t n) {
+  auto claim = [&](uint64_t addr) {
+    uint64_t p = page_index(addr), bit = uint64_t(1) << (p % 64);
+    return !(claimed_[p / 64].fetch_or(bit) & bit);
+  };
+  for (size_t k = i; k < i + n;) {
+    size_t m = 0;
+    while (k + m < i + n && claim(addrs[k + m])) {
+      std::memcpy(ram_.engine_map + (addrs[k + m] - ram_.range.start), data[k + m], kPageSize);
+      m++;
+    }
+    if (m == 0) {
+      k++;
+      continue;
+    }
+    for (size_t at = 0; at < m;) {
+      uffdio_continue c{};
+      c.range = {addrs[k + at], (m - at) * kPageSize};
+      int r = ioctl(ram_.uffd.get(), UFFDIO_CONTINUE, &c);
+      size_t mapped = r == 0 ? m - at : c.mapped > 0 ? size_t(c.mapped) / kPageSize : 0;
+      for (size_t q = 0; q < mapped; q++) placed[k + at + q] = true;
+      at += mapped;
+      if (r == 0 || errno == EAGAIN) continue;
+      if (errno == ESRCH) return guest_gone("UFFDIO_CONTINUE", addrs[k + at]);
+      // EEXIST included: a claimed page mapped before its fresh copy was
+      // written would be a broken invariant, not a race to shrug off.
+      return Error::from_errno(strf("post-copy: UFFDIO_CONTINUE of the fresh copy of 0x%llx",
+                                    (unsigned long long)addrs[k + at]));
+    }
+    k += m;
+  }
+  return n;
+}
+
 // The current pre-copied pages sit in the page cache; with MINOR registered
 // each would fault once. Mapping them into the guest takes a while for a
 // large RAM, so it runs beside the guest instead of in the downtime; a
 // fault that races with it is resolved by the fault server (EEXIST: wake).
 Result<void> PostcopyDestination::map_present() {
-  const int memfd = ram_.memfd;
-  const off_t size = off_t(ram_.range.bytes());
-  for (off_t pos = 0; pos < size && !stop_;) {
-    off_t data = lseek(memfd, pos, SEEK_DATA);
-    if (data < 0) {
-      if (errno == ENXIO) break;
-      return Error::from_errno("post-copy: SEEK_DATA on the guest RAM memfd");
-    }
-    off_t hole = lseek(memfd, data, SEEK_HOLE);
-    if (hole < 0) return Error::from_errno("post-copy: SEEK_HOLE on the guest RAM memfd");
+  for (const auto& r : present_) {
     // Pieces of at most 2 MiB, so that stop_ is seen soon.
-    for (off_t at = data; at < hole && !stop_;) {
+    for (uint64_t at = r.start; at < r.end && !stop_;) {
       uffdio_continue c{};
-      c.range.start = ram_.range.start + uint64_t(at);
-      c.range.len = uint64_t(std::min<off_t>(hole - at, off_t(2) << 20));
+      c.range.start = at;
+      c.range.len = std::min<uint64_t>(r.end - at, uint64_t(2) << 20);
       if (ioctl(ram_.uffd.get(), UFFDIO_CONTINUE, &c) == 0) {
-        at += off_t(c.range.len);
+        at += c.range.len;
         continue;
       }
       int e = errno;
-      int64_t done = c.mapped > 0 ? c.mapped : 0;
-      if (e == ESRCH) return guest_gone("UFFDIO_CONTINUE", c.range.start);
+      uint64_t done = c.mapped > 0 ? uint64_t(c.mapped) : 0;
+      if (e == ESRCH) return guest_gone("UFFDIO_CONTINUE", at);
       if (e == EAGAIN) {
-        at += off_t(done);
+        at += done;
         continue;
       }
-      // EEXIST: a fault mapped it first; EFAULT: no page there any more (a
-      // needed page punched out).
-      if (e != EEXIST && e != EFAULT)
-        return Error::sys(e, strf("post-copy: UFFDIO_CONTINUE [0x%llx,+%llu) in the guest",
-                                  (unsigned long long)c.range.start, (unsigned long long)c.range.len));
-      at += off_t(done) + off_t(kPageSize);
+      // EEXIST: a fault mapped it first.
+      if (e != EEXIST)
+        return Error::sys(e, strf("post-copy: UFFDIO_CONTINUE [0x%llx,+%llu) in the guest", (unsigned long long)at,
+                                  (unsigned long long)c.range.len));
+      at += done + kPageSize;
     }
-    pos = hole;
   }
   return ok();
 }
@@ -339,8 +379,9 @@ Result<void> PostcopyDestination::serve_faults() {
     for (size_t i = 0; i < size_t(n) / sizeof(uffd_msg); i++) {
       if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
       const uint64_t addr = msgs[i].arg.pagefault.address & ~uint64_t(kPageSize - 1);
-      if (msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR) {
-        // A current pre-copied page not mapped yet.
+      const bool minor = msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR;
+      if (minor && !(is_stale(addr) && !is_installed(addr))) {
+        // A current page (pre-copied, or a stale one's fresh copy) not mapped yet.
         uffdio_continue c{};
         c.range = {addr, kPageSize};
         LM_TRY(resolve_locally(UFFDIO_CONTINUE, &c, "UFFDIO_CONTINUE", addr));
@@ -348,7 +389,7 @@ Result<void> PostcopyDestination::serve_faults() {
         stats_.minor_faults++;
         continue;
       }
-      if (!needed_.contains(addr)) {
+      if (!minor && !needed_.contains(addr)) {
         // Neither needed nor in the page cache: a zero page at the source.
         uffdio_zeropage z{};
         z.range = {addr, kPageSize};

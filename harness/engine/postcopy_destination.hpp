@@ -3,7 +3,10 @@
 // RAM, fetching needed pages from the source on the priority channel, and
 // installs the pages the source pushes on the bulk channels — every page with
 // UFFDIO_COPY, which places and wakes atomically, so a page is installed once
-// whichever copy lands first.
+// whichever copy lands first. A needed page whose stale pre-copied version is
+// in the RAM (hybrid) is not punched out in the downtime: with MINOR
+// registered its fault waits for the fresh copy, which is written through
+// the engine's own mapping and then mapped with UFFDIO_CONTINUE.
 //
 // Recovery: when the link to the source breaks, faults keep being read and
 // wait; the source dials the same session again, and the destination tells
@@ -51,6 +54,7 @@ struct PostcopyGuestRam {
   UniqueFd uffd;              // registered by the guest on its RAM (MISSING, maybe MINOR)
   bool minor_registered = false;
   int memfd = -1;             // the guest's RAM; borrowed
+  uint8_t* engine_map = nullptr;  // the engine's own shared mapping of it; borrowed
   PageRange range;            // where the guest maps it
 };
 
@@ -125,8 +129,19 @@ class PostcopyDestination {
   // UFFDIO_COPY of pages at addrs (data[i] for addrs[i]); pages already there are skipped.
   Result<void> install(std::span<const uint64_t> addrs, std::span<uint8_t* const> data, bool pushed);
   Result<void> wake(uint64_t addr);
+  // Install addrs[i, i+n) (adjacent pages); return how many were handled.
+  Result<size_t> copy_run(std::span<const uint64_t> addrs, std::span<uint8_t* const> data, std::vector<bool>& placed,
+                          size_t i, size_t n);
+  Result<size_t> continue_run(std::span<const uint64_t> addrs, std::span<uint8_t* const> data,
+                              std::vector<bool>& placed, size_t i, size_t n);
+  uint64_t page_index(uint64_t addr) const { return (addr - ram_.range.start) / kPageSize; }
   bool is_installed(uint64_t addr) const;
   bool mark_installed(uint64_t addr);
+  // A needed page whose stale version sits in the RAM (MINOR path).
+  bool is_stale(uint64_t addr) const {
+    uint64_t i = page_index(addr);
+    return !stale_.empty() && (stale_[i / 64] >> (i % 64) & 1);
+  }
 
   transport::Session& session_;
   PostcopyGuestRam ram_;
@@ -146,6 +161,9 @@ class PostcopyDestination {
   std::vector<std::thread> link_threads_;
 
   std::unique_ptr<std::atomic<uint64_t>[]> installed_;  // bitmap over ram_.range
+  std::unique_ptr<std::atomic<uint64_t>[]> claimed_;    // stale pages: who writes the fresh copy
+  std::vector<uint64_t> stale_;  // bitmap over ram_.range; fixed after prepare()
+  dt::RangeList present_;        // current pages in the RAM, for map_present()
   std::atomic<uint64_t> installed_count_{0};
   std::atomic<size_t> bulk_done_{0};
   std::atomic<bool> stop_{false};
