@@ -198,16 +198,23 @@ TEST(GuestResumeUffd, MinorFaultsServedFromMemfd) {
   ::kill(source.pid(), SIGCONT);
 }
 
+// A fresh guest runs for 100 ms, is frozen, and resumed from its RAM.
+void run_freeze_resume(const ScratchDir& dir, const GuestOptions& o, const std::string& tag,
+                       std::optional<GuestProcess>& source, Resumed& out) {
+  source.emplace(ASSERT_OK(GuestProcess::spawn(guest_binary(), o, dir.path())));
+  std::this_thread::sleep_for(100ms);
+  freeze(*source);
+  resume_frozen(*source, dir, tag, UffdWanted::no, out);
+}
+
 // A resumed guest (memfd RAM) is itself a valid source: migrate it again.
 TEST(GuestResumeChain, ResumedGuestMigratesAgain) {
   ScratchDir dir;
   GuestOptions o = options(2 << 20, "max", 3);
   o.write = "word";
-  GuestProcess source = ASSERT_OK(GuestProcess::spawn(guest_binary(), o, dir.path()));
-  std::this_thread::sleep_for(100ms);
-  freeze(source);
+  std::optional<GuestProcess> source;
   Resumed first;
-  resume_frozen(source, dir, "first", UffdWanted::no, first);
+  run_freeze_resume(dir, o, "first", source, first);
   ASSERT_FALSE(HasFatalFailure());
   freeze(*first.guest);
   Resumed second;
@@ -223,17 +230,14 @@ TEST(GuestResumeChain, ResumedGuestMigratesAgain) {
 // must end itself instead of running on.
 TEST(GuestResumeErrors, EngineGoneBeforeReleaseEndsTheGuest) {
   ScratchDir dir;
-  GuestOptions o = options(2 << 20, "max", 2);
-  GuestProcess source = ASSERT_OK(GuestProcess::spawn(guest_binary(), o, dir.path()));
-  std::this_thread::sleep_for(100ms);
-  freeze(source);
+  std::optional<GuestProcess> source;
   Resumed r;
-  resume_frozen(source, dir, "hangup", UffdWanted::no, r);
+  run_freeze_resume(dir, options(2 << 20, "max", 2), "hangup", source, r);
   ASSERT_FALSE(HasFatalFailure());
   EXPECT_TRUE(r.guest->control().status().ok()) << "running before the hang-up";
   r.server.reset();
   EXPECT_EQ(ASSERT_OK(r.guest->wait_exit(5000)), 3);
-  ::kill(source.pid(), SIGCONT);
+  ::kill(source->pid(), SIGCONT);
 }
 
 TEST(GuestResumeErrors, ImageWithoutHeaderIsRefused) {
