@@ -233,6 +233,7 @@ Result<void> PostcopyDestination::install(std::span<const uint64_t> addrs, std::
     for (size_t i = 0; i < addrs.size(); i++) {
       auto it = inflight_.find(addrs[i]);
       if (placed[i]) {
+        if (is_stale(addrs[i])) stats_.stale_refreshed++;
         if (it != inflight_.end()) {
           stats_.fault_latency_us.push_back(double(done_ns - it->second) * 1e-3);
           inflight_.erase(it);

@@ -68,6 +68,7 @@ struct PostcopyRecovery {
 struct PostcopyDestinationStats {
   uint64_t demand_faults = 0;  // missing pages fetched on a fault
   uint64_t zero_faults = 0;    // resolved locally with UFFDIO_ZEROPAGE
+  uint64_t stale_refreshed = 0;  // stale pre-copied pages rewritten in place (MINOR path)
   uint64_t minor_faults = 0;   // pre-copied pages mapped with UFFDIO_CONTINUE
   uint64_t pages_by_request = 0;  // installed from a page_reply to a request
   uint64_t pages_by_push = 0;     // installed from a pushed page before any fault

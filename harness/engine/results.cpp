@@ -169,6 +169,7 @@ std::string result_to_json(const MigrationResult& r) {
         .field("prepaging", r.prepaging)
         .field("pages-requested", r.postcopy_pages_requested)
         .field("zero-faults", r.postcopy_zero_faults)
+        .field("stale-refreshed", r.postcopy_stale_refreshed)
         .field("pages-pushed-ahead", r.pages_pushed_ahead)
         .field("rate-during-postcopy", r.workload_rate_postcopy)
         .field("reconnects", r.postcopy_reconnects)

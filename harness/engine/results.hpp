@@ -93,6 +93,7 @@ struct MigrationResult {
   std::string prepaging;                  // the pre-paging policy used
   uint64_t postcopy_pages_requested = 0;  // source: pages served on request
   uint64_t postcopy_zero_faults = 0;      // destination: resolved locally (UFFDIO_ZEROPAGE)
+  uint64_t postcopy_stale_refreshed = 0;  // destination: stale pre-copied pages rewritten in place
   uint64_t pages_pushed_ahead = 0;        // pushed pages installed before any fault on them
   double workload_rate_postcopy = 0;      // guest steps per second from resume to completion
   uint64_t postcopy_reconnects = 0;       // broken links recovered from (source's count)

@@ -185,6 +185,7 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
     result.prepaging = config.postcopy.prepaging;
     result.postcopy_requests = dest.postcopy->demand_faults;
     result.postcopy_zero_faults = dest.postcopy->zero_faults;
+    result.postcopy_stale_refreshed = dest.postcopy->stale_refreshed;
     result.pages_pushed_ahead = dest.postcopy->pages_by_push;
     result.fault_latency_us = latency_stats(dest.postcopy->fault_latency_us);
     result.workload_rate_postcopy = dest.postcopy_rate;
