@@ -230,6 +230,11 @@ std::string summarize(const MigrationResult& r) {
               r.fault_latency_us.p99, r.fault_latency_us.max, (unsigned long long)r.postcopy_zero_faults,
               (unsigned long long)r.pages_pushed, (unsigned long long)r.pages_pushed_ahead, r.postcopy_complete_ms,
               r.workload_rate_postcopy);
+  if (r.config.migration.mode == MigrationMode::hybrid)
+    s += strf("stale         %llu pre-copied pages refreshed in place\n", (unsigned long long)r.postcopy_stale_refreshed);
+  if (r.postcopy_reconnects > 0)
+    s += strf("recovery      %llu broken links recovered, %.0f ms without a link\n",
+              (unsigned long long)r.postcopy_reconnects, r.postcopy_link_down_ms);
   if (r.model)
     s += strf("model         predicted total %.1f ms, downtime %.1f ms, %u rounds (r = %.3f)\n",
               r.model->total_s * 1e3, r.model->downtime_s * 1e3, r.model->rounds, r.model->ratio);
