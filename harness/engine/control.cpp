@@ -24,4 +24,15 @@ void send_error_best_effort(transport::Channel& control, uint16_t version, const
   (void)transport::send_message(control, m, transport::Timeout(1000));
 }
 
+Result<void> send_page_bitmaps(transport::Session& session, const dt::RangeList& pages, transport::Timeout timeout) {
+  for (const auto& e : session.mappings().entries()) {
+    uint64_t count = (e.end - e.start) / kPageSize;
+    const std::vector<uint8_t> bits = dt::to_page_bitmap(pages, e.start, count);  // the message points into it
+    transport::OutMessage m;
+    transport::encode_dirty_bitmap(m, session.negotiated().version, e.start, count, bits);
+    LM_TRY(transport::send_message(session.control(), m, timeout));
+  }
+  return ok();
+}
+
 }  // namespace lm::engine

@@ -5,7 +5,9 @@
 #include <optional>
 
 #include "common/error.hpp"
+#include "dirtytrack/ranges.hpp"
 #include "transport/protocol.hpp"
+#include "transport/session.hpp"
 
 namespace lm::engine {
 
@@ -17,6 +19,10 @@ Result<transport::Message> expect_message(transport::Channel& control, std::init
 // The peer's error message, if one is already waiting on the channel (a
 // broken bulk channel is often only the echo of the peer's own failure).
 std::optional<Error> pending_peer_error(transport::Channel& control);
+
+// One dirty_bitmap message per mapping of the session, a bit set for each
+// page of `pages` (post-copy: the pages the destination still needs).
+Result<void> send_page_bitmaps(transport::Session& session, const dt::RangeList& pages, transport::Timeout timeout);
 
 // Tells the peer why we stop; best effort, bounded wait.
 void send_error_best_effort(transport::Channel& control, uint16_t version, const Error& e);

@@ -13,6 +13,7 @@
 
 #include "common/clock.hpp"
 #include "compress/compressor.hpp"
+#include "harness/engine/control.hpp"
 
 namespace lm::engine {
 
@@ -153,25 +154,33 @@ void PostcopyDestination::failed(Error e) {
 }
 
 void PostcopyDestination::lost_link(Error e) {
-  {
-    std::lock_guard g(link_lock_);
-    link_up_ = false;
-  }
+  std::lock_guard g(link_lock_);
+  link_broke(std::move(e));
+}
+
+void PostcopyDestination::link_broke(Error e) {
+  link_up_ = false;
   std::lock_guard g(error_lock_);
   if (!link_error_) link_error_ = std::move(e);
   link_stop_ = true;
 }
 
+namespace {
+
+// Sets page i's bit; true if this call set it.
+bool set_page_bit(std::atomic<uint64_t>* bits, uint64_t i) {
+  uint64_t bit = uint64_t(1) << (i % 64);
+  return !(bits[i / 64].fetch_or(bit) & bit);
+}
+
+}  // namespace
+
 bool PostcopyDestination::is_installed(uint64_t addr) const {
-  uint64_t i = (addr - ram_.range.start) / kPageSize;
+  uint64_t i = page_index(addr);
   return installed_[i / 64].load() & (uint64_t(1) << (i % 64));
 }
 
-bool PostcopyDestination::mark_installed(uint64_t addr) {
-  uint64_t i = (addr - ram_.range.start) / kPageSize;
-  uint64_t bit = uint64_t(1) << (i % 64);
-  return !(installed_[i / 64].fetch_or(bit) & bit);
-}
+bool PostcopyDestination::mark_installed(uint64_t addr) { return set_page_bit(installed_.get(), page_index(addr)); }
 
 Result<void> PostcopyDestination::wake(uint64_t addr) {
   uffdio_range r{addr, kPageSize};
@@ -284,13 +293,9 @@ Result<size_t> PostcopyDestination::copy_run(std::span<const uint64_t> addrs, st
 // installer claimed is dropped.
 Result<size_t> PostcopyDestination::continue_run(std::span<const uint64_t> addrs, std::span<uint8_t* const> data,
                                                  std::vector<bool>& placed, size_t i, size_t n) {
-  auto claim = [&](uint64_t addr) {
-    uint64_t p = page_index(addr), bit = uint64_t(1) << (p % 64);
-    return !(claimed_[p / 64].fetch_or(bit) & bit);
-  };
   for (size_t k = i; k < i + n;) {
     size_t m = 0;
-    while (k + m < i + n && claim(addrs[k + m])) {
+    while (k + m < i + n && set_page_bit(claimed_.get(), page_index(addrs[k + m]))) {
       std::memcpy(ram_.engine_map + (addrs[k + m] - ram_.range.start), data[k + m], kPageSize);
       m++;
     }
@@ -420,12 +425,8 @@ void PostcopyDestination::request(std::span<const uint64_t> addrs, uint64_t& req
   for (size_t at = 0; at < addrs.size() && link_up_; at += transport::kMaxRequestPages) {
     size_t count = std::min<size_t>(transport::kMaxRequestPages, addrs.size() - at);
     transport::encode_page_request(m, session_.negotiated().version, ++request_id, addrs.subspan(at, count));
-    if (auto r = transport::send_message(session_.priority(), m, timeout_); !r) {
-      link_up_ = false;  // lost_link() would take link_lock_ again
-      std::lock_guard e(error_lock_);
-      if (!link_error_) link_error_ = std::move(r).error().context("post-copy: request pages");
-      link_stop_ = true;
-    }
+    if (auto r = transport::send_message(session_.priority(), m, timeout_); !r)
+      link_broke(std::move(r).error().context("post-copy: request pages"));
   }
 }
 
@@ -567,12 +568,7 @@ Result<void> PostcopyDestination::resume_link() {
   for (const auto& r : needed_.ranges())
     for (uint64_t a = r.start; a < r.end; a += kPageSize)
       if (!is_installed(a)) dt::append_merge(still, {a, a + kPageSize});
-  for (const auto& e : session_.mappings().entries()) {
-    uint64_t pages = (e.end - e.start) / kPageSize;
-    const std::vector<uint8_t> bits = dt::to_page_bitmap(still, e.start, pages);  // the message points into it
-    transport::encode_dirty_bitmap(m, version, e.start, pages, bits);
-    LM_TRY(transport::send_message(control, m, timeout_));
-  }
+  LM_TRY(send_page_bitmaps(session_, still, timeout_));
   transport::encode_event(m, version, MsgType::ready, {now_ns(), installed_count_.load()});
   LM_TRY(transport::send_message(control, m, timeout_));
   bulk_done_ = 0;  // each bulk channel of the new session ends anew

@@ -109,6 +109,7 @@ class PostcopyDestination {
   void failed(Error e);
   // A channel broke: the link threads stop, faults wait for recover().
   void lost_link(Error e);
+  void link_broke(Error e);  // the same, with link_lock_ held
   void spawn_link_threads();
   void stop_link_threads();
   Result<void> recover();
@@ -151,7 +152,7 @@ class PostcopyDestination {
   transport::Timeout timeout_;
   PostcopyRecovery recovery_;
   uint64_t started_ns_ = 0;
-  std::atomic<uint64_t> resumed_ns_{0};
+  uint64_t resumed_ns_ = 0;  // main thread only
 
   // The link: session_'s channels. link_lock_ serialises priority sends with
   // the replacement of session_; link threads stop on link_stop_.

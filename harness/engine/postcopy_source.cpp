@@ -153,16 +153,12 @@ Result<void> push_pages(transport::Session& session, size_t c, compress::Compres
   return ok();
 }
 
-// The needed pages of each mapping as one bitmap message per mapping.
-Result<void> send_needed(transport::Session& session, const dt::RangeList& needed, transport::Timeout timeout) {
-  for (const auto& e : session.mappings().entries()) {
-    uint64_t pages = (e.end - e.start) / kPageSize;
-    std::vector<uint8_t> bits = dt::to_page_bitmap(needed, e.start, pages);
-    OutMessage m;
-    transport::encode_dirty_bitmap(m, session.negotiated().version, e.start, pages, bits);
-    LM_TRY(transport::send_message(session.control(), m, timeout));
-  }
-  return ok();
+// The destination reports it runs the VM: the downtime ends (the first time).
+void note_resumed(PostcopySourceOutcome& out, uint64_t freeze_ns, uint64_t& resumed_ns) {
+  if (out.resumed) return;
+  out.resumed = true;
+  resumed_ns = now_ns();
+  out.resumed_after_ms = double(resumed_ns - freeze_ns) * 1e-6;
 }
 
 // Dials the destination again until it answers with its account of the
@@ -192,11 +188,7 @@ Result<dt::RangeList> reconnect(transport::Session& session, const PostcopySourc
       }
       switch (m->type) {
         case MsgType::resumed:
-          if (!out.resumed) {
-            out.resumed = true;
-            resumed_ns = now_ns();
-            out.resumed_after_ms = double(resumed_ns - freeze_ns) * 1e-6;
-          }
+          note_resumed(out, freeze_ns, resumed_ns);
           break;
         case MsgType::dirty_bitmap: {
           auto v = LM_TRY(transport::decode_dirty_bitmap(*m, session.mappings()));
@@ -238,7 +230,7 @@ Result<void> run_postcopy_source(transport::Session& session,
   if (workers.size() < session.bulk_count())
     return Error::msg(strf("post-copy: %zu compressors for %zu bulk channels", workers.size(), session.bulk_count()));
   auto request_compressor = workers.front()->make_worker();
-  LM_TRY(send_needed(session, needed, o.timeout));
+  LM_TRY(send_page_bitmaps(session, needed, o.timeout));
   {
     OutMessage m;
     transport::encode_exec_state(m, session.negotiated().version, o.exec_state_kind, {});
@@ -298,11 +290,9 @@ Result<void> run_postcopy_source(transport::Session& session,
         break;
       }
       if (received->type == MsgType::resumed && !out.resumed) {
-        out.resumed = true;
-        resumed_ns = now_ns();
+        note_resumed(out, freeze_ns, resumed_ns);
         st.last_fault_ns = resumed_ns;  // policy none: the guest gets idle_ms to fault first
         st.resumed = true;
-        out.resumed_after_ms = double(resumed_ns - freeze_ns) * 1e-6;
         waited = Stopwatch();
         continue;
       }

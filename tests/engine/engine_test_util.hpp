@@ -93,6 +93,15 @@ inline std::vector<pid_t> wait_until_gone(const std::string& needle, int ms) {
   return left;
 }
 
+// A guest migration completed, every page's digest matched, and the guest
+// runs on at the destination.
+inline void expect_migrated_and_verified(const MigrationResult& r) {
+  EXPECT_TRUE(r.completed) << r.error;
+  EXPECT_TRUE(r.verify_ok);
+  EXPECT_EQ(r.verify_pages, r.ram_total / 4096);
+  EXPECT_GT(r.workload_rate_after, 0) << "the guest must run on at the destination";
+}
+
 // A 32 MiB guest with mixed content at a moderate rate, then `overrides`.
 inline ScenarioConfig small_guest(std::vector<std::string> overrides) {
   overrides.insert(overrides.begin(), {"workload.ram=\"32M\"", "workload.rate=5000", "workload.warmup-ms=100",

@@ -28,10 +28,7 @@ using namespace lm::engine::test;
 namespace {
 
 void expect_verified(const MigrationResult& r) {
-  EXPECT_TRUE(r.completed) << r.error;
-  EXPECT_TRUE(r.verify_ok);
-  EXPECT_EQ(r.verify_pages, r.ram_total / 4096);
-  EXPECT_GT(r.workload_rate_after, 0) << "the guest must run on at the destination";
+  expect_migrated_and_verified(r);
   EXPECT_GT(r.postcopy_complete_ms, 0);
 }
 
@@ -215,6 +212,18 @@ Result<guest::GuestProcess> busy_guest(const std::string& dir) {
   return g;
 }
 
+// An in-process destination for busy_guest(): short timeouts, so a lost peer
+// is given up on quickly.
+DestinationOptions busy_destination(const std::string& listen, const std::string& dir, unsigned reconnect_ms) {
+  DestinationOptions d;
+  d.listen = listen;
+  d.guest_binary = env_or_fail("LM_GUEST_BIN");
+  d.work_dir = dir;
+  d.timeout = transport::Timeout(5000);
+  d.reconnect_timeout = transport::Timeout(reconnect_ms);
+  return d;
+}
+
 // Pure post-copy of busy_guest() with demand paging only for a while, so the
 // post-copy phase lasts long enough to break something during it.
 SourceOptions busy_postcopy_source(const guest::GuestProcess& g, unsigned reconnect_ms) {
@@ -234,8 +243,7 @@ SourceOptions busy_postcopy_source(const guest::GuestProcess& g, unsigned reconn
 // source reports the VM as lost (it must not thaw its frozen copy: the VM ran
 // on at the destination) and nothing hangs.
 TEST(PostcopyFaults, DestinationKilledAfterResume) {
-  char dir[] = "/tmp/livemig-test-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string dir = temp_dir();
   auto g = busy_guest(dir);
   ASSERT_TRUE(g.ok()) << g.error().message;
 
@@ -278,18 +286,12 @@ TEST(PostcopyFaults, DestinationKilledAfterResume) {
 // guest still needs pages: the destination fails cleanly within bounded time,
 // says the VM is lost, and kills its resumed guest; nothing hangs.
 TEST(PostcopyFaults, SourceKilledAfterResume) {
-  char dir[] = "/tmp/livemig-test-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string dir = temp_dir();
   auto g = busy_guest(dir);
   ASSERT_TRUE(g.ok()) << g.error().message;
 
-  DestinationOptions dopts;
-  dopts.listen = "tcp:127.0.0.1:0";
-  dopts.guest_binary = env_or_fail("LM_GUEST_BIN");
-  dopts.work_dir = dir;
-  dopts.timeout = transport::Timeout(5000);
-  dopts.reconnect_timeout = transport::Timeout(1500);  // faults wait that long for the source
-  auto dest = Destination::listen(dopts);
+  // Faults wait 1.5 s for the source to come back.
+  auto dest = Destination::listen(busy_destination("tcp:127.0.0.1:0", dir, 1500));
   ASSERT_TRUE(dest.ok()) << dest.error().message;
   std::optional<Result<DestinationOutcome>> outcome;
   std::thread dest_thread([&] { outcome = (*dest)->run(); });
@@ -341,19 +343,12 @@ struct ProxiedPostcopy {
 
 void postcopy_through_proxy(const std::string& backend, unsigned reconnect_ms,
                             const std::function<void(TcpProxy&)>& break_link, ProxiedPostcopy& run) {
-  char dir[] = "/tmp/livemig-test-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string dir = temp_dir();
   auto g = busy_guest(dir);
   ASSERT_TRUE(g.ok()) << g.error().message;
   run.source_pid = g->pid();
 
-  DestinationOptions dopts;
-  dopts.listen = backend + ":127.0.0.1:0";
-  dopts.guest_binary = env_or_fail("LM_GUEST_BIN");
-  dopts.work_dir = dir;
-  dopts.timeout = transport::Timeout(5000);
-  dopts.reconnect_timeout = transport::Timeout(reconnect_ms);
-  auto dest = Destination::listen(dopts);
+  auto dest = Destination::listen(busy_destination(backend + ":127.0.0.1:0", dir, reconnect_ms));
   ASSERT_TRUE(dest.ok()) << dest.error().message;
   const std::string real = (*dest)->address();
   TcpProxy proxy(uint16_t(std::stoul(real.substr(real.rfind(':') + 1))));

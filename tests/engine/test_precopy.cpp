@@ -13,10 +13,7 @@ using namespace lm::engine::test;
 namespace {
 
 void expect_verified(const MigrationResult& r) {
-  EXPECT_TRUE(r.completed) << r.error;
-  EXPECT_TRUE(r.verify_ok);
-  EXPECT_EQ(r.verify_pages, r.ram_total / 4096);
-  EXPECT_GT(r.workload_rate_after, 0) << "the guest must run on at the destination";
+  expect_migrated_and_verified(r);
   EXPECT_GE(r.dirty_sync_count, 2u);
   EXPECT_GT(r.transferred, 0u);
 }
