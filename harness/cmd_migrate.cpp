@@ -8,9 +8,10 @@
 
 #include "common/args.hpp"
 #include "harness/commands.hpp"
-#include "harness/engine/destination.hpp"
-#include "harness/engine/runner.hpp"
-#include "harness/engine/source.hpp"
+#include "engine/destination.hpp"
+#include "harness/result_json.hpp"
+#include "harness/runner.hpp"
+#include "engine/source.hpp"
 
 namespace lm::cmd {
 

@@ -6,8 +6,9 @@
 #include "common/args.hpp"
 #include "harness/commands.hpp"
 #include "common/json.hpp"
-#include "harness/engine/runner.hpp"
-#include "harness/engine/sweep.hpp"
+#include "harness/result_json.hpp"
+#include "harness/runner.hpp"
+#include "harness/sweep.hpp"
 
 #include <filesystem>
 #include <fstream>

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "common/clock.hpp"
-#include "harness/engine/runner.hpp"
+#include "harness/runner.hpp"
 #include "harness/guest/client.hpp"
 
 namespace lm::engine::test {

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "harness/engine/convergence.hpp"
+#include "engine/convergence.hpp"
 
 using namespace lm::engine;
 

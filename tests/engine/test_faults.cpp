@@ -12,8 +12,8 @@
 #include <thread>
 
 #include "common/clock.hpp"
-#include "harness/engine/destination.hpp"
-#include "harness/engine/source.hpp"
+#include "engine/destination.hpp"
+#include "engine/source.hpp"
 #include "harness/guest/client.hpp"
 #include "tests/engine/engine_test_util.hpp"
 

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "harness/engine/model.hpp"
+#include "engine/model.hpp"
 
 using lm::engine::ModelInput;
 using lm::engine::MultiVm;

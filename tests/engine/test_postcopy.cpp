@@ -13,10 +13,10 @@
 #include <thread>
 
 #include "common/clock.hpp"
-#include "harness/engine/destination.hpp"
-#include "harness/engine/prepaging.hpp"
-#include "harness/engine/runner.hpp"
-#include "harness/engine/source.hpp"
+#include "engine/destination.hpp"
+#include "engine/prepaging.hpp"
+#include "harness/runner.hpp"
+#include "engine/source.hpp"
 #include "harness/guest/client.hpp"
 #include "tests/engine/engine_test_util.hpp"
 #include "tests/engine/tcp_proxy.hpp"

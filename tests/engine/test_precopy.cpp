@@ -2,7 +2,7 @@
 // digests must match, and the guest's own verify must pass after resume.
 #include <gtest/gtest.h>
 
-#include "harness/engine/runner.hpp"
+#include "harness/runner.hpp"
 #include "tests/engine/engine_test_util.hpp"
 #include "livemig_config.h"
 #include "harness/guest/client.hpp"

@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "harness/engine/runner.hpp"
+#include "harness/runner.hpp"
 
 using namespace lm::engine;
 

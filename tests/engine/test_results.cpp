@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
-#include "harness/engine/results.hpp"
+#include "engine/results.hpp"
+#include "harness/result_json.hpp"
 
 using namespace lm::engine;
 

@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "harness/engine/scenario.hpp"
+#include "harness/scenario.hpp"
 
 using namespace lm::engine;
 

@@ -9,7 +9,7 @@
 #include <fstream>
 #include <thread>
 
-#include "harness/engine/throttle.hpp"
+#include "engine/throttle.hpp"
 
 using namespace lm::engine;
 

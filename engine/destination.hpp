@@ -10,7 +10,7 @@
 
 #include "common/error.hpp"
 #include "compress/stats.hpp"
-#include "harness/engine/postcopy_destination.hpp"
+#include "engine/postcopy_destination.hpp"
 #include "harness/guest/client.hpp"
 #include "transport/channel.hpp"
 #include "transport/session.hpp"

@@ -1,4 +1,4 @@
-#include "harness/engine/postcopy_destination.hpp"
+#include "engine/postcopy_destination.hpp"
 
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -13,7 +13,7 @@
 
 #include "common/clock.hpp"
 #include "compress/compressor.hpp"
-#include "harness/engine/control.hpp"
+#include "engine/control.hpp"
 
 namespace lm::engine {
 

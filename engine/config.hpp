@@ -1,14 +1,14 @@
-// A migration scenario: what to migrate, how, and when to stop. Loaded from
-// TOML (configs/*.toml) with `--set section.key=value` overrides; an unknown
-// key or an impossible value is an error naming the key.
+// The typed configuration of a migration and of the scenario around it:
+// every default lives here, shared by scenarios (harness/scenario.cpp) and by
+// the `livemig source` / `livemig dest` flags.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
-#include "common/error.hpp"
-#include "harness/engine/convergence.hpp"
+#include "engine/convergence.hpp"
 
 namespace lm::engine {
 
@@ -70,12 +70,6 @@ struct ScenarioConfig {
   bool verify = true;
   unsigned timeout_s = 600;  // the whole run
 };
-
-// Loads a TOML file, applies "section.key=value" overrides in order, validates.
-Result<ScenarioConfig> load_scenario(const std::string& path, const std::vector<std::string>& overrides);
-// The same from TOML text (tests; `origin` names it in messages).
-Result<ScenarioConfig> parse_scenario(const std::string& toml_text, const std::string& origin,
-                                      const std::vector<std::string>& overrides);
 
 std::string_view mode_name(MigrationMode m);
 std::string_view workload_name(WorkloadKind k);

@@ -1,4 +1,4 @@
-#include "harness/engine/runner.hpp"
+#include "harness/runner.hpp"
 
 #include <unistd.h>
 
@@ -8,9 +8,9 @@
 #include <thread>
 
 #include "common/clock.hpp"
-#include "harness/engine/destination.hpp"
-#include "harness/engine/redis_workload.hpp"
-#include "harness/engine/source.hpp"
+#include "engine/destination.hpp"
+#include "harness/redis_workload.hpp"
+#include "engine/source.hpp"
 #include "harness/guest/client.hpp"
 
 namespace lm::engine {

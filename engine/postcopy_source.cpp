@@ -1,4 +1,4 @@
-#include "harness/engine/postcopy_source.hpp"
+#include "engine/postcopy_source.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -8,7 +8,7 @@
 #include <thread>
 
 #include "dirtytrack/page_reader.hpp"
-#include "harness/engine/control.hpp"
+#include "engine/control.hpp"
 
 namespace lm::engine {
 

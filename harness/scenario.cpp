@@ -1,4 +1,4 @@
-#include "harness/engine/scenario.hpp"
+#include "harness/scenario.hpp"
 
 #include <functional>
 #include <sstream>
@@ -9,17 +9,6 @@
 #include <toml++/toml.h>
 
 namespace lm::engine {
-
-std::string_view mode_name(MigrationMode m) {
-  switch (m) {
-    case MigrationMode::precopy: return "precopy";
-    case MigrationMode::postcopy: return "postcopy";
-    case MigrationMode::hybrid: return "hybrid";
-  }
-  return "unknown";
-}
-
-std::string_view workload_name(WorkloadKind k) { return k == WorkloadKind::guest ? "guest" : "redis"; }
 
 namespace {
 

@@ -1,4 +1,4 @@
-#include "harness/engine/prepaging.hpp"
+#include "engine/prepaging.hpp"
 
 #include <algorithm>
 

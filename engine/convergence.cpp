@@ -1,4 +1,4 @@
-#include "harness/engine/convergence.hpp"
+#include "engine/convergence.hpp"
 
 #include <limits>
 

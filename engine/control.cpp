@@ -1,4 +1,4 @@
-#include "harness/engine/control.hpp"
+#include "engine/control.hpp"
 
 namespace lm::engine {
 

@@ -4,8 +4,8 @@
 
 #include <string>
 
-#include "harness/engine/results.hpp"
-#include "harness/engine/scenario.hpp"
+#include "engine/results.hpp"
+#include "harness/scenario.hpp"
 
 namespace lm::engine {
 

@@ -1,4 +1,4 @@
-#include "harness/engine/digest.hpp"
+#include "engine/digest.hpp"
 
 #include <xxhash.h>
 

@@ -1,4 +1,4 @@
-#include "harness/engine/sweep.hpp"
+#include "harness/sweep.hpp"
 
 #include <filesystem>
 

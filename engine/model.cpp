@@ -1,4 +1,4 @@
-#include "harness/engine/model.hpp"
+#include "engine/model.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "harness/engine/source.hpp"
+#include "engine/source.hpp"
 
 #include <signal.h>
 #include <sys/mman.h>
@@ -17,10 +17,10 @@
 #include "dirtytrack/probe.hpp"
 #include "dirtytrack/process_freezer.hpp"
 #include "dirtytrack/tracker.hpp"
-#include "harness/engine/control.hpp"
-#include "harness/engine/digest.hpp"
-#include "harness/engine/postcopy_source.hpp"
-#include "harness/engine/throttle.hpp"
+#include "engine/control.hpp"
+#include "engine/digest.hpp"
+#include "engine/postcopy_source.hpp"
+#include "engine/throttle.hpp"
 
 namespace lm::engine {
 

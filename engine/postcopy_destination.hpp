@@ -25,8 +25,8 @@
 
 #include "common/fd.hpp"
 #include "dirtytrack/ranges.hpp"
-#include "harness/engine/digest.hpp"
-#include "harness/engine/results.hpp"
+#include "engine/digest.hpp"
+#include "engine/results.hpp"
 #include "transport/session.hpp"
 
 namespace lm::engine {

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "harness/engine/model.hpp"
-#include "harness/engine/scenario.hpp"
+#include "engine/model.hpp"
+#include "engine/config.hpp"
 
 namespace lm::engine {
 
@@ -99,8 +99,5 @@ struct MigrationResult {
   uint64_t postcopy_reconnects = 0;       // broken links recovered from (source's count)
   double postcopy_link_down_ms = 0;       // time without a link, summed
 };
-
-std::string result_to_json(const MigrationResult& r);
-Result<void> write_result(const MigrationResult& r, const std::string& path);
 
 }  // namespace lm::engine

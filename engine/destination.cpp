@@ -1,4 +1,4 @@
-#include "harness/engine/destination.hpp"
+#include "engine/destination.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -12,9 +12,9 @@
 #include "common/clock.hpp"
 #include "common/fd.hpp"
 #include "compress/compressor.hpp"
-#include "harness/engine/control.hpp"
-#include "harness/engine/digest.hpp"
-#include "harness/engine/source.hpp"
+#include "engine/control.hpp"
+#include "engine/digest.hpp"
+#include "engine/source.hpp"
 #include "harness/guest/handoff.hpp"
 
 namespace lm::engine {

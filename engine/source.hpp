@@ -11,9 +11,9 @@
 #include <string>
 
 #include "dirtytrack/maps.hpp"
-#include "harness/engine/convergence.hpp"
-#include "harness/engine/results.hpp"
-#include "harness/engine/scenario.hpp"
+#include "engine/convergence.hpp"
+#include "engine/results.hpp"
+#include "engine/config.hpp"
 #include "transport/session.hpp"
 
 namespace lm::engine {

@@ -1,4 +1,4 @@
-#include "harness/engine/throttle.hpp"
+#include "engine/throttle.hpp"
 
 #include <signal.h>
 #include <sys/stat.h>

@@ -1,49 +1,10 @@
-#include "harness/engine/results.hpp"
+#include "harness/result_json.hpp"
 
-#include <sys/utsname.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <cmath>
 #include <fstream>
 
 #include "common/json.hpp"
 
 namespace lm::engine {
-
-HostFacts read_host_facts() {
-  HostFacts h;
-  utsname u;
-  if (uname(&u) == 0) h.kernel = std::string(u.sysname) + " " + u.release;
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  for (std::string line; std::getline(cpuinfo, line);) {
-    if (line.rfind("model name", 0) == 0) {
-      auto colon = line.find(':');
-      if (colon != std::string::npos) h.cpu = line.substr(colon + 2);
-      break;
-    }
-  }
-  h.cores = unsigned(sysconf(_SC_NPROCESSORS_ONLN));
-  h.memory_bytes = uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE));
-  return h;
-}
-
-LatencyStats latency_stats(std::vector<double>& s) {
-  LatencyStats out;
-  out.count = s.size();
-  if (s.empty()) return out;
-  std::sort(s.begin(), s.end());
-  // Nearest-rank percentile: the smallest sample with at least q of all at or below it.
-  auto at = [&](double q) {
-    size_t rank = size_t(std::ceil(q * double(s.size())));
-    return s[std::clamp<size_t>(rank, 1, s.size()) - 1];
-  };
-  out.p50 = at(0.50);
-  out.p90 = at(0.90);
-  out.p99 = at(0.99);
-  out.max = s.back();
-  return out;
-}
 
 std::string result_to_json(const MigrationResult& r) {
   JsonWriter w;

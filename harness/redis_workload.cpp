@@ -1,4 +1,4 @@
-#include "harness/engine/redis_workload.hpp"
+#include "harness/redis_workload.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

@@ -20,7 +20,7 @@
 #include "common/clock.hpp"
 #include "compress/compressor.hpp"
 #include "dirtytrack/ranges.hpp"
-#include "harness/engine/prepaging.hpp"
+#include "engine/prepaging.hpp"
 #include "transport/session.hpp"
 
 namespace lm::engine {
