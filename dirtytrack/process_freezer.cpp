@@ -296,6 +296,29 @@ Result<long> ProcessFreezer::syscall(long nr, std::initializer_list<uint64_t> ar
   return long(out.rax);
 }
 
+Result<void> ProcessFreezer::stop_on_release() {
+  if (released_) return Error::msg(strf("pid %d: stop on release after release", pid_));
+  if (stop_on_release_) return ok();
+  // One SIGSTOP per thread, in its own queue: a thread that ptrace lets go
+  // dequeues its own stop on the way back to user space, whichever thread
+  // the kernel would have picked for a process-wide signal.
+  for (const auto& t : threads_)
+    if (::syscall(SYS_tgkill, pid_, t.tid, SIGSTOP) != 0 && errno != ESRCH)
+      return Error::from_errno(strf("pid %d: queue SIGSTOP to thread %d", pid_, t.tid));
+  stop_on_release_ = true;
+  return ok();
+}
+
+Result<void> ProcessFreezer::cancel_stop_on_release() {
+  if (!stop_on_release_) return ok();
+  if (::kill(pid_, SIGCONT) != 0 && errno != ESRCH)
+    return Error::from_errno(strf("pid %d: SIGCONT to withdraw the queued stop", pid_));
+  // A stop the freezer suppressed during a remote call would be queued again at release.
+  std::erase_if(requeue_signals_, [](const auto& p) { return p.second == SIGSTOP; });
+  stop_on_release_ = false;
+  return ok();
+}
+
 Result<void> ProcessFreezer::release() {
   if (released_) return ok();
   released_ = true;

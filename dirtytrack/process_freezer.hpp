@@ -48,8 +48,22 @@ class ProcessFreezer {
   uint64_t syscalls_run() const { return syscalls_run_; }
 
   // Restores registers and code bytes, re-delivers signals that arrived while
-  // stopped, and detaches every thread; the process runs on. Idempotent.
+  // stopped, and detaches every thread; the process runs on (unless
+  // stop_on_release() is in force). Idempotent.
   Result<void> release();
+
+  // Queues a SIGSTOP to every held thread, so that the process cannot run
+  // again by accident: once ptrace lets go, by release() or because this
+  // tracer died (SIGKILL included), each thread takes its SIGSTOP before it
+  // executes an instruction and the process stays in a group stop (state T)
+  // until someone sends SIGCONT or SIGKILL. Used from the moment another
+  // copy of the process may run elsewhere. Idempotent.
+  Result<void> stop_on_release();
+  // Withdraws it: SIGCONT discards every pending stop signal (a rollback,
+  // after which the process runs on). The process sees the SIGCONT only if
+  // it handles that signal.
+  Result<void> cancel_stop_on_release();
+  bool stops_on_release() const { return stop_on_release_; }
 
  private:
   enum class StopKind { event, signal, syscall };
@@ -81,6 +95,7 @@ class ProcessFreezer {
   long poke_orig_ = 0;
   uint64_t syscalls_run_ = 0;
   bool released_ = false;
+  bool stop_on_release_ = false;
 };
 
 }  // namespace lm::dt

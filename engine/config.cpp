@@ -13,4 +13,19 @@ std::string_view mode_name(MigrationMode m) {
 
 std::string_view workload_name(WorkloadKind k) { return k == WorkloadKind::guest ? "guest" : "redis"; }
 
+std::string_view after_name(AfterMigration a) {
+  switch (a) {
+    case AfterMigration::kill: return "kill";
+    case AfterMigration::stop: return "stop";
+    case AfterMigration::keep: return "keep";
+  }
+  return "unknown";
+}
+
+Result<AfterMigration> parse_after(std::string_view text) {
+  for (auto a : {AfterMigration::kill, AfterMigration::stop, AfterMigration::keep})
+    if (text == after_name(a)) return a;
+  return Error::msg(strf("'%.*s': expected kill, stop or keep", int(text.size()), text.data()));
+}
+
 }  // namespace lm::engine

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/error.hpp"
 #include "engine/convergence.hpp"
 
 namespace lm::engine {
@@ -45,6 +46,12 @@ struct MigrationConfig {
   unsigned batch_pages = 256;           // pages per page-batch message
 };
 
+// What becomes of the source process once the destination holds a verified
+// copy. A destination that resumes the VM needs `kill` (or `stop`): two
+// running copies of one VM are never allowed. An image leaves the source
+// running by default (a live snapshot).
+enum class AfterMigration { kill, stop, keep };
+
 struct AutoConvergeConfig {
   bool enabled = false;
   unsigned initial_percent = 20;    // QEMU: cpu-throttle-initial
@@ -72,6 +79,8 @@ struct ScenarioConfig {
 };
 
 std::string_view mode_name(MigrationMode m);
+std::string_view after_name(AfterMigration a);
+Result<AfterMigration> parse_after(std::string_view text);
 std::string_view workload_name(WorkloadKind k);
 
 }  // namespace lm::engine

@@ -1,10 +1,32 @@
 #include "engine/control.hpp"
 
+#include <algorithm>
+#include <chrono>
+
 namespace lm::engine {
 
+namespace {
+
+// Receives within `timeout`; with a cancel, in slices so that a request is
+// seen within one slice.
+Result<transport::Message> recv_cancellable(transport::Channel& channel, transport::Timeout timeout,
+                                            const Cancel* cancel) {
+  if (!cancel) return transport::recv_message(channel, timeout);
+  constexpr transport::Timeout kSlice(100);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (cancel->requested()) return cancel->error();
+    auto left = std::chrono::duration_cast<transport::Timeout>(deadline - std::chrono::steady_clock::now());
+    auto m = transport::recv_message(channel, std::clamp(left, transport::Timeout(0), kSlice));
+    if (m || m.error().code != ETIMEDOUT || left <= kSlice) return m;
+  }
+}
+
+}  // namespace
+
 Result<transport::Message> expect_message(transport::Channel& control, std::initializer_list<transport::MsgType> types,
-                                          transport::Timeout timeout) {
-  auto m = LM_TRY(transport::recv_message(control, timeout));
+                                          transport::Timeout timeout, const Cancel* cancel) {
+  auto m = LM_TRY(recv_cancellable(control, timeout, cancel));
   if (m.type == transport::MsgType::error) return transport::peer_error(m, control.name());
   for (auto t : types)
     if (m.type == t) return m;

@@ -6,15 +6,17 @@
 
 #include "common/error.hpp"
 #include "dirtytrack/ranges.hpp"
+#include "engine/cancel.hpp"
 #include "transport/protocol.hpp"
 #include "transport/session.hpp"
 
 namespace lm::engine {
 
 // The next message of one of `types`; a peer's error message becomes the
-// error, any other type is a protocol error naming the channel.
+// error, any other type is a protocol error naming the channel. With a
+// `cancel`, the wait ends early with its error once it is requested.
 Result<transport::Message> expect_message(transport::Channel& control, std::initializer_list<transport::MsgType> types,
-                                          transport::Timeout timeout);
+                                          transport::Timeout timeout, const Cancel* cancel = nullptr);
 
 // The peer's error message, if one is already waiting on the channel (a
 // broken bulk channel is often only the echo of the peer's own failure).

@@ -162,7 +162,7 @@ Result<void> receive_bulk(Channel& channel, DestinationMemory& st, transport::Ma
       }
       case MsgType::round_end: {
         auto end = LM_TRY(transport::decode_round_end(m));
-        if (end.flags & 1) return ok();
+        if (end.flags & transport::kRoundEndFinal) return ok();
         break;
       }
       case MsgType::mappings: {

@@ -10,6 +10,7 @@
 
 #include "common/error.hpp"
 #include "compress/stats.hpp"
+#include "engine/cancel.hpp"
 #include "engine/postcopy_destination.hpp"
 #include "harness/guest/client.hpp"
 #include "transport/channel.hpp"
@@ -33,6 +34,9 @@ struct DestinationOptions {
   // Post-copy: how long the resumed guest's faults wait for a source whose
   // link broke to reconnect (0: the VM is lost at once).
   transport::Timeout reconnect_timeout{10000};
+  // Stops the migration from another thread: the copy is discarded, unless
+  // the destination already runs the VM (post-copy), which it never abandons.
+  std::shared_ptr<Cancel> cancel;
 };
 
 // One region of a held image.

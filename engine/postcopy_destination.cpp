@@ -469,7 +469,7 @@ Result<void> PostcopyDestination::receive_pushes(size_t c) {
     const auto& m = *received;
     if (m.type == MsgType::round_end) {
       auto end = LM_TRY(transport::decode_round_end(m));
-      if (end.flags & 1) {
+      if (end.flags & transport::kRoundEndFinal) {
         bulk_done_++;
         return ok();
       }

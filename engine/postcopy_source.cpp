@@ -146,7 +146,7 @@ Result<void> push_pages(transport::Session& session, size_t c, compress::Compres
   }
   if (st.stop) return ok();
   transport::RoundEndBody end{};
-  end.flags = 1;
+  end.flags = transport::kRoundEndFinal;
   end.pages = pushed;
   transport::encode_round_end(m, session.negotiated().version, end);
   if (auto r = transport::send_message(channel, m, o.timeout); !r) return st.lost_link(std::move(r).error());

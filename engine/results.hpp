@@ -50,6 +50,13 @@ struct MigrationResult {
   std::string error;        // when failed: why
   std::string stop_reason;  // why pre-copy iteration ended
 
+  // What became of the source process: "killed" (the destination runs the
+  // VM), "stopped" (SIGSTOP, for an operator), "running" (kept as a live
+  // snapshot, or thawed after a failure); and the source's last phase
+  // ("released", "rolled-back", "lost").
+  std::string source_state;
+  std::string source_phase;
+
   double total_time_ms = 0;
   double downtime_ms = 0;
   double setup_time_ms = 0;

@@ -5,7 +5,10 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -16,6 +19,7 @@
 #include "dirtytrack/page_reader.hpp"
 #include "dirtytrack/probe.hpp"
 #include "dirtytrack/process_freezer.hpp"
+#include "dirtytrack/target_check.hpp"
 #include "dirtytrack/tracker.hpp"
 #include "engine/control.hpp"
 #include "engine/digest.hpp"
@@ -104,14 +108,16 @@ struct RoundTotals {
 class BulkSender {
  public:
   BulkSender(pid_t pid, Session& session, std::vector<std::unique_ptr<compress::Compressor>>& workers,
-             unsigned batch_pages, transport::Timeout timeout, uint64_t fault_corrupt_batch, bool raw_passthrough)
+             unsigned batch_pages, transport::Timeout timeout, uint64_t fault_corrupt_batch, bool raw_passthrough,
+             const Cancel* cancel)
       : pid_(pid),
         session_(session),
         workers_(workers),
         batch_pages_(batch_pages),
         timeout_(timeout),
         fault_corrupt_batch_(fault_corrupt_batch),
-        raw_passthrough_(raw_passthrough) {
+        raw_passthrough_(raw_passthrough),
+        cancel_(cancel) {
     for (size_t i = 0; i < session.bulk_count(); i++) channel_locks_.push_back(std::make_unique<std::mutex>());
     // Buffers live as long as the migration and are touched once here: first
     // touch of fresh memory costs several µs per page on these machines,
@@ -209,6 +215,7 @@ class BulkSender {
     size_t range_index = 0;
     uint64_t offset = 0;  // into ranges[range_index]
     for (uint64_t n = 0; range_index < ranges.size() && !failed; n++) {
+      if (cancel_ && cancel_->requested()) return cancel_->error();
       Slot& s = slots[n % kSlots];
       LM_TRY(wait_slot(s));
       // The next batch: up to batch_pages pages taken from the ranges in order.
@@ -290,6 +297,7 @@ class BulkSender {
   transport::Timeout timeout_;
   uint64_t fault_corrupt_batch_;
   bool raw_passthrough_;
+  const Cancel* cancel_;  // may be null
   std::atomic<uint64_t> batches_encoded_{0};
   std::vector<std::unique_ptr<std::mutex>> channel_locks_;
   std::vector<std::unique_ptr<Slot[]>> slots_;  // kSlots per sender thread
@@ -317,325 +325,500 @@ void kill_frozen(dt::ProcessFreezer& freezer) {
 
 }  // namespace
 
-Result<void> SourceMigration::run(const std::string& address, MigrationResult& result) {
-  const pid_t pid = o_.pid;
-  Stopwatch total;
-  const double cpu_start = thread_cpu_seconds();
-  result.policy = o_.policy;
+std::string_view source_phase_name(SourcePhase p) {
+  switch (p) {
+    case SourcePhase::setup: return "setup";
+    case SourcePhase::precopy: return "precopy";
+    case SourcePhase::stop_and_copy: return "stop-and-copy";
+    case SourcePhase::commit: return "commit";
+    case SourcePhase::postcopy: return "postcopy";
+    case SourcePhase::verify: return "verify";
+    case SourcePhase::released: return "released";
+    case SourcePhase::rolled_back: return "rolled-back";
+    case SourcePhase::lost: return "lost";
+  }
+  return "unknown";
+}
 
-  // --- setup: tracker, session, compressors ---------------------------------
-  auto caps = dt::probe_dirtytrack();
-  auto tracker = LM_TRY_CTX(dt::make_tracker(o_.tracker, caps), strf("source pid %d", pid));
-  result.tracker = std::string(tracker->name());
-  auto info = LM_TRY_CTX(tracker->start({pid, o_.scope, nullptr}), strf("track pid %d", pid));
-  // From here on the tracker must be stopped on every path.
-  struct TrackerStop {
-    dt::Tracker& t;
-    dt::ProcessFreezer* freezer = nullptr;
-    bool armed = true;
-    ~TrackerStop() {
-      if (armed) (void)t.stop(freezer);
+namespace {
+
+enum class OnFailure { roll_back, lose_vm };
+
+// The one place that decides what a failure means (diagram in source.hpp).
+OnFailure on_failure(SourcePhase phase, bool destination_may_run) {
+  switch (phase) {
+    case SourcePhase::setup:
+    case SourcePhase::precopy:
+    case SourcePhase::stop_and_copy:
+    case SourcePhase::commit:
+      return OnFailure::roll_back;
+    case SourcePhase::postcopy:
+    case SourcePhase::verify:
+      return destination_may_run ? OnFailure::lose_vm : OnFailure::roll_back;
+    case SourcePhase::released:
+    case SourcePhase::rolled_back:
+    case SourcePhase::lost:
+      break;
+  }
+  return OnFailure::roll_back;
+}
+
+bool transition_allowed(SourcePhase from, SourcePhase to) {
+  using P = SourcePhase;
+  if (to == P::rolled_back || to == P::lost) return from != P::released && from != P::rolled_back && from != P::lost;
+  switch (from) {
+    case P::setup: return to == P::precopy || to == P::stop_and_copy;
+    case P::precopy: return to == P::stop_and_copy;
+    case P::stop_and_copy: return to == P::commit;
+    case P::commit: return to == P::verify || to == P::postcopy;
+    case P::postcopy: return to == P::verify;
+    case P::verify: return to == P::released;
+    default: return false;
+  }
+}
+
+// Figures summed over the rounds, for the result and the model.
+struct SendFigures {
+  uint64_t wire_bytes = 0;
+  uint64_t raw_bytes = 0;
+  uint64_t passthrough_pages = 0;  // fixed:raw pages that bypassed the compressor
+  double link_rate = 0;            // wire bytes per second of link-bound time
+  double page_rate = 0;            // pages delivered per second, last full round
+  uint64_t precopy_pages = 0;      // pages sent by the iterative rounds
+  uint64_t precopy_ns = 0;         // and the time they took
+  uint64_t first_round_pages = 0;
+  double dirty_rate_sum = 0;       // pages dirtied per second, summed over rounds >= 1
+  unsigned dirty_rate_rounds = 0;
+};
+
+// One migration of the source side: the phases of source.hpp as methods,
+// each returning the next phase; run() drives them and routes every failure
+// through fail().
+class SourceRun {
+ public:
+  SourceRun(const SourceOptions& o, const std::string& address, MigrationResult& result)
+      : o_(o), address_(address), result_(result), policy_(o.convergence) {}
+  ~SourceRun() { stop_tracker(); }
+
+  Result<void> run() {
+    for (;;) {
+      Result<SourcePhase> next = step();
+      if (!next) return fail(std::move(next).error());
+      if (*next == SourcePhase::released) return finish();
+      enter(*next);
     }
-  } tracker_stop{*tracker};
+  }
 
-  uint32_t generation = 0;
-  auto table = LM_TRY(mapping_table(info.mappings, generation));
-  result.ram_total = table.total_bytes();
-  auto session_config = o_.session;
-  session_config.bulk_channels = uint16_t(o_.channels);
-  // The destination asks the resumed guest for a userfaultfd only for post-copy.
-  if (o_.mode == MigrationMode::precopy) session_config.features &= ~uint64_t(transport::kFeaturePostCopy);
-  auto session = LM_TRY_CTX(Session::connect(address, session_config, table),
-                            strf("source pid %d: connect to %s", pid, address.c_str()));
-  result.transport = address.substr(0, address.find(':'));
-  // The destination says when its memory is ready for round 0.
-  LM_TRY_CTX(expect_message(session.control(), {transport::MsgType::ready}, o_.timeout),
-             strf("source pid %d: waiting for the destination at %s", pid, address.c_str()));
+ private:
+  Result<SourcePhase> step() {
+    switch (phase_) {
+      case SourcePhase::setup: return setup();
+      case SourcePhase::precopy: return precopy();
+      case SourcePhase::stop_and_copy: return stop_and_copy();
+      case SourcePhase::commit: return commit();
+      case SourcePhase::postcopy: return postcopy();
+      case SourcePhase::verify: return verify();
+      default: return Error::msg(strf("source pid %d: no step from phase %s", o_.pid,
+                                      std::string(source_phase_name(phase_)).c_str()));
+    }
+  }
 
-  compress::CompressorOptions copts;
-  // CPU the compressors may count on: on one host (loopback or memif) the
-  // destination's receiving and decompressing share the same cores.
-  const bool same_host = address.find("127.") != std::string::npos || address.find("localhost") != std::string::npos ||
-                         address.rfind("dpdk:memif:", 0) == 0 || address.rfind("inproc", 0) == 0;
-  copts.workers = same_host ? std::max(1u, o_.workers / 2) : o_.workers;
-  auto first = LM_TRY_CTX(compress::Compressor::create(o_.policy, copts), "source");
-  std::vector<std::unique_ptr<compress::Compressor>> workers;
-  unsigned threads = std::max(o_.workers, o_.channels);
-  for (unsigned i = 1; i < threads; i++) workers.push_back(first->make_worker());
-  workers.insert(workers.begin(), std::move(first));
-  BulkSender sender(pid, session, workers, o_.batch_pages, o_.timeout, o_.fault_corrupt_batch,
-                    o_.policy == "fixed:raw");
-  result.setup_time_ms = total.elapsed_ms();
+  void enter(SourcePhase next) {
+    if (!transition_allowed(phase_, next)) {
+      std::fprintf(stderr, "livemig: source phase %s -> %s is not a transition\n",
+                   std::string(source_phase_name(phase_)).c_str(), std::string(source_phase_name(next)).c_str());
+      std::abort();
+    }
+    phase_ = next;
+    if (o_.on_phase) o_.on_phase(next);
+  }
 
-  // Any failure from here until the verdict: tell the destination, stop
-  // tracking, thaw the process if frozen. The process runs on.
-  std::unique_ptr<dt::ProcessFreezer> freezer;
-  std::unique_ptr<Throttler> throttler;
-  auto fail = [&](Error e) -> Result<void> {
-    // A channel that broke may only be the echo of the destination's own
-    // failure: if it said why on the control channel, that is the cause.
-    if (auto why = pending_peer_error(session.control()); why) e = std::move(*why);
-    send_error_best_effort(session.control(), session.negotiated().version, e);
-    if (throttler) (void)throttler->release();
-    tracker_stop.armed = false;
-    (void)tracker->stop(freezer.get());
-    if (freezer) (void)freezer->release();
-    result.completed = false;
-    result.error = e.message;
-    result.total_time_ms = total.elapsed_ms();
-    result.cpu_seconds_source = thread_cpu_seconds() - cpu_start + sender.cpu_seconds();
-    return e;
-  };
-#define SOURCE_TRY(expr)                                     \
-  ({                                                         \
-    auto r_ = (expr);                                        \
-    if (!r_.ok()) return fail(std::move(r_).error());        \
-    std::move(r_).value();                                   \
-  })
+  const Cancel* cancel() const { return o_.cancel.get(); }
+  Result<void> check_cancel() const {
+    if (cancel() && cancel()->requested()) return cancel()->error();
+    return ok();
+  }
+  uint16_t version() { return session_->negotiated().version; }
+
+  // --- setup: refuse bad targets, tracker, session, compressors -----------------------
+  Result<SourcePhase> setup() {
+    const pid_t pid = o_.pid;
+    if (o_.on_phase) o_.on_phase(SourcePhase::setup);
+    result_.policy = o_.policy;
+    LM_TRY(dt::check_migration_target(pid, o_.allow_other_user ? dt::OtherUsers::allow : dt::OtherUsers::refuse));
+    if (o_.exec_state == ExecStateKind::guest_ram && o_.after == AfterMigration::keep)
+      return Error::msg(strf("source pid %d: --after keep with a destination that resumes the VM would run it twice",
+                             pid));
+    if (o_.mode != MigrationMode::precopy) prepaging_ = LM_TRY(parse_prepaging(o_.postcopy.prepaging));
+    auto caps = dt::probe_dirtytrack();
+    tracker_ = LM_TRY_CTX(dt::make_tracker(o_.tracker, caps), strf("source pid %d", pid));
+    result_.tracker = std::string(tracker_->name());
+    auto info = LM_TRY_CTX(tracker_->start({pid, o_.scope, nullptr}), strf("track pid %d", pid));
+    tracker_running_ = true;
+    pending_ = info.populated;
+
+    auto table = LM_TRY(mapping_table(info.mappings, generation_));
+    result_.ram_total = table.total_bytes();
+    session_config_ = o_.session;
+    session_config_.bulk_channels = uint16_t(o_.channels);
+    // The destination asks the resumed guest for a userfaultfd only for post-copy.
+    if (o_.mode == MigrationMode::precopy) session_config_.features &= ~uint64_t(transport::kFeaturePostCopy);
+    session_ = LM_TRY_CTX(Session::connect(address_, session_config_, table),
+                          strf("source pid %d: connect to %s", pid, address_.c_str()));
+    result_.transport = address_.substr(0, address_.find(':'));
+    // The destination says when its memory is ready for round 0.
+    LM_TRY_CTX(expect_message(session_->control(), {transport::MsgType::ready}, o_.timeout, cancel()),
+               strf("source pid %d: waiting for the destination at %s", pid, address_.c_str()));
+    LM_TRY(make_senders());
+    result_.setup_time_ms = total_.elapsed_ms();
+    return o_.mode == MigrationMode::postcopy ? SourcePhase::stop_and_copy : SourcePhase::precopy;
+  }
+
+  Result<void> make_senders() {
+    compress::CompressorOptions copts;
+    // CPU the compressors may count on: on one host (loopback or memif) the
+    // destination's receiving and decompressing share the same cores.
+    const bool same_host = address_.find("127.") != std::string::npos ||
+                           address_.find("localhost") != std::string::npos ||
+                           address_.rfind("dpdk:memif:", 0) == 0 || address_.rfind("inproc", 0) == 0;
+    copts.workers = same_host ? std::max(1u, o_.workers / 2) : o_.workers;
+    auto first = LM_TRY_CTX(compress::Compressor::create(o_.policy, copts), "source");
+    threads_ = std::max(o_.workers, o_.channels);
+    for (unsigned i = 1; i < threads_; i++) workers_.push_back(first->make_worker());
+    workers_.insert(workers_.begin(), std::move(first));
+    sender_ = std::make_unique<BulkSender>(o_.pid, *session_, workers_, o_.batch_pages, o_.timeout,
+                                           o_.fault_corrupt_batch, o_.policy == "fixed:raw", cancel());
+    return ok();
+  }
 
   // New or moved mappings: the new table goes in-band on every channel
   // before any page of the next round, so each receiver checks addresses
   // against the table its own stream announced.
-  auto announce_mappings = [&](const dt::MappingList& mappings) -> Result<void> {
-    auto next = LM_TRY(mapping_table(mappings, ++generation));
-    for (size_t c = 0; c <= session.bulk_count(); c++) {
-      Channel& ch = c == session.bulk_count() ? session.control() : session.bulk(c);
+  Result<void> announce_mappings(const dt::MappingList& mappings) {
+    auto next = LM_TRY(mapping_table(mappings, ++generation_));
+    for (size_t c = 0; c <= session_->bulk_count(); c++) {
+      Channel& ch = c == session_->bulk_count() ? session_->control() : session_->bulk(c);
       OutMessage m;
-      transport::encode_mappings(m, session.negotiated().version, next);
+      transport::encode_mappings(m, version(), next);
       LM_TRY(transport::send_message(ch, m, o_.timeout));
     }
-    result.ram_total = std::max(result.ram_total, next.total_bytes());
-    session.set_mappings(std::move(next));
+    result_.ram_total = std::max(result_.ram_total, next.total_bytes());
+    session_->set_mappings(std::move(next));
     return ok();
-  };
+  }
 
-  // --- pre-copy rounds --------------------------------------------------------
-  ConvergencePolicy policy(o_.convergence);
-  dt::RangeList pending = info.populated;
-  uint64_t bytes_total = 0;
-  uint64_t raw_bytes_total = 0;
-  uint64_t passthrough_total = 0;  // fixed:raw pages that bypassed the compressor
-  double link_rate = 0;       // wire bytes per second of link-bound time
-  double page_rate = 0;       // pages delivered per second, last full round
-  uint64_t precopy_pages = 0;  // pages sent by the iterative rounds
-  uint64_t precopy_ns = 0;     // and the time they took
-  uint64_t first_round_pages = 0;
-  double dirty_rate_sum = 0;  // pages dirtied per second, summed over rounds >= 1
-  unsigned dirty_rate_rounds = 0;
-  unsigned round = 0;
-  std::optional<StopReason> stop;
-  while (o_.mode != MigrationMode::postcopy) {  // pure post-copy: no round at all
-    RoundTotals t = SOURCE_TRY(sender.send_round(pending, round));
-      bytes_total += t.wire_bytes;
-    raw_bytes_total += t.pages * kPageSize;
-    passthrough_total += t.passthrough_pages;
-    if (round > 0) result.pages_resent += t.pages;
-    double seconds = std::max(1e-9, double(t.duration_ns) * 1e-9);
-    if (t.pages > 0) {
-      page_rate = double(t.pages) / seconds;
-      precopy_pages += t.pages;
-      precopy_ns += t.duration_ns;
-      if (round == 0) first_round_pages = t.pages;
-      if (t.send_ns > 0) link_rate = double(t.wire_bytes) / (double(t.send_ns) * 1e-9 / threads);
-      for (auto& w : workers) w->report_link_rate(link_rate);
-    }
-    transport::RoundEndBody end{round, 0, t.pages, t.payload_bytes, 0, dt::total_pages(pending), t.duration_ns,
-                                t.batches};
-    SOURCE_TRY(sender.mark_round_end(end));
+  // --- precopy: round k sends what round k-1 dirtied ---------------------------------
+  Result<SourcePhase> precopy() {
+    for (;;) {
+      LM_TRY(check_cancel());
+      RoundTotals t = LM_TRY(sender_->send_round(pending_, round_));
+      const double seconds = std::max(1e-9, double(t.duration_ns) * 1e-9);
+      count_round(t, seconds);
+      transport::RoundEndBody end{round_, 0, t.pages, t.payload_bytes, 0, dt::total_pages(pending_), t.duration_ns,
+                                  t.batches};
+      LM_TRY(sender_->mark_round_end(end));
 
-    auto collected = SOURCE_TRY(tracker->collect());
-    if (!collected.changes.empty()) SOURCE_TRY(announce_mappings(collected.mappings));
-    pending = collected.dirty;
-    double dirty_rate = double(collected.dirty_pages) / seconds;
-    if (round > 0 || t.pages > 0) {
-      dirty_rate_sum += dirty_rate;
-      dirty_rate_rounds++;
-    }
-    result.rounds.push_back({round, t.pages, t.wire_bytes, double(t.duration_ns) * 1e-6, dirty_rate});
-    round++;
+      auto collected = LM_TRY(tracker_->collect());
+      if (!collected.changes.empty()) LM_TRY(announce_mappings(collected.mappings));
+      pending_ = collected.dirty;
+      const double dirty_rate = double(collected.dirty_pages) / seconds;
+      if (round_ > 0 || t.pages > 0) {
+        figures_.dirty_rate_sum += dirty_rate;
+        figures_.dirty_rate_rounds++;
+      }
+      result_.rounds.push_back({round_, t.pages, t.wire_bytes, double(t.duration_ns) * 1e-6, dirty_rate});
+      round_++;
 
-    RoundProgress progress{round, collected.dirty_pages, bytes_total, result.ram_total, page_rate};
-    if (o_.on_round)
-      o_.on_round({round, collected.dirty_pages, bytes_total, double(t.wire_bytes) * 8 / seconds / 1e9,
-                   ConvergencePolicy::expected_downtime_ms(progress)});
-    stop = policy.should_stop(progress);
-    if (stop) break;
-
-    // Auto-converge (QEMU-like): the process dirties faster than half of what
-    // the link drains, so slow it down, more each round it keeps doing so.
-    if (o_.auto_converge.enabled && round >= 2 && dirty_rate > 0.5 * page_rate) {
-      if (!throttler) throttler = SOURCE_TRY(Throttler::create(pid));
-      unsigned next = throttler->percent() == 0 ? o_.auto_converge.initial_percent
-                                                : throttler->percent() + o_.auto_converge.increment_percent;
-      SOURCE_TRY(throttler->set_percent(std::min(next, o_.auto_converge.max_percent)));
-      result.cpu_throttle_percentage = std::max(result.cpu_throttle_percentage, throttler->percent());
-      result.throttle_mechanism = std::string(throttle_mechanism_name(throttler->mechanism()));
+      RoundProgress progress{round_, collected.dirty_pages, figures_.wire_bytes, result_.ram_total,
+                             figures_.page_rate};
+      if (o_.on_round)
+        o_.on_round({round_, collected.dirty_pages, figures_.wire_bytes, double(t.wire_bytes) * 8 / seconds / 1e9,
+                     ConvergencePolicy::expected_downtime_ms(progress)});
+      stop_ = policy_.should_stop(progress);
+      if (stop_) return SourcePhase::stop_and_copy;
+      LM_TRY(auto_converge(dirty_rate));
     }
   }
-  result.stop_reason = stop ? std::string(stop_reason_name(*stop)) : "postcopy";
 
-  // --- stop-and-copy ------------------------------------------------------------
-  if (throttler) SOURCE_TRY(throttler->release());
-  if (o_.before_freeze) o_.before_freeze();
-  const uint64_t freeze_ns = now_ns();
-  freezer = SOURCE_TRY(dt::ProcessFreezer::seize(pid).context(strf("freeze pid %d", pid)));
-  tracker_stop.freezer = freezer.get();
-  auto final_dirty = SOURCE_TRY(tracker->collect());
-  if (!final_dirty.changes.empty()) SOURCE_TRY(announce_mappings(final_dirty.mappings));
-  std::vector<transport::DigestEntry> dest_digests;
-  // After the destination resumed in post-copy, it owns the VM: a failure
-  // then loses it (the frozen source is not thawed, that would roll it back).
-  bool vm_at_destination = false;
-  auto lose_vm = [&](Error cause) -> Result<void> {
-    Error e = std::move(cause).context("post-copy failed after the destination resumed the VM; the VM is lost");
-    send_error_best_effort(session.control(), session.negotiated().version, e);
-    tracker_stop.armed = false;
-    (void)tracker->stop(freezer.get());
-    kill_frozen(*freezer);
-    (void)session.close(transport::Timeout(2000));
-    result.completed = false;
-    result.error = e.message;
-    result.total_time_ms = total.elapsed_ms();
-    return e;
-  };
-  if (o_.mode != MigrationMode::precopy) {  // --- post-copy: postcopy_source.cpp -------------
-    // Pure post-copy: `pending` is still what was populated when tracking
-    // began, and every page populated since is dirty; no scan in the downtime.
-    const dt::RangeList needed = dt::unite(pending, final_dirty.dirty);
-    // Ends the pre-copy phase on every bulk channel.
-    SOURCE_TRY(sender.mark_round_end({round, 1, 0, 0, 0, dt::total_pages(needed), 0, 0}));
+  void count_round(const RoundTotals& t, double seconds) {
+    figures_.wire_bytes += t.wire_bytes;
+    figures_.raw_bytes += t.pages * kPageSize;
+    figures_.passthrough_pages += t.passthrough_pages;
+    if (round_ > 0) result_.pages_resent += t.pages;
+    if (t.pages == 0) return;
+    figures_.page_rate = double(t.pages) / seconds;
+    figures_.precopy_pages += t.pages;
+    figures_.precopy_ns += t.duration_ns;
+    if (round_ == 0) figures_.first_round_pages = t.pages;
+    if (t.send_ns > 0) figures_.link_rate = double(t.wire_bytes) / (double(t.send_ns) * 1e-9 / threads_);
+    for (auto& w : workers_) w->report_link_rate(figures_.link_rate);
+  }
+
+  // Auto-converge (QEMU-like): the process dirties faster than half of what
+  // the link drains, so slow it down, more each round it keeps doing so.
+  Result<void> auto_converge(double dirty_rate) {
+    if (!o_.auto_converge.enabled || round_ < 2 || dirty_rate <= 0.5 * figures_.page_rate) return ok();
+    if (!throttler_) throttler_ = LM_TRY(Throttler::create(o_.pid));
+    unsigned next = throttler_->percent() == 0 ? o_.auto_converge.initial_percent
+                                               : throttler_->percent() + o_.auto_converge.increment_percent;
+    LM_TRY(throttler_->set_percent(std::min(next, o_.auto_converge.max_percent)));
+    result_.cpu_throttle_percentage = std::max(result_.cpu_throttle_percentage, throttler_->percent());
+    result_.throttle_mechanism = std::string(throttle_mechanism_name(throttler_->mechanism()));
+    return ok();
+  }
+
+  // --- stop_and_copy: freeze, final collect; pre-copy sends the rest ---------------------
+  Result<SourcePhase> stop_and_copy() {
+    result_.stop_reason = stop_ ? std::string(stop_reason_name(*stop_)) : "postcopy";
+    if (throttler_) LM_TRY(throttler_->release());
+    if (o_.before_freeze) o_.before_freeze();
+    freeze_ns_ = now_ns();
+    freezer_ = LM_TRY(dt::ProcessFreezer::seize(o_.pid).context(strf("freeze pid %d", o_.pid)));
+    auto final_dirty = LM_TRY(tracker_->collect());
+    if (!final_dirty.changes.empty()) LM_TRY(announce_mappings(final_dirty.mappings));
+    final_mappings_ = final_dirty.mappings;
+    // What the previous collect found (the loop stopped before sending it)
+    // together with what was dirtied since. Pure post-copy: `pending_` is
+    // still what was populated when tracking began.
+    pending_ = dt::unite(pending_, final_dirty.dirty);
+    if (o_.mode != MigrationMode::precopy) return SourcePhase::commit;
+
+    RoundTotals last = LM_TRY(sender_->send_round(pending_, round_));
+    figures_.wire_bytes += last.wire_bytes;
+    figures_.raw_bytes += last.pages * kPageSize;
+    figures_.passthrough_pages += last.passthrough_pages;
+    result_.pages_resent += last.pages;
+    LM_TRY(sender_->mark_round_end({round_, transport::kRoundEndFinal, last.pages, last.payload_bytes, 0,
+                                    dt::total_pages(pending_), last.duration_ns, last.batches}));
+    result_.rounds.push_back({round_, last.pages, last.wire_bytes, double(last.duration_ns) * 1e-6, 0});
+    // Leave nothing of ours in the process before it may run elsewhere.
+    LM_TRY(stop_tracker_checked());
+    return SourcePhase::commit;
+  }
+
+  // --- commit: from here the destination may run the VM ------------------------------
+  Result<SourcePhase> commit() {
+    if (o_.exec_state == ExecStateKind::guest_ram) LM_TRY(freezer_->stop_on_release());
+    if (o_.mode != MigrationMode::precopy) {
+      // Ends the pre-copy phase on every bulk channel; postcopy() commits.
+      LM_TRY(sender_->mark_round_end({round_, transport::kRoundEndFinal, 0, 0, 0, dt::total_pages(pending_), 0, 0}));
+      return SourcePhase::postcopy;
+    }
+    OutMessage m;
+    transport::encode_exec_state(m, version(), uint32_t(o_.exec_state), {});
+    LM_TRY(transport::send_message(session_->control(), m, o_.timeout));
+    if (o_.verify) {
+      auto d = LM_TRY(expect_message(session_->control(), {transport::MsgType::digest}, o_.timeout, cancel()));
+      auto digests = LM_TRY(transport::decode_digest(d, session_->mappings()));
+      dest_digests_.assign(digests.begin(), digests.end());
+    }
+    LM_TRY(expect_message(session_->control(), {transport::MsgType::resumed, transport::MsgType::ready}, o_.timeout,
+                          cancel()));
+    // Downtime ends when the destination reports its process running (or, for
+    // an image, complete); the receive time is used so the figure holds across
+    // hosts too (it includes one message latency).
+    result_.downtime_ms = double(now_ns() - freeze_ns_) * 1e-6;
+    return SourcePhase::verify;
+  }
+
+  // --- postcopy: postcopy_source.cpp ----------------------------------------------------
+  Result<SourcePhase> postcopy() {
     PostcopySourceOptions po;
     // The tracker stays until the destination completed: the process never
-    // runs here again unless the migration fails before the resume (fail()
-    // stops the tracker before thawing), and unregistering its uffd-wp takes
-    // the mm's lock for ~16 ms per GiB, stalling the page reads that serve
-    // the resumed guest's first faults.
-    po.pid = pid;
+    // runs here again unless the migration fails before the resume, and
+    // unregistering its uffd-wp takes the mm's lock for ~16 ms per GiB,
+    // stalling the page reads that serve the resumed guest's first faults.
+    po.pid = o_.pid;
     po.exec_state_kind = uint32_t(o_.exec_state);
-    po.prepaging = SOURCE_TRY(parse_prepaging(o_.postcopy.prepaging));
+    po.prepaging = prepaging_;
     po.pivots = o_.postcopy.pivots;
     po.timeout = o_.timeout;
     po.reconnect_timeout = transport::Timeout(o_.postcopy.reconnect_timeout_ms);
     if (o_.postcopy.reconnect_timeout_ms > 0)
-      po.redial = [&](transport::Timeout within) {
-        auto again = session_config;
-        again.session_id = session.negotiated().session_id;
+      po.redial = [this](transport::Timeout within) {
+        auto again = session_config_;
+        again.session_id = session_->negotiated().session_id;
         again.handshake_timeout = std::min(again.handshake_timeout, within);
-        return Session::connect(address, again, session.mappings());
+        return Session::connect(address_, again, session_->mappings());
       };
     PostcopySourceOutcome pc;
-    auto served = run_postcopy_source(session, workers, po, needed, freeze_ns, pc);
-    result.pages_pushed = pc.pages_pushed;
-    result.postcopy_pages_requested = pc.pages_requested;
-    result.postcopy_requests = pc.pages_requested;  // the runner replaces it with the destination's count
-    bytes_total += pc.wire_bytes;
-    raw_bytes_total += (pc.pages_pushed + pc.pages_requested) * kPageSize;
-    result.postcopy_reconnects = pc.reconnects;
-    result.postcopy_link_down_ms = pc.link_down_ms;
-    if (!served)
-      return pc.destination_may_run ? lose_vm(std::move(served).error()) : fail(std::move(served).error());
-    vm_at_destination = true;
-    result.downtime_ms = pc.resumed_after_ms;
-    result.postcopy_complete_ms = pc.complete_after_ms;
-    dest_digests = std::move(pc.digests);
-    tracker_stop.armed = false;
-    SOURCE_TRY(tracker->stop(freezer.get()));
-  } else {
-    // The last round sends what the previous collect found (the loop stopped
-    // before sending it) together with what was dirtied since.
-    const dt::RangeList final_pages = dt::unite(pending, final_dirty.dirty);
-    RoundTotals last = SOURCE_TRY(sender.send_round(final_pages, round));
-    bytes_total += last.wire_bytes;
-    raw_bytes_total += last.pages * kPageSize;
-    passthrough_total += last.passthrough_pages;
-    result.pages_resent += last.pages;
-    SOURCE_TRY(sender.mark_round_end({round, 1, last.pages, last.payload_bytes, 0, dt::total_pages(final_pages),
-                                      last.duration_ns, last.batches}));
-    result.rounds.push_back({round, last.pages, last.wire_bytes, double(last.duration_ns) * 1e-6, 0});
-    // Leave nothing of ours in the process before it may run elsewhere.
-    tracker_stop.armed = false;
-    SOURCE_TRY(tracker->stop(freezer.get()));
-    {
-      OutMessage m;
-      transport::encode_exec_state(m, session.negotiated().version, uint32_t(o_.exec_state), {});
-      SOURCE_TRY(transport::send_message(session.control(), m, o_.timeout));
-    }
+    auto served = run_postcopy_source(*session_, workers_, po, pending_, freeze_ns_, pc);
+    destination_may_run_ = pc.destination_may_run;
+    result_.pages_pushed = pc.pages_pushed;
+    result_.postcopy_pages_requested = pc.pages_requested;
+    result_.postcopy_requests = pc.pages_requested;  // the runner replaces it with the destination's count
+    figures_.wire_bytes += pc.wire_bytes;
+    figures_.raw_bytes += (pc.pages_pushed + pc.pages_requested) * kPageSize;
+    result_.postcopy_reconnects = pc.reconnects;
+    result_.postcopy_link_down_ms = pc.link_down_ms;
+    LM_TRY(std::move(served));
+    result_.downtime_ms = pc.resumed_after_ms;
+    result_.postcopy_complete_ms = pc.complete_after_ms;
+    dest_digests_ = std::move(pc.digests);
+    LM_TRY(stop_tracker_checked());
+    return SourcePhase::verify;
+  }
 
-    // --- verification and the destination's resume ---------------------------------
+  // --- verify: the destination's digests against the frozen image ------------------------
+  Result<SourcePhase> verify() {
     if (o_.verify) {
-      auto m = SOURCE_TRY(expect_message(session.control(), {transport::MsgType::digest}, o_.timeout));
-      auto d = SOURCE_TRY(transport::decode_digest(m, session.mappings()));
-      dest_digests.assign(d.begin(), d.end());
+      Stopwatch verify_clock;
+      std::vector<PageRange> ranges;
+      for (const auto& e : session_->mappings().entries()) ranges.push_back({e.start, e.end});
+      auto data = LM_TRY(dt::populated_pages(o_.pid, final_mappings_));
+      auto mine = LM_TRY(digest_process(o_.pid, ranges, data));
+      result_.verify_pages = LM_TRY(compare_digests(mine, dest_digests_));
+      result_.verify_ok = true;
+      result_.verify_time_ms = verify_clock.elapsed_ms();
     }
-    auto running = SOURCE_TRY(expect_message(session.control(), {transport::MsgType::resumed, transport::MsgType::ready},
-                                     o_.timeout));
-    (void)running;
-    // Downtime ends when the destination reports its process running (or, for
-    // an image, complete); the receive time is used so the figure holds across
-    // hosts too (it includes one message latency).
-    result.downtime_ms = double(now_ns() - freeze_ns) * 1e-6;
-  }
-
-  // From here a post-copy VM runs at the destination already.
-#define VERDICT_TRY(expr)                                                                          \
-  ({                                                                                               \
-    auto r_ = (expr);                                                                              \
-    if (!r_.ok()) return vm_at_destination ? lose_vm(std::move(r_).error()) : fail(std::move(r_).error()); \
-    std::move(r_).value();                                                                         \
-  })
-  if (o_.verify) {
-    Stopwatch verify_clock;
-    std::vector<PageRange> ranges;
-    for (const auto& e : session.mappings().entries()) ranges.push_back({e.start, e.end});
-    auto data = VERDICT_TRY(dt::populated_pages(pid, final_dirty.mappings));
-    auto mine = VERDICT_TRY(digest_process(pid, ranges, data));
-    result.verify_pages = VERDICT_TRY(compare_digests(mine, dest_digests));
-    result.verify_ok = true;
-    result.verify_time_ms = verify_clock.elapsed_ms();
-  }
-
-  // Verdict: the destination keeps the VM; the source is released.
-  {
+    // A post-copy VM runs at the destination: an interruption cannot undo that.
+    if (!destination_may_run_) LM_TRY(check_cancel());
+    // Verdict: the destination keeps the VM (or the image).
     OutMessage m;
-    transport::encode_close(m, session.negotiated().version, 0);
-    VERDICT_TRY(transport::send_message(session.control(), m, o_.timeout));
+    transport::encode_close(m, version(), 0);
+    LM_TRY(transport::send_message(session_->control(), m, o_.timeout));
+    return SourcePhase::released;
   }
-  kill_frozen(*freezer);
-  (void)session.close(transport::Timeout(2000));
-#undef VERDICT_TRY
-#undef SOURCE_TRY
 
-  result.completed = true;
-  result.total_time_ms = total.elapsed_ms();
-  result.transferred = bytes_total;
-  result.dirty_sync_count = round + 1;
-  result.mbps = double(bytes_total) * 8 / 1e6 / std::max(1e-9, result.total_time_ms * 1e-3);
-  uint64_t pages_total = raw_bytes_total / kPageSize;
-  result.pages_per_second = double(pages_total) / std::max(1e-9, result.total_time_ms * 1e-3);
+  // --- released: the destination holds a verified copy -------------------------------------
+  Result<void> finish() {
+    enter(SourcePhase::released);
+    switch (o_.after) {
+      case AfterMigration::kill:
+        kill_frozen(*freezer_);
+        result_.source_state = "killed";
+        break;
+      case AfterMigration::stop:
+        if (auto r = freezer_->stop_on_release(); !r) kill_frozen(*freezer_);  // never run twice
+        (void)freezer_->release();
+        result_.source_state = freezer_->stops_on_release() ? "stopped" : "killed";
+        break;
+      case AfterMigration::keep:
+        (void)freezer_->cancel_stop_on_release();
+        (void)freezer_->release();
+        result_.source_state = "running";
+        break;
+    }
+    (void)session_->close(transport::Timeout(2000));
+    result_.completed = true;
+    record_figures();
+    return ok();
+  }
+
+  // --- failures -------------------------------------------------------------------------
+  Result<void> fail(Error e) {
+    // A channel that broke may only be the echo of the destination's own
+    // failure: if it said why on the control channel, that is the cause.
+    if (session_ && e.code != ECANCELED)
+      if (auto why = pending_peer_error(session_->control()); why) e = std::move(*why);
+    if (session_) send_error_best_effort(session_->control(), version(), e);
+    if (throttler_) (void)throttler_->release();
+    if (on_failure(phase_, destination_may_run_) == OnFailure::lose_vm) {
+      e = std::move(e).context("post-copy failed after the destination resumed the VM; the VM is lost");
+      stop_tracker();
+      kill_frozen(*freezer_);
+      (void)session_->close(transport::Timeout(2000));
+      result_.source_state = "killed";
+      enter(SourcePhase::lost);
+    } else {
+      stop_tracker();
+      if (freezer_) {
+        (void)freezer_->cancel_stop_on_release();
+        (void)freezer_->release();
+      }
+      result_.source_state = "running";
+      enter(SourcePhase::rolled_back);
+    }
+    result_.completed = false;
+    result_.error = e.message;
+    result_.source_phase = std::string(source_phase_name(phase_));
+    result_.total_time_ms = total_.elapsed_ms();
+    result_.cpu_seconds_source = thread_cpu_seconds() - cpu_start_ + (sender_ ? sender_->cpu_seconds() : 0);
+    return e;
+  }
+
+  void stop_tracker() {
+    if (tracker_running_) (void)tracker_->stop(freezer_.get());
+    tracker_running_ = false;
+  }
+  Result<void> stop_tracker_checked() {
+    tracker_running_ = false;
+    return tracker_->stop(freezer_.get());
+  }
+
+  void record_figures();
+
+  const SourceOptions& o_;
+  const std::string address_;
+  MigrationResult& result_;
+  SourcePhase phase_ = SourcePhase::setup;
+  Stopwatch total_;
+  const double cpu_start_ = thread_cpu_seconds();
+  PrepagingKind prepaging_ = PrepagingKind::none;
+
+  std::unique_ptr<dt::Tracker> tracker_;
+  bool tracker_running_ = false;
+  std::optional<Session> session_;
+  transport::SessionConfig session_config_;
+  std::vector<std::unique_ptr<compress::Compressor>> workers_;
+  unsigned threads_ = 1;
+  std::unique_ptr<BulkSender> sender_;
+  std::unique_ptr<dt::ProcessFreezer> freezer_;
+  std::unique_ptr<Throttler> throttler_;
+
+  uint32_t generation_ = 0;       // of the announced mapping table
+  dt::RangeList pending_;         // pages the next round (or post-copy) sends
+  dt::MappingList final_mappings_;
+  std::vector<transport::DigestEntry> dest_digests_;
+  bool destination_may_run_ = false;  // post-copy: the destination runs the VM, or may
+  uint64_t freeze_ns_ = 0;
+  unsigned round_ = 0;
+  ConvergencePolicy policy_;
+  std::optional<StopReason> stop_;
+  SendFigures figures_;
+};
+
+void SourceRun::record_figures() {
+  result_.source_phase = std::string(source_phase_name(phase_));
+  result_.total_time_ms = total_.elapsed_ms();
+  result_.transferred = figures_.wire_bytes;
+  result_.dirty_sync_count = round_ + 1;
+  result_.mbps = double(figures_.wire_bytes) * 8 / 1e6 / std::max(1e-9, result_.total_time_ms * 1e-3);
+  uint64_t pages_total = figures_.raw_bytes / kPageSize;
+  result_.pages_per_second = double(pages_total) / std::max(1e-9, result_.total_time_ms * 1e-3);
   compress::CompressStats stats;
-  for (const auto& w : workers) stats += w->stats();
+  for (const auto& w : workers_) stats += w->stats();
   auto all = stats.total();
-  result.pages_duplicate = stats.codec_total(Codec::zero).pages + stats.codec_total(Codec::uniform).pages;
-  result.pages_normal = all.pages - result.pages_duplicate + passthrough_total;
-  result.pages_compressed = all.pages - result.pages_duplicate - stats.codec_total(Codec::raw).pages;
-  const uint64_t bytes_in = all.bytes_in + passthrough_total * kPageSize;
-  const uint64_t bytes_out = all.bytes_out + passthrough_total * kPageSize;
-  result.compression_ratio = bytes_out ? double(bytes_in) / double(bytes_out) : 0;
-  result.cpu_seconds_source = thread_cpu_seconds() - cpu_start + sender.cpu_seconds();
+  const uint64_t passthrough = figures_.passthrough_pages;
+  result_.pages_duplicate = stats.codec_total(Codec::zero).pages + stats.codec_total(Codec::uniform).pages;
+  result_.pages_normal = all.pages - result_.pages_duplicate + passthrough;
+  result_.pages_compressed = all.pages - result_.pages_duplicate - stats.codec_total(Codec::raw).pages;
+  const uint64_t bytes_in = all.bytes_in + passthrough * kPageSize;
+  const uint64_t bytes_out = all.bytes_out + passthrough * kPageSize;
+  result_.compression_ratio = bytes_out ? double(bytes_in) / double(bytes_out) : 0;
+  result_.cpu_seconds_source = thread_cpu_seconds() - cpu_start_ + sender_->cpu_seconds();
 
   // The analytic model with what this run measured: R over all iterative
   // rounds, D averaged over them, and Vm the memory round 0 had to send
   // (never-touched pages are not sent, so they are not part of Vm).
-  const double rate = precopy_ns ? double(precopy_pages) * kPageSize / (double(precopy_ns) * 1e-9) : 0;
-  result.model_input.link_bytes_per_s = rate;
-  result.model_input.dirty_pages_per_s = dirty_rate_rounds ? dirty_rate_sum / dirty_rate_rounds : 0;
-  result.model_input.vm_bytes = double(first_round_pages * kPageSize);
-  result.model_input.threshold_bytes =
+  const double rate = figures_.precopy_ns
+                          ? double(figures_.precopy_pages) * kPageSize / (double(figures_.precopy_ns) * 1e-9)
+                          : 0;
+  result_.model_input.link_bytes_per_s = rate;
+  result_.model_input.dirty_pages_per_s =
+      figures_.dirty_rate_rounds ? figures_.dirty_rate_sum / figures_.dirty_rate_rounds : 0;
+  result_.model_input.vm_bytes = double(figures_.first_round_pages * kPageSize);
+  result_.model_input.threshold_bytes =
       o_.convergence.downtime_target_ms > 0 ? rate * o_.convergence.downtime_target_ms / 1e3
                                             : double(o_.convergence.dirty_pages_threshold * kPageSize);
-  result.model_input.max_rounds = o_.convergence.max_rounds;
-  if (result.model_input.link_bytes_per_s > 0) result.model = predict(result.model_input);
-  return ok();
+  result_.model_input.max_rounds = o_.convergence.max_rounds;
+  if (result_.model_input.link_bytes_per_s > 0) result_.model = predict(result_.model_input);
+}
+
+}  // namespace
+
+Result<void> SourceMigration::run(const std::string& address, MigrationResult& result) {
+  return SourceRun(o_, address, result).run();
 }
 
 }  // namespace lm::engine

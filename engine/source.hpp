@@ -8,11 +8,13 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "dirtytrack/maps.hpp"
 #include "engine/convergence.hpp"
 #include "engine/results.hpp"
+#include "engine/cancel.hpp"
 #include "engine/config.hpp"
 #include "transport/session.hpp"
 
@@ -23,6 +25,30 @@ enum class ExecStateKind : uint32_t {
   guest_ram = 1,  // livemig-guest: the whole state lives in its RAM
   image = 2,      // unmodified process: memory image only, no resume
 };
+
+// The phases of the source side; this diagram is the one place they are
+// drawn (docs/architecture.md points here).
+//
+//   setup ──> precopy ──> stop_and_copy ──> commit ──> verify ──> released
+//     │          │        (pure post-copy:     │  ╲        │
+//     │          │         no precopy)         │   ╲─> postcopy ──> verify
+//     v          v             v               v          │            │
+//   rolled_back <──────────────┴───────────────┘          └──> lost <──┘
+//
+// What a failure means is decided in one place (source.cpp, on_failure):
+// - setup, precopy, stop_and_copy: the destination never ran the VM; the
+//   source is thawed and runs on (rolled_back).
+// - commit (pre-copy: the execution state is sent, the destination resumes
+//   but keeps nothing without our verdict) and a pre-copy verify: rolled
+//   back as well; the destination discards its copy.
+// - postcopy and a post-copy verify, once the destination may run the VM:
+//   the VM is lost. The source is never thawed then: two copies would run.
+// From commit on, a guest-RAM source has a SIGSTOP queued on every thread
+// (ProcessFreezer::stop_on_release): if this engine dies, even by SIGKILL,
+// the source stops before it runs another instruction. released: the
+// source is killed, left stopped, or kept running (AfterMigration).
+enum class SourcePhase { setup, precopy, stop_and_copy, commit, postcopy, verify, released, rolled_back, lost };
+std::string_view source_phase_name(SourcePhase p);
 
 struct SourceProgress {
   unsigned round = 0;
@@ -46,6 +72,13 @@ struct SourceOptions {
   ConvergenceConfig convergence;
   AutoConvergeConfig auto_converge;
   bool verify = true;
+  // What becomes of the source after a verified migration (image: keep).
+  AfterMigration after = AfterMigration::kill;
+  // Migrate a process of another user (refused by default).
+  bool allow_other_user = false;
+  // Stops the migration from another thread; what that means depends on
+  // the phase (a source is thawed before the commit, never after).
+  std::shared_ptr<Cancel> cancel;
   transport::SessionConfig session;
   transport::Timeout timeout{30000};  // any single wait for the peer
   // Fault injection (tests): flip one payload byte of the N-th page batch
@@ -55,6 +88,8 @@ struct SourceOptions {
   std::function<void(const SourceProgress&)> on_round;
   // Called just before the process is frozen (the runner samples the workload).
   std::function<void()> before_freeze;
+  // Called on entering every phase (progress, and fault injection in tests).
+  std::function<void(SourcePhase)> on_phase;
 };
 
 class SourceMigration {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "common/args.hpp"
@@ -105,6 +106,9 @@ int source(const Argv& argv) {
       {"prepaging", true, "post-copy push order: none | sequential | bubble | bubble-forward (default bubble)"},
       {"pivots", true, "post-copy: recent faults that grow a bubble (default 1)"},
       {"reconnect-timeout-ms", true, "post-copy: how long to dial again after a broken link (default 10000; 0: never)"},
+      {"after", true, "what becomes of the source once the destination holds a verified copy: kill | stop | keep "
+                    "(default kill; keep, a live snapshot, for an image without --ram)"},
+      {"allow-other-user", false, "migrate a process that belongs to another user"},
       {"out", true, "write the result JSON here"},
   };
   auto args = Args::parse(argv, specs);
@@ -146,6 +150,20 @@ int source(const Argv& argv) {
   o.convergence.max_rounds = unsigned(*rounds);
   o.convergence.downtime_target_ms = *downtime;
   o.verify = !args->has("no-verify");
+  o.allow_other_user = args->has("allow-other-user");
+  o.after = o.exec_state == engine::ExecStateKind::image ? engine::AfterMigration::keep : engine::AfterMigration::kill;
+  if (auto after = args->get("after")) {
+    auto a = engine::parse_after(*after);
+    if (usage_error("source", a, specs)) return 2;
+    o.after = *a;
+  }
+  // Fault injection (tests): the engine kills itself on entering this phase.
+  if (const char* die_at = std::getenv("LM_FI_SOURCE_DIE_AT"); die_at && *die_at) {
+    std::string phase = die_at;
+    o.on_phase = [phase](engine::SourcePhase p) {
+      if (engine::source_phase_name(p) == phase) raise(SIGKILL);
+    };
+  }
   const std::string mode = args->get_or("mode", "precopy");
   if (mode == "postcopy") o.mode = engine::MigrationMode::postcopy;
   else if (mode == "hybrid") o.mode = engine::MigrationMode::hybrid;

@@ -14,6 +14,8 @@ std::string result_to_json(const MigrationResult& r) {
   w.field("status", r.completed ? "completed" : "failed");
   if (!r.completed) w.field("error", r.error);
   w.field("stop-reason", r.stop_reason);
+  if (!r.source_state.empty())
+    w.begin_object("source").field("state", r.source_state).field("phase", r.source_phase).end_object();
 
   w.begin_object("config")
       .field("name", c.name)

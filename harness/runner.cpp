@@ -138,6 +138,8 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
   sopts.pid = target.pid;
   sopts.scope = target.scope;
   sopts.exec_state = target.exec_state;
+  // An image is a live snapshot: the source runs on (the workload ends it later).
+  sopts.after = target.exec_state == ExecStateKind::image ? AfterMigration::keep : AfterMigration::kill;
   sopts.tracker = config.migration.tracker;
   sopts.policy = config.migration.policy;
   sopts.channels = config.migration.channels;
@@ -222,6 +224,8 @@ std::string summarize(const MigrationResult& r) {
   s += strf("cpu           source %.2f s, destination %.2f s\n", r.cpu_seconds_source, r.cpu_seconds_destination);
   s += strf("workload      %.0f progress/s before, %.0f during, %.0f after\n", r.workload_rate_before,
             r.workload_rate_during, r.workload_rate_after);
+  if (!r.source_state.empty())
+    s += strf("source        %s (phase %s)\n", r.source_state.c_str(), r.source_phase.c_str());
   s += strf("verify        %s (%llu pages)\n", r.verify_ok ? "ok" : "not ok", (unsigned long long)r.verify_pages);
   if (r.config.migration.mode != MigrationMode::precopy)
     s += strf("postcopy      %s: %llu demand faults (p50 %.0f us, p99 %.0f us, max %.0f us), %llu zero faults, "

@@ -150,9 +150,12 @@ static_assert(std::is_trivially_copyable_v<PageBatchBody>);
 
 inline constexpr uint32_t kMaxBatchPages = 1u << 16;
 
+// RoundEndBody::flags
+inline constexpr uint32_t kRoundEndFinal = 1u << 0;  // the last round of pre-copy (or of the push)
+
 struct RoundEndBody {
   uint32_t round;
-  uint32_t flags;           // bit 0: final (stop-and-copy) round
+  uint32_t flags;           // kRoundEndFinal
   uint64_t pages;           // pages sent this round
   uint64_t bytes;           // payload bytes sent this round
   uint64_t zero_pages;
