@@ -581,7 +581,7 @@ class SourceRun {
     // together with what was dirtied since. Pure post-copy: `pending_` is
     // still what was populated when tracking began.
     pending_ = dt::unite(pending_, final_dirty.dirty);
-    if (o_.mode != MigrationMode::precopy) return SourcePhase::commit;
+    if (o_.mode != MigrationMode::precopy) return stay_stopped_from_commit();
 
     RoundTotals last = LM_TRY(sender_->send_round(pending_, round_));
     figures_.wire_bytes += last.wire_bytes;
@@ -593,12 +593,18 @@ class SourceRun {
     result_.rounds.push_back({round_, last.pages, last.wire_bytes, double(last.duration_ns) * 1e-6, 0});
     // Leave nothing of ours in the process before it may run elsewhere.
     LM_TRY(stop_tracker_checked());
+    return stay_stopped_from_commit();
+  }
+
+  // From the commit on the destination may run the VM: the source must not
+  // run again by accident, even if this engine dies (source.hpp).
+  Result<SourcePhase> stay_stopped_from_commit() {
+    if (o_.exec_state == ExecStateKind::guest_ram) LM_TRY(freezer_->stop_on_release());
     return SourcePhase::commit;
   }
 
   // --- commit: from here the destination may run the VM ------------------------------
   Result<SourcePhase> commit() {
-    if (o_.exec_state == ExecStateKind::guest_ram) LM_TRY(freezer_->stop_on_release());
     if (o_.mode != MigrationMode::precopy) {
       // Ends the pre-copy phase on every bulk channel; postcopy() commits.
       LM_TRY(sender_->mark_round_end({round_, transport::kRoundEndFinal, 0, 0, 0, dt::total_pages(pending_), 0, 0}));
@@ -714,7 +720,7 @@ class SourceRun {
     if (session_) send_error_best_effort(session_->control(), version(), e);
     if (throttler_) (void)throttler_->release();
     if (on_failure(phase_, destination_may_run_) == OnFailure::lose_vm) {
-      e = std::move(e).context("post-copy failed after the destination resumed the VM; the VM is lost");
+      e = Error{e.code, "post-copy failed after the destination resumed the VM; the VM is lost: " + e.message};
       stop_tracker();
       kill_frozen(*freezer_);
       (void)session_->close(transport::Timeout(2000));

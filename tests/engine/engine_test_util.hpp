@@ -121,6 +121,43 @@ inline MigrationResult migrate(const ScenarioConfig& c) {
   return *r;
 }
 
+// --- guests ---------------------------------------------------------------------
+
+// A guest writing random content to uniformly chosen pages at full speed:
+// a migration of it lasts long enough to break something on purpose.
+inline Result<guest::GuestProcess> busy_guest(const std::string& dir, uint64_t ram_bytes) {
+  guest::GuestOptions go;
+  go.ram_bytes = ram_bytes;
+  go.rate = "max";
+  go.content = "random";
+  go.pattern = "uniform";
+  auto g = guest::GuestProcess::spawn(env_or_fail("LM_GUEST_BIN"), go, dir);
+  usleep(300000);
+  return g;
+}
+
+// The source guest after a failed migration: running, unchanged, ours only.
+void expect_source_unharmed(guest::GuestProcess& g) {
+  usleep(100000);
+  char st = proc_state(g.pid());
+  EXPECT_NE(st, 'T') << "source left stopped";
+  EXPECT_NE(st, 't') << "source left ptrace-stopped";
+  EXPECT_FALSE(has_userfaultfd(g.pid())) << "a userfaultfd was left in pid " << g.pid();
+  // It must make progress; allow for a busy machine (up to 3 s).
+  auto a = g.control().status();
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  uint64_t steps = a->steps;
+  for (int i = 0; i < 30 && steps == a->steps; i++) {
+    usleep(100000);
+    auto b = g.control().status();
+    ASSERT_TRUE(b.ok()) << b.error().message;
+    steps = b->steps;
+  }
+  EXPECT_GT(steps, a->steps) << "source does not run on (state " << proc_state(g.pid()) << ")";
+  auto v = g.control().verify();
+  EXPECT_TRUE(v.ok()) << (v ? "" : v.error().message);
+}
+
 // `livemig dest --listen tcp:127.0.0.1:0 --exit-after` as a child process,
 // so that a test can really kill it.
 struct DestinationProcess {

@@ -23,34 +23,8 @@ using namespace lm::engine::test;
 
 namespace {
 
-// The source guest after a failed migration: running, unchanged, ours only.
-void expect_source_unharmed(guest::GuestProcess& g) {
-  usleep(100000);
-  char st = proc_state(g.pid());
-  EXPECT_NE(st, 'T') << "source left stopped";
-  EXPECT_NE(st, 't') << "source left ptrace-stopped";
-  EXPECT_FALSE(has_userfaultfd(g.pid())) << "a userfaultfd was left in pid " << g.pid();
-  // It must make progress; allow for a busy machine (up to 3 s).
-  auto a = g.control().status();
-  ASSERT_TRUE(a.ok()) << a.error().message;
-  uint64_t steps = a->steps;
-  for (int i = 0; i < 30 && steps == a->steps; i++) {
-    usleep(100000);
-    auto b = g.control().status();
-    ASSERT_TRUE(b.ok()) << b.error().message;
-    steps = b->steps;
-  }
-  EXPECT_GT(steps, a->steps) << "source does not run on (state " << proc_state(g.pid()) << ")";
-  auto v = g.control().verify();
-  EXPECT_TRUE(v.ok()) << (v ? "" : v.error().message);
-}
-
 guest::GuestProcess busy_guest(const std::string& dir) {
-  guest::GuestOptions o;
-  o.ram_bytes = 64ull << 20;
-  o.rate = "max";
-  o.content = "random";
-  auto g = guest::GuestProcess::spawn(env_or_fail("LM_GUEST_BIN"), o, dir);
+  auto g = test::busy_guest(dir, 64ull << 20);
   EXPECT_TRUE(g.ok()) << g.error().message;
   return std::move(*g);
 }

@@ -199,18 +199,7 @@ TEST(Prepaging, SeveralPivotsShareThePush) {
 
 // --- failure after resume -------------------------------------------------------------
 
-// A guest writing every page at full speed: post-copy lasts long enough to
-// break it on purpose.
-Result<guest::GuestProcess> busy_guest(const std::string& dir) {
-  guest::GuestOptions go;
-  go.ram_bytes = 128ull << 20;
-  go.rate = "max";
-  go.content = "random";
-  go.pattern = "uniform";
-  auto g = guest::GuestProcess::spawn(env_or_fail("LM_GUEST_BIN"), go, dir);
-  usleep(300000);
-  return g;
-}
+Result<guest::GuestProcess> busy_guest(const std::string& dir) { return test::busy_guest(dir, 128ull << 20); }
 
 // An in-process destination for busy_guest(): short timeouts, so a lost peer
 // is given up on quickly.
