@@ -1,5 +1,6 @@
 #include "dirtytrack/probe.hpp"
 
+#include <cstdlib>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -226,7 +227,7 @@ void probe_ptrace(DirtyTrackCaps& c) {
     std::ifstream status("/proc/self/status");
     std::string line;
     while (std::getline(status, line))
-      if (line.rfind("CapEff:", 0) == 0) capable = (std::stoull(line.substr(7), nullptr, 16) >> 19) & 1;
+      if (line.rfind("CapEff:", 0) == 0) capable = (std::strtoull(line.c_str() + 7, nullptr, 16) >> 19) & 1;
   }
   if (!seized || scope == "3") {
     c.ptrace = no(strf("PTRACE_SEIZE of a child: %s; %s", seized ? "ok" : errtext(err).c_str(), yama.c_str()));

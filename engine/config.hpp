@@ -59,11 +59,15 @@ struct AutoConvergeConfig {
   unsigned max_percent = 99;
 };
 
+// Post-copy: how long faults wait, and the source dials again, after the
+// link broke (QEMU's postcopy recovery, automatic). 0: never.
+inline constexpr unsigned kDefaultReconnectTimeoutMs = 10000;
+
 struct PostcopyConfig {
   std::string prepaging = "bubble";  // none | sequential | bubble | bubble-forward
   unsigned pivots = 1;
   unsigned precopy_rounds = 2;       // hybrid: pre-copy rounds before switching
-  unsigned reconnect_timeout_ms = 10000;
+  unsigned reconnect_timeout_ms = kDefaultReconnectTimeoutMs;
 };
 
 struct ScenarioConfig {

@@ -33,7 +33,7 @@ struct DestinationOptions {
   bool prealloc = true;               // allocate the guest's RAM before receiving
   // Post-copy: how long the resumed guest's faults wait for a source whose
   // link broke to reconnect (0: the VM is lost at once).
-  transport::Timeout reconnect_timeout{10000};
+  transport::Timeout reconnect_timeout{kDefaultReconnectTimeoutMs};
   // Stops the migration from another thread: the copy is discarded, unless
   // the destination already runs the VM (post-copy), which it never abandons.
   std::shared_ptr<Cancel> cancel;

@@ -25,6 +25,7 @@
 
 #include "common/fd.hpp"
 #include "dirtytrack/ranges.hpp"
+#include "engine/config.hpp"
 #include "engine/digest.hpp"
 #include "engine/results.hpp"
 #include "transport/session.hpp"
@@ -62,7 +63,7 @@ struct PostcopyRecovery {
   // Accepts the source's next session (the caller checks nothing; the id is
   // checked here). Empty: a broken link fails the migration at once.
   std::function<Result<transport::Session>(transport::Timeout)> accept;
-  transport::Timeout timeout{10000};  // longest outage faults wait through
+  transport::Timeout timeout{kDefaultReconnectTimeoutMs};  // longest outage faults wait through
 };
 
 struct PostcopyDestinationStats {

@@ -20,6 +20,7 @@
 #include "common/clock.hpp"
 #include "compress/compressor.hpp"
 #include "dirtytrack/ranges.hpp"
+#include "engine/config.hpp"
 #include "engine/prepaging.hpp"
 #include "transport/session.hpp"
 
@@ -38,7 +39,7 @@ struct PostcopySourceOptions {
   // Opens the session again under its id after a broken link, within the
   // time given; empty: a broken link ends the migration at once.
   std::function<Result<transport::Session>(transport::Timeout)> redial;
-  transport::Timeout reconnect_timeout{10000};
+  transport::Timeout reconnect_timeout{kDefaultReconnectTimeoutMs};
 };
 
 struct PostcopySourceOutcome {

@@ -65,6 +65,11 @@ std::vector<dt::RangeList> partition(const dt::RangeList& pages, unsigned thread
   return out;
 }
 
+// fixed:raw: the read buffer is the payload, the compressor is not needed.
+bool sends_raw(const compress::PolicySpec& p) {
+  return p.kind == compress::PolicyKind::fixed && p.fixed.codec == Codec::raw;
+}
+
 // Adds the calling thread's CPU time over its lifetime to an accumulator.
 class CpuAccount {
  public:
@@ -478,16 +483,13 @@ class SourceRun {
     compress::CompressorOptions copts;
     // CPU the compressors may count on: on one host (loopback or memif) the
     // destination's receiving and decompressing share the same cores.
-    const bool same_host = address_.find("127.") != std::string::npos ||
-                           address_.find("localhost") != std::string::npos ||
-                           address_.rfind("dpdk:memif:", 0) == 0 || address_.rfind("inproc", 0) == 0;
-    copts.workers = same_host ? std::max(1u, o_.workers / 2) : o_.workers;
+    copts.workers = transport::same_host_address(address_) ? std::max(1u, o_.workers / 2) : o_.workers;
     auto first = LM_TRY_CTX(compress::Compressor::create(o_.policy, copts), "source");
     threads_ = std::max(o_.workers, o_.channels);
     for (unsigned i = 1; i < threads_; i++) workers_.push_back(first->make_worker());
     workers_.insert(workers_.begin(), std::move(first));
     sender_ = std::make_unique<BulkSender>(o_.pid, *session_, workers_, o_.batch_pages, o_.timeout,
-                                           o_.fault_corrupt_batch, o_.policy == "fixed:raw", cancel());
+                                           o_.fault_corrupt_batch, sends_raw(workers_.front()->policy()), cancel());
     return ok();
   }
 

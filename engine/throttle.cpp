@@ -1,5 +1,6 @@
 #include "engine/throttle.hpp"
 
+#include <cstdlib>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -78,7 +79,7 @@ std::string current_cgroup(pid_t pid, ThrottleMechanism m) {
 unsigned thread_count(pid_t pid) {
   std::ifstream f(strf("/proc/%d/status", pid));
   for (std::string line; std::getline(f, line);)
-    if (line.rfind("Threads:", 0) == 0) return unsigned(std::stoul(line.substr(8)));
+    if (line.rfind("Threads:", 0) == 0) return unsigned(std::strtoul(line.c_str() + 8, nullptr, 10));
   return 1;
 }
 

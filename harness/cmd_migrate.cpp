@@ -35,7 +35,7 @@ int dest(const Argv& argv) {
       {"listen", true, "address to listen on, e.g. uring:127.0.0.1:7000 (port 0 picks one)"},
       {"image", false, "keep a memory image (unmodified process) instead of resuming livemig-guest"},
       {"timeout-ms", true, "longest silence from the source (default 30000)"},
-      {"reconnect-timeout-ms", true, "post-copy: how long faults wait for a broken link to come back (default 10000; 0: never)"},
+      {"reconnect-timeout-ms", true, "post-copy: how long faults wait for a broken link to come back (default 10000 ms; 0: never)"},
       {"exit-after", false, "stop the resumed guest and exit once the migration completed"},
   };
   auto args = Args::parse(argv, specs);
@@ -46,7 +46,7 @@ int dest(const Argv& argv) {
   auto timeout = args->get_u64("timeout-ms", 30000);
   if (usage_error("dest", timeout, specs)) return 2;
   o.timeout = transport::Timeout(*timeout);
-  auto reconnect = args->get_u64("reconnect-timeout-ms", 10000);
+  auto reconnect = args->get_u64("reconnect-timeout-ms", engine::kDefaultReconnectTimeoutMs);
   if (usage_error("dest", reconnect, specs)) return 2;
   o.reconnect_timeout = transport::Timeout(*reconnect);
   o.work_dir = "/tmp";
@@ -105,7 +105,7 @@ int source(const Argv& argv) {
       {"mode", true, "precopy | postcopy | hybrid (pre-copy for --max-rounds, then post-copy); default precopy"},
       {"prepaging", true, "post-copy push order: none | sequential | bubble | bubble-forward (default bubble)"},
       {"pivots", true, "post-copy: recent faults that grow a bubble (default 1)"},
-      {"reconnect-timeout-ms", true, "post-copy: how long to dial again after a broken link (default 10000; 0: never)"},
+      {"reconnect-timeout-ms", true, "post-copy: how long to dial again after a broken link (default 10000 ms; 0: never)"},
       {"after", true, "what becomes of the source once the destination holds a verified copy: kill | stop | keep "
                     "(default kill; keep, a live snapshot, for an image without --ram)"},
       {"allow-other-user", false, "migrate a process that belongs to another user"},
@@ -173,7 +173,7 @@ int source(const Argv& argv) {
   }
   o.postcopy.prepaging = args->get_or("prepaging", "bubble");
   auto pivots = args->get_u64("pivots", 1);
-  auto reconnect = args->get_u64("reconnect-timeout-ms", 10000);
+  auto reconnect = args->get_u64("reconnect-timeout-ms", engine::kDefaultReconnectTimeoutMs);
   if (usage_error("source", pivots, specs) || usage_error("source", reconnect, specs)) return 2;
   o.postcopy.pivots = unsigned(*pivots);
   o.postcopy.reconnect_timeout_ms = unsigned(*reconnect);

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/args.hpp"
 #include "common/clock.hpp"
 #include "common/fd.hpp"
 
@@ -85,7 +86,11 @@ Result<std::string> redis_request(uint16_t port, const std::string& inline_comma
     if (reply[0] != '$' && reply.find("\r\n") != std::string::npos) break;
     if (reply[0] == '$') {
       auto crlf = reply.find("\r\n");
-      if (crlf != std::string::npos && reply.size() >= crlf + 2 + std::stoul(reply.substr(1, crlf - 1)) + 2) break;
+      if (crlf == std::string::npos) continue;
+      auto length = parse_u64(std::string_view(reply).substr(1, crlf - 1));
+      if (!length) return Error::msg(strf("redis on 127.0.0.1:%u: bad bulk reply length to '%s'", port,
+                                          inline_command.c_str()));
+      if (reply.size() >= crlf + 2 + *length + 2) break;
     }
   }
   if (reply.empty()) return Error::msg(strf("redis on 127.0.0.1:%u: no reply to '%s'", port, inline_command.c_str()));
@@ -142,7 +147,9 @@ Result<uint64_t> RedisWorkload::commands_processed() {
   auto info = LM_TRY(redis_request(port_, "INFO stats", 2000));
   auto at = info.find("total_commands_processed:");
   if (at == std::string::npos) return Error::msg(strf("redis on 127.0.0.1:%u: INFO has no command count", port_));
-  return std::stoull(info.substr(at + 25));
+  auto end = info.find_first_of("\r\n", at + 25);
+  return LM_TRY_CTX(parse_u64(std::string_view(info).substr(at + 25, end - (at + 25))),
+                    strf("redis on 127.0.0.1:%u: total_commands_processed", port_));
 }
 
 Result<double> RedisWorkload::ops_per_second(unsigned window_ms) {

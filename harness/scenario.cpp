@@ -4,6 +4,10 @@
 #include <sstream>
 
 #include "common/args.hpp"
+#include "compress/policy.hpp"
+#include "dirtytrack/tracker.hpp"
+#include "engine/prepaging.hpp"
+#include "transport/channel.hpp"
 
 #define TOML_EXCEPTIONS 1
 #include <toml++/toml.h>
@@ -154,15 +158,12 @@ const std::vector<Key>& keys() {
          else return Error::msg("key 'migration.mode' must be \"precopy\", \"postcopy\" or \"hybrid\"");
          return ok();
        }},
-      text("migration.transport", [](C& c) -> std::string& { return c.migration.transport; },
-           {"tcp", "uring", "dpdk", "inproc"}),
+      text("migration.transport", [](C& c) -> std::string& { return c.migration.transport; }),
       text("migration.address", [](C& c) -> std::string& { return c.migration.address; }),
       u32("migration.channels", [](C& c) -> unsigned& { return c.migration.channels; }, 1, 16),
-      text("migration.policy", [](C& c) -> std::string& { return c.migration.policy; },
-           {"fixed", "cbc", "adaptive"}),
+      text("migration.policy", [](C& c) -> std::string& { return c.migration.policy; }),
       u32("migration.workers", [](C& c) -> unsigned& { return c.migration.workers; }, 1, 64),
-      text("migration.tracker", [](C& c) -> std::string& { return c.migration.tracker; },
-           {"auto", "uffd-wp", "soft-dirty", "hash"}),
+      text("migration.tracker", [](C& c) -> std::string& { return c.migration.tracker; }),
       u32("migration.batch-pages", [](C& c) -> unsigned& { return c.migration.batch_pages; }, 1, 4096),
 
       u32("convergence.max-rounds", [](C& c) -> unsigned& { return c.convergence.max_rounds; }, 1, 10000),
@@ -235,6 +236,21 @@ Result<void> validate(const ScenarioConfig& c) {
     return Error::msg("key 'convergence.throttle-initial' exceeds 'convergence.throttle-max'");
   if (c.migration.policy.rfind("fixed", 0) == 0 && c.migration.policy.find(':') == std::string::npos)
     return Error::msg("key 'migration.policy' = 'fixed' needs a codec, e.g. \"fixed:lz4\"");
+  // Names are checked against what this build has, before anything runs.
+  LM_TRY_CTX(transport::find_backend(c.migration.transport), "key 'migration.transport'");
+  LM_TRY_CTX(compress::parse_policy(c.migration.policy), "key 'migration.policy'");
+  LM_TRY_CTX(parse_prepaging(c.postcopy.prepaging), "key 'postcopy.prepaging'");
+  if (c.migration.tracker != "auto") {
+    std::string known = "auto";
+    bool found = false;
+    for (const auto& b : dt::tracker_backends()) {
+      found |= b.name == c.migration.tracker;
+      known += ", " + std::string(b.name);
+    }
+    if (!found)
+      return Error::msg(strf("key 'migration.tracker': unknown tracker '%s' (known: %s)",
+                             c.migration.tracker.c_str(), known.c_str()));
+  }
   return ok();
 }
 

@@ -16,6 +16,7 @@
 // extra options: "sqpoll=1" (kernel submission thread; costs a core),
 // "entries=N" (ring size), "recv=multishot" (multishot receive into a
 // provided buffer ring instead of reads into the registered staging buffer).
+#include <cstdlib>
 #include <liburing.h>
 #include <poll.h>
 #include <sys/mman.h>
@@ -40,7 +41,13 @@ constexpr uint64_t kOpCancel = 2;
 
 Result<void> init_ring(io_uring* ring, const ChannelOptions& options, const std::string& name) {
   unsigned entries = 64;
-  if (auto e = extra_option(options.extra, "entries"); !e.empty()) entries = unsigned(std::stoul(e));
+  if (auto e = extra_option(options.extra, "entries"); !e.empty()) {
+    char* end = nullptr;
+    unsigned long n = std::strtoul(e.c_str(), &end, 10);
+    if (*end != '\0' || n == 0 || n > 32768)
+      return Error::msg(strf("%s: io_uring option entries=%s: expected 1..32768", name.c_str(), e.c_str()));
+    entries = unsigned(n);
+  }
   io_uring_params p{};
   if (extra_option(options.extra, "sqpoll") == "1") {
     p.flags |= IORING_SETUP_SQPOLL;

@@ -153,6 +153,10 @@ Result<const Backend*> find_backend(std::string_view name);
 Result<std::unique_ptr<Channel>> connect(std::string_view address, const ChannelOptions& options,
                                          Timeout timeout);
 Result<std::unique_ptr<Listener>> listen(std::string_view address, const ChannelOptions& options);
+// Whether both ends of `address` are on this host: a loopback IP address
+// (127.0.0.0/8, ::1) or a shared-memory link (dpdk:memif:...). The engine
+// then counts the CPU the peer's receiving takes from the same cores.
+bool same_host_address(std::string_view address);
 
 // Backend entries are declared in transport/backends.hpp, one file each.
 

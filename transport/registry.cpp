@@ -1,6 +1,9 @@
+#include <netinet/in.h>
+
 #include <array>
 
 #include "transport/backends.hpp"
+#include "transport/stream.hpp"
 
 namespace lm::transport {
 
@@ -56,6 +59,20 @@ Result<std::unique_ptr<Channel>> connect(std::string_view address, const Channel
 Result<std::unique_ptr<Listener>> listen(std::string_view address, const ChannelOptions& options) {
   Split s = LM_TRY(split_address(address));
   return s.backend->listen(s.rest, options);
+}
+
+bool same_host_address(std::string_view address) {
+  size_t colon = address.find(':');
+  if (colon == std::string_view::npos) return false;
+  std::string_view backend = address.substr(0, colon), rest = address.substr(colon + 1);
+  if (backend == "dpdk") return rest.rfind("memif:", 0) == 0;
+  auto resolved = resolve_host_port(rest);
+  if (!resolved) return false;
+  const sockaddr_storage& ss = resolved->storage;
+  if (ss.ss_family == AF_INET)
+    return (ntohl(reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr.s_addr) >> 24) == 127;
+  if (ss.ss_family == AF_INET6) return IN6_IS_ADDR_LOOPBACK(&reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr);
+  return false;
 }
 
 }  // namespace lm::transport

@@ -60,6 +60,22 @@ TEST(Scenario, ImpossibleValuesAreNamed) {
   }
 }
 
+// Values that used to pass the scenario check and fail only once the
+// migration ran (some after the source was frozen).
+TEST(Scenario, NamesAreCheckedAgainstWhatIsBuilt) {
+  for (const char* set : {"migration.transport=\"inproc\"", "migration.policy=\"fixed:nosuchcodec\"",
+                          "migration.policy=\"cbcx\"", "migration.tracker=\"dirty-bits\"",
+                          "postcopy.prepaging=\"bubbles\""}) {
+    auto c = parse_scenario("", "doc", {set});
+    ASSERT_FALSE(c.ok()) << set;
+    std::string key = std::string(set).substr(0, std::string(set).find('='));
+    EXPECT_NE(c.error().message.find("key '" + key + "'"), std::string::npos) << c.error().message;
+  }
+  auto good = parse_scenario("", "doc", {"migration.transport=\"tcp\"", "migration.policy=\"fixed:zstd:3\"",
+                                         "migration.tracker=\"hash\"", "postcopy.prepaging=\"bubble-forward\""});
+  EXPECT_TRUE(good.ok()) << good.error().message;
+}
+
 TEST(Scenario, SyntaxErrorHasPosition) {
   auto c = parse_scenario("[migration\n", "bad.toml", {});
   ASSERT_FALSE(c.ok());
