@@ -10,8 +10,10 @@
 #include <cstring>
 #include <optional>
 #include <atomic>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <stop_token>
 #include <thread>
 
 #include "common/clock.hpp"
@@ -70,22 +72,6 @@ bool sends_raw(const compress::PolicySpec& p) {
   return p.kind == compress::PolicyKind::fixed && p.fixed.codec == Codec::raw;
 }
 
-// Adds the calling thread's CPU time over its lifetime to an accumulator.
-class CpuAccount {
- public:
-  explicit CpuAccount(std::atomic<double>& sum) : sum_(sum), start_(thread_cpu_seconds()) {}
-  ~CpuAccount() {
-    double add = thread_cpu_seconds() - start_;
-    double cur = sum_.load();
-    while (!sum_.compare_exchange_weak(cur, cur + add)) {
-    }
-  }
-
- private:
-  std::atomic<double>& sum_;
-  double start_;
-};
-
 struct RoundTotals {
   uint64_t pages = 0;          // pages sent
   uint64_t wire_bytes = 0;     // message bytes
@@ -142,31 +128,29 @@ class BulkSender {
     }
   }
 
-  // Sends every page of `pages`; returns when all sends completed.
+  // Sends every page of `pages` on the pool's threads; returns when all
+  // sends completed.
   Result<RoundTotals> send_round(const dt::RangeList& pages, uint32_t round) {
     Stopwatch clock;
-    unsigned threads = unsigned(workers_.size());
-    auto parts = partition(pages, threads);
-    std::vector<RoundTotals> totals(threads);
-    std::vector<std::optional<Error>> errors(threads);
-    std::atomic<bool> failed{false};
-    std::vector<std::thread> pool;
-    for (unsigned t = 0; t < threads; t++) {
-      pool.emplace_back([&, t] {
-        CpuAccount account(cpu_seconds_);
-        auto r = send_part(t, parts[t], round, failed);
-        if (r) totals[t] = *r;
-        else {
-          errors[t] = std::move(r).error();
-          failed = true;
-        }
-      });
+    const unsigned threads = unsigned(workers_.size());
+    start_pool();
+    {
+      std::lock_guard g(jobs_lock_);
+      job_.parts = partition(pages, threads);
+      job_.round = round;
+      job_.totals.assign(threads, {});
+      job_.errors.assign(threads, std::nullopt);
+      job_.running = threads;
+      failed_ = false;
+      job_.generation++;
     }
-    for (auto& th : pool) th.join();
-    for (auto& e : errors)
+    jobs_cv_.notify_all();
+    std::unique_lock g(jobs_lock_);
+    done_cv_.wait(g, [&] { return job_.running == 0; });
+    for (auto& e : job_.errors)
       if (e) return std::move(*e);
     RoundTotals sum;
-    for (const auto& t : totals) sum += t;
+    for (const auto& t : job_.totals) sum += t;
     sum.duration_ns = clock.elapsed_ns();
     return sum;
   }
@@ -294,6 +278,43 @@ class BulkSender {
     return totals;
   }
 
+  // The pool: one thread per compressor for the whole migration, woken per
+  // round. Threads stay alive until the sender is destroyed, so the sends a
+  // thread queued (io_uring) are never cancelled by its exit.
+  void start_pool() {
+    if (!pool_.empty()) return;
+    for (unsigned t = 0; t < workers_.size(); t++)
+      pool_.emplace_back([this, t](std::stop_token stop) { pool_thread(stop, t); });
+  }
+
+  void pool_thread(std::stop_token stop, unsigned t) {
+    uint64_t done_generation = 0;
+    for (;;) {
+      {
+        std::unique_lock g(jobs_lock_);
+        if (!jobs_cv_.wait(g, stop, [&] { return job_.generation != done_generation; })) return;
+        done_generation = job_.generation;
+      }
+      const double cpu0 = thread_cpu_seconds();
+      auto r = send_part(t, job_.parts[t], job_.round, failed_);
+      add_cpu(thread_cpu_seconds() - cpu0);
+      std::lock_guard g(jobs_lock_);
+      if (r) {
+        job_.totals[t] = *r;
+      } else {
+        job_.errors[t] = std::move(r).error();
+        failed_ = true;
+      }
+      if (--job_.running == 0) done_cv_.notify_all();
+    }
+  }
+
+  void add_cpu(double seconds) {
+    double cur = cpu_seconds_.load();
+    while (!cpu_seconds_.compare_exchange_weak(cur, cur + seconds)) {
+    }
+  }
+
   pid_t pid_;
   Session& session_;
   std::vector<std::unique_ptr<compress::Compressor>>& workers_;
@@ -306,6 +327,23 @@ class BulkSender {
   std::atomic<uint64_t> batches_encoded_{0};
   std::vector<std::unique_ptr<std::mutex>> channel_locks_;
   std::vector<std::unique_ptr<Slot[]>> slots_;  // kSlots per sender thread
+
+  // The round being sent; written under jobs_lock_ before `generation`
+  // changes, read by each pool thread after it saw the change.
+  struct Job {
+    uint64_t generation = 0;
+    uint32_t round = 0;
+    std::vector<dt::RangeList> parts;  // one per thread
+    std::vector<RoundTotals> totals;
+    std::vector<std::optional<Error>> errors;
+    unsigned running = 0;  // threads still sending this round
+  };
+  std::mutex jobs_lock_;
+  std::condition_variable_any jobs_cv_;
+  std::condition_variable done_cv_;
+  Job job_;
+  std::atomic<bool> failed_{false};  // a thread failed this round: the others stop early
+  std::vector<std::jthread> pool_;   // last: stopped and joined first
 };
 
 // Ends a process we hold frozen. Its traced threads turn into zombies that
@@ -460,6 +498,7 @@ class SourceRun {
     result_.tracker = std::string(tracker_->name());
     auto info = LM_TRY_CTX(tracker_->start({pid, o_.scope, nullptr}), strf("track pid %d", pid));
     tracker_running_ = true;
+    last_collect_ns_ = now_ns();
     pending_ = info.populated;
 
     auto table = LM_TRY(mapping_table(info.mappings, generation_));
@@ -520,10 +559,10 @@ class SourceRun {
                                   t.batches};
       LM_TRY(sender_->mark_round_end(end));
 
-      auto collected = LM_TRY(tracker_->collect());
+      auto collected = LM_TRY(collect_paced());
       if (!collected.changes.empty()) LM_TRY(announce_mappings(collected.mappings));
       pending_ = collected.dirty;
-      const double dirty_rate = double(collected.dirty_pages) / seconds;
+      const double dirty_rate = double(collected.dirty_pages) / collect_interval_s_;
       if (round_ > 0 || t.pages > 0) {
         figures_.dirty_rate_sum += dirty_rate;
         figures_.dirty_rate_rounds++;
@@ -540,6 +579,21 @@ class SourceRun {
       if (stop_) return SourcePhase::stop_and_copy;
       LM_TRY(auto_converge(dirty_rate));
     }
+  }
+
+  // Collects at most every kMinRoundInterval: a round that had (almost)
+  // nothing to send would otherwise collect again at once, measuring only
+  // the collect itself and stalling the guest with re-protection. The dirty
+  // rate is measured over the interval since the previous collect.
+  Result<dt::CollectResult> collect_paced() {
+    constexpr uint64_t kMinRoundIntervalNs = 10'000'000;
+    const uint64_t since = now_ns() - last_collect_ns_;
+    if (since < kMinRoundIntervalNs) std::this_thread::sleep_for(std::chrono::nanoseconds(kMinRoundIntervalNs - since));
+    auto collected = LM_TRY(tracker_->collect());
+    const uint64_t now = now_ns();
+    collect_interval_s_ = double(now - last_collect_ns_) * 1e-9;
+    last_collect_ns_ = now;
+    return collected;
   }
 
   void count_round(const RoundTotals& t, double seconds) {
@@ -781,6 +835,8 @@ class SourceRun {
   bool destination_may_run_ = false;  // post-copy: the destination runs the VM, or may
   uint64_t freeze_ns_ = 0;
   unsigned round_ = 0;
+  uint64_t last_collect_ns_ = 0;     // tracker start, then each collect
+  double collect_interval_s_ = 1e-9;  // between the last two collects
   ConvergencePolicy policy_;
   std::optional<StopReason> stop_;
   SendFigures figures_;
