@@ -723,7 +723,10 @@ class SourceRun {
     if (session_) send_error_best_effort(session_->control(), version(), e);
     if (throttler_) (void)throttler_->release();
     if (on_failure(phase_, destination_may_run_) == OnFailure::lose_vm) {
-      e = std::move(e).context("post-copy failed after the destination resumed the VM; the VM is lost");
+      // Through a new Error: context() returns *this, and assigning that to
+      // `e` itself would be a self-move that empties the message.
+      Error lost = std::move(e).context("post-copy failed after the destination resumed the VM; the VM is lost");
+      e = std::move(lost);
       stop_tracker();
       kill_frozen(*freezer_);
       (void)session_->close(transport::Timeout(2000));
