@@ -34,8 +34,8 @@ Result<transport::Message> expect_message(transport::Channel& control, std::init
                          std::string(transport::msg_type_name(m.type)).c_str()));
 }
 
-std::optional<Error> pending_peer_error(transport::Channel& control) {
-  auto m = transport::recv_message(control, transport::Timeout(300));
+std::optional<Error> pending_peer_error(transport::Channel& control, transport::Timeout wait) {
+  auto m = transport::recv_message(control, wait);
   if (m && m->type == transport::MsgType::error) return transport::peer_error(*m, control.name());
   return std::nullopt;
 }

@@ -20,7 +20,7 @@ Result<transport::Message> expect_message(transport::Channel& control, std::init
 
 // The peer's error message, if one is already waiting on the channel (a
 // broken bulk channel is often only the echo of the peer's own failure).
-std::optional<Error> pending_peer_error(transport::Channel& control);
+std::optional<Error> pending_peer_error(transport::Channel& control, transport::Timeout wait = transport::Timeout(300));
 
 // One dirty_bitmap message per mapping of the session, a bit set for each
 // page of `pages` (post-copy: the pages the destination still needs).

@@ -5,6 +5,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <optional>
 #include <mutex>
 #include <shared_mutex>
 #include <thread>
@@ -182,219 +186,394 @@ Result<void> receive_bulk(Channel& channel, DestinationMemory& st, transport::Ma
 
 }  // namespace
 
-Result<DestinationOutcome> Destination::run() {
-  DestinationOutcome out;
-  const double cpu_start = thread_cpu_seconds();
-  auto session = LM_TRY(transport::accept_session(*listener_, o_.session, o_.timeout));
-  Stopwatch since_accept;
-  memory_ = std::make_unique<DestinationMemory>();
-  DestinationMemory& st = *memory_;
-  const auto& table = session.mappings();
-  // Post-copy (postcopy_destination.cpp): the source offers the feature only then.
-  const bool postcopy = session.negotiated().features & transport::kFeaturePostCopy;
-  PostcopyGuestRam postcopy_ram;
-  NeededPages needed;
+std::string_view destination_phase_name(DestinationPhase p) {
+  switch (p) {
+    case DestinationPhase::accept: return "accept";
+    case DestinationPhase::prepare: return "prepare";
+    case DestinationPhase::receive: return "receive";
+    case DestinationPhase::commit: return "commit";
+    case DestinationPhase::resume: return "resume";
+    case DestinationPhase::postcopy: return "postcopy";
+    case DestinationPhase::verdict: return "verdict";
+    case DestinationPhase::kept: return "kept";
+    case DestinationPhase::discarded: return "discarded";
+    case DestinationPhase::lost: return "lost";
+  }
+  return "?";
+}
 
-  // --- destination memory ---------------------------------------------------------
-  std::unique_ptr<guest::GuestProcess> guest;
-  std::optional<guest::HandoffServer> handoff;
-  if (o_.target == DestinationTarget::guest) {
+namespace {
+
+// The arrows of the diagram in destination.hpp.
+bool transition_allowed(DestinationPhase from, DestinationPhase to) {
+  using P = DestinationPhase;
+  switch (from) {
+    case P::accept: return to == P::prepare || to == P::discarded;
+    case P::prepare: return to == P::receive || to == P::discarded;
+    case P::receive: return to == P::commit || to == P::discarded;
+    case P::commit: return to == P::resume || to == P::discarded;
+    case P::resume: return to == P::verdict || to == P::postcopy || to == P::discarded;
+    case P::postcopy: return to == P::verdict || to == P::lost;
+    case P::verdict: return to == P::kept || to == P::discarded || to == P::lost;
+    default: return false;
+  }
+}
+
+// What a failure in `phase` means (the one place that decides it).
+DestinationPhase on_failure(DestinationPhase phase, bool postcopy) {
+  switch (phase) {
+    case DestinationPhase::postcopy: return DestinationPhase::lost;
+    case DestinationPhase::verdict: return postcopy ? DestinationPhase::lost : DestinationPhase::discarded;
+    default: return DestinationPhase::discarded;
+  }
+}
+
+// The bulk receivers of the pre-copy rounds, one thread per bulk channel.
+class BulkReceivers {
+ public:
+  void start(transport::Session& session, DestinationMemory& st, transport::Timeout timeout, bool image_target) {
+    for (size_t c = 0; c < session.bulk_count(); c++) {
+      threads_.emplace_back([this, &session, &st, c, table = session.mappings(), timeout, image_target] {
+        double cpu0 = thread_cpu_seconds();
+        auto r = receive_bulk(session.bulk(c), st, table, session.negotiated().codecs, timeout, abort_, image_target);
+        if (!r) {
+          std::lock_guard g(first_error_lock_);
+          if (!first_error_) first_error_ = std::move(r).error();
+          abort_ = true;
+        }
+        st.add_cpu(thread_cpu_seconds() - cpu0);
+      });
+    }
+  }
+  bool failed() const { return abort_; }
+  void stop() {
+    abort_ = true;
+    join();
+  }
+  void join() {
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+  // The first failure is the cause; the other channels then stop with
+  // "failed elsewhere" and must not mask it. After join().
+  std::optional<Error> take_error() { return std::exchange(first_error_, std::nullopt); }
+  ~BulkReceivers() { stop(); }
+
+ private:
+  std::atomic<bool> abort_{false};
+  std::mutex first_error_lock_;
+  std::optional<Error> first_error_;
+  std::vector<std::thread> threads_;
+};
+
+// One migration of the destination side: the phases of destination.hpp as
+// methods, each returning the next phase; run() drives them and routes every
+// failure through fail().
+class DestinationRun {
+ public:
+  DestinationRun(const DestinationOptions& o, transport::Listener& listener, DestinationMemory& memory,
+                 const void* owner)
+      : o_(o), listener_(listener), st_(memory), owner_(owner) {}
+
+  Result<DestinationOutcome> run() {
+    for (;;) {
+      Result<DestinationPhase> next = step();
+      if (!next) return fail(std::move(next).error());
+      if (*next == DestinationPhase::kept) return keep();
+      enter(*next);
+    }
+  }
+
+ private:
+  Result<DestinationPhase> step() {
+    switch (phase_) {
+      case DestinationPhase::accept: return accept();
+      case DestinationPhase::prepare: return prepare();
+      case DestinationPhase::receive: return receive();
+      case DestinationPhase::commit: return commit();
+      case DestinationPhase::resume: return resume();
+      case DestinationPhase::postcopy: return serve_postcopy();
+      case DestinationPhase::verdict: return verdict();
+      default: return Error::msg(strf("destination: no step from phase %s",
+                                      std::string(destination_phase_name(phase_)).c_str()));
+    }
+  }
+
+  void enter(DestinationPhase next) {
+    if (!transition_allowed(phase_, next)) {
+      std::fprintf(stderr, "livemig: destination phase %s -> %s is not a transition\n",
+                   std::string(destination_phase_name(phase_)).c_str(),
+                   std::string(destination_phase_name(next)).c_str());
+      std::abort();
+    }
+    phase_ = next;
+  }
+
+  bool cancelled() const { return o_.cancel && o_.cancel->requested(); }
+  // For waits outside this file; empty without a cancel.
+  std::function<bool()> stopped() const {
+    if (!o_.cancel) return {};
+    return [this] { return cancelled(); };
+  }
+  Result<void> check_cancel() const {
+    if (cancelled()) return o_.cancel->error();
+    return ok();
+  }
+  uint16_t version() const { return session_->negotiated().version; }
+  int timeout_ms() const { return int(o_.timeout.count()); }
+
+  // --- accept: the source's session ---------------------------------------------------
+  Result<DestinationPhase> accept() {
+    auto session = transport::accept_session(listener_, o_.session, o_.timeout, stopped());
+    if (!session && cancelled()) return o_.cancel->error();
+    session_.emplace(LM_TRY(std::move(session)));
+    since_accept_ = Stopwatch();
+    // Post-copy (postcopy_destination.cpp): the source offers the feature only then.
+    postcopy_ = session_->negotiated().features & transport::kFeaturePostCopy;
+    return DestinationPhase::prepare;
+  }
+
+  // --- prepare: the destination memory; then `ready` ------------------------------------
+  Result<DestinationPhase> prepare() {
+    if (o_.target == DestinationTarget::guest) LM_TRY(prepare_guest());
+    else LM_TRY(st_.adopt_table(session_->mappings()));
+    // Destination memory is ready: the source may start sending (its setup
+    // time includes this preparation, its round 0 measures streaming only).
+    LM_TRY(check_cancel());
+    OutMessage m;
+    transport::encode_event(m, version(), MsgType::ready, {now_ns(), 0});
+    LM_TRY(transport::send_message(session_->control(), m, o_.timeout));
+    return DestinationPhase::receive;
+  }
+
+  Result<void> prepare_guest() {
+    const auto& table = session_->mappings();
     if (table.entries().size() != 1)
-      return Error::msg(strf("destination: a guest migration announces one RAM mapping, this one %zu",
-                             table.entries().size()));
+      return Error::msg(strf("a guest migration announces one RAM mapping, this one %zu", table.entries().size()));
     const auto& ram = table.entries().front();
-    std::string handoff_path = o_.work_dir + strf("/handoff-%d-%p.sock", getpid(), static_cast<void*>(this));
-    handoff = LM_TRY(guest::HandoffServer::listen(handoff_path));
-    guest = std::make_unique<guest::GuestProcess>(
+    std::string handoff_path = o_.work_dir + strf("/handoff-%d-%p.sock", getpid(), owner_);
+    handoff_ = LM_TRY(guest::HandoffServer::listen(handoff_path));
+    guest_ = std::make_unique<guest::GuestProcess>(
         LM_TRY(guest::GuestProcess::spawn_resume(o_.guest_binary, handoff_path, o_.work_dir)));
-    auto got = LM_TRY_CTX(handoff->accept(ram.start, ram.end - ram.start,
-                                          postcopy ? guest::UffdWanted::yes : guest::UffdWanted::no,
-                                          int(o_.timeout.count())),
-                          strf("destination: resumed guest pid %d", guest->pid()));
+    auto got = LM_TRY_CTX(handoff_->accept(ram.start, ram.end - ram.start,
+                                           postcopy_ ? guest::UffdWanted::yes : guest::UffdWanted::no, timeout_ms(),
+                                           stopped()),
+                          strf("resumed guest pid %d", guest_->pid()));
     // Preallocating would put every page in the page cache, where a MISSING
     // fault never fires: post-copy's RAM must stay empty until filled.
-    LM_TRY(st.add_region(LM_TRY(map_region(ram.start, ram.end - ram.start, std::move(got.memfd),
-                                           o_.prealloc && !postcopy ? Prealloc::yes : Prealloc::no))));
-    postcopy_ram = {std::move(got.uffd), got.minor_registered, st.regions.back().memfd.get(), st.regions.back().base,
-                    {ram.start, ram.end}};
-  } else {
-    LM_TRY(st.adopt_table(table));
-  }
-  // On failure: the guest never ran from this image (abort), or is killed.
-  struct Discard {
-    std::optional<guest::HandoffServer>& handoff;
-    std::unique_ptr<guest::GuestProcess>& guest;
-    bool armed = true;
-    ~Discard() {
-      if (!armed) return;
-      if (handoff) (void)handoff->abort();
-      guest.reset();  // kills by PID and reaps
-    }
-  } discard{handoff, guest};
-
-  // Destination memory is ready: the source may start sending (its setup
-  // time includes this preparation, its round 0 measures streaming only).
-  {
-    OutMessage m;
-    transport::encode_event(m, session.negotiated().version, MsgType::ready, {now_ns(), 0});
-    LM_TRY(transport::send_message(session.control(), m, o_.timeout));
+    LM_TRY(st_.add_region(LM_TRY(map_region(ram.start, ram.end - ram.start, std::move(got.memfd),
+                                            o_.prealloc && !postcopy_ ? Prealloc::yes : Prealloc::no))));
+    postcopy_ram_ = {std::move(got.uffd), got.minor_registered, st_.regions.back().memfd.get(),
+                     st_.regions.back().base, {ram.start, ram.end}};
+    return ok();
   }
 
-  // --- receive ------------------------------------------------------------------------
-  std::atomic<bool> abort{false};
-  // The first failure is the cause; the other channels then stop with
-  // "failed elsewhere" and must not mask it.
-  std::mutex first_error_lock;
-  std::optional<Error> first_error;
-  std::vector<std::thread> receivers;
-  std::atomic<size_t> bulk_done{0};
-  for (size_t c = 0; c < session.bulk_count(); c++) {
-    receivers.emplace_back([&, c] {
-      double cpu0 = thread_cpu_seconds();
-      auto r = receive_bulk(session.bulk(c), st, table, session.negotiated().codecs, o_.timeout, abort,
-                            o_.target == DestinationTarget::image);
-      if (!r) {
-        std::lock_guard g(first_error_lock);
-        if (!first_error) first_error = std::move(r).error();
-        abort = true;
+  // --- receive: pre-copy rounds until the commit (exec state) -----------------------------
+  Result<DestinationPhase> receive() {
+    receivers_.start(*session_, st_, o_.timeout, o_.target == DestinationTarget::image);
+    // Control channel: mapping updates, post-copy bitmaps, then the commit.
+    const transport::Timeout slice(200);
+    uint64_t idle_ms = 0;
+    for (;;) {
+      if (receivers_.failed()) return receivers_error();
+      LM_TRY(check_cancel());
+      auto received = transport::recv_message(session_->control(), slice);
+      if (!received) {
+        if (received.error().code == ETIMEDOUT && idle_ms < uint64_t(o_.timeout.count())) {
+          idle_ms += uint64_t(slice.count());
+          continue;
+        }
+        return std::move(received).error();
       }
-      st.add_cpu(thread_cpu_seconds() - cpu0);
-      bulk_done++;
-    });
-  }
-  auto join_receivers = [&] {
-    for (auto& t : receivers)
-      if (t.joinable()) t.join();
-  };
-  // The cause, by precedence: the source's own error message; else the error
-  // this path hit (`cause`); else the first bulk channel's failure.
-  auto fail = [&](std::optional<Error> cause) -> Result<DestinationOutcome> {
-    abort = true;
-    join_receivers();
-    std::optional<Error> e = pending_peer_error(session.control());
-    if (!e) e = std::move(cause);
-    if (!e && first_error) e = std::move(*first_error);
-    if (!e) e = Error::msg("migration aborted");
-    send_error_best_effort(session.control(), session.negotiated().version, *e);
-    return std::move(*e).context("destination");
-  };
-
-
-  // Control channel: mapping updates, then the commit (exec state).
-  const transport::Timeout slice(200);
-  uint64_t idle_ms = 0;
-  std::optional<transport::ExecStateView> exec;
-  while (!exec) {
-    if (abort) return fail(std::nullopt);
-    auto received = transport::recv_message(session.control(), slice);
-    if (!received) {
-      if (received.error().code == ETIMEDOUT && idle_ms < uint64_t(o_.timeout.count())) {
-        idle_ms += uint64_t(slice.count());
-        continue;
+      idle_ms = 0;
+      const auto& m = *received;
+      if (m.type == MsgType::error) return transport::peer_error(m, session_->control().name());
+      if (m.type == MsgType::mappings) {
+        session_->set_mappings(LM_TRY(decode_mappings(m)));
+      } else if (m.type == MsgType::dirty_bitmap && postcopy_) {
+        needed_.add(LM_TRY(transport::decode_dirty_bitmap(m, session_->mappings())));
+      } else if (m.type == MsgType::exec_state) {
+        exec_ = LM_TRY(transport::decode_exec_state(m));
+        return DestinationPhase::commit;
+      } else {
+        return Error::msg(strf("%s: unexpected %s message", session_->control().name().c_str(),
+                               std::string(transport::msg_type_name(m.type)).c_str()));
       }
-      return fail(std::move(received).error());
     }
-    idle_ms = 0;
-    const auto& m = *received;
-    if (m.type == MsgType::error) return fail(transport::peer_error(m, session.control().name()));
-    if (m.type == MsgType::mappings) {
-      auto t = decode_mappings(m);
-      if (!t) return fail(std::move(t).error());
-      session.set_mappings(*t);
-      continue;
-    }
-    if (m.type == MsgType::dirty_bitmap && postcopy) {
-      auto v = transport::decode_dirty_bitmap(m, session.mappings());
-      if (!v) return fail(std::move(v).error());
-      needed.add(*v);
-      continue;
-    }
-    if (m.type != MsgType::exec_state)
-      return fail(Error::msg(strf("%s: unexpected %s message", session.control().name().c_str(),
-                                  std::string(transport::msg_type_name(m.type)).c_str())));
-    auto e = transport::decode_exec_state(m);
-    if (!e) return fail(std::move(e).error());
-    exec = *e;
   }
-  // Every bulk channel has delivered its final round before the commit is
-  // acted on.
-  join_receivers();
-  if (first_error) return fail(std::nullopt);
 
-  // Post-copy: serve the guest's faults from before it runs; the digests
-  // follow at completion. Pre-copy: the digests now.
-  std::unique_ptr<PostcopyDestination> postcopy_serving;
-  auto send_digests = [&]() -> Result<void> {
-    OutMessage m;
-    auto digests = st.hashes.digests();
-    transport::encode_digest(m, session.negotiated().version, digests);
-    return transport::send_message(session.control(), m, o_.timeout);
-  };
-  if (postcopy) {
-    if (o_.target != DestinationTarget::guest) return fail(Error::msg("post-copy needs a guest destination"));
+  // A bulk channel failed: its error is the cause (fail() prefers the source's own).
+  Error receivers_error() {
+    receivers_.stop();
+    auto e = receivers_.take_error();
+    return e ? std::move(*e) : Error::msg("migration aborted");
+  }
+
+  // --- commit: every bulk channel ended; digests (pre-copy) or fault serving (post-copy) ---
+  Result<DestinationPhase> commit() {
+    // Every bulk channel has delivered its final round before the commit is acted on.
+    receivers_.join();
+    if (receivers_.failed()) return receivers_error();
+    LM_TRY(check_cancel());
+    if (!postcopy_) {
+      LM_TRY(send_digests());
+      return DestinationPhase::resume;
+    }
+    // Post-copy: serve the guest's faults from before it runs; the digests
+    // follow at completion.
+    if (o_.target != DestinationTarget::guest) return Error::msg("post-copy needs a guest destination");
     PostcopyRecovery recovery;
     recovery.timeout = o_.reconnect_timeout;
     if (o_.reconnect_timeout.count() > 0)
-      recovery.accept = [this](transport::Timeout t) { return transport::accept_session(*listener_, o_.session, t); };
-    auto started = PostcopyDestination::start(session, std::move(postcopy_ram), std::move(needed), st.hashes,
-                                              o_.timeout, std::move(recovery));
-    if (!started) return fail(std::move(started).error());
-    postcopy_serving = std::move(*started);
-  } else if (auto r = send_digests(); !r) {
-    return fail(std::move(r).error());
+      recovery.accept = [this](transport::Timeout t) { return transport::accept_session(listener_, o_.session, t); };
+    serving_ = LM_TRY(PostcopyDestination::start(*session_, std::move(postcopy_ram_), std::move(needed_), st_.hashes,
+                                                 o_.timeout, std::move(recovery)));
+    return DestinationPhase::resume;
   }
-  uint64_t running_ns = now_ns();
-  if (o_.target == DestinationTarget::guest) {
-    if (exec->kind != uint32_t(ExecStateKind::guest_ram))
-      return fail(Error::msg(strf("exec state kind %u cannot resume a livemig-guest", exec->kind)));
-    if (auto r = handoff->go(); !r) return fail(std::move(r).error());
-    auto resumed = handoff->wait_running(int(o_.timeout.count()));
-    if (!resumed) return fail(std::move(resumed).error().context(strf("resume guest pid %d", guest->pid())));
-    running_ns = *resumed;
-    out.resumed_at_ms = since_accept.elapsed_ms();
-  }
-  if (postcopy_serving) {
-    postcopy_serving->resumed(running_ns);  // a broken link here is recovered from like any other
-  } else {
+
+  Result<void> send_digests() {
     OutMessage m;
-    transport::encode_event(m, session.negotiated().version,
-                            o_.target == DestinationTarget::guest ? MsgType::resumed : MsgType::ready,
-                            {running_ns, st.pages.load()});
-    if (auto r = transport::send_message(session.control(), m, o_.timeout); !r) return fail(std::move(r).error());
+    auto digests = st_.hashes.digests();
+    transport::encode_digest(m, version(), digests);
+    return transport::send_message(session_->control(), m, o_.timeout);
   }
-  if (o_.target == DestinationTarget::guest) {
-    if (auto r = guest->wait_ready(int(o_.timeout.count())); !r) return fail(std::move(r).error());
+
+  // --- resume: the guest runs; the source hears `resumed` (image: `ready`) ------------------
+  Result<DestinationPhase> resume() {
+    uint64_t running_ns = now_ns();
+    if (o_.target == DestinationTarget::guest) {
+      if (exec_.kind != uint32_t(ExecStateKind::guest_ram))
+        return Error::msg(strf("exec state kind %u cannot resume a livemig-guest", exec_.kind));
+      LM_TRY(check_cancel());
+      LM_TRY(handoff_->go());
+      running_ns = LM_TRY_CTX(wait_guest_running(), strf("resume guest pid %d", guest_->pid()));
+      out_.resumed_at_ms = since_accept_.elapsed_ms();
+    }
+    LM_TRY(check_cancel());
+    if (serving_) {
+      serving_->resumed(running_ns);  // a broken link here is recovered from like any other
+      return DestinationPhase::postcopy;
+    }
+    OutMessage m;
+    transport::encode_event(m, version(), o_.target == DestinationTarget::guest ? MsgType::resumed : MsgType::ready,
+                            {running_ns, st_.pages.load()});
+    LM_TRY(transport::send_message(session_->control(), m, o_.timeout));
+    if (guest_) LM_TRY(guest_->wait_ready(timeout_ms()));
+    return DestinationPhase::verdict;
   }
-  if (postcopy_serving) {
-    auto steps_before = guest->control().status();
+
+  // A post-copy guest's first steps fault on pages only the source has: a
+  // link that breaks before its running report is recovered from here too.
+  Result<uint64_t> wait_guest_running() {
+    if (!serving_) return handoff_->wait_running(timeout_ms(), stopped());
+    for (;;) {
+      auto running = handoff_->wait_running(timeout_ms(), [this] { return cancelled() || serving_->link_broken(); });
+      if (running || !serving_->link_broken()) return running;
+      LM_TRY(serving_->recover_link());
+    }
+  }
+
+  // --- postcopy: serve faults to completion (a cancel is not obeyed: the VM runs here) ------
+  Result<DestinationPhase> serve_postcopy() {
+    LM_TRY(guest_->wait_ready(timeout_ms()));
+    auto steps_before = guest_->control().status();
     Stopwatch serving;
-    if (auto r = postcopy_serving->wait_complete(transport::Timeout(600000)); !r) return fail(std::move(r).error());
-    auto steps_after = guest->control().status();
+    LM_TRY(serving_->wait_complete(transport::Timeout(600000)));
+    auto steps_after = guest_->control().status();
     if (steps_before && steps_after)
-      out.postcopy_rate = double(steps_after->steps - steps_before->steps) / std::max(1e-9, serving.elapsed_s());
-    out.postcopy = postcopy_serving->stats();
-    if (auto r = send_digests(); !r) return fail(std::move(r).error());
+      out_.postcopy_rate = double(steps_after->steps - steps_before->steps) / std::max(1e-9, serving.elapsed_s());
+    out_.postcopy = serving_->stats();
+    LM_TRY(send_digests());
+    return DestinationPhase::verdict;
   }
 
-  // The source's verdict: close = verified and released; error = discard.
-  auto verdict = transport::recv_message(session.control(), o_.timeout);
-  if (!verdict) return fail(std::move(verdict).error().context("waiting for the source's verdict"));
-  if (verdict->type == MsgType::error) return fail(transport::peer_error(*verdict, session.control().name()));
-  if (verdict->type != MsgType::close)
-    return fail(Error::msg(strf("%s: unexpected %s message instead of the verdict", session.control().name().c_str(),
-                                std::string(transport::msg_type_name(verdict->type)).c_str())));
-  (void)session.close(transport::Timeout(2000));
-  if (handoff)
-    if (auto r = handoff->release(); !r)
-      return fail(std::move(r).error().context(strf("release the resumed guest pid %d", guest->pid())));
+  // --- verdict: close = verified and released; error = discard ----------------------------
+  Result<DestinationPhase> verdict() {
+    auto verdict = LM_TRY_CTX(wait_verdict(), "waiting for the source's verdict");
+    if (verdict.type == MsgType::error) return transport::peer_error(verdict, session_->control().name());
+    if (verdict.type != MsgType::close)
+      return Error::msg(strf("%s: unexpected %s message instead of the verdict", session_->control().name().c_str(),
+                             std::string(transport::msg_type_name(verdict.type)).c_str()));
+    (void)session_->close(transport::Timeout(2000));
+    if (handoff_)
+      LM_TRY_CTX(handoff_->release(), strf("release the resumed guest pid %d", guest_->pid()));
+    return DestinationPhase::kept;
+  }
 
-  discard.armed = false;
-  out.guest = std::move(guest);
-  for (const auto& r : st.regions) out.image.push_back({r.addr, r.bytes, r.base});
-  out.pages_received = st.pages;
-  out.batches = st.batches;
-  out.cpu_seconds = st.cpu_seconds + (thread_cpu_seconds() - cpu_start);
-  return out;
+  // The next control message within the timeout. A cancel in a pre-copy
+  // verdict is told to the source once (it may have released its copy
+  // already, so only it can decide); post-copy does not hear it.
+  Result<transport::Message> wait_verdict() {
+    const transport::Timeout slice(200);
+    bool told = false;
+    for (uint64_t waited_ms = 0;; waited_ms += uint64_t(slice.count())) {
+      if (!told && !postcopy_ && cancelled()) {
+        send_error_best_effort(session_->control(), version(), o_.cancel->error());
+        told = true;
+      }
+      const bool last = waited_ms + uint64_t(slice.count()) >= uint64_t(o_.timeout.count());
+      auto m = transport::recv_message(session_->control(), last ? o_.timeout - transport::Timeout(waited_ms) : slice);
+      if (m || m.error().code != ETIMEDOUT || last) return m;
+    }
+  }
+
+  // --- kept: the source's verdict released the VM to us -----------------------------------
+  Result<DestinationOutcome> keep() {
+    enter(DestinationPhase::kept);
+    out_.guest = std::move(guest_);
+    for (const auto& r : st_.regions) out_.image.push_back({r.addr, r.bytes, r.base});
+    out_.pages_received = st_.pages;
+    out_.batches = st_.batches;
+    out_.cpu_seconds = st_.cpu_seconds + (thread_cpu_seconds() - cpu_start_);
+    return std::move(out_);
+  }
+
+  // --- failures: discard the copy, or lose a VM that ran here ------------------------------
+  Result<DestinationOutcome> fail(Error cause) {
+    receivers_.stop();
+    serving_.reset();  // stops its threads, closes the userfaultfd (waiting faults retry as usual)
+    if (!session_) {  // accept: nothing to discard, nobody to tell
+      enter(DestinationPhase::discarded);
+      return cause;
+    }
+    // The cause, by precedence: the source's own error message; else this
+    // error (a cancel is its own cause).
+    Error e = std::move(cause);
+    if (e.code != ECANCELED)
+      if (auto why = pending_peer_error(session_->control()); why) e = std::move(*why);
+    send_error_best_effort(session_->control(), version(), e);
+    enter(on_failure(phase_, postcopy_));
+    // The guest never ran from this image (abort), or ran and is killed.
+    if (handoff_) (void)handoff_->abort();
+    guest_.reset();  // kills by PID and reaps
+    return std::move(e).context("destination");
+  }
+
+  const DestinationOptions& o_;
+  transport::Listener& listener_;
+  DestinationMemory& st_;
+  const void* owner_;  // names the handoff socket
+  DestinationPhase phase_ = DestinationPhase::accept;
+  const double cpu_start_ = thread_cpu_seconds();
+  Stopwatch since_accept_;
+  DestinationOutcome out_;
+
+  std::optional<transport::Session> session_;
+  bool postcopy_ = false;  // negotiated by the session
+  std::optional<guest::HandoffServer> handoff_;
+  std::unique_ptr<guest::GuestProcess> guest_;
+  PostcopyGuestRam postcopy_ram_;
+  NeededPages needed_;
+  BulkReceivers receivers_;
+  transport::ExecStateView exec_{};
+  std::unique_ptr<PostcopyDestination> serving_;
+};
+
+}  // namespace
+
+Result<DestinationOutcome> Destination::run() {
+  memory_ = std::make_unique<DestinationMemory>();
+  return DestinationRun(o_, *listener_, *memory_, this).run();
 }
 
 }  // namespace lm::engine

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "common/error.hpp"
 #include "compress/stats.hpp"
@@ -23,6 +24,43 @@ enum class DestinationTarget {
   image,  // keep a memory image of an unmodified process
 };
 
+// The phases of the destination side; this diagram is the one place they are
+// drawn (docs/architecture.md points here).
+//
+//   accept ──> prepare ──> receive ──> commit ──> resume ──> verdict ──> kept
+//     │           │           │          │          │  ╲   (pre-copy)│
+//     │           │           │          │          │   ╲─> postcopy ──> verdict ──> kept
+//     v           v           v          v          v          │              │
+//   discarded <───┴───────────┴──────────┴──────────┘          └──> lost <────┘
+//        ^                                                   (post-copy)
+//        └──── a pre-copy verdict that is not "verified" (error, timeout)
+//
+// accept: wait for the source's session. prepare: the destination memory
+// (spawn the resuming guest and take its RAM over the handoff, or an image),
+// then `ready`. receive: pre-copy rounds on the bulk channels, mapping
+// updates and post-copy bitmaps on control, until the source's exec_state.
+// commit: every bulk channel ended; pre-copy sends its digests, post-copy
+// starts serving faults. resume: the guest's `go`, its running report, and
+// `resumed` to the source. postcopy: serve faults until every page is here,
+// then the digests. verdict: the source's close (keep) or error (discard).
+//
+// What a failure means is decided in one place (destination.cpp,
+// on_failure): up to `resumed` and in a pre-copy verdict the copy is
+// discarded (the guest, which never ran from it or ran only unverified, is
+// killed; the source rolls back). Once a post-copy guest resumed, the VM
+// lives here and the source cannot take it back: a failure then loses it
+// (the guest, its memory incomplete, is killed).
+//
+// Cancel (DestinationOptions::cancel) is seen within 200 ms in every wait up
+// to `resumed`: the copy is discarded and the source told why. Once
+// `resumed` was sent it is not obeyed: a post-copy VM runs only here, so it
+// is served to completion rather than abandoned; a pre-copy source may
+// already have released its copy with its verdict, so the destination only
+// tells the source it was interrupted and keeps waiting for the verdict (a
+// source that has not released yet rolls back and says so).
+enum class DestinationPhase { accept, prepare, receive, commit, resume, postcopy, verdict, kept, discarded, lost };
+std::string_view destination_phase_name(DestinationPhase p);
+
 struct DestinationOptions {
   std::string listen = "uring:127.0.0.1:0";
   DestinationTarget target = DestinationTarget::guest;
@@ -35,7 +73,7 @@ struct DestinationOptions {
   // link broke to reconnect (0: the VM is lost at once).
   transport::Timeout reconnect_timeout{kDefaultReconnectTimeoutMs};
   // Stops the migration from another thread: the copy is discarded, unless
-  // the destination already runs the VM (post-copy), which it never abandons.
+  // `resumed` was already sent (see the diagram above).
   std::shared_ptr<Cancel> cancel;
 };
 

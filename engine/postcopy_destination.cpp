@@ -588,6 +588,20 @@ Result<void> PostcopyDestination::resume_link() {
   return ok();
 }
 
+bool PostcopyDestination::link_broken() {
+  std::lock_guard g(error_lock_);
+  return error_.has_value() || link_error_.has_value();
+}
+
+Result<void> PostcopyDestination::recover_link() {
+  {
+    std::lock_guard g(error_lock_);
+    if (error_) return *error_;
+    if (!link_error_) return ok();
+  }
+  return recover();
+}
+
 Result<void> PostcopyDestination::wait_complete(transport::Timeout limit) {
   Stopwatch waited;
   while (true) {

@@ -100,6 +100,12 @@ class PostcopyDestination {
   // delivered its end mark, then drops the userfaultfd registration. An error
   // (source lost, guest gone) or `limit` without completion fails.
   Result<void> wait_complete(transport::Timeout limit);
+
+  // The link broke (or serving failed) and waits for recover_link().
+  bool link_broken();
+  // Before the guest reports running, its first faults need the source too:
+  // the resume waits for that report and recovers a broken link meanwhile.
+  Result<void> recover_link();
   PostcopyDestinationStats stats();
 
  private:

@@ -507,6 +507,7 @@ class SourceRun {
     session_config_.bulk_channels = uint16_t(o_.channels);
     // The destination asks the resumed guest for a userfaultfd only for post-copy.
     if (o_.mode == MigrationMode::precopy) session_config_.features &= ~uint64_t(transport::kFeaturePostCopy);
+    LM_TRY(check_cancel());  // before a destination starts preparing for us
     session_ = LM_TRY_CTX(Session::connect(address_, session_config_, table),
                           strf("source pid %d: connect to %s", pid, address_.c_str()));
     result_.transport = address_.substr(0, address_.find(':'));
@@ -714,6 +715,9 @@ class SourceRun {
     result_.postcopy_reconnects = pc.reconnects;
     result_.postcopy_link_down_ms = pc.link_down_ms;
     LM_TRY(std::move(served));
+    // Completed: the destination resumed and runs the VM. A failure from here
+    // on (a digest mismatch, a cancel) must lose it, never thaw this copy.
+    destination_may_run_ = true;
     result_.downtime_ms = pc.resumed_after_ms;
     result_.postcopy_complete_ms = pc.complete_after_ms;
     dest_digests_ = std::move(pc.digests);
@@ -734,7 +738,12 @@ class SourceRun {
       result_.verify_time_ms = verify_clock.elapsed_ms();
     }
     // A post-copy VM runs at the destination: an interruption cannot undo that.
-    if (!destination_may_run_) LM_TRY(check_cancel());
+    // Before a pre-copy verdict either side may still stop: a destination
+    // that was interrupted says so on control (without waiting for it).
+    if (!destination_may_run_) {
+      LM_TRY(check_cancel());
+      if (auto why = pending_peer_error(session_->control(), transport::Timeout(0)); why) return std::move(*why);
+    }
     // Verdict: the destination keeps the VM (or the image).
     OutMessage m;
     transport::encode_close(m, version(), 0);

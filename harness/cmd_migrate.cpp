@@ -12,6 +12,7 @@
 #include "engine/destination.hpp"
 #include "harness/result_json.hpp"
 #include "harness/runner.hpp"
+#include "harness/signals.hpp"
 #include "engine/source.hpp"
 
 namespace lm::cmd {
@@ -26,7 +27,17 @@ bool usage_error(const char* cmd, const Result<T>& r, const std::vector<OptionSp
   return true;
 }
 
-volatile sig_atomic_t g_stop_requested = 0;  // set by SIGTERM/SIGINT in `livemig dest`
+// The signal watcher of a command and the Cancel it requests.
+struct StopOnSignals {
+  std::shared_ptr<engine::Cancel> cancel = std::make_shared<engine::Cancel>();
+  std::unique_ptr<SignalWatcher> watcher;
+};
+
+Result<StopOnSignals> stop_on_signals() {
+  StopOnSignals s;
+  s.watcher = LM_TRY(SignalWatcher::start(s.cancel));
+  return s;
+}
 
 }  // namespace
 
@@ -58,6 +69,12 @@ int dest(const Argv& argv) {
     }
     o.guest_binary = *bin;
   }
+  auto stop = stop_on_signals();
+  if (!stop) {
+    std::fprintf(stderr, "livemig dest: %s\n", stop.error().message.c_str());
+    return 1;
+  }
+  o.cancel = stop->cancel;
   auto d = engine::Destination::listen(o);
   if (!d) {
     std::fprintf(stderr, "livemig dest: %s\n", d.error().message.c_str());
@@ -75,14 +92,16 @@ int dest(const Argv& argv) {
   if (outcome->guest) {
     std::printf("RESUMED pid=%d control=%s\n", outcome->guest->pid(), outcome->guest->control_path().c_str());
     std::fflush(stdout);
+    const pid_t guest_pid = outcome->guest->pid();
     if (!args->has("exit-after")) {
-      // The guest is our child: stay until it exits or we are told to stop.
-      struct sigaction sa {};
-      sa.sa_handler = [](int) { g_stop_requested = 1; };
-      sigaction(SIGTERM, &sa, nullptr);
-      sigaction(SIGINT, &sa, nullptr);
-      while (!g_stop_requested) {
-        if (auto r = outcome->guest->wait_exit(200); r) return 0;
+      // The guest is our child: stay until it exits or we are told to stop
+      // (SIGINT, SIGTERM, SIGHUP).
+      while (!stop->cancel->requested()) {
+        auto exited = outcome->guest->wait_exit(200);
+        if (!exited) continue;
+        if (*exited == 0) return 0;
+        std::fprintf(stderr, "livemig dest: %s\n", guest::guest_exit_text(guest_pid, *exited).c_str());
+        return 1;
       }
     }
     (void)outcome->guest->stop(5000);
@@ -181,6 +200,20 @@ int source(const Argv& argv) {
   result.host = engine::read_host_facts();
   result.config.migration.mode = o.mode;
   result.prepaging = o.mode == engine::MigrationMode::precopy ? "" : o.postcopy.prepaging;
+  auto stop = stop_on_signals();
+  auto signal_at = signal_at_phase_from_env(stop ? stop->cancel : nullptr);
+  if (!stop || !signal_at) {
+    std::fprintf(stderr, "livemig source: %s\n", (!stop ? stop.error() : signal_at.error()).message.c_str());
+    return 1;
+  }
+  o.cancel = stop->cancel;
+  if (*signal_at) {
+    auto die_at = std::move(o.on_phase);
+    o.on_phase = [die_at, signal_at = *signal_at](engine::SourcePhase p) {
+      if (die_at) die_at(p);
+      signal_at(p);
+    };
+  }
   engine::SourceMigration migration(o);
   auto r = migration.run(*args->get("to"), result);
   if (auto out = args->get("out")) (void)engine::write_result(result, *out);

@@ -8,6 +8,7 @@
 #include "common/json.hpp"
 #include "harness/result_json.hpp"
 #include "harness/runner.hpp"
+#include "harness/signals.hpp"
 #include "harness/sweep.hpp"
 
 #include <filesystem>
@@ -33,6 +34,11 @@ int run_sweep(const std::string& path, const std::vector<std::string>& overrides
               "model total", "model down");
   int failures = 0;
   for (size_t i = 0; i < sweep->points.size(); i++) {
+    if (options.cancel->requested()) {
+      std::fprintf(stderr, "livemig run: %s: the sweep stops before point %zu\n", options.cancel->reason().c_str(), i);
+      failures++;
+      break;
+    }
     const auto& point = sweep->points[i];
     auto sets = point.overrides;
     sets.insert(sets.end(), overrides.begin(), overrides.end());
@@ -105,6 +111,14 @@ int run(const Argv& argv) {
     return 1;
   }
   options.guest_binary = *guest;
+  options.cancel = std::make_shared<engine::Cancel>();
+  auto watcher = SignalWatcher::start(options.cancel);
+  auto signal_at = signal_at_phase_from_env(options.cancel);
+  if (!watcher || !signal_at) {
+    std::fprintf(stderr, "livemig run: %s\n", (!watcher ? watcher.error() : signal_at.error()).message.c_str());
+    return 1;
+  }
+  options.on_source_phase = *signal_at;
   if (engine::is_sweep_file(args->positional()[0])) return run_sweep(args->positional()[0], overrides, options);
   auto config = engine::load_scenario(args->positional()[0], overrides);
   if (!config) {
@@ -112,16 +126,33 @@ int run(const Argv& argv) {
     return 2;
   }
   auto result = engine::run_scenario(*config, options);
-  if (!result) {
+  const std::string out = args->get_or("out", "results/" + config->name + ".json");
+  if (!result && !options.cancel->requested()) {
     std::fprintf(stderr, "livemig run: %s\n", result.error().message.c_str());
     return 1;
   }
-  std::string out = args->get_or("out", "results/" + config->name + ".json");
+  if (!result) {  // interrupted while the scenario was set up: still one document
+    engine::MigrationResult interrupted;
+    interrupted.config = *config;
+    interrupted.error = options.cancel->reason();
+    result = std::move(interrupted);
+  }
   if (auto w = engine::write_result(*result, out); !w)
     std::fprintf(stderr, "livemig run: %s\n", w.error().message.c_str());
   std::printf("%s", engine::summarize(*result).c_str());
   std::printf("result        %s\n", out.c_str());
-  return result->completed ? 0 : 1;
+  if (!result->completed) {
+    std::fprintf(stderr, "livemig run: %s\n", result->error.c_str());
+    return 1;
+  }
+  if (options.cancel->requested()) {
+    // After a post-copy commit the VM runs at the destination: the run was
+    // finished rather than abandoned, but the caller asked it to stop.
+    std::fprintf(stderr, "livemig run: %s after the commit; the migration was finished\n",
+                 options.cancel->reason().c_str());
+    return 1;
+  }
+  return 0;
 }
 
 }  // namespace lm::cmd

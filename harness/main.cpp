@@ -3,13 +3,20 @@
 #include <string_view>
 
 #include "harness/commands.hpp"
+#include "harness/signals.hpp"
 
 namespace {
+
+// What SIGINT, SIGTERM and SIGHUP do to a command: kill it (the default), or,
+// for the migration commands, stop it cleanly through their signal watcher
+// (harness/signals.hpp).
+enum class StopSignals { kill, watched };
 
 struct Command {
   std::string_view name;
   std::string_view summary;
   int (*run)(const lm::cmd::Argv&);
+  StopSignals stop_signals = StopSignals::kill;
 };
 
 int bench(const lm::cmd::Argv& args);
@@ -18,9 +25,12 @@ constexpr Command kCommands[] = {
     {"check", "probe this host's kernel and libraries; print what works and why not", lm::cmd::check},
     {"track", "track the pages a live process dirties, round by round", lm::cmd::track},
     {"snapshot", "capture a live process's migratable pages into a corpus file", lm::cmd::snapshot},
-    {"run", "run a migration scenario (configs/*.toml) on this host and write its result JSON", lm::cmd::run},
-    {"dest", "receive one migration (listen; resume the guest or keep an image)", lm::cmd::dest},
-    {"source", "migrate a live process by PID to a listening 'livemig dest'", lm::cmd::source},
+    {"run", "run a migration scenario (configs/*.toml) on this host and write its result JSON", lm::cmd::run,
+     StopSignals::watched},
+    {"dest", "receive one migration (listen; resume the guest or keep an image)", lm::cmd::dest,
+     StopSignals::watched},
+    {"source", "migrate a live process by PID to a listening 'livemig dest'", lm::cmd::source,
+     StopSignals::watched},
     {"bench", "benchmarks: 'bench compress', 'bench transport'", bench},
 };
 
@@ -38,8 +48,12 @@ int dispatch(const Command (&table)[N], const char* prog, const lm::cmd::Argv& a
                    c.summary.data());
     return args.empty() ? 2 : 0;
   }
-  for (const auto& c : table)
-    if (c.name == args[0]) return c.run(lm::cmd::Argv(args.begin() + 1, args.end()));
+  for (const auto& c : table) {
+    if (c.name != args[0]) continue;
+    // Before the command starts any thread: they all inherit the mask.
+    if (c.stop_signals == StopSignals::watched) lm::cmd::block_stop_signals();
+    return c.run(lm::cmd::Argv(args.begin() + 1, args.end()));
+  }
   std::fprintf(stderr, "%s: unknown command '%s' (try --help)\n", prog, args[0].c_str());
   return 2;
 }

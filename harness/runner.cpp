@@ -17,12 +17,15 @@ namespace lm::engine {
 
 namespace {
 
-// A temporary directory for the run's unix sockets, removed at the end.
+// A temporary directory for the run's unix sockets, removed at the end;
+// in $TMPDIR if set (tests give each run its own), else /tmp.
 class WorkDir {
  public:
   static Result<WorkDir> create() {
-    char tmpl[] = "/tmp/livemig-run-XXXXXX";
-    if (!mkdtemp(tmpl)) return Error::from_errno("create a work directory in /tmp");
+    const char* tmp = std::getenv("TMPDIR");
+    std::string parent = tmp && *tmp ? tmp : "/tmp";
+    std::string tmpl = parent + "/livemig-run-XXXXXX";
+    if (!mkdtemp(tmpl.data())) return Error::from_errno("create a work directory in " + parent);
     WorkDir w;
     w.path_ = tmpl;
     return w;
@@ -129,6 +132,10 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
   dopts.guest_binary = options.guest_binary;
   dopts.work_dir = work.path();
   dopts.reconnect_timeout = transport::Timeout(config.postcopy.reconnect_timeout_ms);
+  // The source decides what an interruption means (options.cancel); the
+  // destination stops only once the source gave up, e.g. while it still
+  // waits for a session the source never opened.
+  dopts.cancel = std::make_shared<Cancel>();
   auto destination = LM_TRY(Destination::listen(dopts));
   std::optional<Result<DestinationOutcome>> outcome;
   std::thread dest_thread([&] { outcome = destination->run(); });
@@ -150,6 +157,8 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
   sopts.verify = config.verify;
   sopts.mode = config.migration.mode;
   sopts.postcopy = config.postcopy;
+  sopts.cancel = options.cancel;
+  sopts.on_phase = options.on_source_phase;
   if (sopts.mode == MigrationMode::hybrid) sopts.convergence.max_rounds = config.postcopy.precopy_rounds;
   auto progress_before = target.progress();
   Stopwatch migrating;
@@ -169,13 +178,16 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
   SourceMigration source(sopts);
   auto migrated = source.run(destination->address(), result);
   if (options.progress == ProgressLine::on) std::fprintf(stderr, "\n");
+  if (!migrated) dopts.cancel->request("the source stopped: " + migrated.error().message);
   dest_thread.join();
   if (progress_before && seconds_to_freeze > 0)
     result.workload_rate_during = double(progress_at_freeze - *progress_before) / seconds_to_freeze;
 
   if (!migrated.ok() || !outcome->ok()) {
     result.completed = false;
-    if (result.error.empty())
+    if (options.cancel && options.cancel->requested())
+      result.error = options.cancel->reason();  // the cause; both sides' errors only echo it
+    else if (result.error.empty())
       result.error = !migrated.ok() ? migrated.error().message : outcome->error().message;
     else if (!outcome->ok())
       result.error += " (destination: " + outcome->error().message + ")";

@@ -2,9 +2,13 @@
 // source, migrate, verify, measure, and clean up every process it started.
 #pragma once
 
+#include <functional>
+#include <memory>
 #include <string>
 
+#include "engine/cancel.hpp"
 #include "engine/results.hpp"
+#include "engine/source.hpp"
 #include "harness/scenario.hpp"
 
 namespace lm::engine {
@@ -14,6 +18,12 @@ enum class ProgressLine { off, on };
 struct RunOptions {
   std::string guest_binary;  // livemig-guest
   ProgressLine progress = ProgressLine::off;
+  // Stops the run (a signal): the source rolls back before its commit and
+  // finishes after a post-copy commit; the result's error is then the
+  // cancel's reason.
+  std::shared_ptr<Cancel> cancel;
+  // Called on entering every source phase (fault injection).
+  std::function<void(SourcePhase)> on_source_phase;
 };
 
 // The guest binary: $LM_GUEST_BIN, else next to the running livemig.

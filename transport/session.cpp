@@ -288,13 +288,18 @@ Result<std::optional<Session>> SessionAcceptor::offer(std::unique_ptr<Channel> c
   return std::optional<Session>(std::move(s));
 }
 
-Result<Session> accept_session(Listener& listener, const SessionConfig& config, Timeout timeout) {
+Result<Session> accept_session(Listener& listener, const SessionConfig& config, Timeout timeout,
+                               const std::function<bool()>& stopped) {
   SessionAcceptor acceptor(config);
   Deadline deadline = Deadline::after(timeout);
   std::optional<Error> first_error;
+  constexpr Timeout kSlice(200);
   for (;;) {
+    if (stopped && stopped()) return Error{ECANCELED, strf("accept a session on %s: stopped", listener.address().c_str())};
     Timeout left = deadline.at_ns == UINT64_MAX ? kForever : Timeout(deadline.poll_ms());
-    auto ch = listener.accept(left);
+    const bool sliced = stopped && (left == kForever || left > kSlice);
+    auto ch = listener.accept(sliced ? kSlice : left);
+    if (!ch && sliced && ch.error().code == ETIMEDOUT) continue;
     if (!ch) {
       if (first_error) return std::move(*first_error).context(std::move(ch).error().message);
       return std::move(ch).error();

@@ -113,8 +113,11 @@ class SessionAcceptor {
 
 // listener.accept() + SessionAcceptor until one session is complete. A channel
 // whose handshake fails is dropped and counted; the first such error is returned
-// if the deadline passes.
-Result<Session> accept_session(Listener& listener, const SessionConfig& config, Timeout timeout);
+// if the deadline passes. With `stopped`, the wait is cut in 200 ms slices
+// (a half-accepted session is kept across them) and ends with ECANCELED once
+// it returns true.
+Result<Session> accept_session(Listener& listener, const SessionConfig& config, Timeout timeout,
+                               const std::function<bool()>& stopped = {});
 
 // Negotiation rule shared by both sides (exposed for tests).
 Result<Negotiated> negotiate(const HelloBody& source, const HelloBody& dest);

@@ -246,7 +246,9 @@ Result<void> GuestProcess::wait_ready(int timeout_ms) {
       }
     }
     if (p[1].revents || p[0].revents) {
+      const pid_t pid = pid_;
       auto st = wait_exit(1000);
+      if (st && *st > 128) return Error::msg(guest_exit_text(pid, *st) + " before READY");
       return Error::msg(strf("%s exited before READY (status %d)", what.c_str(), st ? *st : -1));
     }
   }
@@ -318,6 +320,15 @@ Result<int> GuestProcess::stop(int timeout_ms) {
   pid_t pid = pid_;
   kill_and_reap();
   return Error::msg(strf("guest pid %d did not exit within %d ms; killed", pid, timeout_ms));
+}
+
+std::string guest_exit_text(pid_t pid, int status) {
+  if (status > 128) {
+    const char* name = sigabbrev_np(status - 128);
+    return name ? strf("guest pid %d was killed by SIG%s", pid, name)
+                : strf("guest pid %d was killed by signal %d", pid, status - 128);
+  }
+  return strf("guest pid %d exited with status %d", pid, status);
 }
 
 Result<std::string> guest_binary_from_env() {

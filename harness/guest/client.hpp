@@ -135,6 +135,10 @@ class GuestProcess {
   std::unique_ptr<ControlClient> control_;
 };
 
+// What a wait_exit()/stop() status says: "guest pid N exited with status S"
+// or "guest pid N was killed by SIGKILL" (status 128 + signal).
+std::string guest_exit_text(pid_t pid, int status);
+
 // Returns LM_GUEST_BIN, or an error saying that the test must set it.
 Result<std::string> guest_binary_from_env();
 

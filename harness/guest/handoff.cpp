@@ -8,8 +8,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
+#include "common/clock.hpp"
 #include "harness/guest/layout.hpp"
 #include "harness/guest/unix_socket.hpp"
 
@@ -76,6 +78,25 @@ std::string message_text(const char (&src)[N]) {
   return std::string(src, strnlen(src, N));
 }
 
+// wait_readable() in 200 ms slices, asking `stopped` between them.
+Result<void> wait_readable_unless(int fd, int timeout_ms, const std::string& what, const std::function<bool()>& stopped) {
+  if (!stopped) return wait_readable(fd, timeout_ms, what);
+  constexpr int kSliceMs = 200;
+  const uint64_t deadline = now_ns() + uint64_t(timeout_ms) * 1000000;
+  for (;;) {
+    if (stopped()) return Error{ECANCELED, what + ": stopped"};
+    const int64_t left_ms = (int64_t(deadline) - int64_t(now_ns())) / 1000000;
+    if (left_ms <= kSliceMs) {
+      auto r = wait_readable(fd, int(std::max<int64_t>(left_ms, 0)), what);
+      if (!r && r.error().code == ETIMEDOUT)
+        return Error::sys(ETIMEDOUT, strf("%s: no answer within %d ms", what.c_str(), timeout_ms));
+      return r;
+    }
+    auto r = wait_readable(fd, kSliceMs, what);
+    if (r || r.error().code != ETIMEDOUT) return r;
+  }
+}
+
 }  // namespace
 
 Result<HandoffServer> HandoffServer::listen(const std::string& path) {
@@ -89,9 +110,10 @@ HandoffServer::~HandoffServer() {
   if (listen_fd_.valid()) ::unlink(path_.c_str());
 }
 
-Result<GuestRam> HandoffServer::accept(uint64_t ram_addr, uint64_t ram_size, UffdWanted uffd, int timeout_ms) {
+Result<GuestRam> HandoffServer::accept(uint64_t ram_addr, uint64_t ram_size, UffdWanted uffd, int timeout_ms,
+                                       const std::function<bool()>& stopped) {
   std::string what = strf("resuming guest on %s", path_.c_str());
-  LM_TRY(wait_readable(listen_fd_.get(), timeout_ms, "wait for a " + what));
+  LM_TRY(wait_readable_unless(listen_fd_.get(), timeout_ms, "wait for a " + what, stopped));
   conn_.reset(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
   if (!conn_.valid()) return Error::from_errno("accept " + what);
   ucred cred{};
@@ -103,7 +125,7 @@ Result<GuestRam> HandoffServer::accept(uint64_t ram_addr, uint64_t ram_size, Uff
   HandoffOffer offer{kHandoffMagic, kHandoffVersion, uint16_t(uffd == UffdWanted::yes ? kOfferUffd : 0), ram_addr,
                      ram_size};
   LM_TRY(send_all(conn_.get(), &offer, sizeof offer, what));
-  LM_TRY(wait_readable(conn_.get(), timeout_ms, "reply of " + what));
+  LM_TRY(wait_readable_unless(conn_.get(), timeout_ms, "reply of " + what, stopped));
   HandoffReply reply{};
   UniqueFd fds[2];
   LM_TRY(recv_message(conn_.get(), &reply, sizeof reply, fds, 2, what));
@@ -136,9 +158,9 @@ Result<void> HandoffServer::go() { return send_command(HandoffCommand::go); }
 Result<void> HandoffServer::abort() { return send_command(HandoffCommand::abort); }
 Result<void> HandoffServer::release() { return send_command(HandoffCommand::release); }
 
-Result<uint64_t> HandoffServer::wait_running(int timeout_ms) {
+Result<uint64_t> HandoffServer::wait_running(int timeout_ms, const std::function<bool()>& stopped) {
   std::string what = strf("resuming guest on %s", path_.c_str());
-  LM_TRY(wait_readable(conn_.get(), timeout_ms, "running report of " + what));
+  LM_TRY(wait_readable_unless(conn_.get(), timeout_ms, "running report of " + what, stopped));
   HandoffRunning msg{};
   LM_TRY(recv_message(conn_.get(), &msg, sizeof msg, nullptr, 0, what));
   if (msg.magic != kHandoffMagic) return Error::msg(what + ": bad running report");

@@ -21,6 +21,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <type_traits>
 
@@ -93,8 +94,10 @@ class HandoffServer {
   static Result<HandoffServer> listen(const std::string& path);
 
   // Waits up to timeout_ms for a resuming guest to connect, offers it the RAM
-  // address and size, and returns the fds it sends back.
-  Result<GuestRam> accept(uint64_t ram_addr, uint64_t ram_size, UffdWanted uffd, int timeout_ms);
+  // address and size, and returns the fds it sends back. `stopped` (optional)
+  // is asked every 200 ms while waiting; true ends the wait with ECANCELED.
+  Result<GuestRam> accept(uint64_t ram_addr, uint64_t ram_size, UffdWanted uffd, int timeout_ms,
+                          const std::function<bool()>& stopped = {});
   // Lets the guest run (it validates its state in RAM, then resumes writers).
   Result<void> go();
   // Tells the guest to exit without running.
@@ -104,7 +107,7 @@ class HandoffServer {
   Result<void> release();
   // Waits for the guest's report after go(); returns its CLOCK_MONOTONIC
   // resume time, or the guest's error (e.g. a bad header in RAM).
-  Result<uint64_t> wait_running(int timeout_ms);
+  Result<uint64_t> wait_running(int timeout_ms, const std::function<bool()>& stopped = {});
 
   const std::string& path() const { return path_; }
 
