@@ -1,146 +1,108 @@
 #include "harness/result_json.hpp"
 
 #include <fstream>
-
-#include "common/json.hpp"
+#include <nlohmann/json.hpp>
 
 namespace lm::engine {
 
+namespace {
+
+using Json = nlohmann::ordered_json;  // fields in the order README lists them
+
+Json config_json(const ScenarioConfig& c) {
+  return {{"name", c.name},
+          {"mode", mode_name(c.migration.mode)},
+          {"transport", c.migration.transport},
+          {"channels", c.migration.channels},
+          {"policy", c.migration.policy},
+          {"workers", c.migration.workers},
+          {"tracker", c.migration.tracker},
+          {"batch-pages", c.migration.batch_pages},
+          {"workload",
+           {{"kind", workload_name(c.workload.kind)},
+            {"ram", c.workload.ram_bytes},
+            {"rate", c.workload.rate},
+            {"pattern", c.workload.pattern},
+            {"content", c.workload.content},
+            {"write", c.workload.write},
+            {"threads", c.workload.threads},
+            {"prefill", c.workload.prefill}}},
+          {"convergence",
+           {{"max-rounds", c.convergence.max_rounds},
+            {"max-bytes-factor", c.convergence.max_bytes_factor},
+            {"dirty-pages-threshold", c.convergence.dirty_pages_threshold},
+            {"downtime-target-ms", c.convergence.downtime_target_ms},
+            {"auto-converge", c.auto_converge.enabled}}}};
+}
+
+Json postcopy_json(const MigrationResult& r) {
+  const auto& l = r.fault_latency_us;
+  return {{"postcopy-requests", r.postcopy_requests},
+          {"fault-latency-us", {{"count", l.count}, {"p50", l.p50}, {"p90", l.p90}, {"p99", l.p99}, {"max", l.max}}},
+          {"pages-pushed", r.pages_pushed},
+          {"complete-time", r.postcopy_complete_ms},
+          {"prepaging", r.prepaging},
+          {"pages-requested", r.postcopy_pages_requested},
+          {"zero-faults", r.postcopy_zero_faults},
+          {"stale-refreshed", r.postcopy_stale_refreshed},
+          {"pages-pushed-ahead", r.pages_pushed_ahead},
+          {"rate-during-postcopy", r.workload_rate_postcopy},
+          {"reconnects", r.postcopy_reconnects},
+          {"link-down-time", r.postcopy_link_down_ms}};
+}
+
+}  // namespace
+
 std::string result_to_json(const MigrationResult& r) {
-  JsonWriter w;
-  const auto& c = r.config;
-  w.begin_object();
-  w.field("schema", kResultSchema);
-  w.field("status", r.completed ? "completed" : "failed");
-  if (!r.completed) w.field("error", r.error);
-  w.field("stop-reason", r.stop_reason);
-  if (!r.source_state.empty())
-    w.begin_object("source").field("state", r.source_state).field("phase", r.source_phase).end_object();
-
-  w.begin_object("config")
-      .field("name", c.name)
-      .field("mode", mode_name(c.migration.mode))
-      .field("transport", c.migration.transport)
-      .field("channels", c.migration.channels)
-      .field("policy", c.migration.policy)
-      .field("workers", c.migration.workers)
-      .field("tracker", c.migration.tracker)
-      .field("batch-pages", c.migration.batch_pages)
-      .begin_object("workload")
-      .field("kind", workload_name(c.workload.kind))
-      .field("ram", c.workload.ram_bytes)
-      .field("rate", c.workload.rate)
-      .field("pattern", c.workload.pattern)
-      .field("content", c.workload.content)
-      .field("write", c.workload.write)
-      .field("threads", c.workload.threads)
-      .field("prefill", c.workload.prefill)
-      .end_object()
-      .begin_object("convergence")
-      .field("max-rounds", c.convergence.max_rounds)
-      .field("max-bytes-factor", c.convergence.max_bytes_factor)
-      .field("dirty-pages-threshold", c.convergence.dirty_pages_threshold)
-      .field("downtime-target-ms", c.convergence.downtime_target_ms)
-      .field("auto-converge", c.auto_converge.enabled)
-      .end_object()
-      .end_object();
-
-  w.begin_object("host")
-      .field("kernel", r.host.kernel)
-      .field("cpu", r.host.cpu)
-      .field("cores", r.host.cores)
-      .field("memory", r.host.memory_bytes)
-      .field("transport", r.transport)
-      .field("tracker", r.tracker)
-      .field("policy", r.policy)
-      .end_object();
-
-  w.field("total-time", r.total_time_ms);
-  w.field("downtime", r.downtime_ms);
-  w.field("setup-time", r.setup_time_ms);
-
-  w.begin_object("ram")
-      .field("total", r.ram_total)
-      .field("transferred", r.transferred)
-      .field("normal", r.pages_normal)
-      .field("duplicate", r.pages_duplicate)
-      .field("compressed", r.pages_compressed)
-      .field("resent", r.pages_resent)
-      .field("dirty-sync-count", r.dirty_sync_count)
-      .field("mbps", r.mbps)
-      .field("pages-per-second", r.pages_per_second)
-      .end_object();
-
-  w.begin_array("rounds");
+  Json j;
+  j["schema"] = kResultSchema;
+  j["status"] = r.completed ? "completed" : "failed";
+  if (!r.completed) j["error"] = r.error;
+  j["stop-reason"] = r.stop_reason;
+  if (!r.source_state.empty()) j["source"] = {{"state", r.source_state}, {"phase", r.source_phase}};
+  j["config"] = config_json(r.config);
+  j["host"] = {{"kernel", r.host.kernel},     {"cpu", r.host.cpu},         {"cores", r.host.cores},
+               {"memory", r.host.memory_bytes}, {"transport", r.transport}, {"tracker", r.tracker},
+               {"policy", r.policy}};
+  j["total-time"] = r.total_time_ms;
+  j["downtime"] = r.downtime_ms;
+  j["setup-time"] = r.setup_time_ms;
+  j["ram"] = {{"total", r.ram_total},
+              {"transferred", r.transferred},
+              {"normal", r.pages_normal},
+              {"duplicate", r.pages_duplicate},
+              {"compressed", r.pages_compressed},
+              {"resent", r.pages_resent},
+              {"dirty-sync-count", r.dirty_sync_count},
+              {"mbps", r.mbps},
+              {"pages-per-second", r.pages_per_second}};
+  Json rounds = Json::array();
   for (const auto& rd : r.rounds)
-    w.begin_object()
-        .field("round", rd.round)
-        .field("pages", rd.pages)
-        .field("bytes", rd.bytes)
-        .field("duration", rd.duration_ms)
-        .field("dirty-rate", rd.dirty_rate)
-        .end_object();
-  w.end_array();
-
-  w.begin_object("compression")
-      .field("ratio", r.compression_ratio)
-      .field("cpu-seconds-source", r.cpu_seconds_source)
-      .field("cpu-seconds-destination", r.cpu_seconds_destination)
-      .end_object();
-
-  w.begin_object("auto-converge")
-      .field("cpu-throttle-percentage", r.cpu_throttle_percentage)
-      .field("mechanism", r.throttle_mechanism)
-      .end_object();
-
-  w.begin_object("workload")
-      .field("rate-before", r.workload_rate_before)
-      .field("rate-during", r.workload_rate_during)
-      .field("rate-after", r.workload_rate_after)
-      .end_object();
-
-  w.begin_object("verify")
-      .field("ok", r.verify_ok)
-      .field("pages", r.verify_pages)
-      .field("time", r.verify_time_ms)
-      .end_object();
-
-  if (r.model) {
-    w.begin_object("model")
-        .field("r", r.model->ratio)
-        .field("rounds", r.model->rounds)
-        .field("converges", r.model->converges)
-        .field("total-time", r.model->total_s * 1e3)
-        .field("downtime", r.model->downtime_s * 1e3)
-        .field("link-bytes-per-second", r.model_input.link_bytes_per_s)
-        .field("dirty-pages-per-second", r.model_input.dirty_pages_per_s)
-        .end_object();
-  }
-
-  if (c.migration.mode != MigrationMode::precopy) {
-    w.begin_object("postcopy")
-        .field("postcopy-requests", r.postcopy_requests)
-        .begin_object("fault-latency-us")
-        .field("count", r.fault_latency_us.count)
-        .field("p50", r.fault_latency_us.p50)
-        .field("p90", r.fault_latency_us.p90)
-        .field("p99", r.fault_latency_us.p99)
-        .field("max", r.fault_latency_us.max)
-        .end_object()
-        .field("pages-pushed", r.pages_pushed)
-        .field("complete-time", r.postcopy_complete_ms)
-        .field("prepaging", r.prepaging)
-        .field("pages-requested", r.postcopy_pages_requested)
-        .field("zero-faults", r.postcopy_zero_faults)
-        .field("stale-refreshed", r.postcopy_stale_refreshed)
-        .field("pages-pushed-ahead", r.pages_pushed_ahead)
-        .field("rate-during-postcopy", r.workload_rate_postcopy)
-        .field("reconnects", r.postcopy_reconnects)
-        .field("link-down-time", r.postcopy_link_down_ms)
-        .end_object();
-  }
-  w.end_object();
-  return w.str();
+    rounds.push_back({{"round", rd.round},
+                      {"pages", rd.pages},
+                      {"bytes", rd.bytes},
+                      {"duration", rd.duration_ms},
+                      {"dirty-rate", rd.dirty_rate}});
+  j["rounds"] = std::move(rounds);
+  j["compression"] = {{"ratio", r.compression_ratio},
+                      {"cpu-seconds-source", r.cpu_seconds_source},
+                      {"cpu-seconds-destination", r.cpu_seconds_destination}};
+  j["auto-converge"] = {{"cpu-throttle-percentage", r.cpu_throttle_percentage}, {"mechanism", r.throttle_mechanism}};
+  j["workload"] = {{"rate-before", r.workload_rate_before},
+                   {"rate-during", r.workload_rate_during},
+                   {"rate-after", r.workload_rate_after}};
+  j["verify"] = {{"ok", r.verify_ok}, {"pages", r.verify_pages}, {"time", r.verify_time_ms}};
+  if (r.model)
+    j["model"] = {{"r", r.model->ratio},
+                  {"rounds", r.model->rounds},
+                  {"converges", r.model->converges},
+                  {"total-time", r.model->total_s * 1e3},
+                  {"downtime", r.model->downtime_s * 1e3},
+                  {"link-bytes-per-second", r.model_input.link_bytes_per_s},
+                  {"dirty-pages-per-second", r.model_input.dirty_pages_per_s}};
+  if (r.config.migration.mode != MigrationMode::precopy) j["postcopy"] = postcopy_json(r);
+  // Strings that are not UTF-8 (an error quoting a peer's bytes) are replaced, never thrown on.
+  return j.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
 }
 
 Result<void> write_result(const MigrationResult& r, const std::string& path) {
