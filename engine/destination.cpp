@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <climits>
+#include <cstring>
 #include <mutex>
 #include <shared_mutex>
 #include <thread>
@@ -69,6 +71,24 @@ Result<Region> new_image_region(uint64_t addr, uint64_t bytes) {
     return Error::from_errno(strf("size the image of [0x%llx,+%llu)", (unsigned long long)addr,
                                   (unsigned long long)bytes));
   return map_region(addr, bytes, std::move(memfd));
+}
+
+std::optional<pid_t> image_source_pid(std::span<const std::byte> state) {
+  ImageExecState image{};
+  if (state.size() != sizeof image) return std::nullopt;
+  std::memcpy(&image, state.data(), sizeof image);
+  if (image.source_pid == 0 || image.source_pid > uint64_t(INT_MAX)) return std::nullopt;
+  return pid_t(image.source_pid);
+}
+
+// The regions of the final mapping table, with its protections. Regions of
+// mappings that went away before the freeze are not part of the image.
+std::vector<ImageRegion> held_image(const std::vector<Region>& regions, const transport::MappingTable& table) {
+  std::vector<ImageRegion> image;
+  for (const auto& e : table.entries())
+    for (const auto& r : regions)
+      if (r.addr == e.start && r.bytes == e.end - e.start) image.push_back({r.addr, r.bytes, e.prot, r.base});
+  return image;
 }
 
 }  // namespace
@@ -390,7 +410,8 @@ Result<DestinationOutcome> Destination::run() {
 
   discard.armed = false;
   out.guest = std::move(guest);
-  for (const auto& r : st.regions) out.image.push_back({r.addr, r.bytes, r.base});
+  out.image = held_image(st.regions, session.mappings());
+  if (exec->kind == uint32_t(ExecStateKind::image)) out.source_pid = image_source_pid(exec->state);
   out.pages_received = st.pages;
   out.batches = st.batches;
   out.cpu_seconds = st.cpu_seconds + (thread_cpu_seconds() - cpu_start);
