@@ -1,5 +1,6 @@
 // livemig: live migration of process memory — command dispatcher.
 #include <cstdio>
+#include <new>
 #include <string_view>
 
 #include "harness/commands.hpp"
@@ -21,6 +22,8 @@ constexpr Command kCommands[] = {
     {"run", "run a migration scenario (configs/*.toml) on this host and write its result JSON", lm::cmd::run},
     {"dest", "receive one migration (listen; resume the guest or keep an image)", lm::cmd::dest},
     {"source", "migrate a live process by PID to a listening 'livemig dest'", lm::cmd::source},
+    {"image", "an image kept by 'livemig dest --image-dir': 'image verify DIR --pid PID', 'image show DIR'",
+     lm::cmd::image},
     {"bench", "benchmarks: 'bench compress', 'bench transport'", bench},
 };
 
@@ -38,8 +41,15 @@ int dispatch(const Command (&table)[N], const char* prog, const lm::cmd::Argv& a
                    c.summary.data());
     return args.empty() ? 2 : 0;
   }
-  for (const auto& c : table)
-    if (c.name == args[0]) return c.run(lm::cmd::Argv(args.begin() + 1, args.end()));
+  for (const auto& c : table) {
+    if (c.name != args[0]) continue;
+    try {
+      return c.run(lm::cmd::Argv(args.begin() + 1, args.end()));
+    } catch (const std::bad_alloc&) {  // no command lets it escape as a crash
+      std::fprintf(stderr, "%s %s: out of memory\n", prog, args[0].c_str());
+      return 1;
+    }
+  }
   std::fprintf(stderr, "%s: unknown command '%s' (try --help)\n", prog, args[0].c_str());
   return 2;
 }
