@@ -335,6 +335,8 @@ Result<DestinationOutcome> Destination::run() {
     auto e = transport::decode_exec_state(m);
     if (!e) return fail(std::move(e).error());
     exec = *e;
+    // The state points into this message, which ends with this iteration.
+    if (e->kind == uint32_t(ExecStateKind::image)) out.source_pid = image_source_pid(e->state);
   }
   // Every bulk channel has delivered its final round before the commit is
   // acted on.
@@ -411,7 +413,6 @@ Result<DestinationOutcome> Destination::run() {
   discard.armed = false;
   out.guest = std::move(guest);
   out.image = held_image(st.regions, session.mappings());
-  if (exec->kind == uint32_t(ExecStateKind::image)) out.source_pid = image_source_pid(exec->state);
   out.pages_received = st.pages;
   out.batches = st.batches;
   out.cpu_seconds = st.cpu_seconds + (thread_cpu_seconds() - cpu_start);
