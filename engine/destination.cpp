@@ -5,8 +5,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <optional>
 #include <mutex>
@@ -73,6 +75,24 @@ Result<Region> new_image_region(uint64_t addr, uint64_t bytes) {
     return Error::from_errno(strf("size the image of [0x%llx,+%llu)", (unsigned long long)addr,
                                   (unsigned long long)bytes));
   return map_region(addr, bytes, std::move(memfd));
+}
+
+std::optional<pid_t> image_source_pid(std::span<const std::byte> state) {
+  ImageExecState image{};
+  if (state.size() != sizeof image) return std::nullopt;
+  std::memcpy(&image, state.data(), sizeof image);
+  if (image.source_pid == 0 || image.source_pid > uint64_t(INT_MAX)) return std::nullopt;
+  return pid_t(image.source_pid);
+}
+
+// The regions of the final mapping table, with its protections. Regions of
+// mappings that went away before the freeze are not part of the image.
+std::vector<ImageRegion> held_image(const std::vector<Region>& regions, const transport::MappingTable& table) {
+  std::vector<ImageRegion> image;
+  for (const auto& e : table.entries())
+    for (const auto& r : regions)
+      if (r.addr == e.start && r.bytes == e.end - e.start) image.push_back({r.addr, r.bytes, e.prot, r.base});
+  return image;
 }
 
 }  // namespace
@@ -394,6 +414,9 @@ class DestinationRun {
         needed_.add(LM_TRY(transport::decode_dirty_bitmap(m, session_->mappings())));
       } else if (m.type == MsgType::exec_state) {
         exec_ = LM_TRY(transport::decode_exec_state(m));
+        // The state points into this message, which the next receive replaces.
+        if (exec_.kind == uint32_t(ExecStateKind::image)) out_.source_pid = image_source_pid(exec_.state);
+        exec_.state = {};
         return DestinationPhase::commit;
       } else {
         return Error::msg(strf("%s: unexpected %s message", session_->control().name().c_str(),
@@ -521,7 +544,7 @@ class DestinationRun {
   Result<DestinationOutcome> keep() {
     enter(DestinationPhase::kept);
     out_.guest = std::move(guest_);
-    for (const auto& r : st_.regions) out_.image.push_back({r.addr, r.bytes, r.base});
+    out_.image = held_image(st_.regions, session_->mappings());
     out_.pages_received = st_.pages;
     out_.batches = st_.batches;
     out_.cpu_seconds = st_.cpu_seconds + (thread_cpu_seconds() - cpu_start_);

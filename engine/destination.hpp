@@ -12,6 +12,7 @@
 #include "common/error.hpp"
 #include "compress/stats.hpp"
 #include "engine/cancel.hpp"
+#include "engine/image_dir.hpp"
 #include "engine/postcopy_destination.hpp"
 #include "harness/guest/client.hpp"
 #include "transport/channel.hpp"
@@ -77,16 +78,10 @@ struct DestinationOptions {
   std::shared_ptr<Cancel> cancel;
 };
 
-// One region of a held image.
-struct ImageRegion {
-  uint64_t addr = 0;  // source address
-  uint64_t bytes = 0;
-  const uint8_t* data = nullptr;  // valid while the Destination lives
-};
-
 struct DestinationOutcome {
   std::unique_ptr<guest::GuestProcess> guest;  // the resumed guest (target guest)
-  std::vector<ImageRegion> image;              // the held image (target image)
+  std::vector<ImageRegion> image;              // the held image (target image): the final table's mappings
+  std::optional<pid_t> source_pid;             // image: the source process, when its engine said
   uint64_t pages_received = 0;
   uint64_t batches = 0;
   double cpu_seconds = 0;

@@ -668,7 +668,10 @@ class SourceRun {
       return SourcePhase::postcopy;
     }
     OutMessage m;
-    transport::encode_exec_state(m, version(), uint32_t(o_.exec_state), {});
+    const ImageExecState image_state{uint64_t(o_.pid)};
+    transport::encode_exec_state(m, version(), uint32_t(o_.exec_state),
+                                 o_.exec_state == ExecStateKind::image ? std::as_bytes(std::span(&image_state, 1))
+                                                                       : std::span<const std::byte>{});
     LM_TRY(transport::send_message(session_->control(), m, o_.timeout));
     if (o_.verify) {
       auto d = LM_TRY(expect_message(session_->control(), {transport::MsgType::digest}, o_.timeout, cancel()));

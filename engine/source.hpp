@@ -26,6 +26,13 @@ enum class ExecStateKind : uint32_t {
   image = 2,      // unmodified process: memory image only, no resume
 };
 
+// The state an image commit carries: the source's pid, for the image's
+// manifest (an engine that sends no state leaves it unknown).
+struct ImageExecState {
+  uint64_t source_pid;
+};
+static_assert(sizeof(ImageExecState) == 8);
+
 // The phases of the source side; this diagram is the one place they are
 // drawn (docs/architecture.md points here).
 //

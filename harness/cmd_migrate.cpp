@@ -45,6 +45,8 @@ int dest(const Argv& argv) {
   const std::vector<OptionSpec> specs = {
       {"listen", true, "address to listen on, e.g. uring:127.0.0.1:7000 (port 0 picks one)"},
       {"image", false, "keep a memory image (unmodified process) instead of resuming livemig-guest"},
+      {"image-dir", true, "with --image: write the verified image to this new directory (docs/image.md)"},
+      {"force", false, "with --image-dir: replace an existing non-empty directory"},
       {"timeout-ms", true, "longest silence from the source (default 30000)"},
       {"reconnect-timeout-ms", true, "post-copy: how long faults wait for a broken link to come back (default 10000 ms; 0: never)"},
       {"exit-after", false, "stop the resumed guest and exit once the migration completed"},
@@ -54,6 +56,18 @@ int dest(const Argv& argv) {
   engine::DestinationOptions o;
   o.listen = args->get_or("listen", "uring:127.0.0.1:0");
   o.target = args->has("image") ? engine::DestinationTarget::image : engine::DestinationTarget::guest;
+  const auto image_dir = args->get("image-dir");
+  const auto overwrite = args->has("force") ? engine::ImageOverwrite::replace : engine::ImageOverwrite::refuse;
+  if ((image_dir || args->has("force")) && o.target != engine::DestinationTarget::image) {
+    std::fprintf(stderr, "livemig dest: --image-dir and --force need --image\n%s", Args::usage(specs).c_str());
+    return 2;
+  }
+  if (image_dir) {
+    if (auto usable = engine::check_image_dir_target(*image_dir, overwrite); !usable) {
+      std::fprintf(stderr, "livemig dest: %s\n", usable.error().message.c_str());
+      return 1;
+    }
+  }
   auto timeout = args->get_u64("timeout-ms", 30000);
   if (usage_error("dest", timeout, specs)) return 2;
   o.timeout = transport::Timeout(*timeout);
@@ -89,6 +103,18 @@ int dest(const Argv& argv) {
   }
   std::printf("COMPLETED pages=%llu batches=%llu cpu=%.3f\n", (unsigned long long)outcome->pages_received,
               (unsigned long long)outcome->batches, outcome->cpu_seconds);
+  if (image_dir) {
+    // The source ran its own course already (kept, by default): a failure
+    // here loses only this copy.
+    auto written = engine::write_image_dir(*image_dir, outcome->image, {outcome->source_pid, overwrite});
+    if (!written) {
+      std::fprintf(stderr, "livemig dest: %s\n", written.error().message.c_str());
+      return 1;
+    }
+    std::printf("IMAGE %s mappings=%llu pages=%llu stored=%llu\n", image_dir->c_str(),
+                (unsigned long long)written->mappings, (unsigned long long)written->pages,
+                (unsigned long long)written->data_pages);
+  }
   if (outcome->guest) {
     std::printf("RESUMED pid=%d control=%s\n", outcome->guest->pid(), outcome->guest->control_path().c_str());
     std::fflush(stdout);

@@ -18,5 +18,6 @@ int bench_transport(const Argv& args);  // cmd_bench_transport.cpp
 int run(const Argv& args);              // cmd_run.cpp
 int dest(const Argv& args);             // cmd_migrate.cpp
 int source(const Argv& args);           // cmd_migrate.cpp
+int image(const Argv& args);            // cmd_image.cpp
 
 }  // namespace lm::cmd

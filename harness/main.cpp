@@ -1,5 +1,6 @@
 // livemig: live migration of process memory — command dispatcher.
 #include <cstdio>
+#include <new>
 #include <string_view>
 
 #include "harness/commands.hpp"
@@ -31,6 +32,8 @@ constexpr Command kCommands[] = {
      StopSignals::watched},
     {"source", "migrate a live process by PID to a listening 'livemig dest'", lm::cmd::source,
      StopSignals::watched},
+    {"image", "an image kept by 'livemig dest --image-dir': 'image verify DIR --pid PID', 'image show DIR'",
+     lm::cmd::image},
     {"bench", "benchmarks: 'bench compress', 'bench transport'", bench},
 };
 
@@ -52,7 +55,12 @@ int dispatch(const Command (&table)[N], const char* prog, const lm::cmd::Argv& a
     if (c.name != args[0]) continue;
     // Before the command starts any thread: they all inherit the mask.
     if (c.stop_signals == StopSignals::watched) lm::cmd::block_stop_signals();
-    return c.run(lm::cmd::Argv(args.begin() + 1, args.end()));
+    try {
+      return c.run(lm::cmd::Argv(args.begin() + 1, args.end()));
+    } catch (const std::bad_alloc&) {  // no command lets it escape as a crash
+      std::fprintf(stderr, "%s %s: out of memory\n", prog, args[0].c_str());
+      return 1;
+    }
   }
   std::fprintf(stderr, "%s: unknown command '%s' (try --help)\n", prog, args[0].c_str());
   return 2;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,9 +40,12 @@ Result<uint16_t> free_loopback_port() {
 Result<pid_t> spawn(const std::vector<std::string>& argv) {
   if (access(argv[0].c_str(), X_OK) != 0)
     return Error::from_errno(strf("%s (install Debian's redis-server and redis-tools)", argv[0].c_str()));
+  const pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) return Error::from_errno(strf("fork for %s", argv[0].c_str()));
   if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);  // the parent died before the prctl
     int null = open("/dev/null", O_RDWR);
     dup2(null, 0);
     dup2(null, 1);
@@ -143,8 +147,12 @@ Result<void> RedisWorkload::start_writers() {
   return ok();
 }
 
+Result<std::string> RedisWorkload::request(const std::string& inline_command, int timeout_ms) {
+  return redis_request(port_, inline_command, timeout_ms);
+}
+
 Result<uint64_t> RedisWorkload::commands_processed() {
-  auto info = LM_TRY(redis_request(port_, "INFO stats", 2000));
+  auto info = LM_TRY(request("INFO stats"));
   auto at = info.find("total_commands_processed:");
   if (at == std::string::npos) return Error::msg(strf("redis on 127.0.0.1:%u: INFO has no command count", port_));
   auto end = info.find_first_of("\r\n", at + 25);

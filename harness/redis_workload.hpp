@@ -1,6 +1,7 @@
 // An unmodified real workload: redis-server (Debian's package) on loopback,
 // loaded with redis-benchmark and kept busy with writes while it migrates.
-// Every process it starts is its own child, ended by PID in stop().
+// Every process it starts is its own child, ended by PID in stop(), and
+// killed by the kernel if the thread that started it dies first.
 #pragma once
 
 #include <sys/types.h>
@@ -31,6 +32,9 @@ class RedisWorkload {
   // Commands processed per second over `window_ms` (redis INFO).
   Result<double> ops_per_second(unsigned window_ms);
   Result<uint64_t> commands_processed();
+  // One inline command ("DBSIZE", "SET k v") on a fresh connection; the
+  // reply's text (simple, integer or bulk replies; arrays are not read whole).
+  Result<std::string> request(const std::string& inline_command, int timeout_ms = 2000);
 
   pid_t server_pid() const { return server_; }
   uint16_t port() const { return port_; }

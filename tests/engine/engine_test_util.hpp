@@ -35,6 +35,17 @@ inline std::string temp_dir() {
   return t;
 }
 
+// main() of a test that needs redis-server and redis-benchmark: skipped
+// (exit 77) when they are missing.
+inline int run_redis_tests(int argc, char** argv) {
+  if (access("/usr/bin/redis-server", X_OK) != 0 || access("/usr/bin/redis-benchmark", X_OK) != 0) {
+    std::printf("SKIP: redis-server/redis-benchmark not installed (scripts/install-deps.sh installs them)\n");
+    return 77;
+  }
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
+
 // --- processes, from /proc ------------------------------------------------------
 
 // The state letter of /proc/PID/stat ('R', 'S', 'T', 'Z', ...), '?' if gone.

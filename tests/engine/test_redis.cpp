@@ -6,18 +6,12 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "engine_test_util.hpp"
 #include "harness/runner.hpp"
 
 using namespace lm::engine;
 
-int main(int argc, char** argv) {
-  if (access("/usr/bin/redis-server", X_OK) != 0 || access("/usr/bin/redis-benchmark", X_OK) != 0) {
-    std::printf("SKIP: redis-server/redis-benchmark not installed (scripts/install-deps.sh installs them)\n");
-    return 77;
-  }
-  ::testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
-}
+int main(int argc, char** argv) { return lm::engine::test::run_redis_tests(argc, argv); }
 
 TEST(Redis, ImageVerifiesWhileWritten) {
   auto c = parse_scenario("name = \"redis-test\"\n", "test",
