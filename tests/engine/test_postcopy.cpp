@@ -297,15 +297,22 @@ TEST(PostcopyFaults, SourceKilledAfterResume) {
           "--policy", "fixed:raw", nullptr);
     _exit(127);
   }
-  // Kill the source once the destination's guest runs (its control socket
-  // answers), i.e. after the resume.
+  // Kill the source once the destination's guest runs, i.e. after the
+  // resume: a resumed guest opens its control socket in `dir` (the source
+  // guest's is there already). Its process alone is not enough: the
+  // destination starts it before any page arrives.
   Stopwatch sw;
-  bool resumed = false;
-  while (!resumed && sw.elapsed_ms() < 20000) {
-    usleep(20000);
-    for (pid_t p : processes_with(std::string("--handoff ") + dir)) resumed |= p > 0;
-    if (resumed) usleep(300000);  // past go: the guest runs and faults
-  }
+  auto guest_sockets = [&] {
+    int n = 0;
+    if (DIR* d = opendir(dir.c_str())) {
+      while (dirent* e = readdir(d)) n += std::string(e->d_name).rfind("guest-", 0) == 0;
+      closedir(d);
+    }
+    return n;
+  };
+  while (guest_sockets() < 2 && sw.elapsed_ms() < 20000) usleep(10000);
+  ASSERT_GE(guest_sockets(), 2) << "the destination's guest never reported running";
+  usleep(100000);  // the guest runs and faults
   kill(source, SIGKILL);
   waitpid(source, nullptr, 0);
   dest_thread.join();
