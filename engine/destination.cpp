@@ -18,16 +18,14 @@
 #include "common/clock.hpp"
 #include "common/fd.hpp"
 #include "compress/compressor.hpp"
-#include "engine/control.hpp"
 #include "engine/digest.hpp"
+#include "engine/messages.hpp"
 #include "engine/source.hpp"
 #include "harness/guest/handoff.hpp"
 
 namespace lm::engine {
 
-using transport::Channel;
 using transport::MsgType;
-using transport::OutMessage;
 
 namespace {
 
@@ -154,54 +152,31 @@ std::string Destination::address() const { return listener_->address(); }
 
 namespace {
 
-// Receives one bulk channel until its final round mark.
-Result<void> receive_bulk(Channel& channel, DestinationMemory& st, transport::MappingTable table, uint32_t codecs,
+// Receives one bulk channel until its final round mark, checking addresses
+// against the mapping table its own stream announced.
+Result<void> receive_bulk(Peer peer, DestinationMemory& st, transport::MappingTable table,
                           transport::Timeout timeout, const std::atomic<bool>& abort, bool image_target) {
   compress::Decompressor decompressor;
-  const transport::Timeout slice(200);
-  uint64_t idle_ms = 0;
-  while (!abort) {
-    auto received = transport::recv_message(channel, slice);
-    if (!received) {
-      if (received.error().code == ETIMEDOUT && idle_ms < uint64_t(timeout.count())) {
-        idle_ms += uint64_t(slice.count());
-        continue;
-      }
-      return std::move(received).error();
-    }
-    idle_ms = 0;
-    const auto& m = *received;
-    switch (m.type) {
-      case MsgType::page_batch: {
-        auto view = LM_TRY(transport::decode_page_batch(m, table, codecs));
-        std::shared_lock g(st.lock);
-        LM_TRY_CTX(decompressor.decompress_batch(
-                       view.entries,
-                       {reinterpret_cast<const uint8_t*>(view.payload.data()), view.payload.size()}, st.map),
-                   channel.name());
-        for (const auto& e : view.entries) st.hashes.set(e.addr, page_hash(st.map.find(e.addr)));
-        st.pages += view.entries.size();
-        st.batches++;
-        break;
-      }
-      case MsgType::round_end: {
-        auto end = LM_TRY(transport::decode_round_end(m));
-        if (end.flags & transport::kRoundEndFinal) return ok();
-        break;
-      }
-      case MsgType::mappings: {
-        table = LM_TRY(transport::decode_mappings(m));
-        if (image_target) LM_TRY(st.adopt_table(table));
-        break;
-      }
-      case MsgType::error:
-        return transport::peer_error(m, channel.name());
-      default:
-        return Error::msg(strf("%s: unexpected %s message on a bulk channel", channel.name().c_str(),
-                               std::string(transport::msg_type_name(m.type)).c_str()));
+  peer.check_against(table);
+  const Stopped stopped = [&abort] { return abort.load(); };
+  for (;;) {
+    auto m = LM_TRY((peer.expect<PageBatch, RoundEnd, Mappings>(timeout, stopped)));
+    if (const auto* batch = std::get_if<PageBatch>(&m)) {
+      std::shared_lock g(st.lock);
+      LM_TRY_CTX(decompressor.decompress_batch(
+                     batch->entries,
+                     {reinterpret_cast<const uint8_t*>(batch->payload.data()), batch->payload.size()}, st.map),
+                 peer.channel().name());
+      for (const auto& e : batch->entries) st.hashes.set(e.addr, page_hash(st.map.find(e.addr)));
+      st.pages += batch->entries.size();
+      st.batches++;
+    } else if (const auto* end = std::get_if<RoundEnd>(&m)) {
+      if (end->flags & kRoundEndFinal) return ok();
+    } else {
+      table = std::move(std::get<Mappings>(m).table);
+      if (image_target) LM_TRY(st.adopt_table(table));
     }
   }
-  return Error::msg(strf("%s: receiving stopped: the migration failed elsewhere", channel.name().c_str()));
 }
 
 }  // namespace
@@ -255,7 +230,7 @@ class BulkReceivers {
     for (size_t c = 0; c < session.bulk_count(); c++) {
       threads_.emplace_back([this, &session, &st, c, table = session.mappings(), timeout, image_target] {
         double cpu0 = thread_cpu_seconds();
-        auto r = receive_bulk(session.bulk(c), st, table, session.negotiated().codecs, timeout, abort_, image_target);
+        auto r = receive_bulk(Peer::bulk(session, c, timeout), st, table, timeout, abort_, image_target);
         if (!r) {
           std::lock_guard g(first_error_lock_);
           if (!first_error_) first_error_ = std::move(r).error();
@@ -339,7 +314,8 @@ class DestinationRun {
     if (cancelled()) return o_.cancel->error();
     return ok();
   }
-  uint16_t version() const { return session_->negotiated().version; }
+  // The control channel; waits on it end early on a cancel.
+  Peer control() { return Peer::control(*session_, o_.timeout, o_.cancel.get()); }
   int timeout_ms() const { return int(o_.timeout.count()); }
 
   // --- accept: the source's session ---------------------------------------------------
@@ -360,9 +336,7 @@ class DestinationRun {
     // Destination memory is ready: the source may start sending (its setup
     // time includes this preparation, its round 0 measures streaming only).
     LM_TRY(check_cancel());
-    OutMessage m;
-    transport::encode_event(m, version(), MsgType::ready, {now_ns(), 0});
-    LM_TRY(transport::send_message(session_->control(), m, o_.timeout));
+    LM_TRY(control().send(Ready{now_ns(), 0}));
     return DestinationPhase::receive;
   }
 
@@ -392,35 +366,23 @@ class DestinationRun {
   Result<DestinationPhase> receive() {
     receivers_.start(*session_, st_, o_.timeout, o_.target == DestinationTarget::image);
     // Control channel: mapping updates, post-copy bitmaps, then the commit.
-    const transport::Timeout slice(200);
-    uint64_t idle_ms = 0;
+    const Peer peer = control();
+    const Stopped bulk_failed = [this] { return receivers_.failed(); };
     for (;;) {
+      auto m = peer.expect<Mappings, DirtyBitmap, ExecState>(o_.timeout, bulk_failed);
       if (receivers_.failed()) return receivers_error();
-      LM_TRY(check_cancel());
-      auto received = transport::recv_message(session_->control(), slice);
-      if (!received) {
-        if (received.error().code == ETIMEDOUT && idle_ms < uint64_t(o_.timeout.count())) {
-          idle_ms += uint64_t(slice.count());
-          continue;
-        }
-        return std::move(received).error();
-      }
-      idle_ms = 0;
-      const auto& m = *received;
-      if (m.type == MsgType::error) return transport::peer_error(m, session_->control().name());
-      if (m.type == MsgType::mappings) {
-        session_->set_mappings(LM_TRY(decode_mappings(m)));
-      } else if (m.type == MsgType::dirty_bitmap && postcopy_) {
-        needed_.add(LM_TRY(transport::decode_dirty_bitmap(m, session_->mappings())));
-      } else if (m.type == MsgType::exec_state) {
-        exec_ = LM_TRY(transport::decode_exec_state(m));
+      auto msg = LM_TRY(std::move(m));
+      if (auto* table = std::get_if<Mappings>(&msg)) {
+        session_->set_mappings(std::move(table->table));
+      } else if (const auto* bitmap = std::get_if<DirtyBitmap>(&msg)) {
+        if (!postcopy_) return peer.unexpected(MsgType::dirty_bitmap);
+        needed_.add(*bitmap);
+      } else {
+        exec_ = std::get<ExecState>(msg);
         // The state points into this message, which the next receive replaces.
         if (exec_.kind == uint32_t(ExecStateKind::image)) out_.source_pid = image_source_pid(exec_.state);
         exec_.state = {};
         return DestinationPhase::commit;
-      } else {
-        return Error::msg(strf("%s: unexpected %s message", session_->control().name().c_str(),
-                               std::string(transport::msg_type_name(m.type)).c_str()));
       }
     }
   }
@@ -455,10 +417,8 @@ class DestinationRun {
   }
 
   Result<void> send_digests() {
-    OutMessage m;
     auto digests = st_.hashes.digests();
-    transport::encode_digest(m, version(), digests);
-    return transport::send_message(session_->control(), m, o_.timeout);
+    return control().send(Digest{digests});
   }
 
   // --- resume: the guest runs; the source hears `resumed` (image: `ready`) ------------------
@@ -477,10 +437,8 @@ class DestinationRun {
       serving_->resumed(running_ns);  // a broken link here is recovered from like any other
       return DestinationPhase::postcopy;
     }
-    OutMessage m;
-    transport::encode_event(m, version(), o_.target == DestinationTarget::guest ? MsgType::resumed : MsgType::ready,
-                            {running_ns, st_.pages.load()});
-    LM_TRY(transport::send_message(session_->control(), m, o_.timeout));
+    if (o_.target == DestinationTarget::guest) LM_TRY(control().send(Resumed{running_ns, st_.pages.load()}));
+    else LM_TRY(control().send(Ready{running_ns, st_.pages.load()}));
     if (guest_) LM_TRY(guest_->wait_ready(timeout_ms()));
     return DestinationPhase::verdict;
   }
@@ -511,33 +469,25 @@ class DestinationRun {
   }
 
   // --- verdict: close = verified and released; error = discard ----------------------------
+  // A cancel in a pre-copy verdict is told to the source once (it may have
+  // released its copy already, so only it can decide) and the wait goes on;
+  // post-copy does not hear it.
   Result<DestinationPhase> verdict() {
-    auto verdict = LM_TRY_CTX(wait_verdict(), "waiting for the source's verdict");
-    if (verdict.type == MsgType::error) return transport::peer_error(verdict, session_->control().name());
-    if (verdict.type != MsgType::close)
-      return Error::msg(strf("%s: unexpected %s message instead of the verdict", session_->control().name().c_str(),
-                             std::string(transport::msg_type_name(verdict.type)).c_str()));
+    const Peer peer = Peer::control(*session_, o_.timeout);  // no cancel: the source decides
+    bool told = false;
+    const Stopped tell_cancel_once = [&] {
+      if (!told && !postcopy_ && cancelled()) {
+        peer.send_error(o_.cancel->error());
+        told = true;
+      }
+      return false;
+    };
+    auto m = LM_TRY_CTX(peer.receive(o_.timeout, tell_cancel_once), "waiting for the source's verdict");
+    LM_TRY(peer.decode<Close>(m));
     (void)session_->close(transport::Timeout(2000));
     if (handoff_)
       LM_TRY_CTX(handoff_->release(), strf("release the resumed guest pid %d", guest_->pid()));
     return DestinationPhase::kept;
-  }
-
-  // The next control message within the timeout. A cancel in a pre-copy
-  // verdict is told to the source once (it may have released its copy
-  // already, so only it can decide); post-copy does not hear it.
-  Result<transport::Message> wait_verdict() {
-    const transport::Timeout slice(200);
-    bool told = false;
-    for (uint64_t waited_ms = 0;; waited_ms += uint64_t(slice.count())) {
-      if (!told && !postcopy_ && cancelled()) {
-        send_error_best_effort(session_->control(), version(), o_.cancel->error());
-        told = true;
-      }
-      const bool last = waited_ms + uint64_t(slice.count()) >= uint64_t(o_.timeout.count());
-      auto m = transport::recv_message(session_->control(), last ? o_.timeout - transport::Timeout(waited_ms) : slice);
-      if (m || m.error().code != ETIMEDOUT || last) return m;
-    }
   }
 
   // --- kept: the source's verdict released the VM to us -----------------------------------
@@ -562,9 +512,10 @@ class DestinationRun {
     // The cause, by precedence: the source's own error message; else this
     // error (a cancel is its own cause).
     Error e = std::move(cause);
+    const Peer peer = Peer::control(*session_, o_.timeout);
     if (e.code != ECANCELED)
-      if (auto why = pending_peer_error(session_->control()); why) e = std::move(*why);
-    send_error_best_effort(session_->control(), version(), e);
+      if (auto why = peer.pending_error(); why) e = std::move(*why);
+    peer.send_error(e);
     enter(on_failure(phase_, postcopy_));
     // The guest never ran from this image (abort), or ran and is killed.
     if (handoff_) (void)handoff_->abort();

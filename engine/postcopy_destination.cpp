@@ -13,13 +13,10 @@
 
 #include "common/clock.hpp"
 #include "compress/compressor.hpp"
-#include "engine/control.hpp"
+#include "engine/messages.hpp"
 
 namespace lm::engine {
 
-using transport::Channel;
-using transport::MsgType;
-using transport::OutMessage;
 
 // --- needed pages -------------------------------------------------------------------
 
@@ -196,10 +193,8 @@ Error guest_gone(const char* what, uint64_t addr) {
 }
 
 // Decompresses a page_reply into scratch pages.
-Result<void> unpack(const transport::Message& m, const transport::MappingTable& table, uint32_t codecs,
-                    compress::Decompressor& decompressor, std::vector<uint8_t>& scratch, std::vector<uint8_t*>& ptrs,
-                    std::vector<uint64_t>& addrs) {
-  auto view = LM_TRY(transport::decode_page_batch(m, table, codecs));
+Result<void> unpack(const PageReply& view, compress::Decompressor& decompressor, std::vector<uint8_t>& scratch,
+                    std::vector<uint8_t*>& ptrs, std::vector<uint64_t>& addrs) {
   scratch.resize(view.entries.size() * kPageSize);
   ptrs.clear();
   addrs.clear();
@@ -358,7 +353,6 @@ Result<void> PostcopyDestination::serve_faults() {
   const int uffd = ram_.uffd.get();
   std::vector<uffd_msg> msgs(64);
   std::vector<uint64_t> request;
-  OutMessage m;
   uint64_t request_id = 0;  // counts on across recoveries; ids are only echoed
   while (!stop_) {
     pollfd p{uffd, POLLIN, 0};
@@ -415,71 +409,57 @@ Result<void> PostcopyDestination::serve_faults() {
       }
       if (installed) LM_TRY(wake(addr));  // installed after the fault was queued
     }
-    this->request(request, request_id, m);
+    this->request(request, request_id);
   }
   return ok();
 }
 
-void PostcopyDestination::request(std::span<const uint64_t> addrs, uint64_t& request_id, OutMessage& m) {
+void PostcopyDestination::request(std::span<const uint64_t> addrs, uint64_t& request_id) {
   std::lock_guard g(link_lock_);
+  const Peer priority = Peer::priority(session_, timeout_);
   for (size_t at = 0; at < addrs.size() && link_up_; at += transport::kMaxRequestPages) {
     size_t count = std::min<size_t>(transport::kMaxRequestPages, addrs.size() - at);
-    transport::encode_page_request(m, session_.negotiated().version, ++request_id, addrs.subspan(at, count));
-    if (auto r = transport::send_message(session_.priority(), m, timeout_); !r)
+    if (auto r = priority.send(PageRequest{++request_id, addrs.subspan(at, count)}); !r)
       link_broke(std::move(r).error().context("post-copy: request pages"));
   }
 }
 
-std::optional<transport::Message> PostcopyDestination::next_link_message(Channel& channel) {
-  while (!stop_ && !link_stop_) {
-    auto received = transport::recv_message(channel, transport::Timeout(100));
-    if (received) return std::move(*received);
-    if (received.error().code != ETIMEDOUT) {
-      lost_link(std::move(received).error());
-      break;
-    }
-  }
+std::optional<transport::Message> PostcopyDestination::next_link_message(const Peer& peer) {
+  auto received = peer.receive(transport::kForever, [this] { return stop_ || link_stop_; });
+  if (received) return std::move(*received);
+  if (!stop_ && !link_stop_) lost_link(std::move(received).error());
   return std::nullopt;
 }
 
 Result<void> PostcopyDestination::receive_replies() {
-  Channel& channel = session_.priority();
+  const Peer peer = Peer::priority(session_, timeout_);
   compress::Decompressor decompressor;
   std::vector<uint8_t> scratch;
   std::vector<uint8_t*> ptrs;
   std::vector<uint64_t> addrs;
-  while (auto received = next_link_message(channel)) {
-    if (received->type == MsgType::error) return transport::peer_error(*received, channel.name());
-    if (received->type != MsgType::page_reply)
-      return Error::msg(strf("%s: unexpected %s message", channel.name().c_str(),
-                             std::string(transport::msg_type_name(received->type)).c_str()));
-    LM_TRY(unpack(*received, session_.mappings(), session_.negotiated().codecs, decompressor, scratch, ptrs, addrs));
+  while (auto received = next_link_message(peer)) {
+    LM_TRY(unpack(LM_TRY(peer.decode<PageReply>(*received)), decompressor, scratch, ptrs, addrs));
     LM_TRY(install(addrs, ptrs, false));
   }
   return ok();
 }
 
 Result<void> PostcopyDestination::receive_pushes(size_t c) {
-  Channel& channel = session_.bulk(c);
+  const Peer peer = Peer::bulk(session_, c, timeout_);
   compress::Decompressor decompressor;
   std::vector<uint8_t> scratch;
   std::vector<uint8_t*> ptrs;
   std::vector<uint64_t> addrs;
-  while (auto received = next_link_message(channel)) {
-    const auto& m = *received;
-    if (m.type == MsgType::round_end) {
-      auto end = LM_TRY(transport::decode_round_end(m));
-      if (end.flags & transport::kRoundEndFinal) {
+  while (auto received = next_link_message(peer)) {
+    auto m = LM_TRY((peer.decode<PageReply, RoundEnd>(*received)));
+    if (const auto* end = std::get_if<RoundEnd>(&m)) {
+      if (end->flags & kRoundEndFinal) {
         bulk_done_++;
         return ok();
       }
       continue;
     }
-    if (m.type == MsgType::error) return transport::peer_error(m, channel.name());
-    if (m.type != MsgType::page_reply)
-      return Error::msg(strf("%s: unexpected %s message during post-copy", channel.name().c_str(),
-                             std::string(transport::msg_type_name(m.type)).c_str()));
-    LM_TRY(unpack(m, session_.mappings(), session_.negotiated().codecs, decompressor, scratch, ptrs, addrs));
+    LM_TRY(unpack(std::get<PageReply>(m), decompressor, scratch, ptrs, addrs));
     LM_TRY(install(addrs, ptrs, true));
   }
   return ok();
@@ -489,21 +469,15 @@ Result<void> PostcopyDestination::receive_pushes(size_t c) {
 // channel is a broken link as much as a broken bulk one; an error message is
 // the source giving up.
 Result<void> PostcopyDestination::watch_control() {
-  Channel& channel = session_.control();
-  if (auto received = next_link_message(channel)) {
-    if (received->type == MsgType::error) return transport::peer_error(*received, channel.name());
-    return Error::msg(strf("%s: unexpected %s message during post-copy", channel.name().c_str(),
-                           std::string(transport::msg_type_name(received->type)).c_str()));
-  }
+  const Peer peer = Peer::control(session_, timeout_);
+  if (auto received = next_link_message(peer)) return peer.refuse(*received);
   return ok();
 }
 
 void PostcopyDestination::resumed(uint64_t running_ns) {
   resumed_ns_ = running_ns;
-  OutMessage m;
-  transport::encode_event(m, session_.negotiated().version, MsgType::resumed, {running_ns, 0});
   // Only the main thread sends on control; a failure is a broken link.
-  if (auto r = transport::send_message(session_.control(), m, timeout_); !r) lost_link(std::move(r).error());
+  if (auto r = Peer::control(session_, timeout_).send(Resumed{running_ns, 0}); !r) lost_link(std::move(r).error());
 }
 
 Result<void> PostcopyDestination::recover() {
@@ -557,20 +531,14 @@ Result<void> PostcopyDestination::recover() {
 }
 
 Result<void> PostcopyDestination::resume_link() {
-  const uint16_t version = session_.negotiated().version;
-  Channel& control = session_.control();
-  OutMessage m;
-  if (uint64_t ns = resumed_ns_; ns != 0) {
-    transport::encode_event(m, version, MsgType::resumed, {ns, 0});
-    LM_TRY(transport::send_message(control, m, timeout_));
-  }
+  const Peer control = Peer::control(session_, timeout_);
+  if (uint64_t ns = resumed_ns_; ns != 0) LM_TRY(control.send(Resumed{ns, 0}));
   dt::RangeList still;
   for (const auto& r : needed_.ranges())
     for (uint64_t a = r.start; a < r.end; a += kPageSize)
       if (!is_installed(a)) dt::append_merge(still, {a, a + kPageSize});
-  LM_TRY(send_page_bitmaps(session_, still, timeout_));
-  transport::encode_event(m, version, MsgType::ready, {now_ns(), installed_count_.load()});
-  LM_TRY(transport::send_message(control, m, timeout_));
+  LM_TRY(send_page_bitmaps(control, session_.mappings(), still));
+  LM_TRY(control.send(Ready{now_ns(), installed_count_.load()}));
   bulk_done_ = 0;  // each bulk channel of the new session ends anew
   std::vector<uint64_t> waiting;
   {
@@ -583,7 +551,7 @@ Result<void> PostcopyDestination::resume_link() {
     link_up_ = true;
   }
   uint64_t id = 0;
-  request(waiting, id, m);
+  request(waiting, id);
   spawn_link_threads();
   return ok();
 }

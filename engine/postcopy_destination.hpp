@@ -27,6 +27,7 @@
 #include "dirtytrack/ranges.hpp"
 #include "engine/config.hpp"
 #include "engine/digest.hpp"
+#include "engine/messages.hpp"
 #include "engine/results.hpp"
 #include "transport/session.hpp"
 
@@ -128,10 +129,10 @@ class PostcopyDestination {
   Result<void> serve_faults();
   // Sends on the priority channel unless the link is down (then the pages
   // stay in inflight_ and are requested again after recovery).
-  void request(std::span<const uint64_t> addrs, uint64_t& request_id, transport::OutMessage& m);
+  void request(std::span<const uint64_t> addrs, uint64_t& request_id);
   // The next message on a channel of the link, in 100 ms slices so that a
   // stop is seen; nullopt once stopping or the link broke (lost_link()).
-  std::optional<transport::Message> next_link_message(transport::Channel& channel);
+  std::optional<transport::Message> next_link_message(const Peer& peer);
   Result<void> receive_replies();
   Result<void> receive_pushes(size_t c);
   Result<void> watch_control();

@@ -8,12 +8,10 @@
 #include <thread>
 
 #include "dirtytrack/page_reader.hpp"
-#include "engine/control.hpp"
+#include "engine/messages.hpp"
 
 namespace lm::engine {
 
-using transport::Channel;
-using transport::MsgType;
 using transport::OutMessage;
 
 namespace {
@@ -73,23 +71,19 @@ Result<void> read_pages(dt::PageReader& reader, compress::Compressor& compressor
 // Priority channel: answers every request at once, whatever was pushed.
 Result<void> serve_requests(transport::Session& session, compress::Compressor& compressor, pid_t pid,
                             PushState& st, transport::Timeout timeout) {
-  Channel& channel = session.priority();
+  const Peer peer = Peer::priority(session, timeout);
   dt::PageReader reader(pid);
   std::vector<std::byte> buffer(size_t(transport::kMaxRequestPages) * kPageSize);
   compress::CompressedBatch batch;
   OutMessage reply;
-  const transport::Timeout slice(100);
+  const Stopped stopped = [&st] { return st.stop.load(); };
   while (!st.stop) {
-    auto received = transport::recv_message(channel, slice);
+    auto received = peer.receive(transport::kForever, stopped);
     if (!received) {
-      if (received.error().code == ETIMEDOUT) continue;
+      if (st.stop) break;
       return st.lost_link(std::move(received).error());
     }
-    if (received->type == MsgType::error) return transport::peer_error(*received, channel.name());
-    if (received->type != MsgType::page_request)
-      return Error::msg(strf("%s: unexpected %s message", channel.name().c_str(),
-                             std::string(transport::msg_type_name(received->type)).c_str()));
-    auto request = LM_TRY(transport::decode_page_request(*received, session.mappings()));
+    auto request = LM_TRY(peer.decode<PageRequest>(*received));
     std::vector<uint64_t> addrs(request.addrs.begin(), request.addrs.end());
     {
       std::lock_guard g(st.lock);
@@ -100,9 +94,9 @@ Result<void> serve_requests(transport::Session& session, compress::Compressor& c
     st.requests++;
     st.pages_requested += addrs.size();
     LM_TRY(read_pages(reader, compressor, addrs, buffer.data(), batch));
-    transport::encode_page_reply(reply, session.negotiated().version, request.request_id, batch.entries,
-                                 {reinterpret_cast<const std::byte*>(batch.payload.data()), batch.payload.size()});
-    if (auto r = transport::send_message(channel, reply, timeout); !r) return st.lost_link(std::move(r).error());
+    peer.encode(reply, PageReply{request.request_id, batch.entries,
+                                 {reinterpret_cast<const std::byte*>(batch.payload.data()), batch.payload.size()}});
+    if (auto r = peer.send_encoded(reply); !r) return st.lost_link(std::move(r).error());
     st.wire_bytes += reply.size();
   }
   return ok();
@@ -112,7 +106,7 @@ Result<void> serve_requests(transport::Session& session, compress::Compressor& c
 // then marks the channel's end.
 Result<void> push_pages(transport::Session& session, size_t c, compress::Compressor& compressor, pid_t pid,
                         PushState& st, const PostcopySourceOptions& o) {
-  Channel& channel = session.bulk(c);
+  const Peer peer = Peer::bulk(session, c, o.timeout);
   dt::PageReader reader(pid);
   std::vector<uint64_t> addrs(o.push_batch_pages);
   std::vector<std::byte> buffer(size_t(o.push_batch_pages) * kPageSize);
@@ -137,19 +131,16 @@ Result<void> push_pages(transport::Session& session, size_t c, compress::Compres
     std::span<uint64_t> taken(addrs.data(), n);
     std::sort(taken.begin(), taken.end());
     LM_TRY(read_pages(reader, compressor, taken, buffer.data(), batch));
-    transport::encode_page_reply(m, session.negotiated().version, 0, batch.entries,
-                                 {reinterpret_cast<const std::byte*>(batch.payload.data()), batch.payload.size()});
-    if (auto r = transport::send_message(channel, m, o.timeout); !r) return st.lost_link(std::move(r).error());
+    peer.encode(m, PageReply{0, batch.entries,
+                             {reinterpret_cast<const std::byte*>(batch.payload.data()), batch.payload.size()}});
+    if (auto r = peer.send_encoded(m); !r) return st.lost_link(std::move(r).error());
     st.wire_bytes += m.size();
     st.pages_pushed += n;
     pushed += n;
   }
   if (st.stop) return ok();
-  transport::RoundEndBody end{};
-  end.flags = transport::kRoundEndFinal;
-  end.pages = pushed;
-  transport::encode_round_end(m, session.negotiated().version, end);
-  if (auto r = transport::send_message(channel, m, o.timeout); !r) return st.lost_link(std::move(r).error());
+  if (auto r = peer.send(RoundEnd{.flags = kRoundEndFinal, .pages = pushed}); !r)
+    return st.lost_link(std::move(r).error());
   return ok();
 }
 
@@ -159,6 +150,51 @@ void note_resumed(PostcopySourceOutcome& out, uint64_t freeze_ns, uint64_t& resu
   out.resumed = true;
   resumed_ns = now_ns();
   out.resumed_after_ms = double(resumed_ns - freeze_ns) * 1e-6;
+}
+
+// Control: the destination's resume, then its completion digests. True
+// once they arrived; otherwise `st` says why not.
+bool await_completion(const Peer& control, PushState& st, const PostcopySourceOptions& o,
+                      PostcopySourceOutcome& out, uint64_t freeze_ns, uint64_t& resumed_ns) {
+  Stopwatch waited;
+  const Stopped stopped = [&st] { return st.stop.load(); };
+  while (!st.stop) {
+    auto limit = out.resumed ? o.completion_timeout : o.timeout;
+    auto left = limit - transport::Timeout(int64_t(waited.elapsed_ms()));
+    if (left.count() <= 0) {
+      st.failed(Error::msg(strf("post-copy: no %s from the destination within %lld ms",
+                                out.resumed ? "completion" : "resume", (long long)limit.count())));
+      return false;
+    }
+    auto received = control.receive(left, stopped);
+    if (!received) {
+      if (st.stop) return false;
+      if (received.error().code == ETIMEDOUT) continue;  // the limit, checked above
+      st.lost_link(std::move(received).error());
+      return false;
+    }
+    auto m = control.decode<Resumed, Digest>(*received);
+    if (!m) {
+      st.failed(std::move(m).error());
+      return false;
+    }
+    if (std::holds_alternative<Resumed>(*m) != !out.resumed) {  // resumed once, then the digests
+      st.failed(control.unexpected(received->type));
+      return false;
+    }
+    if (std::holds_alternative<Resumed>(*m)) {
+      note_resumed(out, freeze_ns, resumed_ns);
+      st.last_fault_ns = resumed_ns;  // policy none: the guest gets idle_ms to fault first
+      st.resumed = true;
+      waited = Stopwatch();
+      continue;
+    }
+    const auto& digests = std::get<Digest>(*m).entries;
+    out.digests.assign(digests.begin(), digests.end());
+    out.complete_after_ms = double(now_ns() - resumed_ns) * 1e-6;
+    return true;
+  }
+  return false;
 }
 
 // Dials the destination again until it answers with its account of the
@@ -178,33 +214,23 @@ Result<dt::RangeList> reconnect(transport::Session& session, const PostcopySourc
       continue;
     }
     session = std::move(*fresh);
+    const Peer control = Peer::control(session, o.timeout);
     dt::RangeList still;
     std::optional<Error> broke;
     for (bool ready = false; !ready && !broke;) {
-      auto m = transport::recv_message(session.control(), o.timeout);
-      if (!m) {
-        broke = std::move(m).error();
+      auto received = control.receive(o.timeout);
+      if (!received) {
+        broke = std::move(received).error();
         break;
       }
-      switch (m->type) {
-        case MsgType::resumed:
-          note_resumed(out, freeze_ns, resumed_ns);
-          break;
-        case MsgType::dirty_bitmap: {
-          auto v = LM_TRY(transport::decode_dirty_bitmap(*m, session.mappings()));
-          auto part = dt::from_page_bitmap(v.bits, v.start, v.pages);
-          still.insert(still.end(), part.begin(), part.end());
-          break;
-        }
-        case MsgType::ready:
-          ready = true;
-          break;
-        case MsgType::error:
-          return transport::peer_error(*m, session.control().name());
-        default:
-          return Error::msg(strf("%s: unexpected %s message in the post-copy recovery",
-                                 session.control().name().c_str(),
-                                 std::string(transport::msg_type_name(m->type)).c_str()));
+      auto m = LM_TRY((control.decode<Resumed, DirtyBitmap, Ready>(*received)));
+      if (std::holds_alternative<Resumed>(m)) {
+        note_resumed(out, freeze_ns, resumed_ns);
+      } else if (const auto* v = std::get_if<DirtyBitmap>(&m)) {
+        auto part = dt::from_page_bitmap(v->bits, v->start, v->pages);
+        still.insert(still.end(), part.begin(), part.end());
+      } else {
+        ready = true;
       }
     }
     if (broke) {
@@ -230,11 +256,10 @@ Result<void> run_postcopy_source(transport::Session& session,
   if (workers.size() < session.bulk_count())
     return Error::msg(strf("post-copy: %zu compressors for %zu bulk channels", workers.size(), session.bulk_count()));
   auto request_compressor = workers.front()->make_worker();
-  LM_TRY(send_page_bitmaps(session, needed, o.timeout));
   {
-    OutMessage m;
-    transport::encode_exec_state(m, session.negotiated().version, o.exec_state_kind, {});
-    LM_TRY(transport::send_message(session.control(), m, o.timeout));
+    const Peer control = Peer::control(session, o.timeout);
+    LM_TRY(send_page_bitmaps(control, session.mappings(), needed));
+    LM_TRY(control.send(ExecState{o.exec_state_kind, {}}));
   }
   // Committed: the destination may resume the VM from here on.
 
@@ -268,49 +293,7 @@ Result<void> run_postcopy_source(transport::Session& session,
       }
     } join{st, threads};
 
-    // Control: the destination's resume, then its completion digests.
-    Stopwatch waited;
-    bool complete = false;
-    const transport::Timeout slice(100);
-    while (!st.stop) {
-      auto limit = out.resumed ? o.completion_timeout : o.timeout;
-      if (waited.elapsed_ms() > double(limit.count())) {
-        st.failed(Error::msg(strf("post-copy: no %s from the destination within %lld ms",
-                                  out.resumed ? "completion" : "resume", (long long)limit.count())));
-        break;
-      }
-      auto received = transport::recv_message(session.control(), slice);
-      if (!received) {
-        if (received.error().code == ETIMEDOUT) continue;
-        st.lost_link(std::move(received).error());
-        break;
-      }
-      if (received->type == MsgType::error) {
-        st.failed(transport::peer_error(*received, session.control().name()));
-        break;
-      }
-      if (received->type == MsgType::resumed && !out.resumed) {
-        note_resumed(out, freeze_ns, resumed_ns);
-        st.last_fault_ns = resumed_ns;  // policy none: the guest gets idle_ms to fault first
-        st.resumed = true;
-        waited = Stopwatch();
-        continue;
-      }
-      if (received->type == MsgType::digest && out.resumed) {
-        auto d = transport::decode_digest(*received, session.mappings());
-        if (!d) {
-          st.failed(std::move(d).error());
-          break;
-        }
-        out.digests.assign(d->begin(), d->end());
-        out.complete_after_ms = double(now_ns() - resumed_ns) * 1e-6;
-        complete = true;
-        break;
-      }
-      st.failed(Error::msg(strf("%s: unexpected %s message during post-copy", session.control().name().c_str(),
-                                std::string(transport::msg_type_name(received->type)).c_str())));
-      break;
-    }
+    const bool complete = await_completion(Peer::control(session, o.timeout), st, o, out, freeze_ns, resumed_ns);
     st.stop = true;
     for (auto& t : threads) t.join();
     threads.clear();

@@ -23,7 +23,7 @@
 #include "dirtytrack/process_freezer.hpp"
 #include "dirtytrack/target_check.hpp"
 #include "dirtytrack/tracker.hpp"
-#include "engine/control.hpp"
+#include "engine/messages.hpp"
 #include "engine/digest.hpp"
 #include "engine/postcopy_source.hpp"
 #include "engine/throttle.hpp"
@@ -159,12 +159,10 @@ class BulkSender {
 
   // In-band end-of-round mark on every bulk channel: the destination knows a
   // channel has delivered everything of the round once it reads this.
-  Result<void> mark_round_end(const transport::RoundEndBody& body) {
+  Result<void> mark_round_end(const RoundEnd& body) {
     for (size_t c = 0; c < session_.bulk_count(); c++) {
-      OutMessage m;
-      transport::encode_round_end(m, session_.negotiated().version, body);
       std::lock_guard lock(*channel_locks_[c]);
-      LM_TRY(transport::send_message(session_.bulk(c), m, timeout_));
+      LM_TRY(Peer::bulk(session_, c, timeout_).send(body));
     }
     return ok();
   }
@@ -185,7 +183,8 @@ class BulkSender {
     RoundTotals totals;
     if (ranges.empty()) return totals;
     size_t c = t % session_.bulk_count();
-    Channel& channel = session_.bulk(c);
+    const Peer peer = Peer::bulk(session_, c, timeout_);
+    Channel& channel = peer.channel();
     std::mutex& lock = *channel_locks_[c];
     compress::Compressor& compressor = *workers_[t];
     dt::PageReader reader(pid_);
@@ -254,7 +253,7 @@ class BulkSender {
                                        round == 0 ? compress::SendKind::first : compress::SendKind::resend));
         payload = {reinterpret_cast<std::byte*>(s.batch.payload.data()), s.batch.payload.size()};
       }
-      transport::encode_page_batch(s.message, session_.negotiated().version, round, s.batch.entries, payload);
+      peer.encode(s.message, PageBatch{round, s.batch.entries, payload});
       if (fault_corrupt_batch_ && ++batches_encoded_ == fault_corrupt_batch_ && !payload.empty())
         payload[payload.size() / 2] ^= std::byte{0x40};
       uint64_t t0 = now_ns();
@@ -481,7 +480,8 @@ class SourceRun {
     if (cancel() && cancel()->requested()) return cancel()->error();
     return ok();
   }
-  uint16_t version() { return session_->negotiated().version; }
+  // The control channel; waits on it end early on a cancel.
+  Peer control() { return Peer::control(*session_, o_.timeout, cancel()); }
 
   // --- setup: refuse bad targets, tracker, session, compressors -----------------------
   Result<SourcePhase> setup() {
@@ -512,8 +512,7 @@ class SourceRun {
                           strf("source pid %d: connect to %s", pid, address_.c_str()));
     result_.transport = address_.substr(0, address_.find(':'));
     // The destination says when its memory is ready for round 0.
-    LM_TRY_CTX(expect_message(session_->control(), {transport::MsgType::ready}, o_.timeout, cancel()),
-               strf("source pid %d: waiting for the destination at %s", pid, address_.c_str()));
+    LM_TRY_CTX(control().expect<Ready>(), strf("source pid %d: waiting for the destination at %s", pid, address_.c_str()));
     LM_TRY(make_senders());
     result_.setup_time_ms = total_.elapsed_ms();
     return o_.mode == MigrationMode::postcopy ? SourcePhase::stop_and_copy : SourcePhase::precopy;
@@ -537,15 +536,11 @@ class SourceRun {
   // before any page of the next round, so each receiver checks addresses
   // against the table its own stream announced.
   Result<void> announce_mappings(const dt::MappingList& mappings) {
-    auto next = LM_TRY(mapping_table(mappings, ++generation_));
-    for (size_t c = 0; c <= session_->bulk_count(); c++) {
-      Channel& ch = c == session_->bulk_count() ? session_->control() : session_->bulk(c);
-      OutMessage m;
-      transport::encode_mappings(m, version(), next);
-      LM_TRY(transport::send_message(ch, m, o_.timeout));
-    }
-    result_.ram_total = std::max(result_.ram_total, next.total_bytes());
-    session_->set_mappings(std::move(next));
+    Mappings next{LM_TRY(mapping_table(mappings, ++generation_))};
+    for (size_t c = 0; c < session_->bulk_count(); c++) LM_TRY(Peer::bulk(*session_, c, o_.timeout).send(next));
+    LM_TRY(control().send(next));
+    result_.ram_total = std::max(result_.ram_total, next.table.total_bytes());
+    session_->set_mappings(std::move(next.table));
     return ok();
   }
 
@@ -556,7 +551,7 @@ class SourceRun {
       RoundTotals t = LM_TRY(sender_->send_round(pending_, round_));
       const double seconds = std::max(1e-9, double(t.duration_ns) * 1e-9);
       count_round(t, seconds);
-      transport::RoundEndBody end{round_, 0, t.pages, t.payload_bytes, 0, dt::total_pages(pending_), t.duration_ns,
+      RoundEnd end{round_, 0, t.pages, t.payload_bytes, 0, dt::total_pages(pending_), t.duration_ns,
                                   t.batches};
       LM_TRY(sender_->mark_round_end(end));
 
@@ -645,7 +640,7 @@ class SourceRun {
     figures_.raw_bytes += last.pages * kPageSize;
     figures_.passthrough_pages += last.passthrough_pages;
     result_.pages_resent += last.pages;
-    LM_TRY(sender_->mark_round_end({round_, transport::kRoundEndFinal, last.pages, last.payload_bytes, 0,
+    LM_TRY(sender_->mark_round_end({round_, kRoundEndFinal, last.pages, last.payload_bytes, 0,
                                     dt::total_pages(pending_), last.duration_ns, last.batches}));
     result_.rounds.push_back({round_, last.pages, last.wire_bytes, double(last.duration_ns) * 1e-6, 0});
     // Leave nothing of ours in the process before it may run elsewhere.
@@ -664,22 +659,18 @@ class SourceRun {
   Result<SourcePhase> commit() {
     if (o_.mode != MigrationMode::precopy) {
       // Ends the pre-copy phase on every bulk channel; postcopy() commits.
-      LM_TRY(sender_->mark_round_end({round_, transport::kRoundEndFinal, 0, 0, 0, dt::total_pages(pending_), 0, 0}));
+      LM_TRY(sender_->mark_round_end({round_, kRoundEndFinal, 0, 0, 0, dt::total_pages(pending_), 0, 0}));
       return SourcePhase::postcopy;
     }
-    OutMessage m;
     const ImageExecState image_state{uint64_t(o_.pid)};
-    transport::encode_exec_state(m, version(), uint32_t(o_.exec_state),
-                                 o_.exec_state == ExecStateKind::image ? std::as_bytes(std::span(&image_state, 1))
-                                                                       : std::span<const std::byte>{});
-    LM_TRY(transport::send_message(session_->control(), m, o_.timeout));
+    LM_TRY(control().send(ExecState{uint32_t(o_.exec_state), o_.exec_state == ExecStateKind::image
+                                                                  ? std::as_bytes(std::span(&image_state, 1))
+                                                                  : std::span<const std::byte>{}}));
     if (o_.verify) {
-      auto d = LM_TRY(expect_message(session_->control(), {transport::MsgType::digest}, o_.timeout, cancel()));
-      auto digests = LM_TRY(transport::decode_digest(d, session_->mappings()));
-      dest_digests_.assign(digests.begin(), digests.end());
+      auto digest = LM_TRY(control().expect<Digest>());
+      dest_digests_.assign(digest.entries.begin(), digest.entries.end());
     }
-    LM_TRY(expect_message(session_->control(), {transport::MsgType::resumed, transport::MsgType::ready}, o_.timeout,
-                          cancel()));
+    LM_TRY((control().expect<Resumed, Ready>()));
     // Downtime ends when the destination reports its process running (or, for
     // an image, complete); the receive time is used so the figure holds across
     // hosts too (it includes one message latency).
@@ -745,12 +736,10 @@ class SourceRun {
     // that was interrupted says so on control (without waiting for it).
     if (!destination_may_run_) {
       LM_TRY(check_cancel());
-      if (auto why = pending_peer_error(session_->control(), transport::Timeout(0)); why) return std::move(*why);
+      if (auto why = control().pending_error(transport::Timeout(0)); why) return std::move(*why);
     }
     // Verdict: the destination keeps the VM (or the image).
-    OutMessage m;
-    transport::encode_close(m, version(), 0);
-    LM_TRY(transport::send_message(session_->control(), m, o_.timeout));
+    LM_TRY(control().send(Close{kCloseDone}));
     return SourcePhase::released;
   }
 
@@ -783,9 +772,11 @@ class SourceRun {
   Result<void> fail(Error e) {
     // A channel that broke may only be the echo of the destination's own
     // failure: if it said why on the control channel, that is the cause.
-    if (session_ && e.code != ECANCELED)
-      if (auto why = pending_peer_error(session_->control()); why) e = std::move(*why);
-    if (session_) send_error_best_effort(session_->control(), version(), e);
+    if (session_) {
+      if (e.code != ECANCELED)
+        if (auto why = control().pending_error(); why) e = std::move(*why);
+      control().send_error(e);
+    }
     if (throttler_) (void)throttler_->release();
     if (on_failure(phase_, destination_may_run_) == OnFailure::lose_vm) {
       e = Error{e.code, "post-copy failed after the destination resumed the VM; the VM is lost: " + e.message};

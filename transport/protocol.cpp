@@ -174,7 +174,7 @@ void encode_event(OutMessage& m, uint16_t version, MsgType ready_or_resumed, con
   m.build(ready_or_resumed, version, &body, sizeof body);
 }
 void encode_digest(OutMessage& m, uint16_t version, std::span<const DigestEntry> digests) {
-  DigestBody b{uint32_t(digests.size()), 1};
+  DigestBody b{uint32_t(digests.size()), kDigestXxh3_64};
   m.build(MsgType::digest, version, &b, sizeof b, {{digests.data(), digests.size_bytes()}});
 }
 void encode_error(OutMessage& m, uint16_t version, int code, std::string_view text) {

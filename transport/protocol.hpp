@@ -198,9 +198,11 @@ struct DigestEntry {
   uint64_t hash;   // XXH3-64 of the range's bytes
 };
 static_assert(sizeof(DigestEntry) == 24);
+// DigestBody::algorithm
+inline constexpr uint32_t kDigestXxh3_64 = 1;
 struct DigestBody {
   uint32_t count;
-  uint32_t algorithm;  // 1: XXH3-64
+  uint32_t algorithm;  // kDigestXxh3_64
 };
 static_assert(sizeof(DigestBody) == 8);
 
@@ -210,8 +212,11 @@ struct ErrorBody {
 };
 static_assert(sizeof(ErrorBody) == 8);
 
+// CloseBody::reason
+inline constexpr uint32_t kCloseDone = 0;     // the verdict: the destination keeps the VM
+inline constexpr uint32_t kCloseAborted = 1;  // reserved; a failure is sent as an error message
 struct CloseBody {
-  uint32_t reason;  // 0: done, 1: aborted
+  uint32_t reason;  // kCloseDone, kCloseAborted
   uint32_t reserved;
 };
 static_assert(sizeof(CloseBody) == 8);
