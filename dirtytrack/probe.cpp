@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -209,12 +210,17 @@ void probe_ptrace(DirtyTrackCaps& c) {
                                           : scope == "1" ? " (descendants only unless CAP_SYS_PTRACE)"
                                           : scope == "2" ? " (CAP_SYS_PTRACE only)"
                                                          : " (no ptrace at all)");
+  // A plain fork (no exec: a child of our own code to seize): the child runs
+  // only async-signal-safe calls, and dies with the probing thread.
+  const pid_t parent = ::getpid();
   pid_t child = ::fork();
   if (child < 0) {
     c.ptrace = no(strf("fork: %s", errtext(errno).c_str()));
     return;
   }
   if (child == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(1);
     for (;;) ::pause();
   }
   bool seized = ::ptrace(PTRACE_SEIZE, child, nullptr, nullptr) == 0;

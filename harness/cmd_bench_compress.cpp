@@ -16,7 +16,6 @@
 // measured parallel rate would mostly measure the neighbours).
 #include <fcntl.h>
 #include <sys/utsname.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -34,6 +33,7 @@
 #include "common/args.hpp"
 #include "common/clock.hpp"
 #include "common/json.hpp"
+#include "common/subprocess.hpp"
 #include "compress/classifier.hpp"
 #include "compress/compressor.hpp"
 #include "compress/corpus.hpp"
@@ -114,53 +114,23 @@ Corpus guest_corpus(guest::ContentProfile profile, size_t pages, uint64_t seed) 
 
 // ---- real programs, captured through `livemig snapshot` ----
 
-struct Child {
-  pid_t pid = -1;
-  ~Child() { stop(); }
-  void stop() {
-    if (pid > 0) {
-      kill(pid, SIGKILL);
-      waitpid(pid, nullptr, 0);
-      pid = -1;
-    }
-  }
-};
-
-pid_t spawn(const std::vector<std::string>& argv, bool quiet) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    if (quiet) {
-      int devnull = open("/dev/null", O_WRONLY);
-      dup2(devnull, 1);
-      dup2(devnull, 2);
-    }
-    std::vector<char*> a;
-    for (auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-    a.push_back(nullptr);
-    execvp(a[0], a.data());
-    _exit(127);
-  }
-  return pid;
+// Output discarded; it dies with this thread if the bench is killed.
+Result<Subprocess> start_quiet(const std::vector<std::string>& argv) {
+  SpawnOptions options;
+  options.stdout_to = options.stderr_to = Stdio::null;
+  options.on_parent_exit = ParentExit::die;
+  return Subprocess::spawn(argv, options);
 }
 
 // Runs a command to completion with a timeout; true when it exits 0.
 bool run_command(const std::vector<std::string>& argv, int timeout_s) {
-  pid_t pid = spawn(argv, true);
-  if (pid < 0) return false;
-  for (int i = 0; i < timeout_s * 20; i++) {
-    int status;
-    if (waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    usleep(50000);
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
-  return false;
+  auto child = start_quiet(argv);
+  if (!child) return false;
+  auto status = child->wait_or_kill(timeout_s * 1000);
+  return status && status->success();
 }
 
-bool have_program(const char* name) {
-  std::string cmd = strf("command -v %s >/dev/null 2>&1", name);
-  return std::system(cmd.c_str()) == 0;
-}
+bool have_program(const char* name) { return find_program(name).ok(); }
 
 Result<Corpus> snapshot_pid(pid_t pid, const std::string& name, const std::string& dir) {
   std::string path = dir + "/" + name + ".corpus";
@@ -202,31 +172,29 @@ std::vector<Corpus> real_corpora(size_t max_pages, std::vector<std::string>& not
   };
   if (have_program("redis-server") && have_program("redis-benchmark")) {
     int port = 20000 + int(getpid() % 20000);
-    Child redis;
-    redis.pid = spawn({"redis-server", "--port", std::to_string(port), "--bind", "127.0.0.1", "--save", "",
-                       "--appendonly", "no"},
-                      true);
-    usleep(300000);
-    bool loaded = run_command({"redis-benchmark", "-h", "127.0.0.1", "-p", std::to_string(port), "-n", "200000",
-                               "-r", "100000", "-d", "200", "-t", "set,lpush,hset", "-q"},
-                              120);
-    if (!loaded) notes.push_back("redis-benchmark did not finish; the redis corpus is a partly loaded server");
-    keep(snapshot_pid(redis.pid, "redis", dir), "redis-server");
+    auto redis = start_quiet({"redis-server", "--port", std::to_string(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"});
+    if (redis) {
+      usleep(300000);
+      bool loaded = run_command({"redis-benchmark", "-h", "127.0.0.1", "-p", std::to_string(port), "-n", "200000",
+                                 "-r", "100000", "-d", "200", "-t", "set,lpush,hset", "-q"},
+                                120);
+      if (!loaded) notes.push_back("redis-benchmark did not finish; the redis corpus is a partly loaded server");
+    }
+    keep(redis ? snapshot_pid(redis->pid(), "redis", dir) : Result<Corpus>(redis.error()), "redis-server");
   } else {
     notes.push_back("redis-server/redis-benchmark not installed: no redis corpus");
   }
   if (have_program("python3")) {
-    Child py;
-    py.pid = spawn({"python3", "-c",
-                    "import random,time\n"
-                    "random.seed(1)\n"
-                    "d={i:(str(i)*3, i*1.5, [i,i+1]) for i in range(300000)}\n"
-                    "s=[''.join(random.choice('abcdefghij ') for _ in range(40)) for _ in range(20000)]\n"
-                    "print('ready',flush=True)\n"
-                    "time.sleep(600)\n"},
-                   true);
-    sleep(6);
-    keep(snapshot_pid(py.pid, "python3", dir), "python3");
+    auto py = start_quiet({"python3", "-c",
+                           "import random,time\n"
+                           "random.seed(1)\n"
+                           "d={i:(str(i)*3, i*1.5, [i,i+1]) for i in range(300000)}\n"
+                           "s=[''.join(random.choice('abcdefghij ') for _ in range(40)) for _ in range(20000)]\n"
+                           "print('ready',flush=True)\n"
+                           "time.sleep(600)\n"});
+    if (py) sleep(6);
+    keep(py ? snapshot_pid(py->pid(), "python3", dir) : Result<Corpus>(py.error()), "python3");
   }
   if (have_program("g++")) {
     // Compile this very command's source, and capture cc1plus mid-run.
@@ -237,21 +205,21 @@ std::vector<Corpus> real_corpora(size_t max_pages, std::vector<std::string>& not
            "int main(){std::map<std::string,std::vector<int>> m; std::regex r(\"a+b*\");"
            "for(auto& [k,v]:m) std::cout<<k<<v.size(); return std::regex_match(\"aab\",r);}\n";
     }
-    Child cc;
-    cc.pid = spawn({"g++", "-O2", "-std=c++20", "-c", src, "-o", "/dev/null"}, true);
+    auto cc = start_quiet({"g++", "-O2", "-std=c++20", "-c", src, "-o", "/dev/null"});
     // cc1plus is g++'s child: find it once it has grown.
     pid_t target = -1;
-    for (int i = 0; i < 40 && target < 0; i++) {
+    for (int i = 0; cc && i < 40 && target < 0; i++) {
       usleep(100000);
-      std::string cmd = strf("pgrep -P %d cc1plus", cc.pid);
+      std::string cmd = strf("pgrep -P %d cc1plus", cc->pid());
       FILE* p = popen(cmd.c_str(), "r");
       int v = 0;
       if (p && fscanf(p, "%d", &v) == 1 && i >= 8) target = v;
       if (p) pclose(p);
     }
-    if (target > 0) keep(snapshot_pid(target, "compiler", dir), "cc1plus");
+    if (!cc) notes.push_back("g++: " + cc.error().message);
+    else if (target > 0) keep(snapshot_pid(target, "compiler", dir), "cc1plus");
     else notes.push_back("could not find cc1plus under g++: no compiler corpus");
-    cc.stop();
+    if (cc) (void)cc->kill_and_wait();
     unlink(src.c_str());
   }
   return out;

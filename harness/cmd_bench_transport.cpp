@@ -3,17 +3,18 @@
 // in the same run (a minimal send/recv loop, and iperf3 when installed), so
 // the figures that matter are ratios, not absolute numbers.
 //
-// Each measurement forks a receiver process (exec'd for DPDK, whose EAL does
-// not survive fork; accepting N channels, one thread each, reporting bytes and its CPU seconds over a pipe); the parent sends
-// messages of the given size on N threads for the given time, then closes
-// the channels with the close handshake, so every byte counted arrived.
+// Each measurement starts a receiver process (`livemig bench transport
+// --serve-receiver MODE`, exec'd: DPDK's EAL does not survive fork, and the
+// sender's threads make fork unsafe) that listens on loopback, accepts N
+// channels, one thread each, and reports bytes and its CPU seconds over a
+// pipe; the parent sends messages of the given size on N threads for the
+// given time, then closes the channels with the close handshake, so every
+// byte counted arrived.
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,6 +33,7 @@
 #include "common/args.hpp"
 #include "common/clock.hpp"
 #include "common/json.hpp"
+#include "common/subprocess.hpp"
 #include "harness/commands.hpp"
 #include "transport/channel.hpp"
 #include "transport/stream.hpp"
@@ -77,25 +79,31 @@ double thread_cpu_now() {
 
 void write_report(int fd, const ReceiverReport& r) { (void)!::write(fd, &r, sizeof r); }
 
-// Reads the receiver's report; kills it if it does not answer in time.
-bool collect(pid_t child, int fd, ReceiverReport* out, int timeout_ms) {
+// A receiver that cannot go on: reports why and exits.
+[[noreturn]] void receiver_failed(int report_fd, const std::string& why) {
+  ReceiverReport r;
+  snprintf(r.error, sizeof r.error, "%s", why.c_str());
+  write_report(report_fd, r);
+  _exit(1);
+}
+
+// Reads the receiver's report and reaps it; kills it if it does not answer
+// in time.
+bool collect(Subprocess& child, int fd, ReceiverReport* out, int timeout_ms) {
   pollfd p{fd, POLLIN, 0};
   bool got = poll(&p, 1, timeout_ms) > 0 && ::read(fd, out, sizeof *out) == ssize_t(sizeof *out);
-  if (!got) kill(child, SIGKILL);
-  int status = 0;
-  waitpid(child, &status, 0);
+  (void)child.wait_or_kill(got ? 10000 : 0);
   return got;
 }
 
 // The common end of a measurement: the sender's figures, then the receiver's
 // report, which must account for every byte sent.
-void finish(Sample& s, const Config& c, pid_t child, int report_fd, uint64_t sent, bool sender_failed, double cpu0,
-            const Stopwatch& sw) {
+void finish(Sample& s, const Config& c, Subprocess& child, int report_fd, uint64_t sent, bool sender_failed,
+            double cpu0, const Stopwatch& sw) {
   s.seconds = sw.elapsed_s();
   s.cpu_send = thread_cpu_now() - cpu0;
   ReceiverReport r;
   bool got = collect(child, report_fd, &r, int(c.seconds * 1000) + 40000);
-  close(report_fd);
   if (s.error.empty() && (!got || !r.ok)) s.error = got ? std::string("receiver: ") + r.error : "receiver did not report";
   if (s.error.empty() && sender_failed) s.error = "sender failed";
   if (s.error.empty() && r.bytes != sent)
@@ -115,11 +123,7 @@ void finish(Sample& s, const Config& c, pid_t child, int report_fd, uint64_t sen
   std::vector<std::unique_ptr<transport::Channel>> chans;
   for (unsigned i = 0; i < channels; ++i) {
     auto ch = listener.accept(Timeout(10000));
-    if (!ch) {
-      snprintf(r.error, sizeof r.error, "%s", ch.error().message.c_str());
-      write_report(report_fd, r);
-      _exit(1);
-    }
+    if (!ch) receiver_failed(report_fd, ch.error().message);
     chans.push_back(std::move(*ch));
   }
   double cpu0 = thread_cpu_now();
@@ -160,73 +164,55 @@ ChannelOptions channel_options(const Config& c, uint64_t size) {
   return o;
 }
 
-// A backend whose state cannot survive fork() (DPDK's EAL) gets a receiver
-// started with exec: `livemig bench transport --serve-receiver BACKEND ...`,
-// which listens itself and writes its address to a pipe.
-bool needs_exec(const std::string& backend) { return backend == "dpdk"; }
+// The receiving process of a measurement, the read end of its report pipe
+// and the address it listens on.
+struct Receiver {
+  Subprocess child;
+  UniqueFd report;
+  std::string address;
+};
 
-Result<pid_t> exec_receiver(const Config& c, const std::string& backend, uint64_t size, int report_fd,
-                            int address_fd) {
-  pid_t child = fork();
-  if (child < 0) return Error::from_errno("fork the receiver");
-  if (child == 0) {
-    std::vector<std::string> a = {"/proc/self/exe", "bench", "transport", "--serve-receiver", backend,
-                                  "--channels", std::to_string(c.channels), "--msg-size", std::to_string(size),
-                                  "--seconds", strf("%g", c.seconds), "--report-fd", std::to_string(report_fd),
-                                  "--address-fd", std::to_string(address_fd)};
-    if (!c.extra.empty()) a.insert(a.end(), {"--extra", c.extra});
-    if (c.zero_copy == transport::ZeroCopy::on) a.push_back("--zero-copy");
-    fcntl(report_fd, F_SETFD, 0);  // keep across exec
-    fcntl(address_fd, F_SETFD, 0);
-    std::vector<char*> argv;
-    for (auto& x : a) argv.push_back(x.data());
-    argv.push_back(nullptr);
-    execv("/proc/self/exe", argv.data());
-    _exit(127);
+// Starts `livemig bench transport --serve-receiver MODE ...` (MODE: a
+// backend, or "plain") and reads the address it listens on.
+Result<Receiver> start_receiver(const Config& c, const std::string& mode, uint64_t size) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0) return Error::from_errno("pipe for the receiver's report");
+  UniqueFd report_read(p[0]), report_write(p[1]);
+  if (pipe2(p, O_CLOEXEC) < 0) return Error::from_errno("pipe for the receiver's address");
+  UniqueFd address_read(p[0]), address_write(p[1]);
+  std::vector<std::string> argv = {"/proc/self/exe", "bench", "transport", "--serve-receiver", mode,
+                                   "--channels", std::to_string(c.channels), "--msg-size", std::to_string(size),
+                                   "--seconds", strf("%g", c.seconds),
+                                   "--report-fd", std::to_string(report_write.get()),
+                                   "--address-fd", std::to_string(address_write.get())};
+  if (!c.extra.empty()) argv.insert(argv.end(), {"--extra", c.extra});
+  if (c.zero_copy == transport::ZeroCopy::on) argv.push_back("--zero-copy");
+  SpawnOptions options;
+  options.pass_fds = {report_write.get(), address_write.get()};
+  options.on_parent_exit = ParentExit::die;
+  Receiver r{LM_TRY_CTX(Subprocess::spawn(argv, options), "start the receiver"), std::move(report_read), {}};
+  report_write.reset();
+  address_write.reset();
+  char buf[512] = {};
+  pollfd pf{address_read.get(), POLLIN, 0};
+  ssize_t n = poll(&pf, 1, 30000) > 0 ? ::read(address_read.get(), buf, sizeof buf - 1) : -1;
+  if (n <= 0) {
+    ReceiverReport report;
+    collect(r.child, r.report.get(), &report, 1000);
+    return Error::msg(std::string("receiver did not listen") +
+                      (report.error[0] ? std::string(": ") + report.error : ""));
   }
-  return child;
+  r.address.assign(buf, size_t(n));
+  return r;
 }
-
 
 Sample run_channels(const Config& c, const std::string& backend, uint64_t size) {
   Sample s;
   ChannelOptions o = channel_options(c, size);
-  int pipefd[2];
-  if (pipe2(pipefd, O_CLOEXEC) < 0) return Sample{.error = "pipe"};
   Timeout io_timeout(int64_t(c.seconds * 1000) + 30000);
-  std::string address;
-  pid_t child = -1;
-  if (needs_exec(backend)) {
-    int addr_pipe[2];
-    if (pipe2(addr_pipe, O_CLOEXEC) < 0) return Sample{.error = "pipe"};
-    auto pid = exec_receiver(c, backend, size, pipefd[1], addr_pipe[1]);
-    close(addr_pipe[1]);
-    if (!pid) return Sample{.error = pid.error().message};
-    child = *pid;
-    char buf[512] = {};
-    pollfd p{addr_pipe[0], POLLIN, 0};
-    ssize_t n = poll(&p, 1, 30000) > 0 ? ::read(addr_pipe[0], buf, sizeof buf - 1) : -1;
-    close(addr_pipe[0]);
-    if (n <= 0) {
-      close(pipefd[1]);
-      ReceiverReport r;
-      collect(child, pipefd[0], &r, 1000);
-      close(pipefd[0]);
-      return Sample{.error = std::string("receiver did not listen") + (r.error[0] ? std::string(": ") + r.error : "")};
-    }
-    address.assign(buf, size_t(n));
-  } else {
-    auto listener = transport::listen(backend + ":127.0.0.1:0", o);
-    if (!listener) return Sample{.error = listener.error().message};
-    address = (*listener)->address();
-    child = fork();
-    if (child < 0) return Sample{.error = "fork"};
-    if (child == 0) {
-      close(pipefd[0]);
-      serve_receiver(**listener, c.channels, io_timeout, pipefd[1]);
-    }
-  }
-  close(pipefd[1]);
+  auto receiver = start_receiver(c, backend, size);
+  if (!receiver) return Sample{.error = receiver.error().message};
+  const std::string& address = receiver->address;
 
   std::vector<std::unique_ptr<transport::Channel>> chans;
   for (unsigned i = 0; i < c.channels && s.error.empty(); ++i) {
@@ -272,7 +258,7 @@ Sample run_channels(const Config& c, const std::string& backend, uint64_t size) 
     for (auto& t : threads) t.join();
   }
   chans.clear();
-  finish(s, c, child, pipefd[0], sent, failed, cpu0, sw);
+  finish(s, c, receiver->child, receiver->report.get(), sent, failed, cpu0, sw);
   return s;
 }
 
@@ -285,48 +271,51 @@ Result<UniqueFd> blocking(Result<UniqueFd> fd) {
   return fd;
 }
 
-Sample run_plain(const Config& c, uint64_t size) {
-  Sample s;
+// The receiving side of the plain loop: listens, writes its address to
+// address_fd, accepts `channels` sockets, receives until each closes,
+// reports over report_fd, exits.
+[[noreturn]] void serve_plain_receiver(unsigned channels, uint64_t size, int report_fd, int address_fd) {
+  ReceiverReport r;
   ChannelOptions o;  // TCP_NODELAY + the same socket buffers as the backends
   std::string bound;
   auto lfd = transport::listen_socket("127.0.0.1:0", &bound);
-  if (!lfd) return Sample{.error = lfd.error().message};
-  int pipefd[2];
-  if (pipe2(pipefd, O_CLOEXEC) < 0) return Sample{.error = "pipe"};
-  pid_t child = fork();
-  if (child < 0) return Sample{.error = "fork"};
-  if (child == 0) {
-    close(pipefd[0]);
-    ReceiverReport r;
-    std::vector<UniqueFd> fds;
-    for (unsigned i = 0; i < c.channels; ++i) {
-      auto fd = blocking(transport::accept_socket(lfd->get(), o, Timeout(10000), "plain"));
-      if (!fd) _exit(1);
-      fds.push_back(std::move(*fd));
-    }
-    double cpu0 = thread_cpu_now();
-    std::atomic<uint64_t> bytes{0};
-    std::vector<std::thread> threads;
-    for (auto& fd : fds)
-      threads.emplace_back([&, fd = fd.get()] {
-        std::vector<char> buf(size);
-        uint64_t n = 0;
-        for (;;) {
-          ssize_t got = ::recv(fd, buf.data(), buf.size(), 0);
-          if (got <= 0) break;
-          n += uint64_t(got);
-        }
-        bytes += n;
-      });
-    for (auto& t : threads) t.join();
-    r.bytes = bytes;
-    r.cpu = thread_cpu_now() - cpu0;
-    r.ok = 1;
-    write_report(pipefd[1], r);
-    _exit(0);
+  if (!lfd) receiver_failed(report_fd, lfd.error().message);
+  (void)!::write(address_fd, bound.data(), bound.size());
+  close(address_fd);
+  std::vector<UniqueFd> fds;
+  for (unsigned i = 0; i < channels; ++i) {
+    auto fd = blocking(transport::accept_socket(lfd->get(), o, Timeout(10000), "plain"));
+    if (!fd) receiver_failed(report_fd, fd.error().message);
+    fds.push_back(std::move(*fd));
   }
-  close(pipefd[1]);
-  lfd->reset();
+  double cpu0 = thread_cpu_now();
+  std::atomic<uint64_t> bytes{0};
+  std::vector<std::thread> threads;
+  for (auto& fd : fds)
+    threads.emplace_back([&, fd = fd.get()] {
+      std::vector<char> buf(size);
+      uint64_t n = 0;
+      for (;;) {
+        ssize_t got = ::recv(fd, buf.data(), buf.size(), 0);
+        if (got <= 0) break;
+        n += uint64_t(got);
+      }
+      bytes += n;
+    });
+  for (auto& t : threads) t.join();
+  r.bytes = bytes;
+  r.cpu = thread_cpu_now() - cpu0;
+  r.ok = 1;
+  write_report(report_fd, r);
+  _exit(0);
+}
+
+Sample run_plain(const Config& c, uint64_t size) {
+  Sample s;
+  ChannelOptions o;  // TCP_NODELAY + the same socket buffers as the backends
+  auto receiver = start_receiver(c, "plain", size);
+  if (!receiver) return Sample{.error = receiver.error().message};
+  const std::string& bound = receiver->address;
   std::vector<UniqueFd> fds;
   for (unsigned i = 0; i < c.channels && s.error.empty(); ++i) {
     auto fd = blocking(transport::connect_socket(bound, o, Timeout(10000)));
@@ -362,7 +351,7 @@ Sample run_plain(const Config& c, uint64_t size) {
     for (auto& t : threads) t.join();
   }
   fds.clear();
-  finish(s, c, child, pipefd[0], sent, false, cpu0, sw);
+  finish(s, c, receiver->child, receiver->report.get(), sent, false, cpu0, sw);
   return s;
 }
 
@@ -376,21 +365,17 @@ double json_number(const std::string& json, const std::string& key, size_t from 
   return at == std::string::npos ? -1 : std::strtod(json.c_str() + at + 1, nullptr);
 }
 
-bool have_iperf3() { return system("command -v iperf3 >/dev/null 2>&1") == 0; }
+bool have_iperf3() { return find_program("iperf3").ok(); }
 
-pid_t spawn(const std::vector<std::string>& argv, int stdout_fd) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    int devnull = open("/dev/null", O_RDWR);
-    dup2(stdout_fd >= 0 ? stdout_fd : devnull, 1);
-    dup2(devnull, 2);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execvp(args[0], args.data());
-    _exit(127);
-  }
-  return pid;
+// iperf3 with stderr discarded and stdout discarded or to a pipe.
+Result<Subprocess> start_iperf3(const std::vector<std::string>& args, Stdio stdout_to) {
+  std::vector<std::string> argv{"iperf3"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  SpawnOptions options;
+  options.stdout_to = stdout_to;
+  options.stderr_to = Stdio::null;
+  options.on_parent_exit = ParentExit::die;
+  return Subprocess::spawn(argv, options);
 }
 
 Sample run_iperf3(const Config& c) {
@@ -400,44 +385,39 @@ Sample run_iperf3(const Config& c) {
   if (!probe) return Sample{.error = probe.error().message};
   std::string port = bound.substr(bound.rfind(':') + 1);
   probe->reset();
-  pid_t server = spawn({"iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", port}, -1);
-  if (server < 0) return Sample{.error = "fork iperf3 server"};
+  auto server = start_iperf3({"-s", "-1", "-B", "127.0.0.1", "-p", port}, Stdio::null);
+  if (!server) return Sample{.error = server.error().message};
   std::string out;
-  int status = 0;
   long secs = std::max(1l, long(std::ceil(c.seconds)));  // iperf3 takes whole seconds; -t 0 means forever
   for (int attempt = 0; attempt < 50; ++attempt) {  // until the server listens
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) break;
-    pid_t client = spawn({"iperf3", "-c", "127.0.0.1", "-p", port, "-t", std::to_string(secs), "-P",
-                          std::to_string(c.channels), "-J"},
-                         p[1]);
-    close(p[1]);
+    auto client = start_iperf3({"-c", "127.0.0.1", "-p", port, "-t", std::to_string(secs), "-P",
+                                std::to_string(c.channels), "-J"},
+                               Stdio::pipe);
+    if (!client) return Sample{.error = client.error().message};
+    UniqueFd from_client = client->take_pipe(STDOUT_FILENO);
     out.clear();
     char buf[65536];
     Stopwatch waited;
+    bool timed_out = false;
     for (;;) {  // read its JSON, but never wait past its duration plus a margin
-      pollfd pf{p[0], POLLIN, 0};
+      pollfd pf{from_client.get(), POLLIN, 0};
       int left = int((double(secs) + 20) * 1000 - waited.elapsed_ms());
       if (left <= 0 || poll(&pf, 1, left) <= 0) {
-        kill(client, SIGKILL);
+        timed_out = true;
         break;
       }
-      ssize_t n = ::read(p[0], buf, sizeof buf);
+      ssize_t n = ::read(from_client.get(), buf, sizeof buf);
       if (n <= 0) break;
       out.append(buf, size_t(n));
     }
-    close(p[0]);
-    waitpid(client, &status, 0);
+    (void)client->wait_or_kill(timed_out ? 0 : 10000);
     if (out.find("\"sum_received\"") != std::string::npos) break;
     if (out.find("Connection refused") == std::string::npos && out.find("unable to connect") == std::string::npos &&
         !out.empty())
       break;
   }
-  if (waitpid(server, &status, WNOHANG) == 0) {
-    kill(server, SIGKILL);
-    waitpid(server, &status, 0);
-  }
+  if (server->running()) (void)server->kill_and_wait();
   Sample s;
   size_t sum = out.find("\"sum_received\"");
   if (sum == std::string::npos) return Sample{.error = "iperf3 gave no sum_received (output: " + out.substr(0, 200) + ")"};
@@ -482,8 +462,8 @@ const std::vector<OptionSpec> kSpecs = {
     {"no-baseline", false, "skip the plain loop and iperf3"},
     {"json", true, "write the results here (default results/bench-transport-<time>.json)"},
     {"help", false, "this help"},
-    // Internal: the exec'd receiver of a backend that cannot be forked.
-    {"serve-receiver", true, "(internal) run the receiving side for this backend"},
+    // Internal: the receiving process of a measurement.
+    {"serve-receiver", true, "(internal) run the receiving side for this backend, or the plain loop"},
     {"report-fd", true, "(internal)"},
     {"address-fd", true, "(internal)"},
 };
@@ -523,13 +503,9 @@ int bench_transport(const Argv& argv) {
     auto report_fd = args->get_u64("report-fd", 0);
     auto address_fd = args->get_u64("address-fd", 0);
     if (!report_fd || !address_fd || *report_fd == 0 || *address_fd == 0) return 2;
+    if (*backend == "plain") serve_plain_receiver(c.channels, c.sizes.front(), int(*report_fd), int(*address_fd));
     auto listener = transport::listen(*backend + ":127.0.0.1:0", channel_options(c, c.sizes.front()));
-    if (!listener) {
-      ReceiverReport r;
-      snprintf(r.error, sizeof r.error, "%s", listener.error().message.c_str());
-      write_report(int(*report_fd), r);
-      return 1;
-    }
+    if (!listener) receiver_failed(int(*report_fd), listener.error().message);
     std::string address = (*listener)->address();
     (void)!::write(int(*address_fd), address.data(), address.size());
     close(int(*address_fd));

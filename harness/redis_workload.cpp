@@ -1,12 +1,10 @@
 #include "harness/redis_workload.hpp"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <thread>
@@ -15,6 +13,7 @@
 #include "common/args.hpp"
 #include "common/clock.hpp"
 #include "common/fd.hpp"
+#include "common/subprocess.hpp"
 
 namespace lm::engine {
 
@@ -36,34 +35,16 @@ Result<uint16_t> free_loopback_port() {
   return ntohs(a.sin_port);
 }
 
-// Starts argv[0] with the given arguments, output discarded.
-Result<pid_t> spawn(const std::vector<std::string>& argv) {
-  if (access(argv[0].c_str(), X_OK) != 0)
-    return Error::from_errno(strf("%s (install Debian's redis-server and redis-tools)", argv[0].c_str()));
-  const pid_t parent = getpid();
-  pid_t pid = fork();
-  if (pid < 0) return Error::from_errno(strf("fork for %s", argv[0].c_str()));
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);  // the parent died before the prctl
-    int null = open("/dev/null", O_RDWR);
-    dup2(null, 0);
-    dup2(null, 1);
-    dup2(null, 2);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-void end_child(pid_t& pid) {
-  if (pid <= 0) return;
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
-  pid = -1;
+// Starts argv[0] with the given arguments, output discarded. It dies with
+// the calling thread, which owns the workload (as the source guest does).
+Result<Subprocess> spawn(const std::vector<std::string>& argv) {
+  SpawnOptions options;
+  options.stdin_to = options.stdout_to = options.stderr_to = Stdio::null;
+  options.on_parent_exit = ParentExit::die;
+  auto child = Subprocess::spawn(argv, options);
+  if (!child && child.error().code == ENOENT)
+    return Error{ENOENT, child.error().message + " (install Debian's redis-server and redis-tools)"};
+  return child;
 }
 
 // One RESP request on a fresh connection; returns the whole reply text.
@@ -103,15 +84,11 @@ Result<std::string> redis_request(uint16_t port, const std::string& inline_comma
 
 }  // namespace
 
-RedisWorkload::RedisWorkload(RedisWorkload&& o) noexcept
-    : options_(o.options_), server_(std::exchange(o.server_, -1)), writers_(std::exchange(o.writers_, -1)),
-      port_(o.port_) {}
-
 RedisWorkload::~RedisWorkload() { stop(); }
 
 void RedisWorkload::stop() {
-  end_child(writers_);
-  end_child(server_);
+  if (writers_.running()) (void)writers_.kill_and_wait();
+  if (server_.running()) (void)server_.kill_and_wait();
 }
 
 Result<RedisWorkload> RedisWorkload::start(const RedisOptions& options) {
@@ -125,18 +102,18 @@ Result<RedisWorkload> RedisWorkload::start(const RedisOptions& options) {
     auto pong = redis_request(w.port_, "PING", 500);
     if (pong && pong->rfind("+PONG", 0) == 0) break;
     if (sw.elapsed_ms() > 10000)
-      return Error::msg(strf("redis-server pid %d on 127.0.0.1:%u did not answer within 10 s", w.server_, w.port_));
+      return Error::msg(strf("redis-server pid %d on 127.0.0.1:%u did not answer within 10 s", w.server_.pid(), w.port_));
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   // Load: every key of the key space written once (sequential -r keys).
-  pid_t loader = LM_TRY(spawn({kBenchmark, "-p", std::to_string(w.port_), "-t", "set", "-n",
+  Subprocess loader = LM_TRY(spawn({kBenchmark, "-p", std::to_string(w.port_), "-t", "set", "-n",
                                std::to_string(options.keys * 2), "-r", std::to_string(options.keys), "-d",
                                std::to_string(options.value_bytes), "-c", std::to_string(options.clients), "-P", "16",
                                "-q"}));
-  int status = 0;
-  waitpid(loader, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    return Error::msg(strf("redis-benchmark (load) on 127.0.0.1:%u failed with status %d", w.port_, status));
+  ExitStatus status = LM_TRY(loader.wait(-1));
+  if (!status.success())
+    return Error::msg(strf("redis-benchmark (load) on 127.0.0.1:%u: %s %s", w.port_, loader.name().c_str(),
+                           status.text().c_str()));
   return w;
 }
 

@@ -1,6 +1,6 @@
 // An unmodified real workload: redis-server (Debian's package) on loopback,
 // loaded with redis-benchmark and kept busy with writes while it migrates.
-// Every process it starts is its own child, ended by PID in stop(), and
+// Every process it starts is its own child, ended by pidfd in stop(), and
 // killed by the kernel if the thread that started it dies first.
 #pragma once
 
@@ -10,6 +10,7 @@
 #include <string>
 
 #include "common/error.hpp"
+#include "common/subprocess.hpp"
 
 namespace lm::engine {
 
@@ -23,7 +24,7 @@ class RedisWorkload {
  public:
   // Starts redis-server on a free loopback port and loads `keys` keys.
   static Result<RedisWorkload> start(const RedisOptions& options);
-  RedisWorkload(RedisWorkload&& o) noexcept;
+  RedisWorkload(RedisWorkload&& o) noexcept = default;
   RedisWorkload& operator=(RedisWorkload&&) = delete;
   ~RedisWorkload();
 
@@ -36,16 +37,16 @@ class RedisWorkload {
   // reply's text (simple, integer or bulk replies; arrays are not read whole).
   Result<std::string> request(const std::string& inline_command, int timeout_ms = 2000);
 
-  pid_t server_pid() const { return server_; }
+  pid_t server_pid() const { return server_.pid(); }
   uint16_t port() const { return port_; }
-  // Ends every process started (writers first), by PID, and reaps them.
+  // Ends every process started (writers first), by pidfd, and reaps them.
   void stop();
 
  private:
   RedisWorkload() = default;
   RedisOptions options_;
-  pid_t server_ = -1;
-  pid_t writers_ = -1;
+  Subprocess server_;
+  Subprocess writers_;
   uint16_t port_ = 0;
 };
 

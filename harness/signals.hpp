@@ -20,9 +20,10 @@
 namespace lm::cmd {
 
 // Blocks SIGINT, SIGTERM and SIGHUP in the calling thread. Call first in
-// main(), before any thread exists. A child started with fork() gets the
-// mask main() started with back (pthread_atfork), so guests and redis still
-// die of these signals.
+// main(), before any thread exists. Programs started with lm::Subprocess
+// (guests, redis, bench receivers) begin with an empty mask and default
+// dispositions; a plain fork() without exec gets the mask main() started
+// with back (pthread_atfork). Either way children still die of these signals.
 void block_stop_signals();
 
 // "SIGINT" for SIGINT; "signal N" for one without a name.

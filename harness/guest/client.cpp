@@ -3,10 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -159,81 +156,33 @@ Result<std::vector<WriteLogEpoch>> read_write_log(const std::string& path) {
   return out;
 }
 
-GuestProcess::GuestProcess(GuestProcess&& o) noexcept
-    : pid_(std::exchange(o.pid_, -1)),
-      pidfd_(std::move(o.pidfd_)),
-      stdout_(std::move(o.stdout_)),
-      stdout_buf_(std::move(o.stdout_buf_)),
-      ram_addr_(o.ram_addr_),
-      ram_size_(o.ram_size_),
-      control_path_(std::move(o.control_path_)),
-      control_(std::move(o.control_)) {}
-
-GuestProcess& GuestProcess::operator=(GuestProcess&& o) noexcept {
-  if (this != &o) {
-    kill_and_reap();
-    pid_ = std::exchange(o.pid_, -1);
-    pidfd_ = std::move(o.pidfd_);
-    stdout_ = std::move(o.stdout_);
-    stdout_buf_ = std::move(o.stdout_buf_);
-    ram_addr_ = o.ram_addr_;
-    ram_size_ = o.ram_size_;
-    control_path_ = std::move(o.control_path_);
-    control_ = std::move(o.control_);
-  }
-  return *this;
-}
-
 GuestProcess::~GuestProcess() { kill_and_reap(); }
 
 void GuestProcess::kill_and_reap() {
-  if (pid_ <= 0) return;
-  ::kill(pid_, SIGKILL);
-  int st;
-  while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
-  }
-  pid_ = -1;
+  if (child_.running()) (void)child_.kill_and_wait();
 }
 
 Result<GuestProcess> GuestProcess::launch(const std::string& guest_binary, const std::vector<std::string>& args,
                                           ParentExit on_parent_exit) {
-  const pid_t parent = ::getpid();
-  int pipefd[2];
-  if (::pipe2(pipefd, O_CLOEXEC) != 0) return Error::from_errno("pipe for guest stdout");
-  UniqueFd read_end(pipefd[0]), write_end(pipefd[1]);
-  std::vector<std::string> argv_s{guest_binary};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = ::fork();
-  if (pid < 0) return Error::from_errno("fork for " + guest_binary);
-  if (pid == 0) {
-    if (on_parent_exit == ParentExit::die) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(127);  // it exited before the prctl
-    }
-    ::dup2(write_end.get(), STDOUT_FILENO);
-    ::execv(guest_binary.c_str(), argv.data());
-    std::fprintf(stderr, "exec %s: %s\n", guest_binary.c_str(), std::strerror(errno));
-    ::_exit(127);
-  }
+  std::vector<std::string> argv{guest_binary};
+  argv.insert(argv.end(), args.begin(), args.end());
+  SpawnOptions options;
+  options.stdout_to = Stdio::pipe;
+  options.on_parent_exit = on_parent_exit;
   GuestProcess g;
-  g.pid_ = pid;
-  g.stdout_ = std::move(read_end);
-  g.pidfd_.reset(int(::syscall(SYS_pidfd_open, pid, 0)));
-  if (!g.pidfd_.valid()) return Error::from_errno(strf("pidfd_open guest pid %d", pid));
+  g.child_ = LM_TRY(Subprocess::spawn(argv, options));
+  g.stdout_ = g.child_.take_pipe(STDOUT_FILENO);
   return g;
 }
 
 Result<void> GuestProcess::wait_ready(int timeout_ms) {
-  std::string what = strf("guest pid %d", pid_);
+  std::string what = strf("guest pid %d", child_.pid());
   uint64_t deadline = now_ns() + uint64_t(timeout_ms) * 1000000;
   size_t nl;
   while ((nl = stdout_buf_.find('\n')) == std::string::npos) {
     int left = int((int64_t(deadline) - int64_t(now_ns())) / 1000000);
     if (left <= 0) return Error::sys(ETIMEDOUT, what + ": no READY line within " + std::to_string(timeout_ms) + " ms");
-    pollfd p[2] = {{stdout_.get(), POLLIN, 0}, {pidfd_.get(), POLLIN, 0}};
+    pollfd p[2] = {{stdout_.get(), POLLIN, 0}, {child_.pidfd(), POLLIN, 0}};
     int n = ::poll(p, 2, left);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Error::from_errno("poll stdout of " + what);
@@ -246,7 +195,7 @@ Result<void> GuestProcess::wait_ready(int timeout_ms) {
       }
     }
     if (p[1].revents || p[0].revents) {
-      const pid_t pid = pid_;
+      const pid_t pid = child_.pid();
       auto st = wait_exit(1000);
       if (st && *st > 128) return Error::msg(guest_exit_text(pid, *st) + " before READY");
       return Error::msg(strf("%s exited before READY (status %d)", what.c_str(), st ? *st : -1));
@@ -297,29 +246,18 @@ Result<GuestProcess> GuestProcess::spawn_resume(const std::string& guest_binary,
 }
 
 Result<int> GuestProcess::wait_exit(int timeout_ms) {
-  if (pid_ <= 0) return Error::msg("guest already reaped");
-  pollfd p{pidfd_.get(), POLLIN, 0};
-  int n;
-  do n = ::poll(&p, 1, timeout_ms);
-  while (n < 0 && errno == EINTR);
-  if (n == 0) return Error::sys(ETIMEDOUT, strf("guest pid %d did not exit within %d ms", pid_, timeout_ms));
-  int st = 0;
-  pid_t r;
-  do r = ::waitpid(pid_, &st, 0);
-  while (r < 0 && errno == EINTR);
-  if (r < 0) return Error::from_errno(strf("waitpid guest pid %d", pid_));
-  pid_ = -1;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  if (!child_.running()) return Error::msg("guest already reaped");
+  ExitStatus st = LM_TRY(child_.wait(timeout_ms));
+  return st.shell_code();
 }
 
 Result<int> GuestProcess::stop(int timeout_ms) {
-  if (pid_ <= 0) return Error::msg("guest already reaped");
-  if (!control_ || !control_->quit()) ::kill(pid_, SIGTERM);
+  if (!child_.running()) return Error::msg("guest already reaped");
+  if (!control_ || !control_->quit()) (void)child_.send_signal(SIGTERM);
   auto st = wait_exit(timeout_ms);
   if (st) return st;
-  pid_t pid = pid_;
   kill_and_reap();
-  return Error::msg(strf("guest pid %d did not exit within %d ms; killed", pid, timeout_ms));
+  return Error::msg(strf("guest pid %d did not exit within %d ms; killed", child_.pid(), timeout_ms));
 }
 
 std::string guest_exit_text(pid_t pid, int status) {

@@ -15,6 +15,7 @@
 
 #include "common/error.hpp"
 #include "common/fd.hpp"
+#include "common/subprocess.hpp"
 
 namespace lm::guest {
 
@@ -81,10 +82,10 @@ struct GuestOptions {
 
 // What a guest does when the thread that started it exits (a test or a
 // `livemig run` killed midway must not leave a guest writing at full speed).
-enum class ParentExit { keep_running, die };
+using lm::ParentExit;
 
-// A livemig-guest child process. Owns it: the destructor kills it by its PID
-// (SIGKILL) and reaps it unless stop() already did.
+// A livemig-guest child process. Owns it: the destructor kills it by its
+// pidfd (SIGKILL) and reaps it unless stop() already did.
 class GuestProcess {
  public:
   // Starts a fresh guest with a control socket in work_dir and waits (10 s at
@@ -105,7 +106,7 @@ class GuestProcess {
   // Reads the READY line and connects the control client.
   Result<void> wait_ready(int timeout_ms);
 
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return child_.running() ? child_.pid() : -1; }  // -1 once reaped
   ControlClient& control() { return *control_; }
   uint64_t ram_addr() const { return ram_addr_; }
   uint64_t ram_size() const { return ram_size_; }
@@ -118,15 +119,14 @@ class GuestProcess {
   // Waits up to timeout_ms for the child to exit on its own; returns as stop().
   Result<int> wait_exit(int timeout_ms);
 
-  GuestProcess(GuestProcess&& o) noexcept;
-  GuestProcess& operator=(GuestProcess&& o) noexcept;
+  GuestProcess(GuestProcess&& o) noexcept = default;
+  GuestProcess& operator=(GuestProcess&& o) noexcept = default;  // kills the guest it held first
   ~GuestProcess();
 
  private:
   GuestProcess() = default;
   void kill_and_reap();
-  pid_t pid_ = -1;
-  UniqueFd pidfd_;
+  Subprocess child_;
   UniqueFd stdout_;
   std::string stdout_buf_;
   uint64_t ram_addr_ = 0;
