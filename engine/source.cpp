@@ -200,59 +200,16 @@ class BulkSender {
       return r;
     };
 
-    size_t range_index = 0;
-    uint64_t offset = 0;  // into ranges[range_index]
-    for (uint64_t n = 0; range_index < ranges.size() && !failed; n++) {
+    RangeCursor cursor{ranges};
+    for (uint64_t n = 0; !cursor.done() && !failed; n++) {
       if (cancel_ && cancel_->requested()) return cancel_->error();
       Slot& s = slots[n % kSlots];
       LM_TRY(wait_slot(s));
-      // The next batch: up to batch_pages pages taken from the ranges in order.
-      dt::RangeList batch;
-      uint64_t want = batch_pages_;
-      while (want > 0 && range_index < ranges.size()) {
-        const PageRange& r = ranges[range_index];
-        uint64_t take = std::min(want, r.pages() - offset);
-        batch.push_back({r.start + offset * kPageSize, r.start + (offset + take) * kPageSize});
-        want -= take;
-        offset += take;
-        if (offset == r.pages()) {
-          range_index++;
-          offset = 0;
-        }
-      }
-      uint64_t count = batch_pages_ - want;
-      auto report = LM_TRY(reader.read(batch, {s.pages.get(), count * kPageSize}));
-      s.addrs.clear();
-      s.ptrs.clear();
-      uint64_t i = 0;
-      for (const auto& r : batch) {
-        for (uint64_t a = r.start; a < r.end; a += kPageSize, i++) {
-          // A page whose mapping vanished is not sent; the next collect
-          // reports the mapping change.
-          if (!report.failed.empty() && dt::contains(report.failed, a)) {
-            totals.unreadable++;
-            continue;
-          }
-          s.addrs.push_back(a);
-          s.ptrs.push_back(reinterpret_cast<const uint8_t*>(s.pages.get()) + i * kPageSize);
-        }
-      }
+      const dt::RangeList batch = cursor.take(batch_pages_);
+      const uint64_t count = dt::total_pages(batch);
+      LM_TRY(read_batch(reader, batch, count, s, totals));
       if (s.addrs.empty()) continue;
-      std::span<std::byte> payload;
-      if (raw_passthrough_ && s.addrs.size() == count) {
-        // fixed:raw with every page read: the read buffer is the payload,
-        // saving a copy per page.
-        s.batch.entries.clear();
-        for (uint64_t a : s.addrs) s.batch.entries.push_back({a, uint32_t(kPageSize), Codec::raw, 0, 0});
-        payload = {s.pages.get(), count * kPageSize};
-        totals.passthrough_pages += count;
-      } else {
-      // Re-sent pages may go as a delta against the version sent before; the
-      // stripe-to-channel rule guarantees the destination applied it first.
-      LM_TRY(compressor.compress_batch(s.addrs, s.ptrs, s.batch,
-                                       round == 0 ? compress::SendKind::first : compress::SendKind::resend));
-        payload = {reinterpret_cast<std::byte*>(s.batch.payload.data()), s.batch.payload.size()};
-      }
+      std::span<std::byte> payload = LM_TRY(payload_of(s, count, round, compressor, totals));
       peer.encode(s.message, PageBatch{round, s.batch.entries, payload});
       if (fault_corrupt_batch_ && ++batches_encoded_ == fault_corrupt_batch_ && !payload.empty())
         payload[payload.size() / 2] ^= std::byte{0x40};
@@ -275,6 +232,69 @@ class BulkSender {
     }
     for (unsigned i = 0; i < kSlots; i++) LM_TRY(wait_slot(slots[i]));
     return totals;
+  }
+
+  // Pages of a round's ranges, batch by batch, in order.
+  struct RangeCursor {
+    const dt::RangeList& ranges;
+    size_t index = 0;
+    uint64_t offset = 0;  // pages into ranges[index]
+
+    bool done() const { return index >= ranges.size(); }
+    dt::RangeList take(uint64_t pages) {
+      dt::RangeList batch;
+      while (pages > 0 && !done()) {
+        const PageRange& r = ranges[index];
+        uint64_t n = std::min(pages, r.pages() - offset);
+        batch.push_back({r.start + offset * kPageSize, r.start + (offset + n) * kPageSize});
+        pages -= n;
+        offset += n;
+        if (offset == r.pages()) {
+          index++;
+          offset = 0;
+        }
+      }
+      return batch;
+    }
+  };
+
+  // Reads `batch` into the slot; its addrs/ptrs list the pages that were read.
+  // A page whose mapping vanished is not sent: the next collect reports the
+  // mapping change.
+  Result<void> read_batch(dt::PageReader& reader, const dt::RangeList& batch, uint64_t count, Slot& s,
+                          RoundTotals& totals) {
+    auto report = LM_TRY(reader.read(batch, {s.pages.get(), count * kPageSize}));
+    s.addrs.clear();
+    s.ptrs.clear();
+    uint64_t i = 0;
+    for (const auto& r : batch) {
+      for (uint64_t a = r.start; a < r.end; a += kPageSize, i++) {
+        if (!report.failed.empty() && dt::contains(report.failed, a)) {
+          totals.unreadable++;
+          continue;
+        }
+        s.addrs.push_back(a);
+        s.ptrs.push_back(reinterpret_cast<const uint8_t*>(s.pages.get()) + i * kPageSize);
+      }
+    }
+    return ok();
+  }
+
+  // The batch's payload: the read buffer itself for fixed:raw with every page
+  // read (no copy per page), else the compressor's output.
+  Result<std::span<std::byte>> payload_of(Slot& s, uint64_t count, uint32_t round, compress::Compressor& compressor,
+                                          RoundTotals& totals) {
+    if (raw_passthrough_ && s.addrs.size() == count) {
+      s.batch.entries.clear();
+      for (uint64_t a : s.addrs) s.batch.entries.push_back({a, uint32_t(kPageSize), Codec::raw, 0, 0});
+      totals.passthrough_pages += count;
+      return std::span<std::byte>{s.pages.get(), count * kPageSize};
+    }
+    // Re-sent pages may go as a delta against the version sent before; the
+    // stripe-to-channel rule guarantees the destination applied it first.
+    LM_TRY(compressor.compress_batch(s.addrs, s.ptrs, s.batch,
+                                     round == 0 ? compress::SendKind::first : compress::SendKind::resend));
+    return std::span<std::byte>{reinterpret_cast<std::byte*>(s.batch.payload.data()), s.batch.payload.size()};
   }
 
   // The pool: one thread per compressor for the whole migration, woken per
