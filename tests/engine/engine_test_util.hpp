@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <dirent.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -184,8 +185,9 @@ struct DestinationProcess {
     }
     pid = fork();
     if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test, even if it is killed
       dup2(p[1], 1);
-      alarm(60);  // never outlive the test
+      alarm(60);
       std::string bin = env_or_fail("LM_LIVEMIG_BIN");
       execl(bin.c_str(), bin.c_str(), "dest", "--listen", "tcp:127.0.0.1:0", "--exit-after", nullptr);
       _exit(127);
