@@ -2,6 +2,8 @@
 // digests must match, and the guest's own verify must pass after resume.
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "harness/runner.hpp"
 #include "tests/engine/engine_test_util.hpp"
 #include "livemig_config.h"
@@ -60,6 +62,24 @@ INSTANTIATE_TEST_SUITE_P(Dpdk, Precopy,
                          ::testing::Values(Combo{"dpdk", "fixed:raw", "uffd-wp"}, Combo{"dpdk", "adaptive", "uffd-wp"}),
                          combo_name);
 #endif
+
+// No global state: two migrations run at once in one process (each its own
+// guest, destination, session, tracker and sender pool) and both verify.
+TEST(PrecopyConcurrent, TwoMigrationsInOneProcess) {
+  const std::vector<std::vector<std::string>> sets = {
+      {"migration.transport=\"tcp\"", "migration.policy=\"fixed:lz4\"", "workload.seed=1"},
+      {"migration.transport=\"uring\"", "migration.policy=\"adaptive\"", "workload.seed=2",
+       "migration.tracker=\"hash\""}};
+  std::vector<MigrationResult> results(sets.size());
+  std::vector<std::thread> runs;
+  for (size_t i = 0; i < sets.size(); i++)
+    runs.emplace_back([&, i] { results[i] = migrate(small_guest(sets[i])); });
+  for (auto& t : runs) t.join();
+  for (const auto& r : results) expect_verified(r);
+  EXPECT_EQ(results[0].transport, "tcp");
+  EXPECT_EQ(results[1].transport, "uring");
+  EXPECT_EQ(results[1].tracker, "hash");
+}
 
 // Convergence: each stop criterion ends the loop and is the reported reason.
 TEST(PrecopyConvergence, MaxRounds) {
