@@ -368,9 +368,16 @@ class DestinationRun {
     // Control channel: mapping updates, post-copy bitmaps, then the commit.
     const Peer peer = control();
     const Stopped bulk_failed = [this] { return receivers_.failed(); };
+    uint64_t batches_seen = st_.batches.load();
     for (;;) {
       auto m = peer.expect<Mappings, DirtyBitmap, ExecState>(o_.timeout, bulk_failed);
       if (receivers_.failed()) return receivers_error();
+      // Control is silent while a long round streams on the bulk channels
+      // (round 0 over a slow link): the source is alive while pages arrive.
+      if (!m && m.error().code == ETIMEDOUT && st_.batches.load() != batches_seen) {
+        batches_seen = st_.batches.load();
+        continue;
+      }
       auto msg = LM_TRY(std::move(m));
       if (auto* table = std::get_if<Mappings>(&msg)) {
         session_->set_mappings(std::move(table->table));

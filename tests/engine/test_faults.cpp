@@ -76,12 +76,12 @@ struct InProcessDestination {
   std::unique_ptr<Destination> dest;
   std::optional<Result<DestinationOutcome>> outcome;
   std::thread thread;
-  explicit InProcessDestination(const std::string& dir) {
+  explicit InProcessDestination(const std::string& dir, transport::Timeout silence = transport::Timeout(5000)) {
     DestinationOptions o;
     o.listen = "tcp:127.0.0.1:0";
     o.guest_binary = env_or_fail("LM_GUEST_BIN");
     o.work_dir = dir;
-    o.timeout = transport::Timeout(5000);
+    o.timeout = silence;
     auto d = Destination::listen(o);
     EXPECT_TRUE(d.ok()) << d.error().message;
     dest = std::move(*d);
@@ -130,6 +130,37 @@ TEST(PrecopyFaults, CorruptedMessageIsRejected) {
   expect_source_unharmed(g);
   auto left = wait_until_gone("handoff-" + std::to_string(getpid()) + "-", 5000);
   EXPECT_TRUE(left.empty());
+}
+
+// A round longer than the destination's silence timeout, as over a slow
+// link: the control channel is quiet while pages stream on the bulk
+// channels, which must not end the migration.
+TEST(PrecopyFaults, RoundLongerThanTheSilenceTimeout) {
+  std::string dir = temp_dir();
+  guest::GuestOptions go;
+  go.ram_bytes = 16ull << 20;
+  go.rate = "100";
+  go.prefill = true;  // round 0 sends every page
+  auto g = guest::GuestProcess::spawn(env_or_fail("LM_GUEST_BIN"), go, dir);
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  InProcessDestination d(dir, transport::Timeout(1000));
+  SourceOptions o;
+  o.pid = g->pid();
+  o.scope.kind = dt::ScopeKind::ranges;
+  o.scope.ranges = {{g->ram_addr(), g->ram_addr() + g->ram_size()}};
+  o.policy = "fixed:zstd:19";  // a slow "link" whatever the machine
+  o.workers = 1;
+  o.channels = 1;
+  o.convergence.max_rounds = 1;
+  MigrationResult result;
+  auto r = SourceMigration(o).run(d.dest->address(), result);
+  d.thread.join();
+  EXPECT_TRUE(r.ok()) << r.error().message;
+  ASSERT_TRUE(d.outcome.has_value());
+  EXPECT_TRUE(d.outcome->ok()) << d.outcome->error().message;
+  ASSERT_FALSE(result.rounds.empty());
+  EXPECT_GT(result.rounds[0].duration_ms, 1000) << "the premise: round 0 outlasts the destination's timeout";
+  EXPECT_TRUE(result.verify_ok);
 }
 
 }  // namespace
