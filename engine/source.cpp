@@ -513,8 +513,8 @@ class SourceRun {
       return Error::msg(strf("source pid %d: --after keep with a destination that resumes the VM would run it twice",
                              pid));
     if (o_.mode != MigrationMode::precopy) prepaging_ = LM_TRY(parse_prepaging(o_.postcopy.prepaging));
-    auto caps = dt::probe_dirtytrack();
-    tracker_ = LM_TRY_CTX(dt::make_tracker(o_.tracker, caps), strf("source pid %d", pid));
+    tracker_ = LM_TRY_CTX(o_.make_tracker ? o_.make_tracker() : dt::make_tracker(o_.tracker, dt::probe_dirtytrack()),
+                          strf("source pid %d", pid));
     result_.tracker = std::string(tracker_->name());
     auto info = LM_TRY_CTX(tracker_->start({pid, o_.scope, nullptr}), strf("track pid %d", pid));
     tracker_running_ = true;

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "dirtytrack/maps.hpp"
+#include "dirtytrack/tracker.hpp"
 #include "engine/convergence.hpp"
 #include "engine/results.hpp"
 #include "engine/cancel.hpp"
@@ -72,6 +73,9 @@ struct SourceOptions {
   MigrationMode mode = MigrationMode::precopy;  // hybrid: pre-copy until `convergence` stops, then post-copy
   PostcopyConfig postcopy;
   std::string tracker = "auto";
+  // Makes the dirty tracker instead of the registry's `tracker` (tests wrap
+  // a real one to inject failures); empty: dt::make_tracker(tracker).
+  std::function<Result<std::unique_ptr<dt::Tracker>>()> make_tracker;
   std::string policy = "adaptive";
   unsigned channels = 2;      // bulk channels
   unsigned workers = 2;       // sending/compressing threads

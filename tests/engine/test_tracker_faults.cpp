@@ -1,0 +1,112 @@
+// A tracker failing in each phase (injected through SourceOptions::make_tracker
+// around the real uffd-wp tracker): the phase decides the outcome. Before the
+// commit every failure rolls back: the migration fails naming the cause, the
+// source runs on unharmed, the destination discards its copy and its guest.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <optional>
+#include <thread>
+
+#include "dirtytrack/probe.hpp"
+#include "engine/destination.hpp"
+#include "engine/source.hpp"
+#include "tests/engine/engine_test_util.hpp"
+
+using namespace lm;
+using namespace lm::engine;
+using namespace lm::engine::test;
+
+namespace {
+
+// The real tracker, except that the N-th collect (1-based) or stop fails.
+class FailingTracker : public dt::Tracker {
+ public:
+  FailingTracker(std::unique_ptr<dt::Tracker> real, unsigned fail_collect, bool fail_stop)
+      : real_(std::move(real)), fail_collect_(fail_collect), fail_stop_(fail_stop) {}
+  std::string_view name() const override { return real_->name(); }
+  Result<dt::StartInfo> start(const dt::TrackRequest& r) override { return real_->start(r); }
+  Result<dt::CollectResult> collect() override {
+    if (++collects_ == fail_collect_) return Error::sys(EIO, "injected: collect failed");
+    return real_->collect();
+  }
+  Result<void> stop(dt::ProcessFreezer* freezer) override {
+    auto r = real_->stop(freezer);  // the real one always leaves the target as it was
+    if (fail_stop_ && !stop_failed_) {
+      stop_failed_ = true;
+      return Error::sys(EIO, "injected: stop failed");
+    }
+    return r;
+  }
+
+ private:
+  std::unique_ptr<dt::Tracker> real_;
+  unsigned fail_collect_;
+  bool fail_stop_;
+  unsigned collects_ = 0;
+  bool stop_failed_ = false;
+};
+
+struct Case {
+  const char* name;
+  unsigned fail_collect;  // 0: never
+  bool fail_stop;
+  const char* phase_failed;  // the phase the failure happens in
+};
+
+class TrackerFault : public testing::TestWithParam<Case> {};
+
+TEST_P(TrackerFault, RollsBackBeforeTheCommit) {
+  const Case c = GetParam();
+  const std::string dir = temp_dir();
+  auto g = busy_guest(dir, 32ull << 20);
+  ASSERT_TRUE(g.ok()) << g.error().message;
+
+  DestinationOptions d;
+  d.listen = "tcp:127.0.0.1:0";
+  d.guest_binary = env_or_fail("LM_GUEST_BIN");
+  d.work_dir = dir;
+  d.timeout = transport::Timeout(5000);
+  auto dest = Destination::listen(d);
+  ASSERT_TRUE(dest.ok()) << dest.error().message;
+  std::optional<Result<DestinationOutcome>> outcome;
+  std::thread dest_thread([&] { outcome = (*dest)->run(); });
+
+  SourceOptions o;
+  o.pid = g->pid();
+  o.scope.kind = dt::ScopeKind::ranges;
+  o.scope.ranges = {{g->ram_addr(), g->ram_addr() + g->ram_size()}};
+  o.policy = "fixed:raw";
+  o.convergence.max_rounds = 3;
+  o.convergence.downtime_target_ms = 0;
+  o.timeout = transport::Timeout(5000);
+  o.make_tracker = [&]() -> Result<std::unique_ptr<dt::Tracker>> {
+    auto real = LM_TRY(dt::make_tracker("uffd-wp", dt::probe_dirtytrack()));
+    return std::unique_ptr<dt::Tracker>(new FailingTracker(std::move(real), c.fail_collect, c.fail_stop));
+  };
+  std::vector<std::string> phases;
+  o.on_phase = [&](SourcePhase p) { phases.emplace_back(source_phase_name(p)); };
+  MigrationResult result;
+  auto r = SourceMigration(o).run((*dest)->address(), result);
+  dest_thread.join();
+
+  ASSERT_FALSE(r.ok()) << "an injected tracker failure must fail the migration";
+  EXPECT_NE(r.error().message.find("injected"), std::string::npos) << r.error().message;
+  ASSERT_GE(phases.size(), 2u);
+  EXPECT_EQ(phases[phases.size() - 2], c.phase_failed);
+  EXPECT_EQ(phases.back(), "rolled-back");
+  EXPECT_EQ(result.source_phase, "rolled-back");
+  EXPECT_EQ(result.source_state, "running");
+  ASSERT_TRUE(outcome.has_value());
+  EXPECT_FALSE(outcome->ok()) << "the destination must discard its copy";
+  EXPECT_TRUE(wait_until_gone(std::string("--handoff ") + dir, 5000).empty()) << "the destination's guest is gone";
+  expect_source_unharmed(*g);
+}
+
+INSTANTIATE_TEST_SUITE_P(Phases, TrackerFault,
+                         testing::Values(Case{"collect_in_precopy", 2, false, "precopy"},
+                                         Case{"collect_in_stop_and_copy", 4, false, "stop-and-copy"},
+                                         Case{"stop_in_stop_and_copy", 0, true, "stop-and-copy"}),
+                         [](const testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
+
+}  // namespace
