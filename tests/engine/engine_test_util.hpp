@@ -12,10 +12,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
+#include <thread>
 #include <string>
 #include <vector>
 
 #include "common/clock.hpp"
+#include "engine/destination.hpp"
 #include "harness/runner.hpp"
 #include "harness/guest/client.hpp"
 
@@ -169,6 +172,31 @@ void expect_source_unharmed(guest::GuestProcess& g) {
   auto v = g.control().verify();
   EXPECT_TRUE(v.ok()) << (v ? "" : v.error().message);
 }
+
+// A guest destination in this process, running on its own thread.
+struct InProcessDestination {
+  std::unique_ptr<Destination> dest;
+  std::optional<Result<DestinationOutcome>> outcome;
+  std::thread thread;
+  explicit InProcessDestination(const std::string& dir, transport::Timeout silence = transport::Timeout(5000),
+                                transport::Timeout reconnect = transport::Timeout(kDefaultReconnectTimeoutMs)) {
+    DestinationOptions o;
+    o.listen = "tcp:127.0.0.1:0";
+    o.guest_binary = env_or_fail("LM_GUEST_BIN");
+    o.work_dir = dir;
+    o.timeout = silence;
+    o.reconnect_timeout = reconnect;
+    auto d = Destination::listen(o);
+    EXPECT_TRUE(d.ok()) << d.error().message;
+    if (!d) return;
+    dest = std::move(*d);
+    thread = std::thread([this] { outcome = dest->run(); });
+  }
+  void join() {
+    if (thread.joinable()) thread.join();
+  }
+  ~InProcessDestination() { join(); }
+};
 
 // `livemig dest --listen tcp:127.0.0.1:0 --exit-after` as a child process,
 // so that a test can really kill it.

@@ -72,25 +72,6 @@ TEST(PrecopyFaults, DestinationKilledMidRound) {
   EXPECT_TRUE(left.empty()) << "stray resumed guest pid " << (left.empty() ? 0 : left[0]);
 }
 
-struct InProcessDestination {
-  std::unique_ptr<Destination> dest;
-  std::optional<Result<DestinationOutcome>> outcome;
-  std::thread thread;
-  explicit InProcessDestination(const std::string& dir, transport::Timeout silence = transport::Timeout(5000)) {
-    DestinationOptions o;
-    o.listen = "tcp:127.0.0.1:0";
-    o.guest_binary = env_or_fail("LM_GUEST_BIN");
-    o.work_dir = dir;
-    o.timeout = silence;
-    auto d = Destination::listen(o);
-    EXPECT_TRUE(d.ok()) << d.error().message;
-    dest = std::move(*d);
-    thread = std::thread([this] { outcome = dest->run(); });
-  }
-  ~InProcessDestination() {
-    if (thread.joinable()) thread.join();
-  }
-};
 
 TEST(PrecopyFaults, SourceProcessKilledMidRound) {
   std::string dir = temp_dir();

@@ -83,25 +83,17 @@ TEST_P(SplitBrain, SourceEngineKilledOnEnteringPhase) {
   auto g = busy_guest(dir, 64ull << 20);
   ASSERT_TRUE(g.ok()) << g.error().message;
 
-  DestinationOptions d;
-  d.listen = "tcp:127.0.0.1:0";
-  d.guest_binary = env_or_fail("LM_GUEST_BIN");
-  d.work_dir = dir;
-  d.timeout = transport::Timeout(5000);
-  d.reconnect_timeout = transport::Timeout(0);
-  auto dest = Destination::listen(d);
-  ASSERT_TRUE(dest.ok()) << dest.error().message;
-  std::optional<Result<DestinationOutcome>> outcome;
-  std::thread dest_thread([&] { outcome = (*dest)->run(); });
+  InProcessDestination dest(dir, transport::Timeout(5000), transport::Timeout(0));
+  ASSERT_TRUE(dest.dest);
 
-  pid_t source = spawn_source(*g, (*dest)->address(), c);
+  pid_t source = spawn_source(*g, dest.dest->address(), c);
   int status = 0;
   ASSERT_EQ(waitpid(source, &status, 0), source);
-  dest_thread.join();
+  dest.join();
   ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
       << "livemig source did not reach phase " << c.phase << " (status " << status << ")";
-  ASSERT_TRUE(outcome.has_value());
-  EXPECT_FALSE(outcome->ok()) << "the destination cannot keep a VM without the source's verdict";
+  ASSERT_TRUE(dest.outcome.has_value());
+  EXPECT_FALSE(dest.outcome->ok()) << "the destination cannot keep a VM without the source's verdict";
   EXPECT_TRUE(wait_until_gone(std::string("--handoff ") + dir, 5000).empty())
       << "the destination's guest must be gone";
 

@@ -62,15 +62,8 @@ TEST_P(TrackerFault, RollsBackBeforeTheCommit) {
   auto g = busy_guest(dir, 32ull << 20);
   ASSERT_TRUE(g.ok()) << g.error().message;
 
-  DestinationOptions d;
-  d.listen = "tcp:127.0.0.1:0";
-  d.guest_binary = env_or_fail("LM_GUEST_BIN");
-  d.work_dir = dir;
-  d.timeout = transport::Timeout(5000);
-  auto dest = Destination::listen(d);
-  ASSERT_TRUE(dest.ok()) << dest.error().message;
-  std::optional<Result<DestinationOutcome>> outcome;
-  std::thread dest_thread([&] { outcome = (*dest)->run(); });
+  InProcessDestination dest(dir);
+  ASSERT_TRUE(dest.dest);
 
   SourceOptions o;
   o.pid = g->pid();
@@ -87,8 +80,8 @@ TEST_P(TrackerFault, RollsBackBeforeTheCommit) {
   std::vector<std::string> phases;
   o.on_phase = [&](SourcePhase p) { phases.emplace_back(source_phase_name(p)); };
   MigrationResult result;
-  auto r = SourceMigration(o).run((*dest)->address(), result);
-  dest_thread.join();
+  auto r = SourceMigration(o).run(dest.dest->address(), result);
+  dest.join();
 
   ASSERT_FALSE(r.ok()) << "an injected tracker failure must fail the migration";
   EXPECT_NE(r.error().message.find("injected"), std::string::npos) << r.error().message;
@@ -97,8 +90,8 @@ TEST_P(TrackerFault, RollsBackBeforeTheCommit) {
   EXPECT_EQ(phases.back(), "rolled-back");
   EXPECT_EQ(result.source_phase, "rolled-back");
   EXPECT_EQ(result.source_state, "running");
-  ASSERT_TRUE(outcome.has_value());
-  EXPECT_FALSE(outcome->ok()) << "the destination must discard its copy";
+  ASSERT_TRUE(dest.outcome.has_value());
+  EXPECT_FALSE(dest.outcome->ok()) << "the destination must discard its copy";
   EXPECT_TRUE(wait_until_gone(std::string("--handoff ") + dir, 5000).empty()) << "the destination's guest is gone";
   expect_source_unharmed(*g);
 }
