@@ -2,6 +2,7 @@
 // contract as the socket backends: messages are copied at send (complete at
 // once), a full queue blocks the sender (back-pressure), close is a handshake,
 // and destroying one end makes the other end's calls fail.
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -146,7 +147,64 @@ class InprocChannel final : public Channel {
   bool saw_close_ = false;
 };
 
+// The accept queue an in-process link's dialers feed.
+struct AcceptQueue {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::unique_ptr<Channel>> pending;
+  bool listener_gone = false;
+};
+
+class InprocListener final : public Listener {
+ public:
+  InprocListener(std::shared_ptr<AcceptQueue> queue, std::string name)
+      : queue_(std::move(queue)), name_(std::move(name)) {}
+  ~InprocListener() override {
+    std::lock_guard lock(queue_->mu);
+    queue_->listener_gone = true;
+    queue_->pending.clear();
+  }
+
+  Result<std::unique_ptr<Channel>> accept(Timeout timeout) override {
+    std::unique_lock lock(queue_->mu);
+    auto ready = [&] { return !queue_->pending.empty(); };
+    const Deadline deadline = Deadline::after(timeout);
+    if (deadline.at_ns == UINT64_MAX) {
+      queue_->cv.wait(lock, ready);
+    } else if (!queue_->cv.wait_for(lock, std::chrono::nanoseconds(deadline.left_ns()), ready)) {
+      return timeout_error(name_, "waiting for a connection");
+    }
+    auto channel = std::move(queue_->pending.front());
+    queue_->pending.pop_front();
+    return channel;
+  }
+
+  std::string address() const override { return "inproc:" + name_; }
+
+ private:
+  std::shared_ptr<AcceptQueue> queue_;
+  std::string name_;
+};
+
 }  // namespace
+
+InprocLink make_inproc_link(const ChannelOptions& options, std::string_view name) {
+  auto queue = std::make_shared<AcceptQueue>();
+  std::string link_name(name);
+  auto dial = [queue, options, link_name, dials = std::make_shared<std::atomic<uint64_t>>(0)](
+                  Timeout) -> Result<std::unique_ptr<Channel>> {
+    auto pair = make_inproc_pair(options, strf("%s#%llu", link_name.c_str(), (unsigned long long)++*dials));
+    {
+      std::lock_guard lock(queue->mu);
+      if (queue->listener_gone)
+        return Error{ECONNREFUSED, strf("in-process link %s: its listener is gone", link_name.c_str())};
+      queue->pending.push_back(std::move(pair.b));
+    }
+    queue->cv.notify_all();
+    return std::move(pair.a);
+  };
+  return {std::make_unique<InprocListener>(queue, link_name), std::move(dial)};
+}
 
 ChannelPair make_inproc_pair(const ChannelOptions& options, std::string_view name) {
   auto shared = std::make_shared<Shared>();

@@ -49,6 +49,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -168,6 +169,18 @@ struct ChannelPair {
   std::unique_ptr<Channel> b;
 };
 ChannelPair make_inproc_pair(const ChannelOptions& options, std::string_view name = "inproc");
+
+// An in-process listener and the dial function that reaches it: each dial
+// makes an in-process pair and queues one end for accept(). Engine tests run
+// a source and a destination in one process over it, without sockets. A
+// dial after the listener is gone fails with ECONNREFUSED. Not in the
+// registry: address() ("inproc:<name>") cannot be passed to connect().
+using Dial = std::function<Result<std::unique_ptr<Channel>>(Timeout)>;
+struct InprocLink {
+  std::unique_ptr<Listener> listener;
+  Dial dial;
+};
+InprocLink make_inproc_link(const ChannelOptions& options, std::string_view name = "inproc");
 
 // Helper for callers that do not overlap sends: send + wait_sent.
 inline Result<void> send_sync(Channel& channel, std::span<const ConstBuffer> pieces, Timeout timeout) {

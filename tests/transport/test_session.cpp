@@ -1,10 +1,7 @@
 // Sessions: handshake and negotiation, channels placed by (session, role,
 // index) not arrival order, page batches across 1..4 bulk channels on every
 // backend, and the rejections (version, codecs, pre-shared key).
-#include <condition_variable>
 #include <cstring>
-#include <deque>
-#include <mutex>
 #include <thread>
 
 #include "tests/transport/helpers.hpp"
@@ -23,38 +20,20 @@ MappingTable mappings() {
 }
 
 // Where the destination gets channels from and how the source dials them,
-// for every backend (in-process pairs go through a queue).
+// for every backend (in-process pairs go through an in-process link).
 struct Endpoints {
   Session::Dialer dial;
-  std::function<Result<std::unique_ptr<Channel>>(Timeout)> accept;
   std::unique_ptr<Listener> listener;
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<std::unique_ptr<Channel>> inbox;
+  Result<std::unique_ptr<Channel>> accept(Timeout t) { return listener->accept(t); }
 };
 
 std::unique_ptr<Endpoints> endpoints(const std::string& variant, ChannelOptions options) {
   std::string backend = testing::apply_variant(variant, options);
   auto e = std::make_unique<Endpoints>();
-  Endpoints* ep = e.get();
   if (backend == "inproc") {
-    e->dial = [ep, options](Timeout) -> Result<std::unique_ptr<Channel>> {
-      auto [a, b] = make_inproc_pair(options, "inproc");
-      {
-        std::lock_guard lock(ep->mu);
-        ep->inbox.push_back(std::move(b));
-      }
-      ep->cv.notify_all();
-      return std::move(a);
-    };
-    e->accept = [ep](Timeout t) -> Result<std::unique_ptr<Channel>> {
-      std::unique_lock lock(ep->mu);
-      if (!ep->cv.wait_for(lock, t, [&] { return !ep->inbox.empty(); }))
-        return Error{ETIMEDOUT, "inproc accept timed out"};
-      auto ch = std::move(ep->inbox.front());
-      ep->inbox.pop_front();
-      return ch;
-    };
+    auto link = make_inproc_link(options);
+    e->listener = std::move(link.listener);
+    e->dial = std::move(link.dial);
     return e;
   }
   auto l = listen(backend + ":127.0.0.1:0", options);
@@ -62,7 +41,6 @@ std::unique_ptr<Endpoints> endpoints(const std::string& variant, ChannelOptions 
   e->listener = std::move(*l);
   std::string address = e->listener->address();
   e->dial = [address, options](Timeout t) { return connect(address, options, t); };
-  e->accept = [ep](Timeout t) { return ep->listener->accept(t); };
   return e;
 }
 
@@ -256,6 +234,23 @@ TEST_P(HandshakeTest, PageSizeMismatchRejected) {
   ASSERT_FALSE(p.source.ok());
   EXPECT_NE(p.source.error().message.find("page size mismatch: source 4096, destination 16384"), std::string::npos)
       << p.source.error().message;
+}
+
+TEST(InprocLinkTest, AcceptTimesOutAndADialAfterTheListenerIsGoneIsRefused) {
+  auto link = make_inproc_link(ChannelOptions{}, "lonely");
+  auto none = link.listener->accept(Timeout(20));
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().code, ETIMEDOUT);
+  EXPECT_EQ(link.listener->address(), "inproc:lonely");
+  auto first = link.dial(Timeout(100));
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  auto accepted = link.listener->accept(Timeout(100));
+  ASSERT_TRUE(accepted.ok()) << accepted.error().message;
+  link.listener.reset();
+  auto late = link.dial(Timeout(100));
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.error().code, ECONNREFUSED);
+  EXPECT_NE(late.error().message.find("lonely"), std::string::npos) << late.error().message;
 }
 
 TEST(SessionAcceptorTest, TwoSessionsInterleavedOnOneAcceptorAreKeptApart) {
