@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <memory>
 
-#include "dirtytrack/page_reader.hpp"
 #include "dirtytrack/ranges.hpp"
 
 namespace lm::engine {
@@ -69,10 +68,11 @@ std::vector<transport::DigestEntry> PageHashes::digests() const {
   return out;
 }
 
-Result<std::vector<transport::DigestEntry>> digest_process(pid_t pid, std::span<const PageRange> ranges,
+Result<std::vector<transport::DigestEntry>> digest_process(const SourceProcess& process,
+                                                           std::span<const PageRange> ranges,
                                                            std::span<const PageRange> data) {
   constexpr uint64_t kBatchPages = 256;  // 1 MiB reads: process_vm_readv's sweet spot here
-  dt::PageReader reader(pid);
+  const pid_t pid = process.pid();
   auto buffer = std::make_unique<std::byte[]>(kBatchPages * kPageSize);
   std::vector<transport::DigestEntry> out;
   for (const auto& range : ranges) {
@@ -81,7 +81,7 @@ Result<std::vector<transport::DigestEntry>> digest_process(pid_t pid, std::span<
     for (const auto& part : present) {
       for (uint64_t at = part.start; at < part.end; at += kBatchPages * kPageSize) {
         PageRange piece{at, std::min(part.end, at + kBatchPages * kPageSize)};
-        auto report = LM_TRY_CTX(reader.read({&piece, 1}, {buffer.get(), piece.bytes()}), strf("digest pid %d", pid));
+        auto report = LM_TRY_CTX(process.read({&piece, 1}, {buffer.get(), piece.bytes()}), strf("digest pid %d", pid));
         if (!report.failed.empty())
           return Error::msg(strf("digest pid %d: page 0x%llx could not be read", pid,
                                  (unsigned long long)report.failed.front().start));

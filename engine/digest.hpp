@@ -12,6 +12,7 @@
 
 #include "common/error.hpp"
 #include "common/page.hpp"
+#include "engine/source_process.hpp"
 #include "transport/protocol.hpp"
 
 namespace lm::engine {
@@ -42,12 +43,13 @@ class PageHashes {
   std::vector<Region> regions_;  // sorted by start
 };
 
-// The same digests computed from a (frozen) process's memory. Pages outside
+// The same digests computed from a (frozen) process's memory, as it reads. Pages outside
 // `data` (sorted page ranges: the pages holding process data) count as zero
 // pages without being read — never-touched anonymous pages read as zero, and
 // untouched pages of private file mappings are the file's, which migration
 // does not carry.
-Result<std::vector<transport::DigestEntry>> digest_process(pid_t pid, std::span<const PageRange> ranges,
+Result<std::vector<transport::DigestEntry>> digest_process(const SourceProcess& process,
+                                                           std::span<const PageRange> ranges,
                                                            std::span<const PageRange> data);
 
 // Compares; the error names the first differing chunk.

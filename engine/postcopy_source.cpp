@@ -7,7 +7,6 @@
 #include <optional>
 #include <thread>
 
-#include "dirtytrack/page_reader.hpp"
 #include "engine/messages.hpp"
 
 namespace lm::engine {
@@ -55,24 +54,23 @@ struct PushState {
 };
 
 // Reads `addrs` from the frozen process and compresses them into `batch`.
-Result<void> read_pages(dt::PageReader& reader, compress::Compressor& compressor, std::span<const uint64_t> addrs,
-                        std::byte* buffer, compress::CompressedBatch& batch) {
+Result<void> read_pages(const SourceProcess& process, compress::Compressor& compressor,
+                        std::span<const uint64_t> addrs, std::byte* buffer, compress::CompressedBatch& batch) {
   dt::RangeList ranges;
   for (uint64_t a : addrs) ranges.push_back({a, a + kPageSize});
-  auto report = LM_TRY(reader.read(ranges, {buffer, addrs.size() * kPageSize}));
+  auto report = LM_TRY(process.read(ranges, {buffer, addrs.size() * kPageSize}));
   if (!report.failed.empty())
     return Error::msg(strf("post-copy: page 0x%llx of the frozen pid %d cannot be read",
-                           (unsigned long long)report.failed.front().start, reader.pid()));
+                           (unsigned long long)report.failed.front().start, process.pid()));
   std::vector<const uint8_t*> ptrs;
   for (size_t i = 0; i < addrs.size(); i++) ptrs.push_back(reinterpret_cast<const uint8_t*>(buffer) + i * kPageSize);
   return compressor.compress_batch(addrs, ptrs, batch);
 }
 
 // Priority channel: answers every request at once, whatever was pushed.
-Result<void> serve_requests(transport::Session& session, compress::Compressor& compressor, pid_t pid,
-                            PushState& st, transport::Timeout timeout) {
+Result<void> serve_requests(transport::Session& session, compress::Compressor& compressor,
+                            const SourceProcess& process, PushState& st, transport::Timeout timeout) {
   const Peer peer = Peer::priority(session, timeout);
-  dt::PageReader reader(pid);
   std::vector<std::byte> buffer(size_t(transport::kMaxRequestPages) * kPageSize);
   compress::CompressedBatch batch;
   OutMessage reply;
@@ -93,7 +91,7 @@ Result<void> serve_requests(transport::Session& session, compress::Compressor& c
     st.last_fault_ns = now_ns();
     st.requests++;
     st.pages_requested += addrs.size();
-    LM_TRY(read_pages(reader, compressor, addrs, buffer.data(), batch));
+    LM_TRY(read_pages(process, compressor, addrs, buffer.data(), batch));
     peer.encode(reply, PageReply{request.request_id, batch.entries,
                                  {reinterpret_cast<const std::byte*>(batch.payload.data()), batch.payload.size()}});
     if (auto r = peer.send_encoded(reply); !r) return st.lost_link(std::move(r).error());
@@ -104,10 +102,9 @@ Result<void> serve_requests(transport::Session& session, compress::Compressor& c
 
 // One bulk channel: pushes what the policy hands out until nothing is left,
 // then marks the channel's end.
-Result<void> push_pages(transport::Session& session, size_t c, compress::Compressor& compressor, pid_t pid,
-                        PushState& st, const PostcopySourceOptions& o) {
+Result<void> push_pages(transport::Session& session, size_t c, compress::Compressor& compressor,
+                        const SourceProcess& process, PushState& st, const PostcopySourceOptions& o) {
   const Peer peer = Peer::bulk(session, c, o.timeout);
-  dt::PageReader reader(pid);
   std::vector<uint64_t> addrs(o.push_batch_pages);
   std::vector<std::byte> buffer(size_t(o.push_batch_pages) * kPageSize);
   compress::CompressedBatch batch;
@@ -130,7 +127,7 @@ Result<void> push_pages(transport::Session& session, size_t c, compress::Compres
     }
     std::span<uint64_t> taken(addrs.data(), n);
     std::sort(taken.begin(), taken.end());
-    LM_TRY(read_pages(reader, compressor, taken, buffer.data(), batch));
+    LM_TRY(read_pages(process, compressor, taken, buffer.data(), batch));
     peer.encode(m, PageReply{0, batch.entries,
                              {reinterpret_cast<const std::byte*>(batch.payload.data()), batch.payload.size()}});
     if (auto r = peer.send_encoded(m); !r) return st.lost_link(std::move(r).error());
@@ -249,7 +246,7 @@ Result<dt::RangeList> reconnect(transport::Session& session, const PostcopySourc
 
 }  // namespace
 
-Result<void> run_postcopy_source(transport::Session& session,
+Result<void> run_postcopy_source(transport::Session& session, const SourceProcess& process,
                                  std::vector<std::unique_ptr<compress::Compressor>>& workers,
                                  const PostcopySourceOptions& o, const dt::RangeList& needed, uint64_t freeze_ns,
                                  PostcopySourceOutcome& out) {
@@ -280,9 +277,9 @@ Result<void> run_postcopy_source(transport::Session& session,
         st.add_cpu(thread_cpu_seconds() - cpu0);
       });
     };
-    spawn([&] { return serve_requests(session, *request_compressor, o.pid, st, o.timeout); });
+    spawn([&] { return serve_requests(session, *request_compressor, process, st, o.timeout); });
     for (size_t c = 0; c < session.bulk_count(); c++)
-      spawn([&, c] { return push_pages(session, c, *workers[c], o.pid, st, o); });
+      spawn([&, c] { return push_pages(session, c, *workers[c], process, st, o); });
     struct Join {
       PushState& st;
       std::vector<std::thread>& threads;

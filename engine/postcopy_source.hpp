@@ -22,12 +22,12 @@
 #include "dirtytrack/ranges.hpp"
 #include "engine/config.hpp"
 #include "engine/prepaging.hpp"
+#include "engine/source_process.hpp"
 #include "transport/session.hpp"
 
 namespace lm::engine {
 
 struct PostcopySourceOptions {
-  pid_t pid = 0;
   uint32_t exec_state_kind = 1;
   PrepagingKind prepaging = PrepagingKind::bubble;
   unsigned pivots = 1;
@@ -60,10 +60,11 @@ struct PostcopySourceOutcome {
   std::vector<transport::DigestEntry> digests;  // the destination's, at completion
 };
 
-// `workers`: one compressor per bulk channel at least (one more is made for
-// the request server). `freeze_ns`: when the process was frozen. `session`
-// is replaced in place by a recovered one.
-Result<void> run_postcopy_source(transport::Session& session,
+// `process`: the frozen source, read by every serving thread. `workers`: one
+// compressor per bulk channel at least (one more is made for the request
+// server). `freeze_ns`: when the process was frozen. `session` is replaced
+// in place by a recovered one.
+Result<void> run_postcopy_source(transport::Session& session, const SourceProcess& process,
                                  std::vector<std::unique_ptr<compress::Compressor>>& workers,
                                  const PostcopySourceOptions& options, const dt::RangeList& needed,
                                  uint64_t freeze_ns, PostcopySourceOutcome& out);

@@ -1,8 +1,6 @@
 #include "engine/source.hpp"
 
-#include <signal.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -18,15 +16,12 @@
 
 #include "common/clock.hpp"
 #include "compress/compressor.hpp"
-#include "dirtytrack/page_reader.hpp"
 #include "dirtytrack/probe.hpp"
-#include "dirtytrack/process_freezer.hpp"
-#include "dirtytrack/target_check.hpp"
 #include "dirtytrack/tracker.hpp"
 #include "engine/messages.hpp"
 #include "engine/digest.hpp"
 #include "engine/postcopy_source.hpp"
-#include "engine/throttle.hpp"
+#include "engine/source_process.hpp"
 
 namespace lm::engine {
 
@@ -95,13 +90,14 @@ struct RoundTotals {
 };
 
 // The bulk senders of one migration: `threads` workers, each with its own
-// compressor, reader and buffers, sharing the session's bulk channels.
+// compressor and buffers, sharing the session's bulk channels and reading
+// the process concurrently.
 class BulkSender {
  public:
-  BulkSender(pid_t pid, Session& session, std::vector<std::unique_ptr<compress::Compressor>>& workers,
+  BulkSender(const SourceProcess& process, Session& session, std::vector<std::unique_ptr<compress::Compressor>>& workers,
              unsigned batch_pages, transport::Timeout timeout, uint64_t fault_corrupt_batch, bool raw_passthrough,
              const Cancel* cancel)
-      : pid_(pid),
+      : process_(process),
         session_(session),
         workers_(workers),
         batch_pages_(batch_pages),
@@ -187,7 +183,6 @@ class BulkSender {
     Channel& channel = peer.channel();
     std::mutex& lock = *channel_locks_[c];
     compress::Compressor& compressor = *workers_[t];
-    dt::PageReader reader(pid_);
     Slot* slots = slots_[t].get();
 
     auto wait_slot = [&](Slot& s) -> Result<void> {
@@ -207,7 +202,7 @@ class BulkSender {
       LM_TRY(wait_slot(s));
       const dt::RangeList batch = cursor.take(batch_pages_);
       const uint64_t count = dt::total_pages(batch);
-      LM_TRY(read_batch(reader, batch, count, s, totals));
+      LM_TRY(read_batch(batch, count, s, totals));
       if (s.addrs.empty()) continue;
       std::span<std::byte> payload = LM_TRY(payload_of(s, count, round, compressor, totals));
       peer.encode(s.message, PageBatch{round, s.batch.entries, payload});
@@ -261,9 +256,8 @@ class BulkSender {
   // Reads `batch` into the slot; its addrs/ptrs list the pages that were read.
   // A page whose mapping vanished is not sent: the next collect reports the
   // mapping change.
-  Result<void> read_batch(dt::PageReader& reader, const dt::RangeList& batch, uint64_t count, Slot& s,
-                          RoundTotals& totals) {
-    auto report = LM_TRY(reader.read(batch, {s.pages.get(), count * kPageSize}));
+  Result<void> read_batch(const dt::RangeList& batch, uint64_t count, Slot& s, RoundTotals& totals) {
+    auto report = LM_TRY(process_.read(batch, {s.pages.get(), count * kPageSize}));
     s.addrs.clear();
     s.ptrs.clear();
     uint64_t i = 0;
@@ -334,7 +328,7 @@ class BulkSender {
     }
   }
 
-  pid_t pid_;
+  const SourceProcess& process_;
   Session& session_;
   std::vector<std::unique_ptr<compress::Compressor>>& workers_;
   std::atomic<double> cpu_seconds_{0};  // CPU of the sender threads, all rounds
@@ -364,26 +358,6 @@ class BulkSender {
   std::atomic<bool> failed_{false};  // a thread failed this round: the others stop early
   std::vector<std::jthread> pool_;   // last: stopped and joined first
 };
-
-// Ends a process we hold frozen. Its traced threads turn into zombies that
-// only their tracer (this thread) can reap; until then the parent cannot
-// reap the process, so wait for every non-leader thread here.
-void kill_frozen(dt::ProcessFreezer& freezer) {
-  const pid_t pid = freezer.pid();
-  kill(pid, SIGKILL);
-  for (pid_t tid : freezer.threads()) {
-    if (tid == pid) continue;
-    Stopwatch sw;
-    int status = 0;
-    while (sw.elapsed_ms() < 5000) {
-      pid_t r = waitpid(tid, &status, __WALL | WNOHANG);
-      if (r == tid && (WIFEXITED(status) || WIFSIGNALED(status))) break;
-      if (r < 0) break;  // not ours to wait for any more
-      if (r == 0) usleep(1000);
-    }
-  }
-  (void)freezer.release();  // nothing left to detach; errors are expected
-}
 
 }  // namespace
 
@@ -458,8 +432,8 @@ struct SendFigures {
 // through fail().
 class SourceRun {
  public:
-  SourceRun(const SourceOptions& o, const std::string& address, MigrationResult& result)
-      : o_(o), address_(address), result_(result), policy_(o.convergence) {}
+  SourceRun(const SourceOptions& o, transport::Dial dial, const std::string& peer, MigrationResult& result)
+      : o_(o), dial_(std::move(dial)), peer_(peer), result_(result), policy_(o.convergence) {}
   ~SourceRun() { stop_tracker(); }
 
   Result<void> run() {
@@ -480,7 +454,7 @@ class SourceRun {
       case SourcePhase::commit: return commit();
       case SourcePhase::postcopy: return postcopy();
       case SourcePhase::verify: return verify();
-      default: return Error::msg(strf("source pid %d: no step from phase %s", o_.pid,
+      default: return Error::msg(strf("source pid %d: no step from phase %s", pid(),
                                       std::string(source_phase_name(phase_)).c_str()));
     }
   }
@@ -496,6 +470,7 @@ class SourceRun {
   }
 
   const Cancel* cancel() const { return o_.cancel.get(); }
+  pid_t pid() const { return process_ ? process_->pid() : o_.pid; }
   Result<void> check_cancel() const {
     if (cancel() && cancel()->requested()) return cancel()->error();
     return ok();
@@ -505,10 +480,11 @@ class SourceRun {
 
   // --- setup: refuse bad targets, tracker, session, compressors -----------------------
   Result<SourcePhase> setup() {
-    const pid_t pid = o_.pid;
     if (o_.on_phase) o_.on_phase(SourcePhase::setup);
     result_.policy = o_.policy;
-    LM_TRY(dt::check_migration_target(pid, o_.allow_other_user ? dt::OtherUsers::allow : dt::OtherUsers::refuse));
+    process_ = LM_TRY(o_.make_process ? o_.make_process() : linux_process(o_.pid));
+    const pid_t pid = process_->pid();
+    LM_TRY(process_->check_target(o_.allow_other_user ? dt::OtherUsers::allow : dt::OtherUsers::refuse));
     if (o_.exec_state == ExecStateKind::guest_ram && o_.after == AfterMigration::keep)
       return Error::msg(strf("source pid %d: --after keep with a destination that resumes the VM would run it twice",
                              pid));
@@ -528,11 +504,11 @@ class SourceRun {
     // The destination asks the resumed guest for a userfaultfd only for post-copy.
     if (o_.mode == MigrationMode::precopy) session_config_.features &= ~uint64_t(transport::kFeaturePostCopy);
     LM_TRY(check_cancel());  // before a destination starts preparing for us
-    session_ = LM_TRY_CTX(Session::connect(address_, session_config_, table),
-                          strf("source pid %d: connect to %s", pid, address_.c_str()));
-    result_.transport = address_.substr(0, address_.find(':'));
+    session_ = LM_TRY_CTX(Session::connect_with(dial_, session_config_, table),
+                          strf("source pid %d: connect to %s", pid, peer_.c_str()));
+    result_.transport = peer_.substr(0, peer_.find(':'));
     // The destination says when its memory is ready for round 0.
-    LM_TRY_CTX(control().expect<Ready>(), strf("source pid %d: waiting for the destination at %s", pid, address_.c_str()));
+    LM_TRY_CTX(control().expect<Ready>(), strf("source pid %d: waiting for the destination at %s", pid, peer_.c_str()));
     LM_TRY(make_senders());
     result_.setup_time_ms = total_.elapsed_ms();
     return o_.mode == MigrationMode::postcopy ? SourcePhase::stop_and_copy : SourcePhase::precopy;
@@ -542,12 +518,12 @@ class SourceRun {
     compress::CompressorOptions copts;
     // CPU the compressors may count on: on one host (loopback or memif) the
     // destination's receiving and decompressing share the same cores.
-    copts.workers = transport::same_host_address(address_) ? std::max(1u, o_.workers / 2) : o_.workers;
+    copts.workers = transport::same_host_address(peer_) ? std::max(1u, o_.workers / 2) : o_.workers;
     auto first = LM_TRY_CTX(compress::Compressor::create(o_.policy, copts), "source");
     threads_ = std::max(o_.workers, o_.channels);
     for (unsigned i = 1; i < threads_; i++) workers_.push_back(first->make_worker());
     workers_.insert(workers_.begin(), std::move(first));
-    sender_ = std::make_unique<BulkSender>(o_.pid, *session_, workers_, o_.batch_pages, o_.timeout,
+    sender_ = std::make_unique<BulkSender>(*process_, *session_, workers_, o_.batch_pages, o_.timeout,
                                            o_.fault_corrupt_batch, sends_raw(workers_.front()->policy()), cancel());
     return ok();
   }
@@ -629,23 +605,28 @@ class SourceRun {
   // Auto-converge (QEMU-like): the process dirties faster than half of what
   // the link drains, so slow it down, more each round it keeps doing so.
   Result<void> auto_converge(double dirty_rate) {
-    if (!o_.auto_converge.enabled || round_ < 2 || dirty_rate <= 0.5 * figures_.page_rate) return ok();
-    if (!throttler_) throttler_ = LM_TRY(Throttler::create(o_.pid));
-    unsigned next = throttler_->percent() == 0 ? o_.auto_converge.initial_percent
-                                               : throttler_->percent() + o_.auto_converge.increment_percent;
-    LM_TRY(throttler_->set_percent(std::min(next, o_.auto_converge.max_percent)));
-    result_.cpu_throttle_percentage = std::max(result_.cpu_throttle_percentage, throttler_->percent());
-    result_.throttle_mechanism = std::string(throttle_mechanism_name(throttler_->mechanism()));
+    if (!o_.auto_converge.enabled || !throttle_supported_ || round_ < 2 || dirty_rate <= 0.5 * figures_.page_rate)
+      return ok();
+    unsigned next = throttle_percent_ == 0 ? o_.auto_converge.initial_percent
+                                           : throttle_percent_ + o_.auto_converge.increment_percent;
+    auto applied = process_->throttle(std::min(next, o_.auto_converge.max_percent));
+    if (!applied && applied.error().code == ENOTSUP) {  // this process cannot be slowed: migrate without
+      throttle_supported_ = false;
+      return ok();
+    }
+    throttle_percent_ = LM_TRY(std::move(applied));
+    result_.cpu_throttle_percentage = std::max(result_.cpu_throttle_percentage, throttle_percent_);
+    result_.throttle_mechanism = process_->throttle_mechanism();
     return ok();
   }
 
   // --- stop_and_copy: freeze, final collect; pre-copy sends the rest ---------------------
   Result<SourcePhase> stop_and_copy() {
     result_.stop_reason = stop_ ? std::string(stop_reason_name(*stop_)) : "postcopy";
-    if (throttler_) LM_TRY(throttler_->release());
+    LM_TRY(process_->unthrottle());
     if (o_.before_freeze) o_.before_freeze();
     freeze_ns_ = now_ns();
-    freezer_ = LM_TRY(dt::ProcessFreezer::seize(o_.pid).context(strf("freeze pid %d", o_.pid)));
+    LM_TRY(process_->freeze());
     auto final_dirty = LM_TRY(tracker_->collect());
     if (!final_dirty.changes.empty()) LM_TRY(announce_mappings(final_dirty.mappings));
     final_mappings_ = final_dirty.mappings;
@@ -671,7 +652,7 @@ class SourceRun {
   // From the commit on the destination may run the VM: the source must not
   // run again by accident, even if this engine dies (source.hpp).
   Result<SourcePhase> stay_stopped_from_commit() {
-    if (o_.exec_state == ExecStateKind::guest_ram) LM_TRY(freezer_->stop_on_release());
+    if (o_.exec_state == ExecStateKind::guest_ram) LM_TRY(process_->stop_on_release());
     return SourcePhase::commit;
   }
 
@@ -682,7 +663,7 @@ class SourceRun {
       LM_TRY(sender_->mark_round_end({round_, kRoundEndFinal, 0, 0, 0, dt::total_pages(pending_), 0, 0}));
       return SourcePhase::postcopy;
     }
-    const ImageExecState image_state{uint64_t(o_.pid)};
+    const ImageExecState image_state{uint64_t(pid())};
     LM_TRY(control().send(ExecState{uint32_t(o_.exec_state), o_.exec_state == ExecStateKind::image
                                                                   ? std::as_bytes(std::span(&image_state, 1))
                                                                   : std::span<const std::byte>{}}));
@@ -705,7 +686,6 @@ class SourceRun {
     // runs here again unless the migration fails before the resume, and
     // unregistering its uffd-wp takes the mm's lock for ~16 ms per GiB,
     // stalling the page reads that serve the resumed guest's first faults.
-    po.pid = o_.pid;
     po.exec_state_kind = uint32_t(o_.exec_state);
     po.prepaging = prepaging_;
     po.pivots = o_.postcopy.pivots;
@@ -716,10 +696,10 @@ class SourceRun {
         auto again = session_config_;
         again.session_id = session_->negotiated().session_id;
         again.handshake_timeout = std::min(again.handshake_timeout, within);
-        return Session::connect(address_, again, session_->mappings());
+        return Session::connect_with(dial_, again, session_->mappings());
       };
     PostcopySourceOutcome pc;
-    auto served = run_postcopy_source(*session_, workers_, po, pending_, freeze_ns_, pc);
+    auto served = run_postcopy_source(*session_, *process_, workers_, po, pending_, freeze_ns_, pc);
     destination_may_run_ = pc.destination_may_run;
     result_.pages_pushed = pc.pages_pushed;
     result_.postcopy_pages_requested = pc.pages_requested;
@@ -745,8 +725,8 @@ class SourceRun {
       Stopwatch verify_clock;
       std::vector<PageRange> ranges;
       for (const auto& e : session_->mappings().entries()) ranges.push_back({e.start, e.end});
-      auto data = LM_TRY(dt::populated_pages(o_.pid, final_mappings_));
-      auto mine = LM_TRY(digest_process(o_.pid, ranges, data));
+      auto data = LM_TRY(process_->populated(final_mappings_));
+      auto mine = LM_TRY(digest_process(*process_, ranges, data));
       result_.verify_pages = LM_TRY(compare_digests(mine, dest_digests_));
       result_.verify_ok = true;
       result_.verify_time_ms = verify_clock.elapsed_ms();
@@ -768,17 +748,17 @@ class SourceRun {
     enter(SourcePhase::released);
     switch (o_.after) {
       case AfterMigration::kill:
-        kill_frozen(*freezer_);
+        process_->kill();
         result_.source_state = "killed";
         break;
       case AfterMigration::stop:
-        if (auto r = freezer_->stop_on_release(); !r) kill_frozen(*freezer_);  // never run twice
-        (void)freezer_->release();
-        result_.source_state = freezer_->stops_on_release() ? "stopped" : "killed";
+        if (auto r = process_->stop_on_release(); !r) process_->kill();  // never run twice
+        (void)process_->thaw();
+        result_.source_state = process_->stops_on_release() ? "stopped" : "killed";
         break;
       case AfterMigration::keep:
-        (void)freezer_->cancel_stop_on_release();
-        (void)freezer_->release();
+        (void)process_->cancel_stop_on_release();
+        (void)process_->thaw();
         result_.source_state = "running";
         break;
     }
@@ -797,19 +777,19 @@ class SourceRun {
         if (auto why = control().pending_error(); why) e = std::move(*why);
       control().send_error(e);
     }
-    if (throttler_) (void)throttler_->release();
+    if (process_) (void)process_->unthrottle();
     if (on_failure(phase_, destination_may_run_) == OnFailure::lose_vm) {
       e = Error{e.code, "post-copy failed after the destination resumed the VM; the VM is lost: " + e.message};
       stop_tracker();
-      kill_frozen(*freezer_);
+      process_->kill();
       (void)session_->close(transport::Timeout(2000));
       result_.source_state = "killed";
       enter(SourcePhase::lost);
     } else {
       stop_tracker();
-      if (freezer_) {
-        (void)freezer_->cancel_stop_on_release();
-        (void)freezer_->release();
+      if (process_ && process_->frozen()) {
+        (void)process_->cancel_stop_on_release();
+        (void)process_->thaw();
       }
       result_.source_state = "running";
       enter(SourcePhase::rolled_back);
@@ -823,24 +803,28 @@ class SourceRun {
   }
 
   void stop_tracker() {
-    if (tracker_running_) (void)tracker_->stop(freezer_.get());
+    if (tracker_running_) (void)tracker_->stop(process_->freezer());
     tracker_running_ = false;
   }
   Result<void> stop_tracker_checked() {
     tracker_running_ = false;
-    return tracker_->stop(freezer_.get());
+    return tracker_->stop(process_->freezer());
   }
 
   void record_figures();
 
   const SourceOptions& o_;
-  const std::string address_;
+  const transport::Dial dial_;
+  const std::string peer_;
   MigrationResult& result_;
   SourcePhase phase_ = SourcePhase::setup;
   Stopwatch total_;
   const double cpu_start_ = thread_cpu_seconds();
   PrepagingKind prepaging_ = PrepagingKind::none;
 
+  std::unique_ptr<SourceProcess> process_;  // before the senders that read it
+  unsigned throttle_percent_ = 0;          // auto-converge in force
+  bool throttle_supported_ = true;         // false once the process said ENOTSUP
   std::unique_ptr<dt::Tracker> tracker_;
   bool tracker_running_ = false;
   std::optional<Session> session_;
@@ -848,8 +832,6 @@ class SourceRun {
   std::vector<std::unique_ptr<compress::Compressor>> workers_;
   unsigned threads_ = 1;
   std::unique_ptr<BulkSender> sender_;
-  std::unique_ptr<dt::ProcessFreezer> freezer_;
-  std::unique_ptr<Throttler> throttler_;
 
   uint32_t generation_ = 0;       // of the announced mapping table
   dt::RangeList pending_;         // pages the next round (or post-copy) sends
@@ -905,7 +887,14 @@ void SourceRun::record_figures() {
 }  // namespace
 
 Result<void> SourceMigration::run(const std::string& address, MigrationResult& result) {
-  return SourceRun(o_, address, result).run();
+  transport::Dial dial = [address, options = o_.session.channel](transport::Timeout t) {
+    return transport::connect(address, options, t);
+  };
+  return run(std::move(dial), address, result);
+}
+
+Result<void> SourceMigration::run(transport::Dial dial, const std::string& peer, MigrationResult& result) {
+  return SourceRun(o_, std::move(dial), peer, result).run();
 }
 
 }  // namespace lm::engine

@@ -17,6 +17,8 @@
 #include "engine/results.hpp"
 #include "engine/cancel.hpp"
 #include "engine/config.hpp"
+#include "engine/source_process.hpp"
+#include "transport/channel.hpp"
 #include "transport/session.hpp"
 
 namespace lm::engine {
@@ -68,6 +70,9 @@ struct SourceProgress {
 
 struct SourceOptions {
   pid_t pid = 0;
+  // Makes the process to migrate instead of the live Linux process `pid`
+  // (the engine tests inject an in-memory fake); empty: linux_process(pid).
+  std::function<Result<std::unique_ptr<SourceProcess>>()> make_process;
   dt::Scope scope;  // the guest's RAM range, or every migratable mapping
   ExecStateKind exec_state = ExecStateKind::guest_ram;
   MigrationMode mode = MigrationMode::precopy;  // hybrid: pre-copy until `convergence` stops, then post-copy
@@ -109,6 +114,12 @@ class SourceMigration {
   // Migrates to `address` ("uring:127.0.0.1:7000") and fills `result`
   // (also on failure: what happened until then, and the error).
   Result<void> run(const std::string& address, MigrationResult& result);
+  // The same over channels `dial` opens (transport::make_inproc_link in the
+  // engine tests); `peer` names the destination in messages and the
+  // result's transport ("inproc:matrix"). The session is opened in setup,
+  // once the tracker knows the mappings its handshake announces, and
+  // dialled again by a post-copy recovery.
+  Result<void> run(transport::Dial dial, const std::string& peer, MigrationResult& result);
 
  private:
   SourceOptions o_;
