@@ -36,6 +36,14 @@ struct PushState {
     if (!error) error = std::move(e);
     stop = true;
   }
+  // The destination said why it stopped: that is the cause, even when a
+  // channel breaking as its echo was noticed first.
+  void destination_failed(Error e) {
+    std::lock_guard g(error_lock);
+    error = std::move(e);
+    link_broke = false;
+    stop = true;
+  }
   // A channel failed (reset, EOF, silence): recoverable by dialling again.
   Error lost_link(Error e) {
     std::lock_guard g(error_lock);
@@ -171,6 +179,10 @@ bool await_completion(const Peer& control, PushState& st, const PostcopySourceOp
       return false;
     }
     auto m = control.decode<Resumed, Digest>(*received);
+    if (!m && received->type == transport::MsgType::error) {
+      st.destination_failed(std::move(m).error());
+      return false;
+    }
     if (!m) {
       st.failed(std::move(m).error());
       return false;
@@ -302,6 +314,13 @@ Result<void> run_postcopy_source(transport::Session& session, const SourceProces
     out.cpu_seconds += st.cpu;
     if (complete && !st.error) return ok();
     Error e = st.error ? *st.error : Error::msg("post-copy: serving stopped");
+    // Channels that broke before the destination resumed may only be the
+    // echo of its own failure: if it said why on control first, it
+    // discarded its copy (up to `resumed` it always does), nothing runs
+    // there, and the source may roll back.
+    if (st.link_broke && !out.resumed)
+      if (auto why = Peer::control(session, o.timeout).pending_error(transport::Timeout(100)); why)
+        return std::move(*why);
     // A broken link after the commit leaves it open whether the destination
     // runs the VM; its own error message (or a fatal error here) does not.
     if (out.resumed || st.link_broke) out.destination_may_run = true;
