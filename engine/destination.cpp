@@ -145,6 +145,13 @@ Result<std::unique_ptr<Destination>> Destination::listen(DestinationOptions opti
   return d;
 }
 
+std::unique_ptr<Destination> Destination::over(std::unique_ptr<transport::Listener> listener,
+                                               DestinationOptions options) {
+  std::unique_ptr<Destination> d(new Destination(std::move(options)));
+  d->listener_ = std::move(listener);
+  return d;
+}
+
 Destination::Destination(DestinationOptions options) : o_(std::move(options)) {}
 Destination::~Destination() = default;
 

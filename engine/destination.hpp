@@ -95,6 +95,10 @@ struct DestinationMemory;  // destination.cpp
 class Destination {
  public:
   static Result<std::unique_ptr<Destination>> listen(DestinationOptions options);
+  // Over a listener the caller made (transport::make_inproc_link in the
+  // engine tests); options.listen is not used.
+  static std::unique_ptr<Destination> over(std::unique_ptr<transport::Listener> listener,
+                                           DestinationOptions options);
   ~Destination();
   // The address the source connects to, with the real port.
   std::string address() const;
