@@ -1,0 +1,372 @@
+// A fake process for the in-process engine tests: an address space of a few
+// mappings in this process's memory, written by a thread while it "runs",
+// with its own dirty tracker. The engine sees it through its two seams
+// (engine::SourceProcess, dt::Tracker); the test sees its state (running,
+// frozen, stopped, killed), its step counter (does it run?), the memory it
+// held when frozen, and makes any of its operations fail.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common/clock.hpp"
+#include "dirtytrack/tracker.hpp"
+#include "engine/source_process.hpp"
+
+namespace lm::engine::test {
+
+// What a test can make fail, one operation of either face.
+enum class FakeOp {
+  check_target, read, populated, throttle, unthrottle, freeze, stop_on_release, thaw,
+  tracker_start, tracker_collect, tracker_stop, count_
+};
+
+enum class FakeState { running, frozen, stopped, killed };
+
+inline const char* fake_state_name(FakeState s) {
+  switch (s) {
+    case FakeState::running: return "running";
+    case FakeState::frozen: return "frozen";
+    case FakeState::stopped: return "stopped";
+    case FakeState::killed: return "killed";
+  }
+  return "?";
+}
+
+struct FakeProcessOptions {
+  pid_t pid = 4'100'000;  // named in messages and the image's manifest only
+  unsigned mappings = 3;
+  uint64_t pages_per_mapping = 64;
+  uint64_t first_address = 0x7f1000000000;
+  // While running, a thread writes one page every interval (0: no thread).
+  unsigned write_interval_us = 200;
+  // While running, every tracker collect first writes this many pages (the
+  // process dirtying memory as fast as a round takes).
+  unsigned pages_per_collect = 0;
+  uint64_t seed = 1;
+};
+
+class FakeProcess {
+ public:
+  explicit FakeProcess(FakeProcessOptions o) : o_(o), memory_(o.mappings * o.pages_per_mapping * kPageSize) {
+    touched_.assign(pages(), false);
+    dirty_.assign(pages(), false);
+    // Three pages in four hold data at the start; the rest were never touched.
+    for (uint64_t i = 0; i < pages(); i++)
+      if (i % 4 != 3) write_locked(i);
+    steps_ = 0;
+    if (o.write_interval_us) writer_ = std::jthread([this](std::stop_token stop) { run(stop); });
+  }
+  ~FakeProcess() {
+    if (writer_.joinable()) {
+      writer_.request_stop();
+      writer_.join();
+    }
+  }
+
+  // The engine's faces; both refer to this object, which must outlive them.
+  std::unique_ptr<SourceProcess> source();
+  std::unique_ptr<dt::Tracker> tracker();
+
+  // --- the test's side ---------------------------------------------------------
+  // The nth call of `op` from now on fails with `code` (once).
+  void fail(FakeOp op, unsigned nth = 1, int code = EIO) {
+    std::lock_guard g(lock_);
+    fail_at_[size_t(op)] = calls_[size_t(op)] + nth;
+    fail_code_[size_t(op)] = code;
+  }
+  unsigned calls(FakeOp op) const {
+    std::lock_guard g(lock_);
+    return calls_[size_t(op)];
+  }
+  FakeState state() const {
+    std::lock_guard g(lock_);
+    return state_;
+  }
+  bool stops_on_release() const {
+    std::lock_guard g(lock_);
+    return stop_on_release_;
+  }
+  bool tracking() const {
+    std::lock_guard g(lock_);
+    return tracking_;
+  }
+  unsigned throttle_percent() const {
+    std::lock_guard g(lock_);
+    return throttle_;
+  }
+  unsigned max_throttle_percent() const {
+    std::lock_guard g(lock_);
+    return max_throttle_;
+  }
+  // Pages written since it started: it ran if this moved.
+  uint64_t steps() const { return steps_.load(); }
+  // Waits up to `ms` for the step counter to pass `than`.
+  bool runs_past(uint64_t than, int ms = 3000) const {
+    Stopwatch sw;
+    while (steps() <= than && sw.elapsed_ms() < ms) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return steps() > than;
+  }
+  std::vector<PageRange> ranges() const {
+    std::vector<PageRange> out;
+    for (unsigned m = 0; m < o_.mappings; m++) out.push_back(range_of(m));
+    return out;
+  }
+  // The bytes of [addr, addr + bytes) as they were at the last freeze.
+  std::vector<std::byte> frozen_bytes(uint64_t addr, uint64_t bytes) const {
+    std::lock_guard g(lock_);
+    std::vector<std::byte> out(bytes);
+    for (uint64_t off = 0; off < bytes; off += kPageSize) {
+      int64_t i = index_of(addr + off);
+      if (i >= 0 && !frozen_image_.empty())
+        std::memcpy(out.data() + off, frozen_image_.data() + uint64_t(i) * kPageSize, kPageSize);
+    }
+    return out;
+  }
+  // Pauses or resumes the writing thread (a quiet process sends nothing
+  // after round 0, so a test knows which batch is which).
+  void set_writing(bool on) {
+    std::lock_guard g(lock_);
+    writing_ = on;
+  }
+  // Writes a page as the process would (the tracker sees it).
+  void write_page(uint64_t addr) {
+    std::lock_guard g(lock_);
+    write_locked(uint64_t(index_of(addr)));
+  }
+  // Changes a page behind the tracker's back, even frozen: the memory the
+  // engine reads then differs from what it sent.
+  void corrupt_page(uint64_t addr) {
+    std::lock_guard g(lock_);
+    memory_[uint64_t(index_of(addr)) * kPageSize + 100] ^= std::byte{0x5a};
+  }
+
+ private:
+  friend class FakeSource;
+  friend class FakeTracker;
+
+  uint64_t pages() const { return o_.mappings * o_.pages_per_mapping; }
+  // Mappings lie 16 pages apart, so they are distinct mappings.
+  PageRange range_of(unsigned m) const {
+    uint64_t start = o_.first_address + m * (o_.pages_per_mapping + 16) * kPageSize;
+    return {start, start + o_.pages_per_mapping * kPageSize};
+  }
+  int64_t index_of(uint64_t addr) const {
+    for (unsigned m = 0; m < o_.mappings; m++)
+      if (range_of(m).contains(addr)) return int64_t(m * o_.pages_per_mapping + ((addr - range_of(m).start) >> kPageShift));
+    return -1;
+  }
+  uint64_t addr_of(uint64_t index) const {
+    return range_of(unsigned(index / o_.pages_per_mapping)).start + (index % o_.pages_per_mapping) * kPageSize;
+  }
+
+  // Text-like, integer and random pages, by the page's index and the step.
+  void write_locked(uint64_t index) {
+    const uint64_t step = ++steps_;
+    std::byte* page = memory_.data() + index * kPageSize;
+    uint64_t x = o_.seed * 0x9e3779b97f4a7c15ull + step * 0xbf58476d1ce4e5b9ull + index;
+    for (size_t at = 0; at < kPageSize; at += 8) {
+      uint64_t word = 0;
+      switch (index % 3) {
+        case 0: word = 0x2064726f77206120ull + (at % 64 == 0 ? step : 0); break;  // " a word "
+        case 1: word = step * 1000 + at; break;
+        default: x ^= x << 13, x ^= x >> 7, x ^= x << 17, word = x; break;
+      }
+      std::memcpy(page + at, &word, 8);
+    }
+    touched_[index] = true;
+    dirty_[index] = true;
+  }
+
+  void run(std::stop_token stop) {
+    uint64_t x = o_.seed | 1;
+    while (!stop.stop_requested()) {
+      std::this_thread::sleep_for(std::chrono::microseconds(o_.write_interval_us));
+      std::lock_guard g(lock_);
+      if (state_ != FakeState::running || !writing_) continue;
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      write_locked(x % pages());
+    }
+  }
+
+  // Counts the call; the injected failure when this is the one.
+  Result<void> call(FakeOp op, const char* what) {
+    std::lock_guard g(lock_);
+    return call_locked(op, what);
+  }
+  Result<void> call_locked(FakeOp op, const char* what) {
+    if (++calls_[size_t(op)] != fail_at_[size_t(op)]) return ok();
+    return Error::sys(fail_code_[size_t(op)], strf("injected: %s of fake pid %d failed", what, o_.pid));
+  }
+
+  // Sorted ranges of the pages whose flag is set.
+  dt::RangeList ranges_where(const std::vector<bool>& flags) const {
+    dt::RangeList out;
+    for (uint64_t i = 0; i < flags.size(); i++)
+      if (flags[i]) dt::append_merge(out, {addr_of(i), addr_of(i) + kPageSize});
+    return out;
+  }
+  dt::MappingList mapping_list() const {
+    dt::MappingList out;
+    for (unsigned m = 0; m < o_.mappings; m++) {
+      dt::Mapping map;
+      map.start = range_of(m).start;
+      map.end = range_of(m).end;
+      map.read = map.write = true;
+      out.push_back(map);
+    }
+    return out;
+  }
+
+  const FakeProcessOptions o_;
+  mutable std::mutex lock_;  // everything below
+  std::vector<std::byte> memory_;
+  std::vector<bool> touched_;  // ever written: holds data
+  std::vector<bool> dirty_;    // written since the tracker's last collect
+  std::vector<std::byte> frozen_image_;
+  FakeState state_ = FakeState::running;
+  bool stop_on_release_ = false;
+  bool tracking_ = false;
+  bool writing_ = true;
+  unsigned throttle_ = 0, max_throttle_ = 0;
+  std::array<unsigned, size_t(FakeOp::count_)> calls_{}, fail_at_{};
+  std::array<int, size_t(FakeOp::count_)> fail_code_{};
+  std::atomic<uint64_t> steps_{0};
+  std::jthread writer_;  // last: stopped first
+};
+
+class FakeSource final : public SourceProcess {
+ public:
+  explicit FakeSource(FakeProcess& p) : p_(p) {}
+  pid_t pid() const override { return p_.o_.pid; }
+  Result<void> check_target(dt::OtherUsers) const override {
+    return p_.call(FakeOp::check_target, "the target check");
+  }
+  Result<dt::ReadReport> read(std::span<const PageRange> ranges, std::span<std::byte> out) const override {
+    std::lock_guard g(p_.lock_);
+    LM_TRY(p_.call_locked(FakeOp::read, "a page read"));
+    dt::ReadReport report;
+    uint64_t at = 0;
+    for (const auto& r : ranges)
+      for (uint64_t a = r.start; a < r.end; a += kPageSize, at += kPageSize) {
+        if (at + kPageSize > out.size()) return Error::msg("fake read: buffer too small");
+        const int64_t i = p_.index_of(a);
+        if (i < 0) {
+          std::memset(out.data() + at, 0, kPageSize);
+          dt::append_merge(report.failed, {a, a + kPageSize});
+          continue;
+        }
+        std::memcpy(out.data() + at, p_.memory_.data() + uint64_t(i) * kPageSize, kPageSize);
+        report.pages_read++;
+      }
+    return report;
+  }
+  Result<dt::RangeList> populated(const dt::MappingList& mappings) const override {
+    std::lock_guard g(p_.lock_);
+    LM_TRY(p_.call_locked(FakeOp::populated, "populated pages"));
+    dt::RangeList in;
+    for (const auto& m : mappings) in.push_back(m.range());
+    dt::coalesce(in);
+    return dt::intersect(p_.ranges_where(p_.touched_), in);
+  }
+  Result<unsigned> throttle(unsigned percent) override {
+    std::lock_guard g(p_.lock_);
+    LM_TRY(p_.call_locked(FakeOp::throttle, "throttling"));
+    p_.throttle_ = std::min(percent, 99u);
+    p_.max_throttle_ = std::max(p_.max_throttle_, p_.throttle_);
+    return p_.throttle_;
+  }
+  Result<void> unthrottle() override {
+    std::lock_guard g(p_.lock_);
+    if (p_.throttle_ == 0) return ok();
+    LM_TRY(p_.call_locked(FakeOp::unthrottle, "unthrottling"));
+    p_.throttle_ = 0;
+    return ok();
+  }
+  std::string throttle_mechanism() const override { return "fake"; }
+  Result<void> freeze() override {
+    std::lock_guard g(p_.lock_);
+    LM_TRY(p_.call_locked(FakeOp::freeze, "freezing"));
+    if (p_.state_ != FakeState::running) return Error::msg(strf("freeze fake pid %d: it is %s", p_.o_.pid,
+                                                                fake_state_name(p_.state_)));
+    p_.state_ = FakeState::frozen;
+    p_.frozen_image_ = p_.memory_;
+    return ok();
+  }
+  bool frozen() const override { return p_.state() == FakeState::frozen; }
+  Result<void> stop_on_release() override {
+    std::lock_guard g(p_.lock_);
+    LM_TRY(p_.call_locked(FakeOp::stop_on_release, "stop on release"));
+    if (p_.state_ != FakeState::frozen) return Error::msg("stop on release: the fake is not frozen");
+    p_.stop_on_release_ = true;
+    return ok();
+  }
+  Result<void> cancel_stop_on_release() override {
+    std::lock_guard g(p_.lock_);
+    p_.stop_on_release_ = false;
+    return ok();
+  }
+  bool stops_on_release() const override { return p_.stops_on_release(); }
+  Result<void> thaw() override {
+    std::lock_guard g(p_.lock_);
+    if (p_.state_ != FakeState::frozen) return ok();
+    LM_TRY(p_.call_locked(FakeOp::thaw, "thawing"));
+    p_.state_ = p_.stop_on_release_ ? FakeState::stopped : FakeState::running;
+    return ok();
+  }
+  void kill() override {
+    std::lock_guard g(p_.lock_);
+    p_.state_ = FakeState::killed;
+  }
+  dt::ProcessFreezer* freezer() override { return nullptr; }
+
+ private:
+  FakeProcess& p_;
+};
+
+class FakeTracker final : public dt::Tracker {
+ public:
+  explicit FakeTracker(FakeProcess& p) : p_(p) {}
+  std::string_view name() const override { return "fake"; }
+  Result<dt::StartInfo> start(const dt::TrackRequest& request) override {
+    std::lock_guard g(p_.lock_);
+    LM_TRY(p_.call_locked(FakeOp::tracker_start, "tracker start"));
+    if (request.pid != p_.o_.pid) return Error::msg(strf("fake tracker: asked for pid %d", request.pid));
+    p_.tracking_ = true;
+    std::fill(p_.dirty_.begin(), p_.dirty_.end(), false);
+    return dt::StartInfo{p_.mapping_list(), p_.ranges_where(p_.touched_), 0};
+  }
+  Result<dt::CollectResult> collect() override {
+    std::lock_guard g(p_.lock_);
+    LM_TRY(p_.call_locked(FakeOp::tracker_collect, "tracker collect"));
+    if (!p_.tracking_) return Error::msg("fake tracker: collect while not tracking");
+    if (p_.state_ == FakeState::running)
+      for (unsigned i = 0; i < p_.o_.pages_per_collect; i++) p_.write_locked(i % p_.pages());
+    dt::CollectResult r;
+    r.dirty = p_.ranges_where(p_.dirty_);
+    r.dirty_pages = dt::total_pages(r.dirty);
+    r.mappings = p_.mapping_list();
+    std::fill(p_.dirty_.begin(), p_.dirty_.end(), false);
+    return r;
+  }
+  Result<void> stop(dt::ProcessFreezer*) override {
+    std::lock_guard g(p_.lock_);
+    p_.tracking_ = false;  // a real tracker leaves the target as it was, failing or not
+    return p_.call_locked(FakeOp::tracker_stop, "tracker stop");
+  }
+
+ private:
+  FakeProcess& p_;
+};
+
+inline std::unique_ptr<SourceProcess> FakeProcess::source() { return std::make_unique<FakeSource>(*this); }
+inline std::unique_ptr<dt::Tracker> FakeProcess::tracker() { return std::make_unique<FakeTracker>(*this); }
+
+}  // namespace lm::engine::test
