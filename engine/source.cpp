@@ -94,9 +94,9 @@ struct RoundTotals {
 // the process concurrently.
 class BulkSender {
  public:
-  BulkSender(const SourceProcess& process, Session& session, std::vector<std::unique_ptr<compress::Compressor>>& workers,
-             unsigned batch_pages, transport::Timeout timeout, uint64_t fault_corrupt_batch, bool raw_passthrough,
-             const Cancel* cancel)
+  BulkSender(const SourceProcess& process, Session& session,
+             std::vector<std::unique_ptr<compress::Compressor>>& workers, unsigned batch_pages,
+             transport::Timeout timeout, uint64_t fault_corrupt_batch, bool raw_passthrough, const Cancel* cancel)
       : process_(process),
         session_(session),
         workers_(workers),

@@ -82,30 +82,12 @@ class FakeProcess {
     fail_at_[size_t(op)] = calls_[size_t(op)] + nth;
     fail_code_[size_t(op)] = code;
   }
-  unsigned calls(FakeOp op) const {
-    std::lock_guard g(lock_);
-    return calls_[size_t(op)];
-  }
-  FakeState state() const {
-    std::lock_guard g(lock_);
-    return state_;
-  }
-  bool stops_on_release() const {
-    std::lock_guard g(lock_);
-    return stop_on_release_;
-  }
-  bool tracking() const {
-    std::lock_guard g(lock_);
-    return tracking_;
-  }
-  unsigned throttle_percent() const {
-    std::lock_guard g(lock_);
-    return throttle_;
-  }
-  unsigned max_throttle_percent() const {
-    std::lock_guard g(lock_);
-    return max_throttle_;
-  }
+  unsigned calls(FakeOp op) const { return locked(calls_)[size_t(op)]; }
+  FakeState state() const { return locked(state_); }
+  bool stops_on_release() const { return locked(stop_on_release_); }
+  bool tracking() const { return locked(tracking_); }
+  unsigned throttle_percent() const { return locked(throttle_); }
+  unsigned max_throttle_percent() const { return locked(max_throttle_); }
   // Pages written since it started: it ran if this moved.
   uint64_t steps() const { return steps_.load(); }
   // Waits up to `ms` for the step counter to pass `than`.
@@ -150,6 +132,11 @@ class FakeProcess {
 
  private:
   friend class FakeSource;
+  template <class T>
+  T locked(const T& field) const {
+    std::lock_guard g(lock_);
+    return field;
+  }
   friend class FakeTracker;
 
   uint64_t pages() const { return o_.mappings * o_.pages_per_mapping; }
@@ -160,7 +147,8 @@ class FakeProcess {
   }
   int64_t index_of(uint64_t addr) const {
     for (unsigned m = 0; m < o_.mappings; m++)
-      if (range_of(m).contains(addr)) return int64_t(m * o_.pages_per_mapping + ((addr - range_of(m).start) >> kPageShift));
+      if (range_of(m).contains(addr))
+        return int64_t(m * o_.pages_per_mapping + ((addr - range_of(m).start) >> kPageShift));
     return -1;
   }
   uint64_t addr_of(uint64_t index) const {

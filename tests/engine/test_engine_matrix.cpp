@@ -41,7 +41,8 @@ class TestLink;
 // as its peer gone), and can wait for a message before the engine reads it.
 class TestChannel final : public transport::Channel {
  public:
-  TestChannel(std::unique_ptr<transport::Channel> inner, const TestLink& link) : inner_(std::move(inner)), link_(link) {}
+  TestChannel(std::unique_ptr<transport::Channel> inner, const TestLink& link)
+      : inner_(std::move(inner)), link_(link) {}
   Result<uint64_t> send(std::span<const transport::ConstBuffer> pieces, Timeout timeout) override;
   uint64_t send_completed() override { return inner_->send_completed(); }
   Result<void> wait_sent(uint64_t seq, Timeout timeout) override {
@@ -99,7 +100,8 @@ class TestLink {
   bool broken() const { return broken_; }
   // Waits until the destination said something on the source's control channel.
   Result<void> await_on_control(Timeout t) { return control_->await_message(t); }
-  // Slows the link down: every send waits this long first.
+  // Slows the link down: every page batch (a message over 1 KiB) waits
+  // this long before it is sent.
   std::atomic<unsigned> send_delay_us{0};
 
  private:
@@ -116,7 +118,10 @@ Result<void> TestChannel::check() const {
 
 Result<uint64_t> TestChannel::send(std::span<const transport::ConstBuffer> pieces, Timeout timeout) {
   LM_TRY(check());
-  if (unsigned us = link_.send_delay_us.load()) std::this_thread::sleep_for(std::chrono::microseconds(us));
+  size_t bytes = 0;
+  for (const auto& p : pieces) bytes += p.size;
+  if (unsigned us = link_.send_delay_us.load(); us && bytes > 1024)
+    std::this_thread::sleep_for(std::chrono::microseconds(us));
   return inner_->send(pieces, timeout);
 }
 
@@ -542,7 +547,9 @@ TEST_P(EnginePostcopy, ImageDestinationRefusesAndTheSourceRollsBack) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, EnginePostcopy, testing::Values(MigrationMode::postcopy, MigrationMode::hybrid),
-                         [](const testing::TestParamInfo<MigrationMode>& i) { return std::string(mode_name(i.param)); });
+                         [](const testing::TestParamInfo<MigrationMode>& i) {
+                           return std::string(mode_name(i.param));
+                         });
 
 // --- two migrations at once in one process ---------------------------------------------------
 
