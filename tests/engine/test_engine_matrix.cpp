@@ -154,7 +154,11 @@ struct ImageDestination {
     if (thread.joinable()) thread.join();
     return ended;
   }
-  ~ImageDestination() { wait(); }
+  // A test that stopped early leaves nothing running behind it.
+  ~ImageDestination() {
+    if (!done) cancel->request("the test is over");
+    wait();
+  }
 };
 
 // The destination's image equals the fake's memory when it was frozen.
@@ -315,6 +319,7 @@ struct Case {
 
   std::string name() const { return phase_id(phase) + "_" + failure_id(failure); }
 };
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name(); }
 
 // Injects `c.failure` into `m` (on entering c.phase, from the source's thread).
 void inject(const Case& c, Migration& m) {
@@ -457,6 +462,7 @@ struct AfterCase {
   Profile profile;
   const char* name;
 };
+void PrintTo(const AfterCase& c, std::ostream* os) { *os << c.name; }
 
 class EngineRelease : public testing::TestWithParam<AfterCase> {};
 
@@ -525,6 +531,11 @@ INSTANTIATE_TEST_SUITE_P(After, EngineRelease, testing::ValuesIn(kAfter),
 // --- post-copy: needs a guest destination; an image destination refuses it ------------------
 
 class EnginePostcopy : public testing::TestWithParam<MigrationMode> {};
+}  // namespace
+namespace lm::engine {
+void PrintTo(MigrationMode m, std::ostream* os) { *os << mode_name(m); }
+}  // namespace lm::engine
+namespace {
 
 TEST_P(EnginePostcopy, ImageDestinationRefusesAndTheSourceRollsBack) {
   const MigrationMode mode = GetParam();
