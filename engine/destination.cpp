@@ -266,8 +266,10 @@ class DestinationRun {
 
   // --- prepare: the sink's memory; then `ready` -------------------------------------------
   Result<DestinationPhase> prepare() {
-    LM_TRY(st_.prepare(session_->mappings(), postcopy_ ? ServeFaults::yes : ServeFaults::no,
-                       SinkWait{o_.timeout, stopped()}));
+    auto prepared = st_.prepare(session_->mappings(), postcopy_ ? ServeFaults::yes : ServeFaults::no,
+                                SinkWait{o_.timeout, stopped()});
+    if (!prepared && cancelled()) return o_.cancel->error();  // the cancel is the cause, not the wait it ended
+    LM_TRY(std::move(prepared));
     // Destination memory is ready: the source may start sending (its setup
     // time includes this preparation, its round 0 measures streaming only).
     LM_TRY(check_cancel());
@@ -343,7 +345,9 @@ class DestinationRun {
   Result<DestinationPhase> resume() {
     LM_TRY(check_cancel());
     LM_TRY(sink_.resume());
-    const uint64_t running_ns = LM_TRY(wait_running());
+    auto running = wait_running();
+    if (!running && cancelled()) return o_.cancel->error();
+    const uint64_t running_ns = LM_TRY(std::move(running));
     if (sink_.resumes_vm()) out_.resumed_at_ms = since_accept_.elapsed_ms();
     LM_TRY(check_cancel());
     if (serving_) {
