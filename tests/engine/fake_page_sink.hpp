@@ -56,7 +56,7 @@ class FakePageSink final : public PageSink {
     std::lock_guard g(lock_);
     return calls_;
   }
-  // Pages as the sink holds them (nullptr: no region there). Until discard().
+  // Pages as the sink holds them (nullptr: no region there).
   const uint8_t* page(uint64_t addr) const {
     std::lock_guard g(lock_);
     for (const auto& r : regions_)

@@ -4,8 +4,17 @@
 // the diagram in engine/destination.hpp, each failure that can happen there
 // is injected, and what the diagram promises is checked: discarded => the
 // sink discarded its copy and the source was told why; kept => the sink kept
-// and holds exactly the pages the source sent.
+// and holds exactly the pages the source sent. Post-copy too: the VM is a
+// thread of this process faulting on a userfaultfd the destination serves,
+// so the postcopy and lost phases are covered without a guest.
 #include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <condition_variable>
 #include <cstring>
@@ -74,14 +83,17 @@ const char* failure_name(Failure f) {
   return "?";
 }
 
+enum class Mode { precopy, postcopy };
+
 struct Case {
   P phase;          // where the failure is injected, and where the destination must notice it
   Failure failure;
-  P end;            // kept or discarded
-  const char* why;  // in the destination's error (discarded)
+  P end;            // kept, discarded or lost
+  const char* why;  // in the destination's error (discarded, lost)
   // In what the source heard from the destination; nullptr when it cannot
   // hear (it is gone, finished, or itself the cause).
   const char* told;
+  Mode mode = Mode::precopy;
 };
 
 std::string case_name(const Case& c) {
@@ -206,13 +218,14 @@ transport::MappingTable table_of(const SourceMemory& m, uint32_t generation) {
 // makes it fail; it runs on the test's thread.
 class ScriptedSource {
  public:
-  ScriptedSource(const Case& c, transport::Dial dial, Latch& dest_in_phase, Latch& source_gone)
+  ScriptedSource(const Case& c, transport::Dial dial, Latch& dest_in_phase, Latch& source_gone,
+                 uint64_t ram_addr = kRamAddr)
       : c_(c), dial_(std::move(dial)), dest_in_phase_(dest_in_phase), source_gone_(source_gone) {
-    memory.add(kRamAddr, kRamPages);
+    memory.add(ram_addr, kRamPages);
   }
 
   void run() {
-    auto r = c_.phase == P::accept ? fail_accept() : script();
+    auto r = c_.mode == Mode::postcopy ? postcopy_script() : c_.phase == P::accept ? fail_accept() : script();
     if (!r) told = heard(std::move(r).error());
   }
 
@@ -317,22 +330,33 @@ class ScriptedSource {
     return end_round(1, kRoundEndFinal);
   }
 
-  // Pages go by 64 KiB stripe to a bulk channel, as the real source deals them.
+  // Raw pages as the source holds them (a page outside its memory: zero).
+  struct Batch {
+    std::vector<PageEntry> entries;
+    std::vector<std::byte> payload;
+  };
+  Batch batch_of(std::span<const uint64_t> pages) {
+    Batch b;
+    const std::vector<std::byte> zero(kPageSize);
+    for (uint64_t a : pages) {
+      b.entries.push_back({a, uint32_t(kPageSize), Codec::raw, 0, 0});
+      const auto* p = reinterpret_cast<const std::byte*>(memory.page(a));
+      b.payload.insert(b.payload.end(), p ? p : zero.data(), (p ? p : zero.data()) + kPageSize);
+    }
+    return b;
+  }
+  // The bulk channel of a page: by 64 KiB stripe, as the real source deals them.
+  size_t channel_of(uint64_t addr) const { return (addr >> 16) % session_->bulk_count(); }
+
   Result<void> send_pages(uint64_t round, const std::vector<uint64_t>& pages, std::optional<size_t> only = {}) {
     for (size_t c = 0; c < session_->bulk_count(); c++) {
-      std::vector<PageEntry> entries;
-      std::vector<std::byte> payload;
-      for (uint64_t a : pages) {
-        if ((only ? *only : (a >> 16) % session_->bulk_count()) != c) continue;
-        entries.push_back({a, uint32_t(kPageSize), Codec::raw, 0, 0});
-        const uint8_t* p = memory.page(a);
-        std::vector<uint8_t> zero(kPageSize);
-        payload.insert(payload.end(), reinterpret_cast<const std::byte*>(p ? p : zero.data()),
-                       reinterpret_cast<const std::byte*>(p ? p : zero.data()) + kPageSize);
-        if (at(P::verdict, Failure::corrupt_batch) && round == 1 && entries.size() == 1) payload.back() ^= std::byte{1};
-      }
-      if (entries.empty()) continue;
-      LM_TRY(Peer::bulk(*session_, c, kSourceWait).send(PageBatch{round, entries, payload}));
+      std::vector<uint64_t> mine;
+      for (uint64_t a : pages)
+        if ((only ? *only : channel_of(a)) == c) mine.push_back(a);
+      if (mine.empty()) continue;
+      Batch b = batch_of(mine);
+      if (at(P::verdict, Failure::corrupt_batch) && round == 1) b.payload[kPageSize - 1] ^= std::byte{1};
+      LM_TRY(Peer::bulk(*session_, c, kSourceWait).send(PageBatch{round, b.entries, b.payload}));
     }
     return ok();
   }
@@ -373,6 +397,76 @@ class ScriptedSource {
     return session_->close(transport::Timeout(2000));
   }
 
+  // Pure post-copy (docs/postcopy.md): no pre-copy round, the map of needed
+  // pages, the commit; then requests are served on the priority channel and,
+  // after a while, every needed page is pushed on the bulk channels.
+  Result<void> postcopy_script() {
+    transport::SessionConfig config;
+    config.bulk_channels = 2;
+    session_.emplace(LM_TRY(transport::Session::connect_with(dial_, config, table_of(memory, 0))));
+    LM_TRY(control().expect<Ready>());
+    LM_TRY(end_round(0, kRoundEndFinal));
+    std::vector<uint64_t> needed;  // three of every four pages hold data, the rest stay zero
+    dt::RangeList ranges;
+    const uint64_t ram = memory.regions.front().addr;
+    for (uint64_t i = 0; i < kRamPages; i++) {
+      if (i % 4 == 3) continue;
+      needed.push_back(ram + i * kPageSize);
+      memory.write(needed.back(), 0);
+      ranges.push_back({needed.back(), needed.back() + kPageSize});
+    }
+    LM_TRY(send_page_bitmaps(control(), session_->mappings(), ranges));
+    LM_TRY(control().send(ExecState{uint32_t(ExecStateKind::guest_ram), {}}));
+    std::atomic<bool> stop{false};
+    std::thread server([&] { serve_requests(stop); });
+    auto joined = [&](Result<void> r) {
+      stop = true;
+      server.join();
+      return r;
+    };
+    auto resumed = control().expect<Resumed>();
+    if (!resumed) return joined(std::move(resumed).error());
+    if (at(P::postcopy, Failure::source_vanishes)) {
+      (void)joined(ok());
+      vanish_at(P::postcopy);
+      return ok();
+    }
+    usleep(100000);  // the VM faults its first pages in on demand
+    if (auto pushed = push(needed); !pushed) return joined(std::move(pushed).error());
+    auto digest = control().expect<Digest>(kSourceWait);
+    LM_TRY(joined(ok()));
+    const bool verified = same_digests(LM_TRY(std::move(digest)).entries, memory.digests());
+    if (vanish_at(P::verdict)) return ok();
+    return verdict(verified);
+  }
+
+  Result<void> push(const std::vector<uint64_t>& pages) {
+    for (size_t c = 0; c < session_->bulk_count(); c++) {
+      std::vector<uint64_t> mine;
+      for (uint64_t a : pages)
+        if (channel_of(a) == c) mine.push_back(a);
+      const Peer bulk = Peer::bulk(*session_, c, kSourceWait);
+      for (size_t i = 0; i < mine.size(); i += 8) {
+        Batch b = batch_of(std::span(mine).subspan(i, std::min<size_t>(8, mine.size() - i)));
+        LM_TRY(bulk.send(PageReply{0, b.entries, b.payload}));
+      }
+      LM_TRY(bulk.send(RoundEnd{.flags = kRoundEndFinal, .pages = mine.size()}));
+    }
+    return ok();
+  }
+
+  void serve_requests(const std::atomic<bool>& stop) {
+    const Peer peer = Peer::priority(*session_, kSourceWait);
+    const Stopped stopped = [&stop] { return stop.load(); };
+    while (!stop) {
+      auto request = peer.expect<PageRequest>(kSourceWait, stopped);
+      if (!request) return;
+      std::vector<uint64_t> addrs(request->addrs.begin(), request->addrs.end());
+      Batch b = batch_of(addrs);
+      if (!peer.send(PageReply{request->request_id, b.entries, b.payload})) return;
+    }
+  }
+
   const Case& c_;
   transport::Dial dial_;
   Latch& dest_in_phase_;
@@ -380,31 +474,39 @@ class ScriptedSource {
   std::optional<transport::Session> session_;
 };
 
-// --- the test ---------------------------------------------------------------------------
+// --- the tests --------------------------------------------------------------------------
 
-class DestinationMatrix : public ::testing::TestWithParam<Case> {};
+// One case run: the destination on its own thread, the scripted source on
+// the test's.
+struct Ended {
+  std::optional<Result<DestinationOutcome>> outcome;
+  std::vector<P> phases;  // as entered
+  SourceMemory memory;    // the source's, at the end
+  std::optional<std::string> told;
+};
 
-TEST_P(DestinationMatrix, FailureEndsAsTheDiagramSays) {
-  const Case& c = GetParam();
-  auto sink = std::make_shared<FakePageSink>();
-  auto cancel = std::make_shared<Cancel>();
-  Latch dest_in_phase, source_gone;
-  std::mutex phases_lock;
-  std::vector<P> phases;
+void inject_into_sink(const Case& c, FakePageSink& sink, const std::shared_ptr<Cancel>& cancel) {
   if (c.failure == Failure::sink_fails) {
     const SinkCall call = c.phase == P::prepare ? SinkCall::prepare
                           : c.phase == P::receive ? SinkCall::take_exec_state
                           : c.phase == P::resume  ? SinkCall::resume
                                                   : SinkCall::keep;
-    sink->fail(call);
+    sink.fail(call);
   }
-  if (c.failure == Failure::sink_refuses_table) sink->fail(SinkCall::adopt);
-  if (c.failure == Failure::vm_fails) sink->fail(SinkCall::wait_running);
-  if (c.failure == Failure::vm_not_ready) sink->fail(SinkCall::wait_ready);
+  if (c.failure == Failure::sink_refuses_table) sink.fail(SinkCall::adopt);
+  if (c.failure == Failure::vm_fails) sink.fail(SinkCall::wait_running);
+  if (c.failure == Failure::vm_not_ready) sink.fail(SinkCall::wait_ready);
   // A cancel while the sink waits for the VM to run (SinkWait::stopped).
   if (c.phase == P::resume && c.failure == Failure::cancel)
-    sink->on(SinkCall::wait_running, [&] { cancel->request(kCancelReason); });
+    sink.on(SinkCall::wait_running, [cancel] { cancel->request(kCancelReason); });
+}
 
+Ended run_case(const Case& c, const std::shared_ptr<FakePageSink>& sink, uint64_t ram_addr = kRamAddr) {
+  auto cancel = std::make_shared<Cancel>();
+  inject_into_sink(c, *sink, cancel);
+  Latch dest_in_phase, source_gone;
+  std::mutex phases_lock;
+  Ended ended;
   DestinationOptions o;
   o.sink = sink;
   o.timeout = kSilence;
@@ -413,7 +515,7 @@ TEST_P(DestinationMatrix, FailureEndsAsTheDiagramSays) {
   o.on_phase = [&](P p) {
     {
       std::lock_guard g(phases_lock);
-      phases.push_back(p);
+      ended.phases.push_back(p);
     }
     if (p == P::discarded || p == P::kept || p == P::lost) dest_in_phase.open();  // nothing more to wait for
     if (p != c.phase) return;
@@ -426,59 +528,169 @@ TEST_P(DestinationMatrix, FailureEndsAsTheDiagramSays) {
   };
   auto link = transport::make_inproc_link(transport::ChannelOptions{}, "matrix");
   auto dest = Destination::over(std::move(link.listener), o);
-  ASSERT_TRUE(dest.ok()) << dest.error().message;
-  std::optional<Result<DestinationOutcome>> outcome;
-  std::thread dest_thread([&] { outcome = (*dest)->run(); });
-
-  ScriptedSource source(c, link.dial, dest_in_phase, source_gone);
+  EXPECT_TRUE(dest.ok()) << dest.error().message;
+  if (!dest) return ended;
+  std::thread dest_thread([&] { ended.outcome = (*dest)->run(); });
+  ScriptedSource source(c, link.dial, dest_in_phase, source_gone, ram_addr);
   source.run();
   dest_thread.join();
+  ended.memory = std::move(source.memory);
+  ended.told = std::move(source.told);
+  return ended;
+}
 
-  ASSERT_TRUE(outcome.has_value());
-  std::vector<P> seen;
-  {
-    std::lock_guard g(phases_lock);
-    seen = phases;
-  }
+// What the diagram promises for the end the case expects.
+void expect_end(const Case& c, const Ended& ended, const FakePageSink& sink) {
+  ASSERT_TRUE(ended.outcome.has_value());
+  const auto& seen = ended.phases;
   ASSERT_GE(seen.size(), 2u);
   EXPECT_EQ(seen.back(), c.end) << "ended " << destination_phase_name(seen.back());
-  if (c.end == P::discarded) {
+  if (c.end == P::kept) {
+    ASSERT_TRUE(ended.outcome->ok()) << ended.outcome->error().message;
+    EXPECT_TRUE(sink.kept());
+    EXPECT_FALSE(sink.discarded());
+  } else {
     EXPECT_EQ(seen[seen.size() - 2], c.phase) << "the failure must be noticed in " << destination_phase_name(c.phase)
                                                << ", not in " << destination_phase_name(seen[seen.size() - 2]);
-  }
-  if (c.end == P::kept) {
-    ASSERT_TRUE(outcome->ok()) << outcome->error().message;
-    EXPECT_TRUE(sink->kept());
-    EXPECT_FALSE(sink->discarded());
-    EXPECT_EQ(seen, (std::vector<P>{P::accept, P::prepare, P::receive, P::commit, P::resume, P::verdict, P::kept}));
-    // Exactly the pages sent (their last versions), zero where none was.
-    EXPECT_EQ(sink->regions().size(), source.memory.regions.size());
-    uint64_t pages = 0;
-    for (auto& r : source.memory.regions)
-      for (uint64_t off = 0; off < r.bytes.size(); off += kPageSize, pages++) {
-        const uint8_t* held = sink->page(r.addr + off);
-        ASSERT_NE(held, nullptr) << "no region at 0x" << std::hex << r.addr + off;
-        EXPECT_EQ(std::memcmp(held, &r.bytes[off], kPageSize), 0) << "page 0x" << std::hex << r.addr + off;
-      }
-    EXPECT_EQ(pages, kRamPages + (c.failure == Failure::table_change ? kExtraPages : 0));
-    EXPECT_EQ(outcome->value().pages_received,
-              kRamPages / 4 * 3 + 8 + (c.failure == Failure::table_change ? kExtraPages / 2 : 0));
-    EXPECT_EQ(sink->exec_kind, uint32_t(ExecStateKind::guest_ram));
-  } else {
-    ASSERT_FALSE(outcome->ok()) << "the destination must not keep a copy";
-    std::printf("destination: %s\n", outcome->error().message.c_str());
-    EXPECT_NE(outcome->error().message.find(c.why), std::string::npos) << outcome->error().message;
-    EXPECT_TRUE(sink->discarded()) << "a discarded copy must be discarded by the sink";
-    EXPECT_FALSE(sink->kept());
+    ASSERT_FALSE(ended.outcome->ok()) << "the destination must not keep a copy";
+    std::printf("destination: %s\n", ended.outcome->error().message.c_str());
+    EXPECT_NE(ended.outcome->error().message.find(c.why), std::string::npos) << ended.outcome->error().message;
+    EXPECT_TRUE(sink.discarded()) << "what the destination does not keep, the sink must discard";
+    EXPECT_FALSE(sink.kept());
   }
   if (c.told) {
-    ASSERT_TRUE(source.told.has_value()) << "the source was not told anything";
-    std::printf("source heard: %s\n", source.told->c_str());
-    EXPECT_NE(source.told->find(c.told), std::string::npos) << *source.told;
+    ASSERT_TRUE(ended.told.has_value()) << "the source was not told anything";
+    std::printf("source heard: %s\n", ended.told->c_str());
+    EXPECT_NE(ended.told->find(c.told), std::string::npos) << *ended.told;
   }
 }
 
+class DestinationMatrix : public ::testing::TestWithParam<Case> {};
+
+TEST_P(DestinationMatrix, FailureEndsAsTheDiagramSays) {
+  const Case& c = GetParam();
+  auto sink = std::make_shared<FakePageSink>();
+  const Ended ended = run_case(c, sink);
+  expect_end(c, ended, *sink);
+  if (c.end != P::kept || HasFatalFailure()) return;
+  EXPECT_EQ(ended.phases, (std::vector<P>{P::accept, P::prepare, P::receive, P::commit, P::resume, P::verdict, P::kept}));
+  // Exactly the pages sent (their last versions), zero where none was.
+  EXPECT_EQ(sink->regions().size(), ended.memory.regions.size());
+  uint64_t pages = 0;
+  for (const auto& r : ended.memory.regions)
+    for (uint64_t off = 0; off < r.bytes.size(); off += kPageSize, pages++) {
+      const uint8_t* held = sink->page(r.addr + off);
+      ASSERT_NE(held, nullptr) << "no region at 0x" << std::hex << r.addr + off;
+      EXPECT_EQ(std::memcmp(held, &r.bytes[off], kPageSize), 0) << "page 0x" << std::hex << r.addr + off;
+    }
+  const bool grew = c.failure == Failure::table_change;
+  EXPECT_EQ(pages, kRamPages + (grew ? kExtraPages : 0));
+  EXPECT_EQ(ended.outcome->value().pages_received, kRamPages / 4 * 3 + 8 + (grew ? kExtraPages / 2 : 0));
+  EXPECT_EQ(sink->exec_kind, uint32_t(ExecStateKind::guest_ram));
+}
+
 INSTANTIATE_TEST_SUITE_P(Phases, DestinationMatrix, ::testing::ValuesIn(kCases),
+                         [](const auto& info) { return case_name(info.param); });
+
+// --- post-copy: the VM is a thread of this process --------------------------------------
+
+// Its RAM is a memfd mapped where the kernel likes, registered (MISSING) with
+// a userfaultfd that the destination serves; once resumed, a thread reads
+// every page in turn, each first read a fault, and counts its steps.
+class FaultingGuest {
+ public:
+  Result<void> create(uint64_t pages) {
+    bytes_ = pages * kPageSize;
+    memfd_.reset(memfd_create("matrix-guest-ram", MFD_CLOEXEC));
+    if (memfd_.get() < 0 || ftruncate(memfd_.get(), off_t(bytes_)) != 0) return Error::from_errno("guest RAM memfd");
+    void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, memfd_.get(), 0);
+    if (p == MAP_FAILED) return Error::from_errno("map the guest RAM");
+    ram_ = static_cast<uint8_t*>(p);
+    uffd_.reset(int(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK)));
+    if (uffd_.get() < 0) return Error::from_errno("userfaultfd");
+    uffdio_api api{UFFD_API, 0, 0};
+    if (ioctl(uffd_.get(), UFFDIO_API, &api) != 0) return Error::from_errno("UFFDIO_API");
+    uffdio_register reg{};
+    reg.range = {uint64_t(ram_), bytes_};
+    reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+    if (ioctl(uffd_.get(), UFFDIO_REGISTER, &reg) != 0) return Error::from_errno("UFFDIO_REGISTER the guest RAM");
+    return ok();
+  }
+  uint64_t addr() const { return uint64_t(ram_); }
+  // For the sink: the engine's copy of the memfd, and the userfaultfd.
+  UniqueFd memfd() const { return UniqueFd(dup(memfd_.get())); }
+  UniqueFd take_uffd() { return std::move(uffd_); }
+
+  void start(std::atomic<uint64_t>& steps) {
+    runner_ = std::thread([this, &steps] {
+      for (uint64_t off = 0; off < bytes_ && !stop_; off += kPageSize, steps++) {
+        uint64_t word;
+        std::memcpy(&word, ram_ + off, sizeof word);  // faults until the destination installs the page
+        seen_.push_back(word);
+      }
+    });
+  }
+  // The first word of each page as the VM read it; after stop().
+  const std::vector<uint64_t>& seen() const { return seen_; }
+  void stop() {
+    stop_ = true;
+    if (runner_.joinable()) runner_.join();
+  }
+  ~FaultingGuest() {
+    stop();
+    if (ram_) munmap(ram_, bytes_);
+  }
+
+ private:
+  uint64_t bytes_ = 0;
+  uint8_t* ram_ = nullptr;
+  UniqueFd memfd_;
+  UniqueFd uffd_;
+  std::atomic<bool> stop_{false};
+  std::vector<uint64_t> seen_;
+  std::thread runner_;
+};
+
+const Case kPostcopyCases[] = {
+    {P::verdict, Failure::none, P::kept, "", nullptr, Mode::postcopy},
+    {P::postcopy, Failure::source_vanishes, P::lost, "vanished", nullptr, Mode::postcopy},
+    {P::verdict, Failure::source_vanishes, P::lost, "vanished", nullptr, Mode::postcopy},
+};
+
+class DestinationPostcopy : public ::testing::TestWithParam<Case> {};
+
+TEST_P(DestinationPostcopy, EndsAsTheDiagramSays) {
+  const Case& c = GetParam();
+  FaultingGuest guest;
+  if (auto made = guest.create(kRamPages); !made) {
+    if (made.error().code == EPERM || made.error().code == ENOSYS || made.error().code == EINVAL)
+      GTEST_SKIP() << "no userfaultfd on shmem here: " << made.error().message;
+    FAIL() << made.error().message;
+  }
+  auto sink = std::make_shared<FakePageSink>();
+  sink->use_postcopy_ram(guest.memfd(), guest.take_uffd());
+  sink->on(SinkCall::resume, [&] { guest.start(sink->steps); });
+  const Ended ended = run_case(c, sink, guest.addr());
+  guest.stop();
+  expect_end(c, ended, *sink);
+  if (c.end != P::kept || HasFatalFailure()) return;
+  EXPECT_EQ(ended.phases,
+            (std::vector<P>{P::accept, P::prepare, P::receive, P::commit, P::resume, P::postcopy, P::verdict, P::kept}));
+  // The VM read every page as the source has it: pulled on a fault, pushed, or zero.
+  ASSERT_EQ(guest.seen().size(), kRamPages);
+  SourceMemory memory = ended.memory;
+  for (uint64_t i = 0; i < kRamPages; i++) {
+    uint64_t want;
+    std::memcpy(&want, memory.page(guest.addr() + i * kPageSize), sizeof want);
+    EXPECT_EQ(guest.seen()[i], want) << "page " << i;
+  }
+  const auto& out = ended.outcome->value();
+  ASSERT_TRUE(out.postcopy.has_value());
+  EXPECT_GT(out.postcopy->demand_faults, 0u) << "the VM ran before the pages came: it must have faulted";
+  EXPECT_EQ(out.postcopy->zero_faults, kRamPages / 4) << "a page the source never wrote is resolved here, as zero";
+}
+
+INSTANTIATE_TEST_SUITE_P(Postcopy, DestinationPostcopy, ::testing::ValuesIn(kPostcopyCases),
                          [](const auto& info) { return case_name(info.param); });
 
 }  // namespace
