@@ -44,9 +44,10 @@ struct DestinationMemory {
   }
 
   Result<void> prepare(const transport::MappingTable& table, ServeFaults faults, const SinkWait& wait) {
+    auto regions = LM_TRY(sink.prepare(table, faults, wait));
     std::unique_lock g(lock);
     generation = table.generation();
-    return add_regions(LM_TRY(sink.prepare(table, faults, wait)));
+    return add_regions(regions);
   }
 
   // A table announced on one of the channels; the first to arrive adopts it.

@@ -79,8 +79,8 @@ class PageSink {
   virtual Result<uint64_t> wait_running(const SinkWait& wait) = 0;
   // After the report: waits until the VM can be talked to (the guest's READY).
   virtual Result<void> wait_ready(transport::Timeout timeout) = 0;
-  // The VM's progress so far (guest steps), for the post-copy rate; nullopt
-  // when it has none or cannot say.
+  // The VM's progress so far (guest steps), for the post-copy rate; after
+  // wait_ready. nullopt when it has none or cannot say.
   virtual std::optional<uint64_t> progress() = 0;
 
   // The source's verdict released the copy to this side; `table` is the
