@@ -1,14 +1,8 @@
 #include "engine/destination.hpp"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <atomic>
-#include <climits>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <functional>
 #include <optional>
 #include <mutex>
@@ -16,12 +10,9 @@
 #include <thread>
 
 #include "common/clock.hpp"
-#include "common/fd.hpp"
 #include "compress/compressor.hpp"
 #include "engine/digest.hpp"
 #include "engine/messages.hpp"
-#include "engine/source.hpp"
-#include "harness/guest/handoff.hpp"
 
 namespace lm::engine {
 
@@ -29,78 +20,14 @@ using transport::MsgType;
 
 namespace {
 
-struct Region {
-  uint64_t addr = 0;
-  uint64_t bytes = 0;
-  UniqueFd memfd;
-  uint8_t* base = nullptr;
-
-  Region() = default;
-  Region(Region&& o) noexcept
-      : addr(o.addr), bytes(o.bytes), memfd(std::move(o.memfd)), base(std::exchange(o.base, nullptr)) {}
-  ~Region() {
-    if (base) munmap(base, bytes);
-  }
-};
-
-enum class Prealloc { no, yes };
-
-// Maps a memfd for the engine to write into. With Prealloc::yes the memory is
-// allocated and mapped up front (fallocate + MAP_POPULATE), like QEMU's
-// -mem-prealloc: first touch of fresh memory costs several µs per page on
-// these machines, which would otherwise be paid page by page while receiving.
-Result<Region> map_region(uint64_t addr, uint64_t bytes, UniqueFd memfd, Prealloc prealloc = Prealloc::no) {
-  Region r;
-  r.addr = addr;
-  r.bytes = bytes;
-  r.memfd = std::move(memfd);
-  if (prealloc == Prealloc::yes && fallocate(r.memfd.get(), 0, 0, off_t(bytes)) != 0)
-    return Error::from_errno(strf("preallocate %llu bytes of destination memory", (unsigned long long)bytes));
-  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
-                 MAP_SHARED | (prealloc == Prealloc::yes ? MAP_POPULATE : 0), r.memfd.get(), 0);
-  if (p == MAP_FAILED)
-    return Error::from_errno(strf("map destination memory for [0x%llx,0x%llx)", (unsigned long long)addr,
-                                  (unsigned long long)(addr + bytes)));
-  r.base = static_cast<uint8_t*>(p);
-  return r;
-}
-
-Result<Region> new_image_region(uint64_t addr, uint64_t bytes) {
-  int fd = memfd_create("livemig-image", MFD_CLOEXEC);
-  if (fd < 0) return Error::from_errno("memfd_create for the destination image");
-  UniqueFd memfd(fd);
-  if (ftruncate(fd, off_t(bytes)) != 0)
-    return Error::from_errno(strf("size the image of [0x%llx,+%llu)", (unsigned long long)addr,
-                                  (unsigned long long)bytes));
-  return map_region(addr, bytes, std::move(memfd));
-}
-
-std::optional<pid_t> image_source_pid(std::span<const std::byte> state) {
-  ImageExecState image{};
-  if (state.size() != sizeof image) return std::nullopt;
-  std::memcpy(&image, state.data(), sizeof image);
-  if (image.source_pid == 0 || image.source_pid > uint64_t(INT_MAX)) return std::nullopt;
-  return pid_t(image.source_pid);
-}
-
-// The regions of the final mapping table, with its protections. Regions of
-// mappings that went away before the freeze are not part of the image.
-std::vector<ImageRegion> held_image(const std::vector<Region>& regions, const transport::MappingTable& table) {
-  std::vector<ImageRegion> image;
-  for (const auto& e : table.entries())
-    for (const auto& r : regions)
-      if (r.addr == e.start && r.bytes == e.end - e.start) image.push_back({r.addr, r.bytes, e.prot, r.base});
-  return image;
-}
-
-}  // namespace
-
-// Destination memory by source address, shared by the receiving threads.
-// Pages are installed under a shared lock; a new mapping table (the source
-// announces it in-band on every channel) takes the exclusive lock.
+// Destination memory by source address, shared by the receiving threads:
+// views of the sink's regions, with a hash per page. Pages are installed
+// under a shared lock; a new mapping table (the source announces it in-band
+// on every channel) takes the exclusive lock.
 struct DestinationMemory {
+  explicit DestinationMemory(PageSink& s) : sink(s) {}
+  PageSink& sink;
   std::shared_mutex lock;
-  std::vector<Region> regions;
   compress::DestinationMap map;
   PageHashes hashes{{}};
   uint32_t generation = 0;
@@ -108,27 +35,27 @@ struct DestinationMemory {
   std::atomic<uint64_t> batches{0};
   std::atomic<double> cpu_seconds{0};
 
-  Result<void> add_region(Region r) {
-    LM_TRY(map.add({r.addr, r.bytes, r.base}));
-    hashes.add({r.addr, r.addr + r.bytes});
-    regions.push_back(std::move(r));
+  Result<void> add_regions(const std::vector<SinkRegion>& regions) {
+    for (const auto& r : regions) {
+      LM_TRY(map.add({r.addr, r.bytes, r.base}));
+      hashes.add({r.addr, r.addr + r.bytes});
+    }
     return ok();
   }
 
-  // Image target: a memfd for every mapping of the table not held yet.
-  // Regions of mappings that went away stay (their pages are simply not
-  // verified any more).
+  Result<void> prepare(const transport::MappingTable& table, ServeFaults faults, const SinkWait& wait) {
+    auto regions = LM_TRY(sink.prepare(table, faults, wait));
+    std::unique_lock g(lock);
+    generation = table.generation();
+    return add_regions(regions);
+  }
+
+  // A table announced on one of the channels; the first to arrive adopts it.
   Result<void> adopt_table(const transport::MappingTable& table) {
     std::unique_lock g(lock);
-    if (table.generation() < generation) return ok();
+    if (table.generation() <= generation) return ok();
     generation = table.generation();
-    for (const auto& e : table.entries()) {
-      bool held = false;
-      for (const auto& r : regions) held |= r.addr == e.start && r.bytes == e.end - e.start;
-      if (held) continue;
-      LM_TRY(add_region(LM_TRY(new_image_region(e.start, e.end - e.start))));
-    }
-    return ok();
+    return add_regions(LM_TRY(sink.adopt(table)));
   }
 
   void add_cpu(double s) {
@@ -138,15 +65,17 @@ struct DestinationMemory {
   }
 };
 
+}  // namespace
+
 Result<std::unique_ptr<Destination>> Destination::listen(DestinationOptions options) {
-  std::unique_ptr<Destination> d(new Destination(std::move(options)));
-  d->listener_ = LM_TRY_CTX(transport::listen(d->o_.listen, d->o_.session.channel),
-                            strf("destination listen on %s", d->o_.listen.c_str()));
-  return d;
+  auto listener = LM_TRY_CTX(transport::listen(options.listen, options.session.channel),
+                             strf("destination listen on %s", options.listen.c_str()));
+  return over(std::move(listener), std::move(options));
 }
 
-std::unique_ptr<Destination> Destination::over(std::unique_ptr<transport::Listener> listener,
-                                               DestinationOptions options) {
+Result<std::unique_ptr<Destination>> Destination::over(std::unique_ptr<transport::Listener> listener,
+                                                       DestinationOptions options) {
+  if (!options.sink) return Error::msg("destination: no page sink");
   std::unique_ptr<Destination> d(new Destination(std::move(options)));
   d->listener_ = std::move(listener);
   return d;
@@ -162,7 +91,7 @@ namespace {
 // Receives one bulk channel until its final round mark, checking addresses
 // against the mapping table its own stream announced.
 Result<void> receive_bulk(Peer peer, DestinationMemory& st, transport::MappingTable table,
-                          transport::Timeout timeout, const std::atomic<bool>& abort, bool image_target) {
+                          transport::Timeout timeout, const std::atomic<bool>& abort) {
   compress::Decompressor decompressor;
   peer.check_against(table);
   const Stopped stopped = [&abort] { return abort.load(); };
@@ -181,7 +110,7 @@ Result<void> receive_bulk(Peer peer, DestinationMemory& st, transport::MappingTa
       if (end->flags & kRoundEndFinal) return ok();
     } else {
       table = std::move(std::get<Mappings>(m).table);
-      if (image_target) LM_TRY(st.adopt_table(table));
+      LM_TRY_CTX(st.adopt_table(table), peer.channel().name());
     }
   }
 }
@@ -233,11 +162,11 @@ DestinationPhase on_failure(DestinationPhase phase, bool postcopy) {
 // The bulk receivers of the pre-copy rounds, one thread per bulk channel.
 class BulkReceivers {
  public:
-  void start(transport::Session& session, DestinationMemory& st, transport::Timeout timeout, bool image_target) {
+  void start(transport::Session& session, DestinationMemory& st, transport::Timeout timeout) {
     for (size_t c = 0; c < session.bulk_count(); c++) {
-      threads_.emplace_back([this, &session, &st, c, table = session.mappings(), timeout, image_target] {
+      threads_.emplace_back([this, &session, &st, c, table = session.mappings(), timeout] {
         double cpu0 = thread_cpu_seconds();
-        auto r = receive_bulk(Peer::bulk(session, c, timeout), st, table, timeout, abort_, image_target);
+        auto r = receive_bulk(Peer::bulk(session, c, timeout), st, table, timeout, abort_);
         if (!r) {
           std::lock_guard g(first_error_lock_);
           if (!first_error_) first_error_ = std::move(r).error();
@@ -273,11 +202,11 @@ class BulkReceivers {
 // failure through fail().
 class DestinationRun {
  public:
-  DestinationRun(const DestinationOptions& o, transport::Listener& listener, DestinationMemory& memory,
-                 const void* owner)
-      : o_(o), listener_(listener), st_(memory), owner_(owner) {}
+  DestinationRun(const DestinationOptions& o, transport::Listener& listener, PageSink& sink)
+      : o_(o), listener_(listener), sink_(sink), st_(sink) {}
 
   Result<DestinationOutcome> run() {
+    if (o_.on_phase) o_.on_phase(phase_);
     for (;;) {
       Result<DestinationPhase> next = step();
       if (!next) return fail(std::move(next).error());
@@ -309,6 +238,7 @@ class DestinationRun {
       std::abort();
     }
     phase_ = next;
+    if (o_.on_phase) o_.on_phase(next);
   }
 
   bool cancelled() const { return o_.cancel && o_.cancel->requested(); }
@@ -323,7 +253,6 @@ class DestinationRun {
   }
   // The control channel; waits on it end early on a cancel.
   Peer control() { return Peer::control(*session_, o_.timeout, o_.cancel.get()); }
-  int timeout_ms() const { return int(o_.timeout.count()); }
 
   // --- accept: the source's session ---------------------------------------------------
   Result<DestinationPhase> accept() {
@@ -336,10 +265,12 @@ class DestinationRun {
     return DestinationPhase::prepare;
   }
 
-  // --- prepare: the destination memory; then `ready` ------------------------------------
+  // --- prepare: the sink's memory; then `ready` -------------------------------------------
   Result<DestinationPhase> prepare() {
-    if (o_.target == DestinationTarget::guest) LM_TRY(prepare_guest());
-    else LM_TRY(st_.adopt_table(session_->mappings()));
+    auto prepared = st_.prepare(session_->mappings(), postcopy_ ? ServeFaults::yes : ServeFaults::no,
+                                SinkWait{o_.timeout, stopped()});
+    if (!prepared && cancelled()) return o_.cancel->error();  // the cancel is the cause, not the wait it ended
+    LM_TRY(std::move(prepared));
     // Destination memory is ready: the source may start sending (its setup
     // time includes this preparation, its round 0 measures streaming only).
     LM_TRY(check_cancel());
@@ -347,31 +278,9 @@ class DestinationRun {
     return DestinationPhase::receive;
   }
 
-  Result<void> prepare_guest() {
-    const auto& table = session_->mappings();
-    if (table.entries().size() != 1)
-      return Error::msg(strf("a guest migration announces one RAM mapping, this one %zu", table.entries().size()));
-    const auto& ram = table.entries().front();
-    std::string handoff_path = o_.work_dir + strf("/handoff-%d-%p.sock", getpid(), owner_);
-    handoff_ = LM_TRY(guest::HandoffServer::listen(handoff_path));
-    guest_ = std::make_unique<guest::GuestProcess>(
-        LM_TRY(guest::GuestProcess::spawn_resume(o_.guest_binary, handoff_path, o_.work_dir)));
-    auto got = LM_TRY_CTX(handoff_->accept(ram.start, ram.end - ram.start,
-                                           postcopy_ ? guest::UffdWanted::yes : guest::UffdWanted::no, timeout_ms(),
-                                           stopped()),
-                          strf("resumed guest pid %d", guest_->pid()));
-    // Preallocating would put every page in the page cache, where a MISSING
-    // fault never fires: post-copy's RAM must stay empty until filled.
-    LM_TRY(st_.add_region(LM_TRY(map_region(ram.start, ram.end - ram.start, std::move(got.memfd),
-                                            o_.prealloc && !postcopy_ ? Prealloc::yes : Prealloc::no))));
-    postcopy_ram_ = {std::move(got.uffd), got.minor_registered, st_.regions.back().memfd.get(),
-                     st_.regions.back().base, {ram.start, ram.end}};
-    return ok();
-  }
-
   // --- receive: pre-copy rounds until the commit (exec state) -----------------------------
   Result<DestinationPhase> receive() {
-    receivers_.start(*session_, st_, o_.timeout, o_.target == DestinationTarget::image);
+    receivers_.start(*session_, st_, o_.timeout);
     // Control channel: mapping updates, post-copy bitmaps, then the commit.
     const Peer peer = control();
     const Stopped bulk_failed = [this] { return receivers_.failed(); };
@@ -392,10 +301,8 @@ class DestinationRun {
         if (!postcopy_) return peer.unexpected(MsgType::dirty_bitmap);
         needed_.add(*bitmap);
       } else {
-        exec_ = std::get<ExecState>(msg);
         // The state points into this message, which the next receive replaces.
-        if (exec_.kind == uint32_t(ExecStateKind::image)) out_.source_pid = image_source_pid(exec_.state);
-        exec_.state = {};
+        LM_TRY(sink_.take_exec_state(std::get<ExecState>(msg)));
         return DestinationPhase::commit;
       }
     }
@@ -420,12 +327,12 @@ class DestinationRun {
     }
     // Post-copy: serve the guest's faults from before it runs; the digests
     // follow at completion.
-    if (o_.target != DestinationTarget::guest) return Error::msg("post-copy needs a guest destination");
+    PostcopyGuestRam ram = LM_TRY(sink_.postcopy_ram());
     PostcopyRecovery recovery;
     recovery.timeout = o_.reconnect_timeout;
     if (o_.reconnect_timeout.count() > 0)
       recovery.accept = [this](transport::Timeout t) { return transport::accept_session(listener_, o_.session, t); };
-    serving_ = LM_TRY(PostcopyDestination::start(*session_, std::move(postcopy_ram_), std::move(needed_), st_.hashes,
+    serving_ = LM_TRY(PostcopyDestination::start(*session_, std::move(ram), std::move(needed_), st_.hashes,
                                                  o_.timeout, std::move(recovery)));
     return DestinationPhase::resume;
   }
@@ -435,34 +342,31 @@ class DestinationRun {
     return control().send(Digest{digests});
   }
 
-  // --- resume: the guest runs; the source hears `resumed` (image: `ready`) ------------------
+  // --- resume: the VM runs; the source hears `resumed` (a sink that runs nothing: `ready`) ---
   Result<DestinationPhase> resume() {
-    uint64_t running_ns = now_ns();
-    if (o_.target == DestinationTarget::guest) {
-      if (exec_.kind != uint32_t(ExecStateKind::guest_ram))
-        return Error::msg(strf("exec state kind %u cannot resume a livemig-guest", exec_.kind));
-      LM_TRY(check_cancel());
-      LM_TRY(handoff_->go());
-      running_ns = LM_TRY_CTX(wait_guest_running(), strf("resume guest pid %d", guest_->pid()));
-      out_.resumed_at_ms = since_accept_.elapsed_ms();
-    }
+    LM_TRY(check_cancel());
+    LM_TRY(sink_.resume());
+    auto running = wait_running();
+    if (!running && cancelled()) return o_.cancel->error();
+    const uint64_t running_ns = LM_TRY(std::move(running));
+    if (sink_.resumes_vm()) out_.resumed_at_ms = since_accept_.elapsed_ms();
     LM_TRY(check_cancel());
     if (serving_) {
       serving_->resumed(running_ns);  // a broken link here is recovered from like any other
       return DestinationPhase::postcopy;
     }
-    if (o_.target == DestinationTarget::guest) LM_TRY(control().send(Resumed{running_ns, st_.pages.load()}));
+    if (sink_.resumes_vm()) LM_TRY(control().send(Resumed{running_ns, st_.pages.load()}));
     else LM_TRY(control().send(Ready{running_ns, st_.pages.load()}));
-    if (guest_) LM_TRY(guest_->wait_ready(timeout_ms()));
+    LM_TRY(sink_.wait_ready(o_.timeout));
     return DestinationPhase::verdict;
   }
 
   // A post-copy guest's first steps fault on pages only the source has: a
   // link that breaks before its running report is recovered from here too.
-  Result<uint64_t> wait_guest_running() {
-    if (!serving_) return handoff_->wait_running(timeout_ms(), stopped());
+  Result<uint64_t> wait_running() {
+    if (!serving_) return sink_.wait_running({o_.timeout, stopped()});
     for (;;) {
-      auto running = handoff_->wait_running(timeout_ms(), [this] { return cancelled() || serving_->link_broken(); });
+      auto running = sink_.wait_running({o_.timeout, [this] { return cancelled() || serving_->link_broken(); }});
       if (running || !serving_->link_broken()) return running;
       LM_TRY(serving_->recover_link());
     }
@@ -470,13 +374,13 @@ class DestinationRun {
 
   // --- postcopy: serve faults to completion (a cancel is not obeyed: the VM runs here) ------
   Result<DestinationPhase> serve_postcopy() {
-    LM_TRY(guest_->wait_ready(timeout_ms()));
-    auto steps_before = guest_->control().status();
+    LM_TRY(sink_.wait_ready(o_.timeout));
+    const auto progress_before = sink_.progress();
     Stopwatch serving;
     LM_TRY(serving_->wait_complete(transport::Timeout(600000)));
-    auto steps_after = guest_->control().status();
-    if (steps_before && steps_after)
-      out_.postcopy_rate = double(steps_after->steps - steps_before->steps) / std::max(1e-9, serving.elapsed_s());
+    const auto progress_after = sink_.progress();
+    if (progress_before && progress_after)
+      out_.postcopy_rate = double(*progress_after - *progress_before) / std::max(1e-9, serving.elapsed_s());
     out_.postcopy = serving_->stats();
     LM_TRY(send_digests());
     return DestinationPhase::verdict;
@@ -499,16 +403,13 @@ class DestinationRun {
     auto m = LM_TRY_CTX(peer.receive(o_.timeout, tell_cancel_once), "waiting for the source's verdict");
     LM_TRY(peer.decode<Close>(m));
     (void)session_->close(transport::Timeout(2000));
-    if (handoff_)
-      LM_TRY_CTX(handoff_->release(), strf("release the resumed guest pid %d", guest_->pid()));
+    LM_TRY(sink_.keep(session_->mappings()));
     return DestinationPhase::kept;
   }
 
   // --- kept: the source's verdict released the VM to us -----------------------------------
   Result<DestinationOutcome> keep() {
     enter(DestinationPhase::kept);
-    out_.guest = std::move(guest_);
-    out_.image = held_image(st_.regions, session_->mappings());
     out_.pages_received = st_.pages;
     out_.batches = st_.batches;
     out_.cpu_seconds = st_.cpu_seconds + (thread_cpu_seconds() - cpu_start_);
@@ -520,6 +421,7 @@ class DestinationRun {
     receivers_.stop();
     serving_.reset();  // stops its threads, closes the userfaultfd (waiting faults retry as usual)
     if (!session_) {  // accept: nothing to discard, nobody to tell
+      sink_.discard();
       enter(DestinationPhase::discarded);
       return cause;
     }
@@ -530,17 +432,15 @@ class DestinationRun {
     if (e.code != ECANCELED)
       if (auto why = peer.pending_error(); why) e = std::move(*why);
     peer.send_error(e);
+    // The VM never ran from this copy, or ran and is lost: the sink ends it.
+    sink_.discard();
     enter(on_failure(phase_, postcopy_));
-    // The guest never ran from this image (abort), or ran and is killed.
-    if (handoff_) (void)handoff_->abort();
-    guest_.reset();  // kills by PID and reaps
     return std::move(e).context("destination");
   }
 
   const DestinationOptions& o_;
   transport::Listener& listener_;
-  DestinationMemory& st_;
-  const void* owner_;  // names the handoff socket
+  PageSink& sink_;
   DestinationPhase phase_ = DestinationPhase::accept;
   const double cpu_start_ = thread_cpu_seconds();
   Stopwatch since_accept_;
@@ -548,20 +448,16 @@ class DestinationRun {
 
   std::optional<transport::Session> session_;
   bool postcopy_ = false;  // negotiated by the session
-  std::optional<guest::HandoffServer> handoff_;
-  std::unique_ptr<guest::GuestProcess> guest_;
-  PostcopyGuestRam postcopy_ram_;
   NeededPages needed_;
+  // Declared after the session and before the receivers and the server: it
+  // outlives the threads that write through its views.
+  DestinationMemory st_;
   BulkReceivers receivers_;
-  transport::ExecStateView exec_{};
   std::unique_ptr<PostcopyDestination> serving_;
 };
 
 }  // namespace
 
-Result<DestinationOutcome> Destination::run() {
-  memory_ = std::make_unique<DestinationMemory>();
-  return DestinationRun(o_, *listener_, *memory_, this).run();
-}
+Result<DestinationOutcome> Destination::run() { return DestinationRun(o_, *listener_, *o_.sink).run(); }
 
 }  // namespace lm::engine

@@ -1,10 +1,12 @@
 // The destination side of a migration: accepts a session, installs pages
-// straight into the destination memory (the resumed guest's memfd RAM, or an
-// image of memfds, one per mapping), hashes every page it installs, and on
-// the source's commit sends its digests and resumes the guest. The VM is
-// kept only if the source's verdict is "verified"; otherwise it is discarded.
+// straight into the memory of its page sink (engine/page_sink.hpp: the
+// resumed guest's RAM, an image of memfds, a test's fake), hashes every page
+// it installs, and on the source's commit sends its digests and resumes what
+// runs from the pages. The copy is kept only if the source's verdict is
+// "verified"; otherwise it is discarded.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -12,18 +14,12 @@
 #include "common/error.hpp"
 #include "compress/stats.hpp"
 #include "engine/cancel.hpp"
-#include "engine/image_dir.hpp"
+#include "engine/page_sink.hpp"
 #include "engine/postcopy_destination.hpp"
-#include "harness/guest/client.hpp"
 #include "transport/channel.hpp"
 #include "transport/session.hpp"
 
 namespace lm::engine {
-
-enum class DestinationTarget {
-  guest,  // resume livemig-guest with the received RAM
-  image,  // keep a memory image of an unmodified process
-};
 
 // The phases of the destination side; this diagram is the one place they are
 // drawn (docs/architecture.md points here).
@@ -36,21 +32,23 @@ enum class DestinationTarget {
 //        ^                                                   (post-copy)
 //        └──── a pre-copy verdict that is not "verified" (error, timeout)
 //
-// accept: wait for the source's session. prepare: the destination memory
-// (spawn the resuming guest and take its RAM over the handoff, or an image),
-// then `ready`. receive: pre-copy rounds on the bulk channels, mapping
+// accept: wait for the source's session. prepare: the sink's memory (the
+// guest sink spawns the resuming guest and takes its RAM over the handoff;
+// the image sink makes a memfd per mapping), then `ready`. receive: pre-copy rounds on the bulk channels, mapping
 // updates and post-copy bitmaps on control, until the source's exec_state.
 // commit: every bulk channel ended; pre-copy sends its digests, post-copy
-// starts serving faults. resume: the guest's `go`, its running report, and
-// `resumed` to the source. postcopy: serve faults until every page is here,
+// starts serving faults. resume: the sink's resume (the guest's `go`) and
+// running report, and `resumed` to the source (`ready` from a sink that runs
+// nothing). postcopy: serve faults until every page is here,
 // then the digests. verdict: the source's close (keep) or error (discard).
 //
 // What a failure means is decided in one place (destination.cpp,
 // on_failure): up to `resumed` and in a pre-copy verdict the copy is
-// discarded (the guest, which never ran from it or ran only unverified, is
-// killed; the source rolls back). Once a post-copy guest resumed, the VM
-// lives here and the source cannot take it back: a failure then loses it
-// (the guest, its memory incomplete, is killed).
+// discarded (the sink's discard: the guest, which never ran from it or ran
+// only unverified, is killed; the source rolls back). Once a post-copy guest
+// resumed, the VM lives here and the source cannot take it back: a failure
+// then loses it (discard again: the guest, its memory incomplete, is
+// killed). kept: the sink's keep (the guest is released).
 //
 // Cancel (DestinationOptions::cancel) is seen within 200 ms in every wait up
 // to `resumed`: the copy is discarded and the source told why. Once
@@ -64,53 +62,49 @@ std::string_view destination_phase_name(DestinationPhase p);
 
 struct DestinationOptions {
   std::string listen = "uring:127.0.0.1:0";
-  DestinationTarget target = DestinationTarget::guest;
-  std::string guest_binary;  // livemig-guest, for DestinationTarget::guest
-  std::string work_dir;      // unix sockets of the resumed guest
+  // Where the pages go and what runs from them; one migration per sink. The
+  // caller keeps its own reference to read the result (the resumed guest,
+  // the held image).
+  std::shared_ptr<PageSink> sink;
   transport::SessionConfig session;
   transport::Timeout timeout{30000};  // longest silence from the source
-  bool prealloc = true;               // allocate the guest's RAM before receiving
   // Post-copy: how long the resumed guest's faults wait for a source whose
   // link broke to reconnect (0: the VM is lost at once).
   transport::Timeout reconnect_timeout{kDefaultReconnectTimeoutMs};
   // Stops the migration from another thread: the copy is discarded, unless
   // `resumed` was already sent (see the diagram above).
   std::shared_ptr<Cancel> cancel;
+  // Called on entering each phase (tests).
+  std::function<void(DestinationPhase)> on_phase;
 };
 
+// What a kept migration leaves; what runs from it, or the image, is the sink's.
 struct DestinationOutcome {
-  std::unique_ptr<guest::GuestProcess> guest;  // the resumed guest (target guest)
-  std::vector<ImageRegion> image;              // the held image (target image): the final table's mappings
-  std::optional<pid_t> source_pid;             // image: the source process, when its engine said
   uint64_t pages_received = 0;
   uint64_t batches = 0;
   double cpu_seconds = 0;
-  double resumed_at_ms = 0;  // since the session was accepted
+  double resumed_at_ms = 0;  // since the session was accepted (a sink that resumes a VM)
   std::optional<PostcopyDestinationStats> postcopy;  // when the source chose post-copy
-  double postcopy_rate = 0;  // guest steps per second from resume to post-copy completion
+  double postcopy_rate = 0;  // the sink's progress per second from resume to post-copy completion
 };
-
-struct DestinationMemory;  // destination.cpp
 
 class Destination {
  public:
   static Result<std::unique_ptr<Destination>> listen(DestinationOptions options);
-  // Over a listener the caller made (transport::make_inproc_link in the
-  // engine tests); options.listen is not used.
-  static std::unique_ptr<Destination> over(std::unique_ptr<transport::Listener> listener,
-                                           DestinationOptions options);
+  // The same on a listener the caller made (tests: transport::make_inproc_link).
+  static Result<std::unique_ptr<Destination>> over(std::unique_ptr<transport::Listener> listener,
+                                                   DestinationOptions options);
   ~Destination();
   // The address the source connects to, with the real port.
   std::string address() const;
-  // Runs one migration to its end: the source's verdict, or a failure (the
-  // destination's copy is then discarded, its guest killed).
+  // Runs one migration to its end: the source's verdict (the sink kept the
+  // copy), or a failure (the sink discarded it, its guest killed).
   Result<DestinationOutcome> run();
 
  private:
   explicit Destination(DestinationOptions options);
   DestinationOptions o_;
   std::unique_ptr<transport::Listener> listener_;
-  std::unique_ptr<DestinationMemory> memory_;  // outlives run(): callers read the held image
 };
 
 }  // namespace lm::engine

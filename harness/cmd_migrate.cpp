@@ -10,6 +10,8 @@
 #include "common/args.hpp"
 #include "harness/commands.hpp"
 #include "engine/destination.hpp"
+#include "engine/image_sink.hpp"
+#include "harness/guest_ram_sink.hpp"
 #include "harness/result_json.hpp"
 #include "harness/runner.hpp"
 #include "harness/signals.hpp"
@@ -55,10 +57,10 @@ int dest(const Argv& argv) {
   if (usage_error("dest", args, specs)) return 2;
   engine::DestinationOptions o;
   o.listen = args->get_or("listen", "uring:127.0.0.1:0");
-  o.target = args->has("image") ? engine::DestinationTarget::image : engine::DestinationTarget::guest;
+  const bool image = args->has("image");
   const auto image_dir = args->get("image-dir");
   const auto overwrite = args->has("force") ? engine::ImageOverwrite::replace : engine::ImageOverwrite::refuse;
-  if ((image_dir || args->has("force")) && o.target != engine::DestinationTarget::image) {
+  if ((image_dir || args->has("force")) && !image) {
     std::fprintf(stderr, "livemig dest: --image-dir and --force need --image\n%s", Args::usage(specs).c_str());
     return 2;
   }
@@ -74,14 +76,17 @@ int dest(const Argv& argv) {
   auto reconnect = args->get_u64("reconnect-timeout-ms", engine::kDefaultReconnectTimeoutMs);
   if (usage_error("dest", reconnect, specs)) return 2;
   o.reconnect_timeout = transport::Timeout(*reconnect);
-  o.work_dir = "/tmp";
-  if (o.target == engine::DestinationTarget::guest) {
+  std::shared_ptr<engine::ImageSink> image_sink;
+  std::shared_ptr<engine::GuestRamSink> guest_sink;
+  if (image) {
+    o.sink = image_sink = std::make_shared<engine::ImageSink>();
+  } else {
     auto bin = engine::find_guest_binary();
     if (!bin) {
       std::fprintf(stderr, "livemig dest: %s\n", bin.error().message.c_str());
       return 1;
     }
-    o.guest_binary = *bin;
+    o.sink = guest_sink = std::make_shared<engine::GuestRamSink>(engine::GuestRamSinkOptions{*bin, "/tmp"});
   }
   auto stop = stop_on_signals();
   if (!stop) {
@@ -106,7 +111,7 @@ int dest(const Argv& argv) {
   if (image_dir) {
     // The source ran its own course already (kept, by default): a failure
     // here loses only this copy.
-    auto written = engine::write_image_dir(*image_dir, outcome->image, {outcome->source_pid, overwrite});
+    auto written = engine::write_image_dir(*image_dir, image_sink->image(), {image_sink->source_pid(), overwrite});
     if (!written) {
       std::fprintf(stderr, "livemig dest: %s\n", written.error().message.c_str());
       return 1;
@@ -115,22 +120,22 @@ int dest(const Argv& argv) {
                 (unsigned long long)written->mappings, (unsigned long long)written->pages,
                 (unsigned long long)written->data_pages);
   }
-  if (outcome->guest) {
-    std::printf("RESUMED pid=%d control=%s\n", outcome->guest->pid(), outcome->guest->control_path().c_str());
+  if (auto resumed = guest_sink ? guest_sink->take_guest() : nullptr) {
+    std::printf("RESUMED pid=%d control=%s\n", resumed->pid(), resumed->control_path().c_str());
     std::fflush(stdout);
-    const pid_t guest_pid = outcome->guest->pid();
+    const pid_t guest_pid = resumed->pid();
     if (!args->has("exit-after")) {
       // The guest is our child: stay until it exits or we are told to stop
       // (SIGINT, SIGTERM, SIGHUP).
       while (!stop->cancel->requested()) {
-        auto exited = outcome->guest->wait_exit(200);
+        auto exited = resumed->wait_exit(200);
         if (!exited) continue;
         if (*exited == 0) return 0;
         std::fprintf(stderr, "livemig dest: %s\n", guest::guest_exit_text(guest_pid, *exited).c_str());
         return 1;
       }
     }
-    (void)outcome->guest->stop(5000);
+    (void)resumed->stop(5000);
   }
   return 0;
 }

@@ -9,9 +9,11 @@
 
 #include "common/clock.hpp"
 #include "engine/destination.hpp"
+#include "engine/image_sink.hpp"
 #include "harness/redis_workload.hpp"
 #include "engine/source.hpp"
 #include "harness/guest/client.hpp"
+#include "harness/guest_ram_sink.hpp"
 
 namespace lm::engine {
 
@@ -72,7 +74,6 @@ struct Target {
   pid_t pid = 0;
   dt::Scope scope;
   ExecStateKind exec_state = ExecStateKind::guest_ram;
-  DestinationTarget destination = DestinationTarget::guest;
   std::function<Result<uint64_t>()> progress;  // steps or commands so far
 };
 
@@ -119,18 +120,20 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
     target.pid = redis->server_pid();
     target.scope.kind = dt::ScopeKind::migratable;
     target.exec_state = ExecStateKind::image;
-    target.destination = DestinationTarget::image;
     target.progress = [&] { return redis->commands_processed(); };
   }
   result.workload_rate_before =
       LM_TRY(rate_over(target, std::chrono::milliseconds(std::max(100u, config.workload.warmup_ms))));
 
   // --- destination, in this process on its own thread ------------------------------
+  // A guest resumes from the pages; redis leaves an image.
+  std::shared_ptr<GuestRamSink> guest_sink;
   DestinationOptions dopts;
   dopts.listen = transport_address(config.migration);
-  dopts.target = target.destination;
-  dopts.guest_binary = options.guest_binary;
-  dopts.work_dir = work.path();
+  if (target.exec_state == ExecStateKind::guest_ram)
+    dopts.sink = guest_sink = std::make_shared<GuestRamSink>(GuestRamSinkOptions{options.guest_binary, work.path()});
+  else
+    dopts.sink = std::make_shared<ImageSink>();
   dopts.reconnect_timeout = transport::Timeout(config.postcopy.reconnect_timeout_ms);
   // The source decides what an interruption means (options.cancel); the
   // destination stops only once the source gave up, e.g. while it still
@@ -206,16 +209,16 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
   }
 
   // --- after: a resumed guest runs on and its own check must pass -----------------------
-  if (dest.guest) {
-    if (auto rate = measure_rate(dest.guest->control(), std::chrono::milliseconds(500)); rate)
+  if (auto resumed = guest_sink ? guest_sink->take_guest() : nullptr) {
+    if (auto rate = measure_rate(resumed->control(), std::chrono::milliseconds(500)); rate)
       result.workload_rate_after = *rate;
-    auto guest_verify = dest.guest->control().verify();
+    auto guest_verify = resumed->control().verify();
     if (!guest_verify) {
       result.verify_ok = false;
       result.completed = false;
       result.error = "the guest's own verify failed after resume: " + guest_verify.error().message;
     }
-    (void)dest.guest->stop(5000);
+    (void)resumed->stop(5000);
   }
   return result;
 }

@@ -21,6 +21,7 @@
 #include "engine/destination.hpp"
 #include "harness/runner.hpp"
 #include "harness/guest/client.hpp"
+#include "harness/guest_ram_sink.hpp"
 
 namespace lm::engine::test {
 
@@ -173,8 +174,14 @@ void expect_source_unharmed(guest::GuestProcess& g) {
   EXPECT_TRUE(v.ok()) << (v ? "" : v.error().message);
 }
 
+// A sink that resumes livemig-guest (LM_GUEST_BIN) with its sockets in `dir`.
+inline std::shared_ptr<GuestRamSink> guest_sink(const std::string& dir) {
+  return std::make_shared<GuestRamSink>(GuestRamSinkOptions{env_or_fail("LM_GUEST_BIN"), dir});
+}
+
 // A guest destination in this process, running on its own thread.
 struct InProcessDestination {
+  std::shared_ptr<GuestRamSink> sink;
   std::unique_ptr<Destination> dest;
   std::optional<Result<DestinationOutcome>> outcome;
   std::thread thread;
@@ -182,8 +189,7 @@ struct InProcessDestination {
                                 transport::Timeout reconnect = transport::Timeout(kDefaultReconnectTimeoutMs)) {
     DestinationOptions o;
     o.listen = "tcp:127.0.0.1:0";
-    o.guest_binary = env_or_fail("LM_GUEST_BIN");
-    o.work_dir = dir;
+    o.sink = sink = guest_sink(dir);
     o.timeout = silence;
     o.reconnect_timeout = reconnect;
     auto d = Destination::listen(o);

@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "engine/destination.hpp"
+#include "engine/image_sink.hpp"
 #include "engine/source.hpp"
 #include "tests/engine/fake_process.hpp"
 #include "transport/channel.hpp"
@@ -129,6 +130,7 @@ Result<uint64_t> TestChannel::send(std::span<const transport::ConstBuffer> piece
 
 struct ImageDestination {
   std::shared_ptr<Cancel> cancel = std::make_shared<Cancel>();
+  std::shared_ptr<ImageSink> sink = std::make_shared<ImageSink>();
   std::unique_ptr<Destination> dest;
   std::optional<Result<DestinationOutcome>> outcome;
   std::atomic<bool> done{false};
@@ -136,10 +138,16 @@ struct ImageDestination {
 
   explicit ImageDestination(std::unique_ptr<transport::Listener> listener) {
     DestinationOptions o;
-    o.target = DestinationTarget::image;
+    o.sink = sink;
     o.timeout = Timeout(5000);
     o.cancel = cancel;
-    dest = Destination::over(std::move(listener), o);
+    auto made = Destination::over(std::move(listener), o);
+    if (!made) {
+      outcome = made.error();
+      done = true;
+      return;
+    }
+    dest = std::move(*made);
     thread = std::thread([this] {
       outcome = dest->run();
       done = true;
@@ -162,14 +170,15 @@ struct ImageDestination {
 };
 
 // The destination's image equals the fake's memory when it was frozen.
-void expect_image_is_frozen_memory(const DestinationOutcome& out, const FakeProcess& fake) {
+void expect_image_is_frozen_memory(const ImageSink& sink, const FakeProcess& fake) {
   const auto ranges = fake.ranges();
-  ASSERT_EQ(out.image.size(), ranges.size());
+  const auto& image = sink.image();
+  ASSERT_EQ(image.size(), ranges.size());
   for (size_t i = 0; i < ranges.size(); i++) {
-    EXPECT_EQ(out.image[i].addr, ranges[i].start);
-    ASSERT_EQ(out.image[i].bytes, ranges[i].bytes());
+    EXPECT_EQ(image[i].addr, ranges[i].start);
+    ASSERT_EQ(image[i].bytes, ranges[i].bytes());
     const auto want = fake.frozen_bytes(ranges[i].start, ranges[i].bytes());
-    EXPECT_EQ(std::memcmp(out.image[i].data, want.data(), want.size()), 0)
+    EXPECT_EQ(std::memcmp(image[i].data, want.data(), want.size()), 0)
         << "mapping " << i << " differs from the frozen source";
   }
 }
@@ -491,11 +500,10 @@ TEST_P(EngineRelease, ImageEqualsTheFrozenSource) {
 
   ASSERT_TRUE(m.destination->wait());
   ASSERT_TRUE(m.destination->outcome->ok()) << m.destination->outcome->error().message;
-  const DestinationOutcome& out = **m.destination->outcome;
-  expect_image_is_frozen_memory(out, m.fake);
+  expect_image_is_frozen_memory(*m.destination->sink, m.fake);
   if (c.exec_state == ExecStateKind::image) {
-    ASSERT_TRUE(out.source_pid.has_value());
-    EXPECT_EQ(*out.source_pid, FakeProcessOptions{}.pid);
+    ASSERT_TRUE(m.destination->sink->source_pid().has_value());
+    EXPECT_EQ(*m.destination->sink->source_pid(), FakeProcessOptions{}.pid);
   }
 
   switch (c.after) {
@@ -579,7 +587,7 @@ TEST(EngineConcurrent, TwoMigrationsInOneProcess) {
     EXPECT_EQ(m->fake.state(), FakeState::killed);
     ASSERT_TRUE(m->destination->wait());
     ASSERT_TRUE(m->destination->outcome->ok()) << m->destination->outcome->error().message;
-    expect_image_is_frozen_memory(**m->destination->outcome, m->fake);
+    expect_image_is_frozen_memory(*m->destination->sink, m->fake);
   }
   // Each destination holds its own source's memory, not the other's.
   const auto ra0 = a.fake.frozen_bytes(a.fake.ranges()[0].start, kPageSize);

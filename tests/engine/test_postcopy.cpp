@@ -203,11 +203,10 @@ Result<guest::GuestProcess> busy_guest(const std::string& dir) { return test::bu
 
 // An in-process destination for busy_guest(): short timeouts, so a lost peer
 // is given up on quickly.
-DestinationOptions busy_destination(const std::string& listen, const std::string& dir, unsigned reconnect_ms) {
+DestinationOptions busy_destination(const std::string& listen, std::shared_ptr<PageSink> sink, unsigned reconnect_ms) {
   DestinationOptions d;
   d.listen = listen;
-  d.guest_binary = env_or_fail("LM_GUEST_BIN");
-  d.work_dir = dir;
+  d.sink = std::move(sink);
   d.timeout = transport::Timeout(5000);
   d.reconnect_timeout = transport::Timeout(reconnect_ms);
   return d;
@@ -280,7 +279,7 @@ TEST(PostcopyFaults, SourceKilledAfterResume) {
   ASSERT_TRUE(g.ok()) << g.error().message;
 
   // Faults wait 1.5 s for the source to come back.
-  auto dest = Destination::listen(busy_destination("tcp:127.0.0.1:0", dir, 1500));
+  auto dest = Destination::listen(busy_destination("tcp:127.0.0.1:0", guest_sink(dir), 1500));
   ASSERT_TRUE(dest.ok()) << dest.error().message;
   std::optional<Result<DestinationOutcome>> outcome;
   std::thread dest_thread([&] { outcome = (*dest)->run(); });
@@ -330,6 +329,7 @@ TEST(PostcopyFaults, SourceKilledAfterResume) {
 // A post-copy of busy_guest() whose link runs through a TcpProxy;
 // `break_link` runs on its own thread from the source's freeze on.
 struct ProxiedPostcopy {
+  std::shared_ptr<GuestRamSink> sink;  // the destination's
   Result<void> source = ok();
   MigrationResult result;
   std::optional<Result<DestinationOutcome>> outcome;
@@ -344,7 +344,8 @@ void postcopy_through_proxy(const std::string& backend, unsigned reconnect_ms,
   ASSERT_TRUE(g.ok()) << g.error().message;
   run.source_pid = g->pid();
 
-  auto dest = Destination::listen(busy_destination(backend + ":127.0.0.1:0", dir, reconnect_ms));
+  run.sink = guest_sink(dir);
+  auto dest = Destination::listen(busy_destination(backend + ":127.0.0.1:0", run.sink, reconnect_ms));
   ASSERT_TRUE(dest.ok()) << dest.error().message;
   const std::string real = (*dest)->address();
   TcpProxy proxy(uint16_t(std::stoul(real.substr(real.rfind(':') + 1))));
@@ -394,10 +395,11 @@ TEST_P(PostcopyRecovery, ConnectionCutAndRestored) {
   double longest = 0;
   for (double us : dest.postcopy->fault_latency_us) longest = std::max(longest, us);
   EXPECT_GE(longest, kOutageMs * 0.8 * 1000) << "no fault waited through the outage";
-  ASSERT_TRUE(dest.guest);
-  auto verified = dest.guest->control().verify();
+  auto resumed = run.sink->take_guest();
+  ASSERT_TRUE(resumed);
+  auto verified = resumed->control().verify();
   EXPECT_TRUE(verified.ok()) << verified.error().message;
-  (void)dest.guest->stop(5000);
+  (void)resumed->stop(5000);
   EXPECT_FALSE(alive(run.source_pid)) << "the frozen source is released after completion";
 }
 

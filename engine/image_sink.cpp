@@ -1,0 +1,59 @@
+#include "engine/image_sink.hpp"
+
+#include <climits>
+#include <cstring>
+
+#include "common/clock.hpp"
+#include "engine/source.hpp"
+
+namespace lm::engine {
+
+Result<std::vector<SinkRegion>> ImageSink::prepare(const transport::MappingTable& table, ServeFaults,
+                                                   const SinkWait&) {
+  return adopt(table);
+}
+
+// A memfd for every mapping of the table not held yet. Regions of mappings
+// that went away stay (their pages are simply not verified any more).
+Result<std::vector<SinkRegion>> ImageSink::adopt(const transport::MappingTable& table) {
+  std::vector<SinkRegion> added;
+  for (const auto& e : table.entries()) {
+    bool held = false;
+    for (const auto& r : regions_) held |= r.addr() == e.start && r.bytes() == e.end - e.start;
+    if (held) continue;
+    regions_.push_back(LM_TRY_CTX(MappedMemfd::create(e.start, e.end - e.start), "destination image"));
+    added.push_back(regions_.back().region());
+  }
+  return added;
+}
+
+Result<void> ImageSink::take_exec_state(const transport::ExecStateView& state) {
+  ImageExecState image{};
+  if (state.kind != uint32_t(ExecStateKind::image) || state.state.size() != sizeof image) return ok();
+  std::memcpy(&image, state.state.data(), sizeof image);
+  if (image.source_pid != 0 && image.source_pid <= uint64_t(INT_MAX)) source_pid_ = pid_t(image.source_pid);
+  return ok();
+}
+
+Result<PostcopyGuestRam> ImageSink::postcopy_ram() {
+  return Error::msg("post-copy needs a guest destination");
+}
+
+Result<uint64_t> ImageSink::wait_running(const SinkWait&) { return now_ns(); }
+
+// The regions of the final mapping table, with its protections. Regions of
+// mappings that went away before the freeze are not part of the image.
+Result<void> ImageSink::keep(const transport::MappingTable& table) {
+  image_.clear();
+  for (const auto& e : table.entries())
+    for (const auto& r : regions_)
+      if (r.addr() == e.start && r.bytes() == e.end - e.start) image_.push_back({r.addr(), r.bytes(), e.prot, r.base()});
+  return ok();
+}
+
+void ImageSink::discard() {
+  image_.clear();
+  regions_.clear();
+}
+
+}  // namespace lm::engine
