@@ -75,12 +75,20 @@ class InprocChannel final : public Channel {
     return ok();
   }
 
-  Result<Received> recv(Timeout timeout) override {
+  using Channel::recv;
+  Result<Received> recv(Timeout timeout, std::stop_token stop) override {
     if (closed_ || saw_close_) return Received{RecvStatus::closed, {}};
+    if (stop.stop_requested()) return stopped_error(name_, "waiting for a message");
     Deadline deadline = Deadline::after(timeout);
+    // Under the lock, so the notification cannot fall between a check and the wait.
+    std::stop_callback wake(stop, [this] {
+      std::lock_guard g(in_.mu);
+      in_.cv.notify_all();
+    });
     std::unique_lock lock(in_.mu);
-    auto ready = [&] { return !in_.queue.empty() || in_.close_mark || in_.writer_gone; };
+    auto ready = [&] { return !in_.queue.empty() || in_.close_mark || in_.writer_gone || stop.stop_requested(); };
     if (!wait(lock, in_.cv, deadline, ready)) return timeout_error(name_, "waiting for a message");
+    if (in_.queue.empty() && stop.stop_requested()) return stopped_error(name_, "waiting for a message");
     if (!in_.queue.empty()) {
       current_ = std::move(in_.queue.front());
       in_.queue.pop_front();

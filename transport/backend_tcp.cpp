@@ -23,13 +23,13 @@ constexpr size_t kZeroCopyMin = 16 * 1024;
 class TcpSource : public ByteSource {
  public:
   TcpSource(int fd, const std::string& name) : fd_(fd), name_(name) {}
-  Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode) override {
+  Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode, const StopWait& stop) override {
     for (;;) {
       ssize_t n = ::recv(fd_, buf, len, 0);
       if (n >= 0) return size_t(n);
       if (errno == EINTR) continue;
       if (errno != EAGAIN) return Error::from_errno(strf("channel %s: recv", name_.c_str()));
-      LM_TRY(wait_fd(fd_, POLLIN, deadline, name_, "waiting for data"));
+      LM_TRY(wait_fd(fd_, POLLIN, deadline, name_, "waiting for data", stop));
     }
   }
 

@@ -3,10 +3,14 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <future>
+#include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "common/clock.hpp"
 #include "livemig_config.h"
 #include "transport/channel.hpp"
 
@@ -65,6 +69,28 @@ inline void fill_pattern(std::byte* p, size_t n, uint64_t seed) {
     p[i] = std::byte(x >> ((i % 8) * 8));
   }
 }
+
+// Stops a wait from another thread: requests `source` after `after`, and
+// says how long ago that was (for "the wait ended within N ms of the stop").
+class StopLater {
+ public:
+  StopLater(std::stop_source& source, std::chrono::milliseconds after)
+      : thread_([&source, after, this] {
+          std::this_thread::sleep_for(after);
+          stopped_at_ns_ = now_ns();
+          source.request_stop();
+        }) {}
+  ~StopLater() { join(); }
+  void join() {
+    if (thread_.joinable()) thread_.join();
+  }
+  // After join(): milliseconds from the stop request to `now`.
+  double ms_after_stop(uint64_t now) const { return double(now - stopped_at_ns_) * 1e-6; }
+
+ private:
+  uint64_t stopped_at_ns_ = 0;
+  std::thread thread_;
+};
 
 inline std::string backend_param_name(const ::testing::TestParamInfo<std::string>& info) { return info.param; }
 
