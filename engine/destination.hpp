@@ -52,8 +52,8 @@ enum class DestinationTarget {
 // lives here and the source cannot take it back: a failure then loses it
 // (the guest, its memory incomplete, is killed).
 //
-// Cancel (DestinationOptions::cancel) is seen within 200 ms in every wait up
-// to `resumed`: the copy is discarded and the source told why. Once
+// Cancel (DestinationOptions::cancel) ends every wait up to `resumed` at once
+// (the guest handoff's within 200 ms): the copy is discarded and the source told why. Once
 // `resumed` was sent it is not obeyed: a post-copy VM runs only here, so it
 // is served to completion rather than abandoned; a pre-copy source may
 // already have released its copy with its verdict, so the destination only
