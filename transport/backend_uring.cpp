@@ -362,6 +362,11 @@ class UringChannel final : public StreamChannel {
   uint64_t send_completed() override {
     io_uring_cqe* cqe;
     while (inflight_ && io_uring_peek_cqe(&send_ring_, &cqe) == 0) {
+      if (io_uring_cqe_get_data64(cqe) == kOpWake) {  // a poll left by an earlier wait_sent
+        io_uring_cqe_seen(&send_ring_, cqe);
+        (void)send_wake_poll_.completed(&send_ring_, StopWait{});
+        continue;
+      }
       auto r = handle_send_cqe(cqe);
       if (!r) {
         (void)fail_send(std::move(r).error());
@@ -387,7 +392,7 @@ class UringChannel final : public StreamChannel {
     if (multishot_) return *multishot_;
     return *source_;
   }
-  Result<void> reap_sends(Deadline deadline) override { return reap(deadline); }
+  Result<void> reap_sends(Deadline deadline, const StopWait& stop) override { return reap(deadline, stop); }
   void shutdown_transport() override {
     if (!fd_.valid()) return;
     // Fail in-flight operations before the rings go, then release everything.
@@ -445,12 +450,19 @@ class UringChannel final : public StreamChannel {
     return ok();
   }
 
-  Result<void> reap(Deadline deadline) {
+  // One send completion, or (with `stop`) a stop.
+  Result<void> reap(Deadline deadline, const StopWait& stop = {}) {
     if (!inflight_) return submit_batch();
+    if (send_wake_poll_.arm(&send_ring_, stop)) io_uring_submit(&send_ring_);
     io_uring_cqe* cqe = nullptr;
     int rc = wait_cqe(&send_ring_, &cqe, deadline);
     if (rc == -ETIME) return timeout_error(name_, "sending (receiver not draining)");
     if (rc < 0) return Error::sys(-rc, strf("channel %s: io_uring_wait_cqe (send)", name_.c_str()));
+    if (io_uring_cqe_get_data64(cqe) == kOpWake) {
+      io_uring_cqe_seen(&send_ring_, cqe);
+      if (send_wake_poll_.completed(&send_ring_, stop)) return stopped_error(name_, "waiting for sends to complete");
+      return ok();
+    }
     return handle_send_cqe(cqe);
   }
 
@@ -500,6 +512,7 @@ class UringChannel final : public StreamChannel {
   bool recv_ring_ok_ = false;
   bool zero_copy_ = false;
   std::optional<UringSource> source_;
+  WakePoll send_wake_poll_;  // on send_wake_, in the send ring
   std::unique_ptr<MultishotSource> multishot_;  // with "recv=multishot"
 
   std::deque<Queued> queue_;  // queued and in-flight messages, in order

@@ -45,11 +45,12 @@
 //   the timeout) makes every pending and later call fail with an Error that
 //   names the channel; nothing hangs past its timeout.
 //
-// Stopping a wait. recv() and Listener::accept() also take a
+// Stopping a wait. recv(), wait_sent() and Listener::accept() also take a
 //   std::stop_token: stopping it from any thread (before or during the call)
-//   ends that call within milliseconds with an Error with code ECANCELED that
-//   names the channel or listener. Nothing else changes: the channel stays
-//   open and whole, a message not yet received comes with the next recv().
+//   ends a call that waits within milliseconds with an Error with code
+//   ECANCELED that names the channel or listener. Nothing else changes: the
+//   channel stays open and whole, a message not yet received comes with the
+//   next recv(), a send not yet complete completes later.
 //   This is how another thread (a cancel, a failed sibling) ends a wait
 //   without the waiter polling in slices.
 #pragma once
@@ -110,8 +111,10 @@ class Channel {
   virtual Result<uint64_t> send(std::span<const ConstBuffer> pieces, Timeout timeout) = 0;
   // Highest sequence number whose buffers the caller may reuse.
   virtual uint64_t send_completed() = 0;
-  // Waits until send `seq` (and all before it) is complete.
-  virtual Result<void> wait_sent(uint64_t seq, Timeout timeout) = 0;
+  // Waits until send `seq` (and all before it) is complete; ECANCELED once
+  // `stop` is stopped.
+  virtual Result<void> wait_sent(uint64_t seq, Timeout timeout, std::stop_token stop) = 0;
+  Result<void> wait_sent(uint64_t seq, Timeout timeout) { return wait_sent(seq, timeout, std::stop_token()); }
 
   // Receives the next whole message, or the peer's clean close; ECANCELED
   // once `stop` is stopped (see "Stopping a wait").

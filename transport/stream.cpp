@@ -352,14 +352,18 @@ Result<void> StreamChannel::check_usable() const {
   return ok();
 }
 
-Result<void> StreamChannel::wait_sent(uint64_t seq, Timeout timeout) {
+Result<void> StreamChannel::wait_sent(uint64_t seq, Timeout timeout, std::stop_token stop) {
   if (seq > sent_seq_)
     return Error{EINVAL, strf("channel %s: wait_sent(%llu) beyond the last send %llu", name_.c_str(),
                               (unsigned long long)seq, (unsigned long long)sent_seq_)};
   Deadline deadline = Deadline::after(timeout);
+  if (completed_seq_ < seq && stop.stop_possible()) LM_TRY(send_wake_.ensure(name_));
+  WakeOnStop wake(send_wake_, std::move(stop));
   while (completed_seq_ < seq) {
     if (auto b = send_broken()) return *b;
-    auto r = reap_sends(deadline);
+    if (wake.wait().stopped()) return stopped_error(name_, "waiting for sends to complete");
+    auto r = reap_sends(deadline, wake.wait());
+    if (!r && r.error().code == ECANCELED && wake.wait().stopped()) return r;  // not a failure
     if (!r) return fail_send(std::move(r).error());
   }
   return ok();

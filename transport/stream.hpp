@@ -195,7 +195,8 @@ class StreamChannel : public Channel {
   using Channel::recv;
   Result<void> close(Timeout timeout) override;
   // Waits by calling reap_sends() until completed_seq_ reaches seq.
-  Result<void> wait_sent(uint64_t seq, Timeout timeout) override;
+  Result<void> wait_sent(uint64_t seq, Timeout timeout, std::stop_token stop) override;
+  using Channel::wait_sent;
   const std::string& name() const override { return name_; }
   void set_name(std::string name) override { name_ = std::move(name); }
 
@@ -204,7 +205,7 @@ class StreamChannel : public Channel {
   virtual Result<void> send_close_mark(Deadline deadline) = 0;
   virtual ByteSource& source() = 0;
   // Blocks until at least one send completion was processed (or the deadline).
-  virtual Result<void> reap_sends(Deadline deadline) = 0;
+  virtual Result<void> reap_sends(Deadline deadline, const StopWait& stop) = 0;
   // Releases the socket (after the handshake or on destruction).
   virtual void shutdown_transport() = 0;
   // Records a fatal error of one direction; later calls on that direction
@@ -220,6 +221,7 @@ class StreamChannel : public Channel {
   ChannelOptions options_;
   FrameReader reader_;
   WakeFd recv_wake_;
+  WakeFd send_wake_;
   bool closed_ = false;
   uint64_t sent_seq_ = 0;       // last sequence number handed out by send()
   uint64_t completed_seq_ = 0;  // every send up to here is complete

@@ -215,6 +215,38 @@ TEST_P(ChannelTest, StoppedRecvEndsAtOnceAndChannelStaysUsable) {
   EXPECT_EQ(std::memcmp(got->bytes.data(), msg.data(), msg.size()), 0);
 }
 
+// wait_sent for a send the receiver does not take yet ends at its stop; the
+// send is still in flight and completes once the receiver drains.
+TEST_P(ChannelTest, StoppedWaitSentEndsAtOnceAndTheSendStillCompletes) {
+  if (GetParam().rfind("uring", 0) != 0) GTEST_SKIP() << "only uring's send returns before it completes";
+  auto [a, b] = pair();
+  ASSERT_TRUE(a && b);
+  std::vector<std::byte> msg(32 << 20);  // far beyond the socket buffers
+  fill_pattern(msg.data(), msg.size(), 9);
+  ConstBuffer piece{msg.data(), msg.size()};
+  auto seq = a->send({&piece, 1}, Timeout(5000));
+  ASSERT_TRUE(seq.ok()) << seq.error().message;
+  ASSERT_LT(a->send_completed(), *seq) << "completed before anyone received it";
+  std::stop_source stop;
+  testing::StopLater later(stop, std::chrono::milliseconds(100));
+  auto w = a->wait_sent(*seq, Timeout(20000), stop.get_token());
+  uint64_t returned = now_ns();
+  later.join();
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.error().code, ECANCELED) << w.error().message;
+  EXPECT_NE(w.error().message.find(a->name()), std::string::npos) << w.error().message;
+  EXPECT_LT(later.ms_after_stop(returned), 50.0);
+  std::thread receiver([&b = b, &msg] {
+    auto got = b->recv(Timeout(10000));
+    ASSERT_TRUE(got.ok()) << got.error().message;
+    ASSERT_EQ(got->bytes.size(), msg.size());
+    EXPECT_EQ(std::memcmp(got->bytes.data(), msg.data(), msg.size()), 0);
+  });
+  auto done = a->wait_sent(*seq, Timeout(10000));
+  receiver.join();
+  EXPECT_TRUE(done.ok()) << done.error().message;
+}
+
 TEST_P(ChannelTest, VanishedPeerFailsPendingRecvAndLaterSends) {
   auto [a, b] = pair();
   ASSERT_TRUE(a && b);

@@ -194,8 +194,10 @@ class DpdkChannel final : public Channel {
     reap();
     return completed_;
   }
-  Result<void> wait_sent(uint64_t seq, Timeout timeout) override {
-    LM_TRY_CTX(link_->session->endpoint().wait_sent(flow_, seq, to_ns(timeout)), strf("channel %s", name_.c_str()));
+  using Channel::wait_sent;
+  Result<void> wait_sent(uint64_t seq, Timeout timeout, std::stop_token stop) override {
+    LM_TRY_CTX(link_->session->endpoint().wait_sent(flow_, seq, to_ns(timeout), std::move(stop)),
+               strf("channel %s", name_.c_str()));
     reap();
     return ok();
   }

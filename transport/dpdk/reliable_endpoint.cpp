@@ -188,16 +188,22 @@ bool ReliableEndpoint::send_complete(uint16_t flow, uint64_t ticket) const {
   return flows_[flow]->completed_ticket.load(std::memory_order_acquire) >= ticket;
 }
 
-Result<void> ReliableEndpoint::wait_sent(uint16_t flow, uint64_t ticket, uint64_t timeout_ns) {
+Result<void> ReliableEndpoint::wait_sent(uint16_t flow, uint64_t ticket, uint64_t timeout_ns, std::stop_token stop) {
   Flow& fl = *flows_[flow];
+  std::stop_callback wake(stop, [&fl] {
+    std::lock_guard g(fl.mu);
+    fl.cv.notify_all();
+  });
   std::unique_lock lk(fl.mu);
   bool done = fl.cv.wait_until(lk, deadline_after(timeout_ns), [&] {
-    return fl.completed_ticket.load() >= ticket || state() == EndpointState::failed || fl.peer_aborted.load();
+    return fl.completed_ticket.load() >= ticket || state() == EndpointState::failed || fl.peer_aborted.load() ||
+           stop.stop_requested();
   });
   if (fl.completed_ticket.load() >= ticket) return ok();
   if (fl.peer_aborted.load())
     return Error::sys(ECONNRESET, strf("send on flow %u: %s abandoned the channel", flow, port_.peer_name().c_str()));
   if (auto e = error()) return Error{e->code, e->message}.context(strf("send on flow %u", flow));
+  if (stop.stop_requested()) return Error{ECANCELED, strf("send on flow %u: stopped waiting for completion", flow)};
   if (!done) return Error::sys(ETIMEDOUT, strf("send on flow %u to %s", flow, port_.peer_name().c_str()));
   return Error::msg(strf("send on flow %u: endpoint stopped", flow));
 }

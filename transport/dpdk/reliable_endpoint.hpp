@@ -131,7 +131,7 @@ class ReliableEndpoint {
   Result<uint64_t> submit(uint16_t flow, std::span<const std::span<const uint8_t>> bufs);
   bool send_complete(uint16_t flow, uint64_t ticket) const;
   // Blocks until the ticket's buffers are copied, the endpoint fails, or the deadline.
-  Result<void> wait_sent(uint16_t flow, uint64_t ticket, uint64_t timeout_ns);
+  Result<void> wait_sent(uint16_t flow, uint64_t ticket, uint64_t timeout_ns, std::stop_token stop = {});
   // Next received message of a flow, if any. An empty optional with ok() means
   // nothing yet; end_of_stream(flow) says the peer closed the flow.
   std::optional<MessageBuffer> try_receive(uint16_t flow);
