@@ -117,21 +117,17 @@ TEST(DpdkListener, DestroyedBeforeAnyClientLeavesNoBusyThread) {
 // A stopped accept and a stopped recv end within milliseconds with ECANCELED
 // (the poll-mode worker's waits see the stop token); both keep working.
 TEST(DpdkChannelStop, StoppedAcceptAndRecvEndAtOnceAndStayUsable) {
-  using lm::transport::testing::StopLater;
   ChannelOptions opt;
   opt.extra = "flows=2,mem=512";
   auto listener = listen(lm::strf("dpdk:memif:/tmp/lm-test-stop-%d.sock", int(getpid())), opt);
   ASSERT_TRUE(listener.ok()) << listener.error().message;
   std::string address = (*listener)->address();
   {
-    std::stop_source stop;
-    StopLater later(stop, std::chrono::milliseconds(100));
-    auto r = (*listener)->accept(Timeout(20000), stop.get_token());
-    uint64_t returned = lm::now_ns();
-    later.join();
+    auto [r, late_ms] = lm::transport::testing::wait_stopped_later(
+        [&](std::stop_token t) { return (*listener)->accept(Timeout(20000), t); });
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().code, ECANCELED) << r.error().message;
-    EXPECT_LT(later.ms_after_stop(returned), 50.0);
+    EXPECT_LT(late_ms, 50.0);
   }
   auto dialed = std::async(std::launch::async, [&] { return connect(address, opt, Timeout(20000)); });
   auto accepted = (*listener)->accept(Timeout(20000));
@@ -140,15 +136,12 @@ TEST(DpdkChannelStop, StoppedAcceptAndRecvEndAtOnceAndStayUsable) {
   ASSERT_TRUE(client.ok()) << client.error().message;
   auto& server = *accepted;
   {
-    std::stop_source stop;
-    StopLater later(stop, std::chrono::milliseconds(100));
-    auto r = server->recv(Timeout(20000), stop.get_token());
-    uint64_t returned = lm::now_ns();
-    later.join();
+    auto [r, late_ms] = lm::transport::testing::wait_stopped_later(
+        [&](std::stop_token t) { return server->recv(Timeout(20000), t); });
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().code, ECANCELED) << r.error().message;
     EXPECT_NE(r.error().message.find(server->name()), std::string::npos) << r.error().message;
-    EXPECT_LT(later.ms_after_stop(returned), 50.0);
+    EXPECT_LT(late_ms, 50.0);
   }
   uint64_t v = 77;
   ConstBuffer piece{&v, sizeof v};

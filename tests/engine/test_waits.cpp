@@ -14,36 +14,31 @@ namespace lm::engine {
 namespace {
 
 using transport::Timeout;
-using transport::testing::StopLater;
-
-constexpr auto kStopAfter = std::chrono::milliseconds(100);
+using transport::testing::wait_stopped_later;
 
 Peer peer_on(transport::Channel& channel, const Cancel* cancel) {
   return Peer(channel, transport::kProtocolVersionMax, Inbound{}, Timeout(20000), cancel);
 }
 
-// Cancel::request from another thread, as the signal watcher does.
-struct CancelLater {
-  Cancel& cancel;
-  std::stop_source trigger;
-  std::stop_callback<std::function<void()>> forward{trigger.get_token(),
-                                                    [this] { cancel.request("interrupted by the test"); }};
-  StopLater later{trigger, kStopAfter};
-};
+// `wait` while another thread requests `cancel`, as the signal watcher does.
+template <class Wait>
+auto wait_cancelled_later(Cancel& cancel, Wait wait) {
+  return wait_stopped_later([&](std::stop_token t) {
+    std::stop_callback request(t, [&] { cancel.request("interrupted by the test"); });
+    return wait();
+  });
+}
 
 TEST(Waits, CancelEndsABlockedReceiveAtOnce) {
   auto pair = transport::testing::connected_pair("tcp", {});
   ASSERT_TRUE(pair.ok()) << pair.error().message;
   Cancel cancel;
   const Peer receiver = peer_on(*pair->b, &cancel);
-  CancelLater later{cancel};
-  auto r = receiver.receive(transport::kForever);
-  uint64_t returned = now_ns();
-  later.later.join();
+  auto [r, late_ms] = wait_cancelled_later(cancel, [&] { return receiver.receive(transport::kForever); });
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, ECANCELED) << r.error().message;
   EXPECT_EQ(r.error().message, "interrupted by the test");
-  EXPECT_LT(later.later.ms_after_stop(returned), 50.0);
+  EXPECT_LT(late_ms, 50.0);
   // Once requested, a receive does not wait at all.
   Stopwatch again;
   EXPECT_FALSE(receiver.receive(Timeout(20000)).ok());
@@ -55,14 +50,11 @@ TEST(Waits, StopTokenEndsAReceiveThatAlsoWatchesACancel) {
   ASSERT_TRUE(pair.ok()) << pair.error().message;
   Cancel cancel;
   const Peer receiver = peer_on(*pair->b, &cancel);
-  std::stop_source sibling_failed;
-  StopLater later(sibling_failed, kStopAfter);
-  auto r = receiver.receive(transport::kForever, sibling_failed.get_token());
-  uint64_t returned = now_ns();
-  later.join();
+  auto [r, late_ms] =
+      wait_stopped_later([&](std::stop_token sibling_failed) { return receiver.receive(transport::kForever, sibling_failed); });
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find("failed elsewhere"), std::string::npos) << r.error().message;
-  EXPECT_LT(later.ms_after_stop(returned), 50.0);
+  EXPECT_LT(late_ms, 50.0);
   EXPECT_FALSE(cancel.requested());
   // The channel is whole: the next message arrives and decodes.
   const Peer sender = peer_on(*pair->a, nullptr);
@@ -76,14 +68,13 @@ TEST(Waits, CancelEndsASessionAcceptAtOnce) {
   auto listener = transport::listen("tcp:127.0.0.1:0", {});
   ASSERT_TRUE(listener.ok()) << listener.error().message;
   Cancel cancel;
-  CancelLater later{cancel};
-  auto s = transport::accept_session(**listener, transport::SessionConfig{}, Timeout(20000), cancel.token());
-  uint64_t returned = now_ns();
-  later.later.join();
+  auto [s, late_ms] = wait_cancelled_later(cancel, [&] {
+    return transport::accept_session(**listener, transport::SessionConfig{}, Timeout(20000), cancel.token());
+  });
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().code, ECANCELED) << s.error().message;
   EXPECT_NE(s.error().message.find((*listener)->address()), std::string::npos) << s.error().message;
-  EXPECT_LT(later.later.ms_after_stop(returned), 50.0);
+  EXPECT_LT(late_ms, 50.0);
 }
 
 }  // namespace

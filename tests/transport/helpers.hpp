@@ -70,27 +70,27 @@ inline void fill_pattern(std::byte* p, size_t n, uint64_t seed) {
   }
 }
 
-// Stops a wait from another thread: requests `source` after `after`, and
-// says how long ago that was (for "the wait ended within N ms of the stop").
-class StopLater {
- public:
-  StopLater(std::stop_source& source, std::chrono::milliseconds after)
-      : thread_([&source, after, this] {
-          std::this_thread::sleep_for(after);
-          stopped_at_ns_ = now_ns();
-          source.request_stop();
-        }) {}
-  ~StopLater() { join(); }
-  void join() {
-    if (thread_.joinable()) thread_.join();
-  }
-  // After join(): milliseconds from the stop request to `now`.
-  double ms_after_stop(uint64_t now) const { return double(now - stopped_at_ns_) * 1e-6; }
-
- private:
-  uint64_t stopped_at_ns_ = 0;
-  std::thread thread_;
-};
+// Runs `wait(token)`, which blocks, and stops the token from another thread
+// after `after`: the wait's result, and how long after the stop it returned.
+template <class Wait>
+auto wait_stopped_later(Wait wait, std::chrono::milliseconds after = std::chrono::milliseconds(100)) {
+  std::stop_source source;
+  uint64_t stopped_at_ns = 0;
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(after);
+    stopped_at_ns = now_ns();
+    source.request_stop();
+  });
+  using WaitResult = decltype(wait(std::stop_token()));
+  WaitResult waited = wait(source.get_token());
+  uint64_t returned_ns = now_ns();
+  stopper.join();
+  struct Stopped {
+    WaitResult result;
+    double ms_after_stop;
+  };
+  return Stopped{std::move(waited), double(returned_ns - stopped_at_ns) * 1e-6};
+}
 
 inline std::string backend_param_name(const ::testing::TestParamInfo<std::string>& info) { return info.param; }
 

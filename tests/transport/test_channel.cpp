@@ -188,15 +188,11 @@ TEST_P(ChannelTest, StoppedRecvEndsAtOnceAndChannelStaysUsable) {
   auto [a, b] = pair();
   ASSERT_TRUE(a && b);
   for (int attempt = 0; attempt < 2; ++attempt) {  // the second wait reuses the wake-up
-    std::stop_source stop;
-    testing::StopLater later(stop, std::chrono::milliseconds(100));
-    auto r = b->recv(Timeout(20000), stop.get_token());
-    uint64_t returned = now_ns();
-    later.join();
+    auto [r, late_ms] = testing::wait_stopped_later([&b = b](std::stop_token t) { return b->recv(Timeout(20000), t); });
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().code, ECANCELED) << r.error().message;
     EXPECT_NE(r.error().message.find(b->name()), std::string::npos) << r.error().message;
-    EXPECT_LT(later.ms_after_stop(returned), 50.0);
+    EXPECT_LT(late_ms, 50.0);
   }
   std::stop_source already;
   already.request_stop();
@@ -227,15 +223,12 @@ TEST_P(ChannelTest, StoppedWaitSentEndsAtOnceAndTheSendStillCompletes) {
   auto seq = a->send({&piece, 1}, Timeout(5000));
   ASSERT_TRUE(seq.ok()) << seq.error().message;
   ASSERT_LT(a->send_completed(), *seq) << "completed before anyone received it";
-  std::stop_source stop;
-  testing::StopLater later(stop, std::chrono::milliseconds(100));
-  auto w = a->wait_sent(*seq, Timeout(20000), stop.get_token());
-  uint64_t returned = now_ns();
-  later.join();
+  auto [w, late_ms] =
+      testing::wait_stopped_later([&a = a, &seq](std::stop_token t) { return a->wait_sent(*seq, Timeout(20000), t); });
   ASSERT_FALSE(w.ok());
   EXPECT_EQ(w.error().code, ECANCELED) << w.error().message;
   EXPECT_NE(w.error().message.find(a->name()), std::string::npos) << w.error().message;
-  EXPECT_LT(later.ms_after_stop(returned), 50.0);
+  EXPECT_LT(late_ms, 50.0);
   std::thread receiver([&b = b, &msg] {
     auto got = b->recv(Timeout(10000));
     ASSERT_TRUE(got.ok()) << got.error().message;
@@ -359,10 +352,8 @@ TEST_P(ChannelTest, StoppedInsideALargeFrameResumesWithTheRestOfIt) {
   std::memcpy(head.data(), &h, sizeof h);
   std::memcpy(head.data() + sizeof h, body.data(), first);
   ASSERT_EQ(::write(peer.raw.get(), head.data(), head.size()), ssize_t(head.size()));
-  std::stop_source stop;
-  testing::StopLater later(stop, std::chrono::milliseconds(200));
-  auto r = ch->recv(Timeout(20000), stop.get_token());
-  later.join();
+  auto [r, late_ms] = testing::wait_stopped_later([&](std::stop_token t) { return ch->recv(Timeout(20000), t); },
+                                                  std::chrono::milliseconds(200));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, ECANCELED) << r.error().message;
   size_t rest = body.size() - first;
@@ -421,15 +412,12 @@ TEST(SocketListener, StoppedAcceptEndsAtOnceAndListenerStaysUsable) {
     ChannelOptions options;
     auto listener = listen(variant + ":127.0.0.1:0", options);
     ASSERT_TRUE(listener.ok()) << listener.error().message;
-    std::stop_source stop;
-    testing::StopLater later(stop, std::chrono::milliseconds(100));
-    auto r = (*listener)->accept(Timeout(20000), stop.get_token());
-    uint64_t returned = now_ns();
-    later.join();
+    auto [r, late_ms] =
+        testing::wait_stopped_later([&](std::stop_token t) { return (*listener)->accept(Timeout(20000), t); });
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().code, ECANCELED) << r.error().message;
     EXPECT_NE(r.error().message.find((*listener)->address()), std::string::npos) << r.error().message;
-    EXPECT_LT(later.ms_after_stop(returned), 50.0);
+    EXPECT_LT(late_ms, 50.0);
     std::string address = (*listener)->address();
     auto dialed = std::async(std::launch::async, [&] { return connect(address, options, Timeout(5000)); });
     auto accepted = (*listener)->accept(Timeout(5000));
