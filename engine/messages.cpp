@@ -117,12 +117,14 @@ void Peer::send_error(const Error& e) const {
 Result<Message> Peer::receive(Timeout timeout, std::stop_token stopped) const {
   const std::stop_token cancelled = cancel_ ? cancel_->token() : std::stop_token();
   if (cancelled.stop_requested()) return cancel_->error();
-  // The channel's wait ends on either token: one of them, or both joined.
-  std::stop_source either;
+  // The channel's wait ends on either token: one of them, or both joined
+  // (a shared state is allocated only then).
+  std::stop_source either(std::nostopstate);
   auto forward = [&either] { either.request_stop(); };
   std::optional<std::stop_callback<decltype(forward)>> on_cancel, on_stopped;
   std::stop_token wait_token = stopped.stop_possible() ? stopped : cancelled;
   if (stopped.stop_possible() && cancelled.stop_possible()) {
+    either = std::stop_source();
     on_cancel.emplace(cancelled, forward);
     on_stopped.emplace(stopped, forward);
     wait_token = either.get_token();
