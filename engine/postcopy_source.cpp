@@ -101,10 +101,10 @@ Result<void> serve_requests(transport::Session& session, compress::Compressor& c
       std::lock_guard g(st.lock);
       for (uint64_t a : addrs)
         if (!st.prepager.on_fault(a)) st.already_pushed++;
+      st.last_fault_ns = now_ns();  // before the pushers wake: they judge idleness by it
       st.requests_seen++;
     }
     st.changed.notify_all();
-    st.last_fault_ns = now_ns();
     st.requests++;
     st.pages_requested += addrs.size();
     LM_TRY(read_pages(reader, compressor, addrs, buffer.data(), batch));
