@@ -91,12 +91,11 @@ namespace {
 // Receives one bulk channel until its final round mark, checking addresses
 // against the mapping table its own stream announced.
 Result<void> receive_bulk(Peer peer, DestinationMemory& st, transport::MappingTable table,
-                          transport::Timeout timeout, const std::atomic<bool>& abort) {
+                          transport::Timeout timeout, std::stop_token abort) {
   compress::Decompressor decompressor;
   peer.check_against(table);
-  const Stopped stopped = [&abort] { return abort.load(); };
   for (;;) {
-    auto m = LM_TRY((peer.expect<PageBatch, RoundEnd, Mappings>(timeout, stopped)));
+    auto m = LM_TRY((peer.expect<PageBatch, RoundEnd, Mappings>(timeout, abort)));
     if (const auto* batch = std::get_if<PageBatch>(&m)) {
       std::shared_lock g(st.lock);
       LM_TRY_CTX(decompressor.decompress_batch(
@@ -166,19 +165,23 @@ class BulkReceivers {
     for (size_t c = 0; c < session.bulk_count(); c++) {
       threads_.emplace_back([this, &session, &st, c, table = session.mappings(), timeout] {
         double cpu0 = thread_cpu_seconds();
-        auto r = receive_bulk(Peer::bulk(session, c, timeout), st, table, timeout, abort_);
+        auto r = receive_bulk(Peer::bulk(session, c, timeout), st, table, timeout, abort_.get_token());
         if (!r) {
-          std::lock_guard g(first_error_lock_);
-          if (!first_error_) first_error_ = std::move(r).error();
-          abort_ = true;
+          {
+            std::lock_guard g(first_error_lock_);
+            if (!first_error_) first_error_ = std::move(r).error();
+          }
+          abort_.request_stop();
         }
         st.add_cpu(thread_cpu_seconds() - cpu0);
       });
     }
   }
-  bool failed() const { return abort_; }
+  bool failed() const { return abort_.stop_requested(); }
+  // Stopped when a receiver fails (or stop()): ends the other waits at once.
+  std::stop_token failure() const { return abort_.get_token(); }
   void stop() {
-    abort_ = true;
+    abort_.request_stop();
     join();
   }
   void join() {
@@ -191,7 +194,7 @@ class BulkReceivers {
   ~BulkReceivers() { stop(); }
 
  private:
-  std::atomic<bool> abort_{false};
+  std::stop_source abort_;
   std::mutex first_error_lock_;
   std::optional<Error> first_error_;
   std::vector<std::thread> threads_;
@@ -256,7 +259,8 @@ class DestinationRun {
 
   // --- accept: the source's session ---------------------------------------------------
   Result<DestinationPhase> accept() {
-    auto session = transport::accept_session(listener_, o_.session, o_.timeout, stopped());
+    auto session = transport::accept_session(listener_, o_.session, o_.timeout,
+                                             o_.cancel ? o_.cancel->token() : std::stop_token());
     if (!session && cancelled()) return o_.cancel->error();
     session_.emplace(LM_TRY(std::move(session)));
     since_accept_ = Stopwatch();
@@ -283,10 +287,9 @@ class DestinationRun {
     receivers_.start(*session_, st_, o_.timeout);
     // Control channel: mapping updates, post-copy bitmaps, then the commit.
     const Peer peer = control();
-    const Stopped bulk_failed = [this] { return receivers_.failed(); };
     uint64_t batches_seen = st_.batches.load();
     for (;;) {
-      auto m = peer.expect<Mappings, DirtyBitmap, ExecState>(o_.timeout, bulk_failed);
+      auto m = peer.expect<Mappings, DirtyBitmap, ExecState>(o_.timeout, receivers_.failure());
       if (receivers_.failed()) return receivers_error();
       // Control is silent while a long round streams on the bulk channels
       // (round 0 over a slow link): the source is alive while pages arrive.
@@ -392,15 +395,15 @@ class DestinationRun {
   // post-copy does not hear it.
   Result<DestinationPhase> verdict() {
     const Peer peer = Peer::control(*session_, o_.timeout);  // no cancel: the source decides
-    bool told = false;
-    const Stopped tell_cancel_once = [&] {
-      if (!told && !postcopy_ && cancelled()) {
-        peer.send_error(o_.cancel->error());
-        told = true;
-      }
-      return false;
-    };
-    auto m = LM_TRY_CTX(peer.receive(o_.timeout, tell_cancel_once), "waiting for the source's verdict");
+    const std::stop_token tell = o_.cancel && !postcopy_ ? o_.cancel->token() : std::stop_token();
+    Stopwatch waited;
+    auto received = peer.receive(o_.timeout, tell);
+    if (!received && tell.stop_requested()) {
+      peer.send_error(o_.cancel->error());
+      auto left = std::max(o_.timeout - transport::Timeout(int64_t(waited.elapsed_ms())), transport::Timeout(0));
+      received = peer.receive(o_.timeout == transport::kForever ? o_.timeout : left);
+    }
+    auto m = LM_TRY_CTX(std::move(received), "waiting for the source's verdict");
     LM_TRY(peer.decode<Close>(m));
     (void)session_->close(transport::Timeout(2000));
     LM_TRY(sink_.keep(session_->mappings()));

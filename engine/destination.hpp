@@ -50,8 +50,8 @@ namespace lm::engine {
 // then loses it (discard again: the guest, its memory incomplete, is
 // killed). kept: the sink's keep (the guest is released).
 //
-// Cancel (DestinationOptions::cancel) is seen within 200 ms in every wait up
-// to `resumed`: the copy is discarded and the source told why. Once
+// Cancel (DestinationOptions::cancel) ends every wait up to `resumed` at once
+// (the guest handoff's within 200 ms): the copy is discarded and the source told why. Once
 // `resumed` was sent it is not obeyed: a post-copy VM runs only here, so it
 // is served to completion rather than abandoned; a pre-copy source may
 // already have released its copy with its verdict, so the destination only

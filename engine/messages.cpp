@@ -1,7 +1,6 @@
 #include "engine/messages.hpp"
 
-#include <algorithm>
-#include <chrono>
+#include <optional>
 
 namespace lm::engine {
 
@@ -115,20 +114,25 @@ void Peer::send_error(const Error& e) const {
   (void)transport::send_message(*channel_, m, Timeout(1000));
 }
 
-Result<Message> Peer::receive(Timeout timeout, const Stopped& stopped) const {
-  if (!cancel_ && !stopped) return transport::recv_message(*channel_, timeout);
-  constexpr Timeout kSlice(100);
-  using Clock = std::chrono::steady_clock;
-  const bool forever = timeout == transport::kForever;
-  const auto deadline = forever ? Clock::time_point::max() : Clock::now() + timeout;
-  for (;;) {
-    if (cancel_ && cancel_->requested()) return cancel_->error();
-    if (stopped && stopped())
-      return Error::msg(strf("%s: receiving stopped: the migration failed elsewhere", channel_->name().c_str()));
-    auto left = forever ? transport::kForever : std::chrono::duration_cast<Timeout>(deadline - Clock::now());
-    auto m = transport::recv_message(*channel_, std::clamp(left, Timeout(0), kSlice));
-    if (m || m.error().code != ETIMEDOUT || left <= kSlice) return m;
+Result<Message> Peer::receive(Timeout timeout, std::stop_token stopped) const {
+  const std::stop_token cancelled = cancel_ ? cancel_->token() : std::stop_token();
+  if (cancelled.stop_requested()) return cancel_->error();
+  // The channel's wait ends on either token: one of them, or both joined
+  // (a shared state is allocated only then).
+  std::stop_source either(std::nostopstate);
+  auto forward = [&either] { either.request_stop(); };
+  std::optional<std::stop_callback<decltype(forward)>> on_cancel, on_stopped;
+  std::stop_token wait_token = stopped.stop_possible() ? stopped : cancelled;
+  if (stopped.stop_possible() && cancelled.stop_possible()) {
+    either = std::stop_source();
+    on_cancel.emplace(cancelled, forward);
+    on_stopped.emplace(stopped, forward);
+    wait_token = either.get_token();
   }
+  auto m = transport::recv_message(*channel_, timeout, nullptr, wait_token);
+  if (m || !wait_token.stop_requested()) return m;
+  if (cancelled.stop_requested()) return cancel_->error();
+  return Error::msg(strf("%s: receiving stopped: the migration failed elsewhere", channel_->name().c_str()));
 }
 
 std::optional<Error> Peer::pending_error(Timeout wait) const {

@@ -7,17 +7,17 @@
 //   auto d = LM_TRY(peer.expect<Digest>());
 //   auto v = LM_TRY(peer.expect<Resumed, Ready>());     // std::variant
 //
-// Every receive goes through Peer::receive, the one loop that waits with a
-// timeout and sees a cancel (or a caller's stop condition) within 100 ms.
+// Every receive goes through Peer::receive, which waits with a timeout and
+// ends at once on a cancel or a caller's stop token.
 // Decoding turns the peer's `error` message into an Error naming the channel
 // and any type not asked for into "unexpected <type> message on <channel>".
 // The wire format is transport/protocol.hpp's; nothing here changes it.
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <optional>
 #include <span>
+#include <stop_token>
 #include <tuple>
 #include <variant>
 
@@ -100,9 +100,6 @@ LM_WIRE_MESSAGE(Close, close);
 template <class... T>
 using OneOf = std::conditional_t<sizeof...(T) == 1, std::tuple_element_t<0, std::tuple<T...>>, std::variant<T...>>;
 
-// Called between the slices of a wait: true ends it.
-using Stopped = std::function<bool()>;
-
 // One channel of a session, as the engine talks on it. Cheap to make; make
 // it again after the session is replaced (post-copy recovery).
 class Peer {
@@ -143,13 +140,12 @@ class Peer {
   // Tells the peer why we stop; best effort, at most one second.
   void send_error(const Error& e) const;
 
-  // The one receive loop: the next message within `timeout` (ETIMEDOUT when
-  // none came). With a cancel or `stopped` the wait runs in 100 ms slices:
-  // a requested cancel returns its error, `stopped` returning true ends it
+  // The next message within `timeout` (ETIMEDOUT when none came). A cancel
+  // ends the wait at once with its error; `stopped` (another thread failed)
   // with "<channel>: receiving stopped: the migration failed elsewhere".
   // Errors here are the link's (closed, reset, corrupt, silent); what a
   // message means is decode's.
-  Result<transport::Message> receive(transport::Timeout timeout, const Stopped& stopped = {}) const;
+  Result<transport::Message> receive(transport::Timeout timeout, std::stop_token stopped = {}) const;
 
   // `m` as one of T...; the peer's error message becomes its Error, any
   // other type "unexpected <type> message on <channel>".
@@ -169,8 +165,8 @@ class Peer {
     return expect<T...>(timeout_);
   }
   template <class... T>
-  Result<OneOf<T...>> expect(transport::Timeout timeout, const Stopped& stopped = {}) const {
-    auto m = LM_TRY(receive(timeout, stopped));
+  Result<OneOf<T...>> expect(transport::Timeout timeout, std::stop_token stopped = {}) const {
+    auto m = LM_TRY(receive(timeout, std::move(stopped)));
     return decode<T...>(m);
   }
 

@@ -84,14 +84,20 @@ Result<std::unique_ptr<PostcopyDestination>> PostcopyDestination::start(transpor
 }
 
 void PostcopyDestination::spawn_link_threads() {
-  link_stop_ = false;
+  {
+    std::lock_guard g(error_lock_);
+    link_stop_ = std::stop_source();
+  }
   spawn(link_threads_, [this] { return receive_replies(); });
   spawn(link_threads_, [this] { return watch_control(); });
   for (size_t c = 0; c < session_.bulk_count(); c++) spawn(link_threads_, [this, c] { return receive_pushes(c); });
 }
 
 void PostcopyDestination::stop_link_threads() {
-  link_stop_ = true;
+  {
+    std::lock_guard g(error_lock_);
+    link_stop_.request_stop();
+  }
   for (auto& t : link_threads_)
     if (t.joinable()) t.join();
   link_threads_.clear();
@@ -148,6 +154,8 @@ void PostcopyDestination::failed(Error e) {
   std::lock_guard g(error_lock_);
   if (!error_) error_ = std::move(e);
   stop_ = true;
+  link_stop_.request_stop();
+  progressed();
 }
 
 void PostcopyDestination::lost_link(Error e) {
@@ -159,7 +167,13 @@ void PostcopyDestination::link_broke(Error e) {
   link_up_ = false;
   std::lock_guard g(error_lock_);
   if (!link_error_) link_error_ = std::move(e);
-  link_stop_ = true;
+  link_stop_.request_stop();
+  progressed();
+}
+
+void PostcopyDestination::progressed() {
+  std::lock_guard g(progress_lock_);
+  progress_.notify_all();
 }
 
 namespace {
@@ -230,7 +244,7 @@ Result<void> PostcopyDestination::install(std::span<const uint64_t> addrs, std::
     if (!placed[i]) continue;
     mark_installed(addrs[i]);
     hashes_.set(addrs[i], page_hash(data[i]));
-    installed_count_++;
+    if (++installed_count_ == needed_.count()) progressed();
   }
   {
     std::lock_guard g(inflight_lock_);
@@ -425,9 +439,9 @@ void PostcopyDestination::request(std::span<const uint64_t> addrs, uint64_t& req
 }
 
 std::optional<transport::Message> PostcopyDestination::next_link_message(const Peer& peer) {
-  auto received = peer.receive(transport::kForever, [this] { return stop_ || link_stop_; });
+  auto received = peer.receive(transport::kForever, link_stop_.get_token());
   if (received) return std::move(*received);
-  if (!stop_ && !link_stop_) lost_link(std::move(received).error());
+  if (!stop_ && !link_stop_.stop_requested()) lost_link(std::move(received).error());
   return std::nullopt;
 }
 
@@ -455,6 +469,7 @@ Result<void> PostcopyDestination::receive_pushes(size_t c) {
     if (const auto* end = std::get_if<RoundEnd>(&m)) {
       if (end->flags & kRoundEndFinal) {
         bulk_done_++;
+        progressed();
         return ok();
       }
       continue;
@@ -586,12 +601,16 @@ Result<void> PostcopyDestination::wait_complete(transport::Timeout limit) {
       LM_TRY(recover());
       continue;
     }
-    if (installed_count_ == needed_.count() && bulk_done_ == session_.bulk_count()) break;
+    auto complete = [&] { return installed_count_ == needed_.count() && bulk_done_ == session_.bulk_count(); };
+    if (complete()) break;
     if (waited.elapsed_ms() > double(limit.count()))
       return Error::msg(strf("post-copy: incomplete after %lld ms: %llu of %llu pages installed",
                              (long long)limit.count(), (unsigned long long)installed_count_.load(),
                              (unsigned long long)needed_.count()));
-    std::this_thread::sleep_for(std::chrono::microseconds(500));
+    // Woken by progressed(): the last page, a bulk channel's end, a failure.
+    std::unique_lock g(progress_lock_);
+    progress_.wait_for(g, std::chrono::duration<double, std::milli>(double(limit.count()) - waited.elapsed_ms()),
+                       [&] { return complete() || stop_ || link_stop_.stop_requested(); });
   }
   stats_.complete_ms = double(now_ns() - started_ns_) * 1e-6;
   stop_ = true;

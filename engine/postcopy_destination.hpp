@@ -15,10 +15,12 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -130,8 +132,8 @@ class PostcopyDestination {
   // Sends on the priority channel unless the link is down (then the pages
   // stay in inflight_ and are requested again after recovery).
   void request(std::span<const uint64_t> addrs, uint64_t& request_id);
-  // The next message on a channel of the link, in 100 ms slices so that a
-  // stop is seen; nullopt once stopping or the link broke (lost_link()).
+  // The next message on a channel of the link (the wait ends at once on
+  // link_stop_); nullopt once stopping or the link broke (lost_link()).
   std::optional<transport::Message> next_link_message(const Peer& peer);
   Result<void> receive_replies();
   Result<void> receive_pushes(size_t c);
@@ -166,7 +168,9 @@ class PostcopyDestination {
   // the replacement of session_; link threads stop on link_stop_.
   std::mutex link_lock_;
   bool link_up_ = true;  // under link_lock_
-  std::atomic<bool> link_stop_{false};
+  // Requested on a broken link or any failure; replaced (under error_lock_)
+  // for each link, once its threads are joined.
+  std::stop_source link_stop_;
   std::optional<Error> link_error_;  // under error_lock_: why the link broke
   std::vector<std::thread> link_threads_;
 
@@ -179,6 +183,10 @@ class PostcopyDestination {
   std::atomic<bool> stop_{false};
   std::mutex error_lock_;
   std::optional<Error> error_;
+  // wait_complete() sleeps on progress_ until progressed() says it may be done.
+  std::mutex progress_lock_;
+  std::condition_variable progress_;
+  void progressed();
 
   std::mutex inflight_lock_;
   std::unordered_map<uint64_t, uint64_t> inflight_;  // page -> fault read time (ns)

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -20,10 +22,14 @@ struct PushState {
   std::mutex lock;
   Prepager prepager;
   std::atomic<uint64_t> last_fault_ns{0};
-  std::atomic<bool> stop{false};
+  // Requested when every thread is to end; it ends their waits at once.
+  std::stop_source stop_source;
   // Pushing starts once the destination runs: before, it would only compete
   // for the CPU with the requests the resume itself waits for (downtime).
   std::atomic<bool> resumed{false};
+  // Under `lock`: wakes the pushers on the resume and on every request.
+  std::condition_variable_any changed;
+  uint64_t requests_seen = 0;
   std::mutex error_lock;
   std::optional<Error> error;
   bool link_broke = false;  // the first error was a channel failing, not a fatal one
@@ -34,7 +40,7 @@ struct PushState {
   void failed(Error e) {
     std::lock_guard g(error_lock);
     if (!error) error = std::move(e);
-    stop = true;
+    stop();
   }
   // The destination said why it stopped: that is the cause, even when a
   // channel breaking as its echo was noticed first.
@@ -42,7 +48,7 @@ struct PushState {
     std::lock_guard g(error_lock);
     error = std::move(e);
     link_broke = false;
-    stop = true;
+    stop();
   }
   // A channel failed (reset, EOF, silence): recoverable by dialling again.
   Error lost_link(Error e) {
@@ -51,8 +57,15 @@ struct PushState {
       error = e;
       link_broke = true;
     }
-    stop = true;
+    stop();
     return e;
+  }
+  void stop() { stop_source.request_stop(); }
+  bool stopped() const { return stop_source.stop_requested(); }
+  void set_resumed() {
+    std::lock_guard g(lock);
+    resumed = true;
+    changed.notify_all();
   }
   void add_cpu(double s) {
     double cur = cpu.load();
@@ -82,11 +95,10 @@ Result<void> serve_requests(transport::Session& session, compress::Compressor& c
   std::vector<std::byte> buffer(size_t(transport::kMaxRequestPages) * kPageSize);
   compress::CompressedBatch batch;
   OutMessage reply;
-  const Stopped stopped = [&st] { return st.stop.load(); };
-  while (!st.stop) {
-    auto received = peer.receive(transport::kForever, stopped);
+  while (!st.stopped()) {
+    auto received = peer.receive(transport::kForever, st.stop_source.get_token());
     if (!received) {
-      if (st.stop) break;
+      if (st.stopped()) break;
       return st.lost_link(std::move(received).error());
     }
     auto request = LM_TRY(peer.decode<PageRequest>(*received));
@@ -95,8 +107,10 @@ Result<void> serve_requests(transport::Session& session, compress::Compressor& c
       std::lock_guard g(st.lock);
       for (uint64_t a : addrs)
         if (!st.prepager.on_fault(a)) st.already_pushed++;
+      st.last_fault_ns = now_ns();  // before the pushers wake: they judge idleness by it
+      st.requests_seen++;
     }
-    st.last_fault_ns = now_ns();
+    st.changed.notify_all();
     st.requests++;
     st.pages_requested += addrs.size();
     LM_TRY(read_pages(process, compressor, addrs, buffer.data(), batch));
@@ -118,19 +132,30 @@ Result<void> push_pages(transport::Session& session, size_t c, compress::Compres
   compress::CompressedBatch batch;
   OutMessage m;
   uint64_t pushed = 0;
-  while (!st.stop && !st.resumed) std::this_thread::sleep_for(std::chrono::microseconds(200));
-  while (!st.stop) {
+  const std::stop_token stop = st.stop_source.get_token();
+  {
+    std::unique_lock g(st.lock);
+    st.changed.wait(g, stop, [&] { return st.resumed.load(); });
+  }
+  while (!st.stopped()) {
     size_t n = 0;
     bool drained = false;
+    uint64_t requests_seen = 0;
     {
       std::lock_guard g(st.lock);
       bool idle = now_ns() - st.last_fault_ns.load() > uint64_t(o.idle_ms) * 1000000;
       n = st.prepager.next(addrs, idle);
       drained = st.prepager.unsent() == 0;
+      requests_seen = st.requests_seen;
     }
     if (n == 0) {
       if (drained) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      // Held back until the guest has not faulted for idle_ms (the policy),
+      // or a request changed what is left.
+      std::unique_lock g(st.lock);
+      int64_t idle_in_ns = int64_t(st.last_fault_ns.load() + uint64_t(o.idle_ms) * 1000000) - int64_t(now_ns());
+      st.changed.wait_for(g, stop, std::chrono::nanoseconds(std::max<int64_t>(idle_in_ns, 1000000)),
+                          [&] { return st.requests_seen != requests_seen; });
       continue;
     }
     std::span<uint64_t> taken(addrs.data(), n);
@@ -143,7 +168,7 @@ Result<void> push_pages(transport::Session& session, size_t c, compress::Compres
     st.pages_pushed += n;
     pushed += n;
   }
-  if (st.stop) return ok();
+  if (st.stopped()) return ok();
   if (auto r = peer.send(RoundEnd{.flags = kRoundEndFinal, .pages = pushed}); !r)
     return st.lost_link(std::move(r).error());
   return ok();
@@ -162,8 +187,7 @@ void note_resumed(PostcopySourceOutcome& out, uint64_t freeze_ns, uint64_t& resu
 bool await_completion(const Peer& control, PushState& st, const PostcopySourceOptions& o,
                       PostcopySourceOutcome& out, uint64_t freeze_ns, uint64_t& resumed_ns) {
   Stopwatch waited;
-  const Stopped stopped = [&st] { return st.stop.load(); };
-  while (!st.stop) {
+  while (!st.stopped()) {
     auto limit = out.resumed ? o.completion_timeout : o.timeout;
     auto left = limit - transport::Timeout(int64_t(waited.elapsed_ms()));
     if (left.count() <= 0) {
@@ -171,9 +195,9 @@ bool await_completion(const Peer& control, PushState& st, const PostcopySourceOp
                                 out.resumed ? "completion" : "resume", (long long)limit.count())));
       return false;
     }
-    auto received = control.receive(left, stopped);
+    auto received = control.receive(left, st.stop_source.get_token());
     if (!received) {
-      if (st.stop) return false;
+      if (st.stopped()) return false;
       if (received.error().code == ETIMEDOUT) continue;  // the limit, checked above
       st.lost_link(std::move(received).error());
       return false;
@@ -194,7 +218,7 @@ bool await_completion(const Peer& control, PushState& st, const PostcopySourceOp
     if (std::holds_alternative<Resumed>(*m)) {
       note_resumed(out, freeze_ns, resumed_ns);
       st.last_fault_ns = resumed_ns;  // policy none: the guest gets idle_ms to fault first
-      st.resumed = true;
+      st.set_resumed();
       waited = Stopwatch();
       continue;
     }
@@ -296,14 +320,14 @@ Result<void> run_postcopy_source(transport::Session& session, const SourceProces
       PushState& st;
       std::vector<std::thread>& threads;
       ~Join() {
-        st.stop = true;
+        st.stop();
         for (auto& t : threads)
           if (t.joinable()) t.join();
       }
     } join{st, threads};
 
     const bool complete = await_completion(Peer::control(session, o.timeout), st, o, out, freeze_ns, resumed_ns);
-    st.stop = true;
+    st.stop();
     for (auto& t : threads) t.join();
     threads.clear();
     out.requests += st.requests;

@@ -71,17 +71,26 @@ class InprocChannel final : public Channel {
   }
 
   uint64_t send_completed() override { return seq_; }
-  Result<void> wait_sent(uint64_t seq, Timeout) override {
+  using Channel::wait_sent;
+  Result<void> wait_sent(uint64_t seq, Timeout, std::stop_token) override {  // sends complete at once
     if (seq > seq_) return Error{EINVAL, strf("channel %s: wait_sent beyond the last send", name_.c_str())};
     return ok();
   }
 
-  Result<Received> recv(Timeout timeout) override {
+  using Channel::recv;
+  Result<Received> recv(Timeout timeout, std::stop_token stop) override {
     if (closed_ || saw_close_) return Received{RecvStatus::closed, {}};
+    if (stop.stop_requested()) return stopped_error(name_, "waiting for a message");
     Deadline deadline = Deadline::after(timeout);
+    // Under the lock, so the notification cannot fall between a check and the wait.
+    std::stop_callback wake(stop, [this] {
+      std::lock_guard g(in_.mu);
+      in_.cv.notify_all();
+    });
     std::unique_lock lock(in_.mu);
-    auto ready = [&] { return !in_.queue.empty() || in_.close_mark || in_.writer_gone; };
+    auto ready = [&] { return !in_.queue.empty() || in_.close_mark || in_.writer_gone || stop.stop_requested(); };
     if (!wait(lock, in_.cv, deadline, ready)) return timeout_error(name_, "waiting for a message");
+    if (in_.queue.empty() && stop.stop_requested()) return stopped_error(name_, "waiting for a message");
     if (!in_.queue.empty()) {
       current_ = std::move(in_.queue.front());
       in_.queue.pop_front();
@@ -150,7 +159,7 @@ class InprocChannel final : public Channel {
 // The accept queue an in-process link's dialers feed.
 struct AcceptQueue {
   std::mutex mu;
-  std::condition_variable cv;
+  std::condition_variable_any cv;  // waits also end on a stop token
   std::deque<std::unique_ptr<Channel>> pending;
   bool listener_gone = false;
 };
@@ -165,13 +174,18 @@ class InprocListener final : public Listener {
     queue_->pending.clear();
   }
 
-  Result<std::unique_ptr<Channel>> accept(Timeout timeout) override {
+  using Listener::accept;
+  Result<std::unique_ptr<Channel>> accept(Timeout timeout, std::stop_token stop) override {
     std::unique_lock lock(queue_->mu);
     auto ready = [&] { return !queue_->pending.empty(); };
     const Deadline deadline = Deadline::after(timeout);
     if (deadline.at_ns == UINT64_MAX) {
-      queue_->cv.wait(lock, ready);
-    } else if (!queue_->cv.wait_for(lock, std::chrono::nanoseconds(deadline.left_ns()), ready)) {
+      queue_->cv.wait(lock, stop, ready);
+    } else {
+      queue_->cv.wait_for(lock, stop, std::chrono::nanoseconds(deadline.left_ns()), ready);
+    }
+    if (!ready()) {
+      if (stop.stop_requested()) return Error{ECANCELED, strf("listener %s: accept stopped", name_.c_str())};
       return timeout_error(name_, "waiting for a connection");
     }
     auto channel = std::move(queue_->pending.front());

@@ -23,13 +23,13 @@ constexpr size_t kZeroCopyMin = 16 * 1024;
 class TcpSource : public ByteSource {
  public:
   TcpSource(int fd, const std::string& name) : fd_(fd), name_(name) {}
-  Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode) override {
+  Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode, const StopWait& stop) override {
     for (;;) {
       ssize_t n = ::recv(fd_, buf, len, 0);
       if (n >= 0) return size_t(n);
       if (errno == EINTR) continue;
       if (errno != EAGAIN) return Error::from_errno(strf("channel %s: recv", name_.c_str()));
-      LM_TRY(wait_fd(fd_, POLLIN, deadline, name_, "waiting for data"));
+      LM_TRY(wait_fd(fd_, POLLIN, deadline, name_, "waiting for data", stop));
     }
   }
 
@@ -101,7 +101,9 @@ class TcpChannel final : public StreamChannel {
     return write_all(deadline, 0);
   }
   ByteSource& source() override { return source_; }
-  Result<void> reap_sends(Deadline deadline) override { return reap_zerocopy(deadline, Block::yes); }
+  Result<void> reap_sends(Deadline deadline, const StopWait& stop) override {
+    return reap_zerocopy(deadline, Block::yes, stop);
+  }
   void shutdown_transport() override { fd_.reset(); }
 
  private:
@@ -147,7 +149,7 @@ class TcpChannel final : public StreamChannel {
   }
 
   // Reads MSG_ZEROCOPY completion notifications and completes sends in order.
-  Result<void> reap_zerocopy(Deadline deadline, Block block) {
+  Result<void> reap_zerocopy(Deadline deadline, Block block, const StopWait& stop = {}) {
     for (;;) {
       char control[128];
       msghdr msg{};
@@ -159,7 +161,7 @@ class TcpChannel final : public StreamChannel {
         if (errno != EAGAIN) return Error::from_errno(strf("channel %s: MSG_ERRQUEUE", name_.c_str()));
         if (block == Block::no || zc_pending_.empty()) break;
         if (!zc_pending_.empty() && zc_pending_.front().last_id <= zc_done_id_) break;
-        LM_TRY(wait_fd(fd_.get(), POLLERR, deadline, name_, "waiting for zero-copy completion"));
+        LM_TRY(wait_fd(fd_.get(), POLLERR, deadline, name_, "waiting for zero-copy completion", stop));
         continue;
       }
       for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {

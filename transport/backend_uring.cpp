@@ -38,6 +38,7 @@ namespace {
 
 constexpr uint64_t kOpIo = 1;
 constexpr uint64_t kOpCancel = 2;
+constexpr uint64_t kOpWake = 3;
 
 Result<void> init_ring(io_uring* ring, const ChannelOptions& options, const std::string& name) {
   unsigned entries = 64;
@@ -89,12 +90,39 @@ io_uring_sqe* get_sqe(io_uring* ring) {
   return sqe;
 }
 
+// A poll on the wait's wake eventfd (StopWait), kept armed in the receive
+// ring across reads: its completion means a stop, or that it needs arming
+// again (a stale wake, or the thread that armed it exited).
+class WakePoll {
+ public:
+  // Prepares the poll if it is not armed; true when the caller must submit.
+  bool arm(io_uring* ring, const StopWait& stop) {
+    if (armed_ || stop.wake_fd < 0) return false;
+    io_uring_sqe* sqe = get_sqe(ring);
+    io_uring_prep_poll_add(sqe, stop.wake_fd, POLLIN);
+    io_uring_sqe_set_data64(sqe, kOpWake);
+    armed_ = true;
+    return true;
+  }
+  // For a kOpWake completion: true when the wait is to stop.
+  bool completed(io_uring* ring, const StopWait& stop) {
+    armed_ = false;
+    if (stop.stopped()) return true;
+    if (arm(ring, stop)) io_uring_submit(ring);
+    return false;
+  }
+
+ private:
+  bool armed_ = false;
+};
+
 class UringSource : public ByteSource {
  public:
   UringSource(int fd, io_uring* ring, const std::string& name, const std::byte* fixed, size_t fixed_size)
       : fd_(fd), ring_(ring), name_(name), fixed_(fixed), fixed_size_(fixed_size) {}
 
-  Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode mode) override {
+  Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode mode, const StopWait& stop) override {
+    (void)wake_.arm(ring_, stop);  // submitted with the read
     io_uring_sqe* sqe = get_sqe(ring_);
     auto* b = static_cast<const std::byte*>(buf);
     if (fixed_ && b >= fixed_ && b + len <= fixed_ + fixed_size_)
@@ -121,37 +149,53 @@ class UringSource : public ByteSource {
     // not the wait's -ETIME: look again (returns -ETIME once the deadline passed).
     if (rc == -ETIME || (rc >= 0 && !cqe)) rc = wait_cqe(ring_, &cqe, deadline);
     if (rc > 0) rc = 0;
-    bool timed_out = rc == -ETIME;
-    if (rc < 0 && !timed_out) return Error::sys(-rc, strf("channel %s: io_uring_wait_cqe (recv)", name_.c_str()));
-    if (timed_out) {
-      // Cancel the read and reap it before returning: it must not land later.
-      io_uring_sqe* c = get_sqe(ring_);
-      io_uring_prep_cancel64(c, kOpIo, 0);
-      io_uring_sqe_set_data64(c, kOpCancel);
-      io_uring_submit(ring_);
-    }
-    for (;;) {
-      if (!cqe) {
-        rc = wait_cqe(ring_, &cqe, Deadline{});
-        if (rc < 0) return Error::sys(-rc, strf("channel %s: io_uring_wait_cqe (cancel)", name_.c_str()));
-      }
-      uint64_t op = io_uring_cqe_get_data64(cqe);
-      int res = cqe->res;
-      io_uring_cqe_seen(ring_, cqe);
-      cqe = nullptr;
-      if (op != kOpIo) continue;
-      if (res >= 0) return size_t(res);
-      if (res == -ECANCELED || (timed_out && res == -EINTR)) return timeout_error(name_, "waiting for data");
-      return Error::sys(-res, strf("channel %s: recv", name_.c_str()));
-    }
+    return reap_read(cqe, rc, deadline, stop);
   }
 
  private:
+  // Reaps completions until the read's own; a timeout or a stop cancels the
+  // read first, which must not land later.
+  Result<size_t> reap_read(io_uring_cqe* cqe, int rc, Deadline deadline, const StopWait& stop) {
+    std::optional<Error> cancelled_by;
+    for (;;) {
+      if (rc == -ETIME && !cancelled_by) {
+        cancelled_by = timeout_error(name_, "waiting for data");
+        cancel_read();
+      } else if (rc < 0 && rc != -ETIME) {
+        return Error::sys(-rc, strf("channel %s: io_uring_wait_cqe (recv)", name_.c_str()));
+      }
+      if (cqe) {
+        uint64_t op = io_uring_cqe_get_data64(cqe);
+        int res = cqe->res;
+        io_uring_cqe_seen(ring_, cqe);
+        if (op == kOpIo) {
+          if (res >= 0) return size_t(res);
+          if (cancelled_by && (res == -ECANCELED || res == -EINTR)) return std::move(*cancelled_by);
+          return Error::sys(-res, strf("channel %s: recv", name_.c_str()));
+        }
+        if (op == kOpWake && wake_.completed(ring_, stop) && !cancelled_by) {
+          cancelled_by = stopped_error(name_, "waiting for data");
+          cancel_read();
+        }
+      }
+      cqe = nullptr;
+      rc = wait_cqe(ring_, &cqe, cancelled_by ? Deadline{} : deadline);
+    }
+  }
+
+  void cancel_read() {
+    io_uring_sqe* c = get_sqe(ring_);
+    io_uring_prep_cancel64(c, kOpIo, 0);
+    io_uring_sqe_set_data64(c, kOpCancel);
+    io_uring_submit(ring_);
+  }
+
   int fd_;
   io_uring* ring_;
   const std::string& name_;
   const std::byte* fixed_;
   size_t fixed_size_;
+  WakePoll wake_;
 };
 
 // Multishot receive ("recv=multishot"): one armed IORING_OP_RECV with
@@ -192,9 +236,10 @@ class MultishotSource : public ByteSource {
     return ok();  // armed by the first read: requests die with the thread that submitted them
   }
 
-  Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode) override {
+  Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode, const StopWait& stop) override {
     while (chunk_left_ == 0) {
       if (eof_) return size_t(0);
+      if (wake_.arm(ring_, stop) && armed_) io_uring_submit(ring_);
       if (!armed_) LM_TRY(arm());
       io_uring_cqe* cqe = nullptr;
       int rc = wait_cqe(ring_, &cqe, deadline);
@@ -202,7 +247,12 @@ class MultishotSource : public ByteSource {
       if (rc < 0) return Error::sys(-rc, strf("channel %s: io_uring_wait_cqe (multishot)", name_.c_str()));
       int res = cqe->res;
       unsigned flags = cqe->flags;
+      uint64_t op = io_uring_cqe_get_data64(cqe);
       io_uring_cqe_seen(ring_, cqe);
+      if (op == kOpWake) {  // a stop leaves the receive armed, like a timeout
+        if (wake_.completed(ring_, stop)) return stopped_error(name_, "waiting for data");
+        continue;
+      }
       if (!(flags & IORING_CQE_F_MORE)) armed_ = false;
       // ENOBUFS: the ring ran dry; ECANCELED: the thread that armed it exited
       // (unreceived data stays in the socket). Either way, re-arm from here.
@@ -249,6 +299,7 @@ class MultishotSource : public ByteSource {
   io_uring_buf_ring* br_ = nullptr;
   std::byte* pool_ = nullptr;
   bool armed_ = false;
+  WakePoll wake_;
   bool eof_ = false;
   uint16_t chunk_id_ = 0;
   std::byte* chunk_at_ = nullptr;
@@ -311,6 +362,11 @@ class UringChannel final : public StreamChannel {
   uint64_t send_completed() override {
     io_uring_cqe* cqe;
     while (inflight_ && io_uring_peek_cqe(&send_ring_, &cqe) == 0) {
+      if (io_uring_cqe_get_data64(cqe) == kOpWake) {  // a poll left by an earlier wait_sent
+        io_uring_cqe_seen(&send_ring_, cqe);
+        (void)send_wake_poll_.completed(&send_ring_, StopWait{});
+        continue;
+      }
       auto r = handle_send_cqe(cqe);
       if (!r) {
         (void)fail_send(std::move(r).error());
@@ -336,7 +392,7 @@ class UringChannel final : public StreamChannel {
     if (multishot_) return *multishot_;
     return *source_;
   }
-  Result<void> reap_sends(Deadline deadline) override { return reap(deadline); }
+  Result<void> reap_sends(Deadline deadline, const StopWait& stop) override { return reap(deadline, stop); }
   void shutdown_transport() override {
     if (!fd_.valid()) return;
     // Fail in-flight operations before the rings go, then release everything.
@@ -394,12 +450,19 @@ class UringChannel final : public StreamChannel {
     return ok();
   }
 
-  Result<void> reap(Deadline deadline) {
+  // One send completion, or (with `stop`) a stop.
+  Result<void> reap(Deadline deadline, const StopWait& stop = {}) {
     if (!inflight_) return submit_batch();
+    if (send_wake_poll_.arm(&send_ring_, stop)) io_uring_submit(&send_ring_);
     io_uring_cqe* cqe = nullptr;
     int rc = wait_cqe(&send_ring_, &cqe, deadline);
     if (rc == -ETIME) return timeout_error(name_, "sending (receiver not draining)");
     if (rc < 0) return Error::sys(-rc, strf("channel %s: io_uring_wait_cqe (send)", name_.c_str()));
+    if (io_uring_cqe_get_data64(cqe) == kOpWake) {
+      io_uring_cqe_seen(&send_ring_, cqe);
+      if (send_wake_poll_.completed(&send_ring_, stop)) return stopped_error(name_, "waiting for sends to complete");
+      return ok();
+    }
     return handle_send_cqe(cqe);
   }
 
@@ -449,6 +512,7 @@ class UringChannel final : public StreamChannel {
   bool recv_ring_ok_ = false;
   bool zero_copy_ = false;
   std::optional<UringSource> source_;
+  WakePoll send_wake_poll_;  // on send_wake_, in the send ring
   std::unique_ptr<MultishotSource> multishot_;  // with "recv=multishot"
 
   std::deque<Queued> queue_;  // queued and in-flight messages, in order

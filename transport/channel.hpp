@@ -44,6 +44,15 @@
 //   (killed, connection reset, EOF without close mark, no sign of life within
 //   the timeout) makes every pending and later call fail with an Error that
 //   names the channel; nothing hangs past its timeout.
+//
+// Stopping a wait. recv(), wait_sent() and Listener::accept() also take a
+//   std::stop_token: stopping it from any thread (before or during the call)
+//   ends a call that waits within milliseconds with an Error with code
+//   ECANCELED that names the channel or listener. Nothing else changes: the
+//   channel stays open and whole, a message not yet received comes with the
+//   next recv(), a send not yet complete completes later.
+//   This is how another thread (a cancel, a failed sibling) ends a wait
+//   without the waiter polling in slices.
 #pragma once
 
 #include <chrono>
@@ -52,6 +61,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <stop_token>
 #include <string>
 #include <string_view>
 
@@ -102,11 +112,15 @@ class Channel {
   virtual Result<uint64_t> send(std::span<const ConstBuffer> pieces, Timeout timeout) = 0;
   // Highest sequence number whose buffers the caller may reuse.
   virtual uint64_t send_completed() = 0;
-  // Waits until send `seq` (and all before it) is complete.
-  virtual Result<void> wait_sent(uint64_t seq, Timeout timeout) = 0;
+  // Waits until send `seq` (and all before it) is complete; ECANCELED once
+  // `stop` is stopped.
+  virtual Result<void> wait_sent(uint64_t seq, Timeout timeout, std::stop_token stop) = 0;
+  Result<void> wait_sent(uint64_t seq, Timeout timeout) { return wait_sent(seq, timeout, std::stop_token()); }
 
-  // Receives the next whole message, or the peer's clean close.
-  virtual Result<Received> recv(Timeout timeout) = 0;
+  // Receives the next whole message, or the peer's clean close; ECANCELED
+  // once `stop` is stopped (see "Stopping a wait").
+  virtual Result<Received> recv(Timeout timeout, std::stop_token stop) = 0;
+  Result<Received> recv(Timeout timeout) { return recv(timeout, std::stop_token()); }
 
   // Close handshake (see above); idempotent. Completes pending sends first.
   virtual Result<void> close(Timeout timeout) = 0;
@@ -121,8 +135,9 @@ class Channel {
 class Listener {
  public:
   virtual ~Listener() = default;
-  // Waits for the next incoming channel.
-  virtual Result<std::unique_ptr<Channel>> accept(Timeout timeout) = 0;
+  // Waits for the next incoming channel; ECANCELED once `stop` is stopped.
+  virtual Result<std::unique_ptr<Channel>> accept(Timeout timeout, std::stop_token stop) = 0;
+  Result<std::unique_ptr<Channel>> accept(Timeout timeout) { return accept(timeout, std::stop_token()); }
   // The address a peer passes to connect(), with the real port when the
   // listen address asked for port 0: "tcp:127.0.0.1:40123".
   virtual std::string address() const = 0;

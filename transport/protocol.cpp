@@ -218,8 +218,8 @@ Result<Message> parse_message(std::span<const std::byte> bytes, std::string_view
   return Message{MsgType(h.type), h.version, bytes.subspan(sizeof h)};
 }
 
-Result<Message> recv_message(Channel& channel, Timeout timeout, bool* closed) {
-  Received r = LM_TRY(channel.recv(timeout));
+Result<Message> recv_message(Channel& channel, Timeout timeout, bool* closed, std::stop_token stop) {
+  Received r = LM_TRY(channel.recv(timeout, std::move(stop)));
   if (r.status == RecvStatus::closed) {
     if (closed) {
       *closed = true;

@@ -285,7 +285,8 @@ Result<Message> parse_message(std::span<const std::byte> bytes, std::string_view
 
 // recv() + parse_message(); a clean close of the channel is an error here
 // ("closed by peer") unless `closed` is given, which is then set instead.
-Result<Message> recv_message(Channel& channel, Timeout timeout, bool* closed = nullptr);
+// ECANCELED once `stop` is stopped (Channel::recv).
+Result<Message> recv_message(Channel& channel, Timeout timeout, bool* closed = nullptr, std::stop_token stop = {});
 // send + wait_sent of an OutMessage.
 Result<void> send_message(Channel& channel, const OutMessage& m, Timeout timeout);
 

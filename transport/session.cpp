@@ -78,8 +78,8 @@ Error reject(Channel& ch, uint16_t version, Error e) {
 }
 
 // Receives the next message; an error message from the peer becomes our error.
-Result<Message> expect(Channel& ch, MsgType type, Timeout timeout) {
-  Message m = LM_TRY(recv_message(ch, timeout));
+Result<Message> expect(Channel& ch, MsgType type, Timeout timeout, std::stop_token stop = {}) {
+  Message m = LM_TRY(recv_message(ch, timeout, nullptr, std::move(stop)));
   if (m.type == MsgType::error) return peer_error(m, ch.name());
   if (m.type != type)
     return Error{EPROTO, strf("channel %s: expected %.*s, got %.*s", ch.name().c_str(),
@@ -131,9 +131,9 @@ struct Joined {
   std::optional<MappingTable> mappings;
 };
 
-Result<Joined> server_handshake(Channel& ch, const SessionConfig& config) {
+Result<Joined> server_handshake(Channel& ch, const SessionConfig& config, std::stop_token stop) {
   Timeout t = config.handshake_timeout;
-  Message m = LM_TRY(expect(ch, MsgType::hello, t));
+  Message m = LM_TRY(expect(ch, MsgType::hello, t, stop));
   auto theirs_r = decode_hello(m);
   if (!theirs_r) return reject(ch, config.version_max, std::move(theirs_r).error().context("channel " + ch.name()));
   HelloBody theirs = *theirs_r;
@@ -144,7 +144,7 @@ Result<Joined> server_handshake(Channel& ch, const SessionConfig& config) {
   LM_TRY(send_message(ch, out, t));
   auto neg = negotiate(theirs, mine);
   if (!neg) return reject(ch, mine.version_max, std::move(neg).error().context("channel " + ch.name()));
-  Message am = LM_TRY(expect(ch, MsgType::auth, t));
+  Message am = LM_TRY(expect(ch, MsgType::auth, t, stop));
   AuthBody auth = LM_TRY_CTX(decode_auth(am), "channel " + ch.name());
   if (!config.psk.empty()) {
     AuthBody want = make_proof(config.psk, mine.nonce, theirs.session_id, theirs.role, theirs.index);
@@ -155,7 +155,7 @@ Result<Joined> server_handshake(Channel& ch, const SessionConfig& config) {
   }
   Joined j{*neg, role, theirs.index, std::nullopt};
   if (role == ChannelRole::control) {
-    Message mm = LM_TRY(expect(ch, MsgType::mappings, t));
+    Message mm = LM_TRY(expect(ch, MsgType::mappings, t, stop));
     auto table = decode_mappings(mm);
     if (!table) return reject(ch, neg->version, std::move(table).error().context("channel " + ch.name()));
     j.mappings = std::move(*table);
@@ -238,8 +238,8 @@ Result<void> Session::close(Timeout timeout) {
   return first;
 }
 
-Result<std::optional<Session>> SessionAcceptor::offer(std::unique_ptr<Channel> channel) {
-  Joined j = LM_TRY(server_handshake(*channel, config_));
+Result<std::optional<Session>> SessionAcceptor::offer(std::unique_ptr<Channel> channel, std::stop_token stop) {
+  Joined j = LM_TRY(server_handshake(*channel, config_, std::move(stop)));
   uint64_t id = j.negotiated.session_id;
   channel->set_name(slot_name(j.role, j.index) + " " + channel->name());
   auto [it, fresh] = pending_.try_emplace(id);
@@ -289,22 +289,21 @@ Result<std::optional<Session>> SessionAcceptor::offer(std::unique_ptr<Channel> c
 }
 
 Result<Session> accept_session(Listener& listener, const SessionConfig& config, Timeout timeout,
-                               const std::function<bool()>& stopped) {
+                               std::stop_token stop) {
   SessionAcceptor acceptor(config);
   Deadline deadline = Deadline::after(timeout);
   std::optional<Error> first_error;
-  constexpr Timeout kSlice(200);
+  auto stopped = [&] { return Error{ECANCELED, strf("accept a session on %s: stopped", listener.address().c_str())}; };
   for (;;) {
-    if (stopped && stopped()) return Error{ECANCELED, strf("accept a session on %s: stopped", listener.address().c_str())};
     Timeout left = deadline.at_ns == UINT64_MAX ? kForever : Timeout(deadline.poll_ms());
-    const bool sliced = stopped && (left == kForever || left > kSlice);
-    auto ch = listener.accept(sliced ? kSlice : left);
-    if (!ch && sliced && ch.error().code == ETIMEDOUT) continue;
+    auto ch = listener.accept(left, stop);
+    if (!ch && stop.stop_requested()) return stopped();
     if (!ch) {
       if (first_error) return std::move(*first_error).context(std::move(ch).error().message);
       return std::move(ch).error();
     }
-    auto r = acceptor.offer(std::move(*ch));
+    auto r = acceptor.offer(std::move(*ch), stop);
+    if (!r && stop.stop_requested()) return stopped();
     if (!r) {
       if (!first_error) first_error = std::move(r).error();
       continue;

@@ -98,7 +98,7 @@ class SessionAcceptor {
   // source dialled again after a partial attempt).
   // Error: this channel's handshake failed (it was told why and dropped);
   // other sessions are unaffected.
-  Result<std::optional<Session>> offer(std::unique_ptr<Channel> channel);
+  Result<std::optional<Session>> offer(std::unique_ptr<Channel> channel, std::stop_token stop = {});
 
  private:
   struct Pending {
@@ -113,11 +113,10 @@ class SessionAcceptor {
 
 // listener.accept() + SessionAcceptor until one session is complete. A channel
 // whose handshake fails is dropped and counted; the first such error is returned
-// if the deadline passes. With `stopped`, the wait is cut in 200 ms slices
-// (a half-accepted session is kept across them) and ends with ECANCELED once
-// it returns true.
+// if the deadline passes. Stopping `stop` ends the wait at once (accept or a
+// channel's handshake) with ECANCELED.
 Result<Session> accept_session(Listener& listener, const SessionConfig& config, Timeout timeout,
-                               const std::function<bool()>& stopped = {});
+                               std::stop_token stop = {});
 
 // Negotiation rule shared by both sides (exposed for tests).
 Result<Negotiated> negotiate(const HelloBody& source, const HelloBody& dest);

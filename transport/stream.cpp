@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <climits>
@@ -31,6 +32,39 @@ uint64_t Deadline::left_ns() const {
 
 Error timeout_error(const std::string& channel, std::string_view what) {
   return Error{ETIMEDOUT, strf("channel %s: timed out %.*s", channel.c_str(), int(what.size()), what.data())};
+}
+
+Error stopped_error(const std::string& channel, std::string_view what) {
+  return Error{ECANCELED, strf("channel %s: stopped %.*s", channel.c_str(), int(what.size()), what.data())};
+}
+
+Result<void> WakeFd::ensure(const std::string& owner) {
+  if (fd_.valid()) return ok();
+  fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!fd_.valid()) return Error::from_errno(strf("channel %s: eventfd", owner.c_str()));
+  return ok();
+}
+
+void WakeFd::drain() const {
+  uint64_t count;
+  if (fd_.valid()) (void)!::read(fd_.get(), &count, sizeof count);
+}
+
+void WakeOnStop::Write::operator()() const noexcept {
+  uint64_t one = 1;
+  (void)!::write(fd, &one, sizeof one);
+}
+
+WakeOnStop::WakeOnStop(const WakeFd& wake, std::stop_token token) : wake_(wake) {
+  if (!token.stop_possible() || wake.get() < 0) return;
+  wait_ = StopWait{token, wake.get()};
+  callback_.emplace(std::move(token), Write{wake.get()});
+}
+
+WakeOnStop::~WakeOnStop() {
+  if (!callback_) return;
+  callback_.reset();  // waits for a callback running on another thread
+  if (wait_.stopped()) wake_.drain();
 }
 
 Result<size_t> message_size(std::span<const ConstBuffer> pieces, size_t max_message, const std::string& channel) {
@@ -126,12 +160,15 @@ static Result<void> tune_socket(int fd, const ChannelOptions& options, const std
   return ok();
 }
 
-Result<void> wait_fd(int fd, short events, Deadline deadline, const std::string& channel, const char* what) {
+Result<void> wait_fd(int fd, short events, Deadline deadline, const std::string& channel, const char* what,
+                     const StopWait& stop) {
   for (;;) {
-    pollfd p{fd, events, 0};
+    if (stop.stopped()) return stopped_error(channel, what);
+    pollfd p[2] = {{fd, events, 0}, {stop.wake_fd, POLLIN, 0}};
     int ms = deadline.poll_ms();
-    int rc = poll(&p, 1, ms);
-    if (rc > 0) return ok();
+    int rc = poll(p, stop.wake_fd >= 0 ? 2 : 1, ms);
+    if (rc > 0 && p[0].revents) return ok();
+    if (rc > 0) continue;  // woken by the stop
     if (rc == 0) return timeout_error(channel, what);
     if (errno != EINTR) return Error::from_errno(strf("channel %s: poll", channel.c_str()));
   }
@@ -180,7 +217,7 @@ Result<UniqueFd> listen_socket(std::string_view host_port, std::string* bound) {
 }
 
 Result<UniqueFd> accept_socket(int listen_fd, const ChannelOptions& options, Timeout timeout,
-                               const std::string& listener_name) {
+                               const std::string& listener_name, const StopWait& stop) {
   Deadline deadline = Deadline::after(timeout);
   for (;;) {
     UniqueFd fd(accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
@@ -190,12 +227,14 @@ Result<UniqueFd> accept_socket(int listen_fd, const ChannelOptions& options, Tim
     }
     if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
       return Error::from_errno("accept on " + listener_name);
-    LM_TRY(wait_fd(listen_fd, POLLIN, deadline, listener_name, "waiting for a connection"));
+    LM_TRY(wait_fd(listen_fd, POLLIN, deadline, listener_name, "waiting for a connection", stop));
   }
 }
 
-Result<std::unique_ptr<Channel>> SocketListener::accept(Timeout timeout) {
-  UniqueFd fd = LM_TRY(accept_socket(fd_.get(), options_, timeout, address()));
+Result<std::unique_ptr<Channel>> SocketListener::accept(Timeout timeout, std::stop_token stop) {
+  if (stop.stop_possible()) LM_TRY(wake_.ensure(address()));
+  WakeOnStop wake(wake_, std::move(stop));
+  UniqueFd fd = LM_TRY(accept_socket(fd_.get(), options_, timeout, address(), wake.wait()));
   return wrap_(std::move(fd), options_);
 }
 
@@ -207,7 +246,7 @@ FrameReader::FrameReader(size_t staging_bytes, size_t max_message)
       max_message_(max_message) {}
 
 Result<void> FrameReader::fill(ByteSource& source, size_t want, Deadline deadline, const std::string& channel,
-                               bool exact) {
+                               bool exact, const StopWait& stop) {
   if (end_ - begin_ >= want) return ok();
   if (begin_ == end_) begin_ = end_ = 0;
   if (begin_ + want > staging_size_) {
@@ -217,7 +256,7 @@ Result<void> FrameReader::fill(ByteSource& source, size_t want, Deadline deadlin
   }
   while (end_ - begin_ < want) {
     size_t room = exact ? begin_ + want - end_ : staging_size_ - end_;
-    size_t n = LM_TRY(source.read(staging_.get() + end_, room, deadline, ReadMode::some));
+    size_t n = LM_TRY(source.read(staging_.get() + end_, room, deadline, ReadMode::some, stop));
     if (n == 0) {
       if (end_ == begin_)
         return Error{ECONNRESET, strf("channel %s: peer vanished (connection closed without close handshake)",
@@ -230,11 +269,13 @@ Result<void> FrameReader::fill(ByteSource& source, size_t want, Deadline deadlin
   return ok();
 }
 
-Result<Received> FrameReader::next(ByteSource& source, Deadline deadline, const std::string& channel) {
+Result<Received> FrameReader::next(ByteSource& source, Deadline deadline, const std::string& channel,
+                                   const StopWait& stop) {
   begin_ += consume_on_next_;
   consume_on_next_ = 0;
   if (saw_close_) return Received{RecvStatus::closed, {}};
-  LM_TRY(fill(source, sizeof(FrameHeader), deadline, channel, last_large_));
+  if (large_length_) return read_large_body(source, deadline, channel, stop);
+  LM_TRY(fill(source, sizeof(FrameHeader), deadline, channel, last_large_, stop));
   FrameHeader h;
   std::memcpy(&h, staging_.get() + begin_, sizeof h);
   if (h.magic == kFrameClose) {
@@ -251,7 +292,7 @@ Result<Received> FrameReader::next(ByteSource& source, Deadline deadline, const 
   size_t frame = sizeof h + body;
   last_large_ = frame > staging_size_ / 4;
   if (!last_large_) {
-    LM_TRY(fill(source, frame, deadline, channel, false));
+    LM_TRY(fill(source, frame, deadline, channel, false, stop));
     consume_on_next_ = frame;
     return Received{RecvStatus::message, {staging_.get() + begin_ + sizeof h, h.length}};
   }
@@ -262,14 +303,24 @@ Result<Received> FrameReader::next(ByteSource& source, Deadline deadline, const 
   size_t have = std::min(end_ - begin_ - sizeof h, body);
   std::memcpy(large_.get(), staging_.get() + begin_ + sizeof h, have);
   begin_ += sizeof h + have;
-  while (have < body) {
-    size_t n = LM_TRY(source.read(large_.get() + have, body - have, deadline, ReadMode::all));
+  large_length_ = h.length;
+  large_have_ = have;
+  return read_large_body(source, deadline, channel, stop);
+}
+
+Result<Received> FrameReader::read_large_body(ByteSource& source, Deadline deadline, const std::string& channel,
+                                              const StopWait& stop) {
+  const uint32_t length = *large_length_;
+  const size_t body = size_t(length) + frame_pad(length);
+  while (large_have_ < body) {
+    size_t n = LM_TRY(source.read(large_.get() + large_have_, body - large_have_, deadline, ReadMode::all, stop));
     if (n == 0)
       return Error{ECONNRESET, strf("channel %s: truncated stream: connection closed inside a frame (%zu of %zu bytes)",
-                                    channel.c_str(), sizeof h + have, frame)};
-    have += n;
+                                    channel.c_str(), sizeof(FrameHeader) + large_have_, sizeof(FrameHeader) + body)};
+    large_have_ += n;
   }
-  return Received{RecvStatus::message, {large_.get(), h.length}};
+  large_length_.reset();
+  return Received{RecvStatus::message, {large_.get(), length}};
 }
 
 // --- stream channel ---------------------------------------------------------------
@@ -301,23 +352,31 @@ Result<void> StreamChannel::check_usable() const {
   return ok();
 }
 
-Result<void> StreamChannel::wait_sent(uint64_t seq, Timeout timeout) {
+Result<void> StreamChannel::wait_sent(uint64_t seq, Timeout timeout, std::stop_token stop) {
   if (seq > sent_seq_)
     return Error{EINVAL, strf("channel %s: wait_sent(%llu) beyond the last send %llu", name_.c_str(),
                               (unsigned long long)seq, (unsigned long long)sent_seq_)};
   Deadline deadline = Deadline::after(timeout);
+  if (completed_seq_ < seq && stop.stop_possible()) LM_TRY(send_wake_.ensure(name_));
+  WakeOnStop wake(send_wake_, std::move(stop));
   while (completed_seq_ < seq) {
     if (auto b = send_broken()) return *b;
-    auto r = reap_sends(deadline);
+    if (wake.wait().stopped()) return stopped_error(name_, "waiting for sends to complete");
+    auto r = reap_sends(deadline, wake.wait());
+    if (!r && r.error().code == ECANCELED && wake.wait().stopped()) return r;  // not a failure
     if (!r) return fail_send(std::move(r).error());
   }
   return ok();
 }
 
-Result<Received> StreamChannel::recv(Timeout timeout) {
+Result<Received> StreamChannel::recv(Timeout timeout, std::stop_token stop) {
   if (auto b = recv_broken()) return *b;
   if (closed_) return Received{RecvStatus::closed, {}};
-  auto r = reader_.next(source(), Deadline::after(timeout), name_);
+  if (stop.stop_requested()) return stopped_error(name_, "waiting for data");
+  if (stop.stop_possible()) LM_TRY(recv_wake_.ensure(name_));
+  WakeOnStop wake(recv_wake_, std::move(stop));
+  auto r = reader_.next(source(), Deadline::after(timeout), name_, wake.wait());
+  if (!r && r.error().code == ECANCELED && wake.wait().stopped()) return r;  // not a failure: the caller may go on
   if (!r) return fail_recv(std::move(r).error());
   return r;
 }

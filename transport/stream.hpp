@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,6 +40,48 @@ struct Deadline {
 };
 
 Error timeout_error(const std::string& channel, std::string_view what);
+// ECANCELED: the wait's stop token was stopped.
+Error stopped_error(const std::string& channel, std::string_view what);
+
+// A wait that a stop token may end: the token, and an eventfd that becomes
+// readable once it is stopped, for waits that sleep in poll() or io_uring.
+struct StopWait {
+  std::stop_token token;
+  int wake_fd = -1;  // -1: the token cannot be stopped (nothing to watch)
+  bool stopped() const { return token.stop_requested(); }
+};
+
+// The eventfd of StopWait, one per waiting side of a channel or listener,
+// made on first use. While a WakeOnStop lives, stopping its token writes
+// the eventfd; its destructor drains it for the next wait.
+class WakeFd {
+ public:
+  Result<void> ensure(const std::string& owner);
+  int get() const { return fd_.get(); }
+  void drain() const;
+
+ private:
+  UniqueFd fd_;
+};
+
+class WakeOnStop {
+ public:
+  // `wake` must have been ensure()d when `token` can be stopped.
+  WakeOnStop(const WakeFd& wake, std::stop_token token);
+  ~WakeOnStop();
+  WakeOnStop(const WakeOnStop&) = delete;
+  WakeOnStop& operator=(const WakeOnStop&) = delete;
+  const StopWait& wait() const { return wait_; }
+
+ private:
+  struct Write {
+    int fd;
+    void operator()() const noexcept;
+  };
+  const WakeFd& wake_;
+  StopWait wait_;
+  std::optional<std::stop_callback<Write>> callback_;
+};
 // Total bytes of a message's pieces; EMSGSIZE error above `max_message`.
 Result<size_t> message_size(std::span<const ConstBuffer> pieces, size_t max_message, const std::string& channel);
 
@@ -62,11 +105,13 @@ Result<UniqueFd> connect_socket(std::string_view host_port, const ChannelOptions
 // Binds and listens; `bound` gets "host:port" with the real port.
 Result<UniqueFd> listen_socket(std::string_view host_port, std::string* bound);
 Result<UniqueFd> accept_socket(int listen_fd, const ChannelOptions& options, Timeout timeout,
-                               const std::string& listener_name);
+                               const std::string& listener_name, const StopWait& stop = {});
 // "127.0.0.1:40000->127.0.0.1:7000"
 std::string socket_pair_name(int fd);
-// Waits for poll events on fd; ETIMEDOUT error when the deadline passes.
-Result<void> wait_fd(int fd, short events, Deadline deadline, const std::string& channel, const char* what);
+// Waits for poll events on fd; ETIMEDOUT error when the deadline passes,
+// ECANCELED when `stop` is stopped.
+Result<void> wait_fd(int fd, short events, Deadline deadline, const std::string& channel, const char* what,
+                     const StopWait& stop = {});
 
 // How much a read should wait for: `some` returns what is there (at least one
 // byte), `all` may wait for the whole length (a hint: the body of a large
@@ -77,7 +122,7 @@ enum class ReadMode : uint8_t { some, all };
 class ByteSource {
  public:
   virtual ~ByteSource() = default;
-  virtual Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode mode) = 0;
+  virtual Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode mode, const StopWait& stop) = 0;
 };
 
 // Reassembles frames. Small frames are returned as views into the staging
@@ -86,7 +131,9 @@ class ByteSource {
 class FrameReader {
  public:
   FrameReader(size_t staging_bytes, size_t max_message);
-  Result<Received> next(ByteSource& source, Deadline deadline, const std::string& channel);
+  // A timeout or stop leaves a partly read frame in place for the next call.
+  Result<Received> next(ByteSource& source, Deadline deadline, const std::string& channel,
+                        const StopWait& stop = {});
   bool saw_close() const { return saw_close_; }
   // Staging storage, so a backend can register it (io_uring fixed buffers).
   std::byte* staging() { return staging_.get(); }
@@ -95,7 +142,10 @@ class FrameReader {
  private:
   // exact: read no more than `want` (after a large frame the next is likely
   // large too; reading ahead would pull its body through the staging copy).
-  Result<void> fill(ByteSource& source, size_t want, Deadline deadline, const std::string& channel, bool exact);
+  Result<void> fill(ByteSource& source, size_t want, Deadline deadline, const std::string& channel, bool exact,
+                    const StopWait& stop);
+  Result<Received> read_large_body(ByteSource& source, Deadline deadline, const std::string& channel,
+                                   const StopWait& stop);
   struct Free {
     void operator()(std::byte* p) const { std::free(p); }
   };
@@ -107,6 +157,9 @@ class FrameReader {
   size_t consume_on_next_ = 0;  // bytes of the frame returned last time
   std::unique_ptr<std::byte, Free> large_;
   size_t large_size_ = 0;
+  // A large frame being read into large_: its length and body bytes so far.
+  std::optional<uint32_t> large_length_;
+  size_t large_have_ = 0;
   bool saw_close_ = false;
   bool last_large_ = false;
 };
@@ -119,7 +172,8 @@ class SocketListener : public Listener {
   SocketListener(std::string backend, UniqueFd fd, std::string bound, ChannelOptions options, Wrap wrap)
       : backend_(std::move(backend)), fd_(std::move(fd)), bound_(std::move(bound)), options_(std::move(options)),
         wrap_(wrap) {}
-  Result<std::unique_ptr<Channel>> accept(Timeout timeout) override;
+  Result<std::unique_ptr<Channel>> accept(Timeout timeout, std::stop_token stop) override;
+  using Listener::accept;
   std::string address() const override { return backend_ + ":" + bound_; }
 
  private:
@@ -128,6 +182,7 @@ class SocketListener : public Listener {
   std::string bound_;
   ChannelOptions options_;
   Wrap wrap_;
+  WakeFd wake_;
 };
 
 // What tcp and uring channels share: the frame reader, the sticky failure
@@ -136,10 +191,12 @@ class SocketListener : public Listener {
 class StreamChannel : public Channel {
  public:
   StreamChannel(std::string name, const ChannelOptions& options);
-  Result<Received> recv(Timeout timeout) override;
+  Result<Received> recv(Timeout timeout, std::stop_token stop) override;
+  using Channel::recv;
   Result<void> close(Timeout timeout) override;
   // Waits by calling reap_sends() until completed_seq_ reaches seq.
-  Result<void> wait_sent(uint64_t seq, Timeout timeout) override;
+  Result<void> wait_sent(uint64_t seq, Timeout timeout, std::stop_token stop) override;
+  using Channel::wait_sent;
   const std::string& name() const override { return name_; }
   void set_name(std::string name) override { name_ = std::move(name); }
 
@@ -148,7 +205,7 @@ class StreamChannel : public Channel {
   virtual Result<void> send_close_mark(Deadline deadline) = 0;
   virtual ByteSource& source() = 0;
   // Blocks until at least one send completion was processed (or the deadline).
-  virtual Result<void> reap_sends(Deadline deadline) = 0;
+  virtual Result<void> reap_sends(Deadline deadline, const StopWait& stop) = 0;
   // Releases the socket (after the handshake or on destruction).
   virtual void shutdown_transport() = 0;
   // Records a fatal error of one direction; later calls on that direction
@@ -163,6 +220,8 @@ class StreamChannel : public Channel {
   std::string name_;
   ChannelOptions options_;
   FrameReader reader_;
+  WakeFd recv_wake_;
+  WakeFd send_wake_;
   bool closed_ = false;
   uint64_t sent_seq_ = 0;       // last sequence number handed out by send()
   uint64_t completed_seq_ = 0;  // every send up to here is complete

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "common/clock.hpp"
+#include "tests/transport/helpers.hpp"
 #include "transport/channel.hpp"
 
 using namespace lm;
@@ -111,4 +112,45 @@ TEST(DpdkListener, DestroyedBeforeAnyClientLeavesNoBusyThread) {
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   double busy = lm::process_cpu_seconds() - cpu0;
   EXPECT_LT(busy, 0.2) << "a thread keeps spinning after the listener went away";
+}
+
+// A stopped accept and a stopped recv end within milliseconds with ECANCELED
+// (the poll-mode worker's waits see the stop token); both keep working.
+TEST(DpdkChannelStop, StoppedAcceptAndRecvEndAtOnceAndStayUsable) {
+  ChannelOptions opt;
+  opt.extra = "flows=2,mem=512";
+  auto listener = listen(lm::strf("dpdk:memif:/tmp/lm-test-stop-%d.sock", int(getpid())), opt);
+  ASSERT_TRUE(listener.ok()) << listener.error().message;
+  std::string address = (*listener)->address();
+  {
+    auto [r, late_ms] = lm::transport::testing::wait_stopped_later(
+        [&](std::stop_token t) { return (*listener)->accept(Timeout(20000), t); });
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, ECANCELED) << r.error().message;
+    EXPECT_LT(late_ms, 50.0);
+  }
+  auto dialed = std::async(std::launch::async, [&] { return connect(address, opt, Timeout(20000)); });
+  auto accepted = (*listener)->accept(Timeout(20000));
+  ASSERT_TRUE(accepted.ok()) << accepted.error().message;
+  auto client = dialed.get();
+  ASSERT_TRUE(client.ok()) << client.error().message;
+  auto& server = *accepted;
+  {
+    auto [r, late_ms] = lm::transport::testing::wait_stopped_later(
+        [&](std::stop_token t) { return server->recv(Timeout(20000), t); });
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, ECANCELED) << r.error().message;
+    EXPECT_NE(r.error().message.find(server->name()), std::string::npos) << r.error().message;
+    EXPECT_LT(late_ms, 50.0);
+  }
+  uint64_t v = 77;
+  ConstBuffer piece{&v, sizeof v};
+  ASSERT_TRUE(send_sync(**client, {&piece, 1}, Timeout(20000)).ok());
+  auto got = server->recv(Timeout(20000));
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  ASSERT_EQ(got->bytes.size(), sizeof v);
+  EXPECT_EQ(std::memcmp(got->bytes.data(), &v, sizeof v), 0);
+  auto closing = std::async(std::launch::async, [&] { return (*client)->close(Timeout(20000)); });
+  EXPECT_TRUE(server->close(Timeout(20000)).ok());
+  EXPECT_TRUE(closing.get().ok());
 }

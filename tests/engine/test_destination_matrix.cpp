@@ -417,10 +417,10 @@ class ScriptedSource {
     }
     LM_TRY(send_page_bitmaps(control(), session_->mappings(), ranges));
     LM_TRY(control().send(ExecState{uint32_t(ExecStateKind::guest_ram), {}}));
-    std::atomic<bool> stop{false};
-    std::thread server([&] { serve_requests(stop); });
+    std::stop_source stop;
+    std::thread server([&] { serve_requests(stop.get_token()); });
     auto joined = [&](Result<void> r) {
-      stop = true;
+      stop.request_stop();
       server.join();
       return r;
     };
@@ -455,11 +455,10 @@ class ScriptedSource {
     return ok();
   }
 
-  void serve_requests(const std::atomic<bool>& stop) {
+  void serve_requests(std::stop_token stop) {
     const Peer peer = Peer::priority(*session_, kSourceWait);
-    const Stopped stopped = [&stop] { return stop.load(); };
-    while (!stop) {
-      auto request = peer.expect<PageRequest>(kSourceWait, stopped);
+    while (!stop.stop_requested()) {
+      auto request = peer.expect<PageRequest>(kSourceWait, stop);
       if (!request) return;
       std::vector<uint64_t> addrs(request->addrs.begin(), request->addrs.end());
       Batch b = batch_of(addrs);

@@ -46,18 +46,20 @@ class TestChannel final : public transport::Channel {
       : inner_(std::move(inner)), link_(link) {}
   Result<uint64_t> send(std::span<const transport::ConstBuffer> pieces, Timeout timeout) override;
   uint64_t send_completed() override { return inner_->send_completed(); }
-  Result<void> wait_sent(uint64_t seq, Timeout timeout) override {
+  using transport::Channel::recv;
+  using transport::Channel::wait_sent;
+  Result<void> wait_sent(uint64_t seq, Timeout timeout, std::stop_token stop) override {
     LM_TRY(check());
-    return inner_->wait_sent(seq, timeout);
+    return inner_->wait_sent(seq, timeout, stop);
   }
-  Result<transport::Received> recv(Timeout timeout) override {
+  Result<transport::Received> recv(Timeout timeout, std::stop_token stop) override {
     if (held_) {
       current_ = std::move(*held_);
       held_.reset();
       return transport::Received{transport::RecvStatus::message, current_};
     }
     LM_TRY(check());
-    return inner_->recv(timeout);
+    return inner_->recv(timeout, stop);
   }
   Result<void> close(Timeout timeout) override {
     LM_TRY(check());

@@ -3,10 +3,14 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <future>
+#include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "common/clock.hpp"
 #include "livemig_config.h"
 #include "transport/channel.hpp"
 
@@ -64,6 +68,28 @@ inline void fill_pattern(std::byte* p, size_t n, uint64_t seed) {
     }
     p[i] = std::byte(x >> ((i % 8) * 8));
   }
+}
+
+// Runs `wait(token)`, which blocks, and stops the token from another thread
+// after `after`: the wait's result, and how long after the stop it returned.
+template <class Wait>
+auto wait_stopped_later(Wait wait, std::chrono::milliseconds after = std::chrono::milliseconds(100)) {
+  std::stop_source source;
+  uint64_t stopped_at_ns = 0;
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(after);
+    stopped_at_ns = now_ns();
+    source.request_stop();
+  });
+  using WaitResult = decltype(wait(std::stop_token()));
+  WaitResult waited = wait(source.get_token());
+  uint64_t returned_ns = now_ns();
+  stopper.join();
+  struct Stopped {
+    WaitResult result;
+    double ms_after_stop;
+  };
+  return Stopped{std::move(waited), double(returned_ns - stopped_at_ns) * 1e-6};
 }
 
 inline std::string backend_param_name(const ::testing::TestParamInfo<std::string>& info) { return info.param; }

@@ -181,6 +181,65 @@ TEST_P(ChannelTest, RecvTimesOutAndChannelStaysUsable) {
   EXPECT_EQ(std::memcmp(r2->bytes.data(), &v, sizeof v), 0);
 }
 
+// A recv with a long timeout ends within milliseconds of its stop token being
+// stopped from another thread, with ECANCELED naming the channel; the channel
+// is unharmed: the next message arrives whole.
+TEST_P(ChannelTest, StoppedRecvEndsAtOnceAndChannelStaysUsable) {
+  auto [a, b] = pair();
+  ASSERT_TRUE(a && b);
+  for (int attempt = 0; attempt < 2; ++attempt) {  // the second wait reuses the wake-up
+    auto [r, late_ms] = testing::wait_stopped_later([&b = b](std::stop_token t) { return b->recv(Timeout(20000), t); });
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, ECANCELED) << r.error().message;
+    EXPECT_NE(r.error().message.find(b->name()), std::string::npos) << r.error().message;
+    EXPECT_LT(late_ms, 50.0);
+  }
+  std::stop_source already;
+  already.request_stop();
+  auto r = b->recv(Timeout(20000), already.get_token());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ECANCELED) << r.error().message;
+  std::vector<std::byte> msg(3 << 20);  // large: the direct-read path
+  fill_pattern(msg.data(), msg.size(), 5);
+  ConstBuffer piece{msg.data(), msg.size()};
+  std::thread sender([&, &a = a] { EXPECT_TRUE(send_sync(*a, {&piece, 1}, Timeout(5000)).ok()); });
+  std::stop_source never;
+  auto got = b->recv(Timeout(5000), never.get_token());
+  sender.join();
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  ASSERT_EQ(got->bytes.size(), msg.size());
+  EXPECT_EQ(std::memcmp(got->bytes.data(), msg.data(), msg.size()), 0);
+}
+
+// wait_sent for a send the receiver does not take yet ends at its stop; the
+// send is still in flight and completes once the receiver drains.
+TEST_P(ChannelTest, StoppedWaitSentEndsAtOnceAndTheSendStillCompletes) {
+  if (GetParam().rfind("uring", 0) != 0) GTEST_SKIP() << "only uring's send returns before it completes";
+  auto [a, b] = pair();
+  ASSERT_TRUE(a && b);
+  std::vector<std::byte> msg(32 << 20);  // far beyond the socket buffers
+  fill_pattern(msg.data(), msg.size(), 9);
+  ConstBuffer piece{msg.data(), msg.size()};
+  auto seq = a->send({&piece, 1}, Timeout(5000));
+  ASSERT_TRUE(seq.ok()) << seq.error().message;
+  ASSERT_LT(a->send_completed(), *seq) << "completed before anyone received it";
+  auto [w, late_ms] =
+      testing::wait_stopped_later([&a = a, &seq](std::stop_token t) { return a->wait_sent(*seq, Timeout(20000), t); });
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.error().code, ECANCELED) << w.error().message;
+  EXPECT_NE(w.error().message.find(a->name()), std::string::npos) << w.error().message;
+  EXPECT_LT(late_ms, 50.0);
+  std::thread receiver([&b = b, &msg] {
+    auto got = b->recv(Timeout(10000));
+    ASSERT_TRUE(got.ok()) << got.error().message;
+    ASSERT_EQ(got->bytes.size(), msg.size());
+    EXPECT_EQ(std::memcmp(got->bytes.data(), msg.data(), msg.size()), 0);
+  });
+  auto done = a->wait_sent(*seq, Timeout(10000));
+  receiver.join();
+  EXPECT_TRUE(done.ok()) << done.error().message;
+}
+
 TEST_P(ChannelTest, VanishedPeerFailsPendingRecvAndLaterSends) {
   auto [a, b] = pair();
   ASSERT_TRUE(a && b);
@@ -278,6 +337,33 @@ TEST_P(ChannelTest, TruncatedStreamIsAnErrorNamingTheChannel) {
 
 // A byte flipped on the wire (after the sender sealed the message) is found by
 // the receiver's checksum, and the error names the channel it arrived on.
+// A stop that lands while a large frame is half read leaves the rest for the
+// next recv: the stream stays in step (a timeout there is the same case).
+TEST_P(ChannelTest, StoppedInsideALargeFrameResumesWithTheRestOfIt) {
+  if (!testing::is_socket_backend(GetParam())) GTEST_SKIP() << "stream framing only";
+  RawPeer peer = raw_peer(GetParam());
+  ASSERT_TRUE(peer.channel) << peer.error;
+  auto& ch = peer.channel;
+  std::vector<std::byte> body(1 << 20);
+  fill_pattern(body.data(), body.size(), 11);
+  FrameHeader h{kFrameData, uint32_t(body.size())};
+  const size_t first = 300 << 10;
+  std::vector<std::byte> head(sizeof h + first);
+  std::memcpy(head.data(), &h, sizeof h);
+  std::memcpy(head.data() + sizeof h, body.data(), first);
+  ASSERT_EQ(::write(peer.raw.get(), head.data(), head.size()), ssize_t(head.size()));
+  auto [r, late_ms] = testing::wait_stopped_later([&](std::stop_token t) { return ch->recv(Timeout(20000), t); },
+                                                  std::chrono::milliseconds(200));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ECANCELED) << r.error().message;
+  size_t rest = body.size() - first;
+  ASSERT_EQ(::write(peer.raw.get(), body.data() + first, rest), ssize_t(rest));
+  auto got = ch->recv(Timeout(5000));
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  ASSERT_EQ(got->bytes.size(), body.size());
+  EXPECT_EQ(std::memcmp(got->bytes.data(), body.data(), body.size()), 0);
+}
+
 TEST_P(ChannelTest, ByteFlippedOnTheWireIsChecksumErrorNamingChannel) {
   if (!testing::is_socket_backend(GetParam())) GTEST_SKIP() << "raw socket writer";
   RawPeer peer = raw_peer(GetParam());
@@ -316,6 +402,29 @@ TEST_P(ChannelTest, OversizedMessageRejectedBySender) {
 
 INSTANTIATE_TEST_SUITE_P(Backends, ChannelTest, ::testing::ValuesIn(testing::test_backends()),
                          testing::backend_param_name);
+
+// Listener::accept with a long timeout ends within milliseconds of its stop;
+// the listener then accepts as before.
+TEST(SocketListener, StoppedAcceptEndsAtOnceAndListenerStaysUsable) {
+  for (const std::string& variant : testing::test_backends()) {
+    if (!testing::is_socket_backend(variant) || variant.find('_') != std::string::npos) continue;
+    SCOPED_TRACE(variant);
+    ChannelOptions options;
+    auto listener = listen(variant + ":127.0.0.1:0", options);
+    ASSERT_TRUE(listener.ok()) << listener.error().message;
+    auto [r, late_ms] =
+        testing::wait_stopped_later([&](std::stop_token t) { return (*listener)->accept(Timeout(20000), t); });
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, ECANCELED) << r.error().message;
+    EXPECT_NE(r.error().message.find((*listener)->address()), std::string::npos) << r.error().message;
+    EXPECT_LT(late_ms, 50.0);
+    std::string address = (*listener)->address();
+    auto dialed = std::async(std::launch::async, [&] { return connect(address, options, Timeout(5000)); });
+    auto accepted = (*listener)->accept(Timeout(5000));
+    ASSERT_TRUE(accepted.ok()) << accepted.error().message;
+    ASSERT_TRUE(dialed.get().ok());
+  }
+}
 
 TEST(Registry, ListsBuiltBackendsAndRejectsUnknown) {
   auto tcp = find_backend("tcp");

@@ -194,16 +194,19 @@ class DpdkChannel final : public Channel {
     reap();
     return completed_;
   }
-  Result<void> wait_sent(uint64_t seq, Timeout timeout) override {
-    LM_TRY_CTX(link_->session->endpoint().wait_sent(flow_, seq, to_ns(timeout)), strf("channel %s", name_.c_str()));
+  using Channel::wait_sent;
+  Result<void> wait_sent(uint64_t seq, Timeout timeout, std::stop_token stop) override {
+    LM_TRY_CTX(link_->session->endpoint().wait_sent(flow_, seq, to_ns(timeout), std::move(stop)),
+               strf("channel %s", name_.c_str()));
     reap();
     return ok();
   }
-  Result<Received> recv(Timeout timeout) override {
+  using Channel::recv;
+  Result<Received> recv(Timeout timeout, std::stop_token stop) override {
     auto& ep = link_->session->endpoint();
     if (last_.capacity()) ep.recycle(flow_, std::move(last_));
     last_ = {};
-    auto m = ep.receive(flow_, to_ns(timeout));
+    auto m = ep.receive(flow_, to_ns(timeout), std::move(stop));
     if (!m) {
       if (ep.end_of_stream(flow_)) return Received{RecvStatus::closed, {}};
       return std::move(m).error().context(strf("channel %s", name_.c_str()));
@@ -252,10 +255,12 @@ class DpdkListener final : public Listener {
  public:
   DpdkListener(std::shared_ptr<Link> link, std::string address, const ChannelOptions& options)
       : link_(std::move(link)), address_(std::move(address)), options_(options) {}
-  Result<std::unique_ptr<Channel>> accept(Timeout timeout) override {
+  using Listener::accept;
+  Result<std::unique_ptr<Channel>> accept(Timeout timeout, std::stop_token stop) override {
     LM_TRY_CTX(dpdk::Eal::check_not_forked(), strf("dpdk listener %s", address_.c_str()));
     auto& ep = link_->session->endpoint();
-    uint16_t flow = LM_TRY_CTX(ep.accept_flow(to_ns(timeout)), strf("dpdk listener %s", address_.c_str()));
+    uint16_t flow =
+        LM_TRY_CTX(ep.accept_flow(to_ns(timeout), std::move(stop)), strf("dpdk listener %s", address_.c_str()));
     return std::unique_ptr<Channel>(new DpdkChannel(link_, flow, options_));
   }
   std::string address() const override { return "dpdk:" + address_; }

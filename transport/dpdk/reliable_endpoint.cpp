@@ -188,16 +188,22 @@ bool ReliableEndpoint::send_complete(uint16_t flow, uint64_t ticket) const {
   return flows_[flow]->completed_ticket.load(std::memory_order_acquire) >= ticket;
 }
 
-Result<void> ReliableEndpoint::wait_sent(uint16_t flow, uint64_t ticket, uint64_t timeout_ns) {
+Result<void> ReliableEndpoint::wait_sent(uint16_t flow, uint64_t ticket, uint64_t timeout_ns, std::stop_token stop) {
   Flow& fl = *flows_[flow];
+  std::stop_callback wake(stop, [&fl] {
+    std::lock_guard g(fl.mu);
+    fl.cv.notify_all();
+  });
   std::unique_lock lk(fl.mu);
   bool done = fl.cv.wait_until(lk, deadline_after(timeout_ns), [&] {
-    return fl.completed_ticket.load() >= ticket || state() == EndpointState::failed || fl.peer_aborted.load();
+    return fl.completed_ticket.load() >= ticket || state() == EndpointState::failed || fl.peer_aborted.load() ||
+           stop.stop_requested();
   });
   if (fl.completed_ticket.load() >= ticket) return ok();
   if (fl.peer_aborted.load())
     return Error::sys(ECONNRESET, strf("send on flow %u: %s abandoned the channel", flow, port_.peer_name().c_str()));
   if (auto e = error()) return Error{e->code, e->message}.context(strf("send on flow %u", flow));
+  if (stop.stop_requested()) return Error{ECANCELED, strf("send on flow %u: stopped waiting for completion", flow)};
   if (!done) return Error::sys(ETIMEDOUT, strf("send on flow %u to %s", flow, port_.peer_name().c_str()));
   return Error::msg(strf("send on flow %u: endpoint stopped", flow));
 }
@@ -218,12 +224,17 @@ std::optional<MessageBuffer> ReliableEndpoint::try_receive(uint16_t flow) {
   return m;
 }
 
-Result<MessageBuffer> ReliableEndpoint::receive(uint16_t flow, uint64_t timeout_ns) {
+Result<MessageBuffer> ReliableEndpoint::receive(uint16_t flow, uint64_t timeout_ns, std::stop_token stop) {
   Flow& fl = *flows_[flow];
+  // Under the lock, so the notification cannot fall between a check and the wait.
+  std::stop_callback wake(stop, [&fl] {
+    std::lock_guard g(fl.mu);
+    fl.cv.notify_all();
+  });
   std::unique_lock lk(fl.mu);
   fl.cv.wait_until(lk, deadline_after(timeout_ns), [&] {
     return !fl.inbox.empty() || fl.peer_fin.load() || fl.peer_aborted.load() ||
-           state() == EndpointState::failed;
+           state() == EndpointState::failed || stop.stop_requested();
   });
   if (!fl.inbox.empty()) {
     MessageBuffer m = std::move(fl.inbox.front());
@@ -235,6 +246,7 @@ Result<MessageBuffer> ReliableEndpoint::receive(uint16_t flow, uint64_t timeout_
   if (fl.peer_aborted.load())
     return Error::sys(ECONNRESET, strf("receive on flow %u: %s abandoned the channel", flow, port_.peer_name().c_str()));
   if (fl.peer_fin.load()) return Error::msg(strf("receive on flow %u: peer closed the flow", flow));
+  if (stop.stop_requested()) return Error{ECANCELED, strf("receive on flow %u: stopped", flow)};
   return Error::sys(ETIMEDOUT, strf("receive on flow %u from %s", flow, port_.peer_name().c_str()));
 }
 
@@ -253,10 +265,15 @@ Result<void> ReliableEndpoint::open_flow(uint16_t flow) {
   return ok();
 }
 
-Result<uint16_t> ReliableEndpoint::accept_flow(uint64_t timeout_ns) {
+Result<uint16_t> ReliableEndpoint::accept_flow(uint64_t timeout_ns, std::stop_token stop) {
+  std::stop_callback wake(stop, [this] {
+    std::lock_guard g(state_mu_);
+    state_cv_.notify_all();
+  });
   std::unique_lock lk(state_mu_);
   state_cv_.wait_until(lk, deadline_after(timeout_ns), [&] {
-    return !opened_by_peer_.empty() || state() == EndpointState::failed || state() == EndpointState::closed;
+    return !opened_by_peer_.empty() || state() == EndpointState::failed || state() == EndpointState::closed ||
+           stop.stop_requested();
   });
   if (!opened_by_peer_.empty()) {
     uint16_t f = opened_by_peer_.front();
@@ -265,6 +282,7 @@ Result<uint16_t> ReliableEndpoint::accept_flow(uint64_t timeout_ns) {
   }
   if (error_) return Error{error_->code, error_->message}.context("accept");
   if (state() == EndpointState::closed) return Error::msg("accept: session closed");
+  if (stop.stop_requested()) return Error{ECANCELED, "accept: stopped"};
   return Error::sys(ETIMEDOUT, strf("accept a channel from %s", port_.peer_name().c_str()));
 }
 

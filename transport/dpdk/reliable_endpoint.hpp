@@ -24,6 +24,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <stop_token>
 #include <vector>
 
 #include "common/error.hpp"
@@ -130,12 +131,13 @@ class ReliableEndpoint {
   Result<uint64_t> submit(uint16_t flow, std::span<const std::span<const uint8_t>> bufs);
   bool send_complete(uint16_t flow, uint64_t ticket) const;
   // Blocks until the ticket's buffers are copied, the endpoint fails, or the deadline.
-  Result<void> wait_sent(uint16_t flow, uint64_t ticket, uint64_t timeout_ns);
+  Result<void> wait_sent(uint16_t flow, uint64_t ticket, uint64_t timeout_ns, std::stop_token stop = {});
   // Next received message of a flow, if any. An empty optional with ok() means
   // nothing yet; end_of_stream(flow) says the peer closed the flow.
   std::optional<MessageBuffer> try_receive(uint16_t flow);
-  // Blocks for the next message; error on failure, timeout or end of stream.
-  Result<MessageBuffer> receive(uint16_t flow, uint64_t timeout_ns);
+  // Blocks for the next message; error on failure, timeout, end of stream or
+  // (ECANCELED) `stop` stopped.
+  Result<MessageBuffer> receive(uint16_t flow, uint64_t timeout_ns, std::stop_token stop = {});
   // Hands a received message's buffer back for reuse.
   void recycle(uint16_t flow, MessageBuffer&& buf);
   bool end_of_stream(uint16_t flow) const;
@@ -143,7 +145,7 @@ class ReliableEndpoint {
   // peer sees before the flow's first message); accept_flow returns the next
   // flow the peer opened.
   Result<void> open_flow(uint16_t flow);
-  Result<uint16_t> accept_flow(uint64_t timeout_ns);
+  Result<uint16_t> accept_flow(uint64_t timeout_ns, std::stop_token stop = {});
   // Per-flow close: FIN after what is queued; wait_flow_closed waits until our
   // FIN is acknowledged and the peer's FIN arrived (messages still arriving
   // are dropped).
