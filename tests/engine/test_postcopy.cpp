@@ -221,9 +221,9 @@ SourceOptions busy_postcopy_source(const guest::GuestProcess& g, unsigned reconn
   o.scope.kind = dt::ScopeKind::ranges;
   o.scope.ranges = {{g.ram_addr(), g.ram_addr() + g.ram_size()}};
   o.mode = MigrationMode::postcopy;
-  o.postcopy.prepaging = "none";
-  o.postcopy.reconnect_timeout_ms = reconnect_ms;
-  o.policy = "fixed:raw";
+  o.postcopy.prepaging = PrepagingKind::none;
+  o.postcopy.reconnect_timeout = std::chrono::milliseconds(reconnect_ms);
+  o.policy = *compress::parse_policy("fixed:raw");
   o.timeout = transport::Timeout(5000);
   return o;
 }
