@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <thread>
 
@@ -347,7 +348,7 @@ void postcopy_through_proxy(const std::string& backend, unsigned reconnect_ms,
   auto dest = Destination::listen(busy_destination(backend + ":127.0.0.1:0", dir, reconnect_ms));
   ASSERT_TRUE(dest.ok()) << dest.error().message;
   const std::string real = (*dest)->address();
-  TcpProxy proxy(uint16_t(std::stoul(real.substr(real.rfind(':') + 1))));
+  TcpProxy proxy(uint16_t(std::strtoul(real.c_str() + real.rfind(':') + 1, nullptr, 10)));
   ASSERT_NE(proxy.port(), 0);
   std::thread dest_thread([&] { run.outcome = (*dest)->run(); });
 
