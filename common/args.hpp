@@ -1,4 +1,5 @@
-// A small command-line parser shared by every livemig command:
+// A small command-line parser for the helper programs (livemig-guest and the
+// DPDK test peers); livemig itself uses CLI11 (harness/cli.hpp).
 // "--name value", "--name=value", "--flag", and positional arguments.
 // Unknown options are an error naming the option.
 #pragma once
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "common/error.hpp"
+#include "common/parse.hpp"
 
 namespace lm {
 
@@ -19,12 +21,6 @@ struct OptionSpec {
   bool takes_value;
   std::string_view help;
 };
-
-// Parses "4096", "64K", "256M", "1G", "2GiB" (binary multiples) into bytes.
-Result<uint64_t> parse_size(std::string_view text);
-// Parses a decimal or 0x-prefixed unsigned integer.
-Result<uint64_t> parse_u64(std::string_view text);
-Result<double> parse_double(std::string_view text);
 
 class Args {
  public:

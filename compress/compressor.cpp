@@ -41,7 +41,10 @@ bool is_sampled_class(PageClass c) {
 }  // namespace
 
 Result<std::unique_ptr<Compressor>> Compressor::create(std::string_view policy, const CompressorOptions& options) {
-  PolicySpec spec = LM_TRY(parse_policy(policy));
+  return create(LM_TRY(parse_policy(policy)), options);
+}
+
+Result<std::unique_ptr<Compressor>> Compressor::create(PolicySpec spec, const CompressorOptions& options) {
   auto shared = std::make_shared<Shared>();
   bool uses_delta = spec.kind != PolicyKind::fixed || spec.fixed.codec == Codec::delta;
   if (uses_delta && options.delta_cache_pages > 0)

@@ -78,6 +78,7 @@ struct CompressorOptions {
 class Compressor {
  public:
   static Result<std::unique_ptr<Compressor>> create(std::string_view policy, const CompressorOptions& options = {});
+  static Result<std::unique_ptr<Compressor>> create(PolicySpec policy, const CompressorOptions& options = {});
   ~Compressor();
   Compressor(const Compressor&) = delete;
   Compressor& operator=(const Compressor&) = delete;

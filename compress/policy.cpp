@@ -1,6 +1,6 @@
 #include "compress/policy.hpp"
 
-#include "common/args.hpp"
+#include "common/parse.hpp"
 
 namespace lm::compress {
 

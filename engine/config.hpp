@@ -3,13 +3,16 @@
 // the `livemig source` / `livemig dest` flags.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "common/error.hpp"
+#include "compress/policy.hpp"
 #include "engine/convergence.hpp"
+#include "engine/prepaging.hpp"
 
 namespace lm::engine {
 
@@ -32,17 +35,17 @@ struct WorkloadConfig {
   uint64_t redis_value_bytes = 512;
   unsigned redis_clients = 4;
   // common
-  unsigned warmup_ms = 300;  // let the workload run before migrating
+  std::chrono::milliseconds warmup{300};  // let the workload run before migrating
 };
 
 struct MigrationConfig {
   MigrationMode mode = MigrationMode::precopy;
-  std::string transport = "uring";
+  std::string transport = "uring";     // a transport registry name (checked when parsed)
   std::string address = "127.0.0.1:0";  // destination listen address; port 0 picks one
   unsigned channels = 2;                // bulk channels
-  std::string policy = "adaptive";
+  compress::PolicySpec policy{.kind = compress::PolicyKind::adaptive, .name = "adaptive"};
   unsigned workers = 2;                 // compression workers
-  std::string tracker = "auto";
+  std::string tracker = "auto";         // "auto" or a tracker registry name (checked when parsed)
   unsigned batch_pages = 256;           // pages per page-batch message
 };
 
@@ -64,10 +67,10 @@ struct AutoConvergeConfig {
 inline constexpr unsigned kDefaultReconnectTimeoutMs = 10000;
 
 struct PostcopyConfig {
-  std::string prepaging = "bubble";  // none | sequential | bubble | bubble-forward
+  PrepagingKind prepaging = PrepagingKind::bubble;
   unsigned pivots = 1;
   unsigned precopy_rounds = 2;       // hybrid: pre-copy rounds before switching
-  unsigned reconnect_timeout_ms = kDefaultReconnectTimeoutMs;
+  std::chrono::milliseconds reconnect_timeout{kDefaultReconnectTimeoutMs};
 };
 
 struct ScenarioConfig {
@@ -79,7 +82,7 @@ struct ScenarioConfig {
   AutoConvergeConfig auto_converge;
   PostcopyConfig postcopy;
   bool verify = true;
-  unsigned timeout_s = 600;  // the whole run
+  std::chrono::seconds timeout{600};  // the whole run
 };
 
 std::string_view mode_name(MigrationMode m);

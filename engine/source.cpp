@@ -481,14 +481,13 @@ class SourceRun {
   // --- setup: refuse bad targets, tracker, session, compressors -----------------------
   Result<SourcePhase> setup() {
     if (o_.on_phase) o_.on_phase(SourcePhase::setup);
-    result_.policy = o_.policy;
+    result_.policy = o_.policy.name;
     process_ = LM_TRY(o_.make_process ? o_.make_process() : linux_process(o_.pid));
     const pid_t pid = process_->pid();
     LM_TRY(process_->check_target(o_.allow_other_user ? dt::OtherUsers::allow : dt::OtherUsers::refuse));
     if (o_.exec_state == ExecStateKind::guest_ram && o_.after == AfterMigration::keep)
       return Error::msg(strf("source pid %d: --after keep with a destination that resumes the VM would run it twice",
                              pid));
-    if (o_.mode != MigrationMode::precopy) prepaging_ = LM_TRY(parse_prepaging(o_.postcopy.prepaging));
     tracker_ = LM_TRY_CTX(o_.make_tracker ? o_.make_tracker() : dt::make_tracker(o_.tracker, dt::probe_dirtytrack()),
                           strf("source pid %d", pid));
     result_.tracker = std::string(tracker_->name());
@@ -687,11 +686,11 @@ class SourceRun {
     // unregistering its uffd-wp takes the mm's lock for ~16 ms per GiB,
     // stalling the page reads that serve the resumed guest's first faults.
     po.exec_state_kind = uint32_t(o_.exec_state);
-    po.prepaging = prepaging_;
+    po.prepaging = o_.postcopy.prepaging;
     po.pivots = o_.postcopy.pivots;
     po.timeout = o_.timeout;
-    po.reconnect_timeout = transport::Timeout(o_.postcopy.reconnect_timeout_ms);
-    if (o_.postcopy.reconnect_timeout_ms > 0)
+    po.reconnect_timeout = o_.postcopy.reconnect_timeout;
+    if (o_.postcopy.reconnect_timeout.count() > 0)
       po.redial = [this](transport::Timeout within) {
         auto again = session_config_;
         again.session_id = session_->negotiated().session_id;
@@ -820,7 +819,6 @@ class SourceRun {
   SourcePhase phase_ = SourcePhase::setup;
   Stopwatch total_;
   const double cpu_start_ = thread_cpu_seconds();
-  PrepagingKind prepaging_ = PrepagingKind::none;
 
   std::unique_ptr<SourceProcess> process_;  // before the senders that read it
   unsigned throttle_percent_ = 0;          // auto-converge in force

@@ -81,7 +81,7 @@ struct SourceOptions {
   // Makes the dirty tracker instead of the registry's `tracker` (tests wrap
   // a real one to inject failures); empty: dt::make_tracker(tracker).
   std::function<Result<std::unique_ptr<dt::Tracker>>()> make_tracker;
-  std::string policy = "adaptive";
+  compress::PolicySpec policy = MigrationConfig{}.policy;
   unsigned channels = 2;      // bulk channels
   unsigned workers = 2;       // sending/compressing threads
   unsigned batch_pages = 256; // pages per page-batch message

@@ -26,11 +26,11 @@
 #include <ctime>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
-#include "common/args.hpp"
 #include "common/clock.hpp"
 #include "common/json.hpp"
 #include "common/subprocess.hpp"
@@ -39,6 +39,7 @@
 #include "compress/corpus.hpp"
 #include "compress/cycle_clock.hpp"
 #include "compress/synthetic.hpp"
+#include "harness/cli.hpp"
 #include "harness/commands.hpp"
 #include "harness/guest/content.hpp"
 
@@ -46,35 +47,6 @@ namespace lm::cmd {
 namespace {
 
 using namespace lm::compress;
-
-const std::vector<OptionSpec> kOptions = {
-    {"corpus", true, "corpus files from 'livemig snapshot', comma-separated (added to --corpora)"},
-    {"corpora", true, "generated corpora: zero,uniform,words,text,random,mixed and the guest's profiles "
-                      "guest-text,guest-ints,guest-random,guest-mixed (default words,text,random,mixed,guest-ints,guest-text,guest-mixed)"},
-    {"no-real", false, "do not capture real programs (redis-server, python3, a compiler run)"},
-    {"pages", true, "pages per synthetic corpus (default 4096)"},
-    {"codecs", true, "codecs for the codec table (default raw,lz4,lz4:8,zstd:1,zstd:3,wkdm,delta)"},
-    {"policies", true, "policies (default fixed:raw,fixed:lz4,fixed:lz4:8,fixed:zstd:1,fixed:zstd:3,fixed:wkdm,cbc,adaptive)"},
-    {"links", true, "emulated link rates in Gbit/s (default 1,10,25,100)"},
-    {"workers", true, "compression workers (default 1,2)"},
-    {"batch", true, "pages per batch (default 64)"},
-    {"repeat", true, "runs per measurement; the median is reported (default 5)"},
-    {"json", true, "output file (default results/bench_compress.json)"},
-    {"quick", false, "1024 pages per corpus, 1 run: a smoke test"},
-    {"help", false, "this text"},
-};
-
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= s.size()) {
-    size_t comma = s.find(',', start);
-    if (comma == std::string::npos) comma = s.size();
-    if (comma > start) out.push_back(s.substr(start, comma - start));
-    start = comma + 1;
-  }
-  return out;
-}
 
 uint64_t thread_cpu_ns() {
   timespec ts;
@@ -362,83 +334,50 @@ std::string host_json_fields(JsonWriter& w) {
   return model;
 }
 
-}  // namespace
 
-int bench_compress(const Argv& argv) {
-  auto parsed = Args::parse(argv, kOptions);
-  if (!parsed) {
-    std::fprintf(stderr, "livemig: bench compress: %s\n", parsed.error().message.c_str());
-    return 2;
-  }
-  const Args& args = *parsed;
-  if (args.has("help")) {
-    std::fprintf(stderr, "usage: livemig bench compress [OPTIONS]\n\n%s", Args::usage(kOptions).c_str());
-    return 0;
-  }
-  bool quick = args.has("quick");
-  auto fail = [](const Error& e) {
-    std::fprintf(stderr, "livemig: bench compress: %s\n", e.message.c_str());
-    return 1;
-  };
-  auto pages = args.get_u64("pages", quick ? 1024 : 4096);
-  auto repeat = args.get_u64("repeat", quick ? 1 : 5);
-  auto batch = args.get_u64("batch", 64);
-  if (!pages) return fail(pages.error());
-  if (!repeat) return fail(repeat.error());
-  if (!batch || *batch == 0) return fail(batch ? Error::msg("--batch must be > 0") : batch.error());
+// ---- the command ----
 
-  (void)cycles_per_ns();  // calibrate the per-page clock outside any timing
-  std::vector<std::string> notes;
+struct BenchArgs {
+  std::vector<std::string> corpus_files;
+  std::vector<std::string> corpora{"words", "text", "random", "mixed", "guest-ints", "guest-text", "guest-mixed"};
+  bool no_real = false;
+  uint64_t pages = 0;   // 0: 4096, or 1024 with --quick
+  uint64_t repeat = 0;  // 0: 5, or 1 with --quick
+  uint64_t batch = 64;
+  std::vector<std::string> codecs{"raw", "lz4", "lz4:8", "zstd:1", "zstd:3", "wkdm", "delta"};
+  std::vector<std::string> policies{"fixed:raw", "fixed:lz4", "fixed:lz4:8", "fixed:zstd:1", "fixed:zstd:3",
+                                    "fixed:wkdm", "cbc", "adaptive"};
+  std::vector<double> links{1, 10, 25, 100};  // Gbit/s
+  std::vector<unsigned> workers{1, 2};
+  std::string json = "results/bench_compress.json";
+  bool quick = false;
+  const CLI::Option* corpora_option = nullptr;  // given: no real programs either
+};
+
+// The synthetic and guest corpora named, the corpus files, and real
+// programs unless corpora were named or --no-real.
+Result<std::vector<Corpus>> build_corpora(const BenchArgs& a, uint64_t pages, std::vector<std::string>& notes) {
   std::vector<Corpus> corpora;
-  for (auto& name : split(args.get_or("corpora", "words,text,random,mixed,guest-ints,guest-text,guest-mixed"))) {
+  for (auto& name : a.corpora) {
     if (name.rfind("guest-", 0) == 0) {
-      auto p = guest::parse_content_profile(name.substr(6));
-      if (!p) return fail(p.error());
-      corpora.push_back(guest_corpus(*p, *pages, 1 + corpora.size()));
+      auto p = LM_TRY(guest::parse_content_profile(name.substr(6)));
+      corpora.push_back(guest_corpus(p, pages, 1 + corpora.size()));
       continue;
     }
-    auto c = parse_content(name);
-    if (!c) return fail(c.error());
-    corpora.push_back(synthetic_corpus(*c, *pages, 1 + corpora.size()));
+    auto c = LM_TRY(parse_content(name));
+    corpora.push_back(synthetic_corpus(c, pages, 1 + corpora.size()));
   }
-  if (auto files = args.get("corpus"))
-    for (auto& f : split(*files)) {
-      auto c = read_corpus(f);
-      if (!c) return fail(c.error());
-      if (c->name.empty()) c->name = f;
-      corpora.push_back(std::move(*c));
-    }
-  if (!args.has("no-real") && !args.has("corpus") && !args.has("corpora")) {
-    for (auto& c : real_corpora(*pages * 4, notes)) corpora.push_back(std::move(c));
+  for (auto& f : a.corpus_files) {
+    auto c = LM_TRY(read_corpus(f));
+    if (c.name.empty()) c.name = f;
+    corpora.push_back(std::move(c));
   }
-  std::vector<CodecChoice> codecs;
-  for (auto& name : split(args.get_or("codecs", "raw,lz4,lz4:8,zstd:1,zstd:3,wkdm,delta"))) {
-    auto c = parse_codec_choice(name);
-    if (!c) return fail(c.error());
-    codecs.push_back(*c);
-  }
-  std::vector<std::string> policies =
-      split(args.get_or("policies", "fixed:raw,fixed:lz4,fixed:lz4:8,fixed:zstd:1,fixed:zstd:3,fixed:wkdm,cbc,adaptive"));
-  for (auto& p : policies)
-    if (auto s = parse_policy(p); !s) return fail(s.error());
-  std::vector<double> links;
-  for (auto& l : split(args.get_or("links", "1,10,25,100"))) {
-    auto v = parse_double(l);
-    if (!v || *v <= 0) return fail(Error::msg(strf("--links: '%s' is not a rate in Gbit/s", l.c_str())));
-    links.push_back(*v);
-  }
-  std::vector<unsigned> workers;
-  for (auto& w : split(args.get_or("workers", "1,2"))) {
-    auto v = parse_u64(w);
-    if (!v || *v == 0) return fail(Error::msg(strf("--workers: '%s' is not a worker count", w.c_str())));
-    workers.push_back(unsigned(*v));
-  }
+  if (!a.no_real && a.corpus_files.empty() && a.corpora_option->count() == 0)
+    for (auto& c : real_corpora(pages * 4, notes)) corpora.push_back(std::move(c));
+  return corpora;
+}
 
-  JsonWriter json;
-  json.begin_object().field("schema", "livemig.bench.compress/1");
-  host_json_fields(json);
-  json.begin_object("config").field("pages-per-corpus", *pages).field("repeat", *repeat).field("batch", *batch);
-  json.end_object();
+void corpora_json(JsonWriter& json, const std::vector<Corpus>& corpora) {
   json.begin_array("corpora");
   for (auto& c : corpora) {
     std::array<size_t, kClassCount> n{};
@@ -451,49 +390,65 @@ int bench_compress(const Argv& argv) {
                 c.pages(), n[0], n[1], n[2], n[3], n[4]);
   }
   json.end_array();
+}
 
-  // ---- table 1 ----
+// ---- table 1 ----
+
+// The pages of the corpora by class, at most 8192 a class (evenly over the
+// corpora): enough for a rate, and the codec table's buffers stay small.
+std::map<unsigned, std::vector<const uint8_t*>> pages_by_class(const std::vector<Corpus>& corpora) {
   std::map<unsigned, std::vector<const uint8_t*>> by_class;
   for (auto& c : corpora)
     for (size_t i = 0; i < c.pages(); i++) by_class[unsigned(classify(c.page(i)).cls)].push_back(c.page(i));
-  // At most 8192 pages a class (evenly over the corpora): enough for a
-  // rate, and the codec table's buffers stay small.
   for (auto& [k, v] : by_class)
     if (v.size() > 8192) {
       std::vector<const uint8_t*> kept;
       for (size_t i = 0; i < 8192; i++) kept.push_back(v[i * v.size() / 8192]);
       v = std::move(kept);
     }
-  // Re-sent pages: the mixed and text pages with 8 words changed since the
-  // previous version; only here does delta have a previous version.
-  std::vector<std::vector<uint8_t>> resent_store;
-  std::vector<const uint8_t*> resent_pages, resent_prev;
-  {
-    std::mt19937_64 rng(77);
-    for (unsigned k : {unsigned(PageClass::words), unsigned(PageClass::text)}) {
-      size_t n = std::min<size_t>(by_class[k].size(), 2048);
-      for (size_t i = 0; i < n; i++) {
-        resent_prev.push_back(by_class[k][i]);
-        resent_store.emplace_back(by_class[k][i], by_class[k][i] + kPageSize);
-        mutate_page(rng, resent_store.back().data(), 8);
-      }
+  return by_class;
+}
+
+// Re-sent pages: the mixed and text pages with 8 words changed since the
+// previous version; only here does delta have a previous version.
+struct ResentPages {
+  std::vector<std::vector<uint8_t>> store;
+  std::vector<const uint8_t*> pages, previous;
+};
+
+void make_resent(std::map<unsigned, std::vector<const uint8_t*>>& by_class, ResentPages& r) {
+  std::mt19937_64 rng(77);
+  for (unsigned k : {unsigned(PageClass::words), unsigned(PageClass::text)}) {
+    size_t n = std::min<size_t>(by_class[k].size(), 2048);
+    for (size_t i = 0; i < n; i++) {
+      r.previous.push_back(by_class[k][i]);
+      r.store.emplace_back(by_class[k][i], by_class[k][i] + kPageSize);
+      mutate_page(rng, r.store.back().data(), 8);
     }
-    for (auto& page : resent_store) resent_pages.push_back(page.data());
   }
+  for (auto& page : r.store) r.pages.push_back(page.data());
+}
+
+std::vector<CodecRow> codec_table(const std::vector<Corpus>& corpora, const std::vector<CodecChoice>& codecs,
+                                  unsigned repeat, JsonWriter& json) {
+  auto by_class = pages_by_class(corpora);
+  ResentPages resent_set;
+  make_resent(by_class, resent_set);
   std::printf("\n== codecs per class: MB/s on one core (compress / decompress), ratio (wire incl. 16-byte entry) ==\n");
   std::printf("%-8s %-8s %7s %10s %10s %7s\n", "class", "codec", "pages", "comp MB/s", "decomp MB/s", "ratio");
   std::vector<CodecRow> rows;
   for (unsigned k = 0; k <= kClassCount - 1; k++) {
     bool resent = k == unsigned(PageClass::resent);
-    const auto& pages_k = resent ? resent_pages : by_class[k];
+    const auto& pages_k = resent ? resent_set.pages : by_class[k];
     if (pages_k.empty()) continue;
-    std::vector<const uint8_t*> prev = resent ? resent_prev : std::vector<const uint8_t*>(pages_k.size(), nullptr);
+    std::vector<const uint8_t*> prev =
+        resent ? resent_set.previous : std::vector<const uint8_t*>(pages_k.size(), nullptr);
     std::vector<CodecChoice> list = codecs;
     if (k == unsigned(PageClass::zero)) list.insert(list.begin(), CodecChoice{Codec::zero, {}});
     if (k == unsigned(PageClass::uniform)) list.insert(list.begin(), CodecChoice{Codec::uniform, {}});
     for (auto& choice : list) {
       if (choice.codec == Codec::delta && !resent) continue;
-      CodecRow row = measure_codec(choice, pages_k, prev, unsigned(*repeat));
+      CodecRow row = measure_codec(choice, pages_k, prev, repeat);
       row.cls = std::string(class_name(PageClass(k)));
       row.codec = codec_choice_name(choice);
       std::printf("%-8s %-8s %7zu %10.0f %10.0f %7.2f\n", row.cls.c_str(), row.codec.c_str(), row.pages,
@@ -507,8 +462,63 @@ int bench_compress(const Argv& argv) {
         .field("compress-MBps", r.compress_mbps).field("decompress-MBps", r.decompress_mbps)
         .field("ratio", r.ratio).end_object();
   json.end_array();
+  return rows;
+}
 
-  // ---- table 2: classifier cost ----
+// ---- table 2: classifier cost ----
+
+struct ClassifierCost {
+  double classify_ns, uniform_ns, lz4_ns, overhead, warm_classify_ns, warm_lz4_ns, warm_overhead;
+};
+
+ClassifierCost classifier_cost(const Corpus& c, unsigned repeat) {
+  std::vector<const uint8_t*> p(c.pages());
+  for (size_t i = 0; i < p.size(); i++) p[i] = c.page(i);
+  std::vector<double> cls_ns, uni_ns, warm_cls, warm_lz4;
+  unsigned sink = 0;
+  for (unsigned r = 0; r < repeat; r++) {
+    uint64_t t0 = thread_cpu_ns();
+    for (auto* q : p) sink += unsigned(classify(q).cls);
+    cls_ns.push_back(double(thread_cpu_ns() - t0) / double(p.size()));
+    t0 = thread_cpu_ns();
+    for (auto* q : p) sink += unsigned(classify_uniform(q).cls);
+    uni_ns.push_back(double(thread_cpu_ns() - t0) / double(p.size()));
+    // Warm: 64 pages at a time copied into a reused buffer first, as the
+    // engine's page reader (process_vm_readv) leaves them.
+    std::vector<uint8_t> buf(64 * kPageSize), out(kPageSize);
+    CodecContext ctx;
+    std::vector<double> chunk_cls, chunk_lz4;  // per-page ns of each 64-page chunk
+    for (size_t at = 0; at < p.size(); at += 64) {
+      size_t n = std::min<size_t>(64, p.size() - at);
+      for (size_t i = 0; i < n; i++) std::memcpy(&buf[i * kPageSize], p[at + i], kPageSize);
+      uint64_t c0 = cycles();
+      for (size_t i = 0; i < n; i++) sink += unsigned(classify(&buf[i * kPageSize]).cls);
+      uint64_t c1 = cycles();
+      for (size_t i = 0; i < n; i++)
+        sink += unsigned(lz4::encode(ctx, 1, &buf[i * kPageSize], out.data(), kPageSize - 64));
+      uint64_t c2 = cycles();
+      chunk_cls.push_back(double(cycles_to_ns(c1 - c0)) / double(n));
+      chunk_lz4.push_back(double(cycles_to_ns(c2 - c1)) / double(n));
+    }
+    // TSC time: the median chunk is immune to the odd preemption.
+    warm_cls.push_back(median(chunk_cls));
+    warm_lz4.push_back(median(chunk_lz4));
+  }
+  asm volatile("" ::"r"(sink));
+  CodecRow lz = measure_codec(CodecChoice{Codec::lz4, {}}, p, std::vector<const uint8_t*>(p.size()), repeat);
+  ClassifierCost k;
+  k.classify_ns = median(cls_ns);
+  k.uniform_ns = median(uni_ns);
+  k.lz4_ns = double(kPageSize) / lz.compress_mbps * 1e3;
+  k.overhead = k.classify_ns / k.lz4_ns;
+  k.warm_classify_ns = median(warm_cls);
+  k.warm_lz4_ns = median(warm_lz4);
+  k.warm_overhead = k.warm_classify_ns / k.warm_lz4_ns;
+  return k;
+}
+
+// The worst overhead over the corpora, cold and warm.
+std::pair<double, double> classifier_table(const std::vector<Corpus>& corpora, unsigned repeat, JsonWriter& json) {
   std::printf("\n== classifier cost against LZ4 on the same pages (ns per page, one core) ==\n");
   std::printf("%-10s %9s %9s %9s %9s | %9s %9s %9s\n", "", "cold:", "", "", "", "warm (in cache):", "", "");
   std::printf("%-10s %9s %9s %9s %9s | %9s %9s %9s\n", "corpus", "classify", "unif.only", "lz4", "overhead",
@@ -516,164 +526,157 @@ int bench_compress(const Argv& argv) {
   json.begin_array("classifier");
   double worst_overhead = 0, worst_warm = 0;
   for (auto& c : corpora) {
-    std::vector<const uint8_t*> p(c.pages());
-    for (size_t i = 0; i < p.size(); i++) p[i] = c.page(i);
-    std::vector<double> cls_ns, uni_ns, warm_cls, warm_lz4;
-    unsigned sink = 0;
-    for (unsigned r = 0; r < *repeat; r++) {
-      uint64_t t0 = thread_cpu_ns();
-      for (auto* q : p) sink += unsigned(classify(q).cls);
-      cls_ns.push_back(double(thread_cpu_ns() - t0) / double(p.size()));
-      t0 = thread_cpu_ns();
-      for (auto* q : p) sink += unsigned(classify_uniform(q).cls);
-      uni_ns.push_back(double(thread_cpu_ns() - t0) / double(p.size()));
-      // Warm: 64 pages at a time copied into a reused buffer first, as the
-      // engine's page reader (process_vm_readv) leaves them.
-      std::vector<uint8_t> buf(64 * kPageSize), out(kPageSize);
-      CodecContext ctx;
-      std::vector<double> chunk_cls, chunk_lz4;  // per-page ns of each 64-page chunk
-      for (size_t at = 0; at < p.size(); at += 64) {
-        size_t n = std::min<size_t>(64, p.size() - at);
-        for (size_t i = 0; i < n; i++) std::memcpy(&buf[i * kPageSize], p[at + i], kPageSize);
-        uint64_t c0 = cycles();
-        for (size_t i = 0; i < n; i++) sink += unsigned(classify(&buf[i * kPageSize]).cls);
-        uint64_t c1 = cycles();
-        for (size_t i = 0; i < n; i++)
-          sink += unsigned(lz4::encode(ctx, 1, &buf[i * kPageSize], out.data(), kPageSize - 64));
-        uint64_t c2 = cycles();
-        chunk_cls.push_back(double(cycles_to_ns(c1 - c0)) / double(n));
-        chunk_lz4.push_back(double(cycles_to_ns(c2 - c1)) / double(n));
-      }
-      // TSC time: the median chunk is immune to the odd preemption.
-      warm_cls.push_back(median(chunk_cls));
-      warm_lz4.push_back(median(chunk_lz4));
-    }
-    asm volatile("" ::"r"(sink));
-    CodecRow lz = measure_codec(CodecChoice{Codec::lz4, {}}, p, std::vector<const uint8_t*>(p.size()),
-                                unsigned(*repeat));
-    double lz4_ns = double(kPageSize) / lz.compress_mbps * 1e3;
-    double overhead = median(cls_ns) / lz4_ns;
-    double warm_overhead = median(warm_cls) / median(warm_lz4);
-    worst_overhead = std::max(worst_overhead, overhead);
-    worst_warm = std::max(worst_warm, warm_overhead);
-    std::printf("%-10s %9.1f %9.1f %9.1f %8.1f%% | %9.1f %9.1f %8.1f%%\n", c.name.c_str(), median(cls_ns),
-                median(uni_ns), lz4_ns, 100 * overhead, median(warm_cls), median(warm_lz4), 100 * warm_overhead);
-    json.begin_object().field("corpus", c.name).field("classify-ns", median(cls_ns))
-        .field("uniform-test-ns", median(uni_ns)).field("lz4-ns", lz4_ns).field("overhead", overhead)
-        .field("warm-classify-ns", median(warm_cls)).field("warm-lz4-ns", median(warm_lz4))
-        .field("warm-overhead", warm_overhead).end_object();
+    ClassifierCost k = classifier_cost(c, repeat);
+    worst_overhead = std::max(worst_overhead, k.overhead);
+    worst_warm = std::max(worst_warm, k.warm_overhead);
+    std::printf("%-10s %9.1f %9.1f %9.1f %8.1f%% | %9.1f %9.1f %8.1f%%\n", c.name.c_str(), k.classify_ns,
+                k.uniform_ns, k.lz4_ns, 100 * k.overhead, k.warm_classify_ns, k.warm_lz4_ns, 100 * k.warm_overhead);
+    json.begin_object().field("corpus", c.name).field("classify-ns", k.classify_ns)
+        .field("uniform-test-ns", k.uniform_ns).field("lz4-ns", k.lz4_ns).field("overhead", k.overhead)
+        .field("warm-classify-ns", k.warm_classify_ns).field("warm-lz4-ns", k.warm_lz4_ns)
+        .field("warm-overhead", k.warm_overhead).end_object();
   }
   json.end_array();
-  {
-    // The zero/uniform test alone on uniform pages (full scan), in GB/s.
-    std::vector<uint8_t> zero(kPageSize * 1024, 0);
-    std::vector<double> ns;
-    unsigned sink = 0;
-    for (unsigned r = 0; r < std::max<uint64_t>(*repeat, 3); r++) {
-      uint64_t t0 = thread_cpu_ns();
-      for (size_t i = 0; i < 1024; i++) sink += unsigned(classify_uniform(&zero[i * kPageSize]).cls);
-      ns.push_back(double(thread_cpu_ns() - t0));
-    }
-    asm volatile("" ::"r"(sink));
-    double gbps = double(zero.size()) / median(ns);
-    std::printf("zero-page test on zero pages (whole page scanned): %.1f GB/s\n", gbps);
-    json.field("zero-test-GBps", gbps);
+  return {worst_overhead, worst_warm};
+}
+
+// The zero/uniform test alone on uniform pages (full scan), in GB/s.
+void zero_test(unsigned repeat, JsonWriter& json) {
+  std::vector<uint8_t> zero(kPageSize * 1024, 0);
+  std::vector<double> ns;
+  unsigned sink = 0;
+  for (unsigned r = 0; r < std::max<uint64_t>(repeat, 3); r++) {
+    uint64_t t0 = thread_cpu_ns();
+    for (size_t i = 0; i < 1024; i++) sink += unsigned(classify_uniform(&zero[i * kPageSize]).cls);
+    ns.push_back(double(thread_cpu_ns() - t0));
   }
+  asm volatile("" ::"r"(sink));
+  double gbps = double(zero.size()) / median(ns);
+  std::printf("zero-page test on zero pages (whole page scanned): %.1f GB/s\n", gbps);
+  json.field("zero-test-GBps", gbps);
+}
 
-  // ---- table 3: policies ----
-  std::printf("\n== policies: delivered page data, GB/s = min(workers x CPU rate, link x ratio) ==\n");
-  std::printf("%-10s %-13s %8s %6s", "corpus", "policy", "cpu GB/s", "ratio");
-  for (double l : links)
-    for (unsigned w : workers) std::printf(" %4.0fG/%uw", l, w);
-  std::printf("\n");
-  json.begin_array("policies");
-  struct TargetRow {
-    std::string corpus;
-    double link;
-    unsigned workers;
-    double adaptive, best_fixed;
-    std::string best_fixed_name;
-  };
-  std::vector<TargetRow> targets;
-  for (auto& corpus : corpora) {
-    std::vector<PolicyCase> cases;
-    for (auto& policy : policies) {
-      auto add = [&](double link, unsigned w) -> Result<void> {
-        CompressorOptions opt;
-        opt.link_bytes_per_s = link;
-        opt.workers = w;
-        PolicyCase pc;
-        pc.policy = policy;
-        pc.link_bytes_per_s = link;
-        pc.workers = w;
-        pc.compressor = LM_TRY(Compressor::create(policy, opt));
-        cases.push_back(std::move(pc));
-        return ok();
-      };
-      Result<void> r;
-      if (policy == "adaptive") {
-        // The adaptive policy is told the link and the workers.
-        for (double l : links)
-          for (unsigned w : workers)
-            if (r) r = add(l * 1e9 / 8, w);
-      } else {
-        r = add(0, 1);
-      }
-      if (!r) return fail(r.error());
+// ---- table 3: policies ----
+
+struct PolicyGrid {
+  std::vector<std::string> policies;
+  std::vector<double> links;  // Gbit/s
+  std::vector<unsigned> workers;
+};
+
+struct TargetRow {
+  std::string corpus;
+  double link;
+  unsigned workers;
+  double adaptive, best_fixed;
+  std::string best_fixed_name;
+};
+
+// The compressors measured on one corpus: one per fixed policy, one per link
+// and worker count for the adaptive policy, which is told them.
+Result<std::vector<PolicyCase>> policy_cases(const PolicyGrid& g) {
+  std::vector<PolicyCase> cases;
+  for (auto& policy : g.policies) {
+    auto add = [&](double link, unsigned w) -> Result<void> {
+      CompressorOptions opt;
+      opt.link_bytes_per_s = link;
+      opt.workers = w;
+      PolicyCase pc;
+      pc.policy = policy;
+      pc.link_bytes_per_s = link;
+      pc.workers = w;
+      pc.compressor = LM_TRY(Compressor::create(policy, opt));
+      cases.push_back(std::move(pc));
+      return ok();
+    };
+    if (policy != "adaptive") {
+      LM_TRY(add(0, 1));
+      continue;
     }
-    if (auto r = measure_cases(cases, corpus, unsigned(*batch), unsigned(*repeat)); !r) return fail(r.error());
+    for (double l : g.links)
+      for (unsigned w : g.workers) LM_TRY(add(l * 1e9 / 8, w));
+  }
+  return cases;
+}
 
-    std::map<std::string, std::map<std::pair<double, unsigned>, double>> rate;  // policy -> (link, w) -> B/s
-    for (auto& policy : policies) {
-      bool adaptive = policy == "adaptive";
-      const PolicyCase* fixed_case = nullptr;
-      for (auto& pc : cases)
-        if (pc.policy == policy) fixed_case = &pc;
-      json.begin_object().field("corpus", corpus.name).field("policy", policy);
-      if (!adaptive)
-        std::printf("%-10s %-13s %8.2f %6.2f", corpus.name.c_str(), policy.c_str(),
-                    fixed_case->cpu_bytes_per_s / 1e9, fixed_case->ratio);
-      else
-        std::printf("%-10s %-13s %8s %6s", corpus.name.c_str(), policy.c_str(), "-", "-");
-      json.begin_array("delivered");
-      for (double l : links)
-        for (unsigned w : workers) {
-          double link_bytes = l * 1e9 / 8;
-          const PolicyCase* run = fixed_case;
-          if (adaptive)
-            for (auto& pc : cases)
-              if (pc.policy == policy && pc.link_bytes_per_s == link_bytes && pc.workers == w) run = &pc;
-          double d = delivered(*run, link_bytes, w);
-          rate[policy][{l, w}] = d;
-          std::printf(" %8.2f", d / 1e9);
-          json.begin_object().field("link-Gbps", l).field("workers", uint64_t(w)).field("delivered-GBps", d / 1e9)
-              .field("cpu-GBps-per-worker", run->cpu_bytes_per_s / 1e9).field("ratio", run->ratio);
-          if (adaptive) {
-            run->compressor->stats().write_json(json, "compression");
-            run->compressor->model()->write_json(json, "model");
-          }
-          json.end_object();
-        }
-      std::printf("\n");
-      json.end_array();
-      if (!adaptive) fixed_case->compressor->stats().write_json(json, "compression");
+using Rates = std::map<std::string, std::map<std::pair<double, unsigned>, double>>;  // policy -> (link, w) -> B/s
+
+// One policy's row of the table on one corpus.
+void report_policy(JsonWriter& json, const PolicyGrid& g, const Corpus& corpus, const std::string& policy,
+                   const std::vector<PolicyCase>& cases, Rates& rate) {
+  bool adaptive = policy == "adaptive";
+  const PolicyCase* fixed_case = nullptr;
+  for (auto& pc : cases)
+    if (pc.policy == policy) fixed_case = &pc;
+  json.begin_object().field("corpus", corpus.name).field("policy", policy);
+  if (!adaptive)
+    std::printf("%-10s %-13s %8.2f %6.2f", corpus.name.c_str(), policy.c_str(),
+                fixed_case->cpu_bytes_per_s / 1e9, fixed_case->ratio);
+  else
+    std::printf("%-10s %-13s %8s %6s", corpus.name.c_str(), policy.c_str(), "-", "-");
+  json.begin_array("delivered");
+  for (double l : g.links)
+    for (unsigned w : g.workers) {
+      double link_bytes = l * 1e9 / 8;
+      const PolicyCase* run = fixed_case;
+      if (adaptive)
+        for (auto& pc : cases)
+          if (pc.policy == policy && pc.link_bytes_per_s == link_bytes && pc.workers == w) run = &pc;
+      double d = delivered(*run, link_bytes, w);
+      rate[policy][{l, w}] = d;
+      std::printf(" %8.2f", d / 1e9);
+      json.begin_object().field("link-Gbps", l).field("workers", uint64_t(w)).field("delivered-GBps", d / 1e9)
+          .field("cpu-GBps-per-worker", run->cpu_bytes_per_s / 1e9).field("ratio", run->ratio);
+      if (adaptive) {
+        run->compressor->stats().write_json(json, "compression");
+        run->compressor->model()->write_json(json, "model");
+      }
       json.end_object();
     }
-    if (rate.count("adaptive"))
-      for (double l : links)
-        for (unsigned w : workers) {
-          TargetRow t{corpus.name, l, w, rate["adaptive"][{l, w}], 0, ""};
-          for (auto& [p, m] : rate)
-            if (p.rfind("fixed:", 0) == 0 && m[{l, w}] > t.best_fixed) {
-              t.best_fixed = m[{l, w}];
-              t.best_fixed_name = p;
-            }
-          targets.push_back(t);
+  std::printf("\n");
+  json.end_array();
+  if (!adaptive) fixed_case->compressor->stats().write_json(json, "compression");
+  json.end_object();
+}
+
+// The adaptive policy against the best fixed one, per link and workers.
+void add_targets(const PolicyGrid& g, const std::string& corpus, Rates& rate, std::vector<TargetRow>& targets) {
+  if (!rate.count("adaptive")) return;
+  for (double l : g.links)
+    for (unsigned w : g.workers) {
+      TargetRow t{corpus, l, w, rate["adaptive"][{l, w}], 0, ""};
+      for (auto& [p, m] : rate)
+        if (p.rfind("fixed:", 0) == 0 && m[{l, w}] > t.best_fixed) {
+          t.best_fixed = m[{l, w}];
+          t.best_fixed_name = p;
         }
+      targets.push_back(t);
+    }
+}
+
+Result<std::vector<TargetRow>> policy_table(const std::vector<Corpus>& corpora, const PolicyGrid& g, unsigned batch,
+                                            unsigned repeat, JsonWriter& json) {
+  std::printf("\n== policies: delivered page data, GB/s = min(workers x CPU rate, link x ratio) ==\n");
+  std::printf("%-10s %-13s %8s %6s", "corpus", "policy", "cpu GB/s", "ratio");
+  for (double l : g.links)
+    for (unsigned w : g.workers) std::printf(" %4.0fG/%uw", l, w);
+  std::printf("\n");
+  json.begin_array("policies");
+  std::vector<TargetRow> targets;
+  for (auto& corpus : corpora) {
+    auto cases = LM_TRY(policy_cases(g));
+    LM_TRY(measure_cases(cases, corpus, batch, repeat));
+    Rates rate;
+    for (auto& policy : g.policies) report_policy(json, g, corpus, policy, cases, rate);
+    add_targets(g, corpus.name, rate, targets);
   }
   json.end_array();
+  return targets;
+}
 
-  // ---- targets ----
+// ---- targets ----
+
+void report_targets(JsonWriter& json, const std::vector<TargetRow>& targets) {
   std::printf("\n== targets ==\n");
   json.begin_object("targets");
   json.begin_array("adaptive-vs-best-fixed");
@@ -697,6 +700,27 @@ int bench_compress(const Argv& argv) {
                 targets.size(), worst);
     json.field("adaptive-min-ratio", worst).field("adaptive-cases-below-0.95", uint64_t(below));
   }
+}
+
+Result<void> run_bench(const BenchArgs& a) {
+  const uint64_t pages = a.pages ? a.pages : a.quick ? 1024 : 4096;
+  const unsigned repeat = unsigned(a.repeat ? a.repeat : a.quick ? 1 : 5);
+  std::vector<CodecChoice> codecs;
+  for (auto& name : a.codecs) codecs.push_back(LM_TRY(parse_codec_choice(name)));
+  (void)cycles_per_ns();  // calibrate the per-page clock outside any timing
+  std::vector<std::string> notes;
+  auto corpora = LM_TRY(build_corpora(a, pages, notes));
+  JsonWriter json;
+  json.begin_object().field("schema", "livemig.bench.compress/1");
+  host_json_fields(json);
+  json.begin_object("config").field("pages-per-corpus", pages).field("repeat", uint64_t(repeat));
+  json.field("batch", a.batch).end_object();
+  corpora_json(json, corpora);
+  auto rows = codec_table(corpora, codecs, repeat, json);
+  auto [worst_overhead, worst_warm] = classifier_table(corpora, repeat, json);
+  zero_test(repeat, json);
+  auto targets = LM_TRY(policy_table(corpora, {a.policies, a.links, a.workers}, unsigned(a.batch), repeat, json));
+  report_targets(json, targets);
   std::printf("classifier overhead, worst corpus: %.1f%% of LZ4's time on cold pages, %.1f%% on pages in cache\n",
               100 * worst_overhead, 100 * worst_warm);
   json.field("classifier-worst-overhead", worst_overhead).field("classifier-worst-overhead-warm", worst_warm);
@@ -711,13 +735,59 @@ int bench_compress(const Argv& argv) {
   }
   json.end_array();
   json.end_object();
-
-  std::string path = args.get_or("json", "results/bench_compress.json");
-  std::ofstream out(path);
-  if (!out) return fail(Error::from_errno(strf("write %s", path.c_str())));
+  std::ofstream out(a.json);
+  if (!out) return Error::from_errno(strf("write %s", a.json.c_str()));
   out << json.str();
-  std::printf("\nwrote %s\n", path.c_str());
-  return 0;
+  std::printf("\nwrote %s\n", a.json.c_str());
+  return ok();
+}
+
+// A CLI11 check that every item of a list parses.
+template <class T>
+CLI::Validator each_parses(Result<T> (*parse)(std::string_view)) {
+  return CLI::Validator(
+      [parse](std::string& text) -> std::string {
+        auto v = parse(text);
+        return v ? std::string() : v.error().message;
+      },
+      "");
+}
+
+}  // namespace
+
+Run bench_compress(CLI::App& app) {
+  auto a = std::make_shared<BenchArgs>();
+  auto list = [&](const char* flag, auto& target, const char* help) {
+    return app.add_option(flag, target, help)->delimiter(',')->allow_extra_args(false)->capture_default_str();
+  };
+  list("--corpus", a->corpus_files, "corpus files from 'livemig snapshot', comma-separated (added to --corpora)");
+  a->corpora_option = list("--corpora", a->corpora,
+                           "generated corpora: zero,uniform,words,text,random,mixed and the guest's profiles "
+                           "guest-text,guest-ints,guest-random,guest-mixed");
+  app.add_flag("--no-real", a->no_real, "do not capture real programs (redis-server, python3, a compiler run)");
+  app.add_option("--pages", a->pages, "pages per synthetic corpus (default 4096)")
+      ->transform(u64_value())
+      ->check(CLI::PositiveNumber);
+  list("--codecs", a->codecs, "codecs for the codec table")->check(each_parses(parse_codec_choice));
+  list("--policies", a->policies, "policies")->check(each_parses(parse_policy));
+  list("--links", a->links, "emulated link rates in Gbit/s")->check(CLI::PositiveNumber);
+  list("--workers", a->workers, "compression workers")->transform(u64_value())->check(CLI::PositiveNumber);
+  app.add_option("--batch", a->batch, "pages per batch")
+      ->transform(u64_value())
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--repeat", a->repeat, "runs per measurement; the median is reported (default 5)")
+      ->transform(u64_value())
+      ->check(CLI::PositiveNumber);
+  app.add_option("--json", a->json, "output file")->capture_default_str();
+  app.add_flag("--quick", a->quick, "1024 pages per corpus, 1 run: a smoke test");
+  return [a] {
+    if (auto r = run_bench(*a); !r) {
+      std::fprintf(stderr, "livemig: bench compress: %s\n", r.error().message.c_str());
+      return 1;
+    }
+    return 0;
+  };
 }
 
 }  // namespace lm::cmd

@@ -25,15 +25,15 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
-#include <sstream>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "common/args.hpp"
 #include "common/clock.hpp"
 #include "common/json.hpp"
 #include "common/subprocess.hpp"
+#include "harness/cli.hpp"
 #include "harness/commands.hpp"
 #include "transport/channel.hpp"
 #include "transport/stream.hpp"
@@ -442,75 +442,45 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
 }
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
-const std::vector<OptionSpec> kSpecs = {
-    {"backend", true, "backend(s) to measure, comma separated: tcp, uring, dpdk (default uring)"},
-    {"channels", true, "parallel channels / streams (default 1)"},
-    {"msg-size", true, "message size(s), comma separated (default 256K)"},
-    {"seconds", true, "seconds per measurement (default 3)"},
-    {"repeat", true, "repetitions; medians are reported (default 1)"},
-    {"zero-copy", false, "MSG_ZEROCOPY / send_zc on the backends"},
-    {"extra", true, "backend options, e.g. sqpoll=1"},
-    {"no-baseline", false, "skip the plain loop and iperf3"},
-    {"json", true, "write the results here (default results/bench-transport-<time>.json)"},
-    {"help", false, "this help"},
-    // Internal: the receiving process of a measurement.
-    {"serve-receiver", true, "(internal) run the receiving side for this backend, or the plain loop"},
-    {"report-fd", true, "(internal)"},
-    {"address-fd", true, "(internal)"},
+struct BenchArgs {
+  std::vector<std::string> backends{"uring"};
+  unsigned channels = 1;
+  std::vector<uint64_t> sizes{256 << 10};
+  double seconds = 3;
+  unsigned repeat = 1;
+  bool zero_copy = false;
+  std::string extra;
+  bool no_baseline = false;
+  std::string json;
+  // The receiving process of a measurement (internal).
+  std::string serve_receiver;
+  int report_fd = -1, address_fd = -1;
 };
 
-}  // namespace
-
-int bench_transport(const Argv& argv) {
-  auto args = Args::parse(argv, kSpecs);
-  if (!args || args->has("help")) {
-    if (!args) std::fprintf(stderr, "livemig bench transport: %s\n", args.error().message.c_str());
-    std::fprintf(stderr, "usage: livemig bench transport [OPTIONS]\n%s", Args::usage(kSpecs).c_str());
-    return args ? 0 : 2;
-  }
+Config config_of(const BenchArgs& a) {
   Config c;
-  std::vector<std::string> backends = split(args->get_or("backend", "uring"));
-  auto channels = args->get_u64("channels", 1);
-  auto seconds = args->get_double("seconds", 3);
-  auto repeat = args->get_u64("repeat", 1);
-  if (!channels || !seconds || !repeat || *channels == 0 || *channels > 64 || *seconds <= 0) {
-    std::fprintf(stderr, "livemig bench transport: bad --channels/--seconds/--repeat\n");
-    return 2;
-  }
-  c.channels = unsigned(*channels);
-  c.seconds = *seconds;
-  c.repeat = unsigned(std::max<uint64_t>(*repeat, 1));
-  c.extra = args->get_or("extra", "");
-  if (args->has("zero-copy")) c.zero_copy = transport::ZeroCopy::on;
-  for (const auto& s : split(args->get_or("msg-size", "256K"))) {
-    auto v = parse_size(s);
-    if (!v || *v == 0 || *v > (64u << 20)) {
-      std::fprintf(stderr, "livemig bench transport: bad --msg-size '%s'\n", s.c_str());
-      return 2;
-    }
-    c.sizes.push_back(*v);
-  }
-  if (auto backend = args->get("serve-receiver")) {
-    auto report_fd = args->get_u64("report-fd", 0);
-    auto address_fd = args->get_u64("address-fd", 0);
-    if (!report_fd || !address_fd || *report_fd == 0 || *address_fd == 0) return 2;
-    if (*backend == "plain") serve_plain_receiver(c.channels, c.sizes.front(), int(*report_fd), int(*address_fd));
-    auto listener = transport::listen(*backend + ":127.0.0.1:0", channel_options(c, c.sizes.front()));
-    if (!listener) receiver_failed(int(*report_fd), listener.error().message);
-    std::string address = (*listener)->address();
-    (void)!::write(int(*address_fd), address.data(), address.size());
-    close(int(*address_fd));
-    serve_receiver(**listener, c.channels, Timeout(int64_t(c.seconds * 1000) + 30000), int(*report_fd));
-  }
+  c.channels = a.channels;
+  c.seconds = a.seconds;
+  c.repeat = std::max(a.repeat, 1u);
+  c.extra = a.extra;
+  c.sizes = a.sizes;
+  if (a.zero_copy) c.zero_copy = transport::ZeroCopy::on;
+  return c;
+}
+
+// `--serve-receiver MODE`: the receiving side of one measurement; never returns.
+[[noreturn]] void serve(const BenchArgs& a, const Config& c) {
+  if (a.serve_receiver == "plain") serve_plain_receiver(c.channels, c.sizes.front(), a.report_fd, a.address_fd);
+  auto listener = transport::listen(a.serve_receiver + ":127.0.0.1:0", channel_options(c, c.sizes.front()));
+  if (!listener) receiver_failed(a.report_fd, listener.error().message);
+  std::string address = (*listener)->address();
+  (void)!::write(a.address_fd, address.data(), address.size());
+  close(a.address_fd);
+  serve_receiver(**listener, c.channels, Timeout(int64_t(c.seconds * 1000) + 30000), a.report_fd);
+}
+
+// Every backend asked for exists and works here: 0, or the exit status.
+int check_backends(const std::vector<std::string>& backends) {
   for (const auto& b : backends) {
     auto found = transport::find_backend(b);
     if (!found) {
@@ -523,15 +493,82 @@ int bench_transport(const Argv& argv) {
       return 1;
     }
   }
-  // The tcp backend is always measured: uring is judged against it.
-  c.modes = backends;
-  if (std::find(c.modes.begin(), c.modes.end(), "tcp") == c.modes.end()) c.modes.push_back("tcp");
-  bool baseline = !args->has("no-baseline");
-  if (baseline) c.modes.push_back("plain");
-  bool iperf = baseline && have_iperf3();
-  if (baseline && !iperf) std::fprintf(stderr, "note: iperf3 not installed; its baseline is skipped\n");
+  return 0;
+}
 
-  JsonWriter json;
+// The samples of a run: per message size and mode, one per repetition.
+struct Samples {
+  std::vector<Sample> iperf;
+  std::vector<std::vector<std::vector<Sample>>> by_size;  // [size][mode][repetition]
+};
+
+// Repetitions outermost and every mode inside each, so slow drift of the
+// machine's load hits all modes alike. iperf3 ignores our message size: once
+// per repetition.
+Samples measure(const Config& c, bool iperf) {
+  Samples s;
+  s.by_size.assign(c.sizes.size(), std::vector<std::vector<Sample>>(c.modes.size()));
+  for (unsigned r = 0; r < c.repeat; ++r) {
+    if (iperf) s.iperf.push_back(run_iperf3(c));
+    for (size_t z = 0; z < c.sizes.size(); ++z)
+      for (size_t m = 0; m < c.modes.size(); ++m) s.by_size[z][m].push_back(run_one(c, c.modes[m], c.sizes[z]));
+  }
+  return s;
+}
+
+double median_of(const std::vector<Sample>& v, double Sample::*f) {
+  std::vector<double> x;
+  for (const auto& s : v)
+    if (s.error.empty()) x.push_back(s.*f);
+  return median(x);
+}
+
+// Ratios are medians of per-repetition ratios (neighbours in time).
+double median_ratio(const std::vector<Sample>& v, const std::vector<Sample>& base) {
+  std::vector<double> x;
+  for (size_t r = 0; r < v.size() && r < base.size(); ++r)
+    if (v[r].error.empty() && base[r].error.empty() && base[r].gbps > 0) x.push_back(v[r].gbps / base[r].gbps);
+  return median(x);
+}
+
+// One row of the table and of the JSON document; false if a sample failed.
+bool report_row(JsonWriter& json, const Config& c, const std::string& mode, uint64_t size, bool per_size,
+                const std::vector<Sample>& v, const std::vector<Sample>& tcp, const std::vector<Sample>& iperf) {
+  bool ok = true;
+  for (const auto& s : v)
+    if (!s.error.empty()) {
+      std::fprintf(stderr, "%s msg %llu: %s\n", mode.c_str(), (unsigned long long)size, s.error.c_str());
+      ok = false;
+    }
+  double g = median_of(v, &Sample::gbps);
+  // CPU seconds (both sides) per GB moved: less sensitive to other load than Gbit/s.
+  std::vector<double> per_gb;
+  for (const auto& x : v)
+    if (x.error.empty() && x.bytes) per_gb.push_back((x.cpu_send + x.cpu_recv) / (double(x.bytes) / 1e9));
+  double cpu_gb = median(per_gb);
+  double vs_tcp = median_ratio(v, tcp);
+  double vs_iperf = median_ratio(v, iperf);
+  double cpu_send = median_of(v, &Sample::cpu_send), cpu_recv = median_of(v, &Sample::cpu_recv);
+  std::printf("%-8s %3u %8lluK %9.2f %10.2f %10.2f %9.3f %8.3f %9.3f\n", mode.c_str(), c.channels,
+              (unsigned long long)(per_size ? size >> 10 : 128), g, cpu_send, cpu_recv, cpu_gb, vs_tcp, vs_iperf);
+  json.begin_object();
+  json.field("mode", mode);
+  json.field("msg_size", per_size ? size : uint64_t(128 << 10));
+  json.field("gbps_median", g);
+  json.field("cpu_send_s_median", cpu_send);
+  json.field("cpu_recv_s_median", cpu_recv);
+  json.field("cpu_s_per_gb_median", cpu_gb);
+  json.field("ratio_vs_tcp_median", vs_tcp);
+  json.field("ratio_vs_iperf3_median", vs_iperf);
+  json.begin_array("gbps");
+  for (const auto& s : v) json.value(s.gbps);
+  json.end_array();
+  json.end_object();
+  return ok;
+}
+
+// The table and the JSON document of a run; false if any sample failed.
+bool report(JsonWriter& json, const Config& c, const Samples& s, bool iperf) {
   json.begin_object();
   json.field("schema", "livemig.bench.transport/1");
   json.field("channels", c.channels);
@@ -540,74 +577,34 @@ int bench_transport(const Argv& argv) {
   json.field("zero_copy", c.zero_copy == transport::ZeroCopy::on);
   json.field("extra", c.extra);
   json.begin_array("results");
-
   std::printf("%-8s %3s %9s %9s %10s %10s %9s %8s %9s\n", "mode", "ch", "msg", "Gbit/s", "cpu_send_s", "cpu_recv_s",
               "cpu_s/GB", "vs_tcp", "vs_iperf3");
-  bool any_error = false;
-  // Repetitions outermost and every mode inside each, so slow drift of the
-  // machine's load hits all modes alike; ratios are medians of per-repetition
-  // ratios (neighbours in time). iperf3 ignores our message size: once per repetition.
-  std::vector<Sample> iperf_samples;
-  std::vector<std::vector<std::vector<Sample>>> samples(c.sizes.size(),
-                                                       std::vector<std::vector<Sample>>(c.modes.size()));
-  for (unsigned r = 0; r < c.repeat; ++r) {
-    if (iperf) iperf_samples.push_back(run_iperf3(c));
-    for (size_t z = 0; z < c.sizes.size(); ++z)
-      for (size_t m = 0; m < c.modes.size(); ++m) samples[z][m].push_back(run_one(c, c.modes[m], c.sizes[z]));
-  }
-  auto med = [](const std::vector<Sample>& v, double Sample::*f) {
-    std::vector<double> x;
-    for (const auto& s : v)
-      if (s.error.empty()) x.push_back(s.*f);
-    return median(x);
-  };
-  auto ratio = [](const std::vector<Sample>& v, const std::vector<Sample>& base) {
-    std::vector<double> x;
-    for (size_t r = 0; r < v.size() && r < base.size(); ++r)
-      if (v[r].error.empty() && base[r].error.empty() && base[r].gbps > 0) x.push_back(v[r].gbps / base[r].gbps);
-    return median(x);
-  };
-  size_t tcp_index = size_t(std::find(c.modes.begin(), c.modes.end(), "tcp") - c.modes.begin());
+  bool ok = true;
+  size_t tcp = size_t(std::find(c.modes.begin(), c.modes.end(), "tcp") - c.modes.begin());
   for (size_t z = 0; z < c.sizes.size(); ++z) {
-    uint64_t size = c.sizes[z];
-    auto print = [&](const std::string& mode, const std::vector<Sample>& v, bool per_size) {
-      for (const auto& s : v)
-        if (!s.error.empty()) {
-          std::fprintf(stderr, "%s msg %llu: %s\n", mode.c_str(), (unsigned long long)size, s.error.c_str());
-          any_error = true;
-        }
-      double g = med(v, &Sample::gbps);
-      // CPU seconds (both sides) per GB moved: less sensitive to other load than Gbit/s.
-      std::vector<double> per_gb;
-      for (const auto& x : v)
-        if (x.error.empty() && x.bytes) per_gb.push_back((x.cpu_send + x.cpu_recv) / (double(x.bytes) / 1e9));
-      double cpu_gb = median(per_gb);
-      double vs_tcp = ratio(v, samples[z][tcp_index]);
-      double vs_iperf = ratio(v, iperf_samples);
-      std::printf("%-8s %3u %8lluK %9.2f %10.2f %10.2f %9.3f %8.3f %9.3f\n", mode.c_str(), c.channels,
-                  (unsigned long long)(per_size ? size >> 10 : 128), g, med(v, &Sample::cpu_send),
-                  med(v, &Sample::cpu_recv), cpu_gb, vs_tcp, vs_iperf);
-      json.begin_object();
-      json.field("mode", mode);
-      json.field("msg_size", per_size ? size : uint64_t(128 << 10));
-      json.field("gbps_median", g);
-      json.field("cpu_send_s_median", med(v, &Sample::cpu_send));
-      json.field("cpu_recv_s_median", med(v, &Sample::cpu_recv));
-      json.field("cpu_s_per_gb_median", cpu_gb);
-      json.field("ratio_vs_tcp_median", vs_tcp);
-      json.field("ratio_vs_iperf3_median", vs_iperf);
-      json.begin_array("gbps");
-      for (const auto& s : v) json.value(s.gbps);
-      json.end_array();
-      json.end_object();
-    };
-    for (size_t m = 0; m < c.modes.size(); ++m) print(c.modes[m], samples[z][m], true);
-    if (iperf) print("iperf3", iperf_samples, false);
+    for (size_t m = 0; m < c.modes.size(); ++m)
+      ok &= report_row(json, c, c.modes[m], c.sizes[z], true, s.by_size[z][m], s.by_size[z][tcp], s.iperf);
+    if (iperf) ok &= report_row(json, c, "iperf3", c.sizes[z], false, s.iperf, s.by_size[z][tcp], s.iperf);
   }
   json.end_array();
   json.end_object();
+  return ok;
+}
 
-  std::string path = args->get_or("json", "");
+int run_bench(const BenchArgs& a) {
+  Config c = config_of(a);
+  if (!a.serve_receiver.empty()) serve(a, c);
+  if (int status = check_backends(a.backends); status != 0) return status;
+  // The tcp backend is always measured: uring is judged against it.
+  c.modes = a.backends;
+  if (std::find(c.modes.begin(), c.modes.end(), "tcp") == c.modes.end()) c.modes.push_back("tcp");
+  bool baseline = !a.no_baseline;
+  if (baseline) c.modes.push_back("plain");
+  bool iperf = baseline && have_iperf3();
+  if (baseline && !iperf) std::fprintf(stderr, "note: iperf3 not installed; its baseline is skipped\n");
+  JsonWriter json;
+  bool ok = report(json, c, measure(c, iperf), iperf);
+  std::string path = a.json;
   if (path.empty()) {
     path = strf("results/bench-transport-%lld.json", (long long)time(nullptr));
     mkdir("results", 0755);
@@ -619,7 +616,41 @@ int bench_transport(const Argv& argv) {
     return 1;
   }
   std::printf("results: %s\n", path.c_str());
-  return any_error ? 1 : 0;
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+
+Run bench_transport(CLI::App& app) {
+  auto a = std::make_shared<BenchArgs>();
+  app.add_option("--backend", a->backends, "backend(s) to measure, comma separated: tcp, uring, dpdk")
+      ->delimiter(',')
+      ->allow_extra_args(false)
+      ->capture_default_str();
+  app.add_option("--channels", a->channels, "parallel channels / streams")
+      ->transform(u64_value())
+      ->check(CLI::Range(1u, 64u))
+      ->capture_default_str();
+  app.add_option("--msg-size", a->sizes, "message size(s), comma separated (default 256K)")
+      ->delimiter(',')
+      ->allow_extra_args(false)
+      ->transform(size_value())
+      ->check(CLI::Range(uint64_t(1), uint64_t(64) << 20));
+  app.add_option("--seconds", a->seconds, "seconds per measurement")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--repeat", a->repeat, "repetitions; medians are reported")
+      ->transform(u64_value())
+      ->capture_default_str();
+  app.add_flag("--zero-copy", a->zero_copy, "MSG_ZEROCOPY / send_zc on the backends");
+  app.add_option("--extra", a->extra, "backend options, e.g. sqpoll=1");
+  app.add_flag("--no-baseline", a->no_baseline, "skip the plain loop and iperf3");
+  app.add_option("--json", a->json, "write the results here (default results/bench-transport-<time>.json)");
+  // Internal, not in the help: the receiving process of a measurement.
+  app.add_option("--serve-receiver", a->serve_receiver)->group("");
+  app.add_option("--report-fd", a->report_fd)->check(CLI::PositiveNumber)->group("");
+  app.add_option("--address-fd", a->address_fd)->check(CLI::PositiveNumber)->group("");
+  return [a] { return run_bench(*a); };
 }
 
 }  // namespace lm::cmd

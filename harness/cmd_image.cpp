@@ -4,12 +4,13 @@
 // Exit 0: identical (verify) or shown; 1: they differ, or an error; 2: usage.
 // The format is docs/image.md; the code is engine/image_dir.hpp.
 #include <cstdio>
+#include <memory>
 #include <string>
 
-#include "common/args.hpp"
 #include "common/json.hpp"
 #include "engine/image_dir.hpp"
 #include "engine/image_verify.hpp"
+#include "harness/cli.hpp"
 #include "harness/commands.hpp"
 
 namespace lm::cmd {
@@ -19,12 +20,6 @@ namespace {
 using engine::ImageComparison;
 using engine::ImageMappingDifference;
 using engine::ImageReader;
-
-int usage(const char* sub, const std::string& why, const std::vector<OptionSpec>& specs) {
-  std::fprintf(stderr, "livemig image %s: %s\nusage: livemig image %s DIR [options]\n%s", sub, why.c_str(), sub,
-               Args::usage(specs).c_str());
-  return 2;
-}
 
 std::string hex(uint64_t v) { return strf("0x%llx", (unsigned long long)v); }
 
@@ -94,29 +89,18 @@ Result<ImageReader> open_checked(const std::string& dir) {
   return image;
 }
 
-int verify(const Argv& argv) {
-  const std::vector<OptionSpec> specs = {
-      {"pid", true, "the process to compare with (live or frozen)"},
-      {"json", false, "print a machine-readable report"},
-  };
-  auto args = Args::parse(argv, specs);
-  if (!args) return usage("verify", args.error().message, specs);
-  auto pid = args->get_u64("pid", 0);
-  if (!pid) return usage("verify", pid.error().message, specs);
-  if (args->positional().size() != 1 || *pid == 0 || *pid > uint64_t(INT32_MAX))
-    return usage("verify", "expected one image directory and --pid PID", specs);
-  const std::string& dir = args->positional()[0];
+int verify(const std::string& dir, pid_t pid, bool json) {
   auto image = open_checked(dir);
   if (!image) {
     std::fprintf(stderr, "livemig image verify: %s\n", image.error().message.c_str());
     return 1;
   }
-  auto c = engine::compare_image_with_process(*image, pid_t(*pid));
+  auto c = engine::compare_image_with_process(*image, pid);
   if (!c) {
     std::fprintf(stderr, "livemig image verify: %s\n", c.error().message.c_str());
     return 1;
   }
-  std::fputs((args->has("json") ? comparison_json(dir, *c) : comparison_text(dir, *c)).c_str(), stdout);
+  std::fputs((json ? comparison_json(dir, *c) : comparison_text(dir, *c)).c_str(), stdout);
   return c->identical() ? 0 : 1;
 }
 
@@ -151,32 +135,37 @@ std::string show_text(const std::string& dir, const engine::ImageManifest& m) {
   return s;
 }
 
-int show(const Argv& argv) {
-  const std::vector<OptionSpec> specs = {{"json", false, "print the summary as JSON"}};
-  auto args = Args::parse(argv, specs);
-  if (!args) return usage("show", args.error().message, specs);
-  if (args->positional().size() != 1) return usage("show", "expected one image directory", specs);
-  const std::string& dir = args->positional()[0];
+int show(const std::string& dir, bool json) {
   auto image = ImageReader::open(dir);
   if (!image) {
     std::fprintf(stderr, "livemig image show: %s\n", image.error().message.c_str());
     return 1;
   }
-  std::fputs((args->has("json") ? show_json(dir, image->manifest()) : show_text(dir, image->manifest())).c_str(),
-             stdout);
+  std::fputs((json ? show_json(dir, image->manifest()) : show_text(dir, image->manifest())).c_str(), stdout);
   return 0;
 }
 
+struct ImageArgs {
+  std::string dir;
+  uint64_t pid = 0;
+  bool json = false;
+};
+
 }  // namespace
 
-int image(const Argv& argv) {
-  if (argv.empty() || (argv[0] != "verify" && argv[0] != "show")) {
-    std::fprintf(stderr, "usage: livemig image verify DIR --pid PID [--json]\n"
-                         "       livemig image show DIR [--json]\n");
-    return 2;
-  }
-  const Argv rest(argv.begin() + 1, argv.end());
-  return argv[0] == "verify" ? verify(rest) : show(rest);
+Run image_verify(CLI::App& app) {
+  auto a = std::make_shared<ImageArgs>();
+  app.add_option("DIR", a->dir, "the image directory")->required();
+  add_pid(app, a->pid, "the process to compare with (live or frozen)");
+  app.add_flag("--json", a->json, "print a machine-readable report");
+  return [a] { return verify(a->dir, pid_t(a->pid), a->json); };
+}
+
+Run image_show(CLI::App& app) {
+  auto a = std::make_shared<ImageArgs>();
+  app.add_option("DIR", a->dir, "the image directory")->required();
+  app.add_flag("--json", a->json, "print the summary as JSON");
+  return [a] { return show(a->dir, a->json); };
 }
 
 }  // namespace lm::cmd

@@ -1,9 +1,8 @@
-// livemig run CONFIG.toml [--set key=value ...] [--out FILE.json] [--quiet]
+// livemig run CONFIG.toml [--set section.key=value ...] [--out FILE.json] [--quiet]
 #include <unistd.h>
 
 #include <cstdio>
 
-#include "common/args.hpp"
 #include "harness/commands.hpp"
 #include "common/json.hpp"
 #include "harness/result_json.hpp"
@@ -80,53 +79,22 @@ int run_sweep(const std::string& path, const std::vector<std::string>& overrides
   return failures ? 1 : 0;
 }
 
-}  // namespace
+struct RunArgs {
+  std::string config;
+  std::vector<std::string> overrides;  // --set, in order
+  std::string out;
+  bool quiet = false;
+};
 
-int run(const Argv& argv) {
-  // --set may repeat: collect those first, the rest goes to the parser.
-  std::vector<std::string> overrides;
-  Argv rest;
-  for (size_t i = 0; i < argv.size(); i++) {
-    if (argv[i] == "--set" && i + 1 < argv.size()) overrides.push_back(argv[++i]);
-    else if (argv[i].rfind("--set=", 0) == 0) overrides.push_back(argv[i].substr(6));
-    else rest.push_back(argv[i]);
-  }
-  const std::vector<OptionSpec> specs = {
-      {"out", true, "write the result JSON here (default results/<name>.json)"},
-      {"quiet", false, "no progress line"},
-      {"help", false, "this text"},
-  };
-  auto args = Args::parse(rest, specs);
-  if (!args || args->has("help") || args->positional().size() != 1) {
-    if (!args) std::fprintf(stderr, "livemig run: %s\n", args.error().message.c_str());
-    std::fprintf(stderr, "usage: livemig run CONFIG.toml [--set section.key=value ...] [options]\n%s",
-                 Args::usage(specs).c_str());
-    return args && args->has("help") ? 0 : 2;
-  }
-  engine::RunOptions options;
-  options.progress = !args->has("quiet") && isatty(STDERR_FILENO) ? engine::ProgressLine::on : engine::ProgressLine::off;
-  auto guest = engine::find_guest_binary();
-  if (!guest) {
-    std::fprintf(stderr, "livemig run: %s\n", guest.error().message.c_str());
-    return 1;
-  }
-  options.guest_binary = *guest;
-  options.cancel = std::make_shared<engine::Cancel>();
-  auto watcher = SignalWatcher::start(options.cancel);
-  auto signal_at = signal_at_phase_from_env(options.cancel);
-  if (!watcher || !signal_at) {
-    std::fprintf(stderr, "livemig run: %s\n", (!watcher ? watcher.error() : signal_at.error()).message.c_str());
-    return 1;
-  }
-  options.on_source_phase = *signal_at;
-  if (engine::is_sweep_file(args->positional()[0])) return run_sweep(args->positional()[0], overrides, options);
-  auto config = engine::load_scenario(args->positional()[0], overrides);
+// One scenario: its result document, and the exit status.
+int run_one(const RunArgs& a, engine::RunOptions& options) {
+  auto config = engine::load_scenario(a.config, a.overrides);
   if (!config) {
     std::fprintf(stderr, "livemig run: %s\n", config.error().message.c_str());
     return 2;
   }
   auto result = engine::run_scenario(*config, options);
-  const std::string out = args->get_or("out", "results/" + config->name + ".json");
+  const std::string out = a.out.empty() ? "results/" + config->name + ".json" : a.out;
   if (!result && !options.cancel->requested()) {
     std::fprintf(stderr, "livemig run: %s\n", result.error().message.c_str());
     return 1;
@@ -153,6 +121,40 @@ int run(const Argv& argv) {
     return 1;
   }
   return 0;
+}
+
+int run_command(const RunArgs& a) {
+  engine::RunOptions options;
+  options.progress = !a.quiet && isatty(STDERR_FILENO) ? engine::ProgressLine::on : engine::ProgressLine::off;
+  auto guest = engine::find_guest_binary();
+  if (!guest) {
+    std::fprintf(stderr, "livemig run: %s\n", guest.error().message.c_str());
+    return 1;
+  }
+  options.guest_binary = *guest;
+  options.cancel = std::make_shared<engine::Cancel>();
+  auto watcher = SignalWatcher::start(options.cancel);
+  auto signal_at = signal_at_phase_from_env(options.cancel);
+  if (!watcher || !signal_at) {
+    std::fprintf(stderr, "livemig run: %s\n", (!watcher ? watcher.error() : signal_at.error()).message.c_str());
+    return 1;
+  }
+  options.on_source_phase = *signal_at;
+  if (engine::is_sweep_file(a.config)) return run_sweep(a.config, a.overrides, options);
+  return run_one(a, options);
+}
+
+}  // namespace
+
+Run run(CLI::App& app) {
+  auto a = std::make_shared<RunArgs>();
+  app.add_option("CONFIG", a->config, "a scenario or a sweep (configs/*.toml)")->required();
+  app.add_option("--set", a->overrides, "section.key=value: set one key of the scenario (repeatable)")
+      ->type_name("KEY=VALUE")
+      ->allow_extra_args(false);
+  app.add_option("--out", a->out, "write the result JSON here (default results/<name>.json)");
+  app.add_flag("--quiet", a->quiet, "no progress line");
+  return [a] { return run_command(*a); };
 }
 
 }  // namespace lm::cmd

@@ -9,28 +9,21 @@
 // for a compression corpus.
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
-#include "common/args.hpp"
 #include "compress/corpus.hpp"
 #include "dirtytrack/kernel_abi.hpp"
 #include "dirtytrack/maps.hpp"
 #include "dirtytrack/page_reader.hpp"
 #include "dirtytrack/pagemap_scan.hpp"
 #include "dirtytrack/ranges.hpp"
+#include "harness/cli.hpp"
 #include "harness/commands.hpp"
 
 namespace lm::cmd {
 namespace {
-
-const std::vector<OptionSpec> kOptions = {
-    {"pid", true, "process to capture"},
-    {"out", true, "corpus file to write"},
-    {"max-pages", true, "at most this many pages, sampled evenly over the address space (default 262144 = 1 GiB)"},
-    {"all-pages", false, "also take pages the process never touched (read as zero)"},
-    {"help", false, "this text"},
-};
 
 // Pages to capture: present or swapped pages of the migratable mappings.
 Result<dt::RangeList> pages_to_capture(pid_t pid, bool all_pages, std::string& note) {
@@ -110,28 +103,31 @@ Result<uint64_t> snapshot(pid_t pid, const std::string& path, uint64_t max_pages
 
 }  // namespace
 
-int snapshot(const Argv& argv) {
-  auto parsed = Args::parse(argv, kOptions);
-  if (!parsed || parsed->has("help") || !parsed->has("pid") || !parsed->has("out")) {
-    if (!parsed) std::fprintf(stderr, "livemig snapshot: %s\n", parsed.error().message.c_str());
-    std::fprintf(stderr, "usage: livemig snapshot --pid PID --out FILE [OPTIONS]\n\n%s", Args::usage(kOptions).c_str());
-    return parsed && parsed->has("help") ? 0 : 2;
-  }
-  auto pid = parsed->get_u64("pid", 0);
-  auto max_pages = parsed->get_u64("max-pages", 262144);
-  if (!pid || *pid == 0 || !max_pages || *max_pages == 0) {
-    std::fprintf(stderr, "livemig snapshot: --pid and --max-pages need positive integers\n");
-    return 2;
-  }
-  std::string out = *parsed->get("out");
-  auto r = snapshot(pid_t(*pid), out, *max_pages, parsed->has("all-pages"));
-  if (!r) {
-    std::fprintf(stderr, "livemig: snapshot pid %llu: %s\n", (unsigned long long)*pid, r.error().message.c_str());
-    return 1;
-  }
-  std::printf("%llu pages of pid %llu written to %s\n", (unsigned long long)*r, (unsigned long long)*pid,
-              out.c_str());
-  return 0;
+Run snapshot(CLI::App& app) {
+  struct Args {
+    uint64_t pid = 0;
+    std::string out;
+    uint64_t max_pages = 262144;  // 1 GiB
+    bool all_pages = false;
+  };
+  auto a = std::make_shared<Args>();
+  add_pid(app, a->pid, "process to capture");
+  app.add_option("--out", a->out, "corpus file to write")->required();
+  app.add_option("--max-pages", a->max_pages, "at most this many pages, sampled evenly over the address space")
+      ->transform(u64_value())
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_flag("--all-pages", a->all_pages, "also take pages the process never touched (read as zero)");
+  return [a] {
+    auto r = snapshot(pid_t(a->pid), a->out, a->max_pages, a->all_pages);
+    if (!r) {
+      std::fprintf(stderr, "livemig: snapshot pid %llu: %s\n", (unsigned long long)a->pid, r.error().message.c_str());
+      return 1;
+    }
+    std::printf("%llu pages of pid %llu written to %s\n", (unsigned long long)*r, (unsigned long long)a->pid,
+                a->out.c_str());
+    return 0;
+  };
 }
 
 }  // namespace lm::cmd

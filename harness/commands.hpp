@@ -1,23 +1,27 @@
-// The livemig subcommands. Each lives in its own cmd_*.cpp, takes the
-// arguments after its name, and returns the process exit code
-// (0 success, 1 failure of the operation, 2 usage error).
+// The livemig subcommands. Each lives in its own cmd_*.cpp: it adds its
+// options to its CLI11 subcommand (harness/main.cpp made it, with its name
+// and summary) and returns what runs it once the command line was parsed,
+// giving the process exit code (0 success, 1 failure of the operation; a
+// bad command line, 2, never gets that far).
 #pragma once
 
-#include <string>
-#include <vector>
+#include <CLI/CLI.hpp>
+
+#include <functional>
 
 namespace lm::cmd {
 
-using Argv = std::vector<std::string>;
+using Run = std::function<int()>;
 
-int check(const Argv& args);            // cmd_check.cpp
-int track(const Argv& args);            // cmd_track.cpp
-int snapshot(const Argv& args);         // cmd_snapshot.cpp
-int bench_compress(const Argv& args);   // cmd_bench_compress.cpp
-int bench_transport(const Argv& args);  // cmd_bench_transport.cpp
-int run(const Argv& args);              // cmd_run.cpp
-int dest(const Argv& args);             // cmd_migrate.cpp
-int source(const Argv& args);           // cmd_migrate.cpp
-int image(const Argv& args);            // cmd_image.cpp
+Run check(CLI::App& app);            // cmd_check.cpp
+Run track(CLI::App& app);            // cmd_track.cpp
+Run snapshot(CLI::App& app);         // cmd_snapshot.cpp
+Run bench_compress(CLI::App& app);   // cmd_bench_compress.cpp
+Run bench_transport(CLI::App& app);  // cmd_bench_transport.cpp
+Run run(CLI::App& app);              // cmd_run.cpp
+Run dest(CLI::App& app);             // cmd_migrate.cpp
+Run source(CLI::App& app);           // cmd_migrate.cpp
+Run image_verify(CLI::App& app);     // cmd_image.cpp
+Run image_show(CLI::App& app);       // cmd_image.cpp
 
 }  // namespace lm::cmd

@@ -10,6 +10,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -83,9 +84,10 @@ void probe_hugepages(HostCaps& h) {
   std::string line;
   long total = -1, free_ = -1, size_kb = 0;
   while (std::getline(in, line)) {
-    if (line.rfind("HugePages_Total:", 0) == 0) total = std::stol(line.substr(16));
-    if (line.rfind("HugePages_Free:", 0) == 0) free_ = std::stol(line.substr(15));
-    if (line.rfind("Hugepagesize:", 0) == 0) size_kb = std::stol(line.substr(13));
+    // "Key:   123 kB": strtol skips the blanks and stops at the unit.
+    if (line.rfind("HugePages_Total:", 0) == 0) total = std::strtol(line.c_str() + 16, nullptr, 10);
+    if (line.rfind("HugePages_Free:", 0) == 0) free_ = std::strtol(line.c_str() + 15, nullptr, 10);
+    if (line.rfind("Hugepagesize:", 0) == 0) size_kb = std::strtol(line.c_str() + 13, nullptr, 10);
   }
   std::string thp = slurp("/sys/kernel/mm/transparent_hugepage/enabled");
   if (total <= 0)

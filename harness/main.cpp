@@ -2,7 +2,9 @@
 #include <cstdio>
 #include <new>
 #include <string_view>
+#include <vector>
 
+#include "harness/cli.hpp"
 #include "harness/commands.hpp"
 #include "harness/signals.hpp"
 
@@ -16,11 +18,10 @@ enum class StopSignals { kill, watched };
 struct Command {
   std::string_view name;
   std::string_view summary;
-  int (*run)(const lm::cmd::Argv&);
+  lm::cmd::Run (*add)(CLI::App&);  // nullptr: a group of the commands that follow
   StopSignals stop_signals = StopSignals::kill;
+  std::string_view group = {};     // the command this one belongs to ("bench compress")
 };
-
-int bench(const lm::cmd::Argv& args);
 
 constexpr Command kCommands[] = {
     {"check", "probe this host's kernel and libraries; print what works and why not", lm::cmd::check},
@@ -32,44 +33,81 @@ constexpr Command kCommands[] = {
      StopSignals::watched},
     {"source", "migrate a live process by PID to a listening 'livemig dest'", lm::cmd::source,
      StopSignals::watched},
-    {"image", "an image kept by 'livemig dest --image-dir': 'image verify DIR --pid PID', 'image show DIR'",
-     lm::cmd::image},
-    {"bench", "benchmarks: 'bench compress', 'bench transport'", bench},
+    {"image", "an image kept by 'livemig dest --image-dir': 'image verify DIR --pid PID', 'image show DIR'", nullptr},
+    {"verify", "compare a kept image with a live or frozen process", lm::cmd::image_verify, StopSignals::kill,
+     "image"},
+    {"show", "what a kept image holds", lm::cmd::image_show, StopSignals::kill, "image"},
+    {"bench", "benchmarks: 'bench compress', 'bench transport'", nullptr},
+    {"compress", "codecs and policies on page corpora", lm::cmd::bench_compress, StopSignals::kill, "bench"},
+    {"transport", "transport backends between two processes on loopback", lm::cmd::bench_transport,
+     StopSignals::kill, "bench"},
 };
 
-constexpr Command kBenchCommands[] = {
-    {"compress", "codecs and policies on page corpora", lm::cmd::bench_compress},
-    {"transport", "transport backends between two processes on loopback", lm::cmd::bench_transport},
+struct Added {
+  CLI::App* app;
+  const Command* command;
+  lm::cmd::Run run;
 };
 
-template <size_t N>
-int dispatch(const Command (&table)[N], const char* prog, const lm::cmd::Argv& args) {
-  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    std::fprintf(stderr, "usage: %s COMMAND [OPTIONS]\n\ncommands:\n", prog);
-    for (const auto& c : table)
-      std::fprintf(stderr, "  %-12.*s %.*s\n", int(c.name.size()), c.name.data(), int(c.summary.size()),
-                   c.summary.data());
-    return args.empty() ? 2 : 0;
+std::vector<Added> add_commands(CLI::App& livemig) {
+  std::vector<Added> out;
+  for (const auto& c : kCommands) {
+    CLI::App* parent = &livemig;
+    if (!c.group.empty()) parent = livemig.get_subcommand(std::string(c.group));
+    CLI::App* app = parent->add_subcommand(std::string(c.name), std::string(c.summary));
+    if (c.add) out.push_back({app, &c, c.add(*app)});
+    else app->require_subcommand(1);
   }
-  for (const auto& c : table) {
-    if (c.name != args[0]) continue;
-    // Before the command starts any thread: they all inherit the mask.
-    if (c.stop_signals == StopSignals::watched) lm::cmd::block_stop_signals();
-    try {
-      return c.run(lm::cmd::Argv(args.begin() + 1, args.end()));
-    } catch (const std::bad_alloc&) {  // no command lets it escape as a crash
-      std::fprintf(stderr, "%s %s: out of memory\n", prog, args[0].c_str());
-      return 1;
-    }
-  }
-  std::fprintf(stderr, "%s: unknown command '%s' (try --help)\n", prog, args[0].c_str());
-  return 2;
+  return out;
 }
 
-int bench(const lm::cmd::Argv& args) { return dispatch(kBenchCommands, "livemig bench", args); }
+// The innermost command the command line named (for messages and help).
+const CLI::App& innermost(const CLI::App& app) {
+  const auto chosen = app.get_subcommands();
+  return chosen.empty() ? app : innermost(*chosen.front());
+}
+
+int parse(CLI::App& livemig, int argc, char** argv) {
+  try {
+    livemig.parse(argc, argv);
+    return -1;
+  } catch (const CLI::CallForHelp&) {
+    std::fputs(livemig.help().c_str(), stdout);  // the innermost command's
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    const CLI::App& command = innermost(livemig);
+    const std::string where = lm::cmd::command_path(command);
+    // CLI11 checks what is required before it complains about arguments it
+    // did not expect: the unexpected one is the better message.
+    std::string what = e.what();
+    if (const auto extra = command.remaining(); dynamic_cast<const CLI::RequiredError*>(&e) && !extra.empty())
+      what = CLI::ExtrasError(extra).what();
+    std::fprintf(stderr, "%s: %s (see '%s --help')\n", where.c_str(), what.c_str(), where.c_str());
+    return 2;
+  }
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  return dispatch(kCommands, "livemig", lm::cmd::Argv(argv + 1, argv + argc));
+  CLI::App livemig("livemig: live migration of process memory", "livemig");
+  livemig.require_subcommand(1);
+  const std::vector<Added> commands = add_commands(livemig);
+  if (argc < 2 || std::string_view(argv[1]) == "help") {
+    std::fputs(livemig.help().c_str(), argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  if (int status = parse(livemig, argc, argv); status >= 0) return status;
+  for (const auto& c : commands) {
+    if (!c.app->parsed()) continue;
+    // Before the command starts any thread: they all inherit the mask.
+    if (c.command->stop_signals == StopSignals::watched) lm::cmd::block_stop_signals();
+    try {
+      return c.run();
+    } catch (const std::bad_alloc&) {  // no command lets it escape as a crash
+      std::fprintf(stderr, "%s: out of memory\n", lm::cmd::command_path(*c.app).c_str());
+      return 1;
+    }
+  }
+  return 2;  // not reached: CLI11 requires a command
 }

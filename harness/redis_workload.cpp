@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-#include "common/args.hpp"
+#include "common/parse.hpp"
 #include "common/clock.hpp"
 #include "common/fd.hpp"
 #include "common/subprocess.hpp"

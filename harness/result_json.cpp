@@ -14,7 +14,7 @@ Json config_json(const ScenarioConfig& c) {
           {"mode", mode_name(c.migration.mode)},
           {"transport", c.migration.transport},
           {"channels", c.migration.channels},
-          {"policy", c.migration.policy},
+          {"policy", c.migration.policy.name},
           {"workers", c.migration.workers},
           {"tracker", c.migration.tracker},
           {"batch-pages", c.migration.batch_pages},

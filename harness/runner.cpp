@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "common/clock.hpp"
+#include "engine/prepaging.hpp"
 #include "engine/destination.hpp"
 #include "engine/image_sink.hpp"
 #include "harness/redis_workload.hpp"
@@ -53,9 +54,9 @@ Result<double> measure_rate(guest::ControlClient& control, std::chrono::millisec
   return double(b.steps - a.steps) / sw.elapsed_s();
 }
 
-std::string transport_address(const MigrationConfig& m) { return m.transport + ":" + m.address; }
-
 }  // namespace
+
+std::string transport_address(const MigrationConfig& m) { return m.transport + ":" + m.address; }
 
 Result<std::string> find_guest_binary() {
   if (const char* env = std::getenv("LM_GUEST_BIN"); env && *env) return std::string(env);
@@ -85,18 +86,17 @@ Result<double> rate_over(const Target& t, std::chrono::milliseconds window) {
   return double(b - a) / sw.elapsed_s();
 }
 
-}  // namespace
-
-Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOptions& options) {
-  MigrationResult result;
-  result.config = config;
-  result.host = read_host_facts();
-  auto work = LM_TRY(WorkDir::create());
-
-  // --- the workload -------------------------------------------------------------
-  std::optional<guest::GuestProcess> source_guest;
+// The workload a scenario migrates, started and owned here; its destructor
+// ends whatever runs on.
+struct Workload {
+  std::optional<guest::GuestProcess> guest;
   std::optional<RedisWorkload> redis;
   Target target;
+};
+
+Result<void> start_workload(const ScenarioConfig& config, const RunOptions& options, const WorkDir& work,
+                            Workload& w) {
+  Target& target = w.target;
   if (config.workload.kind == WorkloadKind::guest) {
     guest::GuestOptions gopts;
     gopts.ram_bytes = config.workload.ram_bytes;
@@ -107,69 +107,39 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
     gopts.threads = config.workload.threads;
     gopts.seed = config.workload.seed;
     gopts.prefill = config.workload.prefill;
-    source_guest.emplace(LM_TRY_CTX(guest::GuestProcess::spawn(options.guest_binary, gopts, work.path()),
-                                    "start the source guest"));
-    target.pid = source_guest->pid();
+    w.guest.emplace(LM_TRY_CTX(guest::GuestProcess::spawn(options.guest_binary, gopts, work.path()),
+                               "start the source guest"));
+    target.pid = w.guest->pid();
     target.scope.kind = dt::ScopeKind::ranges;
-    target.scope.ranges = {{source_guest->ram_addr(), source_guest->ram_addr() + source_guest->ram_size()}};
-    target.progress = [&]() -> Result<uint64_t> { return LM_TRY(source_guest->control().status()).steps; };
-  } else {
-    RedisOptions ropts{config.workload.redis_keys, config.workload.redis_value_bytes, config.workload.redis_clients};
-    redis.emplace(LM_TRY_CTX(RedisWorkload::start(ropts), "start the redis workload"));
-    LM_TRY(redis->start_writers());
-    target.pid = redis->server_pid();
-    target.scope.kind = dt::ScopeKind::migratable;
-    target.exec_state = ExecStateKind::image;
-    target.progress = [&] { return redis->commands_processed(); };
+    target.scope.ranges = {{w.guest->ram_addr(), w.guest->ram_addr() + w.guest->ram_size()}};
+    target.progress = [&w]() -> Result<uint64_t> { return LM_TRY(w.guest->control().status()).steps; };
+    return ok();
   }
-  result.workload_rate_before =
-      LM_TRY(rate_over(target, std::chrono::milliseconds(std::max(100u, config.workload.warmup_ms))));
+  RedisOptions ropts{config.workload.redis_keys, config.workload.redis_value_bytes, config.workload.redis_clients};
+  w.redis.emplace(LM_TRY_CTX(RedisWorkload::start(ropts), "start the redis workload"));
+  LM_TRY(w.redis->start_writers());
+  target.pid = w.redis->server_pid();
+  target.scope.kind = dt::ScopeKind::migratable;
+  target.exec_state = ExecStateKind::image;
+  target.progress = [&w] { return w.redis->commands_processed(); };
+  return ok();
+}
 
-  // --- destination, in this process on its own thread ------------------------------
-  // A guest resumes from the pages; redis leaves an image.
-  std::shared_ptr<GuestRamSink> guest_sink;
-  DestinationOptions dopts;
-  dopts.listen = transport_address(config.migration);
-  if (target.exec_state == ExecStateKind::guest_ram)
-    dopts.sink = guest_sink = std::make_shared<GuestRamSink>(GuestRamSinkOptions{options.guest_binary, work.path()});
-  else
-    dopts.sink = std::make_shared<ImageSink>();
-  dopts.reconnect_timeout = transport::Timeout(config.postcopy.reconnect_timeout_ms);
-  // The source decides what an interruption means (options.cancel); the
-  // destination stops only once the source gave up, e.g. while it still
-  // waits for a session the source never opened.
-  dopts.cancel = std::make_shared<Cancel>();
-  auto destination = LM_TRY(Destination::listen(dopts));
-  std::optional<Result<DestinationOutcome>> outcome;
-  std::thread dest_thread([&] { outcome = destination->run(); });
+// Fills the workload's rates around the freeze: before_freeze samples it.
+struct FreezeSample {
+  Result<uint64_t> before = uint64_t(0);
+  Stopwatch migrating;
+  uint64_t at_freeze = 0;
+  double seconds_to_freeze = 0;
+};
 
-  // --- source ------------------------------------------------------------------------
-  SourceOptions sopts;
-  sopts.pid = target.pid;
-  sopts.scope = target.scope;
-  sopts.exec_state = target.exec_state;
-  // An image is a live snapshot: the source runs on (the workload ends it later).
-  sopts.after = target.exec_state == ExecStateKind::image ? AfterMigration::keep : AfterMigration::kill;
-  sopts.tracker = config.migration.tracker;
-  sopts.policy = config.migration.policy;
-  sopts.channels = config.migration.channels;
-  sopts.workers = config.migration.workers;
-  sopts.batch_pages = config.migration.batch_pages;
-  sopts.convergence = config.convergence;
-  sopts.auto_converge = config.auto_converge;
-  sopts.verify = config.verify;
-  sopts.mode = config.migration.mode;
-  sopts.postcopy = config.postcopy;
+void set_source_callbacks(SourceOptions& sopts, const RunOptions& options, const Target& target,
+                          FreezeSample& sample) {
   sopts.cancel = options.cancel;
   sopts.on_phase = options.on_source_phase;
-  if (sopts.mode == MigrationMode::hybrid) sopts.convergence.max_rounds = config.postcopy.precopy_rounds;
-  auto progress_before = target.progress();
-  Stopwatch migrating;
-  uint64_t progress_at_freeze = 0;
-  double seconds_to_freeze = 0;
   sopts.before_freeze = [&] {
-    if (auto p = target.progress(); p) progress_at_freeze = *p;
-    seconds_to_freeze = migrating.elapsed_s();
+    if (auto p = target.progress(); p) sample.at_freeze = *p;
+    sample.seconds_to_freeze = sample.migrating.elapsed_s();
   };
   if (options.progress == ProgressLine::on) {
     sopts.on_round = [](const SourceProgress& p) {
@@ -178,28 +148,26 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
                    p.expected_downtime_ms);
     };
   }
-  SourceMigration source(sopts);
-  auto migrated = source.run(destination->address(), result);
-  if (options.progress == ProgressLine::on) std::fprintf(stderr, "\n");
-  if (!migrated) dopts.cancel->request("the source stopped: " + migrated.error().message);
-  dest_thread.join();
-  if (progress_before && seconds_to_freeze > 0)
-    result.workload_rate_during = double(progress_at_freeze - *progress_before) / seconds_to_freeze;
+}
 
-  if (!migrated.ok() || !outcome->ok()) {
-    result.completed = false;
-    if (options.cancel && options.cancel->requested())
-      result.error = options.cancel->reason();  // the cause; both sides' errors only echo it
-    else if (result.error.empty())
-      result.error = !migrated.ok() ? migrated.error().message : outcome->error().message;
-    else if (!outcome->ok())
-      result.error += " (destination: " + outcome->error().message + ")";
-    return result;  // the source runs on; the workload's destructors end it
-  }
-  auto& dest = outcome->value();
+// The error of a failed migration: the cancel's reason, or either side's.
+void record_failure(const RunOptions& options, const Result<void>& migrated,
+                    const Result<DestinationOutcome>& outcome, MigrationResult& result) {
+  result.completed = false;
+  if (options.cancel && options.cancel->requested())
+    result.error = options.cancel->reason();  // the cause; both sides' errors only echo it
+  else if (result.error.empty())
+    result.error = !migrated.ok() ? migrated.error().message : outcome.error().message;
+  else if (!outcome.ok())
+    result.error += " (destination: " + outcome.error().message + ")";
+}
+
+// What the destination measured, and the resumed guest's own check.
+void record_destination(const ScenarioConfig& config, DestinationOutcome& dest, GuestRamSink* guest_sink,
+                        MigrationResult& result) {
   result.cpu_seconds_destination = dest.cpu_seconds;
   if (dest.postcopy) {  // post-copy figures measured at the destination
-    result.prepaging = config.postcopy.prepaging;
+    result.prepaging = std::string(prepaging_name(config.postcopy.prepaging));
     result.postcopy_requests = dest.postcopy->demand_faults;
     result.postcopy_zero_faults = dest.postcopy->zero_faults;
     result.postcopy_stale_refreshed = dest.postcopy->stale_refreshed;
@@ -207,19 +175,88 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
     result.fault_latency_us = latency_stats(dest.postcopy->fault_latency_us);
     result.workload_rate_postcopy = dest.postcopy_rate;
   }
-
-  // --- after: a resumed guest runs on and its own check must pass -----------------------
-  if (auto resumed = guest_sink ? guest_sink->take_guest() : nullptr) {
-    if (auto rate = measure_rate(resumed->control(), std::chrono::milliseconds(500)); rate)
-      result.workload_rate_after = *rate;
-    auto guest_verify = resumed->control().verify();
-    if (!guest_verify) {
-      result.verify_ok = false;
-      result.completed = false;
-      result.error = "the guest's own verify failed after resume: " + guest_verify.error().message;
-    }
-    (void)resumed->stop(5000);
+  // A resumed guest runs on and its own check must pass.
+  auto resumed = guest_sink ? guest_sink->take_guest() : nullptr;
+  if (!resumed) return;
+  if (auto rate = measure_rate(resumed->control(), std::chrono::milliseconds(500)); rate)
+    result.workload_rate_after = *rate;
+  auto guest_verify = resumed->control().verify();
+  if (!guest_verify) {
+    result.verify_ok = false;
+    result.completed = false;
+    result.error = "the guest's own verify failed after resume: " + guest_verify.error().message;
   }
+  (void)resumed->stop(5000);
+}
+
+}  // namespace
+
+SourceOptions source_options(const ScenarioConfig& config) {
+  SourceOptions o;
+  o.tracker = config.migration.tracker;
+  o.policy = config.migration.policy;
+  o.channels = config.migration.channels;
+  o.workers = config.migration.workers;
+  o.batch_pages = config.migration.batch_pages;
+  o.convergence = config.convergence;
+  o.auto_converge = config.auto_converge;
+  o.verify = config.verify;
+  o.mode = config.migration.mode;
+  o.postcopy = config.postcopy;
+  return o;
+}
+
+Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOptions& options) {
+  MigrationResult result;
+  result.config = config;
+  result.host = read_host_facts();
+  auto work = LM_TRY(WorkDir::create());
+  Workload workload;
+  LM_TRY(start_workload(config, options, work, workload));
+  const Target& target = workload.target;
+  result.workload_rate_before =
+      LM_TRY(rate_over(target, std::max(std::chrono::milliseconds(100), config.workload.warmup)));
+
+  // The destination, in this process on its own thread: a guest resumes
+  // from the pages; redis leaves an image.
+  std::shared_ptr<GuestRamSink> guest_sink;
+  DestinationOptions dopts;
+  dopts.listen = transport_address(config.migration);
+  if (target.exec_state == ExecStateKind::guest_ram)
+    dopts.sink = guest_sink = std::make_shared<GuestRamSink>(GuestRamSinkOptions{options.guest_binary, work.path()});
+  else
+    dopts.sink = std::make_shared<ImageSink>();
+  dopts.reconnect_timeout = config.postcopy.reconnect_timeout;
+  // The source decides what an interruption means (options.cancel); the
+  // destination stops only once the source gave up, e.g. while it still
+  // waits for a session the source never opened.
+  dopts.cancel = std::make_shared<Cancel>();
+  auto destination = LM_TRY(Destination::listen(dopts));
+  std::optional<Result<DestinationOutcome>> outcome;
+  std::thread dest_thread([&] { outcome = destination->run(); });
+
+  SourceOptions sopts = source_options(config);
+  sopts.pid = target.pid;
+  sopts.scope = target.scope;
+  sopts.exec_state = target.exec_state;
+  // An image is a live snapshot: the source runs on (the workload ends it later).
+  sopts.after = target.exec_state == ExecStateKind::image ? AfterMigration::keep : AfterMigration::kill;
+  if (sopts.mode == MigrationMode::hybrid) sopts.convergence.max_rounds = config.postcopy.precopy_rounds;
+  FreezeSample sample;
+  sample.before = target.progress();
+  set_source_callbacks(sopts, options, target, sample);
+  SourceMigration source(sopts);
+  auto migrated = source.run(destination->address(), result);
+  if (options.progress == ProgressLine::on) std::fprintf(stderr, "\n");
+  if (!migrated) dopts.cancel->request("the source stopped: " + migrated.error().message);
+  dest_thread.join();
+  if (sample.before && sample.seconds_to_freeze > 0)
+    result.workload_rate_during = double(sample.at_freeze - *sample.before) / sample.seconds_to_freeze;
+  if (!migrated.ok() || !outcome->ok()) {
+    record_failure(options, migrated, *outcome, result);
+    return result;  // the source runs on; the workload's destructors end it
+  }
+  record_destination(config, outcome->value(), guest_sink.get(), result);
   return result;
 }
 

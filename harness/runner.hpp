@@ -29,6 +29,13 @@ struct RunOptions {
 // The guest binary: $LM_GUEST_BIN, else next to the running livemig.
 Result<std::string> find_guest_binary();
 
+// The address a configuration listens on or connects to: "uring:127.0.0.1:0".
+std::string transport_address(const MigrationConfig& m);
+
+// The source's options from a scenario's migration settings (the runner and
+// `livemig source`); the caller adds the target and the callbacks.
+SourceOptions source_options(const ScenarioConfig& config);
+
 // Runs the scenario. The Result is an error only when the scenario could not
 // be set up (the workload did not start); a migration that failed is a
 // result with completed == false and the reason in `error`.

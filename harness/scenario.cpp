@@ -3,7 +3,7 @@
 #include <functional>
 #include <sstream>
 
-#include "common/args.hpp"
+#include "common/parse.hpp"
 #include "compress/policy.hpp"
 #include "dirtytrack/tracker.hpp"
 #include "engine/prepaging.hpp"
@@ -16,69 +16,105 @@ namespace lm::engine {
 
 namespace {
 
-// One settable key: its dotted name and how to apply a TOML value to the config.
+using C = ScenarioConfig;
+
+// One setting: its dotted name, how a TOML value is read into the config,
+// and how the config's value is shown (the defaults in the flags' help).
 struct Key {
   const char* name;
-  std::function<Result<void>(ScenarioConfig&, const toml::node&)> apply;
+  std::function<Result<void>(C&, const toml::node&)> apply;
+  std::function<std::string(C)> show;  // on a copy
 };
 
 Error bad_type(std::string_view key, std::string_view want) {
   return Error::msg(strf("key '%.*s' must be %.*s", int(key.size()), key.data(), int(want.size()), want.data()));
 }
 
+// An integer in [min, max].
+Result<int64_t> integer(const char* name, const toml::node& n, int64_t min, int64_t max) {
+  auto v = n.value<int64_t>();
+  if (!v) return bad_type(name, "an integer");
+  if (*v < min || *v > max)
+    return Error::msg(strf("key '%s' = %lld is out of range [%lld, %lld]", name, (long long)*v, (long long)min,
+                           (long long)max));
+  return *v;
+}
 
 // Builders for the common value kinds.
-Key u64(const char* name, std::function<uint64_t&(ScenarioConfig&)> field, uint64_t min, uint64_t max) {
-  return {name, [=](ScenarioConfig& c, const toml::node& n) -> Result<void> {
-            auto v = n.value<int64_t>();
-            if (!v) return bad_type(name, "an integer");
-            if (*v < int64_t(min) || uint64_t(*v) > max)
-              return Error::msg(strf("key '%s' = %lld is out of range [%llu, %llu]", name, (long long)*v,
-                                     (unsigned long long)min, (unsigned long long)max));
-            field(c) = uint64_t(*v);
+template <class T>
+Key whole(const char* name, T& (*field)(C&), int64_t min, int64_t max) {
+  return {name,
+          [=](C& c, const toml::node& n) -> Result<void> {
+            field(c) = T(LM_TRY(integer(name, n, min, max)));
             return ok();
-          }};
+          },
+          [=](C c) { return std::to_string(field(c)); }};
 }
 
-Key u32(const char* name, std::function<unsigned&(ScenarioConfig&)> field, unsigned min, unsigned max) {
-  return {name, [=](ScenarioConfig& c, const toml::node& n) -> Result<void> {
-            auto v = n.value<int64_t>();
-            if (!v) return bad_type(name, "an integer");
-            if (*v < int64_t(min) || *v > int64_t(max))
-              return Error::msg(strf("key '%s' = %lld is out of range [%u, %u]", name, (long long)*v, min, max));
-            field(c) = unsigned(*v);
+// A duration in whole units of D (the key's name says which: -ms, -s).
+template <class D>
+Key duration(const char* name, D& (*field)(C&), int64_t min, int64_t max) {
+  return {name,
+          [=](C& c, const toml::node& n) -> Result<void> {
+            field(c) = D(LM_TRY(integer(name, n, min, max)));
             return ok();
-          }};
+          },
+          [=](C c) { return std::to_string(field(c).count()); }};
 }
 
-Key real(const char* name, std::function<double&(ScenarioConfig&)> field, double min, double max) {
-  return {name, [=](ScenarioConfig& c, const toml::node& n) -> Result<void> {
+Key real(const char* name, double& (*field)(C&), double min, double max) {
+  return {name,
+          [=](C& c, const toml::node& n) -> Result<void> {
             auto v = n.value<double>();
             if (!v) return bad_type(name, "a number");
-            if (*v < min || *v > max) return Error::msg(strf("key '%s' = %g is out of range [%g, %g]", name, *v, min, max));
+            if (*v < min || *v > max)
+              return Error::msg(strf("key '%s' = %g is out of range [%g, %g]", name, *v, min, max));
             field(c) = *v;
             return ok();
-          }};
+          },
+          [=](C c) { return strf("%g", field(c)); }};
 }
 
-Key boolean(const char* name, std::function<bool&(ScenarioConfig&)> field) {
-  return {name, [=](ScenarioConfig& c, const toml::node& n) -> Result<void> {
+Key boolean(const char* name, bool& (*field)(C&)) {
+  return {name,
+          [=](C& c, const toml::node& n) -> Result<void> {
             auto v = n.value<bool>();
             if (!v) return bad_type(name, "true or false");
             field(c) = *v;
             return ok();
-          }};
+          },
+          [=](C c) { return std::string(field(c) ? "true" : "false"); }};
+}
+
+// The text of a string (or integer) value.
+Result<std::string> text_of(const char* name, const toml::node& n) {
+  if (auto v = n.value<std::string>()) return *v;
+  if (auto i = n.value<int64_t>()) return std::to_string(*i);
+  return bad_type(name, "a string");
+}
+
+// A value read from its text by `parse` (names checked against a registry,
+// policies, enums): the error names the key and the value.
+template <class T>
+Key parsed(const char* name, T& (*field)(C&), Result<T> (*parse)(std::string_view),
+           std::string (*show)(const T&)) {
+  return {name,
+          [=](C& c, const toml::node& n) -> Result<void> {
+            std::string s = LM_TRY(text_of(name, n));
+            auto v = parse(s);
+            if (!v) return Error::msg(strf("key '%s' = '%s': %s", name, s.c_str(), v.error().message.c_str()));
+            field(c) = std::move(*v);
+            return ok();
+          },
+          [=](C c) { return show(field(c)); }};
 }
 
 // A string, optionally restricted to a set of words (checked on the part
 // before the first ':', so "hotspot:0.1" is a hotspot pattern).
-Key text(const char* name, std::function<std::string&(ScenarioConfig&)> field,
-         std::vector<std::string> allowed = {}) {
-  return {name, [=](ScenarioConfig& c, const toml::node& n) -> Result<void> {
-            std::string s;
-            if (auto v = n.value<std::string>()) s = *v;
-            else if (auto i = n.value<int64_t>()) s = std::to_string(*i);
-            else return bad_type(name, "a string");
+Key text(const char* name, std::string& (*field)(C&), std::vector<std::string> allowed = {}) {
+  return {name,
+          [=](C& c, const toml::node& n) -> Result<void> {
+            std::string s = LM_TRY(text_of(name, n));
             if (!allowed.empty()) {
               std::string head = s.substr(0, s.find(':'));
               bool found = false;
@@ -91,11 +127,19 @@ Key text(const char* name, std::function<std::string&(ScenarioConfig&)> field,
             }
             field(c) = s;
             return ok();
-          }};
+          },
+          [=](C c) { return field(c); }};
 }
 
-Key size(const char* name, std::function<uint64_t&(ScenarioConfig&)> field, uint64_t min) {
-  return {name, [=](ScenarioConfig& c, const toml::node& n) -> Result<void> {
+std::string size_text(uint64_t bytes) {
+  for (auto [shift, unit] : {std::pair{40, "T"}, {30, "G"}, {20, "M"}, {10, "K"}})
+    if (bytes && bytes % (1ull << shift) == 0) return strf("%llu%s", (unsigned long long)(bytes >> shift), unit);
+  return std::to_string(bytes);
+}
+
+Key size(const char* name, uint64_t& (*field)(C&), uint64_t min) {
+  return {name,
+          [=](C& c, const toml::node& n) -> Result<void> {
             uint64_t bytes = 0;
             if (auto i = n.value<int64_t>()) {
               bytes = uint64_t(*i);
@@ -110,80 +154,120 @@ Key size(const char* name, std::function<uint64_t&(ScenarioConfig&)> field, uint
                                                     (unsigned long long)bytes, (unsigned long long)min));
             field(c) = bytes;
             return ok();
-          }};
+          },
+          [=](C c) { return size_text(field(c)); }};
+}
+
+// --- the parsers of the typed values ---------------------------------------------------
+
+std::string as_is(const std::string& s) { return s; }
+
+// A transport this build has (the registry), by name.
+Result<std::string> parse_transport(std::string_view name) {
+  LM_TRY(transport::find_backend(name));
+  return std::string(name);
+}
+
+// "auto" or a tracker backend this build has.
+Result<std::string> parse_tracker(std::string_view name) {
+  std::string known = "auto";
+  for (const auto& b : dt::tracker_backends()) {
+    if (b.name == name) return std::string(name);
+    known += ", " + std::string(b.name);
+  }
+  if (name == "auto") return std::string(name);
+  return Error::msg(strf("unknown tracker (known: %s)", known.c_str()));
+}
+
+Result<compress::PolicySpec> parse_policy(std::string_view text) {
+  if (text == "fixed") return Error::msg("'fixed' needs a codec, e.g. \"fixed:lz4\"");
+  return compress::parse_policy(text);
+}
+std::string policy_text(const compress::PolicySpec& p) { return p.name; }
+
+std::string prepaging_text(const PrepagingKind& k) { return std::string(prepaging_name(k)); }
+
+Result<MigrationMode> parse_mode(std::string_view text) {
+  for (auto m : {MigrationMode::precopy, MigrationMode::postcopy, MigrationMode::hybrid})
+    if (text == mode_name(m)) return m;
+  return Error::msg("expected precopy, postcopy or hybrid");
+}
+std::string mode_text(const MigrationMode& m) { return std::string(mode_name(m)); }
+
+Result<WorkloadKind> parse_workload_kind(std::string_view text) {
+  for (auto k : {WorkloadKind::guest, WorkloadKind::redis})
+    if (text == workload_name(k)) return k;
+  return Error::msg("expected guest or redis");
+}
+std::string workload_text(const WorkloadKind& k) { return std::string(workload_name(k)); }
+
+Result<std::string> parse_rate(std::string_view text) {
+  if (text == "max" || parse_u64(text).ok()) return std::string(text);
+  return Error::msg("expected pages per second (an integer >= 0) or \"max\"");
 }
 
 const std::vector<Key>& keys() {
-  using C = ScenarioConfig;
   static const std::vector<Key> table = {
       text("name", [](C& c) -> std::string& { return c.name; }),
       boolean("verify", [](C& c) -> bool& { return c.verify; }),
-      u32("timeout-s", [](C& c) -> unsigned& { return c.timeout_s; }, 1, 86400),
+      duration<std::chrono::seconds>("timeout-s", [](C& c) -> std::chrono::seconds& { return c.timeout; }, 1,
+                                     86400),
 
-      {"workload.kind",
-       [](C& c, const toml::node& n) -> Result<void> {
-         auto v = n.value<std::string>();
-         if (v == "guest") c.workload.kind = WorkloadKind::guest;
-         else if (v == "redis") c.workload.kind = WorkloadKind::redis;
-         else return Error::msg("key 'workload.kind' must be \"guest\" or \"redis\"");
-         return ok();
-       }},
+      parsed<WorkloadKind>("workload.kind", [](C& c) -> WorkloadKind& { return c.workload.kind; },
+                           parse_workload_kind, workload_text),
       size("workload.ram", [](C& c) -> uint64_t& { return c.workload.ram_bytes; }, 1 << 20),
-      {"workload.rate",
-       [](C& c, const toml::node& n) -> Result<void> {
-         if (auto i = n.value<int64_t>(); i && *i >= 0) c.workload.rate = std::to_string(*i);
-         else if (auto s = n.value<std::string>(); s && (*s == "max" || parse_u64(*s).ok())) c.workload.rate = *s;
-         else return Error::msg("key 'workload.rate' must be pages per second (an integer >= 0) or \"max\"");
-         return ok();
-       }},
+      parsed<std::string>("workload.rate", [](C& c) -> std::string& { return c.workload.rate; }, parse_rate, as_is),
       text("workload.pattern", [](C& c) -> std::string& { return c.workload.pattern; },
            {"uniform", "hotspot", "zipf", "sequential", "stride"}),
       text("workload.content", [](C& c) -> std::string& { return c.workload.content; },
            {"zero", "text", "ints", "random", "mixed"}),
       text("workload.write", [](C& c) -> std::string& { return c.workload.write; }, {"page", "word"}),
-      u32("workload.threads", [](C& c) -> unsigned& { return c.workload.threads; }, 1, 64),
+      whole<unsigned>("workload.threads", [](C& c) -> unsigned& { return c.workload.threads; }, 1, 64),
       boolean("workload.prefill", [](C& c) -> bool& { return c.workload.prefill; }),
-      u64("workload.seed", [](C& c) -> uint64_t& { return c.workload.seed; }, 0, UINT64_MAX >> 1),
-      u64("workload.redis-keys", [](C& c) -> uint64_t& { return c.workload.redis_keys; }, 1, 100000000),
+      whole<uint64_t>("workload.seed", [](C& c) -> uint64_t& { return c.workload.seed; }, 0, INT64_MAX),
+      whole<uint64_t>("workload.redis-keys", [](C& c) -> uint64_t& { return c.workload.redis_keys; }, 1, 100000000),
       size("workload.redis-value-size", [](C& c) -> uint64_t& { return c.workload.redis_value_bytes; }, 1),
-      u32("workload.redis-clients", [](C& c) -> unsigned& { return c.workload.redis_clients; }, 1, 256),
-      u32("workload.warmup-ms", [](C& c) -> unsigned& { return c.workload.warmup_ms; }, 0, 600000),
+      whole<unsigned>("workload.redis-clients", [](C& c) -> unsigned& { return c.workload.redis_clients; }, 1, 256),
+      duration<std::chrono::milliseconds>("workload.warmup-ms",
+                                          [](C& c) -> std::chrono::milliseconds& { return c.workload.warmup; }, 0,
+                                          600000),
 
-      {"migration.mode",
-       [](C& c, const toml::node& n) -> Result<void> {
-         auto v = n.value<std::string>();
-         if (v == "precopy") c.migration.mode = MigrationMode::precopy;
-         else if (v == "postcopy") c.migration.mode = MigrationMode::postcopy;
-         else if (v == "hybrid") c.migration.mode = MigrationMode::hybrid;
-         else return Error::msg("key 'migration.mode' must be \"precopy\", \"postcopy\" or \"hybrid\"");
-         return ok();
-       }},
-      text("migration.transport", [](C& c) -> std::string& { return c.migration.transport; }),
+      parsed<MigrationMode>("migration.mode", [](C& c) -> MigrationMode& { return c.migration.mode; }, parse_mode,
+                            mode_text),
+      parsed<std::string>("migration.transport", [](C& c) -> std::string& { return c.migration.transport; },
+                          parse_transport, as_is),
       text("migration.address", [](C& c) -> std::string& { return c.migration.address; }),
-      u32("migration.channels", [](C& c) -> unsigned& { return c.migration.channels; }, 1, 16),
-      text("migration.policy", [](C& c) -> std::string& { return c.migration.policy; }),
-      u32("migration.workers", [](C& c) -> unsigned& { return c.migration.workers; }, 1, 64),
-      text("migration.tracker", [](C& c) -> std::string& { return c.migration.tracker; }),
-      u32("migration.batch-pages", [](C& c) -> unsigned& { return c.migration.batch_pages; }, 1, 4096),
+      whole<unsigned>("migration.channels", [](C& c) -> unsigned& { return c.migration.channels; }, 1, 16),
+      parsed<compress::PolicySpec>("migration.policy",
+                                   [](C& c) -> compress::PolicySpec& { return c.migration.policy; }, parse_policy,
+                                   policy_text),
+      whole<unsigned>("migration.workers", [](C& c) -> unsigned& { return c.migration.workers; }, 1, 64),
+      parsed<std::string>("migration.tracker", [](C& c) -> std::string& { return c.migration.tracker; },
+                          parse_tracker, as_is),
+      whole<unsigned>("migration.batch-pages", [](C& c) -> unsigned& { return c.migration.batch_pages; }, 1, 4096),
 
-      u32("convergence.max-rounds", [](C& c) -> unsigned& { return c.convergence.max_rounds; }, 1, 10000),
+      whole<unsigned>("convergence.max-rounds", [](C& c) -> unsigned& { return c.convergence.max_rounds; }, 1, 10000),
       real("convergence.max-bytes-factor", [](C& c) -> double& { return c.convergence.max_bytes_factor; }, 0, 1e6),
-      u64("convergence.dirty-pages-threshold",
-          [](C& c) -> uint64_t& { return c.convergence.dirty_pages_threshold; }, 0, UINT64_MAX >> 1),
+      whole<uint64_t>("convergence.dirty-pages-threshold",
+                      [](C& c) -> uint64_t& { return c.convergence.dirty_pages_threshold; }, 0, INT64_MAX),
       real("convergence.downtime-target-ms", [](C& c) -> double& { return c.convergence.downtime_target_ms; }, 0,
            1e9),
       boolean("convergence.auto-converge", [](C& c) -> bool& { return c.auto_converge.enabled; }),
-      u32("convergence.throttle-initial", [](C& c) -> unsigned& { return c.auto_converge.initial_percent; }, 1, 99),
-      u32("convergence.throttle-increment", [](C& c) -> unsigned& { return c.auto_converge.increment_percent; }, 1,
-          99),
-      u32("convergence.throttle-max", [](C& c) -> unsigned& { return c.auto_converge.max_percent; }, 1, 99),
+      whole<unsigned>("convergence.throttle-initial",
+                      [](C& c) -> unsigned& { return c.auto_converge.initial_percent; }, 1, 99),
+      whole<unsigned>("convergence.throttle-increment",
+                      [](C& c) -> unsigned& { return c.auto_converge.increment_percent; }, 1, 99),
+      whole<unsigned>("convergence.throttle-max", [](C& c) -> unsigned& { return c.auto_converge.max_percent; }, 1,
+                      99),
 
-      text("postcopy.prepaging", [](C& c) -> std::string& { return c.postcopy.prepaging; },
-           {"none", "sequential", "bubble", "bubble-forward"}),
-      u32("postcopy.pivots", [](C& c) -> unsigned& { return c.postcopy.pivots; }, 1, 64),
-      u32("postcopy.precopy-rounds", [](C& c) -> unsigned& { return c.postcopy.precopy_rounds; }, 0, 10000),
-      u32("postcopy.reconnect-timeout-ms", [](C& c) -> unsigned& { return c.postcopy.reconnect_timeout_ms; }, 0,
-          3600000),
+      parsed<PrepagingKind>("postcopy.prepaging", [](C& c) -> PrepagingKind& { return c.postcopy.prepaging; },
+                            parse_prepaging, prepaging_text),
+      whole<unsigned>("postcopy.pivots", [](C& c) -> unsigned& { return c.postcopy.pivots; }, 1, 64),
+      whole<unsigned>("postcopy.precopy-rounds", [](C& c) -> unsigned& { return c.postcopy.precopy_rounds; }, 0,
+                      10000),
+      duration<std::chrono::milliseconds>(
+          "postcopy.reconnect-timeout-ms",
+          [](C& c) -> std::chrono::milliseconds& { return c.postcopy.reconnect_timeout; }, 0, 3600000),
   };
   return table;
 }
@@ -195,8 +279,7 @@ const Key* find_key(std::string_view name) {
 }
 
 // Walks a parsed document; every leaf must be a known key.
-Result<void> apply_table(ScenarioConfig& c, const toml::table& table, const std::string& prefix,
-                         const std::string& origin) {
+Result<void> apply_table(C& c, const toml::table& table, const std::string& prefix, const std::string& origin) {
   for (const auto& [k, node] : table) {
     std::string name = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
     if (const auto* sub = node.as_table()) {
@@ -210,51 +293,42 @@ Result<void> apply_table(ScenarioConfig& c, const toml::table& table, const std:
   return ok();
 }
 
-Result<void> apply_override(ScenarioConfig& c, const std::string& assignment) {
+Result<void> apply_override(C& c, const std::string& assignment) {
   auto eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0)
     return Error::msg(strf("--set '%s': expected section.key=value", assignment.c_str()));
-  std::string name = assignment.substr(0, eq);
-  std::string value = assignment.substr(eq + 1);
+  return apply_setting(c, std::string_view(assignment).substr(0, eq), std::string_view(assignment).substr(eq + 1))
+      .context("--set");
+}
+
+}  // namespace
+
+Result<void> apply_setting(ScenarioConfig& c, std::string_view name, std::string_view value) {
   const Key* key = find_key(name);
-  if (!key) return Error::msg(strf("--set: unknown key '%s'", name.c_str()));
+  if (!key) return Error::msg(strf("unknown key '%.*s'", int(name.size()), name.data()));
   // Read the value as TOML if it is one (numbers, booleans, quoted strings);
   // otherwise as a bare string.
   toml::table holder;
   try {
-    holder = toml::parse("v = " + value);
+    holder = toml::parse("v = " + std::string(value));
   } catch (const toml::parse_error&) {
-    holder.insert("v", value);
+    holder.insert("v", std::string(value));
   }
-  return key->apply(c, *holder.get("v")).context("--set");
+  return key->apply(c, *holder.get("v"));
 }
 
-Result<void> validate(const ScenarioConfig& c) {
+std::string setting_text(const ScenarioConfig& c, std::string_view name) {
+  const Key* key = find_key(name);
+  return key ? key->show(c) : std::string();
+}
+
+Result<void> validate_scenario(const ScenarioConfig& c) {
   if (c.workload.kind == WorkloadKind::guest && c.workload.ram_bytes % 4096)
     return Error::msg("key 'workload.ram' must be a multiple of 4096");
   if (c.auto_converge.initial_percent > c.auto_converge.max_percent)
     return Error::msg("key 'convergence.throttle-initial' exceeds 'convergence.throttle-max'");
-  if (c.migration.policy.rfind("fixed", 0) == 0 && c.migration.policy.find(':') == std::string::npos)
-    return Error::msg("key 'migration.policy' = 'fixed' needs a codec, e.g. \"fixed:lz4\"");
-  // Names are checked against what this build has, before anything runs.
-  LM_TRY_CTX(transport::find_backend(c.migration.transport), "key 'migration.transport'");
-  LM_TRY_CTX(compress::parse_policy(c.migration.policy), "key 'migration.policy'");
-  LM_TRY_CTX(parse_prepaging(c.postcopy.prepaging), "key 'postcopy.prepaging'");
-  if (c.migration.tracker != "auto") {
-    std::string known = "auto";
-    bool found = false;
-    for (const auto& b : dt::tracker_backends()) {
-      found |= b.name == c.migration.tracker;
-      known += ", " + std::string(b.name);
-    }
-    if (!found)
-      return Error::msg(strf("key 'migration.tracker': unknown tracker '%s' (known: %s)",
-                             c.migration.tracker.c_str(), known.c_str()));
-  }
   return ok();
 }
-
-}  // namespace
 
 Result<ScenarioConfig> parse_scenario(const std::string& toml_text, const std::string& origin,
                                       const std::vector<std::string>& overrides) {
@@ -271,7 +345,7 @@ Result<ScenarioConfig> parse_scenario(const std::string& toml_text, const std::s
   }
   LM_TRY(apply_table(c, doc, "", origin));
   for (const auto& o : overrides) LM_TRY(apply_override(c, o));
-  LM_TRY_CTX(validate(c), origin);
+  LM_TRY_CTX(validate_scenario(c), origin);
   return c;
 }
 

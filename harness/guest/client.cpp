@@ -11,7 +11,7 @@
 #include <cstring>
 #include <fstream>
 
-#include "common/args.hpp"
+#include "common/parse.hpp"
 #include "common/clock.hpp"
 #include "harness/guest/unix_socket.hpp"
 

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <vector>
 
-#include "common/args.hpp"
+#include "common/parse.hpp"
 
 namespace lm::guest {
 

@@ -141,7 +141,7 @@ inline bool untraced(pid_t pid) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(status, line))
-    if (line.rfind("TracerPid:", 0) == 0) return std::stoi(line.substr(10)) == 0;
+    if (line.rfind("TracerPid:", 0) == 0) return std::strtol(line.c_str() + 10, nullptr, 10) == 0;
   return false;
 }
 

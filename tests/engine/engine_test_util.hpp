@@ -51,6 +51,45 @@ inline int run_redis_tests(int argc, char** argv) {
   return RUN_ALL_TESTS();
 }
 
+// --- livemig as a child process -------------------------------------------------
+
+struct LivemigOutcome {
+  int status = -1;  // as waitpid gives it
+  std::string out, err;
+};
+
+// Runs `livemig ARGS...` ($LM_LIVEMIG_BIN) to its end (at most 20 s),
+// capturing stdout and stderr.
+inline LivemigOutcome run_livemig(const std::vector<std::string>& args) {
+  int out[2], err[2];
+  EXPECT_EQ(pipe(out), 0);
+  EXPECT_EQ(pipe(err), 0);
+  const std::string bin = env_or_fail("LM_LIVEMIG_BIN");
+  std::vector<const char*> argv{bin.c_str()};
+  for (const auto& a : args) argv.push_back(a.c_str());
+  argv.push_back(nullptr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    alarm(20);
+    dup2(out[1], 1);
+    dup2(err[1], 2);
+    execv(bin.c_str(), const_cast<char* const*>(argv.data()));
+    _exit(127);
+  }
+  close(out[1]);
+  close(err[1]);
+  LivemigOutcome o;
+  // Help texts are small: stdout fits its pipe while stderr is read.
+  char buf[4096];
+  for (ssize_t n; (n = read(err[0], buf, sizeof buf)) > 0;) o.err.append(buf, size_t(n));
+  for (ssize_t n; (n = read(out[0], buf, sizeof buf)) > 0;) o.out.append(buf, size_t(n));
+  close(out[0]);
+  close(err[0]);
+  waitpid(pid, &o.status, 0);
+  return o;
+}
+
 // --- processes, from /proc ------------------------------------------------------
 
 // The state letter of /proc/PID/stat ('R', 'S', 'T', 'Z', ...), '?' if gone.

@@ -219,7 +219,7 @@ struct Migration {
     o.make_tracker = [this]() -> Result<std::unique_ptr<dt::Tracker>> { return fake.tracker(); };
     o.pid = 0;  // not used: make_process
     o.exec_state = ExecStateKind::guest_ram;
-    o.policy = "fixed:lz4";
+    o.policy = *compress::parse_policy("fixed:lz4");
     o.convergence.max_rounds = 4;
     o.convergence.downtime_target_ms = 0;
     o.timeout = Timeout(5000);

@@ -38,7 +38,7 @@ SourceOptions endless_source(const guest::GuestProcess& g) {
   o.convergence.max_rounds = 100000;
   o.convergence.downtime_target_ms = 0;
   o.convergence.max_bytes_factor = 200;
-  o.policy = "fixed:raw";
+  o.policy = *compress::parse_policy("fixed:raw");
   o.timeout = transport::Timeout(5000);
   return o;
 }
@@ -129,7 +129,7 @@ TEST(PrecopyFaults, RoundLongerThanTheSilenceTimeout) {
   o.pid = g->pid();
   o.scope.kind = dt::ScopeKind::ranges;
   o.scope.ranges = {{g->ram_addr(), g->ram_addr() + g->ram_size()}};
-  o.policy = "fixed:zstd:19";  // a slow "link" whatever the machine
+  o.policy = *compress::parse_policy("fixed:zstd:19");  // a slow "link" whatever the machine
   o.workers = 1;
   o.channels = 1;
   o.convergence.max_rounds = 1;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -104,7 +105,7 @@ std::string reply(RedisWorkload& redis, const std::string& command) {
 uint64_t integer_reply(RedisWorkload& redis, const std::string& command) {
   std::string r = reply(redis, command);
   EXPECT_EQ(r.substr(0, 1), ":") << r;
-  return r.size() > 1 ? std::stoull(r.substr(1)) : 0;
+  return r.size() > 1 ? std::strtoull(r.c_str() + 1, nullptr, 10) : 0;
 }
 
 // Pages of the image's mappings that the process maps now (what `image

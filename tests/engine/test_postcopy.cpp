@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <thread>
 
@@ -220,9 +221,9 @@ SourceOptions busy_postcopy_source(const guest::GuestProcess& g, unsigned reconn
   o.scope.kind = dt::ScopeKind::ranges;
   o.scope.ranges = {{g.ram_addr(), g.ram_addr() + g.ram_size()}};
   o.mode = MigrationMode::postcopy;
-  o.postcopy.prepaging = "none";
-  o.postcopy.reconnect_timeout_ms = reconnect_ms;
-  o.policy = "fixed:raw";
+  o.postcopy.prepaging = PrepagingKind::none;
+  o.postcopy.reconnect_timeout = std::chrono::milliseconds(reconnect_ms);
+  o.policy = *compress::parse_policy("fixed:raw");
   o.timeout = transport::Timeout(5000);
   return o;
 }
@@ -348,7 +349,7 @@ void postcopy_through_proxy(const std::string& backend, unsigned reconnect_ms,
   auto dest = Destination::listen(busy_destination(backend + ":127.0.0.1:0", run.sink, reconnect_ms));
   ASSERT_TRUE(dest.ok()) << dest.error().message;
   const std::string real = (*dest)->address();
-  TcpProxy proxy(uint16_t(std::stoul(real.substr(real.rfind(':') + 1))));
+  TcpProxy proxy(uint16_t(std::strtoul(real.c_str() + real.rfind(':') + 1, nullptr, 10)));
   ASSERT_NE(proxy.port(), 0);
   std::thread dest_thread([&] { run.outcome = (*dest)->run(); });
 

@@ -1,14 +1,15 @@
 // `livemig source` refuses targets it must never freeze or kill, with a clear
 // error and before anything is attached: pid 1, a kernel thread, its own
 // ancestors (here: this test), another user's process, and `--after keep`
-// with a destination that would resume the VM (two running copies).
-#include <fcntl.h>
+// with a destination that would resume the VM (two running copies). A bad
+// option value is refused as a usage error before anything is attached.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -19,36 +20,11 @@ using namespace lm::engine::test;
 
 namespace {
 
-struct Outcome {
-  int status = -1;
-  std::string err;
-};
-
-// Runs `livemig source ARGS...` to its end (at most 20 s), capturing stderr.
-Outcome run_source(const std::vector<std::string>& args) {
-  int p[2];
-  EXPECT_EQ(pipe(p), 0);
-  const std::string bin = env_or_fail("LM_LIVEMIG_BIN");
-  std::vector<const char*> argv{bin.c_str(), "source"};
-  for (const auto& a : args) argv.push_back(a.c_str());
-  argv.push_back(nullptr);
-  pid_t pid = fork();
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    alarm(20);
-    dup2(p[1], 2);
-    int devnull = open("/dev/null", O_WRONLY);
-    dup2(devnull, 1);
-    execv(bin.c_str(), const_cast<char* const*>(argv.data()));
-    _exit(127);
-  }
-  close(p[1]);
-  Outcome o;
-  char buf[4096];
-  for (ssize_t n; (n = read(p[0], buf, sizeof buf)) > 0;) o.err.append(buf, size_t(n));
-  close(p[0]);
-  waitpid(pid, &o.status, 0);
-  return o;
+// Runs `livemig source ARGS...` to its end, capturing stderr.
+LivemigOutcome run_source(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{"source"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_livemig(argv);
 }
 
 // Nothing listens on port 9 of loopback: a refusal must come before any connect.
@@ -57,7 +33,7 @@ const char* kNowhere = "tcp:127.0.0.1:9";
 void expect_refused(pid_t target, const std::string& why, std::vector<std::string> extra = {}) {
   std::vector<std::string> args{"--pid", std::to_string(target), "--to", kNowhere};
   args.insert(args.end(), extra.begin(), extra.end());
-  Outcome o = run_source(args);
+  LivemigOutcome o = run_source(args);
   ASSERT_TRUE(WIFEXITED(o.status)) << "livemig source did not exit by itself (status " << o.status << ")";
   EXPECT_EQ(WEXITSTATUS(o.status), 1) << o.err;
   EXPECT_NE(o.err.find(why), std::string::npos) << o.err;
@@ -67,6 +43,17 @@ void expect_refused(pid_t target, const std::string& why, std::vector<std::strin
     EXPECT_NE(proc_state(target), 'T') << "pid " << target << " was left stopped";
     EXPECT_FALSE(has_userfaultfd(target)) << "a userfaultfd was left in pid " << target;
   }
+}
+
+// A child that waits, for a refusal that must leave it untouched.
+pid_t idle_child() {
+  pid_t child = fork();
+  if (child == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    alarm(30);
+    for (;;) pause();
+  }
+  return child;
 }
 
 TEST(RefusedTarget, Init) { expect_refused(1, "refused as a migration target: it is init"); }
@@ -91,13 +78,28 @@ TEST(RefusedTarget, OtherUserUnlessAllowed) {
 }
 
 TEST(RefusedTarget, KeepWithAResumingDestination) {
-  pid_t child = fork();
-  if (child == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    alarm(30);
-    for (;;) pause();
-  }
+  pid_t child = idle_child();
   expect_refused(child, "would run it twice", {"--ram", "0x10000000:4096", "--after", "keep"});
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+}
+
+// --policy and --prepaging are parsed before anything is attached: a usage
+// error (2) that names the value, and the process runs on as it was.
+TEST(RefusedOption, BadPolicyOrPrepagingLeavesTheProcessUntouched) {
+  pid_t child = idle_child();
+  for (auto [flag, value] : {std::pair{"--policy", "fixed:nosuch"}, {"--prepaging", "nosuch"}}) {
+    LivemigOutcome o = run_source({"--pid", std::to_string(child), "--to", kNowhere, flag, value});
+    ASSERT_TRUE(WIFEXITED(o.status)) << "livemig source did not exit by itself (status " << o.status << ")";
+    EXPECT_EQ(WEXITSTATUS(o.status), 2) << o.err;
+    EXPECT_NE(o.err.find(flag), std::string::npos) << o.err;
+    EXPECT_NE(o.err.find(std::string("'") + value + "'"), std::string::npos) << o.err;
+    EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << "not one line: " << o.err;
+    EXPECT_TRUE(alive(child));
+    EXPECT_NE(proc_state(child), 't') << "pid " << child << " was left traced";
+    EXPECT_NE(proc_state(child), 'T') << "pid " << child << " was left stopped";
+    EXPECT_FALSE(has_userfaultfd(child)) << "a userfaultfd was left in pid " << child;
+  }
   kill(child, SIGKILL);
   waitpid(child, nullptr, 0);
 }

@@ -76,6 +76,62 @@ TEST(Scenario, NamesAreCheckedAgainstWhatIsBuilt) {
   EXPECT_TRUE(good.ok()) << good.error().message;
 }
 
+// Parsed once into typed values: the policy, the pre-paging order and the
+// durations are what the engine takes, not text it parses again.
+TEST(Scenario, ValuesAreTyped) {
+  auto c = parse_scenario(kDoc, "doc", {"postcopy.prepaging=\"bubble-forward\"", "workload.warmup-ms=150",
+                                        "postcopy.reconnect-timeout-ms=0", "timeout-s=90"});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->migration.policy.kind, lm::compress::PolicyKind::fixed);
+  EXPECT_EQ(c->migration.policy.fixed.codec, lm::Codec::lz4);
+  EXPECT_EQ(c->migration.policy.name, "fixed:lz4");
+  EXPECT_EQ(c->postcopy.prepaging, PrepagingKind::bubble_forward);
+  EXPECT_EQ(c->workload.warmup, std::chrono::milliseconds(150));
+  EXPECT_EQ(c->postcopy.reconnect_timeout, std::chrono::milliseconds(0));
+  EXPECT_EQ(c->timeout, std::chrono::seconds(90));
+}
+
+TEST(Scenario, DefaultsAreTheConfigs) {
+  auto c = parse_scenario("", "doc", {});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const ScenarioConfig defaults;
+  EXPECT_EQ(c->migration.policy.kind, lm::compress::PolicyKind::adaptive);
+  EXPECT_EQ(c->migration.policy.name, defaults.migration.policy.name);
+  EXPECT_EQ(c->postcopy.prepaging, PrepagingKind::bubble);
+  EXPECT_EQ(c->postcopy.reconnect_timeout, std::chrono::milliseconds(kDefaultReconnectTimeoutMs));
+  // The flags' help shows them as a scenario would write them.
+  EXPECT_EQ(setting_text(defaults, "migration.policy"), "adaptive");
+  EXPECT_EQ(setting_text(defaults, "postcopy.prepaging"), "bubble");
+  EXPECT_EQ(setting_text(defaults, "postcopy.reconnect-timeout-ms"), "10000");
+  EXPECT_EQ(setting_text(defaults, "workload.ram"), "1G");
+  EXPECT_EQ(setting_text(defaults, "migration.mode"), "precopy");
+  EXPECT_EQ(setting_text(defaults, "no.such-key"), "");
+}
+
+// A bad value is refused naming the key and the value, whether it comes from
+// a scenario, --set, or a flag (apply_setting).
+TEST(Scenario, BadTypedValuesAreNamed) {
+  for (const char* set : {"migration.policy=\"fixed:nosuch\"", "migration.policy=\"fixed\"",
+                          "postcopy.prepaging=\"nosuch\"", "workload.warmup-ms=-1", "workload.warmup-ms=\"1s\"",
+                          "postcopy.reconnect-timeout-ms=3600001", "timeout-s=0", "migration.mode=\"sideways\""}) {
+    auto c = parse_scenario("", "doc", {set});
+    ASSERT_FALSE(c.ok()) << set;
+    std::string key = std::string(set).substr(0, std::string(set).find('='));
+    EXPECT_NE(c.error().message.find("key '" + key + "'"), std::string::npos) << c.error().message;
+  }
+  ScenarioConfig c;
+  auto policy = apply_setting(c, "migration.policy", "fixed:nosuch");
+  ASSERT_FALSE(policy.ok());
+  EXPECT_NE(policy.error().message.find("'fixed:nosuch'"), std::string::npos) << policy.error().message;
+  auto prepaging = apply_setting(c, "postcopy.prepaging", "nosuch");
+  ASSERT_FALSE(prepaging.ok());
+  EXPECT_NE(prepaging.error().message.find("'nosuch'"), std::string::npos) << prepaging.error().message;
+  EXPECT_EQ(c.migration.policy.name, "adaptive") << "a refused value changed the config";
+  EXPECT_TRUE(apply_setting(c, "postcopy.prepaging", "none").ok());
+  EXPECT_EQ(c.postcopy.prepaging, PrepagingKind::none);
+  EXPECT_FALSE(apply_setting(c, "no.such-key", "1").ok());
+}
+
 TEST(Scenario, SyntaxErrorHasPosition) {
   auto c = parse_scenario("[migration\n", "bad.toml", {});
   ASSERT_FALSE(c.ok());

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <thread>
 
@@ -39,8 +40,8 @@ double cpu_seconds(pid_t pid) {
   double utime = 0, stime = 0;
   for (int i = 3; i <= 15; i++) {
     in >> field;
-    if (i == 14) utime = std::stod(field);
-    if (i == 15) stime = std::stod(field);
+    if (i == 14) utime = std::strtod(field.c_str(), nullptr);
+    if (i == 15) stime = std::strtod(field.c_str(), nullptr);
   }
   return (utime + stime) / double(sysconf(_SC_CLK_TCK));
 }

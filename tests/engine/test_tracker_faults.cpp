@@ -69,7 +69,7 @@ TEST_P(TrackerFault, RollsBackBeforeTheCommit) {
   o.pid = g->pid();
   o.scope.kind = dt::ScopeKind::ranges;
   o.scope.ranges = {{g->ram_addr(), g->ram_addr() + g->ram_size()}};
-  o.policy = "fixed:raw";
+  o.policy = *compress::parse_policy("fixed:raw");
   o.convergence.max_rounds = 3;
   o.convergence.downtime_target_ms = 0;
   o.timeout = transport::Timeout(5000);

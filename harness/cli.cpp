@@ -1,0 +1,68 @@
+#include "harness/cli.hpp"
+
+#include "common/parse.hpp"
+
+namespace lm::cmd {
+
+namespace {
+
+// A validator that rewrites its text to the number `parse` reads from it.
+CLI::Validator number_value(Result<uint64_t> (*parse)(std::string_view), std::string name) {
+  return CLI::Validator(
+      [parse](std::string& text) -> std::string {
+        auto v = parse(text);
+        if (!v) return v.error().message;
+        text = std::to_string(*v);
+        return {};
+      },
+      "", std::move(name));
+}
+
+}  // namespace
+
+CLI::Validator size_value() { return number_value(parse_size, "SIZE"); }
+CLI::Validator u64_value() { return number_value(parse_u64, "UINT"); }
+
+CLI::Option* add_pid(CLI::App& app, uint64_t& pid, const std::string& help) {
+  return app.add_option("--pid", pid, help)
+      ->required()
+      ->type_name("PID")
+      ->transform(u64_value())
+      ->check(CLI::Range(uint64_t(1), uint64_t(INT32_MAX)));
+}
+
+CLI::Option* add_setting(CLI::App& app, const std::string& flag, engine::ScenarioConfig& config,
+                         const std::string& key, const std::string& help) {
+  const std::string described = help + " (default " + engine::setting_text(engine::ScenarioConfig{}, key) + ")";
+  return app.add_option(flag, described)
+      ->type_name("VALUE")
+      ->check(CLI::Validator(
+          [&config, key](std::string& text) -> std::string {
+            auto set = engine::apply_setting(config, key, text);
+            return set ? std::string() : set.error().message;
+          },
+          ""));
+}
+
+CLI::Option* add_address(CLI::App& app, const std::string& flag, engine::ScenarioConfig& config,
+                         const std::string& help) {
+  return app.add_option(flag, help)
+      ->type_name("TRANSPORT:ADDRESS")
+      ->check(CLI::Validator(
+          [&config](std::string& text) -> std::string {
+            auto colon = text.find(':');
+            if (colon == std::string::npos) return "'" + text + "': expected TRANSPORT:ADDRESS";
+            auto set = engine::apply_setting(config, "migration.transport", text.substr(0, colon));
+            if (set) set = engine::apply_setting(config, "migration.address", "'" + text.substr(colon + 1) + "'");
+            return set ? std::string() : set.error().message;
+          },
+          ""));
+}
+
+std::string command_path(const CLI::App& app) {
+  std::string path = app.get_name();
+  for (const CLI::App* up = app.get_parent(); up; up = up->get_parent()) path = up->get_name() + " " + path;
+  return path;
+}
+
+}  // namespace lm::cmd
