@@ -62,6 +62,9 @@ struct AutoConvergeConfig {
   unsigned max_percent = 99;
 };
 
+// The longest single wait for the peer (a silent source or destination).
+inline constexpr std::chrono::milliseconds kDefaultPeerTimeout{30000};
+
 // Post-copy: how long faults wait, and the source dials again, after the
 // link broke (QEMU's postcopy recovery, automatic). 0: never.
 inline constexpr unsigned kDefaultReconnectTimeoutMs = 10000;

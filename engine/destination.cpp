@@ -334,7 +334,9 @@ class DestinationRun {
     PostcopyRecovery recovery;
     recovery.timeout = o_.reconnect_timeout;
     if (o_.reconnect_timeout.count() > 0)
-      recovery.accept = [this](transport::Timeout t) { return transport::accept_session(listener_, o_.session, t); };
+      recovery.accept = [this](transport::Timeout t, std::stop_token stop) {
+        return transport::accept_session(listener_, o_.session, t, std::move(stop));
+      };
     serving_ = LM_TRY(PostcopyDestination::start(*session_, std::move(ram), std::move(needed_), st_.hashes,
                                                  o_.timeout, std::move(recovery)));
     return DestinationPhase::resume;

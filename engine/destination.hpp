@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "common/error.hpp"
+#include "engine/config.hpp"
 #include "compress/stats.hpp"
 #include "engine/cancel.hpp"
 #include "engine/page_sink.hpp"
@@ -67,7 +68,7 @@ struct DestinationOptions {
   // the held image).
   std::shared_ptr<PageSink> sink;
   transport::SessionConfig session;
-  transport::Timeout timeout{30000};  // longest silence from the source
+  transport::Timeout timeout{kDefaultPeerTimeout};  // longest silence from the source
   // Post-copy: how long the resumed guest's faults wait for a source whose
   // link broke to reconnect (0: the VM is lost at once).
   transport::Timeout reconnect_timeout{kDefaultReconnectTimeoutMs};

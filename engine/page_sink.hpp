@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/error.hpp"
+#include "engine/config.hpp"
 #include "common/fd.hpp"
 #include "engine/postcopy_destination.hpp"
 #include "transport/channel.hpp"
@@ -43,7 +44,7 @@ enum class ServeFaults { no, yes };
 
 // How long a sink may wait for what it runs, and what ends the wait early.
 struct SinkWait {
-  transport::Timeout timeout{30000};
+  transport::Timeout timeout{kDefaultPeerTimeout};
   // Asked every 200 ms; true ends the wait with ECANCELED (a cancel, or a
   // post-copy link that broke meanwhile). Empty: only the timeout.
   std::function<bool()> stopped;

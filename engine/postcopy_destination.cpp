@@ -63,6 +63,7 @@ PostcopyDestination::PostcopyDestination(transport::Session& session, PostcopyGu
 
 PostcopyDestination::~PostcopyDestination() {
   stop_ = true;
+  ending_.request_stop();
   stop_link_threads();
   for (auto& t : threads_)
     if (t.joinable()) t.join();
@@ -154,6 +155,7 @@ void PostcopyDestination::failed(Error e) {
   std::lock_guard g(error_lock_);
   if (!error_) error_ = std::move(e);
   stop_ = true;
+  ending_.request_stop();
   link_stop_.request_stop();
   progressed();
 }
@@ -515,8 +517,8 @@ Result<void> PostcopyDestination::recover() {
       return Error::sys(ETIMEDOUT, strf("post-copy: the link to the source broke (%s) and was not restored within "
                                         "%lld ms (last: %s); the VM is lost",
                                         cause.message.c_str(), (long long)recovery_.timeout.count(), last.c_str()));
-    // Slices, so that a guest that dies meanwhile is noticed.
-    auto next = recovery_.accept(transport::Timeout(std::min<int64_t>(int64_t(left) + 1, 1000)));
+    // A guest that dies meanwhile (failed()) ends the wait at once.
+    auto next = recovery_.accept(transport::Timeout(int64_t(left) + 1), ending_.get_token());
     if (!next) {
       last = next.error().message;
       continue;

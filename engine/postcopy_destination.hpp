@@ -64,8 +64,9 @@ struct PostcopyGuestRam {
 
 struct PostcopyRecovery {
   // Accepts the source's next session (the caller checks nothing; the id is
-  // checked here). Empty: a broken link fails the migration at once.
-  std::function<Result<transport::Session>(transport::Timeout)> accept;
+  // checked here). Ends with ECANCELED once `stop` is stopped (the migration
+  // failed meanwhile). Empty: a broken link fails the migration at once.
+  std::function<Result<transport::Session>(transport::Timeout, std::stop_token stop)> accept;
   transport::Timeout timeout{kDefaultReconnectTimeoutMs};  // longest outage faults wait through
 };
 
@@ -181,6 +182,7 @@ class PostcopyDestination {
   std::atomic<uint64_t> installed_count_{0};
   std::atomic<size_t> bulk_done_{0};
   std::atomic<bool> stop_{false};
+  std::stop_source ending_;  // requested with stop_: ends a recovery's accept
   std::mutex error_lock_;
   std::optional<Error> error_;
   // wait_complete() sleeps on progress_ until progressed() says it may be done.

@@ -33,7 +33,7 @@ struct PostcopySourceOptions {
   unsigned pivots = 1;
   unsigned push_batch_pages = 32;  // small: the bubble follows new faults quickly
   unsigned idle_ms = 50;           // policy none: push the rest after this long without faults
-  transport::Timeout timeout{30000};
+  transport::Timeout timeout{kDefaultPeerTimeout};
   // Longest wait for the destination's completion after its resume.
   transport::Timeout completion_timeout{600000};
   // Opens the session again under its id after a broken link, within the

@@ -77,14 +77,14 @@ struct SourceOptions {
   ExecStateKind exec_state = ExecStateKind::guest_ram;
   MigrationMode mode = MigrationMode::precopy;  // hybrid: pre-copy until `convergence` stops, then post-copy
   PostcopyConfig postcopy;
-  std::string tracker = "auto";
+  std::string tracker = MigrationConfig{}.tracker;
   // Makes the dirty tracker instead of the registry's `tracker` (tests wrap
   // a real one to inject failures); empty: dt::make_tracker(tracker).
   std::function<Result<std::unique_ptr<dt::Tracker>>()> make_tracker;
   compress::PolicySpec policy = MigrationConfig{}.policy;
-  unsigned channels = 2;      // bulk channels
-  unsigned workers = 2;       // sending/compressing threads
-  unsigned batch_pages = 256; // pages per page-batch message
+  unsigned channels = MigrationConfig{}.channels;        // bulk channels
+  unsigned workers = MigrationConfig{}.workers;          // sending/compressing threads
+  unsigned batch_pages = MigrationConfig{}.batch_pages;  // pages per page-batch message
   ConvergenceConfig convergence;
   AutoConvergeConfig auto_converge;
   bool verify = true;
@@ -96,7 +96,7 @@ struct SourceOptions {
   // the phase (a source is thawed before the commit, never after).
   std::shared_ptr<Cancel> cancel;
   transport::SessionConfig session;
-  transport::Timeout timeout{30000};  // any single wait for the peer
+  transport::Timeout timeout{kDefaultPeerTimeout};  // any single wait for the peer
   // Fault injection (tests): flip one payload byte of the N-th page batch
   // (1-based) after its checksum was computed; 0 = off.
   uint64_t fault_corrupt_batch = 0;
