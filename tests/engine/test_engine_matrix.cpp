@@ -23,7 +23,9 @@
 #include "engine/destination.hpp"
 #include "engine/image_sink.hpp"
 #include "engine/source.hpp"
+#include "tests/engine/fake_page_sink.hpp"
 #include "tests/engine/fake_process.hpp"
+#include "tests/engine/faulting_guest.hpp"
 #include "transport/channel.hpp"
 
 using namespace lm;
@@ -132,15 +134,16 @@ Result<uint64_t> TestChannel::send(std::span<const transport::ConstBuffer> piece
 
 struct ImageDestination {
   std::shared_ptr<Cancel> cancel = std::make_shared<Cancel>();
-  std::shared_ptr<ImageSink> sink = std::make_shared<ImageSink>();
+  std::shared_ptr<ImageSink> sink = std::make_shared<ImageSink>();  // unused with another sink
   std::unique_ptr<Destination> dest;
   std::optional<Result<DestinationOutcome>> outcome;
   std::atomic<bool> done{false};
   std::thread thread;
 
-  explicit ImageDestination(std::unique_ptr<transport::Listener> listener) {
+  // Keeps an image, or runs a VM from `other` (post-copy).
+  explicit ImageDestination(std::unique_ptr<transport::Listener> listener, std::shared_ptr<PageSink> other = {}) {
     DestinationOptions o;
-    o.sink = sink;
+    o.sink = other ? other : sink;
     o.timeout = Timeout(5000);
     o.cancel = cancel;
     auto made = Destination::over(std::move(listener), o);
@@ -213,8 +216,8 @@ struct Migration {
   uint64_t steps_at_commit = 0;
   MigrationResult result;
 
-  Migration(Profile p, const std::string& name, uint64_t seed = 1)
-      : profile(p), fake(fake_options(p, seed)), link(name) {
+  Migration(Profile p, const std::string& name, uint64_t seed = 1) : Migration(p, name, fake_options(p, seed)) {}
+  Migration(Profile p, const std::string& name, FakeProcessOptions f) : profile(p), fake(f), link(name) {
     o.make_process = [this]() -> Result<std::unique_ptr<SourceProcess>> { return fake.source(); };
     o.make_tracker = [this]() -> Result<std::unique_ptr<dt::Tracker>> { return fake.tracker(); };
     o.pid = 0;  // not used: make_process
@@ -595,6 +598,89 @@ TEST(EngineConcurrent, TwoMigrationsInOneProcess) {
   const auto ra0 = a.fake.frozen_bytes(a.fake.ranges()[0].start, kPageSize);
   const auto rb0 = b.fake.frozen_bytes(b.fake.ranges()[0].start, kPageSize);
   EXPECT_NE(std::memcmp(ra0.data(), rb0.data(), kPageSize), 0);
+}
+
+// --- post-copy: the source's fake to a VM that is a thread of this process -------------------
+
+constexpr uint64_t kGuestPages = 64;
+
+// One migration in post-copy to a FaultingGuest. Skips where userfaultfd on
+// shmem is not available.
+struct PostcopyToGuest {
+  FaultingGuest guest;
+  std::shared_ptr<FakePageSink> sink = std::make_shared<FakePageSink>();
+  std::unique_ptr<Migration> m;
+
+  Result<void> set_up(const std::string& name) {
+    LM_TRY(guest.create(kGuestPages));
+    FakeProcessOptions f;
+    f.mappings = 1;
+    f.pages_per_mapping = kGuestPages;
+    f.first_address = guest.addr();
+    m = std::make_unique<Migration>(Profile::steady, name, f);
+    m->o.mode = MigrationMode::postcopy;
+    m->o.postcopy.reconnect_timeout = std::chrono::milliseconds(0);
+    sink->use_postcopy_ram(guest.memfd(), guest.take_uffd());
+    sink->on(SinkCall::resume, [this] { guest.start(sink->steps); });
+    m->destination = std::make_unique<ImageDestination>(m->link.take_listener(), sink);
+    return ok();
+  }
+};
+
+#define SET_UP_OR_SKIP(t, name)                                                                 \
+  if (auto made = (t).set_up(name); !made) {                                                   \
+    if (made.error().code == EPERM || made.error().code == ENOSYS || made.error().code == EINVAL) \
+      GTEST_SKIP() << "no userfaultfd on shmem here: " << made.error().message;                 \
+    FAIL() << made.error().message;                                                             \
+  }
+
+// Released: the VM read exactly the frozen source, and the source never ran
+// again after the commit (it is killed; its step counter stood still).
+TEST(EnginePostcopyGuest, ReleasedAndTheSourceNeverRunsAgain) {
+  PostcopyToGuest t;
+  SET_UP_OR_SKIP(t, "postcopy-released");
+  Migration& m = *t.m;
+  auto r = m.run();
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(m.phases, (std::vector<SourcePhase>{SourcePhase::setup, SourcePhase::stop_and_copy, SourcePhase::commit,
+                                                 SourcePhase::postcopy, SourcePhase::verify, SourcePhase::released}));
+  EXPECT_EQ(m.result.source_phase, "released");
+  EXPECT_EQ(m.fake.state(), FakeState::killed) << fake_state_name(m.fake.state());
+  EXPECT_EQ(m.fake.steps(), m.steps_at_commit) << "the source ran after the commit";
+  ASSERT_TRUE(m.destination->wait());
+  ASSERT_TRUE(m.destination->outcome->ok()) << m.destination->outcome->error().message;
+  EXPECT_TRUE(t.sink->kept());
+  t.guest.stop();
+  ASSERT_EQ(t.guest.seen().size(), kGuestPages);
+  const auto frozen = m.fake.frozen_bytes(t.guest.addr(), kGuestPages * kPageSize);
+  for (uint64_t i = 0; i < kGuestPages; i++) {
+    uint64_t want;
+    std::memcpy(&want, frozen.data() + i * kPageSize, sizeof want);
+    EXPECT_EQ(t.guest.seen()[i], want) << "page " << i;
+  }
+}
+
+// Once the VM ran at the destination, a source that cannot serve its pages
+// loses the VM: it is never thawed (two copies would run), and says so.
+TEST(EnginePostcopyGuest, AReadFailureInPostcopyLosesTheVmAndNeverThawsTheSource) {
+  PostcopyToGuest t;
+  SET_UP_OR_SKIP(t, "postcopy-lost");
+  Migration& m = *t.m;
+  m.on_phase = [&](SourcePhase p) {
+    if (p == SourcePhase::postcopy) m.fake.fail(FakeOp::read, 1, ESRCH);
+  };
+  auto r = m.run();
+  ASSERT_FALSE(r.ok()) << "the migration should have failed";
+  std::printf("postcopy read failure: %s\n", r.error().message.c_str());
+  ASSERT_GE(m.phases.size(), 2u);
+  EXPECT_EQ(m.phases.back(), SourcePhase::lost);
+  EXPECT_EQ(m.result.source_phase, "lost");
+  EXPECT_NE(m.fake.state(), FakeState::running) << "the source was thawed after the destination ran the VM";
+  EXPECT_EQ(m.fake.steps(), m.steps_at_commit) << "the source ran after the commit";
+  EXPECT_FALSE(m.fake.runs_past(m.steps_at_commit, 300));
+  ASSERT_TRUE(m.destination->wait());
+  EXPECT_FALSE(m.destination->outcome->ok()) << "the destination kept a VM whose pages never all came";
+  EXPECT_FALSE(t.sink->kept());
 }
 
 }  // namespace
