@@ -8,9 +8,11 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdlib>
+#include <mutex>
 
-#include "common/clock.hpp"
 #include "common/strf.hpp"
 
 namespace lm::cmd {
@@ -93,8 +95,11 @@ Result<std::function<void(engine::SourcePhase)>> signal_at_phase_from_env(std::s
   return std::function<void(engine::SourcePhase)>([phase, sig, cancel](engine::SourcePhase p) {
     if (engine::source_phase_name(p) != phase) return;
     ::kill(::getpid(), sig);  // to the process: the watcher thread reads it, not this one
-    Stopwatch waited;
-    while (!cancel->requested() && waited.elapsed_ms() < 2000) ::usleep(1000);
+    // Until the watcher cancelled (at most 2 s): the phase then sees it.
+    std::mutex lock;
+    std::condition_variable_any cancelled;
+    std::unique_lock hold(lock);
+    cancelled.wait_for(hold, cancel->token(), std::chrono::seconds(2), [] { return false; });
   });
 }
 

@@ -220,6 +220,13 @@ std::string control_socket_path(const std::string& work_dir) {
   return strf("%s/guest-%d-%lx.sock", work_dir.c_str(), int(::getpid()), (unsigned long)(now_ns() & 0xffffffffff));
 }
 
+// A guest fills its RAM before READY; a 2 GiB prefilled guest took ~10 s on
+// the 2-core test machines, so the wait grows with the RAM.
+int ready_timeout_ms(const GuestOptions& o) {
+  constexpr uint64_t kBaseMs = 10000, kPerGiBMs = 10000;
+  return int(kBaseMs + kPerGiBMs * ((o.ram_bytes + (1ull << 30) - 1) >> 30));
+}
+
 }  // namespace
 
 Result<GuestProcess> GuestProcess::spawn(const std::string& guest_binary, const GuestOptions& o,
@@ -236,7 +243,7 @@ Result<GuestProcess> GuestProcess::spawn(const std::string& guest_binary, const 
   }
   args.insert(args.end(), o.extra_args.begin(), o.extra_args.end());
   GuestProcess g = LM_TRY(launch(guest_binary, args, ParentExit::die));
-  LM_TRY(g.wait_ready(10000));
+  LM_TRY(g.wait_ready(ready_timeout_ms(o)));
   return g;
 }
 
