@@ -22,6 +22,9 @@
 
 namespace lm::engine::test {
 
+// This kernel or its settings refuse userfaultfd on shmem: such a test skips.
+inline bool no_userfaultfd_here(const Error& e) { return e.code == EPERM || e.code == ENOSYS || e.code == EINVAL; }
+
 // Its RAM is a memfd mapped where the kernel likes, registered (MISSING) with
 // a userfaultfd that the destination serves; once resumed, a thread reads
 // every page in turn, each first read a fault, and counts its steps.
