@@ -119,6 +119,13 @@ class Cgroup:
             self.path, limit_file = os.path.join("/sys/fs/cgroup", name), "memory.max"
         else:
             raise Skip("no memory cgroup to bound the QEMU processes")
+        # Groups of earlier runs killed with SIGKILL (their QEMU died with them): empty, removable.
+        for old in glob.glob(os.path.join(os.path.dirname(self.path), "livemig-qemubench-*")):
+            if not os.path.exists("/proc/" + old.rsplit("-", 1)[1]):
+                try:
+                    os.rmdir(old)
+                except OSError:
+                    pass
         try:
             os.mkdir(self.path)
             with open(os.path.join(self.path, limit_file), "w") as f:
