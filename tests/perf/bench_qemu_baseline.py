@@ -28,7 +28,14 @@ from bench_util import med, migrate, write_doc  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SKIP = 77
-GUEST_RESERVE_MIB = 160   # QEMU's -m is the filled size plus this, for the guest kernel and initramfs
+
+
+def guest_mib(fill_mib):
+    """QEMU's -m for a guest that fills fill_mib: the guest's kernel keeps
+    ~80 MiB + 5% (MemAvailable 2022 MiB of -m 2208M); the rest is margin."""
+    return fill_mib + 160 + fill_mib // 16
+
+
 DOWNTIME_LIMIT_MS = 300   # livemig's convergence.downtime-target-ms in configs/default.toml
 MAX_BANDWIDTH = 100 << 30  # bytes/s: no QEMU throttling on loopback
 
@@ -80,6 +87,7 @@ for a in $(/bin/busybox cat /proc/cmdline); do
   case "$a" in lm.mode=*) mode="${a#lm.mode=}";; lm.mib=*) mib="${a#lm.mib=}";; esac
 done
 echo "LMBOOTED $mode $mib"
+/bin/busybox grep -E 'MemTotal|MemAvailable' /proc/meminfo
 exec /fill "$mode" "$mib"
 """
 
@@ -240,9 +248,12 @@ def wait_serial(path, word, deadline, proc):
             raise RuntimeError("QEMU exited (%d) before %s" % (proc.returncode, word))
         try:
             with open(path, errors="replace") as f:
-                m = re.search(word + r" (\d+)", f.read())
+                text = f.read()
+            m = re.search(word + r" (\d+)", text)
             if m:
                 return int(m.group(1))
+            if "Kernel panic" in text:
+                raise RuntimeError("guest kernel panic before %s (serial log %s)" % (word, path))
         except FileNotFoundError:
             pass
         time.sleep(0.1)
@@ -261,11 +272,11 @@ def qemu_run(env, mode, fill, fill_mib, tag):
     """One QEMU migration; `mode` is a dict: multifd (channels or 0),
     compression (None or 'zstd'), postcopy (bool)."""
     work = env.tmp
-    ram_mib = fill_mib + GUEST_RESERVE_MIB
+    ram_mib = guest_mib(fill_mib)
     accel = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
     base = [env.qemu, "-accel", accel, "-m", "%dM" % ram_mib, "-smp", "1", "-nodefaults", "-no-user-config",
             "-display", "none", "-vga", "none", "-kernel", env.kernel, "-initrd", env.initrd,
-            "-append", "console=ttyS0 quiet panic=-1 lm.mode=%s lm.mib=%d" % (fill, fill_mib)]
+            "-append", "console=ttyS0 quiet panic=0 lm.mode=%s lm.mib=%d" % (fill, fill_mib)]
     paths = {side: (os.path.join(work, "%s-%s.qmp" % (tag, side)), os.path.join(work, "%s-%s.serial" % (tag, side)))
              for side in ("src", "dst")}
     for qmp_path, serial_path in paths.values():
@@ -576,7 +587,7 @@ def main():
             env.kernel = guest_kernel(env.cache)
             env.initrd = guest_initramfs(env.tmp)
             # Source and destination, each with its RAM and QEMU's own overhead.
-            cgroup = Cgroup(2 * (biggest + GUEST_RESERVE_MIB) * 2**20 + (1 << 30))
+            cgroup = Cgroup(2 * guest_mib(biggest) * 2**20 + (1 << 30))
         except Skip as e:
             log("SKIP: " + str(e))
             return SKIP
@@ -587,8 +598,8 @@ def main():
                "repeat": env.repeat, "qemu": qemu_version, "accel": accel, "kernel": os.path.basename(env.kernel),
                "load-before": os.getloadavg(), "scenarios": {},
                "differences": [
-                   "QEMU's -m is the filled size + %d MiB for the guest's kernel and initramfs (mostly zero pages,"
-                   " which QEMU sends as flags); livemig's RAM is the filled size" % GUEST_RESERVE_MIB,
+                   "QEMU's -m is the filled size + 160 MiB + 1/16 for the guest's kernel and initramfs (mostly"
+                   " zero pages, which QEMU sends as flags); livemig's RAM is the filled size",
                    "QEMU's guest runs under %s; its writer (write scenario) rewrites fewer pages/s than livemig's"
                    " native guest: see writer-pages-per-s-*" % accel,
                    "content generators differ; the mixed class shares (30/30/25/15) are livemig's",
