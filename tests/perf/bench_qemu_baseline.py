@@ -168,9 +168,12 @@ class Procs:
 
     def start(self, cmd, stdout):
         procs_file = os.path.join(self.cgroup.path, "cgroup.procs")
+        parent = os.getpid()
 
         def child():
             _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:  # the script died before the prctl
+                os._exit(1)
             with open(procs_file, "w") as f:
                 f.write(str(os.getpid()))
 
