@@ -591,8 +591,8 @@ def main():
             env.initrd = guest_initramfs(env.tmp)
             # Source and destination, each with its RAM and QEMU's own overhead.
             cgroup = Cgroup(2 * guest_mib(biggest) * 2**20 + (1 << 30))
-        except Skip as e:
-            log("SKIP: " + str(e))
+        except (Skip, OSError, subprocess.SubprocessError) as e:  # no kernel, no initramfs, no cgroup
+            log("SKIP: cannot set the QEMU guest up: %s" % e)
             return SKIP
         env.procs = Procs(cgroup)
         accel = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
