@@ -555,7 +555,7 @@ def main():
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--ram", type=int, default=2048, help="MiB for idle and mixed (default 2048)")
     p.add_argument("--write-ram", type=int, default=512, help="MiB for write (default 512)")
-    p.add_argument("--quick", action="store_true", help="512 MiB (write: 256), one repetition")
+    p.add_argument("--quick", action="store_true", help="512 MiB, one repetition")
     p.add_argument("--scenarios", default="idle,mixed,write")
     p.add_argument("--check", action="store_true", help="fail unless every run completed with sane figures")
     p.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "livemig-bench"))
@@ -563,7 +563,7 @@ def main():
     p.add_argument("--keep", action="store_true", help="keep the work directory (serial and QEMU logs)")
     env = p.parse_args()
     if env.quick:
-        env.ram, env.write_ram, env.repeat = 512, 256, 1
+        env.ram, env.write_ram, env.repeat = 512, 512, 1
     all_sc = scenarios(env.ram, env.write_ram)
     chosen = [s for s in env.scenarios.split(",") if s]
     unknown = [s for s in chosen if s not in all_sc]
