@@ -179,6 +179,7 @@ void note_resumed(PostcopySourceOutcome& out, uint64_t freeze_ns, uint64_t& resu
   if (out.resumed) return;
   out.resumed = true;
   resumed_ns = now_ns();
+  out.resumed_ns = resumed_ns;
   out.resumed_after_ms = double(resumed_ns - freeze_ns) * 1e-6;
 }
 
@@ -293,6 +294,7 @@ Result<void> run_postcopy_source(transport::Session& session, const SourceProces
     const Peer control = Peer::control(session, o.timeout);
     LM_TRY(send_page_bitmaps(control, session.mappings(), needed));
     LM_TRY(control.send(ExecState{o.exec_state_kind, {}}));
+    out.committed_ns = now_ns();
   }
   // Committed: the destination may resume the VM from here on.
 
