@@ -22,6 +22,7 @@
 #include "engine/digest.hpp"
 #include "engine/postcopy_source.hpp"
 #include "engine/source_process.hpp"
+#include "engine/urgent_thread.hpp"
 
 namespace lm::engine {
 
@@ -628,6 +629,7 @@ class SourceRun {
     result_.stop_reason = stop_ ? std::string(stop_reason_name(*stop_)) : "postcopy";
     LM_TRY(process_->unthrottle());
     if (o_.before_freeze) o_.before_freeze();
+    downtime_urgent_.emplace();  // until the destination runs the VM (no thread is started meanwhile)
     freeze_ns_ = now_ns();
     LM_TRY(process_->freeze());
     frozen_ns_ = now_ns();
@@ -688,6 +690,7 @@ class SourceRun {
 
   // --- postcopy: postcopy_source.cpp ----------------------------------------------------
   Result<SourcePhase> postcopy() {
+    downtime_urgent_.reset();  // the pushers it starts would inherit it; its fault path is urgent on its own
     PostcopySourceOptions po;
     // The tracker stays until the destination completed: the process never
     // runs here again unless the migration fails before the resume, and
@@ -779,6 +782,7 @@ class SourceRun {
 
   // --- failures -------------------------------------------------------------------------
   Result<void> fail(Error e) {
+    downtime_urgent_.reset();
     // A channel that broke may only be the echo of the destination's own
     // failure: if it said why on the control channel, that is the cause.
     if (session_) {
@@ -832,6 +836,7 @@ class SourceRun {
   }
 
   void record_downtime(uint64_t resumed_ns) {
+    downtime_urgent_.reset();
     auto ms = [](uint64_t from, uint64_t to) { return double(to - from) * 1e-6; };
     result_.downtime_ms = ms(freeze_ns_, resumed_ns);
     result_.downtime_breakdown = {ms(freeze_ns_, frozen_ns_), ms(frozen_ns_, collected_ns_),
@@ -870,6 +875,7 @@ class SourceRun {
   uint64_t frozen_ns_ = 0;     // every thread held,
   uint64_t collected_ns_ = 0;  // the last collect done,
   uint64_t committed_ns_ = 0;  // the execution state sent
+  std::optional<UrgentScope> downtime_urgent_;  // this thread, from the freeze to the resume
   unsigned round_ = 0;
   uint64_t last_collect_ns_ = 0;     // tracker start, then each collect
   double collect_interval_s_ = 1e-9;  // between the last two collects
