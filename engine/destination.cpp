@@ -13,6 +13,7 @@
 #include "compress/compressor.hpp"
 #include "engine/digest.hpp"
 #include "engine/messages.hpp"
+#include "engine/urgent_thread.hpp"
 
 namespace lm::engine {
 
@@ -285,6 +286,9 @@ class DestinationRun {
   // --- receive: pre-copy rounds until the commit (exec state) -----------------------------
   Result<DestinationPhase> receive() {
     receivers_.start(*session_, st_, o_.timeout);
+    // The commit and the resume are the source's downtime. Threads inherit
+    // the level: this one is urgent only while it starts none.
+    commit_urgent_.emplace();
     // Control channel: mapping updates, post-copy bitmaps, then the commit.
     const Peer peer = control();
     uint64_t batches_seen = st_.batches.load();
@@ -337,8 +341,10 @@ class DestinationRun {
       recovery.accept = [this](transport::Timeout t, std::stop_token stop) {
         return transport::accept_session(listener_, o_.session, t, std::move(stop));
       };
+    commit_urgent_.reset();
     serving_ = LM_TRY(PostcopyDestination::start(*session_, std::move(ram), std::move(needed_), st_.hashes,
                                                  o_.timeout, std::move(recovery)));
+    commit_urgent_.emplace();
     return DestinationPhase::resume;
   }
 
@@ -358,10 +364,12 @@ class DestinationRun {
     LM_TRY(check_cancel());
     if (serving_) {
       serving_->resumed(running_ns);  // a broken link here is recovered from like any other
+      commit_urgent_.reset();
       return DestinationPhase::postcopy;
     }
     if (sink_.resumes_vm()) LM_TRY(control().send(Resumed{running_ns, st_.pages.load()}));
     else LM_TRY(control().send(Ready{running_ns, st_.pages.load()}));
+    commit_urgent_.reset();
     LM_TRY(sink_.wait_ready(o_.timeout));
     return DestinationPhase::verdict;
   }
@@ -453,6 +461,7 @@ class DestinationRun {
 
   std::optional<transport::Session> session_;
   bool postcopy_ = false;  // negotiated by the session
+  std::optional<UrgentScope> commit_urgent_;  // this thread, from the rounds to the resume
   NeededPages needed_;
   // Declared after the session and before the receivers and the server: it
   // outlives the threads that write through its views.

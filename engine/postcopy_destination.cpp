@@ -14,6 +14,7 @@
 #include "common/clock.hpp"
 #include "compress/compressor.hpp"
 #include "engine/messages.hpp"
+#include "engine/urgent_thread.hpp"
 
 namespace lm::engine {
 
@@ -366,6 +367,7 @@ Result<void> PostcopyDestination::map_present() {
 }
 
 Result<void> PostcopyDestination::serve_faults() {
+  make_this_thread_urgent();
   const int uffd = ram_.uffd.get();
   std::vector<uffd_msg> msgs(64);
   std::vector<uint64_t> request;
@@ -448,6 +450,7 @@ std::optional<transport::Message> PostcopyDestination::next_link_message(const P
 }
 
 Result<void> PostcopyDestination::receive_replies() {
+  make_this_thread_urgent();
   const Peer peer = Peer::priority(session_, timeout_);
   compress::Decompressor decompressor;
   std::vector<uint8_t> scratch;

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "engine/messages.hpp"
+#include "engine/urgent_thread.hpp"
 
 namespace lm::engine {
 
@@ -74,26 +75,37 @@ struct PushState {
   }
 };
 
-// Reads `addrs` from the frozen process and compresses them into `batch`.
-Result<void> read_pages(const SourceProcess& process, compress::Compressor& compressor,
-                        std::span<const uint64_t> addrs, std::byte* buffer, compress::CompressedBatch& batch) {
+// Reads `addrs` from the frozen process into `buffer`, page after page.
+Result<void> read_frozen(const SourceProcess& process, std::span<const uint64_t> addrs, std::byte* buffer) {
   dt::RangeList ranges;
   for (uint64_t a : addrs) ranges.push_back({a, a + kPageSize});
   auto report = LM_TRY(process.read(ranges, {buffer, addrs.size() * kPageSize}));
   if (!report.failed.empty())
     return Error::msg(strf("post-copy: page 0x%llx of the frozen pid %d cannot be read",
                            (unsigned long long)report.failed.front().start, process.pid()));
+  return ok();
+}
+
+// Reads `addrs` from the frozen process and compresses them into `batch`.
+Result<void> read_pages(const SourceProcess& process, compress::Compressor& compressor,
+                        std::span<const uint64_t> addrs, std::byte* buffer, compress::CompressedBatch& batch) {
+  LM_TRY(read_frozen(process, addrs, buffer));
   std::vector<const uint8_t*> ptrs;
   for (size_t i = 0; i < addrs.size(); i++) ptrs.push_back(reinterpret_cast<const uint8_t*>(buffer) + i * kPageSize);
   return compressor.compress_batch(addrs, ptrs, batch);
 }
 
-// Priority channel: answers every request at once, whatever was pushed.
-Result<void> serve_requests(transport::Session& session, compress::Compressor& compressor,
-                            const SourceProcess& process, PushState& st, transport::Timeout timeout) {
+// Priority channel: answers every request at once, whatever was pushed. The
+// pages go raw, read straight into the message: a fault waits for them, and
+// compressing a page or two costs it more than the link saves.
+Result<void> serve_requests(transport::Session& session, const SourceProcess& process, PushState& st,
+                            transport::Timeout timeout) {
+  make_this_thread_urgent();
   const Peer peer = Peer::priority(session, timeout);
-  std::vector<std::byte> buffer(size_t(transport::kMaxRequestPages) * kPageSize);
-  compress::CompressedBatch batch;
+  // Not cleared: a request touches only the pages it reads into (fresh
+  // memory costs several µs per page here, 16 MiB of it ~150 ms of downtime).
+  auto buffer = std::make_unique_for_overwrite<std::byte[]>(size_t(transport::kMaxRequestPages) * kPageSize);
+  std::vector<PageEntry> entries;
   OutMessage reply;
   while (!st.stopped()) {
     auto received = peer.receive(transport::kForever, st.stop_source.get_token());
@@ -102,21 +114,22 @@ Result<void> serve_requests(transport::Session& session, compress::Compressor& c
       return st.lost_link(std::move(received).error());
     }
     auto request = LM_TRY(peer.decode<PageRequest>(*received));
-    std::vector<uint64_t> addrs(request.addrs.begin(), request.addrs.end());
+    LM_TRY(read_frozen(process, request.addrs, buffer.get()));
+    entries.clear();
+    for (uint64_t a : request.addrs) entries.push_back({a, uint32_t(kPageSize), Codec::raw, 0, 0});
+    peer.encode(reply, PageReply{request.request_id, entries, {buffer.get(), entries.size() * kPageSize}});
+    if (auto r = peer.send_encoded(reply); !r) return st.lost_link(std::move(r).error());
+    // The pushers learn of the fault after its reply left.
     {
       std::lock_guard g(st.lock);
-      for (uint64_t a : addrs)
+      for (uint64_t a : request.addrs)
         if (!st.prepager.on_fault(a)) st.already_pushed++;
       st.last_fault_ns = now_ns();  // before the pushers wake: they judge idleness by it
       st.requests_seen++;
     }
     st.changed.notify_all();
     st.requests++;
-    st.pages_requested += addrs.size();
-    LM_TRY(read_pages(process, compressor, addrs, buffer.data(), batch));
-    peer.encode(reply, PageReply{request.request_id, batch.entries,
-                                 {reinterpret_cast<const std::byte*>(batch.payload.data()), batch.payload.size()}});
-    if (auto r = peer.send_encoded(reply); !r) return st.lost_link(std::move(r).error());
+    st.pages_requested += entries.size();
     st.wire_bytes += reply.size();
   }
   return ok();
@@ -179,13 +192,15 @@ void note_resumed(PostcopySourceOutcome& out, uint64_t freeze_ns, uint64_t& resu
   if (out.resumed) return;
   out.resumed = true;
   resumed_ns = now_ns();
+  out.resumed_ns = resumed_ns;
   out.resumed_after_ms = double(resumed_ns - freeze_ns) * 1e-6;
 }
 
 // Control: the destination's resume, then its completion digests. True
 // once they arrived; otherwise `st` says why not.
 bool await_completion(const Peer& control, PushState& st, const PostcopySourceOptions& o,
-                      PostcopySourceOutcome& out, uint64_t freeze_ns, uint64_t& resumed_ns) {
+                      PostcopySourceOutcome& out, uint64_t freeze_ns, uint64_t& resumed_ns,
+                      std::optional<UrgentScope>& awaiting_resume) {
   Stopwatch waited;
   while (!st.stopped()) {
     auto limit = out.resumed ? o.completion_timeout : o.timeout;
@@ -217,6 +232,7 @@ bool await_completion(const Peer& control, PushState& st, const PostcopySourceOp
     }
     if (std::holds_alternative<Resumed>(*m)) {
       note_resumed(out, freeze_ns, resumed_ns);
+      awaiting_resume.reset();
       st.last_fault_ns = resumed_ns;  // policy none: the guest gets idle_ms to fault first
       st.set_resumed();
       waited = Stopwatch();
@@ -288,13 +304,6 @@ Result<void> run_postcopy_source(transport::Session& session, const SourceProces
                                  PostcopySourceOutcome& out) {
   if (workers.size() < session.bulk_count())
     return Error::msg(strf("post-copy: %zu compressors for %zu bulk channels", workers.size(), session.bulk_count()));
-  auto request_compressor = workers.front()->make_worker();
-  {
-    const Peer control = Peer::control(session, o.timeout);
-    LM_TRY(send_page_bitmaps(control, session.mappings(), needed));
-    LM_TRY(control.send(ExecState{o.exec_state_kind, {}}));
-  }
-  // Committed: the destination may resume the VM from here on.
 
   uint64_t resumed_ns = 0;
   dt::RangeList unsent = needed;
@@ -313,7 +322,7 @@ Result<void> run_postcopy_source(transport::Session& session, const SourceProces
         st.add_cpu(thread_cpu_seconds() - cpu0);
       });
     };
-    spawn([&] { return serve_requests(session, *request_compressor, process, st, o.timeout); });
+    spawn([&] { return serve_requests(session, process, st, o.timeout); });
     for (size_t c = 0; c < session.bulk_count(); c++)
       spawn([&, c] { return push_pages(session, c, *workers[c], process, st, o); });
     struct Join {
@@ -325,8 +334,20 @@ Result<void> run_postcopy_source(transport::Session& session, const SourceProces
           if (t.joinable()) t.join();
       }
     } join{st, threads};
+    // The commit follows the threads' start: the guest's first faults, which
+    // its running report waits for, find the request server ready.
+    if (out.committed_ns == 0) {
+      const Peer control = Peer::control(session, o.timeout);
+      LM_TRY(send_page_bitmaps(control, session.mappings(), needed));
+      LM_TRY(control.send(ExecState{o.exec_state_kind, {}}));
+      out.committed_ns = now_ns();
+    }
+    // Committed: the destination may resume the VM from here on.
 
-    const bool complete = await_completion(Peer::control(session, o.timeout), st, o, out, freeze_ns, resumed_ns);
+    std::optional<UrgentScope> awaiting_resume;  // the end of the downtime (no thread is started meanwhile)
+    if (!out.resumed) awaiting_resume.emplace();
+    const bool complete = await_completion(Peer::control(session, o.timeout), st, o, out, freeze_ns, resumed_ns,
+                                           awaiting_resume);
     st.stop();
     for (auto& t : threads) t.join();
     threads.clear();

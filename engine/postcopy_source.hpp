@@ -47,6 +47,8 @@ struct PostcopySourceOutcome {
   // The destination runs the VM, or may (the link broke between the commit
   // and its word): the frozen source must never run again.
   bool destination_may_run = false;
+  uint64_t committed_ns = 0;    // the execution state sent
+  uint64_t resumed_ns = 0;      // the destination's running report received
   double resumed_after_ms = 0;  // from the freeze (downtime)
   double complete_after_ms = 0; // from the resume to the destination's completion
   uint64_t requests = 0;        // page_request messages served

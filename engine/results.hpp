@@ -39,6 +39,15 @@ struct LatencyStats {  // microseconds
 // Percentiles of a sample (sorted in place).
 LatencyStats latency_stats(std::vector<double>& samples_us);
 
+// Where the downtime went, by the source's clock (ms; the parts add up to
+// `downtime`).
+struct DowntimeBreakdown {
+  double freeze = 0;         // seizing every thread of the process
+  double final_collect = 0;  // the last collect (and a changed mapping table)
+  double final_send = 0;     // pre-copy: the pages still dirty; post-copy: the needed-page map; up to the commit
+  double resume = 0;         // the commit sent -> the destination's running report received
+};
+
 struct MigrationResult {
   ScenarioConfig config;
   HostFacts host;
@@ -57,9 +66,17 @@ struct MigrationResult {
   std::string source_state;
   std::string source_phase;
 
+  // Times as QEMU defines them: total-time from the start of the migration
+  // to the destination running the VM (or holding the image), without the
+  // wait for the destination's preparation (QEMU's destination is started
+  // and its RAM preallocated before `migrate`) and without the verification
+  // that follows; setup-time is the source's own setup inside it.
   double total_time_ms = 0;
   double downtime_ms = 0;
   double setup_time_ms = 0;
+  DowntimeBreakdown downtime_breakdown;
+  double destination_prepare_time_ms = 0;  // the source waiting for the destination's `ready`
+  double end_to_end_time_ms = 0;           // everything: preparation, migration, verification, release
 
   // ram.*
   uint64_t ram_total = 0;        // bytes of migrated memory

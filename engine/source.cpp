@@ -22,6 +22,7 @@
 #include "engine/digest.hpp"
 #include "engine/postcopy_source.hpp"
 #include "engine/source_process.hpp"
+#include "engine/urgent_thread.hpp"
 
 namespace lm::engine {
 
@@ -506,10 +507,14 @@ class SourceRun {
     session_ = LM_TRY_CTX(Session::connect_with(dial_, session_config_, table),
                           strf("source pid %d: connect to %s", pid, peer_.c_str()));
     result_.transport = peer_.substr(0, peer_.find(':'));
-    // The destination says when its memory is ready for round 0.
+    // The destination says when its memory is ready for round 0. Its
+    // preparation is not the source's setup (QEMU's destination is prepared
+    // before `migrate`): the wait is a figure of its own.
+    const double prepare_from_ms = total_.elapsed_ms();
     LM_TRY_CTX(control().expect<Ready>(), strf("source pid %d: waiting for the destination at %s", pid, peer_.c_str()));
+    prepare_ms_ = total_.elapsed_ms() - prepare_from_ms;
     LM_TRY(make_senders());
-    result_.setup_time_ms = total_.elapsed_ms();
+    result_.setup_time_ms = total_.elapsed_ms() - prepare_ms_;
     return o_.mode == MigrationMode::postcopy ? SourcePhase::stop_and_copy : SourcePhase::precopy;
   }
 
@@ -624,10 +629,13 @@ class SourceRun {
     result_.stop_reason = stop_ ? std::string(stop_reason_name(*stop_)) : "postcopy";
     LM_TRY(process_->unthrottle());
     if (o_.before_freeze) o_.before_freeze();
+    downtime_urgent_.emplace();  // until the destination runs the VM (no thread is started meanwhile)
     freeze_ns_ = now_ns();
     LM_TRY(process_->freeze());
+    frozen_ns_ = now_ns();
     auto final_dirty = LM_TRY(tracker_->collect());
     if (!final_dirty.changes.empty()) LM_TRY(announce_mappings(final_dirty.mappings));
+    collected_ns_ = now_ns();
     final_mappings_ = final_dirty.mappings;
     // What the previous collect found (the loop stopped before sending it)
     // together with what was dirtied since. Pure post-copy: `pending_` is
@@ -666,6 +674,7 @@ class SourceRun {
     LM_TRY(control().send(ExecState{uint32_t(o_.exec_state), o_.exec_state == ExecStateKind::image
                                                                   ? std::as_bytes(std::span(&image_state, 1))
                                                                   : std::span<const std::byte>{}}));
+    committed_ns_ = now_ns();
     if (o_.verify) {
       auto digest = LM_TRY(control().expect<Digest>());
       dest_digests_.assign(digest.entries.begin(), digest.entries.end());
@@ -673,13 +682,15 @@ class SourceRun {
     LM_TRY((control().expect<Resumed, Ready>()));
     // Downtime ends when the destination reports its process running (or, for
     // an image, complete); the receive time is used so the figure holds across
-    // hosts too (it includes one message latency).
-    result_.downtime_ms = double(now_ns() - freeze_ns_) * 1e-6;
+    // hosts too (it includes one message latency). So does the migration.
+    record_downtime(now_ns());
+    completed_at_ms_ = total_.elapsed_ms();
     return SourcePhase::verify;
   }
 
   // --- postcopy: postcopy_source.cpp ----------------------------------------------------
   Result<SourcePhase> postcopy() {
+    downtime_urgent_.reset();  // the pushers it starts would inherit it; its fault path is urgent on its own
     PostcopySourceOptions po;
     // The tracker stays until the destination completed: the process never
     // runs here again unless the migration fails before the resume, and
@@ -708,10 +719,12 @@ class SourceRun {
     result_.postcopy_reconnects = pc.reconnects;
     result_.postcopy_link_down_ms = pc.link_down_ms;
     LM_TRY(std::move(served));
+    completed_at_ms_ = total_.elapsed_ms();
     // Completed: the destination resumed and runs the VM. A failure from here
     // on (a digest mismatch, a cancel) must lose it, never thaw this copy.
     destination_may_run_ = true;
-    result_.downtime_ms = pc.resumed_after_ms;
+    committed_ns_ = pc.committed_ns;
+    record_downtime(pc.resumed_ns);
     result_.postcopy_complete_ms = pc.complete_after_ms;
     dest_digests_ = std::move(pc.digests);
     LM_TRY(stop_tracker_checked());
@@ -769,6 +782,7 @@ class SourceRun {
 
   // --- failures -------------------------------------------------------------------------
   Result<void> fail(Error e) {
+    downtime_urgent_.reset();
     // A channel that broke may only be the echo of the destination's own
     // failure: if it said why on the control channel, that is the cause.
     if (session_) {
@@ -796,7 +810,7 @@ class SourceRun {
     result_.completed = false;
     result_.error = e.message;
     result_.source_phase = std::string(source_phase_name(phase_));
-    result_.total_time_ms = total_.elapsed_ms();
+    record_times();
     result_.cpu_seconds_source = thread_cpu_seconds() - cpu_start_ + (sender_ ? sender_->cpu_seconds() : 0);
     return e;
   }
@@ -810,6 +824,25 @@ class SourceRun {
     return tracker_->stop(process_->freezer());
   }
 
+  // QEMU's total-time: the migration on a prepared destination, up to the
+  // destination running the VM (or holding the image); the verification and
+  // release after it, and the wait for the destination's preparation, are
+  // only in the end-to-end time.
+  void record_times() {
+    result_.end_to_end_time_ms = total_.elapsed_ms();
+    const double end_ms = completed_at_ms_ >= 0 ? completed_at_ms_ : result_.end_to_end_time_ms;
+    result_.total_time_ms = end_ms - prepare_ms_;
+    result_.destination_prepare_time_ms = prepare_ms_;
+  }
+
+  void record_downtime(uint64_t resumed_ns) {
+    downtime_urgent_.reset();
+    auto ms = [](uint64_t from, uint64_t to) { return double(to - from) * 1e-6; };
+    result_.downtime_ms = ms(freeze_ns_, resumed_ns);
+    result_.downtime_breakdown = {ms(freeze_ns_, frozen_ns_), ms(frozen_ns_, collected_ns_),
+                                  ms(collected_ns_, committed_ns_), ms(committed_ns_, resumed_ns)};
+  }
+
   void record_figures();
 
   const SourceOptions& o_;
@@ -817,7 +850,9 @@ class SourceRun {
   const std::string peer_;
   MigrationResult& result_;
   SourcePhase phase_ = SourcePhase::setup;
-  Stopwatch total_;
+  Stopwatch total_;               // the whole run, end to end
+  double prepare_ms_ = 0;          // waiting for the destination's `ready`
+  double completed_at_ms_ = -1;    // on total_: the destination runs the VM (holds the image)
   const double cpu_start_ = thread_cpu_seconds();
 
   std::unique_ptr<SourceProcess> process_;  // before the senders that read it
@@ -836,7 +871,11 @@ class SourceRun {
   dt::MappingList final_mappings_;
   std::vector<transport::DigestEntry> dest_digests_;
   bool destination_may_run_ = false;  // post-copy: the destination runs the VM, or may
-  uint64_t freeze_ns_ = 0;
+  uint64_t freeze_ns_ = 0;     // the downtime's steps: freeze asked,
+  uint64_t frozen_ns_ = 0;     // every thread held,
+  uint64_t collected_ns_ = 0;  // the last collect done,
+  uint64_t committed_ns_ = 0;  // the execution state sent
+  std::optional<UrgentScope> downtime_urgent_;  // this thread, from the freeze to the resume
   unsigned round_ = 0;
   uint64_t last_collect_ns_ = 0;     // tracker start, then each collect
   double collect_interval_s_ = 1e-9;  // between the last two collects
@@ -847,7 +886,7 @@ class SourceRun {
 
 void SourceRun::record_figures() {
   result_.source_phase = std::string(source_phase_name(phase_));
-  result_.total_time_ms = total_.elapsed_ms();
+  record_times();
   result_.transferred = figures_.wire_bytes;
   result_.dirty_sync_count = round_ + 1;
   result_.mbps = double(figures_.wire_bytes) * 8 / 1e6 / std::max(1e-9, result_.total_time_ms * 1e-3);

@@ -29,8 +29,8 @@ int run_sweep(const std::string& path, const std::vector<std::string>& overrides
   std::filesystem::create_directories(dir, ec);
   JsonWriter summary;
   summary.begin_object().field("schema", "livemig-sweep/1").field("name", sweep->name).begin_array("runs");
-  std::printf("%-52s %-9s %10s %10s %6s %12s %12s\n", "point", "status", "total ms", "down ms", "rounds",
-              "model total", "model down");
+  std::printf("%-52s %-9s %10s %10s %10s %6s %12s %12s\n", "point", "status", "total ms", "down ms", "e2e ms",
+              "rounds", "model total", "model down");
   int failures = 0;
   for (size_t i = 0; i < sweep->points.size(); i++) {
     if (options.cancel->requested()) {
@@ -60,13 +60,16 @@ int run_sweep(const std::string& path, const std::vector<std::string>& overrides
     failures += !result->completed;
     double model_total = result->model ? result->model->total_s * 1e3 : 0;
     double model_down = result->model ? result->model->downtime_s * 1e3 : 0;
-    std::printf("%-52s %-9s %10.1f %10.1f %6u %12.1f %12.1f\n", point.label.c_str(),
+    std::printf("%-52s %-9s %10.1f %10.1f %10.1f %6u %12.1f %12.1f\n", point.label.c_str(),
                 result->completed ? "completed" : "failed", result->total_time_ms, result->downtime_ms,
-                result->dirty_sync_count, model_total, model_down);
+                result->end_to_end_time_ms, result->dirty_sync_count, model_total, model_down);
     std::fflush(stdout);
     summary.field("status", result->completed ? "completed" : "failed")
         .field("total-time", result->total_time_ms)
         .field("downtime", result->downtime_ms)
+        .field("setup-time", result->setup_time_ms)
+        .field("destination-prepare-time", result->destination_prepare_time_ms)
+        .field("end-to-end-time", result->end_to_end_time_ms)
         .field("dirty-sync-count", result->dirty_sync_count)
         .field("transferred", result->transferred)
         .field("model-total-time", model_total)

@@ -66,7 +66,12 @@ std::string result_to_json(const MigrationResult& r) {
                {"policy", r.policy}};
   j["total-time"] = r.total_time_ms;
   j["downtime"] = r.downtime_ms;
+  const auto& d = r.downtime_breakdown;
+  j["downtime-breakdown"] = {
+      {"freeze", d.freeze}, {"final-collect", d.final_collect}, {"final-send", d.final_send}, {"resume", d.resume}};
   j["setup-time"] = r.setup_time_ms;
+  j["destination-prepare-time"] = r.destination_prepare_time_ms;
+  j["end-to-end-time"] = r.end_to_end_time_ms;
   j["ram"] = {{"total", r.ram_total},
               {"transferred", r.transferred},
               {"normal", r.pages_normal},

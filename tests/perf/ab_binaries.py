@@ -21,6 +21,12 @@ FIGURES = {
     "transferred-MiB": lambda r: r["ram"]["transferred"] / 2**20,
     "guest-rate-during": lambda r: r["workload"]["rate-during"],
     "model-dirty-pages-per-second": lambda r: r.get("model", {}).get("dirty-pages-per-second"),
+    "end-to-end-time": lambda r: r.get("end-to-end-time"),
+    "postcopy-fault-p50-us": lambda r: r.get("postcopy", {}).get("fault-latency-us", {}).get("p50"),
+    "postcopy-fault-p99-us": lambda r: r.get("postcopy", {}).get("fault-latency-us", {}).get("p99"),
+    "postcopy-demand-faults": lambda r: r.get("postcopy", {}).get("postcopy-requests"),
+    "postcopy-complete-time": lambda r: r.get("postcopy", {}).get("complete-time"),
+    "guest-rate-during-postcopy": lambda r: r.get("postcopy", {}).get("rate-during-postcopy"),
 }
 
 
