@@ -48,6 +48,13 @@ Result<transport::MappingTable> mapping_table(const dt::MappingList& mappings, u
   return transport::MappingTable::make(std::move(entries), generation);
 }
 
+// Same addresses and protections: the table the peer holds still describes them.
+bool same_layout(const dt::MappingList& a, const dt::MappingList& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const dt::Mapping& x, const dt::Mapping& y) {
+    return x.start == y.start && x.end == y.end && mapping_prot(x) == mapping_prot(y);
+  });
+}
+
 // Splits ranges at stripe boundaries and deals the pieces to `threads` lists.
 std::vector<dt::RangeList> partition(const dt::RangeList& pages, unsigned threads) {
   std::vector<dt::RangeList> out(threads);
@@ -478,7 +485,10 @@ class SourceRun {
   // The control channel; waits on it end early on a cancel.
   Peer control() { return Peer::control(*session_, o_.timeout, cancel()); }
 
-  // --- setup: refuse bad targets, tracker, session, compressors -----------------------
+  // --- setup: refuse bad targets, session, tracker, compressors -----------------------
+  // Tracking starts once the destination is ready: what it finds populated
+  // is round 0, and nothing written during the destination's setup is sent
+  // twice. The handshake announces the mappings read beforehand.
   Result<SourcePhase> setup() {
     if (o_.on_phase) o_.on_phase(SourcePhase::setup);
     result_.policy = o_.policy.name;
@@ -491,12 +501,8 @@ class SourceRun {
     tracker_ = LM_TRY_CTX(o_.make_tracker ? o_.make_tracker() : dt::make_tracker(o_.tracker, dt::probe_dirtytrack()),
                           strf("source pid %d", pid));
     result_.tracker = std::string(tracker_->name());
-    auto info = LM_TRY_CTX(tracker_->start({pid, o_.scope, nullptr}), strf("track pid %d", pid));
-    tracker_running_ = true;
-    last_collect_ns_ = now_ns();
-    pending_ = info.populated;
-
-    auto table = LM_TRY(mapping_table(info.mappings, generation_));
+    const dt::MappingList announced = LM_TRY_CTX(process_->mappings(o_.scope), strf("source pid %d", pid));
+    auto table = LM_TRY(mapping_table(announced, generation_));
     result_.ram_total = table.total_bytes();
     session_config_ = o_.session;
     session_config_.bulk_channels = uint16_t(o_.channels);
@@ -509,8 +515,20 @@ class SourceRun {
     // The destination says when its memory is ready for round 0.
     LM_TRY_CTX(control().expect<Ready>(), strf("source pid %d: waiting for the destination at %s", pid, peer_.c_str()));
     LM_TRY(make_senders());
+    LM_TRY(start_tracker(announced));
     result_.setup_time_ms = total_.elapsed_ms();
     return o_.mode == MigrationMode::postcopy ? SourcePhase::stop_and_copy : SourcePhase::precopy;
+  }
+
+  // Its populated pages are round 0; mappings that changed since the
+  // handshake are announced before any page of it.
+  Result<void> start_tracker(const dt::MappingList& announced) {
+    auto info = LM_TRY_CTX(tracker_->start({pid(), o_.scope, nullptr}), strf("track pid %d", pid()));
+    tracker_running_ = true;
+    last_collect_ns_ = now_ns();
+    pending_ = info.populated;
+    if (!same_layout(info.mappings, announced)) LM_TRY(announce_mappings(info.mappings));
+    return ok();
   }
 
   Result<void> make_senders() {
