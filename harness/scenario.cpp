@@ -224,6 +224,8 @@ const std::vector<Key>& keys() {
       text("workload.write", [](C& c) -> std::string& { return c.workload.write; }, {"page", "word"}),
       whole<unsigned>("workload.threads", [](C& c) -> unsigned& { return c.workload.threads; }, 1, 64),
       boolean("workload.prefill", [](C& c) -> bool& { return c.workload.prefill; }),
+      text("workload.ram-pages", [](C& c) -> std::string& { return c.workload.ram_pages; }, {"huge", "small"}),
+      text("workload.cpus", [](C& c) -> std::string& { return c.workload.cpus; }),
       whole<uint64_t>("workload.seed", [](C& c) -> uint64_t& { return c.workload.seed; }, 0, INT64_MAX),
       whole<uint64_t>("workload.redis-keys", [](C& c) -> uint64_t& { return c.workload.redis_keys; }, 1, 100000000),
       size("workload.redis-value-size", [](C& c) -> uint64_t& { return c.workload.redis_value_bytes; }, 1),
