@@ -49,6 +49,7 @@ struct MigrationConfig {
   unsigned workers = 2;                 // compression workers
   std::string tracker = "auto";         // "auto" or a tracker registry name (checked when parsed)
   unsigned batch_pages = 256;           // pages per page-batch message
+  bool hold_hot_pages = true;           // hot pages left writable, sent after the freeze
 };
 
 // What becomes of the source process once the destination holds a verified

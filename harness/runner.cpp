@@ -200,6 +200,7 @@ SourceOptions source_options(const ScenarioConfig& config) {
   o.channels = config.migration.channels;
   o.workers = config.migration.workers;
   o.batch_pages = config.migration.batch_pages;
+  o.hold_hot_pages = config.migration.hold_hot_pages;
   o.convergence = config.convergence;
   o.auto_converge = config.auto_converge;
   o.verify = config.verify;

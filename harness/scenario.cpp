@@ -246,6 +246,7 @@ const std::vector<Key>& keys() {
       whole<unsigned>("migration.workers", [](C& c) -> unsigned& { return c.migration.workers; }, 1, 64),
       parsed<std::string>("migration.tracker", [](C& c) -> std::string& { return c.migration.tracker; },
                           parse_tracker, as_is),
+      boolean("migration.hold-hot-pages", [](C& c) -> bool& { return c.migration.hold_hot_pages; }),
       whole<unsigned>("migration.batch-pages", [](C& c) -> unsigned& { return c.migration.batch_pages; }, 1, 4096),
 
       whole<unsigned>("convergence.max-rounds", [](C& c) -> unsigned& { return c.convergence.max_rounds; }, 1, 10000),
