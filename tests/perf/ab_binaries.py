@@ -19,7 +19,10 @@ FIGURES = {
     "setup-time": lambda r: r["setup-time"],
     "rounds": lambda r: r["ram"]["dirty-sync-count"],
     "transferred-MiB": lambda r: r["ram"]["transferred"] / 2**20,
+    "round-1-pages": lambda r: r["rounds"][1]["pages"] if len(r["rounds"]) > 1 else None,
+    "guest-rate-before": lambda r: r["workload"]["rate-before"],
     "guest-rate-during": lambda r: r["workload"]["rate-during"],
+    "guest-rate-during/before": lambda r: r["workload"]["rate-during"] / r["workload"]["rate-before"],
     "model-dirty-pages-per-second": lambda r: r.get("model", {}).get("dirty-pages-per-second"),
 }
 
