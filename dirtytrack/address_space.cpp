@@ -55,6 +55,12 @@ Result<void> ScopedAddressSpace::init(pid_t pid, const Scope& scope) {
   return ok();
 }
 
+Result<MappingList> scoped_mappings(pid_t pid, const Scope& scope) {
+  ScopedAddressSpace space;
+  LM_TRY(space.init(pid, scope));
+  return space.mappings();
+}
+
 Result<std::vector<MappingChange>> ScopedAddressSpace::refresh() {
   MappingList now = LM_TRY(read_selected());
   auto changes = diff_mappings(mappings_, now);

@@ -32,6 +32,10 @@ class ScopedAddressSpace {
 // of a grown one): all their pages are new content to the destination.
 RangeList appeared_ranges(const std::vector<MappingChange>& changes);
 
+// The mappings a tracker of `scope` would cover, read from maps without
+// tracking anything (the session announces them before tracking starts).
+Result<MappingList> scoped_mappings(pid_t pid, const Scope& scope);
+
 // "pid N: no such process" when pid does not exist (before any attach).
 Result<void> check_process_exists(pid_t pid);
 

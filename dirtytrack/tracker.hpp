@@ -3,6 +3,7 @@
 //   start(request)  -> mappings in scope, populated pages (for round 0)
 //   collect()       -> pages dirtied since the last collect (or start),
 //                      mapping changes, current mapping set, scan time
+//   hold(pages)     -> leave these (hot) pages writable until the freeze
 //   stop()          -> undo everything in the target
 //
 // Backends (one file each): uffd-wp, soft-dirty, hash. A constant registry
@@ -51,6 +52,9 @@ struct CollectResult {
   RangeList dirty;
   uint64_t dirty_pages = 0;
   std::vector<MappingChange> changes;
+  // Pages left writable since hold(): dirty as far as anyone knows, never in
+  // `dirty`; sent after the freeze. Within the current mappings.
+  RangeList held;
   MappingList mappings;  // the current set in scope
   uint64_t scan_ns = 0;  // time spent in collect()
 };
@@ -61,6 +65,11 @@ class Tracker {
   virtual std::string_view name() const = 0;
   virtual Result<StartInfo> start(const TrackRequest& request) = 0;
   virtual Result<CollectResult> collect() = 0;
+  // From the next collect on, `pages` (hot: written round after round) are
+  // no longer write-protected again, so the process's writes to them stop
+  // faulting; collect reports them in `held`. Adds to earlier holds. A
+  // backend without write protection ignores it (its pages stay in `dirty`).
+  virtual void hold(const RangeList& pages) { (void)pages; }
   // Leaves the target as it was before start(). freezer: the caller's hold
   // on the target if it has one (stop works while the engine keeps the
   // target frozen). Idempotent.

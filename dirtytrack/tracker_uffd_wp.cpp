@@ -4,7 +4,8 @@
 //   1. mappings not registered (new, moved by mremap, grown by brk into a
 //      new VMA, replaced in place) are found by scanning for !WPALLOWED,
 //      registered, protected, and counted dirty as a whole;
-//   2. PAGEMAP_SCAN's get-and-re-protect of WRITTEN pages. Its fast path
+//   2. PAGEMAP_SCAN's get-and-re-protect of WRITTEN pages, outside the held
+//      (hot) pages, which stay writable and are reported held until the end. Its fast path
 //      (category_mask == return_mask == WRITTEN) treats an empty PTE as
 //      written and puts a marker on it: that is how a page discarded by
 //      MADV_DONTNEED (an empty PTE, no marker: anonymous zaps drop them)
@@ -100,13 +101,18 @@ class UffdWpTracker final : public Tracker {
       if (r.bytes() <= kWholeRangeLimit) appeared.push_back(r);
     out.dirty = unite(out.dirty, appeared);
     RangeList written;
-    for (const auto& r : ranges) LM_TRY(scanner_->scan(r, kGetAndProtectWritten, written));
-    out.dirty = unite(out.dirty, written);
+    held_ = intersect(held_, ranges);
+    for (const auto& r : held_.empty() ? ranges : subtract(ranges, held_))
+      LM_TRY(scanner_->scan(r, kGetAndProtectWritten, written));
+    out.dirty = subtract(unite(out.dirty, written), held_);
+    out.held = held_;
     out.dirty_pages = total_pages(out.dirty);
     out.mappings = space_.mappings();
     out.scan_ns = sw.elapsed_ns();
     return out;
   }
+
+  void hold(const RangeList& pages) override { held_ = unite(held_, pages); }
 
   Result<void> stop(ProcessFreezer*) override {
     // Every UFFDIO_* acts on the target's mm from here, and the target's own
@@ -119,6 +125,7 @@ class UffdWpTracker final : public Tracker {
     }
     uffd_.reset();
     scanner_.reset();
+    held_.clear();
     return ok();
   }
 
@@ -200,6 +207,7 @@ class UffdWpTracker final : public Tracker {
   ScopedAddressSpace space_;
   std::optional<PagemapScanner> scanner_;
   UniqueFd uffd_;
+  RangeList held_;  // left writable until the end (hold())
 };
 
 }  // namespace

@@ -30,6 +30,8 @@ struct WorkloadConfig {
   unsigned threads = 1;
   uint64_t seed = 1;
   bool prefill = false;  // every page written once before the migration (a fully populated VM)
+  std::string ram_pages = "small";  // small (4 KiB pages) or huge (THP, as QEMU's guest RAM; docs/guest.md)
+  std::string cpus;                // CPUs the guest runs on ("1", "0,2-3"); empty: the engine's
   // redis
   uint64_t redis_keys = 100000;
   uint64_t redis_value_bytes = 512;
@@ -47,6 +49,7 @@ struct MigrationConfig {
   unsigned workers = 2;                 // compression workers
   std::string tracker = "auto";         // "auto" or a tracker registry name (checked when parsed)
   unsigned batch_pages = 256;           // pages per page-batch message
+  bool hold_hot_pages = true;           // hot pages left writable, sent after the freeze
 };
 
 // What becomes of the source process once the destination holds a verified

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "common/clock.hpp"
+#include "dirtytrack/address_space.hpp"
 #include "dirtytrack/tracker.hpp"
 #include "engine/source_process.hpp"
 #include "engine/throttle.hpp"
@@ -25,6 +26,9 @@ class LinuxProcess final : public SourceProcess {
 
   Result<dt::ReadReport> read(std::span<const PageRange> ranges, std::span<std::byte> out) const override {
     return dt::PageReader(pid_).read(ranges, out);
+  }
+  Result<dt::MappingList> mappings(const dt::Scope& scope) const override {
+    return dt::scoped_mappings(pid_, scope);
   }
   Result<dt::RangeList> populated(const dt::MappingList& mappings) const override {
     return dt::populated_pages(pid_, mappings);

@@ -49,6 +49,13 @@ Result<transport::MappingTable> mapping_table(const dt::MappingList& mappings, u
   return transport::MappingTable::make(std::move(entries), generation);
 }
 
+// Same addresses and protections: the table the peer holds still describes them.
+bool same_layout(const dt::MappingList& a, const dt::MappingList& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const dt::Mapping& x, const dt::Mapping& y) {
+    return x.start == y.start && x.end == y.end && mapping_prot(x) == mapping_prot(y);
+  });
+}
+
 // Splits ranges at stripe boundaries and deals the pieces to `threads` lists.
 std::vector<dt::RangeList> partition(const dt::RangeList& pages, unsigned threads) {
   std::vector<dt::RangeList> out(threads);
@@ -479,7 +486,10 @@ class SourceRun {
   // The control channel; waits on it end early on a cancel.
   Peer control() { return Peer::control(*session_, o_.timeout, cancel()); }
 
-  // --- setup: refuse bad targets, tracker, session, compressors -----------------------
+  // --- setup: refuse bad targets, session, tracker, compressors -----------------------
+  // Tracking starts once the destination is ready: what it finds populated
+  // is round 0, and nothing written during the destination's setup is sent
+  // twice. The handshake announces the mappings read beforehand.
   Result<SourcePhase> setup() {
     if (o_.on_phase) o_.on_phase(SourcePhase::setup);
     result_.policy = o_.policy.name;
@@ -492,12 +502,8 @@ class SourceRun {
     tracker_ = LM_TRY_CTX(o_.make_tracker ? o_.make_tracker() : dt::make_tracker(o_.tracker, dt::probe_dirtytrack()),
                           strf("source pid %d", pid));
     result_.tracker = std::string(tracker_->name());
-    auto info = LM_TRY_CTX(tracker_->start({pid, o_.scope, nullptr}), strf("track pid %d", pid));
-    tracker_running_ = true;
-    last_collect_ns_ = now_ns();
-    pending_ = info.populated;
-
-    auto table = LM_TRY(mapping_table(info.mappings, generation_));
+    const dt::MappingList announced = LM_TRY_CTX(process_->mappings(o_.scope), strf("source pid %d", pid));
+    auto table = LM_TRY(mapping_table(announced, generation_));
     result_.ram_total = table.total_bytes();
     session_config_ = o_.session;
     session_config_.bulk_channels = uint16_t(o_.channels);
@@ -514,8 +520,20 @@ class SourceRun {
     LM_TRY_CTX(control().expect<Ready>(), strf("source pid %d: waiting for the destination at %s", pid, peer_.c_str()));
     prepare_ms_ = total_.elapsed_ms() - prepare_from_ms;
     LM_TRY(make_senders());
+    LM_TRY(start_tracker(announced));
     result_.setup_time_ms = total_.elapsed_ms() - prepare_ms_;
     return o_.mode == MigrationMode::postcopy ? SourcePhase::stop_and_copy : SourcePhase::precopy;
+  }
+
+  // Its populated pages are round 0; mappings that changed since the
+  // handshake are announced before any page of it.
+  Result<void> start_tracker(const dt::MappingList& announced) {
+    auto info = LM_TRY_CTX(tracker_->start({pid(), o_.scope, nullptr}), strf("track pid %d", pid()));
+    tracker_running_ = true;
+    last_collect_ns_ = now_ns();
+    pending_ = info.populated;
+    if (!same_layout(info.mappings, announced)) LM_TRY(announce_mappings(info.mappings));
+    return ok();
   }
 
   Result<void> make_senders() {
@@ -558,6 +576,7 @@ class SourceRun {
       auto collected = LM_TRY(collect_paced());
       if (!collected.changes.empty()) LM_TRY(announce_mappings(collected.mappings));
       pending_ = collected.dirty;
+      if (o_.hold_hot_pages) hold_hot_pages(collected.held);
       const double dirty_rate = double(collected.dirty_pages) / collect_interval_s_;
       if (round_ > 0 || t.pages > 0) {
         figures_.dirty_rate_sum += dirty_rate;
@@ -566,15 +585,42 @@ class SourceRun {
       result_.rounds.push_back({round_, t.pages, t.wire_bytes, double(t.duration_ns) * 1e-6, dirty_rate});
       round_++;
 
-      RoundProgress progress{round_, collected.dirty_pages, figures_.wire_bytes, result_.ram_total,
-                             figures_.page_rate};
+      // Held pages go after the freeze: they count in the expected downtime.
+      const uint64_t left = dt::total_pages(pending_) + held_pages_;
+      RoundProgress progress{round_, left, figures_.wire_bytes, result_.ram_total, figures_.page_rate};
       if (o_.on_round)
-        o_.on_round({round_, collected.dirty_pages, figures_.wire_bytes, double(t.wire_bytes) * 8 / seconds / 1e9,
+        o_.on_round({round_, left, figures_.wire_bytes, double(t.wire_bytes) * 8 / seconds / 1e9,
                      ConvergencePolicy::expected_downtime_ms(progress)});
       stop_ = policy_.should_stop(progress);
       if (stop_) return SourcePhase::stop_and_copy;
       LM_TRY(auto_converge(dirty_rate));
     }
+  }
+
+  // Pages found dirty by two consecutive collects are hot: re-protecting them
+  // makes the process fault on its first write to each every round (~36 µs
+  // per fault on these VMs), and they are sent again anyway. The tracker
+  // leaves them writable and they are sent after the freeze, as long as all
+  // held pages fit half the downtime target at the last round's rate.
+  void hold_hot_pages(const dt::RangeList& held) {
+    held_pages_ = dt::total_pages(held);
+    const dt::RangeList hot = dt::intersect(last_dirty_, pending_);
+    last_dirty_ = pending_;
+    const double target_s = o_.convergence.downtime_target_ms * 1e-3;
+    const double budget = target_s > 0 ? 0.5 * target_s * figures_.page_rate
+                                       : 0.5 * double(o_.convergence.dirty_pages_threshold);
+    dt::RangeList take;
+    uint64_t room = budget > double(held_pages_) ? uint64_t(budget) - held_pages_ : 0;
+    for (const auto& r : hot) {
+      if (room == 0) break;
+      const uint64_t n = std::min(room, r.pages());
+      take.push_back({r.start, r.start + n * kPageSize});
+      room -= n;
+    }
+    // Still sent in the next round: a backend that cannot hold (soft-dirty,
+    // hash) keeps tracking them, and a held page is reported `held` from the
+    // next collect on.
+    if (!take.empty()) tracker_->hold(take);
   }
 
   // Collects at most every kMinRoundInterval: a round that had (almost)
@@ -640,7 +686,7 @@ class SourceRun {
     // What the previous collect found (the loop stopped before sending it)
     // together with what was dirtied since. Pure post-copy: `pending_` is
     // still what was populated when tracking began.
-    pending_ = dt::unite(pending_, final_dirty.dirty);
+    pending_ = dt::unite(pending_, dt::unite(final_dirty.dirty, final_dirty.held));
     if (o_.mode != MigrationMode::precopy) return stay_stopped_from_commit();
 
     RoundTotals last = LM_TRY(sender_->send_round(pending_, round_));
@@ -868,6 +914,8 @@ class SourceRun {
 
   uint32_t generation_ = 0;       // of the announced mapping table
   dt::RangeList pending_;         // pages the next round (or post-copy) sends
+  dt::RangeList last_dirty_;      // what the previous collect found dirty
+  uint64_t held_pages_ = 0;       // left writable by the tracker, sent after the freeze
   dt::MappingList final_mappings_;
   std::vector<transport::DigestEntry> dest_digests_;
   bool destination_may_run_ = false;  // post-copy: the destination runs the VM, or may

@@ -86,6 +86,10 @@ struct SourceOptions {
   unsigned workers = MigrationConfig{}.workers;          // sending/compressing threads
   unsigned batch_pages = MigrationConfig{}.batch_pages;  // pages per page-batch message
   ConvergenceConfig convergence;
+  // Leave pages dirtied in consecutive rounds writable and send them after
+  // the freeze (within half the downtime target): the process stops faulting
+  // on them every round.
+  bool hold_hot_pages = MigrationConfig{}.hold_hot_pages;
   AutoConvergeConfig auto_converge;
   bool verify = true;
   // What becomes of the source after a verified migration (image: keep).

@@ -37,6 +37,9 @@ class SourceProcess {
   // contract: a page that cannot be read is zero-filled and reported in
   // `failed`; an error means the process is gone). Thread-safe.
   virtual Result<dt::ReadReport> read(std::span<const PageRange> ranges, std::span<std::byte> out) const = 0;
+  // The mappings a tracker of `scope` covers (dt::scoped_mappings), read
+  // without tracking: the session announces them before tracking starts.
+  virtual Result<dt::MappingList> mappings(const dt::Scope& scope) const = 0;
   // Pages of `mappings` that hold data (dt::populated_pages): the others
   // read as zero and are neither sent nor read for digests.
   virtual Result<dt::RangeList> populated(const dt::MappingList& mappings) const = 0;

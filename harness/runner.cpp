@@ -107,6 +107,8 @@ Result<void> start_workload(const ScenarioConfig& config, const RunOptions& opti
     gopts.threads = config.workload.threads;
     gopts.seed = config.workload.seed;
     gopts.prefill = config.workload.prefill;
+    gopts.extra_args = {"--ram-pages", config.workload.ram_pages};
+    if (!config.workload.cpus.empty()) gopts.extra_args.insert(gopts.extra_args.end(), {"--cpus", config.workload.cpus});
     w.guest.emplace(LM_TRY_CTX(guest::GuestProcess::spawn(options.guest_binary, gopts, work.path()),
                                "start the source guest"));
     target.pid = w.guest->pid();
@@ -198,6 +200,7 @@ SourceOptions source_options(const ScenarioConfig& config) {
   o.channels = config.migration.channels;
   o.workers = config.migration.workers;
   o.batch_pages = config.migration.batch_pages;
+  o.hold_hot_pages = config.migration.hold_hot_pages;
   o.convergence = config.convergence;
   o.auto_converge = config.auto_converge;
   o.verify = config.verify;

@@ -224,6 +224,8 @@ const std::vector<Key>& keys() {
       text("workload.write", [](C& c) -> std::string& { return c.workload.write; }, {"page", "word"}),
       whole<unsigned>("workload.threads", [](C& c) -> unsigned& { return c.workload.threads; }, 1, 64),
       boolean("workload.prefill", [](C& c) -> bool& { return c.workload.prefill; }),
+      text("workload.ram-pages", [](C& c) -> std::string& { return c.workload.ram_pages; }, {"huge", "small"}),
+      text("workload.cpus", [](C& c) -> std::string& { return c.workload.cpus; }),
       whole<uint64_t>("workload.seed", [](C& c) -> uint64_t& { return c.workload.seed; }, 0, INT64_MAX),
       whole<uint64_t>("workload.redis-keys", [](C& c) -> uint64_t& { return c.workload.redis_keys; }, 1, 100000000),
       size("workload.redis-value-size", [](C& c) -> uint64_t& { return c.workload.redis_value_bytes; }, 1),
@@ -244,6 +246,7 @@ const std::vector<Key>& keys() {
       whole<unsigned>("migration.workers", [](C& c) -> unsigned& { return c.migration.workers; }, 1, 64),
       parsed<std::string>("migration.tracker", [](C& c) -> std::string& { return c.migration.tracker; },
                           parse_tracker, as_is),
+      boolean("migration.hold-hot-pages", [](C& c) -> bool& { return c.migration.hold_hot_pages; }),
       whole<unsigned>("migration.batch-pages", [](C& c) -> unsigned& { return c.migration.batch_pages; }, 1, 4096),
 
       whole<unsigned>("convergence.max-rounds", [](C& c) -> unsigned& { return c.convergence.max_rounds; }, 1, 10000),

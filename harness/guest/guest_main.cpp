@@ -1,5 +1,6 @@
 // livemig-guest: the synthetic reference VM. See docs/guest.md.
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -12,6 +13,7 @@
 
 #include "common/args.hpp"
 #include "common/clock.hpp"
+#include "common/parse.hpp"
 #include "harness/guest/churn.hpp"
 #include "harness/guest/handoff.hpp"
 #include "harness/guest/runtime.hpp"
@@ -28,6 +30,8 @@ const std::vector<OptionSpec> kOptions = {
     {"content", true, "zero | text | ints | random | mixed (default mixed)"},
     {"write", true, "page | word: rewrite whole pages or one word per write (default page)"},
     {"threads", true, "writer threads, each owning its own pages (default 1)"},
+    {"ram-pages", true, "huge | small: RAM on transparent huge pages (MADV_HUGEPAGE) or 4 KiB pages (default small)"},
+    {"cpus", true, "run on these CPUs only, e.g. 1 or 0,2-3 (default: as started)"},
     {"seed", true, "workload seed (default 1)"},
     {"control", true, "unix socket path of the control socket (default /tmp/livemig-guest-PID.sock)"},
     {"write-log", true, "append each closed epoch's written page addresses to this file (tests)"},
@@ -44,6 +48,26 @@ struct Setup {
   UniqueFd handoff_conn;  // resume mode
 };
 
+// Pins this process, and the threads it starts afterwards, to a CPU list
+// ("1", "0,2-3"): the engine and the guest then do not share a core.
+Result<void> pin_to_cpus(const std::string& list) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (size_t at = 0; at <= list.size();) {
+    size_t comma = std::min(list.find(',', at), list.size());
+    std::string part = list.substr(at, comma - at);
+    size_t dash = part.find('-');
+    uint64_t lo = LM_TRY(parse_u64(part.substr(0, dash)));
+    uint64_t hi = dash == std::string::npos ? lo : LM_TRY(parse_u64(part.substr(dash + 1)));
+    if (hi < lo || hi >= CPU_SETSIZE) return Error::msg(strf("bad CPU range '%s' in '%s'", part.c_str(), list.c_str()));
+    for (uint64_t c = lo; c <= hi; c++) CPU_SET(int(c), &set);
+    at = comma + 1;
+  }
+  if (::sched_setaffinity(0, sizeof set, &set) != 0)
+    return Error::from_errno(strf("pid %d: sched_setaffinity to CPUs %s", int(::getpid()), list.c_str()));
+  return ok();
+}
+
 Result<Setup> create_ram(const Args& args) {
   WorkloadConfig cfg;
   uint64_t size = LM_TRY(args.get_size("ram", 64ull << 20));
@@ -58,7 +82,8 @@ Result<Setup> create_ram(const Args& args) {
   cfg.seed = LM_TRY(args.get_u64("seed", 1));
   if (addr % kPageSize != 0) return Error::msg(strf("--ram-addr 0x%lx is not page aligned", (unsigned long)addr));
   LM_TRY(plan_layout(size, cfg.threads));
-  void* p = LM_TRY(map_guest_ram(addr, size, -1));
+  const RamPages pages = LM_TRY_CTX(parse_ram_pages(args.get_or("ram-pages", "small")), "--ram-pages");
+  void* p = LM_TRY(map_new_guest_ram(addr, size, pages));
   Setup s;
   s.ram = LM_TRY(RamView::initialize(p, addr, size, cfg));
   if (args.has("prefill")) {
@@ -261,6 +286,7 @@ Result<int> guest_main(const std::vector<std::string>& argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
+  if (auto cpus = args.get("cpus")) LM_TRY_CTX(pin_to_cpus(*cpus), "--cpus");
   Setup setup = args.has("resume") ? LM_TRY(resume_ram(args)) : LM_TRY(create_ram(args));
   std::unique_ptr<WriteLog> log;
   if (auto path = args.get("write-log")) log = LM_TRY(WriteLog::open(*path));

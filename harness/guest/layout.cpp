@@ -206,6 +206,25 @@ Result<void*> map_guest_ram(uint64_t ram_addr, uint64_t ram_size, int memfd) {
   return p;
 }
 
+Result<RamPages> parse_ram_pages(std::string_view text) {
+  if (text == "huge") return RamPages::huge;
+  if (text == "small") return RamPages::small;
+  return Error::msg(strf("RAM pages '%.*s': expected huge or small", int(text.size()), text.data()));
+}
+
+Result<void*> map_new_guest_ram(uint64_t ram_addr, uint64_t ram_size, RamPages pages) {
+  void* p = LM_TRY(map_guest_ram(ram_addr, ram_size, -1));
+  // Huge pages only where the host allows them (THP "madvise" or "always");
+  // with THP "never" the advice is accepted and the RAM stays on 4 KiB pages.
+  if (pages == RamPages::huge && ::madvise(p, ram_size, MADV_HUGEPAGE) != 0) {
+    auto e = Error::from_errno(strf("madvise(MADV_HUGEPAGE) guest RAM at 0x%lx size %lu in pid %d",
+                                    (unsigned long)ram_addr, (unsigned long)ram_size, int(::getpid())));
+    ::munmap(p, ram_size);
+    return e;
+  }
+  return p;
+}
+
 Result<uint64_t> verify_ram(const RamView& ram, PendingPages pending) {
   const WorkloadConfig cfg = ram.config();
   std::vector<uint64_t> skip;

@@ -122,6 +122,13 @@ struct RamView {
 // address and this pid, and says when the range is already mapped.
 Result<void*> map_guest_ram(uint64_t ram_addr, uint64_t ram_size, int memfd);
 
+// The page size a new guest asks for its anonymous RAM: transparent huge
+// pages (MADV_HUGEPAGE, as QEMU's guest RAM) or 4 KiB pages.
+enum class RamPages { huge, small };
+Result<RamPages> parse_ram_pages(std::string_view text);
+// Maps a new guest's RAM (map_guest_ram, anonymous) and advises its pages.
+Result<void*> map_new_guest_ram(uint64_t ram_addr, uint64_t ram_size, RamPages pages);
+
 // strict: every page must match its version. tolerate_pending: a frozen image
 // may hold each thread's step in progress half-written; skip those pages.
 enum class PendingPages { strict, tolerate };

@@ -56,6 +56,14 @@ int main() {
       void* p = mmap(nullptr, a * P, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (p == MAP_FAILED) std::printf("err mmap %d\n", errno);
       else std::printf("ok %" PRIx64 "\n", uint64_t(p));
+    } else if (op == "maphuge") {  // maphuge PAGES: 2 MiB aligned, MADV_HUGEPAGE
+      const uint64_t H = 2u << 20;
+      char* r = static_cast<char*>(mmap(nullptr, a * P + H, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+      char* p = reinterpret_cast<char*>((uint64_t(r) + H - 1) & ~(H - 1));
+      if (r == MAP_FAILED || mmap(p, a * P, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != p ||
+          madvise(p, a * P, MADV_HUGEPAGE) != 0)
+        std::printf("err maphuge %d\n", errno);
+      else std::printf("ok %" PRIx64 "\n", uint64_t(p));
     } else if (op == "mapat") {  // mapat ADDR PAGES (MAP_FIXED_NOREPLACE)
       void* p = mmap(reinterpret_cast<void*>(a), b * P, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);

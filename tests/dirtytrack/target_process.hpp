@@ -94,6 +94,8 @@ class TargetProcess {
     return v;
   }
   uint64_t map(uint64_t pages) { return first(send(strf("map %" PRIx64, pages))); }
+  // 2 MiB aligned, advised MADV_HUGEPAGE (transparent huge pages once written).
+  uint64_t map_huge(uint64_t pages) { return first(send(strf("maphuge %" PRIx64, pages))); }
   bool fill(uint64_t addr, uint64_t pages, uint64_t seed) {
     return send(strf("fill %" PRIx64 " %" PRIx64 " %" PRIx64, addr, pages, seed)) == "ok";
   }

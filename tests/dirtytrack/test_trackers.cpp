@@ -7,6 +7,7 @@
 
 #include <fstream>
 
+#include "dirtytrack/pagemap_scan.hpp"
 #include "dirtytrack/remote_syscall.hpp"
 #include "dirtytrack/tracker.hpp"
 #include "target_process.hpp"
@@ -402,6 +403,67 @@ TEST_P(TrackerTest, ExitedTargetIsAnErrorNamingThePid) {
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find(std::to_string(pid)), std::string::npos) << r.error().message;
   EXPECT_TRUE(tracker_->stop().ok());
+}
+
+// AnonHugePages of the mapping at `start` in /proc/PID/smaps, in kB (-1: not found).
+long anon_huge_kb(pid_t pid, uint64_t start) {
+  std::ifstream smaps(lm::strf("/proc/%d/smaps", pid));
+  std::string line;
+  bool in = false;
+  while (std::getline(smaps, line)) {
+    unsigned long long lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%llx-%llx ", &lo, &hi) == 2) in = lo == start;
+    else if (in && line.rfind("AnonHugePages:", 0) == 0) return std::stol(line.substr(14));
+  }
+  return -1;
+}
+
+// On transparent huge pages the tracker still reports 4 KiB pages: a written
+// word is one page, not the 512 of its huge page (the kernel splits a
+// write-protected PMD on its first write, see docs/dirtytrack.md).
+TEST_P(TrackerTest, WordsWrittenOnHugePagesAreFoundAsSmallPages) {
+  constexpr uint64_t kPages = 2048;  // 8 MiB: four huge pages
+  const uint64_t huge = target_.map_huge(kPages);
+  ASSERT_NE(huge, 0u);
+  ASSERT_TRUE(target_.fill(huge, kPages, 3));
+  const long kb = anon_huge_kb(target_.pid(), huge);
+  if (kb <= 0)
+    GTEST_SKIP() << "the target's MADV_HUGEPAGE memory is not on transparent huge pages (AnonHugePages " << kb
+                 << " kB; /sys/kernel/mm/transparent_hugepage/enabled is never, or no huge page was free)";
+  start();
+  collect();
+  for (int round = 0; round < 3; round++) {
+    const std::initializer_list<uint64_t> written = {1, 7, 600, 1024, 1025, 2047};
+    for (uint64_t i : written) ASSERT_TRUE(target_.word(huge + i * P + 64, 0x5eed0000 + i + uint64_t(round)));
+    auto r = collect();
+    EXPECT_EQ(within(r, huge, kPages), pages(huge, written)) << "round " << round << ", AnonHugePages "
+                                                              << anon_huge_kb(target_.pid(), huge) << " kB";
+  }
+  stop_and_check_clean();
+}
+
+// Held pages are left writable: their writes are not in `dirty` (they are
+// reported `held` every round), they stay WRITTEN across collects, and the
+// pages around them are tracked as before.
+TEST_P(TrackerTest, HeldPagesStayWritableAndOutsideTheDirtySet) {
+  if (std::string(GetParam()) != "uffd-wp") GTEST_SKIP() << "only uffd-wp leaves pages writable";
+  start();
+  collect();
+  const RangeList held = {{region_ + 10 * P, region_ + 20 * P}};
+  tracker_->hold(held);
+  for (int round = 0; round < 2; round++) {
+    ASSERT_TRUE(target_.fill(region_ + 12 * P, 3, 4 + uint64_t(round)));
+    ASSERT_TRUE(target_.fill(region_ + 30 * P, 1, 4 + uint64_t(round)));
+    auto r = collect();
+    EXPECT_EQ(within(r, region_, 256), pages(region_, {30})) << "round " << round;
+    EXPECT_EQ(r.held, held) << "round " << round;
+    auto scanner = PagemapScanner::open(target_.pid());
+    ASSERT_TRUE(scanner.ok());
+    RangeList written;
+    ASSERT_TRUE(scanner->scan(held[0], {0, 0, PAGE_IS_WRITTEN, 0, PAGE_IS_WRITTEN}, written).ok());
+    EXPECT_EQ(written, pages(region_, {12, 13, 14})) << "round " << round << ": held pages were protected again";
+  }
+  stop_and_check_clean();
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, TrackerTest, ::testing::Values("uffd-wp", "hash"),

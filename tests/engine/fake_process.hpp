@@ -24,7 +24,7 @@ namespace lm::engine::test {
 
 // What a test can make fail, one operation of either face.
 enum class FakeOp {
-  check_target, read, populated, throttle, unthrottle, freeze, stop_on_release, thaw,
+  check_target, mappings, read, populated, throttle, unthrottle, freeze, stop_on_release, thaw,
   tracker_start, tracker_collect, tracker_stop, count_
 };
 
@@ -255,6 +255,11 @@ class FakeSource final : public SourceProcess {
         report.pages_read++;
       }
     return report;
+  }
+  Result<dt::MappingList> mappings(const dt::Scope&) const override {
+    std::lock_guard g(p_.lock_);
+    LM_TRY(p_.call_locked(FakeOp::mappings, "reading the mappings"));
+    return p_.mapping_list();
   }
   Result<dt::RangeList> populated(const dt::MappingList& mappings) const override {
     std::lock_guard g(p_.lock_);

@@ -286,7 +286,8 @@ int rank(SourcePhase p) {
 
 enum class Failure {
   refused,          // the target check refuses the process
-  tracker_start,
+  mappings,         // reading the mappings the session announces
+  tracker_start,    // after the destination is ready
   read,             // reading the process's pages
   collect,          // the tracker's collect
   throttle,         // auto-converge cannot slow the process
@@ -306,6 +307,7 @@ enum class Failure {
 const char* failure_id(Failure f) {
   switch (f) {
     case Failure::refused: return "refused";
+    case Failure::mappings: return "mappings";
     case Failure::tracker_start: return "tracker_start";
     case Failure::read: return "read";
     case Failure::collect: return "collect";
@@ -340,6 +342,7 @@ void PrintTo(const Case& c, std::ostream* os) { *os << c.name(); }
 void inject(const Case& c, Migration& m) {
   switch (c.failure) {
     case Failure::refused: return m.fake.fail(FakeOp::check_target, 1, EPERM);
+    case Failure::mappings: return m.fake.fail(FakeOp::mappings);
     case Failure::tracker_start: return m.fake.fail(FakeOp::tracker_start);
     case Failure::read:
     case Failure::digest_read: return m.fake.fail(FakeOp::read, 1, ESRCH);
@@ -415,9 +418,10 @@ TEST_P(EngineMatrix, FailureRollsBack) {
   EXPECT_TRUE(m.fake.runs_past(steps)) << "the source does not run on";
 
   // The destination discarded its copy; a source that failed in setup
-  // never reached it (it still waits for a session; the test ends it).
+  // before its session never reached it (it still waits for a session; the
+  // test ends it). The tracker starts after the session: that failure is told.
   if (m.destination) {
-    if (noticed == SourcePhase::setup) {
+    if (noticed == SourcePhase::setup && c.failure != Failure::tracker_start) {
       EXPECT_FALSE(m.destination->done) << "the destination heard of a source that failed in setup";
       m.destination->cancel->request("the test is over");
     }
@@ -431,6 +435,7 @@ using P = SourcePhase;
 using F = Failure;
 const Case kCases[] = {
     {P::setup, F::refused, "injected: the target check", P::setup},
+    {P::setup, F::mappings, "injected: reading the mappings", P::setup},
     {P::setup, F::tracker_start, "injected: tracker start", P::setup},
     {P::setup, F::cancel, "cancelled by the test", P::setup},
     {P::setup, F::destination, "its listener is gone", P::setup},
