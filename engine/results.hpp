@@ -60,6 +60,11 @@ struct MigrationResult {
   double total_time_ms = 0;
   double downtime_ms = 0;
   double setup_time_ms = 0;
+  // The destination writing its memory before it said ready (part of its
+  // preparation, so of setup_time_ms), and what that memory is: "hugetlb",
+  // "anon-thp", "shmem" (empty from a destination that does not say).
+  double population_ms = 0;
+  std::string destination_ram;
 
   // ram.*
   uint64_t ram_total = 0;        // bytes of migrated memory

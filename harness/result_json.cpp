@@ -67,6 +67,8 @@ std::string result_to_json(const MigrationResult& r) {
   j["total-time"] = r.total_time_ms;
   j["downtime"] = r.downtime_ms;
   j["setup-time"] = r.setup_time_ms;
+  j["population-time"] = r.population_ms;
+  j["destination-ram"] = r.destination_ram;
   j["ram"] = {{"total", r.ram_total},
               {"transferred", r.transferred},
               {"normal", r.pages_normal},

@@ -20,6 +20,9 @@ FIGURES = {
     "rounds": lambda r: r["ram"]["dirty-sync-count"],
     "transferred-MiB": lambda r: r["ram"]["transferred"] / 2**20,
     "guest-rate-during": lambda r: r["workload"]["rate-during"],
+    "guest-rate-after": lambda r: r["workload"]["rate-after"],
+    "cpu-seconds-destination": lambda r: r["compression"]["cpu-seconds-destination"],
+    "population-time": lambda r: r.get("population-time"),
     "model-dirty-pages-per-second": lambda r: r.get("model", {}).get("dirty-pages-per-second"),
 }
 
