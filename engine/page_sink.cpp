@@ -89,6 +89,28 @@ void append_piece(std::vector<iovec>& v, void* p, size_t len) {
 
 }  // namespace
 
+// A delta patches the page it was computed against: its scratch slot gets
+// the page's current bytes from the process first.
+Result<void> ProcessPageWriter::read_delta_bases(pid_t pid, std::span<const PageEntry> entries) {
+  local_.clear();
+  remote_.clear();
+  for (size_t i = 0; i <= entries.size(); i++) {
+    const bool full = local_.size() == IOV_MAX || i == entries.size();
+    if (full && !local_.empty()) {
+      const size_t want = local_.size() * kPageSize;
+      if (process_vm_readv(pid, local_.data(), local_.size(), remote_.data(), remote_.size(), 0) != ssize_t(want))
+        return Error::from_errno(strf("read %zu pages from 0x%llx of pid %d for their deltas", local_.size(),
+                                      (unsigned long long)reinterpret_cast<uintptr_t>(remote_.front().iov_base), pid));
+      local_.clear();
+      remote_.clear();
+    }
+    if (i == entries.size() || entries[i].codec != Codec::delta) continue;
+    local_.push_back({dst_[i], kPageSize});
+    remote_.push_back({reinterpret_cast<void*>(uintptr_t(entries[i].addr)), kPageSize});
+  }
+  return ok();
+}
+
 Result<void> ProcessPageWriter::write(pid_t pid, std::span<const PageEntry> entries, std::span<const uint8_t> payload,
                                       compress::Decompressor& decompressor, const compress::PageVisitor& visit) {
   size_t decoded = 0;
@@ -100,6 +122,7 @@ Result<void> ProcessPageWriter::write(pid_t pid, std::span<const PageEntry> entr
   dst_.assign(entries.size(), nullptr);
   for (size_t i = 0, k = 0; i < entries.size(); i++)
     if (entries[i].codec != Codec::raw) dst_[i] = scratch_.get() + kPageSize * k++;
+  LM_TRY(read_delta_bases(pid, entries));
   LM_TRY(decompressor.decompress_batch(entries, payload, dst_, visit));
 
   local_.clear();

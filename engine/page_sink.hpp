@@ -151,7 +151,8 @@ class MappedMemfd {
 // Writes received page batches into another process (its memory at the
 // pages' own addresses) with process_vm_writev, one call per up to IOV_MAX
 // pieces: raw pages straight from the payload, other codecs decoded into a
-// scratch buffer first. One per receiving thread.
+// scratch buffer first (a delta onto the page's current bytes, read from the
+// process). One per receiving thread.
 class ProcessPageWriter {
  public:
   // `visit` sees each page's bytes before they are written (hashing).
@@ -159,6 +160,7 @@ class ProcessPageWriter {
                      compress::Decompressor& decompressor, const compress::PageVisitor& visit = {});
 
  private:
+  Result<void> read_delta_bases(pid_t pid, std::span<const PageEntry> entries);
   std::vector<uint8_t*> dst_;
   std::unique_ptr<uint8_t[]> scratch_;
   size_t scratch_pages_ = 0;
