@@ -120,7 +120,8 @@ Result<void> receive_bulk(Peer peer, DestinationMemory& st, transport::MappingTa
   ProcessPageWriter writer;
   // Each page hashed as it is decoded or still in the payload, while in cache.
   compress::PageVisitor hash;
-  if (st.hash_pages) hash = [&st](const PageEntry& e, const uint8_t* bytes) { st.hashes.set(e.addr, page_hash(bytes)); };
+  if (st.hash_pages)
+    hash = [&st](const PageEntry& e, const uint8_t* bytes) { st.hashes.set(e.addr, page_hash(bytes)); };
   peer.check_against(table);
   for (;;) {
     auto m = LM_TRY((peer.expect<PageBatch, RoundEnd, Mappings>(timeout, abort)));

@@ -35,7 +35,8 @@ namespace lm::engine {
 //
 // accept: wait for the source's session. prepare: the sink's memory (the
 // guest sink spawns the resuming guest and takes its RAM over the handoff;
-// the image sink makes anonymous memory per mapping; both write it in), then `ready`. receive: pre-copy rounds on the bulk channels, mapping
+// the image sink makes anonymous memory per mapping; both write it in), then
+// `ready`. receive: pre-copy rounds on the bulk channels, mapping
 // updates and post-copy bitmaps on control, until the source's exec_state.
 // commit: every bulk channel ended; pre-copy sends its digests, post-copy
 // starts serving faults. resume: the sink's resume (the guest's `go`) and

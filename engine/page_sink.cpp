@@ -51,8 +51,9 @@ Result<MappedMemfd> MappedMemfd::anonymous(uint64_t addr, uint64_t bytes, bool p
   m.base_ = static_cast<uint8_t*>(p);
   (void)madvise(p, bytes, MADV_HUGEPAGE);  // a kernel without THP keeps 4 KiB pages
   if (populate)
-    m.population_ns_ = LM_TRY_CTX(populate_for_write(p, bytes), strf("destination memory for [0x%llx,+%llu)",
-                                                                     (unsigned long long)addr, (unsigned long long)bytes));
+    m.population_ns_ = LM_TRY_CTX(populate_for_write(p, bytes),
+                                  strf("destination memory for [0x%llx,+%llu)", (unsigned long long)addr,
+                                       (unsigned long long)bytes));
   return m;
 }
 
@@ -133,7 +134,8 @@ Result<void> ProcessPageWriter::write(pid_t pid, std::span<const PageEntry> entr
     ssize_t n = process_vm_writev(pid, local_.data(), local_.size(), remote_.data(), remote_.size(), 0);
     if (n != ssize_t(pending)) {
       const auto first = (unsigned long long)reinterpret_cast<uintptr_t>(remote_.front().iov_base);
-      if (n < 0) return Error::from_errno(strf("write %zu bytes of pages from 0x%llx into pid %d", pending, first, pid));
+      if (n < 0)
+        return Error::from_errno(strf("write %zu bytes of pages from 0x%llx into pid %d", pending, first, pid));
       return Error::msg(strf("write pages from 0x%llx into pid %d: %zd of %zu bytes written (the rest is not mapped "
                              "there)", first, pid, n, pending));
     }

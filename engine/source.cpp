@@ -503,14 +503,15 @@ class SourceRun {
     // The destination asks the resumed guest for a userfaultfd only for post-copy,
     // and hashes pages only for a verify (post-copy's digests end its serving).
     if (o_.mode == MigrationMode::precopy) session_config_.features &= ~uint64_t(transport::kFeaturePostCopy);
-    if (o_.mode == MigrationMode::precopy && !o_.verify) session_config_.features &= ~uint64_t(transport::kFeatureDigest);
+    if (o_.mode == MigrationMode::precopy && !o_.verify)
+      session_config_.features &= ~uint64_t(transport::kFeatureDigest);
     LM_TRY(check_cancel());  // before a destination starts preparing for us
     session_ = LM_TRY_CTX(Session::connect_with(dial_, session_config_, table),
                           strf("source pid %d: connect to %s", pid, peer_.c_str()));
     result_.transport = peer_.substr(0, peer_.find(':'));
     // The destination says when its memory is ready for round 0.
-    const Ready ready =
-        LM_TRY_CTX(control().expect<Ready>(), strf("source pid %d: waiting for the destination at %s", pid, peer_.c_str()));
+    const Ready ready = LM_TRY_CTX(control().expect<Ready>(),
+                                   strf("source pid %d: waiting for the destination at %s", pid, peer_.c_str()));
     result_.population_ms = double(ready.population_ns) * 1e-6;
     result_.destination_ram = ready.memory;
     LM_TRY(make_senders());

@@ -44,7 +44,8 @@ Result<std::vector<SinkRegion>> GuestRamSink::prepare(const transport::MappingTa
 // cannot be followed.
 Result<std::vector<SinkRegion>> GuestRamSink::adopt(const transport::MappingTable& table) {
   const auto& e = table.entries();
-  if (region_.bytes && e.size() == 1 && e.front().start == region_.addr && e.front().end - e.front().start == region_.bytes)
+  if (region_.bytes && e.size() == 1 && e.front().start == region_.addr &&
+      e.front().end - e.front().start == region_.bytes)
     return std::vector<SinkRegion>{};
   return Error::msg(strf("a guest migration keeps its one RAM mapping; the source announced %zu mappings "
                          "(generation %u) instead",

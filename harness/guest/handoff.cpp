@@ -162,7 +162,8 @@ Result<GuestRam> HandoffServer::accept(uint64_t ram_addr, uint64_t ram_size, con
   ram.population_ns = reply.population_ns;
   const bool offered = ram.kind == RamKind::shmem || (ram.kind == RamKind::hugetlb && (flags & kOfferHugetlb)) ||
                        (ram.kind == RamKind::anon_thp && (flags & kOfferAnonThp));
-  if (!offered) return Error::msg(strf("%s: replied with RAM kind %u, which was not offered", what.c_str(), reply.ram_kind));
+  if (!offered)
+    return Error::msg(strf("%s: replied with RAM kind %u, which was not offered", what.c_str(), reply.ram_kind));
   ram.memfd = std::move(fds[0]);
   if (ram.kind != RamKind::anon_thp && !ram.memfd.valid()) return Error::msg(what + ": reply carried no memfd");
   if (uffd) {
