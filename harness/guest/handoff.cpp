@@ -146,7 +146,9 @@ Result<GuestRam> HandoffServer::accept(uint64_t ram_addr, uint64_t ram_size, con
                                   (want.populate && !uffd ? kOfferPopulate : 0));
   HandoffOffer offer{kHandoffMagic, kHandoffVersion, flags, ram_addr, ram_size};
   LM_TRY(send_all(conn_.get(), &offer, sizeof offer, what));
-  LM_TRY(wait_readable_unless(conn_.get(), timeout_ms, "reply of " + what, stopped));
+  // Populating takes its time on top (measured here: up to ~5 s per GiB of fresh memory).
+  const int reply_ms = timeout_ms + ((flags & kOfferPopulate) ? int(ram_size * 8 / (1ull << 20)) : 0);
+  LM_TRY(wait_readable_unless(conn_.get(), reply_ms, "reply of " + what, stopped));
   HandoffReply reply{};
   UniqueFd fds[2];
   LM_TRY(recv_message(conn_.get(), &reply, sizeof reply, fds, 2, what));
