@@ -439,7 +439,7 @@ Result<void> validate_batch(std::span<const PageEntry> entries, size_t payload_b
 }
 
 Result<void> Decompressor::decompress_batch(std::span<const PageEntry> entries, std::span<const uint8_t> payload,
-                                            std::span<uint8_t* const> dst) {
+                                            std::span<uint8_t* const> dst, const PageVisitor& visit) {
   if (dst.size() != entries.size())
     return Error::msg(strf("decompress batch: %zu destinations for %zu entries", dst.size(), entries.size()));
   LM_TRY(validate_batch(entries, payload.size()));
@@ -447,21 +447,30 @@ Result<void> Decompressor::decompress_batch(std::span<const PageEntry> entries, 
   for (size_t i = 0; i < entries.size(); i++) {
     const PageEntry& e = entries[i];
     uint64_t t0 = cycles();
-    auto r = decode_page(e.codec, ctx_, payload.subspan(pos, e.length), dst[i]);
-    if (!r)
-      return std::move(r).error().context(strf("page 0x%llx (entry %zu)", (unsigned long long)e.addr, i));
+    const uint8_t* bytes = dst[i];
+    if (dst[i]) {
+      auto r = decode_page(e.codec, ctx_, payload.subspan(pos, e.length), dst[i]);
+      if (!r)
+        return std::move(r).error().context(strf("page 0x%llx (entry %zu)", (unsigned long long)e.addr, i));
+    } else if (e.codec == Codec::raw) {
+      bytes = payload.data() + pos;
+    } else {
+      return Error::msg(strf("decompress batch: page 0x%llx (entry %zu, codec %s) has no destination",
+                             (unsigned long long)e.addr, i, std::string(codec_name(e.codec)).c_str()));
+    }
     pos += e.length;
     CodecCounters& c = stats_.by_codec[unsigned(e.codec)];
     c.pages++;
     c.bytes_in += e.length;
     c.bytes_out += kPageSize;
     c.ns += cycles_to_ns(cycles() - t0);
+    if (visit) visit(e, bytes);
   }
   return ok();
 }
 
 Result<void> Decompressor::decompress_batch(std::span<const PageEntry> entries, std::span<const uint8_t> payload,
-                                            const DestinationMap& map) {
+                                            const DestinationMap& map, const PageVisitor& visit) {
   std::vector<uint8_t*> dst(entries.size());
   for (size_t i = 0; i < entries.size(); i++) {
     dst[i] = map.find(entries[i].addr);
@@ -469,7 +478,7 @@ Result<void> Decompressor::decompress_batch(std::span<const PageEntry> entries, 
       return Error::msg(strf("decompress batch: page 0x%llx (entry %zu) is outside the destination",
                              (unsigned long long)entries[i].addr, i));
   }
-  return decompress_batch(entries, payload, dst);
+  return decompress_batch(entries, payload, dst, visit);
 }
 
 }  // namespace lm::compress

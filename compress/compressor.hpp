@@ -13,6 +13,7 @@
 #pragma once
 
 #include <array>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string_view>
@@ -170,15 +171,20 @@ class DestinationMap {
   std::vector<DestinationRegion> regions_;  // sorted by addr
 };
 
+// Given each page's bytes as soon as they are decoded (a raw page left in the
+// payload: its payload slice), while they are still in cache.
+using PageVisitor = std::function<void(const PageEntry& entry, const uint8_t* bytes)>;
+
 class Decompressor {
  public:
-  // entries[i] decodes into dst[i].
+  // entries[i] decodes into dst[i]. A null dst[i] leaves a raw page in the
+  // payload (its caller writes it from there); for another codec it is an error.
   Result<void> decompress_batch(std::span<const PageEntry> entries, std::span<const uint8_t> payload,
-                                std::span<uint8_t* const> dst);
+                                std::span<uint8_t* const> dst, const PageVisitor& visit = {});
   // Each entry decodes into the page the map gives for its address; an
   // address outside the map is an error.
   Result<void> decompress_batch(std::span<const PageEntry> entries, std::span<const uint8_t> payload,
-                                const DestinationMap& map);
+                                const DestinationMap& map, const PageVisitor& visit = {});
 
   const DecompressStats& stats() const { return stats_; }
 

@@ -22,14 +22,17 @@ using transport::MsgType;
 namespace {
 
 // Destination memory by source address, shared by the receiving threads:
-// views of the sink's regions, with a hash per page. Pages are installed
-// under a shared lock; a new mapping table (the source announces it in-band
-// on every channel) takes the exclusive lock.
+// views of the sink's regions (mapped here, or another process's memory
+// written with process_vm_writev), with a hash per page when the source
+// verifies. Pages are installed under a shared lock; a new mapping table (the
+// source announces it in-band on every channel) takes the exclusive lock.
 struct DestinationMemory {
   explicit DestinationMemory(PageSink& s) : sink(s) {}
   PageSink& sink;
   std::shared_mutex lock;
   compress::DestinationMap map;
+  std::vector<SinkRegion> remote;  // regions written into their process (base null)
+  bool hash_pages = true;          // the source verifies (kFeatureDigest)
   PageHashes hashes{{}};
   uint32_t generation = 0;
   std::atomic<uint64_t> pages{0};
@@ -38,7 +41,10 @@ struct DestinationMemory {
 
   Result<void> add_regions(const std::vector<SinkRegion>& regions) {
     for (const auto& r : regions) {
-      LM_TRY(map.add({r.addr, r.bytes, r.base}));
+      if (r.base) LM_TRY(map.add({r.addr, r.bytes, r.base}));
+      else if (r.pid > 0) remote.push_back(r);
+      else return Error::msg(strf("destination region 0x%llx+%llu has neither memory nor a process",
+                                  (unsigned long long)r.addr, (unsigned long long)r.bytes));
       hashes.add({r.addr, r.addr + r.bytes});
     }
     return ok();
@@ -57,6 +63,24 @@ struct DestinationMemory {
     if (table.generation() <= generation) return ok();
     generation = table.generation();
     return add_regions(LM_TRY(sink.adopt(table)));
+  }
+
+  // The process whose memory holds every page of `entries`, or -1 when they
+  // are all mapped here; an error when they are split between both.
+  Result<pid_t> writer_of(std::span<const PageEntry> entries) const {
+    if (remote.empty() || entries.empty()) return pid_t(-1);
+    auto region_of = [&](uint64_t addr) -> const SinkRegion* {
+      for (const auto& r : remote)
+        if (addr - r.addr < r.bytes) return &r;
+      return nullptr;
+    };
+    const SinkRegion* first = region_of(entries.front().addr);
+    for (const auto& e : entries) {
+      const SinkRegion* r = region_of(e.addr);
+      if (r != first && (!r || !first || r->pid != first->pid))
+        return Error::msg(strf("page 0x%llx: a batch spans memory of different processes", (unsigned long long)e.addr));
+    }
+    return first ? first->pid : pid_t(-1);
   }
 
   void add_cpu(double s) {
@@ -94,16 +118,23 @@ namespace {
 Result<void> receive_bulk(Peer peer, DestinationMemory& st, transport::MappingTable table,
                           transport::Timeout timeout, std::stop_token abort) {
   compress::Decompressor decompressor;
+  ProcessPageWriter writer;
+  // Each page hashed as it is decoded or still in the payload, while in cache.
+  compress::PageVisitor hash;
+  if (st.hash_pages)
+    hash = [&st](const PageEntry& e, const uint8_t* bytes) { st.hashes.set(e.addr, page_hash(bytes)); };
   peer.check_against(table);
   for (;;) {
     auto m = LM_TRY((peer.expect<PageBatch, RoundEnd, Mappings>(timeout, abort)));
     if (const auto* batch = std::get_if<PageBatch>(&m)) {
       std::shared_lock g(st.lock);
-      LM_TRY_CTX(decompressor.decompress_batch(
-                     batch->entries,
-                     {reinterpret_cast<const uint8_t*>(batch->payload.data()), batch->payload.size()}, st.map),
-                 peer.channel().name());
-      for (const auto& e : batch->entries) st.hashes.set(e.addr, page_hash(st.map.find(e.addr)));
+      const std::span<const uint8_t> payload{reinterpret_cast<const uint8_t*>(batch->payload.data()),
+                                             batch->payload.size()};
+      const pid_t pid = LM_TRY_CTX(st.writer_of(batch->entries), peer.channel().name());
+      if (pid > 0)
+        LM_TRY_CTX(writer.write(pid, batch->entries, payload, decompressor, hash), peer.channel().name());
+      else
+        LM_TRY_CTX(decompressor.decompress_batch(batch->entries, payload, st.map, hash), peer.channel().name());
       st.pages += batch->entries.size();
       st.batches++;
     } else if (const auto* end = std::get_if<RoundEnd>(&m)) {
@@ -267,6 +298,9 @@ class DestinationRun {
     since_accept_ = Stopwatch();
     // Post-copy (postcopy_destination.cpp): the source offers the feature only then.
     postcopy_ = session_->negotiated().features & transport::kFeaturePostCopy;
+    // Digests only for a source that verifies (it offers the feature only then).
+    digests_ = session_->negotiated().features & transport::kFeatureDigest;
+    st_.hash_pages = digests_ || postcopy_;
     return DestinationPhase::prepare;
   }
 
@@ -279,7 +313,8 @@ class DestinationRun {
     // Destination memory is ready: the source may start sending (its setup
     // time includes this preparation, its round 0 measures streaming only).
     LM_TRY(check_cancel());
-    LM_TRY(control().send(Ready{now_ns(), 0}));
+    const PreparedMemory memory = sink_.prepared();
+    LM_TRY(control().send(Ready{now_ns(), 0, memory.population_ns, memory.kind}));
     return DestinationPhase::receive;
   }
 
@@ -329,7 +364,7 @@ class DestinationRun {
     if (receivers_.failed()) return receivers_error();
     LM_TRY(check_cancel());
     if (!postcopy_) {
-      LM_TRY(send_digests());
+      if (digests_) LM_TRY(send_digests());
       return DestinationPhase::resume;
     }
     // Post-copy: serve the guest's faults from before it runs; the digests
@@ -462,6 +497,7 @@ class DestinationRun {
   std::optional<transport::Session> session_;
   bool postcopy_ = false;  // negotiated by the session
   std::optional<UrgentScope> commit_urgent_;  // this thread, from the rounds to the resume
+  bool digests_ = true;    // negotiated: the source verifies
   NeededPages needed_;
   // Declared after the session and before the receivers and the server: it
   // outlives the threads that write through its views.

@@ -1,7 +1,7 @@
 // The destination side of a migration: accepts a session, installs pages
 // straight into the memory of its page sink (engine/page_sink.hpp: the
-// resumed guest's RAM, an image of memfds, a test's fake), hashes every page
-// it installs, and on the source's commit sends its digests and resumes what
+// resumed guest's RAM, an image, a test's fake), hashes every page it
+// installs when the source verifies, and on the source's commit sends its digests and resumes what
 // runs from the pages. The copy is kept only if the source's verdict is
 // "verified"; otherwise it is discarded.
 #pragma once
@@ -35,7 +35,8 @@ namespace lm::engine {
 //
 // accept: wait for the source's session. prepare: the sink's memory (the
 // guest sink spawns the resuming guest and takes its RAM over the handoff;
-// the image sink makes a memfd per mapping), then `ready`. receive: pre-copy rounds on the bulk channels, mapping
+// the image sink makes anonymous memory per mapping; both write it in), then
+// `ready`. receive: pre-copy rounds on the bulk channels, mapping
 // updates and post-copy bitmaps on control, until the source's exec_state.
 // commit: every bulk channel ended; pre-copy sends its digests, post-copy
 // starts serving faults. resume: the sink's resume (the guest's `go`) and

@@ -1,6 +1,7 @@
 #include "engine/image_sink.hpp"
 
 #include <climits>
+#include <cstdio>
 #include <cstring>
 
 #include "common/clock.hpp"
@@ -8,20 +9,45 @@
 
 namespace lm::engine {
 
-Result<std::vector<SinkRegion>> ImageSink::prepare(const transport::MappingTable& table, ServeFaults,
-                                                   const SinkWait&) {
-  return adopt(table);
+namespace {
+
+uint64_t available_memory_bytes() {
+  FILE* f = std::fopen("/proc/meminfo", "r");
+  if (!f) return 0;
+  char line[256];
+  unsigned long long kb = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+  std::fclose(f);
+  return kb * 1024;
 }
 
-// A memfd for every mapping of the table not held yet. Regions of mappings
+}  // namespace
+
+// The image's memory is the engine's own (nothing maps it elsewhere):
+// anonymous memory on huge pages, written in before `ready` when the table
+// fits in half the memory available (a process may reserve far more address
+// space than it uses).
+Result<std::vector<SinkRegion>> ImageSink::prepare(const transport::MappingTable& table, ServeFaults,
+                                                   const SinkWait&) {
+  const bool populate = table.total_bytes() <= available_memory_bytes() / 2;
+  auto added = LM_TRY(add(table, populate));
+  prepared_.kind = "anon-thp";
+  for (const auto& r : regions_) prepared_.population_ns += r.population_ns();
+  return added;
+}
+
+// Memory for every mapping of the table not held yet. Regions of mappings
 // that went away stay (their pages are simply not verified any more).
-Result<std::vector<SinkRegion>> ImageSink::adopt(const transport::MappingTable& table) {
+Result<std::vector<SinkRegion>> ImageSink::adopt(const transport::MappingTable& table) { return add(table, false); }
+
+Result<std::vector<SinkRegion>> ImageSink::add(const transport::MappingTable& table, bool populate) {
   std::vector<SinkRegion> added;
   for (const auto& e : table.entries()) {
     bool held = false;
     for (const auto& r : regions_) held |= r.addr() == e.start && r.bytes() == e.end - e.start;
     if (held) continue;
-    regions_.push_back(LM_TRY_CTX(MappedMemfd::create(e.start, e.end - e.start), "destination image"));
+    regions_.push_back(LM_TRY_CTX(MappedMemfd::anonymous(e.start, e.end - e.start, populate), "destination image"));
     added.push_back(regions_.back().region());
   }
   return added;

@@ -1,4 +1,5 @@
-// The page sink of image mode: a memfd per mapping of an unmodified process,
+// The page sink of image mode: anonymous memory (on transparent huge pages,
+// written in before `ready`) per mapping of an unmodified process,
 // following the source's mapping changes; nothing runs from it. After a kept
 // migration it holds the image of the source's last mapping table, which
 // `livemig dest --image-dir` writes out (engine/image_dir.hpp).
@@ -18,6 +19,7 @@ class ImageSink final : public PageSink {
  public:
   Result<std::vector<SinkRegion>> prepare(const transport::MappingTable& table, ServeFaults faults,
                                           const SinkWait& wait) override;
+  PreparedMemory prepared() const override { return prepared_; }
   Result<std::vector<SinkRegion>> adopt(const transport::MappingTable& table) override;
   Result<void> take_exec_state(const transport::ExecStateView& state) override;
   Result<PostcopyGuestRam> postcopy_ram() override;
@@ -36,6 +38,8 @@ class ImageSink final : public PageSink {
   std::optional<pid_t> source_pid() const { return source_pid_; }
 
  private:
+  Result<std::vector<SinkRegion>> add(const transport::MappingTable& table, bool populate);
+  PreparedMemory prepared_;
   std::vector<MappedMemfd> regions_;
   std::vector<ImageRegion> image_;
   std::optional<pid_t> source_pid_;

@@ -1,5 +1,7 @@
 #include "engine/messages.hpp"
 
+#include <algorithm>
+#include <cstring>
 #include <optional>
 
 namespace lm::engine {
@@ -60,11 +62,14 @@ Result<PageRequest> Wire<PageRequest>::decode(const Message& m, const Inbound& i
 }
 
 void Wire<Ready>::encode(OutMessage& m, uint16_t version, const Ready& msg) {
-  transport::encode_event(m, version, type, {msg.time_ns, msg.value});
+  transport::ReadyBody b{{msg.time_ns, msg.value}, msg.population_ns, {}};
+  msg.memory.copy(b.memory.data(), std::min(msg.memory.size(), b.memory.size() - 1));
+  transport::encode_ready(m, version, b);
 }
 Result<Ready> Wire<Ready>::decode(const Message& m, const Inbound&) {
-  auto e = LM_TRY(transport::decode_event(m));
-  return Ready{e.time_ns, e.value};
+  auto b = LM_TRY(transport::decode_ready(m));
+  return Ready{b.event.time_ns, b.event.value, b.population_ns,
+               std::string(b.memory.data(), strnlen(b.memory.data(), b.memory.size()))};
 }
 
 void Wire<Resumed>::encode(OutMessage& m, uint16_t version, const Resumed& msg) {

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <stop_token>
 #include <tuple>
 #include <variant>
@@ -55,6 +56,10 @@ using PageRequest = transport::PageRequestView;
 struct Ready {
   uint64_t time_ns = 0;  // sender's CLOCK_MONOTONIC
   uint64_t value = 0;    // pages held
+  // Before round 0 (protocol version 2; 0 and empty from a version 1 peer):
+  // how long the destination spent writing its memory, and what it is.
+  uint64_t population_ns = 0;
+  std::string memory;  // at most 15 characters go on the wire
 };
 struct Resumed {
   uint64_t time_ns = 0;

@@ -1,6 +1,6 @@
 // Where the destination's pages go and what runs from them: the seam between
 // the destination's phase machine (engine/destination.cpp) and the memory it
-// fills. Implementations: the image sink (engine/image_sink.hpp: a memfd per
+// fills. Implementations: the image sink (engine/image_sink.hpp: memory per
 // mapping of an unmodified process, kept as an image), the guest-RAM sink
 // (GuestRamSink, in the harness: livemig-guest's RAM, resumed), and the fakes
 // of the engine tests. The engine calls it once per phase, never per page:
@@ -13,14 +13,21 @@
 // prepare() (a session that never came) and after a failed call.
 #pragma once
 
+#include <sys/types.h>
+#include <sys/uio.h>
+
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "common/error.hpp"
 #include "engine/config.hpp"
 #include "common/fd.hpp"
+#include "compress/compressor.hpp"
 #include "engine/postcopy_destination.hpp"
 #include "transport/channel.hpp"
 #include "transport/protocol.hpp"
@@ -28,13 +35,22 @@
 namespace lm::engine {
 
 // Destination memory for one mapping of the source, by source address. The
-// engine writes pages through `base`, a shared mapping of `memfd`; both stay
-// the sink's.
+// engine writes pages through `base` (a mapping of `memfd`, or the sink's
+// anonymous memory; both stay the sink's), or, when base is null, into
+// process `pid` at the same address with process_vm_writev (a resumed
+// guest's anonymous RAM, which has no fd to map).
 struct SinkRegion {
   uint64_t addr = 0;
   uint64_t bytes = 0;
   uint8_t* base = nullptr;
   int memfd = -1;
+  pid_t pid = -1;
+};
+
+// How a sink made its memory ready before `ready` (reported to the source).
+struct PreparedMemory {
+  uint64_t population_ns = 0;  // writing every page in (0: not populated)
+  std::string kind;            // "hugetlb", "anon-thp", "shmem"; empty: the sink does not say
 };
 
 // How the memory is filled: from the bulk channels only (pre-copy), or also
@@ -58,6 +74,8 @@ class PageSink {
   // says `ready`: the regions the receivers write into.
   virtual Result<std::vector<SinkRegion>> prepare(const transport::MappingTable& table, ServeFaults faults,
                                                   const SinkWait& wait) = 0;
+  // After prepare: how its memory was made ready.
+  virtual PreparedMemory prepared() const { return {}; }
   // A newer mapping table, announced in band: the regions added for its new
   // mappings (regions of mappings that went away stay). A sink that cannot
   // follow the change refuses it.
@@ -91,8 +109,9 @@ class PageSink {
   virtual void discard() = 0;
 };
 
-// A memfd and the engine's shared mapping of it (unmapped when destroyed):
-// the memory of one SinkRegion.
+// A memfd and the engine's shared mapping of it, or the engine's own
+// anonymous memory (memfd() -1; unmapped when destroyed): the memory of one
+// SinkRegion.
 class MappedMemfd {
  public:
   // Prealloc::yes allocates and maps the memory up front (fallocate +
@@ -103,6 +122,12 @@ class MappedMemfd {
   static Result<MappedMemfd> map(uint64_t addr, uint64_t bytes, UniqueFd memfd, Prealloc prealloc);
   // A new memfd of `bytes`, mapped.
   static Result<MappedMemfd> create(uint64_t addr, uint64_t bytes);
+  // Anonymous private memory on transparent huge pages (MADV_HUGEPAGE),
+  // written in when `populate` (see population_ns()): for memory nothing
+  // else maps.
+  static Result<MappedMemfd> anonymous(uint64_t addr, uint64_t bytes, bool populate);
+  // What populating it took (map with Prealloc::yes, anonymous with populate).
+  uint64_t population_ns() const { return population_ns_; }
 
   SinkRegion region() const { return {addr_, bytes_, base_, memfd_.get()}; }
   uint64_t addr() const { return addr_; }
@@ -120,6 +145,26 @@ class MappedMemfd {
   uint64_t bytes_ = 0;
   UniqueFd memfd_;
   uint8_t* base_ = nullptr;
+  uint64_t population_ns_ = 0;
+};
+
+// Writes received page batches into another process (its memory at the
+// pages' own addresses) with process_vm_writev, one call per up to IOV_MAX
+// pieces: raw pages straight from the payload, other codecs decoded into a
+// scratch buffer first (a delta onto the page's current bytes, read from the
+// process). One per receiving thread.
+class ProcessPageWriter {
+ public:
+  // `visit` sees each page's bytes before they are written (hashing).
+  Result<void> write(pid_t pid, std::span<const PageEntry> entries, std::span<const uint8_t> payload,
+                     compress::Decompressor& decompressor, const compress::PageVisitor& visit = {});
+
+ private:
+  Result<void> read_delta_bases(pid_t pid, std::span<const PageEntry> entries);
+  std::vector<uint8_t*> dst_;
+  std::unique_ptr<uint8_t[]> scratch_;
+  size_t scratch_pages_ = 0;
+  std::vector<iovec> local_, remote_;
 };
 
 }  // namespace lm::engine

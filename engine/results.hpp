@@ -77,6 +77,11 @@ struct MigrationResult {
   DowntimeBreakdown downtime_breakdown;
   double destination_prepare_time_ms = 0;  // the source waiting for the destination's `ready`
   double end_to_end_time_ms = 0;           // everything: preparation, migration, verification, release
+  // The destination writing its memory before it said ready (part of its
+  // preparation, so of destination_prepare_time_ms), and what that memory is: "hugetlb",
+  // "anon-thp", "shmem" (empty from a destination that does not say).
+  double population_ms = 0;
+  std::string destination_ram;
 
   // ram.*
   uint64_t ram_total = 0;        // bytes of migrated memory

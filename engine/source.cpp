@@ -507,8 +507,11 @@ class SourceRun {
     result_.ram_total = table.total_bytes();
     session_config_ = o_.session;
     session_config_.bulk_channels = uint16_t(o_.channels);
-    // The destination asks the resumed guest for a userfaultfd only for post-copy.
+    // The destination asks the resumed guest for a userfaultfd only for post-copy,
+    // and hashes pages only for a verify (post-copy's digests end its serving).
     if (o_.mode == MigrationMode::precopy) session_config_.features &= ~uint64_t(transport::kFeaturePostCopy);
+    if (o_.mode == MigrationMode::precopy && !o_.verify)
+      session_config_.features &= ~uint64_t(transport::kFeatureDigest);
     LM_TRY(check_cancel());  // before a destination starts preparing for us
     session_ = LM_TRY_CTX(Session::connect_with(dial_, session_config_, table),
                           strf("source pid %d: connect to %s", pid, peer_.c_str()));
@@ -517,8 +520,11 @@ class SourceRun {
     // preparation is not the source's setup (QEMU's destination is prepared
     // before `migrate`): the wait is a figure of its own.
     const double prepare_from_ms = total_.elapsed_ms();
-    LM_TRY_CTX(control().expect<Ready>(), strf("source pid %d: waiting for the destination at %s", pid, peer_.c_str()));
+    const Ready ready = LM_TRY_CTX(control().expect<Ready>(),
+                                   strf("source pid %d: waiting for the destination at %s", pid, peer_.c_str()));
     prepare_ms_ = total_.elapsed_ms() - prepare_from_ms;
+    result_.population_ms = double(ready.population_ns) * 1e-6;
+    result_.destination_ram = ready.memory;
     LM_TRY(make_senders());
     LM_TRY(start_tracker(announced));
     result_.setup_time_ms = total_.elapsed_ms() - prepare_ms_;

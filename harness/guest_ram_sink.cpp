@@ -20,22 +20,32 @@ Result<std::vector<SinkRegion>> GuestRamSink::prepare(const transport::MappingTa
   guest_ = std::make_unique<guest::GuestProcess>(
       LM_TRY(guest::GuestProcess::spawn_resume(o_.guest_binary, handoff_path, o_.work_dir)));
   const bool postcopy = faults == ServeFaults::yes;
-  auto got = LM_TRY_CTX(handoff_->accept(ram.start, ram.end - ram.start,
-                                         postcopy ? guest::UffdWanted::yes : guest::UffdWanted::no,
-                                         int(wait.timeout.count()), wait.stopped),
+  guest::RamOffer offer = o_.ram;
+  if (postcopy) offer = {guest::UffdWanted::yes, false, false, false};
+  const uint64_t bytes = ram.end - ram.start;
+  auto got = LM_TRY_CTX(handoff_->accept(ram.start, bytes, offer, int(wait.timeout.count()), wait.stopped),
                         strf("resumed guest pid %d", guest_pid()));
-  ram_.emplace(LM_TRY(MappedMemfd::map(ram.start, ram.end - ram.start, std::move(got.memfd),
-                                       postcopy ? MappedMemfd::Prealloc::no : o_.prealloc)));
+  prepared_ = {got.population_ns, std::string(guest::ram_kind_name(got.kind))};
+  if (got.kind == guest::RamKind::anon_thp) {
+    region_ = SinkRegion{ram.start, bytes, nullptr, -1, got.pid};
+  } else {
+    const bool populated = !postcopy && offer.populate;
+    ram_.emplace(LM_TRY(MappedMemfd::map(ram.start, bytes, std::move(got.memfd),
+                                         populated ? MappedMemfd::Prealloc::yes : MappedMemfd::Prealloc::no)));
+    prepared_.population_ns += ram_->population_ns();
+    region_ = ram_->region();
+  }
   uffd_ = std::move(got.uffd);
   minor_registered_ = got.minor_registered;
-  return std::vector<SinkRegion>{ram_->region()};
+  return std::vector<SinkRegion>{region_};
 }
 
 // The guest's RAM is its one mapping: a table that is not exactly it again
 // cannot be followed.
 Result<std::vector<SinkRegion>> GuestRamSink::adopt(const transport::MappingTable& table) {
   const auto& e = table.entries();
-  if (ram_ && e.size() == 1 && e.front().start == ram_->addr() && e.front().end - e.front().start == ram_->bytes())
+  if (region_.bytes && e.size() == 1 && e.front().start == region_.addr &&
+      e.front().end - e.front().start == region_.bytes)
     return std::vector<SinkRegion>{};
   return Error::msg(strf("a guest migration keeps its one RAM mapping; the source announced %zu mappings "
                          "(generation %u) instead",
@@ -84,6 +94,7 @@ void GuestRamSink::discard() {
   handoff_.reset();
   uffd_.reset();
   ram_.reset();
+  region_ = {};
   kept_ = false;
 }
 

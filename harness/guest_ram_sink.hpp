@@ -1,7 +1,8 @@
 // The page sink that resumes livemig-guest (docs/guest.md): on prepare it
-// spawns `livemig-guest --resume` and takes its RAM memfd (and, for
-// post-copy, the userfaultfd registered on it) over the resume handoff; the
-// engine writes pages into that RAM; resume says `go` and waits for the
+// spawns `livemig-guest --resume`, which makes its RAM (hugetlb, anonymous
+// THP or shmem; written in before it replies) and hands over its memfd (and,
+// for post-copy, the userfaultfd registered on it), or for anonymous RAM only
+// its pid; the engine writes pages into that RAM (mapped, or process_vm_writev); resume says `go` and waits for the
 // guest's running report; keep releases the guest to run on its own, discard
 // aborts or kills it. The resumed guest then belongs to the caller
 // (take_guest()).
@@ -20,9 +21,12 @@ namespace lm::engine {
 struct GuestRamSinkOptions {
   std::string guest_binary;  // livemig-guest
   std::string work_dir;      // the handoff socket and the resumed guest's control socket
-  // Pre-copy allocates the RAM before receiving (post-copy never does: pages
-  // in the page cache would not raise the MISSING faults it serves).
-  MappedMemfd::Prealloc prealloc = MappedMemfd::Prealloc::yes;
+  // Pre-copy: the RAM kinds the guest may use besides shmem (it takes the
+  // first that works: hugetlb, anon-thp, shmem) and whether it writes its RAM
+  // in before the handoff reply (the engine then maps a memfd populated too).
+  // Post-copy always takes a shmem memfd, never populated: pages in the page
+  // cache would not raise the MISSING faults it serves.
+  guest::RamOffer ram;
 };
 
 class GuestRamSink final : public PageSink {
@@ -32,6 +36,7 @@ class GuestRamSink final : public PageSink {
 
   Result<std::vector<SinkRegion>> prepare(const transport::MappingTable& table, ServeFaults faults,
                                           const SinkWait& wait) override;
+  PreparedMemory prepared() const override { return prepared_; }
   Result<std::vector<SinkRegion>> adopt(const transport::MappingTable& table) override;
   Result<void> take_exec_state(const transport::ExecStateView& state) override;
   Result<PostcopyGuestRam> postcopy_ram() override;
@@ -53,7 +58,9 @@ class GuestRamSink final : public PageSink {
   GuestRamSinkOptions o_;
   std::optional<guest::HandoffServer> handoff_;
   std::unique_ptr<guest::GuestProcess> guest_;
-  std::optional<MappedMemfd> ram_;
+  SinkRegion region_;                // the guest's RAM as the receivers write it
+  std::optional<MappedMemfd> ram_;   // its memfd mapped here (none for anon-thp)
+  PreparedMemory prepared_;
   UniqueFd uffd_;  // post-copy: registered by the guest on its RAM
   bool minor_registered_ = false;
   bool kept_ = false;

@@ -72,6 +72,8 @@ std::string result_to_json(const MigrationResult& r) {
   j["setup-time"] = r.setup_time_ms;
   j["destination-prepare-time"] = r.destination_prepare_time_ms;
   j["end-to-end-time"] = r.end_to_end_time_ms;
+  j["population-time"] = r.population_ms;
+  j["destination-ram"] = r.destination_ram;
   j["ram"] = {{"total", r.ram_total},
               {"transferred", r.transferred},
               {"normal", r.pages_normal},

@@ -173,6 +173,10 @@ void encode_page_request(OutMessage& m, uint16_t version, uint64_t request_id, s
 void encode_event(OutMessage& m, uint16_t version, MsgType ready_or_resumed, const EventBody& body) {
   m.build(ready_or_resumed, version, &body, sizeof body);
 }
+void encode_ready(OutMessage& m, uint16_t version, const ReadyBody& body) {
+  if (version < 2) return encode_event(m, version, MsgType::ready, body.event);
+  m.build(MsgType::ready, version, &body, sizeof body);
+}
 void encode_digest(OutMessage& m, uint16_t version, std::span<const DigestEntry> digests) {
   DigestBody b{uint32_t(digests.size()), kDigestXxh3_64};
   m.build(MsgType::digest, version, &b, sizeof b, {{digests.data(), digests.size_bytes()}});
@@ -378,6 +382,11 @@ Result<PageRequestView> decode_page_request(const Message& m, const MappingTable
 Result<EventBody> decode_event(const Message& m) {
   if (m.type != MsgType::resumed) LM_TRY(expect_type(m, MsgType::ready));
   return fixed<EventBody>(m, m.type);
+}
+
+Result<ReadyBody> decode_ready(const Message& m) {
+  if (m.version < 2) return ReadyBody{LM_TRY(fixed<EventBody>(m, MsgType::ready)), 0, {}};
+  return fixed<ReadyBody>(m, MsgType::ready);
 }
 
 Result<std::span<const DigestEntry>> decode_digest(const Message& m, const MappingTable& table) {

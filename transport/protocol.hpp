@@ -25,7 +25,8 @@ namespace lm::transport {
 
 inline constexpr uint32_t kMsgMagic = 0x57494d4c;  // "LMIW"
 inline constexpr uint16_t kProtocolVersionMin = 1;
-inline constexpr uint16_t kProtocolVersionMax = 1;
+// Version 2: `ready` carries ReadyBody (how the destination's memory was made ready).
+inline constexpr uint16_t kProtocolVersionMax = 2;
 
 enum class MsgType : uint8_t {
   hello = 1,         // HelloBody: versions, page size, features, codecs, session, role
@@ -192,6 +193,15 @@ struct EventBody {
 };
 static_assert(sizeof(EventBody) == 16);
 
+// `ready` from version 2 on (version 1: EventBody alone).
+struct ReadyBody {
+  EventBody event;
+  uint64_t population_ns;       // the destination writing its memory before `ready` (0: none)
+  std::array<char, 16> memory;  // what the memory is ("hugetlb", "anon-thp", "shmem"), NUL padded
+};
+static_assert(sizeof(ReadyBody) == 40);
+static_assert(std::is_trivially_copyable_v<ReadyBody>);
+
 struct DigestEntry {
   uint64_t start;  // page aligned range [start, end) inside one mapping
   uint64_t end;
@@ -265,6 +275,8 @@ void encode_dirty_bitmap(OutMessage& m, uint16_t version, uint64_t start, uint64
 void encode_exec_state(OutMessage& m, uint16_t version, uint32_t kind, std::span<const std::byte> state);
 void encode_page_request(OutMessage& m, uint16_t version, uint64_t request_id, std::span<const uint64_t> addrs);
 void encode_event(OutMessage& m, uint16_t version, MsgType ready_or_resumed, const EventBody& body);
+// `ready` in the layout of `version` (version 1 carries only the event).
+void encode_ready(OutMessage& m, uint16_t version, const ReadyBody& body);
 void encode_digest(OutMessage& m, uint16_t version, std::span<const DigestEntry> digests);
 // `text` is copied inline up to the head capacity left (errors are short).
 void encode_error(OutMessage& m, uint16_t version, int code, std::string_view text);
@@ -322,6 +334,8 @@ struct PageRequestView {
 };
 Result<PageRequestView> decode_page_request(const Message& m, const MappingTable& table);
 Result<EventBody> decode_event(const Message& m);
+// `ready` of any version (version 1: population_ns 0, memory empty).
+Result<ReadyBody> decode_ready(const Message& m);
 Result<std::span<const DigestEntry>> decode_digest(const Message& m, const MappingTable& table);
 struct ErrorView {
   int code = 0;

@@ -1,6 +1,7 @@
 #include "harness/guest/handoff.hpp"
 
 #include <fcntl.h>
+#include <linux/memfd.h>
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -9,13 +10,25 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <utility>
 
 #include "common/clock.hpp"
+#include "common/populate.hpp"
 #include "harness/guest/layout.hpp"
 #include "harness/guest/unix_socket.hpp"
 
 namespace lm::guest {
+
+std::string_view ram_kind_name(RamKind k) {
+  switch (k) {
+    case RamKind::shmem: return "shmem";
+    case RamKind::hugetlb: return "hugetlb";
+    case RamKind::anon_thp: return "anon-thp";
+  }
+  return "unknown";
+}
 
 namespace {
 
@@ -112,6 +125,11 @@ HandoffServer::~HandoffServer() {
 
 Result<GuestRam> HandoffServer::accept(uint64_t ram_addr, uint64_t ram_size, UffdWanted uffd, int timeout_ms,
                                        const std::function<bool()>& stopped) {
+  return accept(ram_addr, ram_size, RamOffer{uffd, false, false, false}, timeout_ms, stopped);
+}
+
+Result<GuestRam> HandoffServer::accept(uint64_t ram_addr, uint64_t ram_size, const RamOffer& want, int timeout_ms,
+                                       const std::function<bool()>& stopped) {
   std::string what = strf("resuming guest on %s", path_.c_str());
   LM_TRY(wait_readable_unless(listen_fd_.get(), timeout_ms, "wait for a " + what, stopped));
   conn_.reset(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
@@ -122,10 +140,15 @@ Result<GuestRam> HandoffServer::accept(uint64_t ram_addr, uint64_t ram_size, Uff
     return Error::from_errno("SO_PEERCRED of " + what);
   what = strf("resuming guest pid %d on %s", cred.pid, path_.c_str());
 
-  HandoffOffer offer{kHandoffMagic, kHandoffVersion, uint16_t(uffd == UffdWanted::yes ? kOfferUffd : 0), ram_addr,
-                     ram_size};
+  const bool uffd = want.uffd == UffdWanted::yes;
+  const uint16_t flags = uint16_t((uffd ? kOfferUffd : 0) | (want.hugetlb && !uffd ? kOfferHugetlb : 0) |
+                                  (want.anon_thp && !uffd ? kOfferAnonThp : 0) |
+                                  (want.populate && !uffd ? kOfferPopulate : 0));
+  HandoffOffer offer{kHandoffMagic, kHandoffVersion, flags, ram_addr, ram_size};
   LM_TRY(send_all(conn_.get(), &offer, sizeof offer, what));
-  LM_TRY(wait_readable_unless(conn_.get(), timeout_ms, "reply of " + what, stopped));
+  // Populating takes its time on top (measured here: up to ~5 s per GiB of fresh memory).
+  const int reply_ms = timeout_ms + ((flags & kOfferPopulate) ? int(ram_size * 8 / (1ull << 20)) : 0);
+  LM_TRY(wait_readable_unless(conn_.get(), reply_ms, "reply of " + what, stopped));
   HandoffReply reply{};
   UniqueFd fds[2];
   LM_TRY(recv_message(conn_.get(), &reply, sizeof reply, fds, 2, what));
@@ -137,9 +160,15 @@ Result<GuestRam> HandoffServer::accept(uint64_t ram_addr, uint64_t ram_size, Uff
   }
   GuestRam ram;
   ram.pid = reply.pid;
+  ram.kind = RamKind(reply.ram_kind);
+  ram.population_ns = reply.population_ns;
+  const bool offered = ram.kind == RamKind::shmem || (ram.kind == RamKind::hugetlb && (flags & kOfferHugetlb)) ||
+                       (ram.kind == RamKind::anon_thp && (flags & kOfferAnonThp));
+  if (!offered)
+    return Error::msg(strf("%s: replied with RAM kind %u, which was not offered", what.c_str(), reply.ram_kind));
   ram.memfd = std::move(fds[0]);
-  if (!ram.memfd.valid()) return Error::msg(what + ": reply carried no memfd");
-  if (uffd == UffdWanted::yes) {
+  if (ram.kind != RamKind::anon_thp && !ram.memfd.valid()) return Error::msg(what + ": reply carried no memfd");
+  if (uffd) {
     if (!(reply.flags & kReplyHasUffd) || !fds[1].valid()) return Error::msg(what + ": reply carried no userfaultfd");
     ram.uffd = std::move(fds[1]);
     ram.minor_registered = reply.flags & kReplyMinor;
@@ -171,11 +200,25 @@ Result<uint64_t> HandoffServer::wait_running(int timeout_ms, const std::function
 namespace {
 
 struct MappedRam {
-  UniqueFd memfd;
+  RamKind kind = RamKind::shmem;
+  UniqueFd memfd;  // none for anon_thp
   UniqueFd uffd;
   void* base = nullptr;
+  uint64_t bytes = 0;
   bool minor = false;
   uint64_t features = 0;
+  uint64_t population_ns = 0;
+
+  MappedRam() = default;
+  MappedRam(MappedRam&& o) noexcept
+      : kind(o.kind), memfd(std::move(o.memfd)), uffd(std::move(o.uffd)), base(std::exchange(o.base, nullptr)),
+        bytes(o.bytes), minor(o.minor), features(o.features), population_ns(o.population_ns) {}
+  MappedRam& operator=(MappedRam&&) = delete;
+  // Unmapped unless released (a kind that did not work makes room for the next).
+  ~MappedRam() {
+    if (base) ::munmap(base, bytes);
+  }
+  void* release() { return std::exchange(base, nullptr); }
 };
 
 Result<UniqueFd> open_uffd() {
@@ -193,15 +236,7 @@ Result<uint64_t> probe_uffd_features() {
   return uint64_t(api.features);
 }
 
-Result<MappedRam> map_ram(uint64_t addr, uint64_t size, bool want_uffd) {
-  MappedRam r;
-  r.memfd.reset(::memfd_create("livemig-guest-ram", MFD_CLOEXEC));
-  if (!r.memfd.valid()) return Error::from_errno("memfd_create");
-  if (::ftruncate(r.memfd.get(), off_t(size)) != 0)
-    return Error::from_errno(strf("ftruncate memfd to %lu bytes", (unsigned long)size));
-  void* p = LM_TRY(map_guest_ram(addr, size, r.memfd.get()));
-  r.base = p;
-  if (!want_uffd) return r;
+Result<void> register_uffd(MappedRam& r, uint64_t addr, uint64_t size) {
   uint64_t supported = LM_TRY(probe_uffd_features());
   r.uffd = LM_TRY(open_uffd());
   uffdio_api api{UFFD_API, supported & (UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_THREAD_ID), 0};
@@ -214,7 +249,92 @@ Result<MappedRam> map_ram(uint64_t addr, uint64_t size, bool want_uffd) {
   reg.mode = UFFDIO_REGISTER_MODE_MISSING | (r.minor ? UFFDIO_REGISTER_MODE_MINOR : 0);
   if (::ioctl(r.uffd.get(), UFFDIO_REGISTER, &reg) != 0)
     return Error::from_errno(strf("UFFDIO_REGISTER guest RAM 0x%lx size %lu", (unsigned long)addr, (unsigned long)size));
+  return ok();
+}
+
+constexpr uint64_t kHugePage = 2ull << 20;
+
+uint64_t read_u64_file(const char* path) {
+  FILE* f = std::fopen(path, "r");
+  if (!f) return 0;
+  unsigned long long v = 0;
+  if (std::fscanf(f, "%llu", &v) != 1) v = 0;
+  std::fclose(f);
+  return v;
+}
+
+bool thp_disabled() {
+  FILE* f = std::fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+  if (!f) return true;
+  char line[128] = {};
+  bool never = std::fgets(line, sizeof line, f) && std::strstr(line, "[never]");
+  std::fclose(f);
+  return never;
+}
+
+// Why hugetlb cannot hold this RAM, or empty.
+std::string hugetlb_refusal(uint64_t addr, uint64_t size) {
+  if ((addr | size) % kHugePage != 0) return "RAM address or size is not 2 MiB aligned";
+  const uint64_t free_pages = read_u64_file("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages");
+  if (free_pages * kHugePage < size)
+    return strf("%llu free reserved 2 MiB pages, %llu needed", (unsigned long long)free_pages,
+                (unsigned long long)(size / kHugePage));
+  return {};
+}
+
+Result<MappedRam> map_memfd(RamKind kind, uint64_t addr, uint64_t size) {
+  MappedRam r;
+  r.kind = kind;
+  r.bytes = size;
+  const unsigned flags = MFD_CLOEXEC | (kind == RamKind::hugetlb ? MFD_HUGETLB | MFD_HUGE_2MB : 0);
+  r.memfd.reset(::memfd_create("livemig-guest-ram", flags));
+  if (!r.memfd.valid()) return Error::from_errno(strf("memfd_create (%s)", std::string(ram_kind_name(kind)).c_str()));
+  if (::ftruncate(r.memfd.get(), off_t(size)) != 0)
+    return Error::from_errno(strf("ftruncate memfd to %lu bytes", (unsigned long)size));
+  r.base = LM_TRY(map_guest_ram(addr, size, r.memfd.get()));
   return r;
+}
+
+Result<MappedRam> map_anon_thp(uint64_t addr, uint64_t size) {
+  MappedRam r;
+  r.kind = RamKind::anon_thp;
+  r.bytes = size;
+  r.base = LM_TRY(map_guest_ram(addr, size, -1));
+  if (::madvise(r.base, size, MADV_HUGEPAGE) != 0)
+    return Error::from_errno(strf("madvise(MADV_HUGEPAGE) guest RAM 0x%lx size %lu", (unsigned long)addr,
+                                  (unsigned long)size));
+  return r;
+}
+
+// One kind of RAM, written in when asked (the time it took is reported).
+Result<MappedRam> make_ram(RamKind kind, uint64_t addr, uint64_t size, bool populate) {
+  MappedRam r = LM_TRY(kind == RamKind::anon_thp ? map_anon_thp(addr, size) : map_memfd(kind, addr, size));
+  if (!populate) return r;
+  auto took = populate_for_write(r.base, size);
+  if (took) r.population_ns = *took;
+  else if (took.error().code != EINVAL) return std::move(took).error();  // EINVAL: a kernel before 5.14
+  return r;
+}
+
+// The first kind offered that works: hugetlb, anon_thp, shmem (post-copy:
+// shmem with its userfaultfd, never populated). A kind that fails makes room
+// for the next; only shmem's failure is the guest's.
+Result<MappedRam> map_ram(uint64_t addr, uint64_t size, uint16_t offer_flags) {
+  const bool populate = (offer_flags & kOfferPopulate) && !(offer_flags & kOfferUffd);
+  if (offer_flags & kOfferUffd) {
+    MappedRam r = LM_TRY(make_ram(RamKind::shmem, addr, size, false));
+    LM_TRY(register_uffd(r, addr, size));
+    return r;
+  }
+  if ((offer_flags & kOfferHugetlb) && hugetlb_refusal(addr, size).empty()) {
+    auto r = make_ram(RamKind::hugetlb, addr, size, populate);
+    if (r) return r;
+  }
+  if ((offer_flags & kOfferAnonThp) && !thp_disabled()) {
+    auto r = make_ram(RamKind::anon_thp, addr, size, populate);
+    if (r) return r;
+  }
+  return make_ram(RamKind::shmem, addr, size, populate);
 }
 
 }  // namespace
@@ -228,8 +348,8 @@ Result<ResumeRam> handoff_resume(const std::string& path, int timeout_ms) {
   if (offer.magic != kHandoffMagic || offer.version != kHandoffVersion)
     return Error::msg(strf("%s: bad offer (magic 0x%x, version %u)", what.c_str(), offer.magic, offer.version));
 
-  HandoffReply reply{kHandoffMagic, kHandoffVersion, 0, int32_t(::getpid()), 0, 0, {}};
-  auto mapped = map_ram(offer.ram_addr, offer.ram_size, offer.flags & kOfferUffd);
+  HandoffReply reply{kHandoffMagic, kHandoffVersion, 0, int32_t(::getpid()), 0, 0, 0, 0, 0, {}};
+  auto mapped = map_ram(offer.ram_addr, offer.ram_size, offer.flags);
   if (!mapped) {
     reply.error = mapped.error().code ? mapped.error().code : -1;
     copy_message(reply.message, mapped.error().message);
@@ -237,10 +357,12 @@ Result<ResumeRam> handoff_resume(const std::string& path, int timeout_ms) {
     return std::move(mapped).error();
   }
   int fds[2] = {mapped->memfd.get(), mapped->uffd.get()};
-  size_t nfds = mapped->uffd.valid() ? 2 : 1;
+  size_t nfds = mapped->uffd.valid() ? 2 : mapped->memfd.valid() ? 1 : 0;
   if (mapped->uffd.valid()) reply.flags |= kReplyHasUffd;
   if (mapped->minor) reply.flags |= kReplyMinor;
   reply.uffd_features = mapped->features;
+  reply.population_ns = mapped->population_ns;
+  reply.ram_kind = uint32_t(mapped->kind);
   LM_TRY(send_with_fds(conn.get(), &reply, sizeof reply, fds, nfds, what));
 
   // The engine may take long to fill RAM before go: no timeout here, only a
@@ -251,7 +373,7 @@ Result<ResumeRam> handoff_resume(const std::string& path, int timeout_ms) {
   if (go.magic != kHandoffMagic) return Error::msg(what + ": bad go message");
   if (go.command != uint32_t(HandoffCommand::go)) return Error::msg(what + " aborted the resume");
   ResumeRam out;
-  out.base = mapped->base;
+  out.base = mapped->release();
   out.ram_addr = offer.ram_addr;
   out.ram_size = offer.ram_size;
   out.conn = std::move(conn);
