@@ -703,8 +703,10 @@ class SourceRun {
     LM_TRY(sender_->mark_round_end({round_, kRoundEndFinal, last.pages, last.payload_bytes, 0,
                                     dt::total_pages(pending_), last.duration_ns, last.batches}));
     result_.rounds.push_back({round_, last.pages, last.wire_bytes, double(last.duration_ns) * 1e-6, 0});
-    // Leave nothing of ours in the process before it may run elsewhere.
-    LM_TRY(stop_tracker_checked());
+    // The tracker stops after the commit (verify()): unregistering a large
+    // write-protected range rewrites every entry of it, tens of ms per 2 GiB
+    // here, and the frozen source needs nothing of it meanwhile (the
+    // userfaultfd is the engine's only: it goes with the engine).
     return stay_stopped_from_commit();
   }
 
@@ -785,6 +787,7 @@ class SourceRun {
 
   // --- verify: the destination's digests against the frozen image ------------------------
   Result<SourcePhase> verify() {
+    if (tracker_running_) LM_TRY(stop_tracker_checked());
     if (o_.verify) {
       Stopwatch verify_clock;
       std::vector<PageRange> ranges;

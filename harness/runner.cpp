@@ -286,6 +286,9 @@ std::string time_breakdown(const MigrationResult& r) {
     s += strf("  post-copy   %.1f ms from the resume to the last page\n", r.postcopy_complete_ms);
   s += strf("dest-prepare  %.1f ms (waiting for the destination's ready; outside total-time)\n",
             r.destination_prepare_time_ms);
+  if (!r.destination_ram.empty())
+    s += strf("  population  %.1f ms (destination memory: %s, every page written before ready)\n", r.population_ms,
+              r.destination_ram.c_str());
   s += strf("verify        %s, %llu pages in %.1f ms (after the destination runs; outside total-time)\n",
             r.verify_ok ? "ok" : "not ok", (unsigned long long)r.verify_pages, r.verify_time_ms);
   s += strf("end-to-end    %.1f ms (preparation, migration, verification and release)\n", r.end_to_end_time_ms);

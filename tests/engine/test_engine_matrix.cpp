@@ -451,7 +451,6 @@ const Case kCases[] = {
 
     {P::stop_and_copy, F::freeze, "injected: freezing", P::stop_and_copy},
     {P::stop_and_copy, F::final_collect, "injected: tracker collect", P::stop_and_copy},
-    {P::stop_and_copy, F::tracker_stop, "injected: tracker stop", P::stop_and_copy},
     {P::stop_and_copy, F::stop_on_release, "injected: stop on release", P::stop_and_copy},
     {P::stop_and_copy, F::unthrottle, "injected: unthrottling", P::stop_and_copy, Profile::throttled},
     {P::stop_and_copy, F::corrupt_batch, "checksum", P::commit, Profile::quiet},
@@ -464,6 +463,8 @@ const Case kCases[] = {
     {P::commit, F::destination, "destination cancelled by the test", P::commit},
     {P::commit, F::link, "reset", P::commit},
 
+    // The tracker stops after the commit, off the downtime.
+    {P::verify, F::tracker_stop, "injected: tracker stop", P::verify},
     {P::verify, F::digest_read, "injected: a page read", P::verify},
     {P::verify, F::digest_mismatch, "verification: pages", P::verify},
     {P::verify, F::cancel, "cancelled by the test", P::verify},

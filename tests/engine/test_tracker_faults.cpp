@@ -56,7 +56,7 @@ struct Case {
 
 class TrackerFault : public testing::TestWithParam<Case> {};
 
-TEST_P(TrackerFault, RollsBackBeforeTheCommit) {
+TEST_P(TrackerFault, RollsBackBeforeTheVerdict) {
   const Case c = GetParam();
   const std::string dir = temp_dir();
   auto g = busy_guest(dir, 32ull << 20);
@@ -99,7 +99,7 @@ TEST_P(TrackerFault, RollsBackBeforeTheCommit) {
 INSTANTIATE_TEST_SUITE_P(Phases, TrackerFault,
                          testing::Values(Case{"collect_in_precopy", 2, false, "precopy"},
                                          Case{"collect_in_stop_and_copy", 4, false, "stop-and-copy"},
-                                         Case{"stop_in_stop_and_copy", 0, true, "stop-and-copy"}),
+                                         Case{"stop_in_verify", 0, true, "verify"}),
                          [](const testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
 
 }  // namespace
