@@ -583,7 +583,10 @@ class SourceRun {
       if (!collected.changes.empty()) LM_TRY(announce_mappings(collected.mappings));
       pending_ = collected.dirty;
       if (o_.hold_hot_pages) hold_hot_pages(collected.held);
-      const double dirty_rate = double(collected.dirty_pages) / collect_interval_s_;
+      // Held pages are written still, only no longer reported: they count in
+      // the dirty rate (auto-converge and the model judge by it) as they do
+      // in the expected downtime.
+      const double dirty_rate = double(collected.dirty_pages + held_pages_) / collect_interval_s_;
       if (round_ > 0 || t.pages > 0) {
         figures_.dirty_rate_sum += dirty_rate;
         figures_.dirty_rate_rounds++;
