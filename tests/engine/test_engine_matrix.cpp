@@ -698,6 +698,10 @@ TEST(EnginePostcopyGuest, ReleasedAndTheSourceNeverRunsAgain) {
 TEST(EnginePostcopyGuest, AReadFailureInPostcopyLosesTheVmAndNeverThawsTheSource) {
   PostcopyToGuest t;
   SET_UP_OR_SKIP(t, "postcopy-lost");
+  // The guest stays still: its first faults would reach the source before the
+  // destination's `resumed` does, and a read failing then rightly rolls back
+  // (the destination discards up to `resumed`). The pushers read only after it.
+  t.sink->on(SinkCall::resume, [] {});
   Migration& m = *t.m;
   m.on_phase = [&](SourcePhase p) {
     if (p == SourcePhase::postcopy) m.fake.fail(FakeOp::read, 1, ESRCH);
