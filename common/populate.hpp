@@ -18,8 +18,9 @@ inline constexpr int kMadvPopulateWrite = MADV_POPULATE_WRITE;
 
 // Populates [base, base + bytes) for writing, split in 2 MiB-aligned parts over
 // up to `threads` threads (one for less than 256 MiB). Returns the nanoseconds
-// it took. The error names the range and errno (ENOMEM: the memory, e.g.
-// reserved huge pages, ran out; EINVAL: a kernel without MADV_POPULATE_WRITE).
+// it took, 0 on a kernel without MADV_POPULATE_WRITE (before 5.14: nothing is
+// populated, the memory fills on first touch). The error names the range and
+// errno (ENOMEM: the memory, e.g. reserved huge pages, ran out).
 Result<uint64_t> populate_for_write(void* base, uint64_t bytes, unsigned threads = 2);
 
 }  // namespace lm

@@ -51,11 +51,9 @@ Result<MappedMemfd> MappedMemfd::anonymous(uint64_t addr, uint64_t bytes, bool p
   m.base_ = static_cast<uint8_t*>(p);
   (void)madvise(p, bytes, MADV_HUGEPAGE);  // a kernel without THP keeps 4 KiB pages
   if (!populate) return m;
-  auto took = populate_for_write(p, bytes);
-  if (took) m.population_ns_ = *took;
-  else if (took.error().code != EINVAL)  // EINVAL: a kernel before 5.14 fills it on first touch
-    return std::move(took).error().context(strf("destination memory for [0x%llx,+%llu)", (unsigned long long)addr,
-                                                (unsigned long long)bytes));
+  m.population_ns_ = LM_TRY_CTX(populate_for_write(p, bytes), strf("destination memory for [0x%llx,+%llu)",
+                                                                     (unsigned long long)addr,
+                                                                     (unsigned long long)bytes));
   return m;
 }
 

@@ -310,9 +310,7 @@ Result<MappedRam> map_anon_thp(uint64_t addr, uint64_t size) {
 Result<MappedRam> make_ram(RamKind kind, uint64_t addr, uint64_t size, bool populate) {
   MappedRam r = LM_TRY(kind == RamKind::anon_thp ? map_anon_thp(addr, size) : map_memfd(kind, addr, size));
   if (!populate) return r;
-  auto took = populate_for_write(r.base, size);
-  if (took) r.population_ns = *took;
-  else if (took.error().code != EINVAL) return std::move(took).error();  // EINVAL: a kernel before 5.14
+  r.population_ns = LM_TRY(populate_for_write(r.base, size));
   return r;
 }
 
