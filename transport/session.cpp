@@ -221,8 +221,17 @@ Result<Negotiated> negotiate(const HelloBody& s, const HelloBody& d) {
   return Negotiated{hi, codecs, s.features & d.features, s.session_id, s.bulk_channels, bool(s.psk)};
 }
 
+namespace {
+// Loopback, or a link that never leaves this host: every dpdk address but
+// af_packet is a memif here ("dpdk:<ip>:<port>" too, docs/dpdk.md).
+bool stays_on_host(std::string_view address) {
+  if (address.starts_with("dpdk:")) return !address.starts_with("dpdk:af_packet:");
+  return same_host_address(address);
+}
+}  // namespace
+
 Result<void> check_key_for_address(std::string_view address, const SessionConfig& config, std::string_view what) {
-  if (!config.psk.empty() || config.unauthenticated == Unauthenticated::allowed || same_host_address(address))
+  if (!config.psk.empty() || config.unauthenticated == Unauthenticated::allowed || stays_on_host(address))
     return ok();
   return Error{EACCES, strf("refusing to %.*s %.*s without a pre-shared key: it is not a loopback address; pass "
                             "--psk-file FILE (scenario: security.psk-file) on both sides, or --insecure "

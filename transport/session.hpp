@@ -131,7 +131,7 @@ Result<Session> accept_session(Listener& listener, const SessionConfig& config, 
                                std::stop_token stop = {});
 
 // Refuses a session without a pre-shared key on an address that is not
-// loopback (0.0.0.0 and :: are not), unless config.unauthenticated allows it.
+// loopback (0.0.0.0 and :: are not; a dpdk memif is), unless config.unauthenticated allows it.
 // `what` is "listen on" or "connect to"; the error says what to pass.
 Result<void> check_key_for_address(std::string_view address, const SessionConfig& config, std::string_view what);
 

@@ -594,7 +594,8 @@ TEST(SessionAuthTest, BulkChannelOfAnotherKeysSessionCannotJoin) {
 
 TEST(SessionAuthTest, KeylessSessionOffLoopbackIsRefusedUnlessInsecure) {
   SessionConfig none;
-  for (const char* address : {"tcp:0.0.0.0:7000", "tcp:[::]:7000", "uring:10.1.2.3:7000", "tcp:192.168.0.1:1"}) {
+  for (const char* address : {"tcp:0.0.0.0:7000", "tcp:[::]:7000", "uring:10.1.2.3:7000", "tcp:192.168.0.1:1",
+                              "dpdk:af_packet:veth0"}) {
     auto r = check_key_for_address(address, none, "listen on");
     ASSERT_FALSE(r.ok()) << address;
     EXPECT_NE(r.error().message.find(std::string("refusing to listen on ") + address +
@@ -604,7 +605,8 @@ TEST(SessionAuthTest, KeylessSessionOffLoopbackIsRefusedUnlessInsecure) {
     EXPECT_NE(r.error().message.find("--psk-file"), std::string::npos);
     EXPECT_NE(r.error().message.find("--insecure"), std::string::npos);
   }
-  for (const char* address : {"tcp:127.0.0.1:7000", "uring:127.0.0.2:0", "tcp:[::1]:7000"})
+  for (const char* address : {"tcp:127.0.0.1:7000", "uring:127.0.0.2:0", "tcp:[::1]:7000", "dpdk:127.0.0.1:0",
+                              "dpdk:memif:/tmp/x.sock"})
     EXPECT_TRUE(check_key_for_address(address, none, "connect to").ok()) << address;
   SessionConfig keyed;
   keyed.psk = "a key of 16 bytes";
