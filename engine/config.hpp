@@ -79,6 +79,15 @@ struct PostcopyConfig {
   std::chrono::milliseconds reconnect_timeout{kDefaultReconnectTimeoutMs};
 };
 
+// Authentication of the session (docs/protocol.md, "Authentication").
+// kGeneratePsk: `livemig run` writes a fresh random key for the run into its
+// private work directory and gives it to both sides.
+inline constexpr std::string_view kGeneratePsk = "generate";
+struct SecurityConfig {
+  std::string psk_file;  // the pre-shared key's file; empty: none (loopback only, unless insecure)
+  bool insecure = false;  // allow no key off loopback
+};
+
 struct ScenarioConfig {
   std::string name = "unnamed";
   std::string source_path;  // the file it came from, for messages
@@ -87,6 +96,7 @@ struct ScenarioConfig {
   ConvergenceConfig convergence;
   AutoConvergeConfig auto_converge;
   PostcopyConfig postcopy;
+  SecurityConfig security;
   bool verify = true;
   std::chrono::seconds timeout{600};  // the whole run
 };

@@ -93,6 +93,7 @@ struct DestinationMemory {
 }  // namespace
 
 Result<std::unique_ptr<Destination>> Destination::listen(DestinationOptions options) {
+  LM_TRY_CTX(transport::check_key_for_address(options.listen, options.session, "listen on"), "destination");
   auto listener = LM_TRY_CTX(transport::listen(options.listen, options.session.channel),
                              strf("destination listen on %s", options.listen.c_str()));
   return over(std::move(listener), std::move(options));

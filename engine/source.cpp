@@ -984,6 +984,10 @@ void SourceRun::record_figures() {
 }  // namespace
 
 Result<void> SourceMigration::run(const std::string& address, MigrationResult& result) {
+  if (auto keyed = transport::check_key_for_address(address, o_.session, "connect to"); !keyed) {
+    result.error = "source: " + keyed.error().message;
+    return std::move(keyed).error().context("source");
+  }
   transport::Dial dial = [address, options = o_.session.channel](transport::Timeout t) {
     return transport::connect(address, options, t);
   };

@@ -59,6 +59,16 @@ CLI::Option* add_address(CLI::App& app, const std::string& flag, engine::Scenari
           ""));
 }
 
+void add_security(CLI::App& app, engine::ScenarioConfig& config) {
+  app.add_option("--psk-file", config.security.psk_file,
+                 "pre-shared key file, the same on both sides (mode 0600, at least 16 bytes): the handshake "
+                 "authenticates both sides with it; needed off loopback")
+      ->envname("LIVEMIG_PSK_FILE")
+      ->type_name("FILE");
+  app.add_flag("--insecure", config.security.insecure,
+               "allow a non-loopback address without --psk-file (unauthenticated and unencrypted)");
+}
+
 std::string command_path(const CLI::App& app) {
   std::string path = app.get_name();
   for (const CLI::App* up = app.get_parent(); up; up = up->get_parent()) path = up->get_name() + " " + path;

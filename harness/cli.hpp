@@ -49,6 +49,9 @@ CLI::Option* add_setting(CLI::App& app, const std::string& flag, engine::Scenari
 // "TRANSPORT:ADDRESS" into the keys migration.transport and migration.address.
 CLI::Option* add_address(CLI::App& app, const std::string& flag, engine::ScenarioConfig& config,
                          const std::string& help);
+// --psk-file FILE ($LIVEMIG_PSK_FILE) and --insecure: the keys security.psk-file
+// and security.insecure of `livemig source` and `livemig dest`.
+void add_security(CLI::App& app, engine::ScenarioConfig& config);
 // "livemig source", for messages.
 std::string command_path(const CLI::App& app);
 

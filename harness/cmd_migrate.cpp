@@ -78,6 +78,7 @@ Result<engine::DestinationOptions> dest_options(const DestArgs& a, DestSinks& si
   o.listen = engine::transport_address(a.config.migration);
   o.timeout = transport::Timeout(a.timeout_ms);
   o.reconnect_timeout = a.config.postcopy.reconnect_timeout;
+  LM_TRY(engine::apply_security(a.config.security, o.session));
   if (a.image)
     o.sink = sinks.image = std::make_shared<engine::ImageSink>();
   else
@@ -175,6 +176,7 @@ engine::SourceOptions source_options(const SourceArgs& a) {
 
 int run_source(const SourceArgs& a) {
   engine::SourceOptions o = source_options(a);
+  if (auto keyed = engine::apply_security(a.config.security, o.session); !keyed) return fail("source", keyed.error());
   engine::MigrationResult result;
   result.host = engine::read_host_facts();
   result.config.migration.mode = o.mode;
@@ -210,6 +212,7 @@ Run dest(CLI::App& app) {
   add_setting(app, "--reconnect-timeout-ms", a->config, "postcopy.reconnect-timeout-ms",
               "post-copy: how long faults wait for a broken link to come back, ms (0: never)");
   app.add_flag("--exit-after", a->exit_after, "stop the resumed guest and exit once the migration completed");
+  add_security(app, a->config);
   return [a] { return run_dest(*a); };
 }
 
@@ -241,6 +244,7 @@ Run source(CLI::App& app) {
      "(default kill; keep, a live snapshot, for an image without --ram)");
   app.add_flag("--allow-other-user", a->allow_other_user, "migrate a process that belongs to another user");
   app.add_option("--out", a->out, "write the result JSON here");
+  add_security(app, c);
   return [a] { return run_source(*a); };
 }
 

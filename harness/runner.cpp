@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "common/clock.hpp"
+#include "common/secret.hpp"
 #include "engine/prepaging.hpp"
 #include "engine/destination.hpp"
 #include "engine/image_sink.hpp"
@@ -209,6 +210,17 @@ SourceOptions source_options(const ScenarioConfig& config) {
   return o;
 }
 
+Result<void> apply_security(const SecurityConfig& security, transport::SessionConfig& session) {
+  session.unauthenticated =
+      security.insecure ? transport::Unauthenticated::allowed : transport::Unauthenticated::loopback_only;
+  if (security.psk_file.empty()) return ok();
+  if (security.psk_file == kGeneratePsk)
+    return Error::msg("security.psk-file = \"generate\" is for livemig run, which holds both sides; give "
+                      "livemig dest and livemig source the same key file");
+  session.psk = LM_TRY(read_key_file(security.psk_file));
+  return ok();
+}
+
 Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOptions& options) {
   MigrationResult result;
   result.config = config;
@@ -230,6 +242,12 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
   else
     dopts.sink = std::make_shared<ImageSink>();
   dopts.reconnect_timeout = config.postcopy.reconnect_timeout;
+  SecurityConfig security = config.security;
+  if (security.psk_file == kGeneratePsk) {  // a fresh key in the private (0700) work directory
+    security.psk_file = work.path() + "/psk";
+    LM_TRY(write_random_key_file(security.psk_file));
+  }
+  LM_TRY(apply_security(security, dopts.session));
   // The source decides what an interruption means (options.cancel); the
   // destination stops only once the source gave up, e.g. while it still
   // waits for a session the source never opened.
@@ -239,6 +257,8 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
   std::thread dest_thread([&] { outcome = destination->run(); });
 
   SourceOptions sopts = source_options(config);
+  sopts.session.psk = dopts.session.psk;
+  sopts.session.unauthenticated = dopts.session.unauthenticated;
   sopts.pid = target.pid;
   sopts.scope = target.scope;
   sopts.exec_state = target.exec_state;

@@ -36,6 +36,11 @@ std::string transport_address(const MigrationConfig& m);
 // `livemig source`); the caller adds the target and the callbacks.
 SourceOptions source_options(const ScenarioConfig& config);
 
+// The session's pre-shared key and off-loopback rule from the security keys:
+// reads security.psk-file (common/secret.hpp: private file, >= 16 bytes).
+// "generate" is run_scenario's own (it holds both sides), an error here.
+Result<void> apply_security(const SecurityConfig& security, transport::SessionConfig& session);
+
 // Runs the scenario. The Result is an error only when the scenario could not
 // be set up (the workload did not start); a migration that failed is a
 // result with completed == false and the reason in `error`.

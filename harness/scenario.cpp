@@ -271,6 +271,9 @@ const std::vector<Key>& keys() {
       duration<std::chrono::milliseconds>(
           "postcopy.reconnect-timeout-ms",
           [](C& c) -> std::chrono::milliseconds& { return c.postcopy.reconnect_timeout; }, 0, 3600000),
+
+      text("security.psk-file", [](C& c) -> std::string& { return c.security.psk_file; }),
+      boolean("security.insecure", [](C& c) -> bool& { return c.security.insecure; }),
   };
   return table;
 }

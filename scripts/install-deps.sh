@@ -9,6 +9,7 @@ packages=(
   meson ninja-build pkg-config g++ clang libclang-rt-14-dev
   # core libraries
   liblz4-dev libzstd-dev libxxhash-dev libtomlplusplus-dev nlohmann-json3-dev libcli11-dev
+  libsodium-dev  # the handshake's MAC and key files
   # optional backends (meson features: io_uring, dpdk)
   liburing-dev dpdk-dev libdpdk-dev
   # tests and benchmarks

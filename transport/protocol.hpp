@@ -24,13 +24,17 @@
 namespace lm::transport {
 
 inline constexpr uint32_t kMsgMagic = 0x57494d4c;  // "LMIW"
-inline constexpr uint16_t kProtocolVersionMin = 1;
 // Version 2: `ready` carries ReadyBody (how the destination's memory was made ready).
-inline constexpr uint16_t kProtocolVersionMax = 2;
+// Version 3: the handshake authenticates both sides with an HMAC over the
+// whole transcript (AuthBody of 32 bytes, both ways). Older peers are refused
+// at negotiation: their keyed XXH3 proof is not a MAC, and falling back to it
+// would be a downgrade.
+inline constexpr uint16_t kProtocolVersionMin = 3;
+inline constexpr uint16_t kProtocolVersionMax = 3;
 
 enum class MsgType : uint8_t {
   hello = 1,         // HelloBody: versions, page size, features, codecs, session, role
-  auth = 2,          // AuthBody: proof of the pre-shared key over the peer's nonce
+  auth = 2,          // AuthBody: HMAC proof of the pre-shared key over the handshake transcript
   accept = 3,        // AcceptBody: the channel joined the session
   mappings = 4,      // MappingsBody + MappingEntry[count]
   page_batch = 5,    // PageBatchBody + PageEntry[count] + payload
@@ -80,20 +84,22 @@ struct HelloBody {
   uint32_t codecs;  // bit (1 << Codec)
   uint16_t bulk_channels;
   uint8_t role;     // ChannelRole
-  uint8_t psk;      // 1 if the sender requires/holds a pre-shared key
+  uint8_t psk;      // 1: the sender holds a pre-shared key and requires the peer's proof
   uint16_t index;   // bulk index (0 for control/priority)
   uint16_t reserved;
   uint32_t reserved2;
   uint64_t session_id;
-  std::array<uint8_t, 16> nonce;  // challenge for the peer's auth proof
+  std::array<uint8_t, 16> nonce;  // fresh random challenge; both hellos are in both proofs
 };
 static_assert(sizeof(HelloBody) == 56);
 static_assert(std::is_trivially_copyable_v<HelloBody>);
 
+// Sent by both sides when both hold a key (docs/protocol.md, "Authentication").
 struct AuthBody {
-  std::array<uint8_t, 16> proof;  // keyed hash of (psk, peer nonce, session, role, index)
+  std::array<uint8_t, 32> proof;  // HMAC-SHA256(handshake key, direction label, transcript)
 };
-static_assert(sizeof(AuthBody) == 16);
+static_assert(sizeof(AuthBody) == 32);
+static_assert(std::is_trivially_copyable_v<AuthBody>);
 
 struct AcceptBody {
   uint16_t version;  // negotiated

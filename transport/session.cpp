@@ -2,25 +2,12 @@
 
 #include "transport/stream.hpp"
 
-#include <sys/random.h>
-
-#define XXH_STATIC_LINKING_ONLY
-#include <xxhash.h>
+#include <sodium.h>
 
 #include <cstring>
 
 namespace lm::transport {
 namespace {
-
-void random_bytes(void* out, size_t n) {
-  auto* p = static_cast<uint8_t*>(out);
-  while (n) {
-    ssize_t got = getrandom(p, n, 0);
-    if (got <= 0) continue;  // EINTR; getrandom does not fail otherwise once the pool is ready
-    p += got;
-    n -= size_t(got);
-  }
-}
 
 std::string codec_list(uint32_t mask) {
   std::string s;
@@ -29,24 +16,51 @@ std::string codec_list(uint32_t mask) {
   return "{" + s + "}";
 }
 
-// Keyed hash over the peer's nonce and the channel's identity. XXH3-128 is not
-// a cryptographic MAC: the key check stops mis-wired or stale peers joining a
-// session; it is not a defence against an active attacker (docs/protocol.md).
-AuthBody make_proof(const std::string& psk, const std::array<uint8_t, 16>& nonce, uint64_t session_id,
-                    uint8_t role, uint16_t index) {
-  XXH3_state_t st;
-  XXH3_128bits_reset(&st);
-  XXH3_128bits_update(&st, psk.data(), psk.size());
-  XXH3_128bits_update(&st, nonce.data(), nonce.size());
-  XXH3_128bits_update(&st, &session_id, sizeof session_id);
-  XXH3_128bits_update(&st, &role, sizeof role);
-  XXH3_128bits_update(&st, &index, sizeof index);
-  XXH3_128bits_update(&st, psk.data(), psk.size());
-  XXH128_hash_t h = XXH3_128bits_digest(&st);
-  AuthBody a{};
-  std::memcpy(a.proof.data(), &h.low64, 8);
-  std::memcpy(a.proof.data() + 8, &h.high64, 8);
-  return a;
+// libsodium's own setup (its random source); idempotent and thread-safe.
+void init_sodium() {
+  if (sodium_init() < 0) __builtin_trap();  // only fails without a random source: nothing works then
+}
+
+void random_bytes(void* out, size_t n) {
+  init_sodium();
+  randombytes_buf(out, n);
+}
+
+// --- authentication (docs/protocol.md, "Authentication") ---------------------------
+
+enum class Prover { source, destination };
+
+// HMAC-SHA256 under a key derived from the pre-shared key (the raw key is
+// only ever a KDF input: TLS-PSK derives its own from it) over a direction
+// label, both hellos as sent (nonces, session id, role, index, key flags)
+// and what was negotiated from them. The labels keep one side's proof from
+// serving as the other's; the fresh nonces keep a proof from serving twice.
+AuthBody make_proof(const std::string& psk, Prover prover, const HelloBody& source, const HelloBody& dest,
+                    const Negotiated& agreed) {
+  static constexpr std::string_view kKeyLabel = "livemig v3 handshake key";
+  const std::string_view label = prover == Prover::source ? "livemig v3 proof by source" : "livemig v3 proof by destination";
+  auto bytes = [](const auto* p) { return reinterpret_cast<const unsigned char*>(p); };
+  unsigned char key[crypto_auth_hmacsha256_BYTES];
+  crypto_auth_hmacsha256_state st;
+  crypto_auth_hmacsha256_init(&st, bytes(psk.data()), psk.size());
+  crypto_auth_hmacsha256_update(&st, bytes(kKeyLabel.data()), kKeyLabel.size());
+  crypto_auth_hmacsha256_final(&st, key);
+  const AcceptBody result{agreed.version, 0, agreed.codecs, agreed.features};
+  crypto_auth_hmacsha256_init(&st, key, sizeof key);
+  crypto_auth_hmacsha256_update(&st, bytes(label.data()), label.size());
+  crypto_auth_hmacsha256_update(&st, bytes(&source), sizeof source);
+  crypto_auth_hmacsha256_update(&st, bytes(&dest), sizeof dest);
+  crypto_auth_hmacsha256_update(&st, bytes(&result), sizeof result);
+  AuthBody proof{};
+  static_assert(sizeof proof.proof == crypto_auth_hmacsha256_BYTES);
+  crypto_auth_hmacsha256_final(&st, proof.proof.data());
+  sodium_memzero(key, sizeof key);
+  sodium_memzero(&st, sizeof st);
+  return proof;
+}
+
+bool proof_matches(const AuthBody& got, const AuthBody& want) {
+  return sodium_memcmp(got.proof.data(), want.proof.data(), want.proof.size()) == 0;
 }
 
 HelloBody make_hello(const SessionConfig& c, ChannelRole role, uint16_t index, uint16_t bulk, uint64_t session_id) {
@@ -75,6 +89,16 @@ Error reject(Channel& ch, uint16_t version, Error e) {
   encode_error(m, version, e.code, e.message);
   (void)send_message(ch, m, Timeout(1000));
   return e;
+}
+
+// A failed key proof: the peer gets the short reason (an error message's
+// text is short), our error adds the channel (which names the peer) and a hint.
+Error refuse_proof(Channel& ch, uint16_t version, std::string_view reason, std::string_view hint) {
+  OutMessage m;
+  encode_error(m, version, EACCES, reason);
+  (void)send_message(ch, m, Timeout(1000));
+  return Error{EACCES, strf("channel %s: %.*s (%.*s)", ch.name().c_str(), int(reason.size()), reason.data(),
+                            int(hint.size()), hint.data())};
 }
 
 // Receives the next message; an error message from the peer becomes our error.
@@ -109,8 +133,17 @@ Result<Negotiated> client_handshake(Channel& ch, const SessionConfig& config, Ch
   HelloBody theirs = LM_TRY_CTX(decode_hello(m), "channel " + ch.name());
   auto neg = negotiate(mine, theirs);
   if (!neg) return reject(ch, mine.version_max, std::move(neg).error().context("channel " + ch.name()));
-  encode_auth(out, neg->version, make_proof(config.psk, theirs.nonce, session_id, mine.role, index));
-  LM_TRY(send_or_explain(ch, out, t));
+  if (neg->authenticated) {
+    // The destination proves the key first: a destination that cannot is
+    // told so and learns nothing more (no proof of ours, no mappings).
+    Message dm = LM_TRY(expect(ch, MsgType::auth, t));
+    AuthBody theirs_proof = LM_TRY_CTX(decode_auth(dm), "channel " + ch.name());
+    if (!proof_matches(theirs_proof, make_proof(config.psk, Prover::destination, mine, theirs, *neg)))
+      return refuse_proof(ch, neg->version, "pre-shared key mismatch: the destination's proof did not verify",
+                          "a wrong key, or not a destination that holds ours");
+    encode_auth(out, neg->version, make_proof(config.psk, Prover::source, mine, theirs, *neg));
+    LM_TRY(send_or_explain(ch, out, t));
+  }
   if (mappings) {
     encode_mappings(out, neg->version, *mappings);
     LM_TRY(send_or_explain(ch, out, t));
@@ -144,14 +177,14 @@ Result<Joined> server_handshake(Channel& ch, const SessionConfig& config, std::s
   LM_TRY(send_message(ch, out, t));
   auto neg = negotiate(theirs, mine);
   if (!neg) return reject(ch, mine.version_max, std::move(neg).error().context("channel " + ch.name()));
-  Message am = LM_TRY(expect(ch, MsgType::auth, t, stop));
-  AuthBody auth = LM_TRY_CTX(decode_auth(am), "channel " + ch.name());
-  if (!config.psk.empty()) {
-    AuthBody want = make_proof(config.psk, mine.nonce, theirs.session_id, theirs.role, theirs.index);
-    if (want.proof != auth.proof)
-      return reject(ch, neg->version,
-                    Error{EACCES, strf("channel %s: pre-shared key mismatch (%s proof rejected)", ch.name().c_str(),
-                                       theirs.psk ? "wrong" : "no key given, empty")});
+  if (neg->authenticated) {
+    encode_auth(out, neg->version, make_proof(config.psk, Prover::destination, theirs, mine, *neg));
+    LM_TRY(send_message(ch, out, t));
+    Message am = LM_TRY(expect(ch, MsgType::auth, t, stop));
+    AuthBody auth = LM_TRY_CTX(decode_auth(am), "channel " + ch.name());
+    if (!proof_matches(auth, make_proof(config.psk, Prover::source, theirs, mine, *neg)))
+      return refuse_proof(ch, neg->version, "pre-shared key mismatch: the source's proof did not verify",
+                          "a wrong key, or a replayed or altered handshake");
   }
   Joined j{*neg, role, theirs.index, std::nullopt};
   if (role == ChannelRole::control) {
@@ -182,11 +215,33 @@ Result<Negotiated> negotiate(const HelloBody& s, const HelloBody& d) {
                               codec_list(s.codecs).c_str(), codec_list(d.codecs).c_str())};
   if (s.bulk_channels == 0)
     return Error{EPROTO, "source announced 0 bulk channels"};
-  return Negotiated{hi, codecs, s.features & d.features, s.session_id, s.bulk_channels};
+  if (bool(s.psk) != bool(d.psk))
+    return Error{EACCES, s.psk ? "pre-shared key mismatch: the source has a key, the destination none"
+                               : "pre-shared key mismatch: the destination has a key, the source none"};
+  return Negotiated{hi, codecs, s.features & d.features, s.session_id, s.bulk_channels, bool(s.psk)};
+}
+
+namespace {
+// Loopback, or a link that never leaves this host: every dpdk address but
+// af_packet is a memif here ("dpdk:<ip>:<port>" too, docs/dpdk.md).
+bool stays_on_host(std::string_view address) {
+  if (address.starts_with("dpdk:")) return !address.starts_with("dpdk:af_packet:");
+  return same_host_address(address);
+}
+}  // namespace
+
+Result<void> check_key_for_address(std::string_view address, const SessionConfig& config, std::string_view what) {
+  if (!config.psk.empty() || config.unauthenticated == Unauthenticated::allowed || stays_on_host(address))
+    return ok();
+  return Error{EACCES, strf("refusing to %.*s %.*s without a pre-shared key: it is not a loopback address; pass "
+                            "--psk-file FILE (scenario: security.psk-file) on both sides, or --insecure "
+                            "(security.insecure = true) to run unauthenticated",
+                            int(what.size()), what.data(), int(address.size()), address.data())};
 }
 
 Result<Session> Session::connect(std::string_view address, const SessionConfig& config,
                                  const MappingTable& mappings) {
+  LM_TRY(check_key_for_address(address, config, "connect to"));
   std::string addr(address);
   ChannelOptions options = config.channel;
   return connect_with(

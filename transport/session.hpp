@@ -5,11 +5,13 @@
 // not by arrival order, so several sessions can share one listener.
 //
 // Handshake per channel (docs/protocol.md):
-//   source → dest   hello  (versions, page size, features, codecs, N, session id, role, index, nonce)
+//   source → dest   hello  (versions, page size, features, codecs, N, session id, role, index, key flag, nonce)
 //   dest   → source hello  (its own values and nonce)
 //   both   negotiate: version = min(max_s, max_d) if >= max(min_s, min_d); codecs =
-//          common set (must include raw); page sizes equal; N equal; else error naming both.
-//   source → dest   auth   (proof of the pre-shared key over the dest's nonce)
+//          common set (must include raw); page sizes equal; N equal; both or
+//          neither hold a key; else error naming both.
+//   dest   → source auth   (both hold a key: HMAC proof over both hellos and the result)
+//   source → dest   auth   (the same with the source's label), after checking the dest's
 //   source → dest   mappings (control channel only)
 //   dest   → source accept  or  error
 #pragma once
@@ -28,6 +30,12 @@
 
 namespace lm::transport {
 
+// Whether a session may run without a pre-shared key off loopback.
+enum class Unauthenticated {
+  loopback_only,  // default: no key is fine on 127.0.0.0/8, ::1 or a dpdk memif only
+  allowed,        // --insecure / security.insecure
+};
+
 struct SessionConfig {
   uint16_t version_min = kProtocolVersionMin;
   uint16_t version_max = kProtocolVersionMax;
@@ -35,7 +43,10 @@ struct SessionConfig {
   uint64_t features = kFeatureDirtyBitmap | kFeaturePostCopy | kFeatureDigest;
   uint32_t codecs = (1u << kCodecCount) - 1;
   uint16_t bulk_channels = 1;  // source side: how many to open; dest: ignored (taken from hello)
-  std::string psk;             // empty: no pre-shared key
+  // The pre-shared key as read from its file (common/secret.hpp); empty: none.
+  // Both sides hold one or neither; the handshake derives its own key from it.
+  std::string psk;
+  Unauthenticated unauthenticated = Unauthenticated::loopback_only;
   ChannelOptions channel;
   Timeout handshake_timeout = Timeout(10000);
   // Source side: 0 draws a fresh random id. A post-copy recovery dials again
@@ -49,6 +60,7 @@ struct Negotiated {
   uint64_t features = 0;
   uint64_t session_id = 0;
   uint16_t bulk_channels = 0;
+  bool authenticated = false;  // both sides proved the pre-shared key
 };
 
 class Session {
@@ -117,6 +129,11 @@ class SessionAcceptor {
 // channel's handshake) with ECANCELED.
 Result<Session> accept_session(Listener& listener, const SessionConfig& config, Timeout timeout,
                                std::stop_token stop = {});
+
+// Refuses a session without a pre-shared key on an address that is not
+// loopback (0.0.0.0 and :: are not; a dpdk memif is), unless config.unauthenticated allows it.
+// `what` is "listen on" or "connect to"; the error says what to pass.
+Result<void> check_key_for_address(std::string_view address, const SessionConfig& config, std::string_view what);
 
 // Negotiation rule shared by both sides (exposed for tests).
 Result<Negotiated> negotiate(const HelloBody& source, const HelloBody& dest);

@@ -1,6 +1,8 @@
 // Sessions: handshake and negotiation, channels placed by (session, role,
 // index) not arrival order, page batches across 1..4 bulk channels on every
-// backend, and the rejections (version, codecs, pre-shared key).
+// backend, the rejections (version, codecs, pre-shared key), and the mutual
+// authentication: wrong or one-sided keys, replayed handshakes in both
+// directions, a channel of another key's session.
 #include <cstring>
 #include <thread>
 
@@ -89,6 +91,8 @@ TEST_P(SessionTest, PageBatchesAcrossBulkChannelsArriveIntact) {
   Session& src = *p.source;
   Session& dst = *p.dest;
   EXPECT_EQ(src.negotiated().session_id, dst.negotiated().session_id);
+  EXPECT_TRUE(src.negotiated().authenticated);
+  EXPECT_TRUE(dst.negotiated().authenticated);
   ASSERT_EQ(dst.bulk_count(), size_t(nbulk));
   for (int i = 0; i < nbulk; ++i)
     EXPECT_EQ(dst.bulk(i).name().rfind("bulk" + std::to_string(i) + " ", 0), 0u) << dst.bulk(i).name();
@@ -188,7 +192,9 @@ TEST_P(HandshakeTest, VersionMismatchNamesBothSides) {
 
 TEST_P(HandshakeTest, NegotiatesHighestCommonVersionAndCommonCodecs) {
   SessionConfig src, dst;
+  src.version_min = 1;
   src.version_max = 1;
+  dst.version_min = 1;
   src.codecs = (1u << unsigned(Codec::raw)) | (1u << unsigned(Codec::zero)) | (1u << unsigned(Codec::lz4));
   dst.codecs = (1u << unsigned(Codec::raw)) | (1u << unsigned(Codec::lz4)) | (1u << unsigned(Codec::zstd));
   Pair p = establish(GetParam(), src, dst);
@@ -210,21 +216,47 @@ TEST_P(HandshakeTest, NoCommonCodecIsAClearError) {
       << p.source.error().message;
 }
 
-TEST_P(HandshakeTest, WrongPreSharedKeyRejected) {
-  SessionConfig src, dst;
-  src.psk = "guess";
-  dst.psk = "the real key";
-  Pair p = establish(GetParam(), src, dst);
-  ASSERT_FALSE(p.source.ok());
-  ASSERT_FALSE(p.dest.ok());
-  EXPECT_NE(p.source.error().message.find("pre-shared key mismatch"), std::string::npos) << p.source.error().message;
-  EXPECT_EQ(p.source.error().code, EACCES);
-  EXPECT_NE(p.dest.error().message.find("pre-shared key mismatch"), std::string::npos) << p.dest.error().message;
+// Both errors are EACCES, say what happened and name the channel (so the
+// peer's address on a socket backend).
+void expect_key_error(const Result<Session>& r, const std::string& what, const std::string& backend) {
+  ASSERT_FALSE(r.ok()) << "expected: " << what;
+  EXPECT_EQ(r.error().code, EACCES) << r.error().message;
+  EXPECT_NE(r.error().message.find(what), std::string::npos) << r.error().message;
+  const std::string peer = testing::is_socket_backend(backend) ? "127.0.0.1:" : "inproc";
+  EXPECT_NE(r.error().message.find(peer), std::string::npos) << r.error().message;
+}
 
-  SessionConfig none;
-  Pair q = establish(GetParam(), none, dst);
-  ASSERT_FALSE(q.source.ok());
-  EXPECT_NE(q.source.error().message.find("pre-shared key mismatch"), std::string::npos);
+TEST_P(HandshakeTest, WrongPreSharedKeyRejectedOnBothSides) {
+  for (auto [src_key, dst_key] : {std::pair{"guess guess guess", "the real key, 16+"},
+                                  std::pair{"the real key, 16+", "guess guess guess"}}) {
+    SessionConfig src, dst;
+    src.psk = src_key;
+    dst.psk = dst_key;
+    Pair p = establish(GetParam(), src, dst);
+    // The source checks the destination's proof first and tells it why.
+    expect_key_error(p.source, "pre-shared key mismatch: the destination's proof did not verify", GetParam());
+    expect_key_error(p.dest, "peer reported: pre-shared key mismatch: the destination's proof did not verify",
+                     GetParam());
+  }
+}
+
+TEST_P(HandshakeTest, KeyOnOneSideOnlyRejectedOnBothSides) {
+  SessionConfig keyed, none;
+  keyed.psk = "only one side has it";
+  Pair a = establish(GetParam(), keyed, none);
+  expect_key_error(a.source, "pre-shared key mismatch: the source has a key, the destination none", GetParam());
+  expect_key_error(a.dest, "pre-shared key mismatch: the source has a key, the destination none", GetParam());
+  Pair b = establish(GetParam(), none, keyed);
+  expect_key_error(b.source, "pre-shared key mismatch: the destination has a key, the source none", GetParam());
+  expect_key_error(b.dest, "pre-shared key mismatch: the destination has a key, the source none", GetParam());
+}
+
+TEST_P(HandshakeTest, NoKeyOnEitherSideIsUnauthenticated) {
+  Pair p = establish(GetParam(), SessionConfig{}, SessionConfig{});
+  ASSERT_TRUE(p.source.ok()) << p.source.error().message;
+  ASSERT_TRUE(p.dest.ok()) << p.dest.error().message;
+  EXPECT_FALSE(p.source->negotiated().authenticated);
+  EXPECT_FALSE(p.dest->negotiated().authenticated);
 }
 
 TEST_P(HandshakeTest, PageSizeMismatchRejected) {
@@ -338,6 +370,251 @@ TEST(SessionAcceptorTest, RedialUnderTheSameIdAfterAPartialAttempt) {
 
 INSTANTIATE_TEST_SUITE_P(Backends, HandshakeTest, ::testing::ValuesIn(testing::test_backends()),
                          testing::backend_param_name);
+
+// --- replays and splices ------------------------------------------------------------------
+
+// Passes everything to a real channel and keeps a copy of every message sent
+// through it: a wiretap on one side of the link.
+class RecordingChannel final : public Channel {
+ public:
+  RecordingChannel(std::unique_ptr<Channel> inner, std::vector<std::vector<std::byte>>& sent)
+      : inner_(std::move(inner)), sent_(sent) {}
+  using Channel::recv;
+  using Channel::wait_sent;
+  Result<uint64_t> send(std::span<const ConstBuffer> pieces, Timeout timeout) override {
+    std::vector<std::byte> copy;
+    for (const auto& p : pieces) {
+      const auto* b = static_cast<const std::byte*>(p.data);
+      copy.insert(copy.end(), b, b + p.size);
+    }
+    sent_.push_back(std::move(copy));
+    return inner_->send(pieces, timeout);
+  }
+  uint64_t send_completed() override { return inner_->send_completed(); }
+  Result<void> wait_sent(uint64_t seq, Timeout timeout, std::stop_token stop) override {
+    return inner_->wait_sent(seq, timeout, std::move(stop));
+  }
+  Result<Received> recv(Timeout timeout, std::stop_token stop) override { return inner_->recv(timeout, std::move(stop)); }
+  Result<void> close(Timeout timeout) override { return inner_->close(timeout); }
+  const std::string& name() const override { return inner_->name(); }
+  void set_name(std::string name) override { inner_->set_name(std::move(name)); }
+
+ private:
+  std::unique_ptr<Channel> inner_;
+  std::vector<std::vector<std::byte>>& sent_;
+};
+
+void send_recorded(Channel& ch, const std::vector<std::byte>& m) {
+  ConstBuffer piece{m.data(), m.size()};
+  EXPECT_TRUE(send_sync(ch, {&piece, 1}, Timeout(1000)).ok());
+}
+
+// The types of the messages `ch` receives until an error message (its text
+// into `told`), a close or a timeout.
+std::vector<MsgType> received_until_error(Channel& ch, std::string& told) {
+  std::vector<MsgType> types;
+  for (;;) {
+    auto m = recv_message(ch, Timeout(3000));
+    if (!m) return types;
+    types.push_back(m->type);
+    if (m->type == MsgType::error) {
+      told = peer_error(*m, "wiretapper").message;
+      return types;
+    }
+  }
+}
+
+class ReplayTest : public ::testing::TestWithParam<std::string> {};
+
+// A wiretapper recorded a whole authenticated handshake of the source's
+// control channel and sends it again: the destination's fresh nonce makes
+// the recorded proof worthless.
+TEST_P(ReplayTest, RecordedSourceHandshakeFailsAgainstAFreshDestinationNonce) {
+  SessionConfig config;
+  config.psk = "replay me if you can";
+  auto ep = endpoints(GetParam(), config.channel);
+  std::vector<std::vector<std::byte>> control_sent;
+  int dials = 0;
+  Session::Dialer tapped = [&](Timeout t) -> Result<std::unique_ptr<Channel>> {
+    auto ch = LM_TRY(ep->dial(t));
+    if (++dials > 1) return ch;
+    return std::unique_ptr<Channel>(std::make_unique<RecordingChannel>(std::move(ch), control_sent));
+  };
+  Result<Session> dest = Error::msg("not run");
+  std::thread server([&] { dest = accept_one(*ep, config, Timeout(3000)); });
+  auto source = Session::connect_with(tapped, config, mappings());
+  server.join();
+  ASSERT_TRUE(source.ok()) << source.error().message;
+  ASSERT_TRUE(dest.ok()) << dest.error().message;
+  ASSERT_EQ(control_sent.size(), 3u) << "hello, auth, mappings";
+
+  Result<std::optional<Session>> replayed = Error::msg("not run");
+  std::thread server2([&] {
+    SessionAcceptor acceptor(config);
+    auto ch = ep->accept(Timeout(3000));
+    if (!ch) {
+      replayed = std::move(ch).error();
+      return;
+    }
+    replayed = acceptor.offer(std::move(*ch));
+  });
+  auto raw = ep->dial(Timeout(3000));
+  ASSERT_TRUE(raw.ok()) << raw.error().message;
+  for (const auto& m : control_sent) send_recorded(**raw, m);
+  std::string told;
+  auto types = received_until_error(**raw, told);
+  server2.join();
+  ASSERT_FALSE(replayed.ok()) << "a replayed handshake joined a session";
+  EXPECT_EQ(replayed.error().code, EACCES);
+  EXPECT_NE(replayed.error().message.find("the source's proof did not verify (a wrong key, or a replayed"),
+            std::string::npos)
+      << replayed.error().message;
+  EXPECT_EQ(types, (std::vector<MsgType>{MsgType::hello, MsgType::auth, MsgType::error}));
+  EXPECT_NE(told.find("pre-shared key mismatch: the source's proof did not verify"), std::string::npos) << told;
+}
+
+// A destination without the key replays what a real destination sent in an
+// earlier handshake: the source's fresh nonce makes the proof fail, and the
+// impostor gets an error and nothing else (no proof of the source's, no mappings).
+TEST_P(ReplayTest, SourceRefusesADestinationThatCannotProveTheKey) {
+  SessionConfig config;
+  config.psk = "the destination must know this";
+  auto ep = endpoints(GetParam(), config.channel);
+  std::vector<std::vector<std::byte>> dest_sent;
+  Result<Session> dest = Error::msg("not run");
+  std::thread server([&] {
+    SessionAcceptor acceptor(config);
+    for (int n = 0;; ++n) {
+      auto ch = ep->accept(Timeout(3000));
+      if (!ch) {
+        dest = std::move(ch).error();
+        return;
+      }
+      std::unique_ptr<Channel> c = std::move(*ch);
+      if (n == 0) c = std::make_unique<RecordingChannel>(std::move(c), dest_sent);
+      auto s = acceptor.offer(std::move(c));
+      if (!s) {
+        dest = std::move(s).error();
+        return;
+      }
+      if (*s) {
+        dest = std::move(**s);
+        return;
+      }
+    }
+  });
+  auto first = Session::connect_with(ep->dial, config, mappings());
+  server.join();
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  ASSERT_TRUE(dest.ok()) << dest.error().message;
+  ASSERT_EQ(dest_sent.size(), 3u) << "hello, auth, accept";
+
+  std::string told;
+  std::vector<MsgType> types;
+  std::thread impostor([&] {
+    auto ch = ep->accept(Timeout(3000));
+    ASSERT_TRUE(ch.ok()) << ch.error().message;
+    auto hello = recv_message(**ch, Timeout(3000));
+    ASSERT_TRUE(hello.ok()) << hello.error().message;
+    send_recorded(**ch, dest_sent[0]);
+    send_recorded(**ch, dest_sent[1]);
+    types = received_until_error(**ch, told);
+  });
+  auto second = Session::connect_with(ep->dial, config, mappings());
+  impostor.join();
+  expect_key_error(second, "pre-shared key mismatch: the destination's proof did not verify", GetParam());
+  EXPECT_EQ(types, std::vector<MsgType>{MsgType::error}) << "the source sent more than its refusal";
+  EXPECT_NE(told.find("the destination's proof did not verify"), std::string::npos) << told;
+}
+
+INSTANTIATE_TEST_SUITE_P(InprocAndTcp, ReplayTest, ::testing::Values("inproc", "tcp"), testing::backend_param_name);
+
+// Session A (key K1) has joined its control and priority channels at a K1
+// destination; a source holding K2 claims A's bulk slot (A's session id) with
+// a bulk channel whose control and priority went to a K2 destination. The
+// channel is refused, and A completes with its own bulk channel.
+TEST(SessionAuthTest, BulkChannelOfAnotherKeysSessionCannotJoin) {
+  SessionConfig k1;
+  k1.psk = "first key, long enough";
+  k1.session_id = 0xa11ce;
+  SessionConfig k2 = k1;
+  k2.psk = "second key, long enough";
+  auto d1 = endpoints("inproc", k1.channel);
+  auto d2 = endpoints("inproc", k2.channel);
+  std::vector<std::string> d1_errors;
+  std::optional<Session> d1_session;
+  std::thread server1([&] {
+    SessionAcceptor acceptor(k1);
+    while (!d1_session) {
+      auto ch = d1->accept(Timeout(5000));
+      if (!ch) return;
+      auto s = acceptor.offer(std::move(*ch));
+      if (!s) d1_errors.push_back(s.error().message);
+      else if (*s) d1_session = std::move(**s);
+    }
+  });
+  std::thread server2([&] {  // takes the intruder's control and priority channels
+    SessionAcceptor acceptor(k2);
+    for (int i = 0; i < 2; ++i) {
+      auto ch = d2->accept(Timeout(5000));
+      if (!ch) return;
+      EXPECT_TRUE(acceptor.offer(std::move(*ch)).ok());
+    }
+  });
+  std::optional<Result<Session>> intruder;
+  int a_dials = 0;
+  Session::Dialer a_dial = [&](Timeout t) -> Result<std::unique_ptr<Channel>> {
+    if (++a_dials == 3) {  // A's control and priority joined; before A's bulk0
+      int b_dials = 0;
+      Session::Dialer b_dial = [&](Timeout bt) { return ++b_dials <= 2 ? d2->dial(bt) : d1->dial(bt); };
+      intruder = Session::connect_with(b_dial, k2, mappings());
+    }
+    return d1->dial(t);
+  };
+  auto a = Session::connect_with(a_dial, k1, mappings());
+  server1.join();
+  server2.join();
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  ASSERT_TRUE(intruder.has_value());
+  expect_key_error(*intruder, "bulk0 inproc", "inproc");
+  EXPECT_NE(intruder->error().message.find("the destination's proof did not verify"), std::string::npos)
+      << intruder->error().message;
+  ASSERT_EQ(d1_errors.size(), 1u);
+  EXPECT_NE(d1_errors[0].find("peer reported: pre-shared key mismatch"), std::string::npos) << d1_errors[0];
+  ASSERT_TRUE(d1_session.has_value());
+  EXPECT_EQ(d1_session->negotiated().session_id, 0xa11ceu);
+  // A's bulk channel is the one that joined: its data arrives.
+  uint64_t word = 0xb0b;
+  ConstBuffer piece{&word, sizeof word};
+  ASSERT_TRUE(send_sync(a->bulk(0), {&piece, 1}, Timeout(1000)).ok());
+  auto r = d1_session->bulk(0).recv(Timeout(1000));
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->bytes.size(), sizeof word);
+}
+
+TEST(SessionAuthTest, KeylessSessionOffLoopbackIsRefusedUnlessInsecure) {
+  SessionConfig none;
+  for (const char* address : {"tcp:0.0.0.0:7000", "tcp:[::]:7000", "uring:10.1.2.3:7000", "tcp:192.168.0.1:1",
+                              "dpdk:af_packet:veth0"}) {
+    auto r = check_key_for_address(address, none, "listen on");
+    ASSERT_FALSE(r.ok()) << address;
+    EXPECT_NE(r.error().message.find(std::string("refusing to listen on ") + address +
+                                     " without a pre-shared key"),
+              std::string::npos)
+        << r.error().message;
+    EXPECT_NE(r.error().message.find("--psk-file"), std::string::npos);
+    EXPECT_NE(r.error().message.find("--insecure"), std::string::npos);
+  }
+  for (const char* address : {"tcp:127.0.0.1:7000", "uring:127.0.0.2:0", "tcp:[::1]:7000", "dpdk:127.0.0.1:0",
+                              "dpdk:memif:/tmp/x.sock"})
+    EXPECT_TRUE(check_key_for_address(address, none, "connect to").ok()) << address;
+  SessionConfig keyed;
+  keyed.psk = "a key of 16 bytes";
+  EXPECT_TRUE(check_key_for_address("tcp:0.0.0.0:7000", keyed, "listen on").ok());
+  SessionConfig insecure;
+  insecure.unauthenticated = Unauthenticated::allowed;
+  EXPECT_TRUE(check_key_for_address("tcp:0.0.0.0:7000", insecure, "listen on").ok());
+}
 
 }  // namespace
 }  // namespace lm::transport
