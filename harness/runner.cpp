@@ -230,6 +230,7 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
   else
     dopts.sink = std::make_shared<ImageSink>();
   dopts.reconnect_timeout = config.postcopy.reconnect_timeout;
+  dopts.limits = config.limits;
   // The source decides what an interruption means (options.cancel); the
   // destination stops only once the source gave up, e.g. while it still
   // waits for a session the source never opened.
