@@ -286,7 +286,7 @@ Result<Joined> handshake_or_tell(Channel& ch, const SessionConfig& config, std::
   auto joined = server_handshake(noting, config, std::move(stop));
   if (joined) return joined;
   Error e = std::move(joined).error();
-  if (why_stopped)
+  if (why_stopped && e.code == ECANCELED)  // the stop ended a wait; a refusal of its own stays what it is
     if (auto why = why_stopped()) {
       if (!noting.told()) (void)reject(ch, config.version_max, *why);  // short: the peer's message has 96 bytes
       return std::move(*why).context("channel " + ch.name());
@@ -411,7 +411,10 @@ class AcceptLoop {
         std::unique_ptr<Channel> channel = std::move(it->channel);
         it->thread.join();
         it = handshakes_.erase(it);
-        if (stopped_) break;
+        if (stopped_ && done) {
+          (void)reject(*channel, config_.version_max, stopped_accepting());
+          break;
+        }
         auto joined = done ? acceptor.join({std::move(*done), std::move(channel)})
                            : Result<std::optional<Session>>(std::move(done).error());
         if (!joined) {
@@ -455,6 +458,8 @@ class AcceptLoop {
     std::optional<Result<Joined>> result;  // set by its thread when it ends
     std::thread thread;
   };
+
+  static Error stopped_accepting() { return Error{ECONNABORTED, "destination: stopped accepting sessions"}; }
 
   // Under lock_.
   void stop_handshake(Handshake& h, Error why) {
@@ -507,10 +512,16 @@ class AcceptLoop {
     if (accepter_.joinable()) accepter_.join();
     {
       std::lock_guard g(lock_);
-      for (auto& h : handshakes_) stop_handshake(h, Error{ECONNABORTED, "destination: stopped accepting sessions"});
+      for (auto& h : handshakes_) stop_handshake(h, stopped_accepting());
     }
-    for (auto& h : handshakes_)
+    for (auto& h : handshakes_) {
       if (h.thread.joinable()) h.thread.join();
+      // Ended before the loop saw it (it stopped meanwhile): a refusal is
+      // still reported, a handshake that passed is told it came too late.
+      if (!h.result) continue;
+      if (!*h.result && config_.on_refused) config_.on_refused(h.result->error());
+      if (*h.result) (void)reject(*h.channel, config_.version_max, stopped_accepting());
+    }
     handshakes_.clear();
   }
 
