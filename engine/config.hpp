@@ -88,6 +88,14 @@ struct SecurityConfig {
   bool insecure = false;  // allow no key off loopback
 };
 
+// What a destination accepts from a source (engine/admission.hpp), checked
+// when the session's mapping table arrives, before any memory is made for it.
+struct LimitsConfig {
+  uint64_t max_ram_bytes = 0;  // 0: 75% of MemAvailable at admission (always also <= MemAvailable)
+  unsigned max_mappings = 4096;
+  unsigned max_bulk_channels = 64;
+};
+
 struct ScenarioConfig {
   std::string name = "unnamed";
   std::string source_path;  // the file it came from, for messages
@@ -97,6 +105,7 @@ struct ScenarioConfig {
   AutoConvergeConfig auto_converge;
   PostcopyConfig postcopy;
   SecurityConfig security;
+  LimitsConfig limits;
   bool verify = true;
   std::chrono::seconds timeout{600};  // the whole run
 };

@@ -11,6 +11,7 @@
 
 #include "common/clock.hpp"
 #include "compress/compressor.hpp"
+#include "engine/admission.hpp"
 #include "engine/digest.hpp"
 #include "engine/messages.hpp"
 #include "engine/urgent_thread.hpp"
@@ -39,8 +40,29 @@ struct DestinationMemory {
   std::atomic<uint64_t> batches{0};
   std::atomic<double> cpu_seconds{0};
 
+  // The limits the session was admitted with (max_ram_bytes resolved then:
+  // MemAvailable shrinks as the sink fills). A later table's new mappings
+  // count on top of those held: the sink keeps regions of mappings that went away.
+  LimitsConfig admitted;
+  uint64_t held_bytes = 0;
+  std::vector<transport::MappingEntry> held;
+
+  Result<void> admit_table(const transport::MappingTable& table) const {
+    AdmissionRequest more{held_bytes, held.size(), 0};
+    for (const auto& e : table.entries()) {
+      bool is_held = false;
+      for (const auto& h : held) is_held |= h.start == e.start && h.end == e.end;
+      if (is_held) continue;
+      more.ram_bytes += e.end - e.start;
+      more.mappings++;
+    }
+    return check_admission(admitted, more, std::nullopt);
+  }
+
   Result<void> add_regions(const std::vector<SinkRegion>& regions) {
     for (const auto& r : regions) {
+      held.push_back({r.addr, r.addr + r.bytes, 0, 0});
+      held_bytes += r.bytes;
       if (r.base) LM_TRY(map.add({r.addr, r.bytes, r.base}));
       else if (r.pid > 0) remote.push_back(r);
       else return Error::msg(strf("destination region 0x%llx+%llu has neither memory nor a process",
@@ -61,6 +83,7 @@ struct DestinationMemory {
   Result<void> adopt_table(const transport::MappingTable& table) {
     std::unique_lock g(lock);
     if (table.generation() <= generation) return ok();
+    LM_TRY(admit_table(table));
     generation = table.generation();
     return add_regions(LM_TRY(sink.adopt(table)));
   }
@@ -191,6 +214,24 @@ DestinationPhase on_failure(DestinationPhase phase, bool postcopy) {
   }
 }
 
+// `session` with the admission check of `limits` (unless the caller set its
+// own). Against MemAvailable now, or, `fixed`, only against the limits
+// admitted before: a post-copy recovery must not count the memory the sink
+// took since.
+enum class AgainstMemAvailable { now, no };
+transport::SessionConfig admitting(const transport::SessionConfig& session, const LimitsConfig& limits,
+                                   AgainstMemAvailable against) {
+  transport::SessionConfig c = session;
+  if (c.admit) return c;
+  c.admit = [limits, against](const transport::Negotiated& n, const transport::MappingTable* table) -> Result<void> {
+    const AdmissionRequest r{table ? table->total_bytes() : 0, table ? table->entries().size() : 0,
+                             n.bulk_channels};
+    return check_admission(limits, r,
+                           against == AgainstMemAvailable::now ? mem_available_bytes() : std::nullopt);
+  };
+  return c;
+}
+
 // The bulk receivers of the pre-copy rounds, one thread per bulk channel.
 class BulkReceivers {
  public:
@@ -239,7 +280,11 @@ class BulkReceivers {
 class DestinationRun {
  public:
   DestinationRun(const DestinationOptions& o, transport::Listener& listener, PageSink& sink)
-      : o_(o), listener_(listener), sink_(sink), st_(sink) {}
+      : o_(o),
+        listener_(listener),
+        sink_(sink),
+        session_config_(admitting(o.session, o.limits, AgainstMemAvailable::now)),
+        st_(sink) {}
 
   Result<DestinationOutcome> run() {
     if (o_.on_phase) o_.on_phase(phase_);
@@ -292,10 +337,13 @@ class DestinationRun {
 
   // --- accept: the source's session ---------------------------------------------------
   Result<DestinationPhase> accept() {
-    auto session = transport::accept_session(listener_, o_.session, o_.timeout,
+    auto session = transport::accept_session(listener_, session_config_, o_.timeout,
                                              o_.cancel ? o_.cancel->token() : std::stop_token());
     if (!session && cancelled()) return o_.cancel->error();
     session_.emplace(LM_TRY(std::move(session)));
+    st_.admitted = o_.limits;
+    st_.admitted.max_ram_bytes = LM_TRY(ram_limit(o_.limits, mem_available_bytes())).bytes;
+    session_config_ = admitting(o_.session, st_.admitted, AgainstMemAvailable::no);
     since_accept_ = Stopwatch();
     // Post-copy (postcopy_destination.cpp): the source offers the feature only then.
     postcopy_ = session_->negotiated().features & transport::kFeaturePostCopy;
@@ -342,6 +390,12 @@ class DestinationRun {
         session_->set_mappings(std::move(table->table));
       } else if (const auto* bitmap = std::get_if<DirtyBitmap>(&msg)) {
         if (!postcopy_) return peer.unexpected(MsgType::dirty_bitmap);
+        // Each is kept until the end: together no more than the pages admitted.
+        bitmap_pages_ += bitmap->pages;
+        if (bitmap_pages_ > session_->mappings().total_bytes() / kPageSize)
+          return Error{EPROTO, strf("destination: the source's dirty bitmaps name %llu pages, its mappings hold %llu",
+                                    (unsigned long long)bitmap_pages_,
+                                    (unsigned long long)(session_->mappings().total_bytes() / kPageSize))};
         needed_.add(*bitmap);
       } else {
         // The state points into this message, which the next receive replaces.
@@ -375,7 +429,7 @@ class DestinationRun {
     recovery.timeout = o_.reconnect_timeout;
     if (o_.reconnect_timeout.count() > 0)
       recovery.accept = [this](transport::Timeout t, std::stop_token stop) {
-        return transport::accept_session(listener_, o_.session, t, std::move(stop));
+        return transport::accept_session(listener_, session_config_, t, std::move(stop));
       };
     commit_urgent_.reset();
     serving_ = LM_TRY(PostcopyDestination::start(*session_, std::move(ram), std::move(needed_), st_.hashes,
@@ -495,8 +549,11 @@ class DestinationRun {
   Stopwatch since_accept_;
   DestinationOutcome out_;
 
+  // The handshake's admission check; after the first session, the limits it was admitted with.
+  transport::SessionConfig session_config_;
   std::optional<transport::Session> session_;
   bool postcopy_ = false;  // negotiated by the session
+  uint64_t bitmap_pages_ = 0;  // named by the post-copy dirty bitmaps so far
   std::optional<UrgentScope> commit_urgent_;  // this thread, from the rounds to the resume
   bool digests_ = true;    // negotiated: the source verifies
   NeededPages needed_;

@@ -69,6 +69,10 @@ struct DestinationOptions {
   // the held image).
   std::shared_ptr<PageSink> sink;
   transport::SessionConfig session;
+  // What a source may ask of this host (engine/admission.hpp); checked in
+  // each channel's handshake (this sets session.admit) and on every later
+  // mapping table, before memory is made for it.
+  LimitsConfig limits;
   transport::Timeout timeout{kDefaultPeerTimeout};  // longest silence from the source
   // Post-copy: how long the resumed guest's faults wait for a source whose
   // link broke to reconnect (0: the VM is lost at once).

@@ -5,24 +5,10 @@
 #include <cstring>
 
 #include "common/clock.hpp"
+#include "engine/admission.hpp"
 #include "engine/source.hpp"
 
 namespace lm::engine {
-
-namespace {
-
-uint64_t available_memory_bytes() {
-  FILE* f = std::fopen("/proc/meminfo", "r");
-  if (!f) return 0;
-  char line[256];
-  unsigned long long kb = 0;
-  while (std::fgets(line, sizeof line, f))
-    if (std::sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
-  std::fclose(f);
-  return kb * 1024;
-}
-
-}  // namespace
 
 // The image's memory is the engine's own (nothing maps it elsewhere):
 // anonymous memory on huge pages, written in before `ready` when the table
@@ -30,7 +16,7 @@ uint64_t available_memory_bytes() {
 // space than it uses).
 Result<std::vector<SinkRegion>> ImageSink::prepare(const transport::MappingTable& table, ServeFaults,
                                                    const SinkWait&) {
-  const bool populate = table.total_bytes() <= available_memory_bytes() / 2;
+  const bool populate = table.total_bytes() <= mem_available_bytes().value_or(0) / 2;
   auto added = LM_TRY(add(table, populate));
   prepared_.kind = "anon-thp";
   for (const auto& r : regions_) prepared_.population_ns += r.population_ns();

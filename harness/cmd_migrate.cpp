@@ -79,6 +79,8 @@ Result<engine::DestinationOptions> dest_options(const DestArgs& a, DestSinks& si
   o.timeout = transport::Timeout(a.timeout_ms);
   o.reconnect_timeout = a.config.postcopy.reconnect_timeout;
   LM_TRY(engine::apply_security(a.config.security, o.session));
+  o.limits = a.config.limits;
+  o.session.on_refused = [](const Error& e) { std::fprintf(stderr, "livemig dest: refused: %s\n", e.message.c_str()); };
   if (a.image)
     o.sink = sinks.image = std::make_shared<engine::ImageSink>();
   else
@@ -211,6 +213,11 @@ Run dest(CLI::App& app) {
       ->capture_default_str();
   add_setting(app, "--reconnect-timeout-ms", a->config, "postcopy.reconnect-timeout-ms",
               "post-copy: how long faults wait for a broken link to come back, ms (0: never)");
+  // Admission limits: what a source may ask of this host (docs/protocol.md, "Limits and refusals").
+  add_setting(app, "--max-ram", a->config, "limits.max-ram",
+              "refuse a source announcing more RAM than this (0: 75% of MemAvailable; never above MemAvailable)");
+  add_setting(app, "--max-mappings", a->config, "limits.max-mappings", "refuse a source announcing more mappings");
+  add_setting(app, "--max-channels", a->config, "limits.max-channels", "refuse a source opening more bulk channels");
   app.add_flag("--exit-after", a->exit_after, "stop the resumed guest and exit once the migration completed");
   add_security(app, a->config);
   return [a] { return run_dest(*a); };

@@ -248,6 +248,7 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
     LM_TRY(write_random_key_file(security.psk_file));
   }
   LM_TRY(apply_security(security, dopts.session));
+  dopts.limits = config.limits;
   // The source decides what an interruption means (options.cancel); the
   // destination stops only once the source gave up, e.g. while it still
   // waits for a session the source never opened.

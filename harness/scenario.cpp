@@ -8,6 +8,7 @@
 #include "dirtytrack/tracker.hpp"
 #include "engine/prepaging.hpp"
 #include "transport/channel.hpp"
+#include "transport/protocol.hpp"
 
 #define TOML_EXCEPTIONS 1
 #include <toml++/toml.h>
@@ -274,6 +275,12 @@ const std::vector<Key>& keys() {
 
       text("security.psk-file", [](C& c) -> std::string& { return c.security.psk_file; }),
       boolean("security.insecure", [](C& c) -> bool& { return c.security.insecure; }),
+      // The destination's admission limits (engine/admission.hpp); max-ram 0: 75% of MemAvailable.
+      size("limits.max-ram", [](C& c) -> uint64_t& { return c.limits.max_ram_bytes; }, 0),
+      whole<unsigned>("limits.max-mappings", [](C& c) -> unsigned& { return c.limits.max_mappings; }, 1,
+                      transport::kMaxMappings),
+      whole<unsigned>("limits.max-channels", [](C& c) -> unsigned& { return c.limits.max_bulk_channels; }, 1,
+                      UINT16_MAX),
   };
   return table;
 }

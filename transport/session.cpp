@@ -4,7 +4,11 @@
 
 #include <sodium.h>
 
+#include <condition_variable>
 #include <cstring>
+#include <list>
+#include <mutex>
+#include <thread>
 
 namespace lm::transport {
 namespace {
@@ -193,6 +197,12 @@ Result<Joined> server_handshake(Channel& ch, const SessionConfig& config, std::s
     if (!table) return reject(ch, neg->version, std::move(table).error().context("channel " + ch.name()));
     j.mappings = std::move(*table);
   }
+  if (config.admit)  // the destination's limits, before any memory is made for the session
+    if (auto admitted = config.admit(*neg, j.mappings ? &*j.mappings : nullptr); !admitted) {
+      Error e = std::move(admitted).error();
+      (void)reject(ch, neg->version, e);  // the peer hears the limit itself, not our channel name
+      return std::move(e).context("channel " + ch.name());
+    }
   encode_accept(out, neg->version, AcceptBody{neg->version, 0, neg->codecs, neg->features});
   LM_TRY(send_message(ch, out, t));
   return j;
@@ -293,13 +303,93 @@ Result<void> Session::close(Timeout timeout) {
   return first;
 }
 
+namespace {
+
+// A handshake that failed tells its peer why; this notes whether it already
+// did (a reject inside server_handshake), so the peer hears it exactly once.
+class ErrorNotingChannel final : public Channel {
+ public:
+  explicit ErrorNotingChannel(Channel& inner) : inner_(inner) {}
+  bool told() const { return told_; }
+  Result<uint64_t> send(std::span<const ConstBuffer> pieces, Timeout timeout) override {
+    MsgHeader h{};
+    if (!pieces.empty() && pieces[0].size >= sizeof h) {
+      std::memcpy(&h, pieces[0].data, sizeof h);
+      told_ |= h.type == uint8_t(MsgType::error);
+    }
+    return inner_.send(pieces, timeout);
+  }
+  uint64_t send_completed() override { return inner_.send_completed(); }
+  Result<void> wait_sent(uint64_t seq, Timeout timeout, std::stop_token stop) override {
+    return inner_.wait_sent(seq, timeout, std::move(stop));
+  }
+  Result<Received> recv(Timeout timeout, std::stop_token stop) override { return inner_.recv(timeout, std::move(stop)); }
+  Result<void> close(Timeout timeout) override { return inner_.close(timeout); }
+  const std::string& name() const override { return inner_.name(); }
+  void set_name(std::string name) override { inner_.set_name(std::move(name)); }
+
+ private:
+  Channel& inner_;
+  bool told_ = false;
+};
+
+// The server handshake; a failure is told to the peer (once) with `why` when
+// given (the accept loop stopped the handshake), else with the error itself.
+Result<Joined> handshake_or_tell(Channel& ch, const SessionConfig& config, std::stop_token stop,
+                                 const std::function<std::optional<Error>()>& why_stopped = {}) {
+  ErrorNotingChannel noting(ch);
+  auto joined = server_handshake(noting, config, std::move(stop));
+  if (joined) return joined;
+  Error e = std::move(joined).error();
+  if (why_stopped && e.code == ECANCELED)  // the stop ended a wait; a refusal of its own stays what it is
+    if (auto why = why_stopped()) {
+      if (!noting.told()) (void)reject(ch, config.version_max, *why);  // short: the peer's message has 96 bytes
+      return std::move(*why).context("channel " + ch.name());
+    }
+  if (!noting.told()) (void)reject(ch, config.version_max, e);
+  return e;
+}
+
+}  // namespace
+
+struct SessionAcceptor::Joining {
+  Joined joined;
+  std::unique_ptr<Channel> channel;
+};
+
 Result<std::optional<Session>> SessionAcceptor::offer(std::unique_ptr<Channel> channel, std::stop_token stop) {
-  Joined j = LM_TRY(server_handshake(*channel, config_, std::move(stop)));
+  Joined j = LM_TRY(handshake_or_tell(*channel, config_, std::move(stop)));
+  return join(Joining{std::move(j), std::move(channel)});
+}
+
+void SessionAcceptor::drop_pending(std::string_view why) {
+  auto tell = [&](std::unique_ptr<Channel>& ch) {
+    if (ch) (void)reject(*ch, config_.version_max, Error{ECONNABORTED, std::string(why)});
+  };
+  for (auto& [id, p] : pending_) {
+    tell(p.session.control_);
+    tell(p.session.priority_);
+    for (auto& b : p.session.bulk_) tell(b);
+  }
+  pending_.clear();
+}
+
+Result<std::optional<Session>> SessionAcceptor::join(Joining joining) {
+  Joined& j = joining.joined;
+  std::unique_ptr<Channel> channel = std::move(joining.channel);
   uint64_t id = j.negotiated.session_id;
   channel->set_name(slot_name(j.role, j.index) + " " + channel->name());
+  // Refused channels of a joining session hear why, as handshake failures do.
+  auto refuse = [&](Error e) { return reject(*channel, j.negotiated.version, std::move(e)); };
   auto [it, fresh] = pending_.try_emplace(id);
   if (!fresh && j.role == ChannelRole::control && it->second.have_control) {
-    it->second = Pending{};  // a new attempt: drop the partial one's channels
+    // A new attempt: the partial one's channels are told and dropped.
+    std::map<uint64_t, Pending> replaced;
+    replaced.emplace(id, std::move(it->second));
+    std::swap(replaced, pending_);
+    drop_pending(strf("session %016llx: a new control channel replaced this attempt", (unsigned long long)id));
+    std::swap(replaced, pending_);
+    it->second = Pending{};
     fresh = true;
   }
   Pending& p = it->second;
@@ -309,13 +399,14 @@ Result<std::optional<Session>> SessionAcceptor::offer(std::unique_ptr<Channel> c
     p.bulk_joined.assign(j.negotiated.bulk_channels, false);
   } else if (p.session.negotiated_.bulk_channels != j.negotiated.bulk_channels ||
              p.session.negotiated_.version != j.negotiated.version) {
-    return Error{EPROTO, strf("session %016llx: channel %s announces %u bulk channels, the session has %u",
-                              (unsigned long long)id, channel->name().c_str(), unsigned(j.negotiated.bulk_channels),
-                              unsigned(p.session.negotiated_.bulk_channels))};
+    return refuse(Error{EPROTO, strf("session %016llx: channel %s announces %u bulk channels, the session has %u",
+                                     (unsigned long long)id, channel->name().c_str(),
+                                     unsigned(j.negotiated.bulk_channels),
+                                     unsigned(p.session.negotiated_.bulk_channels))});
   }
   auto dup = [&] {
-    return Error{EPROTO, strf("session %016llx: slot %s joined twice", (unsigned long long)id,
-                              slot_name(j.role, j.index).c_str())};
+    return refuse(Error{EPROTO, strf("session %016llx: slot %s joined twice", (unsigned long long)id,
+                                     slot_name(j.role, j.index).c_str())});
   };
   switch (j.role) {
     case ChannelRole::control:
@@ -343,28 +434,166 @@ Result<std::optional<Session>> SessionAcceptor::offer(std::unique_ptr<Channel> c
   return std::optional<Session>(std::move(s));
 }
 
+// accept_session's loop. The listener accepts on its own thread; each
+// channel's handshake runs on a thread of its own with its own deadline, so an
+// idle or slow peer delays no one; channels whose handshake passed join their
+// session here, on the caller's thread. Beyond max_pending_handshakes, a new
+// connection drops the oldest one still in its handshake (a flood of idle
+// connections ages out; a source that connects among them finishes its
+// handshake in milliseconds).
+class AcceptLoop {
+ public:
+  AcceptLoop(Listener& listener, const SessionConfig& config) : listener_(listener), config_(config) {}
+  ~AcceptLoop() { shut_down(); }
+
+  Result<Session> run(Timeout timeout, std::stop_token stop) {
+    SessionAcceptor acceptor(config_);
+    std::stop_callback on_stop(stop, [this] {
+      std::lock_guard g(lock_);
+      stopped_ = true;
+      changed_.notify_all();
+    });
+    accepter_ = std::thread([this, timeout] { accept_all(timeout); });
+    std::optional<Error> first_error;
+    std::unique_lock g(lock_);
+    for (;;) {
+      for (auto it = handshakes_.begin(); it != handshakes_.end();) {
+        if (!it->result) {
+          ++it;
+          continue;
+        }
+        auto done = std::move(*it->result);
+        std::unique_ptr<Channel> channel = std::move(it->channel);
+        it->thread.join();
+        it = handshakes_.erase(it);
+        if (stopped_ && done) {
+          (void)reject(*channel, config_.version_max, stopped_accepting());
+          break;
+        }
+        auto joined = done ? acceptor.join({std::move(*done), std::move(channel)})
+                           : Result<std::optional<Session>>(std::move(done).error());
+        if (!joined) {
+          if (config_.on_refused) config_.on_refused(joined.error());
+          if (!first_error) first_error = std::move(joined).error();
+          continue;
+        }
+        if (joined->has_value()) {
+          g.unlock();
+          shut_down();
+          return std::move(**joined);
+        }
+      }
+      if (stopped_)
+        return Error{ECANCELED, strf("accept a session on %s: stopped", listener_.address().c_str())};
+      if (listener_error_) {
+        Error e = std::move(*listener_error_);
+        if (first_error) return std::move(*first_error).context(e.message);
+        return e;
+      }
+      uint64_t next_deadline = UINT64_MAX;
+      for (auto& h : handshakes_) {
+        if (h.why_stopped) continue;
+        if (h.deadline.passed())
+          stop_handshake(h, Error{ETIMEDOUT, strf("destination: handshake deadline of %lld ms passed",
+                                                  (long long)config_.handshake_deadline.count())});
+        else
+          next_deadline = std::min(next_deadline, h.deadline.at_ns);
+      }
+      if (next_deadline == UINT64_MAX) changed_.wait(g);
+      else changed_.wait_for(g, std::chrono::nanoseconds(next_deadline - std::min(next_deadline, now_ns())));
+    }
+  }
+
+ private:
+  struct Handshake {
+    std::unique_ptr<Channel> channel;
+    Deadline deadline;
+    std::stop_source stop;
+    std::optional<Error> why_stopped;      // set before `stop` is requested
+    std::optional<Result<Joined>> result;  // set by its thread when it ends
+    std::thread thread;
+  };
+
+  static Error stopped_accepting() { return Error{ECONNABORTED, "destination: stopped accepting sessions"}; }
+
+  // Under lock_.
+  void stop_handshake(Handshake& h, Error why) {
+    if (h.why_stopped || h.result) return;
+    h.why_stopped = std::move(why);
+    h.stop.request_stop();
+  }
+
+  void accept_all(Timeout timeout) {
+    Deadline deadline = Deadline::after(timeout);
+    for (;;) {
+      Timeout left = deadline.at_ns == UINT64_MAX ? kForever : Timeout(deadline.poll_ms());
+      auto ch = listener_.accept(left, quit_.get_token());
+      std::lock_guard g(lock_);
+      if (!ch) {
+        if (!quit_.stop_requested()) listener_error_ = std::move(ch).error();
+        changed_.notify_all();
+        return;
+      }
+      size_t running = 0;
+      for (auto& h : handshakes_) running += !h.result && !h.why_stopped;
+      if (running >= std::max(1u, config_.max_pending_handshakes))
+        for (auto& h : handshakes_)
+          if (!h.result && !h.why_stopped) {
+            stop_handshake(h, Error{EBUSY, strf("destination: %u handshakes pending; the oldest (this one) is "
+                                                "dropped", config_.max_pending_handshakes)});
+            break;
+          }
+      Handshake& h = handshakes_.emplace_back();
+      h.channel = std::move(*ch);
+      h.deadline = Deadline::after(config_.handshake_deadline);
+      h.thread = std::thread([this, &h] { run_handshake(h); });
+      changed_.notify_all();
+    }
+  }
+
+  void run_handshake(Handshake& h) {
+    auto joined = handshake_or_tell(*h.channel, config_, h.stop.get_token(), [&]() -> std::optional<Error> {
+      std::lock_guard g(lock_);
+      if (!h.why_stopped) return std::nullopt;
+      return *h.why_stopped;
+    });
+    std::lock_guard g(lock_);
+    h.result = std::move(joined);
+    changed_.notify_all();
+  }
+
+  void shut_down() {
+    quit_.request_stop();
+    if (accepter_.joinable()) accepter_.join();
+    {
+      std::lock_guard g(lock_);
+      for (auto& h : handshakes_) stop_handshake(h, stopped_accepting());
+    }
+    for (auto& h : handshakes_) {
+      if (h.thread.joinable()) h.thread.join();
+      // Ended before the loop saw it (it stopped meanwhile): a refusal is
+      // still reported, a handshake that passed is told it came too late.
+      if (!h.result) continue;
+      if (!*h.result && config_.on_refused) config_.on_refused(h.result->error());
+      if (*h.result) (void)reject(*h.channel, config_.version_max, stopped_accepting());
+    }
+    handshakes_.clear();
+  }
+
+  Listener& listener_;
+  const SessionConfig& config_;
+  std::stop_source quit_;  // ends the accepting thread
+  std::thread accepter_;
+  std::mutex lock_;  // guards what follows
+  std::condition_variable changed_;
+  std::list<Handshake> handshakes_;  // oldest first; stable addresses for their threads
+  std::optional<Error> listener_error_;
+  bool stopped_ = false;
+};
+
 Result<Session> accept_session(Listener& listener, const SessionConfig& config, Timeout timeout,
                                std::stop_token stop) {
-  SessionAcceptor acceptor(config);
-  Deadline deadline = Deadline::after(timeout);
-  std::optional<Error> first_error;
-  auto stopped = [&] { return Error{ECANCELED, strf("accept a session on %s: stopped", listener.address().c_str())}; };
-  for (;;) {
-    Timeout left = deadline.at_ns == UINT64_MAX ? kForever : Timeout(deadline.poll_ms());
-    auto ch = listener.accept(left, stop);
-    if (!ch && stop.stop_requested()) return stopped();
-    if (!ch) {
-      if (first_error) return std::move(*first_error).context(std::move(ch).error().message);
-      return std::move(ch).error();
-    }
-    auto r = acceptor.offer(std::move(*ch), stop);
-    if (!r && stop.stop_requested()) return stopped();
-    if (!r) {
-      if (!first_error) first_error = std::move(r).error();
-      continue;
-    }
-    if (r->has_value()) return std::move(**r);
-  }
+  return AcceptLoop(listener, config).run(timeout, std::move(stop));
 }
 
 }  // namespace lm::transport

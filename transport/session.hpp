@@ -36,6 +36,15 @@ enum class Unauthenticated {
   allowed,        // --insecure / security.insecure
 };
 
+struct Negotiated {
+  uint16_t version = 0;
+  uint32_t codecs = 0;
+  uint64_t features = 0;
+  uint64_t session_id = 0;
+  uint16_t bulk_channels = 0;
+  bool authenticated = false;  // both sides proved the pre-shared key
+};
+
 struct SessionConfig {
   uint16_t version_min = kProtocolVersionMin;
   uint16_t version_max = kProtocolVersionMax;
@@ -52,15 +61,21 @@ struct SessionConfig {
   // Source side: 0 draws a fresh random id. A post-copy recovery dials again
   // with the interrupted session's id, so the destination knows it.
   uint64_t session_id = 0;
-};
 
-struct Negotiated {
-  uint16_t version = 0;
-  uint32_t codecs = 0;
-  uint64_t features = 0;
-  uint64_t session_id = 0;
-  uint16_t bulk_channels = 0;
-  bool authenticated = false;  // both sides proved the pre-shared key
+  // Destination side (accept_session): the whole handshake of one channel
+  // must end within handshake_deadline; at most max_pending_handshakes run at
+  // once, and a new connection beyond that drops the oldest one still in its
+  // handshake (told why). Idle or slow peers so delay no one else.
+  Timeout handshake_deadline = Timeout(3000);
+  unsigned max_pending_handshakes = 32;
+  // Destination side: what it accepts, checked on every channel before its
+  // accept (the control channel's with the mapping table, before any memory
+  // is made for it). An error refuses the channel; its message, sent to the
+  // source, names the limit and the value.
+  std::function<Result<void>(const Negotiated&, const MappingTable* mappings)> admit;
+  // Destination side: each channel whose handshake failed (its peer was told
+  // why), e.g. to log it; called on accept_session's thread.
+  std::function<void(const Error&)> on_refused;
 };
 
 class Session {
@@ -102,6 +117,7 @@ class Session {
 
 // Destination side: hand it every accepted channel; it runs the channel's
 // handshake and returns the Session once all of its channels have joined.
+class AcceptLoop;
 class SessionAcceptor {
  public:
   explicit SessionAcceptor(SessionConfig config) : config_(std::move(config)) {}
@@ -111,8 +127,16 @@ class SessionAcceptor {
   // Error: this channel's handshake failed (it was told why and dropped);
   // other sessions are unaffected.
   Result<std::optional<Session>> offer(std::unique_ptr<Channel> channel, std::stop_token stop = {});
+  // Tells every channel of the incomplete sessions `why` and drops them.
+  void drop_pending(std::string_view why);
+  ~SessionAcceptor() { drop_pending("the destination stopped accepting this session"); }
+  SessionAcceptor(SessionAcceptor&&) = default;
 
  private:
+  friend class AcceptLoop;
+  struct Joining;  // a channel whose handshake passed (session.cpp)
+  Result<std::optional<Session>> join(Joining joining);
+
   struct Pending {
     Session session;
     std::vector<bool> bulk_joined;
@@ -123,10 +147,13 @@ class SessionAcceptor {
   std::map<uint64_t, Pending> pending_;
 };
 
-// listener.accept() + SessionAcceptor until one session is complete. A channel
-// whose handshake fails is dropped and counted; the first such error is returned
-// if the deadline passes. Stopping `stop` ends the wait at once (accept or a
-// channel's handshake) with ECANCELED.
+// listener.accept() + SessionAcceptor until one session is complete. Each
+// accepted channel's handshake runs on its own thread (config: deadline, cap
+// on pending handshakes); a channel whose handshake fails is told why,
+// dropped and counted, and the first such error is returned if the deadline
+// passes. Stopping `stop` ends the wait at once (accept or a channel's
+// handshake) with ECANCELED. Channels of other, incomplete sessions are told
+// why and dropped on return.
 Result<Session> accept_session(Listener& listener, const SessionConfig& config, Timeout timeout,
                                std::stop_token stop = {});
 

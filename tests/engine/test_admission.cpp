@@ -1,0 +1,218 @@
+// The destination's admission limits (engine/admission.hpp): a source that
+// announces more than this host has is refused in the handshake, before any
+// memory is made for it, and hears why; idle connections hold up no one.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <fstream>
+
+#include "common/subprocess.hpp"
+#include "engine/admission.hpp"
+#include "engine/source.hpp"
+#include "harness/scenario.hpp"
+#include "tests/common/memory_cgroup.hpp"
+#include "tests/engine/engine_test_util.hpp"
+
+namespace lm::engine::test {
+namespace {
+
+constexpr uint64_t kGiB = 1ull << 30;
+
+// --- the limits themselves ----------------------------------------------------------------
+
+TEST(AdmissionLimits, DefaultIsThreeQuartersOfMemAvailable) {
+  const LimitsConfig defaults;
+  EXPECT_EQ(defaults.max_ram_bytes, 0u);
+  auto limit = ram_limit(defaults, 16 * kGiB);
+  ASSERT_TRUE(limit.ok()) << limit.error().message;
+  EXPECT_EQ(limit->bytes, 12 * kGiB);
+  EXPECT_TRUE(check_admission(defaults, {12 * kGiB, 1, 1}, 16 * kGiB).ok());
+  auto refused = check_admission(defaults, {32ull << 40, 1, 1}, 16 * kGiB);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().message,
+            "destination refuses 32.0 TiB of RAM: limit 12.0 GiB (--max-ram; 75% of MemAvailable 16.0 GiB)");
+  EXPECT_FALSE(ram_limit(defaults, std::nullopt).ok()) << "no MemAvailable and no --max-ram: nothing to go by";
+}
+
+TEST(AdmissionLimits, ExplicitMaxRamIsStillCheckedAgainstMemAvailable) {
+  LimitsConfig l;
+  l.max_ram_bytes = 4 * kGiB;
+  auto over = check_admission(l, {5 * kGiB, 1, 1}, 64 * kGiB);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().message, "destination refuses 5.0 GiB of RAM: limit 4.0 GiB (--max-ram)");
+  auto short_of_memory = check_admission(l, {3 * kGiB, 1, 1}, 2 * kGiB);
+  ASSERT_FALSE(short_of_memory.ok());
+  EXPECT_EQ(short_of_memory.error().message, "destination refuses 3.0 GiB of RAM: MemAvailable is 2.0 GiB");
+}
+
+TEST(AdmissionLimits, MappingsAndChannels) {
+  const LimitsConfig l;
+  auto maps = check_admission(l, {kGiB, 65536, 1}, 64 * kGiB);
+  ASSERT_FALSE(maps.ok());
+  EXPECT_EQ(maps.error().message, "destination refuses 65536 mappings: limit 4096 (--max-mappings)");
+  auto channels = check_admission(l, {kGiB, 1, 65}, 64 * kGiB);
+  ASSERT_FALSE(channels.ok());
+  EXPECT_EQ(channels.error().message, "destination refuses 65 bulk channels: limit 64 (--max-channels)");
+  EXPECT_LT(l.max_mappings, transport::kMaxMappings);
+}
+
+TEST(AdmissionLimits, FlagsAndScenarioKeys) {
+  ScenarioConfig c;
+  EXPECT_EQ(setting_text(c, "limits.max-ram"), "0");
+  ASSERT_TRUE(apply_setting(c, "limits.max-ram", "17G").ok());
+  EXPECT_EQ(c.limits.max_ram_bytes, 17 * kGiB);
+  ASSERT_TRUE(apply_setting(c, "limits.max-mappings", "100").ok());
+  EXPECT_EQ(c.limits.max_mappings, 100u);
+  EXPECT_FALSE(apply_setting(c, "limits.max-ram", "lots").ok());
+  EXPECT_FALSE(apply_setting(c, "limits.max-mappings", "0").ok());
+  EXPECT_FALSE(apply_setting(c, "limits.max-mappings", "70000").ok()) << "above the protocol's kMaxMappings";
+  // The command line takes the same keys.
+  auto help = run_livemig({"dest", "--help"});
+  EXPECT_NE(help.out.find("--max-ram"), std::string::npos) << help.out;
+  auto bad = run_livemig({"dest", "--max-ram", "lots"});
+  EXPECT_EQ(WEXITSTATUS(bad.status), 2) << bad.err;
+  EXPECT_NE(bad.err.find("--max-ram"), std::string::npos) << bad.err;
+}
+
+// --- a real `livemig dest`, in a memory cgroup, told of more than it has --------------------
+
+// The peak RSS of a process (VmHWM), bytes.
+uint64_t peak_rss(pid_t pid) {
+  std::ifstream f(strf("/proc/%d/status", int(pid)));
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  return 0;
+}
+
+size_t open_fds(pid_t pid) {
+  size_t n = 0;
+  if (DIR* d = opendir(strf("/proc/%d/fd", int(pid)).c_str())) {
+    while (readdir(d)) n++;
+    closedir(d);
+  }
+  return n;
+}
+
+struct Refusal {
+  const char* name;
+  std::vector<std::string> dest_args;
+  std::vector<transport::MappingEntry> table;
+  const char* told;
+};
+
+std::vector<transport::MappingEntry> many_mappings(size_t n) {
+  std::vector<transport::MappingEntry> v;
+  for (size_t i = 0; i < n; i++) v.push_back({(1ull << 32) + i * 2 * kPageSize, (1ull << 32) + (i * 2 + 1) * kPageSize, 3, 0});
+  return v;
+}
+
+const Refusal kRefusals[] = {
+    {"guest_32TiB", {}, {{1ull << 46, (1ull << 46) + (32ull << 40), 3, 0}}, "destination refuses 32.0 TiB of RAM: limit"},
+    {"image_2pow45", {"--image"}, {{1ull << 46, (1ull << 46) + (1ull << 45), 3, 0}},
+     "destination refuses 32.0 TiB of RAM: limit"},
+    {"image_65536_mappings", {"--image"}, many_mappings(65536),
+     "destination refuses 65536 mappings: limit 4096 (--max-mappings)"},
+};
+
+class RefusedByDest : public ::testing::TestWithParam<Refusal> {};
+
+TEST_P(RefusedByDest, BeforeAnyMemoryWithTheReason) {
+  const Refusal& c = GetParam();
+  auto cgroup = lm::test::MemoryCgroup::create("livemig-admission", 256ull << 20);
+  if (!cgroup) GTEST_SKIP() << cgroup.error().message;
+  std::vector<std::string> argv{env_or_fail("LM_LIVEMIG_BIN"), "dest", "--listen", "tcp:127.0.0.1:0", "--timeout-ms",
+                                "20000"};
+  argv.insert(argv.end(), c.dest_args.begin(), c.dest_args.end());
+  SpawnOptions so;
+  so.stdout_to = so.stderr_to = Stdio::pipe;
+  so.on_parent_exit = ParentExit::die;
+  auto dest = Subprocess::spawn(argv, so);
+  ASSERT_TRUE(dest.ok()) << dest.error().message;
+  ASSERT_TRUE(cgroup->add(dest->pid()).ok());
+  FILE* out = fdopen(dest->take_pipe(1).release(), "r");
+  char line[256] = {};
+  ASSERT_TRUE(fgets(line, sizeof line, out)) << "livemig dest did not say where it listens";
+  std::string address = std::string(line).substr(std::string("LISTENING ").size());
+  address.erase(address.find_last_not_of('\n') + 1);
+
+  auto table = transport::MappingTable::make(c.table, 1);
+  ASSERT_TRUE(table.ok()) << table.error().message;
+  transport::SessionConfig config;
+  auto session = transport::Session::connect(address, config, *table);
+  ASSERT_FALSE(session.ok()) << "the destination accepted what it cannot hold";
+  std::printf("source heard: %s\n", session.error().message.c_str());
+  EXPECT_NE(session.error().message.find(c.told), std::string::npos) << session.error().message;
+
+  EXPECT_LT(peak_rss(dest->pid()), 64ull << 20) << "the destination made memory for a refused session";
+  EXPECT_LT(open_fds(dest->pid()), 64u) << "the destination holds fds for a refused session";
+  EXPECT_TRUE(dest->running()) << "a refusal ends no destination";
+  ASSERT_TRUE(dest->send_signal(SIGTERM).ok());
+  auto ended = dest->wait_or_kill(10000);
+  ASSERT_TRUE(ended.ok()) << ended.error().message;
+  EXPECT_NE(ended->signal, SIGABRT);
+  std::string err;
+  UniqueFd err_fd = dest->take_pipe(2);
+  char buf[4096];
+  for (ssize_t n; (n = read(err_fd.get(), buf, sizeof buf)) > 0;) err.append(buf, size_t(n));
+  std::printf("destination said: %s", err.c_str());
+  EXPECT_NE(err.find(std::string("refused: ")), std::string::npos) << err;
+  EXPECT_NE(err.find(c.told), std::string::npos) << err;
+  EXPECT_NE(err.find("127.0.0.1:"), std::string::npos) << "names the peer: " << err;
+  fclose(out);
+  std::printf("cgroup peak %.1f MiB\n", double(cgroup->max_usage_bytes()) / (1 << 20));
+}
+
+INSTANTIATE_TEST_SUITE_P(Limits, RefusedByDest, ::testing::ValuesIn(kRefusals),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// --- 300 idle connections while a real migration runs ------------------------------------
+
+TEST(IdleConnections, ThreeHundredDoNotHoldUpAMigration) {
+  constexpr int kIdle = 300;
+  // The test process holds both ends of every connection (600 fds + the migration's).
+  rlimit nofile{};
+  getrlimit(RLIMIT_NOFILE, &nofile);
+  if (nofile.rlim_cur < 2048 && nofile.rlim_max >= 2048) {
+    nofile.rlim_cur = 2048;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &nofile), 0);
+  }
+  if (nofile.rlim_cur < 2 * kIdle + 200) GTEST_SKIP() << "RLIMIT_NOFILE " << nofile.rlim_cur << " is too low";
+  const std::string dir = temp_dir();
+  auto g = busy_guest(dir, 32ull << 20);
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  InProcessDestination dest(dir);
+  ASSERT_TRUE(dest.dest);
+  const std::string address = dest.dest->address();  // tcp:127.0.0.1:PORT
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(uint16_t(std::stoi(address.substr(address.rfind(':') + 1))));
+  inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+  std::vector<UniqueFd> idle;
+  for (int i = 0; i < kIdle; i++) {
+    UniqueFd s(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    ASSERT_EQ(connect(s.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0) << "connection " << i;
+    idle.push_back(std::move(s));
+  }
+  SourceOptions o;
+  o.pid = g->pid();
+  o.scope.kind = dt::ScopeKind::ranges;
+  o.scope.ranges = {{g->ram_addr(), g->ram_addr() + g->ram_size()}};
+  o.timeout = transport::Timeout(10000);
+  MigrationResult result;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = SourceMigration(o).run(address, result);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  dest.join();
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_TRUE(dest.outcome && dest.outcome->ok()) << (dest.outcome ? dest.outcome->error().message : "no outcome");
+  std::printf("migration behind %d idle connections: %.2f s\n", kIdle, s);
+  EXPECT_LT(s, 8.0) << "the idle connections held the migration up";
+  if (auto guest = dest.sink->take_guest()) (void)guest->stop(5000);
+}
+
+}  // namespace
+}  // namespace lm::engine::test
