@@ -9,6 +9,7 @@ packages=(
   meson ninja-build pkg-config g++ clang libclang-rt-14-dev
   # core libraries
   liblz4-dev libzstd-dev libxxhash-dev libtomlplusplus-dev nlohmann-json3-dev libcli11-dev
+  libgnutls28-dev  # --tls (transport/tls_channel.cpp)
   # optional backends (meson features: io_uring, dpdk)
   liburing-dev dpdk-dev libdpdk-dev
   # tests and benchmarks
