@@ -28,4 +28,11 @@ Result<AfterMigration> parse_after(std::string_view text) {
   return Error::msg(strf("'%.*s': expected kill, stop or keep", int(text.size()), text.data()));
 }
 
+Result<std::shared_ptr<const transport::TlsConfig>> load_tls(const TlsSettings& tls) {
+  if (!tls.enabled) return std::shared_ptr<const transport::TlsConfig>();
+  // merge: with security.psk-file (auth), TLS-PSK takes that key here.
+  if (tls.creds_dir.empty()) return Error::msg("TLS-PSK needs --psk-file (not yet wired): give --tls-creds DIR");
+  return transport::TlsConfig::x509(tls.creds_dir);
+}
+
 }  // namespace lm::engine

@@ -13,6 +13,7 @@
 #include "compress/policy.hpp"
 #include "engine/convergence.hpp"
 #include "engine/prepaging.hpp"
+#include "transport/tls_channel.hpp"
 
 namespace lm::engine {
 
@@ -79,6 +80,12 @@ struct PostcopyConfig {
   std::chrono::milliseconds reconnect_timeout{kDefaultReconnectTimeoutMs};
 };
 
+// Encryption of every channel of the migration (docs/transport.md, "TLS").
+struct TlsSettings {
+  bool enabled = false;   // security.tls
+  std::string creds_dir;  // security.tls-creds: ca.pem, cert.pem, key.pem (mutual X.509)
+};
+
 struct ScenarioConfig {
   std::string name = "unnamed";
   std::string source_path;  // the file it came from, for messages
@@ -87,6 +94,7 @@ struct ScenarioConfig {
   ConvergenceConfig convergence;
   AutoConvergeConfig auto_converge;
   PostcopyConfig postcopy;
+  TlsSettings tls;
   bool verify = true;
   std::chrono::seconds timeout{600};  // the whole run
 };
@@ -95,5 +103,7 @@ std::string_view mode_name(MigrationMode m);
 std::string_view after_name(AfterMigration a);
 Result<AfterMigration> parse_after(std::string_view text);
 std::string_view workload_name(WorkloadKind k);
+// The credentials `tls` names, loaded once for every channel; null when TLS is off.
+Result<std::shared_ptr<const transport::TlsConfig>> load_tls(const TlsSettings& tls);
 
 }  // namespace lm::engine

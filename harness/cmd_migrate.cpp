@@ -78,6 +78,7 @@ Result<engine::DestinationOptions> dest_options(const DestArgs& a, DestSinks& si
   o.listen = engine::transport_address(a.config.migration);
   o.timeout = transport::Timeout(a.timeout_ms);
   o.reconnect_timeout = a.config.postcopy.reconnect_timeout;
+  o.session.channel.tls = LM_TRY(engine::load_tls(a.config.tls));
   if (a.image)
     o.sink = sinks.image = std::make_shared<engine::ImageSink>();
   else
@@ -175,6 +176,9 @@ engine::SourceOptions source_options(const SourceArgs& a) {
 
 int run_source(const SourceArgs& a) {
   engine::SourceOptions o = source_options(a);
+  auto tls = engine::load_tls(a.config.tls);
+  if (!tls) return fail("source", tls.error());
+  o.session.channel.tls = *tls;
   engine::MigrationResult result;
   result.host = engine::read_host_facts();
   result.config.migration.mode = o.mode;
@@ -189,6 +193,15 @@ int run_source(const SourceArgs& a) {
   std::printf("%s", engine::summarize(result).c_str());
   if (!r) return fail("source", r.error());
   return 0;
+}
+
+// --tls / --tls-creds, the same on both sides (docs/transport.md, "TLS").
+void add_tls_flags(CLI::App& app, engine::ScenarioConfig& c) {
+  auto tls = app.add_flag("--tls", c.tls.enabled, "encrypt every channel with TLS 1.3 (tcp and uring transports)");
+  add_setting(app, "--tls-creds", c, "security.tls-creds",
+              "with --tls: directory with ca.pem, cert.pem, key.pem; both sides verify the peer against ca.pem")
+      ->type_name("DIR")
+      ->needs(tls);
 }
 
 }  // namespace
@@ -210,6 +223,7 @@ Run dest(CLI::App& app) {
   add_setting(app, "--reconnect-timeout-ms", a->config, "postcopy.reconnect-timeout-ms",
               "post-copy: how long faults wait for a broken link to come back, ms (0: never)");
   app.add_flag("--exit-after", a->exit_after, "stop the resumed guest and exit once the migration completed");
+  add_tls_flags(app, a->config);
   return [a] { return run_dest(*a); };
 }
 
@@ -241,6 +255,7 @@ Run source(CLI::App& app) {
      "(default kill; keep, a live snapshot, for an image without --ram)");
   app.add_flag("--allow-other-user", a->allow_other_user, "migrate a process that belongs to another user");
   app.add_option("--out", a->out, "write the result JSON here");
+  add_tls_flags(app, c);
   return [a] { return run_source(*a); };
 }
 

@@ -230,6 +230,7 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
   else
     dopts.sink = std::make_shared<ImageSink>();
   dopts.reconnect_timeout = config.postcopy.reconnect_timeout;
+  dopts.session.channel.tls = LM_TRY(load_tls(config.tls));
   // The source decides what an interruption means (options.cancel); the
   // destination stops only once the source gave up, e.g. while it still
   // waits for a session the source never opened.
@@ -239,6 +240,7 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
   std::thread dest_thread([&] { outcome = destination->run(); });
 
   SourceOptions sopts = source_options(config);
+  sopts.session.channel.tls = dopts.session.channel.tls;
   sopts.pid = target.pid;
   sopts.scope = target.scope;
   sopts.exec_state = target.exec_state;

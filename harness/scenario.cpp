@@ -271,6 +271,9 @@ const std::vector<Key>& keys() {
       duration<std::chrono::milliseconds>(
           "postcopy.reconnect-timeout-ms",
           [](C& c) -> std::chrono::milliseconds& { return c.postcopy.reconnect_timeout; }, 0, 3600000),
+
+      boolean("security.tls", [](C& c) -> bool& { return c.tls.enabled; }),
+      text("security.tls-creds", [](C& c) -> std::string& { return c.tls.creds_dir; }),
   };
   return table;
 }
@@ -330,6 +333,7 @@ Result<void> validate_scenario(const ScenarioConfig& c) {
     return Error::msg("key 'workload.ram' must be a multiple of 4096");
   if (c.auto_converge.initial_percent > c.auto_converge.max_percent)
     return Error::msg("key 'convergence.throttle-initial' exceeds 'convergence.throttle-max'");
+  if (!c.tls.creds_dir.empty() && !c.tls.enabled) return Error::msg("key 'security.tls-creds' needs 'security.tls = true'");
   return ok();
 }
 
