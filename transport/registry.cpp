@@ -27,6 +27,14 @@ Result<void> check_tls(const Backend& b) {
                          int(b.name.size()), b.name.data()));
 }
 
+// The channel under TLS carries records: room for their overhead.
+ChannelOptions tls_inner_options(const ChannelOptions& options) {
+  ChannelOptions inner = options;
+  inner.max_message = tls_inner_max_message(options.max_message);
+  inner.tls = nullptr;
+  return inner;
+}
+
 struct Split {
   const Backend* backend;
   std::string_view rest;
@@ -65,14 +73,14 @@ Result<std::unique_ptr<Channel>> connect(std::string_view address, const Channel
                                          Timeout timeout) {
   Split s = LM_TRY(split_address(address, options));
   if (!options.tls) return s.backend->connect(s.rest, options, timeout);
-  auto inner = LM_TRY(s.backend->connect(s.rest, options, timeout));
+  auto inner = LM_TRY(s.backend->connect(s.rest, tls_inner_options(options), timeout));
   return tls_channel(std::move(inner), options.tls, TlsRole::client, options);
 }
 
 Result<std::unique_ptr<Listener>> listen(std::string_view address, const ChannelOptions& options) {
   Split s = LM_TRY(split_address(address, options));
   if (!options.tls) return s.backend->listen(s.rest, options);
-  auto inner = LM_TRY(s.backend->listen(s.rest, options));
+  auto inner = LM_TRY(s.backend->listen(s.rest, tls_inner_options(options)));
   return tls_listener(std::move(inner), options.tls, options);
 }
 

@@ -149,14 +149,14 @@ class TlsChannel final : public Channel {
   const std::vector<unsigned char>& psk_key() const { return config_->impl().psk_key; }
 
   Result<uint64_t> send(std::span<const ConstBuffer> pieces, Timeout timeout) override {
-    Deadline deadline = Deadline::after(timeout);
-    LM_TRY(handshake(deadline, std::stop_token()));
-    if (send_broken_) return *send_broken_;
     size_t total = 0;
     for (const ConstBuffer& p : pieces) total += p.size;
     if (total > max_message_)
       return Error::sys(EMSGSIZE, strf("%s: message of %zu bytes exceeds the %zu-byte limit", name_.c_str(), total,
                                        max_message_));
+    Deadline deadline = Deadline::after(timeout);
+    LM_TRY(handshake(deadline, std::stop_token()));
+    if (send_broken_) return *send_broken_;
     LM_TRY(reclaim_buffers(deadline));
     {
       std::lock_guard lock(out_mutex_);
@@ -559,6 +559,11 @@ class TlsListener final : public Listener {
 };
 
 }  // namespace
+
+size_t tls_inner_max_message(size_t max_message) {
+  constexpr size_t kRecordOverhead = 64;  // header 5, tag 16, content type 1; generous for padding
+  return max_message + 8 + (max_message / kRecordPlain + 2) * kRecordOverhead;
+}
 
 Result<std::unique_ptr<Channel>> tls_channel(std::unique_ptr<Channel> inner, std::shared_ptr<const TlsConfig> config,
                                              TlsRole role, const ChannelOptions& options) {

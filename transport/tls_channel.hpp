@@ -59,6 +59,10 @@ class TlsConfig {
   std::unique_ptr<Impl> impl_;
 };
 
+// The inner channel's max_message for a TLS channel of `max_message`: the
+// records' headers and tags and the message prefix on top.
+size_t tls_inner_max_message(size_t max_message);
+
 // `inner` carries the records; the TLS channel's name is the inner one's
 // prefixed with "tls ". Connecting sides are clients, accepting sides servers.
 Result<std::unique_ptr<Channel>> tls_channel(std::unique_ptr<Channel> inner, std::shared_ptr<const TlsConfig> config,

@@ -141,6 +141,21 @@ TEST_P(TlsTest, LargeAndSmallMessagesArriveIntactThenCloseHandshake) {
   exchange_and_close(*p, s);
 }
 
+TEST_P(TlsTest, MessageOfTheLimitPassesAndLargerIsRefused) {
+  ChannelOptions o = options();
+  o.max_message = 1 << 20;
+  auto listener = listen(listen_address(), o);
+  ASSERT_TRUE(listener.ok()) << listener.error().message;
+  auto p = dial(**listener, o);
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  std::vector<std::byte> big((1 << 20) + 1);
+  ConstBuffer over{big.data(), big.size()};
+  auto refused = p->a->send(std::span(&over, 1), Timeout(5000));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, EMSGSIZE) << refused.error().message;
+  exchange_and_close(*p, Stream{{1 << 20, 0, 1 << 20}});
+}
+
 TEST_P(TlsTest, TwoChannelsBothWaysAtOnce) {
   auto listener = listen(listen_address(), options());
   ASSERT_TRUE(listener.ok()) << listener.error().message;
