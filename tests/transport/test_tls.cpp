@@ -60,6 +60,12 @@ Result<ChannelPair> dial(Listener& listener, const ChannelOptions& client_option
   return ChannelPair{std::move(*a), std::move(*accepted)};
 }
 
+// A tcp pair: the listening side with `server`, the dialing side with `client`.
+Result<ChannelPair> tcp_pair(const ChannelOptions& server, const ChannelOptions& client) {
+  auto listener = LM_TRY(listen("tcp:127.0.0.1:0", server));
+  return dial(*listener, client);
+}
+
 struct Param {
   std::string backend;  // tcp | uring
   std::string creds;    // psk | x509
@@ -194,9 +200,7 @@ TEST(TlsFailure, WrongPreSharedKeyFailsOnBothSidesNamingTls) {
   ChannelOptions server_opts, client_opts;
   server_opts.tls = make_config("psk", "", 1);
   client_opts.tls = make_config("psk", "", 2);
-  auto listener = listen("tcp:127.0.0.1:0", server_opts);
-  ASSERT_TRUE(listener.ok()) << listener.error().message;
-  auto p = dial(**listener, client_opts);
+  auto p = tcp_pair(server_opts, client_opts);
   ASSERT_TRUE(p.ok()) << p.error().message;
   Both r = handshake_both(*p);
   ASSERT_FALSE(r.server_recv.ok());
@@ -215,9 +219,7 @@ TEST(TlsFailure, CertificateOfAnotherCaIsRefusedSayingWhy) {
   ChannelOptions server_opts, client_opts;
   server_opts.tls = make_config("x509", TlsCreds::ca_a);
   client_opts.tls = make_config("x509", TlsCreds::ca_b);
-  auto listener = listen("tcp:127.0.0.1:0", server_opts);
-  ASSERT_TRUE(listener.ok()) << listener.error().message;
-  auto p = dial(**listener, client_opts);
+  auto p = tcp_pair(server_opts, client_opts);
   ASSERT_TRUE(p.ok()) << p.error().message;
   Both r = handshake_both(*p);
   ASSERT_FALSE(r.client_send.ok() && r.client_recv.ok());
@@ -242,9 +244,7 @@ TEST(TlsFailure, MissingCredentialFilesNameTheFile) {
 TEST(TlsFailure, PlaintextPeerAgainstTlsListenerFailsClearlyNotHang) {
   ChannelOptions tls_opts, plain_opts;
   tls_opts.tls = make_config("psk");
-  auto listener = listen("tcp:127.0.0.1:0", tls_opts);
-  ASSERT_TRUE(listener.ok()) << listener.error().message;
-  auto p = dial(**listener, plain_opts);
+  auto p = tcp_pair(tls_opts, plain_opts);
   ASSERT_TRUE(p.ok()) << p.error().message;
   Both r = handshake_both(*p);
   ASSERT_FALSE(r.server_recv.ok());
@@ -260,9 +260,7 @@ TEST(TlsFailure, PlaintextPeerAgainstTlsListenerFailsClearlyNotHang) {
 TEST(TlsFailure, TlsClientAgainstPlaintextListenerFailsClearly) {
   ChannelOptions tls_opts, plain_opts;
   tls_opts.tls = make_config("psk");
-  auto listener = listen("tcp:127.0.0.1:0", plain_opts);
-  ASSERT_TRUE(listener.ok()) << listener.error().message;
-  auto p = dial(**listener, tls_opts);
+  auto p = tcp_pair(plain_opts, tls_opts);
   ASSERT_TRUE(p.ok()) << p.error().message;
   // The client's first recv starts the handshake; the plaintext side answers
   // the ClientHello with a message of its own.
@@ -281,9 +279,7 @@ TEST(TlsFailure, TlsClientAgainstPlaintextListenerFailsClearly) {
 TEST(TlsFailure, HandshakeDeadlinePassingIsATimeoutAndRetrying) {
   ChannelOptions tls_opts, plain_opts;
   tls_opts.tls = make_config("x509");
-  auto listener = listen("tcp:127.0.0.1:0", plain_opts);  // never answers
-  ASSERT_TRUE(listener.ok()) << listener.error().message;
-  auto p = dial(**listener, tls_opts);
+  auto p = tcp_pair(plain_opts, tls_opts);  // the plaintext side never answers
   ASSERT_TRUE(p.ok()) << p.error().message;
   uint64_t t0 = now_ns();
   auto r = p->a->recv(Timeout(300));
@@ -301,9 +297,7 @@ TEST(TlsFailure, HandshakeDeadlinePassingIsATimeoutAndRetrying) {
 TEST(TlsFailure, StopTokenEndsABlockedHandshake) {
   ChannelOptions tls_opts, plain_opts;
   tls_opts.tls = make_config("psk");
-  auto listener = listen("tcp:127.0.0.1:0", plain_opts);  // never answers
-  ASSERT_TRUE(listener.ok()) << listener.error().message;
-  auto p = dial(**listener, tls_opts);
+  auto p = tcp_pair(plain_opts, tls_opts);  // the plaintext side never answers
   ASSERT_TRUE(p.ok()) << p.error().message;
   auto stopped = testing::wait_stopped_later([&](std::stop_token t) { return p->a->recv(kForever, t); });
   ASSERT_FALSE(stopped.result.ok());
