@@ -56,4 +56,17 @@ Result<void> write_random_key_file(const std::string& path) {
   return ok();
 }
 
+std::string derive_key(std::string_view key, std::string_view label) {
+  auto bytes = [](std::string_view v) { return reinterpret_cast<const unsigned char*>(v.data()); };
+  std::string derived(crypto_auth_hmacsha256_BYTES, '\0');
+  crypto_auth_hmacsha256_state st;
+  crypto_auth_hmacsha256_init(&st, bytes(key), key.size());
+  crypto_auth_hmacsha256_update(&st, bytes(label), label.size());
+  crypto_auth_hmacsha256_final(&st, reinterpret_cast<unsigned char*>(derived.data()));
+  sodium_memzero(&st, sizeof st);
+  return derived;
+}
+
+void wipe_key(std::string& key) { sodium_memzero(key.data(), key.size()); }
+
 }  // namespace lm

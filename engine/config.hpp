@@ -86,6 +86,10 @@ inline constexpr std::string_view kGeneratePsk = "generate";
 struct SecurityConfig {
   std::string psk_file;  // the pre-shared key's file; empty: none (loopback only, unless insecure)
   bool insecure = false;  // allow no key off loopback
+  // Encryption of every channel (docs/transport.md, "TLS"): X.509 from
+  // tls_creds (ca.pem, cert.pem, key.pem), else TLS-PSK from the key file.
+  bool tls = false;
+  std::string tls_creds;
 };
 
 // What a destination accepts from a source (engine/admission.hpp), checked

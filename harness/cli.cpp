@@ -67,6 +67,13 @@ void add_security(CLI::App& app, engine::ScenarioConfig& config) {
       ->type_name("FILE");
   app.add_flag("--insecure", config.security.insecure,
                "allow a non-loopback address without --psk-file (unauthenticated and unencrypted)");
+  auto tls = app.add_flag("--tls", config.security.tls,
+                          "encrypt every channel with TLS 1.3 (tcp and uring transports); X.509 with --tls-creds, "
+                          "else TLS-PSK with the --psk-file key");
+  app.add_option("--tls-creds", config.security.tls_creds,
+                 "with --tls: directory with ca.pem, cert.pem, key.pem; both sides verify the peer against ca.pem")
+      ->type_name("DIR")
+      ->needs(tls);
 }
 
 std::string command_path(const CLI::App& app) {

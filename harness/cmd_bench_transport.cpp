@@ -9,7 +9,9 @@
 // channels, one thread each, and reports bytes and its CPU seconds over a
 // pipe; the parent sends messages of the given size on N threads for the
 // given time, then closes the channels with the close handshake, so every
-// byte counted arrived.
+// byte counted arrived. With --tls each backend B is also measured as "B+tls"
+// (TLS 1.3 over it, transport/tls_channel.hpp) right after B, in the same
+// repetition, and the ratio to B is reported.
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/resource.h>
@@ -37,6 +39,7 @@
 #include "harness/commands.hpp"
 #include "transport/channel.hpp"
 #include "transport/stream.hpp"
+#include "transport/tls_channel.hpp"
 
 namespace lm::cmd {
 namespace {
@@ -53,6 +56,7 @@ struct Config {
   unsigned repeat = 1;
   std::string extra;
   transport::ZeroCopy zero_copy = transport::ZeroCopy::off;
+  bool tls = false;  // modes "B+tls" follow each backend B
 };
 
 struct Sample {
@@ -155,12 +159,26 @@ void finish(Sample& s, const Config& c, Subprocess& child, int report_fd, uint64
   _exit(0);
 }
 
-ChannelOptions channel_options(const Config& c, uint64_t size) {
+constexpr std::string_view kTlsSuffix = "+tls";
+
+bool is_tls_mode(std::string_view mode) {
+  return mode.size() > kTlsSuffix.size() && mode.substr(mode.size() - kTlsSuffix.size()) == kTlsSuffix;
+}
+
+// The channel options of a mode ("tcp", "uring+tls") and its backend name.
+Result<ChannelOptions> channel_options(const Config& c, const std::string& mode, uint64_t size, std::string* backend) {
   ChannelOptions o;
   o.max_message = std::max<size_t>(size, 1 << 20);
   o.send_window = std::max<size_t>(4 * size, 8 << 20);
   o.zero_copy = c.zero_copy;
   o.extra = c.extra;
+  *backend = mode;
+  if (is_tls_mode(mode)) {
+    backend->resize(mode.size() - kTlsSuffix.size());
+    // A fixed key: the benchmark measures the cost of encryption, not secrecy.
+    static constexpr char kBenchKey[] = "livemig bench transport key, 32";
+    o.tls = LM_TRY(transport::TlsConfig::psk(std::as_bytes(std::span(kBenchKey, 32))));
+  }
   return o;
 }
 
@@ -206,11 +224,14 @@ Result<Receiver> start_receiver(const Config& c, const std::string& mode, uint64
   return r;
 }
 
-Sample run_channels(const Config& c, const std::string& backend, uint64_t size) {
+Sample run_channels(const Config& c, const std::string& mode, uint64_t size) {
   Sample s;
-  ChannelOptions o = channel_options(c, size);
+  std::string backend;
+  auto options = channel_options(c, mode, size, &backend);
+  if (!options) return Sample{.error = options.error().message};
+  const ChannelOptions& o = *options;
   Timeout io_timeout(int64_t(c.seconds * 1000) + 30000);
-  auto receiver = start_receiver(c, backend, size);
+  auto receiver = start_receiver(c, mode, size);
   if (!receiver) return Sample{.error = receiver.error().message};
   const std::string& address = receiver->address;
 
@@ -451,6 +472,7 @@ struct BenchArgs {
   bool zero_copy = false;
   std::string extra;
   bool no_baseline = false;
+  bool tls = false;
   std::string json;
   // The receiving process of a measurement (internal).
   std::string serve_receiver;
@@ -465,13 +487,17 @@ Config config_of(const BenchArgs& a) {
   c.extra = a.extra;
   c.sizes = a.sizes;
   if (a.zero_copy) c.zero_copy = transport::ZeroCopy::on;
+  c.tls = a.tls;
   return c;
 }
 
 // `--serve-receiver MODE`: the receiving side of one measurement; never returns.
 [[noreturn]] void serve(const BenchArgs& a, const Config& c) {
   if (a.serve_receiver == "plain") serve_plain_receiver(c.channels, c.sizes.front(), a.report_fd, a.address_fd);
-  auto listener = transport::listen(a.serve_receiver + ":127.0.0.1:0", channel_options(c, c.sizes.front()));
+  std::string backend;
+  auto options = channel_options(c, a.serve_receiver, c.sizes.front(), &backend);
+  if (!options) receiver_failed(a.report_fd, options.error().message);
+  auto listener = transport::listen(backend + ":127.0.0.1:0", *options);
   if (!listener) receiver_failed(a.report_fd, listener.error().message);
   std::string address = (*listener)->address();
   (void)!::write(a.address_fd, address.data(), address.size());
@@ -532,8 +558,10 @@ double median_ratio(const std::vector<Sample>& v, const std::vector<Sample>& bas
 }
 
 // One row of the table and of the JSON document; false if a sample failed.
+// `clear`: for a "+tls" mode, the same backend without TLS (else empty).
 bool report_row(JsonWriter& json, const Config& c, const std::string& mode, uint64_t size, bool per_size,
-                const std::vector<Sample>& v, const std::vector<Sample>& tcp, const std::vector<Sample>& iperf) {
+                const std::vector<Sample>& v, const std::vector<Sample>& tcp, const std::vector<Sample>& iperf,
+                const std::vector<Sample>& clear) {
   bool ok = true;
   for (const auto& s : v)
     if (!s.error.empty()) {
@@ -548,9 +576,15 @@ bool report_row(JsonWriter& json, const Config& c, const std::string& mode, uint
   double cpu_gb = median(per_gb);
   double vs_tcp = median_ratio(v, tcp);
   double vs_iperf = median_ratio(v, iperf);
+  double vs_clear = median_ratio(v, clear);
   double cpu_send = median_of(v, &Sample::cpu_send), cpu_recv = median_of(v, &Sample::cpu_recv);
-  std::printf("%-8s %3u %8lluK %9.2f %10.2f %10.2f %9.3f %8.3f %9.3f\n", mode.c_str(), c.channels,
+  std::printf("%-9s %3u %8lluK %9.2f %10.2f %10.2f %9.3f %8.3f %9.3f", mode.c_str(), c.channels,
               (unsigned long long)(per_size ? size >> 10 : 128), g, cpu_send, cpu_recv, cpu_gb, vs_tcp, vs_iperf);
+  if (c.tls && !clear.empty())
+    std::printf(" %8.3f", vs_clear);
+  else if (c.tls)
+    std::printf(" %8s", "-");
+  std::printf("\n");
   json.begin_object();
   json.field("mode", mode);
   json.field("msg_size", per_size ? size : uint64_t(128 << 10));
@@ -560,6 +594,7 @@ bool report_row(JsonWriter& json, const Config& c, const std::string& mode, uint
   json.field("cpu_s_per_gb_median", cpu_gb);
   json.field("ratio_vs_tcp_median", vs_tcp);
   json.field("ratio_vs_iperf3_median", vs_iperf);
+  if (!clear.empty()) json.field("ratio_vs_plaintext_median", vs_clear);
   json.begin_array("gbps");
   for (const auto& s : v) json.value(s.gbps);
   json.end_array();
@@ -576,15 +611,19 @@ bool report(JsonWriter& json, const Config& c, const Samples& s, bool iperf) {
   json.field("repeat", c.repeat);
   json.field("zero_copy", c.zero_copy == transport::ZeroCopy::on);
   json.field("extra", c.extra);
+  json.field("tls", c.tls);
   json.begin_array("results");
-  std::printf("%-8s %3s %9s %9s %10s %10s %9s %8s %9s\n", "mode", "ch", "msg", "Gbit/s", "cpu_send_s", "cpu_recv_s",
-              "cpu_s/GB", "vs_tcp", "vs_iperf3");
+  std::printf("%-9s %3s %9s %9s %10s %10s %9s %8s %9s%s\n", "mode", "ch", "msg", "Gbit/s", "cpu_send_s", "cpu_recv_s",
+              "cpu_s/GB", "vs_tcp", "vs_iperf3", c.tls ? " vs_clear" : "");
   bool ok = true;
   size_t tcp = size_t(std::find(c.modes.begin(), c.modes.end(), "tcp") - c.modes.begin());
   for (size_t z = 0; z < c.sizes.size(); ++z) {
-    for (size_t m = 0; m < c.modes.size(); ++m)
-      ok &= report_row(json, c, c.modes[m], c.sizes[z], true, s.by_size[z][m], s.by_size[z][tcp], s.iperf);
-    if (iperf) ok &= report_row(json, c, "iperf3", c.sizes[z], false, s.iperf, s.by_size[z][tcp], s.iperf);
+    for (size_t m = 0; m < c.modes.size(); ++m) {
+      static const std::vector<Sample> none;
+      const std::vector<Sample>& clear = is_tls_mode(c.modes[m]) ? s.by_size[z][m - 1] : none;  // B precedes B+tls
+      ok &= report_row(json, c, c.modes[m], c.sizes[z], true, s.by_size[z][m], s.by_size[z][tcp], s.iperf, clear);
+    }
+    if (iperf) ok &= report_row(json, c, "iperf3", c.sizes[z], false, s.iperf, s.by_size[z][tcp], s.iperf, {});
   }
   json.end_array();
   json.end_object();
@@ -598,6 +637,8 @@ int run_bench(const BenchArgs& a) {
   // The tcp backend is always measured: uring is judged against it.
   c.modes = a.backends;
   if (std::find(c.modes.begin(), c.modes.end(), "tcp") == c.modes.end()) c.modes.push_back("tcp");
+  if (a.tls)
+    for (size_t m = c.modes.size(); m-- > 0;) c.modes.insert(c.modes.begin() + m + 1, c.modes[m] + std::string(kTlsSuffix));
   bool baseline = !a.no_baseline;
   if (baseline) c.modes.push_back("plain");
   bool iperf = baseline && have_iperf3();
@@ -645,6 +686,7 @@ Run bench_transport(CLI::App& app) {
   app.add_flag("--zero-copy", a->zero_copy, "MSG_ZEROCOPY / send_zc on the backends");
   app.add_option("--extra", a->extra, "backend options, e.g. sqpoll=1");
   app.add_flag("--no-baseline", a->no_baseline, "skip the plain loop and iperf3");
+  app.add_flag("--tls", a->tls, "also measure each backend with TLS 1.3 (mode B+tls, ratio vs_clear to B)");
   app.add_option("--json", a->json, "write the results here (default results/bench-transport-<time>.json)");
   // Internal, not in the help: the receiving process of a measurement.
   app.add_option("--serve-receiver", a->serve_receiver)->group("");

@@ -16,6 +16,7 @@
 #include "engine/source.hpp"
 #include "harness/guest/client.hpp"
 #include "harness/guest_ram_sink.hpp"
+#include "transport/tls_channel.hpp"
 
 namespace lm::engine {
 
@@ -213,11 +214,23 @@ SourceOptions source_options(const ScenarioConfig& config) {
 Result<void> apply_security(const SecurityConfig& security, transport::SessionConfig& session) {
   session.unauthenticated =
       security.insecure ? transport::Unauthenticated::allowed : transport::Unauthenticated::loopback_only;
-  if (security.psk_file.empty()) return ok();
-  if (security.psk_file == kGeneratePsk)
-    return Error::msg("security.psk-file = \"generate\" is for livemig run, which holds both sides; give "
-                      "livemig dest and livemig source the same key file");
-  session.psk = LM_TRY(read_key_file(security.psk_file));
+  if (!security.psk_file.empty()) {
+    if (security.psk_file == kGeneratePsk)
+      return Error::msg("security.psk-file = \"generate\" is for livemig run, which holds both sides; give "
+                        "livemig dest and livemig source the same key file");
+    session.psk = LM_TRY(read_key_file(security.psk_file));
+  }
+  if (!security.tls) return ok();
+  if (!security.tls_creds.empty()) {
+    session.channel.tls = LM_TRY(transport::TlsConfig::x509(security.tls_creds));
+  } else if (!session.psk.empty()) {
+    // TLS-PSK gets a key of its own, derived from the file's (the handshake's MAC derives another).
+    std::string tls_key = derive_key(session.psk, "livemig tls-psk");
+    session.channel.tls = LM_TRY(transport::TlsConfig::psk(std::as_bytes(std::span(tls_key))));
+    wipe_key(tls_key);
+  } else {
+    return Error::msg("--tls needs credentials: --tls-creds DIR (mutual X.509) or --psk-file FILE (TLS-PSK)");
+  }
   return ok();
 }
 
@@ -260,6 +273,7 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
   SourceOptions sopts = source_options(config);
   sopts.session.psk = dopts.session.psk;
   sopts.session.unauthenticated = dopts.session.unauthenticated;
+  sopts.session.channel.tls = dopts.session.channel.tls;
   sopts.pid = target.pid;
   sopts.scope = target.scope;
   sopts.exec_state = target.exec_state;

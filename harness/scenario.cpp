@@ -281,6 +281,8 @@ const std::vector<Key>& keys() {
                       transport::kMaxMappings),
       whole<unsigned>("limits.max-channels", [](C& c) -> unsigned& { return c.limits.max_bulk_channels; }, 1,
                       UINT16_MAX),
+      boolean("security.tls", [](C& c) -> bool& { return c.security.tls; }),
+      text("security.tls-creds", [](C& c) -> std::string& { return c.security.tls_creds; }),
   };
   return table;
 }
@@ -340,6 +342,7 @@ Result<void> validate_scenario(const ScenarioConfig& c) {
     return Error::msg("key 'workload.ram' must be a multiple of 4096");
   if (c.auto_converge.initial_percent > c.auto_converge.max_percent)
     return Error::msg("key 'convergence.throttle-initial' exceeds 'convergence.throttle-max'");
+  if (!c.security.tls_creds.empty() && !c.security.tls) return Error::msg("key 'security.tls-creds' needs 'security.tls = true'");
   return ok();
 }
 

@@ -10,6 +10,7 @@ packages=(
   # core libraries
   liblz4-dev libzstd-dev libxxhash-dev libtomlplusplus-dev nlohmann-json3-dev libcli11-dev
   libsodium-dev  # the handshake's MAC and key files
+  libgnutls28-dev  # --tls (transport/tls_channel.cpp)
   # optional backends (meson features: io_uring, dpdk)
   liburing-dev dpdk-dev libdpdk-dev
   # tests and benchmarks

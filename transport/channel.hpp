@@ -90,6 +90,8 @@ struct Received {
 
 enum class ZeroCopy : uint8_t { off, on };
 
+class TlsConfig;  // transport/tls_channel.hpp
+
 struct ChannelOptions {
   // Largest message this channel accepts (sender and receiver check it).
   size_t max_message = size_t(64) << 20;
@@ -101,6 +103,9 @@ struct ChannelOptions {
   ZeroCopy zero_copy = ZeroCopy::off;
   // Backend-specific knobs as "key=value,key=value" (e.g. "sqpoll=1").
   std::string extra;
+  // TLS 1.3 on every channel that connect()/listen() make (tcp, uring; other
+  // backends refuse it). Null: plaintext.
+  std::shared_ptr<const TlsConfig> tls;
 };
 
 class Channel {

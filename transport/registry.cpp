@@ -4,6 +4,7 @@
 
 #include "transport/backends.hpp"
 #include "transport/stream.hpp"
+#include "transport/tls_channel.hpp"
 
 namespace lm::transport {
 
@@ -18,24 +19,42 @@ const Backend* const kBackends[] = {
 #endif
 };
 
+// TLS records ride on the stream backends' messages; a DPDK link is raw
+// frames between two ports, outside what TLS here protects.
+Result<void> check_tls(const Backend& b) {
+  if (b.name == "tcp" || b.name == "uring") return ok();
+  return Error::msg(strf("transport backend %.*s does not encrypt: TLS (--tls) works with tcp and uring only",
+                         int(b.name.size()), b.name.data()));
+}
+
+// The channel under TLS carries records: room for their overhead.
+ChannelOptions tls_inner_options(const ChannelOptions& options) {
+  ChannelOptions inner = options;
+  inner.max_message = tls_inner_max_message(options.max_message);
+  inner.tls = nullptr;
+  return inner;
+}
+
 struct Split {
   const Backend* backend;
   std::string_view rest;
 };
 
-Result<Split> split_address(std::string_view address) {
+Result<Split> split_address(std::string_view address, const ChannelOptions& options) {
   size_t colon = address.find(':');
   if (colon == std::string_view::npos)
     return Error::msg(strf("transport address '%.*s': expected <backend>:<address>, e.g. tcp:127.0.0.1:7000",
                            int(address.size()), address.data()));
   const Backend* b = LM_TRY_CTX(find_backend(address.substr(0, colon)),
                                 strf("transport address '%.*s'", int(address.size()), address.data()));
+  if (options.tls) LM_TRY(check_tls(*b));
   Probe p = b->probe();
   if (!p.available)
     return Error::msg(strf("transport backend %.*s unavailable: %s", int(b->name.size()), b->name.data(),
                            p.reason.c_str()));
   return Split{b, address.substr(colon + 1)};
 }
+
 }  // namespace
 
 std::span<const Backend* const> backends() { return kBackends; }
@@ -52,13 +71,17 @@ Result<const Backend*> find_backend(std::string_view name) {
 
 Result<std::unique_ptr<Channel>> connect(std::string_view address, const ChannelOptions& options,
                                          Timeout timeout) {
-  Split s = LM_TRY(split_address(address));
-  return s.backend->connect(s.rest, options, timeout);
+  Split s = LM_TRY(split_address(address, options));
+  if (!options.tls) return s.backend->connect(s.rest, options, timeout);
+  auto inner = LM_TRY(s.backend->connect(s.rest, tls_inner_options(options), timeout));
+  return tls_channel(std::move(inner), options.tls, TlsRole::client, options);
 }
 
 Result<std::unique_ptr<Listener>> listen(std::string_view address, const ChannelOptions& options) {
-  Split s = LM_TRY(split_address(address));
-  return s.backend->listen(s.rest, options);
+  Split s = LM_TRY(split_address(address, options));
+  if (!options.tls) return s.backend->listen(s.rest, options);
+  auto inner = LM_TRY(s.backend->listen(s.rest, tls_inner_options(options)));
+  return tls_listener(std::move(inner), options.tls, options);
 }
 
 bool same_host_address(std::string_view address) {

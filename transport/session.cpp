@@ -2,6 +2,8 @@
 
 #include "transport/stream.hpp"
 
+#include "common/secret.hpp"
+
 #include <sodium.h>
 
 #include <condition_variable>
@@ -41,16 +43,12 @@ enum class Prover { source, destination };
 // serving as the other's; the fresh nonces keep a proof from serving twice.
 AuthBody make_proof(const std::string& psk, Prover prover, const HelloBody& source, const HelloBody& dest,
                     const Negotiated& agreed) {
-  static constexpr std::string_view kKeyLabel = "livemig v3 handshake key";
   const std::string_view label = prover == Prover::source ? "livemig v3 proof by source" : "livemig v3 proof by destination";
   auto bytes = [](const auto* p) { return reinterpret_cast<const unsigned char*>(p); };
-  unsigned char key[crypto_auth_hmacsha256_BYTES];
-  crypto_auth_hmacsha256_state st;
-  crypto_auth_hmacsha256_init(&st, bytes(psk.data()), psk.size());
-  crypto_auth_hmacsha256_update(&st, bytes(kKeyLabel.data()), kKeyLabel.size());
-  crypto_auth_hmacsha256_final(&st, key);
+  std::string key = derive_key(psk, "livemig v3 handshake key");
   const AcceptBody result{agreed.version, 0, agreed.codecs, agreed.features};
-  crypto_auth_hmacsha256_init(&st, key, sizeof key);
+  crypto_auth_hmacsha256_state st;
+  crypto_auth_hmacsha256_init(&st, bytes(key.data()), key.size());
   crypto_auth_hmacsha256_update(&st, bytes(label.data()), label.size());
   crypto_auth_hmacsha256_update(&st, bytes(&source), sizeof source);
   crypto_auth_hmacsha256_update(&st, bytes(&dest), sizeof dest);
@@ -58,7 +56,7 @@ AuthBody make_proof(const std::string& psk, Prover prover, const HelloBody& sour
   AuthBody proof{};
   static_assert(sizeof proof.proof == crypto_auth_hmacsha256_BYTES);
   crypto_auth_hmacsha256_final(&st, proof.proof.data());
-  sodium_memzero(key, sizeof key);
+  wipe_key(key);
   sodium_memzero(&st, sizeof st);
   return proof;
 }
@@ -241,10 +239,12 @@ bool stays_on_host(std::string_view address) {
 }  // namespace
 
 Result<void> check_key_for_address(std::string_view address, const SessionConfig& config, std::string_view what) {
-  if (!config.psk.empty() || config.unauthenticated == Unauthenticated::allowed || stays_on_host(address))
+  // Mutual X.509 (--tls --tls-creds) authenticates the peers as a key does.
+  if (!config.psk.empty() || config.channel.tls || config.unauthenticated == Unauthenticated::allowed ||
+      stays_on_host(address))
     return ok();
   return Error{EACCES, strf("refusing to %.*s %.*s without a pre-shared key: it is not a loopback address; pass "
-                            "--psk-file FILE (scenario: security.psk-file) on both sides, or --insecure "
+                            "--psk-file FILE (scenario: security.psk-file) or --tls --tls-creds DIR on both sides, or --insecure "
                             "(security.insecure = true) to run unauthenticated",
                             int(what.size()), what.data(), int(address.size()), address.data())};
 }

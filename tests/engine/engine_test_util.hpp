@@ -90,6 +90,62 @@ inline LivemigOutcome run_livemig(const std::vector<std::string>& args) {
   return o;
 }
 
+// `livemig ARGS...` as a child with a deadline (alarm survives exec) that
+// dies with this test; its stdout is read through `out`.
+struct Livemig {
+  pid_t pid = -1;
+  FILE* out = nullptr;
+
+  explicit Livemig(std::vector<std::string> args, unsigned timeout_s = 60) {
+    int p[2];
+    if (pipe(p) != 0) {
+      ADD_FAILURE() << "pipe";
+      return;
+    }
+    const std::string bin = env_or_fail("LM_LIVEMIG_BIN");
+    const pid_t parent = getpid();
+    pid = fork();
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(127);
+      dup2(p[1], 1);
+      alarm(timeout_s);
+      std::vector<char*> argv{const_cast<char*>(bin.c_str())};
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(bin.c_str(), argv.data());
+      _exit(127);
+    }
+    close(p[1]);
+    out = fdopen(p[0], "r");
+  }
+  std::string line() {
+    char buf[4096] = {};
+    return out && fgets(buf, sizeof buf, out) ? std::string(buf) : std::string();
+  }
+  std::string rest() {
+    std::string s;
+    for (std::string l = line(); !l.empty(); l = line()) s += l;
+    return s;
+  }
+  // The exit code; -signal if it was killed (the alarm: SIGALRM).
+  int wait() {
+    int status = 0;
+    if (pid > 0 && waitpid(pid, &status, 0) == pid) {
+      pid = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    }
+    return -1000;
+  }
+  ~Livemig() {
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+    if (out) fclose(out);
+  }
+};
+
 // --- processes, from /proc ------------------------------------------------------
 
 // The state letter of /proc/PID/stat ('R', 'S', 'T', 'Z', ...), '?' if gone.
