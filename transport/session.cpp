@@ -38,7 +38,8 @@ enum class Prover { source, destination };
 AuthBody make_proof(const std::string& psk, Prover prover, const HelloBody& source, const HelloBody& dest,
                     const Negotiated& agreed) {
   static constexpr std::string_view kKeyLabel = "livemig v3 handshake key";
-  const std::string_view label = prover == Prover::source ? "livemig v3 proof by source" : "livemig v3 proof by destination";
+  const std::string_view label =
+      prover == Prover::source ? "livemig v3 proof by source" : "livemig v3 proof by destination";
   auto bytes = [](const auto* p) { return reinterpret_cast<const unsigned char*>(p); };
   unsigned char key[crypto_auth_hmacsha256_BYTES];
   crypto_auth_hmacsha256_state st;
