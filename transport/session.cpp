@@ -43,7 +43,8 @@ enum class Prover { source, destination };
 // serving as the other's; the fresh nonces keep a proof from serving twice.
 AuthBody make_proof(const std::string& psk, Prover prover, const HelloBody& source, const HelloBody& dest,
                     const Negotiated& agreed) {
-  const std::string_view label = prover == Prover::source ? "livemig v3 proof by source" : "livemig v3 proof by destination";
+  const std::string_view label =
+      prover == Prover::source ? "livemig v3 proof by source" : "livemig v3 proof by destination";
   auto bytes = [](const auto* p) { return reinterpret_cast<const unsigned char*>(p); };
   std::string key = derive_key(psk, "livemig v3 handshake key");
   const AcceptBody result{agreed.version, 0, agreed.codecs, agreed.features};

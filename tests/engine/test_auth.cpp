@@ -139,7 +139,7 @@ TEST_F(CliAuth, WrongKeyFailsBothSidesNamingThePeer) {
   ASSERT_TRUE(lm::write_random_key_file(other).ok());
   auto g = busy_guest(dir_, 16ull << 20);
   ASSERT_TRUE(g.ok()) << g.error().message;
-  Livemig dest(dir_, "dest", {"dest", "--listen", "tcp:127.0.0.1:0", "--image", "--timeout-ms", "1500",
+  Livemig dest(dir_, "dest", {"dest", "--listen", "tcp:127.0.0.1:0", "--image", "--timeout-ms", "6000",
                               "--psk-file", key_});
   std::string address = dest.listening();
   ASSERT_FALSE(address.empty()) << slurp(dest.err);

@@ -75,7 +75,8 @@ int main(int argc, char** argv) {
   double load_start[3] = {};
   getloadavg(load_start, 3);
   std::string json = "{\n  \"benchmark\": \"handshake\",\n  \"channels\": \"control, priority, 2 bulk\",\n";
-  json += strf("  \"iterations\": %d,\n  \"load-average-start\": %.2f,\n  \"backends\": {\n", iterations, load_start[0]);
+  json += strf("  \"iterations\": %d,\n  \"load-average-start\": %.2f,\n  \"backends\": {\n", iterations,
+               load_start[0]);
   for (size_t b = 0; b < backends.size(); ++b) {
     auto listener = listen(backends[b] + ":127.0.0.1:0", ChannelOptions{});
     if (!listener) {

@@ -394,7 +394,9 @@ class RecordingChannel final : public Channel {
   Result<void> wait_sent(uint64_t seq, Timeout timeout, std::stop_token stop) override {
     return inner_->wait_sent(seq, timeout, std::move(stop));
   }
-  Result<Received> recv(Timeout timeout, std::stop_token stop) override { return inner_->recv(timeout, std::move(stop)); }
+  Result<Received> recv(Timeout timeout, std::stop_token stop) override {
+    return inner_->recv(timeout, std::move(stop));
+  }
   Result<void> close(Timeout timeout) override { return inner_->close(timeout); }
   const std::string& name() const override { return inner_->name(); }
   void set_name(std::string name) override { inner_->set_name(std::move(name)); }
