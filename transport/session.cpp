@@ -363,15 +363,18 @@ Result<std::optional<Session>> SessionAcceptor::offer(std::unique_ptr<Channel> c
   return join(Joining{std::move(j), std::move(channel)});
 }
 
-void SessionAcceptor::drop_pending(std::string_view why) {
+void SessionAcceptor::tell_channels(Pending& p, std::string_view why) {
   auto tell = [&](std::unique_ptr<Channel>& ch) {
     if (ch) (void)reject(*ch, config_.version_max, Error{ECONNABORTED, std::string(why)});
+    ch.reset();
   };
-  for (auto& [id, p] : pending_) {
-    tell(p.session.control_);
-    tell(p.session.priority_);
-    for (auto& b : p.session.bulk_) tell(b);
-  }
+  tell(p.session.control_);
+  tell(p.session.priority_);
+  for (auto& b : p.session.bulk_) tell(b);
+}
+
+void SessionAcceptor::drop_pending(std::string_view why) {
+  for (auto& [id, p] : pending_) tell_channels(p, why);
   pending_.clear();
 }
 
@@ -385,16 +388,23 @@ Result<std::optional<Session>> SessionAcceptor::join(Joining joining) {
   auto [it, fresh] = pending_.try_emplace(id);
   if (!fresh && j.role == ChannelRole::control && it->second.have_control) {
     // A new attempt: the partial one's channels are told and dropped.
-    std::map<uint64_t, Pending> replaced;
-    replaced.emplace(id, std::move(it->second));
-    std::swap(replaced, pending_);
-    drop_pending(strf("session %016llx: a new control channel replaced this attempt", (unsigned long long)id));
-    std::swap(replaced, pending_);
+    tell_channels(it->second, strf("session %016llx: a new control channel replaced this attempt",
+                                   (unsigned long long)id));
     it->second = Pending{};
     fresh = true;
   }
   Pending& p = it->second;
   if (fresh) {
+    p.order = ++joined_;
+    // Incomplete sessions hold their channels: beyond the cap the oldest goes.
+    if (pending_.size() > std::max(1u, config_.max_pending_handshakes)) {
+      auto oldest = pending_.end();
+      for (auto o = pending_.begin(); o != pending_.end(); ++o)
+        if (o != it && (oldest == pending_.end() || o->second.order < oldest->second.order)) oldest = o;
+      tell_channels(oldest->second, strf("destination: over %u sessions incomplete; the oldest (this one) is dropped",
+                                         config_.max_pending_handshakes));
+      pending_.erase(oldest);
+    }
     p.session.negotiated_ = j.negotiated;
     p.session.bulk_.resize(j.negotiated.bulk_channels);
     p.bulk_joined.assign(j.negotiated.bulk_channels, false);

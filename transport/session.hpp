@@ -127,7 +127,9 @@ class SessionAcceptor {
   // Error: this channel's handshake failed (it was told why and dropped);
   // other sessions are unaffected.
   Result<std::optional<Session>> offer(std::unique_ptr<Channel> channel, std::stop_token stop = {});
-  // Tells every channel of the incomplete sessions `why` and drops them.
+  // Tells every channel of the incomplete sessions `why` and drops them. At
+  // most config.max_pending_handshakes sessions wait incomplete: beyond, the
+  // oldest is told and dropped.
   void drop_pending(std::string_view why);
   ~SessionAcceptor() { drop_pending("the destination stopped accepting this session"); }
   SessionAcceptor(SessionAcceptor&&) = default;
@@ -142,9 +144,12 @@ class SessionAcceptor {
     std::vector<bool> bulk_joined;
     bool have_control = false;
     bool have_priority = false;
+    uint64_t order = 0;  // when the session's first channel joined
   };
+  void tell_channels(Pending& p, std::string_view why);
   SessionConfig config_;
   std::map<uint64_t, Pending> pending_;
+  uint64_t joined_ = 0;
 };
 
 // listener.accept() + SessionAcceptor until one session is complete. Each

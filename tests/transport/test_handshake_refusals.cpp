@@ -158,6 +158,39 @@ TEST(HandshakeCap, TheOldestPendingHandshakeIsDroppedAndTold) {
   dest.join();
 }
 
+// A channel whose handshake passed waits in its incomplete session; beyond the
+// cap, the oldest such session is dropped and its channels told why.
+TEST(HandshakeCap, TheOldestIncompleteSessionIsDroppedAndTold) {
+  SessionConfig config;
+  config.max_pending_handshakes = 1;
+  auto link = make_inproc_link(ChannelOptions{}, "incomplete");
+  std::thread dest([&] { (void)accept_session(*link.listener, config, Timeout(1500)); });
+  auto join_priority = [&](uint64_t session_id) {
+    auto ch = dial_or_fail(link.dial);
+    HelloBody h = source_hello(ChannelRole::priority);
+    h.session_id = session_id;
+    EXPECT_TRUE(send_hello(*ch, h).ok());
+    EXPECT_TRUE(recv_message(*ch, Timeout(1000)).ok());
+    OutMessage m;
+    encode_auth(m, kProtocolVersionMax, AuthBody{});
+    EXPECT_TRUE(send_message(*ch, m, Timeout(1000)).ok());
+    auto accepted = recv_message(*ch, Timeout(1000));
+    EXPECT_TRUE(accepted.ok() && accepted->type == MsgType::accept);
+    return ch;
+  };
+  auto first = join_priority(1);
+  auto second = join_priority(2);
+  auto told = recv_message(*first, Timeout(1000));
+  ASSERT_TRUE(told.ok()) << told.error().message;
+  ASSERT_EQ(told->type, MsgType::error);
+  EXPECT_NE(decode_error(*told)->text.find("sessions incomplete"), std::string::npos) << decode_error(*told)->text;
+  dest.join();
+  // The younger one is told when the destination stops accepting.
+  auto later = recv_message(*second, Timeout(1000));
+  ASSERT_TRUE(later.ok()) << later.error().message;
+  EXPECT_EQ(later->type, MsgType::error);
+}
+
 // An idle connection does not delay a source that connects after it.
 TEST(HandshakeConcurrency, AnIdlePeerDoesNotDelayASource) {
   SessionConfig config;  // the default deadline (3 s)
