@@ -12,7 +12,8 @@ namespace {
 // A TOML value as it would be written after "key = ".
 Result<std::string> value_text(const toml::node& n, const std::string& key) {
   if (auto s = n.value<std::string>()) return "\"" + *s + "\"";
-  if (auto i = n.value<int64_t>()) return std::to_string(*i);
+  // Not value<int64_t>(): on a float beyond int64's range its cast is undefined.
+  if (auto i = n.as_integer()) return std::to_string(i->get());
   if (auto d = n.value<double>()) return strf("%.17g", *d);
   if (auto b = n.value<bool>()) return std::string(*b ? "true" : "false");
   return Error::msg(strf("sweep key '%s': values must be strings, numbers or booleans", key.c_str()));
