@@ -55,6 +55,10 @@ Result<Sweep> load_sweep(const std::string& path) {
     const toml::array* values = node.as_array();
     if (!values || values->empty())
       return Error::msg(strf("%s: sweep key '%s' needs a non-empty array of values", path.c_str(), key.c_str()));
+    // Each point is one migration; a few keys with a few values each multiply fast.
+    constexpr size_t kMaxPoints = 10000;
+    if (sweep.points.size() * values->size() > kMaxPoints)
+      return Error::msg(strf("%s: the sweep has more than %zu points (each one is a run)", path.c_str(), kMaxPoints));
     std::vector<SweepPoint> next;
     for (const auto& point : sweep.points) {
       for (const auto& v : *values) {

@@ -19,7 +19,7 @@ class InputSource : public ByteSource {
     static constexpr size_t kChunks[] = {1, 3, 8, 24, 100, 4096, 65536, SIZE_MAX};
     size_t chunk = kChunks[(pattern_ + reads_++) % 8];
     size_t n = std::min({len, chunk, bytes_.size() - pos_});
-    std::memcpy(buf, bytes_.data() + pos_, n);
+    if (n) std::memcpy(buf, bytes_.data() + pos_, n);
     pos_ += n;
     return n;  // 0 at the end: end of stream
   }
