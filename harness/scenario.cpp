@@ -1,6 +1,7 @@
 #include "harness/scenario.hpp"
 
 #include <functional>
+#include <optional>
 #include <sstream>
 
 #include "common/parse.hpp"
@@ -31,9 +32,16 @@ Error bad_type(std::string_view key, std::string_view want) {
   return Error::msg(strf("key '%.*s' must be %.*s", int(key.size()), key.data(), int(want.size()), want.data()));
 }
 
+// An integer value, or a float that is exactly one. toml++'s value<int64_t>()
+// casts a float beyond int64's range, which is undefined: those are refused here.
+std::optional<int64_t> int64_of(const toml::node& n) {
+  if (auto d = n.as_floating_point(); d && !(d->get() >= -0x1p63 && d->get() < 0x1p63)) return std::nullopt;
+  return n.value<int64_t>();
+}
+
 // An integer in [min, max].
 Result<int64_t> integer(const char* name, const toml::node& n, int64_t min, int64_t max) {
-  auto v = n.value<int64_t>();
+  auto v = int64_of(n);
   if (!v) return bad_type(name, "an integer");
   if (*v < min || *v > max)
     return Error::msg(strf("key '%s' = %lld is out of range [%lld, %lld]", name, (long long)*v, (long long)min,
@@ -90,7 +98,7 @@ Key boolean(const char* name, bool& (*field)(C&)) {
 // The text of a string (or integer) value.
 Result<std::string> text_of(const char* name, const toml::node& n) {
   if (auto v = n.value<std::string>()) return *v;
-  if (auto i = n.value<int64_t>()) return std::to_string(*i);
+  if (auto i = int64_of(n)) return std::to_string(*i);
   return bad_type(name, "a string");
 }
 
@@ -142,7 +150,7 @@ Key size(const char* name, uint64_t& (*field)(C&), uint64_t min) {
   return {name,
           [=](C& c, const toml::node& n) -> Result<void> {
             uint64_t bytes = 0;
-            if (auto i = n.value<int64_t>()) {
+            if (auto i = int64_of(n)) {
               bytes = uint64_t(*i);
             } else if (auto s = n.value<std::string>()) {
               auto parsed = parse_size(*s);

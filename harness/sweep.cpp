@@ -12,7 +12,8 @@ namespace {
 // A TOML value as it would be written after "key = ".
 Result<std::string> value_text(const toml::node& n, const std::string& key) {
   if (auto s = n.value<std::string>()) return "\"" + *s + "\"";
-  if (auto i = n.value<int64_t>()) return std::to_string(*i);
+  // Not value<int64_t>(): on a float beyond int64's range its cast is undefined.
+  if (auto i = n.as_integer()) return std::to_string(i->get());
   if (auto d = n.value<double>()) return strf("%.17g", *d);
   if (auto b = n.value<bool>()) return std::string(*b ? "true" : "false");
   return Error::msg(strf("sweep key '%s': values must be strings, numbers or booleans", key.c_str()));
@@ -54,6 +55,10 @@ Result<Sweep> load_sweep(const std::string& path) {
     const toml::array* values = node.as_array();
     if (!values || values->empty())
       return Error::msg(strf("%s: sweep key '%s' needs a non-empty array of values", path.c_str(), key.c_str()));
+    // Each point is one migration; a few keys with a few values each multiply fast.
+    constexpr size_t kMaxPoints = 10000;
+    if (sweep.points.size() * values->size() > kMaxPoints)
+      return Error::msg(strf("%s: the sweep has more than %zu points (each one is a run)", path.c_str(), kMaxPoints));
     std::vector<SweepPoint> next;
     for (const auto& point : sweep.points) {
       for (const auto& v : *values) {

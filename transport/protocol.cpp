@@ -350,6 +350,7 @@ Result<DirtyBitmapView> decode_dirty_bitmap(const Message& m, const MappingTable
   std::span<const std::byte> rest;
   DirtyBitmapBody b = LM_TRY(fixed<DirtyBitmapBody>(m, MsgType::dirty_bitmap, &rest));
   if (b.pages > (uint64_t(1) << 36)) return bad(m, strf("%llu pages is implausible", (unsigned long long)b.pages));
+  if (b.start % kPageSize) return bad(m, strf("start 0x%llx is not page aligned", (unsigned long long)b.start));
   if (rest.size() != (b.pages + 7) / 8)
     return bad(m, strf("%llu pages need %llu bitmap bytes, got %zu", (unsigned long long)b.pages,
                        (unsigned long long)((b.pages + 7) / 8), rest.size()));
