@@ -10,6 +10,7 @@
 
 #include "compress/codec.hpp"
 #include "compress/compressor.hpp"
+#include "engine/admission.hpp"
 #include "engine/digest.hpp"
 #include "engine/messages.hpp"
 #include "fuzz_wire.hpp"
@@ -19,10 +20,10 @@ using namespace lm::transport;
 
 namespace {
 
-// Admission: what a fuzzed peer may make this process allocate. The
-// destination's own admission limits (max RAM, max mappings) belong here too
-// as soon as it has them, so that what they let through is what is fuzzed.
+// Admission: the destination's own check (engine/admission.hpp) with a RAM
+// limit small enough for a fuzzer, so what it lets through is what is fuzzed.
 constexpr uint64_t kMaxRamBytes = uint64_t(1) << 20;
+constexpr uint64_t kMemAvailable = uint64_t(1) << 30;  // fixed: the check must not depend on the host
 
 struct Free {
   void operator()(uint8_t* p) const { std::free(p); }
@@ -36,9 +37,9 @@ struct Memory {
 };
 
 Result<std::unique_ptr<Memory>> admit(MappingTable table) {
-  if (table.total_bytes() > kMaxRamBytes)
-    return Error{EFBIG, strf("mappings of %llu bytes exceed the fuzz RAM limit",
-                             (unsigned long long)table.total_bytes())};
+  engine::LimitsConfig limits;
+  limits.max_ram_bytes = kMaxRamBytes;
+  LM_TRY(engine::check_admission(limits, {table.total_bytes(), table.entries().size(), 1}, kMemAvailable));
   auto mem = std::make_unique<Memory>();
   for (const MappingEntry& e : table.entries()) {
     const size_t bytes = e.end - e.start;
