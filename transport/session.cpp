@@ -167,11 +167,16 @@ struct Joined {
   std::optional<MappingTable> mappings;
 };
 
-Result<Joined> server_handshake(Channel& ch, const SessionConfig& config, std::stop_token stop) {
+// `told`: set once the peer was sent an error message saying why.
+Result<Joined> server_handshake(Channel& ch, const SessionConfig& config, std::stop_token stop, bool& told) {
+  auto tell = [&](uint16_t version, Error e) {
+    told = true;
+    return reject(ch, version, std::move(e));
+  };
   Timeout t = config.handshake_timeout;
   Message m = LM_TRY(expect(ch, MsgType::hello, t, stop));
   auto theirs_r = decode_hello(m);
-  if (!theirs_r) return reject(ch, config.version_max, std::move(theirs_r).error().context("channel " + ch.name()));
+  if (!theirs_r) return tell(config.version_max, std::move(theirs_r).error().context("channel " + ch.name()));
   HelloBody theirs = *theirs_r;
   ChannelRole role = ChannelRole(theirs.role);
   HelloBody mine = make_hello(config, role, theirs.index, theirs.bulk_channels, theirs.session_id);
@@ -179,27 +184,29 @@ Result<Joined> server_handshake(Channel& ch, const SessionConfig& config, std::s
   encode_hello(out, mine);
   LM_TRY(send_message(ch, out, t));
   auto neg = negotiate(theirs, mine);
-  if (!neg) return reject(ch, mine.version_max, std::move(neg).error().context("channel " + ch.name()));
+  if (!neg) return tell(mine.version_max, std::move(neg).error().context("channel " + ch.name()));
   if (neg->authenticated) {
     encode_auth(out, neg->version, make_proof(config.psk, Prover::destination, theirs, mine, *neg));
     LM_TRY(send_message(ch, out, t));
     Message am = LM_TRY(expect(ch, MsgType::auth, t, stop));
     AuthBody auth = LM_TRY_CTX(decode_auth(am), "channel " + ch.name());
-    if (!proof_matches(auth, make_proof(config.psk, Prover::source, theirs, mine, *neg)))
+    if (!proof_matches(auth, make_proof(config.psk, Prover::source, theirs, mine, *neg))) {
+      told = true;
       return refuse_proof(ch, neg->version, "pre-shared key mismatch: the source's proof did not verify",
                           "a wrong key, or a replayed or altered handshake");
+    }
   }
   Joined j{*neg, role, theirs.index, std::nullopt};
   if (role == ChannelRole::control) {
     Message mm = LM_TRY(expect(ch, MsgType::mappings, t, stop));
     auto table = decode_mappings(mm);
-    if (!table) return reject(ch, neg->version, std::move(table).error().context("channel " + ch.name()));
+    if (!table) return tell(neg->version, std::move(table).error().context("channel " + ch.name()));
     j.mappings = std::move(*table);
   }
   if (config.admit)  // the destination's limits, before any memory is made for the session
     if (auto admitted = config.admit(*neg, j.mappings ? &*j.mappings : nullptr); !admitted) {
       Error e = std::move(admitted).error();
-      (void)reject(ch, neg->version, e);  // the peer hears the limit itself, not our channel name
+      (void)tell(neg->version, e);  // the peer hears the limit itself, not our channel name
       return std::move(e).context("channel " + ch.name());
     }
   encode_accept(out, neg->version, AcceptBody{neg->version, 0, neg->codecs, neg->features});
@@ -306,48 +313,20 @@ Result<void> Session::close(Timeout timeout) {
 
 namespace {
 
-// A handshake that failed tells its peer why; this notes whether it already
-// did (a reject inside server_handshake), so the peer hears it exactly once.
-class ErrorNotingChannel final : public Channel {
- public:
-  explicit ErrorNotingChannel(Channel& inner) : inner_(inner) {}
-  bool told() const { return told_; }
-  Result<uint64_t> send(std::span<const ConstBuffer> pieces, Timeout timeout) override {
-    MsgHeader h{};
-    if (!pieces.empty() && pieces[0].size >= sizeof h) {
-      std::memcpy(&h, pieces[0].data, sizeof h);
-      told_ |= h.type == uint8_t(MsgType::error);
-    }
-    return inner_.send(pieces, timeout);
-  }
-  uint64_t send_completed() override { return inner_.send_completed(); }
-  Result<void> wait_sent(uint64_t seq, Timeout timeout, std::stop_token stop) override {
-    return inner_.wait_sent(seq, timeout, std::move(stop));
-  }
-  Result<Received> recv(Timeout timeout, std::stop_token stop) override { return inner_.recv(timeout, std::move(stop)); }
-  Result<void> close(Timeout timeout) override { return inner_.close(timeout); }
-  const std::string& name() const override { return inner_.name(); }
-  void set_name(std::string name) override { inner_.set_name(std::move(name)); }
-
- private:
-  Channel& inner_;
-  bool told_ = false;
-};
-
 // The server handshake; a failure is told to the peer (once) with `why` when
 // given (the accept loop stopped the handshake), else with the error itself.
 Result<Joined> handshake_or_tell(Channel& ch, const SessionConfig& config, std::stop_token stop,
                                  const std::function<std::optional<Error>()>& why_stopped = {}) {
-  ErrorNotingChannel noting(ch);
-  auto joined = server_handshake(noting, config, std::move(stop));
+  bool told = false;  // server_handshake already said why
+  auto joined = server_handshake(ch, config, std::move(stop), told);
   if (joined) return joined;
   Error e = std::move(joined).error();
   if (why_stopped && e.code == ECANCELED)  // the stop ended a wait; a refusal of its own stays what it is
     if (auto why = why_stopped()) {
-      if (!noting.told()) (void)reject(ch, config.version_max, *why);  // short: the peer's message has 96 bytes
+      if (!told) (void)reject(ch, config.version_max, *why);  // short: the peer's message has 96 bytes
       return std::move(*why).context("channel " + ch.name());
     }
-  if (!noting.told()) (void)reject(ch, config.version_max, e);
+  if (!told) (void)reject(ch, config.version_max, e);
   return e;
 }
 
