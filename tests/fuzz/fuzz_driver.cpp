@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
       std::string path = seed_dir + "/seed-" + std::to_string(i);
       FILE* f = std::fopen(path.c_str(), "wb");
       if (!f) return std::fprintf(stderr, "cannot write %s\n", path.c_str()), 1;
-      std::fwrite(seeds[i].data(), 1, seeds[i].size(), f);
+      if (!seeds[i].empty()) std::fwrite(seeds[i].data(), 1, seeds[i].size(), f);  // an empty seed has no data()
       std::fclose(f);
     }
     return 0;
