@@ -271,9 +271,18 @@ def serial_rates(path):
         return []
 
 
+def qemu_tls_psk_dir(work, tag):
+    """A tls-creds-psk directory: keys.psk holds "qemu:<hex key>" (QEMU's default username)."""
+    d = os.path.join(work, tag + "-tls")
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    with open(os.open(os.path.join(d, "keys.psk"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write("qemu:%s\n" % os.urandom(32).hex())
+    return d
+
+
 def qemu_run(env, mode, fill, fill_mib, tag):
     """One QEMU migration; `mode` is a dict: multifd (channels or 0),
-    compression (None or 'zstd'), postcopy (bool)."""
+    compression (None or 'zstd'), postcopy (bool), tls (bool: TLS with a PSK)."""
     work = env.tmp
     ram_mib = guest_mib(fill_mib)
     accel = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
@@ -289,9 +298,13 @@ def qemu_run(env, mode, fill, fill_mib, tag):
     logs = open(os.path.join(work, tag + ".qemu.log"), "w")
     procs = {}
     try:
+        tls_dir = qemu_tls_psk_dir(work, tag) if mode.get("tls") else None
         for side in ("src", "dst"):
             qmp_path, serial_path = paths[side]
             cmd = base + ["-serial", "file:" + serial_path, "-qmp", "unix:%s,server=on,wait=off" % qmp_path]
+            if tls_dir:  # QEMU's TLS migration with a pre-shared key (GnuTLS, as livemig's --tls --psk-file)
+                cmd += ["-object", "tls-creds-psk,id=tls0,endpoint=%s,dir=%s" % (
+                    "client" if side == "src" else "server", tls_dir)]
             if side == "dst":
                 cmd += ["-incoming", "defer"]
             procs[side] = env.procs.start(cmd, logs)
@@ -312,6 +325,8 @@ def qemu_run(env, mode, fill, fill_mib, tag):
         if mode.get("multifd"):
             params["multifd-channels"] = mode["multifd"]
             params["multifd-compression"] = mode.get("compression") or "none"
+        if tls_dir:
+            params["tls-creds"] = "tls0"
         port = free_port()
         uri = "tcp:127.0.0.1:%d" % port
         for q in (dst, src):
@@ -398,6 +413,7 @@ def scenarios(size_mib, write_mib):
     ram = "workload.ram=\"%dM\"" % size_mib
     # rate 1 page/s: livemig's guest takes rate 0 as "max"; QEMU's idle guest has its kernel's ticks.
     idle = [ram, "workload.rate=1", "workload.prefill=true"]
+    tls = ["security.tls=true", "security.psk-file=\"generate\""]
     writer = ["workload.ram=\"%dM\"" % write_mib, "workload.rate=\"max\"", "workload.pattern=\"uniform\"",
               "workload.content=\"random\"", "workload.write=\"page\"", "workload.threads=1",
               "workload.prefill=true"]
@@ -414,6 +430,14 @@ def scenarios(size_mib, write_mib):
                                                                   "migration.policy=\"fixed:raw\""]),
                               "adaptive": ("default.toml", idle + ["workload.content=\"mixed\"",
                                                                  "migration.policy=\"adaptive\""])}},
+        # TLS beside plaintext on both sides, same run: QEMU tls-creds-psk, livemig --tls with a generated key.
+        "tls": {"fill": "random", "mib": size_mib, "what": "%d MiB random content, idle, TLS 1.3 with a PSK" % size_mib,
+                "qemu": {"plain": {}, "tls": {"tls": True}, "tls-multifd-2": {"tls": True, "multifd": 2}},
+                "livemig": {"plain": ("default.toml", idle + ["workload.content=\"random\"", "migration.channels=1"]),
+                            "tls": ("default.toml", idle + tls + ["workload.content=\"random\"",
+                                                               "migration.channels=1"]),
+                            "tls-2-channels": ("default.toml", idle + tls + ["workload.content=\"random\"",
+                                                                          "migration.channels=2"])}},
         "write": {"fill": "write", "mib": write_mib,
                   "what": "%d MiB rewritten at full speed (random pages, random content)" % write_mib,
                   "qemu": {"precopy": {}, "postcopy": {"postcopy": True}},
@@ -487,6 +511,10 @@ def run_scenario(env, name, sc):
         res["pairs"].append({"qemu": qm, "livemig": lmm,
                              "ratio-total-time": ratio(fig(ls, "total-time"), fig(qs, "total-time")),
                              "ratio-downtime": ratio(fig(ls, "downtime"), fig(qs, "downtime"))})
+    # Where a side has a "plain" mode (the tls scenario): each other mode's total time against it.
+    res["vs-plain"] = {side: {m: ratio(fig(v["summary"], "total-time"), fig(rows["plain"]["summary"], "total-time"))
+                              for m, v in rows.items() if m != "plain"}
+                       for side, rows in (("qemu", q), ("livemig", lm)) if "plain" in rows}
     return res
 
 
@@ -532,6 +560,10 @@ def print_table(doc):
             fmt(b["livemig"]["total-time"]), fmt(b["ratio-total-time"])))
     for n in notes:
         log("  " + n)
+    for name, res in doc["scenarios"].items():
+        for side, ratios in res.get("vs-plain", {}).items():
+            log("  %s %s total time against its own plaintext: %s" % (
+                name, side, ", ".join("%s %s" % (m, fmt(r)) for m, r in ratios.items())))
 
 
 def smoke_check(doc):
@@ -556,7 +588,7 @@ def main():
     p.add_argument("--ram", type=int, default=2048, help="MiB for idle and mixed (default 2048)")
     p.add_argument("--write-ram", type=int, default=512, help="MiB for write (default 512)")
     p.add_argument("--quick", action="store_true", help="512 MiB, one repetition")
-    p.add_argument("--scenarios", default="idle,mixed,write")
+    p.add_argument("--scenarios", default="idle,mixed,write", help="idle, mixed, write, tls")
     p.add_argument("--check", action="store_true", help="fail unless every run completed with sane figures")
     p.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "livemig-bench"))
     p.add_argument("--out", default="results/qemu-baseline.json")
