@@ -44,8 +44,11 @@ struct DestinationMemory {
   // MemAvailable shrinks as the sink fills). A later table's new mappings
   // count on top of those held: the sink keeps regions of mappings that went away.
   LimitsConfig admitted;
-  uint64_t held_bytes = 0;
+  std::string admitted_why;  // what the RAM limit is ("--max-ram; 75% of MemAvailable 22.9 GiB")
+  uint64_t held_bytes = 0;   // committed up front (MemoryCommit::up_front)
   std::vector<transport::MappingEntry> held;
+
+  bool per_page() const { return sink.memory_commit() == MemoryCommit::per_page; }
 
   Result<void> admit_table(const transport::MappingTable& table) const {
     AdmissionRequest more{held_bytes, held.size(), 0};
@@ -53,21 +56,32 @@ struct DestinationMemory {
       bool is_held = false;
       for (const auto& h : held) is_held |= h.start == e.start && h.end == e.end;
       if (is_held) continue;
-      more.ram_bytes += e.end - e.start;
+      if (!per_page()) more.ram_bytes += e.end - e.start;
       more.mappings++;
     }
     return check_admission(admitted, more, std::nullopt);
   }
 
+  // A per-page sink's pages received so far within the RAM limit; checked after
+  // each batch, so the sink holds at most one batch more than the limit.
+  Result<void> check_received() const {
+    if (!per_page()) return ok();
+    const uint64_t bytes = held_bytes + hashes.received_bytes();
+    if (bytes <= admitted.max_ram_bytes) return ok();
+    return Error{ENOMEM, strf("destination refuses more pages: %s received, over its RAM limit %s (%s)",
+                              binary_size_text(bytes).c_str(), binary_size_text(admitted.max_ram_bytes).c_str(),
+                              admitted_why.c_str())};
+  }
+
   Result<void> add_regions(const std::vector<SinkRegion>& regions) {
     for (const auto& r : regions) {
       held.push_back({r.addr, r.addr + r.bytes, 0, 0});
-      held_bytes += r.bytes;
+      if (!per_page()) held_bytes += r.bytes;
       if (r.base) LM_TRY(map.add({r.addr, r.bytes, r.base}));
       else if (r.pid > 0) remote.push_back(r);
       else return Error::msg(strf("destination region 0x%llx+%llu has neither memory nor a process",
                                   (unsigned long long)r.addr, (unsigned long long)r.bytes));
-      hashes.add({r.addr, r.addr + r.bytes});
+      hashes.add({r.addr, r.addr + r.bytes}, per_page());
     }
     return ok();
   }
@@ -144,9 +158,12 @@ Result<void> receive_bulk(Peer peer, DestinationMemory& st, transport::MappingTa
   compress::Decompressor decompressor;
   ProcessPageWriter writer;
   // Each page hashed as it is decoded or still in the payload, while in cache.
+  // A per-page sink's pages are counted against the RAM limit, hashed or not.
   compress::PageVisitor hash;
   if (st.hash_pages)
     hash = [&st](const PageEntry& e, const uint8_t* bytes) { st.hashes.set(e.addr, page_hash(bytes)); };
+  else if (st.per_page())
+    hash = [&st](const PageEntry& e, const uint8_t*) { st.hashes.mark(e.addr); };
   peer.check_against(table);
   for (;;) {
     auto m = LM_TRY((peer.expect<PageBatch, RoundEnd, Mappings>(timeout, abort)));
@@ -161,6 +178,7 @@ Result<void> receive_bulk(Peer peer, DestinationMemory& st, transport::MappingTa
         LM_TRY_CTX(decompressor.decompress_batch(batch->entries, payload, st.map, hash), peer.channel().name());
       st.pages += batch->entries.size();
       st.batches++;
+      LM_TRY_CTX(st.check_received(), peer.channel().name());
     } else if (const auto* end = std::get_if<RoundEnd>(&m)) {
       if (end->flags & kRoundEndFinal) return ok();
     } else {
@@ -218,14 +236,16 @@ DestinationPhase on_failure(DestinationPhase phase, bool postcopy) {
 // own). Against MemAvailable now, or, `fixed`, only against the limits
 // admitted before: a post-copy recovery must not count the memory the sink
 // took since.
+// A per-page sink's mappings are charged as their pages arrive, not here.
 enum class AgainstMemAvailable { now, no };
 transport::SessionConfig admitting(const transport::SessionConfig& session, const LimitsConfig& limits,
-                                   AgainstMemAvailable against) {
+                                   AgainstMemAvailable against, MemoryCommit commit) {
   transport::SessionConfig c = session;
   if (c.admit) return c;
-  c.admit = [limits, against](const transport::Negotiated& n, const transport::MappingTable* table) -> Result<void> {
-    const AdmissionRequest r{table ? table->total_bytes() : 0, table ? table->entries().size() : 0,
-                             n.bulk_channels};
+  c.admit = [limits, against, commit](const transport::Negotiated& n,
+                                      const transport::MappingTable* table) -> Result<void> {
+    const uint64_t up_front = table && commit == MemoryCommit::up_front ? table->total_bytes() : 0;
+    const AdmissionRequest r{up_front, table ? table->entries().size() : 0, n.bulk_channels};
     return check_admission(limits, r,
                            against == AgainstMemAvailable::now ? mem_available_bytes() : std::nullopt);
   };
@@ -283,7 +303,7 @@ class DestinationRun {
       : o_(o),
         listener_(listener),
         sink_(sink),
-        session_config_(admitting(o.session, o.limits, AgainstMemAvailable::now)),
+        session_config_(admitting(o.session, o.limits, AgainstMemAvailable::now, sink.memory_commit())),
         st_(sink) {}
 
   Result<DestinationOutcome> run() {
@@ -342,8 +362,10 @@ class DestinationRun {
     if (!session && cancelled()) return o_.cancel->error();
     session_.emplace(LM_TRY(std::move(session)));
     st_.admitted = o_.limits;
-    st_.admitted.max_ram_bytes = LM_TRY(ram_limit(o_.limits, mem_available_bytes())).bytes;
-    session_config_ = admitting(o_.session, st_.admitted, AgainstMemAvailable::no);
+    const RamLimit ram = LM_TRY(ram_limit(o_.limits, mem_available_bytes()));
+    st_.admitted.max_ram_bytes = ram.bytes;
+    st_.admitted_why = ram.why;
+    session_config_ = admitting(o_.session, st_.admitted, AgainstMemAvailable::no, sink_.memory_commit());
     since_accept_ = Stopwatch();
     // Post-copy (postcopy_destination.cpp): the source offers the feature only then.
     postcopy_ = session_->negotiated().features & transport::kFeaturePostCopy;

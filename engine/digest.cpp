@@ -1,9 +1,12 @@
 #include "engine/digest.hpp"
 
+#include <sys/mman.h>
 #include <xxhash.h>
 
 #include <algorithm>
 #include <memory>
+#include <new>
+#include <type_traits>
 
 #include "dirtytrack/ranges.hpp"
 
@@ -19,52 +22,116 @@ uint64_t zero_page_hash() {
   return h;
 }
 
+namespace {
+
+// The digest of `n` page hashes.
+uint64_t chunk_digest(const uint64_t* hashes, uint64_t n) { return XXH3_64bits(hashes, n * sizeof(uint64_t)); }
+
+// The digest of a chunk of `n` zero pages.
+uint64_t zero_chunk_digest(uint64_t n) {
+  static const std::vector<uint64_t> zeros(kDigestChunkPages, zero_page_hash());
+  static const uint64_t full = chunk_digest(zeros.data(), kDigestChunkPages);
+  return n == kDigestChunkPages ? full : chunk_digest(zeros.data(), n);
+}
+
+}  // namespace
+
+void canonical_digests(PageRange range, const std::function<const uint64_t*(uint64_t chunk)>& chunk_hashes,
+                       std::vector<transport::DigestEntry>& out) {
+  const uint64_t pages = range.pages();
+  bool merging = false;  // the last entry is a run of zero chunks
+  for (uint64_t first = 0, chunk = 0; first < pages; first += kDigestChunkPages, chunk++) {
+    const uint64_t n = std::min<uint64_t>(kDigestChunkPages, pages - first);
+    const uint64_t* hashes = chunk_hashes(chunk);
+    const uint64_t zero = zero_chunk_digest(n);
+    const uint64_t digest = hashes ? chunk_digest(hashes, n) : zero;
+    const uint64_t start = range.start + first * kPageSize, end = start + n * kPageSize;
+    if (digest == zero && merging) {
+      out.back().end = end;
+      continue;
+    }
+    merging = digest == zero;
+    out.push_back({start, end, merging ? zero_chunk_digest(kDigestChunkPages) : digest});
+  }
+}
+
 PageHashes::PageHashes(std::vector<PageRange> ranges) {
   std::sort(ranges.begin(), ranges.end(), [](auto& a, auto& b) { return a.start < b.start; });
   for (const auto& r : ranges) add(r);
 }
 
-void PageHashes::add(PageRange range) {
+PageHashes::Region::~Region() {
+  if (!chunks) return;
+  for (uint64_t i = 0; i < chunk_count; i++) delete chunks[i].load();
+  munmap(chunks, chunk_count * sizeof(std::atomic<Chunk*>));
+}
+
+PageHashes::~PageHashes() = default;
+
+void PageHashes::add(PageRange range, bool count_received) {
   for (const auto& r : regions_)
-    if (r.range == range) return;
-  Region region{range, std::vector<uint64_t>(range.pages(), zero_page_hash())};
+    if (r->range == range) return;
+  auto region = std::make_unique<Region>();
+  region->range = range;
+  region->count_received = count_received;
+  region->chunk_count = (range.pages() + kDigestChunkPages - 1) / kDigestChunkPages;
+  static_assert(std::is_trivially_destructible_v<std::atomic<Chunk*>>);  // zero bytes are a null pointer
+  void* p = mmap(nullptr, region->chunk_count * sizeof(std::atomic<Chunk*>), PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  region->chunks = static_cast<std::atomic<Chunk*>*>(p);
   auto it = std::lower_bound(regions_.begin(), regions_.end(), range.start,
-                             [](const Region& r, uint64_t a) { return r.range.start < a; });
+                             [](const auto& r, uint64_t a) { return r->range.start < a; });
   regions_.insert(it, std::move(region));
 }
 
-uint64_t* PageHashes::slot(uint64_t addr) {
+std::pair<PageHashes::Chunk*, uint64_t> PageHashes::chunk_of(uint64_t addr, bool* counted) {
   auto it = std::upper_bound(regions_.begin(), regions_.end(), addr,
-                             [](uint64_t a, const Region& r) { return a < r.range.start; });
-  if (it == regions_.begin()) return nullptr;
-  --it;
-  if (!it->range.contains(addr)) return nullptr;
-  return &it->hashes[(addr - it->range.start) >> kPageShift];
+                             [](uint64_t a, const auto& r) { return a < r->range.start; });
+  if (it == regions_.begin()) return {nullptr, 0};
+  Region& r = **--it;
+  if (!r.range.contains(addr)) return {nullptr, 0};
+  const uint64_t page = (addr - r.range.start) >> kPageShift;
+  std::atomic<Chunk*>& slot = r.chunks[page / kDigestChunkPages];
+  Chunk* c = slot.load(std::memory_order_acquire);
+  if (!c) {  // first page of this chunk: another receiver may be making it too
+    auto made = std::make_unique<Chunk>();
+    std::fill(std::begin(made->hashes), std::end(made->hashes), zero_page_hash());
+    if (slot.compare_exchange_strong(c, made.get(), std::memory_order_acq_rel)) {
+      c = made.release();
+      if (r.count_received) received_chunks_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  *counted = r.count_received;
+  return {c, page % kDigestChunkPages};
+}
+
+void PageHashes::record(uint64_t addr, const uint64_t* hash) {
+  bool counted = false;
+  auto [c, i] = chunk_of(addr, &counted);
+  if (!c) return;
+  if (hash) c->hashes[i] = *hash;
+  const uint64_t bit = 1ull << (i % 64);
+  if (!(c->received[i / 64].fetch_or(bit, std::memory_order_relaxed) & bit) && counted)
+    received_.fetch_add(1, std::memory_order_relaxed);
 }
 
 bool PageHashes::set(uint64_t addr, uint64_t hash) {
-  uint64_t* s = slot(addr);
-  if (!s) return false;
-  *s = hash;
+  bool counted = false;
+  if (!chunk_of(addr, &counted).first) return false;
+  record(addr, &hash);
   return true;
 }
 
-namespace {
-
-// Appends chunk digests of one range from its page hashes.
-void chunk_digests(PageRange range, std::span<const uint64_t> hashes, std::vector<transport::DigestEntry>& out) {
-  for (uint64_t first = 0; first < hashes.size(); first += kDigestChunkPages) {
-    uint64_t n = std::min<uint64_t>(kDigestChunkPages, hashes.size() - first);
-    out.push_back({range.start + first * kPageSize, range.start + (first + n) * kPageSize,
-                   XXH3_64bits(hashes.data() + first, n * sizeof(uint64_t))});
-  }
-}
-
-}  // namespace
+void PageHashes::mark(uint64_t addr) { record(addr, nullptr); }
 
 std::vector<transport::DigestEntry> PageHashes::digests() const {
   std::vector<transport::DigestEntry> out;
-  for (const auto& r : regions_) chunk_digests(r.range, r.hashes, out);
+  for (const auto& r : regions_)
+    canonical_digests(r->range, [&r](uint64_t chunk) -> const uint64_t* {
+      const Chunk* c = r->chunks[chunk].load(std::memory_order_acquire);
+      return c ? c->hashes : nullptr;
+    }, out);
   return out;
 }
 
@@ -75,21 +142,40 @@ Result<std::vector<transport::DigestEntry>> digest_process(const SourceProcess& 
   const pid_t pid = process.pid();
   auto buffer = std::make_unique<std::byte[]>(kBatchPages * kPageSize);
   std::vector<transport::DigestEntry> out;
+  std::vector<uint64_t> hashes(kDigestChunkPages);
+  Error failed;
+  bool ok_so_far = true;
   for (const auto& range : ranges) {
-    std::vector<uint64_t> hashes(range.pages(), zero_page_hash());
-    dt::RangeList present = dt::intersect(dt::RangeList(data.begin(), data.end()), {range});
-    for (const auto& part : present) {
-      for (uint64_t at = part.start; at < part.end; at += kBatchPages * kPageSize) {
-        PageRange piece{at, std::min(part.end, at + kBatchPages * kPageSize)};
-        auto report = LM_TRY_CTX(process.read({&piece, 1}, {buffer.get(), piece.bytes()}), strf("digest pid %d", pid));
-        if (!report.failed.empty())
-          return Error::msg(strf("digest pid %d: page 0x%llx could not be read", pid,
-                                 (unsigned long long)report.failed.front().start));
-        for (uint64_t i = 0; i < piece.pages(); i++)
-          hashes[((piece.start - range.start) >> kPageShift) + i] = page_hash(buffer.get() + i * kPageSize);
-      }
-    }
-    chunk_digests(range, hashes, out);
+    const dt::RangeList present = dt::intersect(dt::RangeList(data.begin(), data.end()), {range});
+    // One chunk at a time: a range of terabytes with little data in it costs its data.
+    canonical_digests(range, [&](uint64_t chunk) -> const uint64_t* {
+      if (!ok_so_far) return nullptr;
+      const uint64_t start = range.start + chunk * kDigestChunkPages * kPageSize;
+      const PageRange span{start, std::min(range.end, start + kDigestChunkPages * kPageSize)};
+      const dt::RangeList parts = dt::intersect(present, {span});
+      if (parts.empty()) return nullptr;
+      std::fill(hashes.begin(), hashes.end(), zero_page_hash());
+      for (const auto& part : parts)
+        for (uint64_t at = part.start; at < part.end; at += kBatchPages * kPageSize) {
+          PageRange piece{at, std::min(part.end, at + kBatchPages * kPageSize)};
+          auto report = process.read({&piece, 1}, {buffer.get(), piece.bytes()});
+          if (!report) {
+            failed = std::move(report).error().context(strf("digest pid %d", pid));
+            ok_so_far = false;
+            return nullptr;
+          }
+          if (!report->failed.empty()) {
+            failed = Error::msg(strf("digest pid %d: page 0x%llx could not be read", pid,
+                                     (unsigned long long)report->failed.front().start));
+            ok_so_far = false;
+            return nullptr;
+          }
+          for (uint64_t i = 0; i < piece.pages(); i++)
+            hashes[((piece.start - span.start) >> kPageShift) + i] = page_hash(buffer.get() + i * kPageSize);
+        }
+      return hashes.data();
+    }, out);
+    if (!ok_so_far) return failed;
   }
   return out;
 }

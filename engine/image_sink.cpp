@@ -12,11 +12,14 @@ namespace lm::engine {
 
 // The image's memory is the engine's own (nothing maps it elsewhere):
 // anonymous memory on huge pages, written in before `ready` when the table
-// fits in half the memory available (a process may reserve far more address
-// space than it uses).
+// fits in half the memory available and in an explicit --max-ram; else 4 KiB
+// pages committed as they arrive (a process may reserve far more address
+// space than it uses), which the destination charges page by page.
 Result<std::vector<SinkRegion>> ImageSink::prepare(const transport::MappingTable& table, ServeFaults,
                                                    const SinkWait&) {
-  const bool populate = table.total_bytes() <= mem_available_bytes().value_or(0) / 2;
+  const uint64_t bytes = table.total_bytes();
+  const bool populate =
+      bytes <= mem_available_bytes().value_or(0) / 2 && (max_ram_bytes_ == 0 || bytes <= max_ram_bytes_);
   auto added = LM_TRY(add(table, populate));
   prepared_.kind = "anon-thp";
   for (const auto& r : regions_) prepared_.population_ns += r.population_ns();

@@ -17,6 +17,10 @@ namespace lm::engine {
 
 class ImageSink final : public PageSink {
  public:
+  // `max_ram_bytes`: an explicit --max-ram (0: none); the memory is written
+  // in up front only for a table within it and within half of MemAvailable.
+  explicit ImageSink(uint64_t max_ram_bytes = 0) : max_ram_bytes_(max_ram_bytes) {}
+  MemoryCommit memory_commit() const override { return MemoryCommit::per_page; }
   Result<std::vector<SinkRegion>> prepare(const transport::MappingTable& table, ServeFaults faults,
                                           const SinkWait& wait) override;
   PreparedMemory prepared() const override { return prepared_; }
@@ -38,6 +42,7 @@ class ImageSink final : public PageSink {
   std::optional<pid_t> source_pid() const { return source_pid_; }
 
  private:
+  uint64_t max_ram_bytes_ = 0;
   Result<std::vector<SinkRegion>> add(const transport::MappingTable& table, bool populate);
   PreparedMemory prepared_;
   std::vector<MappedMemfd> regions_;

@@ -49,7 +49,8 @@ Result<MappedMemfd> MappedMemfd::anonymous(uint64_t addr, uint64_t bytes, bool p
     return Error::from_errno(strf("map anonymous destination memory for [0x%llx,+%llu)", (unsigned long long)addr,
                                   (unsigned long long)bytes));
   m.base_ = static_cast<uint8_t*>(p);
-  (void)madvise(p, bytes, MADV_HUGEPAGE);  // a kernel without THP keeps 4 KiB pages
+  // Huge pages only for memory written in whole: a sparse page would commit 2 MiB.
+  (void)madvise(p, bytes, populate ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);  // a kernel without THP: 4 KiB pages
   if (!populate) return m;
   m.population_ns_ = LM_TRY_CTX(populate_for_write(p, bytes), strf("destination memory for [0x%llx,+%llu)",
                                                                      (unsigned long long)addr,

@@ -66,9 +66,18 @@ struct SinkWait {
   std::function<bool()> stopped;
 };
 
+// When a sink's memory is committed: all of it at prepare/adopt (a guest's
+// RAM: the destination's admission charges the mappings' whole size), or page
+// by page as pages arrive (the image's sparse anonymous memory: a process may
+// reserve terabytes and touch megabytes; the destination charges each
+// distinct page received against its RAM limit instead).
+enum class MemoryCommit { up_front, per_page };
+
 class PageSink {
  public:
   virtual ~PageSink() = default;
+
+  virtual MemoryCommit memory_commit() const { return MemoryCommit::up_front; }
 
   // Memory for the mappings the source announced, before the destination
   // says `ready`: the regions the receivers write into.
@@ -122,9 +131,10 @@ class MappedMemfd {
   static Result<MappedMemfd> map(uint64_t addr, uint64_t bytes, UniqueFd memfd, Prealloc prealloc);
   // A new memfd of `bytes`, mapped.
   static Result<MappedMemfd> create(uint64_t addr, uint64_t bytes);
-  // Anonymous private memory on transparent huge pages (MADV_HUGEPAGE),
-  // written in when `populate` (see population_ns()): for memory nothing
-  // else maps.
+  // Anonymous private memory, for memory nothing else maps: on transparent
+  // huge pages (MADV_HUGEPAGE) and written in when `populate` (see
+  // population_ns()); else on 4 KiB pages (MADV_NOHUGEPAGE), so that a
+  // sparse write commits one page, not 2 MiB.
   static Result<MappedMemfd> anonymous(uint64_t addr, uint64_t bytes, bool populate);
   // What populating it took (map with Prealloc::yes, anonymous with populate).
   uint64_t population_ns() const { return population_ns_; }

@@ -82,7 +82,7 @@ Result<engine::DestinationOptions> dest_options(const DestArgs& a, DestSinks& si
   o.limits = a.config.limits;
   o.session.on_refused = [](const Error& e) { std::fprintf(stderr, "livemig dest: refused: %s\n", e.message.c_str()); };
   if (a.image)
-    o.sink = sinks.image = std::make_shared<engine::ImageSink>();
+    o.sink = sinks.image = std::make_shared<engine::ImageSink>(a.config.limits.max_ram_bytes);
   else
     o.sink = sinks.guest =
         std::make_shared<engine::GuestRamSink>(engine::GuestRamSinkOptions{LM_TRY(engine::find_guest_binary()), "/tmp"});

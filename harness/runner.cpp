@@ -253,7 +253,7 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
   if (target.exec_state == ExecStateKind::guest_ram)
     dopts.sink = guest_sink = std::make_shared<GuestRamSink>(GuestRamSinkOptions{options.guest_binary, work.path()});
   else
-    dopts.sink = std::make_shared<ImageSink>();
+    dopts.sink = std::make_shared<ImageSink>(config.limits.max_ram_bytes);
   dopts.reconnect_timeout = config.postcopy.reconnect_timeout;
   SecurityConfig security = config.security;
   if (security.psk_file == kGeneratePsk) {  // a fresh key in the private (0700) work directory

@@ -12,6 +12,7 @@
 
 #include "common/subprocess.hpp"
 #include "engine/admission.hpp"
+#include "engine/messages.hpp"
 #include "engine/source.hpp"
 #include "harness/scenario.hpp"
 #include "tests/common/memory_cgroup.hpp"
@@ -113,11 +114,41 @@ std::vector<transport::MappingEntry> many_mappings(size_t n) {
 
 const Refusal kRefusals[] = {
     {"guest_32TiB", {}, {{1ull << 46, (1ull << 46) + (32ull << 40), 3, 0}}, "destination refuses 32.0 TiB of RAM: limit"},
-    {"image_2pow45", {"--image"}, {{1ull << 46, (1ull << 46) + (1ull << 45), 3, 0}},
-     "destination refuses 32.0 TiB of RAM: limit"},
     {"image_65536_mappings", {"--image"}, many_mappings(65536),
      "destination refuses 65536 mappings: limit 4096 (--max-mappings)"},
 };
+
+// A `livemig dest` with `args`, in `cgroup`, and the address it listens on.
+struct SpawnedDest {
+  Subprocess process;
+  std::string address;
+  std::unique_ptr<FILE, int (*)(FILE*)> out{nullptr, &fclose};
+  std::string stderr_text() {
+    std::string err;
+    UniqueFd fd = process.take_pipe(2);
+    char buf[4096];
+    for (ssize_t n; (n = read(fd.get(), buf, sizeof buf)) > 0;) err.append(buf, size_t(n));
+    return err;
+  }
+};
+
+Result<std::unique_ptr<SpawnedDest>> spawn_dest(const std::vector<std::string>& args,
+                                                lm::test::MemoryCgroup& cgroup) {
+  std::vector<std::string> argv{env_or_fail("LM_LIVEMIG_BIN"), "dest", "--listen", "tcp:127.0.0.1:0", "--timeout-ms",
+                                "20000"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  SpawnOptions so;
+  so.stdout_to = so.stderr_to = Stdio::pipe;
+  so.on_parent_exit = ParentExit::die;
+  auto d = std::make_unique<SpawnedDest>(SpawnedDest{LM_TRY(Subprocess::spawn(argv, so))});
+  LM_TRY(cgroup.add(d->process.pid()));
+  d->out.reset(fdopen(d->process.take_pipe(1).release(), "r"));
+  char line[256] = {};
+  if (!d->out || !fgets(line, sizeof line, d->out.get())) return Error::msg("livemig dest did not say where it listens");
+  d->address = std::string(line).substr(std::string("LISTENING ").size());
+  d->address.erase(d->address.find_last_not_of('\n') + 1);
+  return d;
+}
 
 class RefusedByDest : public ::testing::TestWithParam<Refusal> {};
 
@@ -125,20 +156,10 @@ TEST_P(RefusedByDest, BeforeAnyMemoryWithTheReason) {
   const Refusal& c = GetParam();
   auto cgroup = lm::test::MemoryCgroup::create("livemig-admission", 256ull << 20);
   if (!cgroup) GTEST_SKIP() << cgroup.error().message;
-  std::vector<std::string> argv{env_or_fail("LM_LIVEMIG_BIN"), "dest", "--listen", "tcp:127.0.0.1:0", "--timeout-ms",
-                                "20000"};
-  argv.insert(argv.end(), c.dest_args.begin(), c.dest_args.end());
-  SpawnOptions so;
-  so.stdout_to = so.stderr_to = Stdio::pipe;
-  so.on_parent_exit = ParentExit::die;
-  auto dest = Subprocess::spawn(argv, so);
-  ASSERT_TRUE(dest.ok()) << dest.error().message;
-  ASSERT_TRUE(cgroup->add(dest->pid()).ok());
-  FILE* out = fdopen(dest->take_pipe(1).release(), "r");
-  char line[256] = {};
-  ASSERT_TRUE(fgets(line, sizeof line, out)) << "livemig dest did not say where it listens";
-  std::string address = std::string(line).substr(std::string("LISTENING ").size());
-  address.erase(address.find_last_not_of('\n') + 1);
+  auto spawned = spawn_dest(c.dest_args, *cgroup);
+  ASSERT_TRUE(spawned.ok()) << spawned.error().message;
+  Subprocess* dest = &(*spawned)->process;
+  const std::string address = (*spawned)->address;
 
   // What the destination holds when it listens (an ASan build holds over
   // 100 MiB by then); a refused session must add next to nothing to it.
@@ -161,20 +182,65 @@ TEST_P(RefusedByDest, BeforeAnyMemoryWithTheReason) {
   auto ended = dest->wait_or_kill(10000);
   ASSERT_TRUE(ended.ok()) << ended.error().message;
   EXPECT_NE(ended->signal, SIGABRT);
-  std::string err;
-  UniqueFd err_fd = dest->take_pipe(2);
-  char buf[4096];
-  for (ssize_t n; (n = read(err_fd.get(), buf, sizeof buf)) > 0;) err.append(buf, size_t(n));
+  const std::string err = (*spawned)->stderr_text();
   std::printf("destination said: %s", err.c_str());
   EXPECT_NE(err.find(std::string("refused: ")), std::string::npos) << err;
   EXPECT_NE(err.find(c.told), std::string::npos) << err;
   EXPECT_NE(err.find("127.0.0.1:"), std::string::npos) << "names the peer: " << err;
-  fclose(out);
   std::printf("cgroup peak %.1f MiB\n", double(cgroup->max_usage_bytes()) / (1 << 20));
 }
 
 INSTANTIATE_TEST_SUITE_P(Limits, RefusedByDest, ::testing::ValuesIn(kRefusals),
                          [](const auto& info) { return std::string(info.param.name); });
+
+// An image destination takes a 2^45-byte mapping (a process may reserve that
+// much and touch little: an ASan build's shadow) without making memory for
+// it, and charges each page it receives: past --max-ram it refuses the
+// pages, having held at most one batch more.
+TEST(PagesPastMaxRam, ImageOfA2pow45MappingIsChargedPerPage) {
+  constexpr uint64_t kLimit = 64ull << 20, kBase = 1ull << 46, kBatchPages = 256;
+  auto cgroup = lm::test::MemoryCgroup::create("livemig-admission-pages", 512ull << 20);
+  if (!cgroup) GTEST_SKIP() << cgroup.error().message;
+  auto spawned = spawn_dest({"--image", "--max-ram", "64M"}, *cgroup);
+  ASSERT_TRUE(spawned.ok()) << spawned.error().message;
+  Subprocess& dest = (*spawned)->process;
+  const uint64_t peak_listening = peak_rss(dest.pid());
+
+  auto table = transport::MappingTable::make({{kBase, kBase + (1ull << 45), 3, 0}}, 1);
+  ASSERT_TRUE(table.ok()) << table.error().message;
+  auto session = transport::Session::connect((*spawned)->address, transport::SessionConfig{}, *table);
+  ASSERT_TRUE(session.ok()) << "a 2^45-byte mapping of an image is admitted: " << session.error().message;
+  auto ready = Peer::control(*session, transport::Timeout(20000)).expect<Ready>();
+  ASSERT_TRUE(ready.ok()) << ready.error().message;
+  EXPECT_LT(peak_rss(dest.pid()) - std::min(peak_rss(dest.pid()), peak_listening), 32ull << 20)
+      << "the destination made memory for the mapping's size";
+
+  // Pages 2 MiB apart (a huge page each would hold 512 times more), twice the limit's worth.
+  std::vector<PageEntry> entries(kBatchPages);
+  std::vector<std::byte> payload(kBatchPages * kPageSize, std::byte{0x5a});
+  uint64_t sent = 0;
+  Result<void> r = ok();
+  for (uint64_t batch = 0; r && sent < 2 * kLimit / kPageSize; batch++) {
+    for (uint64_t i = 0; i < kBatchPages; i++)
+      entries[i] = {kBase + ((batch * kBatchPages + i) << 21), uint32_t(kPageSize), Codec::raw, 0, 0};
+    r = Peer::bulk(*session, 0, transport::Timeout(20000)).send(PageBatch{0, entries, payload});
+    if (r) sent += kBatchPages;
+  }
+  auto word = Peer::control(*session, transport::Timeout(20000)).expect<Ready>();
+  ASSERT_FALSE(word.ok()) << "the destination took " << sent << " pages past its limit";
+  std::printf("source heard: %s (after sending %llu pages)\n", word.error().message.c_str(),
+              (unsigned long long)sent);
+  auto ended = dest.wait_or_kill(20000);
+  ASSERT_TRUE(ended.ok()) << ended.error().message;
+  const std::string err = (*spawned)->stderr_text();
+  std::printf("destination said: %s", err.c_str());
+  EXPECT_NE(err.find("destination refuses more pages"), std::string::npos) << err;
+  EXPECT_NE(err.find("over its RAM limit 64.0 MiB (--max-ram)"), std::string::npos) << err;
+  const uint64_t held = cgroup->max_usage_bytes();
+  std::printf("cgroup peak %.1f MiB, listening RSS %.1f MiB\n", double(held) / (1 << 20),
+              double(peak_listening) / (1 << 20));
+  EXPECT_LT(held, peak_listening + kLimit + (64ull << 20)) << "more than the limit and a batch were held";
+}
 
 // --- 300 idle connections while a real migration runs ------------------------------------
 
