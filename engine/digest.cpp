@@ -147,12 +147,16 @@ Result<std::vector<transport::DigestEntry>> digest_process(const SourceProcess& 
   bool ok_so_far = true;
   for (const auto& range : ranges) {
     const dt::RangeList present = dt::intersect(dt::RangeList(data.begin(), data.end()), {range});
+    size_t next = 0;  // the first piece of `present` not before the chunk (chunks come in order)
     // One chunk at a time: a range of terabytes with little data in it costs its data.
     canonical_digests(range, [&](uint64_t chunk) -> const uint64_t* {
       if (!ok_so_far) return nullptr;
       const uint64_t start = range.start + chunk * kDigestChunkPages * kPageSize;
       const PageRange span{start, std::min(range.end, start + kDigestChunkPages * kPageSize)};
-      const dt::RangeList parts = dt::intersect(present, {span});
+      while (next < present.size() && present[next].end <= span.start) next++;
+      dt::RangeList parts;
+      for (size_t j = next; j < present.size() && present[j].start < span.end; j++)
+        parts.push_back({std::max(present[j].start, span.start), std::min(present[j].end, span.end)});
       if (parts.empty()) return nullptr;
       std::fill(hashes.begin(), hashes.end(), zero_page_hash());
       for (const auto& part : parts)
