@@ -560,8 +560,8 @@ double median_ratio(const std::vector<Sample>& v, const std::vector<Sample>& bas
 // One row of the table and of the JSON document; false if a sample failed.
 // `clear`: for a "+tls" mode, the same backend without TLS (else empty).
 bool report_row(JsonWriter& json, const Config& c, const std::string& mode, uint64_t size, bool per_size,
-                const std::vector<Sample>& v, const std::vector<Sample>& tcp, const std::vector<Sample>& iperf,
-                const std::vector<Sample>& clear) {
+                const std::vector<Sample>& v, const std::vector<Sample>& tcp, const std::vector<Sample>& plain,
+                const std::vector<Sample>& iperf, const std::vector<Sample>& clear) {
   bool ok = true;
   for (const auto& s : v)
     if (!s.error.empty()) {
@@ -575,11 +575,13 @@ bool report_row(JsonWriter& json, const Config& c, const std::string& mode, uint
     if (x.error.empty() && x.bytes) per_gb.push_back((x.cpu_send + x.cpu_recv) / (double(x.bytes) / 1e9));
   double cpu_gb = median(per_gb);
   double vs_tcp = median_ratio(v, tcp);
+  double vs_plain = median_ratio(v, plain);
   double vs_iperf = median_ratio(v, iperf);
   double vs_clear = median_ratio(v, clear);
   double cpu_send = median_of(v, &Sample::cpu_send), cpu_recv = median_of(v, &Sample::cpu_recv);
-  std::printf("%-9s %3u %8lluK %9.2f %10.2f %10.2f %9.3f %8.3f %9.3f", mode.c_str(), c.channels,
-              (unsigned long long)(per_size ? size >> 10 : 128), g, cpu_send, cpu_recv, cpu_gb, vs_tcp, vs_iperf);
+  std::printf("%-9s %3u %8lluK %9.2f %10.2f %10.2f %9.3f %8.3f %8.3f %9.3f", mode.c_str(), c.channels,
+              (unsigned long long)(per_size ? size >> 10 : 128), g, cpu_send, cpu_recv, cpu_gb, vs_tcp, vs_plain,
+              vs_iperf);
   if (c.tls && !clear.empty())
     std::printf(" %8.3f", vs_clear);
   else if (c.tls)
@@ -593,6 +595,7 @@ bool report_row(JsonWriter& json, const Config& c, const std::string& mode, uint
   json.field("cpu_recv_s_median", cpu_recv);
   json.field("cpu_s_per_gb_median", cpu_gb);
   json.field("ratio_vs_tcp_median", vs_tcp);
+  json.field("ratio_vs_plain_median", vs_plain);
   json.field("ratio_vs_iperf3_median", vs_iperf);
   if (!clear.empty()) json.field("ratio_vs_plaintext_median", vs_clear);
   json.begin_array("gbps");
@@ -613,17 +616,22 @@ bool report(JsonWriter& json, const Config& c, const Samples& s, bool iperf) {
   json.field("extra", c.extra);
   json.field("tls", c.tls);
   json.begin_array("results");
-  std::printf("%-9s %3s %9s %9s %10s %10s %9s %8s %9s%s\n", "mode", "ch", "msg", "Gbit/s", "cpu_send_s", "cpu_recv_s",
-              "cpu_s/GB", "vs_tcp", "vs_iperf3", c.tls ? " vs_clear" : "");
+  std::printf("%-9s %3s %9s %9s %10s %10s %9s %8s %8s %9s%s\n", "mode", "ch", "msg", "Gbit/s", "cpu_send_s",
+              "cpu_recv_s", "cpu_s/GB", "vs_tcp", "vs_plain", "vs_iperf3", c.tls ? " vs_clear" : "");
   bool ok = true;
   size_t tcp = size_t(std::find(c.modes.begin(), c.modes.end(), "tcp") - c.modes.begin());
+  size_t plain = size_t(std::find(c.modes.begin(), c.modes.end(), "plain") - c.modes.begin());
+  static const std::vector<Sample> none;
   for (size_t z = 0; z < c.sizes.size(); ++z) {
     for (size_t m = 0; m < c.modes.size(); ++m) {
-      static const std::vector<Sample> none;
       const std::vector<Sample>& clear = is_tls_mode(c.modes[m]) ? s.by_size[z][m - 1] : none;  // B precedes B+tls
-      ok &= report_row(json, c, c.modes[m], c.sizes[z], true, s.by_size[z][m], s.by_size[z][tcp], s.iperf, clear);
+      const std::vector<Sample>& plain_v = plain < c.modes.size() ? s.by_size[z][plain] : none;
+      ok &= report_row(json, c, c.modes[m], c.sizes[z], true, s.by_size[z][m], s.by_size[z][tcp], plain_v, s.iperf,
+                       clear);
     }
-    if (iperf) ok &= report_row(json, c, "iperf3", c.sizes[z], false, s.iperf, s.by_size[z][tcp], s.iperf, {});
+    if (iperf)
+      ok &= report_row(json, c, "iperf3", c.sizes[z], false, s.iperf, s.by_size[z][tcp],
+                       plain < c.modes.size() ? s.by_size[z][plain] : none, s.iperf, {});
   }
   json.end_array();
   json.end_object();

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <deque>
 #include <vector>
 
@@ -23,19 +24,30 @@ constexpr size_t kZeroCopyMin = 16 * 1024;
 class TcpSource : public ByteSource {
  public:
   TcpSource(int fd, const std::string& name) : fd_(fd), name_(name) {}
-  Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode, const StopWait& stop) override {
+  Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode mode, const StopWait& stop) override {
     for (;;) {
       ssize_t n = ::recv(fd_, buf, len, 0);
       if (n >= 0) return size_t(n);
       if (errno == EINTR) continue;
       if (errno != EAGAIN) return Error::from_errno(strf("channel %s: recv", name_.c_str()));
+      // The body of a large frame: wake when a good part of it is there, not
+      // for every segment (the plain loop's blocking recv wakes as rarely).
+      set_lowat(mode == ReadMode::all ? int(std::min<size_t>(len, kLowatMax)) : 1);
       LM_TRY(wait_fd(fd_, POLLIN, deadline, name_, "waiting for data", stop));
     }
   }
 
  private:
+  // The kernel also wakes a waiter whose receive buffer is nearly full
+  // (tcp_rmem_pressure), so a mark above what fits cannot stall.
+  static constexpr size_t kLowatMax = 256 * 1024;
+  void set_lowat(int bytes) {
+    if (bytes == lowat_) return;
+    if (setsockopt(fd_, SOL_SOCKET, SO_RCVLOWAT, &bytes, sizeof bytes) == 0) lowat_ = bytes;
+  }
   int fd_;
   const std::string& name_;
+  int lowat_ = 1;
 };
 
 class TcpChannel final : public StreamChannel {

@@ -4,8 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <deque>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include "common/clock.hpp"
@@ -40,8 +43,10 @@ struct Pair {
   std::unique_ptr<MemLink> link;
   std::unique_ptr<ReliableEndpoint> a, b;
 
-  Pair(LinkImpairment imp, ReliableConfig cfg, uint32_t frame_cap = 1500, uint64_t seed = 7) {
-    link = std::make_unique<MemLink>(frame_cap, imp, imp, &now, seed);
+  // b_to_a: the impairment of the other direction, when it differs.
+  Pair(LinkImpairment imp, ReliableConfig cfg, uint32_t frame_cap = 1500, uint64_t seed = 7,
+       std::optional<LinkImpairment> b_to_a = std::nullopt) {
+    link = std::make_unique<MemLink>(frame_cap, imp, b_to_a.value_or(imp), &now, seed);
     auto ra = ReliableEndpoint::create(link->a(), cfg, 0x1111);
     auto rb = ReliableEndpoint::create(link->b(), cfg, 0x2222);
     EXPECT_TRUE(ra.ok() && rb.ok());
@@ -161,6 +166,92 @@ TEST(ReliableLossless, ThreeFlowsInterleaved) {
   Pair p({}, small_config(3));
   transfer_and_verify(p, 100);
   for (uint16_t f = 0; f < 3; ++f) EXPECT_EQ(p.b->flow_counters(f).messages_rx, 100u);
+}
+
+// Streams `count` messages of 200000 bytes on flow 0 with up to `depth` in
+// flight (so the sender always has more queued, as a migration does), checks
+// every byte, then closes.
+void stream_and_verify(Pair& p, uint32_t count, uint32_t depth) {
+  ASSERT_TRUE(p.run_until([&] { return p.a->state() == EndpointState::established &&
+                                        p.b->state() == EndpointState::established; },
+                          100'000'000));
+  std::deque<std::pair<uint64_t, std::vector<uint8_t>>> inflight;  // ticket, buffer
+  uint32_t sent = 0, received = 0;
+  uint64_t end = p.now + 20'000'000'000ull;
+  while (received < count && p.now < end) {
+    while (!inflight.empty() && p.a->send_complete(0, inflight.front().first)) inflight.pop_front();
+    while (sent < count && inflight.size() < depth) {
+      auto m = make_message(0, 9 + 10 * sent);  // index 9 of the size table: 200000 bytes
+      std::span<const uint8_t> part(m);
+      auto t = p.a->submit(0, {&part, 1});
+      ASSERT_TRUE(t.ok()) << t.error().message;
+      inflight.emplace_back(*t, std::move(m));
+      sent++;
+    }
+    while (auto m = p.b->try_receive(0)) {
+      auto want = make_message(0, 9 + 10 * received);
+      ASSERT_EQ(m->size(), want.size()) << "message " << received;
+      ASSERT_TRUE(std::equal(m->begin(), m->end(), want.begin())) << "message " << received << " content differs";
+      p.b->recycle(0, std::move(*m));
+      received++;
+    }
+    ASSERT_NE(p.a->state(), EndpointState::failed) << p.a->error()->message;
+    ASSERT_NE(p.b->state(), EndpointState::failed) << p.b->error()->message;
+    p.step();
+  }
+  ASSERT_EQ(received, count) << "simulated time ran out";
+  p.a->close();
+  p.b->close();
+  ASSERT_TRUE(p.run_until([&] { return p.a->state() == EndpointState::closed &&
+                                        p.b->state() == EndpointState::closed; },
+                          2'000'000'000));
+}
+
+// A lossless link takes the fast path: no retransmissions, every data frame
+// received while the flow is lossless, and pure acks only when the sender
+// asks (half a window, the window full, the end of its queue) or the receive
+// window moved by a quarter: far fewer than one per ack_every frames.
+TEST(ReliableFastPath, LosslessStreamAcksPerWindowNotPerFrames) {
+  auto cfg = small_config(1);
+  Pair p({}, cfg);
+  stream_and_verify(p, 100, 4);
+  auto tx = p.a->flow_counters(0);
+  auto rx = p.b->flow_counters(0);
+  EXPECT_EQ(tx.retransmits, 0u);
+  EXPECT_EQ(tx.losses_detected, 0u);
+  EXPECT_EQ(rx.duplicates, 0u);
+  ASSERT_GT(rx.frames_rx, 100u * 200000 / p.a->max_payload());
+  EXPECT_EQ(rx.fast_path_rx, rx.frames_rx);
+  // The lossy path acks at least every ack_every frames; the fast path at
+  // least twice as rarely (a window of 64..256 frames here: ~2 requests per
+  // window, and an ack per 64 frames delivered for the window edge).
+  std::printf("lossless: %llu data frames, %llu ack requests, %llu acks\n", (unsigned long long)rx.frames_rx,
+              (unsigned long long)tx.ack_requests_tx, (unsigned long long)rx.acks_tx);
+  EXPECT_GT(rx.acks_tx, 0u);
+  EXPECT_LT(rx.acks_tx * 2 * cfg.ack_every, rx.frames_rx) << "acks " << rx.acks_tx << " for " << rx.frames_rx << " frames";
+  EXPECT_GT(tx.ack_requests_tx, 0u);
+  EXPECT_LT(tx.ack_requests_tx * 2 * cfg.ack_every, tx.frames_tx);
+}
+
+// One frame lost on the fast path: the gap makes the receiver ack at once
+// (with SACK), the sender resends exactly that frame, every byte arrives, and
+// the flow returns to the fast path afterwards.
+TEST(ReliableFastPath, OneLossOnTheFastPathIsRecovered) {
+  LinkImpairment lose_one;
+  lose_one.drop_nth = 3000;  // a data frame well into the stream, a -> b only
+  Pair p(lose_one, small_config(1), 1500, 7, LinkImpairment{});
+  stream_and_verify(p, 100, 4);
+  EXPECT_EQ(p.link->stats_a_to_b().lost, 1u);
+  auto tx = p.a->flow_counters(0);
+  auto rx = p.b->flow_counters(0);
+  std::printf("one loss: %llu data frames, %llu on the fast path, %llu resent, %llu acks\n",
+              (unsigned long long)rx.frames_rx, (unsigned long long)rx.fast_path_rx,
+              (unsigned long long)tx.retransmits, (unsigned long long)rx.acks_tx);
+  EXPECT_GE(tx.losses_detected, 1u);
+  EXPECT_EQ(tx.retransmits, 1u);
+  EXPECT_EQ(rx.duplicates, 0u);
+  EXPECT_LT(rx.fast_path_rx, rx.frames_rx);       // the frames around the loss took the careful path
+  EXPECT_GT(rx.fast_path_rx, rx.frames_rx * 3 / 4);  // and the flow went back to the fast path
 }
 
 struct ImpairCase {

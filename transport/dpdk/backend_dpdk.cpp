@@ -6,7 +6,7 @@
 // Every channel to one address shares one link: one DPDK port, one reliable
 // endpoint and its poll-mode worker; a channel is one flow of the endpoint.
 // ChannelOptions::extra takes "flows=N,mem=MB,cpu=N,peer_timeout_ms=N,
-// loss=P,dup=P,reorder=P,zero_copy=1,attach=1,checksum=payload|header".
+// loss=P,dup=P,reorder=P,zero_copy=1,attach=1,checksum=payload|header,frame=BYTES".
 //
 // Links are looked up by address in a table local to this file: DPDK's own
 // device list is process-global (one memif interface per socket and id), so
@@ -68,6 +68,10 @@ Result<dpdk::SessionConfig> session_config(std::string_view address, const Chann
                            int(address.size()), address.data(), kind.c_str()));
   }
   cfg.protocol.flows = 8;
+  // memif is shared memory: no wire to corrupt a payload, so only headers are
+  // checksummed there (hashing every payload cost a fifth of the sender's
+  // poller, docs/dpdk.md); af_packet and NICs checksum payloads too.
+  if (cfg.port.kind == dpdk::DeviceKind::memif) cfg.protocol.payload_checksum = dpdk::PayloadChecksum::off;
   // Payloads ride as external buffers (no copy on the sender; memif and
   // af_packet copy once into their rings); sends complete when acknowledged.
   // attach=0 copies into frames instead; zero_copy=1 forces copying.
@@ -88,13 +92,17 @@ Result<dpdk::SessionConfig> session_config(std::string_view address, const Chann
     std::string key(kv.substr(0, eq));
     std::string val(eq == std::string_view::npos ? "1" : kv.substr(eq + 1));
     auto bad = [&] { return Error::msg(strf("dpdk option '%s=%s'", key.c_str(), val.c_str())); };
-    if (key == "flows" || key == "mem" || key == "cpu" || key == "peer_timeout_ms") {
+    if (key == "flows" || key == "mem" || key == "cpu" || key == "peer_timeout_ms" || key == "frame") {
       auto v = parse_u64(val);
       if (!v) return bad();
       if (key == "flows") cfg.protocol.flows = uint16_t(std::clamp<uint64_t>(*v, 1, 64));
       if (key == "mem") cfg.eal.memory_mb = unsigned(*v);
       if (key == "cpu") cfg.worker_cpu = int(*v);
       if (key == "peer_timeout_ms") cfg.protocol.peer_timeout_ns = *v * 1'000'000;
+      if (key == "frame") {  // largest L2 frame; the protocol's payload length and mbufs are 16-bit
+        if (*v < 1024 || *v > 65000) return bad();
+        cfg.port.frame_bytes = uint32_t(*v);
+      }
     } else if (key == "loss" || key == "dup" || key == "reorder") {
       auto v = parse_double(val);
       if (!v || *v < 0 || *v >= 1) return bad();
@@ -109,7 +117,7 @@ Result<dpdk::SessionConfig> session_config(std::string_view address, const Chann
       cfg.eal.single_file_segments = val == "1";
     } else if (!key.empty()) {
       return Error::msg(strf("dpdk option '%s': unknown (flows, mem, cpu, peer_timeout_ms, loss, dup, "
-                             "reorder, zero_copy, attach, checksum=payload|header)", key.c_str()));
+                             "reorder, zero_copy, attach, checksum=payload|header, frame)", key.c_str()));
     }
   }
   return cfg;

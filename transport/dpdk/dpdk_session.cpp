@@ -4,6 +4,8 @@
 #include <sched.h>
 #include <sys/random.h>
 
+#include <algorithm>
+
 #include <rte_lcore.h>
 
 #include "common/clock.hpp"
@@ -21,9 +23,12 @@ Result<std::unique_ptr<DpdkSession>> DpdkSession::open(const SessionConfig& cfg,
   // flows x (send + reorder) slots; cap it (memory without hugepages is
   // precious). Running short only slows a flow down (alloc failures are
   // counted; the PMD drops, the protocol resends).
-  s->cfg_.port.held_frames = std::max<uint32_t>(
-      cfg.port.held_frames,
-      std::min<uint32_t>(8192, uint32_t(cfg.protocol.flows) * (cfg.protocol.send_slots + cfg.protocol.reorder_slots)));
+  // Larger frames (frame=): as many bytes, not as many frames.
+  uint32_t frame = cfg.port.frame_bytes ? cfg.port.frame_bytes : default_frame_bytes(cfg.port.kind);
+  uint32_t cap = std::clamp<uint32_t>((80u << 20) / frame, 1024, 8192);
+  s->cfg_.port.held_frames = std::min<uint32_t>(
+      cap, std::max<uint32_t>(cfg.port.held_frames, uint32_t(cfg.protocol.flows) *
+                                                         (cfg.protocol.send_slots + cfg.protocol.reorder_slots)));
   s->port_ = LM_TRY_CTX(EthFramePort::open(*eal, s->cfg_.port), "dpdk session");
   uint32_t nonce = 0;
   while (nonce == 0)

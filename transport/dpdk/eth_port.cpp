@@ -329,7 +329,13 @@ void EthFramePort::retain(Frame& f) {
 }
 
 void EthFramePort::release(Frame* frames, size_t n) {
-  for (size_t i = 0; i < n; ++i) rte_pktmbuf_free(static_cast<rte_mbuf*>(frames[i].handle));
+  rte_mbuf* mb[64];
+  for (size_t done = 0; done < n;) {
+    size_t k = std::min<size_t>(n - done, 64);
+    for (size_t i = 0; i < k; ++i) mb[i] = static_cast<rte_mbuf*>(frames[done + i].handle);
+    rte_pktmbuf_free_bulk(mb, unsigned(k));  // one pool operation per pool and batch
+    done += k;
+  }
 }
 
 }  // namespace lm::dpdk

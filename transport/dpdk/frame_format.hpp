@@ -10,7 +10,7 @@
 namespace lm::dpdk {
 
 inline constexpr uint32_t kFrameMagic = 0x4b444d4c;  // "LMDK"
-inline constexpr uint8_t kProtocolVersion = 1;
+inline constexpr uint8_t kProtocolVersion = 2;  // 2: acks on request (kFlagAckReq)
 inline constexpr unsigned kSackBits = 256;
 
 enum class FrameType : uint8_t {
@@ -30,6 +30,10 @@ enum FrameFlag : uint16_t {
   kFlagOpen = 1 << 3,   // the sender opened this flow as a channel (no payload)
   kFlagNoPayloadSum = 1 << 4,  // payload_sum not computed (PayloadChecksum::off)
   kFlagFlowOnly = 1 << 5,      // reset: only this flow (its channel was abandoned)
+  // The sender wants an ack now: half its window sent since it last asked, the
+  // frame that fills its window, the end of what it has queued, a FIN/OPEN, or
+  // a retransmission. On a lossless flow the receiver acks only on request.
+  kFlagAckReq = 1 << 6,
 };
 
 struct FrameHeader {

@@ -36,7 +36,7 @@ class MemLink::Side final : public FramePort {
     for (size_t i = 0; i < n; ++i) {
       Frame& f = frames[i];
       stats.sent++;
-      if (link_.cut_ || u(link_.rng_) < imp_.loss) {
+      if (link_.cut_ || u(link_.rng_) < imp_.loss || stats.sent == imp_.drop_nth) {
         stats.lost++;
       } else {
         int copies = u(link_.rng_) < imp_.duplicate ? 2 : 1;

@@ -25,6 +25,7 @@ struct LinkImpairment {
   uint64_t latency_ns = 10'000;
   uint64_t reorder_extra_ns = 40'000;
   size_t queue_frames = 8192;  // frames in flight on the wire; beyond: dropped
+  uint64_t drop_nth = 0;       // drop exactly the nth frame sent (1-based; 0: none)
 };
 
 struct LinkStats {

@@ -79,6 +79,7 @@ struct ReliableEndpoint::Flow {
   std::vector<TxSlot> tx;
   uint64_t snd_una = 0, snd_next = 0;
   uint64_t high_delivered = 0;  // one past the highest seq acked or SACKed
+  uint64_t next_ack_req = 0;    // ask for an ack no later than at this seq (kFlagAckReq)
   uint64_t peer_edge = 0;
   std::vector<uint64_t> retx_queue;
   std::deque<std::pair<uint64_t, uint64_t>> awaiting_ack;  // SendMode::attach: ticket, last seq
@@ -103,6 +104,9 @@ struct ReliableEndpoint::Flow {
   uint32_t unacked = 0;
   uint64_t first_unacked_ns = 0;
   bool ack_now = false;
+  // The flow is lossless (acks on request only) once rcv_next reaches this:
+  // reorder_slots frames past the last gap, duplicate or out-of-window frame.
+  uint64_t calm_from = 0;
   uint64_t last_rx_tx_ns = 0, last_rx_local_ns = 0;
   uint64_t advertised_edge = 0;
   MessageBuffer reasm;
@@ -144,6 +148,7 @@ Result<std::unique_ptr<ReliableEndpoint>> ReliableEndpoint::create(FramePort& po
     ep->flows_.push_back(std::move(fl));
   }
   ep->tx_batch_.reserve(4 * kTxBatch);
+  ep->acked_frames_.reserve(cfg.send_slots);
   ep->rx_batch_.resize(kRxBurst);
   return ep;
 }
@@ -402,7 +407,7 @@ bool ReliableEndpoint::poll(uint64_t now) {
           TxSlot& s = fl.tx[seq & (cfg_.send_slots - 1)];
           s.queued_retx = false;
           if (seq < fl.snd_una || s.delivered) continue;
-          stage_data(fl, seq, now);
+          stage_data(fl, seq, now, true);  // the receiver acks the filled hole at once
           fl.c.retransmits++;
         }
         fl.retx_queue.clear();
@@ -411,8 +416,10 @@ bool ReliableEndpoint::poll(uint64_t now) {
       if (tx_batch_.size() < kTxBatch && segment(fl, now)) did = true;
       check_rto(fl, now);
       bool edge_moved = fl.rcv_deliver + cfg_.reorder_slots >= fl.advertised_edge + cfg_.reorder_slots / 4;
-      bool due = fl.ack_now || fl.unacked >= cfg_.ack_every || edge_moved ||
-                 (fl.unacked && now - fl.first_unacked_ns >= cfg_.ack_delay_ns) ||
+      bool lossless = fl.ooo == 0 && fl.rcv_next >= fl.calm_from;
+      bool delayed = fl.unacked && now - fl.first_unacked_ns >= (lossless ? cfg_.lossless_ack_delay_ns
+                                                                            : cfg_.ack_delay_ns);
+      bool due = fl.ack_now || edge_moved || delayed || (!lossless && fl.unacked >= cfg_.ack_every) ||
                  now - fl.last_tx_ns >= cfg_.keepalive_ns;
       if (due && !fl.data_staged) queue_control(FrameType::ack, fl.id, now);
     }
@@ -547,23 +554,29 @@ void ReliableEndpoint::handle_data(Flow& fl, const FrameHeader& h, Frame& f, uin
   fl.last_rx_tx_ns = h.tx_ns;
   fl.last_rx_local_ns = now;
   if (!fl.unacked++) fl.first_unacked_ns = now;
+  if (h.flags & kFlagAckReq) fl.ack_now = true;
   uint64_t seq = h.seq;
+  if (fl.ooo == 0 && fl.rcv_next >= fl.calm_from) fl.c.fast_path_rx++;
+  auto irregular = [&] {
+    fl.ack_now = true;
+    fl.calm_from = std::max(fl.rcv_next, seq) + cfg_.reorder_slots;
+  };
   if (seq < fl.rcv_next) {
     fl.c.duplicates++;
-    fl.ack_now = true;
+    irregular();
     port_.release(&f, 1);
     return;
   }
   if (seq >= fl.rcv_deliver + cfg_.reorder_slots) {
     fl.c.out_of_window++;
-    fl.ack_now = true;
+    irregular();
     port_.release(&f, 1);
     return;
   }
   RxSlot& s = fl.rx[seq & (cfg_.reorder_slots - 1)];
   if (s.filled) {
     fl.c.duplicates++;
-    fl.ack_now = true;
+    irregular();
     port_.release(&f, 1);
     return;
   }
@@ -579,7 +592,7 @@ void ReliableEndpoint::handle_data(Flow& fl, const FrameHeader& h, Frame& f, uin
     }
   } else {
     fl.ooo++;
-    fl.ack_now = true;  // a gap: tell the sender at once
+    irregular();  // a gap: tell the sender at once
   }
 }
 
@@ -679,7 +692,7 @@ void ReliableEndpoint::handle_ack_fields(Flow& fl, const FrameHeader& h, uint64_
     // about the frames sent before it.
     if (s.tx_count == 1 || now - s.last_tx_ns >= fl.min_rtt) rack_ts = std::max(rack_ts, s.last_tx_ns);
     delivered++;
-    port_.release(&s.frame, 1);
+    acked_frames_.push_back(s.frame);  // released in one batch below
   };
   for (uint64_t seq = fl.snd_una; seq < h.ack; ++seq) deliver(seq);
   if (h.ack > fl.snd_una) {
@@ -707,6 +720,10 @@ void ReliableEndpoint::handle_ack_fields(Flow& fl, const FrameHeader& h, uint64_
       uint64_t seq = h.ack + 1 + kSackBits + i * 8 + unsigned(__builtin_ctz(bits));
       if (seq >= fl.snd_una && seq < fl.snd_next) deliver(seq);
     }
+  }
+  if (!acked_frames_.empty()) {
+    port_.release(acked_frames_.data(), acked_frames_.size());
+    acked_frames_.clear();
   }
   if (h.echo_ns && h.echo_ns > fl.last_echo && h.echo_ns <= now) {
     fl.last_echo = h.echo_ns;
@@ -887,6 +904,8 @@ bool ReliableEndpoint::segment(Flow& fl, uint64_t now) {
       }
       fl.job_off += len;
       h.payload_len = uint16_t(len);
+      // The end of what is queued: ask for the ack that completes it.
+      if (fl.job_off == job.total && !fl.pending_jobs.load(std::memory_order_acquire)) h.flags |= kFlagAckReq;
       if (!src) src = payload;
       if (cfg_.payload_checksum == PayloadChecksum::on) h.payload_sum = checksum32(src, len);
       else h.flags |= kFlagNoPayloadSum;
@@ -905,6 +924,10 @@ bool ReliableEndpoint::segment(Flow& fl, uint64_t now) {
       }
     }
     if (fin || open) h.payload_sum = checksum32(payload, 0);
+    // Half a window since the last request, or the frame that fills the window.
+    if (fin || open || fl.snd_next >= fl.next_ack_req || inflight + 1 >= fl.window || fl.snd_next + 1 >= fl.peer_edge)
+      h.flags |= kFlagAckReq;
+    if (h.flags & kFlagAckReq) fl.next_ack_req = fl.snd_next + std::max<uint32_t>(1, fl.window / 2);
     std::memcpy(f.data, &h, sizeof(h));
     f.len = uint32_t(sizeof(FrameHeader) + h.payload_len);  // total, attached or copied
     f.flow = fl.id;
@@ -914,7 +937,7 @@ bool ReliableEndpoint::segment(Flow& fl, uint64_t now) {
     s.queued_retx = false;
     s.tx_count = 0;
     fl.snd_next++;
-    stage_data(fl, h.seq, now);
+    stage_data(fl, h.seq, now, false);
     did = true;
   }
   return did;
@@ -941,10 +964,12 @@ void ReliableEndpoint::fill_ack_fields(Flow& fl, FrameHeader& h, uint64_t now) {
   fl.last_tx_ns = now;
 }
 
-void ReliableEndpoint::stage_data(Flow& fl, uint64_t seq, uint64_t now) {
+void ReliableEndpoint::stage_data(Flow& fl, uint64_t seq, uint64_t now, bool ack_req) {
   TxSlot& s = fl.tx[seq & (cfg_.send_slots - 1)];
   FrameHeader h;
   std::memcpy(&h, s.frame.data, sizeof(h));
+  if (ack_req) h.flags |= kFlagAckReq;
+  if (h.flags & kFlagAckReq) fl.c.ack_requests_tx++;
   h.magic = kFrameMagic;
   h.version = kProtocolVersion;
   h.type = FrameType::data;

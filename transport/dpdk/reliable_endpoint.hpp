@@ -77,8 +77,14 @@ struct ReliableConfig {
   uint64_t rto_initial_ns = 20'000'000;
   uint64_t rto_min_ns = 10'000'000;      // a descheduled peer on a shared host looks like loss below this
   uint64_t rto_max_ns = 500'000'000;
+  // Acks on a flow that saw a gap, duplicate or out-of-window frame within its
+  // last reorder_slots frames: every ack_every frames or ack_delay_ns after
+  // the first unacked one. A lossless flow (the fast path) acks when the
+  // sender asks (kFlagAckReq), when its window edge moved by a quarter, or
+  // lossless_ack_delay_ns after the first unacked frame (a safety net).
   uint64_t ack_delay_ns = 50'000;
-  uint32_t ack_every = 16;            // data frames received before an ack is due
+  uint32_t ack_every = 16;
+  uint64_t lossless_ack_delay_ns = 1'000'000;
   uint64_t hello_interval_ns = 2'000'000;
   uint64_t keepalive_ns = 10'000'000;
   uint64_t peer_timeout_ns = 2'000'000'000;
@@ -90,6 +96,8 @@ struct FlowCounters {
   uint64_t frames_tx = 0, frames_rx = 0;        // data frames (incl. retransmissions)
   uint64_t payload_bytes_tx = 0, payload_bytes_rx = 0;
   uint64_t acks_tx = 0, acks_rx = 0;
+  uint64_t ack_requests_tx = 0;                 // data frames sent with kFlagAckReq
+  uint64_t fast_path_rx = 0;                    // data frames received while the flow was lossless
   uint64_t messages_tx = 0, messages_rx = 0;
   uint64_t retransmits = 0;                     // frames sent again
   uint64_t attached_frames = 0;                 // payload attached, not copied (SendMode::attach)
@@ -188,7 +196,7 @@ class ReliableEndpoint {
   void queue_control(FrameType type, uint16_t flow, uint64_t now, uint16_t flags = 0);
   void abandon(Flow& fl, uint64_t now);
   void fill_ack_fields(Flow& fl, FrameHeader& h, uint64_t now);
-  void stage_data(Flow& fl, uint64_t seq, uint64_t now);
+  void stage_data(Flow& fl, uint64_t seq, uint64_t now, bool ack_req);
   size_t flush_tx();
   void session_timers(uint64_t now);
   void fail(Error e);
@@ -211,6 +219,7 @@ class ReliableEndpoint {
   // Poller-only state.
   std::vector<Frame> tx_batch_;
   std::vector<Frame> rx_batch_;
+  std::vector<Frame> acked_frames_;  // handle_ack_fields: released together
   uint64_t last_rx_ns_ = 0;
   uint64_t last_hello_ns_ = 0;
   uint64_t last_bye_ns_ = 0;
