@@ -221,6 +221,36 @@ TEST_P(TrackerTest, RepeatedMovesBesideTrackedMappingsStayTracked) {
   stop_and_check_clean();
 }
 
+TEST_P(TrackerTest, MappingWithAMovedNeighbourRightBehindStaysTracked) {
+  // A tracked VMA gets an untouched tracked VMA moved right behind it. Were
+  // the kernel to merge the two (same userfaultfd context; Linux 6.18 does
+  // not here), mremap without UFFD_FEATURE_EVENT_REMAP would drop the merged
+  // VMA's context but not its PTEs' uffd-wp bits, and a write while
+  // unregistered would leave a writable PTE with the bit set, which a later
+  // scan takes for protected: the tracker clears stale bits when it
+  // registers a range again.
+  uint64_t lone = target_.map(1);  // first: it would take the hole behind `left`
+  ASSERT_NE(lone, 0u);
+  uint64_t left = isolated_mapping(target_, 8);
+  ASSERT_NE(left, 0u);
+  ASSERT_TRUE(target_.fill(left, 8, 4));
+  start();
+  collect();
+  std::string moved = target_.send(lm::strf("moveto %llx 1 %llx", (unsigned long long)lone,
+                                            (unsigned long long)(left + 8 * P)));
+  ASSERT_EQ(target_.first(moved), left + 8 * P) << moved;
+  ASSERT_TRUE(target_.word(left + 2 * P, 0xabc));
+  auto r = collect();
+  EXPECT_TRUE(lm::dt::contains(r.dirty, left + 2 * P));
+  EXPECT_EQ(within(r, left + 8 * P, 1), pages(left + 8 * P, {0}));
+  for (uint64_t round = 0; round < 3; round++) {
+    ASSERT_TRUE(target_.word(left + 2 * P, 0xabd + round));
+    auto again = collect();
+    EXPECT_EQ(within(again, left, 9), pages(left, {2})) << "round " << round;
+  }
+  stop_and_check_clean();
+}
+
 TEST_P(TrackerTest, DiscardInAMovedMappingIsFound) {
   uint64_t small = isolated_mapping(target_, 13);
   ASSERT_NE(small, 0u);
