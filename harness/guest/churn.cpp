@@ -70,7 +70,8 @@ void run_churn(GuestRuntime& rt, WorkerSlot& slot, uint64_t seed) {
       }
       case 1:  // unmap the oldest region
         if (regions.size() > 6) {
-          ::munmap(regions.front().addr, regions.front().pages * kPageSize);
+          uint64_t at = uint64_t(regions.front().addr), bytes = regions.front().pages * kPageSize;
+          if (::munmap(regions.front().addr, bytes) == 0) rt.log_unmap(slot, epoch, {at, at + bytes});
           regions.pop_front();
         }
         break;
@@ -89,6 +90,7 @@ void run_churn(GuestRuntime& rt, WorkerSlot& slot, uint64_t seed) {
           ::munmap(target, bytes);
           break;
         }
+        rt.log_unmap(slot, epoch, {uint64_t(r.addr), uint64_t(r.addr) + bytes});
         r.addr = static_cast<uint8_t*>(moved);
         log_pages(rt, slot, epoch, r.addr, r.pages);
         break;
@@ -124,6 +126,7 @@ void HeapChurn::tick(GuestRuntime& rt) {
   void* brk_now = ::sbrk(0);
   if (grown_ >= kLimit) {
     if (brk_now == start_ + grown_ && ::sbrk(-intptr_t(grown_)) != reinterpret_cast<void*>(-1)) {
+      rt.log_unmap(slot, epoch, {page_ceil(uint64_t(start_)), page_ceil(uint64_t(start_) + grown_)});
       grown_ = 0;
       start_ = nullptr;
     }

@@ -452,6 +452,8 @@ long anon_huge_kb(pid_t pid, uint64_t start) {
 // word is one page, not the 512 of its huge page (the kernel splits a
 // write-protected PMD on its first write, see docs/dirtytrack.md).
 TEST_P(TrackerTest, WordsWrittenOnHugePagesAreFoundAsSmallPages) {
+  if (std::string(GetParam()) == "soft-dirty")
+    GTEST_SKIP() << "soft-dirty marks a PMD-mapped huge page dirty whole (2 MiB granularity)";
   constexpr uint64_t kPages = 2048;  // 8 MiB: four huge pages
   const uint64_t huge = target_.map_huge(kPages);
   ASSERT_NE(huge, 0u);
@@ -496,8 +498,15 @@ TEST_P(TrackerTest, HeldPagesStayWritableAndOutsideTheDirtySet) {
   stop_and_check_clean();
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, TrackerTest, ::testing::Values("uffd-wp", "hash"),
-                         [](const auto& info) { return std::string(info.param) == "uffd-wp" ? "uffd_wp" : "hash"; });
+// soft-dirty skips (in SetUp) on kernels without CONFIG_MEM_SOFT_DIRTY, like
+// this project's hosts; tests/vm runs it in a VM booting a kernel that has it.
+INSTANTIATE_TEST_SUITE_P(Backends, TrackerTest, ::testing::Values("uffd-wp", "hash", "soft-dirty"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (auto& c : n)
+                             if (c == '-') c = '_';
+                           return n;
+                         });
 
 TEST(TrackerSelection, SoftDirtyRefusesHereAndAutoPicksUffdWp) {
   auto sd = make_tracker("soft-dirty", caps());
