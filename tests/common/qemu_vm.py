@@ -49,6 +49,19 @@ def guest_kernel(cache, package=None):
     return found[-1]
 
 
+def pack_initramfs(root, init_script, image, timeout=120):
+    """Writes `init_script` as root/init and packs root into a newc cpio at
+    `image` (the kernel's initramfs format); returns image."""
+    with open(os.path.join(root, "init"), "w") as f:
+        f.write(init_script)
+    os.chmod(os.path.join(root, "init"), 0o755)
+    names = subprocess.run("find . | sort", shell=True, cwd=root, stdout=subprocess.PIPE, check=True).stdout
+    with open(image, "wb") as out:
+        subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=names, stdout=out, check=True,
+                       timeout=timeout)
+    return image
+
+
 # --- processes: a memory cgroup, death with this script ---------------------------------
 
 class Cgroup:

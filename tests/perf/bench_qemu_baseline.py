@@ -26,7 +26,7 @@ import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
 from bench_util import med, migrate, write_doc  # noqa: E402
-from qemu_vm import SKIP, Cgroup, Procs, Skip, guest_kernel, log, sh  # noqa: E402
+from qemu_vm import SKIP, Cgroup, Procs, Skip, guest_kernel, log, pack_initramfs, sh  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -63,15 +63,7 @@ def guest_initramfs(work):
         os.makedirs(os.path.join(root, d), exist_ok=True)
     shutil.copy(busybox, os.path.join(root, "bin", "busybox"))
     sh(["gcc", "-O2", "-static", "-o", os.path.join(root, "fill"), os.path.join(HERE, "qemu_guest_fill.c")], 120)
-    with open(os.path.join(root, "init"), "w") as f:
-        f.write(INIT)
-    os.chmod(os.path.join(root, "init"), 0o755)
-    image = os.path.join(work, "initramfs.cpio")
-    names = subprocess.run("find . | sort", shell=True, cwd=root, stdout=subprocess.PIPE, check=True).stdout
-    with open(image, "wb") as out:
-        subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=names, stdout=out, check=True,
-                       timeout=60)
-    return image
+    return pack_initramfs(root, INIT, os.path.join(work, "initramfs.cpio"))
 
 
 # --- QMP ------------------------------------------------------------------------------

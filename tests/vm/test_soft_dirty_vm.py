@@ -18,7 +18,7 @@ with the reason when it cannot run here.
 import argparse, json, os, re, shutil, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
-from qemu_vm import SKIP, Cgroup, Procs, Skip, guest_kernel, log, sh  # noqa: E402
+from qemu_vm import SKIP, Cgroup, Procs, Skip, guest_kernel, log, pack_initramfs, sh  # noqa: E402
 
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "livemig-vm")
 VM_MIB = 1024
@@ -38,6 +38,12 @@ step() { name=$1; shift; echo "LMBEGIN $name"; "$@"; echo "LMSTEP $name $?"; }
 step check sh -c '/bin/livemig check --json > /tmp/check.json; rc=$?; echo "LMCHECK $(tr -d "\\n" < /tmp/check.json)"; exit $rc'
 step trackers /bin/test_dt_trackers --gtest_filter='*soft_dirty:*uffd_wp:TrackerSelection.*'
 step ground-truth /bin/test_dt_guest_ground_truth --gtest_filter='*soft_dirty*:*uffd_wp_threads4_page'
+if grep -q lm.bench /proc/cmdline; then
+  step bench /bin/dirtytrack_bench --benchmark_filter='BM_Collect/(uffd_wp|soft_dirty)/256/(10|100|1000)$' \
+    --benchmark_repetitions=3 --benchmark_report_aggregates_only=true --benchmark_format=json \
+    --benchmark_out=/tmp/bench.json --benchmark_out_format=json > /dev/null
+  echo "LMBENCH $(tr -d '\n' < /tmp/bench.json)"
+fi
 echo LMDONE
 poweroff -f
 """
@@ -88,18 +94,10 @@ def initramfs(work, binaries):
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             if not os.path.exists(dst):
                 shutil.copy(lib, dst)
-    with open(os.path.join(root, "init"), "w") as f:
-        f.write(INIT)
-    os.chmod(os.path.join(root, "init"), 0o755)
-    image = os.path.join(work, "initramfs.cpio")
-    names = subprocess.run("find . | sort", shell=True, cwd=root, stdout=subprocess.PIPE, check=True).stdout
-    with open(image, "wb") as out:
-        subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=names, stdout=out, check=True,
-                       timeout=120)
-    return image
+    return pack_initramfs(root, INIT, os.path.join(work, "initramfs.cpio"))
 
 
-def run_vm(kernel, image, serial, timeout_s):
+def run_vm(kernel, image, serial, timeout_s, bench):
     cgroup = Cgroup((VM_MIB + 512) << 20)
     procs = Procs(cgroup)
     try:
@@ -107,7 +105,7 @@ def run_vm(kernel, image, serial, timeout_s):
         cmd = ["qemu-system-x86_64", "-accel", accel, "-m", "%dM" % VM_MIB, "-smp", "2", "-cpu", "max",
                "-nographic", "-no-reboot", "-nodefaults", "-serial", "file:" + serial,
                "-kernel", kernel, "-initrd", image,
-               "-append", "console=ttyS0 panic=-1 quiet transparent_hugepage=madvise"]
+               "-append", "console=ttyS0 panic=-1 quiet transparent_hugepage=madvise" + (" lm.bench" if bench else "")]
         log("boot:", " ".join(cmd))
         with open(serial + ".qemu", "w") as out:
             p = procs.start(cmd, out)
@@ -128,6 +126,8 @@ def main():
     ap.add_argument("--build", required=True, help="the meson build directory")
     ap.add_argument("--timeout", type=int, default=1500)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--bench", metavar="JSON", help="also time collect for uffd-wp and soft-dirty in the VM "
+                    "(256 MiB at 0.1/1/10%% dirty, medians of 3; TCG: compare the two, not with the host)")
     args = ap.parse_args()
     try:
         if not shutil.which("qemu-system-x86_64"):
@@ -136,6 +136,8 @@ def main():
         binaries = [os.path.join(b, p) for p in ["tests/dirtytrack/test_dt_trackers", "tests/dirtytrack/dt_target",
                                                   "tests/dirtytrack/test_dt_guest_ground_truth",
                                                   "harness/guest/livemig-guest", "harness/livemig"]]
+        if args.bench:
+            binaries.append(os.path.join(b, "tests/dirtytrack/dirtytrack_bench"))
         for x in binaries:
             if not os.path.exists(x):
                 raise Skip("not built: " + x)
@@ -154,10 +156,13 @@ def main():
     try:
         image = initramfs(work, binaries)
         t0 = time.monotonic()
-        out = run_vm(kernel, image, os.path.join(work, "serial.log"), args.timeout)
+        out = run_vm(kernel, image, os.path.join(work, "serial.log"), args.timeout, args.bench)
         log("VM ran %.0f s" % (time.monotonic() - t0))
         print(out)
-        return check(out)
+        rc = check(out)
+        if args.bench:
+            rc = rc or bench_figures(out, args.bench, os.path.basename(kernel))
+        return rc
     except Skip as e:
         print("SKIP:", e)
         return SKIP
@@ -166,6 +171,38 @@ def main():
             log("kept", work)
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_figures(out, path, kernel):
+    m = re.search(r"LMBENCH (.*)", out)
+    try:
+        doc = json.loads(m.group(1))
+    except (AttributeError, ValueError):
+        log("FAIL: the VM printed no benchmark JSON")
+        return 1
+    rows = {}
+    for b in doc.get("benchmarks", []):
+        if b.get("aggregate_name") != "median":
+            continue
+        name = b["run_name"].split("/")  # BM_Collect/<tracker>/<MiB>/<frac>
+        rows.setdefault(name[1], {})[int(name[3]) / 100.0] = {
+            "wall_us": b["real_time"], "cpu_us": b["cpu_time"],
+            "us_per_gib": b["real_time"] * 1024.0 / int(name[2]), "found_pages": b.get("found_pages"),
+            "dirty_pages": b.get("dirty_pages")}
+    result = {"kernel": kernel, "accel": "kvm" if os.access("/dev/kvm", os.R_OK) else "tcg",
+              "ram_mib": 256, "median_of": 3, "collect": rows, "host_loadavg": os.getloadavg()}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    for t, by in sorted(rows.items()):
+        for frac, r in sorted(by.items()):
+            log("VM collect %-10s %5.1f%% dirty: %9.0f us wall, %9.0f us CPU, %9.0f us/GiB, found %s of %s pages"
+                % (t, frac, r["wall_us"], r["cpu_us"], r["us_per_gib"], r["found_pages"], r["dirty_pages"]))
+    bad = [t for t, by in rows.items() for r in by.values() if (r["found_pages"] or 0) < (r["dirty_pages"] or 1)]
+    if bad or set(rows) != {"uffd_wp", "soft_dirty"}:
+        log("FAIL: benchmark rows missing, or collect found fewer pages than written:", rows.keys(), bad)
+        return 1
+    return 0
 
 
 def glob_one(pattern):
