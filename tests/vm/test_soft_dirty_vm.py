@@ -39,7 +39,7 @@ step check sh -c '/bin/livemig check --json > /tmp/check.json; rc=$?; echo "LMCH
 step trackers /bin/test_dt_trackers --gtest_filter='*soft_dirty:*uffd_wp:TrackerSelection.*'
 step ground-truth /bin/test_dt_guest_ground_truth --gtest_filter='*soft_dirty*:*uffd_wp_threads4_page'
 if grep -q lm.bench /proc/cmdline; then
-  step bench /bin/dirtytrack_bench --benchmark_filter='BM_Collect/(uffd_wp|soft_dirty)/256/(10|100|1000)$' \
+  step bench /bin/dirtytrack_bench --benchmark_filter='BM_Collect/(uffd_wp|soft_dirty)/256/(10|100|1000)/' \
     --benchmark_repetitions=3 --benchmark_report_aggregates_only=true --benchmark_format=json \
     --benchmark_out=/tmp/bench.json --benchmark_out_format=json > /dev/null
   echo "LMBENCH $(tr -d '\n' < /tmp/bench.json)"
