@@ -86,7 +86,16 @@ class UffdWpTracker final : public Tracker {
     // their populated pages, every round.
     RangeList unregistered;
     for (const auto& r : ranges) LM_TRY(scanner_->scan(r, kUnregistered, unregistered));
-    MappingList fresh = mappings_within(unregistered);
+    // Registered by their extent now, not as the maps read above had them:
+    // registering part of a VMA splits it, and a mapping made in place of
+    // one that went away since would end up in two VMAs, which mremap then
+    // refuses (EFAULT) or, on 6.17+, moves only in part.
+    MappingList fresh;
+    if (!unregistered.empty()) {
+      auto now = read_maps(space_.pid());
+      if (!now) return std::move(now).error();
+      fresh = mappings_touching(select(*now, space_.scope()), unregistered);
+    }
     RangeList whole, populated;
     MappingList too_big;
     for (const auto& m : fresh) {
@@ -95,7 +104,10 @@ class UffdWpTracker final : public Tracker {
       else
         too_big.push_back(m);
     }
-    if (!too_big.empty()) populated = LM_TRY(populated_pages(space_.pid(), too_big));
+    // Only within the mappings this collect reports: a part that maps did
+    // not show yet shows next round as appeared, and counts whole then.
+    whole = intersect(whole, ranges);
+    if (!too_big.empty()) populated = intersect(LM_TRY(populated_pages(space_.pid(), too_big)), ranges);
     if (!fresh.empty()) LM_TRY(register_and_protect(fresh));
     // Also whatever maps shows as having appeared: a mapping moved onto an
     // address after the scan above passed it is registered by nobody yet,
@@ -151,17 +163,11 @@ class UffdWpTracker final : public Tracker {
     return ok();
   }
 
-  // The parts of the scope's mappings inside `ranges`.
-  MappingList mappings_within(const RangeList& ranges) const {
+  // The mappings of `mappings` that overlap `ranges`, whole.
+  static MappingList mappings_touching(const MappingList& mappings, const RangeList& ranges) {
     MappingList out;
-    for (const auto& m : space_.mappings()) {
-      for (const auto& part : intersect({m.range()}, ranges)) {
-        Mapping c = m;
-        c.start = part.start;
-        c.end = part.end;
-        out.push_back(std::move(c));
-      }
-    }
+    for (const auto& m : mappings)
+      if (!intersect({m.range()}, ranges).empty()) out.push_back(m);
     return out;
   }
 
