@@ -77,7 +77,8 @@ void run_churn(GuestRuntime& rt, WorkerSlot& slot, uint64_t seed) {
         break;
       case 2: {  // move a region to a new address chosen by us
         if (regions.empty()) break;
-        Region& r = regions[next() % regions.size()];
+        size_t k = next() % regions.size();
+        Region& r = regions[k];
         size_t bytes = r.pages * kPageSize;
         void* target = ::mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (target == MAP_FAILED) {
@@ -86,8 +87,15 @@ void run_churn(GuestRuntime& rt, WorkerSlot& slot, uint64_t seed) {
         }
         void* moved = ::mremap(r.addr, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED, target);
         if (moved == MAP_FAILED) {
+          // Linux 6.17+ moves a range spanning several VMAs one VMA at a time
+          // and may fail part way (EFAULT), leaving the region half moved:
+          // drop both places rather than write into what is no longer there.
           warn_once(warned, "mremap");
           ::munmap(target, bytes);
+          ::munmap(r.addr, bytes);
+          rt.log_unmap(slot, epoch, {uint64_t(target), uint64_t(target) + bytes});
+          rt.log_unmap(slot, epoch, {uint64_t(r.addr), uint64_t(r.addr) + bytes});
+          regions.erase(regions.begin() + std::ptrdiff_t(k));
           break;
         }
         rt.log_unmap(slot, epoch, {uint64_t(r.addr), uint64_t(r.addr) + bytes});
