@@ -17,6 +17,7 @@ class ScopedAddressSpace {
   Result<std::vector<MappingChange>> refresh();
 
   pid_t pid() const { return pid_; }
+  const Scope& scope() const { return scope_; }
   const MappingList& mappings() const { return mappings_; }
   const RangeList& ranges() const { return ranges_; }
 

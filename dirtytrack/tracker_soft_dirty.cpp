@@ -6,7 +6,11 @@
 //
 // Reading the bits and clearing them are two steps; a write between them is
 // lost unless the target is frozen across both (as CRIU's pre-dump does).
-// collect() therefore freezes the target for the read+clear when it can.
+// collect() therefore freezes the target for maps + read + clear when it can
+// (maps too: a mapping created after maps was read but before the clear
+// would lose its VM_SOFTDIRTY unseen). An anonymous MADV_DONTNEED leaves no
+// soft-dirty trace (the PTE is simply gone), so pages populated at the last
+// collect and not populated now are dirty too (they read as zero now).
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -40,6 +44,7 @@ class SoftDirtyTracker final : public Tracker {
     if (!clear_refs_.valid()) return Error::from_errno(strf("pid %d: open %s", request.pid, path.c_str()));
     StartInfo info;
     info.populated = LM_TRY(populated_pages(request.pid, space_.mappings()));
+    populated_ = info.populated;
     LM_TRY(clear());
     info.mappings = space_.mappings();
     info.setup_ns = sw.elapsed_ns();
@@ -50,14 +55,17 @@ class SoftDirtyTracker final : public Tracker {
     if (!clear_refs_.valid()) return Error::msg("soft-dirty tracker: collect before start");
     Stopwatch sw;
     CollectResult out;
-    out.changes = LM_TRY(space_.refresh());
-    // Freeze across read + clear when nobody else holds the target (a
-    // second seize fails while the engine has it frozen, and then the
-    // target is not running anyway).
+    // Frozen when nobody else holds the target (a second seize fails while
+    // the engine has it frozen, and then the target is not running anyway).
     auto freezer = ProcessFreezer::seize(space_.pid());
+    out.changes = LM_TRY(space_.refresh());
     for (const auto& r : space_.ranges()) LM_TRY(scanner_->scan(r, kSoftDirty, out.dirty));
+    RangeList populated = LM_TRY(populated_pages(space_.pid(), space_.mappings()));
     LM_TRY(clear());
     if (freezer) LM_TRY((*freezer)->release());
+    RangeList discarded = intersect(subtract(populated_, populated), space_.ranges());
+    out.dirty = unite(unite(out.dirty, discarded), appeared_ranges(out.changes));
+    populated_ = std::move(populated);
     out.dirty_pages = total_pages(out.dirty);
     out.mappings = space_.mappings();
     out.scan_ns = sw.elapsed_ns();
@@ -80,6 +88,7 @@ class SoftDirtyTracker final : public Tracker {
   ScopedAddressSpace space_;
   std::optional<PagemapScanner> scanner_;
   UniqueFd clear_refs_;
+  RangeList populated_;  // pages holding data at the last collect (or start)
 };
 
 }  // namespace

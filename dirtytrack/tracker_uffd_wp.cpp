@@ -1,17 +1,18 @@
 // uffd-wp: a userfaultfd created inside the target (UFFDIO_* act on the mm
 // of the process that created the fd), registered for async write-protect
 // (with WP_UNPOPULATED: untouched pages get markers) per mapping. collect():
-//   1. mappings not registered (new, moved by mremap, grown by brk into a
-//      new VMA, replaced in place) are found by scanning for !WPALLOWED,
-//      registered, protected, and counted dirty as a whole;
-//   2. PAGEMAP_SCAN's get-and-re-protect of WRITTEN pages, outside the held
-//      (hot) pages, which stay writable and are reported held until the end. Its fast path
-//      (category_mask == return_mask == WRITTEN) treats an empty PTE as
-//      written and puts a marker on it: that is how a page discarded by
-//      MADV_DONTNEED (an empty PTE, no marker: anonymous zaps drop them)
-//      shows up, once. A separate scan for empty PTEs followed by
-//      UFFDIO_WRITEPROTECT lost writes under concurrent churn (see
-//      docs/dirtytrack.md), so there is none.
+//   1. PAGEMAP_SCAN's get-and-re-protect of WRITTEN pages, outside the held
+//      (hot) pages, which stay writable and are reported held until the end.
+//      Its fast path (category_mask == return_mask == WRITTEN) treats an
+//      empty PTE as written and puts a marker on it: that is how a page
+//      discarded by MADV_DONTNEED (an empty PTE, no marker: anonymous zaps
+//      drop them) shows up, once. VMAs not registered are skipped silently.
+//   2. then mappings not registered (new, moved by mremap, grown by brk into
+//      a new VMA, replaced in place, or registered ones that lost their
+//      registration to a neighbour's mremap) are found by scanning for
+//      !WPALLOWED, registered, cleared of stale WP bits, protected, and
+//      counted dirty as a whole. Step 2 comes after step 1 so that a VMA
+//      unregistered while step 1 skipped it is still caught in this collect.
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
@@ -30,9 +31,6 @@ namespace lm::dt {
 
 namespace {
 
-// New mappings up to this size are counted dirty whole; larger ones (sparse
-// reservations) by their populated pages.
-constexpr uint64_t kWholeRangeLimit = 64ull << 20;
 // Registering for WP (with WP_UNPOPULATED) makes the kernel build page
 // tables and markers over the whole mapping on the first protect, about
 // 0.2% of its size: an ASan build's shadow (~100 TiB reserved) exhausted
@@ -76,35 +74,48 @@ class UffdWpTracker final : public Tracker {
     CollectResult out;
     out.changes = LM_TRY(space_.refresh());
     const RangeList& ranges = space_.ranges();
-    // Mappings not registered yet (new, moved, replaced in place, or grown
-    // into a new VMA): their content is new to the destination.
-    RangeList unregistered;
-    for (const auto& r : ranges) LM_TRY(scanner_->scan(r, kUnregistered, unregistered));
-    MappingList fresh = mappings_within(unregistered);
-    RangeList populated, protected_now;
-    if (!fresh.empty()) {
-      populated = LM_TRY(populated_pages(space_.pid(), fresh));
-      protected_now = LM_TRY(register_and_protect(fresh));
-    }
-    // Small ones whole (zero pages included, for a mapping that replaced or
-    // moved onto another); huge sparse ones by their populated pages, the
-    // engine applying `changes` for the rest.
-    RangeList whole;
-    for (const auto& r : unregistered)
-      if (r.bytes() <= kWholeRangeLimit) whole.push_back(r);
-    out.dirty = unite(unite(populated, protected_now), whole);
-    // Also whatever maps shows as having appeared: under concurrent mremap
-    // the scan above has been seen to call a just-moved VMA registered for
-    // one round (found with the guest's churn test).
-    RangeList appeared;
-    for (const auto& r : appeared_ranges(out.changes))
-      if (r.bytes() <= kWholeRangeLimit) appeared.push_back(r);
-    out.dirty = unite(out.dirty, appeared);
-    RangeList written;
     held_ = intersect(held_, ranges);
+    RangeList written;
     for (const auto& r : held_.empty() ? ranges : subtract(ranges, held_))
       LM_TRY(scanner_->scan(r, kGetAndProtectWritten, written));
-    out.dirty = subtract(unite(out.dirty, written), held_);
+    // Mappings not registered now (new, moved, replaced in place, grown into
+    // a new VMA, or a registered VMA that a neighbour's mremap merged into
+    // and unregistered): their content is new to the destination, zero
+    // pages included (they may sit where another mapping was), so they count
+    // whole. Those above kMaxRegisterBytes stay unregistered and count by
+    // their populated pages, every round.
+    RangeList unregistered;
+    for (const auto& r : ranges) LM_TRY(scanner_->scan(r, kUnregistered, unregistered));
+    // Registered by their extent now, not as the maps read above had them:
+    // registering part of a VMA splits it, and a mapping made in place of
+    // one that went away since would end up in two VMAs, which mremap then
+    // refuses (EFAULT) or, on 6.17+, moves only in part.
+    MappingList fresh;
+    if (!unregistered.empty()) {
+      auto now = read_maps(space_.pid());
+      if (!now) return std::move(now).error();
+      fresh = mappings_touching(select(*now, space_.scope()), unregistered);
+    }
+    RangeList whole, populated;
+    MappingList too_big;
+    for (const auto& m : fresh) {
+      if (m.bytes() <= kMaxRegisterBytes)
+        append_merge(whole, m.range());
+      else
+        too_big.push_back(m);
+    }
+    // Only within the mappings this collect reports: a part that maps did
+    // not show yet shows next round as appeared, and counts whole then.
+    whole = intersect(whole, ranges);
+    if (!too_big.empty()) populated = intersect(LM_TRY(populated_pages(space_.pid(), too_big)), ranges);
+    if (!fresh.empty()) LM_TRY(register_and_protect(fresh));
+    // Also whatever maps shows as having appeared: a mapping moved onto an
+    // address after the scan above passed it is registered by nobody yet,
+    // but one moved while the scan ran can be missed by it.
+    RangeList appeared;
+    for (const auto& r : appeared_ranges(out.changes))
+      if (r.bytes() <= kMaxRegisterBytes) appeared.push_back(r);
+    out.dirty = subtract(unite(unite(written, whole), unite(populated, appeared)), held_);
     out.held = held_;
     out.dirty_pages = total_pages(out.dirty);
     out.mappings = space_.mappings();
@@ -152,17 +163,11 @@ class UffdWpTracker final : public Tracker {
     return ok();
   }
 
-  // The parts of the scope's mappings inside `ranges`.
-  MappingList mappings_within(const RangeList& ranges) const {
+  // The mappings of `mappings` that overlap `ranges`, whole.
+  static MappingList mappings_touching(const MappingList& mappings, const RangeList& ranges) {
     MappingList out;
-    for (const auto& m : space_.mappings()) {
-      for (const auto& part : intersect({m.range()}, ranges)) {
-        Mapping c = m;
-        c.start = part.start;
-        c.end = part.end;
-        out.push_back(std::move(c));
-      }
-    }
+    for (const auto& m : mappings)
+      if (!intersect({m.range()}, ranges).empty()) out.push_back(m);
     return out;
   }
 
@@ -170,19 +175,28 @@ class UffdWpTracker final : public Tracker {
   // registered must not fail its neighbours. A failure (the mapping vanished
   // meanwhile, or cannot be registered) is left for the next round, which
   // finds the range still unregistered and counts it dirty again.
-  // Protection is PAGEMAP_SCAN's get-and-protect (returns the pages it
-  // found writable); mappings above kMaxRegisterBytes are left alone.
-  Result<RangeList> register_and_protect(const MappingList& mappings) {
-    RangeList found;
+  // A VMA that lost its registration (mremap merged a moved VMA into it: the
+  // kernel then drops the context without clearing PTEs) keeps the uffd-wp
+  // bits of its PTEs, and writes while unregistered leave them writable
+  // *with* the bit, which every later scan takes for protected: so the range
+  // is unprotected (UFFDIO_WRITEPROTECT mode 0 clears bits and markers)
+  // before PAGEMAP_SCAN's get-and-protect protects it. Mappings above
+  // kMaxRegisterBytes are left alone.
+  Result<void> register_and_protect(const MappingList& mappings) {
+    RangeList ignored;
     for (const auto& m : mappings) {
       if (m.bytes() > kMaxRegisterBytes) continue;
       uffdio_register reg{};
       reg.range = {m.start, m.bytes()};
       reg.mode = UFFDIO_REGISTER_MODE_WP;
       if (::ioctl(uffd_.get(), UFFDIO_REGISTER, &reg) != 0) continue;
-      LM_TRY(scanner_->scan(m.range(), kGetAndProtectWritten, found));
+      uffdio_writeprotect clear{};
+      clear.range = {m.start, m.bytes()};
+      clear.mode = 0;
+      if (::ioctl(uffd_.get(), UFFDIO_WRITEPROTECT, &clear) != 0) continue;
+      LM_TRY(scanner_->scan(m.range(), kGetAndProtectWritten, ignored));
     }
-    return found;
+    return ok();
   }
 
   // Populated pages at start: those holding data before we protect, plus

@@ -16,7 +16,7 @@ packages=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 iperf3 redis-server redis-tools python3
-  # the QEMU peer baseline (tests/perf/bench_qemu_baseline.py): QEMU, the
+  # the QEMU peer baseline (tests/perf/bench_qemu_baseline.py) and the soft-dirty VM test (tests/vm/): QEMU, the
   # guest's initramfs (busybox, cpio), its filler program (gcc -static, libc6-dev)
   qemu-system-x86 busybox-static cpio libc6-dev
 )

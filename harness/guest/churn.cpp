@@ -70,13 +70,15 @@ void run_churn(GuestRuntime& rt, WorkerSlot& slot, uint64_t seed) {
       }
       case 1:  // unmap the oldest region
         if (regions.size() > 6) {
-          ::munmap(regions.front().addr, regions.front().pages * kPageSize);
+          uint64_t at = uint64_t(regions.front().addr), bytes = regions.front().pages * kPageSize;
+          if (::munmap(regions.front().addr, bytes) == 0) rt.log_unmap(slot, epoch, {at, at + bytes});
           regions.pop_front();
         }
         break;
       case 2: {  // move a region to a new address chosen by us
         if (regions.empty()) break;
-        Region& r = regions[next() % regions.size()];
+        size_t k = next() % regions.size();
+        Region& r = regions[k];
         size_t bytes = r.pages * kPageSize;
         void* target = ::mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (target == MAP_FAILED) {
@@ -85,10 +87,18 @@ void run_churn(GuestRuntime& rt, WorkerSlot& slot, uint64_t seed) {
         }
         void* moved = ::mremap(r.addr, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED, target);
         if (moved == MAP_FAILED) {
+          // Linux 6.17+ moves a range spanning several VMAs one VMA at a time
+          // and may fail part way (EFAULT), leaving the region half moved:
+          // drop both places rather than write into what is no longer there.
           warn_once(warned, "mremap");
           ::munmap(target, bytes);
+          ::munmap(r.addr, bytes);
+          rt.log_unmap(slot, epoch, {uint64_t(target), uint64_t(target) + bytes});
+          rt.log_unmap(slot, epoch, {uint64_t(r.addr), uint64_t(r.addr) + bytes});
+          regions.erase(regions.begin() + std::ptrdiff_t(k));
           break;
         }
+        rt.log_unmap(slot, epoch, {uint64_t(r.addr), uint64_t(r.addr) + bytes});
         r.addr = static_cast<uint8_t*>(moved);
         log_pages(rt, slot, epoch, r.addr, r.pages);
         break;
@@ -124,6 +134,7 @@ void HeapChurn::tick(GuestRuntime& rt) {
   void* brk_now = ::sbrk(0);
   if (grown_ >= kLimit) {
     if (brk_now == start_ + grown_ && ::sbrk(-intptr_t(grown_)) != reinterpret_cast<void*>(-1)) {
+      rt.log_unmap(slot, epoch, {page_ceil(uint64_t(start_)), page_ceil(uint64_t(start_) + grown_)});
       grown_ = 0;
       start_ = nullptr;
     }

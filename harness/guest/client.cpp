@@ -140,6 +140,8 @@ Result<std::vector<WriteLogEpoch>> read_write_log(const std::string& path) {
       }
       out.back().pages.push_back(a);
       left--;
+    } else if (!out.empty() && std::sscanf(line, "unmapped 0x%llx 0x%llx", &a, &b) == 2) {
+      out.back().unmapped.push_back({a, b});
     } else if (std::sscanf(line, "epoch %llu pages %llu", &a, &b) == 2) {
       out.push_back(WriteLogEpoch{a, {}});
       out.back().pages.reserve(b);

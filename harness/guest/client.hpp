@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/error.hpp"
+#include "common/page.hpp"
 #include "common/fd.hpp"
 #include "common/subprocess.hpp"
 
@@ -63,6 +64,7 @@ class ControlClient {
 struct WriteLogEpoch {
   uint64_t epoch = 0;
   std::vector<uint64_t> pages;
+  std::vector<PageRange> unmapped;  // mappings unmapped or moved away in this epoch (--churn)
 };
 Result<std::vector<WriteLogEpoch>> read_write_log(const std::string& path);
 

@@ -23,10 +23,12 @@ WriteLog::~WriteLog() {
   if (file_) std::fclose(file_);
 }
 
-Result<void> WriteLog::append(uint64_t epoch, std::vector<uint64_t> pages) {
+Result<void> WriteLog::append(uint64_t epoch, std::vector<uint64_t> pages, std::vector<PageRange> unmapped) {
   std::sort(pages.begin(), pages.end());
   std::fprintf(file_, "epoch %lu pages %zu\n", (unsigned long)epoch, pages.size());
   for (uint64_t p : pages) std::fprintf(file_, "0x%lx\n", (unsigned long)p);
+  for (const auto& r : unmapped)
+    std::fprintf(file_, "unmapped 0x%lx 0x%lx\n", (unsigned long)r.start, (unsigned long)r.end);
   if (std::fflush(file_) != 0 || std::ferror(file_)) return Error::from_errno(strf("write log %s", path_.c_str()));
   return ok();
 }
@@ -107,6 +109,12 @@ void GuestRuntime::log_page(WorkerSlot& slot, uint64_t epoch, uint64_t addr) {
   slot.logged[epoch].insert(page_floor(addr));
 }
 
+void GuestRuntime::log_unmap(WorkerSlot& slot, uint64_t epoch, PageRange range) {
+  if (!log_) return;
+  std::lock_guard lock(slot.log_mu);
+  slot.unmapped[epoch].push_back(range);
+}
+
 void GuestRuntime::end_step(WorkerSlot& slot) { slot.active_epoch.store(WorkerSlot::kIdle); }
 
 void GuestRuntime::pause() {
@@ -139,16 +147,22 @@ Result<uint64_t> GuestRuntime::next_epoch() {
   }
   if (log_) {
     std::unordered_set<uint64_t> pages;
+    std::vector<PageRange> unmapped;
     auto take = [&](WorkerSlot& slot) {
       std::lock_guard lock(slot.log_mu);
       while (!slot.logged.empty() && slot.logged.begin()->first <= closed) {
         pages.merge(slot.logged.begin()->second);
         slot.logged.erase(slot.logged.begin());
       }
+      while (!slot.unmapped.empty() && slot.unmapped.begin()->first <= closed) {
+        auto& u = slot.unmapped.begin()->second;
+        unmapped.insert(unmapped.end(), u.begin(), u.end());
+        slot.unmapped.erase(slot.unmapped.begin());
+      }
     };
     for (auto& slot : slots_) take(*slot);
     take(control_slot_);
-    LM_TRY(log_->append(closed, std::vector<uint64_t>(pages.begin(), pages.end())));
+    LM_TRY(log_->append(closed, std::vector<uint64_t>(pages.begin(), pages.end()), std::move(unmapped)));
   }
   return opened;
 }

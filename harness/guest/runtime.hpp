@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/error.hpp"
+#include "common/page.hpp"
 #include "harness/guest/layout.hpp"
 
 namespace lm::guest {
@@ -29,12 +30,14 @@ struct WorkerSlot {
   std::atomic<uint64_t> active_epoch{kIdle};
   std::mutex log_mu;
   std::map<uint64_t, std::unordered_set<uint64_t>> logged;  // epoch -> page addresses
+  std::map<uint64_t, std::vector<PageRange>> unmapped;       // epoch -> ranges unmapped or moved away
 };
 
 class WriteLog {
  public:
   static Result<std::unique_ptr<WriteLog>> open(const std::string& path);
-  Result<void> append(uint64_t epoch, std::vector<uint64_t> pages);
+  // One epoch: the pages written, then the ranges unmapped (or moved away).
+  Result<void> append(uint64_t epoch, std::vector<uint64_t> pages, std::vector<PageRange> unmapped);
   ~WriteLog();
 
  private:
@@ -64,6 +67,9 @@ class GuestRuntime {
   // Epoch barrier around one step: begin returns the step's epoch.
   uint64_t begin_step(WorkerSlot& slot);
   void log_page(WorkerSlot& slot, uint64_t epoch, uint64_t addr);
+  // A mapping's end of life in this epoch (munmap, moved away by mremap,
+  // heap shrunk): a page written there earlier has nothing left to migrate.
+  void log_unmap(WorkerSlot& slot, uint64_t epoch, PageRange range);
   void end_step(WorkerSlot& slot);
   bool logging() const { return log_ != nullptr; }
 

@@ -87,6 +87,11 @@ int main() {
       void* p = mremap(reinterpret_cast<void*>(a), b * P, b * P, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
       if (p == MAP_FAILED) std::printf("err mremap %d\n", errno);
       else std::printf("ok %" PRIx64 "\n", uint64_t(p));
+    } else if (op == "moveto") {  // moveto ADDR PAGES DST: mremap onto DST (MREMAP_FIXED)
+      void* p = mremap(reinterpret_cast<void*>(a), b * P, b * P, MREMAP_MAYMOVE | MREMAP_FIXED,
+                       reinterpret_cast<void*>(c));
+      if (p == MAP_FAILED) std::printf("err mremap %d\n", errno);
+      else std::printf("ok %" PRIx64 "\n", uint64_t(p));
     } else if (op == "grow") {  // grow ADDR PAGES NEWPAGES: in place
       void* p = mremap(reinterpret_cast<void*>(a), b * P, c * P, 0);
       if (p == MAP_FAILED) std::printf("err mremap %d\n", errno);

@@ -151,6 +151,8 @@ void collect_args(benchmark::internal::Benchmark* b, bool hash) {
 }
 
 BENCHMARK_CAPTURE(BM_Collect, uffd_wp, "uffd-wp")->Apply([](auto* b) { collect_args(b, false); });
+// Skips with the reason on kernels without CONFIG_MEM_SOFT_DIRTY (tests/vm runs it).
+BENCHMARK_CAPTURE(BM_Collect, soft_dirty, "soft-dirty")->Apply([](auto* b) { collect_args(b, false); });
 BENCHMARK_CAPTURE(BM_Collect, hash, "hash")->Apply([](auto* b) { collect_args(b, true); });
 
 void BM_RemoteSyscall(benchmark::State& state) {
