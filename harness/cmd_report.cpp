@@ -35,6 +35,14 @@ Result<fs::path> find_script(const fs::path& self) {
                          self.c_str()));
 }
 
+// Debian's python3, the one python3-matplotlib is installed for (a python3
+// earlier in PATH, pyenv's say, may not have it); $LM_PYTHON overrides.
+std::string python() {
+  if (const char* env = std::getenv("LM_PYTHON"); env && *env) return env;
+  std::error_code ec;
+  return fs::exists("/usr/bin/python3", ec) ? "/usr/bin/python3" : "python3";
+}
+
 int report_command(const ReportArgs& a) {
   std::error_code ec;
   const fs::path self = fs::read_symlink("/proc/self/exe", ec);
@@ -47,14 +55,14 @@ int report_command(const ReportArgs& a) {
     std::fprintf(stderr, "livemig report: %s\n", script.error().message.c_str());
     return 1;
   }
-  std::vector<std::string> args = {"python3", script->string(), "--livemig", self.string(), "--out", a.out};
+  std::vector<std::string> args = {python(), script->string(), "--livemig", self.string(), "--out", a.out};
   for (const auto& b : a.base) args.insert(args.end(), {"--base", b});
   args.insert(args.end(), a.results.begin(), a.results.end());
   std::vector<char*> argv;
   for (auto& s : args) argv.push_back(s.data());
   argv.push_back(nullptr);
-  execvp("python3", argv.data());
-  std::fprintf(stderr, "livemig report: exec python3 %s: %s\n", script->c_str(), std::strerror(errno));
+  execvp(args[0].c_str(), argv.data());
+  std::fprintf(stderr, "livemig report: exec %s %s: %s\n", args[0].c_str(), script->c_str(), std::strerror(errno));
   return 1;
 }
 
