@@ -90,8 +90,9 @@ def timeline(out, name, doc):
                  edgecolor="black", label="pages sent")
     ax_pages.set_ylabel("pages sent per round")
     ax_rate = ax_pages.twinx()
-    ax_rate.step([s + w for s, w in zip(starts, widths)], [r["dirty-rate"] for r in rounds], where="pre",
-                 color="tab:red", label="dirty rate (pages/s)")
+    rates = [r["dirty-rate"] for r in rounds]
+    ax_rate.step(starts + [t], rates + rates[-1:], where="post", color="tab:red", linewidth=2,
+                 label="dirty rate (pages/s)")
     ax_rate.set_ylabel("pages dirtied per second", color="tab:red")
     downtime = doc.get("downtime", 0)
     for ax in (ax_bytes, ax_pages):
