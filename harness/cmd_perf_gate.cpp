@@ -95,8 +95,7 @@ class Worktrees {
         std::fprintf(stderr, "livemig perf-gate: %s\n", r.error().message.c_str());
     if (!root_.empty()) {
       std::error_code ec;
-      fs::remove_all(root_, ec);
-      (void)run_checked({"git", "-C", repo_, "worktree", "prune"}, never, 120);
+      fs::remove_all(root_, ec);  // no 'git worktree prune': it would touch other people's worktrees
     }
   }
   Worktrees(const Worktrees&) = delete;
