@@ -27,7 +27,7 @@ Run compare(CLI::App& app) {
       "For each scenario (config.name) and metric present on both sides: the medians, the relative change "
       "(candidate/base - 1) with a 95% percentile bootstrap interval (10000 resamples of both sides, fixed "
       "seed), and a verdict: noisy with fewer than --min-repeat runs on a side; regressed (improved) when "
-      "the whole interval is on the worse (better) side of zero and the change is beyond the threshold; "
+      "the whole interval lies beyond the threshold on the worse (better) side; "
       "unchanged when the interval lies within +-threshold; noisy otherwise. Failed runs are listed and not "
       "counted.\nExit status: 0 nothing regressed, 1 a metric regressed, 2 bad command line, 3 unreadable "
       "results.\nMetrics:" +

@@ -141,16 +141,15 @@ double Options::threshold_for(const std::string& metric) const {
   return it == per_metric.end() ? threshold : it->second;
 }
 
-Verdict judge(Better better, double change, stats::Interval interval, double threshold, size_t base_n,
+Verdict judge(Better better, stats::Interval interval, double threshold, size_t base_n,
               size_t candidate_n, unsigned min_repeat) {
   if (base_n < min_repeat || candidate_n < min_repeat) return Verdict::noisy;
   // In "worse" terms: positive is worse whichever way the metric goes.
   const double sign = better == Better::lower ? 1 : -1;
-  const double worse = sign * change;
   const double lo = std::min(sign * interval.low, sign * interval.high);
   const double hi = std::max(sign * interval.low, sign * interval.high);
-  if (lo > 0 && worse > threshold) return Verdict::regressed;
-  if (hi < 0 && worse < -threshold) return Verdict::improved;
+  if (lo > threshold) return Verdict::regressed;
+  if (hi < -threshold) return Verdict::improved;
   if (lo >= -threshold && hi <= threshold) return Verdict::unchanged;
   return Verdict::noisy;
 }
@@ -175,7 +174,7 @@ std::vector<Row> compare(const ResultSet& base, const ResultSet& candidate, cons
       row.change = stats::relative_change(row.base_median, row.candidate_median);
       row.interval = stats::bootstrap_relative_change(b->second, c->second, options.bootstrap);
       row.threshold = options.threshold_for(m.name);
-      row.verdict = judge(m.better, row.change, row.interval, row.threshold, row.base_n, row.candidate_n,
+      row.verdict = judge(m.better, row.interval, row.threshold, row.base_n, row.candidate_n,
                           options.min_repeat);
       rows.push_back(row);
     }

@@ -58,10 +58,10 @@ struct Row {
 };
 
 // The verdict of one metric: noisy with fewer than min_repeat runs on a
-// side; regressed (improved) when the whole interval lies on the worse
-// (better) side of zero and the median change is beyond the threshold;
-// unchanged when the whole interval lies within +-threshold; else noisy.
-Verdict judge(Better better, double change, stats::Interval interval, double threshold, size_t base_n,
+// side; regressed (improved) when the whole interval lies beyond the
+// threshold on the worse (better) side; unchanged when the whole interval
+// lies within +-threshold; else noisy.
+Verdict judge(Better better, stats::Interval interval, double threshold, size_t base_n,
               size_t candidate_n, unsigned min_repeat);
 
 // Rows for every scenario and metric present on both sides.

@@ -57,24 +57,26 @@ TEST(Stats, BootstrapOfOverlappingSamplesContainsZero) {
 }
 
 TEST(Verdict, TooFewRunsAreNoisy) {
-  EXPECT_EQ(lm::compare::judge(Better::lower, 0.5, {0.4, 0.6}, 0.05, 2, 2, 3), Verdict::noisy);
-  EXPECT_EQ(lm::compare::judge(Better::lower, 0.5, {0.4, 0.6}, 0.05, 3, 2, 3), Verdict::noisy);
+  EXPECT_EQ(lm::compare::judge(Better::lower, {0.4, 0.6}, 0.05, 2, 2, 3), Verdict::noisy);
+  EXPECT_EQ(lm::compare::judge(Better::lower, {0.4, 0.6}, 0.05, 3, 2, 3), Verdict::noisy);
 }
 
 TEST(Verdict, LowerIsBetter) {
-  EXPECT_EQ(lm::compare::judge(Better::lower, 0.2, {0.15, 0.25}, 0.05, 3, 3, 3), Verdict::regressed);
-  EXPECT_EQ(lm::compare::judge(Better::lower, -0.2, {-0.25, -0.15}, 0.05, 3, 3, 3), Verdict::improved);
-  EXPECT_EQ(lm::compare::judge(Better::lower, 0.01, {-0.02, 0.03}, 0.05, 3, 3, 3), Verdict::unchanged);
+  EXPECT_EQ(lm::compare::judge(Better::lower, {0.15, 0.25}, 0.05, 3, 3, 3), Verdict::regressed);
+  EXPECT_EQ(lm::compare::judge(Better::lower, {-0.25, -0.15}, 0.05, 3, 3, 3), Verdict::improved);
+  EXPECT_EQ(lm::compare::judge(Better::lower, {-0.02, 0.03}, 0.05, 3, 3, 3), Verdict::unchanged);
+  // A change beyond the threshold whose interval reaches back within it: cannot tell.
+  EXPECT_EQ(lm::compare::judge(Better::lower, {0.02, 0.22}, 0.05, 6, 6, 3), Verdict::noisy);
   // Beyond the threshold but the interval reaches zero: cannot tell.
-  EXPECT_EQ(lm::compare::judge(Better::lower, 0.2, {-0.05, 0.4}, 0.05, 3, 3, 3), Verdict::noisy);
+  EXPECT_EQ(lm::compare::judge(Better::lower, {-0.05, 0.4}, 0.05, 3, 3, 3), Verdict::noisy);
   // Significant but within the threshold: not a regression, not unchanged-within-threshold either.
-  EXPECT_EQ(lm::compare::judge(Better::lower, 0.03, {0.01, 0.08}, 0.05, 3, 3, 3), Verdict::noisy);
-  EXPECT_EQ(lm::compare::judge(Better::lower, 0.03, {0.01, 0.04}, 0.05, 3, 3, 3), Verdict::unchanged);
+  EXPECT_EQ(lm::compare::judge(Better::lower, {0.01, 0.08}, 0.05, 3, 3, 3), Verdict::noisy);
+  EXPECT_EQ(lm::compare::judge(Better::lower, {0.01, 0.04}, 0.05, 3, 3, 3), Verdict::unchanged);
 }
 
 TEST(Verdict, HigherIsBetter) {
-  EXPECT_EQ(lm::compare::judge(Better::higher, -0.2, {-0.25, -0.15}, 0.05, 3, 3, 3), Verdict::regressed);
-  EXPECT_EQ(lm::compare::judge(Better::higher, 0.2, {0.15, 0.25}, 0.05, 3, 3, 3), Verdict::improved);
+  EXPECT_EQ(lm::compare::judge(Better::higher, {-0.25, -0.15}, 0.05, 3, 3, 3), Verdict::regressed);
+  EXPECT_EQ(lm::compare::judge(Better::higher, {0.15, 0.25}, 0.05, 3, 3, 3), Verdict::improved);
 }
 
 TEST(Options, Percentages) {
