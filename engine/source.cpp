@@ -97,6 +97,16 @@ struct RoundTotals {
   }
 };
 
+// A planted regression for the perf-gate tests (tests/harness): with
+// LIVEMIG_TEST_SEND_SLOWDOWN_PCT=P every sender sleeps P% of the time each
+// batch took (read, compress, send) after sending it. Not for production use.
+double test_send_slowdown_from_env() {
+  const char* v = std::getenv("LIVEMIG_TEST_SEND_SLOWDOWN_PCT");
+  if (!v || !*v) return 0;
+  const double pct = std::strtod(v, nullptr);
+  return pct > 0 && pct <= 1000 ? pct / 100 : 0;
+}
+
 // The bulk senders of one migration: `threads` workers, each with its own
 // compressor and buffers, sharing the session's bulk channels and reading
 // the process concurrently.
@@ -112,7 +122,8 @@ class BulkSender {
         timeout_(timeout),
         fault_corrupt_batch_(fault_corrupt_batch),
         raw_passthrough_(raw_passthrough),
-        cancel_(cancel) {
+        cancel_(cancel),
+        test_send_slowdown_(test_send_slowdown_from_env()) {
     for (size_t i = 0; i < session.bulk_count(); i++) channel_locks_.push_back(std::make_unique<std::mutex>());
     // Buffers live as long as the migration and are touched once here: first
     // touch of fresh memory costs several µs per page on these machines,
@@ -206,6 +217,7 @@ class BulkSender {
     RangeCursor cursor{ranges};
     for (uint64_t n = 0; !cursor.done() && !failed; n++) {
       if (cancel_ && cancel_->requested()) return cancel_->error();
+      const uint64_t batch_start = test_send_slowdown_ > 0 ? now_ns() : 0;
       Slot& s = slots[n % kSlots];
       LM_TRY(wait_slot(s));
       const dt::RangeList batch = cursor.take(batch_pages_);
@@ -232,6 +244,8 @@ class BulkSender {
                                     double(workers_.size()));
       totals.payload_bytes += payload.size();
       totals.batches++;
+      if (test_send_slowdown_ > 0)
+        std::this_thread::sleep_for(std::chrono::nanoseconds(uint64_t(double(now_ns() - batch_start) * test_send_slowdown_)));
     }
     for (unsigned i = 0; i < kSlots; i++) LM_TRY(wait_slot(slots[i]));
     return totals;
@@ -345,6 +359,7 @@ class BulkSender {
   uint64_t fault_corrupt_batch_;
   bool raw_passthrough_;
   const Cancel* cancel_;  // may be null
+  double test_send_slowdown_;  // test only: LIVEMIG_TEST_SEND_SLOWDOWN_PCT / 100
   std::atomic<uint64_t> batches_encoded_{0};
   std::vector<std::unique_ptr<std::mutex>> channel_locks_;
   std::vector<std::unique_ptr<Slot[]>> slots_;  // kSlots per sender thread

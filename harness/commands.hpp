@@ -23,5 +23,8 @@ Run dest(CLI::App& app);             // cmd_migrate.cpp
 Run source(CLI::App& app);           // cmd_migrate.cpp
 Run image_verify(CLI::App& app);     // cmd_image.cpp
 Run image_show(CLI::App& app);       // cmd_image.cpp
+Run compare(CLI::App& app);          // cmd_compare.cpp
+Run perf_gate(CLI::App& app);        // cmd_perf_gate.cpp
+Run report(CLI::App& app);           // cmd_report.cpp
 
 }  // namespace lm::cmd

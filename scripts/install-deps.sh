@@ -19,6 +19,9 @@ packages=(
   # the QEMU peer baseline (tests/perf/bench_qemu_baseline.py) and the soft-dirty VM test (tests/vm/): QEMU, the
   # guest's initramfs (busybox, cpio), its filler program (gcc -static, libc6-dev)
   qemu-system-x86 busybox-static cpio libc6-dev
+  # livemig report: its figures (matplotlib) and the test that renders the
+  # page headless (chromium)
+  python3-matplotlib chromium
 )
 
 missing=()

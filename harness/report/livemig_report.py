@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""livemig report: an HTML page and its figures (PNG and SVG, matplotlib)
+drawn from result documents. Run by 'livemig report RESULTS... --out DIR',
+which passes its own path (--livemig) for the 'livemig compare' table.
+
+Every figure is drawn from the documents' fields: nothing is typed in.
+  timeline-<run>       bytes and pages sent per round, the dirty rate, downtime marked
+  sweep-<name>         total time and downtime per point beside the model's prediction
+  fault-latency        post-copy fault-latency percentiles per run (the documents
+                       hold p50/p90/p99/max, not the samples)
+  compare table        'livemig compare --format json' of --base against the results,
+                       or of a perf-gate directory's base/ and candidate/
+"""
+import argparse, html, json, os, re, subprocess, sys
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+RESULT = "livemig-result/1"
+SWEEP = "livemig-sweep/1"
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        sys.exit("livemig report: read %s: %s" % (path, e))
+
+
+def collect(paths):
+    """Result documents (path, doc) and sweeps (dir, summary) under paths."""
+    runs, sweeps, seen = [], [], set()
+
+    def add_file(path):
+        real = os.path.realpath(path)
+        if real in seen:
+            return
+        seen.add(real)
+        doc = read_json(path)
+        if not isinstance(doc, dict):
+            return
+        if doc.get("schema") == RESULT:
+            runs.append((path, doc))
+        elif doc.get("schema") == SWEEP:
+            sweeps.append((os.path.dirname(path), doc))
+
+    for p in paths:
+        if os.path.isdir(p):
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                for f in sorted(files):
+                    if f.endswith(".json"):
+                        add_file(os.path.join(root, f))
+        else:
+            add_file(p)
+    return runs, sweeps
+
+
+def slug(text):
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run"
+
+
+def save(fig, out, name):
+    paths = {}
+    for ext in ("png", "svg"):
+        rel = os.path.join("figures", "%s.%s" % (name, ext))
+        fig.savefig(os.path.join(out, rel), dpi=100 if ext == "png" else None, bbox_inches="tight")
+        paths[ext] = rel
+    plt.close(fig)
+    return paths
+
+
+def timeline(out, name, doc):
+    rounds = doc.get("rounds") or []
+    if not rounds:
+        return None
+    starts, t = [], 0.0
+    for r in rounds:
+        starts.append(t)
+        t += r["duration"]
+    widths = [max(r["duration"], 1e-3) for r in rounds]
+    fig, (ax_bytes, ax_pages) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True)
+    ax_bytes.bar(starts, [r["bytes"] / 2**20 for r in rounds], width=widths, align="edge",
+                 color="tab:blue", edgecolor="black", label="bytes sent (MiB)")
+    ax_bytes.set_ylabel("MiB sent per round")
+    ax_pages.bar(starts, [r["pages"] for r in rounds], width=widths, align="edge", color="tab:green",
+                 edgecolor="black", label="pages sent")
+    ax_pages.set_ylabel("pages sent per round")
+    ax_rate = ax_pages.twinx()
+    rates = [r["dirty-rate"] for r in rounds]
+    ax_rate.step(starts + [t], rates + rates[-1:], where="post", color="tab:red", linewidth=2,
+                 label="dirty rate (pages/s)")
+    ax_rate.set_ylabel("pages dirtied per second", color="tab:red")
+    downtime = doc.get("downtime", 0)
+    for ax in (ax_bytes, ax_pages):
+        ax.axvspan(t, t + downtime, color="tab:orange", alpha=0.4,
+                   label="downtime %.1f ms" % downtime if ax is ax_bytes else None)
+    ax_pages.set_xlabel("ms since round 0 started")
+    ax_bytes.legend(loc="upper right")
+    ax_bytes.set_title("%s: %d rounds, total %.1f ms, downtime %.1f ms" % (
+        doc.get("config", {}).get("name", name), len(rounds), doc.get("total-time", 0), downtime))
+    return save(fig, out, "timeline-" + name)
+
+
+def sweep_figure(out, name, summary):
+    points = [r for r in summary.get("runs", []) if r.get("status") == "completed"]
+    if not points:
+        return None
+    labels = [r["point"] for r in points]
+    # One swept key with numeric values: a numeric axis; otherwise one tick per point.
+    keys = {l.split("=", 1)[0] for l in labels}
+    try:
+        xs = [float(l.split("=", 1)[1]) for l in labels] if len(keys) == 1 else None
+    except (IndexError, ValueError):
+        xs = None
+    x = xs if xs else list(range(len(points)))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for field, model, color in (("total-time", "model-total-time", "tab:blue"),
+                                ("downtime", "model-downtime", "tab:orange")):
+        ax.plot(x, [p[field] for p in points], "o-", color=color, label="%s measured" % field)
+        ax.plot(x, [p.get(model, 0) for p in points], "s--", color=color, alpha=0.6,
+                label="%s model" % field)
+    ax.set_ylabel("ms")
+    if xs:
+        ax.set_xlabel(keys.pop())
+    else:
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax.set_title("sweep %s: measured beside the model's prediction" % summary.get("name", name))
+    ax.legend()
+    return save(fig, out, "sweep-" + name)
+
+
+def fault_latency(out, runs):
+    rows = []
+    for name, doc in runs:
+        lat = doc.get("postcopy", {}).get("fault-latency-us", {})
+        if lat.get("count"):
+            rows.append((name, lat))
+    if not rows:
+        return None, []
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    keys = ["p50", "p90", "p99", "max"]
+    width = 0.8 / len(rows)
+    for i, (name, lat) in enumerate(rows):
+        ax.bar([k + i * width for k in range(len(keys))], [lat[k] for k in keys], width=width,
+               label="%s (%d faults)" % (name, lat["count"]))
+    ax.set_xticks([k + width * (len(rows) - 1) / 2 for k in range(len(keys))])
+    ax.set_xticklabels(keys)
+    ax.set_yscale("log")
+    ax.set_ylabel("fault latency (us)")
+    ax.set_title("post-copy fault latency by percentile")
+    ax.legend(fontsize=8)
+    return save(fig, out, "fault-latency"), rows
+
+
+def compare_table(livemig, base, candidate):
+    r = subprocess.run([livemig, "compare", base, candidate, "--format", "json"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=120)
+    if r.returncode not in (0, 1):
+        return "<p>livemig compare %s %s failed: %s</p>" % (html.escape(base), html.escape(candidate),
+                                                            html.escape(r.stderr.strip()))
+    doc = json.loads(r.stdout)
+    head = ("scenario", "metric", "better", "base median (n)", "candidate median (n)", "change",
+            "95% interval", "threshold", "verdict")
+    lines = ["<p>%s against %s. %s.</p>" % (html.escape(candidate), html.escape(base), html.escape(doc["method"])),
+             "<table><tr>%s</tr>" % "".join("<th>%s</th>" % h for h in head)]
+    for row in doc["rows"]:
+        lo, hi = row["interval"]
+        cells = (row["scenario"], row["metric"], row["better"],
+                 "%.4g (%d)" % (row["base-median"], row["base-n"]),
+                 "%.4g (%d)" % (row["candidate-median"], row["candidate-n"]),
+                 "%+.1f%%" % (row["change"] * 100), "[%+.1f%%, %+.1f%%]" % (lo * 100, hi * 100),
+                 "%.1f%%" % (row["threshold"] * 100), row["verdict"])
+        lines.append('<tr class="%s">%s</tr>' % (row["verdict"], "".join("<td>%s</td>" % html.escape(str(c))
+                                                                          for c in cells)))
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
+def figure_html(paths, caption):
+    return ('<figure><a href="%s"><img src="%s" alt="%s"></a><figcaption>%s (<a href="%s">SVG</a>)'
+            "</figcaption></figure>" % (paths["svg"], paths["png"], html.escape(caption), html.escape(caption),
+                                         paths["svg"]))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", nargs="+")
+    p.add_argument("--out", required=True)
+    p.add_argument("--livemig", default="livemig")
+    p.add_argument("--base", action="append", default=[])
+    a = p.parse_args()
+    os.makedirs(os.path.join(a.out, "figures"), exist_ok=True)
+    runs, sweeps = collect(a.results)
+    if not runs and not sweeps:
+        sys.exit("livemig report: no result documents (%s) in %s" % (RESULT, ", ".join(a.results)))
+
+    sections = []
+    names = {}
+    named_runs = []
+    for path, doc in runs:
+        base = slug(os.path.relpath(path, os.path.commonpath([os.path.abspath(x) for x, _ in runs]))
+                    if len(runs) > 1 else os.path.basename(path))
+        base = re.sub(r"\.json$", "", base)
+        names[base] = names.get(base, 0) + 1
+        named_runs.append((base if names[base] == 1 else "%s-%d" % (base, names[base]), doc))
+
+    comparisons = []
+    for b in a.base:
+        for c in a.results:
+            comparisons.append((b, c))
+    for r in a.results:
+        if os.path.isdir(os.path.join(r, "base")) and os.path.isdir(os.path.join(r, "candidate")):
+            comparisons.append((os.path.join(r, "base"), os.path.join(r, "candidate")))
+    if comparisons:
+        sections.append("<h2>Comparison</h2>")
+        for b, c in comparisons:
+            sections.append(compare_table(a.livemig, b, c))
+
+    if sweeps:
+        sections.append("<h2>Sweeps</h2>")
+        for d, summary in sweeps:
+            paths = sweep_figure(a.out, slug(summary.get("name", os.path.basename(d))), summary)
+            if paths:
+                sections.append(figure_html(paths, "sweep %s (%d points)" % (summary.get("name"),
+                                                                            len(summary.get("runs", [])))))
+    fig, rows = fault_latency(a.out, named_runs)
+    if fig:
+        sections.append("<h2>Post-copy fault latency</h2>")
+        sections.append(figure_html(fig, "fault-latency percentiles of %d post-copy run(s)" % len(rows)))
+    sections.append("<h2>Runs</h2>")
+    for name, doc in named_runs:
+        paths = timeline(a.out, name, doc)
+        summary = "%s: %s, total %.1f ms, downtime %.1f ms, %.1f MiB on the wire, %s" % (
+            name, doc.get("status"), doc.get("total-time", 0), doc.get("downtime", 0),
+            doc.get("ram", {}).get("transferred", 0) / 2**20, doc.get("stop-reason", ""))
+        sections.append(figure_html(paths, summary) if paths else "<p>%s (no rounds)</p>" % html.escape(summary))
+
+    page = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>livemig report</title>
+<style>body{font-family:sans-serif;max-width:60em;margin:auto}img{max-width:100%%}
+table{border-collapse:collapse;font-size:90%%}td,th{border:1px solid #ccc;padding:2px 6px}
+tr.regressed{background:#fcc}tr.improved{background:#cfc}tr.noisy{color:#777}</style></head>
+<body data-figures="%d">
+<h1>livemig report</h1>
+<p>%d result document(s), %d sweep(s), from %s.</p>
+%s
+<script>
+// How many figures the browser could draw: a headless check reads it.
+window.addEventListener("load", function () {
+  var imgs = document.querySelectorAll("img"), drawn = 0;
+  for (var i = 0; i < imgs.length; i++) if (imgs[i].complete && imgs[i].naturalWidth > 0) drawn++;
+  document.body.setAttribute("data-figures-drawn", drawn);
+});
+</script>
+</body></html>
+""" % (sum(s.count("<img ") for s in sections), len(runs), len(sweeps),
+       html.escape(", ".join(a.results)), "\n".join(sections))
+    index = os.path.join(a.out, "index.html")
+    with open(index, "w") as f:
+        f.write(page)
+    print(index)
+
+
+if __name__ == "__main__":
+    main()
