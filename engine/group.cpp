@@ -3,6 +3,8 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <stop_token>
 #include <mutex>
 #include <thread>
 
@@ -11,6 +13,30 @@
 namespace lm::engine {
 
 namespace {
+
+// Parallel VMs start their first round together, whenever each destination
+// became ready: a VM that failed before it counts as arrived.
+class StartLine {
+ public:
+  explicit StartLine(size_t vms) : waiting_for_(vms) {}
+  void arrive_and_wait(std::stop_token stop) {
+    std::unique_lock g(lock_);
+    arrive_locked();
+    all_.wait(g, stop, [&] { return waiting_for_ == 0; });
+  }
+  void arrive() {
+    std::lock_guard g(lock_);
+    arrive_locked();
+  }
+
+ private:
+  void arrive_locked() {
+    if (waiting_for_ > 0 && --waiting_for_ == 0) all_.notify_all();
+  }
+  std::mutex lock_;
+  std::condition_variable_any all_;
+  size_t waiting_for_;
+};
 
 class GroupRun {
  public:
@@ -46,7 +72,14 @@ class GroupRun {
     GroupVmFigures& f = out_.figures[i];
     MigrationResult& r = out_.vms[i];
     auto on_phase = vm.source.on_phase;
-    vm.source.on_phase = [this, &f, on_phase](SourcePhase p) {
+    std::stop_token stop = vm.source.cancel ? vm.source.cancel->token() : std::stop_token{};
+    bool arrived = false;
+    vm.source.on_phase = [this, &f, &arrived, stop, on_phase](SourcePhase p) {
+      if ((p == SourcePhase::precopy || p == SourcePhase::stop_and_copy) && !arrived) {
+        arrived = true;
+        if (start_line_) start_line_->arrive_and_wait(stop);
+        f.sending_ms = now_ms();
+      }
       if (p == SourcePhase::verify && f.resumed_ms == 0) f.resumed_ms = now_ms();
       if (on_phase) on_phase(p);
     };
@@ -54,6 +87,7 @@ class GroupRun {
     f.start_ms = now_ms();
     SourceMigration source(vm.source);
     auto migrated = vm.dial ? source.run(vm.dial, vm.peer, r) : source.run(vm.address, r);
+    if (!arrived && start_line_) start_line_->arrive();
     if (!migrated) {
       r.completed = false;
       if (r.error.empty()) r.error = migrated.error().message;
@@ -71,6 +105,7 @@ class GroupRun {
   bool stopped() const { return o_.cancel && o_.cancel->requested(); }
 
   void parallel() {
+    start_line_ = std::make_unique<StartLine>(vms_.size());
     std::vector<std::jthread> threads;
     for (size_t i = 0; i < vms_.size(); i++) threads.emplace_back([this, i] { migrate(i); });
   }
@@ -96,6 +131,8 @@ class GroupRun {
       }
       // Stopped, it dirties nothing: round 0 holds everything, then the final copy.
       vms_[i].source.convergence.max_rounds = 1;
+      // Nor can it answer a sample of its progress (the runner's asks the guest).
+      vms_[i].source.before_freeze = nullptr;
     }
     auto before_freeze = vms_[0].source.before_freeze;
     vms_[0].source.before_freeze = [this, before_freeze] {
@@ -131,8 +168,25 @@ class GroupRun {
       out_.downtime_ms = std::max(out_.downtime_ms, f.downtime_ms);
     }
     out_.total_time_ms = first >= 0 ? last - first : 0;
+    out_.migration_time_ms = migrating_ms();
     out_.link = link_->figures();
     out_.link_bytes_per_s = out_.link.busy_s > 0 ? double(out_.link.pages) * 4096 / out_.link.busy_s : 0;
+  }
+
+  // The length of the union of the completed VMs' [sending, resumed].
+  double migrating_ms() const {
+    std::vector<std::pair<double, double>> spans;
+    for (size_t i = 0; i < vms_.size(); i++)
+      if (out_.vms[i].completed && out_.figures[i].sending_ms > 0)
+        spans.emplace_back(out_.figures[i].sending_ms, out_.figures[i].resumed_ms);
+    std::sort(spans.begin(), spans.end());
+    double sum = 0, end = -1;
+    for (auto [a, b] : spans) {
+      if (b <= end) continue;
+      sum += b - std::max(a, end);
+      end = b;
+    }
+    return sum;
   }
 
   const GroupOptions& o_;
@@ -141,6 +195,7 @@ class GroupRun {
   GroupResult out_;
   Stopwatch clock_;
   std::mutex lock_;
+  std::unique_ptr<StartLine> start_line_;  // parallel
   std::vector<size_t> held_;  // VMs the group stopped (serial-correlated)
   double freeze_ms_ = 0;
 };

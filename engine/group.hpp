@@ -6,8 +6,9 @@
 //    others run; when it freezes, the others are stopped too (SIGSTOP) and
 //    copied one after another once VM 1 resumed, so the group's downtime
 //    holds their copies; a failure stops the group;
-//  - parallel: all at once, the link shared by weight; a failure ends only
-//    that VM.
+//  - parallel: all at once, the link shared by weight; each VM's first round
+//    waits until every destination is ready (or its VM failed), so that the
+//    pre-copies overlap; a failure ends only that VM.
 // Every VM that did not complete runs on (its engine rolled it back; a VM
 // the group stopped is continued).
 #pragma once
@@ -50,6 +51,7 @@ struct GroupOptions {
 struct GroupVmFigures {
   bool started = false;
   double start_ms = 0;
+  double sending_ms = 0;   // its first round began (its destination was ready)
   double resumed_ms = 0;   // its destination running (the source entering verify)
   double downtime_ms = 0;  // serial-correlated: from the group's freeze to its resume
 };
@@ -61,6 +63,10 @@ struct GroupResult {
   std::optional<size_t> failed_vm;   // the first that failed (0-based)
   std::string failure;               // and why
   double total_time_ms = 0;          // first start to last resume
+  // The time in which some VM was migrating (from its first round, its
+  // destination prepared, to its resume): QEMU's total-time for a group,
+  // without the destinations' preparation; what the model predicts.
+  double migration_time_ms = 0;
   double downtime_ms = 0;            // the group's
   LinkShare::Figures link;
   double link_bytes_per_s = 0;       // R: pages delivered per second while any VM sent

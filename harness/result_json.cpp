@@ -146,6 +146,7 @@ std::string group_to_json(const GroupRunResult& run) {
   j["vm-count"] = g.vms.size();
   j["link-rate"] = c.link_rate;
   j["total-time"] = g.total_time_ms;
+  j["migration-time"] = g.migration_time_ms;
   j["downtime"] = g.downtime_ms;
   Json per_vm = Json::array();
   for (size_t i = 0; i < g.vms.size(); i++) {
@@ -155,6 +156,7 @@ std::string group_to_json(const GroupRunResult& run) {
               {"weight", vm_weight(c, i)},
               {"started", f.started},
               {"start", f.start_ms},
+              {"sending", f.sending_ms},
               {"resumed", f.resumed_ms},
               {"downtime", f.downtime_ms},
               {"link-bytes", i < g.link.bytes.size() ? g.link.bytes[i] : 0},

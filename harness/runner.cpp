@@ -529,9 +529,11 @@ std::string summarize_group(const GroupRunResult& run) {
   s += strf("link          %.0f Mbit/s (R, pages while any VM sent) over %.1f s busy\n",
             g.link_bytes_per_s * 8 / 1e6, g.link.busy_s);
   if (g.model)
-    s += strf("model         total-time predicted %.1f ms, measured %.1f ms; downtime predicted %.1f ms, measured "
-              "%.1f ms (r = %.3f, %u rounds, D = %.0f pages/s, Vm = %.1f MiB)\n",
-              g.model->total_s * 1e3, g.total_time_ms, g.model->downtime_s * 1e3, g.downtime_ms, g.model->ratio,
+    s += strf("model         migration-time predicted %.1f ms, measured %.1f ms (total-time %.1f ms with the "
+              "destinations' preparation); downtime predicted %.1f ms, measured %.1f ms (r = %.3f, %u rounds, "
+              "D = %.0f pages/s, Vm = %.1f MiB)\n",
+              g.model->total_s * 1e3, g.migration_time_ms, g.total_time_ms, g.model->downtime_s * 1e3, g.downtime_ms,
+              g.model->ratio,
               g.model->rounds, g.model_input.dirty_pages_per_s, g.model_input.vm_bytes / 1048576);
   else
     s += strf("model         no prediction (nothing measured); total-time %.1f ms, downtime %.1f ms\n",

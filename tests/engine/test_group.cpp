@@ -231,17 +231,23 @@ INSTANTIATE_TEST_SUITE_P(Inproc, GroupStrategies,
                            return s;
                          });
 
-// Parallel: VM 2's destination goes away in its first round; the others
-// complete, VM 2's source rolls back and runs on.
-TEST(GroupFailure, ParallelOthersCompleteWhenOneDestinationDies) {
-  FakeGroup g(3);
+// Runs the group; VM 2's destination goes away as its first round starts.
+GroupResult run_with_vm2_destination_dying(FakeGroup& g, GroupStrategy strategy) {
   FakeVm& victim = *g.vms[1];
   g.members[1].source.on_phase = [&victim](SourcePhase p) {
     if (p == SourcePhase::precopy) victim.dest_cancel->request("test: the destination dies mid-round");
   };
   GroupOptions o;
-  o.strategy = GroupStrategy::parallel;
-  auto result = run_group(std::move(g.members), o);
+  o.strategy = strategy;
+  return run_group(std::move(g.members), o);
+}
+
+// Parallel: VM 2's destination goes away in its first round; the others
+// complete, VM 2's source rolls back and runs on.
+TEST(GroupFailure, ParallelOthersCompleteWhenOneDestinationDies) {
+  FakeGroup g(3);
+  FakeVm& victim = *g.vms[1];
+  auto result = run_with_vm2_destination_dying(g, GroupStrategy::parallel);
   ASSERT_FALSE(result.completed());
   ASSERT_TRUE(result.failed_vm.has_value());
   EXPECT_EQ(*result.failed_vm, 1u);
@@ -258,13 +264,7 @@ TEST(GroupFailure, ParallelOthersCompleteWhenOneDestinationDies) {
 // never touched and runs on.
 TEST(GroupFailure, SerialStopsBeforeTheNextVm) {
   FakeGroup g(3);
-  FakeVm& victim = *g.vms[1];
-  g.members[1].source.on_phase = [&victim](SourcePhase p) {
-    if (p == SourcePhase::precopy) victim.dest_cancel->request("test: the destination dies mid-round");
-  };
-  GroupOptions o;
-  o.strategy = GroupStrategy::serial;
-  auto result = run_group(std::move(g.members), o);
+  auto result = run_with_vm2_destination_dying(g, GroupStrategy::serial);
   ASSERT_TRUE(result.failed_vm.has_value());
   EXPECT_EQ(*result.failed_vm, 1u);
   expect_released(*g.vms[0], result.vms[0]);

@@ -33,23 +33,23 @@ def main():
                 runs.setdefault((m, s), []).append(doc)
                 model = doc.get("model", {})
                 print("rep %d m=%d %-17s %s total %8.1f ms (model %8.1f) downtime %7.1f ms (model %7.1f) R %6.1f MB/s"
-                      % (rep, m, s, doc["status"], doc["total-time"], model.get("total-time", 0), doc["downtime"],
+                      % (rep, m, s, doc["status"], doc["migration-time"], model.get("total-time", 0), doc["downtime"],
                          model.get("downtime", 0), doc["link"]["bytes-per-second"] / 1e6), flush=True)
     points = []
     for (m, s), docs in sorted(runs.items()):
         def series(f):
             return [f(d) for d in docs if d["status"] == "completed"]
-        total = series(lambda d: d["total-time"])
+        total = series(lambda d: d["migration-time"])
         down = series(lambda d: d["downtime"])
         mt = series(lambda d: d.get("model", {}).get("total-time"))
         md = series(lambda d: d.get("model", {}).get("downtime"))
         rate = series(lambda d: d["link"]["bytes-per-second"])
         points.append({
             "vms": m, "strategy": s, "runs": len(docs), "completed": len(total),
-            "total-time": {"median": med(total), "min": min(total, default=None), "max": max(total, default=None)},
+            "migration-time": {"median": med(total), "min": min(total, default=None), "max": max(total, default=None)},
             "downtime": {"median": med(down), "min": min(down, default=None), "max": max(down, default=None)},
             "model-total-time": med(mt), "model-downtime": med(md),
-            "model-over-measured-total": med([a / b for a, b in zip(mt, total) if a and b]),
+            "model-over-measured-migration-time": med([a / b for a, b in zip(mt, total) if a and b]),
             "model-over-measured-downtime": med([a / b for a, b in zip(md, down) if a and b]),
             "link-bytes-per-second": {"median": med(rate), "min": min(rate, default=None), "max": max(rate, default=None)},
         })
