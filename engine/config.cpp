@@ -28,4 +28,20 @@ Result<AfterMigration> parse_after(std::string_view text) {
   return Error::msg(strf("'%.*s': expected kill, stop or keep", int(text.size()), text.data()));
 }
 
+
+std::string_view strategy_name(GroupStrategy s) {
+  switch (s) {
+    case GroupStrategy::serial: return "serial";
+    case GroupStrategy::serial_correlated: return "serial-correlated";
+    case GroupStrategy::parallel: return "parallel";
+  }
+  return "unknown";
+}
+
+Result<GroupStrategy> parse_strategy(std::string_view text) {
+  for (auto s : {GroupStrategy::serial, GroupStrategy::serial_correlated, GroupStrategy::parallel})
+    if (text == strategy_name(s)) return s;
+  return Error::msg("expected serial, serial-correlated or parallel");
+}
+
 }  // namespace lm::engine

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/error.hpp"
@@ -100,6 +101,30 @@ struct LimitsConfig {
   unsigned max_bulk_channels = 64;
 };
 
+// Several VMs migrated over one link (engine/group.hpp, docs/architecture.md
+// "Groups"). serial: one complete live migration after another;
+// serial-correlated: VM 1 pre-copies, then every VM is frozen and the others
+// are copied after it; parallel: all at once, sharing the link by weight.
+enum class GroupStrategy { serial, serial_correlated, parallel };
+std::string_view strategy_name(GroupStrategy s);
+Result<GroupStrategy> parse_strategy(std::string_view text);
+
+// One VM of a group: its weight on the link and the keys it sets over the
+// scenario's ("workload.ram" = "96M"), as TOML text.
+struct GroupVmConfig {
+  double weight = 0;  // 0: not given (group.weights, else 1)
+  std::vector<std::pair<std::string, std::string>> settings;
+};
+
+struct GroupConfig {
+  bool enabled = false;  // any group key given: `livemig run` migrates a group
+  unsigned vms = 1;      // m; [[vm]] tables set it to their count
+  GroupStrategy strategy = GroupStrategy::parallel;
+  uint64_t link_rate = 0;       // bytes/s the group's senders keep to; 0: no limit of ours
+  std::vector<double> weights;  // per VM (parallel); empty or shorter: 1
+  std::vector<GroupVmConfig> vm;
+};
+
 struct ScenarioConfig {
   std::string name = "unnamed";
   std::string source_path;  // the file it came from, for messages
@@ -110,6 +135,7 @@ struct ScenarioConfig {
   PostcopyConfig postcopy;
   SecurityConfig security;
   LimitsConfig limits;
+  GroupConfig group;
   bool verify = true;
   std::chrono::seconds timeout{600};  // the whole run
 };

@@ -39,6 +39,9 @@ ModelPrediction predict(const ModelInput& in) {
     out.total_s = one * geometric_sum(r, n + 1) + in.resume_s;
     out.downtime_s = std::pow(r, n) * one + in.resume_s;
   } else if (in.multi == MultiVm::serial) {
+    out.total_s = m * (one * geometric_sum(r, n + 1) + in.resume_s);
+    out.downtime_s = std::pow(r, n) * one + in.resume_s;
+  } else if (in.multi == MultiVm::serial_correlated) {
     out.total_s = m * one * geometric_sum(r, n + 1) + in.resume_s;
     out.downtime_s = one * std::pow(r, n) + (m - 1) * one * geometric_sum(r, n + 1) + in.resume_s;
   } else {

@@ -3,8 +3,11 @@
 //   r = P·D / R
 //   n = min(ceil(log_r(V_th / Vm)), n_max)
 //   one VM:   T_mig = (Vm/R)·(1 − r^(n+1))/(1 − r) + T_res,  T_down = r^n·Vm/R + T_res
-//   serial:   T_mig = m·Vm/R·(1 − r^(n+1))/(1 − r) + T_res
+//   serial-correlated (the notes' serial):
+//             T_mig = m·Vm/R·(1 − r^(n+1))/(1 − r) + T_res
 //             T_down = Vm/R·r^n + (m−1)·Vm/R·(1 − r^(n+1))/(1 − r) + T_res
+//   serial (one complete live migration after another, as operators do):
+//             T_mig = m·(Vm/R·(1 − r^(n+1))/(1 − r) + T_res),  T_down = r^n·Vm/R + T_res per VM
 //   parallel: T_mig = m·Vm/R·(1 − (m·r)^(n+1))/(1 − m·r) + T_res
 //             T_down = m·Vm/R·(m·r)^n + T_res
 #pragma once
@@ -13,7 +16,7 @@
 
 namespace lm::engine {
 
-enum class MultiVm { serial, parallel };
+enum class MultiVm { serial_correlated, serial, parallel };
 
 struct ModelInput {
   double page_bytes = 4096;        // P
@@ -24,7 +27,7 @@ struct ModelInput {
   unsigned max_rounds = 30;        // n_max
   double resume_s = 0;             // T_res
   unsigned vms = 1;                // m
-  MultiVm multi = MultiVm::serial;
+  MultiVm multi = MultiVm::serial_correlated;
 };
 
 struct ModelPrediction {
@@ -32,7 +35,7 @@ struct ModelPrediction {
   unsigned rounds = 0;     // n
   bool converges = false;  // effective ratio < 1
   double total_s = 0;      // T_mig
-  double downtime_s = 0;   // T_down
+  double downtime_s = 0;   // T_down (serial: each VM's)
 };
 
 ModelPrediction predict(const ModelInput& in);

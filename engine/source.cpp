@@ -114,7 +114,8 @@ class BulkSender {
  public:
   BulkSender(const SourceProcess& process, Session& session,
              std::vector<std::unique_ptr<compress::Compressor>>& workers, unsigned batch_pages,
-             transport::Timeout timeout, uint64_t fault_corrupt_batch, bool raw_passthrough, const Cancel* cancel)
+             transport::Timeout timeout, uint64_t fault_corrupt_batch, bool raw_passthrough, const Cancel* cancel,
+             LinkShare::Member* link_share)
       : process_(process),
         session_(session),
         workers_(workers),
@@ -123,7 +124,8 @@ class BulkSender {
         fault_corrupt_batch_(fault_corrupt_batch),
         raw_passthrough_(raw_passthrough),
         cancel_(cancel),
-        test_send_slowdown_(test_send_slowdown_from_env()) {
+        test_send_slowdown_(test_send_slowdown_from_env()),
+        link_share_(link_share) {
     for (size_t i = 0; i < session.bulk_count(); i++) channel_locks_.push_back(std::make_unique<std::mutex>());
     // Buffers live as long as the migration and are touched once here: first
     // touch of fresh memory costs several µs per page on these machines,
@@ -149,6 +151,13 @@ class BulkSender {
     Stopwatch clock;
     const unsigned threads = unsigned(workers_.size());
     start_pool();
+    if (link_share_) link_share_->begin_round();
+    struct RoundOnLink {  // the group's other VMs wait for this one only while it sends
+      LinkShare::Member* share;
+      ~RoundOnLink() {
+        if (share) share->end_round();
+      }
+    } on_link{link_share_};
     {
       std::lock_guard g(jobs_lock_);
       job_.parts = partition(pages, threads);
@@ -229,6 +238,7 @@ class BulkSender {
       if (fault_corrupt_batch_ && ++batches_encoded_ == fault_corrupt_batch_ && !payload.empty())
         payload[payload.size() / 2] ^= std::byte{0x40};
       uint64_t t0 = now_ns();
+      if (link_share_) LM_TRY(link_share_->acquire(s.message.size(), s.addrs.size(), cancel_));
       {
         std::lock_guard g(lock);
         s.seq = LM_TRY(channel.send(s.message.pieces(), timeout_));
@@ -360,6 +370,7 @@ class BulkSender {
   bool raw_passthrough_;
   const Cancel* cancel_;  // may be null
   double test_send_slowdown_;  // test only: LIVEMIG_TEST_SEND_SLOWDOWN_PCT / 100
+  LinkShare::Member* link_share_;  // may be null: the link is this migration's alone
   std::atomic<uint64_t> batches_encoded_{0};
   std::vector<std::unique_ptr<std::mutex>> channel_locks_;
   std::vector<std::unique_ptr<Slot[]>> slots_;  // kSlots per sender thread
@@ -567,7 +578,8 @@ class SourceRun {
     for (unsigned i = 1; i < threads_; i++) workers_.push_back(first->make_worker());
     workers_.insert(workers_.begin(), std::move(first));
     sender_ = std::make_unique<BulkSender>(*process_, *session_, workers_, o_.batch_pages, o_.timeout,
-                                           o_.fault_corrupt_batch, sends_raw(workers_.front()->policy()), cancel());
+                                           o_.fault_corrupt_batch, sends_raw(workers_.front()->policy()), cancel(),
+                                           o_.link_share.get());
     return ok();
   }
 

@@ -17,6 +17,7 @@
 #include "engine/results.hpp"
 #include "engine/cancel.hpp"
 #include "engine/config.hpp"
+#include "engine/link_share.hpp"
 #include "engine/source_process.hpp"
 #include "transport/channel.hpp"
 #include "transport/session.hpp"
@@ -104,6 +105,9 @@ struct SourceOptions {
   // Fault injection (tests): flip one payload byte of the N-th page batch
   // (1-based) after its checksum was computed; 0 = off.
   uint64_t fault_corrupt_batch = 0;
+  // The link this migration shares with others of a group (engine/group.hpp):
+  // every bulk batch waits for its turn and the group's rate; null: its own.
+  std::shared_ptr<LinkShare::Member> link_share;
   // Called after every round (progress line).
   std::function<void(const SourceProgress&)> on_round;
   // Called just before the process is frozen (the runner samples the workload).

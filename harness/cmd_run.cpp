@@ -17,6 +17,36 @@ namespace lm::cmd {
 
 namespace {
 
+// One group point of a sweep: its document, its line, its summary entry; 1 if it failed.
+int run_group_point(const engine::ScenarioConfig& config, const std::string& label, const std::string& file,
+                    const engine::RunOptions& options, JsonWriter& summary) {
+  auto run = engine::run_group_scenario(config, options);
+  if (!run) {
+    std::printf("%-52s %-9s %s\n", label.c_str(), "error", run.error().message.c_str());
+    summary.field("status", "error").field("error", run.error().message).end_object();
+    return 1;
+  }
+  (void)engine::write_group_result(*run, file);
+  const auto& g = run->group;
+  const double model_total = g.model ? g.model->total_s * 1e3 : 0;
+  const double model_down = g.model ? g.model->downtime_s * 1e3 : 0;
+  std::printf("%-52s %-9s %10.1f %10.1f %10s %6s %12.1f %12.1f  %.0f Mbit/s\n", label.c_str(),
+              g.completed() ? "completed" : "failed", g.migration_time_ms, g.downtime_ms, "-", "-", model_total,
+              model_down, g.link_bytes_per_s * 8 / 1e6);
+  std::fflush(stdout);
+  summary.field("status", g.completed() ? "completed" : "failed")
+      .field("strategy", std::string(engine::strategy_name(g.strategy)))
+      .field("vms", uint64_t(g.vms.size()))
+      .field("total-time", g.total_time_ms)
+      .field("migration-time", g.migration_time_ms)
+      .field("downtime", g.downtime_ms)
+      .field("link-bytes-per-second", g.link_bytes_per_s)
+      .field("model-total-time", model_total)
+      .field("model-downtime", model_down)
+      .end_object();
+  return g.completed() ? 0 : 1;
+}
+
 // Runs every point of a sweep; one result file each, and a summary.
 int run_sweep(const std::string& path, const std::vector<std::string>& overrides, engine::RunOptions options) {
   auto sweep = engine::load_sweep(path);
@@ -47,9 +77,13 @@ int run_sweep(const std::string& path, const std::vector<std::string>& overrides
       return 2;
     }
     config->name = strf("%s-%zu", sweep->name.c_str(), i);
-    auto result = engine::run_scenario(*config, options);
     std::string file = strf("%s/%zu.json", dir.c_str(), i);
     summary.begin_object().field("point", point.label).field("result", file);
+    if (config->group.enabled) {
+      failures += run_group_point(*config, point.label, file, options, summary);
+      continue;
+    }
+    auto result = engine::run_scenario(*config, options);
     if (!result) {
       failures++;
       std::printf("%-52s %-9s %s\n", point.label.c_str(), "error", result.error().message.c_str());
@@ -89,6 +123,24 @@ struct RunArgs {
   bool quiet = false;
 };
 
+// A group scenario: one document with every VM's, and the exit status.
+int run_group_one(const engine::ScenarioConfig& config, const std::string& out, engine::RunOptions& options) {
+  auto run = engine::run_group_scenario(config, options);
+  if (!run) {
+    std::fprintf(stderr, "livemig run: %s\n", run.error().message.c_str());
+    return 1;
+  }
+  if (auto w = engine::write_group_result(*run, out); !w)
+    std::fprintf(stderr, "livemig run: %s\n", w.error().message.c_str());
+  std::printf("%s", engine::summarize_group(*run).c_str());
+  std::printf("result        %s\n", out.c_str());
+  if (!run->group.completed()) {
+    std::fprintf(stderr, "livemig run: %s\n", run->group.failure.c_str());
+    return 1;
+  }
+  return 0;
+}
+
 // One scenario: its result document, and the exit status.
 int run_one(const RunArgs& a, engine::RunOptions& options) {
   auto config = engine::load_scenario(a.config, a.overrides);
@@ -96,8 +148,9 @@ int run_one(const RunArgs& a, engine::RunOptions& options) {
     std::fprintf(stderr, "livemig run: %s\n", config.error().message.c_str());
     return 2;
   }
-  auto result = engine::run_scenario(*config, options);
   const std::string out = a.out.empty() ? "results/" + config->name + ".json" : a.out;
+  if (config->group.enabled) return run_group_one(*config, out, options);
+  auto result = engine::run_scenario(*config, options);
   if (!result && !options.cancel->requested()) {
     std::fprintf(stderr, "livemig run: %s\n", result.error().message.c_str());
     return 1;

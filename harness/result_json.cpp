@@ -3,6 +3,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "harness/scenario.hpp"
+
 namespace lm::engine {
 
 namespace {
@@ -51,9 +53,7 @@ Json postcopy_json(const MigrationResult& r) {
           {"link-down-time", r.postcopy_link_down_ms}};
 }
 
-}  // namespace
-
-std::string result_to_json(const MigrationResult& r) {
+Json result_json(const MigrationResult& r) {
   Json j;
   j["schema"] = kResultSchema;
   j["status"] = r.completed ? "completed" : "failed";
@@ -108,17 +108,92 @@ std::string result_to_json(const MigrationResult& r) {
                   {"link-bytes-per-second", r.model_input.link_bytes_per_s},
                   {"dirty-pages-per-second", r.model_input.dirty_pages_per_s}};
   if (r.config.migration.mode != MigrationMode::precopy) j["postcopy"] = postcopy_json(r);
-  // Strings that are not UTF-8 (an error quoting a peer's bytes) are replaced, never thrown on.
-  return j.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
+  return j;
 }
 
-Result<void> write_result(const MigrationResult& r, const std::string& path) {
+// Strings that are not UTF-8 (an error quoting a peer's bytes) are replaced, never thrown on.
+std::string dump(const Json& j) { return j.dump(2, ' ', false, Json::error_handler_t::replace) + "\n"; }
+
+Result<void> write_text(const std::string& text, const std::string& path) {
   std::ofstream out(path, std::ios::trunc);
   if (!out) return Error::from_errno(strf("write results %s", path.c_str()));
-  out << result_to_json(r);
+  out << text;
   out.close();
   if (!out) return Error::from_errno(strf("write results %s", path.c_str()));
   return ok();
+}
+
+}  // namespace
+
+std::string result_to_json(const MigrationResult& r) { return dump(result_json(r)); }
+
+Result<void> write_result(const MigrationResult& r, const std::string& path) {
+  return write_text(result_to_json(r), path);
+}
+
+std::string group_to_json(const GroupRunResult& run) {
+  const GroupResult& g = run.group;
+  const GroupConfig& c = run.config.group;
+  Json j;
+  j["schema"] = kGroupResultSchema;
+  j["name"] = run.config.name;
+  j["status"] = g.completed() ? "completed" : "failed";
+  if (g.failed_vm) {
+    j["failed-vm"] = *g.failed_vm + 1;
+    j["error"] = g.failure;
+  }
+  j["strategy"] = strategy_name(g.strategy);
+  j["vm-count"] = g.vms.size();
+  j["link-rate"] = c.link_rate;
+  j["total-time"] = g.total_time_ms;
+  j["migration-time"] = g.migration_time_ms;
+  j["downtime"] = g.downtime_ms;
+  Json per_vm = Json::array();
+  for (size_t i = 0; i < g.vms.size(); i++) {
+    const GroupVmFigures& f = g.figures[i];
+    Json v = {{"vm", i + 1},
+              {"status", g.vms[i].completed ? "completed" : "failed"},
+              {"weight", vm_weight(c, i)},
+              {"started", f.started},
+              {"start", f.start_ms},
+              {"sending", f.sending_ms},
+              {"resumed", f.resumed_ms},
+              {"downtime", f.downtime_ms},
+              {"link-bytes", i < g.link.bytes.size() ? g.link.bytes[i] : 0},
+              {"contended-link-bytes", i < g.link.contended_bytes.size() ? g.link.contended_bytes[i] : 0}};
+    if (!g.vms[i].completed) {
+      v["error"] = g.vms[i].error;
+      v["source-rate-after"] = i < run.source_rate_after.size() ? run.source_rate_after[i] : 0.0;
+    }
+    per_vm.push_back(std::move(v));
+  }
+  j["vm-figures"] = std::move(per_vm);
+  j["link"] = {{"bytes-per-second", g.link_bytes_per_s},
+               {"busy-time", g.link.busy_s * 1e3},
+               {"pages", g.link.pages},
+               {"bucket-ms", g.link.bucket_ms},
+               {"series", g.link.series}};
+  const ModelInput& in = g.model_input;
+  if (g.model)
+    j["model"] = {{"multi", strategy_name(g.strategy)},
+                  {"r", g.model->ratio},
+                  {"rounds", g.model->rounds},
+                  {"converges", g.model->converges},
+                  {"total-time", g.model->total_s * 1e3},
+                  {"downtime", g.model->downtime_s * 1e3},
+                  {"link-bytes-per-second", in.link_bytes_per_s},
+                  {"dirty-pages-per-second", in.dirty_pages_per_s},
+                  {"vm-bytes", in.vm_bytes},
+                  {"threshold-bytes", in.threshold_bytes},
+                  {"resume-time", in.resume_s * 1e3}};
+  Json vms = Json::array();
+  for (const auto& r : g.vms) vms.push_back(result_json(r));
+  j["vms"] = std::move(vms);
+  return dump(j);
+}
+
+Result<void> write_group_result(const GroupRunResult& r, const std::string& path) {
+  return write_text(group_to_json(r), path);
 }
 
 }  // namespace lm::engine

@@ -14,6 +14,7 @@
 #include "engine/image_sink.hpp"
 #include "harness/redis_workload.hpp"
 #include "engine/source.hpp"
+#include "engine/group.hpp"
 #include "harness/guest/client.hpp"
 #include "harness/guest_ram_sink.hpp"
 #include "transport/tls_channel.hpp"
@@ -234,6 +235,95 @@ Result<void> apply_security(const SecurityConfig& security, transport::SessionCo
   return ok();
 }
 
+namespace {
+
+// One VM's destination, in this process on its own thread: a guest resumes
+// from the pages; redis leaves an image.
+struct VmDestination {
+  DestinationOptions options;
+  std::shared_ptr<GuestRamSink> guest_sink;
+  std::unique_ptr<Destination> destination;
+  std::optional<Result<DestinationOutcome>> outcome;
+  std::thread thread;
+
+  ~VmDestination() {
+    if (thread.joinable()) {
+      options.cancel->request("the run ended");
+      thread.join();
+    }
+  }
+  // The source gave up (`failed`): the destination stops waiting for it.
+  Result<DestinationOutcome>& join(const Result<void>& migrated) {
+    if (!migrated) options.cancel->request("the source stopped: " + migrated.error().message);
+    thread.join();
+    return *outcome;
+  }
+};
+
+// The run's key: security.psk-file = "generate" writes a fresh one in the
+// private (0700) work directory.
+Result<SecurityConfig> run_security(const ScenarioConfig& config, const WorkDir& work) {
+  SecurityConfig security = config.security;
+  if (security.psk_file == kGeneratePsk) {
+    security.psk_file = work.path() + "/psk";
+    LM_TRY(write_random_key_file(security.psk_file));
+  }
+  return security;
+}
+
+Result<void> start_destination(const ScenarioConfig& config, const RunOptions& options, const WorkDir& work,
+                               const Target& target, const SecurityConfig& security, VmDestination& d) {
+  DestinationOptions& dopts = d.options;
+  dopts.listen = transport_address(config.migration);
+  if (target.exec_state == ExecStateKind::guest_ram)
+    dopts.sink = d.guest_sink = std::make_shared<GuestRamSink>(GuestRamSinkOptions{options.guest_binary, work.path()});
+  else
+    dopts.sink = std::make_shared<ImageSink>(config.limits.max_ram_bytes);
+  dopts.reconnect_timeout = config.postcopy.reconnect_timeout;
+  LM_TRY(apply_security(security, dopts.session));
+  dopts.limits = config.limits;
+  // The source decides what an interruption means (options.cancel); the
+  // destination stops only once the source gave up, e.g. while it still
+  // waits for a session the source never opened.
+  dopts.cancel = std::make_shared<Cancel>();
+  d.destination = LM_TRY(Destination::listen(dopts));
+  d.thread = std::thread([&d] { d.outcome = d.destination->run(); });
+  return ok();
+}
+
+// The source's options for `target`, sharing the destination's session settings.
+SourceOptions vm_source_options(const ScenarioConfig& config, const RunOptions& options, const Target& target,
+                                const VmDestination& d, FreezeSample& sample) {
+  SourceOptions sopts = source_options(config);
+  sopts.session.psk = d.options.session.psk;
+  sopts.session.unauthenticated = d.options.session.unauthenticated;
+  sopts.session.channel.tls = d.options.session.channel.tls;
+  sopts.pid = target.pid;
+  sopts.scope = target.scope;
+  sopts.exec_state = target.exec_state;
+  // An image is a live snapshot: the source runs on (the workload ends it later).
+  sopts.after = target.exec_state == ExecStateKind::image ? AfterMigration::keep : AfterMigration::kill;
+  if (sopts.mode == MigrationMode::hybrid) sopts.convergence.max_rounds = config.postcopy.precopy_rounds;
+  sample.before = target.progress();
+  set_source_callbacks(sopts, options, target, sample);
+  return sopts;
+}
+
+// After the source returned: the destination's side, the rates, the guest's check.
+void finish_vm(const ScenarioConfig& config, const RunOptions& options, const Result<void>& migrated,
+               VmDestination& d, const FreezeSample& sample, MigrationResult& result) {
+  auto& outcome = d.join(migrated);
+  if (sample.before && sample.seconds_to_freeze > 0)
+    result.workload_rate_during = double(sample.at_freeze - *sample.before) / sample.seconds_to_freeze;
+  if (!migrated.ok() || !outcome.ok()) {
+    record_failure(options, migrated, outcome, result);
+    return;  // the source runs on; the workload's destructors end it
+  }
+  record_destination(config, outcome.value(), d.guest_sink.get(), result);
+}
+
+}  // namespace
+
 Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOptions& options) {
   MigrationResult result;
   result.config = config;
@@ -245,57 +335,110 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
   result.workload_rate_before =
       LM_TRY(rate_over(target, std::max(std::chrono::milliseconds(100), config.workload.warmup)));
 
-  // The destination, in this process on its own thread: a guest resumes
-  // from the pages; redis leaves an image.
-  std::shared_ptr<GuestRamSink> guest_sink;
-  DestinationOptions dopts;
-  dopts.listen = transport_address(config.migration);
-  if (target.exec_state == ExecStateKind::guest_ram)
-    dopts.sink = guest_sink = std::make_shared<GuestRamSink>(GuestRamSinkOptions{options.guest_binary, work.path()});
-  else
-    dopts.sink = std::make_shared<ImageSink>(config.limits.max_ram_bytes);
-  dopts.reconnect_timeout = config.postcopy.reconnect_timeout;
-  SecurityConfig security = config.security;
-  if (security.psk_file == kGeneratePsk) {  // a fresh key in the private (0700) work directory
-    security.psk_file = work.path() + "/psk";
-    LM_TRY(write_random_key_file(security.psk_file));
-  }
-  LM_TRY(apply_security(security, dopts.session));
-  dopts.limits = config.limits;
-  // The source decides what an interruption means (options.cancel); the
-  // destination stops only once the source gave up, e.g. while it still
-  // waits for a session the source never opened.
-  dopts.cancel = std::make_shared<Cancel>();
-  auto destination = LM_TRY(Destination::listen(dopts));
-  std::optional<Result<DestinationOutcome>> outcome;
-  std::thread dest_thread([&] { outcome = destination->run(); });
-
-  SourceOptions sopts = source_options(config);
-  sopts.session.psk = dopts.session.psk;
-  sopts.session.unauthenticated = dopts.session.unauthenticated;
-  sopts.session.channel.tls = dopts.session.channel.tls;
-  sopts.pid = target.pid;
-  sopts.scope = target.scope;
-  sopts.exec_state = target.exec_state;
-  // An image is a live snapshot: the source runs on (the workload ends it later).
-  sopts.after = target.exec_state == ExecStateKind::image ? AfterMigration::keep : AfterMigration::kill;
-  if (sopts.mode == MigrationMode::hybrid) sopts.convergence.max_rounds = config.postcopy.precopy_rounds;
+  const SecurityConfig security = LM_TRY(run_security(config, work));
+  VmDestination dest;
+  LM_TRY(start_destination(config, options, work, target, security, dest));
   FreezeSample sample;
-  sample.before = target.progress();
-  set_source_callbacks(sopts, options, target, sample);
-  SourceMigration source(sopts);
-  auto migrated = source.run(destination->address(), result);
+  SourceMigration source(vm_source_options(config, options, target, dest, sample));
+  auto migrated = source.run(dest.destination->address(), result);
   if (options.progress == ProgressLine::on) std::fprintf(stderr, "\n");
-  if (!migrated) dopts.cancel->request("the source stopped: " + migrated.error().message);
-  dest_thread.join();
-  if (sample.before && sample.seconds_to_freeze > 0)
-    result.workload_rate_during = double(sample.at_freeze - *sample.before) / sample.seconds_to_freeze;
-  if (!migrated.ok() || !outcome->ok()) {
-    record_failure(options, migrated, *outcome, result);
-    return result;  // the source runs on; the workload's destructors end it
-  }
-  record_destination(config, outcome->value(), guest_sink.get(), result);
+  finish_vm(config, options, migrated, dest, sample, result);
   return result;
+}
+
+Result<GroupRunResult> run_group_scenario(const ScenarioConfig& config, const RunOptions& options) {
+  const GroupConfig& g = config.group;
+  if (g.vms == 0) return Error::msg("a group migrates at least one VM (group.vms = 0)");
+  auto work = LM_TRY(WorkDir::create());
+  const SecurityConfig security = LM_TRY(run_security(config, work));
+  GroupRunResult out;
+  out.config = config;
+  const size_t m = g.vms;
+  std::vector<ScenarioConfig> configs;
+  for (size_t i = 0; i < m; i++) configs.push_back(LM_TRY(vm_scenario(config, i)));
+  // Each VM: its guest and its destination. A VM that cannot start is the
+  // group's failure: parallel migrates the others, serial those before it.
+  std::vector<Workload> workloads(m);
+  std::vector<VmDestination> dests(m);
+  std::vector<FreezeSample> samples(m);
+  std::vector<std::string> not_started(m);
+  std::vector<double> rate_before(m, 0);
+  for (size_t i = 0; i < m; i++) {
+    auto started = start_workload(configs[i], options, work, workloads[i]);
+    if (started) {
+      auto rate = rate_over(workloads[i].target, std::max(std::chrono::milliseconds(100), configs[i].workload.warmup));
+      if (rate)
+        rate_before[i] = *rate;
+      else
+        started = rate.error();
+    }
+    if (started) started = start_destination(configs[i], options, work, workloads[i].target, security, dests[i]);
+    if (!started) not_started[i] = started.error().message;
+  }
+  std::vector<GroupVm> members;
+  std::vector<size_t> index;  // members[k] is VM index[k]
+  for (size_t i = 0; i < m; i++) {
+    if (!not_started[i].empty()) {
+      if (g.strategy != GroupStrategy::parallel) break;
+      continue;
+    }
+    GroupVm vm;
+    vm.source = vm_source_options(configs[i], options, workloads[i].target, dests[i], samples[i]);
+    vm.source.on_round = nullptr;  // one progress line cannot show m VMs
+    vm.address = dests[i].destination->address();
+    vm.weight = vm_weight(g, i);
+    if (options.on_vm_phase) {
+      Cancel* destination = dests[i].options.cancel.get();
+      vm.source.on_phase = [&options, i, destination, inner = vm.source.on_phase](SourcePhase p) {
+        if (inner) inner(p);
+        options.on_vm_phase(i, p, *destination);
+      };
+    }
+    members.push_back(std::move(vm));
+    index.push_back(i);
+  }
+  GroupOptions gopts;
+  gopts.strategy = g.strategy;
+  gopts.link.rate_bytes_per_s = double(g.link_rate);
+  gopts.cancel = options.cancel;
+  GroupResult ran = run_group(std::move(members), gopts);
+
+  // Back to every VM's place in the scenario, with its destination's side.
+  GroupResult& group = out.group;
+  group = ran;
+  group.vms.assign(m, {});
+  group.figures.assign(m, {});
+  group.failed_vm.reset();
+  group.failure.clear();
+  for (size_t k = 0; k < index.size(); k++) {
+    group.vms[index[k]] = std::move(ran.vms[k]);
+    group.figures[index[k]] = ran.figures[k];
+  }
+  for (size_t i = 0; i < m; i++) {
+    MigrationResult& r = group.vms[i];
+    r.config = configs[i];
+    r.workload_rate_before = rate_before[i];
+    if (!not_started[i].empty()) {
+      r.error = "the VM did not start: " + not_started[i];
+    } else if (group.figures[i].started) {
+      Result<void> migrated = r.completed ? Result<void>(ok()) : Result<void>(Error::msg(r.error));
+      finish_vm(configs[i], options, migrated, dests[i], samples[i], r);
+    } else if (r.error.empty()) {
+      r.error = "not migrated: the group stopped before it";
+    }
+    if (!r.completed && !group.failed_vm) {
+      group.failed_vm = i;
+      group.failure = strf("VM %zu: %s", i + 1, r.error.c_str());
+    }
+  }
+  // Every source that did not complete runs on: measured, not assumed.
+  out.source_rate_after.assign(m, 0);
+  for (size_t i = 0; i < m; i++)
+    if (!group.vms[i].completed && workloads[i].target.progress)
+      if (auto rate = rate_over(workloads[i].target, std::chrono::milliseconds(200)); rate)
+        out.source_rate_after[i] = *rate;
+  predict_group(group);
+  return out;
 }
 
 namespace {
@@ -362,6 +505,39 @@ std::string summarize(const MigrationResult& r) {
   if (r.model)
     s += strf("model         predicted total %.1f ms, downtime %.1f ms, %u rounds (r = %.3f)\n",
               r.model->total_s * 1e3, r.model->downtime_s * 1e3, r.model->rounds, r.model->ratio);
+  return s;
+}
+
+std::string summarize_group(const GroupRunResult& run) {
+  const GroupResult& g = run.group;
+  std::string s;
+  s += strf("group         %s, %zu VMs: %s%s\n", std::string(strategy_name(g.strategy)).c_str(), g.vms.size(),
+            g.completed() ? "completed" : "failed: ", g.completed() ? "" : g.failure.c_str());
+  for (size_t i = 0; i < g.vms.size(); i++) {
+    const MigrationResult& r = g.vms[i];
+    const GroupVmFigures& f = g.figures[i];
+    const uint64_t bytes = i < g.link.bytes.size() ? g.link.bytes[i] : 0;
+    if (r.completed)
+      s += strf("vm %-10zu completed, %.1f ms from the group's start, downtime %.1f ms, %u rounds, %.1f MiB on the "
+                "link, verify ok\n",
+                i + 1, f.resumed_ms, f.downtime_ms, r.dirty_sync_count, double(bytes) / 1048576);
+    else
+      s += strf("vm %-10zu failed: %s; source %s (%.0f progress/s after)\n", i + 1, r.error.c_str(),
+                r.source_state.empty() ? "not attached" : r.source_state.c_str(),
+                i < run.source_rate_after.size() ? run.source_rate_after[i] : 0.0);
+  }
+  s += strf("link          %.0f Mbit/s (R, pages while any VM sent) over %.1f s busy\n",
+            g.link_bytes_per_s * 8 / 1e6, g.link.busy_s);
+  if (g.model)
+    s += strf("model         migration-time predicted %.1f ms, measured %.1f ms (total-time %.1f ms with the "
+              "destinations' preparation); downtime predicted %.1f ms, measured %.1f ms (r = %.3f, %u rounds, "
+              "D = %.0f pages/s, Vm = %.1f MiB)\n",
+              g.model->total_s * 1e3, g.migration_time_ms, g.total_time_ms, g.model->downtime_s * 1e3, g.downtime_ms,
+              g.model->ratio,
+              g.model->rounds, g.model_input.dirty_pages_per_s, g.model_input.vm_bytes / 1048576);
+  else
+    s += strf("model         no prediction (nothing measured); total-time %.1f ms, downtime %.1f ms\n",
+              g.total_time_ms, g.downtime_ms);
   return s;
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "engine/cancel.hpp"
+#include "engine/group.hpp"
 #include "engine/results.hpp"
 #include "engine/source.hpp"
 #include "harness/scenario.hpp"
@@ -24,6 +25,9 @@ struct RunOptions {
   std::shared_ptr<Cancel> cancel;
   // Called on entering every source phase (fault injection).
   std::function<void(SourcePhase)> on_source_phase;
+  // Groups: called on entering every phase of VM `vm`'s source (0-based),
+  // with its destination's cancel (fault injection: a destination dies).
+  std::function<void(size_t vm, SourcePhase, Cancel& destination)> on_vm_phase;
 };
 
 // The guest binary: $LM_GUEST_BIN, else next to the running livemig.
@@ -48,5 +52,19 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOpti
 
 // A short human-readable summary of a result.
 std::string summarize(const MigrationResult& r);
+
+// A group scenario (group.* keys or [[vm]] tables): m guests, one destination
+// each in this process, migrated by the group's strategy over one shared
+// link, each verified.
+struct GroupRunResult {
+  ScenarioConfig config;
+  GroupResult group;                    // vms[i]: each VM's full result
+  std::vector<double> source_rate_after;  // a VM that did not complete: its source's progress/s after the group
+};
+// An error only when the group could not be set up; a VM that failed (or did
+// not start) is named in group.failed_vm / failure, the others carry on as
+// the strategy says.
+Result<GroupRunResult> run_group_scenario(const ScenarioConfig& config, const RunOptions& options);
+std::string summarize_group(const GroupRunResult& r);
 
 }  // namespace lm::engine

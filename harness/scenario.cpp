@@ -11,8 +11,7 @@
 #include "transport/channel.hpp"
 #include "transport/protocol.hpp"
 
-#define TOML_EXCEPTIONS 1
-#include <toml++/toml.h>
+#include "harness/toml_value.hpp"
 
 namespace lm::engine {
 
@@ -215,6 +214,41 @@ Result<std::string> parse_rate(std::string_view text) {
   return Error::msg("expected pages per second (an integer >= 0) or \"max\"");
 }
 
+std::string strategy_text(const GroupStrategy& s) { return std::string(strategy_name(s)); }
+
+// A group key: setting it makes the scenario a group's.
+Key group_key(Key k) {
+  auto apply = k.apply;
+  k.apply = [apply](C& c, const toml::node& n) -> Result<void> {
+    LM_TRY(apply(c, n));
+    c.group.enabled = true;
+    return ok();
+  };
+  return k;
+}
+
+Key weights(const char* name) {
+  return {name,
+          [=](C& c, const toml::node& n) -> Result<void> {
+            const toml::array* a = n.as_array();
+            if (!a) return bad_type(name, "an array of numbers, one weight per VM");
+            std::vector<double> w;
+            for (const auto& v : *a) {
+              auto d = v.value<double>();
+              if (!d || !(*d > 0) || *d > 1e6) return Error::msg(strf("key '%s': each weight must be a number in (0, 1e6]", name));
+              w.push_back(*d);
+            }
+            c.group.weights = std::move(w);
+            c.group.enabled = true;
+            return ok();
+          },
+          [](C c) {
+            std::string s;
+            for (double w : c.group.weights) s += (s.empty() ? "" : ", ") + strf("%g", w);
+            return "[" + s + "]";
+          }};
+}
+
 const std::vector<Key>& keys() {
   static const std::vector<Key> table = {
       text("name", [](C& c) -> std::string& { return c.name; }),
@@ -291,6 +325,13 @@ const std::vector<Key>& keys() {
                       UINT16_MAX),
       boolean("security.tls", [](C& c) -> bool& { return c.security.tls; }),
       text("security.tls-creds", [](C& c) -> std::string& { return c.security.tls_creds; }),
+
+      // A group of VMs (engine/group.hpp); 0 is refused by validate_scenario.
+      group_key(whole<unsigned>("group.vms", [](C& c) -> unsigned& { return c.group.vms; }, 0, 64)),
+      group_key(parsed<GroupStrategy>("group.strategy", [](C& c) -> GroupStrategy& { return c.group.strategy; },
+                                      parse_strategy, strategy_text)),
+      group_key(size("group.link-rate", [](C& c) -> uint64_t& { return c.group.link_rate; }, 0)),
+      weights("group.weights"),
   };
   return table;
 }
@@ -301,10 +342,47 @@ const Key* find_key(std::string_view name) {
   return nullptr;
 }
 
+// The keys of one [[vm]] table, flattened ("workload.ram"), as TOML text.
+Result<void> collect_vm_settings(const toml::table& table, const std::string& prefix, GroupVmConfig& vm) {
+  for (const auto& [k, node] : table) {
+    std::string name = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    if (const auto* sub = node.as_table()) {
+      LM_TRY(collect_vm_settings(*sub, name, vm));
+      continue;
+    }
+    if (name == "weight") {
+      auto w = node.value<double>();
+      if (!w || !(*w > 0) || *w > 1e6) return Error::msg("key 'weight' of a [[vm]] must be a number in (0, 1e6]");
+      vm.weight = *w;
+      continue;
+    }
+    if (name.starts_with("group.")) return Error::msg(strf("key '%s' belongs to the group, not to a [[vm]]", name.c_str()));
+    if (!find_key(name)) return Error::msg(strf("unknown key '%s' in a [[vm]]", name.c_str()));
+    vm.settings.emplace_back(name, LM_TRY(toml_value_text(node, name)));
+  }
+  return ok();
+}
+
+// [[vm]] tables: one VM of the group each.
+Result<void> apply_vm_tables(C& c, const toml::node& node, const std::string& origin) {
+  const toml::array* tables = node.as_array();
+  if (!tables || !tables->is_array_of_tables())
+    return Error::msg(strf("%s: 'vm' must be [[vm]] tables, one per VM", origin.c_str()));
+  for (const auto& t : *tables) {
+    GroupVmConfig vm;
+    LM_TRY_CTX(collect_vm_settings(*t.as_table(), "", vm), strf("%s: [[vm]] %zu", origin.c_str(), c.group.vm.size() + 1));
+    c.group.vm.push_back(std::move(vm));
+  }
+  c.group.vms = unsigned(c.group.vm.size());
+  c.group.enabled = true;
+  return ok();
+}
+
 // Walks a parsed document; every leaf must be a known key.
 Result<void> apply_table(C& c, const toml::table& table, const std::string& prefix, const std::string& origin) {
   for (const auto& [k, node] : table) {
     std::string name = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    if (name == "vm") continue;  // parse_scenario reads [[vm]] first
     if (const auto* sub = node.as_table()) {
       LM_TRY(apply_table(c, *sub, name, origin));
       continue;
@@ -351,7 +429,43 @@ Result<void> validate_scenario(const ScenarioConfig& c) {
   if (c.auto_converge.initial_percent > c.auto_converge.max_percent)
     return Error::msg("key 'convergence.throttle-initial' exceeds 'convergence.throttle-max'");
   if (!c.security.tls_creds.empty() && !c.security.tls) return Error::msg("key 'security.tls-creds' needs 'security.tls = true'");
+  if (c.group.enabled) {
+    if (c.group.vms == 0) return Error::msg("key 'group.vms' = 0: a group migrates at least one VM");
+    if (!c.group.vm.empty() && c.group.vm.size() != c.group.vms)
+      return Error::msg(strf("key 'group.vms' = %u, but the scenario has %zu [[vm]] tables", c.group.vms,
+                             c.group.vm.size()));
+    if (c.group.weights.size() > c.group.vms)
+      return Error::msg(strf("key 'group.weights' has %zu weights for %u VMs", c.group.weights.size(), c.group.vms));
+    if (c.workload.kind != WorkloadKind::guest) return Error::msg("a group migrates guests (workload.kind = \"guest\")");
+    for (size_t i = 0; i < c.group.vm.size(); i++) LM_TRY(vm_scenario(c, i));
+  }
   return ok();
+}
+
+Result<std::string> toml_value_text(const toml::node& n, const std::string& key) {
+  if (auto s = n.value<std::string>()) return "\"" + *s + "\"";
+  // Not value<int64_t>(): on a float beyond int64's range its cast is undefined.
+  if (auto i = n.as_integer()) return std::to_string(i->get());
+  if (auto d = n.value<double>()) return strf("%.17g", *d);
+  if (auto b = n.value<bool>()) return std::string(*b ? "true" : "false");
+  return Error::msg(strf("key '%s': values must be strings, numbers or booleans", key.c_str()));
+}
+
+Result<ScenarioConfig> vm_scenario(const ScenarioConfig& group, size_t i) {
+  ScenarioConfig c = group;
+  c.group = {};
+  c.name = strf("%s-vm%zu", group.name.c_str(), i + 1);
+  c.workload.seed = group.workload.seed + i;  // each guest its own content
+  if (i < group.group.vm.size())
+    for (const auto& [key, value] : group.group.vm[i].settings)
+      LM_TRY_CTX(apply_setting(c, key, value), strf("[[vm]] %zu", i + 1));
+  LM_TRY_CTX(validate_scenario(c), strf("[[vm]] %zu", i + 1));
+  return c;
+}
+
+double vm_weight(const GroupConfig& g, size_t i) {
+  if (i < g.vm.size() && g.vm[i].weight > 0) return g.vm[i].weight;
+  return i < g.weights.size() ? g.weights[i] : 1.0;
 }
 
 Result<ScenarioConfig> parse_scenario(const std::string& toml_text, const std::string& origin,
@@ -367,6 +481,8 @@ Result<ScenarioConfig> parse_scenario(const std::string& toml_text, const std::s
     return Error::msg(strf("%s: %s (at %s)", origin.c_str(), std::string(e.description()).c_str(),
                            where.str().c_str()));
   }
+  // [[vm]] first: its count is group.vms, which a group.vms key then must match.
+  if (const toml::node* vms = doc.get("vm")) LM_TRY(apply_vm_tables(c, *vms, origin));
   LM_TRY(apply_table(c, doc, "", origin));
   for (const auto& o : overrides) LM_TRY(apply_override(c, o));
   LM_TRY_CTX(validate_scenario(c), origin);

@@ -28,6 +28,12 @@ std::string setting_text(const ScenarioConfig& c, std::string_view key);
 // The checks that span keys (run after all of them were set).
 Result<void> validate_scenario(const ScenarioConfig& c);
 
+// The scenario of the i-th VM of a group: the scenario's keys, then its own
+// [[vm]] keys; its guest's seed is the scenario's plus i.
+Result<ScenarioConfig> vm_scenario(const ScenarioConfig& group, size_t i);
+// The i-th VM's weight on the link: its [[vm]] weight, else group.weights[i], else 1.
+double vm_weight(const GroupConfig& g, size_t i);
+
 // Loads a TOML file, applies "section.key=value" overrides in order, validates.
 Result<ScenarioConfig> load_scenario(const std::string& path, const std::vector<std::string>& overrides);
 // The same from TOML text (tests; `origin` names it in messages).

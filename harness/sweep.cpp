@@ -2,22 +2,11 @@
 
 #include <filesystem>
 
-#define TOML_EXCEPTIONS 1
-#include <toml++/toml.h>
+#include "harness/toml_value.hpp"
 
 namespace lm::engine {
 
 namespace {
-
-// A TOML value as it would be written after "key = ".
-Result<std::string> value_text(const toml::node& n, const std::string& key) {
-  if (auto s = n.value<std::string>()) return "\"" + *s + "\"";
-  // Not value<int64_t>(): on a float beyond int64's range its cast is undefined.
-  if (auto i = n.as_integer()) return std::to_string(i->get());
-  if (auto d = n.value<double>()) return strf("%.17g", *d);
-  if (auto b = n.value<bool>()) return std::string(*b ? "true" : "false");
-  return Error::msg(strf("sweep key '%s': values must be strings, numbers or booleans", key.c_str()));
-}
 
 Result<toml::table> parse_file(const std::string& path) {
   try {
@@ -62,7 +51,7 @@ Result<Sweep> load_sweep(const std::string& path) {
     std::vector<SweepPoint> next;
     for (const auto& point : sweep.points) {
       for (const auto& v : *values) {
-        std::string text = LM_TRY_CTX(value_text(v, key), path);
+        std::string text = LM_TRY_CTX(toml_value_text(v, key), path);
         SweepPoint p = point;
         p.overrides.push_back(key + "=" + text);
         std::string shown = text;

@@ -53,11 +53,24 @@ TEST(Model, ParallelVmsMultiplyTheRatio) {
   in.multi = MultiVm::parallel;
   auto p = predict(in);
   EXPECT_NEAR(p.ratio, 3 * 4096.0 * 24414.0625 / 1e9, 1e-12);
-  in.multi = MultiVm::serial;
+  in.multi = MultiVm::serial_correlated;
   auto s = predict(in);
-  // Serial downtime includes the other VMs' whole migrations.
+  // Correlated serial downtime includes the other VMs' whole migrations.
   EXPECT_GT(s.downtime_s, p.downtime_s);
   EXPECT_GT(s.total_s, 3 * in.vm_bytes / in.link_bytes_per_s);
+}
+
+TEST(Model, SerialIsOneLiveMigrationAfterAnother) {
+  auto in = one_gib(24414.0625);
+  in.resume_s = 0.01;
+  auto single = predict(in);
+  in.vms = 4;
+  in.multi = MultiVm::serial;
+  auto s = predict(in);
+  EXPECT_NEAR(s.total_s, 4 * single.total_s, 1e-9);
+  EXPECT_NEAR(s.downtime_s, single.downtime_s, 1e-12);
+  in.multi = MultiVm::serial_correlated;
+  EXPECT_GT(predict(in).downtime_s, 3 * single.total_s - 3 * in.resume_s);
 }
 
 }  // namespace

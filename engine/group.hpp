@@ -1,0 +1,84 @@
+// A group: m migrations, each the one-migration object with its own session,
+// tracker and policy, run by a strategy over one shared link (LinkShare):
+//  - serial: one complete live migration after another; a failure stops the
+//    group before the next VM;
+//  - serial-correlated (the course notes' serial): VM 1 pre-copies while the
+//    others run; when it freezes, the others are stopped too (SIGSTOP) and
+//    copied one after another once VM 1 resumed, so the group's downtime
+//    holds their copies; a failure stops the group;
+//  - parallel: all at once, the link shared by weight; each VM's first round
+//    waits until every destination is ready (or its VM failed), so that the
+//    pre-copies overlap; a failure ends only that VM.
+// Every VM that did not complete runs on (its engine rolled it back; a VM
+// the group stopped is continued).
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/cancel.hpp"
+#include "engine/config.hpp"
+#include "engine/link_share.hpp"
+#include "engine/model.hpp"
+#include "engine/results.hpp"
+#include "engine/source.hpp"
+#include "transport/session.hpp"
+
+namespace lm::engine {
+
+struct GroupVm {
+  SourceOptions source;  // pid (serial-correlated stops it by pid), its own cancel, callbacks
+  // Its destination: an address, or a dialer over the in-process link.
+  std::string address;
+  transport::Dial dial;
+  std::string peer;  // names the in-process destination
+  double weight = 1;
+};
+
+struct GroupOptions {
+  GroupStrategy strategy = GroupStrategy::parallel;
+  LinkShareConfig link;
+  // Stops the group: no further VM starts (each VM's own cancel stops it).
+  std::shared_ptr<Cancel> cancel;
+};
+
+// One VM as the group saw it (ms since the group's start).
+struct GroupVmFigures {
+  bool started = false;
+  double start_ms = 0;
+  double sending_ms = 0;   // its first round began (its destination was ready)
+  double resumed_ms = 0;   // its destination running (the source entering verify)
+  double downtime_ms = 0;  // serial-correlated: from the group's freeze to its resume
+};
+
+struct GroupResult {
+  GroupStrategy strategy = GroupStrategy::parallel;
+  std::vector<MigrationResult> vms;  // each VM's full result
+  std::vector<GroupVmFigures> figures;
+  std::optional<size_t> failed_vm;   // the first that failed (0-based)
+  std::string failure;               // and why
+  double total_time_ms = 0;          // first start to last resume
+  // The time in which some VM was migrating (from its first round, its
+  // destination prepared, to its resume): QEMU's total-time for a group,
+  // without the destinations' preparation; what the model predicts.
+  double migration_time_ms = 0;
+  double downtime_ms = 0;            // the group's
+  LinkShare::Figures link;
+  double link_bytes_per_s = 0;       // R: pages delivered per second while any VM sent
+  ModelInput model_input;
+  std::optional<ModelPrediction> model;
+  bool completed() const { return !failed_vm && !vms.empty(); }
+};
+
+// Runs the group; each VM's outcome is in its result (completed, error).
+GroupResult run_group(std::vector<GroupVm> vms, const GroupOptions& options);
+
+// The model's figures for a group: R the group's, D and Vm the VMs' mean.
+void predict_group(GroupResult& g);
+
+}  // namespace lm::engine

@@ -1,0 +1,159 @@
+// Groups of live livemig-guests on this host (harness run_group_scenario):
+// m = 2 and 3 guests by each strategy on tcp and uring, every guest's own
+// verify passing after its resume; a parallel group in which one VM's
+// destination dies mid-round; weights 1:3 honoured over pre-copy.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "harness/runner.hpp"
+#include "harness/scenario.hpp"
+#include "harness/sweep.hpp"
+#include "tests/engine/engine_test_util.hpp"
+
+using namespace lm;
+using namespace lm::engine;
+using namespace lm::engine::test;
+
+namespace {
+
+ScenarioConfig small_group(std::vector<std::string> overrides) {
+  overrides.insert(overrides.begin(), {"workload.ram=\"64M\"", "workload.rate=2000", "workload.warmup-ms=100",
+                                       "workload.content=\"mixed\"", "migration.address=\"127.0.0.1:0\"",
+                                       "convergence.downtime-target-ms=50"});
+  auto c = parse_scenario("name = \"group-test\"\n[group]\n", "test", overrides);
+  EXPECT_TRUE(c.ok()) << c.error().message;
+  return *c;
+}
+
+GroupRunResult run(const ScenarioConfig& c, RunOptions o = {}) {
+  o.guest_binary = guest_binary();
+  auto r = run_group_scenario(c, o);
+  EXPECT_TRUE(r.ok()) << r.error().message;
+  if (!r) return {};
+  std::printf("%s", summarize_group(*r).c_str());
+  return std::move(*r);
+}
+
+struct Case {
+  const char* strategy;
+  const char* transport;
+  unsigned vms;
+};
+
+class GroupGuests : public ::testing::TestWithParam<Case> {};
+
+TEST_P(GroupGuests, EveryGuestVerifiesAfterResume) {
+  const Case& c = GetParam();
+  auto r = run(small_group({strf("group.vms=%u", c.vms), strf("group.strategy=\"%s\"", c.strategy),
+                            strf("migration.transport=\"%s\"", c.transport)}));
+  const GroupResult& g = r.group;
+  ASSERT_TRUE(g.completed()) << g.failure;
+  ASSERT_EQ(g.vms.size(), c.vms);
+  for (size_t i = 0; i < c.vms; i++) {
+    expect_migrated_and_verified(g.vms[i]);
+    EXPECT_EQ(g.vms[i].transport, c.transport);
+    EXPECT_GT(g.link.bytes[i], 0u);
+    EXPECT_GT(g.figures[i].downtime_ms, 0);
+  }
+  EXPECT_GT(g.total_time_ms, 0);
+  ASSERT_TRUE(g.model.has_value()) << "the model's prediction beside the run";
+  EXPECT_GT(g.model->total_s, 0);
+  if (std::string(c.strategy) == "serial-correlated") {
+    // The others were stopped at VM 1's freeze: their downtime holds VM 1's resume.
+    for (size_t i = 1; i < c.vms; i++) EXPECT_GT(g.figures[i].downtime_ms, g.figures[0].downtime_ms);
+    EXPECT_GE(g.downtime_ms, g.figures[c.vms - 1].downtime_ms);
+  }
+}
+
+std::vector<Case> cases() {
+  std::vector<Case> out;
+  for (const char* s : {"serial", "serial-correlated", "parallel"})
+    for (const char* t : {"tcp", "uring"})
+      for (unsigned m : {2u, 3u}) out.push_back({s, t, m});
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Strategies, GroupGuests, ::testing::ValuesIn(cases()), [](const auto& i) {
+  std::string s = strf("%s_%s_%u", i.param.strategy, i.param.transport, i.param.vms);
+  for (char& ch : s) ch = ch == '-' ? '_' : ch;
+  return s;
+});
+
+// VM 2's destination dies as its first round starts: VMs 1 and 3 complete and
+// verify, VM 2's source rolls back and runs on; the result names VM 2.
+TEST(GroupGuestFailure, ParallelDestinationKilledMidRound) {
+  RunOptions o;
+  o.on_vm_phase = [](size_t vm, SourcePhase p, Cancel& destination) {
+    if (vm == 1 && p == SourcePhase::precopy) destination.request("test: VM 2's destination dies mid-round");
+  };
+  auto r = run(small_group({"group.vms=3", "group.strategy=\"parallel\""}), o);
+  const GroupResult& g = r.group;
+  ASSERT_TRUE(g.failed_vm.has_value());
+  EXPECT_EQ(*g.failed_vm, 1u);
+  EXPECT_NE(g.failure.find("VM 2"), std::string::npos) << g.failure;
+  expect_migrated_and_verified(g.vms[0]);
+  expect_migrated_and_verified(g.vms[2]);
+  EXPECT_FALSE(g.vms[1].completed);
+  EXPECT_EQ(g.vms[1].source_state, "running");
+  EXPECT_GT(r.source_rate_after[1], 0) << "the failed VM's source must run on";
+}
+
+// A guest that cannot start: parallel migrates the others, serial none after it.
+TEST(GroupGuestFailure, AGuestThatDoesNotStart) {
+  for (const char* strategy : {"parallel", "serial"}) {
+    auto c = small_group({"group.vms=2", strf("group.strategy=\"%s\"", strategy)});
+    c.group.vm.resize(2);
+    c.group.vm[0].settings = {{"workload.cpus", "\"1000\""}};  // no such CPU: the guest cannot start
+    auto r = run(c);
+    const GroupResult& g = r.group;
+    ASSERT_TRUE(g.failed_vm.has_value()) << strategy;
+    EXPECT_EQ(*g.failed_vm, 0u);
+    EXPECT_NE(g.vms[0].error.find("did not start"), std::string::npos) << g.vms[0].error;
+    if (std::string(strategy) == "parallel")
+      expect_migrated_and_verified(g.vms[1]);
+    else
+      EXPECT_FALSE(g.figures[1].started);
+  }
+}
+
+// Weights 1:3 over one 50 MB/s link: while both VMs send, VM 2 gets three
+// times VM 1's bytes, within 10%.
+TEST(GroupGuestShare, WeightsOneToThree) {
+  auto r = run(small_group({"group.vms=2", "group.strategy=\"parallel\"", "group.weights=[1, 3]",
+                            "group.link-rate=\"50M\"", "workload.prefill=true", "migration.policy=\"fixed:raw\""}));
+  const GroupResult& g = r.group;
+  ASSERT_TRUE(g.completed()) << g.failure;
+  ASSERT_GT(g.link.contended_bytes[0], 0u);
+  const double ratio = double(g.link.contended_bytes[1]) / double(g.link.contended_bytes[0]);
+  std::printf("contended bytes %llu : %llu = 1 : %.3f\n", (unsigned long long)g.link.contended_bytes[0],
+              (unsigned long long)g.link.contended_bytes[1], ratio);
+  EXPECT_NEAR(ratio, 3.0, 0.3);
+  EXPECT_LT(std::fabs(g.link_bytes_per_s - 50e6) / 50e6, 0.15) << g.link_bytes_per_s;
+}
+
+}  // namespace
+
+// The sweep (suite slow): m = 1, 2, 4, 8 by each strategy; every point completes,
+// and carries the model's prediction beside its measurement.
+namespace {
+
+TEST(GroupSweep, MultiVm) {
+  auto sweep = load_sweep(std::string(LM_SOURCE_ROOT) + "/configs/sweeps/multi-vm.toml");
+  ASSERT_TRUE(sweep.ok()) << sweep.error().message;
+  ASSERT_EQ(sweep->points.size(), 12u);
+  for (const auto& point : sweep->points) {
+    auto config = load_scenario(sweep->base_path, point.overrides);
+    ASSERT_TRUE(config.ok()) << config.error().message;
+    auto r = run(*config);
+    const GroupResult& g = r.group;
+    EXPECT_TRUE(g.completed()) << point.label << ": " << g.failure;
+    EXPECT_EQ(g.vms.size(), config->group.vms);
+    ASSERT_TRUE(g.model.has_value()) << point.label;
+    std::printf("%s: total %.1f ms (model %.1f), downtime %.1f ms (model %.1f), R %.0f MB/s\n", point.label.c_str(),
+                g.total_time_ms, g.model->total_s * 1e3, g.downtime_ms, g.model->downtime_s * 1e3,
+                g.link_bytes_per_s / 1e6);
+  }
+}
+
+}  // namespace
