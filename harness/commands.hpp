@@ -23,5 +23,6 @@ Run dest(CLI::App& app);             // cmd_migrate.cpp
 Run source(CLI::App& app);           // cmd_migrate.cpp
 Run image_verify(CLI::App& app);     // cmd_image.cpp
 Run image_show(CLI::App& app);       // cmd_image.cpp
+Run rig(CLI::App& app);              // cmd_rig.cpp
 
 }  // namespace lm::cmd

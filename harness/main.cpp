@@ -37,9 +37,10 @@ constexpr Command kCommands[] = {
     {"verify", "compare a kept image with a live or frozen process", lm::cmd::image_verify, StopSignals::kill,
      "image"},
     {"show", "what a kept image holds", lm::cmd::image_show, StopSignals::kill, "image"},
+    {"rig", "two namespaces joined by a veth pair, rate-limited: 'rig up|down|status|exec'", lm::cmd::rig},
     {"bench", "benchmarks: 'bench compress', 'bench transport'", nullptr},
     {"compress", "codecs and policies on page corpora", lm::cmd::bench_compress, StopSignals::kill, "bench"},
-    {"transport", "transport backends between two processes on loopback", lm::cmd::bench_transport,
+    {"transport", "transport backends between two processes: on loopback, or --serve / --to across hosts", lm::cmd::bench_transport,
      StopSignals::kill, "bench"},
 };
 
