@@ -140,10 +140,16 @@ bool write_all(int fd, const std::string& text) {
   return true;
 }
 
+// Text for the line protocol of --serve: newlines become spaces.
+std::string one_line(std::string text) {
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  return text;
+}
+
 // "report <ok> <bytes> <cpu seconds> <error text>": a receiver's report
 // from the serving host.
 std::string report_line(const ReceiverReport& r) {
-  return strf("report %d %llu %.6f %s\n", r.ok, (unsigned long long)r.bytes, r.cpu, r.error);
+  return strf("report %d %llu %.6f %s\n", r.ok, (unsigned long long)r.bytes, r.cpu, one_line(r.error).c_str());
 }
 
 bool parse_report_line(const std::string& line, ReceiverReport* r) {
@@ -633,7 +639,7 @@ void serve_request(const Config& server, int fd) {
                   &zero_copy, extra) != 7 ||
       word != kServeRequest || c.channels < 1 || c.channels > 64 || size < 1 || size > (64ull << 20) ||
       !(c.seconds > 0 && c.seconds < 3600)) {
-    (void)write_all(fd, "error bad request: " + line.substr(0, 200) + "\n");
+    (void)write_all(fd, "error bad request: " + one_line(line.substr(0, 200)) + "\n");
     return;
   }
   c.sizes = {size};
@@ -643,7 +649,7 @@ void serve_request(const Config& server, int fd) {
   auto receiver = start_local_receiver(c, mode, size);
   if (!receiver) {
     std::printf("%s %s: %s\n", peer.c_str(), mode, receiver.error().message.c_str());
-    (void)write_all(fd, "error " + receiver.error().message + "\n");
+    (void)write_all(fd, "error " + one_line(receiver.error().message) + "\n");
     return;
   }
   if (!write_all(fd, "ok " + receiver->address + "\n")) return;  // the receiver dies with *receiver
