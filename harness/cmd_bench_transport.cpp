@@ -12,6 +12,14 @@
 // byte counted arrived. With --tls each backend B is also measured as "B+tls"
 // (TLS 1.3 over it, transport/tls_channel.hpp) right after B, in the same
 // repetition, and the ratio to B is reported.
+//
+// Across two hosts (or the two sides of `livemig rig`), like iperf3:
+// `--serve HOST:PORT` on one waits for control connections and, for each
+// measurement a client asks for, starts the same receiver process listening
+// on HOST (or, for dpdk, on `--iface` with af_packet), replies its address,
+// and sends the receiver's report back as a text line when it ends;
+// `--to HOST:PORT` on the other runs the whole local procedure with the
+// receivers started there instead of here.
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/resource.h>
@@ -57,6 +65,12 @@ struct Config {
   std::string extra;
   transport::ZeroCopy zero_copy = transport::ZeroCopy::off;
   bool tls = false;  // modes "B+tls" follow each backend B
+  // Across hosts: the client's control address (`--to`), empty in the local mode.
+  std::string to;
+  // Where receivers listen: an IP address of this host; and the af_packet
+  // interface of this side for dpdk (empty: memif on this host).
+  std::string listen_host = "127.0.0.1";
+  std::string iface;
 };
 
 struct Sample {
@@ -91,23 +105,86 @@ void write_report(int fd, const ReceiverReport& r) { (void)!::write(fd, &r, size
   _exit(1);
 }
 
+// The receiving process of a measurement, the read end of its report pipe
+// and the address it listens on. Across hosts `child` holds nothing and
+// `report` is the control connection to `--serve`, which sends the report
+// as a text line (report_line).
+struct Receiver {
+  Subprocess child;
+  UniqueFd report;
+  std::string address;
+  bool remote = false;
+};
+
+// A line from a socket, without its newline: false on EOF or timeout.
+bool read_line(int fd, int timeout_ms, std::string* line) {
+  line->clear();
+  Stopwatch waited;
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    int left = timeout_ms - int(waited.elapsed_ms());
+    char ch;
+    if (left <= 0 || poll(&p, 1, left) <= 0 || ::read(fd, &ch, 1) != 1) return false;
+    if (ch == '\n') return true;
+    if (line->size() > 4096) return false;
+    line->push_back(ch);
+  }
+}
+
+bool write_all(int fd, const std::string& text) {
+  for (size_t off = 0; off < text.size();) {
+    ssize_t n = ::send(fd, text.data() + off, text.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    off += size_t(n);
+  }
+  return true;
+}
+
+// Text for the line protocol of --serve: newlines become spaces.
+std::string one_line(std::string text) {
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  return text;
+}
+
+// "report <ok> <bytes> <cpu seconds> <error text>": a receiver's report
+// from the serving host.
+std::string report_line(const ReceiverReport& r) {
+  return strf("report %d %llu %.6f %s\n", r.ok, (unsigned long long)r.bytes, r.cpu, one_line(r.error).c_str());
+}
+
+bool parse_report_line(const std::string& line, ReceiverReport* r) {
+  int consumed = 0;
+  unsigned long long bytes = 0;
+  if (std::sscanf(line.c_str(), "report %d %llu %lf %n", &r->ok, &bytes, &r->cpu, &consumed) < 3) return false;
+  r->bytes = bytes;
+  snprintf(r->error, sizeof r->error, "%s", line.c_str() + consumed);
+  return true;
+}
+
 // Reads the receiver's report and reaps it; kills it if it does not answer
 // in time.
-bool collect(Subprocess& child, int fd, ReceiverReport* out, int timeout_ms) {
-  pollfd p{fd, POLLIN, 0};
-  bool got = poll(&p, 1, timeout_ms) > 0 && ::read(fd, out, sizeof *out) == ssize_t(sizeof *out);
-  (void)child.wait_or_kill(got ? 10000 : 0);
+bool collect(Receiver& receiver, ReceiverReport* out, int timeout_ms) {
+  int fd = receiver.report.get();
+  bool got;
+  if (receiver.remote) {
+    std::string line;
+    got = read_line(fd, timeout_ms, &line) && parse_report_line(line, out);
+  } else {
+    pollfd p{fd, POLLIN, 0};
+    got = poll(&p, 1, timeout_ms) > 0 && ::read(fd, out, sizeof *out) == ssize_t(sizeof *out);
+  }
+  if (receiver.child.holds_process()) (void)receiver.child.wait_or_kill(got ? 10000 : 0);
   return got;
 }
 
 // The common end of a measurement: the sender's figures, then the receiver's
 // report, which must account for every byte sent.
-void finish(Sample& s, const Config& c, Subprocess& child, int report_fd, uint64_t sent, bool sender_failed,
-            double cpu0, const Stopwatch& sw) {
+void finish(Sample& s, const Config& c, Receiver& receiver, uint64_t sent, bool sender_failed, double cpu0,
+            const Stopwatch& sw) {
   s.seconds = sw.elapsed_s();
   s.cpu_send = thread_cpu_now() - cpu0;
   ReceiverReport r;
-  bool got = collect(child, report_fd, &r, int(c.seconds * 1000) + 40000);
+  bool got = collect(receiver, &r, int(c.seconds * 1000) + 40000);
   if (s.error.empty() && (!got || !r.ok)) s.error = got ? std::string("receiver: ") + r.error : "receiver did not report";
   if (s.error.empty() && sender_failed) s.error = "sender failed";
   if (s.error.empty() && r.bytes != sent)
@@ -182,17 +259,9 @@ Result<ChannelOptions> channel_options(const Config& c, const std::string& mode,
   return o;
 }
 
-// The receiving process of a measurement, the read end of its report pipe
-// and the address it listens on.
-struct Receiver {
-  Subprocess child;
-  UniqueFd report;
-  std::string address;
-};
-
 // Starts `livemig bench transport --serve-receiver MODE ...` (MODE: a
-// backend, or "plain") and reads the address it listens on.
-Result<Receiver> start_receiver(const Config& c, const std::string& mode, uint64_t size) {
+// backend, or "plain") on this host and reads the address it listens on.
+Result<Receiver> start_local_receiver(const Config& c, const std::string& mode, uint64_t size) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) < 0) return Error::from_errno("pipe for the receiver's report");
   UniqueFd report_read(p[0]), report_write(p[1]);
@@ -202,7 +271,9 @@ Result<Receiver> start_receiver(const Config& c, const std::string& mode, uint64
                                    "--channels", std::to_string(c.channels), "--msg-size", std::to_string(size),
                                    "--seconds", strf("%g", c.seconds),
                                    "--report-fd", std::to_string(report_write.get()),
-                                   "--address-fd", std::to_string(address_write.get())};
+                                   "--address-fd", std::to_string(address_write.get()),
+                                   "--listen-host", c.listen_host};
+  if (!c.iface.empty()) argv.insert(argv.end(), {"--iface", c.iface});
   if (!c.extra.empty()) argv.insert(argv.end(), {"--extra", c.extra});
   if (c.zero_copy == transport::ZeroCopy::on) argv.push_back("--zero-copy");
   SpawnOptions options;
@@ -216,12 +287,60 @@ Result<Receiver> start_receiver(const Config& c, const std::string& mode, uint64
   ssize_t n = poll(&pf, 1, 30000) > 0 ? ::read(address_read.get(), buf, sizeof buf - 1) : -1;
   if (n <= 0) {
     ReceiverReport report;
-    collect(r.child, r.report.get(), &report, 1000);
+    collect(r, &report, 1000);
     return Error::msg(std::string("receiver did not listen") +
                       (report.error[0] ? std::string(": ") + report.error : ""));
   }
   r.address.assign(buf, size_t(n));
   return r;
+}
+
+Result<UniqueFd> blocking(Result<UniqueFd> fd) {
+  if (!fd) return fd;
+  int fl = fcntl(fd->get(), F_GETFL);
+  fcntl(fd->get(), F_SETFL, fl & ~O_NONBLOCK);
+  return fd;
+}
+
+// The first word of a request from a client to `--serve`.
+constexpr std::string_view kServeRequest = "livemig-bench-transport/1";
+
+// The address this host dials for a receiver that listens at `served` on the
+// serving host: its port at the host this client reached the server by, or,
+// for dpdk, this side's af_packet interface.
+Result<std::string> dial_address(const Config& c, const std::string& mode, const std::string& served) {
+  if (served.rfind("dpdk:", 0) == 0) {
+    if (served.rfind("dpdk:af_packet:", 0) != 0)
+      return Error::msg("the server listens on " + served + ": dpdk across hosts needs --iface on both sides");
+    if (c.iface.empty()) return Error::msg("dpdk across hosts needs --iface (this side's af_packet interface)");
+    return "dpdk:af_packet:" + c.iface;
+  }
+  std::string backend = is_tls_mode(mode) ? mode.substr(0, mode.size() - kTlsSuffix.size()) : mode;
+  std::string host = c.to.substr(0, c.to.rfind(':'));
+  return (mode == "plain" ? "" : backend + ":") + host + served.substr(served.rfind(':'));
+}
+
+// Asks the `--serve` process at c.to to start a receiver; its report comes
+// back over the same connection.
+Result<Receiver> start_remote_receiver(const Config& c, const std::string& mode, uint64_t size) {
+  if (c.extra.find_first_of(" \t\n") != std::string::npos) return Error::msg("--extra must not contain spaces");
+  auto fd = LM_TRY_CTX(blocking(transport::connect_socket(c.to, ChannelOptions{}, Timeout(10000))),
+                       "bench transport server " + c.to);
+  std::string request = strf("%.*s %s %u %llu %g %d %s\n", int(kServeRequest.size()), kServeRequest.data(),
+                             mode.c_str(), c.channels, (unsigned long long)size, c.seconds,
+                             int(c.zero_copy == transport::ZeroCopy::on), c.extra.empty() ? "-" : c.extra.c_str());
+  if (!write_all(fd.get(), request)) return Error::from_errno("send the request to bench transport server " + c.to);
+  std::string reply;
+  if (!read_line(fd.get(), 40000, &reply))
+    return Error::msg("bench transport server " + c.to + " did not answer the request for " + mode);
+  if (reply.rfind("ok ", 0) != 0) return Error::msg("bench transport server " + c.to + ": " + reply);
+  Receiver r{Subprocess(), std::move(fd), {}, true};
+  r.address = LM_TRY(dial_address(c, mode, reply.substr(3)));
+  return r;
+}
+
+Result<Receiver> start_receiver(const Config& c, const std::string& mode, uint64_t size) {
+  return c.to.empty() ? start_local_receiver(c, mode, size) : start_remote_receiver(c, mode, size);
 }
 
 Sample run_channels(const Config& c, const std::string& mode, uint64_t size) {
@@ -279,27 +398,21 @@ Sample run_channels(const Config& c, const std::string& mode, uint64_t size) {
     for (auto& t : threads) t.join();
   }
   chans.clear();
-  finish(s, c, receiver->child, receiver->report.get(), sent, failed, cpu0, sw);
+  finish(s, c, *receiver, sent, failed, cpu0, sw);
   return s;
 }
 
 // --- plain socket loop (baseline) ------------------------------------------------------
 
-Result<UniqueFd> blocking(Result<UniqueFd> fd) {
-  if (!fd) return fd;
-  int fl = fcntl(fd->get(), F_GETFL);
-  fcntl(fd->get(), F_SETFL, fl & ~O_NONBLOCK);
-  return fd;
-}
-
 // The receiving side of the plain loop: listens, writes its address to
 // address_fd, accepts `channels` sockets, receives until each closes,
 // reports over report_fd, exits.
-[[noreturn]] void serve_plain_receiver(unsigned channels, uint64_t size, int report_fd, int address_fd) {
+[[noreturn]] void serve_plain_receiver(const Config& c, uint64_t size, int report_fd, int address_fd) {
+  const unsigned channels = c.channels;
   ReceiverReport r;
   ChannelOptions o;  // TCP_NODELAY + the same socket buffers as the backends
   std::string bound;
-  auto lfd = transport::listen_socket("127.0.0.1:0", &bound);
+  auto lfd = transport::listen_socket(c.listen_host + ":0", &bound);
   if (!lfd) receiver_failed(report_fd, lfd.error().message);
   (void)!::write(address_fd, bound.data(), bound.size());
   close(address_fd);
@@ -372,7 +485,7 @@ Sample run_plain(const Config& c, uint64_t size) {
     for (auto& t : threads) t.join();
   }
   fds.clear();
-  finish(s, c, receiver->child, receiver->report.get(), sent, false, cpu0, sw);
+  finish(s, c, *receiver, sent, false, cpu0, sw);
   return s;
 }
 
@@ -474,8 +587,11 @@ struct BenchArgs {
   bool no_baseline = false;
   bool tls = false;
   std::string json;
+  std::string serve, to;  // across hosts: HOST:PORT
+  std::string iface;
   // The receiving process of a measurement (internal).
   std::string serve_receiver;
+  std::string listen_host = "127.0.0.1";
   int report_fd = -1, address_fd = -1;
 };
 
@@ -488,21 +604,83 @@ Config config_of(const BenchArgs& a) {
   c.sizes = a.sizes;
   if (a.zero_copy) c.zero_copy = transport::ZeroCopy::on;
   c.tls = a.tls;
+  c.to = a.to;
+  c.listen_host = a.listen_host;
+  c.iface = a.iface;
   return c;
 }
 
 // `--serve-receiver MODE`: the receiving side of one measurement; never returns.
 [[noreturn]] void serve(const BenchArgs& a, const Config& c) {
-  if (a.serve_receiver == "plain") serve_plain_receiver(c.channels, c.sizes.front(), a.report_fd, a.address_fd);
+  if (a.serve_receiver == "plain") serve_plain_receiver(c, c.sizes.front(), a.report_fd, a.address_fd);
   std::string backend;
   auto options = channel_options(c, a.serve_receiver, c.sizes.front(), &backend);
   if (!options) receiver_failed(a.report_fd, options.error().message);
-  auto listener = transport::listen(backend + ":127.0.0.1:0", *options);
+  auto listener = transport::listen(
+      backend == "dpdk" && !c.iface.empty() ? "dpdk:af_packet:" + c.iface : backend + ":" + c.listen_host + ":0",
+      *options);
   if (!listener) receiver_failed(a.report_fd, listener.error().message);
   std::string address = (*listener)->address();
   (void)!::write(a.address_fd, address.data(), address.size());
   close(a.address_fd);
   serve_receiver(**listener, c.channels, Timeout(int64_t(c.seconds * 1000) + 30000), a.report_fd);
+}
+
+// One request of a client to `--serve`: starts the receiver it asks for,
+// replies "ok <address>" (or "error <why>"), then forwards its report.
+void serve_request(const Config& server, int fd) {
+  std::string line;
+  if (!read_line(fd, 10000, &line)) return;
+  char word[64] = {}, mode[64] = {}, extra[1024] = {};
+  unsigned long long size = 0;
+  int zero_copy = 0;
+  Config c = server;
+  if (std::sscanf(line.c_str(), "%63s %63s %u %llu %lf %d %1023s", word, mode, &c.channels, &size, &c.seconds,
+                  &zero_copy, extra) != 7 ||
+      word != kServeRequest || c.channels < 1 || c.channels > 64 || size < 1 || size > (64ull << 20) ||
+      !(c.seconds > 0 && c.seconds < 3600)) {
+    (void)write_all(fd, "error bad request: " + one_line(line.substr(0, 200)) + "\n");
+    return;
+  }
+  c.sizes = {size};
+  c.zero_copy = zero_copy ? transport::ZeroCopy::on : transport::ZeroCopy::off;
+  c.extra = std::string_view(extra) == "-" ? "" : extra;
+  std::string peer = transport::socket_pair_name(fd);
+  auto receiver = start_local_receiver(c, mode, size);
+  if (!receiver) {
+    std::printf("%s %s: %s\n", peer.c_str(), mode, receiver.error().message.c_str());
+    (void)write_all(fd, "error " + one_line(receiver.error().message) + "\n");
+    return;
+  }
+  if (!write_all(fd, "ok " + receiver->address + "\n")) return;  // the receiver dies with *receiver
+  ReceiverReport r;
+  if (!collect(*receiver, &r, int(c.seconds * 1000) + 40000))
+    snprintf(r.error, sizeof r.error, "receiver on the serving host did not report");
+  std::printf("%s %s ch %u msg %lluK: %.3f GB in, receiver cpu %.2f s%s%s\n", peer.c_str(), mode, c.channels,
+              size >> 10, double(r.bytes) / 1e9, r.cpu, r.ok ? "" : ", failed: ", r.error);
+  std::fflush(stdout);
+  (void)write_all(fd, report_line(r));
+}
+
+// `--serve HOST:PORT`: serves measurements one at a time until killed.
+int run_server(const BenchArgs& a, Config c) {
+  std::string bound;
+  auto lfd = transport::listen_socket(a.serve, &bound);
+  if (!lfd) {
+    std::fprintf(stderr, "livemig bench transport --serve %s: %s\n", a.serve.c_str(), lfd.error().message.c_str());
+    return 1;
+  }
+  c.listen_host = bound.substr(0, bound.rfind(':'));
+  std::printf("serving on %s%s%s\n", bound.c_str(), c.iface.empty() ? "" : ", dpdk af_packet on ", c.iface.c_str());
+  std::fflush(stdout);
+  for (;;) {
+    auto fd = blocking(transport::accept_socket(lfd->get(), ChannelOptions{}, transport::kForever, "bench transport server"));
+    if (!fd) {
+      std::fprintf(stderr, "livemig bench transport --serve %s: %s\n", bound.c_str(), fd.error().message.c_str());
+      return 1;
+    }
+    serve_request(c, fd->get());
+  }
 }
 
 // Every backend asked for exists and works here: 0, or the exit status.
@@ -615,6 +793,7 @@ bool report(JsonWriter& json, const Config& c, const Samples& s, bool iperf) {
   json.field("zero_copy", c.zero_copy == transport::ZeroCopy::on);
   json.field("extra", c.extra);
   json.field("tls", c.tls);
+  if (!c.to.empty()) json.field("to", c.to);
   json.begin_array("results");
   std::printf("%-9s %3s %9s %9s %10s %10s %9s %8s %8s %9s%s\n", "mode", "ch", "msg", "Gbit/s", "cpu_send_s",
               "cpu_recv_s", "cpu_s/GB", "vs_tcp", "vs_plain", "vs_iperf3", c.tls ? " vs_clear" : "");
@@ -641,6 +820,7 @@ bool report(JsonWriter& json, const Config& c, const Samples& s, bool iperf) {
 int run_bench(const BenchArgs& a) {
   Config c = config_of(a);
   if (!a.serve_receiver.empty()) serve(a, c);
+  if (!a.serve.empty()) return run_server(a, c);
   if (int status = check_backends(a.backends); status != 0) return status;
   // The tcp backend is always measured: uring is judged against it.
   c.modes = a.backends;
@@ -649,8 +829,9 @@ int run_bench(const BenchArgs& a) {
     for (size_t m = c.modes.size(); m-- > 0;) c.modes.insert(c.modes.begin() + m + 1, c.modes[m] + std::string(kTlsSuffix));
   bool baseline = !a.no_baseline;
   if (baseline) c.modes.push_back("plain");
-  bool iperf = baseline && have_iperf3();
-  if (baseline && !iperf) std::fprintf(stderr, "note: iperf3 not installed; its baseline is skipped\n");
+  bool iperf = baseline && c.to.empty() && have_iperf3();
+  if (baseline && !c.to.empty()) std::fprintf(stderr, "note: the iperf3 baseline runs on loopback only; skipped\n");
+  else if (baseline && !iperf) std::fprintf(stderr, "note: iperf3 not installed; its baseline is skipped\n");
   JsonWriter json;
   bool ok = report(json, c, measure(c, iperf), iperf);
   std::string path = a.json;
@@ -695,11 +876,19 @@ Run bench_transport(CLI::App& app) {
   app.add_option("--extra", a->extra, "backend options, e.g. sqpoll=1");
   app.add_flag("--no-baseline", a->no_baseline, "skip the plain loop and iperf3");
   app.add_flag("--tls", a->tls, "also measure each backend with TLS 1.3 (mode B+tls, ratio vs_clear to B)");
+  app.add_option("--serve", a->serve,
+                 "serve measurements to clients (like iperf3 -s): listen on HOST:PORT, receivers on HOST")
+      ->type_name("HOST:PORT");
+  app.add_option("--to", a->to, "measure to a host running --serve (like iperf3 -c); the receivers run there")
+      ->type_name("HOST:PORT")
+      ->excludes("--serve");
+  app.add_option("--iface", a->iface, "dpdk across hosts: this side's af_packet interface (the veth in a rig)");
   app.add_option("--json", a->json, "write the results here (default results/bench-transport-<time>.json)");
   // Internal, not in the help: the receiving process of a measurement.
   app.add_option("--serve-receiver", a->serve_receiver)->group("");
   app.add_option("--report-fd", a->report_fd)->check(CLI::PositiveNumber)->group("");
   app.add_option("--address-fd", a->address_fd)->check(CLI::PositiveNumber)->group("");
+  app.add_option("--listen-host", a->listen_host)->group("");
   return [a] { return run_bench(*a); };
 }
 

@@ -26,5 +26,6 @@ Run image_show(CLI::App& app);       // cmd_image.cpp
 Run compare(CLI::App& app);          // cmd_compare.cpp
 Run perf_gate(CLI::App& app);        // cmd_perf_gate.cpp
 Run report(CLI::App& app);           // cmd_report.cpp
+Run rig(CLI::App& app);              // cmd_rig.cpp
 
 }  // namespace lm::cmd

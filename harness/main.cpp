@@ -42,9 +42,10 @@ constexpr Command kCommands[] = {
     {"perf-gate", "build two revisions, run scenarios interleaved, fail on a regression (CI)", lm::cmd::perf_gate,
      StopSignals::watched},
     {"report", "an HTML page with figures from result documents", lm::cmd::report},
+    {"rig", "two namespaces joined by a veth pair, rate-limited: 'rig up|down|status|exec'", lm::cmd::rig},
     {"bench", "benchmarks: 'bench compress', 'bench transport'", nullptr},
     {"compress", "codecs and policies on page corpora", lm::cmd::bench_compress, StopSignals::kill, "bench"},
-    {"transport", "transport backends between two processes on loopback", lm::cmd::bench_transport,
+    {"transport", "transport backends between two processes: on loopback, or --serve / --to across hosts", lm::cmd::bench_transport,
      StopSignals::kill, "bench"},
 };
 
