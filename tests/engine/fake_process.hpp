@@ -18,6 +18,7 @@
 
 #include "common/clock.hpp"
 #include "dirtytrack/tracker.hpp"
+#include "engine/source.hpp"
 #include "engine/source_process.hpp"
 
 namespace lm::engine::test {
@@ -361,5 +362,22 @@ class FakeTracker final : public dt::Tracker {
 
 inline std::unique_ptr<SourceProcess> FakeProcess::source() { return std::make_unique<FakeSource>(*this); }
 inline std::unique_ptr<dt::Tracker> FakeProcess::tracker() { return std::make_unique<FakeTracker>(*this); }
+
+// A source migrating `fake` (which must outlive it): fixed:lz4, at most 4
+// rounds, small batches, 5 s waits. The caller adds its cancel and link.
+inline SourceOptions fake_source_options(FakeProcess& fake) {
+  SourceOptions o;
+  o.make_process = [&fake]() -> Result<std::unique_ptr<SourceProcess>> { return fake.source(); };
+  o.make_tracker = [&fake]() -> Result<std::unique_ptr<dt::Tracker>> { return fake.tracker(); };
+  o.pid = 0;  // not used: make_process
+  o.exec_state = ExecStateKind::guest_ram;
+  o.policy = *compress::parse_policy("fixed:lz4");
+  o.convergence.max_rounds = 4;
+  o.convergence.downtime_target_ms = 0;
+  o.timeout = transport::Timeout(5000);
+  o.session.handshake_timeout = transport::Timeout(5000);
+  o.batch_pages = 32;
+  return o;
+}
 
 }  // namespace lm::engine::test

@@ -219,17 +219,8 @@ struct Migration {
 
   Migration(Profile p, const std::string& name, uint64_t seed = 1) : Migration(p, name, fake_options(p, seed)) {}
   Migration(Profile p, const std::string& name, FakeProcessOptions f) : profile(p), fake(f), link(name) {
-    o.make_process = [this]() -> Result<std::unique_ptr<SourceProcess>> { return fake.source(); };
-    o.make_tracker = [this]() -> Result<std::unique_ptr<dt::Tracker>> { return fake.tracker(); };
-    o.pid = 0;  // not used: make_process
-    o.exec_state = ExecStateKind::guest_ram;
-    o.policy = *compress::parse_policy("fixed:lz4");
-    o.convergence.max_rounds = 4;
-    o.convergence.downtime_target_ms = 0;
-    o.timeout = Timeout(5000);
-    o.session.handshake_timeout = Timeout(5000);
+    o = fake_source_options(fake);
     o.cancel = cancel;
-    o.batch_pages = 32;
     if (p == Profile::throttled) {
       o.convergence.max_rounds = 6;
       o.auto_converge.enabled = true;

@@ -149,17 +149,8 @@ struct FakeVm {
   }
   GroupVm member(const std::string& name) {
     GroupVm vm;
-    SourceOptions& o = vm.source;
-    o.make_process = [this]() -> Result<std::unique_ptr<SourceProcess>> { return fake.source(); };
-    o.make_tracker = [this]() -> Result<std::unique_ptr<dt::Tracker>> { return fake.tracker(); };
-    o.exec_state = ExecStateKind::guest_ram;
-    o.policy = *compress::parse_policy("fixed:lz4");
-    o.convergence.max_rounds = 4;
-    o.convergence.downtime_target_ms = 0;
-    o.timeout = Timeout(5000);
-    o.session.handshake_timeout = Timeout(5000);
+    SourceOptions& o = vm.source = fake_source_options(fake);
     o.cancel = std::make_shared<Cancel>();
-    o.batch_pages = 32;
     o.after = AfterMigration::kill;
     vm.dial = link.dial;
     vm.peer = "inproc:" + name;
