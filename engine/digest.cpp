@@ -4,6 +4,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <bit>
 #include <memory>
 #include <new>
 #include <type_traits>
@@ -83,6 +84,23 @@ void PageHashes::add(PageRange range, bool count_received) {
   auto it = std::lower_bound(regions_.begin(), regions_.end(), range.start,
                              [](const auto& r, uint64_t a) { return r->range.start < a; });
   regions_.insert(it, std::move(region));
+}
+
+bool PageHashes::remove(PageRange range) {
+  auto it = std::find_if(regions_.begin(), regions_.end(), [&](const auto& r) { return r->range == range; });
+  if (it == regions_.end()) return false;
+  const Region& r = **it;
+  if (r.count_received)
+    for (uint64_t i = 0; i < r.chunk_count; i++) {
+      const Chunk* c = r.chunks[i].load(std::memory_order_acquire);
+      if (!c) continue;
+      uint64_t pages = 0;
+      for (const auto& word : c->received) pages += uint64_t(std::popcount(word.load(std::memory_order_relaxed)));
+      received_.fetch_sub(pages, std::memory_order_relaxed);
+      received_chunks_.fetch_sub(1, std::memory_order_relaxed);
+    }
+  regions_.erase(it);
+  return true;
 }
 
 std::pair<PageHashes::Chunk*, uint64_t> PageHashes::chunk_of(uint64_t addr, bool* counted) {

@@ -26,9 +26,37 @@ Result<std::vector<SinkRegion>> ImageSink::prepare(const transport::MappingTable
   return added;
 }
 
-// Memory for every mapping of the table not held yet. Regions of mappings
-// that went away stay (their pages are simply not verified any more).
+namespace {
+
+bool in_table(const transport::MappingTable& table, const MappedMemfd& r) {
+  for (const auto& e : table.entries())
+    if (r.addr() == e.start && r.bytes() == e.end - e.start) return true;
+  return false;
+}
+
+}  // namespace
+
+// A region whose mapping went away or changed extent is unmapped now: its
+// memory is returned, and a replacement at the same start (grown, or another
+// mapping in its place) gets a region of its own.
+Result<std::vector<PageRange>> ImageSink::drop(const transport::MappingTable& table) {
+  std::vector<PageRange> dropped;
+  std::erase_if(regions_, [&](const MappedMemfd& r) {
+    if (in_table(table, r)) return false;
+    dropped.push_back({r.addr(), r.addr() + r.bytes()});
+    return true;
+  });
+  return dropped;
+}
+
+// Memory for every mapping of the table not held yet.
 Result<std::vector<SinkRegion>> ImageSink::adopt(const transport::MappingTable& table) { return add(table, false); }
+
+std::vector<PageRange> ImageSink::held() const {
+  std::vector<PageRange> out;
+  for (const auto& r : regions_) out.push_back({r.addr(), r.addr() + r.bytes()});
+  return out;
+}
 
 Result<std::vector<SinkRegion>> ImageSink::add(const transport::MappingTable& table, bool populate) {
   std::vector<SinkRegion> added;
@@ -56,8 +84,8 @@ Result<PostcopyGuestRam> ImageSink::postcopy_ram() {
 
 Result<uint64_t> ImageSink::wait_running(const SinkWait&) { return now_ns(); }
 
-// The regions of the final mapping table, with its protections. Regions of
-// mappings that went away before the freeze are not part of the image.
+// The regions of the final mapping table, with its protections (the last
+// drop left no others).
 Result<void> ImageSink::keep(const transport::MappingTable& table) {
   image_.clear();
   for (const auto& e : table.entries())
