@@ -43,7 +43,7 @@ struct DestinationMemory {
 
   // The limits the session was admitted with (max_ram_bytes resolved then:
   // MemAvailable shrinks as the sink fills). A later table's new mappings
-  // count on top of those held (the sink dropped those of mappings that went away).
+  // count on top of those held (the sink drops those of mappings that went away).
   LimitsConfig admitted;
   std::string admitted_why;  // what the RAM limit is ("--max-ram; 75% of MemAvailable 22.9 GiB")
   uint64_t held_bytes = 0;   // committed up front (MemoryCommit::up_front)
@@ -94,12 +94,19 @@ struct DestinationMemory {
     return add_regions(regions);
   }
 
-  // A table announced on one of the channels; the first to arrive adopts it:
-  // what the sink drops goes from the map, the hashes and the held list
-  // first (a replacement may overlap it), then its new regions are added.
+  // A table announced on one of the channels; the first to arrive adopts it.
+  // Memory is by address: where the new table still maps an address its
+  // content and hash stay (a grown mapping keeps its pages; a replaced one
+  // the source sends whole). The sink's new regions come first (it moves
+  // what they overlap into them), then what it drops goes from the map, the
+  // hashes (carried into the new ranges) and the held list.
   Result<void> adopt_table(const transport::MappingTable& table) {
     std::unique_lock g(lock);
     if (table.generation() <= generation) return ok();
+    LM_TRY(admit_table(table));
+    generation = table.generation();
+    auto added = LM_TRY(sink.adopt(table));
+    for (const auto& r : added) hashes.add({r.addr, r.addr + r.bytes}, per_page());
     for (const PageRange& r : LM_TRY(sink.drop(table))) {
       map.remove(r.start, r.bytes());
       std::erase_if(remote, [&](const SinkRegion& s) { return s.addr == r.start && s.bytes == r.bytes(); });
@@ -107,36 +114,30 @@ struct DestinationMemory {
       if (!per_page()) held_bytes -= r.bytes();
       std::erase_if(held, [&](const transport::MappingEntry& h) { return h.start == r.start && h.end == r.end; });
     }
-    LM_TRY(admit_table(table));
-    generation = table.generation();
-    return add_regions(LM_TRY(sink.adopt(table)));
+    return add_regions(added);
   }
 
-  bool holds(const transport::MappingEntry& e) const {
-    return std::any_of(held.begin(), held.end(), [&](const auto& h) { return h.start == e.start && h.end == e.end; });
+  // Whether page addr has memory here now.
+  bool maps(uint64_t addr) const {
+    return map.find(addr) || std::any_of(remote.begin(), remote.end(), [&](const SinkRegion& r) {
+             return addr - r.addr < r.bytes;
+           });
   }
 
   // A channel still on an older table than the one adopted (another channel
-  // saw the new one first) may carry pages of mappings dropped since: they
-  // are stale by design (the source sends a replacement's pages after the
-  // new table, on the same channel as ever) and are left out. Pages of
-  // mappings held unchanged are kept. Empty when the batch needs no change.
+  // saw the new one first) may carry pages of mappings gone since: they are
+  // left out by design. Its other pages are written (a newer version of the
+  // same page follows on the same channel). Empty when nothing is left out.
   std::optional<std::pair<std::vector<PageEntry>, std::vector<uint8_t>>> without_dropped(
       const transport::MappingTable& channel_table, std::span<const PageEntry> entries,
       std::span<const uint8_t> payload) const {
     if (channel_table.generation() >= generation) return std::nullopt;
-    const auto& table = channel_table.entries();
-    auto current = [&](uint64_t addr) {
-      auto it = std::upper_bound(table.begin(), table.end(), addr,
-                                 [](uint64_t a, const transport::MappingEntry& e) { return a < e.start; });
-      return it != table.begin() && addr < std::prev(it)->end && holds(*std::prev(it));
-    };
-    if (std::all_of(entries.begin(), entries.end(), [&](const PageEntry& e) { return current(e.addr); }))
+    if (std::all_of(entries.begin(), entries.end(), [&](const PageEntry& e) { return maps(e.addr); }))
       return std::nullopt;
     std::pair<std::vector<PageEntry>, std::vector<uint8_t>> kept;
     size_t at = 0;
     for (const auto& e : entries) {
-      if (current(e.addr)) {
+      if (maps(e.addr)) {
         kept.first.push_back(e);
         kept.second.insert(kept.second.end(), payload.begin() + at, payload.begin() + at + e.length);
       }

@@ -4,7 +4,6 @@
 #include <xxhash.h>
 
 #include <algorithm>
-#include <bit>
 #include <memory>
 #include <new>
 #include <type_traits>
@@ -89,17 +88,18 @@ void PageHashes::add(PageRange range, bool count_received) {
 bool PageHashes::remove(PageRange range) {
   auto it = std::find_if(regions_.begin(), regions_.end(), [&](const auto& r) { return r->range == range; });
   if (it == regions_.end()) return false;
-  const Region& r = **it;
-  if (r.count_received)
-    for (uint64_t i = 0; i < r.chunk_count; i++) {
-      const Chunk* c = r.chunks[i].load(std::memory_order_acquire);
-      if (!c) continue;
-      uint64_t pages = 0;
-      for (const auto& word : c->received) pages += uint64_t(std::popcount(word.load(std::memory_order_relaxed)));
-      received_.fetch_sub(pages, std::memory_order_relaxed);
-      received_chunks_.fetch_sub(1, std::memory_order_relaxed);
-    }
+  const std::unique_ptr<Region> gone = std::move(*it);
   regions_.erase(it);
+  for (uint64_t i = 0; i < gone->chunk_count; i++) {
+    const Chunk* c = gone->chunks[i].load(std::memory_order_acquire);
+    if (!c) continue;
+    if (gone->count_received) received_chunks_.fetch_sub(1, std::memory_order_relaxed);
+    for (uint64_t p = 0; p < kDigestChunkPages; p++) {
+      if (!(c->received[p / 64].load(std::memory_order_relaxed) & (1ull << (p % 64)))) continue;
+      if (gone->count_received) received_.fetch_sub(1, std::memory_order_relaxed);
+      record(range.start + (i * kDigestChunkPages + p) * kPageSize, &c->hashes[p]);  // into a range that has it now
+    }
+  }
   return true;
 }
 

@@ -2,9 +2,10 @@
 // (docs/protocol.md, "Pre-copy"): the real Destination with the real
 // ImageSink over the in-process link, driven by a short scripted source. A
 // removed mapping's region goes from the image, its hashes and the map; a
-// mapping replaced by a larger one at the same start gets new memory; pages
-// of dropped mappings still on a channel that has not seen the new table are
-// ignored; the digests cover exactly the last table.
+// mapping grown at the same start gets new memory that keeps its pages; pages
+// of removed mappings still on a channel that has not seen the new table are
+// ignored, those of the grown one written; the digests cover exactly the last
+// table.
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -119,10 +120,11 @@ std::vector<uint64_t> pages_of(uint64_t start, uint64_t count, uint64_t step = 1
 }
 
 // Round 0 fills three mappings on bulk channel 0. Then generation 1 removes
-// one and replaces another by a larger one: bulk 0 hears it first; bulk 1,
-// still on generation 0, brings stale pages of both dropped mappings (the
-// replaced one's would land in its replacement, where the source has zeros);
-// then bulk 1 hears the table too and the replacement's pages follow.
+// one and grows another at the same start (a new, larger region): bulk 0
+// hears it first; bulk 1, still on generation 0, brings pages written before
+// the change (of the removed mapping: left out; of the grown and the kept
+// one: written); then bulk 1 hears the table too and the grown part's pages
+// follow.
 Result<bool> script(transport::Dial dial, Memory& memory) {
   memory.mappings.push_back({kRemoved, std::vector<uint8_t>(16 * kPageSize)});
   memory.mappings.push_back({kReplaced, std::vector<uint8_t>(16 * kPageSize)});
@@ -143,9 +145,10 @@ Result<bool> script(transport::Dial dial, Memory& memory) {
   // Stale pages as the source read them before the change.
   const std::vector<uint64_t> stale = {kRemoved + 3 * kPageSize, kReplaced + 5 * kPageSize, kKept + kPageSize};
   memory.write(kKept + kPageSize, 1);
+  memory.write(kReplaced + 5 * kPageSize, 1);
   Memory before = memory;
   memory.mappings.erase(memory.mappings.begin());
-  memory.mappings[0].second.assign(48 * kPageSize, 0);  // the replacement: zero until written
+  memory.mappings[0].second.resize(48 * kPageSize);  // grown in place: it keeps its pages
   const Mappings next{memory.table(1)};
   LM_TRY(Peer::bulk(session, 0, kWait).send(next));
   LM_TRY(control.send(next));
@@ -197,7 +200,7 @@ TEST(ImageTableChange, RemovedAndReplacedMappingsLeaveTheImage) {
   EXPECT_EQ(image[0].addr, kReplaced);
   EXPECT_EQ(image[0].bytes, 48 * kPageSize);
   EXPECT_EQ(image[1].addr, kKept);
-  EXPECT_EQ(held.size(), 2u) << "the removed and the replaced mapping's memory is unmapped";
+  EXPECT_EQ(held.size(), 2u) << "the removed and the grown mapping's old memory is unmapped";
   for (const auto& r : held) EXPECT_NE(r.start, kRemoved);
   EXPECT_EQ(std::memcmp(image[0].data, memory.page(kReplaced), 48 * kPageSize), 0);
 }
