@@ -37,7 +37,6 @@ bool in_table(const transport::MappingTable& table, const MappedMemfd& r) {
   return false;
 }
 
-
 // The pages of `from` that `to` covers too move into `to` (mremap: nothing
 // is copied, a sparse range stays sparse): a grown mapping keeps what the
 // destination holds of it; a replaced one the source sends whole anyway.
