@@ -401,6 +401,14 @@ Result<void> DestinationMap::add(const DestinationRegion& r) {
   return ok();
 }
 
+bool DestinationMap::remove(uint64_t addr, uint64_t bytes) {
+  auto it = std::lower_bound(regions_.begin(), regions_.end(), addr,
+                             [](const DestinationRegion& a, uint64_t at) { return a.addr < at; });
+  if (it == regions_.end() || it->addr != addr || it->bytes != bytes) return false;
+  regions_.erase(it);
+  return true;
+}
+
 uint8_t* DestinationMap::find(uint64_t addr) const {
   auto it = std::upper_bound(regions_.begin(), regions_.end(), addr,
                              [](uint64_t a, const DestinationRegion& r) { return a < r.addr; });

@@ -164,6 +164,9 @@ class DestinationMap {
  public:
   // Regions must not overlap; addresses and sizes page aligned.
   Result<void> add(const DestinationRegion& region);
+  // Removes the region of exactly addr+bytes (a mapping that went away);
+  // false when there is none.
+  bool remove(uint64_t addr, uint64_t bytes);
   // The destination of page addr, or nullptr.
   uint8_t* find(uint64_t addr) const;
 

@@ -1,5 +1,6 @@
 #include "engine/destination.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -42,7 +43,7 @@ struct DestinationMemory {
 
   // The limits the session was admitted with (max_ram_bytes resolved then:
   // MemAvailable shrinks as the sink fills). A later table's new mappings
-  // count on top of those held: the sink keeps regions of mappings that went away.
+  // count on top of those held (the sink drops those of mappings that went away).
   LimitsConfig admitted;
   std::string admitted_why;  // what the RAM limit is ("--max-ram; 75% of MemAvailable 22.9 GiB")
   uint64_t held_bytes = 0;   // committed up front (MemoryCommit::up_front)
@@ -94,12 +95,55 @@ struct DestinationMemory {
   }
 
   // A table announced on one of the channels; the first to arrive adopts it.
+  // Memory is by address: where the new table still maps an address its
+  // content and hash stay (a grown mapping keeps its pages; a replaced one
+  // the source sends whole). The sink's new regions come first (it moves
+  // what they overlap into them), then what it drops goes from the map, the
+  // hashes (carried into the new ranges) and the held list.
   Result<void> adopt_table(const transport::MappingTable& table) {
     std::unique_lock g(lock);
     if (table.generation() <= generation) return ok();
     LM_TRY(admit_table(table));
     generation = table.generation();
-    return add_regions(LM_TRY(sink.adopt(table)));
+    auto added = LM_TRY(sink.adopt(table));
+    for (const auto& r : added) hashes.add({r.addr, r.addr + r.bytes}, per_page());
+    for (const PageRange& r : LM_TRY(sink.drop(table))) {
+      map.remove(r.start, r.bytes());
+      std::erase_if(remote, [&](const SinkRegion& s) { return s.addr == r.start && s.bytes == r.bytes(); });
+      hashes.remove(r);
+      if (!per_page()) held_bytes -= r.bytes();
+      std::erase_if(held, [&](const transport::MappingEntry& h) { return h.start == r.start && h.end == r.end; });
+    }
+    return add_regions(added);
+  }
+
+  // Whether page addr has memory here now.
+  bool maps(uint64_t addr) const {
+    return map.find(addr) || std::any_of(remote.begin(), remote.end(), [&](const SinkRegion& r) {
+             return addr - r.addr < r.bytes;
+           });
+  }
+
+  // A channel still on an older table than the one adopted (another channel
+  // saw the new one first) may carry pages of mappings gone since: they are
+  // left out by design. Its other pages are written (a newer version of the
+  // same page follows on the same channel). Empty when nothing is left out.
+  std::optional<std::pair<std::vector<PageEntry>, std::vector<uint8_t>>> without_dropped(
+      const transport::MappingTable& channel_table, std::span<const PageEntry> entries,
+      std::span<const uint8_t> payload) const {
+    if (channel_table.generation() >= generation) return std::nullopt;
+    if (std::all_of(entries.begin(), entries.end(), [&](const PageEntry& e) { return maps(e.addr); }))
+      return std::nullopt;
+    std::pair<std::vector<PageEntry>, std::vector<uint8_t>> kept;
+    size_t at = 0;
+    for (const auto& e : entries) {
+      if (maps(e.addr)) {
+        kept.first.push_back(e);
+        kept.second.insert(kept.second.end(), payload.begin() + at, payload.begin() + at + e.length);
+      }
+      at += e.length;
+    }
+    return kept;
   }
 
   // The process whose memory holds every page of `entries`, or -1 when they
@@ -169,14 +213,20 @@ Result<void> receive_bulk(Peer peer, DestinationMemory& st, transport::MappingTa
     auto m = LM_TRY((peer.expect<PageBatch, RoundEnd, Mappings>(timeout, abort)));
     if (const auto* batch = std::get_if<PageBatch>(&m)) {
       std::shared_lock g(st.lock);
-      const std::span<const uint8_t> payload{reinterpret_cast<const uint8_t*>(batch->payload.data()),
-                                             batch->payload.size()};
-      const pid_t pid = LM_TRY_CTX(st.writer_of(batch->entries), peer.channel().name());
+      std::span<const PageEntry> entries = batch->entries;
+      std::span<const uint8_t> payload{reinterpret_cast<const uint8_t*>(batch->payload.data()),
+                                       batch->payload.size()};
+      const auto current = st.without_dropped(table, entries, payload);
+      if (current) {
+        entries = current->first;
+        payload = current->second;
+      }
+      const pid_t pid = LM_TRY_CTX(st.writer_of(entries), peer.channel().name());
       if (pid > 0)
-        LM_TRY_CTX(writer.write(pid, batch->entries, payload, decompressor, hash), peer.channel().name());
+        LM_TRY_CTX(writer.write(pid, entries, payload, decompressor, hash), peer.channel().name());
       else
-        LM_TRY_CTX(decompressor.decompress_batch(batch->entries, payload, st.map, hash), peer.channel().name());
-      st.pages += batch->entries.size();
+        LM_TRY_CTX(decompressor.decompress_batch(entries, payload, st.map, hash), peer.channel().name());
+      st.pages += entries.size();
       st.batches++;
       LM_TRY_CTX(st.check_received(), peer.channel().name());
     } else if (const auto* end = std::get_if<RoundEnd>(&m)) {

@@ -85,6 +85,24 @@ void PageHashes::add(PageRange range, bool count_received) {
   regions_.insert(it, std::move(region));
 }
 
+bool PageHashes::remove(PageRange range) {
+  auto it = std::find_if(regions_.begin(), regions_.end(), [&](const auto& r) { return r->range == range; });
+  if (it == regions_.end()) return false;
+  const std::unique_ptr<Region> gone = std::move(*it);
+  regions_.erase(it);
+  for (uint64_t i = 0; i < gone->chunk_count; i++) {
+    const Chunk* c = gone->chunks[i].load(std::memory_order_acquire);
+    if (!c) continue;
+    if (gone->count_received) received_chunks_.fetch_sub(1, std::memory_order_relaxed);
+    for (uint64_t p = 0; p < kDigestChunkPages; p++) {
+      if (!(c->received[p / 64].load(std::memory_order_relaxed) & (1ull << (p % 64)))) continue;
+      if (gone->count_received) received_.fetch_sub(1, std::memory_order_relaxed);
+      record(range.start + (i * kDigestChunkPages + p) * kPageSize, &c->hashes[p]);  // into a range that has it now
+    }
+  }
+  return true;
+}
+
 std::pair<PageHashes::Chunk*, uint64_t> PageHashes::chunk_of(uint64_t addr, bool* counted) {
   auto it = std::upper_bound(regions_.begin(), regions_.end(), addr,
                              [](uint64_t a, const auto& r) { return a < r->range.start; });

@@ -43,6 +43,11 @@ class PageHashes {
   // Adds ranges (new mappings); existing ones keep their hashes.
   // `count_received`: pages of this range count in received_pages().
   void add(PageRange range, bool count_received = false);
+  // Drops the range added as exactly `range` (a mapping that went away or
+  // changed extent); the hashes of its received pages move to the ranges
+  // added since that hold them (a grown or replacing mapping), else go.
+  // False when there is none. Not while pages are being recorded.
+  bool remove(PageRange range);
   // Marks page addr as received without a hash (the source does not verify).
   void mark(uint64_t addr);
   // What the pages received so far in the ranges added with count_received

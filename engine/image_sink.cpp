@@ -1,5 +1,8 @@
 #include "engine/image_sink.hpp"
 
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <cstring>
@@ -26,9 +29,56 @@ Result<std::vector<SinkRegion>> ImageSink::prepare(const transport::MappingTable
   return added;
 }
 
-// Memory for every mapping of the table not held yet. Regions of mappings
-// that went away stay (their pages are simply not verified any more).
+namespace {
+
+bool in_table(const transport::MappingTable& table, const MappedMemfd& r) {
+  for (const auto& e : table.entries())
+    if (r.addr() == e.start && r.bytes() == e.end - e.start) return true;
+  return false;
+}
+
+// The pages of `from` that `to` covers too move into `to` (mremap: nothing
+// is copied, a sparse range stays sparse): a grown mapping keeps what the
+// destination holds of it; a replaced one the source sends whole anyway.
+Result<void> move_overlap(const MappedMemfd& from, const MappedMemfd& to) {
+  const uint64_t lo = std::max(from.addr(), to.addr());
+  const uint64_t hi = std::min(from.addr() + from.bytes(), to.addr() + to.bytes());
+  if (lo >= hi) return ok();
+  void* moved = mremap(from.base() + (lo - from.addr()), hi - lo, hi - lo, MREMAP_MAYMOVE | MREMAP_FIXED,
+                       to.base() + (lo - to.addr()));
+  if (moved == MAP_FAILED)
+    return Error::from_errno(strf("destination image: moving [0x%llx,0x%llx) into the region of a changed mapping",
+                                  (unsigned long long)lo, (unsigned long long)hi));
+  // The hole stays reserved until `from` is unmapped whole: nothing else may be mapped there meanwhile.
+  if (mmap(from.base() + (lo - from.addr()), hi - lo, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+           -1, 0) == MAP_FAILED)
+    return Error::from_errno(strf("destination image: reserving [0x%llx,0x%llx) again", (unsigned long long)lo,
+                                  (unsigned long long)hi));
+  return ok();
+}
+
+}  // namespace
+
+// A region whose mapping went away or changed extent is unmapped now (after
+// adopt moved what a new region overlaps into it).
+Result<std::vector<PageRange>> ImageSink::drop(const transport::MappingTable& table) {
+  std::vector<PageRange> dropped;
+  std::erase_if(regions_, [&](const MappedMemfd& r) {
+    if (in_table(table, r)) return false;
+    dropped.push_back({r.addr(), r.addr() + r.bytes()});
+    return true;
+  });
+  return dropped;
+}
+
+// Memory for every mapping of the table not held yet.
 Result<std::vector<SinkRegion>> ImageSink::adopt(const transport::MappingTable& table) { return add(table, false); }
+
+std::vector<PageRange> ImageSink::held() const {
+  std::vector<PageRange> out;
+  for (const auto& r : regions_) out.push_back({r.addr(), r.addr() + r.bytes()});
+  return out;
+}
 
 Result<std::vector<SinkRegion>> ImageSink::add(const transport::MappingTable& table, bool populate) {
   std::vector<SinkRegion> added;
@@ -36,7 +86,9 @@ Result<std::vector<SinkRegion>> ImageSink::add(const transport::MappingTable& ta
     bool held = false;
     for (const auto& r : regions_) held |= r.addr() == e.start && r.bytes() == e.end - e.start;
     if (held) continue;
-    regions_.push_back(LM_TRY_CTX(MappedMemfd::anonymous(e.start, e.end - e.start, populate), "destination image"));
+    auto region = LM_TRY_CTX(MappedMemfd::anonymous(e.start, e.end - e.start, populate), "destination image");
+    for (const auto& old : regions_) LM_TRY(move_overlap(old, region));
+    regions_.push_back(std::move(region));
     added.push_back(regions_.back().region());
   }
   return added;
@@ -56,8 +108,8 @@ Result<PostcopyGuestRam> ImageSink::postcopy_ram() {
 
 Result<uint64_t> ImageSink::wait_running(const SinkWait&) { return now_ns(); }
 
-// The regions of the final mapping table, with its protections. Regions of
-// mappings that went away before the freeze are not part of the image.
+// The regions of the final mapping table, with its protections (the last
+// drop left no others).
 Result<void> ImageSink::keep(const transport::MappingTable& table) {
   image_.clear();
   for (const auto& e : table.entries())

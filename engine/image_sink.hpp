@@ -24,6 +24,7 @@ class ImageSink final : public PageSink {
   Result<std::vector<SinkRegion>> prepare(const transport::MappingTable& table, ServeFaults faults,
                                           const SinkWait& wait) override;
   PreparedMemory prepared() const override { return prepared_; }
+  Result<std::vector<PageRange>> drop(const transport::MappingTable& table) override;
   Result<std::vector<SinkRegion>> adopt(const transport::MappingTable& table) override;
   Result<void> take_exec_state(const transport::ExecStateView& state) override;
   Result<PostcopyGuestRam> postcopy_ram() override;
@@ -35,6 +36,8 @@ class ImageSink final : public PageSink {
   Result<void> keep(const transport::MappingTable& table) override;
   void discard() override;
 
+  // The regions held now (tests: what a drop released).
+  std::vector<PageRange> held() const;
   // After a kept migration: the mappings of the source's last table, with
   // their protections; the data stays valid while the sink lives.
   const std::vector<ImageRegion>& image() const { return image_; }

@@ -6,8 +6,12 @@
 // of the engine tests. The engine calls it once per phase, never per page:
 // pages are written straight into the regions it hands out.
 //
-//   prepare ─> [adopt ...] ─> take_exec_state ─> [postcopy_ram] ─> resume ─>
-//   wait_running ─> wait_ready ─> [progress ...] ─> keep | discard
+//   prepare ─> [adopt ─> drop ...] ─> take_exec_state ─> [postcopy_ram] ─>
+//   resume ─> wait_running ─> wait_ready ─> [progress ...] ─> keep | discard
+//
+// A newer mapping table is an adopt (regions for its new mappings, holding
+// what the old regions had at the addresses they share) then a drop (the
+// regions it no longer has, released), both while no page is being written.
 //
 // One migration per sink. discard() may come at any point, also before
 // prepare() (a session that never came) and after a failed call.
@@ -86,9 +90,15 @@ class PageSink {
   // After prepare: how its memory was made ready.
   virtual PreparedMemory prepared() const { return {}; }
   // A newer mapping table, announced in band: the regions added for its new
-  // mappings (regions of mappings that went away stay). A sink that cannot
-  // follow the change refuses it.
+  // mappings; where one overlaps a held region (a mapping grown or replaced)
+  // it takes over the pages held there. A sink that cannot follow the change
+  // refuses it.
   virtual Result<std::vector<SinkRegion>> adopt(const transport::MappingTable& table) = 0;
+  // After adopt: the regions held for no mapping of the table with the same
+  // extent are released, and their ranges returned; the engine writes
+  // nothing there any more. A sink whose regions all stay (a guest's one RAM
+  // mapping) returns none.
+  virtual Result<std::vector<PageRange>> drop(const transport::MappingTable&) { return std::vector<PageRange>{}; }
   // The source's commit: the state to resume from (the view is valid during
   // the call only).
   virtual Result<void> take_exec_state(const transport::ExecStateView& state) = 0;

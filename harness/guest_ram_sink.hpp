@@ -37,6 +37,8 @@ class GuestRamSink final : public PageSink {
   Result<std::vector<SinkRegion>> prepare(const transport::MappingTable& table, ServeFaults faults,
                                           const SinkWait& wait) override;
   PreparedMemory prepared() const override { return prepared_; }
+  // The guest's RAM is one mapping that is never remapped: it drops nothing
+  // (PageSink's default drop), and a table with other mappings is refused.
   Result<std::vector<SinkRegion>> adopt(const transport::MappingTable& table) override;
   Result<void> take_exec_state(const transport::ExecStateView& state) override;
   Result<PostcopyGuestRam> postcopy_ram() override;
