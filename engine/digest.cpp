@@ -124,24 +124,20 @@ std::pair<PageHashes::Chunk*, uint64_t> PageHashes::chunk_of(uint64_t addr, bool
   return {c, page % kDigestChunkPages};
 }
 
-void PageHashes::record(uint64_t addr, const uint64_t* hash) {
+bool PageHashes::record(uint64_t addr, const uint64_t* hash) {
   bool counted = false;
   auto [c, i] = chunk_of(addr, &counted);
-  if (!c) return;
+  if (!c) return false;
   if (hash) c->hashes[i] = *hash;
   const uint64_t bit = 1ull << (i % 64);
   if (!(c->received[i / 64].fetch_or(bit, std::memory_order_relaxed) & bit) && counted)
     received_.fetch_add(1, std::memory_order_relaxed);
-}
-
-bool PageHashes::set(uint64_t addr, uint64_t hash) {
-  bool counted = false;
-  if (!chunk_of(addr, &counted).first) return false;
-  record(addr, &hash);
   return true;
 }
 
-void PageHashes::mark(uint64_t addr) { record(addr, nullptr); }
+bool PageHashes::set(uint64_t addr, uint64_t hash) { return record(addr, &hash); }
+
+void PageHashes::mark(uint64_t addr) { (void)record(addr, nullptr); }
 
 std::vector<transport::DigestEntry> PageHashes::digests() const {
   std::vector<transport::DigestEntry> out;

@@ -79,7 +79,8 @@ class PageHashes {
   };
   // The page's chunk (made on first use) and index in it; null outside every range.
   std::pair<Chunk*, uint64_t> chunk_of(uint64_t addr, bool* counted);
-  void record(uint64_t addr, const uint64_t* hash);
+  // False when addr lies outside every range.
+  bool record(uint64_t addr, const uint64_t* hash);
   std::vector<std::unique_ptr<Region>> regions_;  // sorted by start
   std::atomic<uint64_t> received_{0};
   std::atomic<uint64_t> received_chunks_{0};
