@@ -87,6 +87,23 @@ void DeltaCache::erase(uint64_t addr) {
   s.remove(addr);
 }
 
+void DeltaCache::erase(uint64_t start, uint64_t end) {
+  if (empty() || start >= end) return;
+  // Page by page while the range is small; else a walk over what is cached
+  // (a removed mapping may span terabytes of address space).
+  if ((end - start) / kPageSize <= capacity_) {
+    for (uint64_t a = start; a < end; a += kPageSize) erase(a);
+    return;
+  }
+  for (auto& s : shards_) {
+    std::lock_guard lock(s->mutex);
+    std::vector<uint64_t> doomed;
+    for (const auto& [addr, slot] : s->index)
+      if (addr >= start && addr < end) doomed.push_back(addr);
+    for (uint64_t a : doomed) s->remove(a);
+  }
+}
+
 void DeltaCache::clear() {
   if (!nonempty_.exchange(false, std::memory_order_relaxed)) return;
   for (auto& s : shards_) {

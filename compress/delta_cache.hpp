@@ -44,6 +44,7 @@ class DeltaCache {
   bool contains(uint64_t addr) const;
   bool empty() const { return !nonempty_.load(std::memory_order_relaxed); }
   void erase(uint64_t addr);
+  void erase(uint64_t start, uint64_t end);  // every page in [start, end)
   void clear();  // cheap when already empty
 
   size_t capacity_pages() const { return capacity_; }

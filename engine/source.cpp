@@ -588,11 +588,26 @@ class SourceRun {
   // against the table its own stream announced.
   Result<void> announce_mappings(const dt::MappingList& mappings) {
     Mappings next{LM_TRY(mapping_table(mappings, ++generation_))};
+    forget_sent_versions(session_->mappings(), mappings);
     for (size_t c = 0; c < session_->bulk_count(); c++) LM_TRY(Peer::bulk(*session_, c, o_.timeout).send(next));
     LM_TRY(control().send(next));
     result_.ram_total = std::max(result_.ram_total, next.table.total_bytes());
     session_->set_mappings(std::move(next.table));
     return ok();
+  }
+
+  // The destination drops the memory of addresses a new table no longer
+  // maps (a mapping appearing there later starts from zero), so their
+  // last-sent versions leave the delta cache: a delta against one would be
+  // applied to a page that no longer holds it. Addresses kept by both tables
+  // keep their pages at the destination, however their mappings changed.
+  void forget_sent_versions(const transport::MappingTable& before, const dt::MappingList& after) {
+    compress::DeltaCache* cache = workers_.front()->delta_cache();
+    if (!cache || cache->empty()) return;
+    dt::RangeList was;
+    for (const auto& e : before.entries()) was.push_back({e.start, e.end});
+    dt::coalesce(was);
+    for (const auto& r : dt::subtract(was, dt::ranges_of(after))) cache->erase(r.start, r.end);
   }
 
   // --- precopy: round k sends what round k-1 dirtied ---------------------------------

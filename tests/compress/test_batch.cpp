@@ -207,6 +207,24 @@ TEST(DeltaCache, FirstSendDropsAnOlderVersionOfTheAddress) {
   EXPECT_FALSE((*c)->delta_cache()->contains(src.addrs[0]));
 }
 
+TEST(DeltaCache, EraseRangeDropsExactlyThePagesInIt) {
+  std::vector<uint8_t> page(kPageSize, 7);
+  DeltaCache cache(16);
+  const uint64_t base = 0x7f0000000000;
+  for (uint64_t i = 0; i < 8; i++) cache.exchange(base + i * kPageSize, page.data(), [](const uint8_t*) {});
+  cache.exchange(base + (1ull << 40), page.data(), [](const uint8_t*) {});
+  // Page by page (4 pages, within the capacity).
+  cache.erase(base + 2 * kPageSize, base + 6 * kPageSize);
+  for (uint64_t i = 0; i < 8; i++) EXPECT_EQ(cache.contains(base + i * kPageSize), i < 2 || i >= 6) << i;
+  // A range far larger than the cache (a removed terabyte reservation):
+  // the walk over the cached pages.
+  cache.erase(base + 7 * kPageSize, base + (1ull << 40));
+  EXPECT_TRUE(cache.contains(base + kPageSize));
+  EXPECT_FALSE(cache.contains(base + 7 * kPageSize));
+  EXPECT_TRUE(cache.contains(base + (1ull << 40))) << "the end is exclusive";
+  EXPECT_EQ(cache.size(), 4u);  // pages 0, 1, 6 and the far one
+}
+
 TEST(DeltaCache, ZeroedPageDropsItsCachedVersion) {
   auto c = Compressor::create("cbc");
   ASSERT_TRUE(c);

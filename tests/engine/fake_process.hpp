@@ -12,11 +12,13 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 #include "common/clock.hpp"
+#include "dirtytrack/maps.hpp"
 #include "dirtytrack/tracker.hpp"
 #include "engine/source.hpp"
 #include "engine/source_process.hpp"
@@ -59,6 +61,7 @@ class FakeProcess {
   explicit FakeProcess(FakeProcessOptions o) : o_(o), memory_(o.mappings * o.pages_per_mapping * kPageSize) {
     touched_.assign(pages(), false);
     dirty_.assign(pages(), false);
+    mapped_.assign(o.mappings, true);
     // Three pages in four hold data at the start; the rest were never touched.
     for (uint64_t i = 0; i < pages(); i++)
       if (i % 4 != 3) write_locked(i);
@@ -98,9 +101,32 @@ class FakeProcess {
     return steps() > than;
   }
   std::vector<PageRange> ranges() const {
+    std::lock_guard g(lock_);
     std::vector<PageRange> out;
-    for (unsigned m = 0; m < o_.mappings; m++) out.push_back(range_of(m));
+    for (unsigned m = 0; m < o_.mappings; m++)
+      if (mapped_[m]) out.push_back(range_of(m));
     return out;
+  }
+  PageRange range(unsigned m) const { return range_of(m); }
+  // Unmaps mapping m; map_again(m) maps it anew at the same address, zero
+  // filled, and (as a real tracker does with a new mapping) dirty whole.
+  void unmap(unsigned m) {
+    std::lock_guard g(lock_);
+    mapped_[m] = false;
+  }
+  void map_again(unsigned m) {
+    std::lock_guard g(lock_);
+    mapped_[m] = true;
+    for (uint64_t i = m * o_.pages_per_mapping; i < (m + 1) * o_.pages_per_mapping; i++) {
+      std::memset(memory_.data() + i * kPageSize, 0, kPageSize);
+      touched_[i] = false;
+      dirty_[i] = true;
+    }
+  }
+  // Called at the start of the tracker's nth collect (1, 2, ...), unlocked.
+  void before_collect(std::function<void(unsigned)> f) {
+    std::lock_guard g(lock_);
+    before_collect_ = std::move(f);
   }
   // The bytes of [addr, addr + bytes) as they were at the last freeze.
   std::vector<std::byte> frozen_bytes(uint64_t addr, uint64_t bytes) const {
@@ -148,7 +174,7 @@ class FakeProcess {
   }
   int64_t index_of(uint64_t addr) const {
     for (unsigned m = 0; m < o_.mappings; m++)
-      if (range_of(m).contains(addr))
+      if (mapped_[m] && range_of(m).contains(addr))
         return int64_t(m * o_.pages_per_mapping + ((addr - range_of(m).start) >> kPageShift));
     return -1;
   }
@@ -181,7 +207,7 @@ class FakeProcess {
       std::lock_guard g(lock_);
       if (state_ != FakeState::running || !writing_) continue;
       x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-      write_locked(x % pages());
+      if (mapped_[unsigned(x % pages() / o_.pages_per_mapping)]) write_locked(x % pages());
     }
   }
 
@@ -205,6 +231,7 @@ class FakeProcess {
   dt::MappingList mapping_list() const {
     dt::MappingList out;
     for (unsigned m = 0; m < o_.mappings; m++) {
+      if (!mapped_[m]) continue;
       dt::Mapping map;
       map.start = range_of(m).start;
       map.end = range_of(m).end;
@@ -219,6 +246,10 @@ class FakeProcess {
   std::vector<std::byte> memory_;
   std::vector<bool> touched_;  // ever written: holds data
   std::vector<bool> dirty_;    // written since the tracker's last collect
+  std::vector<bool> mapped_;   // per mapping
+  dt::MappingList collected_mappings_;  // as the tracker's last collect saw them
+  unsigned collects_ = 0;
+  std::function<void(unsigned)> before_collect_;
   std::vector<std::byte> frozen_image_;
   FakeState state_ = FakeState::running;
   bool stop_on_release_ = false;
@@ -335,18 +366,29 @@ class FakeTracker final : public dt::Tracker {
     if (request.pid != p_.o_.pid) return Error::msg(strf("fake tracker: asked for pid %d", request.pid));
     p_.tracking_ = true;
     std::fill(p_.dirty_.begin(), p_.dirty_.end(), false);
+    p_.collected_mappings_ = p_.mapping_list();
     return dt::StartInfo{p_.mapping_list(), p_.ranges_where(p_.touched_), 0};
   }
   Result<dt::CollectResult> collect() override {
+    std::function<void(unsigned)> hook;
+    unsigned n;
+    {
+      std::lock_guard g(p_.lock_);
+      hook = p_.before_collect_;
+      n = ++p_.collects_;
+    }
+    if (hook) hook(n);
     std::lock_guard g(p_.lock_);
     LM_TRY(p_.call_locked(FakeOp::tracker_collect, "tracker collect"));
     if (!p_.tracking_) return Error::msg("fake tracker: collect while not tracking");
     if (p_.state_ == FakeState::running)
       for (unsigned i = 0; i < p_.o_.pages_per_collect; i++) p_.write_locked(i % p_.pages());
     dt::CollectResult r;
-    r.dirty = p_.ranges_where(p_.dirty_);
-    r.dirty_pages = dt::total_pages(r.dirty);
     r.mappings = p_.mapping_list();
+    r.dirty = dt::intersect(p_.ranges_where(p_.dirty_), dt::ranges_of(r.mappings));
+    r.dirty_pages = dt::total_pages(r.dirty);
+    r.changes = dt::diff_mappings(p_.collected_mappings_, r.mappings);
+    p_.collected_mappings_ = r.mappings;
     std::fill(p_.dirty_.begin(), p_.dirty_.end(), false);
     return r;
   }

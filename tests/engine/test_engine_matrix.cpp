@@ -539,6 +539,39 @@ const AfterCase kAfter[] = {
 INSTANTIATE_TEST_SUITE_P(After, EngineRelease, testing::ValuesIn(kAfter),
                          [](const testing::TestParamInfo<AfterCase>& i) { return std::string(i.param.name); });
 
+// --- mapping tables that change: no delta against a version the destination dropped ----------
+
+// A page re-sent (so its version is cached for deltas), its mapping removed
+// (the destination drops that memory), then mapped anew at the same address
+// with nearly the same content: the page must go whole, not as a delta
+// against the dropped version applied to the new mapping's zero page.
+TEST(EngineTableChange, APageOfARemappedMappingIsNotSentAsADeltaAgainstItsDroppedVersion) {
+  Migration m(Profile::quiet, "table-change");
+  m.o.exec_state = ExecStateKind::image;
+  m.o.policy = *compress::parse_policy("fixed:delta");
+  const uint64_t page = m.fake.range(1).start + 2 * kPageSize;  // a text-like page (index % 3 == 0): a small delta
+  const uint64_t other = m.fake.range(0).start;
+  m.fake.before_collect([&](unsigned n) {
+    if (n == 1) m.fake.write_page(page);  // re-sent in round 1: its version is cached
+    if (n == 2) {                         // the table without mapping 1; one more round
+      m.fake.unmap(1);
+      m.fake.write_page(other);
+    }
+    if (n == 3) {  // mapping 1 again, the page nearly as it was sent
+      m.fake.map_again(1);
+      m.fake.write_page(page);
+    }
+  });
+  auto r = m.run();
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(m.result.completed);
+  EXPECT_TRUE(m.result.verify_ok);
+  EXPECT_GE(m.result.dirty_sync_count, 4u) << "the script needs collects 1-3 before the stop";
+  ASSERT_TRUE(m.destination->wait());
+  ASSERT_TRUE(m.destination->outcome->ok()) << m.destination->outcome->error().message;
+  expect_image_is_frozen_memory(*m.destination->image, m.fake);
+}
+
 // --- the times: QEMU's total-time, and what lies outside it ---------------------------------
 
 // total-time ends when the destination runs the VM: the verification after it
