@@ -11,6 +11,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <thread>
@@ -34,9 +35,25 @@ inline std::string env_or_fail(const char* name) {
 
 inline std::string guest_binary() { return env_or_fail("LM_GUEST_BIN"); }
 
+// A fresh directory under /tmp, removed with everything in it when the test
+// process exits (images are tens of MiB); LM_KEEP_TEST_DIRS=1 keeps them to
+// look at after a failure.
 inline std::string temp_dir() {
+  struct Made {
+    pid_t owner = getpid();  // a forked child that exits removes nothing
+    std::vector<std::string> dirs;
+    ~Made() {
+      if (getpid() != owner || std::getenv("LM_KEEP_TEST_DIRS")) return;
+      for (const auto& d : dirs) {
+        std::error_code ignored;
+        std::filesystem::remove_all(d, ignored);
+      }
+    }
+  };
+  static Made made;
   char t[] = "/tmp/livemig-test-XXXXXX";
   EXPECT_NE(mkdtemp(t), nullptr);
+  made.dirs.push_back(t);
   return t;
 }
 

@@ -42,9 +42,19 @@ TEST(ImageChurn, MappingsGoneDuringTheMigrationAreNotInTheImage) {
   opts.churn = true;
   auto g = guest::GuestProcess::spawn(guest_binary(), opts, work);
   ASSERT_TRUE(g.ok()) << g.error().message;
-  usleep(200000);  // the churn has made mappings
   const pid_t pid = g->pid();
-  const auto before = writable_anonymous(pid);
+  // The churn unmaps its oldest region once it holds seven: wait until
+  // mappings go away between two looks (a loaded host may take seconds), so
+  // that it goes on removing them during the migration.
+  auto before = writable_anonymous(pid);
+  bool removing = false;
+  for (int i = 0; i < 200 && !removing; i++) {
+    usleep(50000);
+    const auto now = writable_anonymous(pid);
+    removing = !std::includes(now.begin(), now.end(), before.begin(), before.end());
+    before = now;
+  }
+  ASSERT_TRUE(removing) << "the churn removed no mapping in 10 s";
 
   const std::string image_dir = work + "/image";
   Livemig dest({"dest", "--image", "--image-dir", image_dir, "--listen", "tcp:127.0.0.1:0", "--max-ram", "1G"});
