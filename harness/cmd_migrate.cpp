@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -173,31 +174,32 @@ int run_dest_sessions(const DestArgs& a) {
   if (!dests) return fail("dest", dests.error());
   std::printf("LISTENING %s sessions=%u\n", dests->front()->address().c_str(), a.sessions);
   std::fflush(stdout);
-  std::vector<std::optional<Result<engine::DestinationOutcome>>> outcomes(a.sessions);
-  {
-    std::vector<std::jthread> threads;
-    for (unsigned i = 0; i < a.sessions; i++)
-      threads.emplace_back([&, i] { outcomes[i] = (*dests)[i]->run(); });
-  }
+  // Each session's line as it ends (its image written first).
+  std::mutex lock;  // guards status, resumed and stdout
   int status = 0;
   std::vector<std::unique_ptr<guest::GuestProcess>> resumed;
-  for (unsigned i = 0; i < a.sessions; i++) {
+  auto serve = [&](unsigned i) {
     const std::string label = strf("SESSION %u ", i + 1);
-    Result<void> kept = outcomes[i]->ok() ? ok() : Result<void>(outcomes[i]->error());
-    if (kept && sinks[i].image)
-      kept = report_kept(**outcomes[i], sinks[i], a.image_dir.empty() ? "" :
-                         strf("%s/pid-%d", a.image_dir.c_str(), int(sinks[i].image->source_pid().value_or(0))),
-                         overwrite, label);
-    else if (kept)
-      kept = report_kept(**outcomes[i], sinks[i], "", overwrite, label);
+    auto outcome = (*dests)[i]->run();
+    Result<void> kept = outcome ? ok() : Result<void>(outcome.error());
+    std::string image_dir;
+    if (kept && sinks[i].image && !a.image_dir.empty())
+      image_dir = strf("%s/pid-%d", a.image_dir.c_str(), int(sinks[i].image->source_pid().value_or(0)));
+    std::lock_guard g(lock);
+    if (kept) kept = report_kept(*outcome, sinks[i], image_dir, overwrite, label);
     if (!kept) {
       std::printf("%sFAILED %s\n", label.c_str(), kept.error().message.c_str());
+      std::fflush(stdout);
       std::fprintf(stderr, "livemig dest: session %u of %u: %s\n", i + 1, a.sessions, kept.error().message.c_str());
       status = 1;
-      continue;
+      return;
     }
     if (sinks[i].guest)
-      if (auto g = sinks[i].guest->take_guest()) resumed.push_back(std::move(g));
+      if (auto guest = sinks[i].guest->take_guest()) resumed.push_back(std::move(guest));
+  };
+  {
+    std::vector<std::jthread> threads;
+    for (unsigned i = 0; i < a.sessions; i++) threads.emplace_back(serve, i);
   }
   std::fflush(stdout);
   std::vector<guest::GuestProcess*> guests;
