@@ -347,6 +347,8 @@ class SessionSource {
   // post-copy recovery (the caller checks the id it got).
   virtual Result<transport::Session> accept(const transport::SessionConfig& config, transport::Timeout timeout,
                                             std::stop_token stop, std::optional<uint64_t> recovering) = 0;
+  // The destination that accepted session `id` ended (kept or failed).
+  virtual void ended(uint64_t id) = 0;
   virtual std::string address() const = 0;
 };
 
@@ -361,6 +363,7 @@ class OwnListener final : public SessionSource {
                                     std::stop_token stop, std::optional<uint64_t>) override {
     return transport::accept_session(*listener_, config, timeout, std::move(stop));
   }
+  void ended(uint64_t) override {}
   std::string address() const override { return listener_->address(); }
 
  private:
@@ -369,7 +372,10 @@ class OwnListener final : public SessionSource {
 
 // One listener for several destinations: a session goes to a destination
 // waiting for a new one unless its id was handed out before (then it is
-// that session's recovery, admitted as its destination says).
+// that session's recovery, admitted as its destination says). A destination
+// waiting for a new session is timed out only once no session of the
+// listener ran for its timeout: a source busy with another VM (a serial
+// group's) is not silent.
 class SharedListener final : public SessionSource {
  public:
   SharedListener(std::unique_ptr<transport::Listener> listener, transport::SessionConfig fresh)
@@ -381,20 +387,34 @@ class SharedListener final : public SessionSource {
       std::lock_guard g(lock_);
       recovering_[*recovering] = config.admit;
     }
-    auto session = server_.next(timeout, std::move(stop), [this, recovering](uint64_t id) {
+    auto wanted = [this, recovering](uint64_t id) {
       std::lock_guard g(lock_);
       return recovering ? id == *recovering : !taken_.contains(id);
-    });
-    if (session && !recovering) {
-      std::lock_guard g(lock_);
-      taken_.insert(session->negotiated().session_id);
+    };
+    for (;;) {
+      auto session = server_.next(timeout, stop, wanted);
+      if (!session && session.error().code == ETIMEDOUT && !recovering && ran_within(timeout)) continue;
+      if (session && !recovering) {
+        std::lock_guard g(lock_);
+        taken_.insert(session->negotiated().session_id);
+        running_.insert(session->negotiated().session_id);
+      }
+      return session;
     }
-    return session;
+  }
+  void ended(uint64_t id) override {
+    std::lock_guard g(lock_);
+    running_.erase(id);
+    last_ended_ns_ = now_ns();
   }
   std::string address() const override { return server_.address(); }
 
  private:
   using Admit = std::function<Result<void>(const transport::Negotiated&, const transport::MappingTable*)>;
+  bool ran_within(transport::Timeout t) {
+    std::lock_guard g(lock_);
+    return !running_.empty() || (last_ended_ns_ > 0 && now_ns() - last_ended_ns_ < uint64_t(t.count()) * 1000000);
+  }
   // A recovery's channels are admitted by its destination's check (against
   // the limits admitted before), all others by `fresh`'s.
   transport::SessionConfig admitting_by_id(transport::SessionConfig fresh) {
@@ -412,6 +432,8 @@ class SharedListener final : public SessionSource {
 
   std::mutex lock_;
   std::set<uint64_t> taken_;                // the sessions handed out
+  std::set<uint64_t> running_;              // of those, the ones whose destination has not ended
+  uint64_t last_ended_ns_ = 0;
   std::map<uint64_t, Admit> recovering_;  // by session id: their destination's admission
   std::unique_ptr<transport::Listener> listener_;
   transport::SessionServer server_;
@@ -430,6 +452,13 @@ class DestinationRun {
         st_(sink) {}
 
   Result<DestinationOutcome> run() {
+    auto out = drive();
+    if (session_) sessions_.ended(session_->negotiated().session_id);
+    return out;
+  }
+
+ private:
+  Result<DestinationOutcome> drive() {
     if (o_.on_phase) o_.on_phase(phase_);
     for (;;) {
       Result<DestinationPhase> next = step();
@@ -439,7 +468,6 @@ class DestinationRun {
     }
   }
 
- private:
   Result<DestinationPhase> step() {
     switch (phase_) {
       case DestinationPhase::accept: return accept();
