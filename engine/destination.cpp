@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <map>
+#include <set>
 #include <optional>
 #include <mutex>
 #include <shared_mutex>
@@ -180,18 +182,9 @@ Result<std::unique_ptr<Destination>> Destination::listen(DestinationOptions opti
   return over(std::move(listener), std::move(options));
 }
 
-Result<std::unique_ptr<Destination>> Destination::over(std::unique_ptr<transport::Listener> listener,
-                                                       DestinationOptions options) {
-  if (!options.sink) return Error::msg("destination: no page sink");
-  std::unique_ptr<Destination> d(new Destination(std::move(options)));
-  d->listener_ = std::move(listener);
-  return d;
-}
-
-Destination::Destination(DestinationOptions options) : o_(std::move(options)) {}
+Destination::Destination(DestinationOptions options, std::shared_ptr<SessionSource> sessions)
+    : o_(std::move(options)), sessions_(std::move(sessions)) {}
 Destination::~Destination() = default;
-
-std::string Destination::address() const { return listener_->address(); }
 
 namespace {
 
@@ -344,19 +337,128 @@ class BulkReceivers {
   std::vector<std::thread> threads_;
 };
 
+}  // namespace
+
+// Where a destination's sessions come from (destination.hpp).
+class SessionSource {
+ public:
+  virtual ~SessionSource() = default;
+  // The next new session `config` admits; `recovering`: that session's
+  // post-copy recovery (the caller checks the id it got).
+  virtual Result<transport::Session> accept(const transport::SessionConfig& config, transport::Timeout timeout,
+                                            std::stop_token stop, std::optional<uint64_t> recovering) = 0;
+  // The destination that accepted session `id` ended (kept or failed).
+  virtual void ended(uint64_t id) = 0;
+  virtual std::string address() const = 0;
+};
+
+namespace {
+
+// A listener of its own: each accept is accept_session's (channels of other
+// sessions are dropped).
+class OwnListener final : public SessionSource {
+ public:
+  explicit OwnListener(std::unique_ptr<transport::Listener> listener) : listener_(std::move(listener)) {}
+  Result<transport::Session> accept(const transport::SessionConfig& config, transport::Timeout timeout,
+                                    std::stop_token stop, std::optional<uint64_t>) override {
+    return transport::accept_session(*listener_, config, timeout, std::move(stop));
+  }
+  void ended(uint64_t) override {}
+  std::string address() const override { return listener_->address(); }
+
+ private:
+  std::unique_ptr<transport::Listener> listener_;
+};
+
+// One listener for several destinations: a session goes to a destination
+// waiting for a new one unless its id was handed out before (then it is
+// that session's recovery, admitted as its destination says). A destination
+// waiting for a new session is timed out only once no session of the
+// listener ran for its timeout: a source busy with another VM (a serial
+// group's) is not silent.
+class SharedListener final : public SessionSource {
+ public:
+  SharedListener(std::unique_ptr<transport::Listener> listener, transport::SessionConfig fresh)
+      : listener_(std::move(listener)), server_(*listener_, admitting_by_id(std::move(fresh))) {}
+
+  Result<transport::Session> accept(const transport::SessionConfig& config, transport::Timeout timeout,
+                                    std::stop_token stop, std::optional<uint64_t> recovering) override {
+    if (recovering) {
+      std::lock_guard g(lock_);
+      recovering_[*recovering] = config.admit;
+    }
+    auto wanted = [this, recovering](uint64_t id) {
+      std::lock_guard g(lock_);
+      return recovering ? id == *recovering : !taken_.contains(id);
+    };
+    for (;;) {
+      auto session = server_.next(timeout, stop, wanted);
+      if (!session && session.error().code == ETIMEDOUT && !recovering && ran_within(timeout)) continue;
+      if (session && !recovering) {
+        std::lock_guard g(lock_);
+        taken_.insert(session->negotiated().session_id);
+        running_.insert(session->negotiated().session_id);
+      }
+      return session;
+    }
+  }
+  void ended(uint64_t id) override {
+    std::lock_guard g(lock_);
+    running_.erase(id);
+    last_ended_ns_ = now_ns();
+  }
+  std::string address() const override { return server_.address(); }
+
+ private:
+  using Admit = std::function<Result<void>(const transport::Negotiated&, const transport::MappingTable*)>;
+  bool ran_within(transport::Timeout t) {
+    std::lock_guard g(lock_);
+    return !running_.empty() || (last_ended_ns_ > 0 && now_ns() - last_ended_ns_ < uint64_t(t.count()) * 1000000);
+  }
+  // A recovery's channels are admitted by its destination's check (against
+  // the limits admitted before), all others by `fresh`'s.
+  transport::SessionConfig admitting_by_id(transport::SessionConfig fresh) {
+    fresh.admit = [this, first = fresh.admit](const transport::Negotiated& n,
+                                              const transport::MappingTable* table) -> Result<void> {
+      Admit admit = first;
+      {
+        std::lock_guard g(lock_);
+        if (auto it = recovering_.find(n.session_id); it != recovering_.end() && it->second) admit = it->second;
+      }
+      return admit ? admit(n, table) : ok();
+    };
+    return fresh;
+  }
+
+  std::mutex lock_;
+  std::set<uint64_t> taken_;                // the sessions handed out
+  std::set<uint64_t> running_;              // of those, the ones whose destination has not ended
+  uint64_t last_ended_ns_ = 0;
+  std::map<uint64_t, Admit> recovering_;  // by session id: their destination's admission
+  std::unique_ptr<transport::Listener> listener_;
+  transport::SessionServer server_;
+};
+
 // One migration of the destination side: the phases of destination.hpp as
 // methods, each returning the next phase; run() drives them and routes every
 // failure through fail().
 class DestinationRun {
  public:
-  DestinationRun(const DestinationOptions& o, transport::Listener& listener, PageSink& sink)
+  DestinationRun(const DestinationOptions& o, SessionSource& sessions, PageSink& sink)
       : o_(o),
-        listener_(listener),
+        sessions_(sessions),
         sink_(sink),
         session_config_(admitting(o.session, o.limits, AgainstMemAvailable::now, sink.memory_commit())),
         st_(sink) {}
 
   Result<DestinationOutcome> run() {
+    auto out = drive();
+    if (session_) sessions_.ended(session_->negotiated().session_id);
+    return out;
+  }
+
+ private:
+  Result<DestinationOutcome> drive() {
     if (o_.on_phase) o_.on_phase(phase_);
     for (;;) {
       Result<DestinationPhase> next = step();
@@ -366,7 +468,6 @@ class DestinationRun {
     }
   }
 
- private:
   Result<DestinationPhase> step() {
     switch (phase_) {
       case DestinationPhase::accept: return accept();
@@ -407,8 +508,8 @@ class DestinationRun {
 
   // --- accept: the source's session ---------------------------------------------------
   Result<DestinationPhase> accept() {
-    auto session = transport::accept_session(listener_, session_config_, o_.timeout,
-                                             o_.cancel ? o_.cancel->token() : std::stop_token());
+    auto session = sessions_.accept(session_config_, o_.timeout, o_.cancel ? o_.cancel->token() : std::stop_token(),
+                                    std::nullopt);
     if (!session && cancelled()) return o_.cancel->error();
     session_.emplace(LM_TRY(std::move(session)));
     st_.admitted = o_.limits;
@@ -500,8 +601,8 @@ class DestinationRun {
     PostcopyRecovery recovery;
     recovery.timeout = o_.reconnect_timeout;
     if (o_.reconnect_timeout.count() > 0)
-      recovery.accept = [this](transport::Timeout t, std::stop_token stop) {
-        return transport::accept_session(listener_, session_config_, t, std::move(stop));
+      recovery.accept = [this, id = session_->negotiated().session_id](transport::Timeout t, std::stop_token stop) {
+        return sessions_.accept(session_config_, t, std::move(stop), id);
       };
     commit_urgent_.reset();
     serving_ = LM_TRY(PostcopyDestination::start(*session_, std::move(ram), std::move(needed_), st_.hashes,
@@ -614,7 +715,7 @@ class DestinationRun {
   }
 
   const DestinationOptions& o_;
-  transport::Listener& listener_;
+  SessionSource& sessions_;
   PageSink& sink_;
   DestinationPhase phase_ = DestinationPhase::accept;
   const double cpu_start_ = thread_cpu_seconds();
@@ -638,6 +739,41 @@ class DestinationRun {
 
 }  // namespace
 
-Result<DestinationOutcome> Destination::run() { return DestinationRun(o_, *listener_, *o_.sink).run(); }
+Result<std::unique_ptr<Destination>> Destination::over(std::unique_ptr<transport::Listener> listener,
+                                                       DestinationOptions options) {
+  if (!options.sink) return Error::msg("destination: no page sink");
+  return std::unique_ptr<Destination>(
+      new Destination(std::move(options), std::make_shared<OwnListener>(std::move(listener))));
+}
+
+Result<std::vector<std::unique_ptr<Destination>>> Destination::listen_shared(
+    DestinationOptions options, const std::vector<std::shared_ptr<PageSink>>& sinks) {
+  LM_TRY_CTX(transport::check_key_for_address(options.listen, options.session, "listen on"), "destination");
+  auto listener = LM_TRY_CTX(transport::listen(options.listen, options.session.channel),
+                             strf("destination listen on %s", options.listen.c_str()));
+  return over_shared(std::move(listener), std::move(options), sinks);
+}
+
+Result<std::vector<std::unique_ptr<Destination>>> Destination::over_shared(
+    std::unique_ptr<transport::Listener> listener, DestinationOptions options,
+    const std::vector<std::shared_ptr<PageSink>>& sinks) {
+  if (sinks.empty()) return Error::msg("destination: a shared listener serves at least one session (no page sink)");
+  for (const auto& sink : sinks)
+    if (!sink) return Error::msg("destination: no page sink");
+  auto shared = std::make_shared<SharedListener>(
+      std::move(listener),
+      admitting(options.session, options.limits, AgainstMemAvailable::now, sinks.front()->memory_commit()));
+  std::vector<std::unique_ptr<Destination>> out;
+  for (const auto& sink : sinks) {
+    DestinationOptions o = options;
+    o.sink = sink;
+    out.push_back(std::unique_ptr<Destination>(new Destination(std::move(o), shared)));
+  }
+  return out;
+}
+
+std::string Destination::address() const { return sessions_->address(); }
+
+Result<DestinationOutcome> Destination::run() { return DestinationRun(o_, *sessions_, *o_.sink).run(); }
 
 }  // namespace lm::engine

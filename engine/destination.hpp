@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/error.hpp"
 #include "engine/config.hpp"
@@ -94,12 +95,27 @@ struct DestinationOutcome {
   double postcopy_rate = 0;  // the sink's progress per second from resume to post-copy completion
 };
 
+// Where a destination's sessions come from: its own listener, or one it
+// shares with other destinations (destination.cpp).
+class SessionSource;
+
 class Destination {
  public:
   static Result<std::unique_ptr<Destination>> listen(DestinationOptions options);
   // The same on a listener the caller made (tests: transport::make_inproc_link).
   static Result<std::unique_ptr<Destination>> over(std::unique_ptr<transport::Listener> listener,
                                                    DestinationOptions options);
+  // Several migrations on one listener (livemig dest --sessions N): one
+  // destination per sink, each taking the next new session that joins (a
+  // post-copy recovery finds its own by session id); run each on a thread of
+  // its own. They share `options` but for the sink (options.sink is ignored).
+  // Each session is admitted on its own against options.limits and
+  // MemAvailable at its handshake.
+  static Result<std::vector<std::unique_ptr<Destination>>> listen_shared(
+      DestinationOptions options, const std::vector<std::shared_ptr<PageSink>>& sinks);
+  static Result<std::vector<std::unique_ptr<Destination>>> over_shared(
+      std::unique_ptr<transport::Listener> listener, DestinationOptions options,
+      const std::vector<std::shared_ptr<PageSink>>& sinks);
   ~Destination();
   // The address the source connects to, with the real port.
   std::string address() const;
@@ -108,9 +124,9 @@ class Destination {
   Result<DestinationOutcome> run();
 
  private:
-  explicit Destination(DestinationOptions options);
+  Destination(DestinationOptions options, std::shared_ptr<SessionSource> sessions);
   DestinationOptions o_;
-  std::unique_ptr<transport::Listener> listener_;
+  std::shared_ptr<SessionSource> sessions_;
 };
 
 }  // namespace lm::engine

@@ -75,8 +75,12 @@ bool LinkShare::may_send(size_t vm, uint64_t bytes, Clock::time_point now, Clock
 }
 
 Result<void> LinkShare::Member::acquire(uint64_t wire_bytes, uint64_t pages, const Cancel* cancel) {
+  if (!acquire(wire_bytes, pages, cancel ? cancel->token() : std::stop_token{})) return cancel->error();
+  return ok();
+}
+
+bool LinkShare::Member::acquire(uint64_t wire_bytes, uint64_t pages, std::stop_token stop) {
   LinkShare& l = link_;
-  std::stop_token stop = cancel ? cancel->token() : std::stop_token{};
   std::unique_lock g(l.lock_);
   State& waiter = l.vms_[index_];
   waiter.waiting++;
@@ -90,7 +94,7 @@ Result<void> LinkShare::Member::acquire(uint64_t wire_bytes, uint64_t pages, con
     }
   } leave{l, waiter.waiting};
   for (;;) {
-    if (stop.stop_requested()) return cancel->error();
+    if (stop.stop_requested()) return false;
     auto now = Clock::now();
     Clock::duration wait;
     if (l.may_send(index_, wire_bytes, now, wait)) break;
@@ -115,7 +119,7 @@ Result<void> LinkShare::Member::acquire(uint64_t wire_bytes, uint64_t pages, con
   l.pages_ += pages;
   l.generation_++;
   l.changed_.notify_all();
-  return ok();
+  return true;
 }
 
 LinkShare::Figures LinkShare::figures() const {

@@ -38,6 +38,9 @@ class LinkShare {
     // Blocks until `wire_bytes` of this VM may go on the link; `pages` counts
     // them for the group's page rate. Ends early with the cancel's error.
     Result<void> acquire(uint64_t wire_bytes, uint64_t pages, const Cancel* cancel);
+    // The same, ended by `stop` instead (post-copy pushers, which a cancel
+    // does not stop once the destination runs the VM): false if it did.
+    bool acquire(uint64_t wire_bytes, uint64_t pages, std::stop_token stop);
     size_t index() const { return index_; }
 
    private:
@@ -45,6 +48,30 @@ class LinkShare {
     Member(LinkShare& link, size_t index) : link_(link), index_(index) {}
     LinkShare& link_;
     size_t index_;
+  };
+
+  // A VM's round (begin_round .. end_round) that ends with the scope at the
+  // latest; a null member (no group) does nothing.
+  class Round {
+   public:
+    explicit Round(Member* member, bool begun = true) : member_(member) {
+      if (begun) begin();
+    }
+    ~Round() { end(); }
+    void begin() {
+      if (member_ && !in_) member_->begin_round();
+      in_ = true;
+    }
+    void end() {
+      if (member_ && in_) member_->end_round();
+      in_ = false;
+    }
+    Round(const Round&) = delete;
+    Round& operator=(const Round&) = delete;
+
+   private:
+    Member* member_;
+    bool in_ = false;
   };
 
   explicit LinkShare(LinkShareConfig config);

@@ -152,6 +152,9 @@ Result<void> push_pages(transport::Session& session, size_t c, compress::Compres
     std::unique_lock g(st.lock);
     st.changed.wait(g, stop, [&] { return st.resumed.load(); });
   }
+  // On a group's link: in a round while this pusher has pages to push (one
+  // that waits for faults or idleness must hold no other VM back).
+  LinkShare::Round on_link(o.link_share, false);
   while (!st.stopped()) {
     size_t n = 0;
     bool drained = false;
@@ -164,6 +167,7 @@ Result<void> push_pages(transport::Session& session, size_t c, compress::Compres
       requests_seen = st.requests_seen;
     }
     if (n == 0) {
+      on_link.end();
       if (drained) break;
       // Held back until the guest has not faulted for idle_ms (the policy),
       // or a request changed what is left.
@@ -178,6 +182,10 @@ Result<void> push_pages(transport::Session& session, size_t c, compress::Compres
     LM_TRY(read_pages(process, compressor, taken, buffer.data(), batch));
     peer.encode(m, PageReply{0, batch.entries,
                              {reinterpret_cast<const std::byte*>(batch.payload.data()), batch.payload.size()}});
+    if (o.link_share) {
+      on_link.begin();
+      if (!o.link_share->acquire(m.size(), n, stop)) break;  // stopped meanwhile
+    }
     if (auto r = peer.send_encoded(m); !r) return st.lost_link(std::move(r).error());
     st.wire_bytes += m.size();
     st.pages_pushed += n;

@@ -21,6 +21,7 @@
 #include "compress/compressor.hpp"
 #include "dirtytrack/ranges.hpp"
 #include "engine/config.hpp"
+#include "engine/link_share.hpp"
 #include "engine/prepaging.hpp"
 #include "engine/source_process.hpp"
 #include "transport/session.hpp"
@@ -40,6 +41,12 @@ struct PostcopySourceOptions {
   // time given; empty: a broken link ends the migration at once.
   std::function<Result<transport::Session>(transport::Timeout)> redial;
   transport::Timeout reconnect_timeout{kDefaultReconnectTimeoutMs};
+  // A group's shared link (engine/link_share.hpp): every pushed batch asks it
+  // for its bytes first, and the pushers are in a round while they push.
+  // Replies to page requests do not ask: a fault of the resumed VM must not
+  // wait behind another VM's quantum (they are few and small, and not in
+  // the share's figures). Null: the link is this migration's alone.
+  LinkShare::Member* link_share = nullptr;
 };
 
 struct PostcopySourceOutcome {

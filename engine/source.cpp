@@ -151,13 +151,7 @@ class BulkSender {
     Stopwatch clock;
     const unsigned threads = unsigned(workers_.size());
     start_pool();
-    if (link_share_) link_share_->begin_round();
-    struct RoundOnLink {  // the group's other VMs wait for this one only while it sends
-      LinkShare::Member* share;
-      ~RoundOnLink() {
-        if (share) share->end_round();
-      }
-    } on_link{link_share_};
+    const LinkShare::Round on_link(link_share_);  // the group's other VMs wait for this one only while it sends
     {
       std::lock_guard g(jobs_lock_);
       job_.parts = partition(pages, threads);
@@ -800,6 +794,7 @@ class SourceRun {
     po.pivots = o_.postcopy.pivots;
     po.timeout = o_.timeout;
     po.reconnect_timeout = o_.postcopy.reconnect_timeout;
+    po.link_share = o_.link_share.get();
     if (o_.postcopy.reconnect_timeout.count() > 0)
       po.redial = [this](transport::Timeout within) {
         auto again = session_config_;

@@ -23,12 +23,28 @@ CLI::Validator number_value(Result<uint64_t> (*parse)(std::string_view), std::st
 CLI::Validator size_value() { return number_value(parse_size, "SIZE"); }
 CLI::Validator u64_value() { return number_value(parse_u64, "UINT"); }
 
-CLI::Option* add_pid(CLI::App& app, uint64_t& pid, const std::string& help) {
-  return app.add_option("--pid", pid, help)
+namespace {
+
+template <class T>
+CLI::Option* pid_option(CLI::App& app, T& target, const std::string& help) {
+  return app.add_option("--pid", target, help)
       ->required()
       ->type_name("PID")
       ->transform(u64_value())
       ->check(CLI::Range(uint64_t(1), uint64_t(INT32_MAX)));
+}
+
+// CLI11's form of apply_address: the error text, empty when it applied.
+std::string address_error(engine::ScenarioConfig& config, std::string_view text) {
+  auto set = apply_address(config, text);
+  return set ? std::string() : set.error().message;
+}
+
+}  // namespace
+
+CLI::Option* add_pid(CLI::App& app, uint64_t& pid, const std::string& help) { return pid_option(app, pid, help); }
+CLI::Option* add_pids(CLI::App& app, std::vector<uint64_t>& pids, const std::string& help) {
+  return pid_option(app, pids, help);
 }
 
 CLI::Option* add_setting(CLI::App& app, const std::string& flag, engine::ScenarioConfig& config,
@@ -44,17 +60,28 @@ CLI::Option* add_setting(CLI::App& app, const std::string& flag, engine::Scenari
           ""));
 }
 
+Result<void> apply_address(engine::ScenarioConfig& config, std::string_view text) {
+  auto colon = text.find(':');
+  if (colon == std::string_view::npos) return Error::msg("'" + std::string(text) + "': expected TRANSPORT:ADDRESS");
+  LM_TRY(engine::apply_setting(config, "migration.transport", std::string(text.substr(0, colon))));
+  return engine::apply_setting(config, "migration.address", "'" + std::string(text.substr(colon + 1)) + "'");
+}
+
 CLI::Option* add_address(CLI::App& app, const std::string& flag, engine::ScenarioConfig& config,
                          const std::string& help) {
   return app.add_option(flag, help)
       ->type_name("TRANSPORT:ADDRESS")
+      ->check(CLI::Validator([&config](std::string& text) { return address_error(config, text); }, ""));
+}
+
+CLI::Option* add_addresses(CLI::App& app, const std::string& flag, std::vector<std::string>& addresses,
+                           const std::string& help) {
+  return app.add_option(flag, addresses, help)
+      ->type_name("TRANSPORT:ADDRESS")
       ->check(CLI::Validator(
-          [&config](std::string& text) -> std::string {
-            auto colon = text.find(':');
-            if (colon == std::string::npos) return "'" + text + "': expected TRANSPORT:ADDRESS";
-            auto set = engine::apply_setting(config, "migration.transport", text.substr(0, colon));
-            if (set) set = engine::apply_setting(config, "migration.address", "'" + text.substr(colon + 1) + "'");
-            return set ? std::string() : set.error().message;
+          [](std::string& text) {
+            engine::ScenarioConfig scratch;
+            return address_error(scratch, text);
           },
           ""));
 }

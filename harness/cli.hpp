@@ -10,6 +10,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/error.hpp"
 #include "harness/runner.hpp"
@@ -23,8 +24,9 @@ namespace lm::cmd {
 CLI::Validator size_value();
 CLI::Validator u64_value();
 
-// --pid: a required process id.
+// --pid: a required process id; add_pids: one or more (--pid A --pid B).
 CLI::Option* add_pid(CLI::App& app, uint64_t& pid, const std::string& help);
+CLI::Option* add_pids(CLI::App& app, std::vector<uint64_t>& pids, const std::string& help);
 
 // A value read by `parse` into `target` while the command line is parsed;
 // its error names the option and the value.
@@ -47,8 +49,13 @@ CLI::Option* add_parsed(CLI::App& app, const std::string& flag, T& target, Resul
 CLI::Option* add_setting(CLI::App& app, const std::string& flag, engine::ScenarioConfig& config,
                          const std::string& key, const std::string& help);
 // "TRANSPORT:ADDRESS" into the keys migration.transport and migration.address.
+Result<void> apply_address(engine::ScenarioConfig& config, std::string_view text);
 CLI::Option* add_address(CLI::App& app, const std::string& flag, engine::ScenarioConfig& config,
                          const std::string& help);
+// The same, one or more times, each checked and kept as given (apply_address
+// sets one of them into a config later).
+CLI::Option* add_addresses(CLI::App& app, const std::string& flag, std::vector<std::string>& addresses,
+                           const std::string& help);
 // --psk-file FILE ($LIVEMIG_PSK_FILE) and --insecure: the keys security.psk-file
 // and security.insecure of `livemig source` and `livemig dest`.
 void add_security(CLI::App& app, engine::ScenarioConfig& config);

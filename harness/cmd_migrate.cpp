@@ -1,17 +1,22 @@
 // livemig dest / livemig source: the two halves of a migration as separate
 // processes (two hosts, or fault-injection tests that kill one side).
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "common/parse.hpp"
 #include "harness/cli.hpp"
 #include "harness/commands.hpp"
 #include "engine/destination.hpp"
+#include "engine/group.hpp"
 #include "engine/image_sink.hpp"
 #include "harness/guest_ram_sink.hpp"
 #include "harness/result_json.hpp"
@@ -49,31 +54,51 @@ struct DestArgs {
   bool force = false;
   uint64_t timeout_ms = uint64_t(engine::DestinationOptions{}.timeout.count());
   bool exit_after = false;
+  unsigned sessions = 1;
 };
 
-// Stays with the resumed guest (our child) until it exits or we are told to
-// stop (SIGINT, SIGTERM, SIGHUP), unless --exit-after.
-int serve_guest(guest::GuestProcess& g, const engine::Cancel& cancel, bool exit_after) {
-  std::printf("RESUMED pid=%d control=%s\n", g.pid(), g.control_path().c_str());
+// Stays with the resumed guests (our children) until each exited or we are
+// told to stop (SIGINT, SIGTERM, SIGHUP), unless --exit-after. 1 if a guest
+// exited with an error.
+int serve_guests(const std::vector<guest::GuestProcess*>& guests, const engine::Cancel& cancel, bool exit_after) {
+  for (auto* g : guests) std::printf("RESUMED pid=%d control=%s\n", g->pid(), g->control_path().c_str());
   std::fflush(stdout);
-  while (!exit_after && !cancel.requested()) {
-    auto exited = g.wait_exit(200);
-    if (!exited) continue;
-    if (*exited == 0) return 0;
-    std::fprintf(stderr, "livemig dest: %s\n", guest::guest_exit_text(g.pid(), *exited).c_str());
-    return 1;
+  std::vector<guest::GuestProcess*> running = guests;
+  int status = 0;
+  while (!exit_after && !cancel.requested() && !running.empty()) {
+    for (auto it = running.begin(); it != running.end();) {
+      const pid_t pid = (*it)->pid();
+      auto exited = (*it)->wait_exit(200 / int(running.size()));
+      if (!exited) {
+        ++it;
+        continue;
+      }
+      if (*exited != 0) {
+        std::fprintf(stderr, "livemig dest: %s\n", guest::guest_exit_text(pid, *exited).c_str());
+        status = 1;
+      }
+      it = running.erase(it);
+    }
   }
-  (void)g.stop(5000);
-  return 0;
+  for (auto* g : running) (void)g->stop(5000);
+  return status;
 }
 
-// Where the pages go: an image (--image), or a resumed livemig-guest.
+// Where one session's pages go: an image (--image), or a resumed livemig-guest.
 struct DestSinks {
   std::shared_ptr<engine::ImageSink> image;
   std::shared_ptr<engine::GuestRamSink> guest;
 };
 
-Result<engine::DestinationOptions> dest_options(const DestArgs& a, DestSinks& sinks) {
+Result<std::shared_ptr<engine::PageSink>> make_sink(const DestArgs& a, DestSinks& sinks) {
+  if (a.image) return std::shared_ptr<engine::PageSink>(
+      sinks.image = std::make_shared<engine::ImageSink>(a.config.limits.max_ram_bytes));
+  return std::shared_ptr<engine::PageSink>(sinks.guest = std::make_shared<engine::GuestRamSink>(
+                                               engine::GuestRamSinkOptions{LM_TRY(engine::find_guest_binary()), "/tmp"}));
+}
+
+// Everything but the sink.
+Result<engine::DestinationOptions> dest_options(const DestArgs& a) {
   engine::DestinationOptions o;
   o.listen = engine::transport_address(a.config.migration);
   o.timeout = transport::Timeout(a.timeout_ms);
@@ -81,12 +106,23 @@ Result<engine::DestinationOptions> dest_options(const DestArgs& a, DestSinks& si
   LM_TRY(engine::apply_security(a.config.security, o.session));
   o.limits = a.config.limits;
   o.session.on_refused = [](const Error& e) { std::fprintf(stderr, "livemig dest: refused: %s\n", e.message.c_str()); };
-  if (a.image)
-    o.sink = sinks.image = std::make_shared<engine::ImageSink>(a.config.limits.max_ram_bytes);
-  else
-    o.sink = sinks.guest =
-        std::make_shared<engine::GuestRamSink>(engine::GuestRamSinkOptions{LM_TRY(engine::find_guest_binary()), "/tmp"});
   return o;
+}
+
+// One session's kept copy: its line, and its image written to `image_dir`.
+Result<void> report_kept(const engine::DestinationOutcome& outcome, const DestSinks& sinks,
+                         const std::string& image_dir, engine::ImageOverwrite overwrite, const std::string& label) {
+  std::printf("%sCOMPLETED pages=%llu batches=%llu cpu=%.3f\n", label.c_str(),
+              (unsigned long long)outcome.pages_received, (unsigned long long)outcome.batches, outcome.cpu_seconds);
+  std::fflush(stdout);
+  if (image_dir.empty()) return ok();
+  // The source ran its own course already (kept, by default): a failure
+  // here loses only this copy.
+  auto written = LM_TRY(engine::write_image_dir(image_dir, sinks.image->image(), {sinks.image->source_pid(), overwrite}));
+  std::printf("IMAGE %s mappings=%llu pages=%llu stored=%llu\n", image_dir.c_str(), (unsigned long long)written.mappings,
+              (unsigned long long)written.pages, (unsigned long long)written.data_pages);
+  std::fflush(stdout);
+  return ok();
 }
 
 int run_dest(const DestArgs& a) {
@@ -94,8 +130,11 @@ int run_dest(const DestArgs& a) {
   if (!a.image_dir.empty())
     if (auto usable = engine::check_image_dir_target(a.image_dir, overwrite); !usable) return fail("dest", usable.error());
   DestSinks sinks;
-  auto o = dest_options(a, sinks);
+  auto o = dest_options(a);
   if (!o) return fail("dest", o.error());
+  auto sink = make_sink(a, sinks);
+  if (!sink) return fail("dest", sink.error());
+  o->sink = *sink;
   auto stop = stop_on_signals();
   if (!stop) return fail("dest", stop.error());
   o->cancel = stop->cancel;
@@ -105,27 +144,78 @@ int run_dest(const DestArgs& a) {
   std::fflush(stdout);
   auto outcome = (*d)->run();
   if (!outcome) return fail("dest", outcome.error());
-  std::printf("COMPLETED pages=%llu batches=%llu cpu=%.3f\n", (unsigned long long)outcome->pages_received,
-              (unsigned long long)outcome->batches, outcome->cpu_seconds);
-  if (!a.image_dir.empty()) {
-    // The source ran its own course already (kept, by default): a failure
-    // here loses only this copy.
-    auto written = engine::write_image_dir(a.image_dir, sinks.image->image(), {sinks.image->source_pid(), overwrite});
-    if (!written) return fail("dest", written.error());
-    std::printf("IMAGE %s mappings=%llu pages=%llu stored=%llu\n", a.image_dir.c_str(),
-                (unsigned long long)written->mappings, (unsigned long long)written->pages,
-                (unsigned long long)written->data_pages);
-  }
+  if (auto kept = report_kept(*outcome, sinks, a.image_dir, overwrite, ""); !kept) return fail("dest", kept.error());
   auto resumed = sinks.guest ? sinks.guest->take_guest() : nullptr;
-  return resumed ? serve_guest(*resumed, *stop->cancel, a.exit_after) : 0;
+  return resumed ? serve_guests({resumed.get()}, *stop->cancel, a.exit_after) : 0;
+}
+
+// --sessions N: N migrations at once on one listener, each its own sink (an
+// image written to DIR/pid-<source pid>, or a resumed guest). 1 if any failed.
+int run_dest_sessions(const DestArgs& a) {
+  const auto overwrite = a.force ? engine::ImageOverwrite::replace : engine::ImageOverwrite::refuse;
+  if (!a.image_dir.empty()) {
+    if (auto usable = engine::check_image_dir_target(a.image_dir, overwrite); !usable) return fail("dest", usable.error());
+    if (::mkdir(a.image_dir.c_str(), 0755) != 0 && errno != EEXIST)
+      return fail("dest", Error::from_errno(strf("create the image directory %s", a.image_dir.c_str())));
+  }
+  auto o = dest_options(a);
+  if (!o) return fail("dest", o.error());
+  std::vector<DestSinks> sinks(a.sessions);
+  std::vector<std::shared_ptr<engine::PageSink>> page_sinks;
+  for (auto& s : sinks) {
+    auto sink = make_sink(a, s);
+    if (!sink) return fail("dest", sink.error());
+    page_sinks.push_back(*sink);
+  }
+  auto stop = stop_on_signals();
+  if (!stop) return fail("dest", stop.error());
+  o->cancel = stop->cancel;
+  auto dests = engine::Destination::listen_shared(*o, page_sinks);
+  if (!dests) return fail("dest", dests.error());
+  std::printf("LISTENING %s sessions=%u\n", dests->front()->address().c_str(), a.sessions);
+  std::fflush(stdout);
+  // Each session's line as it ends (its image written first).
+  std::mutex lock;  // guards status, resumed and stdout
+  int status = 0;
+  std::vector<std::unique_ptr<guest::GuestProcess>> resumed;
+  auto serve = [&](unsigned i) {
+    const std::string label = strf("SESSION %u ", i + 1);
+    auto outcome = (*dests)[i]->run();
+    Result<void> kept = outcome ? ok() : Result<void>(outcome.error());
+    std::string image_dir;
+    if (kept && sinks[i].image && !a.image_dir.empty())
+      image_dir = strf("%s/pid-%d", a.image_dir.c_str(), int(sinks[i].image->source_pid().value_or(0)));
+    std::lock_guard g(lock);
+    if (kept) kept = report_kept(*outcome, sinks[i], image_dir, overwrite, label);
+    if (!kept) {
+      std::printf("%sFAILED %s\n", label.c_str(), kept.error().message.c_str());
+      std::fflush(stdout);
+      std::fprintf(stderr, "livemig dest: session %u of %u: %s\n", i + 1, a.sessions, kept.error().message.c_str());
+      status = 1;
+      return;
+    }
+    if (sinks[i].guest)
+      if (auto guest = sinks[i].guest->take_guest()) resumed.push_back(std::move(guest));
+  };
+  {
+    std::vector<std::jthread> threads;
+    for (unsigned i = 0; i < a.sessions; i++) threads.emplace_back(serve, i);
+  }
+  std::fflush(stdout);
+  std::vector<guest::GuestProcess*> guests;
+  for (auto& g : resumed) guests.push_back(g.get());
+  if (!guests.empty()) status |= serve_guests(guests, *stop->cancel, a.exit_after);
+  return status;
 }
 
 // --- source ----------------------------------------------------------------------------
 
 struct SourceArgs {
-  engine::ScenarioConfig config;  // the migration, convergence and postcopy keys
-  uint64_t pid = 0;
-  std::optional<PageRange> ram;
+  engine::ScenarioConfig config;  // the migration, convergence, postcopy and group keys
+  std::vector<uint64_t> pids;     // one VM each
+  std::vector<std::string> to;    // one address for every VM, or one per --pid
+  std::vector<std::string> ram_text;  // --ram as given
+  std::vector<PageRange> ram;     // none, or one per --pid
   std::optional<engine::AfterMigration> after;
   bool no_verify = false;
   bool allow_other_user = false;
@@ -140,6 +230,22 @@ Result<PageRange> parse_ram(std::string_view text) {
   auto size = parse_size(text.substr(colon + 1));
   if (!addr || !size) return Error::msg("expected ADDR:SIZE");
   return PageRange{*addr, *addr + *size};
+}
+
+// What the options say together (a bad command line: CLI11 reports it).
+std::string check_source_args(const SourceArgs& a) {
+  for (size_t i = 0; i < a.pids.size(); i++)
+    for (size_t j = 0; j < i; j++)
+      if (a.pids[i] == a.pids[j])
+        return strf("--pid %llu is given twice: each VM of a group is its own process",
+                    (unsigned long long)a.pids[i]);
+  if (a.to.size() != 1 && a.to.size() != a.pids.size())
+    return strf("%zu --to for %zu --pid: give one address for every VM, or one per --pid in their order",
+                a.to.size(), a.pids.size());
+  if (!a.ram.empty() && a.ram.size() != a.pids.size())
+    return strf("%zu --ram for %zu --pid: give one per --pid in their order, or none (image mode)", a.ram.size(),
+                a.pids.size());
+  return {};
 }
 
 // The phase hooks of the environment (tests): LM_FI_SOURCE_DIE_AT kills the
@@ -158,12 +264,14 @@ Result<void> add_phase_hooks(engine::SourceOptions& o, const std::shared_ptr<eng
   return ok();
 }
 
-engine::SourceOptions source_options(const SourceArgs& a) {
+// VM i's source: its process, its RAM (or image mode), the settings they share.
+Result<engine::SourceOptions> source_options(const SourceArgs& a, size_t i,
+                                             const std::shared_ptr<engine::Cancel>& cancel) {
   engine::SourceOptions o = engine::source_options(a.config);
-  o.pid = pid_t(a.pid);
-  if (a.ram) {
+  o.pid = pid_t(a.pids[i]);
+  if (!a.ram.empty()) {
     o.scope.kind = dt::ScopeKind::ranges;
-    o.scope.ranges = {*a.ram};
+    o.scope.ranges = {a.ram[i]};
     o.exec_state = engine::ExecStateKind::guest_ram;
   } else {
     o.scope.kind = dt::ScopeKind::migratable;
@@ -173,25 +281,89 @@ engine::SourceOptions source_options(const SourceArgs& a) {
   o.allow_other_user = a.allow_other_user;
   o.after = o.exec_state == engine::ExecStateKind::image ? engine::AfterMigration::keep : engine::AfterMigration::kill;
   if (a.after) o.after = *a.after;
+  LM_TRY(engine::apply_security(a.config.security, o.session));
+  o.cancel = cancel;
+  LM_TRY(add_phase_hooks(o, cancel));
   return o;
 }
 
+// VM i's address and the result's own record of its settings.
+Result<engine::ScenarioConfig> vm_config(const SourceArgs& a, size_t i) {
+  engine::ScenarioConfig c = a.config;
+  LM_TRY(apply_address(c, a.to.size() == 1 ? a.to[0] : a.to[i]));
+  return c;
+}
+
+// The result's host and settings, which the engine does not fill.
+void describe(engine::MigrationResult& r, const engine::ScenarioConfig& c, const engine::SourceOptions& o,
+              const engine::HostFacts& host) {
+  r.host = host;
+  r.config = c;
+  r.config.migration.mode = o.mode;
+  if (o.mode != engine::MigrationMode::precopy) r.prepaging = engine::prepaging_name(o.postcopy.prepaging);
+}
+
 int run_source(const SourceArgs& a) {
-  engine::SourceOptions o = source_options(a);
-  if (auto keyed = engine::apply_security(a.config.security, o.session); !keyed) return fail("source", keyed.error());
-  engine::MigrationResult result;
-  result.host = engine::read_host_facts();
-  result.config.migration.mode = o.mode;
-  if (o.mode != engine::MigrationMode::precopy) result.prepaging = engine::prepaging_name(o.postcopy.prepaging);
   auto stop = stop_on_signals();
   if (!stop) return fail("source", stop.error());
-  o.cancel = stop->cancel;
-  if (auto hooks = add_phase_hooks(o, stop->cancel); !hooks) return fail("source", hooks.error());
-  engine::SourceMigration migration(o);
-  auto r = migration.run(engine::transport_address(a.config.migration), result);
+  auto o = source_options(a, 0, stop->cancel);
+  if (!o) return fail("source", o.error());
+  auto c = vm_config(a, 0);
+  if (!c) return fail("source", c.error());
+  engine::MigrationResult result;
+  describe(result, *c, *o, engine::read_host_facts());
+  engine::SourceMigration migration(*o);
+  auto r = migration.run(engine::transport_address(c->migration), result);
   if (!a.out.empty()) (void)engine::write_result(result, a.out);
   std::printf("%s", engine::summarize(result).c_str());
   if (!r) return fail("source", r.error());
+  return 0;
+}
+
+// Several --pid: a group (engine/group.hpp) by --strategy, each VM its own
+// session to its --to; the group's document (livemig-group/1) to --out.
+int run_source_group(const SourceArgs& a) {
+  auto stop = stop_on_signals();
+  if (!stop) return fail("source", stop.error());
+  engine::GroupRunResult run;
+  run.config = a.config;
+  run.config.group.enabled = true;
+  run.config.group.vms = unsigned(a.pids.size());
+  std::vector<engine::GroupVm> vms;
+  std::vector<engine::ScenarioConfig> configs;
+  for (size_t i = 0; i < a.pids.size(); i++) {
+    auto o = source_options(a, i, stop->cancel);
+    if (!o) return fail("source", o.error());
+    auto c = vm_config(a, i);
+    if (!c) return fail("source", c.error());
+    engine::GroupVm vm;
+    vm.source = std::move(*o);
+    vm.address = engine::transport_address(c->migration);
+    vm.weight = engine::vm_weight(a.config.group, i);
+    vms.push_back(std::move(vm));
+    configs.push_back(std::move(*c));
+  }
+  std::vector<engine::SourceOptions> options;
+  for (const auto& vm : vms) options.push_back(vm.source);
+  engine::GroupOptions g;
+  g.strategy = a.config.group.strategy;
+  g.link.rate_bytes_per_s = double(a.config.group.link_rate);
+  g.cancel = stop->cancel;
+  run.group = engine::run_group(std::move(vms), g);
+  const engine::HostFacts host = engine::read_host_facts();
+  for (size_t i = 0; i < run.group.vms.size(); i++) describe(run.group.vms[i], configs[i], options[i], host);
+  // The VM that failed, by its process too.
+  if (run.group.failed_vm)
+    run.group.failure = strf("VM %zu (pid %llu, to %s): %s", *run.group.failed_vm + 1,
+                             (unsigned long long)a.pids[*run.group.failed_vm],
+                             engine::transport_address(configs[*run.group.failed_vm].migration).c_str(),
+                             run.group.vms[*run.group.failed_vm].error.c_str());
+  run.source_rate_after.assign(a.pids.size(), 0);  // the processes are not ours to sample
+  if (!a.out.empty())
+    if (auto written = engine::write_group_result(run, a.out); !written) return fail("source", written.error());
+  std::printf("%s", engine::summarize_group(run).c_str());
+  std::fflush(stdout);
+  if (!run.group.completed()) return fail("source", Error::msg(run.group.failure));
   return 0;
 }
 
@@ -218,19 +390,38 @@ Run dest(CLI::App& app) {
               "refuse a source announcing more RAM than this (0: 75% of MemAvailable; never above MemAvailable)");
   add_setting(app, "--max-mappings", a->config, "limits.max-mappings", "refuse a source announcing more mappings");
   add_setting(app, "--max-channels", a->config, "limits.max-channels", "refuse a source opening more bulk channels");
-  app.add_flag("--exit-after", a->exit_after, "stop the resumed guest and exit once the migration completed");
+  app.add_flag("--exit-after", a->exit_after, "stop the resumed guests and exit once the migrations completed");
+  app.add_option("--sessions", a->sessions,
+                 "serve this many migrations at once on the one listener (a 'livemig source' with several --pid, "
+                 "or several sources), each its own guest or image (--image-dir DIR: DIR/pid-<source pid>)")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& t) -> std::string {
+            auto n = parse_u64(t);
+            if (!n || *n < 1 || *n > 64) return "'" + t + "': a destination serves 1 to 64 sessions";
+            return {};
+          },
+          "1..64"));
   add_security(app, a->config);
-  return [a] { return run_dest(*a); };
+  return [a] { return a->sessions > 1 ? run_dest_sessions(*a) : run_dest(*a); };
 }
 
 Run source(CLI::App& app) {
   auto a = std::make_shared<SourceArgs>();
   auto& c = a->config;
-  add_pid(app, a->pid, "the process to migrate");
-  add_address(app, "--to", c, "destination address, e.g. uring:127.0.0.1:7000")->required();
-  add_parsed(app, "--ram", a->ram, +[](std::string_view t) -> Result<std::optional<PageRange>> {
-    return std::optional<PageRange>(LM_TRY(parse_ram(t)));
-  }, "ADDR:SIZE of a livemig-guest's RAM (default: every migratable mapping, image mode)")->type_name("ADDR:SIZE");
+  add_pids(app, a->pids,
+           "the process to migrate; several --pid migrate a group (--strategy), each VM its own session");
+  add_addresses(app, "--to", a->to,
+                "destination address, e.g. uring:127.0.0.1:7000; once for every VM (a 'livemig dest --sessions "
+                "N' serves them all), or once per --pid in their order")
+      ->required();
+  app.add_option("--ram", a->ram_text, "ADDR:SIZE of a livemig-guest's RAM, once per --pid (default: every migratable "
+                                  "mapping, image mode)")
+      ->type_name("ADDR:SIZE")
+      ->check(CLI::Validator([](std::string& t) -> std::string {
+        auto r = parse_ram(t);
+        return r ? std::string() : "'" + t + "': " + r.error().message;
+      }, ""));
   add_setting(app, "--tracker", c, "migration.tracker", "auto | uffd-wp | soft-dirty | hash");
   add_setting(app, "--policy", c, "migration.policy", "fixed:<codec> | cbc | adaptive");
   add_setting(app, "--channels", c, "migration.channels", "bulk channels");
@@ -249,10 +440,21 @@ Run source(CLI::App& app) {
     return std::optional<engine::AfterMigration>(LM_TRY(engine::parse_after(t)));
   }, "what becomes of the source once the destination holds a verified copy: kill | stop | keep "
      "(default kill; keep, a live snapshot, for an image without --ram)");
+  add_setting(app, "--strategy", c, "group.strategy",
+              "several --pid: serial | serial-correlated | parallel (docs/architecture.md, \"Groups\")");
+  add_setting(app, "--link-rate", c, "group.link-rate",
+              "several --pid: bytes/s the group's senders keep to together (0: no limit of ours)");
+  add_setting(app, "--weights", c, "group.weights",
+              "several --pid, parallel: each VM's share of the link, in --pid order, e.g. '[1, 3]'");
   app.add_flag("--allow-other-user", a->allow_other_user, "migrate a process that belongs to another user");
-  app.add_option("--out", a->out, "write the result JSON here");
+  app.add_option("--out", a->out,
+                 "write the result JSON here (several --pid: the group's document, livemig-group/1)");
   add_security(app, c);
-  return [a] { return run_source(*a); };
+  app.callback([a] {
+    for (const auto& t : a->ram_text) a->ram.push_back(*parse_ram(t));  // each checked as it was parsed
+    if (auto why = check_source_args(*a); !why.empty()) throw CLI::ValidationError(why);
+  });
+  return [a] { return a->pids.size() > 1 ? run_source_group(*a) : run_source(*a); };
 }
 
 }  // namespace lm::cmd

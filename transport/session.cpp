@@ -424,29 +424,45 @@ Result<std::optional<Session>> SessionAcceptor::join(Joining joining) {
   return std::optional<Session>(std::move(s));
 }
 
-// accept_session's loop. The listener accepts on its own thread; each
-// channel's handshake runs on a thread of its own with its own deadline, so an
-// idle or slow peer delays no one; channels whose handshake passed join their
-// session here, on the caller's thread. Beyond max_pending_handshakes, a new
-// connection drops the oldest one still in its handshake (a flood of idle
-// connections ages out; a source that connects among them finishes its
-// handshake in milliseconds).
+// The accept loop of accept_session and SessionServer. The listener accepts
+// on its own thread; each channel's handshake runs on a thread of its own
+// with its own deadline, so an idle or slow peer delays no one; channels
+// whose handshake passed join their session in next(), on the caller's
+// thread. Beyond max_pending_handshakes, a new connection drops the oldest
+// one still in its handshake (a flood of idle connections ages out; a source
+// that connects among them finishes its handshake in milliseconds).
 class AcceptLoop {
  public:
-  AcceptLoop(Listener& listener, const SessionConfig& config) : listener_(listener), config_(config) {}
+  // The listener's accept ends after `listen_timeout` (accept_session's
+  // timeout; a server accepts until it is destroyed).
+  AcceptLoop(Listener& listener, const SessionConfig& config, Timeout listen_timeout)
+      : listener_(listener), config_(config), acceptor_(config) {
+    accepter_ = std::thread([this, listen_timeout] { accept_all(listen_timeout); });
+  }
   ~AcceptLoop() { shut_down(); }
 
-  Result<Session> run(Timeout timeout, std::stop_token stop) {
-    SessionAcceptor acceptor(config_);
-    std::stop_callback on_stop(stop, [this] {
+  // The next complete session that `wanted` takes (empty: any); one it does
+  // not take waits in ready_ for a later call that does. Several callers may
+  // wait at once.
+  Result<Session> next(Timeout timeout, std::stop_token stop, const std::function<bool(uint64_t)>& wanted) {
+    bool stopped = false;
+    std::stop_callback on_stop(stop, [&] {
       std::lock_guard g(lock_);
-      stopped_ = true;
+      stopped = true;
       changed_.notify_all();
     });
-    accepter_ = std::thread([this, timeout] { accept_all(timeout); });
+    const Deadline deadline = Deadline::after(timeout);
+    auto takes = [&](const Session& s) { return !wanted || wanted(s.negotiated().session_id); };
     std::optional<Error> first_error;
     std::unique_lock g(lock_);
     for (;;) {
+      if (stopped) return Error{ECANCELED, strf("accept a session on %s: stopped", listener_.address().c_str())};
+      for (auto it = ready_.begin(); it != ready_.end(); ++it)
+        if (takes(*it)) {
+          Session s = std::move(*it);
+          ready_.erase(it);
+          return s;
+        }
       for (auto it = handshakes_.begin(); it != handshakes_.end();) {
         if (!it->result) {
           ++it;
@@ -456,31 +472,29 @@ class AcceptLoop {
         std::unique_ptr<Channel> channel = std::move(it->channel);
         it->thread.join();
         it = handshakes_.erase(it);
-        if (stopped_ && done) {
-          (void)reject(*channel, config_.version_max, stopped_accepting());
-          break;
-        }
-        auto joined = done ? acceptor.join({std::move(*done), std::move(channel)})
+        auto joined = done ? acceptor_.join({std::move(*done), std::move(channel)})
                            : Result<std::optional<Session>>(std::move(done).error());
         if (!joined) {
           if (config_.on_refused) config_.on_refused(joined.error());
           if (!first_error) first_error = std::move(joined).error();
           continue;
         }
-        if (joined->has_value()) {
-          g.unlock();
-          shut_down();
-          return std::move(**joined);
-        }
+        if (!joined->has_value()) continue;
+        if (takes(**joined)) return std::move(**joined);
+        ready_.push_back(std::move(**joined));
       }
-      if (stopped_)
-        return Error{ECANCELED, strf("accept a session on %s: stopped", listener_.address().c_str())};
       if (listener_error_) {
-        Error e = std::move(*listener_error_);
+        Error e = *listener_error_;
         if (first_error) return std::move(*first_error).context(e.message);
         return e;
       }
-      uint64_t next_deadline = UINT64_MAX;
+      if (deadline.passed()) {
+        Error e{ETIMEDOUT, strf("accept a session on %s: none within %lld ms", listener_.address().c_str(),
+                                (long long)timeout.count())};
+        if (first_error) return std::move(*first_error).context(e.message);
+        return e;
+      }
+      uint64_t next_deadline = deadline.at_ns;
       for (auto& h : handshakes_) {
         if (h.why_stopped) continue;
         if (h.deadline.passed())
@@ -561,29 +575,43 @@ class AcceptLoop {
     }
     for (auto& h : handshakes_) {
       if (h.thread.joinable()) h.thread.join();
-      // Ended before the loop saw it (it stopped meanwhile): a refusal is
+      // Ended before a caller saw it (it stopped meanwhile): a refusal is
       // still reported, a handshake that passed is told it came too late.
       if (!h.result) continue;
       if (!*h.result && config_.on_refused) config_.on_refused(h.result->error());
       if (*h.result) (void)reject(*h.channel, config_.version_max, stopped_accepting());
     }
     handshakes_.clear();
+    // Complete sessions nobody took: their channels close with them.
+    ready_.clear();
   }
 
   Listener& listener_;
   const SessionConfig& config_;
+  SessionAcceptor acceptor_;  // incomplete sessions; under lock_
   std::stop_source quit_;  // ends the accepting thread
   std::thread accepter_;
   std::mutex lock_;  // guards what follows
   std::condition_variable changed_;
   std::list<Handshake> handshakes_;  // oldest first; stable addresses for their threads
+  std::list<Session> ready_;         // complete, waiting for a caller that takes them
   std::optional<Error> listener_error_;
-  bool stopped_ = false;
 };
+
+SessionServer::SessionServer(Listener& listener, SessionConfig config)
+    : listener_(listener), config_(std::move(config)),
+      loop_(std::make_unique<AcceptLoop>(listener, config_, kForever)) {}
+SessionServer::~SessionServer() = default;
+
+Result<Session> SessionServer::next(Timeout timeout, std::stop_token stop, std::function<bool(uint64_t)> wanted) {
+  return loop_->next(timeout, std::move(stop), wanted);
+}
+
+std::string SessionServer::address() const { return listener_.address(); }
 
 Result<Session> accept_session(Listener& listener, const SessionConfig& config, Timeout timeout,
                                std::stop_token stop) {
-  return AcceptLoop(listener, config).run(timeout, std::move(stop));
+  return AcceptLoop(listener, config, timeout).next(kForever, std::move(stop), {});
 }
 
 }  // namespace lm::transport

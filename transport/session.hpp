@@ -162,6 +162,26 @@ class SessionAcceptor {
 Result<Session> accept_session(Listener& listener, const SessionConfig& config, Timeout timeout,
                                std::stop_token stop = {});
 
+// Destination side, several sessions on one listener (livemig dest
+// --sessions): one accept loop, handshakes with `config`, that runs until the
+// server is destroyed. next() returns the next complete session that
+// `wanted` takes (by session id; empty: any); a session that completes while
+// nobody wants it waits for a caller that does, and no session is dropped
+// because another completed. Several threads may wait in next() at once.
+// ETIMEDOUT after `timeout`; ECANCELED once `stop` is stopped.
+class SessionServer {
+ public:
+  SessionServer(Listener& listener, SessionConfig config);
+  ~SessionServer();
+  Result<Session> next(Timeout timeout, std::stop_token stop = {}, std::function<bool(uint64_t)> wanted = {});
+  std::string address() const;
+
+ private:
+  Listener& listener_;
+  SessionConfig config_;
+  std::unique_ptr<AcceptLoop> loop_;
+};
+
 // Refuses a session without a pre-shared key on an address that is not
 // loopback (0.0.0.0 and :: are not; a dpdk memif is), unless config.unauthenticated allows it.
 // `what` is "listen on" or "connect to"; the error says what to pass.

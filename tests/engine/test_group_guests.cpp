@@ -132,6 +132,24 @@ TEST(GroupGuestShare, WeightsOneToThree) {
   EXPECT_LT(std::fabs(g.link_bytes_per_s - 50e6) / 50e6, 0.15) << g.link_bytes_per_s;
 }
 
+// Post-copy pushes ask the shared link too: each VM's pushed pages are in its
+// link bytes, and the group keeps to its rate while they stream.
+TEST(GroupGuestShare, PostcopyPushesAskTheLink) {
+  auto r = run(small_group({"group.vms=2", "group.strategy=\"parallel\"", "group.link-rate=\"50M\"",
+                            "migration.mode=\"postcopy\"", "postcopy.prepaging=\"sequential\"",
+                            "workload.ram=\"32M\"", "workload.prefill=true", "workload.content=\"random\"",
+                            "migration.policy=\"fixed:raw\""}));
+  const GroupResult& g = r.group;
+  ASSERT_TRUE(g.completed()) << g.failure;
+  for (size_t i = 0; i < 2; i++) {
+    expect_migrated_and_verified(g.vms[i]);
+    ASSERT_GT(g.vms[i].pages_pushed, 1000u) << "VM " << i + 1 << ": sequential pre-paging pushes most pages";
+    EXPECT_GE(g.link.bytes[i], g.vms[i].pages_pushed * 4096) << "VM " << i + 1 << ": its pushes passed the share";
+  }
+  std::printf("R %.1f MB/s over %.2f s busy\n", g.link_bytes_per_s / 1e6, g.link.busy_s);
+  EXPECT_LT(g.link_bytes_per_s, 50e6 * 1.15) << "the pushes kept to the group's rate";
+}
+
 }  // namespace
 
 // The sweep (suite slow): m = 1, 2, 4, 8 by each strategy; every point completes,

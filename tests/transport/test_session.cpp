@@ -323,6 +323,51 @@ TEST(SessionAcceptorTest, TwoSessionsInterleavedOnOneAcceptorAreKeptApart) {
   }
 }
 
+// A SessionServer (livemig dest --sessions): two sources complete while
+// nobody waits, and neither is dropped; a caller that wants one id gets that
+// session whatever completed first; two callers at once get one each; a
+// caller with nothing left to take times out, naming the listener.
+TEST(SessionServerTest, SessionsAreKeptForTheirTakerAndHandedOutOnce) {
+  SessionConfig config;
+  config.bulk_channels = 2;
+  auto ep = endpoints("inproc", config.channel);
+  SessionServer server(*ep->listener, config);
+  Result<Session> s1 = Error::msg("not run"), s2 = Error::msg("not run"), s3 = Error::msg("not run");
+  {
+    std::thread c1([&] { s1 = Session::connect_with(ep->dial, config, mappings()); });
+    std::thread c2([&] { s2 = Session::connect_with(ep->dial, config, mappings(), {1, 0}); });
+    c1.join();
+    c2.join();
+  }
+  ASSERT_TRUE(s1.ok()) << s1.error().message;
+  ASSERT_TRUE(s2.ok()) << s2.error().message;
+  const uint64_t id1 = s1->negotiated().session_id, id2 = s2->negotiated().session_id;
+  // Both complete now, no one has asked yet: the second is taken by id first.
+  auto second = server.next(Timeout(3000), {}, [&](uint64_t id) { return id == id2; });
+  ASSERT_TRUE(second.ok()) << second.error().message;
+  EXPECT_EQ(second->negotiated().session_id, id2);
+  auto first = server.next(Timeout(3000));
+  ASSERT_TRUE(first.ok()) << "a session completed while nobody waited is kept: " << first.error().message;
+  EXPECT_EQ(first->negotiated().session_id, id1);
+  auto none = server.next(Timeout(50), {}, [&](uint64_t id) { return id != id1 && id != id2; });
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().code, ETIMEDOUT);
+  EXPECT_NE(none.error().message.find(ep->listener->address()), std::string::npos) << none.error().message;
+
+  // Two waiters at once, then a third source: one waiter gets it, the other
+  // times out; nothing is handed out twice.
+  Result<Session> w1 = Error::msg("not run"), w2 = Error::msg("not run");
+  std::thread a([&] { w1 = server.next(Timeout(1500)); });
+  std::thread b([&] { w2 = server.next(Timeout(1500)); });
+  s3 = Session::connect_with(ep->dial, config, mappings());
+  a.join();
+  b.join();
+  ASSERT_TRUE(s3.ok()) << s3.error().message;
+  EXPECT_NE(w1.ok(), w2.ok()) << "exactly one waiter takes the third session";
+  const Result<Session>& got = w1.ok() ? w1 : w2;
+  if (got.ok()) EXPECT_EQ(got->negotiated().session_id, s3->negotiated().session_id);
+}
+
 // A post-copy recovery dials the session again under its old id; an earlier
 // attempt that broke after joining some channels must not block it.
 TEST(SessionAcceptorTest, RedialUnderTheSameIdAfterAPartialAttempt) {
