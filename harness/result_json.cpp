@@ -111,7 +111,8 @@ Json result_json(const MigrationResult& r) {
                   {"total-time", r.model->total_s * 1e3},
                   {"downtime", r.model->downtime_s * 1e3},
                   {"link-bytes-per-second", r.model_input.link_bytes_per_s},
-                  {"dirty-pages-per-second", r.model_input.dirty_pages_per_s}};
+                  {"dirty-pages-per-second", r.model_input.dirty_pages_per_s},
+                  {"resume-time", r.model_input.resume_s * 1e3}};
   if (r.config.migration.mode != MigrationMode::precopy) j["postcopy"] = postcopy_json(r);
   return j;
 }
