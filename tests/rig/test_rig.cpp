@@ -297,6 +297,30 @@ TEST_F(RunOverRig, SigintDuringPrecopyRollsBackAndLeavesNothing) {
   expect_nothing_left(doc["rig"].value("name", "?"));
 }
 
+// A SIGKILLed run cannot remove its rig; the next run does (its namespaces
+// carry the dead run's PID).
+TEST_F(RunOverRig, RigOfASigkilledRunIsRemovedByTheNextRun) {
+  lm::SpawnOptions o;
+  o.on_parent_exit = lm::ParentExit::die;
+  auto killed = lm::Subprocess::spawn(
+      {"sh", "-c",
+       lm::strf("echo $$ > %s/cgroup.procs && exec env TMPDIR=%s %s run %s/small.toml --set link.rate=1gbit --quiet "
+                "--out %s/killed.json",
+                cgroup_->path().c_str(), dir_.c_str(), livemig().c_str(), dir_.c_str(), dir_.c_str())},
+      o);
+  ASSERT_TRUE(killed) << killed.error().message;
+  const std::string netns = lm::strf("lm-r%dn0-src", int(killed->pid()));  // exec kept the shell's PID
+  bool up = false;
+  for (int i = 0; i < 200 && !up; i++, usleep(50000)) up = access(("/run/netns/" + netns).c_str(), F_OK) == 0;
+  ASSERT_TRUE(up) << netns << " never appeared";
+  (void)killed->kill_and_wait();  // SIGKILL: no unwinding
+  EXPECT_EQ(access(("/run/netns/" + netns).c_str(), F_OK), 0) << "a SIGKILLed run cannot remove its rig";
+  Shell next = run("--set link.rate=1gbit");
+  EXPECT_EQ(next.status, 0) << next.out;
+  EXPECT_NE(next.out.find("removed the rig of run"), std::string::npos) << next.out;
+  expect_nothing_left(lm::strf("r%dn0", int(killed->pid())));
+}
+
 TEST_F(RunOverRig, DpdkWithARateIsRefusedAndSaysWhy) {
 #ifndef LM_TEST_DPDK
   GTEST_SKIP() << "built without DPDK (meson option dpdk)";
