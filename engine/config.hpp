@@ -125,6 +125,17 @@ struct GroupConfig {
   std::vector<GroupVmConfig> vm;
 };
 
+// The link between the two sides (harness/rig.hpp, docs/benchmarks-rig.md):
+// with `namespaces` (or any rate) `livemig run` makes a two-namespace rig for
+// the run, the source engine in its src namespace and the destination (and
+// the resumed guest) in its dst namespace, joined by a veth pair limited to
+// `rate_bps` on each end's egress (0: unlimited).
+struct LinkConfig {
+  uint64_t rate_bps = 0;
+  bool namespaces = false;
+  bool uses_rig() const { return namespaces || rate_bps != 0; }
+};
+
 struct ScenarioConfig {
   std::string name = "unnamed";
   std::string source_path;  // the file it came from, for messages
@@ -136,6 +147,7 @@ struct ScenarioConfig {
   SecurityConfig security;
   LimitsConfig limits;
   GroupConfig group;
+  LinkConfig link;
   bool verify = true;
   std::chrono::seconds timeout{600};  // the whole run
 };

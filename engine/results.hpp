@@ -54,6 +54,10 @@ struct MigrationResult {
   std::string transport;  // the backend actually used
   std::string tracker;    // the tracker actually used
   std::string policy;
+  // A run over a rig (config.link): its name, and whether the resumed guest
+  // was seen inside the rig's dst network namespace.
+  std::string rig;
+  bool resumed_guest_in_dst_netns = false;
 
   bool completed = false;
   std::string error;        // when failed: why

@@ -451,8 +451,11 @@ struct SendFigures {
   uint64_t precopy_pages = 0;      // pages sent by the iterative rounds
   uint64_t precopy_ns = 0;         // and the time they took
   uint64_t first_round_pages = 0;
-  double dirty_rate_sum = 0;       // pages dirtied per second, summed over rounds >= 1
-  unsigned dirty_rate_rounds = 0;
+  // The model's D: pages dirtied over the collect intervals they were counted
+  // in, and those intervals' seconds (D = their ratio, a rate over the whole
+  // pre-copy like the guest's own write rate).
+  double dirtied_pages = 0;
+  double dirtied_over_s = 0;
 };
 
 // One migration of the source side: the phases of source.hpp as methods,
@@ -620,12 +623,22 @@ class SourceRun {
       pending_ = collected.dirty;
       if (o_.hold_hot_pages) hold_hot_pages(collected.held);
       // Held pages are written still, only no longer reported: they count in
-      // the dirty rate (auto-converge and the model judge by it) as they do
-      // in the expected downtime.
+      // the dirty rate (auto-converge judges by it) as they do in the
+      // expected downtime.
       const double dirty_rate = double(collected.dirty_pages + held_pages_) / collect_interval_s_;
       if (round_ > 0 || t.pages > 0) {
-        figures_.dirty_rate_sum += dirty_rate;
-        figures_.dirty_rate_rounds++;
+        // The model's D counts a held page as dirtied in this interval only
+        // as often as a tracked one was (the tracker no longer sees it):
+        // counting every held page in every interval, as the rate above
+        // does, inflates D more the shorter the interval. Summed over the
+        // intervals, not a mean of per-round rates, in which a 10 ms round
+        // weighed as much as round 0 (tests/engine/test_precopy.cpp,
+        // PrecopyModel).
+        const double scope_pages = double(result_.ram_total / kPageSize);
+        const double tracked = std::max(1.0, scope_pages - double(held_pages_));
+        figures_.dirtied_pages +=
+            double(collected.dirty_pages) * (1.0 + double(held_pages_) / tracked);
+        figures_.dirtied_over_s += collect_interval_s_;
       }
       result_.rounds.push_back({round_, t.pages, t.wire_bytes, double(t.duration_ns) * 1e-6, dirty_rate});
       round_++;
@@ -1002,19 +1015,22 @@ void SourceRun::record_figures() {
   result_.cpu_seconds_source = thread_cpu_seconds() - cpu_start_ + sender_->cpu_seconds();
 
   // The analytic model with what this run measured: R over all iterative
-  // rounds, D averaged over them, and Vm the memory round 0 had to send
+  // rounds, D the pages dirtied over the collect intervals of those rounds
+  // (time-weighted: the same interval as the pages it counts), T_res the
+  // measured resume, and Vm the memory round 0 had to send
   // (never-touched pages are not sent, so they are not part of Vm).
   const double rate = figures_.precopy_ns
                           ? double(figures_.precopy_pages) * kPageSize / (double(figures_.precopy_ns) * 1e-9)
                           : 0;
   result_.model_input.link_bytes_per_s = rate;
   result_.model_input.dirty_pages_per_s =
-      figures_.dirty_rate_rounds ? figures_.dirty_rate_sum / figures_.dirty_rate_rounds : 0;
+      figures_.dirtied_over_s > 0 ? figures_.dirtied_pages / figures_.dirtied_over_s : 0;
   result_.model_input.vm_bytes = double(figures_.first_round_pages * kPageSize);
   result_.model_input.threshold_bytes =
       o_.convergence.downtime_target_ms > 0 ? rate * o_.convergence.downtime_target_ms / 1e3
                                             : double(o_.convergence.dirty_pages_threshold * kPageSize);
   result_.model_input.max_rounds = o_.convergence.max_rounds;
+  result_.model_input.resume_s = result_.downtime_breakdown.resume * 1e-3;  // T_res, as a group's model takes it
   if (result_.model_input.link_bytes_per_s > 0) result_.model = predict(result_.model_input);
 }
 

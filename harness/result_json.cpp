@@ -34,7 +34,11 @@ Json config_json(const ScenarioConfig& c) {
             {"max-bytes-factor", c.convergence.max_bytes_factor},
             {"dirty-pages-threshold", c.convergence.dirty_pages_threshold},
             {"downtime-target-ms", c.convergence.downtime_target_ms},
-            {"auto-converge", c.auto_converge.enabled}}}};
+            {"auto-converge", c.auto_converge.enabled}}},
+          {"link",
+           {{"rate", setting_text(c, "link.rate")},
+            {"rate-bps", c.link.rate_bps},
+            {"namespaces", c.link.uses_rig()}}}};
 }
 
 Json postcopy_json(const MigrationResult& r) {
@@ -61,6 +65,7 @@ Json result_json(const MigrationResult& r) {
   j["stop-reason"] = r.stop_reason;
   if (!r.source_state.empty()) j["source"] = {{"state", r.source_state}, {"phase", r.source_phase}};
   j["config"] = config_json(r.config);
+  if (!r.rig.empty()) j["rig"] = {{"name", r.rig}, {"resumed-guest-in-dst-netns", r.resumed_guest_in_dst_netns}};
   j["host"] = {{"kernel", r.host.kernel},     {"cpu", r.host.cpu},         {"cores", r.host.cores},
                {"memory", r.host.memory_bytes}, {"transport", r.transport}, {"tracker", r.tracker},
                {"policy", r.policy}};
@@ -106,7 +111,8 @@ Json result_json(const MigrationResult& r) {
                   {"total-time", r.model->total_s * 1e3},
                   {"downtime", r.model->downtime_s * 1e3},
                   {"link-bytes-per-second", r.model_input.link_bytes_per_s},
-                  {"dirty-pages-per-second", r.model_input.dirty_pages_per_s}};
+                  {"dirty-pages-per-second", r.model_input.dirty_pages_per_s},
+                  {"resume-time", r.model_input.resume_s * 1e3}};
   if (r.config.migration.mode != MigrationMode::precopy) j["postcopy"] = postcopy_json(r);
   return j;
 }

@@ -1,6 +1,8 @@
 #include "harness/rig.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -200,6 +202,29 @@ std::vector<std::string> exec_argv(const Layout& layout, Side side, const std::v
   std::vector<std::string> argv = {"ip", "netns", "exec", layout.netns_of(side)};
   argv.insert(argv.end(), command.begin(), command.end());
   return argv;
+}
+
+Result<InNetns> InNetns::enter(const Layout& layout, Side side) {
+  UniqueFd back(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (!back.valid()) return Error::from_errno("open this thread's network namespace");
+  const std::string path = "/run/netns/" + layout.netns_of(side);
+  UniqueFd ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!ns.valid()) return Error::from_errno("open " + path);
+  if (::setns(ns.get(), CLONE_NEWNET) != 0) return Error::from_errno("enter " + path);
+  return InNetns(std::move(back));
+}
+
+InNetns::~InNetns() {
+  // Failing to go back would leave this thread's later sockets in the rig.
+  if (back_.valid() && ::setns(back_.get(), CLONE_NEWNET) != 0) {
+    std::perror("livemig: leave the rig's network namespace");
+    std::abort();
+  }
+}
+
+uint64_t netns_inode(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? uint64_t(st.st_ino) : 0;
 }
 
 Result<Rig> Rig::up(const Spec& spec) { return Rig(LM_TRY(rig::up(spec))); }

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/error.hpp"
+#include "common/fd.hpp"
 
 namespace lm::rig {
 
@@ -67,6 +68,26 @@ Result<Status> status(std::string_view name);
 
 // `ip netns exec <namespace of side> command...`.
 std::vector<std::string> exec_argv(const Layout& layout, Side side, const std::vector<std::string>& command);
+
+// Moves the calling thread into one side's network namespace until this
+// object goes (setns(CLONE_NEWNET) is per thread): sockets it makes, threads
+// it starts and children it spawns meanwhile belong to that namespace; other
+// threads stay where they are. The destructor moves the thread back.
+class InNetns {
+ public:
+  static Result<InNetns> enter(const Layout& layout, Side side);
+  InNetns(InNetns&& o) noexcept : back_(std::move(o.back_)) {}
+  InNetns& operator=(InNetns&&) = delete;
+  ~InNetns();
+
+ private:
+  explicit InNetns(UniqueFd back) : back_(std::move(back)) {}
+  UniqueFd back_;  // the thread's namespace before
+};
+
+// The inode of a network namespace file (/run/netns/NAME, /proc/PID/ns/net):
+// two that are equal are the same namespace; 0 when it cannot be read.
+uint64_t netns_inode(const std::string& path);
 
 // A rig that is removed when this object goes: for a runner that sets a rig
 // up around a migration and must leave nothing behind, even on failure.

@@ -1,7 +1,9 @@
 #include "harness/runner.hpp"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -17,6 +19,7 @@
 #include "engine/group.hpp"
 #include "harness/guest/client.hpp"
 #include "harness/guest_ram_sink.hpp"
+#include "harness/rig.hpp"
 #include "transport/tls_channel.hpp"
 
 namespace lm::engine {
@@ -130,7 +133,10 @@ Result<void> start_workload(const ScenarioConfig& config, const RunOptions& opti
   return ok();
 }
 
-// Fills the workload's rates around the freeze: before_freeze samples it.
+// Fills the workload's rate during pre-copy: sampled again on entering it
+// (the tracker runs from then on) and before the freeze, so that it covers
+// the collect intervals the model's D is measured over; a tracked guest runs
+// slower than during the setup before it (its writes fault).
 struct FreezeSample {
   Result<uint64_t> before = uint64_t(0);
   Stopwatch migrating;
@@ -141,7 +147,13 @@ struct FreezeSample {
 void set_source_callbacks(SourceOptions& sopts, const RunOptions& options, const Target& target,
                           FreezeSample& sample) {
   sopts.cancel = options.cancel;
-  sopts.on_phase = options.on_source_phase;
+  sopts.on_phase = [&target, &sample, inner = options.on_source_phase](SourcePhase p) {
+    if (p == SourcePhase::precopy) {
+      sample.before = target.progress();
+      sample.migrating.reset();
+    }
+    if (inner) inner(p);
+  };
   sopts.before_freeze = [&] {
     if (auto p = target.progress(); p) sample.at_freeze = *p;
     sample.seconds_to_freeze = sample.migrating.elapsed_s();
@@ -169,7 +181,7 @@ void record_failure(const RunOptions& options, const Result<void>& migrated,
 
 // What the destination measured, and the resumed guest's own check.
 void record_destination(const ScenarioConfig& config, DestinationOutcome& dest, GuestRamSink* guest_sink,
-                        MigrationResult& result) {
+                        MigrationResult& result, const std::string& dst_netns) {
   result.cpu_seconds_destination = dest.cpu_seconds;
   if (dest.postcopy) {  // post-copy figures measured at the destination
     result.prepaging = std::string(prepaging_name(config.postcopy.prepaging));
@@ -183,6 +195,10 @@ void record_destination(const ScenarioConfig& config, DestinationOutcome& dest, 
   // A resumed guest runs on and its own check must pass.
   auto resumed = guest_sink ? guest_sink->take_guest() : nullptr;
   if (!resumed) return;
+  if (!dst_netns.empty()) {
+    const uint64_t ns = rig::netns_inode("/run/netns/" + dst_netns);
+    result.resumed_guest_in_dst_netns = ns && ns == rig::netns_inode(strf("/proc/%d/ns/net", int(resumed->pid())));
+  }
   if (auto rate = measure_rate(resumed->control(), std::chrono::milliseconds(500)); rate)
     result.workload_rate_after = *rate;
   auto guest_verify = resumed->control().verify();
@@ -311,7 +327,8 @@ SourceOptions vm_source_options(const ScenarioConfig& config, const RunOptions& 
 
 // After the source returned: the destination's side, the rates, the guest's check.
 void finish_vm(const ScenarioConfig& config, const RunOptions& options, const Result<void>& migrated,
-               VmDestination& d, const FreezeSample& sample, MigrationResult& result) {
+               VmDestination& d, const FreezeSample& sample, MigrationResult& result,
+               const std::string& dst_netns = {}) {
   auto& outcome = d.join(migrated);
   if (sample.before && sample.seconds_to_freeze > 0)
     result.workload_rate_during = double(sample.at_freeze - *sample.before) / sample.seconds_to_freeze;
@@ -319,30 +336,87 @@ void finish_vm(const ScenarioConfig& config, const RunOptions& options, const Re
     record_failure(options, migrated, outcome, result);
     return;  // the source runs on; the workload's destructors end it
   }
-  record_destination(config, outcome.value(), d.guest_sink.get(), result);
+  record_destination(config, outcome.value(), d.guest_sink.get(), result, dst_netns);
+}
+
+// A rig's name for one run: its process and a count, so that a rig left by a
+// killed run can be told from one in use (remove_stale_rigs).
+std::string run_rig_name() {
+  static std::atomic<unsigned> count{0};
+  return strf("r%dn%u", int(getpid()), count++);
+}
+
+// Rigs of runs whose process is gone (SIGKILL leaves its rig behind): removed.
+void remove_stale_rigs() {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/run/netns", ec)) {
+    int pid = 0;
+    unsigned n = 0;
+    char side[4] = {};
+    const std::string file = entry.path().filename().string();
+    if (std::sscanf(file.c_str(), "lm-r%dn%u-%3s", &pid, &n, side) != 3 || pid <= 0) continue;
+    if (::kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;
+    if (auto r = rig::down(strf("r%dn%u", pid, n)); r && *r)
+      std::fprintf(stderr, "livemig: removed the rig of run %d, which ended without removing it\n", pid);
+  }
+}
+
+// The run's rig (config.link): made before anything of the run, removed after
+// all of it, on any return.
+Result<rig::Rig> run_rig(const LinkConfig& link) {
+  remove_stale_rigs();
+  return LM_TRY_CTX(rig::Rig::up({.name = run_rig_name(), .rate_bps = link.rate_bps}), "link.namespaces");
+}
+
+// Runs `f` with the calling thread in one side of the rig (none: where it is).
+template <class F>
+auto in_side(const std::optional<rig::Rig>& link, rig::Side side, F&& f) -> decltype(f()) {
+  std::optional<rig::InNetns> in;
+  if (link) {
+    auto entered = rig::InNetns::enter(link->layout(), side);
+    if (!entered) return std::move(entered).error();
+    in.emplace(std::move(*entered));
+  }
+  return f();
 }
 
 }  // namespace
 
-Result<MigrationResult> run_scenario(const ScenarioConfig& config, const RunOptions& options) {
+Result<MigrationResult> run_scenario(const ScenarioConfig& scenario, const RunOptions& options) {
   MigrationResult result;
-  result.config = config;
   result.host = read_host_facts();
+  // Over a rig (link.*): the source guest and engine in its src namespace, the
+  // destination engine (the thread that listens, accepts and prepares, and
+  // the guest it resumes) in its dst namespace, at the dst end's address,
+  // with a key of the run's own (the link is not loopback). Each side enters
+  // its namespace for its own thread only (setns is per thread; threads and
+  // children inherit it), so every figure is measured in-process as without
+  // a rig. Declared first: removed after everything else of the run.
+  std::optional<rig::Rig> link;
+  ScenarioConfig config = scenario;
+  if (config.link.uses_rig()) {
+    link.emplace(LM_TRY(run_rig(config.link)));
+    result.rig = link->layout().name;
+    config.migration.address = link->layout().ip_of(rig::Side::dst) + ":0";
+    if (config.security.psk_file.empty() && !config.security.insecure) config.security.psk_file = kGeneratePsk;
+  }
+  result.config = config;
   auto work = LM_TRY(WorkDir::create());
   Workload workload;
-  LM_TRY(start_workload(config, options, work, workload));
+  LM_TRY(in_side(link, rig::Side::src, [&] { return start_workload(config, options, work, workload); }));
   const Target& target = workload.target;
   result.workload_rate_before =
       LM_TRY(rate_over(target, std::max(std::chrono::milliseconds(100), config.workload.warmup)));
 
   const SecurityConfig security = LM_TRY(run_security(config, work));
   VmDestination dest;
-  LM_TRY(start_destination(config, options, work, target, security, dest));
+  LM_TRY(in_side(link, rig::Side::dst,
+                 [&] { return start_destination(config, options, work, target, security, dest); }));
   FreezeSample sample;
   SourceMigration source(vm_source_options(config, options, target, dest, sample));
-  auto migrated = source.run(dest.destination->address(), result);
+  auto migrated = in_side(link, rig::Side::src, [&] { return source.run(dest.destination->address(), result); });
   if (options.progress == ProgressLine::on) std::fprintf(stderr, "\n");
-  finish_vm(config, options, migrated, dest, sample, result);
+  finish_vm(config, options, migrated, dest, sample, result, link ? link->layout().netns_of(rig::Side::dst) : "");
   return result;
 }
 
@@ -480,6 +554,10 @@ std::string summarize(const MigrationResult& r) {
   s += strf("status        %s%s\n", r.completed ? "completed" : "failed",
             r.completed ? "" : (": " + r.error).c_str());
   s += strf("transport     %s, tracker %s, policy %s\n", r.transport.c_str(), r.tracker.c_str(), r.policy.c_str());
+  if (!r.rig.empty())
+    s += strf("link          rig %s (namespaces lm-%s-src -> lm-%s-dst), %s%s\n", r.rig.c_str(), r.rig.c_str(),
+              r.rig.c_str(), setting_text(r.config, "link.rate").c_str(),
+              r.resumed_guest_in_dst_netns ? ", the resumed guest ran in dst" : "");
   s += time_breakdown(r);
   s += strf("ram           %.1f MiB, %.1f MiB on the wire, %.0f Mbit/s, ratio %.2f\n",
             double(r.ram_total) / 1048576, double(r.transferred) / 1048576, r.mbps, r.compression_ratio);
@@ -502,9 +580,16 @@ std::string summarize(const MigrationResult& r) {
   if (r.postcopy_reconnects > 0)
     s += strf("recovery      %llu broken links recovered, %.0f ms without a link\n",
               (unsigned long long)r.postcopy_reconnects, r.postcopy_link_down_ms);
-  if (r.model)
-    s += strf("model         predicted total %.1f ms, downtime %.1f ms, %u rounds (r = %.3f)\n",
-              r.model->total_s * 1e3, r.model->downtime_s * 1e3, r.model->rounds, r.model->ratio);
+  if (r.model) {
+    // The model's T_mig starts at round 0: compared with total-time without the source's setup.
+    const double measured = r.total_time_ms - r.setup_time_ms;
+    s += strf("model         total %.1f ms predicted, %.1f ms measured without setup (%+.0f%%); downtime %.1f ms "
+              "predicted, %.1f ms measured; %u rounds (r = %.3f%s; D = %.0f pages/s, R = %.0f Mbit/s)\n",
+              r.model->total_s * 1e3, measured, measured > 0 ? (r.model->total_s * 1e3 / measured - 1) * 100 : 0.0,
+              r.model->downtime_s * 1e3, r.downtime_ms, r.model->rounds, r.model->ratio,
+              r.model->converges ? "" : ", does not converge", r.model_input.dirty_pages_per_s,
+              r.model_input.link_bytes_per_s * 8 / 1e6);
+  }
   return s;
 }
 

@@ -8,6 +8,7 @@
 #include "compress/policy.hpp"
 #include "dirtytrack/tracker.hpp"
 #include "engine/prepaging.hpp"
+#include "harness/rig.hpp"
 #include "transport/channel.hpp"
 #include "transport/protocol.hpp"
 
@@ -216,6 +217,18 @@ Result<std::string> parse_rate(std::string_view text) {
 
 std::string strategy_text(const GroupStrategy& s) { return std::string(strategy_name(s)); }
 
+// link.rate: "unlimited" or tc's units ("1gbit", "2.5gbit", "500mbit").
+Result<uint64_t> parse_link_rate(std::string_view text) {
+  if (text == "unlimited") return uint64_t(0);
+  return rig::parse_rate(text);
+}
+std::string link_rate_text(const uint64_t& bps) {
+  if (bps == 0) return "unlimited";
+  for (auto [scale, unit] : {std::pair{1e9, "gbit"}, {1e6, "mbit"}, {1e3, "kbit"}})
+    if (double(bps) >= scale) return strf("%g%s", double(bps) / scale, unit);
+  return strf("%llubit", (unsigned long long)bps);
+}
+
 // A group key: setting it makes the scenario a group's.
 Key group_key(Key k) {
   auto apply = k.apply;
@@ -332,6 +345,12 @@ const std::vector<Key>& keys() {
                                       parse_strategy, strategy_text)),
       group_key(size("group.link-rate", [](C& c) -> uint64_t& { return c.group.link_rate; }, 0)),
       weights("group.weights"),
+
+      // The link between the sides: a rig of two network namespaces for the
+      // run (harness/rig.hpp); a rate implies the namespaces.
+      parsed<uint64_t>("link.rate", [](C& c) -> uint64_t& { return c.link.rate_bps; }, parse_link_rate,
+                       link_rate_text),
+      boolean("link.namespaces", [](C& c) -> bool& { return c.link.namespaces; }),
   };
   return table;
 }
@@ -429,6 +448,13 @@ Result<void> validate_scenario(const ScenarioConfig& c) {
   if (c.auto_converge.initial_percent > c.auto_converge.max_percent)
     return Error::msg("key 'convergence.throttle-initial' exceeds 'convergence.throttle-max'");
   if (!c.security.tls_creds.empty() && !c.security.tls) return Error::msg("key 'security.tls-creds' needs 'security.tls = true'");
+  if (c.link.uses_rig()) {
+    if (c.migration.transport == "dpdk")
+      return Error::msg("key 'link.rate'/'link.namespaces': the dpdk transport cannot run over the rig: its af_packet "
+                        "socket bypasses the qdiscs (qdisc_bypass=1), so a rate would not apply, and its PMD reads "
+                        "the namespace's /sys, which the runner's threads do not see (docs/benchmarks-rig.md)");
+    if (c.group.enabled) return Error::msg("key 'link.rate'/'link.namespaces': groups do not run over the rig yet");
+  }
   if (c.group.enabled) {
     if (c.group.vms == 0) return Error::msg("key 'group.vms' = 0: a group migrates at least one VM");
     if (!c.group.vm.empty() && c.group.vm.size() != c.group.vms)

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "harness/runner.hpp"
+#include "tests/common/memory_cgroup.hpp"
 #include "tests/engine/engine_test_util.hpp"
 #include "livemig_config.h"
 #include "harness/guest/client.hpp"
@@ -126,6 +127,31 @@ TEST(PrecopyConvergence, AutoConvergeThrottlesTheSource) {
   expect_verified(r);
   EXPECT_GE(r.cpu_throttle_percentage, 30u);
   EXPECT_FALSE(r.throttle_mechanism.empty());
+}
+
+// The model's D is the dirtying rate over the same interval as the pages it
+// counts (previous collect to this one): for a uniform pattern, whose writes
+// rarely hit a page twice within a round, it must equal the guest's own
+// write rate (steps per second from its control socket, from the start of
+// the migration to the freeze) within 20%. Several rounds (max-rounds, no
+// other stop), so short rounds weigh in as they would in a long migration.
+TEST(PrecopyModel, DirtyRateInputIsTheGuestsWriteRateForAUniformPattern) {
+  auto cgroup = lm::test::MemoryCgroup::create("livemig-test-model-d", 1ull << 30);
+  if (!cgroup) GTEST_SKIP() << cgroup.error().message;
+  ASSERT_TRUE(cgroup->add(getpid()).ok());  // the guests this process spawns are charged to it
+  auto r = migrate(small_guest({"workload.ram=\"64M\"", "workload.rate=4000", "workload.pattern=\"uniform\"",
+                                "workload.content=\"random\"", "workload.prefill=true", "convergence.max-rounds=6",
+                                "convergence.downtime-target-ms=0", "convergence.dirty-pages-threshold=0"}));
+  std::ofstream(std::string(lm::test::MemoryCgroup::kRoot) + "/cgroup.procs") << getpid();  // out again
+  expect_verified(r);
+  EXPECT_EQ(r.stop_reason, "max-rounds");
+  ASSERT_GT(r.workload_rate_during, 0);
+  const double d = r.model_input.dirty_pages_per_s;
+  std::printf("model D %.0f pages/s, the guest's write rate %.0f steps/s (%+.1f%%)\n", d, r.workload_rate_during,
+              (d / r.workload_rate_during - 1) * 100);
+  std::string rounds;
+  for (const auto& k : r.rounds) rounds += lm::strf(" %u: %.0f ms %.0f/s", k.round, k.duration_ms, k.dirty_rate);
+  EXPECT_NEAR(d / r.workload_rate_during, 1.0, 0.2) << "rounds (duration, dirty rate with held pages):" << rounds;
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include "livemig_config.h"
+
 #include "harness/scenario.hpp"
 
 using namespace lm::engine;
@@ -130,6 +132,41 @@ TEST(Scenario, BadTypedValuesAreNamed) {
   EXPECT_TRUE(apply_setting(c, "postcopy.prepaging", "none").ok());
   EXPECT_EQ(c.postcopy.prepaging, PrepagingKind::none);
   EXPECT_FALSE(apply_setting(c, "no.such-key", "1").ok());
+}
+
+// link.*: a rate (tc's units) implies the rig's namespaces; "unlimited" alone
+// is no rig; the value shows as it was written; dpdk and groups are refused.
+TEST(Scenario, LinkKeys) {
+  const ScenarioConfig defaults;
+  EXPECT_FALSE(defaults.link.uses_rig());
+  EXPECT_EQ(setting_text(defaults, "link.rate"), "unlimited");
+  for (auto [text, bps] : {std::pair{"1gbit", 1'000'000'000ull}, {"2.5gbit", 2'500'000'000ull},
+                           {"10gbit", 10'000'000'000ull}, {"500mbit", 500'000'000ull}}) {
+    auto c = parse_scenario("", "doc", {std::string("link.rate=\"") + text + "\""});
+    ASSERT_TRUE(c.ok()) << c.error().message;
+    EXPECT_EQ(c->link.rate_bps, bps) << text;
+    EXPECT_TRUE(c->link.uses_rig()) << text;
+    EXPECT_EQ(setting_text(*c, "link.rate"), text);
+  }
+  auto unlimited = parse_scenario("[link]\nrate = \"unlimited\"\n", "doc", {});
+  ASSERT_TRUE(unlimited.ok()) << unlimited.error().message;
+  EXPECT_FALSE(unlimited->link.uses_rig());
+  auto ns = parse_scenario("[link]\nnamespaces = true\n", "doc", {});
+  ASSERT_TRUE(ns.ok()) << ns.error().message;
+  EXPECT_TRUE(ns->link.uses_rig());
+  EXPECT_EQ(ns->link.rate_bps, 0u);
+
+  auto bad = parse_scenario("", "doc", {"link.rate=\"1gbps\""});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("link.rate"), std::string::npos) << bad.error().message;
+  auto dpdk = parse_scenario("", "doc", {"link.rate=\"1gbit\"", "migration.transport=\"dpdk\""});
+  ASSERT_FALSE(dpdk.ok());
+#if LM_HAVE_DPDK
+  EXPECT_NE(dpdk.error().message.find("qdisc_bypass"), std::string::npos) << dpdk.error().message;
+#endif
+  auto group = parse_scenario("", "doc", {"link.namespaces=true", "group.vms=2"});
+  ASSERT_FALSE(group.ok());
+  EXPECT_NE(group.error().message.find("groups"), std::string::npos) << group.error().message;
 }
 
 TEST(Scenario, SyntaxErrorHasPosition) {

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -16,6 +17,7 @@
 #include "common/strf.hpp"
 #include "common/subprocess.hpp"
 #include "harness/rig.hpp"
+#include "tests/common/memory_cgroup.hpp"
 
 namespace {
 
@@ -204,6 +206,128 @@ TEST_F(BenchAcrossRig, DpdkAfPacketOverTheVeth) {
   ASSERT_TRUE(r.is_object()) << doc.dump();
   EXPECT_GT(r.value("gbps_median", 0.0), 0.05);
   EXPECT_GT(r.value("cpu_recv_s_median", 0.0), 0.0);
+}
+
+// `livemig run` over a rig (link.* keys): the whole migration between the two
+// namespaces, inside a memory cgroup (the guests' RAM), bounded by `timeout`.
+class RunOverRig : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/lm-rig-run-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    auto g = lm::test::MemoryCgroup::create("livemig-test-rig-run", 1ull << 30);
+    if (!g) GTEST_SKIP() << g.error().message;
+    cgroup_.emplace(std::move(*g));
+    std::ofstream(dir_ + "/small.toml") << R"(name = "rig-small"
+[workload]
+ram = "64M"
+rate = 2000
+pattern = "uniform"
+content = "random"
+prefill = true
+warmup-ms = 300
+[migration]
+transport = "tcp"
+channels = 2
+policy = "fixed:raw"
+[convergence]
+max-rounds = 10
+downtime-target-ms = 300
+)";
+  }
+  void TearDown() override { sh("rm -rf " + dir_); }
+
+  // `livemig run small.toml --set ...`, its result document, its output.
+  Shell run(const std::string& sets, const std::string& env = "", int timeout_s = 120) {
+    return sh(lm::strf("sh -c 'echo $$ > %s/cgroup.procs && exec env %s TMPDIR=%s %s run %s/small.toml %s --quiet "
+                       "--out %s/result.json'",
+                       cgroup_->path().c_str(), env.c_str(), dir_.c_str(), livemig().c_str(), dir_.c_str(),
+                       sets.c_str(), dir_.c_str()),
+              timeout_s);
+  }
+  nlohmann::json result() const {
+    std::ifstream f(dir_ + "/result.json");
+    std::stringstream text;
+    text << f.rdbuf();
+    return nlohmann::json::parse(text.str(), nullptr, false);
+  }
+
+  std::string dir_;
+  std::optional<lm::test::MemoryCgroup> cgroup_;
+};
+
+TEST_F(RunOverRig, SmallMigrationAtOneGbitCompletesVerifiedAndLeavesNothing) {
+  Shell out = run("--set link.rate=1gbit");
+  EXPECT_EQ(out.status, 0) << out.out;
+  auto doc = result();
+  ASSERT_TRUE(doc.is_object()) << out.out;
+  EXPECT_EQ(doc.value("status", ""), "completed") << out.out;
+  EXPECT_EQ(doc["verify"].value("ok", false), true) << doc.dump();
+  EXPECT_EQ(doc["config"]["link"].value("rate", ""), "1gbit");
+  EXPECT_EQ(doc["config"]["link"].value("namespaces", false), true);
+  ASSERT_TRUE(doc.contains("rig")) << doc.dump();
+  EXPECT_EQ(doc["rig"].value("resumed-guest-in-dst-netns", false), true);
+  // At most the link's rate (+25%): the shaper, not loopback, carried it.
+  // Round 0 is the pass over all 64 MiB of random pages (prefilled), which
+  // takes >= 0.54 s at 1 Gbit/s; ram.mbps averages over total-time.
+  const double mbps = doc["ram"].value("mbps", 0.0);
+  ASSERT_TRUE(doc["rounds"].is_array() && !doc["rounds"].empty()) << doc.dump();
+  const auto& r0 = doc["rounds"][0];
+  EXPECT_GE(r0.value("bytes", 0.0), 64.0 * 1048576) << r0.dump();
+  const double r0_mbps = r0.value("bytes", 0.0) * 8 / 1e6 / (r0.value("duration", 0.0) * 1e-3);
+  EXPECT_GT(mbps, 0.0);
+  EXPECT_LE(mbps, 1250.0) << out.out;
+  EXPECT_LE(r0_mbps, 1250.0) << out.out;
+  EXPECT_GE(r0.value("duration", 0.0), 0.75 * 64 * 1048576 * 8 / 1e9 * 1e3) << out.out;
+  std::printf("over a 1gbit rig: round 0 %.0f Mbit/s, ram.mbps %.0f, total-time %.0f ms\n", r0_mbps, mbps,
+              doc.value("total-time", 0.0));
+  expect_nothing_left(doc["rig"].value("name", "?"));
+}
+
+TEST_F(RunOverRig, SigintDuringPrecopyRollsBackAndLeavesNothing) {
+  // The run signals itself on entering pre-copy (harness/signals.hpp).
+  Shell out = run("--set link.rate=1gbit", "LM_FI_SIGNAL_AT=precopy:SIGINT");
+  EXPECT_EQ(out.status, 1) << out.out;
+  auto doc = result();
+  ASSERT_TRUE(doc.is_object()) << out.out;
+  EXPECT_EQ(doc.value("status", ""), "failed");
+  EXPECT_NE(doc.value("error", "").find("SIGINT"), std::string::npos) << doc.value("error", "");
+  ASSERT_TRUE(doc.contains("rig")) << doc.dump();
+  expect_nothing_left(doc["rig"].value("name", "?"));
+}
+
+// A SIGKILLed run cannot remove its rig; the next run does (its namespaces
+// carry the dead run's PID).
+TEST_F(RunOverRig, RigOfASigkilledRunIsRemovedByTheNextRun) {
+  lm::SpawnOptions o;
+  o.on_parent_exit = lm::ParentExit::die;
+  auto killed = lm::Subprocess::spawn(
+      {"sh", "-c",
+       lm::strf("echo $$ > %s/cgroup.procs && exec env TMPDIR=%s %s run %s/small.toml --set link.rate=1gbit --quiet "
+                "--out %s/killed.json",
+                cgroup_->path().c_str(), dir_.c_str(), livemig().c_str(), dir_.c_str(), dir_.c_str())},
+      o);
+  ASSERT_TRUE(killed) << killed.error().message;
+  const std::string netns = lm::strf("lm-r%dn0-src", int(killed->pid()));  // exec kept the shell's PID
+  bool up = false;
+  for (int i = 0; i < 200 && !up; i++, usleep(50000)) up = access(("/run/netns/" + netns).c_str(), F_OK) == 0;
+  ASSERT_TRUE(up) << netns << " never appeared";
+  (void)killed->kill_and_wait();  // SIGKILL: no unwinding
+  EXPECT_EQ(access(("/run/netns/" + netns).c_str(), F_OK), 0) << "a SIGKILLed run cannot remove its rig";
+  Shell next = run("--set link.rate=1gbit");
+  EXPECT_EQ(next.status, 0) << next.out;
+  EXPECT_NE(next.out.find("removed the rig of run"), std::string::npos) << next.out;
+  expect_nothing_left(lm::strf("r%dn0", int(killed->pid())));
+}
+
+TEST_F(RunOverRig, DpdkWithARateIsRefusedAndSaysWhy) {
+#ifndef LM_TEST_DPDK
+  GTEST_SKIP() << "built without DPDK (meson option dpdk)";
+#endif
+  Shell out = run("--set link.rate=1gbit --set migration.transport=dpdk");
+  EXPECT_EQ(out.status, 2) << out.out;
+  EXPECT_NE(out.out.find("qdisc_bypass"), std::string::npos) << out.out;
 }
 
 }  // namespace
