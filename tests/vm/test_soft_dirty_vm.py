@@ -6,7 +6,11 @@ livemig-guest and livemig with the shared libraries ldd names. Inside the VM:
 `livemig check --json` must call soft-dirty available, and the tracker tests
 (dt_target scripts) and the guest ground-truth test (write log, churn,
 1 and 4 writer threads, 0 misses) must pass for soft-dirty, exactly as they
-do for uffd-wp on the host, and for uffd-wp in the VM too.
+do for uffd-wp on the host, and for uffd-wp in the VM too. Then a pre-copy
+migration between two processes per tracker (livemig-guest to `livemig
+dest` on loopback, `livemig source --tracker soft-dirty` / `uffd-wp`) must
+complete with that tracker, find dirty pages in every round after the first
+and verify.
 
 Debian 12's linux-image-cloud-amd64 is 6.1, older than PAGEMAP_SCAN (6.7),
 which every tracker here scans with; so the newest linux-image-6.*-cloud-amd64
