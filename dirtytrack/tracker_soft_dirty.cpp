@@ -6,9 +6,9 @@
 //
 // Reading the bits and clearing them are two steps; a write between them is
 // lost unless the target is frozen across both (as CRIU's pre-dump does).
-// collect() therefore freezes the target for maps + read + clear when it can
-// (maps too: a mapping created after maps was read but before the clear
-// would lose its VM_SOFTDIRTY unseen). An anonymous MADV_DONTNEED leaves no
+// start() and collect() therefore freeze the target for maps + read + clear
+// when they can (maps too: a mapping created after maps was read but before
+// the clear would lose its VM_SOFTDIRTY unseen). An anonymous MADV_DONTNEED leaves no
 // soft-dirty trace (the PTE is simply gone), so pages populated at the last
 // collect and not populated now are dirty too (they read as zero now).
 #include <fcntl.h>
@@ -37,15 +37,20 @@ class SoftDirtyTracker final : public Tracker {
     Capability cap = probe_soft_dirty();
     if (!cap.available)
       return Error::msg(strf("pid %d: soft-dirty tracker unavailable: %s", request.pid, cap.detail.c_str()));
-    LM_TRY(space_.init(request.pid, request.scope));
     scanner_.emplace(LM_TRY(PagemapScanner::open(request.pid)));
     std::string path = strf("/proc/%d/clear_refs", request.pid);
     clear_refs_.reset(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
     if (!clear_refs_.valid()) return Error::from_errno(strf("pid %d: open %s", request.pid, path.c_str()));
+    // Frozen as in collect(): a page first written between reading what is
+    // populated (the engine's round 0) and the clear would be in neither, its
+    // bit cleared, and never sent unless written again.
+    auto freezer = ProcessFreezer::seize(request.pid);
+    LM_TRY(space_.init(request.pid, request.scope));
     StartInfo info;
     info.populated = LM_TRY(populated_pages(request.pid, space_.mappings()));
     populated_ = info.populated;
     LM_TRY(clear());
+    if (freezer) LM_TRY((*freezer)->release());
     info.mappings = space_.mappings();
     info.setup_ns = sw.elapsed_ns();
     return info;
