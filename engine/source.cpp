@@ -715,7 +715,7 @@ class SourceRun {
     freeze_ns_ = now_ns();
     LM_TRY(process_->freeze());
     frozen_ns_ = now_ns();
-    auto final_dirty = LM_TRY(tracker_->collect());
+    auto final_dirty = LM_TRY(tracker_->collect_final());
     if (!final_dirty.changes.empty()) LM_TRY(announce_mappings(final_dirty.mappings));
     collected_ns_ = now_ns();
     final_mappings_ = final_dirty.mappings;
