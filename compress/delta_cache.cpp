@@ -14,7 +14,7 @@ DeltaCache::DeltaCache(size_t capacity_pages) : capacity_(capacity_pages) {
 DeltaCache::~DeltaCache() = default;
 
 DeltaCache::Shard::Shard(size_t cap) : capacity(cap) {
-  if (capacity) data = HugeBuffer(capacity * kPageSize);
+  if (capacity) data.reset(new uint8_t[capacity * kPageSize]);
   nodes.reserve(capacity);
   index.reserve(capacity);
 }
@@ -38,7 +38,7 @@ const uint8_t* DeltaCache::Shard::find(uint64_t addr) {
   if (it == index.end()) return nullptr;
   unlink(it->second);
   push_front(it->second);
-  return reinterpret_cast<uint8_t*>(data.get()) + size_t(it->second) * kPageSize;
+  return data.get() + size_t(it->second) * kPageSize;
 }
 
 void DeltaCache::Shard::store(uint64_t addr, const uint8_t* page) {
@@ -64,7 +64,7 @@ void DeltaCache::Shard::store(uint64_t addr, const uint8_t* page) {
     push_front(slot);
     index.emplace(addr, slot);
   }
-  std::memcpy(reinterpret_cast<uint8_t*>(data.get()) + size_t(slot) * kPageSize, page, kPageSize);
+  std::memcpy(data.get() + size_t(slot) * kPageSize, page, kPageSize);
 }
 
 void DeltaCache::Shard::remove(uint64_t addr) {

@@ -18,7 +18,6 @@
 #include <unordered_map>
 #include <vector>
 
-#include "common/huge_alloc.hpp"
 #include "common/page.hpp"
 
 namespace lm::compress {
@@ -67,7 +66,7 @@ class DeltaCache {
 
     mutable std::mutex mutex;
     size_t capacity;
-    HugeBuffer data;  // capacity pages, touched only when used (on huge pages: a first touch per 2 MiB, not per page)
+    std::unique_ptr<uint8_t[]> data;  // capacity pages, touched only when used
     std::vector<Node> nodes;
     std::vector<uint32_t> free_slots;
     std::unordered_map<uint64_t, uint32_t> index;
