@@ -20,7 +20,6 @@
 #include <vector>
 
 #include "common/error.hpp"
-#include "common/huge_alloc.hpp"
 #include "common/page.hpp"
 #include "common/page_batch.hpp"
 #include "compress/adaptive.hpp"
@@ -50,19 +49,7 @@ struct DefaultInitAllocator : std::allocator<T> {
   void construct(U* p, A&&... a) {
     ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
   }
-  // Batch-sized payloads (1 MiB and more) on huge pages: common/huge_alloc.hpp.
-  T* allocate(size_t n) {
-    if (n > size_t(-1) / sizeof(T)) throw std::bad_array_new_length();
-    void* p = huge_alloc(n * sizeof(T));
-    if (!p) throw std::bad_alloc();
-    return static_cast<T*>(p);
-  }
-  void deallocate(T* p, size_t n) noexcept { huge_free(p, n * sizeof(T)); }
 };
-template <class T, class U>
-bool operator==(const DefaultInitAllocator<T>&, const DefaultInitAllocator<U>&) {
-  return true;
-}
 using Bytes = std::vector<uint8_t, DefaultInitAllocator<uint8_t>>;
 
 struct CompressedBatch {

@@ -15,7 +15,6 @@
 #include <thread>
 
 #include "common/clock.hpp"
-#include "common/huge_alloc.hpp"
 #include "compress/compressor.hpp"
 #include "dirtytrack/probe.hpp"
 #include "dirtytrack/tracker.hpp"
@@ -130,13 +129,12 @@ class BulkSender {
     for (size_t i = 0; i < session.bulk_count(); i++) channel_locks_.push_back(std::make_unique<std::mutex>());
     // Buffers live as long as the migration and are touched once here: first
     // touch of fresh memory costs several µs per page on these machines,
-    // more than reading or copying the page. On huge pages (the payload's
-    // allocator too) that is ~1 ms for 12 MiB instead of 110-136 ms.
+    // more than reading or copying the page.
     for (size_t t = 0; t < workers.size(); t++) {
       slots_.push_back(std::make_unique<Slot[]>(kSlots));
       for (unsigned i = 0; i < kSlots; i++) {
         Slot& s = slots_.back()[i];
-        s.pages = HugeBuffer(size_t(batch_pages_) * kPageSize);
+        s.pages = std::make_unique<std::byte[]>(size_t(batch_pages_) * kPageSize);
         std::memset(s.pages.get(), 0, size_t(batch_pages_) * kPageSize);
         s.batch.payload.resize(size_t(batch_pages_) * kPageSize);
         std::memset(s.batch.payload.data(), 0, s.batch.payload.size());
@@ -195,7 +193,7 @@ class BulkSender {
 
  private:
   struct Slot {
-    HugeBuffer pages;
+    std::unique_ptr<std::byte[]> pages;
     std::vector<uint64_t> addrs;
     std::vector<const uint8_t*> ptrs;
     compress::CompressedBatch batch;
