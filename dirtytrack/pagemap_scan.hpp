@@ -27,6 +27,11 @@ struct ScanQuery {
 // Mappings not registered for async WP are skipped silently.
 inline constexpr ScanQuery kGetAndProtectWritten{PM_SCAN_WP_MATCHING, 0, PAGE_IS_WRITTEN,
                                                  0, PAGE_IS_WRITTEN};
+// The same pages without protecting them (the same fast path: an empty PTE
+// inside a page table counts as written). Without PM_SCAN_WP_MATCHING the
+// kernel walks mappings not registered for async WP too, where every such
+// PTE is unprotected: a superset there, never fewer pages.
+inline constexpr ScanQuery kGetWritten{0, 0, PAGE_IS_WRITTEN, 0, PAGE_IS_WRITTEN};
 
 class PagemapScanner {
  public:

@@ -3,6 +3,8 @@
 //   start(request)  -> mappings in scope, populated pages (for round 0)
 //   collect()       -> pages dirtied since the last collect (or start),
 //                      mapping changes, current mapping set, scan time
+//   collect_final() -> collect() on a frozen target whose tracking ends
+//                      after it: the same pages, nothing re-protected
 //   hold(pages)     -> leave these (hot) pages writable until the freeze
 //   stop()          -> undo everything in the target
 //
@@ -65,6 +67,11 @@ class Tracker {
   virtual std::string_view name() const = 0;
   virtual Result<StartInfo> start(const TrackRequest& request) = 0;
   virtual Result<CollectResult> collect() = 0;
+  // The last collect, with the target frozen, before stop(): every page
+  // collect() would report, without re-arming the tracking for another
+  // round (uffd-wp: the scan protects nothing and registers nothing new).
+  // A collect() after it reports those pages again: it never loses one.
+  virtual Result<CollectResult> collect_final() { return collect(); }
   // From the next collect on, `pages` (hot: written round after round) are
   // no longer write-protected again, so the process's writes to them stop
   // faulting; collect reports them in `held`. Adds to earlier holds. A

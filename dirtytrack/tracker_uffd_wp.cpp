@@ -68,7 +68,16 @@ class UffdWpTracker final : public Tracker {
     return info;
   }
 
-  Result<CollectResult> collect() override {
+  Result<CollectResult> collect() override { return collect(Rearm::yes); }
+  // The target is frozen and tracking ends: nothing is written until stop(),
+  // so protecting the written pages again (a PTE write and a TLB flush per
+  // written range, in the downtime) would buy nothing.
+  Result<CollectResult> collect_final() override { return collect(Rearm::no); }
+
+ private:
+  enum class Rearm { no, yes };
+
+  Result<CollectResult> collect(Rearm rearm) {
     if (!uffd_.valid()) return Error::msg("uffd-wp tracker: collect before start");
     Stopwatch sw;
     CollectResult out;
@@ -77,7 +86,7 @@ class UffdWpTracker final : public Tracker {
     held_ = intersect(held_, ranges);
     RangeList written;
     for (const auto& r : held_.empty() ? ranges : subtract(ranges, held_))
-      LM_TRY(scanner_->scan(r, kGetAndProtectWritten, written));
+      LM_TRY(scanner_->scan(r, rearm == Rearm::yes ? kGetAndProtectWritten : kGetWritten, written));
     // Mappings not registered now (new, moved, replaced in place, grown into
     // a new VMA, or a registered VMA that a neighbour's mremap merged into
     // and unregistered): their content is new to the destination, zero
@@ -108,7 +117,7 @@ class UffdWpTracker final : public Tracker {
     // not show yet shows next round as appeared, and counts whole then.
     whole = intersect(whole, ranges);
     if (!too_big.empty()) populated = intersect(LM_TRY(populated_pages(space_.pid(), too_big)), ranges);
-    if (!fresh.empty()) LM_TRY(register_and_protect(fresh));
+    if (!fresh.empty() && rearm == Rearm::yes) LM_TRY(register_and_protect(fresh));
     // Also whatever maps shows as having appeared: a mapping moved onto an
     // address after the scan above passed it is registered by nobody yet,
     // but one moved while the scan ran can be missed by it.
@@ -123,6 +132,7 @@ class UffdWpTracker final : public Tracker {
     return out;
   }
 
+ public:
   void hold(const RangeList& pages) override { held_ = unite(held_, pages); }
 
   Result<void> stop(ProcessFreezer*) override {

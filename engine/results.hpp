@@ -46,6 +46,24 @@ struct DowntimeBreakdown {
   double final_collect = 0;  // the last collect (and a changed mapping table)
   double final_send = 0;     // pre-copy: the pages still dirty; post-copy: the needed-page map; up to the commit
   double resume = 0;         // the commit sent -> the destination's running report received
+  // Inside `resume`, when the destination shares this host's clock: the
+  // commit sent -> the destination's guest running again (the rest is its
+  // report's way back). -1: not known.
+  double resume_running = -1;
+};
+
+// Where the source's setup went (ms; the parts add up to `setup-time`):
+// everything the source does before round 0 that is not waiting for the
+// destination's `ready`.
+struct SetupBreakdown {
+  double attach = 0;        // the target checked (owner, state) and its process opened
+  double tracker_probe = 0; // the dirty-tracking backend chosen (host probe) and made: what is left of it
+                            // after `connect`, which it runs beside
+  double mappings = 0;      // the target's mappings read (/proc/PID/maps)
+  double connect = 0;       // every channel opened: connect, hello, authentication, mappings, accept
+  double senders = 0;       // compressors, sender buffers: what is left after `tracker_start`, which they run beside
+  double tracker_start = 0; // the tracker started (write protection, the populated pages for round 0)
+  double other = 0;         // the rest (the handshake's table, option checks)
 };
 
 struct MigrationResult {
@@ -78,6 +96,7 @@ struct MigrationResult {
   double total_time_ms = 0;
   double downtime_ms = 0;
   double setup_time_ms = 0;
+  SetupBreakdown setup_breakdown;
   DowntimeBreakdown downtime_breakdown;
   double destination_prepare_time_ms = 0;  // the source waiting for the destination's `ready`
   double end_to_end_time_ms = 0;           // everything: preparation, migration, verification, release

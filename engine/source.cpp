@@ -515,17 +515,30 @@ class SourceRun {
   // twice. The handshake announces the mappings read beforehand.
   Result<SourcePhase> setup() {
     if (o_.on_phase) o_.on_phase(SourcePhase::setup);
+    SetupBreakdown& parts = result_.setup_breakdown;
+    uint64_t lap_ns = now_ns();
+    auto lap = [&](double& part) {  // the time since the previous lap goes to `part`
+      const uint64_t now = now_ns();
+      part += double(now - lap_ns) * 1e-6;
+      lap_ns = now;
+    };
     result_.policy = o_.policy.name;
     process_ = LM_TRY(o_.make_process ? o_.make_process() : linux_process(o_.pid));
     const pid_t pid = process_->pid();
     LM_TRY(process_->check_target(o_.allow_other_user ? dt::OtherUsers::allow : dt::OtherUsers::refuse));
+    lap(parts.attach);
     if (o_.exec_state == ExecStateKind::guest_ram && o_.after == AfterMigration::keep)
       return Error::msg(strf("source pid %d: --after keep with a destination that resumes the VM would run it twice",
                              pid));
-    tracker_ = LM_TRY_CTX(o_.make_tracker ? o_.make_tracker() : dt::make_tracker(o_.tracker, dt::probe_dirtytrack()),
-                          strf("source pid %d", pid));
-    result_.tracker = std::string(tracker_->name());
+    // The host probe (a fork to try ptrace, a test userfaultfd: tens of ms
+    // here) runs on a thread of its own while the handshake below waits on
+    // the network; `tracker-probe` is what is left to wait for after it.
+    std::optional<Result<std::unique_ptr<dt::Tracker>>> made;
+    std::jthread prober([&] {
+      made.emplace(o_.make_tracker ? o_.make_tracker() : dt::make_tracker(o_.tracker, dt::probe_dirtytrack()));
+    });
     const dt::MappingList announced = LM_TRY_CTX(process_->mappings(o_.scope), strf("source pid %d", pid));
+    lap(parts.mappings);
     auto table = LM_TRY(mapping_table(announced, generation_));
     result_.ram_total = table.total_bytes();
     session_config_ = o_.session;
@@ -536,9 +549,15 @@ class SourceRun {
     if (o_.mode == MigrationMode::precopy && !o_.verify)
       session_config_.features &= ~uint64_t(transport::kFeatureDigest);
     LM_TRY(check_cancel());  // before a destination starts preparing for us
+    lap_ns = now_ns();  // the rest goes to `other`, below
     session_ = LM_TRY_CTX(Session::connect_with(dial_, session_config_, table),
                           strf("source pid %d: connect to %s", pid, peer_.c_str()));
     result_.transport = peer_.substr(0, peer_.find(':'));
+    lap(parts.connect);
+    prober.join();
+    tracker_ = LM_TRY_CTX(std::move(*made), strf("source pid %d", pid));
+    result_.tracker = std::string(tracker_->name());
+    lap(parts.tracker_probe);
     // The destination says when its memory is ready for round 0. Its
     // preparation is not the source's setup (QEMU's destination is prepared
     // before `migrate`): the wait is a figure of its own.
@@ -546,11 +565,23 @@ class SourceRun {
     const Ready ready = LM_TRY_CTX(control().expect<Ready>(),
                                    strf("source pid %d: waiting for the destination at %s", pid, peer_.c_str()));
     prepare_ms_ = total_.elapsed_ms() - prepare_from_ms;
+    lap_ns = now_ns();  // the wait is not setup
     result_.population_ms = double(ready.population_ns) * 1e-6;
     result_.destination_ram = ready.memory;
-    LM_TRY(make_senders());
-    LM_TRY(start_tracker(announced));
+    // The senders' compressors and buffers (first touch of ~12 MiB) are made
+    // on a thread of their own while this one starts the tracker; `senders`
+    // is what is left to wait for after it.
+    std::optional<Result<void>> senders_made;
+    std::jthread sender_maker([&] { senders_made.emplace(make_senders()); });
+    auto tracking = start_tracker(announced);
+    lap(parts.tracker_start);
+    sender_maker.join();
+    LM_TRY(std::move(tracking));
+    LM_TRY(std::move(*senders_made));
+    lap(parts.senders);
     result_.setup_time_ms = total_.elapsed_ms() - prepare_ms_;
+    parts.other = std::max(0.0, result_.setup_time_ms - (parts.attach + parts.tracker_probe + parts.mappings +
+                                                         parts.connect + parts.senders + parts.tracker_start));
     return o_.mode == MigrationMode::postcopy ? SourcePhase::stop_and_copy : SourcePhase::precopy;
   }
 
@@ -737,7 +768,7 @@ class SourceRun {
     freeze_ns_ = now_ns();
     LM_TRY(process_->freeze());
     frozen_ns_ = now_ns();
-    auto final_dirty = LM_TRY(tracker_->collect());
+    auto final_dirty = LM_TRY(tracker_->collect_final());
     if (!final_dirty.changes.empty()) LM_TRY(announce_mappings(final_dirty.mappings));
     collected_ns_ = now_ns();
     final_mappings_ = final_dirty.mappings;
@@ -785,11 +816,17 @@ class SourceRun {
       auto digest = LM_TRY(control().expect<Digest>());
       dest_digests_.assign(digest.entries.begin(), digest.entries.end());
     }
-    LM_TRY((control().expect<Resumed, Ready>()));
+    const auto reported = LM_TRY((control().expect<Resumed, Ready>()));
     // Downtime ends when the destination reports its process running (or, for
     // an image, complete); the receive time is used so the figure holds across
     // hosts too (it includes one message latency). So does the migration.
     record_downtime(now_ns());
+    // On this host the destination's clock is ours: the resume splits at the
+    // moment its guest ran again.
+    if (const auto* resumed = std::get_if<Resumed>(&reported);
+        resumed && transport::same_host_address(peer_) && resumed->time_ns >= committed_ns_ &&
+        resumed->time_ns <= committed_ns_ + uint64_t(result_.downtime_breakdown.resume * 1e6))
+      result_.downtime_breakdown.resume_running = double(resumed->time_ns - committed_ns_) * 1e-6;
     completed_at_ms_ = total_.elapsed_ms();
     return SourcePhase::verify;
   }

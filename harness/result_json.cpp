@@ -74,7 +74,13 @@ Json result_json(const MigrationResult& r) {
   const auto& d = r.downtime_breakdown;
   j["downtime-breakdown"] = {
       {"freeze", d.freeze}, {"final-collect", d.final_collect}, {"final-send", d.final_send}, {"resume", d.resume}};
+  if (d.resume_running >= 0) j["downtime-breakdown"]["resume-running"] = d.resume_running;
   j["setup-time"] = r.setup_time_ms;
+  const auto& sb = r.setup_breakdown;
+  j["setup-breakdown"] = {{"attach", sb.attach},       {"tracker-probe", sb.tracker_probe},
+                          {"mappings", sb.mappings},   {"connect", sb.connect},
+                          {"senders", sb.senders},     {"tracker-start", sb.tracker_start},
+                          {"other", sb.other}};
   j["destination-prepare-time"] = r.destination_prepare_time_ms;
   j["end-to-end-time"] = r.end_to_end_time_ms;
   j["population-time"] = r.population_ms;

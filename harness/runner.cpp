@@ -527,13 +527,18 @@ std::string time_breakdown(const MigrationResult& r) {
   std::string s;
   s += strf("total-time    %.1f ms (QEMU's: from the start on a prepared destination to the destination running)\n",
             r.total_time_ms);
-  s += strf("  setup       %.1f ms (the source's own)\n", r.setup_time_ms);
+  const auto& sb = r.setup_breakdown;
+  s += strf("  setup       %.1f ms (the source's own: attach %.1f, tracker probe %.1f, mappings %.1f, connect %.1f, "
+            "senders %.1f, tracker start %.1f, other %.1f)\n",
+            r.setup_time_ms, sb.attach, sb.tracker_probe, sb.mappings, sb.connect, sb.senders, sb.tracker_start,
+            sb.other);
   s += strf("  rounds      %u in all (stop: %s); %zu pre-copy rounds sent for %.1f ms, round 0 %.1f ms\n",
             r.dirty_sync_count, r.stop_reason.c_str(), iterative, sending_ms,
             iterative ? r.rounds.front().duration_ms : 0.0);
   const auto& d = r.downtime_breakdown;
-  s += strf("  downtime    %.1f ms (stop-and-copy: freeze %.1f, final collect %.1f, final send %.1f, resume %.1f)\n",
-            r.downtime_ms, d.freeze, d.final_collect, d.final_send, d.resume);
+  s += strf("  downtime    %.1f ms (stop-and-copy: freeze %.1f, final collect %.1f, final send %.1f, resume %.1f%s)\n",
+            r.downtime_ms, d.freeze, d.final_collect, d.final_send, d.resume,
+            d.resume_running >= 0 ? strf(" of which %.1f to the guest running", d.resume_running).c_str() : "");
   if (r.config.migration.mode != MigrationMode::precopy)
     s += strf("  post-copy   %.1f ms from the resume to the last page\n", r.postcopy_complete_ms);
   s += strf("dest-prepare  %.1f ms (waiting for the destination's ready; outside total-time)\n",

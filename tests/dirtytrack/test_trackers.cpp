@@ -519,6 +519,41 @@ TEST_P(TrackerTest, PageWrittenAfterItsNewMappingWasCountedThenDiscardedIsFound)
   stop_and_check_clean();
 }
 
+// The last collect (target frozen, tracking ends after it) finds what
+// collect() would: whole-page and single-word writes, a discarded page, a
+// new mapping whole, held pages as held. It re-arms nothing, so a collect()
+// after it reports every one of those pages again: nothing is lost.
+TEST_P(TrackerTest, FinalCollectFindsEveryWriteAndLosesNone) {
+  start();
+  collect();
+  const RangeList held = {{region_ + 40 * P, region_ + 44 * P}};
+  tracker_->hold(held);
+  collect();
+  ASSERT_TRUE(target_.fill(region_ + 3 * P, 2, 6));
+  ASSERT_TRUE(target_.word(region_ + 100 * P + 24, 0x1234));
+  ASSERT_TRUE(target_.fill(region_ + 255 * P, 1, 6));
+  ASSERT_EQ(target_.send(lm::strf("dontneed %llx 1", (unsigned long long)(region_ + 70 * P))), "ok");
+  const uint64_t fresh = target_.map(8);
+  ASSERT_NE(fresh, 0u);
+  ASSERT_TRUE(target_.fill(fresh + P, 1, 7));
+  const RangeList expected = pages(region_, {3, 4, 70, 100, 255});
+  auto final = tracker_->collect_final();
+  ASSERT_TRUE(final.ok()) << final.error().message;
+  EXPECT_EQ(within(*final, region_, 256), expected);
+  EXPECT_EQ(within(*final, fresh, 8), (RangeList{{fresh, fresh + 8 * P}})) << "a new mapping counts dirty whole";
+  EXPECT_EQ(final->dirty_pages, total_pages(final->dirty));
+  if (std::string(GetParam()) == "uffd-wp") {
+    EXPECT_EQ(final->held, held);
+  }
+  if (std::string(GetParam()) == "uffd-wp") {  // the others' collect_final is collect()
+    // Nothing was written since, and still every page is there again.
+    auto again = collect();
+    EXPECT_EQ(within(again, region_, 256), expected) << "the final collect re-protected pages";
+    EXPECT_EQ(within(again, fresh, 8), (RangeList{{fresh, fresh + 8 * P}})) << "the final collect registered it";
+  }
+  stop_and_check_clean();
+}
+
 // soft-dirty skips (in SetUp) on kernels without CONFIG_MEM_SOFT_DIRTY, like
 // this project's hosts; tests/vm runs it in a VM booting a kernel that has it.
 INSTANTIATE_TEST_SUITE_P(Backends, TrackerTest, ::testing::Values("uffd-wp", "hash", "soft-dirty"),

@@ -595,6 +595,13 @@ TEST(EngineTimes, TheBreakdownAddsUp) {
   const auto& d = t.downtime_breakdown;
   EXPECT_NEAR(d.freeze + d.final_collect + d.final_send + d.resume, t.downtime_ms, 1e-3);
   for (double part : {d.freeze, d.final_collect, d.final_send, d.resume}) EXPECT_GE(part, 0);
+  const auto& s = t.setup_breakdown;
+  EXPECT_NEAR(s.attach + s.tracker_probe + s.mappings + s.connect + s.senders + s.tracker_start + s.other,
+              t.setup_time_ms, 1e-3);
+  for (double part : {s.attach, s.tracker_probe, s.mappings, s.connect, s.senders, s.tracker_start, s.other})
+    EXPECT_GE(part, 0);
+  EXPECT_GT(s.connect, 0) << "the session's handshake is part of the setup";
+  EXPECT_GT(s.tracker_start, 0);
   ASSERT_TRUE(m.destination->wait());
 }
 

@@ -40,6 +40,8 @@ TEST(Results, JsonHasQemuNamesAndFailure) {
     EXPECT_TRUE(j.contains(key)) << key;
   for (const char* key : {"freeze", "final-collect", "final-send", "resume"})
     EXPECT_TRUE(j["downtime-breakdown"].contains(key)) << key;
+  for (const char* key : {"attach", "tracker-probe", "mappings", "connect", "senders", "tracker-start", "other"})
+    EXPECT_TRUE(j["setup-breakdown"].contains(key)) << key;
   EXPECT_EQ(j["ram"]["transferred"], 12345);
   EXPECT_EQ(j["ram"]["dirty-sync-count"], 3);
   EXPECT_TRUE(j["ram"].contains("duplicate"));

@@ -18,6 +18,11 @@ FIGURES = {
     "downtime": lambda r: r["downtime"],
     "setup-time": lambda r: r["setup-time"],
     "rounds": lambda r: r["ram"]["dirty-sync-count"],
+    **{"downtime." + k: (lambda k: lambda r: r.get("downtime-breakdown", {}).get(k))(k)
+       for k in ("freeze", "final-collect", "final-send", "resume", "resume-running")},
+    **{"setup." + k: (lambda k: lambda r: r.get("setup-breakdown", {}).get(k))(k)
+       for k in ("attach", "tracker-probe", "mappings", "connect", "senders", "tracker-start", "other")},
+    "destination-prepare-time": lambda r: r.get("destination-prepare-time"),
     "transferred-MiB": lambda r: r["ram"]["transferred"] / 2**20,
     "round-1-pages": lambda r: r["rounds"][1]["pages"] if len(r["rounds"]) > 1 else None,
     "guest-rate-before": lambda r: r["workload"]["rate-before"],
@@ -80,7 +85,8 @@ def main():
                 if r["status"] != "completed":
                     print("%s run %d failed: %s" % (side, i, r.get("error")), file=sys.stderr)
                 runs[side].append(r)
-                print("%s%d total %.1f ms downtime %.1f ms" % (side, i, r["total-time"], r["downtime"]), flush=True)
+                print("%s%d total %.1f ms downtime %.1f ms setup %.1f ms" % (side, i, r["total-time"], r["downtime"],
+                                                                           r["setup-time"]), flush=True)
     doc = {"config": args.config, "sets": args.set, "repeat": args.repeat, "a": args.a, "b": args.b,
            "load-average-start": load_start, "load-average-end": os.getloadavg(), "figures": {}}
     for name, get in FIGURES.items():
