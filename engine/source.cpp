@@ -629,7 +629,10 @@ class SourceRun {
   // last-sent versions leave the delta cache: a delta against one would be
   // applied to a page that no longer holds it. Addresses kept by both tables
   // keep their pages at the destination, however their mappings changed.
+  // Before round 1 nothing is cached (round 0 sends are first sends), and
+  // the senders may still be in the making on another thread (setup()).
   void forget_sent_versions(const transport::MappingTable& before, const dt::MappingList& after) {
+    if (round_ == 0) return;
     compress::DeltaCache* cache = workers_.front()->delta_cache();
     if (!cache || cache->empty()) return;
     dt::RangeList was;
