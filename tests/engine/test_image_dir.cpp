@@ -149,6 +149,42 @@ TEST(ImageDir, TakesAnExistingEmptyDirectory) {
   EXPECT_FALSE(write_image_dir("/", regions, {}).ok());
 }
 
+// The kernel's page tables of this process, in KiB (VmPTE).
+uint64_t page_table_kib() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmPTE:", 0) == 0) return std::stoull(line.substr(6));
+  return 0;
+}
+
+// An image of a sparse reservation (an ASan process maps terabytes of
+// shadow) reads only the pages that hold memory: reading all 16 GiB would
+// fault in the zero page everywhere and build 32 MiB of page tables.
+TEST(ImageDir, ASparseRegionIsReadOnlyWhereItHoldsMemory) {
+  constexpr uint64_t kBytes = 16ull << 30;
+  void* p = mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  auto* base = static_cast<uint8_t*>(p);
+  std::memset(base + 5 * kPageSize, 0x5a, kPageSize);
+  std::memset(base + kBytes - kPageSize, 0xa5, kPageSize);
+  TempDir tmp;
+  const uint64_t pte_before = page_table_kib();
+  const std::vector<ImageRegion> regions = {{0x7e0000000000, kBytes, PROT_READ | PROT_WRITE, base}};
+  auto w = write_image_dir(tmp.path + "/img", regions, {});
+  const uint64_t pte_after = page_table_kib();
+  munmap(p, kBytes);
+  ASSERT_TRUE(w.ok()) << w.error().message;
+  EXPECT_EQ(w->data_pages, 2u);
+  EXPECT_EQ(w->pages, kBytes / kPageSize);
+  EXPECT_LT(pte_after, pte_before + 4096) << "the writer read unpopulated pages: VmPTE " << pte_before << " -> "
+                                          << pte_after << " KiB";
+  auto r = ImageReader::open(tmp.path + "/img");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(r->manifest().mappings.size(), 1u);
+  EXPECT_EQ(r->manifest().mappings[0].entries, 2u);
+}
+
 // Each mutation of a good manifest must be refused, with a message naming
 // what is wrong.
 TEST(ImageDir, CorruptManifestsAreRefused) {
