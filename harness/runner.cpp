@@ -142,13 +142,16 @@ struct FreezeSample {
   Stopwatch migrating;
   uint64_t at_freeze = 0;
   double seconds_to_freeze = 0;
+  // False for a VM a serial-correlated group stops before its migration
+  // starts: a stopped guest cannot answer a sample (engine/group.cpp).
+  bool answers = true;
 };
 
 void set_source_callbacks(SourceOptions& sopts, const RunOptions& options, const Target& target,
                           FreezeSample& sample) {
   sopts.cancel = options.cancel;
   sopts.on_phase = [&target, &sample, inner = options.on_source_phase](SourcePhase p) {
-    if (p == SourcePhase::precopy) {
+    if (p == SourcePhase::precopy && sample.answers) {
       sample.before = target.progress();
       sample.migrating.reset();
     }
@@ -457,6 +460,7 @@ Result<GroupRunResult> run_group_scenario(const ScenarioConfig& config, const Ru
       continue;
     }
     GroupVm vm;
+    samples[i].answers = g.strategy != GroupStrategy::serial_correlated || members.empty();
     vm.source = vm_source_options(configs[i], options, workloads[i].target, dests[i], samples[i]);
     vm.source.on_round = nullptr;  // one progress line cannot show m VMs
     vm.address = dests[i].destination->address();
