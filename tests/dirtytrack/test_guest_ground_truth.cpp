@@ -177,7 +177,9 @@ TEST_P(GuestGroundTruth, NoWrittenPageIsMissed) {
     auto it = by_epoch.find(opened[size_t(i)]);
     if (it == by_epoch.end()) continue;
     for (uint64_t page : it->second->pages) {
-      bool churn = !ram.contains(page) && page >= 0x7f0000000000ull;
+      // The guest logs nothing outside its RAM but churn (new mappings and
+      // the heap); where mmap puts them depends on ASLR.
+      bool churn = !ram.contains(page);
       logged++;
       churn_logged += churn;
       if (contains(now, page) || contains(next, page)) continue;
