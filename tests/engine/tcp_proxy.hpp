@@ -2,13 +2,17 @@
 // break the link on purpose: cut() ends every forwarded connection at once
 // (both peers see the connection closed without a close handshake), and
 // while refusing() new connections are accepted and closed at once, so the
-// source's redials fail until the link is "restored".
+// source's redials fail until the link is "restored". throttle() caps each
+// connection's rate, so a test can break the link before a migration that
+// would otherwise finish first.
 #pragma once
 
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <time.h>
 
 #include <atomic>
 #include <memory>
@@ -43,6 +47,9 @@ class TcpProxy {
 
   uint16_t port() const { return port_; }  // 0: could not listen
   void refuse(bool on) { refusing_ = on; }
+  // Each forwarded connection moves at most this many bytes per second each
+  // way (0: unlimited).
+  void throttle(uint64_t bytes_per_s) { bytes_per_s_ = bytes_per_s; }
   // Ends every live forwarded connection; returns how many there were.
   size_t cut() {
     std::vector<std::unique_ptr<Link>> links;
@@ -93,14 +100,14 @@ class TcpProxy {
       auto link = std::make_unique<Link>();
       link->a = a;
       link->b = b;
-      link->pump = std::thread([a, b] { pump(a, b); });
+      link->pump = std::thread([this, a, b] { pump(a, b, bytes_per_s_); });
       std::lock_guard g(lock_);
       links_.push_back(std::move(link));
     }
   }
 
   // Copies both ways until either side ends or cut() shuts both down.
-  static void pump(int a, int b) {
+  static void pump(int a, int b, const std::atomic<uint64_t>& bytes_per_s) {
     std::vector<char> buf(256 << 10);
     pollfd p[2] = {{a, POLLIN, 0}, {b, POLLIN, 0}};
     for (;;) {
@@ -122,6 +129,11 @@ class TcpProxy {
           }
           done += w;
         }
+        if (uint64_t rate = bytes_per_s) {
+          uint64_t ns = uint64_t(n) * 1000000000ull / rate;
+          timespec ts{time_t(ns / 1000000000ull), long(ns % 1000000000ull)};
+          nanosleep(&ts, nullptr);
+        }
       }
     }
   }
@@ -132,6 +144,7 @@ class TcpProxy {
   std::atomic<bool> stop_{false};
   std::atomic<bool> refusing_{false};
   std::atomic<uint64_t> accepted_{0};
+  std::atomic<uint64_t> bytes_per_s_{0};
   std::mutex lock_;
   std::vector<std::unique_ptr<Link>> links_;
   std::thread acceptor_;

@@ -327,8 +327,9 @@ TEST(PostcopyFaults, SourceKilledAfterResume) {
 
 // --- recovery: the link breaks during post-copy ----------------------------------------
 
-// A post-copy of busy_guest() whose link runs through a TcpProxy;
-// `break_link` runs on its own thread from the source's freeze on.
+// A post-copy of busy_guest() whose link runs through a TcpProxy (each
+// connection capped at `bytes_per_s`, 0: not); `break_link` runs on its own
+// thread from the source's freeze on.
 struct ProxiedPostcopy {
   std::shared_ptr<GuestRamSink> sink;  // the destination's
   Result<void> source = ok();
@@ -339,7 +340,8 @@ struct ProxiedPostcopy {
 };
 
 void postcopy_through_proxy(const std::string& backend, unsigned reconnect_ms,
-                            const std::function<void(TcpProxy&)>& break_link, ProxiedPostcopy& run) {
+                            const std::function<void(TcpProxy&)>& break_link, ProxiedPostcopy& run,
+                            uint64_t bytes_per_s = 0) {
   const std::string dir = temp_dir();
   auto g = busy_guest(dir);
   ASSERT_TRUE(g.ok()) << g.error().message;
@@ -351,6 +353,7 @@ void postcopy_through_proxy(const std::string& backend, unsigned reconnect_ms,
   const std::string real = (*dest)->address();
   TcpProxy proxy(uint16_t(std::strtoul(real.c_str() + real.rfind(':') + 1, nullptr, 10)));
   ASSERT_NE(proxy.port(), 0);
+  proxy.throttle(bytes_per_s);
   std::thread dest_thread([&] { run.outcome = (*dest)->run(); });
 
   SourceOptions o = busy_postcopy_source(*g, reconnect_ms);
@@ -406,14 +409,16 @@ TEST_P(PostcopyRecovery, ConnectionCutAndRestored) {
 
 // The link never comes back: both sides give up after the reconnect timeout
 // with an error that says so; the resumed guest is killed and the frozen
-// source ended (never thawed: the VM ran on at the destination).
+// source ended (never thawed: the VM ran on at the destination). The link
+// is capped at 50 MB/s per connection so that the 128 MiB cannot all arrive
+// before the cut, however fast the machine.
 TEST_P(PostcopyRecovery, NotRestoredFailsAfterTheTimeout) {
   ProxiedPostcopy run;
   postcopy_through_proxy(GetParam(), 1500, [&](TcpProxy& proxy) {
     usleep(300000);
     proxy.refuse(true);
     proxy.cut();
-  }, run);
+  }, run, 50'000'000);
   ASSERT_FALSE(HasFatalFailure());
   ASSERT_FALSE(run.source.ok());
   std::printf("source error after %.0f ms: %s\n", run.elapsed_ms, run.source.error().message.c_str());
