@@ -6,6 +6,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -36,6 +38,26 @@ Result<RamLimit> ram_limit(const LimitsConfig& limits, std::optional<uint64_t> m
 // 22.9 GiB)"). An explicit --max-ram is also checked against MemAvailable.
 Result<void> check_admission(const LimitsConfig& limits, const AdmissionRequest& request,
                              std::optional<uint64_t> mem_available);
+
+// The RAM of all sessions of one listener (livemig dest --sessions N) within
+// one limit, so that N peers cannot commit N times it. Each session says what
+// it holds now; a refused session's share is dropped at once (it is failing
+// and its memory goes), so of two sessions that cross the limit together
+// only one is refused. A session that completed keeps its share: its memory
+// lives on in the resumed process or the image.
+class RamPool {
+ public:
+  explicit RamPool(RamLimit limit) : limit_(std::move(limit)) {}
+  // Session `id` now holds `bytes` in all, or the refusal naming what the
+  // other sessions hold.
+  Result<void> hold(uint64_t id, uint64_t bytes);
+  void release(uint64_t id);
+
+ private:
+  const RamLimit limit_;
+  std::mutex lock_;
+  std::map<uint64_t, uint64_t> held_;  // by session id
+};
 
 // "32.0 TiB", "512 B".
 std::string binary_size_text(uint64_t bytes);

@@ -50,6 +50,8 @@ struct DestinationMemory {
   std::string admitted_why;  // what the RAM limit is ("--max-ram; 75% of MemAvailable 22.9 GiB")
   uint64_t held_bytes = 0;   // committed up front (MemoryCommit::up_front)
   std::vector<transport::MappingEntry> held;
+  // This session's RAM in all, told to the listener's pool (SessionSource::hold_ram).
+  std::function<Result<void>(uint64_t bytes)> hold_ram = [](uint64_t) { return ok(); };
 
   bool per_page() const { return sink.memory_commit() == MemoryCommit::per_page; }
 
@@ -62,7 +64,8 @@ struct DestinationMemory {
       if (!per_page()) more.ram_bytes += e.end - e.start;
       more.mappings++;
     }
-    return check_admission(admitted, more, std::nullopt);
+    LM_TRY(check_admission(admitted, more, std::nullopt));
+    return per_page() ? ok() : hold_ram(more.ram_bytes);
   }
 
   // A per-page sink's pages received so far within the RAM limit; checked after
@@ -70,7 +73,7 @@ struct DestinationMemory {
   Result<void> check_received() const {
     if (!per_page()) return ok();
     const uint64_t bytes = held_bytes + hashes.received_bytes();
-    if (bytes <= admitted.max_ram_bytes) return ok();
+    if (bytes <= admitted.max_ram_bytes) return hold_ram(bytes);
     return Error{ENOMEM, strf("destination refuses more pages: %s received, over its RAM limit %s (%s)",
                               binary_size_text(bytes).c_str(), binary_size_text(admitted.max_ram_bytes).c_str(),
                               admitted_why.c_str())};
@@ -347,8 +350,11 @@ class SessionSource {
   // post-copy recovery (the caller checks the id it got).
   virtual Result<transport::Session> accept(const transport::SessionConfig& config, transport::Timeout timeout,
                                             std::stop_token stop, std::optional<uint64_t> recovering) = 0;
-  // The destination that accepted session `id` ended (kept or failed).
-  virtual void ended(uint64_t id) = 0;
+  // Session `id` holds `bytes` of RAM in all now: ok, or refused because the
+  // listener's other sessions hold the rest of its limit.
+  virtual Result<void> hold_ram(uint64_t id, uint64_t bytes) = 0;
+  // The destination that accepted session `id` ended, `kept` or failed.
+  virtual void ended(uint64_t id, bool kept) = 0;
   virtual std::string address() const = 0;
 };
 
@@ -363,7 +369,8 @@ class OwnListener final : public SessionSource {
                                     std::stop_token stop, std::optional<uint64_t>) override {
     return transport::accept_session(*listener_, config, timeout, std::move(stop));
   }
-  void ended(uint64_t) override {}
+  Result<void> hold_ram(uint64_t, uint64_t) override { return ok(); }  // its one session's limit is checked
+  void ended(uint64_t, bool) override {}
   std::string address() const override { return listener_->address(); }
 
  private:
@@ -375,11 +382,11 @@ class OwnListener final : public SessionSource {
 // that session's recovery, admitted as its destination says). A destination
 // waiting for a new session is timed out only once no session of the
 // listener ran for its timeout: a source busy with another VM (a serial
-// group's) is not silent.
+// group's) is not silent. The sessions' RAM together stays within one limit.
 class SharedListener final : public SessionSource {
  public:
-  SharedListener(std::unique_ptr<transport::Listener> listener, transport::SessionConfig fresh)
-      : listener_(std::move(listener)), server_(*listener_, admitting_by_id(std::move(fresh))) {}
+  SharedListener(std::unique_ptr<transport::Listener> listener, transport::SessionConfig fresh, RamLimit ram)
+      : listener_(std::move(listener)), server_(*listener_, admitting_by_id(std::move(fresh))), ram_(std::move(ram)) {}
 
   Result<transport::Session> accept(const transport::SessionConfig& config, transport::Timeout timeout,
                                     std::stop_token stop, std::optional<uint64_t> recovering) override {
@@ -402,7 +409,9 @@ class SharedListener final : public SessionSource {
       return session;
     }
   }
-  void ended(uint64_t id) override {
+  Result<void> hold_ram(uint64_t id, uint64_t bytes) override { return ram_.hold(id, bytes); }
+  void ended(uint64_t id, bool kept) override {
+    if (!kept) ram_.release(id);
     std::lock_guard g(lock_);
     running_.erase(id);
     last_ended_ns_ = now_ns();
@@ -437,6 +446,7 @@ class SharedListener final : public SessionSource {
   std::map<uint64_t, Admit> recovering_;  // by session id: their destination's admission
   std::unique_ptr<transport::Listener> listener_;
   transport::SessionServer server_;
+  RamPool ram_;
 };
 
 // One migration of the destination side: the phases of destination.hpp as
@@ -453,7 +463,7 @@ class DestinationRun {
 
   Result<DestinationOutcome> run() {
     auto out = drive();
-    if (session_) sessions_.ended(session_->negotiated().session_id);
+    if (session_) sessions_.ended(session_->negotiated().session_id, out.ok());
     return out;
   }
 
@@ -516,6 +526,9 @@ class DestinationRun {
     const RamLimit ram = LM_TRY(ram_limit(o_.limits, mem_available_bytes()));
     st_.admitted.max_ram_bytes = ram.bytes;
     st_.admitted_why = ram.why;
+    const uint64_t id = session_->negotiated().session_id;
+    st_.hold_ram = [this, id](uint64_t bytes) { return sessions_.hold_ram(id, bytes); };
+    if (!st_.per_page()) LM_TRY(st_.hold_ram(session_->mappings().total_bytes()));
     session_config_ = admitting(o_.session, st_.admitted, AgainstMemAvailable::no, sink_.memory_commit());
     since_accept_ = Stopwatch();
     // Post-copy (postcopy_destination.cpp): the source offers the feature only then.
@@ -760,9 +773,11 @@ Result<std::vector<std::unique_ptr<Destination>>> Destination::over_shared(
   if (sinks.empty()) return Error::msg("destination: a shared listener serves at least one session (no page sink)");
   for (const auto& sink : sinks)
     if (!sink) return Error::msg("destination: no page sink");
+  RamLimit ram = LM_TRY(ram_limit(options.limits, mem_available_bytes()));
   auto shared = std::make_shared<SharedListener>(
       std::move(listener),
-      admitting(options.session, options.limits, AgainstMemAvailable::now, sinks.front()->memory_commit()));
+      admitting(options.session, options.limits, AgainstMemAvailable::now, sinks.front()->memory_commit()),
+      std::move(ram));
   std::vector<std::unique_ptr<Destination>> out;
   for (const auto& sink : sinks) {
     DestinationOptions o = options;

@@ -387,7 +387,8 @@ Run dest(CLI::App& app) {
               "post-copy: how long faults wait for a broken link to come back, ms (0: never)");
   // Admission limits: what a source may ask of this host (docs/protocol.md, "Limits and refusals").
   add_setting(app, "--max-ram", a->config, "limits.max-ram",
-              "refuse a source announcing more RAM than this (0: 75% of MemAvailable; never above MemAvailable)");
+              "refuse a source announcing more RAM than this, with --sessions all sessions together (0: 75% of "
+              "MemAvailable; never above MemAvailable)");
   add_setting(app, "--max-mappings", a->config, "limits.max-mappings", "refuse a source announcing more mappings");
   add_setting(app, "--max-channels", a->config, "limits.max-channels", "refuse a source opening more bulk channels");
   app.add_flag("--exit-after", a->exit_after, "stop the resumed guests and exit once the migrations completed");

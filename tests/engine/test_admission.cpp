@@ -61,6 +61,26 @@ TEST(AdmissionLimits, MappingsAndChannels) {
   EXPECT_LT(l.max_mappings, transport::kMaxMappings);
 }
 
+// The sessions of one listener share one limit; a refused session's share
+// goes at once, so the other is not refused because of it.
+TEST(AdmissionLimits, SessionsOfOneListenerShareTheRamLimit) {
+  RamPool pool(RamLimit{40ull << 20, "--max-ram"});
+  EXPECT_TRUE(pool.hold(1, 16ull << 20).ok());
+  EXPECT_TRUE(pool.hold(2, 24ull << 20).ok());
+  EXPECT_TRUE(pool.hold(1, 16ull << 20).ok()) << "holding the same again is no more";
+  auto over = pool.hold(2, 25ull << 20);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().code, ENOMEM);
+  EXPECT_NE(over.error().message.find("destination refuses 25.0 MiB of RAM for this session: 16.0 MiB held by 1 "
+                                      "other session, over its RAM limit 40.0 MiB for all sessions (--max-ram)"),
+            std::string::npos)
+      << over.error().message;
+  EXPECT_TRUE(pool.hold(1, 40ull << 20).ok()) << "session 2's share went with its refusal";
+  EXPECT_FALSE(pool.hold(3, 1).ok());
+  pool.release(1);
+  EXPECT_TRUE(pool.hold(3, 40ull << 20).ok());
+}
+
 TEST(AdmissionLimits, FlagsAndScenarioKeys) {
   ScenarioConfig c;
   EXPECT_EQ(setting_text(c, "limits.max-ram"), "0");

@@ -3,7 +3,8 @@
 // --sessions 2 --image` on one listener; both complete and verify, each
 // image is written under its source's pid, and the source writes the
 // group's document (livemig-group/1). Bad input is refused with the reason;
-// a session that fails (refused by --max-ram, or its pid gone) leaves the
+// a session that fails (refused by --max-ram, alone or with the other
+// session's RAM, or its pid gone) leaves the
 // other completing, the document naming the failed VM, its pid and why, and
 // the failed source running on. The guests and both livemig processes run in
 // one memory cgroup (v1), each with a deadline.
@@ -217,9 +218,9 @@ TEST_F(GroupCli, GuestModeBothGuestsResume) {
   EXPECT_FALSE(alive(b_pid));
 }
 
-// VM 2's session is refused mid-round (its pages pass the destination's
-// --max-ram): VM 1 completes, VM 2's source rolls back and runs on, and both
-// sides name it.
+// VM 2's session is refused mid-round (its pages and VM 1's pass the
+// destination's --max-ram): VM 1 completes, VM 2's source rolls back and runs
+// on, and both sides name it.
 TEST_F(GroupCli, OneSessionRefusedTheOtherCompletes) {
   auto& a = guest(16ull << 20);
   auto& b = guest(64ull << 20, "random");
@@ -237,18 +238,48 @@ TEST_F(GroupCli, OneSessionRefusedTheOtherCompletes) {
   EXPECT_EQ(doc["failed-vm"], 2);
   const std::string why = doc.value("error", "");
   EXPECT_NE(why.find(strf("pid %d", b.pid())), std::string::npos) << why;
-  EXPECT_NE(why.find("destination refuses more pages"), std::string::npos) << why;  // the peer's word, shortened
+  EXPECT_NE(why.find("destination refuses"), std::string::npos) << why;  // the peer's word, shortened
   ASSERT_EQ(doc["vms"].size(), 2u);
   EXPECT_EQ(doc["vms"][0]["status"], "completed");
   EXPECT_EQ(doc["vms"][0]["verify"]["ok"], true);
   EXPECT_EQ(doc["vms"][1]["status"], "failed");
   EXPECT_EQ(doc["vm-figures"][1]["status"], "failed");
-  EXPECT_NE(doc["vm-figures"][1].value("error", "").find("destination refuses more pages"), std::string::npos);
+  EXPECT_NE(doc["vm-figures"][1].value("error", "").find("destination refuses"), std::string::npos);
   EXPECT_NE(dest_out.find("COMPLETED"), std::string::npos) << dest_out;
   EXPECT_NE(dest_out.find("FAILED destination: "), std::string::npos) << dest_out;
-  EXPECT_NE(dest_out.find("over its RAM limit 40.0 MiB (--max-ram)"), std::string::npos) << dest_out;
+  EXPECT_NE(dest_out.find("over its RAM limit 40.0 MiB for all sessions (--max-ram)"), std::string::npos) << dest_out;
   EXPECT_TRUE(image_of(a.pid()));
   EXPECT_FALSE(image_of(b.pid()));
+  expect_source_unharmed(a);
+  expect_source_unharmed(b);
+}
+
+// --max-ram bounds all sessions of one destination together: two VMs that
+// each fit alone but not both are not both taken. The one whose pages pass
+// the limit first is refused, naming what the other holds; the other
+// completes.
+TEST_F(GroupCli, TwoSessionsTogetherStayWithinMaxRam) {
+  auto& a = guest(20ull << 20, "random");
+  auto& b = guest(20ull << 20, "random");
+  Child d = dest({"--max-ram", "40M"});
+  Child s = source({a.pid(), b.pid()}, "parallel");
+  auto [source_out, source_err] = s.finish();
+  auto [dest_out, dest_err] = d.finish();
+  EXPECT_EQ(s.status.code, 1) << s.status.text();
+  EXPECT_EQ(d.status.code, 1) << d.status.text();
+  json doc = document();
+  ASSERT_EQ(doc["vms"].size(), 2u);
+  const int failed = doc.value("failed-vm", 0);
+  ASSERT_TRUE(failed == 1 || failed == 2) << doc.dump();
+  const size_t bad = size_t(failed - 1), good = 1 - bad;
+  EXPECT_EQ(doc["vms"][good]["status"], "completed");
+  EXPECT_EQ(doc["vms"][good]["verify"]["ok"], true);
+  EXPECT_EQ(doc["vms"][bad]["status"], "failed");
+  EXPECT_NE(dest_out.find("held by 1 other session, over its RAM limit 40.0 MiB for all sessions (--max-ram)"),
+            std::string::npos)
+      << dest_out;
+  EXPECT_TRUE(image_of((good == 0 ? a : b).pid()));
+  EXPECT_FALSE(image_of((bad == 0 ? a : b).pid()));
   expect_source_unharmed(a);
   expect_source_unharmed(b);
 }
