@@ -61,18 +61,14 @@ Result<void> check_admission(const LimitsConfig& limits, const AdmissionRequest&
 Result<void> RamPool::hold(uint64_t id, uint64_t bytes) {
   std::lock_guard g(lock_);
   uint64_t others = 0;
-  size_t holders = 0;
   for (const auto& [session, held] : held_)
-    if (session != id && held) {
-      others += held;
-      holders++;
-    }
+    if (session != id) others += held;
   if (others + bytes > limit_.bytes) {
     held_.erase(id);
-    return Error{ENOMEM, strf("destination refuses %s of RAM for this session: %s held by %zu other session%s, "
-                              "over its RAM limit %s for all sessions (%s)",
-                              binary_size_text(bytes).c_str(), binary_size_text(others).c_str(), holders,
-                              holders == 1 ? "" : "s", binary_size_text(limit_.bytes).c_str(), limit_.why.c_str())};
+    // Short: the peer's error text has room for 96 bytes (docs/protocol.md).
+    return Error{ENOMEM, strf("destination refuses %s of RAM: other sessions hold %s of its %s (%s)",
+                              binary_size_text(bytes).c_str(), binary_size_text(others).c_str(),
+                              binary_size_text(limit_.bytes).c_str(), limit_.why.c_str())};
   }
   held_[id] = bytes;
   return ok();

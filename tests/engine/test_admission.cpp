@@ -71,8 +71,8 @@ TEST(AdmissionLimits, SessionsOfOneListenerShareTheRamLimit) {
   auto over = pool.hold(2, 25ull << 20);
   ASSERT_FALSE(over.ok());
   EXPECT_EQ(over.error().code, ENOMEM);
-  EXPECT_NE(over.error().message.find("destination refuses 25.0 MiB of RAM for this session: 16.0 MiB held by 1 "
-                                      "other session, over its RAM limit 40.0 MiB for all sessions (--max-ram)"),
+  EXPECT_NE(over.error().message.find("destination refuses 25.0 MiB of RAM: other sessions hold 16.0 MiB of its "
+                                      "40.0 MiB (--max-ram)"),
             std::string::npos)
       << over.error().message;
   EXPECT_TRUE(pool.hold(1, 40ull << 20).ok()) << "session 2's share went with its refusal";
