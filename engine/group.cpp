@@ -118,8 +118,19 @@ class GroupRun {
         return;
       }
       migrate(i);
+      run_on_if_held(i);
       if (!out_.vms[i].completed) return;
     }
+  }
+
+  // A VM the group stopped (serial-correlated) runs on once its migration
+  // ended, unless that left its source stopped or killed (the copy runs at
+  // the destination: never two).
+  void run_on_if_held(size_t i) {
+    auto it = std::find(held_.begin(), held_.end(), i);
+    if (it == held_.end()) return;
+    held_.erase(it);
+    if (!out_.vms[i].completed || vms_[i].source.after == AfterMigration::keep) ::kill(vms_[i].source.pid, SIGCONT);
   }
 
   // VM 1 pre-copies; the others are stopped when it freezes and copied after it.
@@ -147,8 +158,7 @@ class GroupRun {
 
   void finish() {
     // Whatever the group stopped and did not migrate runs on.
-    for (size_t i : held_)
-      if (!out_.vms[i].completed) ::kill(vms_[i].source.pid, SIGCONT);
+    while (!held_.empty()) run_on_if_held(held_.front());
     for (size_t i = 0; i < vms_.size(); i++) {
       if (!out_.figures[i].started) {
         out_.vms[i].completed = false;

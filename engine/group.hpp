@@ -10,7 +10,8 @@
 //    waits until every destination is ready (or its VM failed), so that the
 //    pre-copies overlap; a failure ends only that VM.
 // Every VM that did not complete runs on (its engine rolled it back; a VM
-// the group stopped is continued).
+// the group stopped is continued), and so does one that completed with its
+// source kept running (image mode), as soon as its migration ended.
 #pragma once
 
 #include <sys/types.h>

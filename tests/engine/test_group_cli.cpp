@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -177,8 +178,12 @@ TEST_P(GroupCliStrategies, TwoGuestsToOneListenerCompleteAndVerify) {
   expect_source_unharmed(b);
 }
 
-INSTANTIATE_TEST_SUITE_P(Strategies, GroupCliStrategies, ::testing::Values("parallel", "serial"),
-                         [](const auto& i) { return std::string(i.param); });
+INSTANTIATE_TEST_SUITE_P(Strategies, GroupCliStrategies, ::testing::Values("parallel", "serial", "serial-correlated"),
+                         [](const auto& i) {
+                           std::string name = i.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 // Serial over a slow link: VM 1 takes longer than the destination's
 // --timeout-ms, yet the session waiting for VM 2 is not timed out while VM
