@@ -142,8 +142,6 @@ class GroupRun {
       }
       // Stopped, it dirties nothing: round 0 holds everything, then the final copy.
       vms_[i].source.convergence.max_rounds = 1;
-      // Nor can it answer a sample of its progress (the runner's asks the guest).
-      vms_[i].source.before_freeze = nullptr;
     }
     auto before_freeze = vms_[0].source.before_freeze;
     vms_[0].source.before_freeze = [this, before_freeze] {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <thread>
 
@@ -92,6 +93,15 @@ Result<double> rate_over(const Target& t, std::chrono::milliseconds window) {
   return double(b - a) / sw.elapsed_s();
 }
 
+// Whether `pid` is stopped by a signal (state T in /proc/PID/stat).
+bool stopped_by_signal(pid_t pid) {
+  std::ifstream in(strf("/proc/%d/stat", int(pid)));
+  std::string line;
+  if (!std::getline(in, line)) return false;
+  const size_t comm_end = line.rfind(')');  // "pid (comm) state ..."; comm may hold ')'
+  return comm_end != std::string::npos && comm_end + 2 < line.size() && line[comm_end + 2] == 'T';
+}
+
 // The workload a scenario migrates, started and owned here; its destructor
 // ends whatever runs on.
 struct Workload {
@@ -120,7 +130,12 @@ Result<void> start_workload(const ScenarioConfig& config, const RunOptions& opti
     target.pid = w.guest->pid();
     target.scope.kind = dt::ScopeKind::ranges;
     target.scope.ranges = {{w.guest->ram_addr(), w.guest->ram_addr() + w.guest->ram_size()}};
-    target.progress = [&w]() -> Result<uint64_t> { return LM_TRY(w.guest->control().status()).steps; };
+    target.progress = [&w]() -> Result<uint64_t> {
+      // A guest held stopped (a serial-correlated group's) cannot answer.
+      if (stopped_by_signal(w.guest->pid()))
+        return Error{EAGAIN, strf("guest pid %d is stopped: no progress sample", int(w.guest->pid()))};
+      return LM_TRY(w.guest->control().status()).steps;
+    };
     return ok();
   }
   RedisOptions ropts{config.workload.redis_keys, config.workload.redis_value_bytes, config.workload.redis_clients};
@@ -142,16 +157,13 @@ struct FreezeSample {
   Stopwatch migrating;
   uint64_t at_freeze = 0;
   double seconds_to_freeze = 0;
-  // False for a VM a serial-correlated group stops before its migration
-  // starts: a stopped guest cannot answer a sample (engine/group.cpp).
-  bool answers = true;
 };
 
 void set_source_callbacks(SourceOptions& sopts, const RunOptions& options, const Target& target,
                           FreezeSample& sample) {
   sopts.cancel = options.cancel;
   sopts.on_phase = [&target, &sample, inner = options.on_source_phase](SourcePhase p) {
-    if (p == SourcePhase::precopy && sample.answers) {
+    if (p == SourcePhase::precopy) {
       sample.before = target.progress();
       sample.migrating.reset();
     }
@@ -460,7 +472,6 @@ Result<GroupRunResult> run_group_scenario(const ScenarioConfig& config, const Ru
       continue;
     }
     GroupVm vm;
-    samples[i].answers = g.strategy != GroupStrategy::serial_correlated || members.empty();
     vm.source = vm_source_options(configs[i], options, workloads[i].target, dests[i], samples[i]);
     vm.source.on_round = nullptr;  // one progress line cannot show m VMs
     vm.address = dests[i].destination->address();
