@@ -46,7 +46,8 @@ class HashTracker final : public Tracker {
     if (auto scanner = PagemapScanner::open(request.pid); scanner && !space_.ranges().empty()) {
       const PageRange one{space_.ranges()[0].start, space_.ranges()[0].start + kPageSize};
       RangeList present;
-      if (scanner->scan(one, ScanQuery{0, 0, PAGE_IS_PRESENT, 0, PAGE_IS_PRESENT}, present)) scanner_.emplace(std::move(*scanner));
+      if (scanner->scan(one, ScanQuery{0, 0, PAGE_IS_PRESENT, 0, PAGE_IS_PRESENT}, present))
+        scanner_.emplace(std::move(*scanner));
     }
     buffer_.resize(kBatchPages * kPageSize);
     zero_hash_ = XXH3_64bits(std::vector<char>(kPageSize, 0).data(), kPageSize);
