@@ -1,7 +1,12 @@
 // hash: reads every page in scope each round and compares its xxHash with
 // the previous round's. Needs no kernel feature beyond process_vm_readv; it
 // is the portable reference and the oracle of the tests. A write that leaves
-// a page's bytes unchanged is (correctly, for migration) not dirty.
+// a page's bytes unchanged is (correctly, for migration) not dirty. Pages it
+// compares with their bytes at the last collect, but the engine reads them
+// after that collect: a page rewritten after a collect that reported it, read
+// by the engine, and restored before the next is missed (the digest check
+// fails the migration). The common case of that, a page reported as zero
+// and discarded after a write, is caught: EmptyPageWatch (with PAGEMAP_SCAN).
 #include <xxhash.h>
 
 #include <algorithm>
@@ -9,6 +14,7 @@
 
 #include "common/clock.hpp"
 #include "dirtytrack/address_space.hpp"
+#include "dirtytrack/empty_page_watch.hpp"
 #include "dirtytrack/page_reader.hpp"
 #include "dirtytrack/tracker.hpp"
 
@@ -35,6 +41,14 @@ class HashTracker final : public Tracker {
                              request.pid, double(scope_bytes) / double(1ull << 30),
                              (unsigned long long)(kMaxScopeBytes >> 30)));
     reader_.emplace(request.pid);
+    // Without PAGEMAP_SCAN (Linux < 6.7) a zap of a page reported as zero
+    // stays unseen (see EmptyPageWatch).
+    if (auto scanner = PagemapScanner::open(request.pid); scanner && !space_.ranges().empty()) {
+      const PageRange one{space_.ranges()[0].start, space_.ranges()[0].start + kPageSize};
+      RangeList present;
+      if (scanner->scan(one, ScanQuery{0, 0, PAGE_IS_PRESENT, 0, PAGE_IS_PRESENT}, present))
+        scanner_.emplace(std::move(*scanner));
+    }
     buffer_.resize(kBatchPages * kPageSize);
     zero_hash_ = XXH3_64bits(std::vector<char>(kPageSize, 0).data(), kPageSize);
     StartInfo info;
@@ -50,8 +64,14 @@ class HashTracker final : public Tracker {
     Stopwatch sw;
     CollectResult out;
     out.changes = LM_TRY(space_.refresh());
-    appeared_ = appeared_ranges(out.changes);
-    LM_TRY(rehash(&out.dirty, nullptr));
+    // Reported zero at the last collect, mapped by its read, no page now:
+    // discarded since (rehash maps it again).
+    RangeList zapped;
+    if (scanner_) zapped = LM_TRY(empty_.zapped(*scanner_, space_.ranges()));
+    changed_anyway_ = unite(appeared_ranges(out.changes), zapped);
+    RangeList reported_zero;
+    LM_TRY(rehash(&out.dirty, nullptr, &reported_zero));
+    empty_.watch(std::move(reported_zero));
     out.dirty_pages = total_pages(out.dirty);
     out.mappings = space_.mappings();
     out.scan_ns = sw.elapsed_ns();
@@ -82,7 +102,8 @@ class HashTracker final : public Tracker {
 
   // Reads and hashes every page in scope. dirty: pages whose hash changed,
   // and every page new to the scope (as uffd-wp counts new mappings whole). populated: non-zero pages.
-  Result<void> rehash(RangeList* dirty, RangeList* populated) {
+  // reported_zero: the pages of dirty that are zero now.
+  Result<void> rehash(RangeList* dirty, RangeList* populated, RangeList* reported_zero = nullptr) {
     std::map<uint64_t, Region> next;
     for (const auto& r : space_.ranges()) {
       Region& region = next[r.start];
@@ -102,8 +123,9 @@ class HashTracker final : public Tracker {
           const uint64_t* old = previous(page);
           // A mapping that appeared where another was may hold equal bytes
           // (zero pages of both): it is new content all the same.
-          bool changed = !old || *old != h || contains(appeared_, page);
+          bool changed = !old || *old != h || contains(changed_anyway_, page);
           if (dirty && changed) append_merge(*dirty, {page, page + kPageSize});
+          if (reported_zero && changed && h == zero_hash_) append_merge(*reported_zero, {page, page + kPageSize});
           if (populated && h != zero_hash_) append_merge(*populated, {page, page + kPageSize});
         }
       }
@@ -116,7 +138,11 @@ class HashTracker final : public Tracker {
   std::optional<PageReader> reader_;
   std::vector<std::byte> buffer_;
   std::map<uint64_t, Region> hashes_;  // by range start
-  RangeList appeared_;  // mappings that appeared this round
+  // Dirty this round whatever their bytes: mappings that appeared, pages
+  // reported zero last round and discarded since.
+  RangeList changed_anyway_;
+  std::optional<PagemapScanner> scanner_;  // when the kernel has PAGEMAP_SCAN
+  EmptyPageWatch empty_;
   uint64_t zero_hash_ = 0;
   bool started_ = false;
 };

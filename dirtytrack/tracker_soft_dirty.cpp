@@ -10,7 +10,9 @@
 // when they can (maps too: a mapping created after maps was read but before
 // the clear would lose its VM_SOFTDIRTY unseen). An anonymous MADV_DONTNEED leaves no
 // soft-dirty trace (the PTE is simply gone), so pages populated at the last
-// collect and not populated now are dirty too (they read as zero now).
+// collect and not populated now are dirty too (they read as zero now), and
+// so are pages reported empty at the last collect and zapped since
+// (EmptyPageWatch: written after it, read by the engine, then discarded).
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -19,6 +21,8 @@
 #include "common/clock.hpp"
 #include "common/fd.hpp"
 #include "dirtytrack/address_space.hpp"
+#include "dirtytrack/empty_page_watch.hpp"
+#include "dirtytrack/page_reader.hpp"
 #include "dirtytrack/pagemap_scan.hpp"
 #include "dirtytrack/tracker.hpp"
 
@@ -38,6 +42,7 @@ class SoftDirtyTracker final : public Tracker {
     if (!cap.available)
       return Error::msg(strf("pid %d: soft-dirty tracker unavailable: %s", request.pid, cap.detail.c_str()));
     scanner_.emplace(LM_TRY(PagemapScanner::open(request.pid)));
+    reader_.emplace(request.pid);
     std::string path = strf("/proc/%d/clear_refs", request.pid);
     clear_refs_.reset(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
     if (!clear_refs_.valid()) return Error::from_errno(strf("pid %d: open %s", request.pid, path.c_str()));
@@ -56,7 +61,22 @@ class SoftDirtyTracker final : public Tracker {
     return info;
   }
 
-  Result<CollectResult> collect() override {
+  Result<CollectResult> collect() override { return collect_and(Rearm::yes); }
+  // Nothing to map for a next collect: the engine reads these pages in its
+  // downtime, once is enough. A collect() after it reports them again.
+  Result<CollectResult> collect_final() override { return collect_and(Rearm::no); }
+
+  Result<void> stop(ProcessFreezer*) override {
+    clear_refs_.reset();
+    scanner_.reset();
+    reader_.reset();
+    return ok();
+  }
+
+ private:
+  enum class Rearm : bool { no, yes };
+
+  Result<CollectResult> collect_and(Rearm rearm) {
     if (!clear_refs_.valid()) return Error::msg("soft-dirty tracker: collect before start");
     Stopwatch sw;
     CollectResult out;
@@ -66,24 +86,21 @@ class SoftDirtyTracker final : public Tracker {
     out.changes = LM_TRY(space_.refresh());
     for (const auto& r : space_.ranges()) LM_TRY(scanner_->scan(r, kSoftDirty, out.dirty));
     RangeList populated = LM_TRY(populated_pages(space_.pid(), space_.mappings()));
+    RangeList zapped = LM_TRY(empty_.zapped(*scanner_, space_.ranges()));
     LM_TRY(clear());
     if (freezer) LM_TRY((*freezer)->release());
     RangeList discarded = intersect(subtract(populated_, populated), space_.ranges());
-    out.dirty = unite(unite(out.dirty, discarded), appeared_ranges(out.changes));
+    out.dirty = unite(unite(unite(out.dirty, discarded), zapped), appeared_ranges(out.changes));
     populated_ = std::move(populated);
+    // Outside the freeze: a write or a zap racing the read is seen next time.
+    empty_.watch(subtract(out.dirty, populated_));
+    if (rearm == Rearm::yes) LM_TRY(empty_.map_watched(*reader_));
     out.dirty_pages = total_pages(out.dirty);
     out.mappings = space_.mappings();
     out.scan_ns = sw.elapsed_ns();
     return out;
   }
 
-  Result<void> stop(ProcessFreezer*) override {
-    clear_refs_.reset();
-    scanner_.reset();
-    return ok();
-  }
-
- private:
   Result<void> clear() {
     if (::pwrite(clear_refs_.get(), "4", 1, 0) != 1)
       return Error::from_errno(strf("pid %d: write 4 to clear_refs", space_.pid()));
@@ -92,8 +109,10 @@ class SoftDirtyTracker final : public Tracker {
 
   ScopedAddressSpace space_;
   std::optional<PagemapScanner> scanner_;
+  std::optional<PageReader> reader_;
   UniqueFd clear_refs_;
   RangeList populated_;  // pages holding data at the last collect (or start)
+  EmptyPageWatch empty_;  // pages the last collect reported while they held none
 };
 
 }  // namespace
