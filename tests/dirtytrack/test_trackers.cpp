@@ -630,6 +630,20 @@ TEST(PagemapScanQuery, WriteProtectedFindsExactlyTheProtectedPages) {
   ::munmap(mem, n * P);
 }
 
+// The engine's make_tracker(name) probes for itself, skipping soft-dirty
+// when the choice does not need it: it must choose as the full probe does.
+TEST(TrackerSelection, ProbingOnlyWhatTheChoiceNeedsChoosesTheSame) {
+  for (const char* name : {"auto", "uffd-wp", "hash", "soft-dirty", "magic"}) {
+    auto full = make_tracker(name, caps());
+    auto own = make_tracker(name);
+    ASSERT_EQ(full.ok(), own.ok()) << name;
+    if (full.ok())
+      EXPECT_EQ((*full)->name(), (*own)->name()) << name;
+    else
+      EXPECT_EQ(full.error().message, own.error().message) << name;
+  }
+}
+
 TEST(TrackerSelection, UnknownPidIsAClearError) {
   for (const char* name : {"uffd-wp", "hash"}) {
     auto t = make_tracker(name, caps());
