@@ -32,6 +32,11 @@ inline constexpr ScanQuery kGetAndProtectWritten{PM_SCAN_WP_MATCHING, 0, PAGE_IS
 // kernel walks mappings not registered for async WP too, where every such
 // PTE is unprotected: a superset there, never fewer pages.
 inline constexpr ScanQuery kGetWritten{0, 0, PAGE_IS_WRITTEN, 0, PAGE_IS_WRITTEN};
+// Pages that carry a uffd-wp bit or marker: present or swapped (a marker
+// reads as swapped) and not WRITTEN. A registered range is clean where this
+// finds nothing, whatever the mode-0 UFFDIO_WRITEPROTECT would have cleared.
+inline constexpr ScanQuery kWriteProtected{0, PAGE_IS_WRITTEN, PAGE_IS_WRITTEN, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                                           PAGE_IS_PRESENT | PAGE_IS_SWAPPED};
 
 class PagemapScanner {
  public:

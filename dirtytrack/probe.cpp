@@ -273,12 +273,12 @@ void probe_process_vm_readv(DirtyTrackCaps& c) {
 
 Capability probe_soft_dirty() { return soft_dirty_capability(); }
 
-DirtyTrackCaps probe_dirtytrack() {
+DirtyTrackCaps probe_dirtytrack(SoftDirtyProbe soft_dirty) {
   DirtyTrackCaps c;
   probe_userfaultfd(c);
   probe_pagemap_scan(c);
   c.uffd_wp_async = probe_wp_async_scan(c);
-  c.soft_dirty = soft_dirty_capability();
+  c.soft_dirty = soft_dirty == SoftDirtyProbe::run ? soft_dirty_capability() : no("not probed");
   probe_ptrace(c);
   probe_pidfd_getfd(c);
   probe_process_vm_readv(c);

@@ -27,7 +27,12 @@ struct DirtyTrackCaps {
   Capability process_vm_readv;
 };
 
-DirtyTrackCaps probe_dirtytrack();
+// `skip` leaves soft_dirty unavailable as "not probed": its probe costs
+// ~40 ms here (clear_refs walks this process's page tables, and the verdict
+// reads the kernel config through zcat), which an engine that will not use
+// it should not wait for (make_tracker(name)).
+enum class SoftDirtyProbe { run, skip };
+DirtyTrackCaps probe_dirtytrack(SoftDirtyProbe soft_dirty = SoftDirtyProbe::run);
 
 }  // namespace lm::dt
 

@@ -63,6 +63,12 @@ Result<std::unique_ptr<Tracker>> make_tracker(std::string_view name, const Dirty
   return Error::msg(strf("unknown tracker '%.*s' (known: auto, %s)", int(name.size()), name.data(), known.c_str()));
 }
 
+Result<std::unique_ptr<Tracker>> make_tracker(std::string_view name) {
+  DirtyTrackCaps caps = probe_dirtytrack(SoftDirtyProbe::skip);
+  if (name == "soft-dirty" || (name == "auto" && !probe_uffd_wp(caps).available)) caps.soft_dirty = probe_soft_dirty();
+  return make_tracker(name, caps);
+}
+
 Result<RangeList> populated_pages(pid_t pid, const MappingList& mappings) {
   PagemapScanner scanner = LM_TRY(PagemapScanner::open(pid));
   RangeList out;

@@ -98,6 +98,10 @@ std::vector<const TrackerBackend*> available_trackers(const DirtyTrackCaps& caps
 // A tracker by name ("auto" = first available). An unknown name or an
 // unavailable backend is an error that says why.
 Result<std::unique_ptr<Tracker>> make_tracker(std::string_view name, const DirtyTrackCaps& caps);
+// The same, probing the host itself for only what the choice needs: the
+// soft-dirty probe runs only for "soft-dirty", or for "auto" when uffd-wp
+// is unavailable.
+Result<std::unique_ptr<Tracker>> make_tracker(std::string_view name);
 
 // Pages of pid within `ranges` that hold data (see StartInfo::populated),
 // via PAGEMAP_SCAN. Call it before a uffd-wp tracker starts on the same

@@ -535,7 +535,7 @@ class SourceRun {
     // the network; `tracker-probe` is what is left to wait for after it.
     std::optional<Result<std::unique_ptr<dt::Tracker>>> made;
     std::jthread prober([&] {
-      made.emplace(o_.make_tracker ? o_.make_tracker() : dt::make_tracker(o_.tracker, dt::probe_dirtytrack()));
+      made.emplace(o_.make_tracker ? o_.make_tracker() : dt::make_tracker(o_.tracker));
     });
     const dt::MappingList announced = LM_TRY_CTX(process_->mappings(o_.scope), strf("source pid %d", pid));
     lap(parts.mappings);

@@ -3,7 +3,13 @@
 // munmap, mremap (moving and growing), brk and MADV_DONTNEED; within the
 // target's own test mappings nothing else is reported. After stop() the
 // target runs on untraced and holds no userfaultfd.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <fstream>
 
@@ -605,6 +611,67 @@ TEST(TrackerSelection, SoftDirtyRefusesHereAndAutoPicksUffdWp) {
   auto bad = make_tracker("magic", caps());
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().message.find("magic"), std::string::npos);
+}
+
+// The uffd-wp tracker clears stale protection only where kWriteProtected
+// finds some (not with mode 0 over whole mappings): so the query must find
+// every page a protect marked, present or not, and nothing else.
+TEST(PagemapScanQuery, WriteProtectedFindsExactlyTheProtectedPages) {
+  if (!caps().uffd_wp_async.available) GTEST_SKIP() << caps().uffd_wp_async.detail;
+  const uint64_t n = 8;
+  char* mem = static_cast<char*>(::mmap(nullptr, n * P, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(mem, MAP_FAILED);
+  ::madvise(mem, n * P, MADV_NOHUGEPAGE);
+  for (uint64_t i = 0; i < 6; i++) mem[i * P] = char(i + 1);  // 6 and 7 stay untouched
+  const uint64_t base = uint64_t(mem);
+  lm::UniqueFd uffd(int(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY)));
+  ASSERT_TRUE(uffd.valid());
+  uffdio_api api{};
+  api.api = UFFD_API;
+  api.features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
+  ASSERT_EQ(::ioctl(uffd.get(), UFFDIO_API, &api), 0);
+  uffdio_register reg{};
+  reg.range = {base, n * P};
+  reg.mode = UFFDIO_REGISTER_MODE_WP;
+  ASSERT_EQ(::ioctl(uffd.get(), UFFDIO_REGISTER, &reg), 0);
+  auto protect = [&](uint64_t first, uint64_t count, uint64_t mode) {
+    uffdio_writeprotect wp{};
+    wp.range = {base + first * P, count * P};
+    wp.mode = mode;
+    ASSERT_EQ(::ioctl(uffd.get(), UFFDIO_WRITEPROTECT, &wp), 0);
+  };
+  auto scanner = PagemapScanner::open(::getpid());
+  ASSERT_TRUE(scanner.ok());
+  auto found = [&] {
+    RangeList out;
+    auto r = scanner->scan({base, base + n * P}, kWriteProtected, out);
+    EXPECT_TRUE(r.ok()) << r.error().message;
+    return out;
+  };
+  EXPECT_EQ(found(), RangeList{}) << "a freshly registered range carries no protection";
+  protect(1, 2, UFFDIO_WRITEPROTECT_MODE_WP);  // present pages
+  protect(7, 1, UFFDIO_WRITEPROTECT_MODE_WP);  // untouched: a marker
+  EXPECT_EQ(found(), pages(base, {1, 2, 7}));
+  mem[2 * P] = 9;  // the async fault takes the bit off
+  EXPECT_EQ(found(), pages(base, {1, 7}));
+  protect(1, 1, 0);
+  protect(7, 1, 0);
+  EXPECT_EQ(found(), RangeList{});
+  ::munmap(mem, n * P);
+}
+
+// The engine's make_tracker(name) probes for itself, skipping soft-dirty
+// when the choice does not need it: it must choose as the full probe does.
+TEST(TrackerSelection, ProbingOnlyWhatTheChoiceNeedsChoosesTheSame) {
+  for (const char* name : {"auto", "uffd-wp", "hash", "soft-dirty", "magic"}) {
+    auto full = make_tracker(name, caps());
+    auto own = make_tracker(name);
+    ASSERT_EQ(full.ok(), own.ok()) << name;
+    if (full.ok())
+      EXPECT_EQ((*full)->name(), (*own)->name()) << name;
+    else
+      EXPECT_EQ(full.error().message, own.error().message) << name;
+  }
 }
 
 TEST(TrackerSelection, UnknownPidIsAClearError) {

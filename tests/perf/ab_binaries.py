@@ -27,7 +27,8 @@ FIGURES = {
     "round-1-pages": lambda r: r["rounds"][1]["pages"] if len(r["rounds"]) > 1 else None,
     "guest-rate-before": lambda r: r["workload"]["rate-before"],
     "guest-rate-during": lambda r: r["workload"]["rate-during"],
-    "guest-rate-during/before": lambda r: r["workload"]["rate-during"] / r["workload"]["rate-before"],
+    "guest-rate-during/before": lambda r: (r["workload"]["rate-during"] / r["workload"]["rate-before"]
+                                           if r["workload"]["rate-before"] else None),
     "guest-rate-after": lambda r: r["workload"]["rate-after"],
     "cpu-seconds-destination": lambda r: r["compression"]["cpu-seconds-destination"],
     "population-time": lambda r: r.get("population-time"),
