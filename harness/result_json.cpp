@@ -57,6 +57,33 @@ Json postcopy_json(const MigrationResult& r) {
           {"link-down-time", r.postcopy_link_down_ms}};
 }
 
+// The samples every 100 ms, and the events between them (README, "The result document").
+Json timeline_json(const TimelineRecord& t) {
+  Json samples = Json::array();
+  for (const auto& s : t.samples)
+    samples.push_back({{"t-ms", s.t_ms},
+                       {"phase", s.phase},
+                       {"round", s.round},
+                       {"bytes", s.bytes},
+                       {"mbps", s.mbps},
+                       {"pages-sent", s.pages_sent},
+                       {"pages-left", s.pages_left},
+                       {"dirty-rate", s.dirty_rate}});
+  return samples;
+}
+
+Json timeline_events_json(const TimelineRecord& t) {
+  Json events = Json::array();
+  for (const auto& e : t.events) {
+    Json v = {{"t-ms", e.t_ms}, {"event", e.event}};
+    if (!e.phase.empty()) v["phase"] = e.phase;
+    if (e.round >= 0) v["round"] = e.round;
+    if (e.pages >= 0) v["pages"] = e.pages;
+    events.push_back(std::move(v));
+  }
+  return events;
+}
+
 Json result_json(const MigrationResult& r) {
   Json j;
   j["schema"] = kResultSchema;
@@ -102,6 +129,9 @@ Json result_json(const MigrationResult& r) {
                       {"duration", rd.duration_ms},
                       {"dirty-rate", rd.dirty_rate}});
   j["rounds"] = std::move(rounds);
+  j["timeline-interval"] = r.timeline.interval_ms;
+  j["timeline"] = timeline_json(r.timeline);
+  j["timeline-events"] = timeline_events_json(r.timeline);
   j["compression"] = {{"ratio", r.compression_ratio},
                       {"cpu-seconds-source", r.cpu_seconds_source},
                       {"cpu-seconds-destination", r.cpu_seconds_destination}};
