@@ -1,5 +1,6 @@
 #include "harness/result_json.hpp"
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -156,7 +157,12 @@ Json result_json(const MigrationResult& r) {
 // Strings that are not UTF-8 (an error quoting a peer's bytes) are replaced, never thrown on.
 std::string dump(const Json& j) { return j.dump(2, ' ', false, Json::error_handler_t::replace) + "\n"; }
 
+// The directory is made if missing (`livemig run --out new/dir/run.json`).
 Result<void> write_text(const std::string& text, const std::string& path) {
+  const auto dir = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!dir.empty() && !std::filesystem::create_directories(dir, ec) && ec)
+    return Error::sys(ec.value(), strf("write results %s: create %s", path.c_str(), dir.c_str()));
   std::ofstream out(path, std::ios::trunc);
   if (!out) return Error::from_errno(strf("write results %s", path.c_str()));
   out << text;
