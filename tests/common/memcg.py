@@ -1,5 +1,5 @@
-"""A v1 memory cgroup with a limit for the harness tests' livemig runs (the
-guests they start claim memory): every command runs inside it, in its own
+"""A v1 memory cgroup with a limit for the Python tests' livemig runs (the
+guests they start claim memory; tests/harness): every command runs inside it, in its own
 process group, and is killed (the group, by its id) when it outlives its
 timeout. The cgroup is removed on close. No cgroup v1 memory controller, or
 no permission: Skip, with the reason (the tests exit 77).
@@ -57,12 +57,19 @@ class MemoryCgroup:
         return p.returncode, out
 
     def close(self):
-        for _ in range(50):  # the killed children may take a moment to leave
-            try:
-                os.rmdir(self.path)
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.1)
-        print("warning: could not remove cgroup %s" % self.path, file=sys.stderr)
+        if not remove_cgroup(self.path):
+            print("warning: could not remove cgroup %s" % self.path, file=sys.stderr)
+
+
+def remove_cgroup(path):
+    """Removes the cgroup at path once its killed processes have left it (they
+    may take a moment); False if it stayed."""
+    for _ in range(50):
+        try:
+            os.rmdir(path)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False

@@ -15,7 +15,7 @@ page in headless Chromium and asserts the browser drew every figure (skip
 """
 import argparse, json, math, os, re, shutil, subprocess, sys, tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
 from memcg import MemoryCgroup, Skip  # noqa: E402
 
 # The timeline figure's lines (their gid in the SVG) and the sample field each draws.
