@@ -36,8 +36,20 @@ struct PushState {
   bool link_broke = false;  // the first error was a channel failing, not a fatal one
   std::atomic<uint64_t> requests{0}, pages_requested{0}, pages_pushed{0}, already_pushed{0}, wire_bytes{0};
   std::atomic<double> cpu{0};
+  Timeline* timeline;  // may be null
 
-  PushState(PrepagingKind kind, unsigned pivots, const dt::RangeList& needed) : prepager(kind, pivots, needed) {}
+  PushState(PrepagingKind kind, unsigned pivots, const dt::RangeList& needed, Timeline* timeline)
+      : prepager(kind, pivots, needed), timeline(timeline) {
+    count_left();
+  }
+  // Under `lock` (or before the threads start): the pages still needed.
+  void count_left() {
+    if (timeline) timeline->set_left(prepager.unsent());
+  }
+  void count_sent(uint64_t wire, uint64_t pages) {
+    wire_bytes += wire;
+    if (timeline) timeline->sent(wire, pages, 0);
+  }
   void failed(Error e) {
     std::lock_guard g(error_lock);
     if (!error) error = std::move(e);
@@ -128,11 +140,12 @@ Result<void> serve_requests(transport::Session& session, const SourceProcess& pr
         if (!st.prepager.on_fault(a)) st.already_pushed++;
       st.last_fault_ns = now_ns();  // before the pushers wake: they judge idleness by it
       st.requests_seen++;
+      st.count_left();
     }
     st.changed.notify_all();
     st.requests++;
     st.pages_requested += entries.size();
-    st.wire_bytes += reply.size();
+    st.count_sent(reply.size(), entries.size());
   }
   return ok();
 }
@@ -165,6 +178,7 @@ Result<void> push_pages(transport::Session& session, size_t c, compress::Compres
       n = st.prepager.next(addrs, idle);
       drained = st.prepager.unsent() == 0;
       requests_seen = st.requests_seen;
+      st.count_left();
     }
     if (n == 0) {
       on_link.end();
@@ -187,7 +201,7 @@ Result<void> push_pages(transport::Session& session, size_t c, compress::Compres
       if (!o.link_share->acquire(m.size(), n, stop)) break;  // stopped meanwhile
     }
     if (auto r = peer.send_encoded(m); !r) return st.lost_link(std::move(r).error());
-    st.wire_bytes += m.size();
+    st.count_sent(m.size(), n);
     st.pages_pushed += n;
     pushed += n;
   }
@@ -318,7 +332,7 @@ Result<void> run_postcopy_source(transport::Session& session, const SourceProces
   uint64_t resumed_ns = 0;
   dt::RangeList unsent = needed;
   for (;;) {  // one pass per link: the first, then one per recovery
-    PushState st(o.prepaging, o.pivots, unsent);
+    PushState st(o.prepaging, o.pivots, unsent, o.timeline);
     if (out.resumed) {
       st.resumed = true;
       st.last_fault_ns = now_ns();

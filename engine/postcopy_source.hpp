@@ -23,6 +23,7 @@
 #include "engine/config.hpp"
 #include "engine/link_share.hpp"
 #include "engine/prepaging.hpp"
+#include "engine/timeline.hpp"
 #include "engine/source_process.hpp"
 #include "transport/session.hpp"
 
@@ -47,6 +48,8 @@ struct PostcopySourceOptions {
   // wait behind another VM's quantum (they are few and small, and not in
   // the share's figures). Null: the link is this migration's alone.
   LinkShare::Member* link_share = nullptr;
+  // Counts what is pushed and served, and the pages still needed; null: none.
+  Timeline* timeline = nullptr;
 };
 
 struct PostcopySourceOutcome {

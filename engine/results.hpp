@@ -14,7 +14,7 @@
 
 namespace lm::engine {
 
-inline constexpr const char* kResultSchema = "livemig-result/1";
+inline constexpr const char* kResultSchema = "livemig-result/2";  // 2: the timeline
 
 struct RoundRecord {
   unsigned round = 0;
@@ -22,6 +22,36 @@ struct RoundRecord {
   uint64_t bytes = 0;        // bytes on the wire in this round
   double duration_ms = 0;
   double dirty_rate = 0;     // pages dirtied per second during this round
+};
+
+// The migration every 100 ms (engine/timeline.hpp samples it).
+struct TimelineSample {
+  double t_ms = 0;           // since the source started (the clock of end-to-end-time)
+  std::string phase;         // the source's phase (source_phase_name)
+  unsigned round = 0;        // the round being sent, or the last one sent
+  uint64_t bytes = 0;        // on the wire so far: page batches, as ram.transferred counts them
+  double mbps = 0;           // wire rate since the previous sample, megabits per second
+  uint64_t pages_sent = 0;   // so far
+  uint64_t pages_left = 0;   // of the round (post-copy: of the pages the destination needs) not yet sent;
+                             // after a collect, the next round's dirty set
+  double dirty_rate = 0;     // pages per second the collect interval this sample lies in found dirty
+                             // (0: no tracking then: setup, the frozen process, post-copy)
+};
+
+// What happened between the samples: a phase entered, a round begun, the
+// freeze and the resume that bound the downtime.
+struct TimelineEvent {
+  double t_ms = 0;
+  std::string event;   // "phase", "round", "freeze", "resumed"
+  std::string phase;   // "phase": its name
+  int64_t round = -1;  // "round": its number
+  int64_t pages = -1;  // "round": the pages it is to send
+};
+
+struct TimelineRecord {
+  double interval_ms = 0;
+  std::vector<TimelineSample> samples;
+  std::vector<TimelineEvent> events;  // in time order
 };
 
 struct HostFacts {
@@ -118,6 +148,7 @@ struct MigrationResult {
   double pages_per_second = 0;
 
   std::vector<RoundRecord> rounds;
+  TimelineRecord timeline;
 
   double compression_ratio = 0;  // raw bytes of pages sent / payload bytes
   double cpu_seconds_source = 0;

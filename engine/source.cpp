@@ -22,6 +22,7 @@
 #include "engine/digest.hpp"
 #include "engine/postcopy_source.hpp"
 #include "engine/source_process.hpp"
+#include "engine/timeline.hpp"
 #include "engine/urgent_thread.hpp"
 
 namespace lm::engine {
@@ -145,10 +146,11 @@ class BulkSender {
     }
   }
 
-  // Sends every page of `pages` on the pool's threads; returns when all
-  // sends completed.
-  Result<RoundTotals> send_round(const dt::RangeList& pages, uint32_t round) {
+  // Sends every page of `pages` on the pool's threads, counting them into
+  // `timeline`; returns when all sends completed.
+  Result<RoundTotals> send_round(const dt::RangeList& pages, uint32_t round, Timeline& timeline) {
     Stopwatch clock;
+    timeline.begin_round(round, dt::total_pages(pages));
     const unsigned threads = unsigned(workers_.size());
     start_pool();
     const LinkShare::Round on_link(link_share_);  // the group's other VMs wait for this one only while it sends
@@ -156,6 +158,7 @@ class BulkSender {
       std::lock_guard g(jobs_lock_);
       job_.parts = partition(pages, threads);
       job_.round = round;
+      job_.timeline = &timeline;
       job_.totals.assign(threads, {});
       job_.errors.assign(threads, std::nullopt);
       job_.running = threads;
@@ -196,7 +199,7 @@ class BulkSender {
   };
   static constexpr unsigned kSlots = 3;  // read/compress one batch while two are on the wire
 
-  Result<RoundTotals> send_part(unsigned t, const dt::RangeList& ranges, uint32_t round,
+  Result<RoundTotals> send_part(unsigned t, const dt::RangeList& ranges, uint32_t round, Timeline& timeline,
                                 const std::atomic<bool>& failed) {
     RoundTotals totals;
     if (ranges.empty()) return totals;
@@ -240,6 +243,7 @@ class BulkSender {
       totals.send_ns += now_ns() - t0;
       totals.pages += s.addrs.size();
       totals.wire_bytes += s.message.size();
+      timeline.sent(s.message.size(), s.addrs.size(), count);
       // Adaptive feedback while the round runs (round 0 may be the whole
       // migration): the rate at which the link absorbed this thread's data
       // while it was sending, times the senders sharing it.
@@ -335,7 +339,7 @@ class BulkSender {
         done_generation = job_.generation;
       }
       const double cpu0 = thread_cpu_seconds();
-      auto r = send_part(t, job_.parts[t], job_.round, failed_);
+      auto r = send_part(t, job_.parts[t], job_.round, *job_.timeline, failed_);
       add_cpu(thread_cpu_seconds() - cpu0);
       std::lock_guard g(jobs_lock_);
       if (r) {
@@ -374,6 +378,7 @@ class BulkSender {
   struct Job {
     uint64_t generation = 0;
     uint32_t round = 0;
+    Timeline* timeline = nullptr;
     std::vector<dt::RangeList> parts;  // one per thread
     std::vector<RoundTotals> totals;
     std::vector<std::optional<Error>> errors;
@@ -497,6 +502,7 @@ class SourceRun {
       std::abort();
     }
     phase_ = next;
+    timeline_.phase(source_phase_name(next));
     if (o_.on_phase) o_.on_phase(next);
   }
 
@@ -645,7 +651,7 @@ class SourceRun {
   Result<SourcePhase> precopy() {
     for (;;) {
       LM_TRY(check_cancel());
-      RoundTotals t = LM_TRY(sender_->send_round(pending_, round_));
+      RoundTotals t = LM_TRY(sender_->send_round(pending_, round_, timeline_));
       const double seconds = std::max(1e-9, double(t.duration_ns) * 1e-9);
       count_round(t, seconds);
       RoundEnd end{round_, 0, t.pages, t.payload_bytes, 0, dt::total_pages(pending_), t.duration_ns,
@@ -660,6 +666,8 @@ class SourceRun {
       // the dirty rate (auto-converge judges by it) as they do in the
       // expected downtime.
       const double dirty_rate = double(collected.dirty_pages + held_pages_) / collect_interval_s_;
+      timeline_.dirtied(collected.dirty_pages + held_pages_, last_collect_ns_ - uint64_t(collect_interval_s_ * 1e9),
+                        last_collect_ns_);
       if (round_ > 0 || t.pages > 0) {
         // The model's D counts a held page as dirtied in this interval only
         // as often as a tracked one was (the tracker no longer sees it):
@@ -679,6 +687,7 @@ class SourceRun {
 
       // Held pages go after the freeze: they count in the expected downtime.
       const uint64_t left = dt::total_pages(pending_) + held_pages_;
+      timeline_.set_left(left);
       RoundProgress progress{round_, left, figures_.wire_bytes, result_.ram_total, figures_.page_rate};
       if (o_.on_round)
         o_.on_round({round_, left, figures_.wire_bytes, double(t.wire_bytes) * 8 / seconds / 1e9,
@@ -774,6 +783,7 @@ class SourceRun {
     auto final_dirty = LM_TRY(tracker_->collect_final());
     if (!final_dirty.changes.empty()) LM_TRY(announce_mappings(final_dirty.mappings));
     collected_ns_ = now_ns();
+    timeline_.dirtied(final_dirty.dirty_pages + held_pages_, last_collect_ns_, frozen_ns_);
     final_mappings_ = final_dirty.mappings;
     // What the previous collect found (the loop stopped before sending it)
     // together with what was dirtied since. Pure post-copy: `pending_` is
@@ -781,7 +791,7 @@ class SourceRun {
     pending_ = dt::unite(pending_, dt::unite(final_dirty.dirty, final_dirty.held));
     if (o_.mode != MigrationMode::precopy) return stay_stopped_from_commit();
 
-    RoundTotals last = LM_TRY(sender_->send_round(pending_, round_));
+    RoundTotals last = LM_TRY(sender_->send_round(pending_, round_, timeline_));
     figures_.wire_bytes += last.wire_bytes;
     figures_.raw_bytes += last.pages * kPageSize;
     figures_.passthrough_pages += last.passthrough_pages;
@@ -848,6 +858,7 @@ class SourceRun {
     po.timeout = o_.timeout;
     po.reconnect_timeout = o_.postcopy.reconnect_timeout;
     po.link_share = o_.link_share.get();
+    po.timeline = &timeline_;
     if (o_.postcopy.reconnect_timeout.count() > 0)
       po.redial = [this](transport::Timeout within) {
         auto again = session_config_;
@@ -981,12 +992,14 @@ class SourceRun {
     const double end_ms = completed_at_ms_ >= 0 ? completed_at_ms_ : result_.end_to_end_time_ms;
     result_.total_time_ms = end_ms - prepare_ms_;
     result_.destination_prepare_time_ms = prepare_ms_;
+    result_.timeline = timeline_.finish();
   }
 
   void record_downtime(uint64_t resumed_ns) {
     downtime_urgent_.reset();
     auto ms = [](uint64_t from, uint64_t to) { return double(to - from) * 1e-6; };
     result_.downtime_ms = ms(freeze_ns_, resumed_ns);
+    timeline_.downtime(freeze_ns_, resumed_ns);
     result_.downtime_breakdown = {ms(freeze_ns_, frozen_ns_), ms(frozen_ns_, collected_ns_),
                                   ms(collected_ns_, committed_ns_), ms(committed_ns_, resumed_ns)};
   }
@@ -1032,6 +1045,7 @@ class SourceRun {
   ConvergencePolicy policy_;
   std::optional<StopReason> stop_;
   SendFigures figures_;
+  Timeline timeline_;  // sampling from the start; finished by record_times()
 };
 
 void SourceRun::record_figures() {

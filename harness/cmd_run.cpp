@@ -130,15 +130,15 @@ int run_group_one(const engine::ScenarioConfig& config, const std::string& out, 
     std::fprintf(stderr, "livemig run: %s\n", run.error().message.c_str());
     return 1;
   }
-  if (auto w = engine::write_group_result(*run, out); !w)
-    std::fprintf(stderr, "livemig run: %s\n", w.error().message.c_str());
+  auto written = engine::write_group_result(*run, out);
+  if (!written) std::fprintf(stderr, "livemig run: %s\n", written.error().message.c_str());
   std::printf("%s", engine::summarize_group(*run).c_str());
   std::printf("result        %s\n", out.c_str());
   if (!run->group.completed()) {
     std::fprintf(stderr, "livemig run: %s\n", run->group.failure.c_str());
     return 1;
   }
-  return 0;
+  return written ? 0 : 1;  // a run whose document is not written did not give its result
 }
 
 // One scenario: its result document, and the exit status.
@@ -161,8 +161,8 @@ int run_one(const RunArgs& a, engine::RunOptions& options) {
     interrupted.error = options.cancel->reason();
     result = std::move(interrupted);
   }
-  if (auto w = engine::write_result(*result, out); !w)
-    std::fprintf(stderr, "livemig run: %s\n", w.error().message.c_str());
+  auto written = engine::write_result(*result, out);
+  if (!written) std::fprintf(stderr, "livemig run: %s\n", written.error().message.c_str());
   std::printf("%s", engine::summarize(*result).c_str());
   std::printf("result        %s\n", out.c_str());
   if (!result->completed) {
@@ -176,7 +176,7 @@ int run_one(const RunArgs& a, engine::RunOptions& options) {
                  options.cancel->reason().c_str());
     return 1;
   }
-  return 0;
+  return written ? 0 : 1;  // a run whose document is not written did not give its result
 }
 
 int run_command(const RunArgs& a) {

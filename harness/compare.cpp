@@ -17,7 +17,10 @@ namespace {
 using Json = nlohmann::json;
 namespace fs = std::filesystem;
 
-constexpr const char* kResultSchema = "livemig-result/1";
+// Every version whose metrics are read the same way: 2 only added the timeline.
+bool is_result_schema(const std::string& schema) {
+  return schema == "livemig-result/1" || schema == "livemig-result/2";
+}
 
 // One metric's value in a result document, when the document has it.
 std::optional<double> value_of(const Json& doc, const std::string& metric) {
@@ -59,7 +62,7 @@ Result<void> load_file(const fs::path& path, ResultSet& into) {
   if (!in) return Error::from_errno(strf("read result %s", path.c_str()));
   Json doc = Json::parse(in, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return Error::msg(strf("read result %s: not valid JSON", path.c_str()));
-  if (!doc.is_object() || doc.value("schema", "") != kResultSchema) return ok();  // not a result document
+  if (!doc.is_object() || !is_result_schema(doc.value("schema", ""))) return ok();  // not a result document
   into.documents++;
   if (doc.value("status", "") != "completed") {
     into.failed.push_back(path.string());
@@ -131,7 +134,7 @@ Result<ResultSet> load(const std::vector<std::string>& paths) {
   if (set.documents == 0) {
     std::string where;
     for (const auto& p : paths) where += (where.empty() ? "" : ", ") + p;
-    return Error::msg(strf("no result documents (%s) in %s", kResultSchema, where.c_str()));
+    return Error::msg(strf("no result documents (livemig-result/1 or /2) in %s", where.c_str()));
   }
   return set;
 }

@@ -32,7 +32,7 @@ struct ResultSet {
   unsigned documents = 0;           // result documents read
 };
 
-// Reads result documents (schema livemig-result/1) from files and, for a
+// Reads result documents (schema livemig-result/1 or /2) from files and, for a
 // directory, every *.json under it; other JSON (a sweep's summary.json) is
 // skipped. An error names the file that could not be read or parsed.
 Result<ResultSet> load(const std::vector<std::string>& paths);

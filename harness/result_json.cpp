@@ -1,5 +1,6 @@
 #include "harness/result_json.hpp"
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -57,6 +58,33 @@ Json postcopy_json(const MigrationResult& r) {
           {"link-down-time", r.postcopy_link_down_ms}};
 }
 
+// The samples every 100 ms, and the events between them (README, "The result document").
+Json timeline_json(const TimelineRecord& t) {
+  Json samples = Json::array();
+  for (const auto& s : t.samples)
+    samples.push_back({{"t-ms", s.t_ms},
+                       {"phase", s.phase},
+                       {"round", s.round},
+                       {"bytes", s.bytes},
+                       {"mbps", s.mbps},
+                       {"pages-sent", s.pages_sent},
+                       {"pages-left", s.pages_left},
+                       {"dirty-rate", s.dirty_rate}});
+  return samples;
+}
+
+Json timeline_events_json(const TimelineRecord& t) {
+  Json events = Json::array();
+  for (const auto& e : t.events) {
+    Json v = {{"t-ms", e.t_ms}, {"event", e.event}};
+    if (!e.phase.empty()) v["phase"] = e.phase;
+    if (e.round >= 0) v["round"] = e.round;
+    if (e.pages >= 0) v["pages"] = e.pages;
+    events.push_back(std::move(v));
+  }
+  return events;
+}
+
 Json result_json(const MigrationResult& r) {
   Json j;
   j["schema"] = kResultSchema;
@@ -102,6 +130,9 @@ Json result_json(const MigrationResult& r) {
                       {"duration", rd.duration_ms},
                       {"dirty-rate", rd.dirty_rate}});
   j["rounds"] = std::move(rounds);
+  j["timeline-interval"] = r.timeline.interval_ms;
+  j["timeline"] = timeline_json(r.timeline);
+  j["timeline-events"] = timeline_events_json(r.timeline);
   j["compression"] = {{"ratio", r.compression_ratio},
                       {"cpu-seconds-source", r.cpu_seconds_source},
                       {"cpu-seconds-destination", r.cpu_seconds_destination}};
@@ -126,7 +157,12 @@ Json result_json(const MigrationResult& r) {
 // Strings that are not UTF-8 (an error quoting a peer's bytes) are replaced, never thrown on.
 std::string dump(const Json& j) { return j.dump(2, ' ', false, Json::error_handler_t::replace) + "\n"; }
 
+// The directory is made if missing (`livemig run --out new/dir/run.json`).
 Result<void> write_text(const std::string& text, const std::string& path) {
+  const auto dir = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!dir.empty() && !std::filesystem::create_directories(dir, ec) && ec)
+    return Error::sys(ec.value(), strf("write results %s: create %s", path.c_str(), dir.c_str()));
   std::ofstream out(path, std::ios::trunc);
   if (!out) return Error::from_errno(strf("write results %s", path.c_str()));
   out << text;

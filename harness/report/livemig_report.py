@@ -4,7 +4,10 @@ drawn from result documents. Run by 'livemig report RESULTS... --out DIR',
 which passes its own path (--livemig) for the 'livemig compare' table.
 
 Every figure is drawn from the documents' fields: nothing is typed in.
-  timeline-<run>       bytes and pages sent per round, the dirty rate, downtime marked
+  timeline-<run>       the run's samples every 100 ms (result 'timeline'): throughput,
+                       pages left to send, dirty rate, rounds and downtime marked
+                       from 'timeline-events'
+  rounds-<run>         bytes and pages sent per round, the dirty rate, downtime marked
   sweep-<name>         total time and downtime per point beside the model's prediction
   fault-latency        post-copy fault-latency percentiles per run (the documents
                        hold p50/p90/p99/max, not the samples)
@@ -16,9 +19,12 @@ import argparse, html, json, os, re, subprocess, sys
 import matplotlib
 
 matplotlib.use("Agg")  # no display
+# Every sample is a vertex of its line: the SVG holds the series as measured
+# (the report test reads it back), not a simplified outline of it.
+matplotlib.rcParams["path.simplify"] = False
 import matplotlib.pyplot as plt  # noqa: E402
 
-RESULT = "livemig-result/1"
+RESULTS = ("livemig-result/1", "livemig-result/2")  # 2 added the timeline
 SWEEP = "livemig-sweep/1"
 
 
@@ -42,7 +48,7 @@ def collect(paths):
         doc = read_json(path)
         if not isinstance(doc, dict):
             return
-        if doc.get("schema") == RESULT:
+        if doc.get("schema") in RESULTS:
             runs.append((path, doc))
         elif doc.get("schema") == SWEEP:
             sweeps.append((os.path.dirname(path), doc))
@@ -74,6 +80,50 @@ def save(fig, out, name):
 
 
 def timeline(out, name, doc):
+    """The samples every 100 ms: throughput, pages left, dirty rate; each
+    line's gid names the sample field it draws."""
+    samples = doc.get("timeline") or []
+    if len(samples) < 2:
+        return None
+    events = doc.get("timeline-events") or []
+    t = [s["t-ms"] for s in samples]
+    fig, (ax_rate, ax_left, ax_dirty) = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
+    ax_rate.plot(t, [s["mbps"] for s in samples], "-", color="tab:blue", marker=".", gid="timeline-mbps",
+                 label="wire rate (Mbit/s)")
+    ax_rate.set_ylabel("Mbit/s on the wire")
+    ax_left.plot(t, [s["pages-left"] for s in samples], "-", color="tab:green", marker=".",
+                 gid="timeline-pages-left", label="pages left to send")
+    ax_left.set_ylabel("pages left")
+    ax_dirty.plot(t, [s["dirty-rate"] for s in samples], "-", color="tab:red", marker=".",
+                  gid="timeline-dirty-rate", label="dirty rate (pages/s)")
+    ax_dirty.set_ylabel("pages dirtied/s")
+    ax_dirty.set_xlabel("ms since the source started (sampled every %g ms)" % doc.get("timeline-interval", 100))
+    freeze = [e["t-ms"] for e in events if e["event"] == "freeze"]
+    resumed = [e["t-ms"] for e in events if e["event"] == "resumed"]
+    rounds = [e for e in events if e["event"] == "round"]
+    phases = [e for e in events if e["event"] == "phase"]
+    for ax in (ax_rate, ax_left, ax_dirty):
+        # The source's setup (and the wait for the destination's preparation in it).
+        for i, e in enumerate(phases):
+            if e["phase"] == "setup" and i + 1 < len(phases):
+                ax.axvspan(e["t-ms"], phases[i + 1]["t-ms"], color="0.85", alpha=0.6,
+                           label="setup" if ax is ax_rate else None)
+        for r in rounds:
+            ax.axvline(r["t-ms"], color="0.4", linewidth=0.6, linestyle=":")
+        if freeze and resumed:
+            ax.axvspan(freeze[0], resumed[0], color="tab:orange", alpha=0.4,
+                       label="downtime %.1f ms" % doc.get("downtime", 0) if ax is ax_rate else None)
+    for r in rounds:
+        ax_rate.annotate("r%d" % r["round"], (r["t-ms"], 1), xycoords=("data", "axes fraction"), fontsize=7,
+                         va="top", ha="left")
+    ax_rate.legend(loc="upper right", fontsize=8)
+    ax_rate.set_title("%s: %d samples, %.1f MiB on the wire, total %.1f ms, downtime %.1f ms" % (
+        doc.get("config", {}).get("name", name), len(samples), samples[-1]["bytes"] / 2**20,
+        doc.get("total-time", 0), doc.get("downtime", 0)))
+    return save(fig, out, "timeline-" + name)
+
+
+def rounds_figure(out, name, doc):
     rounds = doc.get("rounds") or []
     if not rounds:
         return None
@@ -102,7 +152,7 @@ def timeline(out, name, doc):
     ax_bytes.legend(loc="upper right")
     ax_bytes.set_title("%s: %d rounds, total %.1f ms, downtime %.1f ms" % (
         doc.get("config", {}).get("name", name), len(rounds), doc.get("total-time", 0), downtime))
-    return save(fig, out, "timeline-" + name)
+    return save(fig, out, "rounds-" + name)
 
 
 def sweep_figure(out, name, summary):
@@ -197,7 +247,7 @@ def main():
     os.makedirs(os.path.join(a.out, "figures"), exist_ok=True)
     runs, sweeps = collect(a.results)
     if not runs and not sweeps:
-        sys.exit("livemig report: no result documents (%s) in %s" % (RESULT, ", ".join(a.results)))
+        sys.exit("livemig report: no result documents (%s) in %s" % (" or ".join(RESULTS), ", ".join(a.results)))
 
     sections = []
     names = {}
@@ -234,11 +284,13 @@ def main():
         sections.append(figure_html(fig, "fault-latency percentiles of %d post-copy run(s)" % len(rows)))
     sections.append("<h2>Runs</h2>")
     for name, doc in named_runs:
-        paths = timeline(a.out, name, doc)
         summary = "%s: %s, total %.1f ms, downtime %.1f ms, %.1f MiB on the wire, %s" % (
             name, doc.get("status"), doc.get("total-time", 0), doc.get("downtime", 0),
             doc.get("ram", {}).get("transferred", 0) / 2**20, doc.get("stop-reason", ""))
-        sections.append(figure_html(paths, summary) if paths else "<p>%s (no rounds)</p>" % html.escape(summary))
+        figures = [(timeline(a.out, name, doc), "timeline: " + summary),
+                   (rounds_figure(a.out, name, doc), "rounds: " + summary)]
+        drawn = [figure_html(paths, caption) for paths, caption in figures if paths]
+        sections.append("\n".join(drawn) if drawn else "<p>%s (no timeline, no rounds)</p>" % html.escape(summary))
 
     page = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>livemig report</title>

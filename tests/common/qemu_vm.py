@@ -4,6 +4,8 @@ memory cgroup bounding QEMU, children that die with the script. Used by
 tests/perf/bench_qemu_baseline.py and tests/vm/."""
 import ctypes, glob, os, re, signal, subprocess, time
 
+from memcg import remove_cgroup  # noqa: E402  (tests/common, beside this file)
+
 SKIP = 77
 
 
@@ -94,15 +96,8 @@ class Cgroup:
         self.limit = limit_bytes
 
     def close(self):
-        for _ in range(50):
-            try:
-                os.rmdir(self.path)
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.1)
-        log("warning: could not remove cgroup", self.path)
+        if not remove_cgroup(self.path):
+            log("warning: could not remove cgroup", self.path)
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -31,7 +31,7 @@ TEST(Results, JsonHasQemuNamesAndFailure) {
   r.source_phase = "rolled-back";
   auto j = nlohmann::json::parse(result_to_json(r), nullptr, /*allow_exceptions=*/false);
   ASSERT_FALSE(j.is_discarded()) << result_to_json(r);
-  EXPECT_EQ(j["schema"], "livemig-result/1");
+  EXPECT_EQ(j["schema"], "livemig-result/2");
   EXPECT_EQ(j["status"], "failed");
   EXPECT_EQ(j["error"], r.error);
   EXPECT_EQ(j["total-time"].get<double>(), r.total_time_ms);
@@ -49,6 +49,32 @@ TEST(Results, JsonHasQemuNamesAndFailure) {
   EXPECT_EQ(j["source"]["state"], "running");
   EXPECT_EQ(j["source"]["phase"], "rolled-back");
   EXPECT_FALSE(j.contains("postcopy")) << "pre-copy results have no post-copy section";
+}
+
+TEST(Results, TimelineSamplesAndEvents) {
+  MigrationResult r;
+  r.timeline.interval_ms = 100;
+  r.timeline.samples.push_back({100.5, "precopy", 1, 4096, 0.33, 1, 7, 250});
+  r.timeline.events.push_back({0, "phase", "setup", -1, -1});
+  r.timeline.events.push_back({80, "round", "", 1, 8});
+  r.timeline.events.push_back({90, "freeze", "", -1, -1});
+  auto j = nlohmann::json::parse(result_to_json(r));
+  EXPECT_EQ(j["timeline-interval"], 100);
+  ASSERT_EQ(j["timeline"].size(), 1u);
+  const auto& s = j["timeline"][0];
+  EXPECT_EQ(s["t-ms"], 100.5);
+  EXPECT_EQ(s["phase"], "precopy");
+  EXPECT_EQ(s["round"], 1);
+  EXPECT_EQ(s["bytes"], 4096);
+  EXPECT_EQ(s["mbps"], 0.33);
+  EXPECT_EQ(s["pages-sent"], 1);
+  EXPECT_EQ(s["pages-left"], 7);
+  EXPECT_EQ(s["dirty-rate"], 250);
+  const auto& e = j["timeline-events"];
+  ASSERT_EQ(e.size(), 3u);
+  EXPECT_EQ(e[0], nlohmann::json({{"t-ms", 0}, {"event", "phase"}, {"phase", "setup"}}));
+  EXPECT_EQ(e[1], nlohmann::json({{"t-ms", 80}, {"event", "round"}, {"round", 1}, {"pages", 8}}));
+  EXPECT_EQ(e[2], nlohmann::json({{"t-ms", 90}, {"event", "freeze"}}));
 }
 
 TEST(Results, BytesThatAreNotUtf8DoNotBreakTheDocument) {

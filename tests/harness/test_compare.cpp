@@ -107,11 +107,12 @@ class Documents : public ::testing::Test {
     std::ofstream(dir_ / name) << text;
     return dir_ / name;
   }
-  static std::string result(const std::string& scenario, double total, double mbps, const char* status = "completed") {
-    return lm::strf(R"({"schema": "livemig-result/1", "status": "%s", "config": {"name": "%s"},
+  static std::string result(const std::string& scenario, double total, double mbps, const char* status = "completed",
+                            int schema = 1) {
+    return lm::strf(R"({"schema": "livemig-result/%d", "status": "%s", "config": {"name": "%s"},
       "total-time": %g, "downtime": 10, "ram": {"transferred": 1000, "mbps": %g},
       "compression": {"cpu-seconds-source": 0.5, "cpu-seconds-destination": 0.25}})",
-                    status, scenario.c_str(), total, mbps);
+                    schema, status, scenario.c_str(), total, mbps);
   }
   fs::path dir_;
 };
@@ -128,6 +129,18 @@ TEST_F(Documents, LoadsDirectoriesSkipsOtherJsonCountsFailures) {
   EXPECT_EQ(set->values["a"]["total-time"], (std::vector<double>{100, 102}));
   EXPECT_EQ(set->values["a"]["throughput"], (std::vector<double>{800, 790}));
   EXPECT_EQ(set->values["a"].count("fault-latency-p50"), 0u);  // a pre-copy run has none
+}
+
+// A perf-gate of a revision before the timeline against one after it: both
+// schemas are result documents, a later one is not.
+TEST_F(Documents, ReadsSchemaOneAndTwoNotThree) {
+  write("mixed/old.json", result("a", 100, 800, "completed", 1));
+  write("mixed/new.json", result("a", 104, 790, "completed", 2));
+  write("mixed/future.json", result("a", 1, 1, "completed", 3));
+  auto set = lm::compare::load({(dir_ / "mixed").string()});
+  ASSERT_TRUE(set) << set.error().message;
+  EXPECT_EQ(set->documents, 2u);
+  EXPECT_EQ(set->values["a"]["total-time"], (std::vector<double>{104, 100}));  // files in name order
 }
 
 TEST_F(Documents, UnreadableDocumentIsNamed) {

@@ -1,22 +1,67 @@
 #!/usr/bin/env python3
 """livemig report on real result documents: two pre-copy runs, one post-copy
-run and a two-point sweep of tests/harness/gate-small.toml. Asserts that the
-page references every figure it should (a timeline per run, the sweep, the
-fault latency, the compare table) and that each referenced file exists; then
-renders the page in headless Chromium and asserts the browser drew every
-figure (skip 77 when Chromium is not installed).
+run and a two-point sweep of tests/harness/gate-small.toml (in a memory
+cgroup), and a copy of one run whose timeline the test replaced by a
+series of its own. Asserts that the page references every figure it should
+(a timeline per run, a rounds figure per run with rounds, the sweep, the
+fault latency, the compare table) and that each referenced file exists;
+that every timeline figure draws its run's samples (each line's vertices in
+the SVG are the samples' (t-ms, value) pairs under one affine map: the
+series, not something typed, and the planted series too); then renders the
+page in headless Chromium and asserts the browser drew every figure (skip
+77 when Chromium is not installed).
 
   test_report.py --livemig BUILD/harness/livemig --scenario tests/harness/gate-small.toml
 """
-import argparse, json, os, re, shutil, subprocess, sys, tempfile
+import argparse, json, math, os, re, shutil, subprocess, sys, tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from memcg import MemoryCgroup, Skip  # noqa: E402
+
+# The timeline figure's lines (their gid in the SVG) and the sample field each draws.
+SERIES = {"timeline-mbps": "mbps", "timeline-pages-left": "pages-left", "timeline-dirty-rate": "dirty-rate"}
 
 
-def run(cmd, cwd, timeout):
-    print(" ".join(cmd), flush=True)
-    r = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
-    if r.returncode != 0:
-        sys.exit("%s: exit %d\n%s" % (cmd[1], r.returncode, r.stdout))
-    return r.stdout
+def line_vertices(svg, gid):
+    """The (x, y) vertices of the path in the SVG group `gid`, or None."""
+    m = re.search(r'<g id="%s">\s*<path d="([^"]*)"' % re.escape(gid), svg)
+    if not m:
+        return None
+    nums = [float(v) for v in re.findall(r"-?[0-9.]+(?:e-?[0-9]+)?", m.group(1))]
+    return list(zip(nums[0::2], nums[1::2]))
+
+
+def affine_image(xs, ys):
+    """True when ys = a * xs + b for some a, b, to drawing precision (the SVG
+    writes coordinates to 6 significant digits); a constant series maps to a
+    constant line."""
+    lo, hi = min(xs), max(xs)
+    if hi == lo:
+        return max(ys) - min(ys) < 1e-3
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    a = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    b = my - a * mx
+    return all(abs(a * x + b - y) < 0.05 for x, y in zip(xs, ys)) and a != 0
+
+
+def draws(svg, doc):
+    """True when every line of the timeline figure draws this document's samples."""
+    samples = doc.get("timeline") or []
+    t = [s["t-ms"] for s in samples]
+    for gid, field in SERIES.items():
+        v = line_vertices(svg, gid)
+        if not v or len(v) != len(samples):
+            return False
+        if not affine_image(t, [x for x, _ in v]):
+            return False
+        values = [s[field] for s in samples]
+        if max(values) == min(values):
+            if max(y for _, y in v) - min(y for _, y in v) > 1e-3:
+                return False
+        elif not affine_image(values, [y for _, y in v]):
+            return False
+    return True
 
 
 def main():
@@ -25,7 +70,16 @@ def main():
     p.add_argument("--scenario", required=True)
     a = p.parse_args()
     scenario = os.path.abspath(a.scenario)
-    with tempfile.TemporaryDirectory(prefix="lm-report-") as tmp:
+    try:
+        cg = MemoryCgroup("lm-report", 1 << 30)
+    except Skip as e:
+        print("SKIP:", e)
+        sys.exit(77)
+
+    def run(cmd, cwd, timeout):
+        return cg.run(cmd, timeout, cwd=cwd)[1]
+
+    with cg, tempfile.TemporaryDirectory(prefix="lm-report-") as tmp:
         runs = os.path.join(tmp, "runs")
         os.makedirs(runs)
         for i in range(2):
@@ -36,9 +90,19 @@ def main():
         with open(sweep, "w") as f:
             f.write('base = "%s"\nname = "report-rate"\n[sweep]\n"workload.rate" = [1000, 8000]\n' % scenario)
         run([a.livemig, "run", sweep, "--quiet"], tmp, 90)
+        # A run whose timeline is a series no run would measure: its figure must draw it.
+        planted = json.load(open(os.path.join(runs, "precopy-0.json")))
+        planted["config"]["name"] = "planted"
+        planted["timeline"] = [dict(planted["timeline"][0], **{
+            "t-ms": 50.0 * i + 7, "mbps": 1000 + 700 * math.sin(i / 2.0) + 13 * i,
+            "pages-left": (i * 7919) % 1000, "dirty-rate": 3.0 * i * i}) for i in range(23)]
+        planted_dir = os.path.join(tmp, "planted")
+        os.makedirs(planted_dir)
+        with open(os.path.join(planted_dir, "planted.json"), "w") as f:
+            json.dump(planted, f)
         out = os.path.join(tmp, "report")
-        run([a.livemig, "report", runs, os.path.join(tmp, "results", "report-rate"), "--base", runs, "--out", out],
-            tmp, 120)
+        run([a.livemig, "report", runs, os.path.join(tmp, "results", "report-rate"), planted_dir, "--base", runs,
+             "--out", out], tmp, 120)
 
         page = open(os.path.join(out, "index.html")).read()
         refs = re.findall(r'(?:src|href)="([^"]+)"', page)
@@ -47,18 +111,36 @@ def main():
             path = os.path.join(out, ref)
             if not os.path.isfile(path) or os.path.getsize(path) == 0:
                 sys.exit("index.html references %s, which is missing or empty" % ref)
-        # A timeline per run with pre-copy rounds (not the pure post-copy
-        # one), the sweep, the fault latency.
-        with_rounds = 0
-        for d in (runs, os.path.join(tmp, "results", "report-rate")):
+        # A timeline per run (the post-copy one too), a rounds figure per run
+        # with pre-copy rounds (not the pure post-copy one), the sweep, the
+        # fault latency.
+        docs = []
+        for d in (runs, os.path.join(tmp, "results", "report-rate"), planted_dir):
             for f in os.listdir(d):
                 doc = json.load(open(os.path.join(d, f)))
-                with_rounds += doc.get("schema") == "livemig-result/1" and bool(doc.get("rounds"))
+                if doc.get("schema") == "livemig-result/2":
+                    docs.append(doc)
+        with_rounds = sum(bool(d.get("rounds")) for d in docs)
         names = [os.path.basename(i) for i in imgs]
-        timelines = [n for n in names if n.startswith("timeline-")]
+        timelines = [i for i in imgs if os.path.basename(i).startswith("timeline-")]
+        rounds = [n for n in names if n.startswith("rounds-")]
         print("figures:", names)
-        if with_rounds < 4 or len(timelines) != with_rounds:
-            sys.exit("%d timelines for %d runs with rounds" % (len(timelines), with_rounds))
+        if len(docs) != 6 or len(timelines) != len(docs):
+            sys.exit("%d timelines for %d runs" % (len(timelines), len(docs)))
+        if with_rounds < 5 or len(rounds) != with_rounds:
+            sys.exit("%d rounds figures for %d runs with rounds" % (len(rounds), with_rounds))
+        # Every timeline figure draws the samples of one run, and every run's are drawn.
+        drawn_docs = set()
+        for ref in timelines:
+            svg = open(os.path.join(out, ref[:-4] + ".svg")).read()
+            matches = [i for i, d in enumerate(docs) if draws(svg, d)]
+            if not matches:
+                sys.exit("%s draws no run's samples" % ref)
+            drawn_docs.update(matches)
+        if len(drawn_docs) != len(docs):
+            sys.exit("the samples of %d of %d runs are drawn" % (len(drawn_docs), len(docs)))
+        if not any(n.startswith("timeline-") and "planted" in n for n in names):
+            sys.exit("no timeline figure for the planted series")
         for wanted in ("sweep-report-rate.png", "fault-latency.png"):
             if wanted not in names:
                 sys.exit("no %s in the page" % wanted)
