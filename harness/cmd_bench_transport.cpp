@@ -7,7 +7,7 @@
 // --serve-receiver MODE`, exec'd: DPDK's EAL does not survive fork, and the
 // sender's threads make fork unsafe) that listens on loopback, accepts N
 // channels, one thread each, and reports bytes and its CPU seconds over a
-// pipe (it takes messages as pieces in place, Channel::recv_pieces, unless
+// pipe (it takes messages as pieces in place, transport::recv_pieces, unless
 // --contiguous); the parent sends messages of the given size on N threads for the
 // given time, then closes the channels with the close handshake, so every
 // byte counted arrived. With --tls each backend B is also measured as "B+tls"
@@ -47,6 +47,7 @@
 #include "harness/cli.hpp"
 #include "harness/commands.hpp"
 #include "transport/channel.hpp"
+#include "transport/scatter.hpp"
 #include "transport/stream.hpp"
 #include "transport/tls_channel.hpp"
 
@@ -68,7 +69,7 @@ struct Config {
   std::string extra;
   transport::ZeroCopy zero_copy = transport::ZeroCopy::off;
   // Receivers take each message as pieces in the channel's buffers
-  // (Channel::recv_pieces, what a decoder reading in place does), or whole
+  // (transport::recv_pieces, what a decoder reading in place does), or whole
   // (recv: dpdk then copies every frame's payload into one buffer).
   RecvMode recv_mode = RecvMode::pieces;
   bool tls = false;  // modes "B+tls" follow each backend B
@@ -227,7 +228,7 @@ void finish(Sample& s, const Config& c, Receiver& receiver, uint64_t sent, bool 
       for (;;) {
         Result<transport::RecvStatus> st = transport::RecvStatus::closed;
         if (mode == RecvMode::pieces) {
-          st = ch->recv_pieces(pieces, io_timeout);
+          st = transport::recv_pieces(*ch, pieces, io_timeout);
           for (auto p : pieces) n += p.size();
         } else if (auto m = ch->recv(io_timeout)) {
           st = m->status;

@@ -64,7 +64,6 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include "common/error.hpp"
 
@@ -127,22 +126,6 @@ class Channel {
   // once `stop` is stopped (see "Stopping a wait").
   virtual Result<Received> recv(Timeout timeout, std::stop_token stop) = 0;
   Result<Received> recv(Timeout timeout) { return recv(timeout, std::stop_token()); }
-
-  // Scatter receive: the next message as `pieces` (cleared first) whose
-  // concatenation is the message; views into the channel's own buffers, valid
-  // as Received::bytes (until the next recv()/recv_pieces()/close()), but
-  // not aligned. The default gives recv()'s one piece; dpdk gives each
-  // frame's payload where the device put it, without reassembling the message.
-  virtual Result<RecvStatus> recv_pieces(std::vector<std::span<const std::byte>>& pieces, Timeout timeout,
-                                         std::stop_token stop) {
-    pieces.clear();
-    Received r = LM_TRY(recv(timeout, std::move(stop)));
-    if (!r.bytes.empty()) pieces.push_back(r.bytes);
-    return r.status;
-  }
-  Result<RecvStatus> recv_pieces(std::vector<std::span<const std::byte>>& pieces, Timeout timeout) {
-    return recv_pieces(pieces, timeout, std::stop_token());
-  }
 
   // Close handshake (see above); idempotent. Completes pending sends first.
   virtual Result<void> close(Timeout timeout) = 0;

@@ -12,6 +12,7 @@
 #include "common/clock.hpp"
 #include "tests/transport/helpers.hpp"
 #include "transport/channel.hpp"
+#include "transport/scatter.hpp"
 
 using namespace lm;
 using namespace lm::transport;
@@ -80,7 +81,7 @@ TEST_P(DpdkChannel, ThreeChannelsMultiPieceMessagesThenClose) {
     for (int c = 0; c < kChannels; ++c) {
       std::span<const std::byte> bytes;
       if (c == 1) {
-        auto st = chans[c]->recv_pieces(pieces, Timeout(20000));
+        auto st = recv_pieces(*chans[c], pieces, Timeout(20000));
         ASSERT_TRUE(st.ok()) << st.error().message;
         ASSERT_EQ(*st, RecvStatus::message);
         joined.clear();

@@ -12,6 +12,7 @@
 #include "common/clock.hpp"
 #include "tests/transport/helpers.hpp"
 #include "transport/protocol.hpp"
+#include "transport/scatter.hpp"
 #include "transport/stream.hpp"
 
 namespace lm::transport {
@@ -137,7 +138,7 @@ TEST_P(ChannelTest, RecvPiecesJoinToTheMessageAlternatingWithRecv) {
       ASSERT_EQ(r->status, RecvStatus::message);
       got.assign(r->bytes.begin(), r->bytes.end());
     } else {
-      auto st = b->recv_pieces(pieces, Timeout(10000));
+      auto st = recv_pieces(*b, pieces, Timeout(10000));
       ASSERT_TRUE(st.ok()) << st.error().message;
       ASSERT_EQ(*st, RecvStatus::message);
       for (auto p : pieces) {
@@ -150,7 +151,7 @@ TEST_P(ChannelTest, RecvPiecesJoinToTheMessageAlternatingWithRecv) {
   }
   sender.join();
   std::thread closer([&, &a = a] { EXPECT_TRUE(a->close(Timeout(5000)).ok()); });
-  auto end = b->recv_pieces(pieces, Timeout(5000));
+  auto end = recv_pieces(*b, pieces, Timeout(5000));
   ASSERT_TRUE(end.ok()) << end.error().message;
   EXPECT_EQ(*end, RecvStatus::closed);
   EXPECT_TRUE(pieces.empty());

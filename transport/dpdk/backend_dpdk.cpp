@@ -25,6 +25,7 @@
 
 #include "common/args.hpp"
 #include "transport/backends.hpp"
+#include "transport/scatter.hpp"
 #include "transport/dpdk/dpdk_session.hpp"
 
 namespace lm::transport {
@@ -163,7 +164,7 @@ LinkTable& link_table() {
   return table;
 }
 
-class DpdkChannel final : public Channel {
+class DpdkChannel final : public Channel, public ScatterChannel {
  public:
   DpdkChannel(std::shared_ptr<Link> link, uint16_t flow, const ChannelOptions& options)
       : link_(std::move(link)), flow_(flow), options_(options),
@@ -223,7 +224,6 @@ class DpdkChannel final : public Channel {
     link_->session->endpoint().release_message(last_);
     return Received{RecvStatus::message, std::as_bytes(std::span<const uint8_t>(contiguous_))};
   }
-  using Channel::recv_pieces;
   Result<RecvStatus> recv_pieces(std::vector<std::span<const std::byte>>& pieces, Timeout timeout,
                                  std::stop_token stop) override {
     pieces.clear();
