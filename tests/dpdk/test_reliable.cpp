@@ -167,17 +167,13 @@ TEST(ReliableLossless, ThreeFlowsInterleaved) {
   for (uint16_t f = 0; f < 3; ++f) EXPECT_EQ(p.b->flow_counters(f).messages_rx, 100u);
 }
 
-// Streams `count` messages of 200000 bytes on flow 0 with up to `depth` in
-// flight (so the sender always has more queued, as a migration does), checks
-// every byte, then closes.
-void stream_and_verify(Pair& p, uint32_t count, uint32_t depth) {
-  ASSERT_TRUE(p.run_until([&] { return p.a->state() == EndpointState::established &&
-                                        p.b->state() == EndpointState::established; },
-                          100'000'000));
+// The sending side of a stream on flow 0: messages 9, 19, 29, ... of the size
+// table (200000 bytes each), up to `depth` in flight, each buffer kept until
+// its send completed.
+struct StreamSender {
   std::deque<std::pair<uint64_t, std::vector<uint8_t>>> inflight;  // ticket, buffer
-  uint32_t sent = 0, received = 0;
-  uint64_t end = p.now + 20'000'000'000ull;
-  while (received < count && p.now < end) {
+  uint32_t sent = 0;
+  void top_up(Pair& p, uint32_t count, uint32_t depth) {
     while (!inflight.empty() && p.a->send_complete(0, inflight.front().first)) inflight.pop_front();
     while (sent < count && inflight.size() < depth) {
       auto m = make_message(0, 9 + 10 * sent);  // index 9 of the size table: 200000 bytes
@@ -187,6 +183,21 @@ void stream_and_verify(Pair& p, uint32_t count, uint32_t depth) {
       inflight.emplace_back(*t, std::move(m));
       sent++;
     }
+  }
+};
+
+// Streams `count` messages of 200000 bytes on flow 0 with up to `depth` in
+// flight (so the sender always has more queued, as a migration does), checks
+// every byte, then closes.
+void stream_and_verify(Pair& p, uint32_t count, uint32_t depth) {
+  ASSERT_TRUE(p.run_until([&] { return p.a->state() == EndpointState::established &&
+                                        p.b->state() == EndpointState::established; },
+                          100'000'000));
+  StreamSender sender;
+  uint32_t received = 0;
+  uint64_t end = p.now + 20'000'000'000ull;
+  while (received < count && p.now < end) {
+    ASSERT_NO_FATAL_FAILURE(sender.top_up(p, count, depth));
     while (auto m = p.b->try_receive(0)) {
       auto want = make_message(0, 9 + 10 * received);
       ASSERT_EQ(m->size(), want.size()) << "message " << received;
@@ -270,20 +281,12 @@ TEST(ReliableInPlace, MessagesArriveAsFramePayloadsUnderImpairment) {
                                         p.b->state() == EndpointState::established; },
                           100'000'000));
   const uint32_t count = 60;
-  std::deque<std::pair<uint64_t, std::vector<uint8_t>>> inflight;
+  StreamSender sender;
   std::deque<RxMessage> held;  // the application keeps the last message, and messages 20..29
-  uint32_t sent = 0, received = 0, in_place = 0, copied = 0;
+  uint32_t received = 0, in_place = 0, copied = 0;
   uint64_t end = p.now + 20'000'000'000ull;
   while (received < count && p.now < end) {
-    while (!inflight.empty() && p.a->send_complete(0, inflight.front().first)) inflight.pop_front();
-    while (sent < count && inflight.size() < 4) {
-      auto m = make_message(0, 9 + 10 * sent);
-      std::span<const uint8_t> part(m);
-      auto t = p.a->submit(0, {&part, 1});
-      ASSERT_TRUE(t.ok()) << t.error().message;
-      inflight.emplace_back(*t, std::move(m));
-      sent++;
-    }
+    ASSERT_NO_FATAL_FAILURE(sender.top_up(p, count, 4));
     while (auto m = p.b->try_receive_message(0)) {
       auto want = make_message(0, 9 + 10 * received);
       ASSERT_EQ(want.size(), msg);
