@@ -7,7 +7,8 @@
 // --serve-receiver MODE`, exec'd: DPDK's EAL does not survive fork, and the
 // sender's threads make fork unsafe) that listens on loopback, accepts N
 // channels, one thread each, and reports bytes and its CPU seconds over a
-// pipe; the parent sends messages of the given size on N threads for the
+// pipe (it takes messages as pieces in place, transport::recv_pieces, unless
+// --contiguous); the parent sends messages of the given size on N threads for the
 // given time, then closes the channels with the close handshake, so every
 // byte counted arrived. With --tls each backend B is also measured as "B+tls"
 // (TLS 1.3 over it, transport/tls_channel.hpp) right after B, in the same
@@ -46,6 +47,7 @@
 #include "harness/cli.hpp"
 #include "harness/commands.hpp"
 #include "transport/channel.hpp"
+#include "transport/scatter.hpp"
 #include "transport/stream.hpp"
 #include "transport/tls_channel.hpp"
 
@@ -56,6 +58,8 @@ using transport::ChannelOptions;
 using transport::ConstBuffer;
 using transport::Timeout;
 
+enum class RecvMode { pieces, contiguous };
+
 struct Config {
   std::vector<std::string> modes;  // backend names, "plain", "iperf3"
   unsigned channels = 1;
@@ -64,6 +68,10 @@ struct Config {
   unsigned repeat = 1;
   std::string extra;
   transport::ZeroCopy zero_copy = transport::ZeroCopy::off;
+  // Receivers take each message as pieces in the channel's buffers
+  // (transport::recv_pieces, what a decoder reading in place does), or whole
+  // (recv: dpdk then copies every frame's payload into one buffer).
+  RecvMode recv_mode = RecvMode::pieces;
   bool tls = false;  // modes "B+tls" follow each backend B
   // Across hosts: the client's control address (`--to`), empty in the local mode.
   std::string to;
@@ -199,7 +207,8 @@ void finish(Sample& s, const Config& c, Receiver& receiver, uint64_t sent, bool 
 
 // The receiving side of a channel measurement: accepts `channels`
 // channels, receives until each closes, reports over report_fd, exits.
-[[noreturn]] void serve_receiver(transport::Listener& listener, unsigned channels, Timeout io_timeout, int report_fd) {
+[[noreturn]] void serve_receiver(transport::Listener& listener, unsigned channels, RecvMode mode, Timeout io_timeout,
+                                 int report_fd) {
   ReceiverReport r;
   std::vector<std::unique_ptr<transport::Channel>> chans;
   for (unsigned i = 0; i < channels; ++i) {
@@ -215,14 +224,23 @@ void finish(Sample& s, const Config& c, Receiver& receiver, uint64_t sent, bool 
   for (auto& ch : chans)
     threads.emplace_back([&, ch = ch.get()] {
       uint64_t n = 0;
+      std::vector<std::span<const std::byte>> pieces;
       for (;;) {
-        auto m = ch->recv(io_timeout);
-        if (!m) {
-          if (failed.fetch_add(1) == 0) first_error = m.error().message;
+        Result<transport::RecvStatus> st = transport::RecvStatus::closed;
+        if (mode == RecvMode::pieces) {
+          st = transport::recv_pieces(*ch, pieces, io_timeout);
+          for (auto p : pieces) n += p.size();
+        } else if (auto m = ch->recv(io_timeout)) {
+          st = m->status;
+          n += m->bytes.size();
+        } else {
+          st = std::move(m).error();
+        }
+        if (!st) {
+          if (failed.fetch_add(1) == 0) first_error = st.error().message;
           return;
         }
-        if (m->status == transport::RecvStatus::closed) break;
-        n += m->bytes.size();
+        if (*st == transport::RecvStatus::closed) break;
       }
       bytes += n;
       (void)ch->close(Timeout(5000));
@@ -276,6 +294,7 @@ Result<Receiver> start_local_receiver(const Config& c, const std::string& mode, 
   if (!c.iface.empty()) argv.insert(argv.end(), {"--iface", c.iface});
   if (!c.extra.empty()) argv.insert(argv.end(), {"--extra", c.extra});
   if (c.zero_copy == transport::ZeroCopy::on) argv.push_back("--zero-copy");
+  if (c.recv_mode == RecvMode::contiguous) argv.push_back("--contiguous");
   SpawnOptions options;
   options.pass_fds = {report_write.get(), address_write.get()};
   options.on_parent_exit = ParentExit::die;
@@ -583,6 +602,7 @@ struct BenchArgs {
   double seconds = 3;
   unsigned repeat = 1;
   bool zero_copy = false;
+  bool contiguous = false;
   std::string extra;
   bool no_baseline = false;
   bool tls = false;
@@ -603,6 +623,7 @@ Config config_of(const BenchArgs& a) {
   c.extra = a.extra;
   c.sizes = a.sizes;
   if (a.zero_copy) c.zero_copy = transport::ZeroCopy::on;
+  if (a.contiguous) c.recv_mode = RecvMode::contiguous;
   c.tls = a.tls;
   c.to = a.to;
   c.listen_host = a.listen_host;
@@ -623,7 +644,7 @@ Config config_of(const BenchArgs& a) {
   std::string address = (*listener)->address();
   (void)!::write(a.address_fd, address.data(), address.size());
   close(a.address_fd);
-  serve_receiver(**listener, c.channels, Timeout(int64_t(c.seconds * 1000) + 30000), a.report_fd);
+  serve_receiver(**listener, c.channels, c.recv_mode, Timeout(int64_t(c.seconds * 1000) + 30000), a.report_fd);
 }
 
 // One request of a client to `--serve`: starts the receiver it asks for,
@@ -792,6 +813,7 @@ bool report(JsonWriter& json, const Config& c, const Samples& s, bool iperf) {
   json.field("repeat", c.repeat);
   json.field("zero_copy", c.zero_copy == transport::ZeroCopy::on);
   json.field("extra", c.extra);
+  json.field("recv", c.recv_mode == RecvMode::pieces ? "pieces" : "contiguous");
   json.field("tls", c.tls);
   if (!c.to.empty()) json.field("to", c.to);
   json.begin_array("results");
@@ -874,6 +896,9 @@ Run bench_transport(CLI::App& app) {
       ->capture_default_str();
   app.add_flag("--zero-copy", a->zero_copy, "MSG_ZEROCOPY / send_zc on the backends");
   app.add_option("--extra", a->extra, "backend options, e.g. sqpoll=1");
+  app.add_flag("--contiguous", a->contiguous,
+               "receivers take whole messages (recv) instead of pieces in place (recv_pieces); "
+               "across hosts, give it to --serve");
   app.add_flag("--no-baseline", a->no_baseline, "skip the plain loop and iperf3");
   app.add_flag("--tls", a->tls, "also measure each backend with TLS 1.3 (mode B+tls, ratio vs_clear to B)");
   app.add_option("--serve", a->serve,

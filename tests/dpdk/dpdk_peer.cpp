@@ -176,7 +176,6 @@ int main(int argc, char** argv) {
           }
           f.bytes += m->size();
           f.messages++;
-          s.endpoint().recycle(ch, std::move(*m));
         }
       }
       f.seconds = sw.elapsed_s();

@@ -127,9 +127,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (*ep)->poll(now);
       if (flags & 32)
         for (uint16_t flow = 0; flow < cfg.flows; ++flow)
-          while (auto m = (*ep)->try_receive(flow)) {
-            FUZZ_CHECK(m->size() <= cfg.max_message);
-            (*ep)->recycle(flow, std::move(*m));
+          while (auto m = (*ep)->try_receive_message(flow)) {
+            FUZZ_CHECK(m->size <= cfg.max_message);
+            size_t sum = 0;
+            for (auto p : m->pieces) sum += p.size();
+            FUZZ_CHECK(sum == m->size);
+            (*ep)->release_message(*m);
           }
       if (flags & 64) {
         std::span<const uint8_t> piece(message, 1 + (flags & 7) * 400);

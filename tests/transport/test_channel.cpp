@@ -12,6 +12,7 @@
 #include "common/clock.hpp"
 #include "tests/transport/helpers.hpp"
 #include "transport/protocol.hpp"
+#include "transport/scatter.hpp"
 #include "transport/stream.hpp"
 
 namespace lm::transport {
@@ -105,6 +106,55 @@ TEST_P(ChannelTest, RandomMultiBufferMessagesArriveIntactAndInOrder) {
   auto end = b->recv(Timeout(5000));
   ASSERT_TRUE(end.ok()) << end.error().message;
   EXPECT_EQ(end->status, RecvStatus::closed);
+  EXPECT_TRUE(b->close(Timeout(5000)).ok());
+  closer.join();
+}
+
+// recv_pieces (scatter receive) and recv alternate on one channel: the
+// pieces join to the message, in order, and no piece is empty.
+TEST_P(ChannelTest, RecvPiecesJoinToTheMessageAlternatingWithRecv) {
+  auto [a, b] = pair();
+  ASSERT_TRUE(a && b);
+  constexpr uint64_t kMessages = 40;
+  std::thread sender([&, &a = a] {
+    for (uint64_t i = 0; i < kMessages; ++i) {
+      Shape s = shape_of(i);
+      std::vector<std::byte> m(s.total);
+      fill_pattern(m.data(), s.total, i);
+      ConstBuffer piece{m.data(), m.size()};
+      ASSERT_TRUE(send_sync(*a, {&piece, 1}, Timeout(10000)).ok());
+    }
+  });
+  std::vector<std::byte> want, got;
+  std::vector<std::span<const std::byte>> pieces;
+  for (uint64_t i = 0; i < kMessages; ++i) {
+    Shape s = shape_of(i);
+    want.resize(s.total);
+    fill_pattern(want.data(), s.total, i);
+    got.clear();
+    if (i % 2) {
+      auto r = b->recv(Timeout(10000));
+      ASSERT_TRUE(r.ok()) << r.error().message;
+      ASSERT_EQ(r->status, RecvStatus::message);
+      got.assign(r->bytes.begin(), r->bytes.end());
+    } else {
+      auto st = recv_pieces(*b, pieces, Timeout(10000));
+      ASSERT_TRUE(st.ok()) << st.error().message;
+      ASSERT_EQ(*st, RecvStatus::message);
+      for (auto p : pieces) {
+        EXPECT_FALSE(p.empty()) << "message " << i;
+        got.insert(got.end(), p.begin(), p.end());
+      }
+    }
+    ASSERT_EQ(got.size(), s.total) << "message " << i;
+    ASSERT_TRUE(got == want) << "message " << i;
+  }
+  sender.join();
+  std::thread closer([&, &a = a] { EXPECT_TRUE(a->close(Timeout(5000)).ok()); });
+  auto end = recv_pieces(*b, pieces, Timeout(5000));
+  ASSERT_TRUE(end.ok()) << end.error().message;
+  EXPECT_EQ(*end, RecvStatus::closed);
+  EXPECT_TRUE(pieces.empty());
   EXPECT_TRUE(b->close(Timeout(5000)).ok());
   closer.join();
 }

@@ -25,6 +25,7 @@
 
 #include "common/args.hpp"
 #include "transport/backends.hpp"
+#include "transport/scatter.hpp"
 #include "transport/dpdk/dpdk_session.hpp"
 
 namespace lm::transport {
@@ -163,7 +164,7 @@ LinkTable& link_table() {
   return table;
 }
 
-class DpdkChannel final : public Channel {
+class DpdkChannel final : public Channel, public ScatterChannel {
  public:
   DpdkChannel(std::shared_ptr<Link> link, uint16_t flow, const ChannelOptions& options)
       : link_(std::move(link)), flow_(flow), options_(options),
@@ -171,6 +172,7 @@ class DpdkChannel final : public Channel {
     link_->channel_opened();
   }
   ~DpdkChannel() override {
+    link_->session->endpoint().release_message(last_);
     if (!closed_) {  // destroyed without closing: the peer's calls fail (a reset)
       link_->session->endpoint().abort_flow(flow_);
       link_->channel_closed();
@@ -211,17 +213,23 @@ class DpdkChannel final : public Channel {
   }
   using Channel::recv;
   Result<Received> recv(Timeout timeout, std::stop_token stop) override {
-    auto& ep = link_->session->endpoint();
-    if (last_.capacity()) ep.recycle(flow_, std::move(last_));
-    last_ = {};
-    auto m = ep.receive(flow_, to_ns(timeout), std::move(stop));
-    if (!m) {
-      if (ep.end_of_stream(flow_)) return Received{RecvStatus::closed, {}};
-      return std::move(m).error().context(strf("channel %s", name_.c_str()));
-    }
-    last_ = std::move(*m);
-    return Received{RecvStatus::message,
-                    std::span<const std::byte>(reinterpret_cast<const std::byte*>(last_.data()), last_.size())};
+    auto st = LM_TRY(next_message(timeout, std::move(stop)));
+    if (st == RecvStatus::closed) return Received{RecvStatus::closed, {}};
+    // A message copied as it arrived is returned as it is; frames are copied
+    // once, here in the caller's thread, not the poller's (a payload in a frame
+    // is not 8-byte aligned, which recv() promises).
+    if (last_.frames.empty() && last_.pieces.size() == 1)
+      return Received{RecvStatus::message, std::as_bytes(last_.pieces[0])};
+    last_.to_contiguous(contiguous_);
+    link_->session->endpoint().release_message(last_);
+    return Received{RecvStatus::message, std::as_bytes(std::span<const uint8_t>(contiguous_))};
+  }
+  Result<RecvStatus> recv_pieces(std::vector<std::span<const std::byte>>& pieces, Timeout timeout,
+                                 std::stop_token stop) override {
+    pieces.clear();
+    auto st = LM_TRY(next_message(timeout, std::move(stop)));
+    for (auto p : last_.pieces) pieces.push_back(std::as_bytes(p));
+    return st;
   }
   Result<void> close(Timeout timeout) override {
     if (closed_) return ok();
@@ -229,7 +237,8 @@ class DpdkChannel final : public Channel {
     auto& ep = link_->session->endpoint();
     ep.close_flow(flow_);
     auto r = ep.wait_flow_closed(flow_, to_ns(timeout));
-    last_.clear();
+    ep.release_message(last_);
+    contiguous_ = {};
     link_->channel_closed();
     if (!r) return std::move(r).error().context(strf("channel %s", name_.c_str()));
     return ok();
@@ -238,6 +247,19 @@ class DpdkChannel final : public Channel {
   void set_name(std::string name) override { name_ = std::move(name); }
 
  private:
+  // The next message of the flow into last_ (the previous one handed back).
+  Result<RecvStatus> next_message(Timeout timeout, std::stop_token stop) {
+    auto& ep = link_->session->endpoint();
+    ep.release_message(last_);
+    auto m = ep.receive_message(flow_, to_ns(timeout), std::move(stop));
+    if (!m) {
+      if (ep.end_of_stream(flow_)) return RecvStatus::closed;
+      return std::move(m).error().context(strf("channel %s", name_.c_str()));
+    }
+    last_ = std::move(*m);
+    return RecvStatus::message;
+  }
+
   void reap() {
     auto& ep = link_->session->endpoint();
     while (!outstanding_.empty() && ep.send_complete(flow_, outstanding_.front().first)) {
@@ -255,7 +277,8 @@ class DpdkChannel final : public Channel {
   size_t outstanding_bytes_ = 0;
   uint64_t completed_ = 0;
   std::vector<std::span<const uint8_t>> spans_;
-  dpdk::MessageBuffer last_;
+  dpdk::RxMessage last_;            // the message recv()/recv_pieces() returned last, in place
+  dpdk::MessageBuffer contiguous_;  // recv() of a message in several pieces
   bool closed_ = false;
 };
 

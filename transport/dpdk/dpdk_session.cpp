@@ -29,6 +29,9 @@ Result<std::unique_ptr<DpdkSession>> DpdkSession::open(const SessionConfig& cfg,
   s->cfg_.port.held_frames = std::min<uint32_t>(
       cap, std::max<uint32_t>(cfg.port.held_frames, uint32_t(cfg.protocol.flows) *
                                                          (cfg.protocol.send_slots + cfg.protocol.reorder_slots)));
+  // Received messages are held in their frames (no reassembly copy) up to
+  // half of what the pool holds for the protocol; larger backlogs are copied.
+  s->cfg_.protocol.in_place_frames = s->cfg_.port.held_frames / 2;
   s->port_ = LM_TRY_CTX(EthFramePort::open(*eal, s->cfg_.port), "dpdk session");
   uint32_t nonce = 0;
   while (nonce == 0)

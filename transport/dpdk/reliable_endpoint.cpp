@@ -65,8 +65,7 @@ struct ReliableEndpoint::Flow {
   uint64_t next_ticket = 1;
   std::atomic<uint64_t> completed_ticket{0};
   std::atomic<size_t> pending_jobs{0};
-  std::deque<MessageBuffer> inbox;
-  std::vector<MessageBuffer> spare;  // recycled buffers
+  std::deque<RxMessage> inbox;
   std::atomic<size_t> inbox_bytes{0};
   std::atomic<bool> peer_fin{false};
   std::atomic<bool> open_requested{false}, close_requested{false};
@@ -109,8 +108,8 @@ struct ReliableEndpoint::Flow {
   uint64_t calm_from = 0;
   uint64_t last_rx_tx_ns = 0, last_rx_local_ns = 0;
   uint64_t advertised_edge = 0;
-  MessageBuffer reasm;
-  uint32_t reasm_off = 0;
+  RxMessage reasm;  // frames of the message being received, held in place
+  uint32_t reasm_len = 0, reasm_off = 0;
   bool in_msg = false;
   bool data_staged = false;  // an ack rode on a data frame this poll
   uint64_t last_tx_ns = 0;
@@ -161,6 +160,22 @@ ReliableEndpoint::~ReliableEndpoint() {
       if (!s.delivered) port_.release(&s.frame, 1);
     for (auto& s : fl->rx)
       if (s.filled) port_.release(&s.frame, 1);
+    release_message(fl->reasm);
+    for (auto& m : fl->inbox) release_message(m);
+  }
+  if (!returned_.empty()) port_.release(returned_.data(), returned_.size());
+}
+
+void RxMessage::to_contiguous(MessageBuffer& out) {
+  if (frames.empty() && !pieces.empty() && pieces[0].data() == copied.data()) {
+    out = std::move(copied);
+    return;
+  }
+  out.resize(size);  // no zero-fill: see UninitAllocator
+  size_t off = 0;
+  for (auto p : pieces) {
+    std::memcpy(out.data() + off, p.data(), p.size());
+    off += p.size();
   }
 }
 
@@ -213,23 +228,47 @@ Result<void> ReliableEndpoint::wait_sent(uint16_t flow, uint64_t ticket, uint64_
   return Error::msg(strf("send on flow %u: endpoint stopped", flow));
 }
 
-void ReliableEndpoint::recycle(uint16_t flow, MessageBuffer&& buf) {
-  Flow& fl = *flows_[flow];
-  std::lock_guard lk(fl.mu);
-  if (fl.spare.size() < 8 && buf.capacity()) fl.spare.push_back(std::move(buf));
+void ReliableEndpoint::release_message(RxMessage& m) {
+  if (m.reserved) in_place_held_.fetch_sub(m.reserved, std::memory_order_relaxed);
+  m.reserved = 0;
+  m.copied = {};
+  if (!m.frames.empty()) {
+    std::lock_guard lk(returned_mu_);
+    returned_.insert(returned_.end(), m.frames.begin(), m.frames.end());
+    any_returned_.store(true, std::memory_order_release);
+  }
+  m.frames.clear();
+  m.pieces.clear();
+  m.size = 0;
 }
 
-std::optional<MessageBuffer> ReliableEndpoint::try_receive(uint16_t flow) {
+void ReliableEndpoint::release_returned() {
+  if (!any_returned_.load(std::memory_order_acquire)) return;
+  std::vector<Frame> frames;
+  {
+    std::lock_guard lk(returned_mu_);
+    frames.swap(returned_);
+    any_returned_.store(false, std::memory_order_relaxed);
+  }
+  port_.release(frames.data(), frames.size());
+  std::lock_guard lk(returned_mu_);  // keep the capacity for the next batch
+  if (returned_.empty()) {
+    frames.clear();
+    returned_.swap(frames);
+  }
+}
+
+std::optional<RxMessage> ReliableEndpoint::try_receive_message(uint16_t flow) {
   Flow& fl = *flows_[flow];
   std::lock_guard lk(fl.mu);
   if (fl.inbox.empty()) return std::nullopt;
-  MessageBuffer m = std::move(fl.inbox.front());
+  RxMessage m = std::move(fl.inbox.front());
   fl.inbox.pop_front();
-  fl.inbox_bytes.fetch_sub(m.size());
+  fl.inbox_bytes.fetch_sub(m.size);
   return m;
 }
 
-Result<MessageBuffer> ReliableEndpoint::receive(uint16_t flow, uint64_t timeout_ns, std::stop_token stop) {
+Result<RxMessage> ReliableEndpoint::receive_message(uint16_t flow, uint64_t timeout_ns, std::stop_token stop) {
   Flow& fl = *flows_[flow];
   // Under the lock, so the notification cannot fall between a check and the wait.
   std::stop_callback wake(stop, [&fl] {
@@ -242,9 +281,9 @@ Result<MessageBuffer> ReliableEndpoint::receive(uint16_t flow, uint64_t timeout_
            state() == EndpointState::failed || stop.stop_requested();
   });
   if (!fl.inbox.empty()) {
-    MessageBuffer m = std::move(fl.inbox.front());
+    RxMessage m = std::move(fl.inbox.front());
     fl.inbox.pop_front();
-    fl.inbox_bytes.fetch_sub(m.size());
+    fl.inbox_bytes.fetch_sub(m.size);
     return m;
   }
   if (auto e = error()) return Error{e->code, e->message}.context(strf("receive on flow %u", flow));
@@ -253,6 +292,23 @@ Result<MessageBuffer> ReliableEndpoint::receive(uint16_t flow, uint64_t timeout_
   if (fl.peer_fin.load()) return Error::msg(strf("receive on flow %u: peer closed the flow", flow));
   if (stop.stop_requested()) return Error{ECANCELED, strf("receive on flow %u: stopped", flow)};
   return Error::sys(ETIMEDOUT, strf("receive on flow %u from %s", flow, port_.peer_name().c_str()));
+}
+
+std::optional<MessageBuffer> ReliableEndpoint::try_receive(uint16_t flow) {
+  auto m = try_receive_message(flow);
+  if (!m) return std::nullopt;
+  MessageBuffer out;
+  m->to_contiguous(out);
+  release_message(*m);
+  return out;
+}
+
+Result<MessageBuffer> ReliableEndpoint::receive(uint16_t flow, uint64_t timeout_ns, std::stop_token stop) {
+  RxMessage m = LM_TRY(receive_message(flow, timeout_ns, std::move(stop)));
+  MessageBuffer out;
+  m.to_contiguous(out);
+  release_message(m);
+  return out;
 }
 
 bool ReliableEndpoint::end_of_stream(uint16_t flow) const {
@@ -306,7 +362,8 @@ Result<void> ReliableEndpoint::wait_flow_closed(uint16_t flow, uint64_t timeout_
   auto deadline = deadline_after(timeout_ns);
   for (;;) {
     while (!fl.inbox.empty()) {  // data still arriving while closing is dropped
-      fl.inbox_bytes.fetch_sub(fl.inbox.front().size());
+      fl.inbox_bytes.fetch_sub(fl.inbox.front().size);
+      release_message(fl.inbox.front());
       fl.inbox.pop_front();
     }
     if (fl.peer_aborted.load())
@@ -389,6 +446,7 @@ bool ReliableEndpoint::poll(uint64_t now) {
     started_ = true;
     last_rx_ns_ = now;
   }
+  release_returned();
   bool did = false;
   size_t n = port_.receive(rx_batch_.data(), rx_batch_.size());
   if (n) did = true;
@@ -604,6 +662,7 @@ void ReliableEndpoint::deliver_in_order(Flow& fl) {
     std::memcpy(&h, s.frame.data, sizeof(h));
     const uint8_t* payload = s.frame.data + sizeof(FrameHeader);
     std::string bad;
+    bool kept = false;
     if (h.flags & kFlagOpen) {
       if (fl.in_msg) bad = "OPEN inside a message";
       else {
@@ -625,32 +684,41 @@ void ReliableEndpoint::deliver_in_order(Flow& fl) {
         if (fl.in_msg) bad = "new message before the last one ended";
         else if (h.msg_len > cfg_.max_message) bad = strf("message of %u bytes exceeds the limit", h.msg_len);
         else {
-          {
-            std::lock_guard lk(fl.mu);
-            if (!fl.spare.empty()) {
-              fl.reasm = std::move(fl.spare.back());
-              fl.spare.pop_back();
-            }
-          }
-          fl.reasm.resize(h.msg_len);  // no zero-fill: see UninitAllocator
+          fl.reasm_len = h.msg_len;
           fl.reasm_off = 0;
           fl.in_msg = true;
+          uint32_t frames = uint32_t((uint64_t(h.msg_len) + max_payload_ - 1) / max_payload_);
+          uint32_t held = in_place_held_.load(std::memory_order_relaxed);
+          if (held + frames <= cfg_.in_place_frames) {
+            in_place_held_.fetch_add(frames, std::memory_order_relaxed);
+            fl.reasm.reserved = frames;
+          } else {
+            fl.reasm.copied.resize(h.msg_len);  // no zero-fill: see UninitAllocator
+          }
         }
       } else if (!fl.in_msg) {
         bad = "fragment outside a message";
       }
       if (bad.empty()) {
-        if (uint64_t(fl.reasm_off) + h.payload_len > fl.reasm.size()) {
+        if (uint64_t(fl.reasm_off) + h.payload_len > fl.reasm_len) {
           bad = "fragment overruns its message";
         } else {
-          if (h.payload_len) std::memcpy(fl.reasm.data() + fl.reasm_off, payload, h.payload_len);  // empty message: no buffer
+          if (h.payload_len && !fl.reasm.reserved) {
+            std::memcpy(fl.reasm.copied.data() + fl.reasm_off, payload, h.payload_len);
+          } else if (h.payload_len) {  // the payload stays in its frame until the message is released
+            fl.reasm.frames.push_back(s.frame);
+            fl.reasm.pieces.emplace_back(payload, h.payload_len);
+            kept = true;
+          }
+          fl.reasm.size += h.payload_len;
           fl.reasm_off += h.payload_len;
           if (h.flags & kFlagLast) {
-            if (fl.reasm_off != fl.reasm.size()) bad = "message ends short of its length";
+            if (fl.reasm_off != fl.reasm_len) bad = "message ends short of its length";
             else {
               fl.in_msg = false;
               fl.c.messages_rx++;
-              size_t sz = fl.reasm.size();
+              if (!fl.reasm.reserved && fl.reasm.size) fl.reasm.pieces.emplace_back(fl.reasm.copied.data(), fl.reasm.size);
+              size_t sz = fl.reasm.size;
               std::lock_guard lk(fl.mu);
               fl.inbox.push_back(std::move(fl.reasm));
               fl.inbox_bytes.fetch_add(sz);
@@ -661,7 +729,7 @@ void ReliableEndpoint::deliver_in_order(Flow& fl) {
         }
       }
     }
-    port_.release(&s.frame, 1);
+    if (!kept) port_.release(&s.frame, 1);
     s.filled = false;
     fl.rcv_deliver++;
     if (!bad.empty()) {

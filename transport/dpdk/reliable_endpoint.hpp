@@ -33,9 +33,8 @@
 
 namespace lm::dpdk {
 
-// Received messages are written once by reassembly: their buffers skip the
-// zero-fill a std::vector would do, and are recycled (recycle()) so a stream
-// of messages does not fault in fresh pages for each.
+// A contiguous copy of a received message (receive(), try_receive()): written
+// once, so its buffer skips the zero-fill a std::vector would do.
 template <class T>
 struct UninitAllocator : std::allocator<T> {
   template <class U>
@@ -55,6 +54,22 @@ struct UninitAllocator : std::allocator<T> {
   }
 };
 using MessageBuffer = std::vector<uint8_t, UninitAllocator<uint8_t>>;
+
+// A received message in place: the frames that carried it (one reference
+// each, held until release_message()) and their payloads in order. The poller
+// does not copy payloads; whoever takes the message reads them where the port
+// put them (an mbuf), or copies them once into a buffer of its own.
+struct RxMessage {
+  std::vector<Frame> frames;
+  std::vector<std::span<const uint8_t>> pieces;  // no empty pieces
+  size_t size = 0;                               // sum of the pieces
+  // Beyond ReliableConfig::in_place_frames the payloads are copied into this
+  // buffer instead (its one piece), as frames arrive.
+  MessageBuffer copied;
+  uint32_t reserved = 0;  // of in_place_frames
+  // The message as one buffer: `copied` moved, or the pieces copied into `out`.
+  void to_contiguous(MessageBuffer& out);
+};
 
 enum class PayloadChecksum { on, off };
 // copy: payloads are copied into frames and a send completes once copied.
@@ -90,6 +105,12 @@ struct ReliableConfig {
   uint64_t peer_timeout_ns = 2'000'000'000;
   uint64_t close_linger_ns = 50'000'000;  // after bye answered without bye_ack
   size_t rx_queue_bytes = 256u << 20;     // received, not yet taken by the application
+  // Frames that received messages may hold in place (being reassembled or not
+  // yet released by the application), all flows together; a message that
+  // would exceed it is copied into a buffer as it arrives. Keeps a port's
+  // frame pool from running dry with messages no one takes yet (then nothing,
+  // the message someone waits for included, could be received).
+  uint32_t in_place_frames = 2048;
 };
 
 struct FlowCounters {
@@ -140,14 +161,18 @@ class ReliableEndpoint {
   bool send_complete(uint16_t flow, uint64_t ticket) const;
   // Blocks until the ticket's buffers are copied, the endpoint fails, or the deadline.
   Result<void> wait_sent(uint16_t flow, uint64_t ticket, uint64_t timeout_ns, std::stop_token stop = {});
-  // Next received message of a flow, if any. An empty optional with ok() means
+  // Next received message of a flow in place, if any. An empty optional means
   // nothing yet; end_of_stream(flow) says the peer closed the flow.
+  std::optional<RxMessage> try_receive_message(uint16_t flow);
+  // Blocks for the next message in place; error on failure, timeout, end of
+  // stream or (ECANCELED) `stop` stopped.
+  Result<RxMessage> receive_message(uint16_t flow, uint64_t timeout_ns, std::stop_token stop = {});
+  // Hands a message's frames back (the poller releases them); `m` is left
+  // empty. Every message taken must be released before the endpoint goes.
+  void release_message(RxMessage& m);
+  // The same as one contiguous copy (the frames are handed back at once).
   std::optional<MessageBuffer> try_receive(uint16_t flow);
-  // Blocks for the next message; error on failure, timeout, end of stream or
-  // (ECANCELED) `stop` stopped.
   Result<MessageBuffer> receive(uint16_t flow, uint64_t timeout_ns, std::stop_token stop = {});
-  // Hands a received message's buffer back for reuse.
-  void recycle(uint16_t flow, MessageBuffer&& buf);
   bool end_of_stream(uint16_t flow) const;
   // Channels over flows: open_flow marks a flow opened (an in-order mark the
   // peer sees before the flow's first message); accept_flow returns the next
@@ -201,6 +226,7 @@ class ReliableEndpoint {
   void session_timers(uint64_t now);
   void fail(Error e);
   void notify_all();
+  void release_returned();
 
   FramePort& port_;
   ReliableConfig cfg_;
@@ -215,6 +241,12 @@ class ReliableEndpoint {
   std::optional<Error> error_;
   std::atomic<bool> close_requested_{false};
   std::deque<uint16_t> opened_by_peer_;  // guarded by state_mu_
+  // Frames of messages the application is done with; the poller releases
+  // them (a port is called from the poller thread only).
+  std::mutex returned_mu_;
+  std::vector<Frame> returned_;  // guarded by returned_mu_
+  std::atomic<bool> any_returned_{false};
+  std::atomic<uint32_t> in_place_held_{0};  // reserved by messages held in place
 
   // Poller-only state.
   std::vector<Frame> tx_batch_;
