@@ -230,7 +230,8 @@ SourceOptions busy_postcopy_source(const guest::GuestProcess& g, unsigned reconn
 
 // The destination process dies while the resumed guest still faults: the
 // source reports the VM as lost (it must not thaw its frozen copy: the VM ran
-// on at the destination) and nothing hangs.
+// on at the destination) and nothing hangs. The link runs through a proxy at
+// 50 MB/s per connection, so the post-copy cannot end before the kill.
 TEST(PostcopyFaults, DestinationKilledAfterResume) {
   const std::string dir = temp_dir();
   auto g = busy_guest(dir);
@@ -239,7 +240,10 @@ TEST(PostcopyFaults, DestinationKilledAfterResume) {
   DestinationProcess destination;
   ASSERT_FALSE(destination.address.empty());
   const pid_t dest = destination.pid;
-  const std::string address = destination.address;
+  TcpProxy proxy(uint16_t(std::strtoul(destination.address.c_str() + destination.address.rfind(':') + 1, nullptr, 10)));
+  ASSERT_NE(proxy.port(), 0);
+  proxy.throttle(50'000'000);
+  const std::string address = "tcp:127.0.0.1:" + std::to_string(proxy.port());
 
   SourceOptions o = busy_postcopy_source(*g, 1500);  // it dials the dead destination that long
   std::thread killer;
@@ -279,9 +283,15 @@ TEST(PostcopyFaults, SourceKilledAfterResume) {
   auto g = busy_guest(dir);
   ASSERT_TRUE(g.ok()) << g.error().message;
 
-  // Faults wait 1.5 s for the source to come back.
+  // Faults wait 1.5 s for the source to come back. The link runs through a
+  // proxy at 50 MB/s per connection, so the post-copy cannot end before the kill.
   auto dest = Destination::listen(busy_destination("tcp:127.0.0.1:0", guest_sink(dir), 1500));
   ASSERT_TRUE(dest.ok()) << dest.error().message;
+  const std::string real = (*dest)->address();
+  TcpProxy proxy(uint16_t(std::strtoul(real.c_str() + real.rfind(':') + 1, nullptr, 10)));
+  ASSERT_NE(proxy.port(), 0);
+  proxy.throttle(50'000'000);
+  const std::string via_proxy = "tcp:127.0.0.1:" + std::to_string(proxy.port());
   std::optional<Result<DestinationOutcome>> outcome;
   std::thread dest_thread([&] { outcome = (*dest)->run(); });
 
@@ -293,7 +303,7 @@ TEST(PostcopyFaults, SourceKilledAfterResume) {
     int devnull = open("/dev/null", O_WRONLY);
     dup2(devnull, 1);
     execl(bin.c_str(), bin.c_str(), "source", "--pid", std::to_string(g->pid()).c_str(), "--to",
-          (*dest)->address().c_str(), "--ram", ram.c_str(), "--mode", "postcopy", "--prepaging", "none",
+          via_proxy.c_str(), "--ram", ram.c_str(), "--mode", "postcopy", "--prepaging", "none",
           "--policy", "fixed:raw", nullptr);
     _exit(127);
   }
