@@ -15,6 +15,7 @@ namespace {
 constexpr unsigned long kPfKthread = 0x00200000;  // PF_KTHREAD in /proc/PID/stat's flags
 
 struct ProcStat {
+  char state = '?';
   pid_t ppid = 0;
   unsigned long flags = 0;
   std::string comm;
@@ -36,6 +37,7 @@ Result<ProcStat> read_stat(pid_t pid) {
   rest >> state;
   for (long& f : fields) rest >> f;
   if (!rest) return Error::msg(strf("pid %d: unreadable /proc/%d/stat", pid, pid));
+  st.state = state.empty() ? '?' : state[0];
   st.ppid = pid_t(fields[0]);
   st.flags = (unsigned long)fields[5];
   return st;
@@ -57,6 +59,8 @@ pid_t thread_group(pid_t tid) {
 }
 
 }  // namespace
+
+Result<char> process_state(pid_t pid) { return LM_TRY(read_stat(pid)).state; }
 
 Result<void> check_migration_target(pid_t pid, OtherUsers other_users) {
   if (pid <= 0) return Error::msg(strf("pid %d: not a process id", pid));

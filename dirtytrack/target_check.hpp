@@ -17,4 +17,8 @@ enum class OtherUsers { refuse, allow };
 // process, a kernel thread, or (unless allowed) a process of another user.
 Result<void> check_migration_target(pid_t pid, OtherUsers other_users = OtherUsers::refuse);
 
+// The process's state letter from /proc/PID/stat ('R', 'S', 'T' stopped by a
+// signal, ...), or an error naming the pid when it is gone.
+Result<char> process_state(pid_t pid);
+
 }  // namespace lm::dt

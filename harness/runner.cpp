@@ -6,12 +6,12 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <thread>
 
 #include "common/clock.hpp"
 #include "common/secret.hpp"
+#include "dirtytrack/target_check.hpp"
 #include "engine/prepaging.hpp"
 #include "engine/destination.hpp"
 #include "engine/image_sink.hpp"
@@ -93,15 +93,6 @@ Result<double> rate_over(const Target& t, std::chrono::milliseconds window) {
   return double(b - a) / sw.elapsed_s();
 }
 
-// Whether `pid` is stopped by a signal (state T in /proc/PID/stat).
-bool stopped_by_signal(pid_t pid) {
-  std::ifstream in(strf("/proc/%d/stat", int(pid)));
-  std::string line;
-  if (!std::getline(in, line)) return false;
-  const size_t comm_end = line.rfind(')');  // "pid (comm) state ..."; comm may hold ')'
-  return comm_end != std::string::npos && comm_end + 2 < line.size() && line[comm_end + 2] == 'T';
-}
-
 // The workload a scenario migrates, started and owned here; its destructor
 // ends whatever runs on.
 struct Workload {
@@ -132,7 +123,7 @@ Result<void> start_workload(const ScenarioConfig& config, const RunOptions& opti
     target.scope.ranges = {{w.guest->ram_addr(), w.guest->ram_addr() + w.guest->ram_size()}};
     target.progress = [&w]() -> Result<uint64_t> {
       // A guest held stopped (a serial-correlated group's) cannot answer.
-      if (stopped_by_signal(w.guest->pid()))
+      if (auto state = dt::process_state(w.guest->pid()); state && *state == 'T')
         return Error{EAGAIN, strf("guest pid %d is stopped: no progress sample", int(w.guest->pid()))};
       return LM_TRY(w.guest->control().status()).steps;
     };
