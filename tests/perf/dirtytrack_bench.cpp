@@ -5,6 +5,8 @@
 //   BM_Read{ProcessVmReadv,Memcpy}: the page reader against memcpy of the
 //     same bytes, same run.
 // The 8 GiB points run only with LM_BENCH_BIG=1 (they need ~9 GiB free).
+// LM_BENCH_SIZES=128,256,512 replaces the RAM sizes (MiB) of BM_Collect, for
+// a slope with RAM size where 1 GiB does not fit (the soft-dirty VM).
 #include <benchmark/benchmark.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -16,6 +18,8 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <sstream>
+#include <string>
 
 #include "common/clock.hpp"
 #include "dirtytrack/page_reader.hpp"
@@ -143,6 +147,12 @@ void BM_Collect(benchmark::State& state, const char* tracker_name) {
 void collect_args(benchmark::internal::Benchmark* b, bool hash) {
   std::vector<int64_t> sizes = {256, 1024, 4096};
   if (std::getenv("LM_BENCH_BIG")) sizes.push_back(8192);
+  if (const char* list = std::getenv("LM_BENCH_SIZES")) {
+    sizes.clear();
+    std::istringstream in(list);
+    for (std::string mib; std::getline(in, mib, ',');)
+      if (int64_t v = std::atoll(mib.c_str()); v > 0) sizes.push_back(v);
+  }
   for (int64_t mib : sizes) {
     if (hash && mib > 1024 && !std::getenv("LM_BENCH_BIG")) continue;  // seconds per round
     for (int64_t frac : {10, 100, 1000, 10000}) b->Args({mib, frac});

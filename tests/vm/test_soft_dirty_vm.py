@@ -24,6 +24,7 @@ import argparse, json, os, re, shutil, subprocess, sys, tempfile, time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
 from qemu_vm import SKIP, Cgroup, Procs, Skip, guest_kernel, log, pack_initramfs, sh  # noqa: E402
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "livemig-vm")
 VM_MIB = 1024
 
@@ -68,11 +69,26 @@ step trackers /bin/test_dt_trackers --gtest_filter='*soft_dirty:*uffd_wp:Tracker
 step ground-truth /bin/test_dt_guest_ground_truth --gtest_filter='*soft_dirty*:*uffd_wp_threads4_page'
 step migrate-soft-dirty migrate soft-dirty
 step migrate-uffd-wp migrate uffd-wp
+# guest-rate: the guest's rate before and during pre-copy under each
+# tracker, alternating (uffd-wp, soft-dirty, uffd-wp, soft-dirty); the
+# engine on CPU 0, the guest on CPU 1 (/etc/guest-rate.toml).
+guest_rate() {
+  rc=0
+  for i in 1 2; do for t in uffd-wp soft-dirty; do
+    taskset -c 0 timeout 300 livemig run /etc/guest-rate.toml --set "migration.tracker=\\"$t\\"" \
+      --out /tmp/rate-$t-$i.json --quiet > /tmp/rate-$t-$i.out 2>&1 || { rc=1; cat /tmp/rate-$t-$i.out; }
+    echo "LMRATE $t $i $(tr -d '\n' < /tmp/rate-$t-$i.json 2>/dev/null)"
+  done; done
+  return $rc
+}
 if grep -q lm.bench /proc/cmdline; then
-  step bench /bin/dirtytrack_bench --benchmark_filter='BM_Collect/(uffd_wp|soft_dirty)/256/(10|100|1000)/' \
+  # the collect's cost at 128, 256 and 512 MiB (its slope with RAM size)
+  step bench env LM_BENCH_SIZES=128,256,512 /bin/dirtytrack_bench \
+    --benchmark_filter='BM_Collect/(uffd_wp|soft_dirty)/[0-9]+/(10|100|1000)/' \
     --benchmark_repetitions=3 --benchmark_report_aggregates_only=true --benchmark_format=json \
     --benchmark_out=/tmp/bench.json --benchmark_out_format=json > /dev/null
   echo "LMBENCH $(tr -d '\n' < /tmp/bench.json)"
+  step guest-rate guest_rate
 fi
 echo LMDONE
 poweroff -f
@@ -105,7 +121,9 @@ def libraries(binary):
     return libs
 
 
-def initramfs(work, binaries):
+def initramfs(work, binaries, files=()):
+    """busybox, `binaries` in /bin with every library they load, and
+    `files` (pairs of host path, path in the image)."""
     busybox = shutil.which("busybox")
     if not busybox or not shutil.which("cpio"):
         raise Skip("needs busybox (busybox-static) and cpio: scripts/install-deps.sh")
@@ -124,6 +142,9 @@ def initramfs(work, binaries):
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             if not os.path.exists(dst):
                 shutil.copy(lib, dst)
+    for src, dst in files:
+        os.makedirs(os.path.join(root, os.path.dirname(dst.lstrip("/"))), exist_ok=True)
+        shutil.copy(src, os.path.join(root, dst.lstrip("/")))
     return pack_initramfs(root, INIT, os.path.join(work, "initramfs.cpio"))
 
 
@@ -157,7 +178,8 @@ def main():
     ap.add_argument("--timeout", type=int, help="seconds the VM may run (default 600, 900 with --bench)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--bench", metavar="JSON", help="also time collect for uffd-wp and soft-dirty in the VM "
-                    "(256 MiB at 0.1/1/10%% dirty, medians of 3; TCG: compare the two, not with the host)")
+                    "(128/256/512 MiB at 0.1/1/10%% dirty, medians of 3) and the guest's rate during pre-copy "
+                    "under each (TCG: compare the two, not with the host)")
     args = ap.parse_args()
     try:
         if not shutil.which("qemu-system-x86_64"):
@@ -184,7 +206,7 @@ def main():
         return SKIP
     work = tempfile.mkdtemp(prefix="lm-vm-")
     try:
-        image = initramfs(work, binaries)
+        image = initramfs(work, binaries, [(os.path.join(HERE, "guest-rate.toml"), "/etc/guest-rate.toml")])
         t0, load_before = time.monotonic(), os.getloadavg()
         out = run_vm(kernel, image, os.path.join(work, "serial.log"),
                      args.timeout or (900 if args.bench else 600), args.bench)
@@ -207,42 +229,80 @@ def main():
 
 
 def bench_figures(out, path, kernel, load):
-    """The VM's collect benchmark into `path`: per tracker and dirty percent,
-    wall (the collect alone, manual time) and CPU (the benchmark process per
-    iteration: the collect and asking the child to write) in microseconds,
-    and soft-dirty / uffd-wp, the figure TCG leaves meaningful."""
+    """The VM's figures into `path`:
+    - collect: per tracker, RAM size and dirty percent, wall (the collect
+      alone, manual time) and CPU (the benchmark process per iteration: the
+      collect and asking the child to write) in microseconds; per GiB; the
+      slope with RAM size (least squares over the sizes, per dirty percent);
+    - soft-dirty / uffd-wp at each point, the figure TCG leaves meaningful;
+    - guest-rate: the guest's progress per second before and during
+      pre-copy under each tracker (livemig run, alternating)."""
     m = re.search(r"LMBENCH (.*)", out)
     try:
         doc = json.loads(m.group(1))
     except (AttributeError, ValueError):
         log("FAIL: the VM printed no benchmark JSON")
         return 1
-    rows = {}
+    rows = {}  # tracker -> MiB -> percent -> figures
     for b in doc.get("benchmarks", []):
         if b.get("aggregate_name") != "median":
             continue
-        name = b["run_name"].split("/")  # BM_Collect/<tracker>/<MiB>/<frac>
-        rows.setdefault(name[1], {})[int(name[3]) / 100.0] = {  # per 10000 -> percent
-            "wall_us": b["real_time"], "cpu_us": b["cpu_time"],
-            "us_per_gib": b["real_time"] * 1024.0 / int(name[2]), "found_pages": b.get("found_pages"),
-            "dirty_pages": b.get("dirty_pages")}
-    ratio = {frac: {k: rows["soft_dirty"][frac][k] / rows["uffd_wp"][frac][k] for k in ["wall_us", "cpu_us"]}
-             for frac in rows.get("uffd_wp", {}) if frac in rows.get("soft_dirty", {})}
+        name = b["run_name"].split("/")  # BM_Collect/<tracker>/<MiB>/<per 10000>
+        mib, frac = int(name[2]), int(name[3]) / 100.0
+        rows.setdefault(name[1], {}).setdefault(mib, {})[frac] = {
+            "wall_us": b["real_time"], "cpu_us": b["cpu_time"], "us_per_gib": b["real_time"] * 1024.0 / mib,
+            "found_pages": b.get("found_pages"), "dirty_pages": b.get("dirty_pages")}
+    ratio = {mib: {frac: {k: rows["soft_dirty"][mib][frac][k] / r[k] for k in ["wall_us", "cpu_us"]}
+                   for frac, r in by.items() if frac in rows.get("soft_dirty", {}).get(mib, {})}
+             for mib, by in rows.get("uffd_wp", {}).items()}
+    slope = {}  # tracker -> percent -> wall microseconds per GiB of RAM
+    for t, by_mib in rows.items():
+        for frac in sorted({f for by in by_mib.values() for f in by}):
+            pts = [(mib / 1024.0, by[frac]["wall_us"]) for mib, by in by_mib.items() if frac in by]
+            if len(pts) >= 2:
+                mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
+                den = sum((x - mx) ** 2 for x, _ in pts)
+                slope.setdefault(t, {})[frac] = sum((x - mx) * (y - my) for x, y in pts) / den if den else None
+    rates = {}
+    for t, i, text in re.findall(r"LMRATE (\S+) (\d+) (.*)", out):
+        try:
+            w = json.loads(text).get("workload", {})
+        except ValueError:
+            w = {}
+        before, during = w.get("rate-before"), w.get("rate-during")
+        rates.setdefault(t, []).append({"run": int(i), "rate-before": before, "rate-during": during,
+                                        "during/before": during / before if before and during is not None else None})
     result = {"kernel": kernel, "accel": "kvm" if os.access("/dev/kvm", os.R_OK) else "tcg",
-              "ram_mib": 256, "median_of": 3, "iterations": 20, "keys": "dirty percent of the RAM",
-              "collect": rows, "soft_dirty_over_uffd_wp": ratio, "host_loadavg": load}
+              "median_of": 3, "iterations": 20, "keys": "tracker, RAM MiB, dirty percent of the RAM",
+              "collect": rows, "slope_us_per_gib": slope, "soft_dirty_over_uffd_wp": ratio,
+              "guest_rate": rates, "host_loadavg": load}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
-    for t, by in sorted(rows.items()):
+    for t, by_mib in sorted(rows.items()):
+        for mib, by in sorted(by_mib.items()):
+            for frac, r in sorted(by.items()):
+                log("VM collect %-10s %4d MiB %5.1f%% dirty: %9.0f us wall, %9.0f us CPU, %9.0f us/GiB, found %s of %s"
+                    % (t, mib, frac, r["wall_us"], r["cpu_us"], r["us_per_gib"], r["found_pages"], r["dirty_pages"]))
+    for t, by in sorted(slope.items()):
+        for frac, v in sorted(by.items()):
+            log("VM collect %-10s %5.1f%% dirty: slope %s us wall per GiB of RAM" % (t, frac, "%.0f" % v if v else "?"))
+    for mib, by in sorted(ratio.items()):
         for frac, r in sorted(by.items()):
-            log("VM collect %-10s %5.1f%% dirty: %9.0f us wall, %9.0f us CPU, %9.0f us/GiB, found %s of %s pages"
-                % (t, frac, r["wall_us"], r["cpu_us"], r["us_per_gib"], r["found_pages"], r["dirty_pages"]))
-    for frac, r in sorted(ratio.items()):
-        log("VM collect soft-dirty/uffd-wp %5.1f%% dirty: %.2f wall, %.2f CPU" % (frac, r["wall_us"], r["cpu_us"]))
-    bad = [t for t, by in rows.items() for r in by.values() if (r["found_pages"] or 0) < (r["dirty_pages"] or 1)]
+            log("VM collect soft-dirty/uffd-wp %4d MiB %5.1f%% dirty: %.2f wall, %.2f CPU"
+                % (mib, frac, r["wall_us"], r["cpu_us"]))
+    for t, runs in sorted(rates.items()):
+        for r in runs:
+            log("VM guest rate %-10s run %d: %s/s before, %s/s during pre-copy, during/before %s"
+                % (t, r["run"], r["rate-before"], r["rate-during"],
+                   "%.3f" % r["during/before"] if r["during/before"] is not None else "?"))
+    bad = [t for t, by_mib in rows.items() for by in by_mib.values() for r in by.values()
+           if (r["found_pages"] or 0) < (r["dirty_pages"] or 1)]
     if bad or set(rows) != {"uffd_wp", "soft_dirty"}:
         log("FAIL: benchmark rows missing, or collect found fewer pages than written:", rows.keys(), bad)
+        return 1
+    if set(rates) != {"uffd-wp", "soft-dirty"} or any(r["during/before"] is None for v in rates.values() for r in v):
+        log("FAIL: guest-rate runs missing or without the workload's rates:", rates)
         return 1
     return 0
 
