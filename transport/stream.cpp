@@ -199,6 +199,8 @@ Result<UniqueFd> connect_socket(std::string_view host_port, const ChannelOptions
   }
 }
 
+constexpr int kListenBacklog = 4096;
+
 Result<UniqueFd> listen_socket(std::string_view host_port, std::string* bound) {
   std::string what = strf("listen %.*s", int(host_port.size()), host_port.data());
   SocketAddress addr = LM_TRY_CTX(resolve_host_port(host_port), what);
@@ -208,7 +210,11 @@ Result<UniqueFd> listen_socket(std::string_view host_port, std::string* bound) {
   setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr.storage), addr.length) < 0)
     return Error::from_errno(what + ": bind");
-  if (::listen(fd.get(), 128) < 0) return Error::from_errno(what + ": listen");
+  // The kernel caps the backlog at net.core.somaxconn. A short queue lets a
+  // flood of idle connections fill it before the accept thread runs; the
+  // kernel then drops the next SYN or handshake ACK, and a source among them
+  // waits for its retransmission (1, 3, 7 s...) past its own timeout.
+  if (::listen(fd.get(), kListenBacklog) < 0) return Error::from_errno(what + ": listen");
   sockaddr_storage local{};
   socklen_t ll = sizeof local;
   getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &ll);
