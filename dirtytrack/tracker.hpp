@@ -1,5 +1,7 @@
 // Dirty-page trackers behind one interface, called once per round:
 //
+//   prepare(request)-> optional: what start() needs that the process does
+//                      not see, done ahead
 //   start(request)  -> mappings in scope, populated pages (for round 0)
 //   collect()       -> pages dirtied since the last collect (or start),
 //                      mapping changes, current mapping set, scan time
@@ -65,6 +67,16 @@ class Tracker {
  public:
   virtual ~Tracker() = default;
   virtual std::string_view name() const = 0;
+  // The part of start() that changes nothing the process sees and may run
+  // ahead of it, e.g. beside the engine's handshake, before the destination
+  // is ready (uffd-wp: its userfaultfd made inside the target, which seizes
+  // it for a moment; nothing registered, nothing protected). start() does
+  // whatever prepare() did not, for the same pid. Undone by stop() or by
+  // destroying the tracker. Default: nothing to prepare.
+  virtual Result<void> prepare(const TrackRequest& request) {
+    (void)request;
+    return ok();
+  }
   virtual Result<StartInfo> start(const TrackRequest& request) = 0;
   virtual Result<CollectResult> collect() = 0;
   // The last collect, with the target frozen, before stop(): every page

@@ -46,21 +46,33 @@ class UffdWpTracker final : public Tracker {
   std::string_view name() const override { return "uffd-wp"; }
   ~UffdWpTracker() override { (void)stop(nullptr); }
 
-  Result<StartInfo> start(const TrackRequest& request) override {
-    if (uffd_.valid()) return Error::msg(strf("pid %d: uffd-wp tracker already started", space_.pid()));
-    Stopwatch sw;
-    LM_TRY(space_.init(request.pid, request.scope));
-    pid_t pid = request.pid;
-    scanner_.emplace(LM_TRY(PagemapScanner::open(pid)));
-    uffd_ = LM_TRY_CTX(create_uffd(request), "uffd-wp tracker");
+  // The userfaultfd, made in the target (a ptrace seize of its threads for
+  // the remote call: tens of ms under load) and set up for async WP. Until
+  // start() registers a mapping it does nothing to the target.
+  Result<void> prepare(const TrackRequest& request) override {
+    if (started_) return Error::msg(strf("pid %d: uffd-wp tracker already started", request.pid));
+    if (uffd_.valid()) {
+      if (prepared_for_ == request.pid) return ok();
+      return Error::msg(strf("pid %d: uffd-wp tracker prepared for pid %d", request.pid, prepared_for_));
+    }
+    UniqueFd uffd = LM_TRY_CTX(create_uffd(request), "uffd-wp tracker");
     uffdio_api api{};
     api.api = UFFD_API;
     api.features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
-    if (::ioctl(uffd_.get(), UFFDIO_API, &api) != 0) {
-      auto e = Error::from_errno(strf("pid %d: UFFDIO_API (WP_ASYNC|WP_UNPOPULATED)", pid));
-      uffd_.reset();
-      return e;
-    }
+    if (::ioctl(uffd.get(), UFFDIO_API, &api) != 0)
+      return Error::from_errno(strf("pid %d: UFFDIO_API (WP_ASYNC|WP_UNPOPULATED)", request.pid));
+    uffd_ = std::move(uffd);
+    prepared_for_ = request.pid;
+    return ok();
+  }
+
+  Result<StartInfo> start(const TrackRequest& request) override {
+    if (started_) return Error::msg(strf("pid %d: uffd-wp tracker already started", space_.pid()));
+    Stopwatch sw;
+    LM_TRY(space_.init(request.pid, request.scope));
+    scanner_.emplace(LM_TRY(PagemapScanner::open(request.pid)));
+    LM_TRY(prepare(request));
+    started_ = true;
     StartInfo info;
     info.populated = LM_TRY(protect_at_start(space_.mappings()));
     info.mappings = space_.mappings();
@@ -78,7 +90,7 @@ class UffdWpTracker final : public Tracker {
   enum class Rearm { no, yes };
 
   Result<CollectResult> collect(Rearm rearm) {
-    if (!uffd_.valid()) return Error::msg("uffd-wp tracker: collect before start");
+    if (!started_) return Error::msg("uffd-wp tracker: collect before start");
     Stopwatch sw;
     CollectResult out;
     out.changes = LM_TRY(space_.refresh());
@@ -138,13 +150,17 @@ class UffdWpTracker final : public Tracker {
   Result<void> stop(ProcessFreezer*) override {
     // Every UFFDIO_* acts on the target's mm from here, and the target's own
     // copy of the fd was closed at start: stopping needs no ptrace.
-    if (!uffd_.valid()) return ok();
+    if (!started_) {  // prepared at most: nothing registered
+      uffd_.reset();
+      return ok();
+    }
     auto maps = read_maps(space_.pid());
     if (maps) {
       for (const auto& m : select(*maps, Scope{ScopeKind::migratable, {}})) (void)unregister(m.range());
       for (const auto& m : space_.mappings()) (void)unregister(m.range());
     }
     uffd_.reset();
+    started_ = false;
     scanner_.reset();
     held_.clear();
     return ok();
@@ -244,7 +260,9 @@ class UffdWpTracker final : public Tracker {
 
   ScopedAddressSpace space_;
   std::optional<PagemapScanner> scanner_;
-  UniqueFd uffd_;
+  UniqueFd uffd_;            // made by prepare() (or start()), for prepared_for_
+  pid_t prepared_for_ = 0;
+  bool started_ = false;     // from start() to stop(): mappings registered
   RangeList held_;  // left writable until the end (hold())
 };
 

@@ -84,14 +84,16 @@ struct DowntimeBreakdown {
 
 // Where the source's setup went (ms; the parts add up to `setup-time`):
 // everything the source does before round 0 that is not waiting for the
-// destination's `ready`.
+// destination's `ready`. Work that runs beside it on threads of its own (the
+// host probe and the tracker's preparation beside the handshake, the senders
+// from the start) counts only for what setup still had to wait for.
 struct SetupBreakdown {
   double attach = 0;        // the target checked (owner, state) and its process opened
-  double tracker_probe = 0; // the dirty-tracking backend chosen (host probe) and made: what is left of it
-                            // after `connect`, which it runs beside
+  double tracker_probe = 0; // the dirty-tracking backend chosen (host probe), made and prepared (uffd-wp: its
+                            // userfaultfd made in the target): what is left of it after `connect`
   double mappings = 0;      // the target's mappings read (/proc/PID/maps)
   double connect = 0;       // every channel opened: connect, hello, authentication, mappings, accept
-  double senders = 0;       // compressors, sender buffers: what is left after `tracker_start`, which they run beside
+  double senders = 0;       // compressors, sender buffers (made from the start): what is left after `tracker_start`
   double tracker_start = 0; // the tracker started (write protection, the populated pages for round 0)
   double other = 0;         // the rest (the handshake's table, option checks)
 };

@@ -14,6 +14,7 @@
 #include <stop_token>
 #include <thread>
 
+#include "common/background.hpp"
 #include "common/clock.hpp"
 #include "compress/compressor.hpp"
 #include "dirtytrack/probe.hpp"
@@ -113,8 +114,48 @@ double test_send_slowdown_from_env() {
 // the process concurrently.
 class BulkSender {
  public:
+  struct Slot {
+    std::unique_ptr<std::byte[]> pages;
+    std::vector<uint64_t> addrs;
+    std::vector<const uint8_t*> ptrs;
+    compress::CompressedBatch batch;
+    OutMessage message;
+    uint64_t seq = 0;  // send in flight on the channel, 0 when free
+  };
+  static constexpr unsigned kSlots = 3;  // read/compress one batch while two are on the wire
+  using Buffers = std::vector<std::unique_ptr<Slot[]>>;  // kSlots per sender thread
+
+  // The buffers of `threads` sender threads, made before the sender (setup
+  // makes them on a thread of its own while it waits). They live as long as the
+  // migration and are touched once here: first touch of fresh memory costs
+  // several µs per page on these machines, more than reading or copying the
+  // page.
+  static Result<Buffers> make_buffers(unsigned threads, unsigned batch_pages) {
+    const size_t bytes = size_t(batch_pages) * kPageSize;
+    Buffers buffers;
+    try {
+      for (unsigned t = 0; t < threads; t++) {
+        buffers.push_back(std::make_unique<Slot[]>(kSlots));
+        for (unsigned i = 0; i < kSlots; i++) {
+          Slot& s = buffers.back()[i];
+          s.pages = std::make_unique<std::byte[]>(bytes);
+          std::memset(s.pages.get(), 0, bytes);
+          s.batch.payload.resize(bytes);
+          std::memset(s.batch.payload.data(), 0, s.batch.payload.size());
+          s.batch.entries.reserve(batch_pages);
+          s.addrs.reserve(batch_pages);
+          s.ptrs.reserve(batch_pages);
+        }
+      }
+    } catch (const std::bad_alloc&) {
+      return Error::sys(ENOMEM, strf("sender buffers (%u threads, %u x 2 x %zu KiB each)", threads, kSlots,
+                                     bytes >> 10));
+    }
+    return buffers;
+  }
+
   BulkSender(const SourceProcess& process, Session& session,
-             std::vector<std::unique_ptr<compress::Compressor>>& workers, unsigned batch_pages,
+             std::vector<std::unique_ptr<compress::Compressor>>& workers, Buffers buffers, unsigned batch_pages,
              transport::Timeout timeout, uint64_t fault_corrupt_batch, bool raw_passthrough, const Cancel* cancel,
              LinkShare::Member* link_share)
       : process_(process),
@@ -126,24 +167,9 @@ class BulkSender {
         raw_passthrough_(raw_passthrough),
         cancel_(cancel),
         test_send_slowdown_(test_send_slowdown_from_env()),
-        link_share_(link_share) {
+        link_share_(link_share),
+        slots_(std::move(buffers)) {
     for (size_t i = 0; i < session.bulk_count(); i++) channel_locks_.push_back(std::make_unique<std::mutex>());
-    // Buffers live as long as the migration and are touched once here: first
-    // touch of fresh memory costs several µs per page on these machines,
-    // more than reading or copying the page.
-    for (size_t t = 0; t < workers.size(); t++) {
-      slots_.push_back(std::make_unique<Slot[]>(kSlots));
-      for (unsigned i = 0; i < kSlots; i++) {
-        Slot& s = slots_.back()[i];
-        s.pages = std::make_unique<std::byte[]>(size_t(batch_pages_) * kPageSize);
-        std::memset(s.pages.get(), 0, size_t(batch_pages_) * kPageSize);
-        s.batch.payload.resize(size_t(batch_pages_) * kPageSize);
-        std::memset(s.batch.payload.data(), 0, s.batch.payload.size());
-        s.batch.entries.reserve(batch_pages_);
-        s.addrs.reserve(batch_pages_);
-        s.ptrs.reserve(batch_pages_);
-      }
-    }
   }
 
   // Sends every page of `pages` on the pool's threads, counting them into
@@ -189,16 +215,6 @@ class BulkSender {
   }
 
  private:
-  struct Slot {
-    std::unique_ptr<std::byte[]> pages;
-    std::vector<uint64_t> addrs;
-    std::vector<const uint8_t*> ptrs;
-    compress::CompressedBatch batch;
-    OutMessage message;
-    uint64_t seq = 0;  // send in flight on the channel, 0 when free
-  };
-  static constexpr unsigned kSlots = 3;  // read/compress one batch while two are on the wire
-
   Result<RoundTotals> send_part(unsigned t, const dt::RangeList& ranges, uint32_t round, Timeline& timeline,
                                 const std::atomic<bool>& failed) {
     RoundTotals totals;
@@ -370,8 +386,8 @@ class BulkSender {
   double test_send_slowdown_;  // test only: LIVEMIG_TEST_SEND_SLOWDOWN_PCT / 100
   LinkShare::Member* link_share_;  // may be null: the link is this migration's alone
   std::atomic<uint64_t> batches_encoded_{0};
+  Buffers slots_;
   std::vector<std::unique_ptr<std::mutex>> channel_locks_;
-  std::vector<std::unique_ptr<Slot[]>> slots_;  // kSlots per sender thread
 
   // The round being sent; written under jobs_lock_ before `generation`
   // changes, read by each pool thread after it saw the change.
@@ -519,6 +535,15 @@ class SourceRun {
   // Tracking starts once the destination is ready: what it finds populated
   // is round 0, and nothing written during the destination's setup is sent
   // twice. The handshake announces the mappings read beforehand.
+  //
+  // What needs neither the handshake nor the ready runs on threads of its
+  // own beside the critical path (attach, mappings, handshake, tracker
+  // start): the host probe and the tracker's preparation beside the
+  // handshake, the senders' compressors and buffers from the connect on.
+  // Each part of the breakdown is what this thread waited for; a failure of
+  // either is reported when it is waited for, and an early return joins both
+  // threads first, so nothing they made (a ptrace seize, a userfaultfd)
+  // outlives the setup.
   Result<SourcePhase> setup() {
     if (o_.on_phase) o_.on_phase(SourcePhase::setup);
     SetupBreakdown& parts = result_.setup_breakdown;
@@ -529,6 +554,7 @@ class SourceRun {
       lap_ns = now;
     };
     result_.policy = o_.policy.name;
+    std::optional<Background<SenderParts>> senders;  // from the connect on
     process_ = LM_TRY(o_.make_process ? o_.make_process() : linux_process(o_.pid));
     const pid_t pid = process_->pid();
     LM_TRY(process_->check_target(o_.allow_other_user ? dt::OtherUsers::allow : dt::OtherUsers::refuse));
@@ -537,11 +563,13 @@ class SourceRun {
       return Error::msg(strf("source pid %d: --after keep with a destination that resumes the VM would run it twice",
                              pid));
     // The host probe (a fork to try ptrace, a test userfaultfd: tens of ms
-    // here) runs on a thread of its own while the handshake below waits on
-    // the network; `tracker-probe` is what is left to wait for after it.
-    std::optional<Result<std::unique_ptr<dt::Tracker>>> made;
-    std::jthread prober([&] {
-      made.emplace(o_.make_tracker ? o_.make_tracker() : dt::make_tracker(o_.tracker));
+    // here) and the tracker's preparation (uffd-wp: its userfaultfd made in
+    // the target, which seizes it for a moment) while the handshake below
+    // waits on the network; `tracker-probe` is what is left to wait for after it.
+    Background<std::unique_ptr<dt::Tracker>> prober([this, pid]() -> Result<std::unique_ptr<dt::Tracker>> {
+      auto tracker = LM_TRY(o_.make_tracker ? o_.make_tracker() : dt::make_tracker(o_.tracker));
+      LM_TRY_CTX(tracker->prepare({pid, o_.scope, nullptr}), strf("track pid %d", pid));
+      return tracker;
     });
     const dt::MappingList announced = LM_TRY_CTX(process_->mappings(o_.scope), strf("source pid %d", pid));
     lap(parts.mappings);
@@ -549,6 +577,7 @@ class SourceRun {
     result_.ram_total = table.total_bytes();
     session_config_ = o_.session;
     session_config_.bulk_channels = uint16_t(o_.channels);
+    session_config_.dialing = transport::Dialing::concurrent;  // the dial functions given to run() are thread-safe
     // The destination asks the resumed guest for a userfaultfd only for post-copy,
     // and hashes pages only for a verify (post-copy's digests end its serving).
     if (o_.mode == MigrationMode::precopy) session_config_.features &= ~uint64_t(transport::kFeaturePostCopy);
@@ -560,8 +589,12 @@ class SourceRun {
                           strf("source pid %d: connect to %s", pid, peer_.c_str()));
     result_.transport = peer_.substr(0, peer_.find(':'));
     lap(parts.connect);
-    prober.join();
-    tracker_ = LM_TRY_CTX(std::move(*made), strf("source pid %d", pid));
+    // The senders' compressors and buffers (first touch of ~12 MiB: tens of
+    // ms of CPU, more under load) from here, beside the waits for the probe
+    // and the destination's ready and the tracker start: made beside the
+    // handshake, they took the CPU its channels were set up with.
+    senders.emplace([this] { return make_sender_parts(); });
+    tracker_ = LM_TRY_CTX(prober.wait(), strf("source pid %d", pid));
     result_.tracker = std::string(tracker_->name());
     lap(parts.tracker_probe);
     // The destination says when its memory is ready for round 0. Its
@@ -574,16 +607,14 @@ class SourceRun {
     lap_ns = now_ns();  // the wait is not setup
     result_.population_ms = double(ready.population_ns) * 1e-6;
     result_.destination_ram = ready.memory;
-    // The senders' compressors and buffers (first touch of ~12 MiB) are made
-    // on a thread of their own while this one starts the tracker; `senders`
-    // is what is left to wait for after it.
-    std::optional<Result<void>> senders_made;
-    std::jthread sender_maker([&] { senders_made.emplace(make_senders()); });
-    auto tracking = start_tracker(announced);
+    LM_TRY(start_tracker(announced));
     lap(parts.tracker_start);
-    sender_maker.join();
-    LM_TRY(std::move(tracking));
-    LM_TRY(std::move(*senders_made));
+    SenderParts made = LM_TRY_CTX(senders->wait(), strf("source pid %d", pid));
+    workers_ = std::move(made.workers);
+    threads_ = unsigned(workers_.size());
+    sender_ = std::make_unique<BulkSender>(*process_, *session_, workers_, std::move(made.buffers), o_.batch_pages,
+                                           o_.timeout, o_.fault_corrupt_batch, sends_raw(workers_.front()->policy()),
+                                           cancel(), o_.link_share.get());
     lap(parts.senders);
     result_.setup_time_ms = total_.elapsed_ms() - prepare_ms_;
     parts.other = std::max(0.0, result_.setup_time_ms - (parts.attach + parts.tracker_probe + parts.mappings +
@@ -602,19 +633,25 @@ class SourceRun {
     return ok();
   }
 
-  Result<void> make_senders() {
+  // What the bulk senders are made of that needs no session: runs on a
+  // thread of its own (setup()), touching nothing of this object but options.
+  struct SenderParts {
+    std::vector<std::unique_ptr<compress::Compressor>> workers;  // one per sender thread
+    BulkSender::Buffers buffers;
+  };
+  Result<SenderParts> make_sender_parts() const {
+    if (o_.fault_prepare_senders) return Error::sys(ENOMEM, "sender buffers: injected failure (fault_prepare_senders)");
     compress::CompressorOptions copts;
     // CPU the compressors may count on: on one host (loopback or memif) the
     // destination's receiving and decompressing share the same cores.
     copts.workers = transport::same_host_address(peer_) ? std::max(1u, o_.workers / 2) : o_.workers;
+    SenderParts parts;
     auto first = LM_TRY_CTX(compress::Compressor::create(o_.policy, copts), "source");
-    threads_ = std::max(o_.workers, o_.channels);
-    for (unsigned i = 1; i < threads_; i++) workers_.push_back(first->make_worker());
-    workers_.insert(workers_.begin(), std::move(first));
-    sender_ = std::make_unique<BulkSender>(*process_, *session_, workers_, o_.batch_pages, o_.timeout,
-                                           o_.fault_corrupt_batch, sends_raw(workers_.front()->policy()), cancel(),
-                                           o_.link_share.get());
-    return ok();
+    const unsigned threads = std::max(o_.workers, o_.channels);
+    for (unsigned i = 1; i < threads; i++) parts.workers.push_back(first->make_worker());
+    parts.workers.insert(parts.workers.begin(), std::move(first));
+    parts.buffers = LM_TRY(BulkSender::make_buffers(threads, o_.batch_pages));
+    return parts;
   }
 
   // New or moved mappings: the new table goes in-band on every channel

@@ -105,6 +105,10 @@ struct SourceOptions {
   // Fault injection (tests): flip one payload byte of the N-th page batch
   // (1-based) after its checksum was computed; 0 = off.
   uint64_t fault_corrupt_batch = 0;
+  // Fault injection (tests): the senders' preparation (compressors and
+  // buffers, made beside the handshake and waited for at the end of setup)
+  // fails as an allocation would.
+  bool fault_prepare_senders = false;
   // The link this migration shares with others of a group (engine/group.hpp):
   // every bulk batch waits for its turn and the group's rate; null: its own.
   std::shared_ptr<LinkShare::Member> link_share;
@@ -126,7 +130,9 @@ class SourceMigration {
   // engine tests); `peer` names the destination in messages and the
   // result's transport ("inproc:matrix"). The session is opened in setup,
   // once the tracker knows the mappings its handshake announces, and
-  // dialled again by a post-copy recovery.
+  // dialled again by a post-copy recovery. `dial` is called from several
+  // threads at once (the channels after the control channel are opened
+  // concurrently).
   Result<void> run(transport::Dial dial, const std::string& peer, MigrationResult& result);
 
  private:

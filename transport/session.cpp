@@ -2,10 +2,12 @@
 
 #include "transport/stream.hpp"
 
+#include "common/background.hpp"
 #include "common/secret.hpp"
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <list>
@@ -271,26 +273,47 @@ Result<Session> Session::connect_with(const Dialer& dial, const SessionConfig& c
   if (config.bulk_channels == 0) return Error::msg("session: at least one bulk channel is needed");
   if (order.empty())
     for (uint16_t i = 0; i < config.bulk_channels; ++i) order.push_back(i);
+  for (size_t k = 0; k < order.size(); ++k)
+    if (order[k] >= config.bulk_channels || std::count(order.begin(), order.begin() + k, order[k]))
+      return Error::msg(strf("session: bulk order lists index %u twice or out of range", unsigned(order[k])));
   Session s;
   if (config.session_id != 0) s.negotiated_.session_id = config.session_id;
   else random_bytes(&s.negotiated_.session_id, sizeof s.negotiated_.session_id);
   uint64_t id = s.negotiated_.session_id;
-  auto open = [&](ChannelRole role, uint16_t index, const MappingTable* maps) -> Result<std::unique_ptr<Channel>> {
+  // Every channel negotiates the same from the same config; the control
+  // channel's result is the session's.
+  auto open = [&](ChannelRole role, uint16_t index, const MappingTable* maps,
+                  Negotiated* negotiated) -> Result<std::unique_ptr<Channel>> {
     std::string slot = slot_name(role, index);
     auto ch = LM_TRY_CTX(dial(config.handshake_timeout), strf("session %016llx: open %s channel",
                                                                (unsigned long long)id, slot.c_str()));
     ch->set_name(slot + " " + ch->name());
     Negotiated n = LM_TRY(client_handshake(*ch, config, role, index, id, maps));
-    s.negotiated_ = n;
+    if (negotiated) *negotiated = n;
     return ch;
   };
-  s.control_ = LM_TRY(open(ChannelRole::control, 0, &mappings));
-  s.priority_ = LM_TRY(open(ChannelRole::priority, 0, nullptr));
+  s.control_ = LM_TRY(open(ChannelRole::control, 0, &mappings, &s.negotiated_));
   s.bulk_.resize(config.bulk_channels);
-  for (uint16_t i : order) {
-    if (i >= config.bulk_channels || s.bulk_[i])
-      return Error::msg(strf("session: bulk order lists index %u twice or out of range", unsigned(i)));
-    s.bulk_[i] = LM_TRY(open(ChannelRole::bulk, i, nullptr));
+  if (config.dialing == Dialing::concurrent) {
+    using Opening = Background<std::unique_ptr<Channel>>;
+    Opening priority([&] { return open(ChannelRole::priority, 0, nullptr, nullptr); });
+    std::vector<std::unique_ptr<Opening>> bulk;
+    for (uint16_t i : order) bulk.push_back(std::make_unique<Opening>([&open, i] {
+      return open(ChannelRole::bulk, i, nullptr, nullptr);
+    }));
+    // Every one is waited for (the first error, in slot order, is returned).
+    Result<void> first = ok();
+    auto take = [&](Opening& o, std::unique_ptr<Channel>& slot) {
+      auto ch = o.wait();
+      if (ch) slot = std::move(*ch);
+      else if (first.ok()) first = std::move(ch).error();
+    };
+    take(priority, s.priority_);
+    for (size_t k = 0; k < order.size(); ++k) take(*bulk[k], s.bulk_[order[k]]);
+    LM_TRY(std::move(first));
+  } else {
+    s.priority_ = LM_TRY(open(ChannelRole::priority, 0, nullptr, nullptr));
+    for (uint16_t i : order) s.bulk_[i] = LM_TRY(open(ChannelRole::bulk, i, nullptr, nullptr));
   }
   for (size_t i = 0; i < s.bulk_.size(); ++i)
     if (!s.bulk_[i]) return Error::msg(strf("session: bulk order misses index %zu", i));

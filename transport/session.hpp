@@ -45,6 +45,12 @@ struct Negotiated {
   bool authenticated = false;  // both sides proved the pre-shared key
 };
 
+// How the source opens the channels after its control channel: one after
+// another (a dialer that is not thread-safe, a scripted peer), or all at
+// once, each dial and handshake on a thread of its own (the engine: a uring
+// channel sets up two rings and registers a buffer, ms each under load).
+enum class Dialing { serial, concurrent };
+
 struct SessionConfig {
   uint16_t version_min = kProtocolVersionMin;
   uint16_t version_max = kProtocolVersionMax;
@@ -61,6 +67,9 @@ struct SessionConfig {
   // Source side: 0 draws a fresh random id. A post-copy recovery dials again
   // with the interrupted session's id, so the destination knows it.
   uint64_t session_id = 0;
+  // Source side. The control channel is always dialled first, alone: the
+  // destination admits the session by the table it carries.
+  Dialing dialing = Dialing::serial;
 
   // Destination side (accept_session): the whole handshake of one channel
   // must end within handshake_deadline; at most max_pending_handshakes run at
@@ -87,7 +96,8 @@ class Session {
   static Result<Session> connect(std::string_view address, const SessionConfig& config,
                                  const MappingTable& mappings);
   // Same with a caller-supplied way to open a channel (tests, in-process pairs).
-  // `order` lists the bulk indices in the order to dial them (default 0..N-1).
+  // `order` lists the bulk indices in the order to dial them (default 0..N-1;
+  // with Dialing::concurrent the dialer is called from several threads).
   static Result<Session> connect_with(const Dialer& dial, const SessionConfig& config,
                                       const MappingTable& mappings, std::vector<uint16_t> order = {});
 

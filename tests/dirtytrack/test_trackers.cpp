@@ -590,6 +590,44 @@ TEST_P(TrackerTest, FinalCollectFindsEveryWriteAndLosesNone) {
   stop_and_check_clean();
 }
 
+// The engine prepares its tracker beside the handshake and starts it once
+// the destination is ready: prepare() leaves the target untraced and
+// unprotected, what it writes before the start is round 0's (populated),
+// and the first collects find only what came after the start.
+TEST_P(TrackerTest, PreparedAheadThenStartedTracksFromTheStart) {
+  TrackRequest req;
+  req.pid = target_.pid();
+  ASSERT_TRUE(tracker_->prepare(req).ok());
+  EXPECT_TRUE(untraced(target_.pid())) << "prepare() kept its hold on the target";
+  ASSERT_TRUE(target_.fill(region_ + 5 * P, 1, 3));
+  start();
+  collect();
+  ASSERT_TRUE(target_.fill(region_ + 9 * P, 1, 4));
+  auto r = collect();
+  EXPECT_EQ(within(r, region_, 256), pages(region_, {9}));
+  stop_and_check_clean();
+}
+
+// A setup that fails after the tracker was prepared drops it: the target is
+// left as it was (no userfaultfd, untraced, not a page write-protected).
+TEST_P(TrackerTest, PreparedAndDroppedLeavesTheTargetAsItWas) {
+  TrackRequest req;
+  req.pid = target_.pid();
+  ASSERT_TRUE(tracker_->prepare(req).ok());
+  tracker_.reset();
+  auto uffd = has_userfaultfd(target_.pid());
+  ASSERT_TRUE(uffd.ok());
+  EXPECT_FALSE(*uffd);
+  EXPECT_TRUE(untraced(target_.pid()));
+  auto scanner = PagemapScanner::open(target_.pid());
+  ASSERT_TRUE(scanner.ok()) << scanner.error().message;
+  RangeList protected_pages;
+  ASSERT_TRUE(scanner->scan({region_, region_ + 256 * P}, kWriteProtected, protected_pages).ok());
+  EXPECT_TRUE(protected_pages.empty());
+  ASSERT_TRUE(target_.fill(region_, 256, 5));
+  EXPECT_EQ(target_.quit(), 0);
+}
+
 // soft-dirty skips (in SetUp) on kernels without CONFIG_MEM_SOFT_DIRTY, like
 // this project's hosts; tests/vm runs it in a VM booting a kernel that has it.
 INSTANTIATE_TEST_SUITE_P(Backends, TrackerTest, ::testing::Values("uffd-wp", "hash", "soft-dirty"),

@@ -279,6 +279,7 @@ enum class Failure {
   refused,          // the target check refuses the process
   mappings,         // reading the mappings the session announces
   tracker_start,    // after the destination is ready
+  senders,          // SourceOptions::fault_prepare_senders: made beside the handshake, waited for last
   read,             // reading the process's pages
   collect,          // the tracker's collect
   throttle,         // auto-converge cannot slow the process
@@ -300,6 +301,7 @@ const char* failure_id(Failure f) {
     case Failure::refused: return "refused";
     case Failure::mappings: return "mappings";
     case Failure::tracker_start: return "tracker_start";
+    case Failure::senders: return "senders";
     case Failure::read: return "read";
     case Failure::collect: return "collect";
     case Failure::throttle: return "throttle";
@@ -346,6 +348,7 @@ void inject(const Case& c, Migration& m) {
     case Failure::unthrottle:
       EXPECT_GT(m.fake.throttle_percent(), 0u) << "auto-converge should have throttled the fake by now";
       return m.fake.fail(FakeOp::unthrottle);
+    case Failure::senders: return;  // set before the run
     case Failure::corrupt_batch:  // set before the run; the quiet fake dirties a page for the final round
       if (c.phase == SourcePhase::stop_and_copy) m.fake.write_page(m.fake.ranges()[1].start);
       return;
@@ -373,6 +376,7 @@ TEST_P(EngineMatrix, FailureRollsBack) {
   Migration m(c.profile, "matrix-" + c.name());
   if (c.failure == Failure::corrupt_batch)
     m.o.fault_corrupt_batch = c.phase == SourcePhase::precopy ? 1 : 2;  // quiet: round 0 is batch 1
+  if (c.failure == Failure::senders) m.o.fault_prepare_senders = true;
   if (c.phase == SourcePhase::setup && c.failure == Failure::destination)
     m.drop_listener();
   else
@@ -410,9 +414,10 @@ TEST_P(EngineMatrix, FailureRollsBack) {
 
   // The destination discarded its copy; a source that failed in setup
   // before its session never reached it (it still waits for a session; the
-  // test ends it). The tracker starts after the session: that failure is told.
+  // test ends it). The tracker starts, and the senders are waited for,
+  // after the session: those failures are told.
   if (m.destination) {
-    if (noticed == SourcePhase::setup && c.failure != Failure::tracker_start) {
+    if (noticed == SourcePhase::setup && c.failure != Failure::tracker_start && c.failure != Failure::senders) {
       EXPECT_FALSE(m.destination->done) << "the destination heard of a source that failed in setup";
       m.destination->cancel->request("the test is over");
     }
@@ -428,6 +433,7 @@ const Case kCases[] = {
     {P::setup, F::refused, "injected: the target check", P::setup},
     {P::setup, F::mappings, "injected: reading the mappings", P::setup},
     {P::setup, F::tracker_start, "injected: tracker start", P::setup},
+    {P::setup, F::senders, "sender buffers: injected failure", P::setup},
     {P::setup, F::cancel, "cancelled by the test", P::setup},
     {P::setup, F::destination, "its listener is gone", P::setup},
     {P::setup, F::link, "is broken", P::setup},

@@ -25,6 +25,7 @@ class FailingTracker : public dt::Tracker {
   FailingTracker(std::unique_ptr<dt::Tracker> real, unsigned fail_collect, bool fail_stop)
       : real_(std::move(real)), fail_collect_(fail_collect), fail_stop_(fail_stop) {}
   std::string_view name() const override { return real_->name(); }
+  Result<void> prepare(const dt::TrackRequest& r) override { return real_->prepare(r); }
   Result<dt::StartInfo> start(const dt::TrackRequest& r) override { return real_->start(r); }
   Result<dt::CollectResult> collect() override {
     if (++collects_ == fail_collect_) return Error::sys(EIO, "injected: collect failed");

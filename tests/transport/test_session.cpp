@@ -3,6 +3,7 @@
 // backend, the rejections (version, codecs, pre-shared key), and the mutual
 // authentication: wrong or one-sided keys, replayed handshakes in both
 // directions, a channel of another key's session.
+#include <atomic>
 #include <cstring>
 #include <thread>
 
@@ -163,6 +164,65 @@ TEST_P(SessionTest, PageBatchesAcrossBulkChannelsArriveIntact) {
   std::thread closer([&] { EXPECT_TRUE(dst.close(Timeout(5000)).ok()); });
   EXPECT_TRUE(src.close(Timeout(5000)).ok());
   closer.join();
+}
+
+// The engine's source dials every channel after the control channel at
+// once: each still lands in its own slot, and carries what is sent on it.
+TEST_P(SessionTest, ConcurrentDialingFillsEverySlot) {
+  auto [backend, nbulk] = GetParam();
+  SessionConfig config;
+  config.bulk_channels = uint16_t(nbulk);
+  config.dialing = Dialing::concurrent;
+  Pair p = establish(backend, config, config);
+  ASSERT_TRUE(p.source.ok()) << p.source.error().message;
+  ASSERT_TRUE(p.dest.ok()) << p.dest.error().message;
+  Session& src = *p.source;
+  Session& dst = *p.dest;
+  EXPECT_EQ(src.negotiated().session_id, dst.negotiated().session_id);
+  ASSERT_EQ(dst.bulk_count(), size_t(nbulk));
+  auto check = [&](Channel& from, Channel& to, uint64_t word) {
+    EXPECT_EQ(to.name().substr(0, to.name().find(' ')), from.name().substr(0, from.name().find(' ')));
+    ConstBuffer piece{&word, sizeof word};
+    ASSERT_TRUE(send_sync(from, {&piece, 1}, Timeout(5000)).ok());
+    auto r = to.recv(Timeout(5000));
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    ASSERT_EQ(r->bytes.size(), sizeof word);
+    uint64_t got = 0;
+    std::memcpy(&got, r->bytes.data(), sizeof got);
+    EXPECT_EQ(got, word) << to.name();
+  };
+  check(src.control(), dst.control(), 1);
+  check(src.priority(), dst.priority(), 2);
+  for (int i = 0; i < nbulk; ++i) check(src.bulk(i), dst.bulk(i), 100 + uint64_t(i));
+}
+
+// One of the concurrent dials fails: the session is not made and the error
+// names that channel.
+TEST(SessionConcurrentDialing, AFailedDialIsTheSessionsError) {
+  auto link = make_inproc_link({});
+  std::atomic<int> dials{0};
+  Session::Dialer fails_one = [&](Timeout t) -> Result<std::unique_ptr<Channel>> {
+    if (++dials == 3) return Error::sys(ECONNRESET, "cut on purpose");
+    return link.dial(t);
+  };
+  SessionConfig config;
+  config.bulk_channels = 3;
+  config.dialing = Dialing::concurrent;
+  std::atomic<bool> stop{false};
+  std::thread server([&] {
+    SessionAcceptor acceptor(config);
+    while (!stop) {
+      auto ch = link.listener->accept(Timeout(100));
+      if (ch) (void)acceptor.offer(std::move(*ch));
+    }
+  });
+  auto s = Session::connect_with(fails_one, config, mappings());
+  stop = true;
+  server.join();
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message.find("cut on purpose"), std::string::npos) << s.error().message;
+  EXPECT_NE(s.error().message.find("channel"), std::string::npos) << s.error().message;
+  EXPECT_EQ(dials.load(), 2 + 3) << "every channel was dialled";
 }
 
 std::string session_param_name(const ::testing::TestParamInfo<SessionParam>& info) {
