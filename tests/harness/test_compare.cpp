@@ -129,6 +129,22 @@ TEST_F(Documents, LoadsDirectoriesSkipsOtherJsonCountsFailures) {
   EXPECT_EQ(set->values["a"]["total-time"], (std::vector<double>{100, 102}));
   EXPECT_EQ(set->values["a"]["throughput"], (std::vector<double>{800, 790}));
   EXPECT_EQ(set->values["a"].count("fault-latency-p50"), 0u);  // a pre-copy run has none
+  EXPECT_EQ(set->values["a"].count("send-cpu-per-page"), 0u);  // a document without send-path
+}
+
+// The send path's CPU per page, from the document's send-path section; none
+// from a run whose senders sent nothing (post-copy alone).
+TEST_F(Documents, SendCpuPerPage) {
+  auto with = [&](const char* name, const char* send_path) {
+    std::string doc = result("a", 100, 800);
+    doc.insert(doc.rfind('}'), lm::strf(R"(, "send-path": %s)", send_path));
+    write(name, doc);
+  };
+  with("d/0.json", R"({"pages": 16384, "cpu-seconds": 0.5, "cpu-us-per-page": 30.5})");
+  with("d/1.json", R"({"pages": 0, "cpu-seconds": 0, "cpu-us-per-page": 0})");
+  auto set = lm::compare::load({(dir_ / "d").string()});
+  ASSERT_TRUE(set) << set.error().message;
+  EXPECT_EQ(set->values["a"]["send-cpu-per-page"], (std::vector<double>{30.5}));
 }
 
 // A perf-gate of a revision before the timeline against one after it: both
