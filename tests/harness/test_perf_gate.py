@@ -20,8 +20,8 @@ def main():
     p.add_argument("--scenario", required=True)
     p.add_argument("--case", required=True, choices=["planted", "same", "noisy"])
     p.add_argument("--slowdown", default="20", help="percent, for 'planted' (see tests/harness/meson.build)")
-    p.add_argument("--repeat", type=int, default=6)
-    p.add_argument("--timeout", type=int, default=85)
+    p.add_argument("--repeat", type=int, default=8)
+    p.add_argument("--timeout", type=int, default=170)
     a = p.parse_args()
 
     repeat = 2 if a.case == "noisy" else a.repeat
