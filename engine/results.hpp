@@ -156,6 +156,13 @@ struct MigrationResult {
   double cpu_seconds_source = 0;
   double cpu_seconds_destination = 0;
 
+  // send-path.*: the pre-copy bulk senders alone, all rounds. Their CPU per
+  // page is the work of the send path (read, compress, encode, send),
+  // which time spent waiting for a CPU on a loaded machine does not change.
+  uint64_t send_pages = 0;
+  double send_cpu_seconds = 0;
+  double send_run_queue_wait_seconds = -1;  // runnable, waiting for a CPU; negative: not known
+
   unsigned cpu_throttle_percentage = 0;  // auto-converge: the highest throttle applied
   std::string throttle_mechanism;        // how it was applied
 

@@ -1,6 +1,8 @@
 #include "engine/source.hpp"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -100,13 +102,42 @@ struct RoundTotals {
 };
 
 // A planted regression for the perf-gate tests (tests/harness): with
-// LIVEMIG_TEST_SEND_SLOWDOWN_PCT=P every sender sleeps P% of the time each
-// batch took (read, compress, send) after sending it. Not for production use.
+// LIVEMIG_TEST_SEND_SLOWDOWN_PCT=P every sender, after sending a batch, keeps
+// its CPU busy for P% of the CPU time that batch took (read, compress,
+// encode, send): the send path does P% more work, as a real regression of it
+// would, so the senders' CPU per page (and on an idle machine the time) grows
+// by P%. Busy work rather than a sleep: a sleep is invisible to CPU time, and
+// the wall time of a loaded machine hides it. Not for production use.
 double test_send_slowdown_from_env() {
   const char* v = std::getenv("LIVEMIG_TEST_SEND_SLOWDOWN_PCT");
   if (!v || !*v) return 0;
   const double pct = std::strtod(v, nullptr);
   return pct > 0 && pct <= 1000 ? pct / 100 : 0;
+}
+
+// Keeps the calling thread's CPU busy until it has used `seconds` more CPU
+// time (time spent waiting for a CPU does not count).
+void burn_thread_cpu(double seconds) {
+  const double until = thread_cpu_seconds() + seconds;
+  volatile uint64_t x = 0;
+  while (thread_cpu_seconds() < until)
+    for (int i = 0; i < 256; i++) x = x * 6364136223846793005ull + 1442695040888963407ull;
+}
+
+// Seconds the calling thread has spent runnable but waiting for a CPU (the
+// second field of /proc/thread-self/schedstat); negative when the kernel
+// keeps no schedstat.
+double thread_run_queue_wait_seconds() {
+  char buf[128];
+  const int fd = ::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  unsigned long long run_ns = 0, wait_ns = 0;
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  if (std::sscanf(buf, "%llu %llu", &run_ns, &wait_ns) != 2) return -1;
+  return double(wait_ns) * 1e-9;
 }
 
 // The bulk senders of one migration: `threads` workers, each with its own
@@ -203,6 +234,10 @@ class BulkSender {
   }
 
   double cpu_seconds() const { return cpu_seconds_.load(); }
+  // What the sender threads did over all rounds: pages sent, and the time
+  // they were runnable but waited for a CPU (negative: not known).
+  uint64_t pages_sent() const { return pages_sent_.load(); }
+  double run_queue_wait_seconds() const { return run_queue_wait_known_ ? run_queue_wait_seconds_.load() : -1; }
 
   // In-band end-of-round mark on every bulk channel: the destination knows a
   // channel has delivered everything of the round once it reads this.
@@ -239,7 +274,7 @@ class BulkSender {
     RangeCursor cursor{ranges};
     for (uint64_t n = 0; !cursor.done() && !failed; n++) {
       if (cancel_ && cancel_->requested()) return cancel_->error();
-      const uint64_t batch_start = test_send_slowdown_ > 0 ? now_ns() : 0;
+      const double batch_cpu0 = test_send_slowdown_ > 0 ? thread_cpu_seconds() : 0;
       Slot& s = slots[n % kSlots];
       LM_TRY(wait_slot(s));
       const dt::RangeList batch = cursor.take(batch_pages_);
@@ -268,8 +303,7 @@ class BulkSender {
                                     double(workers_.size()));
       totals.payload_bytes += payload.size();
       totals.batches++;
-      if (test_send_slowdown_ > 0)
-        std::this_thread::sleep_for(std::chrono::nanoseconds(uint64_t(double(now_ns() - batch_start) * test_send_slowdown_)));
+      if (test_send_slowdown_ > 0) burn_thread_cpu((thread_cpu_seconds() - batch_cpu0) * test_send_slowdown_);
     }
     for (unsigned i = 0; i < kSlots; i++) LM_TRY(wait_slot(slots[i]));
     return totals;
@@ -354,11 +388,17 @@ class BulkSender {
         if (!jobs_cv_.wait(g, stop, [&] { return job_.generation != done_generation; })) return;
         done_generation = job_.generation;
       }
-      const double cpu0 = thread_cpu_seconds();
+      const double cpu0 = thread_cpu_seconds(), wait0 = thread_run_queue_wait_seconds();
       auto r = send_part(t, job_.parts[t], job_.round, *job_.timeline, failed_);
-      add_cpu(thread_cpu_seconds() - cpu0);
+      add(cpu_seconds_, thread_cpu_seconds() - cpu0);
+      const double wait1 = thread_run_queue_wait_seconds();
+      if (wait0 < 0 || wait1 < 0)
+        run_queue_wait_known_ = false;
+      else
+        add(run_queue_wait_seconds_, wait1 - wait0);
       std::lock_guard g(jobs_lock_);
       if (r) {
+        pages_sent_ += r->pages;
         job_.totals[t] = *r;
       } else {
         job_.errors[t] = std::move(r).error();
@@ -368,9 +408,9 @@ class BulkSender {
     }
   }
 
-  void add_cpu(double seconds) {
-    double cur = cpu_seconds_.load();
-    while (!cpu_seconds_.compare_exchange_weak(cur, cur + seconds)) {
+  static void add(std::atomic<double>& to, double seconds) {
+    double cur = to.load();
+    while (!to.compare_exchange_weak(cur, cur + seconds)) {
     }
   }
 
@@ -378,6 +418,9 @@ class BulkSender {
   Session& session_;
   std::vector<std::unique_ptr<compress::Compressor>>& workers_;
   std::atomic<double> cpu_seconds_{0};  // CPU of the sender threads, all rounds
+  std::atomic<double> run_queue_wait_seconds_{0};
+  std::atomic<bool> run_queue_wait_known_{true};  // false once a thread could not read its schedstat
+  std::atomic<uint64_t> pages_sent_{0};
   unsigned batch_pages_;
   transport::Timeout timeout_;
   uint64_t fault_corrupt_batch_;
@@ -1007,7 +1050,7 @@ class SourceRun {
     result_.error = e.message;
     result_.source_phase = std::string(source_phase_name(phase_));
     record_times();
-    result_.cpu_seconds_source = thread_cpu_seconds() - cpu_start_ + (sender_ ? sender_->cpu_seconds() : 0);
+    record_cpu();
     return e;
   }
 
@@ -1030,6 +1073,14 @@ class SourceRun {
     result_.total_time_ms = end_ms - prepare_ms_;
     result_.destination_prepare_time_ms = prepare_ms_;
     result_.timeline = timeline_.finish();
+  }
+
+  void record_cpu() {
+    result_.cpu_seconds_source = thread_cpu_seconds() - cpu_start_ + (sender_ ? sender_->cpu_seconds() : 0);
+    if (!sender_) return;
+    result_.send_pages = sender_->pages_sent();
+    result_.send_cpu_seconds = sender_->cpu_seconds();
+    result_.send_run_queue_wait_seconds = sender_->run_queue_wait_seconds();
   }
 
   void record_downtime(uint64_t resumed_ns) {
@@ -1103,7 +1154,7 @@ void SourceRun::record_figures() {
   const uint64_t bytes_in = all.bytes_in + passthrough * kPageSize;
   const uint64_t bytes_out = all.bytes_out + passthrough * kPageSize;
   result_.compression_ratio = bytes_out ? double(bytes_in) / double(bytes_out) : 0;
-  result_.cpu_seconds_source = thread_cpu_seconds() - cpu_start_ + sender_->cpu_seconds();
+  record_cpu();
 
   // The analytic model with what this run measured: R over all iterative
   // rounds, D the pages dirtied over the collect intervals of those rounds

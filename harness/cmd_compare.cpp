@@ -25,8 +25,10 @@ Run compare(CLI::App& app) {
     metric_list += strf("\n  %-24s %s is better (%s)", m.name, compare::better_name(m.better), m.unit);
   app.footer(
       "For each scenario (config.name) and metric present on both sides: the medians, the relative change "
-      "(candidate/base - 1) with a 95% percentile bootstrap interval (10000 resamples of both sides, fixed "
-      "seed), and a verdict: noisy with fewer than --min-repeat runs on a side; regressed (improved) when "
+      "(candidate/base - 1) with a 95% percentile bootstrap interval (10000 resamples, fixed seed), and a "
+      "verdict. Runs with the same name on both sides (a perf-gate's OUT/base/S-i.json, OUT/candidate/S-i.json) "
+      "are compared as pairs: the median of the pairs' changes, the pairs resampled; other runs as independent "
+      "samples: the change of the medians, both sides resampled. The verdict: noisy with fewer than --min-repeat runs on a side; regressed (improved) when "
       "the whole interval lies beyond the threshold on the worse (better) side; "
       "unchanged when the interval lies within +-threshold; noisy otherwise. Failed runs are listed and not "
       "counted.\nExit status: 0 nothing regressed, 1 a metric regressed, 2 bad command line, 3 unreadable "

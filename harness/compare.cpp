@@ -52,12 +52,19 @@ std::optional<double> value_of(const Json& doc, const std::string& metric) {
     if (!count || *count == 0) return std::nullopt;
     return number(doc, {"postcopy", "fault-latency-us", metric == "fault-latency-p50" ? "p50" : "p99"});
   }
+  if (metric == "send-cpu-per-page") {
+    // The senders' CPU per page: the send path's work, which a loaded
+    // machine's run-queue waits, unlike every time above, do not inflate.
+    auto pages = number(doc, {"send-path", "pages"});
+    if (!pages || *pages == 0) return std::nullopt;
+    return number(doc, {"send-path", "cpu-us-per-page"});
+  }
   if (metric == "cpu-seconds-source") return number(doc, {"compression", "cpu-seconds-source"});
   if (metric == "cpu-seconds-destination") return number(doc, {"compression", "cpu-seconds-destination"});
   return std::nullopt;
 }
 
-Result<void> load_file(const fs::path& path, ResultSet& into) {
+Result<void> load_file(const fs::path& path, const std::string& run, ResultSet& into) {
   std::ifstream in(path);
   if (!in) return Error::from_errno(strf("read result %s", path.c_str()));
   Json doc = Json::parse(in, nullptr, /*allow_exceptions=*/false);
@@ -71,7 +78,10 @@ Result<void> load_file(const fs::path& path, ResultSet& into) {
   std::string scenario = "?";
   if (doc.contains("config") && doc["config"].is_object()) scenario = doc["config"].value("name", "?");
   for (const Metric& m : metrics())
-    if (auto v = value_of(doc, m.name)) into.values[scenario][m.name].push_back(*v);
+    if (auto v = value_of(doc, m.name)) {
+      into.values[scenario][m.name].push_back(*v);
+      into.runs[scenario][m.name].push_back(run);
+    }
   return ok();
 }
 
@@ -83,8 +93,29 @@ std::string number(double v) {
 }
 
 const char* kMethod =
-    "relative change of the median (candidate/base - 1) with a 95% percentile bootstrap interval "
-    "(both sides resampled with replacement)";
+    "paired runs (same name on both sides): the median of the pairs' changes (candidate/base - 1) with a 95% "
+    "percentile bootstrap interval (pairs resampled with replacement); other runs: the relative change of the "
+    "medians with a 95% percentile bootstrap interval (both sides resampled with replacement)";
+
+// The two sides' values in the order of their run names, when the names
+// are the same set with no repeats: the runs pair up.
+bool pair_up(const std::vector<double>& bv, const std::vector<std::string>& bn, const std::vector<double>& cv,
+             const std::vector<std::string>& cn, std::vector<double>& b, std::vector<double>& c) {
+  if (bn.size() != cn.size() || bn.empty()) return false;
+  std::map<std::string, double> base, cand;
+  for (size_t i = 0; i < bn.size(); i++) base.emplace(bn[i], bv[i]);
+  for (size_t i = 0; i < cn.size(); i++) cand.emplace(cn[i], cv[i]);
+  if (base.size() != bn.size() || cand.size() != cn.size()) return false;
+  b.clear();
+  c.clear();
+  for (const auto& [name, v] : base) {
+    auto it = cand.find(name);
+    if (it == cand.end()) return false;
+    b.push_back(v);
+    c.push_back(it->second);
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -109,6 +140,7 @@ const std::vector<Metric>& metrics() {
       {"round0-throughput", Better::higher, "Mbit/s"},
       {"fault-latency-p50", Better::lower, "us"},
       {"fault-latency-p99", Better::lower, "us"},
+      {"send-cpu-per-page", Better::lower, "us"},
       {"cpu-seconds-source", Better::lower, "s"},
       {"cpu-seconds-destination", Better::lower, "s"},
   };
@@ -126,9 +158,9 @@ Result<ResultSet> load(const std::vector<std::string>& paths) {
         if (it->is_regular_file() && it->path().extension() == ".json") files.push_back(it->path());
       if (ec) return Error::sys(ec.value(), strf("read results directory %s", p.c_str()));
       std::sort(files.begin(), files.end());
-      for (const auto& f : files) LM_TRY(load_file(f, set));
+      for (const auto& f : files) LM_TRY(load_file(f, fs::relative(f, p).string(), set));
     } else {
-      LM_TRY(load_file(p, set));
+      LM_TRY(load_file(p, fs::path(p).filename().string(), set));
     }
   }
   if (set.documents == 0) {
@@ -174,8 +206,16 @@ std::vector<Row> compare(const ResultSet& base, const ResultSet& candidate, cons
       row.candidate_n = c->second.size();
       row.base_median = stats::median(b->second);
       row.candidate_median = stats::median(c->second);
-      row.change = stats::relative_change(row.base_median, row.candidate_median);
-      row.interval = stats::bootstrap_relative_change(b->second, c->second, options.bootstrap);
+      std::vector<double> pb, pc;
+      row.paired = pair_up(b->second, base.runs.at(scenario).at(m.name), c->second,
+                           candidate.runs.at(scenario).at(m.name), pb, pc);
+      if (row.paired) {
+        row.change = stats::median_paired_change(pb, pc);
+        row.interval = stats::bootstrap_paired_change(pb, pc, options.bootstrap);
+      } else {
+        row.change = stats::relative_change(row.base_median, row.candidate_median);
+        row.interval = stats::bootstrap_relative_change(b->second, c->second, options.bootstrap);
+      }
       row.threshold = options.threshold_for(m.name);
       row.verdict = judge(m.better, row.interval, row.threshold, row.base_n, row.candidate_n,
                           options.min_repeat);
@@ -239,6 +279,7 @@ std::string format_json(const std::vector<Row>& rows, const Options& options, co
                     {"candidate-n", r.candidate_n},
                     {"base-median", r.base_median},
                     {"candidate-median", r.candidate_median},
+                    {"paired", r.paired},
                     {"change", r.change},
                     {"interval", {r.interval.low, r.interval.high}},
                     {"threshold", r.threshold},

@@ -25,9 +25,12 @@ struct Metric {
 };
 const std::vector<Metric>& metrics();
 
-// Per scenario (the document's config.name), per metric: one value per run.
+// Per scenario (the document's config.name), per metric: one value per run,
+// and beside it the run's name (its path under the directory given, or its
+// file name), which pairs it with the other side's run of the same name.
 struct ResultSet {
   std::map<std::string, std::map<std::string, std::vector<double>>> values;
+  std::map<std::string, std::map<std::string, std::vector<std::string>>> runs;
   std::vector<std::string> failed;  // documents of runs that did not complete (not counted)
   unsigned documents = 0;           // result documents read
 };
@@ -51,7 +54,8 @@ struct Row {
   Better better = Better::lower;
   size_t base_n = 0, candidate_n = 0;
   double base_median = 0, candidate_median = 0;
-  double change = 0;  // candidate / base - 1
+  bool paired = false;  // every run has a partner of its name on the other side
+  double change = 0;    // candidate / base - 1 of the medians; paired: the median of the pairs' changes
   stats::Interval interval;
   double threshold = 0;
   Verdict verdict = Verdict::noisy;
@@ -64,7 +68,11 @@ struct Row {
 Verdict judge(Better better, stats::Interval interval, double threshold, size_t base_n,
               size_t candidate_n, unsigned min_repeat);
 
-// Rows for every scenario and metric present on both sides.
+// Rows for every scenario and metric present on both sides. When every run
+// of a metric on one side has a run of the same name on the other (a
+// perf-gate's OUT/base/S-i.json and OUT/candidate/S-i.json, which ran one
+// after the other) the two are compared as pairs (stats::bootstrap_paired_change),
+// else as independent samples (stats::bootstrap_relative_change).
 std::vector<Row> compare(const ResultSet& base, const ResultSet& candidate, const Options& options);
 bool any_regressed(const std::vector<Row>& rows);
 

@@ -136,6 +136,10 @@ Json result_json(const MigrationResult& r) {
   j["compression"] = {{"ratio", r.compression_ratio},
                       {"cpu-seconds-source", r.cpu_seconds_source},
                       {"cpu-seconds-destination", r.cpu_seconds_destination}};
+  j["send-path"] = {{"pages", r.send_pages},
+                    {"cpu-seconds", r.send_cpu_seconds},
+                    {"cpu-us-per-page", r.send_pages ? r.send_cpu_seconds * 1e6 / double(r.send_pages) : 0.0}};
+  if (r.send_run_queue_wait_seconds >= 0) j["send-path"]["run-queue-wait-seconds"] = r.send_run_queue_wait_seconds;
   j["auto-converge"] = {{"cpu-throttle-percentage", r.cpu_throttle_percentage}, {"mechanism", r.throttle_mechanism}};
   j["workload"] = {{"rate-before", r.workload_rate_before},
                    {"rate-during", r.workload_rate_during},

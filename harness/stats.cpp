@@ -35,7 +35,38 @@ double quantile(const std::vector<double>& sorted, double q) {
   return sorted[i] + (pos - double(i)) * (sorted[i + 1] - sorted[i]);
 }
 
+// The central `confidence` of the sorted values.
+Interval central(std::vector<double>& values, double confidence) {
+  std::sort(values.begin(), values.end());
+  const double tail = (1 - confidence) / 2;
+  return {quantile(values, tail), quantile(values, 1 - tail)};
+}
+
+std::vector<double> paired_changes(std::span<const double> base, std::span<const double> candidate) {
+  std::vector<double> changes(std::min(base.size(), candidate.size()));
+  for (size_t i = 0; i < changes.size(); i++) changes[i] = relative_change(base[i], candidate[i]);
+  return changes;
+}
+
 }  // namespace
+
+double median_paired_change(std::span<const double> base, std::span<const double> candidate) {
+  return median(paired_changes(base, candidate));
+}
+
+Interval bootstrap_paired_change(std::span<const double> base, std::span<const double> candidate,
+                                 const BootstrapOptions& options) {
+  const std::vector<double> pairs = paired_changes(base, candidate);
+  if (pairs.empty() || options.resamples == 0) return {};
+  std::mt19937_64 rng(options.seed);
+  std::uniform_int_distribution<size_t> pick(0, pairs.size() - 1);
+  std::vector<double> r(pairs.size()), changes(options.resamples);
+  for (double& change : changes) {
+    for (double& x : r) x = pairs[pick(rng)];
+    change = median(r);
+  }
+  return central(changes, options.confidence);
+}
 
 Interval bootstrap_relative_change(std::span<const double> base, std::span<const double> candidate,
                                    const BootstrapOptions& options) {
@@ -48,9 +79,7 @@ Interval bootstrap_relative_change(std::span<const double> base, std::span<const
     for (double& x : c) x = candidate[pick_candidate(rng)];
     change = relative_change(median(b), median(c));
   }
-  std::sort(changes.begin(), changes.end());
-  const double tail = (1 - options.confidence) / 2;
-  return {quantile(changes, tail), quantile(changes, 1 - tail)};
+  return central(changes, options.confidence);
 }
 
 }  // namespace lm::stats

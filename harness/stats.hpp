@@ -33,4 +33,12 @@ double relative_change(double base_median, double candidate_median);
 Interval bootstrap_relative_change(std::span<const double> base, std::span<const double> candidate,
                                    const BootstrapOptions& options = {});
 
+// Paired samples (base[i] and candidate[i] ran side by side, under the same
+// load): the median of the per-pair changes candidate[i] / base[i] - 1, and
+// its percentile bootstrap interval (the pairs resampled with replacement).
+// Load that drifts over the runs moves both runs of a pair and cancels.
+double median_paired_change(std::span<const double> base, std::span<const double> candidate);
+Interval bootstrap_paired_change(std::span<const double> base, std::span<const double> candidate,
+                                 const BootstrapOptions& options = {});
+
 }  // namespace lm::stats

@@ -56,6 +56,20 @@ TEST(Stats, BootstrapOfOverlappingSamplesContainsZero) {
   EXPECT_GT(i.high, 0);
 }
 
+// Load that drifts over the runs moves both runs of a pair: as pairs the
+// +10% of every pair is clear, as independent samples the drift hides it.
+TEST(Stats, PairsCancelADrift) {
+  std::vector<double> base = {100, 120, 140, 160, 180, 200}, cand;
+  for (double b : base) cand.push_back(b * 1.1);
+  EXPECT_NEAR(lm::stats::median_paired_change(base, cand), 0.1, 1e-12);
+  auto paired = lm::stats::bootstrap_paired_change(base, cand);
+  EXPECT_NEAR(paired.low, 0.1, 1e-12);
+  EXPECT_NEAR(paired.high, 0.1, 1e-12);
+  auto independent = lm::stats::bootstrap_relative_change(base, cand);
+  EXPECT_LT(independent.low, 0);
+  EXPECT_GT(independent.high, 0.2);
+}
+
 TEST(Verdict, TooFewRunsAreNoisy) {
   EXPECT_EQ(lm::compare::judge(Better::lower, {0.4, 0.6}, 0.05, 2, 2, 3), Verdict::noisy);
   EXPECT_EQ(lm::compare::judge(Better::lower, {0.4, 0.6}, 0.05, 3, 2, 3), Verdict::noisy);
@@ -129,6 +143,49 @@ TEST_F(Documents, LoadsDirectoriesSkipsOtherJsonCountsFailures) {
   EXPECT_EQ(set->values["a"]["total-time"], (std::vector<double>{100, 102}));
   EXPECT_EQ(set->values["a"]["throughput"], (std::vector<double>{800, 790}));
   EXPECT_EQ(set->values["a"].count("fault-latency-p50"), 0u);  // a pre-copy run has none
+  EXPECT_EQ(set->values["a"].count("send-cpu-per-page"), 0u);  // a document without send-path
+}
+
+// The send path's CPU per page, from the document's send-path section; none
+// from a run whose senders sent nothing (post-copy alone).
+TEST_F(Documents, SendCpuPerPage) {
+  auto with = [&](const char* name, const char* send_path) {
+    std::string doc = result("a", 100, 800);
+    doc.insert(doc.rfind('}'), lm::strf(R"(, "send-path": %s)", send_path));
+    write(name, doc);
+  };
+  with("d/0.json", R"({"pages": 16384, "cpu-seconds": 0.5, "cpu-us-per-page": 30.5})");
+  with("d/1.json", R"({"pages": 0, "cpu-seconds": 0, "cpu-us-per-page": 0})");
+  auto set = lm::compare::load({(dir_ / "d").string()});
+  ASSERT_TRUE(set) << set.error().message;
+  EXPECT_EQ(set->values["a"]["send-cpu-per-page"], (std::vector<double>{30.5}));
+}
+
+// Runs of the same name on both sides (a perf-gate's) are compared as pairs;
+// a run without a partner makes the metric's comparison independent.
+TEST_F(Documents, RunsOfTheSameNamePairUp) {
+  const double drift[] = {100, 130, 160, 190};
+  for (int i = 0; i < 4; i++) {
+    write(lm::strf("base/s-%d.json", i), result("s", drift[i], 800));
+    write(lm::strf("cand/s-%d.json", i), result("s", drift[i] * 1.2, 800));
+    write(lm::strf("other/t-%d.json", i), result("s", drift[i] * 1.2, 800));
+  }
+  auto base = lm::compare::load({(dir_ / "base").string()});
+  auto cand = lm::compare::load({(dir_ / "cand").string()});
+  auto other = lm::compare::load({(dir_ / "other").string()});
+  ASSERT_TRUE(base && cand && other);
+  lm::compare::Options o;
+  for (const auto& r : lm::compare::compare(*base, *cand, o))
+    if (r.metric == "total-time") {
+      EXPECT_TRUE(r.paired);
+      EXPECT_NEAR(r.change, 0.2, 1e-9);
+      EXPECT_EQ(r.verdict, Verdict::regressed);
+    }
+  for (const auto& r : lm::compare::compare(*base, *other, o))
+    if (r.metric == "total-time") {
+      EXPECT_FALSE(r.paired);
+      EXPECT_EQ(r.verdict, Verdict::noisy);
+    }
 }
 
 // A perf-gate of a revision before the timeline against one after it: both
