@@ -134,12 +134,12 @@ const char* verdict_name(Verdict v) {
 const std::vector<Metric>& metrics() {
   static const std::vector<Metric> all = {
       {"total-time", Better::lower, "ms"},
-      {"downtime", Better::lower, "ms"},
+      {"downtime", Better::lower, "ms", 0.20},
       {"transferred", Better::lower, "bytes"},
       {"throughput", Better::higher, "Mbit/s"},
       {"round0-throughput", Better::higher, "Mbit/s"},
       {"fault-latency-p50", Better::lower, "us"},
-      {"fault-latency-p99", Better::lower, "us"},
+      {"fault-latency-p99", Better::lower, "us", 0.20},
       {"send-cpu-per-page", Better::lower, "us"},
       {"cpu-seconds-source", Better::lower, "s"},
       {"cpu-seconds-destination", Better::lower, "s"},
@@ -172,8 +172,10 @@ Result<ResultSet> load(const std::vector<std::string>& paths) {
 }
 
 double Options::threshold_for(const std::string& metric) const {
-  auto it = per_metric.find(metric);
-  return it == per_metric.end() ? threshold : it->second;
+  if (auto it = per_metric.find(metric); it != per_metric.end()) return it->second;
+  for (const Metric& m : metrics())
+    if (metric == m.name) return std::max(threshold, m.min_threshold);
+  return threshold;
 }
 
 Verdict judge(Better better, stats::Interval interval, double threshold, size_t base_n,

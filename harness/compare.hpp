@@ -22,6 +22,10 @@ struct Metric {
   const char* name;
   Better better;
   const char* unit;
+  // The least threshold the metric is judged by without --metric-threshold:
+  // figures of a few milliseconds or one tail sample move more than 5%
+  // between runs of one binary on a shared machine (docs/benchmarks.md).
+  double min_threshold = 0;
 };
 const std::vector<Metric>& metrics();
 

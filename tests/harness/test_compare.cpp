@@ -102,6 +102,16 @@ TEST(Options, Percentages) {
   ASSERT_TRUE(o) << o.error().message;
   EXPECT_DOUBLE_EQ(o->threshold_for("downtime"), 0.2);
   EXPECT_DOUBLE_EQ(o->threshold_for("total-time"), 0.05);
+  // Without an override, downtime and the p99 are judged by at least 20%;
+  // an override, or a larger --threshold, still decides.
+  auto d = lm::compare::make_options("5%", {}, 3);
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_DOUBLE_EQ(d->threshold_for("downtime"), 0.2);
+  EXPECT_DOUBLE_EQ(d->threshold_for("fault-latency-p99"), 0.2);
+  EXPECT_DOUBLE_EQ(d->threshold_for("fault-latency-p50"), 0.05);
+  EXPECT_DOUBLE_EQ(d->threshold_for("send-cpu-per-page"), 0.05);
+  EXPECT_DOUBLE_EQ(lm::compare::make_options("5%", {"downtime=3%"}, 3)->threshold_for("downtime"), 0.03);
+  EXPECT_DOUBLE_EQ(lm::compare::make_options("30%", {}, 3)->threshold_for("downtime"), 0.3);
   EXPECT_FALSE(lm::compare::make_options("5%", {"no-such-metric=1%"}, 3));
   EXPECT_FALSE(lm::compare::make_options("5%", {"downtime"}, 3));
 }
