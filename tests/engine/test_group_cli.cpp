@@ -199,6 +199,23 @@ TEST_F(GroupCli, SerialSecondVmWaitsOutTheFirstOnASlowLink) {
   EXPECT_TRUE(image_of(b.pid()));
 }
 
+// Serial-correlated over a slow link: VM 2's destination is ready before VM
+// 1's round 0 and then waits for its first page longer than its
+// --timeout-ms; its source's keep-alives (its mappings announced again)
+// keep it, and both complete, VM 2 ready before the freeze.
+TEST_F(GroupCli, SerialCorrelatedSecondVmWaitsOutTheFirstOnASlowLink) {
+  auto& a = guest(16ull << 20, "random", "200");  // 2 s of round 0 at 8 MiB/s
+  auto& b = guest(8ull << 20);
+  Child d = dest({}, "1500");
+  Child s = source({a.pid(), b.pid()}, "serial-correlated", {"--link-rate", "8M"});
+  auto [dest_out, doc] = expect_group_completed(d, s);
+  EXPECT_GT(doc["vm-figures"][1]["sending"].get<double>() - doc["vm-figures"][1]["ready"].get<double>(), 1500.0)
+      << "VM 2 must wait longer than the destination's timeout";
+  EXPECT_LT(doc["vm-figures"][1]["ready"].get<double>(), doc["freeze"].get<double>());
+  EXPECT_TRUE(image_of(a.pid()));
+  EXPECT_TRUE(image_of(b.pid()));
+}
+
 // Guest mode: each VM's RAM (--ram, one per --pid) resumes as a livemig-guest
 // at the destination; the sources are killed once their copies verified.
 TEST_F(GroupCli, GuestModeBothGuestsResume) {
