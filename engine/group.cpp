@@ -322,22 +322,29 @@ void predict_group(GroupResult& g) {
              : g.strategy == GroupStrategy::serial ? MultiVm::serial
                                                    : MultiVm::serial_correlated;
   in.link_bytes_per_s = g.link_bytes_per_s;
-  // D, Vm and T_res: the mean over the VMs that measured them.
-  unsigned n = 0;
-  for (const auto& r : g.vms) {
+  // Vm and T_res: the mean over the VMs that measured them; D, the
+  // threshold and n_max of the VMs that pre-copied while running: in
+  // serial-correlated only VM 1 does (the others are stopped before their
+  // one round, their D is 0 and their max-rounds 1 by construction).
+  const size_t precopying = g.strategy == GroupStrategy::serial_correlated ? 1 : g.vms.size();
+  unsigned n = 0, np = 0;
+  for (size_t i = 0; i < g.vms.size(); i++) {
+    const MigrationResult& r = g.vms[i];
     if (r.model_input.vm_bytes <= 0) continue;
     n++;
-    in.dirty_pages_per_s += r.model_input.dirty_pages_per_s;
     in.vm_bytes += r.model_input.vm_bytes;
     in.resume_s += r.downtime_breakdown.resume / 1e3;
+    if (i >= precopying) continue;
+    np++;
+    in.dirty_pages_per_s += r.model_input.dirty_pages_per_s;
     in.max_rounds = r.model_input.max_rounds;
     in.threshold_bytes += r.model_input.threshold_bytes;  // its own: what its rate drains in its target
   }
-  if (n == 0 || in.link_bytes_per_s <= 0) return;
-  in.dirty_pages_per_s /= n;
+  if (n == 0 || np == 0 || in.link_bytes_per_s <= 0) return;
+  in.dirty_pages_per_s /= np;
   in.vm_bytes /= n;
   in.resume_s /= n;
-  in.threshold_bytes /= n;
+  in.threshold_bytes /= np;
   g.model = predict(in);
 }
 
