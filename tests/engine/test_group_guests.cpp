@@ -90,18 +90,27 @@ INSTANTIATE_TEST_SUITE_P(Strategies, GroupGuests, ::testing::ValuesIn(cases()), 
   return s;
 });
 
-// VM 2's destination dies as its first round starts: VMs 1 and 3 complete and
-// verify, VM 2's source rolls back and runs on; the result names VM 2.
-TEST(GroupGuestFailure, ParallelDestinationKilledMidRound) {
+// Three guests by `strategy`; VM 2's destination dies as its first round starts.
+GroupRunResult run_with_vm2_destination_dying(const char* strategy) {
   RunOptions o;
   o.on_vm_phase = [](size_t vm, SourcePhase p, Cancel& destination) {
-    if (vm == 1 && p == SourcePhase::precopy) destination.request("test: VM 2's destination dies mid-round");
+    if (vm == 1 && p == SourcePhase::precopy) destination.request("test: VM 2's destination dies as its first round starts");
   };
-  auto r = run(small_group({"group.vms=3", "group.strategy=\"parallel\""}), o);
-  const GroupResult& g = r.group;
+  return run(small_group({"group.vms=3", strf("group.strategy=\"%s\"", strategy)}), o);
+}
+
+void expect_vm2_named(const GroupResult& g) {
   ASSERT_TRUE(g.failed_vm.has_value());
   EXPECT_EQ(*g.failed_vm, 1u);
   EXPECT_NE(g.failure.find("VM 2"), std::string::npos) << g.failure;
+}
+
+// VM 2's destination dies as its first round starts: VMs 1 and 3 complete and
+// verify, VM 2's source rolls back and runs on; the result names VM 2.
+TEST(GroupGuestFailure, ParallelDestinationKilledMidRound) {
+  auto r = run_with_vm2_destination_dying("parallel");
+  const GroupResult& g = r.group;
+  expect_vm2_named(g);
   expect_migrated_and_verified(g.vms[0]);
   expect_migrated_and_verified(g.vms[2]);
   EXPECT_FALSE(g.vms[1].completed);
@@ -113,15 +122,9 @@ TEST(GroupGuestFailure, ParallelDestinationKilledMidRound) {
 // resumed, VMs 2 and 3 stopped): VM 1 completes, VM 2 rolls back and VM 3,
 // stopped and never copied, is continued; both run on and VM 2 is named.
 TEST(GroupGuestFailure, SerialCorrelatedDestinationKilledAfterTheFreeze) {
-  RunOptions o;
-  o.on_vm_phase = [](size_t vm, SourcePhase p, Cancel& destination) {
-    if (vm == 1 && p == SourcePhase::precopy) destination.request("test: VM 2's destination dies as its copy starts");
-  };
-  auto r = run(small_group({"group.vms=3", "group.strategy=\"serial-correlated\""}), o);
+  auto r = run_with_vm2_destination_dying("serial-correlated");
   const GroupResult& g = r.group;
-  ASSERT_TRUE(g.failed_vm.has_value());
-  EXPECT_EQ(*g.failed_vm, 1u);
-  EXPECT_NE(g.failure.find("VM 2"), std::string::npos) << g.failure;
+  expect_vm2_named(g);
   expect_migrated_and_verified(g.vms[0]);
   for (size_t i : {1, 2}) {
     EXPECT_FALSE(g.vms[i].completed) << "VM " << i + 1;
