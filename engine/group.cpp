@@ -14,11 +14,15 @@ namespace lm::engine {
 
 namespace {
 
-// Parallel VMs start their first round together, whenever each destination
-// became ready: a VM that failed before it counts as arrived.
+// Where a group's VMs wait, each with its destination ready and nothing
+// tracked yet (SourceOptions::before_tracking): every VM until all are
+// ready (a VM that failed before counts as arrived), so that parallel
+// pre-copies overlap and no destination is still being prepared when a
+// serial-correlated VM 1 freezes; then a serial-correlated VM 2..m until
+// the group gives it its turn or stops.
 class StartLine {
  public:
-  explicit StartLine(size_t vms) : waiting_for_(vms) {}
+  explicit StartLine(size_t vms) : waiting_for_(vms), turns_(vms, Turn::wait) {}
   void arrive_and_wait(std::stop_token stop) {
     std::unique_lock g(lock_);
     arrive_locked();
@@ -28,14 +32,46 @@ class StartLine {
     std::lock_guard g(lock_);
     arrive_locked();
   }
+  // VM i's turn: ok to go on (also on its own cancel, which its source
+  // then reports), or the reason the group stopped before it. Its
+  // destination waits for its first page meanwhile: `keep_alive` every
+  // `every` tells it the source is alive.
+  Result<void> wait_turn(size_t i, std::stop_token stop, std::chrono::milliseconds every,
+                         const std::function<Result<void>()>& keep_alive) {
+    std::unique_lock g(lock_);
+    while (!all_.wait_for(g, stop, every, [&] { return turns_[i] != Turn::wait; })) {
+      if (stop.stop_requested()) return ok();
+      g.unlock();
+      LM_TRY(keep_alive());
+      g.lock();
+    }
+    if (turns_[i] == Turn::stop) return Error::msg(why_);
+    return ok();
+  }
+  void give_turn(size_t i) {
+    std::lock_guard g(lock_);
+    if (turns_[i] == Turn::wait) turns_[i] = Turn::go;
+    all_.notify_all();
+  }
+  // Every VM still waiting for its turn ends without one.
+  void stop_waiting(const std::string& why) {
+    std::lock_guard g(lock_);
+    why_ = why;
+    for (auto& t : turns_)
+      if (t == Turn::wait) t = Turn::stop;
+    all_.notify_all();
+  }
 
  private:
+  enum class Turn { wait, go, stop };
   void arrive_locked() {
     if (waiting_for_ > 0 && --waiting_for_ == 0) all_.notify_all();
   }
   std::mutex lock_;
   std::condition_variable_any all_;
   size_t waiting_for_;
+  std::vector<Turn> turns_;
+  std::string why_;
 };
 
 class GroupRun {
@@ -74,13 +110,27 @@ class GroupRun {
     auto on_phase = vm.source.on_phase;
     std::stop_token stop = vm.source.cancel ? vm.source.cancel->token() : std::stop_token{};
     bool arrived = false;
-    vm.source.on_phase = [this, &f, &arrived, stop, on_phase](SourcePhase p) {
-      if ((p == SourcePhase::precopy || p == SourcePhase::stop_and_copy) && !arrived) {
+    if (start_line_)
+      vm.source.before_tracking = [this, i, &f, &arrived, stop,
+                                   every = std::min(vm.source.timeout / 3, transport::Timeout(1000))](
+                                      const std::function<Result<void>()>& keep_alive) -> Result<void> {
+        f.ready_ms = now_ms();
         arrived = true;
-        if (start_line_) start_line_->arrive_and_wait(stop);
-        f.sending_ms = now_ms();
+        if (!takes_turns(i)) {
+          start_line_->arrive_and_wait(stop);
+          if (o_.strategy == GroupStrategy::serial_correlated && failed())  // VM 1: another failed before ready
+            return Error::msg(not_migrated());
+          return ok();
+        }
+        start_line_->arrive();
+        return start_line_->wait_turn(i, stop, every, keep_alive);
+      };
+    vm.source.on_phase = [this, i, &f, on_phase](SourcePhase p) {
+      if ((p == SourcePhase::precopy || p == SourcePhase::stop_and_copy) && f.sending_ms == 0) f.sending_ms = now_ms();
+      if (p == SourcePhase::verify && f.resumed_ms == 0) {
+        f.resumed_ms = now_ms();
+        if (takes_turns(i + 1)) next_turn(i + 1);
       }
-      if (p == SourcePhase::verify && f.resumed_ms == 0) f.resumed_ms = now_ms();
       if (on_phase) on_phase(p);
     };
     f.started = true;
@@ -93,6 +143,40 @@ class GroupRun {
       if (r.error.empty()) r.error = migrated.error().message;
       record_failure(i, r.error);
     }
+    if (takes_turns(i + 1)) {
+      if (!r.completed) start_line_->stop_waiting(not_migrated());
+      else if (f.resumed_ms == 0) next_turn(i + 1);  // else given as it resumed
+    }
+  }
+
+  // Serial-correlated: VM i's copy starts as soon as VM i-1 runs at its
+  // destination (its verification and release overlap the next copy, which
+  // is all the link carries), unless a VM failed or the group was stopped.
+  void next_turn(size_t i) {
+    if (failed()) {
+      start_line_->stop_waiting(not_migrated());
+      return;
+    }
+    if (stopped()) {
+      record_failure(i, "not started: " + o_.cancel->reason());
+      start_line_->stop_waiting(not_migrated());
+      return;
+    }
+    start_line_->give_turn(i);
+  }
+
+  // Serial-correlated VMs 2..m wait for their turn after the start line.
+  bool takes_turns(size_t i) const {
+    return o_.strategy == GroupStrategy::serial_correlated && i > 0 && i < vms_.size();
+  }
+
+  bool failed() {
+    std::lock_guard g(lock_);
+    return out_.failed_vm.has_value();
+  }
+  std::string not_migrated() {
+    std::lock_guard g(lock_);
+    return "not migrated: the group stopped first (" + out_.failure + ")";
   }
 
   void record_failure(size_t i, const std::string& why) {
@@ -133,7 +217,12 @@ class GroupRun {
     if (!out_.vms[i].completed || vms_[i].source.after == AfterMigration::keep) ::kill(vms_[i].source.pid, SIGCONT);
   }
 
-  // VM 1 pre-copies; the others are stopped when it freezes and copied after it.
+  // Every VM connects and its destination prepares at once; VM 1 pre-copies
+  // once all are ready, the others wait for their turn (nothing tracked, so
+  // what they write meanwhile is not sent twice). They are stopped when VM 1
+  // freezes and copied one after another, each once the one before it
+  // resumed: the frozen VMs' downtime is their copies, as in the model, not
+  // their setups nor the verification of the VMs before them.
   void correlated() {
     for (size_t i = 1; i < vms_.size(); i++) {
       if (vms_[i].source.pid <= 0) {
@@ -150,8 +239,15 @@ class GroupRun {
       freeze_ms_ = now_ms();
       if (before_freeze) before_freeze();
     };
+    start_line_ = std::make_unique<StartLine>(vms_.size());
+    std::vector<std::jthread> others;
+    for (size_t i = 1; i < vms_.size(); i++) others.emplace_back([this, i] { migrate(i); });
     migrate(0);
-    if (out_.vms[0].completed) serial(1);
+    // Each VM, as it ends, gave the next its turn or stopped the rest.
+    for (size_t i = 1; i < vms_.size(); i++) {
+      others[i - 1].join();
+      run_on_if_held(i);
+    }
   }
 
   void finish() {
@@ -177,6 +273,7 @@ class GroupRun {
     }
     out_.total_time_ms = first >= 0 ? last - first : 0;
     out_.migration_time_ms = migrating_ms();
+    out_.freeze_ms = freeze_ms_;
     out_.link = link_->figures();
     out_.link_bytes_per_s = out_.link.busy_s > 0 ? double(out_.link.pages) * 4096 / out_.link.busy_s : 0;
   }
@@ -225,22 +322,29 @@ void predict_group(GroupResult& g) {
              : g.strategy == GroupStrategy::serial ? MultiVm::serial
                                                    : MultiVm::serial_correlated;
   in.link_bytes_per_s = g.link_bytes_per_s;
-  // D, Vm and T_res: the mean over the VMs that measured them.
-  unsigned n = 0;
-  for (const auto& r : g.vms) {
+  // Vm and T_res: the mean over the VMs that measured them; D, the
+  // threshold and n_max of the VMs that pre-copied while running: in
+  // serial-correlated only VM 1 does (the others are stopped before their
+  // one round, their D is 0 and their max-rounds 1 by construction).
+  const size_t precopying = g.strategy == GroupStrategy::serial_correlated ? 1 : g.vms.size();
+  unsigned n = 0, np = 0;
+  for (size_t i = 0; i < g.vms.size(); i++) {
+    const MigrationResult& r = g.vms[i];
     if (r.model_input.vm_bytes <= 0) continue;
     n++;
-    in.dirty_pages_per_s += r.model_input.dirty_pages_per_s;
     in.vm_bytes += r.model_input.vm_bytes;
     in.resume_s += r.downtime_breakdown.resume / 1e3;
+    if (i >= precopying) continue;
+    np++;
+    in.dirty_pages_per_s += r.model_input.dirty_pages_per_s;
     in.max_rounds = r.model_input.max_rounds;
     in.threshold_bytes += r.model_input.threshold_bytes;  // its own: what its rate drains in its target
   }
-  if (n == 0 || in.link_bytes_per_s <= 0) return;
-  in.dirty_pages_per_s /= n;
+  if (n == 0 || np == 0 || in.link_bytes_per_s <= 0) return;
+  in.dirty_pages_per_s /= np;
   in.vm_bytes /= n;
   in.resume_s /= n;
-  in.threshold_bytes /= n;
+  in.threshold_bytes /= np;
   g.model = predict(in);
 }
 

@@ -2,10 +2,11 @@
 // tracker and policy, run by a strategy over one shared link (LinkShare):
 //  - serial: one complete live migration after another; a failure stops the
 //    group before the next VM;
-//  - serial-correlated (the course notes' serial): VM 1 pre-copies while the
-//    others run; when it freezes, the others are stopped too (SIGSTOP) and
-//    copied one after another once VM 1 resumed, so the group's downtime
-//    holds their copies; a failure stops the group;
+//  - serial-correlated (the course notes' serial): every VM's destination is
+//    prepared at once; VM 1 pre-copies while the others run; when it freezes,
+//    the others are stopped too (SIGSTOP) and copied one after another once
+//    VM 1 resumed, so the group's downtime holds their copies (and not their
+//    setups); a failure stops the group;
 //  - parallel: all at once, the link shared by weight; each VM's first round
 //    waits until every destination is ready (or its VM failed), so that the
 //    pre-copies overlap; a failure ends only that VM.
@@ -52,6 +53,7 @@ struct GroupOptions {
 struct GroupVmFigures {
   bool started = false;
   double start_ms = 0;
+  double ready_ms = 0;     // its destination ready (parallel, serial-correlated: then it waited)
   double sending_ms = 0;   // its first round began (its destination was ready)
   double resumed_ms = 0;   // its destination running (the source entering verify)
   double downtime_ms = 0;  // serial-correlated: from the group's freeze to its resume
@@ -69,6 +71,7 @@ struct GroupResult {
   // without the destinations' preparation; what the model predicts.
   double migration_time_ms = 0;
   double downtime_ms = 0;            // the group's
+  double freeze_ms = 0;              // serial-correlated: VM 1 frozen and the others stopped
   LinkShare::Figures link;
   double link_bytes_per_s = 0;       // R: pages delivered per second while any VM sent
   ModelInput model_input;

@@ -131,6 +131,7 @@ struct MigrationResult {
   SetupBreakdown setup_breakdown;
   DowntimeBreakdown downtime_breakdown;
   double destination_prepare_time_ms = 0;  // the source waiting for the destination's `ready`
+  double group_wait_ms = 0;                // held by its group, destination ready, until its turn
   double end_to_end_time_ms = 0;           // everything: preparation, migration, verification, release
   // The destination writing its memory before it said ready (part of its
   // preparation, so of destination_prepare_time_ms), and what that memory is: "hugetlb",

@@ -614,7 +614,7 @@ class SourceRun {
       LM_TRY_CTX(tracker->prepare({pid, o_.scope, nullptr}), strf("track pid %d", pid));
       return tracker;
     });
-    const dt::MappingList announced = LM_TRY_CTX(process_->mappings(o_.scope), strf("source pid %d", pid));
+    dt::MappingList announced = LM_TRY_CTX(process_->mappings(o_.scope), strf("source pid %d", pid));
     lap(parts.mappings);
     auto table = LM_TRY(mapping_table(announced, generation_));
     result_.ram_total = table.total_bytes();
@@ -647,7 +647,15 @@ class SourceRun {
     const Ready ready = LM_TRY_CTX(control().expect<Ready>(),
                                    strf("source pid %d: waiting for the destination at %s", pid, peer_.c_str()));
     prepare_ms_ = total_.elapsed_ms() - prepare_from_ms;
-    lap_ns = now_ns();  // the wait is not setup
+    if (o_.before_tracking) {
+      const double held_from_ms = total_.elapsed_ms();
+      LM_TRY(o_.before_tracking([&]() -> Result<void> {
+        announced = LM_TRY_CTX(process_->mappings(o_.scope), strf("source pid %d", pid));
+        return announce_mappings(announced);
+      }));
+      result_.group_wait_ms = total_.elapsed_ms() - held_from_ms;
+    }
+    lap_ns = now_ns();  // the waits are not setup
     result_.population_ms = double(ready.population_ns) * 1e-6;
     result_.destination_ram = ready.memory;
     LM_TRY(start_tracker(announced));
@@ -659,7 +667,7 @@ class SourceRun {
                                            o_.timeout, o_.fault_corrupt_batch, sends_raw(workers_.front()->policy()),
                                            cancel(), o_.link_share.get());
     lap(parts.senders);
-    result_.setup_time_ms = total_.elapsed_ms() - prepare_ms_;
+    result_.setup_time_ms = total_.elapsed_ms() - prepare_ms_ - result_.group_wait_ms;
     parts.other = std::max(0.0, result_.setup_time_ms - (parts.attach + parts.tracker_probe + parts.mappings +
                                                          parts.connect + parts.senders + parts.tracker_start));
     return o_.mode == MigrationMode::postcopy ? SourcePhase::stop_and_copy : SourcePhase::precopy;
@@ -1070,7 +1078,7 @@ class SourceRun {
   void record_times() {
     result_.end_to_end_time_ms = total_.elapsed_ms();
     const double end_ms = completed_at_ms_ >= 0 ? completed_at_ms_ : result_.end_to_end_time_ms;
-    result_.total_time_ms = end_ms - prepare_ms_;
+    result_.total_time_ms = end_ms - prepare_ms_ - result_.group_wait_ms;
     result_.destination_prepare_time_ms = prepare_ms_;
     result_.timeline = timeline_.finish();
   }

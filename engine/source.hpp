@@ -114,6 +114,14 @@ struct SourceOptions {
   std::shared_ptr<LinkShare::Member> link_share;
   // Called after every round (progress line).
   std::function<void(const SourceProgress&)> on_round;
+  // Called once the destination said ready, before tracking starts: a group
+  // holds a VM here until its turn, its destination prepared, and nothing
+  // the VM writes meanwhile is sent twice. `keep_alive` announces the VM's
+  // mappings again, which tells a destination waiting for the first page
+  // that its source is alive: call it well within the peer timeout. An
+  // error ends the migration before any page was sent. The wait is neither
+  // setup nor total time.
+  std::function<Result<void>(const std::function<Result<void>()>& keep_alive)> before_tracking;
   // Called just before the process is frozen (the runner samples the workload).
   std::function<void()> before_freeze;
   // Called on entering every phase (progress, and fault injection in tests).

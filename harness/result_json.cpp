@@ -110,6 +110,7 @@ Json result_json(const MigrationResult& r) {
                           {"senders", sb.senders},     {"tracker-start", sb.tracker_start},
                           {"other", sb.other}};
   j["destination-prepare-time"] = r.destination_prepare_time_ms;
+  j["group-wait-time"] = r.group_wait_ms;
   j["end-to-end-time"] = r.end_to_end_time_ms;
   j["population-time"] = r.population_ms;
   j["destination-ram"] = r.destination_ram;
@@ -200,6 +201,7 @@ std::string group_to_json(const GroupRunResult& run) {
   j["total-time"] = g.total_time_ms;
   j["migration-time"] = g.migration_time_ms;
   j["downtime"] = g.downtime_ms;
+  if (g.strategy == GroupStrategy::serial_correlated) j["freeze"] = g.freeze_ms;
   Json per_vm = Json::array();
   for (size_t i = 0; i < g.vms.size(); i++) {
     const GroupVmFigures& f = g.figures[i];
@@ -208,6 +210,7 @@ std::string group_to_json(const GroupRunResult& run) {
               {"weight", vm_weight(c, i)},
               {"started", f.started},
               {"start", f.start_ms},
+              {"ready", f.ready_ms},
               {"sending", f.sending_ms},
               {"resumed", f.resumed_ms},
               {"downtime", f.downtime_ms},

@@ -506,11 +506,23 @@ Result<GroupRunResult> run_group_scenario(const ScenarioConfig& config, const Ru
     } else if (r.error.empty()) {
       r.error = "not migrated: the group stopped before it";
     }
-    if (!r.completed && !group.failed_vm) {
+    if (!not_started[i].empty() && !group.failed_vm) {
       group.failed_vm = i;
       group.failure = strf("VM %zu: %s", i + 1, r.error.c_str());
     }
   }
+  // The VM that failed first, as the group saw it (a VM before it may have
+  // been stopped because of it), else the first that did not complete.
+  if (!group.failed_vm && ran.failed_vm && *ran.failed_vm < index.size()) {
+    const size_t i = index[*ran.failed_vm];
+    group.failed_vm = i;
+    group.failure = strf("VM %zu: %s", i + 1, group.vms[i].error.c_str());
+  }
+  for (size_t i = 0; i < m && !group.failed_vm; i++)
+    if (!group.vms[i].completed) {
+      group.failed_vm = i;
+      group.failure = strf("VM %zu: %s", i + 1, group.vms[i].error.c_str());
+    }
   // Every source that did not complete runs on: measured, not assumed.
   out.source_rate_after.assign(m, 0);
   for (size_t i = 0; i < m; i++)

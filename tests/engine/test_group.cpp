@@ -269,6 +269,33 @@ TEST(GroupFailure, SerialStopsBeforeTheNextVm) {
   EXPECT_EQ(g.vms[2]->fake.calls(FakeOp::freeze), 0u);
 }
 
+// Serial-correlated: only VM 1 pre-copies while running, so D, the threshold
+// and n_max are its own; the others (stopped, max-rounds 1) give Vm and T_res.
+TEST(GroupModel, SerialCorrelatedTakesDAndRoundsFromVm1) {
+  GroupResult g;
+  g.strategy = GroupStrategy::serial_correlated;
+  g.link_bytes_per_s = 50e6;
+  g.vms.resize(3);
+  for (size_t i = 0; i < 3; i++) {
+    g.vms[i].model_input.vm_bytes = 64 << 20;
+    g.vms[i].model_input.max_rounds = i == 0 ? 30 : 1;
+    g.vms[i].model_input.dirty_pages_per_s = i == 0 ? 1200 : 0;
+    g.vms[i].model_input.threshold_bytes = i == 0 ? 5e6 : 0;
+    g.vms[i].downtime_breakdown.resume = 10;
+  }
+  predict_group(g);
+  ASSERT_TRUE(g.model.has_value());
+  EXPECT_DOUBLE_EQ(g.model_input.dirty_pages_per_s, 1200);
+  EXPECT_EQ(g.model_input.max_rounds, 30u);
+  EXPECT_DOUBLE_EQ(g.model_input.threshold_bytes, 5e6);
+  EXPECT_DOUBLE_EQ(g.model_input.vm_bytes, 64 << 20);
+  EXPECT_DOUBLE_EQ(g.model_input.resume_s, 0.01);
+  EXPECT_GT(g.model->rounds, 1u);
+  g.strategy = GroupStrategy::parallel;  // every VM pre-copies: the mean
+  predict_group(g);
+  EXPECT_DOUBLE_EQ(g.model_input.dirty_pages_per_s, 400);
+}
+
 TEST(GroupInput, NoVmsIsRefused) {
   auto result = run_group({}, {});
   EXPECT_FALSE(result.completed());

@@ -147,6 +147,19 @@ class GroupCli : public ::testing::Test {
 
   std::optional<lm::test::MemoryCgroup> cgroup_;
   std::string dir_;
+  // Two guests by `strategy` over an 8 MiB/s link to a destination whose
+  // --timeout-ms (1.5 s) VM 1's round 0 (2 s) outlasts: both complete.
+  json slow_first_vm(const char* strategy) {
+    auto& a = guest(16ull << 20, "random", "200");
+    auto& b = guest(8ull << 20);
+    Child d = dest({}, "1500");
+    Child s = source({a.pid(), b.pid()}, strategy, {"--link-rate", "8M"});
+    auto [dest_out, doc] = expect_group_completed(d, s);
+    EXPECT_TRUE(image_of(a.pid())) << dest_out;
+    EXPECT_TRUE(image_of(b.pid())) << dest_out;
+    return doc;
+  }
+
   std::string address_;
   std::vector<std::unique_ptr<guest::GuestProcess>> guests_;  // before cgroup_ goes: declared after it
 };
@@ -189,14 +202,19 @@ INSTANTIATE_TEST_SUITE_P(Strategies, GroupCliStrategies, ::testing::Values("para
 // --timeout-ms, yet the session waiting for VM 2 is not timed out while VM
 // 1's runs (its source is busy, not silent); both complete.
 TEST_F(GroupCli, SerialSecondVmWaitsOutTheFirstOnASlowLink) {
-  auto& a = guest(16ull << 20, "random", "200");  // 2 s of round 0 at 8 MiB/s
-  auto& b = guest(8ull << 20);
-  Child d = dest({}, "1500");
-  Child s = source({a.pid(), b.pid()}, "serial", {"--link-rate", "8M"});
-  auto [dest_out, doc] = expect_group_completed(d, s);
+  json doc = slow_first_vm("serial");
   EXPECT_GT(doc["vm-figures"][1]["start"].get<double>(), 1500.0) << "VM 2 must start after the destination's timeout";
-  EXPECT_TRUE(image_of(a.pid()));
-  EXPECT_TRUE(image_of(b.pid()));
+}
+
+// Serial-correlated over a slow link: VM 2's destination is ready before VM
+// 1's round 0 and then waits for its first page longer than its
+// --timeout-ms; its source's keep-alives (its mappings announced again)
+// keep it, and both complete, VM 2 ready before the freeze.
+TEST_F(GroupCli, SerialCorrelatedSecondVmWaitsOutTheFirstOnASlowLink) {
+  json doc = slow_first_vm("serial-correlated");
+  EXPECT_GT(doc["vm-figures"][1]["sending"].get<double>() - doc["vm-figures"][1]["ready"].get<double>(), 1500.0)
+      << "VM 2 must wait longer than the destination's timeout";
+  EXPECT_LT(doc["vm-figures"][1]["ready"].get<double>(), doc["freeze"].get<double>());
 }
 
 // Guest mode: each VM's RAM (--ram, one per --pid) resumes as a livemig-guest

@@ -60,8 +60,18 @@ TEST_P(GroupGuests, EveryGuestVerifiesAfterResume) {
   ASSERT_TRUE(g.model.has_value()) << "the model's prediction beside the run";
   EXPECT_GT(g.model->total_s, 0);
   if (std::string(c.strategy) == "serial-correlated") {
-    // The others were stopped at VM 1's freeze: their downtime holds VM 1's resume.
-    for (size_t i = 1; i < c.vms; i++) EXPECT_GT(g.figures[i].downtime_ms, g.figures[0].downtime_ms);
+    // The others were stopped at VM 1's freeze: their downtime holds VM 1's
+    // resume. Their destinations were ready before it and they waited, so
+    // the downtime is their copies, not their setups; each copy starts once
+    // the VM before it resumed.
+    for (size_t i = 1; i < c.vms; i++) {
+      EXPECT_GT(g.figures[i].downtime_ms, g.figures[0].downtime_ms);
+      EXPECT_GT(g.figures[i].ready_ms, 0) << "VM " << i + 1;
+      EXPECT_LT(g.figures[i].ready_ms, g.freeze_ms) << "VM " << i + 1;
+      EXPECT_GT(g.vms[i].group_wait_ms, 0) << "VM " << i + 1;
+      EXPECT_GE(g.figures[i].sending_ms, g.figures[i - 1].resumed_ms) << "VM " << i + 1;
+    }
+    EXPECT_LT(g.figures[0].ready_ms, g.figures[0].sending_ms);
     EXPECT_GE(g.downtime_ms, g.figures[c.vms - 1].downtime_ms);
   }
 }
@@ -80,23 +90,48 @@ INSTANTIATE_TEST_SUITE_P(Strategies, GroupGuests, ::testing::ValuesIn(cases()), 
   return s;
 });
 
-// VM 2's destination dies as its first round starts: VMs 1 and 3 complete and
-// verify, VM 2's source rolls back and runs on; the result names VM 2.
-TEST(GroupGuestFailure, ParallelDestinationKilledMidRound) {
+// Three guests by `strategy`; VM 2's destination dies as its first round starts.
+GroupRunResult run_with_vm2_destination_dying(const char* strategy) {
   RunOptions o;
   o.on_vm_phase = [](size_t vm, SourcePhase p, Cancel& destination) {
-    if (vm == 1 && p == SourcePhase::precopy) destination.request("test: VM 2's destination dies mid-round");
+    if (vm == 1 && p == SourcePhase::precopy) destination.request("test: VM 2's destination dies as its first round starts");
   };
-  auto r = run(small_group({"group.vms=3", "group.strategy=\"parallel\""}), o);
-  const GroupResult& g = r.group;
+  return run(small_group({"group.vms=3", strf("group.strategy=\"%s\"", strategy)}), o);
+}
+
+void expect_vm2_named(const GroupResult& g) {
   ASSERT_TRUE(g.failed_vm.has_value());
   EXPECT_EQ(*g.failed_vm, 1u);
   EXPECT_NE(g.failure.find("VM 2"), std::string::npos) << g.failure;
+}
+
+// VM 2's destination dies as its first round starts: VMs 1 and 3 complete and
+// verify, VM 2's source rolls back and runs on; the result names VM 2.
+TEST(GroupGuestFailure, ParallelDestinationKilledMidRound) {
+  auto r = run_with_vm2_destination_dying("parallel");
+  const GroupResult& g = r.group;
+  expect_vm2_named(g);
   expect_migrated_and_verified(g.vms[0]);
   expect_migrated_and_verified(g.vms[2]);
   EXPECT_FALSE(g.vms[1].completed);
   EXPECT_EQ(g.vms[1].source_state, "running");
   EXPECT_GT(r.source_rate_after[1], 0) << "the failed VM's source must run on";
+}
+
+// Serial-correlated: VM 2's destination dies as its copy starts (VM 1
+// resumed, VMs 2 and 3 stopped): VM 1 completes, VM 2 rolls back and VM 3,
+// stopped and never copied, is continued; both run on and VM 2 is named.
+TEST(GroupGuestFailure, SerialCorrelatedDestinationKilledAfterTheFreeze) {
+  auto r = run_with_vm2_destination_dying("serial-correlated");
+  const GroupResult& g = r.group;
+  expect_vm2_named(g);
+  expect_migrated_and_verified(g.vms[0]);
+  for (size_t i : {1, 2}) {
+    EXPECT_FALSE(g.vms[i].completed) << "VM " << i + 1;
+    EXPECT_EQ(g.vms[i].source_state, "running") << "VM " << i + 1;
+    EXPECT_GT(r.source_rate_after[i], 0) << "VM " << i + 1 << " must run on";
+  }
+  EXPECT_NE(g.vms[2].error.find("not migrated"), std::string::npos) << g.vms[2].error;
 }
 
 // A guest that cannot start: parallel migrates the others, serial none after it.

@@ -14,6 +14,32 @@ from bench_util import med, migrate, write_doc  # noqa: E402
 STRATEGIES = ["serial", "serial-correlated", "parallel"]
 
 
+def vm_downtime_mean(d):
+    return statistics.mean(v["downtime"] for v in d["vm-figures"])
+
+
+def resume_times(d):
+    return [v.get("downtime-breakdown", {}).get("resume", 0) for v in d["vms"]]
+
+
+def contended_bytes(d):
+    return [v["contended-link-bytes"] for v in d["vm-figures"]]
+
+
+def share_deviation(d, weights):
+    """The worst |share / (w_i / sum w) - 1| over the VMs, by the bytes
+    granted while every VM was sending."""
+    b = contended_bytes(d)
+    if not sum(b):
+        return None
+    return max(abs(x / sum(b) / (w / sum(weights)) - 1) for x, w in zip(b, weights))
+
+
+def contended_ratio(d):
+    b = contended_bytes(d)
+    return b[1] / b[0] if b[0] else None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--livemig", required=True)
@@ -21,20 +47,42 @@ def main():
     ap.add_argument("--vms", default="1,2,4,8")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", default="results/bench-multi-vm.json")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--link-rate", help="group.link-rate (e.g. 40M): the shared link's own budget, set under what "
+                    "the CPU sustains here so that the link, not the engine, is the limit")
+    ap.add_argument("--ram", help="workload.ram of every guest (e.g. 64M)")
+    ap.add_argument("--rate", type=int, help="workload.rate (page writes/s) of every guest")
+    ap.add_argument("--set", action="append", default=[], help="any other scenario override, repeatable")
+    ap.add_argument("--weights-check", action="store_true",
+                    help="also, in every repetition, m = 2 parallel with group.weights = [1, 3]")
     args = ap.parse_args()
+    sets = list(args.set)
+    if args.link_rate:
+        sets.append('group.link-rate="%s"' % args.link_rate)
+    if args.ram:
+        sets.append('workload.ram="%s"' % args.ram)
+    if args.rate is not None:
+        sets.append("workload.rate=%d" % args.rate)
+    strategies = args.strategies.split(",")
     args.tmp = tempfile.mkdtemp(prefix="bench-multi-vm-")
     ms = [int(x) for x in args.vms.split(",")]
     load_before = os.getloadavg()
     runs = {}  # (m, strategy) -> [group documents]
     for rep in range(args.repeat):
         for m in ms:
-            for s in STRATEGIES:
-                doc = migrate(args, ["group.vms=%d" % m, 'group.strategy="%s"' % s], "r%d-m%d-%s" % (rep, m, s))
+            for s in strategies:
+                doc = migrate(args, sets + ["group.vms=%d" % m, 'group.strategy="%s"' % s], "r%d-m%d-%s" % (rep, m, s))
                 runs.setdefault((m, s), []).append(doc)
                 model = doc.get("model", {})
-                print("rep %d m=%d %-17s %s total %8.1f ms (model %8.1f) downtime %7.1f ms (model %7.1f) R %6.1f MB/s"
-                      % (rep, m, s, doc["status"], doc["migration-time"], model.get("total-time", 0), doc["downtime"],
-                         model.get("downtime", 0), doc["link"]["bytes-per-second"] / 1e6), flush=True)
+                print("rep %d m=%d %-17s %s total %8.1f ms (model %8.1f) downtime %7.1f ms, VMs' mean %7.1f (model %7.1f)"
+                      " R %6.1f MB/s" % (rep, m, s, doc["status"], doc["migration-time"], model.get("total-time", 0),
+                                         doc["downtime"], vm_downtime_mean(doc), model.get("downtime", 0),
+                                         doc["link"]["bytes-per-second"] / 1e6), flush=True)
+        if args.weights_check:
+            doc = migrate(args, sets + ["group.vms=2", 'group.strategy="parallel"', "group.weights=[1, 3]"],
+                          "r%d-weights-1-3" % rep)
+            runs.setdefault("weights-1-3", []).append(doc)
+    weight_docs = runs.pop("weights-1-3", [])
     points = []
     for (m, s), docs in sorted(runs.items()):
         def series(f):
@@ -43,6 +91,7 @@ def main():
         down = series(lambda d: d["downtime"])
         mt = series(lambda d: d.get("model", {}).get("total-time"))
         md = series(lambda d: d.get("model", {}).get("downtime"))
+        vdown = series(vm_downtime_mean)
         rate = series(lambda d: d["link"]["bytes-per-second"])
         points.append({
             "vms": m, "strategy": s, "runs": len(docs), "completed": len(total),
@@ -51,8 +100,20 @@ def main():
             "model-total-time": med(mt), "model-downtime": med(md),
             "model-over-measured-migration-time": med([a / b for a, b in zip(mt, total) if a and b]),
             "model-over-measured-downtime": med([a / b for a, b in zip(md, down) if a and b]),
+            # The model's serial and parallel T_down is each VM's: beside the
+            # group's (the longest), the mean over the VMs.
+            "vm-downtime-mean": {"median": med(vdown), "min": min(vdown, default=None), "max": max(vdown, default=None)},
+            "model-over-measured-vm-downtime-mean": med([a / b for a, b in zip(md, vdown) if a and b]),
+            "resume-time": med([x for d in docs if d["status"] == "completed" for x in resume_times(d)]),
+            "resume-time-max": max([x for d in docs if d["status"] == "completed" for x in resume_times(d)], default=None),
             "link-bytes-per-second": {"median": med(rate), "min": min(rate, default=None), "max": max(rate, default=None)},
+            "model-converges": [d.get("model", {}).get("converges") for d in docs],
+            "model-inputs": [{k: d.get("model", {}).get(k) for k in
+                              ("r", "rounds", "dirty-pages-per-second", "vm-bytes", "resume-time")} for d in docs],
         })
+        if s == "parallel" and m > 1:  # equal weights: each VM's share of the contended bytes against 1/m
+            points[-1]["equal-share-worst-deviation"] = [share_deviation(d, [1] * m) for d in docs
+                                                         if d["status"] == "completed"]
     # Parallel aggregate throughput against m = 1 in the same repetition.
     ratios = {}
     for m in ms:
@@ -65,11 +126,18 @@ def main():
             if one and one["status"] == "completed" and par["status"] == "completed":
                 per_rep.append(par["link"]["bytes-per-second"] / one["link"]["bytes-per-second"])
         ratios[str(m)] = {"median": med(per_rep), "all": per_rep}
-    doc = {"schema": "livemig-bench-multi-vm/1", "config": args.config, "repeat": args.repeat,
+    fairness = {"weights-1-3": {"ratio": [contended_ratio(d) for d in weight_docs if d["status"] == "completed"]}}
+    doc = {"schema": "livemig-bench-multi-vm/1", "config": args.config, "repeat": args.repeat, "sets": sets,
+           "fairness": fairness,
            "load-average-before": load_before, "load-average-after": os.getloadavg(),
            "note": "one 2-core host: guests, destinations and engine share the CPU; other builds may run",
            "points": points, "parallel-over-single-throughput": ratios}
     write_doc(doc, args.out)
+    for p in points:
+        if "equal-share-worst-deviation" in p:
+            print("parallel m=%d equal weights: worst share deviation from 1/m %s" % (p["vms"], p["equal-share-worst-deviation"]))
+    if weight_docs:
+        print("weights 1:3: contended-byte ratio %s" % fairness["weights-1-3"]["ratio"])
     for m, r in ratios.items():
         print("parallel m=%s aggregate / single throughput: median %s (%s)" % (m, r["median"], r["all"]))
     print("wrote %s; load average before %s after %s" % (args.out, load_before, os.getloadavg()))
