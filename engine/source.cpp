@@ -18,6 +18,7 @@
 
 #include "common/background.hpp"
 #include "common/clock.hpp"
+#include "common/fd.hpp"
 #include "compress/compressor.hpp"
 #include "dirtytrack/probe.hpp"
 #include "dirtytrack/tracker.hpp"
@@ -128,11 +129,12 @@ void burn_thread_cpu(double seconds) {
 // second field of /proc/thread-self/schedstat); negative when the kernel
 // keeps no schedstat.
 double thread_run_queue_wait_seconds() {
+  // Opened once per thread (it names the thread that opened it) and read
+  // from its start each time: one system call per read, twice per batch.
+  thread_local const UniqueFd schedstat(::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC));
+  if (!schedstat.valid()) return -1;
   char buf[128];
-  const int fd = ::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
+  const ssize_t n = ::pread(schedstat.get(), buf, sizeof buf - 1, 0);
   unsigned long long run_ns = 0, wait_ns = 0;
   if (n <= 0) return -1;
   buf[n] = 0;
