@@ -338,6 +338,7 @@ void predict_group(GroupResult& g) {
     np++;
     in.dirty_pages_per_s += r.model_input.dirty_pages_per_s;
     in.max_rounds = r.model_input.max_rounds;
+    in.min_rounds = r.model_input.min_rounds;
     in.threshold_bytes += r.model_input.threshold_bytes;  // its own: what its rate drains in its target
   }
   if (n == 0 || np == 0 || in.link_bytes_per_s <= 0) return;

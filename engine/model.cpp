@@ -23,7 +23,7 @@ ModelPrediction predict(const ModelInput& in) {
   out.ratio = effective;
   out.converges = effective < 1.0;
 
-  // n = min(ceil(log_r(V_th/Vm)), n_max); with no dirtying one round suffices,
+  // n = min(max(ceil(log_r(V_th/Vm)), n_min), n_max); with no dirtying one round suffices,
   // and a ratio >= 1 never reaches the threshold.
   unsigned n = in.max_rounds;
   if (effective <= 0.0 || in.vm_bytes <= in.threshold_bytes) {
@@ -32,6 +32,7 @@ ModelPrediction predict(const ModelInput& in) {
     double rounds = std::ceil(std::log(in.threshold_bytes / in.vm_bytes) / std::log(effective));
     n = unsigned(std::min(std::max(rounds, 0.0), double(in.max_rounds)));
   }
+  n = std::max(n, std::min(in.min_rounds, in.max_rounds));
   out.rounds = n;
 
   const double one = in.vm_bytes / in.link_bytes_per_s;  // Vm/R

@@ -1,7 +1,7 @@
 // The analytic pre-copy model of the brief (section 3), so that every run can
 // print its prediction beside the measurement.
 //   r = P·D / R
-//   n = min(ceil(log_r(V_th / Vm)), n_max)
+//   n = min(max(ceil(log_r(V_th / Vm)), n_min), n_max)
 //   one VM:   T_mig = (Vm/R)·(1 − r^(n+1))/(1 − r) + T_res,  T_down = r^n·Vm/R + T_res
 //   serial-correlated (the notes' serial):
 //             T_mig = m·Vm/R·(1 − r^(n+1))/(1 − r) + T_res
@@ -25,6 +25,11 @@ struct ModelInput {
   double vm_bytes = 0;             // Vm
   double threshold_bytes = 0;      // V_th: stop when the remaining dirty set is below it
   unsigned max_rounds = 30;        // n_max
+  // n_min: rounds the migration runs live whatever the threshold. The
+  // notes' n = 0 is a pure stop-and-copy; the engine's pre-copy always sends
+  // round 0 while the guest runs (its stop criteria are checked after each
+  // round), so it gives 1.
+  unsigned min_rounds = 0;
   double resume_s = 0;             // T_res
   unsigned vms = 1;                // m
   MultiVm multi = MultiVm::serial_correlated;

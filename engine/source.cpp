@@ -1182,6 +1182,7 @@ void SourceRun::record_figures() {
       o_.convergence.downtime_target_ms > 0 ? rate * o_.convergence.downtime_target_ms / 1e3
                                             : double(o_.convergence.dirty_pages_threshold * kPageSize);
   result_.model_input.max_rounds = o_.convergence.max_rounds;
+  result_.model_input.min_rounds = 1;  // round 0 is always sent live
   result_.model_input.resume_s = result_.downtime_breakdown.resume * 1e-3;  // T_res, as a group's model takes it
   if (result_.model_input.link_bytes_per_s > 0) result_.model = predict(result_.model_input);
 }

@@ -27,6 +27,28 @@ TEST(Model, NoDirtyingIsOneCopy) {
   EXPECT_NEAR(p.downtime_s, double(1ull << 30) / 1e9, 1e-9);  // r^0 · Vm/R: everything in stop-and-copy
 }
 
+// The engine's pre-copy sends round 0 while the guest runs, whatever the
+// threshold: with n_min = 1 the stop-and-copy holds only what round 0 left.
+TEST(Model, ALiveRoundZeroIsOneRoundAtLeast) {
+  auto idle = one_gib(0);
+  idle.min_rounds = 1;
+  auto p = predict(idle);
+  EXPECT_EQ(p.rounds, 1u);
+  EXPECT_NEAR(p.total_s, double(1ull << 30) / 1e9, 1e-9);
+  EXPECT_NEAR(p.downtime_s, 0, 1e-12);
+
+  auto small = one_gib(24414.0625);  // r ≈ 0.1
+  small.threshold_bytes = 2 * small.vm_bytes;  // the notes' n would be 0
+  small.min_rounds = 1;
+  p = predict(small);
+  const double r = 4096.0 * 24414.0625 / 1e9, vr = small.vm_bytes / small.link_bytes_per_s;
+  EXPECT_EQ(p.rounds, 1u);
+  EXPECT_NEAR(p.total_s, vr * (1 + r), 1e-9);
+  EXPECT_NEAR(p.downtime_s, r * vr, 1e-12);
+  small.max_rounds = 0;  // never above n_max
+  EXPECT_EQ(predict(small).rounds, 0u);
+}
+
 TEST(Model, GeometricSeriesAndRounds) {
   // r = 4096 · 24414 / 1e9 ≈ 0.1
   auto in = one_gib(24414.0625);
