@@ -154,6 +154,9 @@ struct MigrationResult {
   TimelineRecord timeline;
 
   double compression_ratio = 0;  // raw bytes of pages sent / payload bytes
+  // The senders' per-codec counters and, for the adaptive policy, its last
+  // plan and estimates, as a JSON object text (compress/ writes them).
+  std::string compression_detail;
   double cpu_seconds_source = 0;
   double cpu_seconds_destination = 0;
 

@@ -19,6 +19,8 @@
 #include "common/background.hpp"
 #include "common/clock.hpp"
 #include "common/fd.hpp"
+#include "common/json.hpp"
+#include "compress/adaptive.hpp"
 #include "compress/compressor.hpp"
 #include "dirtytrack/probe.hpp"
 #include "dirtytrack/tracker.hpp"
@@ -1164,6 +1166,14 @@ void SourceRun::record_figures() {
   const uint64_t bytes_in = all.bytes_in + passthrough * kPageSize;
   const uint64_t bytes_out = all.bytes_out + passthrough * kPageSize;
   result_.compression_ratio = bytes_out ? double(bytes_in) / double(bytes_out) : 0;
+  {
+    JsonWriter detail(false);
+    detail.begin_object();
+    stats.write_json(detail, "senders");
+    if (!workers_.empty() && workers_.front()->model()) workers_.front()->model()->write_json(detail, "adaptive");
+    detail.end_object();
+    result_.compression_detail = detail.str();
+  }
   record_cpu();
 
   // The analytic model with what this run measured: R over all iterative

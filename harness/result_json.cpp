@@ -137,6 +137,11 @@ Json result_json(const MigrationResult& r) {
   j["compression"] = {{"ratio", r.compression_ratio},
                       {"cpu-seconds-source", r.cpu_seconds_source},
                       {"cpu-seconds-destination", r.cpu_seconds_destination}};
+  if (!r.compression_detail.empty()) {
+    Json detail = Json::parse(r.compression_detail, nullptr, false);
+    if (!detail.is_discarded())
+      for (auto& [key, value] : detail.items()) j["compression"][key] = value;
+  }
   j["send-path"] = {{"pages", r.send_pages},
                     {"cpu-seconds", r.send_cpu_seconds},
                     {"cpu-us-per-page", r.send_pages ? r.send_cpu_seconds * 1e6 / double(r.send_pages) : 0.0}};
