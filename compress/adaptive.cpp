@@ -59,9 +59,10 @@ AdaptiveModel::AdaptiveModel(unsigned workers, double link_bytes_per_s, bool del
   replan();
 }
 
-void AdaptiveModel::report_link_rate(double bytes_per_s) {
+void AdaptiveModel::report_link(const LinkReport& link) {
   std::lock_guard lock(m_);
-  if (bytes_per_s > 0) link_ = bytes_per_s;
+  if (link.bytes_per_s > 0) link_ = link.saturated ? link.bytes_per_s : std::max(link_, link.bytes_per_s);
+  if (link.send_cpu_ns_per_byte > 0) send_ns_per_byte_ = link.send_cpu_ns_per_byte;
   replan();
 }
 
@@ -163,6 +164,7 @@ void AdaptiveModel::replan() {
     double cpu = cpu0 + sampling + fw * est_[kWords][w].ns + ft * est_[kText][t].ns + fr * est_[kRandom][r].ns;
     if (w == 0 && t == 0 && r == 0) cpu = cpu0 + unsampled_ * (sample_ns_ / 32 + fused_raw_ns_);
     double wire = wire0 + fw * est_[kWords][w].bytes + ft * est_[kText][t].bytes + fr * est_[kRandom][r].bytes;
+    cpu += wire * send_ns_per_byte_;  // the sending threads push every wire byte through the transport
     *cpu_out = cpu;
     *wire_out = wire;
     return std::max(cpu / workers_, wire * link_ns_per_byte);
@@ -223,11 +225,12 @@ void AdaptiveModel::replan() {
     // A split classifies every page and copies raw pages apart from the
     // zero test: the base is the plan's cost on that path.
     double cpu_b = cpu0 + unsampled_ * sample_ns_ + fw * est_[kWords][cur_[0]].ns + ft * est_[kText][cur_[1]].ns +
-                   fr * est_[kRandom][cur_[2]].ns;
+                   fr * est_[kRandom][cur_[2]].ns + best_wire * send_ns_per_byte_;
     for (unsigned k = 0; k < kCandidates; k++) {
       if (k == k0) continue;
       double dcpu = share[i] * (est_[c][k].ns - est_[c][k0].ns);
       double dwire = share[i] * (est_[c][k].bytes - est_[c][k0].bytes);
+      dcpu += dwire * send_ns_per_byte_;
       double denom = dcpu / workers_ - dwire * link_ns_per_byte;
       if (denom == 0) continue;
       double x = (best_wire * link_ns_per_byte - cpu_b / workers_) / denom;
@@ -303,6 +306,7 @@ void AdaptiveModel::write_json(JsonWriter& w, const char* key) const {
   std::lock_guard lock(m_);
   w.begin_object(key).field("link-Bps", link_).field("workers", uint64_t(workers_)).field("delta", plan_.delta);
   w.field("predicted-pages-per-s", predicted_).field("sample-ns", sample_ns_).field("fused-raw-ns", fused_raw_ns_);
+  w.field("send-ns-per-byte", send_ns_per_byte_);
   w.begin_object("plan");
   for (unsigned c : {kWords, kText, kRandom}) {
     std::string name = codec_choice_name(plan_.by_class[c]);

@@ -7,7 +7,10 @@
 // during the first batches). With the
 // class mix f_c of recent pages, W workers and link rate L it picks, per
 // class, the codecs that maximise delivered pages per second:
-//     time per page = max( sum_c f_c * cpu_c / W ,  sum_c f_c * bytes_c / L )
+//     time per page = max( sum_c f_c * (cpu_c + s * bytes_c) / W ,  sum_c f_c * bytes_c / L )
+// where s is the sending threads' CPU per wire byte inside the transport (on
+// veth or loopback most of the network stack runs there, so fewer bytes also
+// save CPU, and a fast "link" is CPU, not a free parallel resource).
 // by enumerating all combinations (5 candidates ^ 3 classes). On a link
 // faster than the CPU can compress the CPU term dominates and raw wins. The
 // plan is recomputed every millisecond of compression (or 16 batches) and
@@ -27,6 +30,13 @@ class JsonWriter;
 }
 
 namespace lm::compress {
+
+// What the senders measured of the link.
+struct LinkReport {
+  double bytes_per_s = 0;           // wire bytes per second the senders achieved together
+  bool saturated = false;           // the link held them back: bytes_per_s is its rate
+  double send_cpu_ns_per_byte = 0;  // s: the senders' CPU per wire byte inside the transport (0: not known)
+};
 
 inline constexpr unsigned kCandidates = 5;
 // Candidates for the words, text and random classes.
@@ -56,7 +66,10 @@ class AdaptiveModel {
  public:
   AdaptiveModel(unsigned workers, double link_bytes_per_s, bool delta_allowed);
 
-  void report_link_rate(double bytes_per_s);
+  // A saturated report sets L; an unsaturated one only raises it (the link
+  // took all it was given, so it is at least that fast, and a plan that
+  // compresses more must not make it look slower). s: kept when not known.
+  void report_link(const LinkReport& link);
   void set_workers(unsigned workers);
   void feed(const Feedback& fb);
 
@@ -90,6 +103,7 @@ class AdaptiveModel {
   double mix_samples_ = 0;  // sampled pages seen (running mean at first)
   double sample_ns_ = 150;     // sampling classifier per page
   double fused_raw_ns_ = 300;  // raw page when every class is raw (fused copy + test)
+  double send_ns_per_byte_ = 0;  // the senders' CPU per wire byte (0 until reported)
   uint64_t batches_ = 0;
   double explore_credit_ = 0;
   uint64_t ns_since_replan_ = 0;

@@ -69,8 +69,8 @@ std::unique_ptr<Compressor> Compressor::make_worker() const {
   return std::unique_ptr<Compressor>(new Compressor(spec_, options_, shared_));
 }
 
-void Compressor::report_link_rate(double bytes_per_s) {
-  if (shared_->model) shared_->model->report_link_rate(bytes_per_s);
+void Compressor::report_link(const LinkReport& link) {
+  if (shared_->model) shared_->model->report_link(link);
 }
 
 void Compressor::set_workers(unsigned workers) {

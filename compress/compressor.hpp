@@ -73,7 +73,7 @@ struct CompressorOptions {
   size_t delta_cache_pages = 16384;  // 64 MiB of last-sent pages; 0 disables delta
   uint32_t delta_max_bytes = 2048;   // a larger delta is not sent; the class codec is used
   unsigned workers = 1;              // compression workers (adaptive: CPU available)
-  double link_bytes_per_s = 1.25e9;  // adaptive: link estimate until report_link_rate()
+  double link_bytes_per_s = 1.25e9;  // adaptive: link estimate until report_link()
 };
 
 class Compressor {
@@ -95,7 +95,7 @@ class Compressor {
                               CompressedBatch& out, SendKind kind = SendKind::first);
 
   // Adaptive feedback (no effect on fixed and cbc policies).
-  void report_link_rate(double bytes_per_s);
+  void report_link(const LinkReport& link);
   void set_workers(unsigned workers);
 
   const PolicySpec& policy() const { return spec_; }

@@ -29,7 +29,7 @@ class CompressPool {
   ~CompressPool();  // finishes queued jobs, joins the workers
 
   std::future<Result<CompressedBatch>> submit(BatchJob job);
-  void report_link_rate(double bytes_per_s) { workers_.front()->report_link_rate(bytes_per_s); }
+  void report_link(const LinkReport& link) { workers_.front()->report_link(link); }
   unsigned workers() const { return unsigned(workers_.size()); }
   // Sum of the workers' counters; consistent once submitted jobs are done.
   CompressStats stats() const;

@@ -89,6 +89,18 @@ struct RoundTotals {
   uint64_t batches = 0;
   uint64_t unreadable = 0;     // pages whose mapping vanished while reading
   uint64_t send_ns = 0;        // time senders spent inside the channel (link-bound time)
+  // The senders' time inside the channel on sampled batches (one in four),
+  // split by their schedstat: on a CPU (pushing bytes through the transport:
+  // on veth or loopback most of the network stack), waiting for a CPU, and
+  // the rest, blocked because the link was full.
+  struct InChannel {
+    double wall_s = 0, run_s = 0, wait_s = 0;
+    uint64_t bytes = 0, batches = 0;
+    InChannel& operator+=(const InChannel& o) {
+      wall_s += o.wall_s, run_s += o.run_s, wait_s += o.wait_s, bytes += o.bytes, batches += o.batches;
+      return *this;
+    }
+  } sampled;
   uint64_t passthrough_pages = 0;  // fixed:raw pages sent from the read buffer, not the compressor
   uint64_t duration_ns = 0;
 
@@ -99,10 +111,27 @@ struct RoundTotals {
     batches += o.batches;
     unreadable += o.unreadable;
     send_ns += o.send_ns;
+    sampled += o.sampled;
     passthrough_pages += o.passthrough_pages;
     return *this;
   }
 };
+
+// What the senders' `totals` over `elapsed_s` (each of `threads` senders)
+// tell the adaptive policy about the link. Saturated: the senders spent more
+// than 15% of their time blocked in the channel, so the rate they achieved
+// is the link's; otherwise the link took all they gave it and is at least
+// that fast.
+compress::LinkReport link_report(const RoundTotals& t, double elapsed_s, unsigned threads) {
+  compress::LinkReport r;
+  const RoundTotals::InChannel& in = t.sampled;
+  if (elapsed_s <= 0 || !in.batches || !t.batches) return r;
+  r.bytes_per_s = double(t.wire_bytes) / elapsed_s;
+  if (in.bytes) r.send_cpu_ns_per_byte = in.run_s * 1e9 / double(in.bytes);
+  const double blocked_s = std::max(0.0, in.wall_s - in.run_s - in.wait_s) * double(t.batches) / double(in.batches);
+  r.saturated = blocked_s > 0.15 * elapsed_s * threads;
+  return r;
+}
 
 // A planted regression for the perf-gate tests (tests/harness): with
 // LIVEMIG_TEST_SEND_SLOWDOWN_PCT=P every sender, after sending a batch, keeps
@@ -127,22 +156,61 @@ void burn_thread_cpu(double seconds) {
     for (int i = 0; i < 256; i++) x = x * 6364136223846793005ull + 1442695040888963407ull;
 }
 
-// Seconds the calling thread has spent runnable but waiting for a CPU (the
-// second field of /proc/thread-self/schedstat); negative when the kernel
+// The calling thread's time on a CPU and runnable but waiting for one (the
+// first two fields of /proc/thread-self/schedstat); negative when the kernel
 // keeps no schedstat.
-double thread_run_queue_wait_seconds() {
+struct ThreadTimes {
+  double run_s = -1, wait_s = -1;
+  bool known() const { return run_s >= 0; }
+};
+ThreadTimes thread_times() {
   // Opened once per thread (it names the thread that opened it) and read
-  // from its start each time: one system call per read, twice per batch.
+  // from its start each time: one system call per read.
   thread_local const UniqueFd schedstat(::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC));
-  if (!schedstat.valid()) return -1;
+  if (!schedstat.valid()) return {};
   char buf[128];
   const ssize_t n = ::pread(schedstat.get(), buf, sizeof buf - 1, 0);
   unsigned long long run_ns = 0, wait_ns = 0;
-  if (n <= 0) return -1;
+  if (n <= 0) return {};
   buf[n] = 0;
-  if (std::sscanf(buf, "%llu %llu", &run_ns, &wait_ns) != 2) return -1;
-  return double(wait_ns) * 1e-9;
+  if (std::sscanf(buf, "%llu %llu", &run_ns, &wait_ns) != 2) return {};
+  return {double(run_ns) * 1e-9, double(wait_ns) * 1e-9};
 }
+
+// Times one sampled batch's stays inside the channel into `into`.
+class InChannelClock {
+ public:
+  InChannelClock(bool sample, RoundTotals::InChannel& into) : sample_(sample), into_(into) {}
+  void enter() {
+    if (!sample_) return;
+    at_ = thread_times();
+    wall_ns_ = now_ns();
+  }
+  void leave() {
+    if (!sample_) return;
+    const ThreadTimes now = thread_times();
+    if (!at_.known() || !now.known()) {
+      sample_ = false;
+      return;
+    }
+    span_.wall_s += double(now_ns() - wall_ns_) * 1e-9;
+    span_.run_s += now.run_s - at_.run_s;
+    span_.wait_s += now.wait_s - at_.wait_s;
+  }
+  void count(uint64_t bytes) {
+    if (!sample_) return;
+    span_.bytes = bytes;
+    span_.batches = 1;
+    into_ += span_;
+  }
+
+ private:
+  bool sample_;
+  RoundTotals::InChannel& into_;
+  RoundTotals::InChannel span_;
+  ThreadTimes at_;
+  uint64_t wall_ns_ = 0;
+};
 
 // The bulk senders of one migration: `threads` workers, each with its own
 // compressor and buffers, sharing the session's bulk channels and reading
@@ -258,6 +326,7 @@ class BulkSender {
                                 const std::atomic<bool>& failed) {
     RoundTotals totals;
     if (ranges.empty()) return totals;
+    const uint64_t part_start_ns = now_ns();
     size_t c = t % session_.bulk_count();
     const Peer peer = Peer::bulk(session_, c, timeout_);
     Channel& channel = peer.channel();
@@ -279,8 +348,13 @@ class BulkSender {
     for (uint64_t n = 0; !cursor.done() && !failed; n++) {
       if (cancel_ && cancel_->requested()) return cancel_->error();
       const double batch_cpu0 = test_send_slowdown_ > 0 ? thread_cpu_seconds() : 0;
+      // One batch in four: reading the schedstat is a system call.
+      const bool sample = n % 4 == 0;
+      InChannelClock in_channel(sample, totals.sampled);
       Slot& s = slots[n % kSlots];
+      in_channel.enter();
       LM_TRY(wait_slot(s));
+      in_channel.leave();
       const dt::RangeList batch = cursor.take(batch_pages_);
       const uint64_t count = dt::total_pages(batch);
       LM_TRY(read_batch(batch, count, s, totals));
@@ -291,10 +365,13 @@ class BulkSender {
         payload[payload.size() / 2] ^= std::byte{0x40};
       uint64_t t0 = now_ns();
       if (link_share_) LM_TRY(link_share_->acquire(s.message.size(), s.addrs.size(), cancel_));
+      in_channel.enter();
       {
         std::lock_guard g(lock);
         s.seq = LM_TRY(channel.send(s.message.pieces(), timeout_));
       }
+      in_channel.leave();
+      in_channel.count(s.message.size());
       totals.send_ns += now_ns() - t0;
       totals.pages += s.addrs.size();
       totals.wire_bytes += s.message.size();
@@ -302,9 +379,12 @@ class BulkSender {
       // Adaptive feedback while the round runs (round 0 may be the whole
       // migration): the rate at which the link absorbed this thread's data
       // while it was sending, times the senders sharing it.
-      if (totals.batches % 8 == 7 && totals.send_ns > 0)
-        compressor.report_link_rate(double(totals.wire_bytes) / (double(totals.send_ns) * 1e-9) *
-                                    double(workers_.size()));
+      if (totals.batches % 8 == 7) {
+        // This thread's share, times the senders sharing the link.
+        compress::LinkReport link = link_report(totals, double(now_ns() - part_start_ns) * 1e-9, 1);
+        link.bytes_per_s *= double(workers_.size());
+        if (link.bytes_per_s > 0) compressor.report_link(link);
+      }
       totals.payload_bytes += payload.size();
       totals.batches++;
       if (test_send_slowdown_ > 0) burn_thread_cpu((thread_cpu_seconds() - batch_cpu0) * test_send_slowdown_);
@@ -392,14 +472,15 @@ class BulkSender {
         if (!jobs_cv_.wait(g, stop, [&] { return job_.generation != done_generation; })) return;
         done_generation = job_.generation;
       }
-      const double cpu0 = thread_cpu_seconds(), wait0 = thread_run_queue_wait_seconds();
+      const double cpu0 = thread_cpu_seconds();
+      const ThreadTimes times0 = thread_times();
       auto r = send_part(t, job_.parts[t], job_.round, *job_.timeline, failed_);
       add(cpu_seconds_, thread_cpu_seconds() - cpu0);
-      const double wait1 = thread_run_queue_wait_seconds();
-      if (wait0 < 0 || wait1 < 0)
+      const ThreadTimes times1 = thread_times();
+      if (!times0.known() || !times1.known())
         run_queue_wait_known_ = false;
       else
-        add(run_queue_wait_seconds_, wait1 - wait0);
+        add(run_queue_wait_seconds_, times1.wait_s - times0.wait_s);
       std::lock_guard g(jobs_lock_);
       if (r) {
         pages_sent_ += r->pages;
@@ -842,7 +923,9 @@ class SourceRun {
     figures_.precopy_ns += t.duration_ns;
     if (round_ == 0) figures_.first_round_pages = t.pages;
     if (t.send_ns > 0) figures_.link_rate = double(t.wire_bytes) / (double(t.send_ns) * 1e-9 / threads_);
-    for (auto& w : workers_) w->report_link_rate(figures_.link_rate);
+    const compress::LinkReport link = link_report(t, double(t.duration_ns) * 1e-9, threads_);
+    if (link.bytes_per_s > 0)
+      for (auto& w : workers_) w->report_link(link);
   }
 
   // Auto-converge (QEMU-like): the process dirties faster than half of what

@@ -267,13 +267,54 @@ TEST(AdaptivePolicy, SendsRawOnAFastLinkAndCompressesOnASlowOne) {
   EXPECT_EQ(codecs_of(salt++), 64u) << "fast link: raw";
   EXPECT_EQ((*c)->current_plan().by_class[unsigned(PageClass::text)].codec, Codec::raw);
 
-  (*c)->report_link_rate(1.25e8);  // 1 Gbit/s
+  (*c)->report_link({1.25e8, true});  // a saturated 1 Gbit/s link
   EXPECT_NE((*c)->current_plan().by_class[unsigned(PageClass::text)].codec, Codec::raw);
   // Mostly compressed (the model may send a share raw to balance CPU and link).
   EXPECT_LE(codecs_of(salt++), 16u) << "slow link: compressed";
 
-  (*c)->report_link_rate(1e12);
+  (*c)->report_link({1e12, true});
   EXPECT_EQ(codecs_of(salt++), 64u) << "and back to raw";
+}
+
+// The senders' reports: a saturated link sets the estimate; an unsaturated
+// one (the link took all it was given) only raises it, so a plan that
+// compresses more, and so sends less, does not make the link look slower.
+TEST(AdaptivePolicy, OnlyASaturatedLinkLowersTheEstimate) {
+  CompressorOptions opt;
+  opt.link_bytes_per_s = 1e9;
+  auto c = Compressor::create("adaptive", opt);
+  ASSERT_TRUE(c);
+  const AdaptiveModel& model = *(*c)->model();
+  (*c)->report_link({2e8, false});
+  EXPECT_DOUBLE_EQ(model.link_bytes_per_s(), 1e9);
+  (*c)->report_link({3e9, false});
+  EXPECT_DOUBLE_EQ(model.link_bytes_per_s(), 3e9);
+  (*c)->report_link({2e8, true});
+  EXPECT_DOUBLE_EQ(model.link_bytes_per_s(), 2e8);
+}
+
+// Pushing a byte through the transport costs the senders CPU (on veth or
+// loopback most of the network stack): where that cost is high, fewer bytes
+// save CPU, and compressing pays even on a link with room to spare.
+TEST(AdaptivePolicy, TheSendPathsCpuCountsPerWireByte) {
+  CompressorOptions opt;
+  opt.link_bytes_per_s = 1e12;
+  opt.workers = 1;
+  auto c = Compressor::create("adaptive", opt);
+  ASSERT_TRUE(c);
+  Pages src(Content::text, 64, 4);
+  uint64_t salt = 1;
+  auto send = [&] {
+    std::vector<uint64_t> addrs = src.addrs;
+    for (auto& a : addrs) a += (salt++) << 36;  // fresh addresses: no deltas
+    CompressedBatch b;
+    EXPECT_TRUE((*c)->compress_batch(addrs, src.ptrs, b));
+  };
+  for (int i = 0; i < 20; i++) send();
+  EXPECT_EQ((*c)->current_plan().by_class[unsigned(PageClass::text)].codec, Codec::raw) << "no send cost: raw";
+  (*c)->report_link({1e12, false, 10.0});  // 10 ns of CPU per wire byte: 41 us per raw page
+  for (int i = 0; i < 4; i++) send();
+  EXPECT_NE((*c)->current_plan().by_class[unsigned(PageClass::text)].codec, Codec::raw);
 }
 
 TEST(AdaptivePolicy, ZeroPagesAreAlwaysZero) {
