@@ -778,9 +778,11 @@ class SourceRun {
   Result<SenderParts> make_sender_parts() const {
     if (o_.fault_prepare_senders) return Error::sys(ENOMEM, "sender buffers: injected failure (fault_prepare_senders)");
     compress::CompressorOptions copts;
-    // CPU the compressors may count on: on one host (loopback or memif) the
-    // destination's receiving and decompressing share the same cores.
-    copts.workers = transport::same_host_address(peer_) ? std::max(1u, o_.workers / 2) : o_.workers;
+    // CPU the compressors may count on: on one host (loopback, memif, the
+    // rig's namespaces) the destination's receiving and decompressing share
+    // the same cores.
+    const bool shared = o_.destination_shares_cpus.value_or(transport::same_host_address(peer_));
+    copts.workers = shared ? std::max(1u, o_.workers / 2) : o_.workers;
     SenderParts parts;
     auto first = LM_TRY_CTX(compress::Compressor::create(o_.policy, copts), "source");
     const unsigned threads = std::max(o_.workers, o_.channels);

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <optional>
 #include <memory>
 #include <string>
 
@@ -85,6 +86,10 @@ struct SourceOptions {
   compress::PolicySpec policy = MigrationConfig{}.policy;
   unsigned channels = MigrationConfig{}.channels;        // bulk channels
   unsigned workers = MigrationConfig{}.workers;          // sending/compressing threads
+  // The destination runs on this machine's CPUs (its receiving and
+  // decompressing take from the compressors' share). Unset: judged from the
+  // address (loopback, memif); a runner that starts both ends knows.
+  std::optional<bool> destination_shares_cpus;
   unsigned batch_pages = MigrationConfig{}.batch_pages;  // pages per page-batch message
   ConvergenceConfig convergence;
   // Leave pages dirtied in consecutive rounds writable and send them after

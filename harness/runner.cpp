@@ -317,6 +317,7 @@ Result<void> start_destination(const ScenarioConfig& config, const RunOptions& o
 SourceOptions vm_source_options(const ScenarioConfig& config, const RunOptions& options, const Target& target,
                                 const VmDestination& d, FreezeSample& sample) {
   SourceOptions sopts = source_options(config);
+  sopts.destination_shares_cpus = true;  // the runner starts both ends on this machine
   sopts.session.psk = d.options.session.psk;
   sopts.session.unauthenticated = d.options.session.unauthenticated;
   sopts.session.channel.tls = d.options.session.channel.tls;
