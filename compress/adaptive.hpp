@@ -68,7 +68,7 @@ class AdaptiveModel {
 
   // A saturated report sets L; an unsaturated one only raises it (the link
   // took all it was given, so it is at least that fast, and a plan that
-  // compresses more must not make it look slower). s: kept when not known.
+  // compresses more must not make it look slower). s: the lowest reported.
   void report_link(const LinkReport& link);
   void set_workers(unsigned workers);
   void feed(const Feedback& fb);
@@ -85,6 +85,7 @@ class AdaptiveModel {
   };
   Estimate estimate(PageClass cls, unsigned candidate) const;
   double link_bytes_per_s() const;
+  double send_cpu_ns_per_byte() const;
   void write_json(JsonWriter& w, const char* key) const;  // plan and estimates
   // Predicted delivered pages per second of the current plan.
   double predicted_pages_per_s() const;

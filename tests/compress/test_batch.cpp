@@ -315,6 +315,13 @@ TEST(AdaptivePolicy, TheSendPathsCpuCountsPerWireByte) {
   (*c)->report_link({1e12, false, 10.0});  // 10 ns of CPU per wire byte: 41 us per raw page
   for (int i = 0; i < 4; i++) send();
   EXPECT_NE((*c)->current_plan().by_class[unsigned(PageClass::text)].codec, Codec::raw);
+  // A higher figure later (a compressing plan's small messages) does not
+  // replace a lower one; a lower one does.
+  (*c)->report_link({1e12, false, 50.0});
+  EXPECT_DOUBLE_EQ((*c)->model()->send_cpu_ns_per_byte(), 10.0);
+  (*c)->report_link({1e12, false, 0.01});
+  for (int i = 0; i < 4; i++) send();
+  EXPECT_EQ((*c)->current_plan().by_class[unsigned(PageClass::text)].codec, Codec::raw);
 }
 
 TEST(AdaptivePolicy, ZeroPagesAreAlwaysZero) {
