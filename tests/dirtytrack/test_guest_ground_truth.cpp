@@ -301,7 +301,7 @@ TEST_F(GuestGroundTruth, ChunkedStartMissesNoWriteBeforeOrAfterAChunkIsProtected
 
   // Epoch k is the time between protecting chunk k and chunk k+1.
   std::vector<uint64_t> epochs;
-  std::vector<PageRange> chunk_spans;
+  std::vector<lm::PageRange> chunk_spans;
   RangeList behind;  // the previous chunk's pages, read after the next chunk is protected
   uint64_t populated = 0;
   for (;;) {
@@ -316,7 +316,7 @@ TEST_F(GuestGroundTruth, ChunkedStartMissesNoWriteBeforeOrAfterAChunkIsProtected
     // Chunks end at multiples of their size (never inside a huge page).
     const uint64_t at = chunk_spans.empty() ? ram.start : chunk_spans.back().end;
     ASSERT_LT(at, ram.end) << "more chunks than the RAM holds";
-    const PageRange span{at, std::min(ram.end, (at / kChunk + 1) * kChunk)};
+    const lm::PageRange span{at, std::min(ram.end, (at / kChunk + 1) * kChunk)};
     EXPECT_TRUE(subtract(**chunk, {span}).empty()) << "chunk pages outside it";
     chunk_spans.push_back(span);
     populated += total_pages(**chunk);
@@ -361,7 +361,7 @@ TEST_F(GuestGroundTruth, ChunkedStartMissesNoWriteBeforeOrAfterAChunkIsProtected
   for (const auto& ep : *log) {
     auto k = std::find(epochs.begin(), epochs.end(), ep.epoch);
     if (k == epochs.end() || size_t(k - epochs.begin()) + 1 >= chunk_spans.size()) continue;
-    const PageRange done{ram.start, chunk_spans[size_t(k - epochs.begin())].end};
+    const lm::PageRange done{ram.start, chunk_spans[size_t(k - epochs.begin())].end};
     for (uint64_t page : ep.pages) {
       if (done.contains(page))
         into_protected++;
