@@ -69,17 +69,18 @@ Result<std::unique_ptr<Tracker>> make_tracker(std::string_view name) {
   return make_tracker(name, caps);
 }
 
+Result<void> scan_populated(PagemapScanner& scanner, const Mapping& m, RangeList& out) {
+  // Untouched pages of a private file mapping are the file's: only the
+  // written (anonymous) ones hold process data.
+  uint64_t exclude = PAGE_IS_PFNZERO | (m.inode != 0 && !m.shared ? PAGE_IS_FILE : 0);
+  ScanQuery q{0, exclude, exclude, PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT | PAGE_IS_SWAPPED};
+  return scanner.scan(m.range(), q, out);
+}
+
 Result<RangeList> populated_pages(pid_t pid, const MappingList& mappings) {
   PagemapScanner scanner = LM_TRY(PagemapScanner::open(pid));
   RangeList out;
-  for (const auto& m : mappings) {
-    // Untouched pages of a private file mapping are the file's: only the
-    // written (anonymous) ones hold process data.
-    uint64_t exclude = PAGE_IS_PFNZERO | (m.inode != 0 && !m.shared ? PAGE_IS_FILE : 0);
-    ScanQuery q{0, exclude, exclude, PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT | PAGE_IS_SWAPPED};
-    LM_TRY(scanner.scan(m.range(), q, out));
-  }
-  coalesce(out);
+  for (const auto& m : mappings) LM_TRY(scan_populated(scanner, m, out));
   return out;
 }
 

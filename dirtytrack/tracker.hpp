@@ -3,6 +3,9 @@
 //   prepare(request)-> optional: what start() needs that the process does
 //                      not see, done ahead
 //   start(request)  -> mappings in scope, populated pages (for round 0)
+//   protect_next()  -> when start() was asked to protect in chunks: tracks
+//                      the next chunk, returns its populated pages (round
+//                      0's), until none is left; then collect() may run
 //   collect()       -> pages dirtied since the last collect (or start),
 //                      mapping changes, current mapping set, scan time
 //   collect_final() -> collect() on a frozen target whose tracking ends
@@ -18,6 +21,7 @@
 #include <sys/types.h>
 
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -37,13 +41,19 @@ struct TrackRequest {
   // An existing hold on the target to run remote system calls through (the
   // engine's freeze). When null, the tracker seizes the target briefly itself.
   ProcessFreezer* freezer = nullptr;
+  // 0: start() tracks the whole scope before it returns. Otherwise a backend
+  // whose start is costly per page (uffd-wp: write-protecting every PTE) may
+  // only prepare in start() and leave the per-page work to protect_next(),
+  // about this many bytes of the scope at a time; the others ignore it.
+  uint64_t protect_chunk_bytes = 0;
 };
 
 struct StartInfo {
   MappingList mappings;  // in scope, clipped to it
   // Pages holding data at start (present or swapped, not the shared zero
   // page, not untouched file pages of private file mappings). Round 0 sends
-  // these; every other page in scope reads as zero.
+  // these; every other page in scope reads as zero. Of the part start()
+  // tracked: protect_next() reports the rest's, chunk by chunk.
   RangeList populated;
   uint64_t setup_ns = 0;
 };
@@ -78,6 +88,14 @@ class Tracker {
     return ok();
   }
   virtual Result<StartInfo> start(const TrackRequest& request) = 0;
+  // After a start() asked for chunks: tracks the next chunk of the scope and
+  // returns its pages holding data (as StartInfo::populated), or nullopt
+  // when the whole scope is tracked (at once for a backend that ignores
+  // chunks). A page is tracked from its chunk's call on: read after it, it
+  // is sent with every write before the read, and a write after the read is
+  // in a later collect. collect() fails until this returned nullopt. An
+  // error leaves the tracker to stop(), which undoes every chunk.
+  virtual Result<std::optional<RangeList>> protect_next() { return std::optional<RangeList>{}; }
   virtual Result<CollectResult> collect() = 0;
   // The last collect, with the target frozen, before stop(): every page
   // collect() would report, without re-arming the tracking for another
@@ -119,6 +137,9 @@ Result<std::unique_ptr<Tracker>> make_tracker(std::string_view name);
 // via PAGEMAP_SCAN. Call it before a uffd-wp tracker starts on the same
 // pages: its write-protect markers on untouched pages look "swapped".
 Result<RangeList> populated_pages(pid_t pid, const MappingList& mappings);
+// The same for one mapping (or part of one), added to `out` (sorted, coalesced).
+class PagemapScanner;
+Result<void> scan_populated(PagemapScanner& scanner, const Mapping& m, RangeList& out);
 
 // Factories, one per backend file.
 std::unique_ptr<Tracker> make_uffd_wp_tracker();

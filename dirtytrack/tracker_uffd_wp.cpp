@@ -1,6 +1,9 @@
 // uffd-wp: a userfaultfd created inside the target (UFFDIO_* act on the mm
 // of the process that created the fd), registered for async write-protect
-// (with WP_UNPOPULATED: untouched pages get markers) per mapping. collect():
+// (with WP_UNPOPULATED: untouched pages get markers) per mapping. start()
+// registers every mapping in scope; the protection, which rewrites every
+// populated PTE (~30 ms per GiB here), follows at once or, when asked,
+// chunk by chunk in protect_next() while the engine sends round 0. collect():
 //   1. PAGEMAP_SCAN's get-and-re-protect of WRITTEN pages, outside the held
 //      (hot) pages, which stay writable and are reported held until the end.
 //      Its fast path (category_mask == return_mask == WRITTEN) treats an
@@ -18,7 +21,9 @@
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 
+#include <algorithm>
 #include <optional>
+#include <span>
 
 #include "common/clock.hpp"
 #include "common/fd.hpp"
@@ -66,6 +71,10 @@ class UffdWpTracker final : public Tracker {
     return ok();
   }
 
+  // Registers every mapping (cheap: no page is touched) and plans the
+  // protection in chunks. Without chunks it protects them all here;
+  // otherwise protect_next() does, chunk by chunk, while the engine sends
+  // round 0 (docs/dirtytrack.md, "Start in chunks").
   Result<StartInfo> start(const TrackRequest& request) override {
     if (started_) return Error::msg(strf("pid %d: uffd-wp tracker already started", space_.pid()));
     Stopwatch sw;
@@ -73,11 +82,41 @@ class UffdWpTracker final : public Tracker {
     scanner_.emplace(LM_TRY(PagemapScanner::open(request.pid)));
     LM_TRY(prepare(request));
     started_ = true;
+    plan(space_.mappings(), request.protect_chunk_bytes);
     StartInfo info;
-    info.populated = LM_TRY(protect_at_start(space_.mappings()));
+    if (request.protect_chunk_bytes == 0)
+      while (auto chunk = LM_TRY(protect_next())) info.populated = unite(info.populated, *chunk);
     info.mappings = space_.mappings();
     info.setup_ns = sw.elapsed_ns();
     return info;
+  }
+
+  // Populated pages of the chunk: those holding data before it is protected,
+  // plus those that became present while it was (written in between, so not
+  // WRITTEN afterwards).
+  Result<std::optional<RangeList>> protect_next() override {
+    if (!started_) return Error::msg("uffd-wp tracker: protect_next before start");
+    if (next_piece_ == pieces_.size()) return std::optional<RangeList>{};
+    const size_t first = next_piece_;
+    uint64_t bytes = 0;
+    do bytes += pieces_[next_piece_++].part.bytes();
+    while (next_piece_ < pieces_.size() && bytes + pieces_[next_piece_].part.bytes() <= chunk_bytes_);
+    const std::span<const Piece> chunk(pieces_.data() + first, next_piece_ - first);
+    RangeList before;
+    for (const auto& p : chunk) LM_TRY(scan_populated(*scanner_, p.part, before));
+    for (const auto& p : chunk)
+      if (p.registered) LM_TRY(protect(p.part.range()));
+    RangeList after;
+    for (const auto& p : chunk) {
+      ScanQuery q = kPresent;
+      if (p.part.inode != 0 && !p.part.shared) {  // the file's own pages are not process data
+        q.category_mask |= PAGE_IS_FILE;
+        q.category_inverted |= PAGE_IS_FILE;
+      }
+      LM_TRY(scanner_->scan(p.part.range(), q, after));
+    }
+    if (next_piece_ == pieces_.size()) pieces_.clear(), next_piece_ = 0;
+    return std::optional<RangeList>{unite(before, after)};
   }
 
   Result<CollectResult> collect() override { return collect(Rearm::yes); }
@@ -91,6 +130,8 @@ class UffdWpTracker final : public Tracker {
 
   Result<CollectResult> collect(Rearm rearm) {
     if (!started_) return Error::msg("uffd-wp tracker: collect before start");
+    if (!pieces_.empty()) return Error::msg(strf("pid %d: uffd-wp tracker: collect before protect_next() "
+                                                 "tracked the whole scope", space_.pid()));
     Stopwatch sw;
     CollectResult out;
     out.changes = LM_TRY(space_.refresh());
@@ -163,6 +204,8 @@ class UffdWpTracker final : public Tracker {
     started_ = false;
     scanner_.reset();
     held_.clear();
+    pieces_.clear();
+    next_piece_ = 0;
     return ok();
   }
 
@@ -201,32 +244,39 @@ class UffdWpTracker final : public Tracker {
   // registered must not fail its neighbours. A failure (the mapping vanished
   // meanwhile, or cannot be registered) is left for the next round, which
   // finds the range still unregistered and counts it dirty again.
-  // A VMA that lost its registration (mremap merged a moved VMA into it: the
-  // kernel then drops the context without clearing PTEs) keeps the uffd-wp
-  // bits of its PTEs, and writes while unregistered leave them writable
-  // *with* the bit, which every later scan takes for protected: so the pages
-  // that carry a bit or marker are unprotected (UFFDIO_WRITEPROTECT mode 0)
-  // before PAGEMAP_SCAN's get-and-protect protects the range. Only those:
-  // mode 0 over a whole range rewrites every PTE of it, ~100 ms per 512 MiB
-  // populated here (most of the tracker's start), while finding that no page
-  // carries one is a walk of ~2 ms. Nothing but this tracker sets the bits
-  // (the range is ours: registering fails if another userfaultfd has it), so
-  // none appears between the walk and the protect. Mappings above
-  // kMaxRegisterBytes are left alone.
   Result<void> register_and_protect(const MappingList& mappings) {
-    RangeList ignored;
-    for (const auto& m : mappings) {
-      if (m.bytes() > kMaxRegisterBytes) continue;
-      uffdio_register reg{};
-      reg.range = {m.start, m.bytes()};
-      reg.mode = UFFDIO_REGISTER_MODE_WP;
-      if (::ioctl(uffd_.get(), UFFDIO_REGISTER, &reg) != 0) continue;
-      RangeList stale;
-      LM_TRY(scanner_->scan(m.range(), kWriteProtected, stale));
-      if (!unprotect(stale)) continue;
-      LM_TRY(scanner_->scan(m.range(), kGetAndProtectWritten, ignored));
-    }
+    for (const auto& m : mappings)
+      if (register_wp(m)) LM_TRY(protect(m.range()));
     return ok();
+  }
+
+  // Mappings above kMaxRegisterBytes are left alone.
+  bool register_wp(const Mapping& m) {
+    if (m.bytes() > kMaxRegisterBytes) return false;
+    uffdio_register reg{};
+    reg.range = {m.start, m.bytes()};
+    reg.mode = UFFDIO_REGISTER_MODE_WP;
+    return ::ioctl(uffd_.get(), UFFDIO_REGISTER, &reg) == 0;
+  }
+
+  // Write-protects a registered range. A VMA that lost its registration
+  // (mremap merged a moved VMA into it: the kernel then drops the context
+  // without clearing PTEs) keeps the uffd-wp bits of its PTEs, and writes
+  // while unregistered leave them writable *with* the bit, which every later
+  // scan takes for protected: so the pages that carry a bit or marker are
+  // unprotected (UFFDIO_WRITEPROTECT mode 0) before PAGEMAP_SCAN's
+  // get-and-protect protects the range. Only those: mode 0 over a whole
+  // range rewrites every PTE of it, ~100 ms per 512 MiB populated here (most
+  // of the tracker's start), while finding that no page carries one is a
+  // walk of ~2 ms. Nothing but this tracker sets the bits (the range is
+  // ours: registering fails if another userfaultfd has it), so none appears
+  // between the walk and the protect. A range whose bits cannot be cleared
+  // (it went away) stays unprotected: a later collect finds it.
+  Result<void> protect(PageRange r) {
+    RangeList stale, ignored;
+    LM_TRY(scanner_->scan(r, kWriteProtected, stale));
+    if (!unprotect(stale)) return ok();
+    return scanner_->scan(r, kGetAndProtectWritten, ignored);
   }
 
   bool unprotect(const RangeList& ranges) {
@@ -239,24 +289,34 @@ class UffdWpTracker final : public Tracker {
     return true;
   }
 
-  // Populated pages at start: those holding data before we protect, plus
-  // those that became present while we protected (written in between, so
-  // not WRITTEN afterwards).
-  Result<RangeList> protect_at_start(const MappingList& mappings) {
-    RangeList before = LM_TRY(populated_pages(space_.pid(), mappings));
-    LM_TRY(register_and_protect(mappings));
-    RangeList after;
+  // Registers every mapping and cuts the scope into pieces of at most
+  // `chunk_bytes` (0: one per mapping) at multiples of it, so that a chunk
+  // never splits a huge page. Pieces of mappings not registered (too large,
+  // or refused) are protected by nobody: their populated pages still go to
+  // round 0, and the first collect finds them unregistered (or, too large,
+  // counts their populated pages) as it does for new mappings.
+  void plan(const MappingList& mappings, uint64_t chunk_bytes) {
+    constexpr uint64_t kHugePage = 2ull << 20;
+    chunk_bytes_ = chunk_bytes == 0 ? UINT64_MAX : std::max(kHugePage, chunk_bytes / kHugePage * kHugePage);
+    pieces_.clear();
+    next_piece_ = 0;
     for (const auto& m : mappings) {
-      ScanQuery q = kPresent;
-      if (m.inode != 0 && !m.shared) {  // the file's own pages are not process data
-        q.category_mask |= PAGE_IS_FILE;
-        q.category_inverted |= PAGE_IS_FILE;
+      const bool registered = register_wp(m);
+      for (uint64_t at = m.start; at < m.end;) {
+        const uint64_t end = chunk_bytes == 0 ? m.end : std::min(m.end, (at / chunk_bytes_ + 1) * chunk_bytes_);
+        Mapping part = m;
+        part.start = at;
+        part.end = end;
+        pieces_.push_back({std::move(part), registered});
+        at = end;
       }
-      LM_TRY(scanner_->scan(m.range(), q, after));
     }
-    coalesce(after);
-    return unite(before, after);
   }
+
+  struct Piece {
+    Mapping part;  // of one mapping
+    bool registered;
+  };
 
   ScopedAddressSpace space_;
   std::optional<PagemapScanner> scanner_;
@@ -264,6 +324,11 @@ class UffdWpTracker final : public Tracker {
   pid_t prepared_for_ = 0;
   bool started_ = false;     // from start() to stop(): mappings registered
   RangeList held_;  // left writable until the end (hold())
+  // What start() registered and protect_next() has yet to protect, in
+  // address order; empty once all is protected.
+  std::vector<Piece> pieces_;
+  size_t next_piece_ = 0;
+  uint64_t chunk_bytes_ = 0;
 };
 
 }  // namespace

@@ -94,7 +94,8 @@ struct SetupBreakdown {
   double mappings = 0;      // the target's mappings read (/proc/PID/maps)
   double connect = 0;       // every channel opened: connect, hello, authentication, mappings, accept
   double senders = 0;       // compressors, sender buffers (made from the start): what is left after `tracker_start`
-  double tracker_start = 0; // the tracker started (write protection, the populated pages for round 0)
+  double tracker_start = 0; // the tracker started (its mappings registered; pure post-copy, and a 0 chunk size:
+                            // also write-protected, and the populated pages for round 0 found)
   double other = 0;         // the rest (the handshake's table, option checks)
 };
 
@@ -129,6 +130,10 @@ struct MigrationResult {
   double downtime_ms = 0;
   double setup_time_ms = 0;
   SetupBreakdown setup_breakdown;
+  // The tracker write-protecting the memory chunk by chunk inside round 0
+  // (uffd-wp; setup's tracker_start only registered it): the time round 0's
+  // thread spent on it while the senders sent the chunks before.
+  double tracker_protect_ms = 0;
   DowntimeBreakdown downtime_breakdown;
   double destination_prepare_time_ms = 0;  // the source waiting for the destination's `ready`
   double group_wait_ms = 0;                // held by its group, destination ready, until its turn

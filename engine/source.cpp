@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <optional>
 #include <atomic>
 #include <condition_variable>
@@ -278,14 +279,25 @@ class BulkSender {
   // Sends every page of `pages` on the pool's threads, counting them into
   // `timeline`; returns when all sends completed.
   Result<RoundTotals> send_round(const dt::RangeList& pages, uint32_t round, Timeline& timeline) {
-    Stopwatch clock;
-    timeline.begin_round(round, dt::total_pages(pages));
+    begin_round(round, timeline, dt::total_pages(pages));
+    feed(pages);
+    return finish_round(Finish::sent);
+  }
+
+  // A round whose pages come in pieces (round 0 while the tracker protects
+  // chunk by chunk): begin_round(), feed() each piece as soon as it may be
+  // read, finish_round(). The threads send each piece as it comes, keeping
+  // their batches in flight across pieces.
+  void begin_round(uint32_t round, Timeline& timeline, uint64_t known_pages = 0) {
     const unsigned threads = unsigned(workers_.size());
     start_pool();
-    const LinkShare::Round on_link(link_share_);  // the group's other VMs wait for this one only while it sends
+    timeline.begin_round(round, known_pages);
+    on_link_.emplace(link_share_);  // the group's other VMs wait for this one only while it sends
     {
       std::lock_guard g(jobs_lock_);
-      job_.parts = partition(pages, threads);
+      round_clock_ = Stopwatch();
+      job_.parts.assign(threads, {});
+      job_.closed = false;
       job_.round = round;
       job_.timeline = &timeline;
       job_.totals.assign(threads, {});
@@ -295,13 +307,43 @@ class BulkSender {
       job_.generation++;
     }
     jobs_cv_.notify_all();
+  }
+
+  // More pages of the round begun (beyond its `known_pages` the caller
+  // tells the timeline).
+  void feed(const dt::RangeList& pages) {
+    if (pages.empty()) return;
+    std::vector<dt::RangeList> parts = partition(pages, unsigned(workers_.size()));
+    {
+      std::lock_guard g(jobs_lock_);
+      for (size_t t = 0; t < parts.size(); t++)
+        if (!parts[t].empty()) job_.parts[t].push_back(std::move(parts[t]));
+    }
+    jobs_cv_.notify_all();
+  }
+
+  // A sender failed this round: finish_round() says why; feeding more is in vain.
+  bool failing() const { return failed_; }
+
+  // Ends the round: `sent` waits until every page fed was sent, `abandon`
+  // stops the threads at their next batch (the caller failed). Either way no
+  // thread reads or sends for the round any more when it returns.
+  enum class Finish { sent, abandon };
+  Result<RoundTotals> finish_round(Finish how) {
+    {
+      std::lock_guard g(jobs_lock_);
+      job_.closed = true;
+      if (how == Finish::abandon) failed_ = true;
+    }
+    jobs_cv_.notify_all();
     std::unique_lock g(jobs_lock_);
     done_cv_.wait(g, [&] { return job_.running == 0; });
+    on_link_.reset();
     for (auto& e : job_.errors)
       if (e) return std::move(*e);
     RoundTotals sum;
     for (const auto& t : job_.totals) sum += t;
-    sum.duration_ns = clock.elapsed_ns();
+    sum.duration_ns = round_clock_.elapsed_ns();
     return sum;
   }
 
@@ -322,10 +364,11 @@ class BulkSender {
   }
 
  private:
-  Result<RoundTotals> send_part(unsigned t, const dt::RangeList& ranges, uint32_t round, Timeline& timeline,
-                                const std::atomic<bool>& failed) {
+  // Thread t's share of the round: every piece fed to it, in order, until
+  // the round is closed and none is left (or a thread failed).
+  Result<RoundTotals> send_part(unsigned t, uint32_t round, Timeline& timeline, const std::atomic<bool>& failed,
+                                std::stop_token stop) {
     RoundTotals totals;
-    if (ranges.empty()) return totals;
     const uint64_t part_start_ns = now_ns();
     size_t c = t % session_.bulk_count();
     const Peer peer = Peer::bulk(session_, c, timeout_);
@@ -344,53 +387,66 @@ class BulkSender {
       return r;
     };
 
-    RangeCursor cursor{ranges};
-    for (uint64_t n = 0; !cursor.done() && !failed; n++) {
-      if (cancel_ && cancel_->requested()) return cancel_->error();
-      const double batch_cpu0 = test_send_slowdown_ > 0 ? thread_cpu_seconds() : 0;
-      // One batch in four: reading the schedstat is a system call.
-      const bool sample = n % 4 == 0;
-      InChannelClock in_channel(sample, totals.sampled);
-      Slot& s = slots[n % kSlots];
-      in_channel.enter();
-      LM_TRY(wait_slot(s));
-      in_channel.leave();
-      const dt::RangeList batch = cursor.take(batch_pages_);
-      const uint64_t count = dt::total_pages(batch);
-      LM_TRY(read_batch(batch, count, s, totals));
-      if (s.addrs.empty()) continue;
-      std::span<std::byte> payload = LM_TRY(payload_of(s, count, round, compressor, totals));
-      peer.encode(s.message, PageBatch{round, s.batch.entries, payload});
-      if (fault_corrupt_batch_ && ++batches_encoded_ == fault_corrupt_batch_ && !payload.empty())
-        payload[payload.size() / 2] ^= std::byte{0x40};
-      uint64_t t0 = now_ns();
-      if (link_share_) LM_TRY(link_share_->acquire(s.message.size(), s.addrs.size(), cancel_));
-      in_channel.enter();
-      {
-        std::lock_guard g(lock);
-        s.seq = LM_TRY(channel.send(s.message.pieces(), timeout_));
+    uint64_t n = 0;  // batches, over all pieces: the slot to use next
+    for (std::optional<dt::RangeList> ranges; (ranges = next_piece(t, stop));) {
+      RangeCursor cursor{*ranges};
+      for (; !cursor.done() && !failed; n++) {
+        if (cancel_ && cancel_->requested()) return cancel_->error();
+        const double batch_cpu0 = test_send_slowdown_ > 0 ? thread_cpu_seconds() : 0;
+        // One batch in four: reading the schedstat is a system call.
+        InChannelClock in_channel(n % 4 == 0, totals.sampled);
+        Slot& s = slots[n % kSlots];
+        in_channel.enter();
+        LM_TRY(wait_slot(s));
+        in_channel.leave();
+        const dt::RangeList batch = cursor.take(batch_pages_);
+        const uint64_t count = dt::total_pages(batch);
+        LM_TRY(read_batch(batch, count, s, totals));
+        if (s.addrs.empty()) continue;
+        std::span<std::byte> payload = LM_TRY(payload_of(s, count, round, compressor, totals));
+        peer.encode(s.message, PageBatch{round, s.batch.entries, payload});
+        if (fault_corrupt_batch_ && ++batches_encoded_ == fault_corrupt_batch_ && !payload.empty())
+          payload[payload.size() / 2] ^= std::byte{0x40};
+        uint64_t t0 = now_ns();
+        if (link_share_) LM_TRY(link_share_->acquire(s.message.size(), s.addrs.size(), cancel_));
+        in_channel.enter();
+        {
+          std::lock_guard g(lock);
+          s.seq = LM_TRY(channel.send(s.message.pieces(), timeout_));
+        }
+        in_channel.leave();
+        in_channel.count(s.message.size());
+        totals.send_ns += now_ns() - t0;
+        totals.pages += s.addrs.size();
+        totals.wire_bytes += s.message.size();
+        timeline.sent(s.message.size(), s.addrs.size(), count);
+        // Adaptive feedback while the round runs (round 0 may be the whole
+        // migration): this thread's rate and its time blocked by the link,
+        // its rate times the senders sharing the link.
+        if (totals.batches % 8 == 7) {
+          compress::LinkReport link = link_report(totals, double(now_ns() - part_start_ns) * 1e-9, 1);
+          link.bytes_per_s *= double(workers_.size());
+          if (link.bytes_per_s > 0) compressor.report_link(link);
+        }
+        totals.payload_bytes += payload.size();
+        totals.batches++;
+        if (test_send_slowdown_ > 0) burn_thread_cpu((thread_cpu_seconds() - batch_cpu0) * test_send_slowdown_);
       }
-      in_channel.leave();
-      in_channel.count(s.message.size());
-      totals.send_ns += now_ns() - t0;
-      totals.pages += s.addrs.size();
-      totals.wire_bytes += s.message.size();
-      timeline.sent(s.message.size(), s.addrs.size(), count);
-      // Adaptive feedback while the round runs (round 0 may be the whole
-      // migration): the rate at which the link absorbed this thread's data
-      // while it was sending, times the senders sharing it.
-      if (totals.batches % 8 == 7) {
-        // This thread's share, times the senders sharing the link.
-        compress::LinkReport link = link_report(totals, double(now_ns() - part_start_ns) * 1e-9, 1);
-        link.bytes_per_s *= double(workers_.size());
-        if (link.bytes_per_s > 0) compressor.report_link(link);
-      }
-      totals.payload_bytes += payload.size();
-      totals.batches++;
-      if (test_send_slowdown_ > 0) burn_thread_cpu((thread_cpu_seconds() - batch_cpu0) * test_send_slowdown_);
     }
     for (unsigned i = 0; i < kSlots; i++) LM_TRY(wait_slot(slots[i]));
     return totals;
+  }
+
+  // Thread t's next piece of the round; nullopt once the round is closed and
+  // nothing is left for it, or a thread failed, or the pool stops.
+  std::optional<dt::RangeList> next_piece(unsigned t, std::stop_token stop) {
+    std::unique_lock g(jobs_lock_);
+    if (!jobs_cv_.wait(g, stop, [&] { return failed_ || !job_.parts[t].empty() || job_.closed; }))
+      return std::nullopt;
+    if (failed_ || job_.parts[t].empty()) return std::nullopt;
+    dt::RangeList piece = std::move(job_.parts[t].front());
+    job_.parts[t].pop_front();
+    return piece;
   }
 
   // Pages of a round's ranges, batch by batch, in order.
@@ -474,7 +530,7 @@ class BulkSender {
       }
       const double cpu0 = thread_cpu_seconds();
       const ThreadTimes times0 = thread_times();
-      auto r = send_part(t, job_.parts[t], job_.round, *job_.timeline, failed_);
+      auto r = send_part(t, job_.round, *job_.timeline, failed_, stop);
       add(cpu_seconds_, thread_cpu_seconds() - cpu0);
       const ThreadTimes times1 = thread_times();
       if (!times0.known() || !times1.known())
@@ -488,6 +544,7 @@ class BulkSender {
       } else {
         job_.errors[t] = std::move(r).error();
         failed_ = true;
+        jobs_cv_.notify_all();  // the others may wait for a piece
       }
       if (--job_.running == 0) done_cv_.notify_all();
     }
@@ -518,12 +575,14 @@ class BulkSender {
   std::vector<std::unique_ptr<std::mutex>> channel_locks_;
 
   // The round being sent; written under jobs_lock_ before `generation`
-  // changes, read by each pool thread after it saw the change.
+  // changes, read by each pool thread after it saw the change (`parts` and
+  // `closed` only under jobs_lock_: they change while the round runs).
   struct Job {
     uint64_t generation = 0;
     uint32_t round = 0;
     Timeline* timeline = nullptr;
-    std::vector<dt::RangeList> parts;  // one per thread
+    std::vector<std::deque<dt::RangeList>> parts;  // per thread: the pieces fed and not yet taken
+    bool closed = false;  // no more pieces come
     std::vector<RoundTotals> totals;
     std::vector<std::optional<Error>> errors;
     unsigned running = 0;  // threads still sending this round
@@ -532,6 +591,8 @@ class BulkSender {
   std::condition_variable_any jobs_cv_;
   std::condition_variable done_cv_;
   Job job_;
+  Stopwatch round_clock_;
+  std::optional<LinkShare::Round> on_link_;  // from begin_round() to finish_round()
   std::atomic<bool> failed_{false};  // a thread failed this round: the others stop early
   std::vector<std::jthread> pool_;   // last: stopped and joined first
 };
@@ -759,9 +820,12 @@ class SourceRun {
   }
 
   // Its populated pages are round 0; mappings that changed since the
-  // handshake are announced before any page of it.
+  // handshake are announced before any page of it. Unless no round 0 follows
+  // (pure post-copy), a tracker that protects in chunks (uffd-wp) only
+  // registers here: send_round_zero() protects.
   Result<void> start_tracker(const dt::MappingList& announced) {
-    auto info = LM_TRY_CTX(tracker_->start({pid(), o_.scope, nullptr}), strf("track pid %d", pid()));
+    const uint64_t chunk = o_.mode == MigrationMode::postcopy ? 0 : o_.protect_chunk_bytes;
+    auto info = LM_TRY_CTX(tracker_->start({pid(), o_.scope, nullptr, chunk}), strf("track pid %d", pid()));
     tracker_running_ = true;
     last_collect_ns_ = now_ns();
     pending_ = info.populated;
@@ -826,7 +890,7 @@ class SourceRun {
   Result<SourcePhase> precopy() {
     for (;;) {
       LM_TRY(check_cancel());
-      RoundTotals t = LM_TRY(sender_->send_round(pending_, round_, timeline_));
+      RoundTotals t = LM_TRY(round_ == 0 ? send_round_zero() : sender_->send_round(pending_, round_, timeline_));
       const double seconds = std::max(1e-9, double(t.duration_ns) * 1e-9);
       count_round(t, seconds);
       RoundEnd end{round_, 0, t.pages, t.payload_bytes, 0, dt::total_pages(pending_), t.duration_ns,
@@ -871,6 +935,35 @@ class SourceRun {
       if (stop_) return SourcePhase::stop_and_copy;
       LM_TRY(auto_converge(dirty_rate));
     }
+  }
+
+  // Round 0: what the tracker's start found populated, then, while the
+  // tracker protects the rest chunk by chunk (uffd-wp), each chunk's
+  // populated pages as soon as it is protected, so that chunk k+1 is
+  // protected while chunk k is read and sent. No page is read before its
+  // chunk is protected: a write before the read is sent with it, a write
+  // after it is in the first collect.
+  Result<RoundTotals> send_round_zero() {
+    sender_->begin_round(round_, timeline_, dt::total_pages(pending_));
+    sender_->feed(pending_);
+    auto protect = [&]() -> Result<void> {
+      while (!sender_->failing()) {
+        LM_TRY(check_cancel());
+        const uint64_t from_ns = now_ns();
+        auto chunk = LM_TRY_CTX(tracker_->protect_next(), strf("track pid %d", pid()));
+        result_.tracker_protect_ms += double(now_ns() - from_ns) * 1e-6;
+        if (!chunk) return ok();
+        timeline_.more_to_send(dt::total_pages(*chunk));
+        sender_->feed(*chunk);
+        pending_ = dt::unite(pending_, *chunk);
+      }
+      return ok();  // the senders' error comes from finish_round()
+    }();
+    if (!protect) {
+      (void)sender_->finish_round(BulkSender::Finish::abandon);
+      return std::move(protect).error();
+    }
+    return sender_->finish_round(BulkSender::Finish::sent);
   }
 
   // Pages found dirty by two consecutive collects are hot: re-protecting them

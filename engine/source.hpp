@@ -91,6 +91,10 @@ struct SourceOptions {
   // address (loopback, memif); a runner that starts both ends knows.
   std::optional<bool> destination_shares_cpus;
   unsigned batch_pages = MigrationConfig{}.batch_pages;  // pages per page-batch message
+  // Round 0 starts before the tracker write-protected the memory (uffd-wp):
+  // it protects this many bytes at a time inside round 0, and the senders
+  // read each chunk once it is protected. 0: all of it in setup.
+  uint64_t protect_chunk_bytes = MigrationConfig{}.protect_chunk_bytes;
   ConvergenceConfig convergence;
   // Leave pages dirtied in consecutive rounds writable and send them after
   // the freeze (within half the downtime target): the process stops faulting

@@ -54,8 +54,10 @@ class Timeline {
   }
   // Pages left to send: the next round's dirty set, or what post-copy still has to push.
   void set_left(uint64_t pages) { left_.store(int64_t(pages), std::memory_order_relaxed); }
-  // Round `round` starts sending `pages`.
+  // Round `round` starts sending `pages` (round 0: those known yet).
   void begin_round(unsigned round, uint64_t pages);
+  // The round begun has `pages` more to send (round 0, chunk by chunk).
+  void more_to_send(uint64_t pages) { left_.fetch_add(int64_t(pages), std::memory_order_relaxed); }
   // A collect found `pages` dirtied between `from_ns` and `to_ns` (now_ns()).
   void dirtied(uint64_t pages, uint64_t from_ns, uint64_t to_ns);
   // The source entered `phase` (source_phase_name: a string literal's view is not kept, a copy is).

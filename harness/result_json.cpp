@@ -21,6 +21,7 @@ Json config_json(const ScenarioConfig& c) {
           {"workers", c.migration.workers},
           {"tracker", c.migration.tracker},
           {"batch-pages", c.migration.batch_pages},
+          {"protect-chunk", c.migration.protect_chunk_bytes},
           {"workload",
            {{"kind", workload_name(c.workload.kind)},
             {"ram", c.workload.ram_bytes},
@@ -109,6 +110,7 @@ Json result_json(const MigrationResult& r) {
                           {"mappings", sb.mappings},   {"connect", sb.connect},
                           {"senders", sb.senders},     {"tracker-start", sb.tracker_start},
                           {"other", sb.other}};
+  j["tracker-protect-time"] = r.tracker_protect_ms;
   j["destination-prepare-time"] = r.destination_prepare_time_ms;
   j["group-wait-time"] = r.group_wait_ms;
   j["end-to-end-time"] = r.end_to_end_time_ms;

@@ -304,6 +304,7 @@ const std::vector<Key>& keys() {
                           parse_tracker, as_is),
       boolean("migration.hold-hot-pages", [](C& c) -> bool& { return c.migration.hold_hot_pages; }),
       whole<unsigned>("migration.batch-pages", [](C& c) -> unsigned& { return c.migration.batch_pages; }, 1, 4096),
+      size("migration.protect-chunk", [](C& c) -> uint64_t& { return c.migration.protect_chunk_bytes; }, 0),
 
       whole<unsigned>("convergence.max-rounds", [](C& c) -> unsigned& { return c.convergence.max_rounds; }, 1, 10000),
       real("convergence.max-bytes-factor", [](C& c) -> double& { return c.convergence.max_bytes_factor; }, 0, 1e6),

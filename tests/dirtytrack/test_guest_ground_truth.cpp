@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -27,6 +28,7 @@
 #include "dirtytrack/address_space.hpp"
 #include "dirtytrack/page_reader.hpp"
 #include "dirtytrack/pagemap_scan.hpp"
+#include "dirtytrack/process_freezer.hpp"
 #include "dirtytrack/remote_syscall.hpp"
 #include "dirtytrack/tracker.hpp"
 #include "harness/guest/client.hpp"
@@ -245,6 +247,134 @@ TEST_P(GuestGroundTruth, NoWrittenPageIsMissed) {
   auto uffd = has_userfaultfd(pid);
   ASSERT_TRUE(uffd.ok());
   EXPECT_FALSE(*uffd);
+  auto st = guest->stop(10000);
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  EXPECT_EQ(*st, 0);
+}
+
+// The engine's round 0 with the tracker protecting in chunks (uffd-wp):
+// chunk k's populated pages are read only after chunk k+1 is protected, as
+// the senders read behind the protection, while the guest writes at full
+// speed everywhere, into chunks protected already and chunks not yet. A
+// "destination" image built from those reads and then from every collect's
+// dirty pages must equal the frozen guest's RAM at the end: a write missed
+// by both the round-0 read and the collects would show as a difference.
+TEST_F(GuestGroundTruth, ChunkedStartMissesNoWriteBeforeOrAfterAChunkIsProtected) {
+  auto bin = lm::guest::guest_binary_from_env();
+  ASSERT_TRUE(bin.ok()) << bin.error().message;
+  auto tracker = make_tracker("uffd-wp", probe_dirtytrack());
+  if (!tracker.ok()) GTEST_SKIP() << tracker.error().message;
+
+  lm::guest::GuestOptions opts;
+  opts.ram_bytes = 64ull << 20;
+  opts.rate = "200000";
+  opts.content = "random";
+  opts.threads = 2;
+  opts.prefill = true;
+  opts.write_log = dir_ + "/write.log";
+  auto guest = lm::guest::GuestProcess::spawn(*bin, opts, dir_);
+  ASSERT_TRUE(guest.ok()) << guest.error().message;
+  const pid_t pid = guest->pid();
+  const lm::PageRange ram{guest->ram_addr(), guest->ram_addr() + guest->ram_size()};
+  constexpr uint64_t kChunk = 4ull << 20;
+
+  std::vector<std::byte> dest(ram.bytes());
+  PageReader reader(pid);
+  auto receive = [&](const RangeList& pages) {
+    for (const auto& r : intersect(pages, {ram})) {
+      auto rep = reader.read(std::span<const lm::PageRange>(&r, 1),
+                             std::span<std::byte>(dest.data() + (r.start - ram.start), r.bytes()));
+      ASSERT_TRUE(rep.ok()) << rep.error().message;
+      ASSERT_TRUE(rep->failed.empty()) << "RAM pages unreadable";
+    }
+  };
+
+  TrackRequest req;
+  req.pid = pid;
+  req.scope = {ScopeKind::ranges, {ram}};
+  req.protect_chunk_bytes = kChunk;
+  auto started = (*tracker)->start(req);
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  EXPECT_TRUE(started->populated.empty()) << "start() protected nothing, so it reports no pages";
+  auto early = (*tracker)->collect();
+  EXPECT_FALSE(early.ok()) << "collect() before the whole scope is protected must fail";
+
+  // Epoch k is the time between protecting chunk k and chunk k+1.
+  std::vector<uint64_t> epochs;
+  std::vector<lm::PageRange> chunk_spans;
+  RangeList behind;  // the previous chunk's pages, read after the next chunk is protected
+  uint64_t populated = 0;
+  for (;;) {
+    auto chunk = (*tracker)->protect_next();
+    ASSERT_TRUE(chunk.ok()) << chunk.error().message;
+    auto e = guest->control().next_epoch();
+    ASSERT_TRUE(e.ok()) << e.error().message;
+    epochs.push_back(*e);
+    receive(behind);
+    if (!*chunk) break;
+    ASSERT_FALSE((*chunk)->empty()) << "a prefilled guest's chunk holds data";
+    // Chunks end at multiples of their size (never inside a huge page).
+    const uint64_t at = chunk_spans.empty() ? ram.start : chunk_spans.back().end;
+    ASSERT_LT(at, ram.end) << "more chunks than the RAM holds";
+    const lm::PageRange span{at, std::min(ram.end, (at / kChunk + 1) * kChunk)};
+    EXPECT_TRUE(subtract(**chunk, {span}).empty()) << "chunk pages outside it";
+    chunk_spans.push_back(span);
+    populated += total_pages(**chunk);
+    behind = std::move(**chunk);
+    sleep_ms(3);
+  }
+  ASSERT_FALSE(chunk_spans.empty());
+  EXPECT_EQ(chunk_spans.back().end, ram.end) << "the chunks cover the RAM";
+  EXPECT_GE(chunk_spans.size(), ram.bytes() / kChunk);
+  EXPECT_GT(populated, ram.bytes() / lm::kPageSize * 9 / 10) << "a prefilled RAM is round 0's";
+
+  for (int round = 1; round <= 3; round++) {
+    auto r = (*tracker)->collect();
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    receive(r->dirty);
+    sleep_ms(20);
+  }
+  {
+    auto frozen = ProcessFreezer::seize(pid);
+    ASSERT_TRUE(frozen.ok()) << frozen.error().message;
+    auto last = (*tracker)->collect_final();
+    ASSERT_TRUE(last.ok()) << last.error().message;
+    receive(unite(last->dirty, last->held));
+    std::vector<std::byte> source(ram.bytes());
+    auto rep = reader.read(std::span<const lm::PageRange>(&ram, 1), source);
+    ASSERT_TRUE(rep.ok()) << rep.error().message;
+    uint64_t differ = 0;
+    for (uint64_t off = 0; off < ram.bytes(); off += lm::kPageSize)
+      if (std::memcmp(source.data() + off, dest.data() + off, lm::kPageSize) != 0 && differ++ < 5)
+        ADD_FAILURE() << lm::strf("page 0x%llx differs at the destination", (unsigned long long)(ram.start + off));
+    EXPECT_EQ(differ, 0u) << "pages missed by round 0 and every collect";
+    ASSERT_TRUE((*frozen)->release().ok());
+  }
+  ASSERT_TRUE(guest->control().next_epoch().ok());
+  ASSERT_TRUE((*tracker)->stop().ok());
+
+  // The guest wrote into chunks already protected and chunks not yet, while
+  // the chunks were protected.
+  auto log = lm::guest::read_write_log(opts.write_log);
+  ASSERT_TRUE(log.ok()) << log.error().message;
+  uint64_t into_protected = 0, into_unprotected = 0;
+  for (const auto& ep : *log) {
+    auto k = std::find(epochs.begin(), epochs.end(), ep.epoch);
+    if (k == epochs.end() || size_t(k - epochs.begin()) + 1 >= chunk_spans.size()) continue;
+    const lm::PageRange done{ram.start, chunk_spans[size_t(k - epochs.begin())].end};
+    for (uint64_t page : ep.pages) {
+      if (done.contains(page))
+        into_protected++;
+      else if (ram.contains(page))
+        into_unprotected++;
+    }
+  }
+  std::printf("chunked start: %zu chunks, %llu writes into protected chunks, %llu into chunks not yet protected\n",
+              chunk_spans.size(), (unsigned long long)into_protected, (unsigned long long)into_unprotected);
+  EXPECT_GT(into_protected, 100u);
+  EXPECT_GT(into_unprotected, 100u);
+  auto verified = guest->control().verify();
+  EXPECT_TRUE(verified.ok()) << verified.error().message;
   auto st = guest->stop(10000);
   ASSERT_TRUE(st.ok()) << st.error().message;
   EXPECT_EQ(*st, 0);

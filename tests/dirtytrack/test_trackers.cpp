@@ -628,6 +628,71 @@ TEST_P(TrackerTest, PreparedAndDroppedLeavesTheTargetAsItWas) {
   EXPECT_EQ(target_.quit(), 0);
 }
 
+// A start in chunks (the engine's round 0 overlapping uffd-wp's protection):
+// start() and the chunks together report every populated page, each chunk
+// within a span of its own and no page twice; collect() refuses to run before
+// the last chunk, and afterwards finds exactly what was written, in chunks
+// protected early and late.
+TEST_P(TrackerTest, StartedInChunksReportsEveryPopulatedPageOnce) {
+  const uint64_t big = target_.map(1024);  // 4 MiB: more than one chunk
+  ASSERT_NE(big, 0u);
+  ASSERT_TRUE(target_.fill(big, 1024, 2));
+  TrackRequest req;
+  req.pid = target_.pid();
+  req.protect_chunk_bytes = 2ull << 20;
+  auto s = tracker_->start(req);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  RangeList seen = s->populated;
+  unsigned chunks = 0;
+  for (;; chunks++) {
+    auto c = tracker_->protect_next();
+    ASSERT_TRUE(c.ok()) << c.error().message;
+    if (!*c) break;
+    EXPECT_TRUE(intersect(seen, **c).empty()) << "a page reported twice";
+    if (chunks == 0 && std::string(GetParam()) == "uffd-wp") EXPECT_FALSE(tracker_->collect().ok());
+    seen = unite(seen, **c);
+  }
+  if (std::string(GetParam()) == "uffd-wp") EXPECT_GE(chunks, 3u) << "4 MiB and more in chunks of 2 MiB";
+  EXPECT_TRUE(subtract({{region_, region_ + 256 * P}}, seen).empty());
+  EXPECT_TRUE(subtract({{big, big + 1024 * P}}, seen).empty());
+  collect();
+  ASSERT_TRUE(target_.fill(region_ + 3 * P, 1, 5));
+  ASSERT_TRUE(target_.fill(big + 1000 * P, 2, 5));
+  auto r = collect();
+  EXPECT_EQ(within(r, region_, 256), pages(region_, {3}));
+  EXPECT_EQ(within(r, big, 1024), pages(big, {1000, 1001}));
+  stop_and_check_clean();
+}
+
+// A failure halfway through the chunks (the engine stops the tracker and
+// rolls back): stop() leaves no page protected, no mapping registered, no
+// userfaultfd, and the target writes on.
+TEST_P(TrackerTest, StartedInChunksAndStoppedHalfwayLeavesTheTargetAsItWas) {
+  const uint64_t big = target_.map(1024);
+  ASSERT_NE(big, 0u);
+  ASSERT_TRUE(target_.fill(big, 1024, 2));
+  TrackRequest req;
+  req.pid = target_.pid();
+  req.protect_chunk_bytes = 2ull << 20;
+  ASSERT_TRUE(tracker_->start(req).ok());
+  auto c = tracker_->protect_next();
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  ASSERT_TRUE(tracker_->stop().ok());
+  auto maps = read_maps(target_.pid());
+  ASSERT_TRUE(maps.ok()) << maps.error().message;
+  auto scanner = PagemapScanner::open(target_.pid());
+  ASSERT_TRUE(scanner.ok()) << scanner.error().message;
+  RangeList protected_pages, registered;
+  for (const auto& m : select(*maps, Scope{})) {
+    ASSERT_TRUE(scanner->scan(m.range(), kWriteProtected, protected_pages).ok());
+    ASSERT_TRUE(scanner->scan(m.range(), {0, 0, PAGE_IS_WPALLOWED, 0, PAGE_IS_WPALLOWED}, registered).ok());
+  }
+  EXPECT_TRUE(protected_pages.empty()) << total_pages(protected_pages) << " pages left write-protected";
+  EXPECT_TRUE(registered.empty()) << total_pages(registered) << " pages left registered";
+  ASSERT_TRUE(target_.fill(big, 1024, 3));
+  stop_and_check_clean();
+}
+
 // soft-dirty skips (in SetUp) on kernels without CONFIG_MEM_SOFT_DIRTY, like
 // this project's hosts; tests/vm runs it in a VM booting a kernel that has it.
 INSTANTIATE_TEST_SUITE_P(Backends, TrackerTest, ::testing::Values("uffd-wp", "hash", "soft-dirty"),

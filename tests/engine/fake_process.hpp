@@ -14,6 +14,7 @@
 #include <cstring>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -28,7 +29,7 @@ namespace lm::engine::test {
 // What a test can make fail, one operation of either face.
 enum class FakeOp {
   check_target, mappings, read, populated, throttle, unthrottle, freeze, stop_on_release, thaw,
-  tracker_start, tracker_collect, tracker_stop, count_
+  tracker_start, tracker_protect, tracker_collect, tracker_stop, count_
 };
 
 enum class FakeState { running, frozen, stopped, killed };
@@ -254,6 +255,7 @@ class FakeProcess {
   FakeState state_ = FakeState::running;
   bool stop_on_release_ = false;
   bool tracking_ = false;
+  unsigned unprotected_from_ = 0;  // a start in chunks: mappings from this one on are not tracked yet
   bool writing_ = true;
   unsigned throttle_ = 0, max_throttle_ = 0;
   std::array<unsigned, size_t(FakeOp::count_)> calls_{}, fail_at_{};
@@ -367,7 +369,26 @@ class FakeTracker final : public dt::Tracker {
     p_.tracking_ = true;
     std::fill(p_.dirty_.begin(), p_.dirty_.end(), false);
     p_.collected_mappings_ = p_.mapping_list();
-    return dt::StartInfo{p_.mapping_list(), p_.ranges_where(p_.touched_), 0};
+    if (request.protect_chunk_bytes == 0) {
+      p_.unprotected_from_ = p_.o_.mappings;
+      return dt::StartInfo{p_.mapping_list(), p_.ranges_where(p_.touched_), 0};
+    }
+    p_.unprotected_from_ = 0;  // one mapping per chunk, as protect_next() comes
+    return dt::StartInfo{p_.mapping_list(), {}, 0};
+  }
+  // The next mapping: what was written to it before counts as populated
+  // (read after this), writes from now on are dirty.
+  Result<std::optional<dt::RangeList>> protect_next() override {
+    std::lock_guard g(p_.lock_);
+    if (!p_.tracking_) return Error::msg("fake tracker: protect while not tracking");
+    if (p_.unprotected_from_ == p_.o_.mappings) return std::optional<dt::RangeList>{};
+    LM_TRY(p_.call_locked(FakeOp::tracker_protect, "tracker protect"));
+    const unsigned m = p_.unprotected_from_++;
+    const PageRange r = p_.range_of(m);
+    const uint64_t first = m * p_.o_.pages_per_mapping;
+    std::fill(p_.dirty_.begin() + long(first), p_.dirty_.begin() + long(first + p_.o_.pages_per_mapping), false);
+    if (!p_.mapped_[m]) return std::optional<dt::RangeList>{dt::RangeList{}};
+    return std::optional<dt::RangeList>{dt::intersect(p_.ranges_where(p_.touched_), {r})};
   }
   Result<dt::CollectResult> collect() override {
     std::function<void(unsigned)> hook;
@@ -381,6 +402,7 @@ class FakeTracker final : public dt::Tracker {
     std::lock_guard g(p_.lock_);
     LM_TRY(p_.call_locked(FakeOp::tracker_collect, "tracker collect"));
     if (!p_.tracking_) return Error::msg("fake tracker: collect while not tracking");
+    if (p_.unprotected_from_ != p_.o_.mappings) return Error::msg("fake tracker: collect before protect_next() ended");
     if (p_.state_ == FakeState::running)
       for (unsigned i = 0; i < p_.o_.pages_per_collect; i++) p_.write_locked(i % p_.pages());
     dt::CollectResult r;

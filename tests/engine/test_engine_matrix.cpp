@@ -279,6 +279,7 @@ enum class Failure {
   refused,          // the target check refuses the process
   mappings,         // reading the mappings the session announces
   tracker_start,    // after the destination is ready
+  tracker_protect,  // the second chunk of the tracker's protection, inside round 0
   senders,          // SourceOptions::fault_prepare_senders: made beside the handshake, waited for last
   read,             // reading the process's pages
   collect,          // the tracker's collect
@@ -301,6 +302,7 @@ const char* failure_id(Failure f) {
     case Failure::refused: return "refused";
     case Failure::mappings: return "mappings";
     case Failure::tracker_start: return "tracker_start";
+    case Failure::tracker_protect: return "tracker_protect";
     case Failure::senders: return "senders";
     case Failure::read: return "read";
     case Failure::collect: return "collect";
@@ -337,6 +339,7 @@ void inject(const Case& c, Migration& m) {
     case Failure::refused: return m.fake.fail(FakeOp::check_target, 1, EPERM);
     case Failure::mappings: return m.fake.fail(FakeOp::mappings);
     case Failure::tracker_start: return m.fake.fail(FakeOp::tracker_start);
+    case Failure::tracker_protect: return m.fake.fail(FakeOp::tracker_protect, 2);
     case Failure::read:
     case Failure::digest_read: return m.fake.fail(FakeOp::read, 1, ESRCH);
     case Failure::collect:
@@ -439,6 +442,7 @@ const Case kCases[] = {
     {P::setup, F::link, "is broken", P::setup},
 
     {P::precopy, F::read, "injected: a page read", P::precopy},
+    {P::precopy, F::tracker_protect, "injected: tracker protect", P::precopy},
     {P::precopy, F::collect, "injected: tracker collect", P::precopy},
     {P::precopy, F::throttle, "injected: throttling", P::precopy, Profile::throttled},
     {P::precopy, F::corrupt_batch, "checksum", P::commit},
@@ -608,6 +612,10 @@ TEST(EngineTimes, TheBreakdownAddsUp) {
     EXPECT_GE(part, 0);
   EXPECT_GT(s.connect, 0) << "the session's handshake is part of the setup";
   EXPECT_GT(s.tracker_start, 0);
+  // The fake tracker protects mapping by mapping inside round 0, as uffd-wp does chunk by chunk.
+  ASSERT_FALSE(t.rounds.empty());
+  EXPECT_GT(t.tracker_protect_ms, 0);
+  EXPECT_LE(t.tracker_protect_ms, t.rounds.front().duration_ms) << "the protection is part of round 0";
   ASSERT_TRUE(m.destination->wait());
 }
 

@@ -35,8 +35,8 @@ TEST(Results, JsonHasQemuNamesAndFailure) {
   EXPECT_EQ(j["status"], "failed");
   EXPECT_EQ(j["error"], r.error);
   EXPECT_EQ(j["total-time"].get<double>(), r.total_time_ms);
-  for (const char* key : {"downtime", "setup-time", "destination-prepare-time", "end-to-end-time", "stop-reason",
-                          "config", "host", "rounds", "verify"})
+  for (const char* key : {"downtime", "setup-time", "tracker-protect-time", "destination-prepare-time",
+                          "end-to-end-time", "stop-reason", "config", "host", "rounds", "verify"})
     EXPECT_TRUE(j.contains(key)) << key;
   for (const char* key : {"freeze", "final-collect", "final-send", "resume"})
     EXPECT_TRUE(j["downtime-breakdown"].contains(key)) << key;

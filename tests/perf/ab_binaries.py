@@ -22,6 +22,8 @@ FIGURES = {
        for k in ("freeze", "final-collect", "final-send", "resume", "resume-running")},
     **{"setup." + k: (lambda k: lambda r: r.get("setup-breakdown", {}).get(k))(k)
        for k in ("attach", "tracker-probe", "mappings", "connect", "senders", "tracker-start", "other")},
+    "round-0-time": lambda r: r["rounds"][0]["duration"] if r["rounds"] else None,
+    "tracker-protect-time": lambda r: r.get("tracker-protect-time"),
     "destination-prepare-time": lambda r: r.get("destination-prepare-time"),
     "transferred-MiB": lambda r: r["ram"]["transferred"] / 2**20,
     "round-1-pages": lambda r: r["rounds"][1]["pages"] if len(r["rounds"]) > 1 else None,
