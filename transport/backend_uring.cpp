@@ -11,7 +11,8 @@
 // Receive side (second ring, used only by the receiving thread): reads into
 // the frame reader's 1 MiB staging buffer, registered with the ring (fixed
 // buffer, IORING_OP_READ_FIXED), and large frames straight into their own
-// buffer (IORING_OP_RECV). Frames up to 256 KiB are handed out in place.
+// buffer (IORING_OP_RECV), with the next frame's header read ahead by a recv
+// linked after the body's. Frames up to 256 KiB are handed out in place.
 //
 // extra options: "sqpoll=1" (kernel submission thread; costs a core),
 // "entries=N" (ring size), "recv=multishot" (multishot receive into a
@@ -22,7 +23,6 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-
 
 #include <cstring>
 #include <deque>
