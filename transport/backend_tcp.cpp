@@ -21,12 +21,25 @@ namespace {
 // Below this a zero-copy send costs more (page pinning, notification) than the copy.
 constexpr size_t kZeroCopyMin = 16 * 1024;
 
+// The socket itself blocks (for sends, bounded by SO_SNDTIMEO); reads never
+// do (MSG_DONTWAIT), they wait in poll() beside the stop token's eventfd.
 class TcpSource : public ByteSource {
  public:
   TcpSource(int fd, const std::string& name) : fd_(fd), name_(name) {}
   Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode mode, const StopWait& stop) override {
+    return read_with_tail(buf, len, nullptr, 0, deadline, mode, stop);
+  }
+  // With a tail (the next frame's header after a large body) one recvmsg
+  // takes both: each recv call lets the kernel send an ACK, and on loopback
+  // every ACK makes this thread transmit the sender's queued data itself.
+  Result<size_t> read_with_tail(void* buf, size_t len, void* tail, size_t tail_len, Deadline deadline, ReadMode mode,
+                                const StopWait& stop) override {
     for (;;) {
-      ssize_t n = ::recv(fd_, buf, len, 0);
+      iovec iov[2] = {{buf, len}, {tail, tail_len}};
+      msghdr msg{};
+      msg.msg_iov = iov;
+      msg.msg_iovlen = tail_len ? 2 : 1;
+      ssize_t n = ::recvmsg(fd_, &msg, MSG_DONTWAIT);
       if (n >= 0) return size_t(n);
       if (errno == EINTR) continue;
       if (errno != EAGAIN) return Error::from_errno(strf("channel %s: recv", name_.c_str()));
@@ -133,7 +146,10 @@ class TcpChannel final : public StreamChannel {
       msghdr msg{};
       msg.msg_iov = iov_.data() + first;
       msg.msg_iovlen = std::min<size_t>(iov_.size() - first, IOV_MAX);
-      ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | flags);
+      // Past the deadline one attempt that does not wait, as poll(0) would.
+      bool late = deadline.passed();
+      if (!late) bound_send_wait(deadline);
+      ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | flags | (late ? MSG_DONTWAIT : 0));
       if (n < 0) {
         if (errno == EINTR) continue;
         if (errno == ENOBUFS && (flags & MSG_ZEROCOPY)) {
@@ -141,8 +157,8 @@ class TcpChannel final : public StreamChannel {
           continue;
         }
         if (errno != EAGAIN) return Error::from_errno(strf("channel %s: sendmsg", name_.c_str()));
-        LM_TRY(wait_fd(fd_.get(), POLLOUT, deadline, name_, "sending (receiver not draining)"));
-        continue;
+        if (late || deadline.passed()) return timeout_error(name_, "sending (receiver not draining)");
+        continue;  // SO_SNDTIMEO ended the wait before the deadline
       }
       if (flags & MSG_ZEROCOPY) ++zc_next_id_;
       size_t left = size_t(n);
@@ -160,6 +176,21 @@ class TcpChannel final : public StreamChannel {
     return ok();
   }
 
+  // A blocking send waits in the kernel, as the plain loop's does, instead of
+  // a poll() and another sendmsg after every partial send. SO_SNDTIMEO bounds
+  // the wait by the deadline; it is set again only when the one in force
+  // would overshoot the deadline (by more than 1 % + 1 ms) or end the wait
+  // before half of it, so a caller with a fixed timeout sets it once.
+  void bound_send_wait(Deadline deadline) {
+    uint64_t left = deadline.left_ns();
+    uint64_t want = left == UINT64_MAX ? 0 : std::max<uint64_t>(left, 1000);  // 0: no limit
+    bool overshoots = want != 0 && (sndtimeo_ns_ == 0 || sndtimeo_ns_ > want + want / 100 + 1000000);
+    bool too_short = sndtimeo_ns_ != 0 && (want == 0 || sndtimeo_ns_ < want / 2);
+    if (!overshoots && !too_short) return;
+    timeval tv{time_t(want / 1000000000), suseconds_t(want % 1000000000 / 1000)};
+    if (setsockopt(fd_.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0) sndtimeo_ns_ = want;
+  }
+
   // Reads MSG_ZEROCOPY completion notifications and completes sends in order.
   Result<void> reap_zerocopy(Deadline deadline, Block block, const StopWait& stop = {}) {
     for (;;) {
@@ -167,7 +198,7 @@ class TcpChannel final : public StreamChannel {
       msghdr msg{};
       msg.msg_control = control;
       msg.msg_controllen = sizeof control;
-      ssize_t n = ::recvmsg(fd_.get(), &msg, MSG_ERRQUEUE);
+      ssize_t n = ::recvmsg(fd_.get(), &msg, MSG_ERRQUEUE | MSG_DONTWAIT);
       if (n < 0) {
         if (errno == EINTR) continue;
         if (errno != EAGAIN) return Error::from_errno(strf("channel %s: MSG_ERRQUEUE", name_.c_str()));
@@ -200,9 +231,12 @@ class TcpChannel final : public StreamChannel {
   size_t zc_pending_bytes_ = 0;
   int64_t zc_next_id_ = 0;
   int64_t zc_done_id_ = -1;
+  uint64_t sndtimeo_ns_ = 0;  // SO_SNDTIMEO in force (0: none, the kernel's default)
 };
 
 Result<std::unique_ptr<Channel>> wrap_tcp(UniqueFd fd, const ChannelOptions& options) {
+  // Blocking socket: sends wait in the kernel (see bound_send_wait), reads pass MSG_DONTWAIT.
+  LM_TRY(make_blocking(fd.get(), "tcp channel " + socket_pair_name(fd.get())));
   return std::unique_ptr<Channel>(new TcpChannel(std::move(fd), options));
 }
 

@@ -11,7 +11,8 @@
 // Receive side (second ring, used only by the receiving thread): reads into
 // the frame reader's 1 MiB staging buffer, registered with the ring (fixed
 // buffer, IORING_OP_READ_FIXED), and large frames straight into their own
-// buffer (IORING_OP_RECV). Frames up to 256 KiB are handed out in place.
+// buffer (IORING_OP_RECV), with the next frame's header read ahead by a recv
+// linked after the body's. Frames up to 256 KiB are handed out in place.
 //
 // extra options: "sqpoll=1" (kernel submission thread; costs a core),
 // "entries=N" (ring size), "recv=multishot" (multishot receive into a
@@ -22,8 +23,6 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-
-#include <fcntl.h>
 
 #include <cstring>
 #include <deque>
@@ -39,6 +38,7 @@ namespace {
 constexpr uint64_t kOpIo = 1;
 constexpr uint64_t kOpCancel = 2;
 constexpr uint64_t kOpWake = 3;
+constexpr uint64_t kOpAhead = 4;
 
 Result<void> init_ring(io_uring* ring, const ChannelOptions& options, const std::string& name) {
   unsigned entries = 64;
@@ -122,6 +122,19 @@ class UringSource : public ByteSource {
       : fd_(fd), ring_(ring), name_(name), fixed_(fixed), fixed_size_(fixed_size) {}
 
   Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode mode, const StopWait& stop) override {
+    return read_with_tail(buf, len, nullptr, 0, deadline, mode, stop);
+  }
+
+  // A large body (a tail is offered) is read with the next frame's header
+  // linked after it (IOSQE_IO_LINK): a recv into ahead_ that the kernel
+  // starts once the body is in, usually completing in the same
+  // io_uring_enter, so the header costs no submission and wait of its own.
+  Result<size_t> read_with_tail(void* buf, size_t len, void* /*tail*/, size_t tail_len, Deadline deadline,
+                                ReadMode mode, const StopWait& stop) override {
+    if (ahead_ == Ahead::pending) LM_TRY(wait_ahead(deadline, stop));
+    if (ahead_ == Ahead::ready) return take_ahead(buf, len);
+    bool link = tail_len > 0 && mode == ReadMode::all;
+    if (io_uring_sq_space_left(ring_) < 3) io_uring_submit(ring_);  // a link must not span two submissions
     (void)wake_.arm(ring_, stop);  // submitted with the read
     io_uring_sqe* sqe = get_sqe(ring_);
     auto* b = static_cast<const std::byte*>(buf);
@@ -131,6 +144,15 @@ class UringSource : public ByteSource {
       // MSG_WAITALL: the kernel retries until the whole body is in, one CQE.
       io_uring_prep_recv(sqe, fd_, buf, len, mode == ReadMode::all ? MSG_WAITALL : 0);
     io_uring_sqe_set_data64(sqe, kOpIo);
+    if (link) {
+      sqe->flags |= IOSQE_IO_LINK;
+      io_uring_sqe* next = get_sqe(ring_);
+      // Not MSG_WAITALL: it completes with whatever arrived, so a cancel
+      // (a thread exit) never drops bytes it had taken.
+      io_uring_prep_recv(next, fd_, ahead_buf_, sizeof ahead_buf_, 0);
+      io_uring_sqe_set_data64(next, kOpAhead);
+      ahead_ = Ahead::pending;
+    }
     // Submit and wait in one system call.
     io_uring_cqe* cqe = nullptr;
     int rc;
@@ -153,6 +175,47 @@ class UringSource : public ByteSource {
   }
 
  private:
+  enum class Ahead : uint8_t { none, pending, ready };
+
+  // The read-ahead header's completion: bytes to hand out, the end of the
+  // stream (0), or nothing (cancelled with its link, or by a thread exit).
+  void ahead_done(int res) {
+    ahead_ = Ahead::none;
+    if (res == -ECANCELED || res == -EINTR) return;
+    ahead_ = Ahead::ready;
+    ahead_res_ = res;
+    ahead_pos_ = 0;
+  }
+
+  Result<size_t> take_ahead(void* buf, size_t len) {
+    if (ahead_res_ < 0) return Error::sys(-ahead_res_, strf("channel %s: recv", name_.c_str()));
+    size_t n = std::min(len, size_t(ahead_res_) - ahead_pos_);
+    std::memcpy(buf, ahead_buf_ + ahead_pos_, n);
+    ahead_pos_ += n;
+    if (ahead_pos_ == size_t(ahead_res_)) ahead_ = Ahead::none;
+    return n;  // 0 only for the end of the stream
+  }
+
+  // Until the read-ahead completes; a timeout or a stop leaves it pending.
+  Result<void> wait_ahead(Deadline deadline, const StopWait& stop) {
+    while (ahead_ == Ahead::pending) {
+      io_uring_cqe* cqe = nullptr;
+      int rc = io_uring_peek_cqe(ring_, &cqe);
+      if (rc != 0) {
+        if (wake_.arm(ring_, stop)) io_uring_submit(ring_);
+        rc = wait_cqe(ring_, &cqe, deadline);
+      }
+      if (rc == -ETIME) return timeout_error(name_, "waiting for data");
+      if (rc < 0) return Error::sys(-rc, strf("channel %s: io_uring_wait_cqe (recv)", name_.c_str()));
+      uint64_t op = io_uring_cqe_get_data64(cqe);
+      int res = cqe->res;
+      io_uring_cqe_seen(ring_, cqe);
+      if (op == kOpAhead) ahead_done(res);
+      if (op == kOpWake && wake_.completed(ring_, stop)) return stopped_error(name_, "waiting for data");
+    }
+    return ok();
+  }
+
   // Reaps completions until the read's own; a timeout or a stop cancels the
   // read first, which must not land later.
   Result<size_t> reap_read(io_uring_cqe* cqe, int rc, Deadline deadline, const StopWait& stop) {
@@ -173,6 +236,7 @@ class UringSource : public ByteSource {
           if (cancelled_by && (res == -ECANCELED || res == -EINTR)) return std::move(*cancelled_by);
           return Error::sys(-res, strf("channel %s: recv", name_.c_str()));
         }
+        if (op == kOpAhead) ahead_done(res);
         if (op == kOpWake && wake_.completed(ring_, stop) && !cancelled_by) {
           cancelled_by = stopped_error(name_, "waiting for data");
           cancel_read();
@@ -196,6 +260,10 @@ class UringSource : public ByteSource {
   const std::byte* fixed_;
   size_t fixed_size_;
   WakePoll wake_;
+  Ahead ahead_ = Ahead::none;
+  int ahead_res_ = 0;  // bytes in ahead_buf_, or -errno
+  size_t ahead_pos_ = 0;
+  std::byte ahead_buf_[sizeof(FrameHeader)];
 };
 
 // Multishot receive ("recv=multishot"): one armed IORING_OP_RECV with
@@ -311,8 +379,7 @@ class UringChannel final : public StreamChannel {
   static Result<std::unique_ptr<Channel>> make(UniqueFd fd, const ChannelOptions& options) {
     // io_uring waits itself (poll-armed retries); with O_NONBLOCK, READ_FIXED
     // on the socket would surface -EAGAIN instead.
-    int fl = fcntl(fd.get(), F_GETFL);
-    if (fl < 0 || fcntl(fd.get(), F_SETFL, fl & ~O_NONBLOCK) < 0) return Error::from_errno("uring channel: fcntl");
+    LM_TRY(make_blocking(fd.get(), "uring channel " + socket_pair_name(fd.get())));
     std::unique_ptr<UringChannel> ch(new UringChannel(std::move(fd), options));
     LM_TRY(init_ring(&ch->send_ring_, options, ch->name_));
     ch->send_ring_ok_ = true;

@@ -1,6 +1,7 @@
 #include "transport/stream.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -134,6 +135,12 @@ std::string socket_pair_name(int fd) {
   getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ll);
   getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl);
   return format_sockaddr(local) + "->" + format_sockaddr(peer);
+}
+
+Result<void> make_blocking(int fd, const std::string& what) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) return Error::from_errno(what + ": fcntl");
+  return ok();
 }
 
 static Result<void> tune_socket(int fd, const ChannelOptions& options, const std::string& what) {
@@ -319,10 +326,19 @@ Result<Received> FrameReader::read_large_body(ByteSource& source, Deadline deadl
   const uint32_t length = *large_length_;
   const size_t body = size_t(length) + frame_pad(length);
   while (large_have_ < body) {
-    size_t n = LM_TRY(source.read(large_.get() + large_have_, body - large_have_, deadline, ReadMode::all, stop));
+    // The next frame's header may come with the body's last bytes (no read of its own).
+    if (begin_ == end_) begin_ = end_ = 0;
+    size_t tail = end_ + sizeof(FrameHeader) <= staging_size_ ? sizeof(FrameHeader) : 0;
+    size_t want = body - large_have_;
+    size_t n = LM_TRY(
+        source.read_with_tail(large_.get() + large_have_, want, staging_.get() + end_, tail, deadline, ReadMode::all, stop));
     if (n == 0)
       return Error{ECONNRESET, strf("channel %s: truncated stream: connection closed inside a frame (%zu of %zu bytes)",
                                     channel.c_str(), sizeof(FrameHeader) + large_have_, sizeof(FrameHeader) + body)};
+    if (n > want) {
+      end_ += n - want;
+      n = want;
+    }
     large_have_ += n;
   }
   large_length_.reset();

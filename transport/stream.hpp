@@ -108,6 +108,8 @@ Result<UniqueFd> accept_socket(int listen_fd, const ChannelOptions& options, Tim
                                const std::string& listener_name, const StopWait& stop = {});
 // "127.0.0.1:40000->127.0.0.1:7000"
 std::string socket_pair_name(int fd);
+// Clears O_NONBLOCK (tcp and uring channels: their sockets block; see each backend).
+Result<void> make_blocking(int fd, const std::string& what);
 // Waits for poll events on fd; ETIMEDOUT error when the deadline passes,
 // ECANCELED when `stop` is stopped.
 Result<void> wait_fd(int fd, short events, Deadline deadline, const std::string& channel, const char* what,
@@ -123,6 +125,14 @@ class ByteSource {
  public:
   virtual ~ByteSource() = default;
   virtual Result<size_t> read(void* buf, size_t len, Deadline deadline, ReadMode mode, const StopWait& stop) = 0;
+  // read() of a large frame's body into `buf`, offered `tail` for the next
+  // frame's header: a source may fill it too with bytes already there (the
+  // result then exceeds `len`; it never waits for them), or read the header
+  // ahead on its own (uring). Either saves the header a read of its own.
+  virtual Result<size_t> read_with_tail(void* buf, size_t len, void* /*tail*/, size_t /*tail_len*/,
+                                        Deadline deadline, ReadMode mode, const StopWait& stop) {
+    return read(buf, len, deadline, mode, stop);
+  }
 };
 
 // Reassembles frames. Small frames are returned as views into the staging

@@ -23,6 +23,13 @@ class InputSource : public ByteSource {
     pos_ += n;
     return n;  // 0 at the end: end of stream
   }
+  // Odd patterns also fill the tail (the next header after a large body), as tcp's recvmsg does.
+  Result<size_t> read_with_tail(void* buf, size_t len, void* tail, size_t tail_len, Deadline d, ReadMode m,
+                                const StopWait& s) override {
+    size_t n = LM_TRY(read(buf, len, d, m, s));
+    if (n == len && (pattern_ & 1) && tail_len) n += LM_TRY(read(tail, tail_len, d, m, s));
+    return n;
+  }
 
  private:
   std::span<const uint8_t> bytes_;
