@@ -625,10 +625,16 @@ std::string summarize_group(const GroupRunResult& run) {
     const MigrationResult& r = g.vms[i];
     const GroupVmFigures& f = g.figures[i];
     const uint64_t bytes = i < g.link.bytes.size() ? g.link.bytes[i] : 0;
-    if (r.completed)
-      s += strf("vm %-10zu completed, %.1f ms from the group's start, downtime %.1f ms, %u rounds, %.1f MiB on the "
-                "link, verify ok\n",
+    const std::string mode(mode_name(f.mode));
+    if (r.completed && f.mode == MigrationMode::precopy)
+      s += strf("vm %-10zu completed, precopy, %.1f ms from the group's start, downtime %.1f ms, %u rounds, %.1f MiB "
+                "on the link, verify ok\n",
                 i + 1, f.resumed_ms, f.downtime_ms, r.dirty_sync_count, double(bytes) / 1048576);
+    else if (r.completed)
+      s += strf("vm %-10zu completed, %s, resumed %.1f ms and every page there %.1f ms from the group's start, "
+                "downtime %.1f ms, %u rounds, %.1f MiB on the link, verify ok\n",
+                i + 1, mode.c_str(), f.resumed_ms, f.completed_ms, f.downtime_ms, r.dirty_sync_count,
+                double(bytes) / 1048576);
     else
       s += strf("vm %-10zu failed: %s; source %s (%.0f progress/s after)\n", i + 1, r.error.c_str(),
                 r.source_state.empty() ? "not attached" : r.source_state.c_str(),
@@ -644,8 +650,8 @@ std::string summarize_group(const GroupRunResult& run) {
               g.model->ratio,
               g.model->rounds, g.model_input.dirty_pages_per_s, g.model_input.vm_bytes / 1048576);
   else
-    s += strf("model         no prediction (nothing measured); total-time %.1f ms, downtime %.1f ms\n",
-              g.total_time_ms, g.downtime_ms);
+    s += strf("model         no prediction (%s); total-time %.1f ms, migration-time %.1f ms, downtime %.1f ms\n",
+              g.no_model.c_str(), g.total_time_ms, g.migration_time_ms, g.downtime_ms);
   return s;
 }
 
