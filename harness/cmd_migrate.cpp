@@ -245,6 +245,10 @@ std::string check_source_args(const SourceArgs& a) {
   if (!a.ram.empty() && a.ram.size() != a.pids.size())
     return strf("%zu --ram for %zu --pid: give one per --pid in their order, or none (image mode)", a.ram.size(),
                 a.pids.size());
+  if (a.config.migration.mode != engine::MigrationMode::precopy && a.ram.empty())
+    return strf("--mode %s resumes the VM at its destination: give --ram ADDR:SIZE (a livemig-guest's RAM) for "
+                "every --pid; without it the process is migrated as an image, which no destination resumes",
+                std::string(engine::mode_name(a.config.migration.mode)).c_str());
   return {};
 }
 
