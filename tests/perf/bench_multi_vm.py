@@ -75,9 +75,10 @@ def main():
                 runs.setdefault((m, s), []).append(doc)
                 model = doc.get("model", {})
                 print("rep %d m=%d %-17s %s total %8.1f ms (model %8.1f) downtime %7.1f ms, VMs' mean %7.1f (model %7.1f)"
-                      " R %6.1f MB/s" % (rep, m, s, doc["status"], doc["migration-time"], model.get("total-time", 0),
-                                         doc["downtime"], vm_downtime_mean(doc), model.get("downtime", 0),
-                                         doc["link"]["bytes-per-second"] / 1e6), flush=True)
+                      " R %6.1f MB/s%s" % (rep, m, s, doc["status"], doc["migration-time"], model.get("total-time", 0),
+                                           doc["downtime"], vm_downtime_mean(doc), model.get("downtime", 0),
+                                           doc["link"]["bytes-per-second"] / 1e6,
+                                           "" if model else "; no model: %s" % doc.get("no-model")), flush=True)
         if args.weights_check:
             doc = migrate(args, sets + ["group.vms=2", 'group.strategy="parallel"', "group.weights=[1, 3]"],
                           "r%d-weights-1-3" % rep)
@@ -88,6 +89,8 @@ def main():
         def series(f):
             return [f(d) for d in docs if d["status"] == "completed"]
         total = series(lambda d: d["migration-time"])
+        first_to_last = series(lambda d: d["total-time"])
+        vdowns = [[v["downtime"] for v in d["vm-figures"]] for d in docs if d["status"] == "completed"]
         down = series(lambda d: d["downtime"])
         mt = series(lambda d: d.get("model", {}).get("total-time"))
         md = series(lambda d: d.get("model", {}).get("downtime"))
@@ -95,7 +98,13 @@ def main():
         rate = series(lambda d: d["link"]["bytes-per-second"])
         points.append({
             "vms": m, "strategy": s, "runs": len(docs), "completed": len(total),
+            "modes": sorted({v.get("mode", "precopy") for d in docs for v in d["vm-figures"]}),
             "migration-time": {"median": med(total), "min": min(total, default=None), "max": max(total, default=None)},
+            "total-time": {"median": med(first_to_last), "min": min(first_to_last, default=None),
+                           "max": max(first_to_last, default=None)},
+            # Each VM's downtime (serial-correlated: from VM 1's freeze), the median over the runs per VM.
+            "vm-downtime": [med([r[i] for r in vdowns]) for i in range(m)] if vdowns else None,
+            "no-model": sorted({d.get("no-model") for d in docs if d.get("no-model")}),
             "downtime": {"median": med(down), "min": min(down, default=None), "max": max(down, default=None)},
             "model-total-time": med(mt), "model-downtime": med(md),
             "model-over-measured-migration-time": med([a / b for a, b in zip(mt, total) if a and b]),
