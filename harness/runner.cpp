@@ -293,10 +293,13 @@ Result<SecurityConfig> run_security(const ScenarioConfig& config, const WorkDir&
   return security;
 }
 
+// `channel_extra`: the transport's own options (ChannelOptions::extra).
 Result<void> start_destination(const ScenarioConfig& config, const RunOptions& options, const WorkDir& work,
-                               const Target& target, const SecurityConfig& security, VmDestination& d) {
+                               const Target& target, const SecurityConfig& security, VmDestination& d,
+                               const std::string& channel_extra = {}) {
   DestinationOptions& dopts = d.options;
   dopts.listen = transport_address(config.migration);
+  dopts.session.channel.extra = channel_extra;
   if (target.exec_state == ExecStateKind::guest_ram)
     dopts.sink = d.guest_sink = std::make_shared<GuestRamSink>(GuestRamSinkOptions{options.guest_binary, work.path()});
   else
@@ -320,6 +323,7 @@ SourceOptions vm_source_options(const ScenarioConfig& config, const RunOptions& 
   sopts.session.psk = d.options.session.psk;
   sopts.session.unauthenticated = d.options.session.unauthenticated;
   sopts.session.channel.tls = d.options.session.channel.tls;
+  sopts.session.channel.extra = d.options.session.channel.extra;
   sopts.pid = target.pid;
   sopts.scope = target.scope;
   sopts.exec_state = target.exec_state;
@@ -426,6 +430,21 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& scenario, const RunOp
   return result;
 }
 
+namespace {
+
+// DPDK's memory is the process's, sized once when its EAL starts (the first
+// session's `mem=`), and each dpdk session here, source or destination,
+// takes its own mbuf pool from it (~120 MiB on memif): a group's 2m sessions
+// would not fit the default 512 MiB.
+std::string dpdk_channel_extra(const std::vector<ScenarioConfig>& vms) {
+  size_t sessions = 0;
+  for (const auto& c : vms)
+    if (c.migration.transport == "dpdk") sessions += 2;
+  return sessions > 2 ? strf("mem=%zu", 256 + 160 * sessions) : std::string();
+}
+
+}  // namespace
+
 Result<GroupRunResult> run_group_scenario(const ScenarioConfig& config, const RunOptions& options) {
   const GroupConfig& g = config.group;
   if (g.vms == 0) return Error::msg("a group migrates at least one VM (group.vms = 0)");
@@ -443,6 +462,7 @@ Result<GroupRunResult> run_group_scenario(const ScenarioConfig& config, const Ru
   std::vector<FreezeSample> samples(m);
   std::vector<std::string> not_started(m);
   std::vector<double> rate_before(m, 0);
+  const std::string dpdk_extra = dpdk_channel_extra(configs);
   for (size_t i = 0; i < m; i++) {
     auto started = start_workload(configs[i], options, work, workloads[i]);
     if (started) {
@@ -452,7 +472,9 @@ Result<GroupRunResult> run_group_scenario(const ScenarioConfig& config, const Ru
       else
         started = rate.error();
     }
-    if (started) started = start_destination(configs[i], options, work, workloads[i].target, security, dests[i]);
+    if (started)
+      started = start_destination(configs[i], options, work, workloads[i].target, security, dests[i],
+                                  configs[i].migration.transport == "dpdk" ? dpdk_extra : std::string());
     if (!started) not_started[i] = started.error().message;
   }
   std::vector<GroupVm> members;
