@@ -292,7 +292,7 @@ class GroupRun {
                                                                                : r.downtime_ms;
       out_.downtime_ms = std::max(out_.downtime_ms, f.downtime_ms);
     }
-    out_.total_time_ms = first >= 0 ? last - first : 0;
+    out_.total_time_ms = first >= 0 && last > 0 ? last - first : 0;  // 0: none completed
     out_.migration_time_ms = migrating_ms();
     out_.freeze_ms = freeze_ms_;
     out_.link = link_->figures();
