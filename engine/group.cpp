@@ -90,6 +90,7 @@ class GroupRun {
       out_.failure = "a group migrates at least one VM";
       return std::move(out_);
     }
+    for (size_t i = 0; i < vms_.size(); i++) out_.figures[i].mode = vms_[i].source.mode;  // as asked
     // What cannot work is refused before any VM starts.
     for (size_t i = 0; i < vms_.size(); i++)
       if (auto why = cannot_work(i); !why.empty()) {
@@ -158,7 +159,6 @@ class GroupRun {
       }
       if (on_resumed) on_resumed();
     };
-    f.mode = vm.source.mode;
     f.started = true;
     f.start_ms = now_ms();
     SourceMigration source(vm.source);
@@ -250,9 +250,13 @@ class GroupRun {
   // resumed: the frozen VMs' downtime is their copies, as in the model, not
   // their setups nor the verification of the VMs before them.
   void correlated() {
-    // Stopped, they dirty nothing: round 0 holds everything, then the final
-    // copy (hybrid: the switchover with nothing left; post-copy: no round).
-    for (size_t i = 1; i < vms_.size(); i++) vms_[i].source.convergence.max_rounds = 1;
+    // Stopped, they dirty nothing: pre-copy sends everything in round 0,
+    // then the final copy. A hybrid VM pre-copies while it runs, which a
+    // stopped one no longer does: it switches over at once, as post-copy.
+    for (size_t i = 1; i < vms_.size(); i++) {
+      vms_[i].source.convergence.max_rounds = 1;
+      if (vms_[i].source.mode == MigrationMode::hybrid) vms_[i].source.mode = MigrationMode::postcopy;
+    }
     auto before_freeze = vms_[0].source.before_freeze;
     vms_[0].source.before_freeze = [this, before_freeze] {
       for (size_t i = 1; i < vms_.size(); i++)

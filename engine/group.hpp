@@ -7,8 +7,9 @@
 //    the others are stopped too (SIGSTOP) and copied one after another, each
 //    once the VM before it runs at its destination, so the group's downtime
 //    holds their copies (and not their setups); a failure stops the group.
-//    A post-copy or hybrid VM 1 freezes for its switchover, and a post-copy
-//    VM k hands the turn on at its resume, while its pages still stream;
+//    A post-copy or hybrid VM 1 freezes for its switchover; a post-copy or
+//    hybrid VM k (stopped: nothing to pre-copy) switches over at once in its
+//    turn and hands the turn on at its resume, while its pages still stream;
 //  - parallel: all at once, the link shared by weight; each VM's first round
 //    waits until every destination is ready (or its VM failed), so that the
 //    pre-copies overlap; a failure ends only that VM.
@@ -60,7 +61,7 @@ struct GroupVmFigures {
   double resumed_ms = 0;   // its destination running the VM
   double completed_ms = 0; // its destination holding every page (pre-copy: at the resume)
   double downtime_ms = 0;  // serial-correlated: from the group's freeze to its resume
-  MigrationMode mode = MigrationMode::precopy;
+  MigrationMode mode = MigrationMode::precopy;  // as asked (a stopped hybrid VM runs as post-copy)
 };
 
 struct GroupResult {

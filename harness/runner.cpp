@@ -122,8 +122,10 @@ Result<void> start_workload(const ScenarioConfig& config, const RunOptions& opti
     target.scope.kind = dt::ScopeKind::ranges;
     target.scope.ranges = {{w.guest->ram_addr(), w.guest->ram_addr() + w.guest->ram_size()}};
     target.progress = [&w]() -> Result<uint64_t> {
-      // A guest held stopped (a serial-correlated group's) cannot answer.
-      if (auto state = dt::process_state(w.guest->pid()); state && *state == 'T')
+      // A guest held stopped (a serial-correlated group's) cannot answer, nor
+      // can one held by a tracer ('t': the engine freezing it, or its
+      // threads left in a tracing stop): its control request would wait 60 s.
+      if (auto state = dt::process_state(w.guest->pid()); state && (*state == 'T' || *state == 't'))
         return Error{EAGAIN, strf("guest pid %d is stopped: no progress sample", int(w.guest->pid()))};
       return LM_TRY(w.guest->control().status()).steps;
     };
