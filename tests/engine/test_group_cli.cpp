@@ -376,6 +376,15 @@ TEST(GroupCliInput, DuplicatePidsAndNoSessionsAreRefused) {
   EXPECT_NE(image.err.find("--mode postcopy resumes the VM at its destination: give --ram"), std::string::npos)
       << image.err;
 
+  // Three VMs' sessions to one dpdk address: its link carries 8 flows, each session takes 4.
+  auto flows = run_livemig({"source", "--pid", "1", "--pid", "2", "--pid", "3", "--to", "dpdk:memif:/tmp/none.sock",
+                            "--channels", "2"});
+  EXPECT_EQ(WEXITSTATUS(flows.status), 2) << flows.err;
+  EXPECT_NE(flows.err.find("VM 3 (--pid 3): its session to dpdk:memif:/tmp/none.sock needs flows up to 12 of that "
+                           "dpdk link, which carries 8"),
+            std::string::npos)
+      << flows.err;
+
   auto strategy = run_livemig({"source", "--pid", "1", "--pid", "2", "--to", "tcp:127.0.0.1:1", "--strategy", "all"});
   EXPECT_EQ(WEXITSTATUS(strategy.status), 2) << strategy.err;
   EXPECT_NE(strategy.err.find("--strategy"), std::string::npos) << strategy.err;
