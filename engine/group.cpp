@@ -90,6 +90,14 @@ class GroupRun {
       out_.failure = "a group migrates at least one VM";
       return std::move(out_);
     }
+    for (size_t i = 0; i < vms_.size(); i++) out_.figures[i].mode = vms_[i].source.mode;  // as asked
+    // What cannot work is refused before any VM starts.
+    for (size_t i = 0; i < vms_.size(); i++)
+      if (auto why = cannot_work(i); !why.empty()) {
+        record_failure(i, why);
+        finish();
+        return std::move(out_);
+      }
     switch (o_.strategy) {
       case GroupStrategy::parallel: parallel(); break;
       case GroupStrategy::serial: serial(0); break;
@@ -101,6 +109,18 @@ class GroupRun {
 
  private:
   double now_ms() const { return clock_.elapsed_ms(); }
+
+  // Why VM i cannot be migrated as given (empty: it can).
+  std::string cannot_work(size_t i) const {
+    const SourceOptions& s = vms_[i].source;
+    if (s.mode != MigrationMode::precopy && s.exec_state == ExecStateKind::image)
+      return strf("refused: %s resumes the VM at its destination, but this VM is migrated as an image (no guest "
+                  "RAM given), which no destination resumes or serves faults from",
+                  std::string(mode_name(s.mode)).c_str());
+    if (o_.strategy == GroupStrategy::serial_correlated && i > 0 && s.pid <= 0)
+      return "refused: serial-correlated stops the other VMs by pid; this VM has none";
+    return {};
+  }
 
   // One VM's whole migration, on the calling thread.
   void migrate(size_t i) {
@@ -125,13 +145,19 @@ class GroupRun {
         start_line_->arrive();
         return start_line_->wait_turn(i, stop, every, keep_alive);
       };
-    vm.source.on_phase = [this, i, &f, on_phase](SourcePhase p) {
+    vm.source.on_phase = [this, &f, on_phase](SourcePhase p) {
       if ((p == SourcePhase::precopy || p == SourcePhase::stop_and_copy) && f.sending_ms == 0) f.sending_ms = now_ms();
-      if (p == SourcePhase::verify && f.resumed_ms == 0) {
+      if (p == SourcePhase::verify && f.completed_ms == 0) f.completed_ms = now_ms();
+      if (on_phase) on_phase(p);
+    };
+    // The next VM's turn comes as this one runs at its destination: a
+    // post-copy VM's remaining pages then share the link with its copy.
+    vm.source.on_resumed = [this, i, &f, on_resumed = vm.source.on_resumed] {
+      if (f.resumed_ms == 0) {
         f.resumed_ms = now_ms();
         if (takes_turns(i + 1)) next_turn(i + 1);
       }
-      if (on_phase) on_phase(p);
+      if (on_resumed) on_resumed();
     };
     f.started = true;
     f.start_ms = now_ms();
@@ -224,13 +250,12 @@ class GroupRun {
   // resumed: the frozen VMs' downtime is their copies, as in the model, not
   // their setups nor the verification of the VMs before them.
   void correlated() {
+    // Stopped, they dirty nothing: pre-copy sends everything in round 0,
+    // then the final copy. A hybrid VM pre-copies while it runs, which a
+    // stopped one no longer does: it switches over at once, as post-copy.
     for (size_t i = 1; i < vms_.size(); i++) {
-      if (vms_[i].source.pid <= 0) {
-        record_failure(i, "serial-correlated stops the other VMs by pid; this VM has none");
-        return;
-      }
-      // Stopped, it dirties nothing: round 0 holds everything, then the final copy.
       vms_[i].source.convergence.max_rounds = 1;
+      if (vms_[i].source.mode == MigrationMode::hybrid) vms_[i].source.mode = MigrationMode::postcopy;
     }
     auto before_freeze = vms_[0].source.before_freeze;
     vms_[0].source.before_freeze = [this, before_freeze] {
@@ -266,24 +291,24 @@ class GroupRun {
       if (!f.started) continue;
       first = first < 0 ? f.start_ms : std::min(first, f.start_ms);
       if (!r.completed) continue;
-      last = std::max(last, f.resumed_ms);
+      last = std::max(last, f.completed_ms);
       f.downtime_ms = o_.strategy == GroupStrategy::serial_correlated && i > 0 ? f.resumed_ms - freeze_ms_
                                                                                : r.downtime_ms;
       out_.downtime_ms = std::max(out_.downtime_ms, f.downtime_ms);
     }
-    out_.total_time_ms = first >= 0 ? last - first : 0;
+    out_.total_time_ms = first >= 0 && last > 0 ? last - first : 0;  // 0: none completed
     out_.migration_time_ms = migrating_ms();
     out_.freeze_ms = freeze_ms_;
     out_.link = link_->figures();
     out_.link_bytes_per_s = out_.link.busy_s > 0 ? double(out_.link.pages) * 4096 / out_.link.busy_s : 0;
   }
 
-  // The length of the union of the completed VMs' [sending, resumed].
+  // The length of the union of the completed VMs' [sending, completed].
   double migrating_ms() const {
     std::vector<std::pair<double, double>> spans;
     for (size_t i = 0; i < vms_.size(); i++)
       if (out_.vms[i].completed && out_.figures[i].sending_ms > 0)
-        spans.emplace_back(out_.figures[i].sending_ms, out_.figures[i].resumed_ms);
+        spans.emplace_back(out_.figures[i].sending_ms, out_.figures[i].completed_ms);
     std::sort(spans.begin(), spans.end());
     double sum = 0, end = -1;
     for (auto [a, b] : spans) {
@@ -317,6 +342,14 @@ GroupResult run_group(std::vector<GroupVm> vms, const GroupOptions& options) {
 void predict_group(GroupResult& g) {
   ModelInput& in = g.model_input;
   in = {};
+  g.model.reset();
+  g.no_model.clear();
+  for (size_t i = 0; i < g.figures.size(); i++)
+    if (g.figures[i].mode != MigrationMode::precopy) {
+      g.no_model = strf("the model is pre-copy's; VM %zu is %s", i + 1,
+                        std::string(mode_name(g.figures[i].mode)).c_str());
+      return;
+    }
   in.vms = unsigned(g.vms.size());
   in.multi = g.strategy == GroupStrategy::parallel ? MultiVm::parallel
              : g.strategy == GroupStrategy::serial ? MultiVm::serial
@@ -341,7 +374,10 @@ void predict_group(GroupResult& g) {
     in.min_rounds = r.model_input.min_rounds;
     in.threshold_bytes += r.model_input.threshold_bytes;  // its own: what its rate drains in its target
   }
-  if (n == 0 || np == 0 || in.link_bytes_per_s <= 0) return;
+  if (n == 0 || np == 0 || in.link_bytes_per_s <= 0) {
+    g.no_model = "nothing measured";
+    return;
+  }
   in.dirty_pages_per_s /= np;
   in.vm_bytes /= n;
   in.resume_s /= n;

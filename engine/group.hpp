@@ -4,9 +4,12 @@
 //    group before the next VM;
 //  - serial-correlated (the course notes' serial): every VM's destination is
 //    prepared at once; VM 1 pre-copies while the others run; when it freezes,
-//    the others are stopped too (SIGSTOP) and copied one after another once
-//    VM 1 resumed, so the group's downtime holds their copies (and not their
-//    setups); a failure stops the group;
+//    the others are stopped too (SIGSTOP) and copied one after another, each
+//    once the VM before it runs at its destination, so the group's downtime
+//    holds their copies (and not their setups); a failure stops the group.
+//    A post-copy or hybrid VM 1 freezes for its switchover; a post-copy or
+//    hybrid VM k (stopped: nothing to pre-copy) switches over at once in its
+//    turn and hands the turn on at its resume, while its pages still stream;
 //  - parallel: all at once, the link shared by weight; each VM's first round
 //    waits until every destination is ready (or its VM failed), so that the
 //    pre-copies overlap; a failure ends only that VM.
@@ -55,8 +58,10 @@ struct GroupVmFigures {
   double start_ms = 0;
   double ready_ms = 0;     // its destination ready (parallel, serial-correlated: then it waited)
   double sending_ms = 0;   // its first round began (its destination was ready)
-  double resumed_ms = 0;   // its destination running (the source entering verify)
+  double resumed_ms = 0;   // its destination running the VM
+  double completed_ms = 0; // its destination holding every page (pre-copy: at the resume)
   double downtime_ms = 0;  // serial-correlated: from the group's freeze to its resume
+  MigrationMode mode = MigrationMode::precopy;  // as asked (a stopped hybrid VM runs as post-copy)
 };
 
 struct GroupResult {
@@ -65,9 +70,9 @@ struct GroupResult {
   std::vector<GroupVmFigures> figures;
   std::optional<size_t> failed_vm;   // the first that failed (0-based)
   std::string failure;               // and why
-  double total_time_ms = 0;          // first start to last resume
+  double total_time_ms = 0;          // first start to last completion
   // The time in which some VM was migrating (from its first round, its
-  // destination prepared, to its resume): QEMU's total-time for a group,
+  // destination prepared, to its completion): QEMU's total-time for a group,
   // without the destinations' preparation; what the model predicts.
   double migration_time_ms = 0;
   double downtime_ms = 0;            // the group's
@@ -76,6 +81,7 @@ struct GroupResult {
   double link_bytes_per_s = 0;       // R: pages delivered per second while any VM sent
   ModelInput model_input;
   std::optional<ModelPrediction> model;
+  std::string no_model;  // why there is no prediction
   bool completed() const { return !failed_vm && !vms.empty(); }
 };
 
@@ -83,6 +89,7 @@ struct GroupResult {
 GroupResult run_group(std::vector<GroupVm> vms, const GroupOptions& options);
 
 // The model's figures for a group: R the group's, D and Vm the VMs' mean.
+// The model is pre-copy's: a group with a post-copy or hybrid VM gets none.
 void predict_group(GroupResult& g);
 
 }  // namespace lm::engine

@@ -212,12 +212,14 @@ Result<void> push_pages(transport::Session& session, size_t c, compress::Compres
 }
 
 // The destination reports it runs the VM: the downtime ends (the first time).
-void note_resumed(PostcopySourceOutcome& out, uint64_t freeze_ns, uint64_t& resumed_ns) {
+void note_resumed(const PostcopySourceOptions& o, PostcopySourceOutcome& out, uint64_t freeze_ns,
+                  uint64_t& resumed_ns) {
   if (out.resumed) return;
   out.resumed = true;
   resumed_ns = now_ns();
   out.resumed_ns = resumed_ns;
   out.resumed_after_ms = double(resumed_ns - freeze_ns) * 1e-6;
+  if (o.on_resumed) o.on_resumed();
 }
 
 // Control: the destination's resume, then its completion digests. True
@@ -255,7 +257,7 @@ bool await_completion(const Peer& control, PushState& st, const PostcopySourceOp
       return false;
     }
     if (std::holds_alternative<Resumed>(*m)) {
-      note_resumed(out, freeze_ns, resumed_ns);
+      note_resumed(o, out, freeze_ns, resumed_ns);
       awaiting_resume.reset();
       st.last_fault_ns = resumed_ns;  // policy none: the guest gets idle_ms to fault first
       st.set_resumed();
@@ -298,7 +300,7 @@ Result<dt::RangeList> reconnect(transport::Session& session, const PostcopySourc
       }
       auto m = LM_TRY((control.decode<Resumed, DirtyBitmap, Ready>(*received)));
       if (std::holds_alternative<Resumed>(m)) {
-        note_resumed(out, freeze_ns, resumed_ns);
+        note_resumed(o, out, freeze_ns, resumed_ns);
       } else if (const auto* v = std::get_if<DirtyBitmap>(&m)) {
         auto part = dt::from_page_bitmap(v->bits, v->start, v->pages);
         still.insert(still.end(), part.begin(), part.end());

@@ -50,6 +50,8 @@ struct PostcopySourceOptions {
   LinkShare::Member* link_share = nullptr;
   // Counts what is pushed and served, and the pages still needed; null: none.
   Timeline* timeline = nullptr;
+  // Called once, when the destination first reports the VM running.
+  std::function<void()> on_resumed;
 };
 
 struct PostcopySourceOutcome {

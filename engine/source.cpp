@@ -1104,6 +1104,7 @@ class SourceRun {
     // an image, complete); the receive time is used so the figure holds across
     // hosts too (it includes one message latency). So does the migration.
     record_downtime(now_ns());
+    if (o_.on_resumed) o_.on_resumed();
     // On this host the destination's clock is ours: the resume splits at the
     // moment its guest ran again.
     if (const auto* resumed = std::get_if<Resumed>(&reported);
@@ -1129,6 +1130,7 @@ class SourceRun {
     po.reconnect_timeout = o_.postcopy.reconnect_timeout;
     po.link_share = o_.link_share.get();
     po.timeline = &timeline_;
+    po.on_resumed = o_.on_resumed;
     if (o_.postcopy.reconnect_timeout.count() > 0)
       po.redial = [this](transport::Timeout within) {
         auto again = session_config_;

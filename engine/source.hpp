@@ -133,6 +133,10 @@ struct SourceOptions {
   std::function<Result<void>(const std::function<Result<void>()>& keep_alive)> before_tracking;
   // Called just before the process is frozen (the runner samples the workload).
   std::function<void()> before_freeze;
+  // Called once the destination reports the VM running (pre-copy: before
+  // the verdict; post-copy: at its resume, before the pages all arrived):
+  // a serial-correlated group gives the next VM its turn then.
+  std::function<void()> on_resumed;
   // Called on entering every phase (progress, and fault injection in tests).
   std::function<void(SourcePhase)> on_phase;
 };

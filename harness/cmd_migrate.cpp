@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -232,6 +233,11 @@ Result<PageRange> parse_ram(std::string_view text) {
   return PageRange{*addr, *addr + *size};
 }
 
+// One dpdk address is one link of the transport, with this many flows
+// (transport/dpdk/backend_dpdk.cpp); every session to it takes a control, a
+// priority and its bulk channels' flows, and the command line cannot raise it.
+constexpr unsigned kDpdkFlowsPerLink = 8;
+
 // What the options say together (a bad command line: CLI11 reports it).
 std::string check_source_args(const SourceArgs& a) {
   for (size_t i = 0; i < a.pids.size(); i++)
@@ -245,6 +251,22 @@ std::string check_source_args(const SourceArgs& a) {
   if (!a.ram.empty() && a.ram.size() != a.pids.size())
     return strf("%zu --ram for %zu --pid: give one per --pid in their order, or none (image mode)", a.ram.size(),
                 a.pids.size());
+  std::map<std::string, unsigned> flows;  // per dpdk address, taken by the VMs before
+  for (size_t i = 0; i < a.pids.size() && (a.to.size() == 1 || a.to.size() == a.pids.size()); i++) {
+    const std::string& to = a.to.size() == 1 ? a.to[0] : a.to[i];
+    if (to.rfind("dpdk:", 0) != 0) continue;
+    unsigned& used = flows[to];
+    used += 2 + a.config.migration.channels;
+    if (used > kDpdkFlowsPerLink)
+      return strf("VM %zu (--pid %llu): its session to %s needs flows up to %u of that dpdk link, which carries %u "
+                  "(a control, a priority and %u bulk channels per VM): give it a --to of its own, or fewer --channels",
+                  i + 1, (unsigned long long)a.pids[i], to.c_str(), used, kDpdkFlowsPerLink,
+                  a.config.migration.channels);
+  }
+  if (a.config.migration.mode != engine::MigrationMode::precopy && a.ram.empty())
+    return strf("--mode %s resumes the VM at its destination: give --ram ADDR:SIZE (a livemig-guest's RAM) for "
+                "every --pid; without it the process is migrated as an image, which no destination resumes",
+                std::string(engine::mode_name(a.config.migration.mode)).c_str());
   return {};
 }
 

@@ -219,7 +219,9 @@ std::string group_to_json(const GroupRunResult& run) {
               {"start", f.start_ms},
               {"ready", f.ready_ms},
               {"sending", f.sending_ms},
+              {"mode", mode_name(f.mode)},
               {"resumed", f.resumed_ms},
+              {"completed", f.completed_ms},
               {"downtime", f.downtime_ms},
               {"link-bytes", i < g.link.bytes.size() ? g.link.bytes[i] : 0},
               {"contended-link-bytes", i < g.link.contended_bytes.size() ? g.link.contended_bytes[i] : 0}};
@@ -236,6 +238,7 @@ std::string group_to_json(const GroupRunResult& run) {
                {"bucket-ms", g.link.bucket_ms},
                {"series", g.link.series}};
   const ModelInput& in = g.model_input;
+  if (!g.model) j["no-model"] = g.no_model;
   if (g.model)
     j["model"] = {{"multi", strategy_name(g.strategy)},
                   {"r", g.model->ratio},

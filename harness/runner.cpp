@@ -122,8 +122,10 @@ Result<void> start_workload(const ScenarioConfig& config, const RunOptions& opti
     target.scope.kind = dt::ScopeKind::ranges;
     target.scope.ranges = {{w.guest->ram_addr(), w.guest->ram_addr() + w.guest->ram_size()}};
     target.progress = [&w]() -> Result<uint64_t> {
-      // A guest held stopped (a serial-correlated group's) cannot answer.
-      if (auto state = dt::process_state(w.guest->pid()); state && *state == 'T')
+      // A guest held stopped (a serial-correlated group's) cannot answer, nor
+      // can one held by a tracer ('t': the engine freezing it, or its
+      // threads left in a tracing stop): its control request would wait 60 s.
+      if (auto state = dt::process_state(w.guest->pid()); state && (*state == 'T' || *state == 't'))
         return Error{EAGAIN, strf("guest pid %d is stopped: no progress sample", int(w.guest->pid()))};
       return LM_TRY(w.guest->control().status()).steps;
     };
@@ -294,10 +296,13 @@ Result<SecurityConfig> run_security(const ScenarioConfig& config, const WorkDir&
   return security;
 }
 
+// `channel_extra`: the transport's own options (ChannelOptions::extra).
 Result<void> start_destination(const ScenarioConfig& config, const RunOptions& options, const WorkDir& work,
-                               const Target& target, const SecurityConfig& security, VmDestination& d) {
+                               const Target& target, const SecurityConfig& security, VmDestination& d,
+                               const std::string& channel_extra = {}) {
   DestinationOptions& dopts = d.options;
   dopts.listen = transport_address(config.migration);
+  dopts.session.channel.extra = channel_extra;
   if (target.exec_state == ExecStateKind::guest_ram)
     dopts.sink = d.guest_sink = std::make_shared<GuestRamSink>(GuestRamSinkOptions{options.guest_binary, work.path()});
   else
@@ -322,6 +327,7 @@ SourceOptions vm_source_options(const ScenarioConfig& config, const RunOptions& 
   sopts.session.psk = d.options.session.psk;
   sopts.session.unauthenticated = d.options.session.unauthenticated;
   sopts.session.channel.tls = d.options.session.channel.tls;
+  sopts.session.channel.extra = d.options.session.channel.extra;
   sopts.pid = target.pid;
   sopts.scope = target.scope;
   sopts.exec_state = target.exec_state;
@@ -428,6 +434,21 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& scenario, const RunOp
   return result;
 }
 
+namespace {
+
+// DPDK's memory is the process's, sized once when its EAL starts (the first
+// session's `mem=`), and each dpdk session here, source or destination,
+// takes its own mbuf pool from it (~120 MiB on memif): a group's 2m sessions
+// would not fit the default 512 MiB.
+std::string dpdk_channel_extra(const std::vector<ScenarioConfig>& vms) {
+  size_t sessions = 0;
+  for (const auto& c : vms)
+    if (c.migration.transport == "dpdk") sessions += 2;
+  return sessions > 2 ? strf("mem=%zu", 256 + 160 * sessions) : std::string();
+}
+
+}  // namespace
+
 Result<GroupRunResult> run_group_scenario(const ScenarioConfig& config, const RunOptions& options) {
   const GroupConfig& g = config.group;
   if (g.vms == 0) return Error::msg("a group migrates at least one VM (group.vms = 0)");
@@ -445,6 +466,7 @@ Result<GroupRunResult> run_group_scenario(const ScenarioConfig& config, const Ru
   std::vector<FreezeSample> samples(m);
   std::vector<std::string> not_started(m);
   std::vector<double> rate_before(m, 0);
+  const std::string dpdk_extra = dpdk_channel_extra(configs);
   for (size_t i = 0; i < m; i++) {
     auto started = start_workload(configs[i], options, work, workloads[i]);
     if (started) {
@@ -454,7 +476,9 @@ Result<GroupRunResult> run_group_scenario(const ScenarioConfig& config, const Ru
       else
         started = rate.error();
     }
-    if (started) started = start_destination(configs[i], options, work, workloads[i].target, security, dests[i]);
+    if (started)
+      started = start_destination(configs[i], options, work, workloads[i].target, security, dests[i],
+                                  configs[i].migration.transport == "dpdk" ? dpdk_extra : std::string());
     if (!started) not_started[i] = started.error().message;
   }
   std::vector<GroupVm> members;
@@ -628,10 +652,16 @@ std::string summarize_group(const GroupRunResult& run) {
     const MigrationResult& r = g.vms[i];
     const GroupVmFigures& f = g.figures[i];
     const uint64_t bytes = i < g.link.bytes.size() ? g.link.bytes[i] : 0;
-    if (r.completed)
-      s += strf("vm %-10zu completed, %.1f ms from the group's start, downtime %.1f ms, %u rounds, %.1f MiB on the "
-                "link, verify ok\n",
+    const std::string mode(mode_name(f.mode));
+    if (r.completed && f.mode == MigrationMode::precopy)
+      s += strf("vm %-10zu completed, precopy, %.1f ms from the group's start, downtime %.1f ms, %u rounds, %.1f MiB "
+                "on the link, verify ok\n",
                 i + 1, f.resumed_ms, f.downtime_ms, r.dirty_sync_count, double(bytes) / 1048576);
+    else if (r.completed)
+      s += strf("vm %-10zu completed, %s, resumed %.1f ms and every page there %.1f ms from the group's start, "
+                "downtime %.1f ms, %u rounds, %.1f MiB on the link, verify ok\n",
+                i + 1, mode.c_str(), f.resumed_ms, f.completed_ms, f.downtime_ms, r.dirty_sync_count,
+                double(bytes) / 1048576);
     else
       s += strf("vm %-10zu failed: %s; source %s (%.0f progress/s after)\n", i + 1, r.error.c_str(),
                 r.source_state.empty() ? "not attached" : r.source_state.c_str(),
@@ -647,8 +677,8 @@ std::string summarize_group(const GroupRunResult& run) {
               g.model->ratio,
               g.model->rounds, g.model_input.dirty_pages_per_s, g.model_input.vm_bytes / 1048576);
   else
-    s += strf("model         no prediction (nothing measured); total-time %.1f ms, downtime %.1f ms\n",
-              g.total_time_ms, g.downtime_ms);
+    s += strf("model         no prediction (%s); total-time %.1f ms, migration-time %.1f ms, downtime %.1f ms\n",
+              g.no_model.c_str(), g.total_time_ms, g.migration_time_ms, g.downtime_ms);
   return s;
 }
 

@@ -11,6 +11,11 @@ Every figure is drawn from the documents' fields: nothing is typed in.
   sweep-<name>         total time and downtime per point beside the model's prediction
   fault-latency        post-copy fault-latency percentiles per run (the documents
                        hold p50/p90/p99/max, not the samples)
+  group-<run>          a group's (livemig-group/1) link bytes per VM every bucket
+                       ('link.series'), and each VM's course from 'vm-figures':
+                       waiting for its destination, migrating, downtime, pages
+                       still arriving after a post-copy resume; a table of the
+                       per-VM figures beside it
   compare table        'livemig compare --format json' of --base against the results,
                        or of a perf-gate directory's base/ and candidate/
 """
@@ -26,6 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 RESULTS = ("livemig-result/1", "livemig-result/2")  # 2 added the timeline
 SWEEP = "livemig-sweep/1"
+GROUP = "livemig-group/1"
 
 
 def read_json(path):
@@ -37,8 +43,8 @@ def read_json(path):
 
 
 def collect(paths):
-    """Result documents (path, doc) and sweeps (dir, summary) under paths."""
-    runs, sweeps, seen = [], [], set()
+    """Result documents (path, doc), sweeps (dir, summary) and groups (path, doc) under paths."""
+    runs, sweeps, groups, seen = [], [], [], set()
 
     def add_file(path):
         real = os.path.realpath(path)
@@ -52,6 +58,8 @@ def collect(paths):
             runs.append((path, doc))
         elif doc.get("schema") == SWEEP:
             sweeps.append((os.path.dirname(path), doc))
+        elif doc.get("schema") == GROUP:
+            groups.append((path, doc))
 
     for p in paths:
         if os.path.isdir(p):
@@ -62,7 +70,7 @@ def collect(paths):
                         add_file(os.path.join(root, f))
         else:
             add_file(p)
-    return runs, sweeps
+    return runs, sweeps, groups
 
 
 def slug(text):
@@ -184,6 +192,65 @@ def sweep_figure(out, name, summary):
     return save(fig, out, "sweep-" + name)
 
 
+def group_figure(out, name, doc):
+    """The link's bytes per VM per bucket (each line's gid: group-link-vm<N>)
+    and each VM's course on the group's clock."""
+    link = doc.get("link", {})
+    series = link.get("series") or []
+    vms = doc.get("vm-figures") or []
+    if not vms:
+        return None
+    bucket = link.get("bucket-ms", 100) or 100
+    fig, (ax_link, ax_vms) = plt.subplots(2, 1, figsize=(8, 3.5 + 0.4 * len(vms)), sharex=True,
+                                          gridspec_kw={"height_ratios": [3, 1 + 0.3 * len(vms)]})
+    for i, bytes_per_bucket in enumerate(series):
+        ax_link.plot([bucket * k for k in range(len(bytes_per_bucket))],
+                     [b / (bucket / 1e3) / 1e6 for b in bytes_per_bucket], "-", marker=".", gid="group-link-vm%d" % (i + 1),
+                     label="VM %d" % (i + 1))
+    ax_link.set_ylabel("MB/s granted on the link")
+    if series:
+        ax_link.legend(loc="upper right", fontsize=8)
+    for i, v in enumerate(vms):
+        y = len(vms) - i
+        if not v.get("started"):
+            continue
+        spans = [(v["start"], v.get("sending") or v["start"], "0.8", "waiting for its destination")]
+        if v.get("status") == "completed":
+            spans.append((v.get("sending") or v["start"], v["resumed"], "tab:blue", "migrating"))
+            spans.append((v["resumed"], v.get("completed", v["resumed"]), "tab:green", "pages after the resume"))
+            spans.append((v["resumed"] - v["downtime"], v["resumed"], "tab:orange", "downtime"))
+        for a, b, color, what in spans:
+            if b > a:
+                ax_vms.barh(y, b - a, left=a, height=0.6, color=color, label=what if i == 0 else None)
+        ax_vms.annotate("%s %s" % (v.get("mode", ""), v.get("status", "")), (v["start"], y), fontsize=7, va="center")
+    ax_vms.set_yticks([len(vms) - i for i in range(len(vms))])
+    ax_vms.set_yticklabels(["VM %d" % v["vm"] for v in vms])
+    ax_vms.set_xlabel("ms since the group started (link sampled every %g ms)" % bucket)
+    handles, labels = ax_vms.get_legend_handles_labels()
+    if handles:
+        ax_vms.legend(fontsize=7, loc="lower right")
+    model = doc.get("model")
+    ax_link.set_title("%s: %s, %d VMs, %s; total %.1f ms, downtime %.1f ms%s" % (
+        doc.get("name", name), doc.get("strategy"), doc.get("vm-count", len(vms)), doc.get("status"),
+        doc.get("total-time", 0), doc.get("downtime", 0),
+        " (model %.1f ms, %.1f ms)" % (model["total-time"], model["downtime"]) if model else ""), fontsize=9)
+    return save(fig, out, "group-" + name)
+
+
+def group_table(doc):
+    head = ("VM", "mode", "status", "weight", "start", "sending", "resumed", "completed", "downtime", "link MiB")
+    rows = ["<table><tr>%s</tr>" % "".join("<th>%s</th>" % h for h in head)]
+    for v in doc.get("vm-figures") or []:
+        cells = (v["vm"], v.get("mode", ""), v.get("status", "") + (": " + v["error"] if v.get("error") else ""),
+                 v.get("weight"), "%.1f" % v.get("start", 0), "%.1f" % v.get("sending", 0),
+                 "%.1f" % v.get("resumed", 0), "%.1f" % v.get("completed", v.get("resumed", 0)),
+                 "%.1f" % v.get("downtime", 0), "%.1f" % (v.get("link-bytes", 0) / 2**20))
+        rows.append("<tr>%s</tr>" % "".join("<td>%s</td>" % html.escape(str(c)) for c in cells))
+    rows.append("</table>")
+    why = "" if doc.get("model") else " No model: %s." % html.escape(doc.get("no-model", "none in the document"))
+    return "<p>times in ms since the group started.%s</p>\n%s" % (why, "\n".join(rows))
+
+
 def fault_latency(out, runs):
     rows = []
     for name, doc in runs:
@@ -245,9 +312,10 @@ def main():
     p.add_argument("--base", action="append", default=[])
     a = p.parse_args()
     os.makedirs(os.path.join(a.out, "figures"), exist_ok=True)
-    runs, sweeps = collect(a.results)
-    if not runs and not sweeps:
-        sys.exit("livemig report: no result documents (%s) in %s" % (" or ".join(RESULTS), ", ".join(a.results)))
+    runs, sweeps, groups = collect(a.results)
+    if not runs and not sweeps and not groups:
+        sys.exit("livemig report: no result documents (%s) in %s" % (" or ".join(RESULTS + (GROUP,)),
+                                                                     ", ".join(a.results)))
 
     sections = []
     names = {}
@@ -278,6 +346,15 @@ def main():
             if paths:
                 sections.append(figure_html(paths, "sweep %s (%d points)" % (summary.get("name"),
                                                                             len(summary.get("runs", [])))))
+    if groups:
+        sections.append("<h2>Groups</h2>")
+        for path, doc in groups:
+            name = slug(re.sub(r"\.json$", "", os.path.basename(path)))
+            paths = group_figure(a.out, name, doc)
+            if paths:
+                sections.append(figure_html(paths, "group %s: %s, %d VMs" % (
+                    doc.get("name", name), doc.get("strategy"), doc.get("vm-count", 0))))
+            sections.append(group_table(doc))
     fig, rows = fault_latency(a.out, named_runs)
     if fig:
         sections.append("<h2>Post-copy fault latency</h2>")
@@ -299,7 +376,7 @@ table{border-collapse:collapse;font-size:90%%}td,th{border:1px solid #ccc;paddin
 tr.regressed{background:#fcc}tr.improved{background:#cfc}tr.noisy{color:#777}</style></head>
 <body data-figures="%d">
 <h1>livemig report</h1>
-<p>%d result document(s), %d sweep(s), from %s.</p>
+<p>%d result document(s), %d sweep(s), %d group(s), from %s.</p>
 %s
 <script>
 // How many figures the browser could draw: a headless check reads it.
@@ -310,7 +387,7 @@ window.addEventListener("load", function () {
 });
 </script>
 </body></html>
-""" % (sum(s.count("<img ") for s in sections), len(runs), len(sweeps),
+""" % (sum(s.count("<img ") for s in sections), len(runs), len(sweeps), len(groups),
        html.escape(", ".join(a.results)), "\n".join(sections))
     index = os.path.join(a.out, "index.html")
     with open(index, "w") as f:

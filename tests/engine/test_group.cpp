@@ -304,6 +304,34 @@ TEST(GroupInput, NoVmsIsRefused) {
   EXPECT_NE(c.error().message.find("at least one VM"), std::string::npos) << c.error().message;
 }
 
+// Combinations that cannot work are refused before any VM starts, naming
+// the VM and why: a post-copy or hybrid VM migrated as an image (nothing
+// resumes it), and a serial-correlated VM 2..m without a pid to stop.
+TEST(GroupInput, ImpossibleCombinationsAreRefusedUpFront) {
+  for (auto [strategy, mode] : {std::pair{GroupStrategy::parallel, MigrationMode::postcopy},
+                                std::pair{GroupStrategy::serial, MigrationMode::hybrid},
+                                std::pair{GroupStrategy::serial_correlated, MigrationMode::precopy}}) {
+    FakeGroup g(2);
+    g.members[1].source.mode = mode;
+    if (mode != MigrationMode::precopy) g.members[1].source.exec_state = ExecStateKind::image;
+    GroupOptions o;
+    o.strategy = strategy;
+    auto result = run_group(std::move(g.members), o);
+    const std::string name(strategy_name(strategy));
+    ASSERT_TRUE(result.failed_vm.has_value()) << name;
+    EXPECT_EQ(*result.failed_vm, 1u) << name;
+    EXPECT_NE(result.failure.find("VM 2: refused: "), std::string::npos) << result.failure;
+    EXPECT_NE(result.failure.find(mode == MigrationMode::precopy ? "pid" : "image"), std::string::npos)
+        << result.failure;
+    for (size_t i = 0; i < 2; i++) {
+      EXPECT_FALSE(result.figures[i].started) << name << " VM " << i + 1;
+      EXPECT_NE(result.vms[i].error.find("not migrated"), std::string::npos) << result.vms[i].error;
+      EXPECT_EQ(g.vms[i]->fake.calls(FakeOp::freeze), 0u) << name << " VM " << i + 1;
+      EXPECT_EQ(g.vms[i]->fake.state(), FakeState::running) << name << " VM " << i + 1;
+    }
+  }
+}
+
 TEST(GroupInput, VmTablesAndWeights) {
   auto c = parse_scenario("[group]\nstrategy = \"serial-correlated\"\n[[vm]]\nweight = 3\n"
                           "[[vm]]\nworkload.ram = \"96M\"\n",

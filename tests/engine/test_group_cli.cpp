@@ -160,6 +160,33 @@ class GroupCli : public ::testing::Test {
     return doc;
   }
 
+  // Guest mode: each VM's RAM (--ram, one per --pid) resumes as a
+  // livemig-guest at the destination; the sources are killed once their
+  // copies verified. The group's document.
+  json guests_resume(const char* strategy, std::vector<std::string> extra) {
+    auto& a = guest(32ull << 20);
+    auto& b = guest(16ull << 20);
+    const pid_t a_pid = a.pid(), b_pid = b.pid();
+    auto ram = [](guest::GuestProcess& g) {
+      return strf("0x%llx:%llu", (unsigned long long)g.ram_addr(), (unsigned long long)g.ram_size());
+    };
+    Child d = dest({}, "30000", false);
+    extra.insert(extra.end(), {"--ram", ram(a), "--ram", ram(b)});
+    Child s = source({a_pid, b_pid}, strategy, extra);
+    auto [dest_out, doc] = expect_group_completed(d, s);
+    EXPECT_EQ(doc["vms"].size(), 2u);
+    size_t resumed = 0;
+    for (size_t at = dest_out.find("RESUMED pid="); at != std::string::npos; at = dest_out.find("RESUMED pid=", at + 1))
+      resumed++;
+    EXPECT_EQ(resumed, 2u) << dest_out;
+    EXPECT_TRUE(wait_until_gone(std::string("--handoff ") + "/tmp/handoff-" + std::to_string(d.process.pid()), 5000)
+                    .empty())
+        << "--exit-after stops the resumed guests";
+    EXPECT_FALSE(alive(a_pid)) << "the source is killed once its copy verified";
+    EXPECT_FALSE(alive(b_pid));
+    return doc;
+  }
+
   std::string address_;
   std::vector<std::unique_ptr<guest::GuestProcess>> guests_;  // before cgroup_ goes: declared after it
 };
@@ -217,28 +244,19 @@ TEST_F(GroupCli, SerialCorrelatedSecondVmWaitsOutTheFirstOnASlowLink) {
   EXPECT_LT(doc["vm-figures"][1]["ready"].get<double>(), doc["freeze"].get<double>());
 }
 
-// Guest mode: each VM's RAM (--ram, one per --pid) resumes as a livemig-guest
-// at the destination; the sources are killed once their copies verified.
-TEST_F(GroupCli, GuestModeBothGuestsResume) {
-  auto& a = guest(32ull << 20);
-  auto& b = guest(16ull << 20);
-  const pid_t a_pid = a.pid(), b_pid = b.pid();
-  auto ram = [](guest::GuestProcess& g) {
-    return strf("0x%llx:%llu", (unsigned long long)g.ram_addr(), (unsigned long long)g.ram_size());
-  };
-  Child d = dest({}, "30000", false);
-  Child s = source({a_pid, b_pid}, "parallel", {"--ram", ram(a), "--ram", ram(b)});
-  auto [dest_out, doc] = expect_group_completed(d, s);
-  EXPECT_EQ(doc["vms"].size(), 2u);
-  size_t resumed = 0;
-  for (size_t at = dest_out.find("RESUMED pid="); at != std::string::npos; at = dest_out.find("RESUMED pid=", at + 1))
-    resumed++;
-  EXPECT_EQ(resumed, 2u) << dest_out;
-  EXPECT_TRUE(wait_until_gone(std::string("--handoff ") + "/tmp/handoff-" + std::to_string(d.process.pid()), 5000)
-                  .empty())
-      << "--exit-after stops the resumed guests";
-  EXPECT_FALSE(alive(a_pid)) << "the source is killed once its copy verified";
-  EXPECT_FALSE(alive(b_pid));
+TEST_F(GroupCli, GuestModeBothGuestsResume) { guests_resume("parallel", {}); }
+
+// Post-copy across the two commands, serial-correlated: VM 1 switches over
+// (VM 2 stopped then), VM 2 switches over once VM 1 runs at its destination;
+// both complete with every page, verify, and resume. No model: it is pre-copy's.
+TEST_F(GroupCli, PostcopySerialCorrelatedBothGuestsResume) {
+  json doc = guests_resume("serial-correlated", {"--mode", "postcopy"});
+  for (size_t i = 0; i < 2; i++) {
+    EXPECT_EQ(doc["vm-figures"][i]["mode"], "postcopy");
+    EXPECT_GE(doc["vm-figures"][i]["completed"].get<double>(), doc["vm-figures"][i]["resumed"].get<double>());
+  }
+  EXPECT_GE(doc["vm-figures"][1]["sending"].get<double>(), doc["vm-figures"][0]["resumed"].get<double>());
+  EXPECT_NE(doc.value("no-model", "").find("pre-copy's"), std::string::npos) << doc.dump();
 }
 
 // VM 2's session is refused mid-round (its pages and VM 1's pass the
@@ -351,6 +369,21 @@ TEST(GroupCliInput, DuplicatePidsAndNoSessionsAreRefused) {
   auto none = run_livemig({"dest", "--image", "--sessions", "0"});
   EXPECT_EQ(WEXITSTATUS(none.status), 2) << none.err;
   EXPECT_NE(none.err.find("'0': a destination serves 1 to 64 sessions"), std::string::npos) << none.err;
+
+  // Post-copy without --ram: an image, which nothing resumes.
+  auto image = run_livemig({"source", "--pid", "1", "--pid", "2", "--to", "tcp:127.0.0.1:1", "--mode", "postcopy"});
+  EXPECT_EQ(WEXITSTATUS(image.status), 2) << image.err;
+  EXPECT_NE(image.err.find("--mode postcopy resumes the VM at its destination: give --ram"), std::string::npos)
+      << image.err;
+
+  // Three VMs' sessions to one dpdk address: its link carries 8 flows, each session takes 4.
+  auto flows = run_livemig({"source", "--pid", "1", "--pid", "2", "--pid", "3", "--to", "dpdk:memif:/tmp/none.sock",
+                            "--channels", "2"});
+  EXPECT_EQ(WEXITSTATUS(flows.status), 2) << flows.err;
+  EXPECT_NE(flows.err.find("VM 3 (--pid 3): its session to dpdk:memif:/tmp/none.sock needs flows up to 12 of that "
+                           "dpdk link, which carries 8"),
+            std::string::npos)
+      << flows.err;
 
   auto strategy = run_livemig({"source", "--pid", "1", "--pid", "2", "--to", "tcp:127.0.0.1:1", "--strategy", "all"});
   EXPECT_EQ(WEXITSTATUS(strategy.status), 2) << strategy.err;

@@ -1,12 +1,16 @@
 // Groups of live livemig-guests on this host (harness run_group_scenario):
 // m = 2 and 3 guests by each strategy on tcp and uring, every guest's own
 // verify passing after its resume; a parallel group in which one VM's
-// destination dies mid-round; weights 1:3 honoured over pre-copy.
+// destination dies mid-round; weights 1:3 honoured over pre-copy. Then
+// m = 2 by each strategy with post-copy, hybrid, over dpdk, with mixed
+// modes and with each VM's own policy and tracker, and failures of a
+// post-copy VM.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "harness/runner.hpp"
+#include "livemig_config.h"
 #include "harness/scenario.hpp"
 #include "harness/sweep.hpp"
 #include "tests/engine/engine_test_util.hpp"
@@ -183,6 +187,166 @@ TEST(GroupGuestShare, PostcopyPushesAskTheLink) {
   }
   std::printf("R %.1f MB/s over %.2f s busy\n", g.link_bytes_per_s / 1e6, g.link.busy_s);
   EXPECT_LT(g.link_bytes_per_s, 50e6 * 1.15) << "the pushes kept to the group's rate";
+}
+
+// --- every strategy with post-copy and hybrid, over dpdk, mixed modes, own settings ---------
+
+struct ModeCase {
+  const char* strategy;
+  const char* mode;  // every VM's
+  const char* transport;
+};
+
+class GroupModes : public ::testing::TestWithParam<ModeCase> {};
+
+// Two guests by each strategy, every VM post-copy or hybrid (tcp), or
+// pre-copy over dpdk (memif, each VM its own link, one EAL in this process).
+// Serial: VM 2 starts once VM 1 completed, every page at its destination.
+// Serial-correlated: VM 1's freeze (its switchover) stops VM 2, whose copy
+// starts once VM 1 runs at its destination.
+TEST_P(GroupModes, EveryGuestVerifiesAfterResume) {
+  const ModeCase& c = GetParam();
+  const std::string mode = c.mode, strategy = c.strategy;
+#if !LM_HAVE_DPDK
+  if (std::string(c.transport) == "dpdk") GTEST_SKIP() << "DPDK was not built (meson -Ddpdk)";
+#endif
+  auto r = run(small_group({"group.vms=2", strf("group.strategy=\"%s\"", c.strategy),
+                            strf("migration.mode=\"%s\"", c.mode), strf("migration.transport=\"%s\"", c.transport)}));
+  const GroupResult& g = r.group;
+  ASSERT_TRUE(g.completed()) << g.failure;
+  ASSERT_EQ(g.vms.size(), 2u);
+  for (size_t i = 0; i < 2; i++) {
+    expect_migrated_and_verified(g.vms[i]);
+    EXPECT_EQ(g.vms[i].transport, c.transport);
+    EXPECT_EQ(mode_name(g.figures[i].mode), mode);
+    EXPECT_GT(g.link.bytes[i], 0u) << "VM " << i + 1;
+    EXPECT_GT(g.figures[i].downtime_ms, 0) << "VM " << i + 1;
+    EXPECT_GT(g.figures[i].resumed_ms, 0) << "VM " << i + 1;
+    EXPECT_GE(g.figures[i].completed_ms, g.figures[i].resumed_ms) << "VM " << i + 1;
+  }
+  EXPECT_GE(g.total_time_ms, g.figures[1].completed_ms - g.figures[0].start_ms);
+  if (mode == "precopy") {
+    EXPECT_TRUE(g.model.has_value()) << g.no_model;
+  } else {
+    EXPECT_FALSE(g.model.has_value());
+    EXPECT_NE(g.no_model.find("pre-copy's"), std::string::npos) << g.no_model;
+  }
+  if (strategy == "serial") {
+    EXPECT_GE(g.figures[1].start_ms, g.figures[0].completed_ms);
+  }
+  if (strategy == "serial-correlated") {
+    EXPECT_GT(g.freeze_ms, 0);
+    EXPECT_LT(g.figures[1].ready_ms, g.freeze_ms);
+    EXPECT_GE(g.figures[1].sending_ms, g.figures[0].resumed_ms);
+    EXPECT_GT(g.figures[1].downtime_ms, g.figures[0].downtime_ms) << "VM 2 was stopped at VM 1's freeze";
+    EXPECT_GE(g.downtime_ms, g.figures[1].downtime_ms);
+  }
+}
+
+std::vector<ModeCase> mode_cases() {
+  std::vector<ModeCase> out;
+  for (const char* s : {"serial", "serial-correlated", "parallel"}) {
+    for (const char* m : {"postcopy", "hybrid"}) out.push_back({s, m, "tcp"});
+    out.push_back({s, "precopy", "dpdk"});
+  }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, GroupModes, ::testing::ValuesIn(mode_cases()), [](const auto& i) {
+  std::string s = strf("%s_%s_%s", i.param.strategy, i.param.mode, i.param.transport);
+  for (char& ch : s) ch = ch == '-' ? '_' : ch;
+  return s;
+});
+
+// Two guests, each with settings of its own ([[vm]] tables).
+ScenarioConfig own_settings(const char* strategy, std::vector<std::vector<std::pair<std::string, std::string>>> vms) {
+  auto c = small_group({"group.vms=2", strf("group.strategy=\"%s\"", strategy)});
+  c.group.vm.resize(vms.size());
+  for (size_t i = 0; i < vms.size(); i++) c.group.vm[i].settings = vms[i];
+  return c;
+}
+
+// VM 1 pre-copy, VM 2 post-copy, by each strategy (serial-correlated: the
+// post-copy VM 2, stopped at VM 1's freeze, switches over in its turn).
+class GroupMixedModes : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(GroupMixedModes, PrecopyAndPostcopyVerify) {
+  auto r = run(own_settings(GetParam(), {{}, {{"migration.mode", "\"postcopy\""}}}));
+  const GroupResult& g = r.group;
+  ASSERT_TRUE(g.completed()) << g.failure;
+  EXPECT_EQ(g.figures[0].mode, MigrationMode::precopy);
+  EXPECT_EQ(g.figures[1].mode, MigrationMode::postcopy);
+  for (size_t i = 0; i < 2; i++) expect_migrated_and_verified(g.vms[i]);
+  EXPECT_GT(g.vms[0].dirty_sync_count, 1u) << "VM 1 pre-copied";
+  EXPECT_GT(g.vms[1].pages_pushed + g.vms[1].postcopy_pages_requested, 0u) << "VM 2's pages came after its resume";
+  EXPECT_FALSE(g.model.has_value());
+}
+
+INSTANTIATE_TEST_SUITE_P(Strategies, GroupMixedModes, ::testing::Values("serial", "serial-correlated", "parallel"),
+                         [](const auto& i) {
+                           std::string s = i.param;
+                           for (char& ch : s) ch = ch == '-' ? '_' : ch;
+                           return s;
+                         });
+
+// Each VM its own compression policy and dirty tracker.
+TEST(GroupOwnSettings, PolicyAndTrackerPerVm) {
+  auto r = run(own_settings("parallel", {{{"migration.policy", "\"fixed:lz4\""}, {"migration.tracker", "\"uffd-wp\""}},
+                                         {{"migration.policy", "\"adaptive\""}, {"migration.tracker", "\"hash\""}}}));
+  const GroupResult& g = r.group;
+  ASSERT_TRUE(g.completed()) << g.failure;
+  for (size_t i = 0; i < 2; i++) expect_migrated_and_verified(g.vms[i]);
+  EXPECT_EQ(g.vms[0].policy, "fixed:lz4");
+  EXPECT_EQ(g.vms[0].tracker, "uffd-wp");
+  EXPECT_EQ(g.vms[1].policy, "adaptive");
+  EXPECT_EQ(g.vms[1].tracker, "hash");
+}
+
+// A post-copy VM whose destination dies as its switchover begins (before
+// its resume: it rolls back and runs on). Parallel: the other completes.
+// Serial: VM 1 fails and the group stops before VM 2, which runs on
+// untouched. Serial-correlated: VM 1 completes; VM 2, stopped at VM 1's
+// freeze, fails in its turn, and is continued.
+GroupRunResult run_postcopy_with_destination_dying(const char* strategy, size_t victim) {
+  RunOptions o;
+  o.on_vm_phase = [victim](size_t vm, SourcePhase p, Cancel& destination) {
+    if (vm == victim && p == SourcePhase::stop_and_copy) destination.request("test: the destination dies at the switchover");
+  };
+  return run(small_group({"group.vms=2", strf("group.strategy=\"%s\"", strategy), "migration.mode=\"postcopy\""}), o);
+}
+
+void expect_runs_on(const GroupRunResult& r, size_t i) {
+  EXPECT_FALSE(r.group.vms[i].completed) << "VM " << i + 1;
+  EXPECT_GT(r.source_rate_after[i], 0) << "VM " << i + 1 << " must run on";
+}
+
+// VM 2 failed alone: VM 1 completed and verified, VM 2's source runs on.
+void expect_only_vm2_failed(const GroupRunResult& r) {
+  const GroupResult& g = r.group;
+  expect_vm2_named(g);
+  expect_migrated_and_verified(g.vms[0]);
+  EXPECT_EQ(g.vms[1].source_state, "running");
+  expect_runs_on(r, 1);
+}
+
+TEST(GroupGuestFailure, PostcopyParallelOtherCompletes) {
+  expect_only_vm2_failed(run_postcopy_with_destination_dying("parallel", 1));
+}
+
+TEST(GroupGuestFailure, PostcopySerialStopsBeforeTheNextVm) {
+  auto r = run_postcopy_with_destination_dying("serial", 0);
+  const GroupResult& g = r.group;
+  ASSERT_TRUE(g.failed_vm.has_value());
+  EXPECT_EQ(*g.failed_vm, 0u);
+  EXPECT_EQ(g.vms[0].source_state, "running");
+  EXPECT_FALSE(g.figures[1].started);
+  EXPECT_NE(g.vms[1].error.find("not migrated"), std::string::npos) << g.vms[1].error;
+  expect_runs_on(r, 0);
+  expect_runs_on(r, 1);
+}
+
+TEST(GroupGuestFailure, PostcopySerialCorrelatedSecondFailsInItsTurn) {
+  expect_only_vm2_failed(run_postcopy_with_destination_dying("serial-correlated", 1));
 }
 
 }  // namespace

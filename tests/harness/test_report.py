@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """livemig report on real result documents: two pre-copy runs, one post-copy
-run and a two-point sweep of tests/harness/gate-small.toml (in a memory
+run, a group of two and a two-point sweep of tests/harness/gate-small.toml (in a memory
 cgroup), and a copy of one run whose timeline the test replaced by a
 series of its own. Asserts that the page references every figure it should
 (a timeline per run, a rounds figure per run with rounds, the sweep, the
-fault latency, the compare table) and that each referenced file exists;
+fault latency, the group, the compare table) and that each referenced file
+exists; that the group figure draws each VM's link series;
 that every timeline figure draws its run's samples (each line's vertices in
 the SVG are the samples' (t-ms, value) pairs under one affine map: the
 series, not something typed, and the planted series too); then renders the
@@ -86,6 +87,9 @@ def main():
             run([a.livemig, "run", scenario, "--quiet", "--out", os.path.join(runs, "precopy-%d.json" % i)], tmp, 60)
         run([a.livemig, "run", scenario, "--quiet", "--set", 'migration.mode="postcopy"',
              "--set", 'name="gate-small-postcopy"', "--out", os.path.join(runs, "postcopy.json")], tmp, 60)
+        # A group of two (livemig-group/1): its link series per VM and its VMs' figures.
+        run([a.livemig, "run", scenario, "--quiet", "--set", "group.vms=2", "--set", 'group.strategy="parallel"',
+             "--set", 'name="gate-small-group"', "--out", os.path.join(runs, "group.json")], tmp, 90)
         sweep = os.path.join(tmp, "rate.toml")
         with open(sweep, "w") as f:
             f.write('base = "%s"\nname = "report-rate"\n[sweep]\n"workload.rate" = [1000, 8000]\n' % scenario)
@@ -144,6 +148,22 @@ def main():
         for wanted in ("sweep-report-rate.png", "fault-latency.png"):
             if wanted not in names:
                 sys.exit("no %s in the page" % wanted)
+        # The group's figure draws each VM's link series (MB/s per bucket against ms).
+        group = json.load(open(os.path.join(runs, "group.json")))
+        if "group-group.png" not in names:
+            sys.exit("no group figure in the page")
+        svg = open(os.path.join(out, "figures", "group-group.svg")).read()
+        bucket = group["link"]["bucket-ms"]
+        for i, series in enumerate(group["link"]["series"]):
+            v = line_vertices(svg, "group-link-vm%d" % (i + 1))
+            if not v or len(v) != len(series):
+                sys.exit("the group figure does not draw VM %d's %d buckets" % (i + 1, len(series)))
+            if len(series) > 1 and not affine_image([bucket * k for k in range(len(series))], [x for x, _ in v]):
+                sys.exit("VM %d's link line is not on the group's clock" % (i + 1))
+            if max(series) > min(series) and not affine_image(series, [y for _, y in v]):
+                sys.exit("VM %d's link line does not draw its series" % (i + 1))
+        if page.count("<td>completed</td>") < 2:
+            sys.exit("no per-VM table for the group")
         for ref in imgs:
             if not ref.endswith(".png") or not os.path.isfile(os.path.join(out, ref[:-4] + ".svg")):
                 sys.exit("%s has no SVG beside it" % ref)
