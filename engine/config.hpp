@@ -50,7 +50,7 @@ struct MigrationConfig {
   unsigned workers = 2;                 // compression workers
   std::string tracker = "auto";         // "auto" or a tracker registry name (checked when parsed)
   unsigned batch_pages = 256;           // pages per page-batch message
-  uint64_t protect_chunk_bytes = 128ull << 20;  // the tracker's write protection inside round 0, per chunk (0: in setup)
+  uint64_t protect_chunk_bytes = 0;  // the tracker's write protection inside round 0, per chunk (0: in setup)
   bool hold_hot_pages = true;           // hot pages left writable, sent after the freeze
 };
 
