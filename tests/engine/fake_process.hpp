@@ -441,6 +441,9 @@ inline SourceOptions fake_source_options(FakeProcess& fake) {
   o.timeout = transport::Timeout(5000);
   o.session.handshake_timeout = transport::Timeout(5000);
   o.batch_pages = 32;
+  // The chunked start inside round 0 (opt-in, off by default): the fake
+  // tracker protects mapping by mapping, and the matrix injects a failure there.
+  o.protect_chunk_bytes = 128ull << 20;
   return o;
 }
 
