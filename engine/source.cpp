@@ -89,7 +89,6 @@ struct RoundTotals {
   uint64_t payload_bytes = 0;  // page payloads
   uint64_t batches = 0;
   uint64_t unreadable = 0;     // pages whose mapping vanished while reading
-  uint64_t send_ns = 0;        // time senders spent inside the channel (link-bound time)
   // The senders' time inside the channel on sampled batches (one in four),
   // split by their schedstat: on a CPU (pushing bytes through the transport:
   // on veth or loopback most of the network stack), waiting for a CPU, and
@@ -111,7 +110,6 @@ struct RoundTotals {
     payload_bytes += o.payload_bytes;
     batches += o.batches;
     unreadable += o.unreadable;
-    send_ns += o.send_ns;
     sampled += o.sampled;
     passthrough_pages += o.passthrough_pages;
     return *this;
@@ -379,10 +377,8 @@ class BulkSender {
 
     auto wait_slot = [&](Slot& s) -> Result<void> {
       if (s.seq == 0) return ok();
-      uint64_t t0 = now_ns();
       std::lock_guard g(lock);
       auto r = channel.wait_sent(s.seq, timeout_);
-      totals.send_ns += now_ns() - t0;
       s.seq = 0;
       return r;
     };
@@ -407,7 +403,6 @@ class BulkSender {
         peer.encode(s.message, PageBatch{round, s.batch.entries, payload});
         if (fault_corrupt_batch_ && ++batches_encoded_ == fault_corrupt_batch_ && !payload.empty())
           payload[payload.size() / 2] ^= std::byte{0x40};
-        uint64_t t0 = now_ns();
         if (link_share_) LM_TRY(link_share_->acquire(s.message.size(), s.addrs.size(), cancel_));
         in_channel.enter();
         {
@@ -416,7 +411,6 @@ class BulkSender {
         }
         in_channel.leave();
         in_channel.count(s.message.size());
-        totals.send_ns += now_ns() - t0;
         totals.pages += s.addrs.size();
         totals.wire_bytes += s.message.size();
         timeline.sent(s.message.size(), s.addrs.size(), count);
@@ -656,7 +650,6 @@ struct SendFigures {
   uint64_t wire_bytes = 0;
   uint64_t raw_bytes = 0;
   uint64_t passthrough_pages = 0;  // fixed:raw pages that bypassed the compressor
-  double link_rate = 0;            // wire bytes per second of link-bound time
   double page_rate = 0;            // pages delivered per second, last full round
   uint64_t precopy_pages = 0;      // pages sent by the iterative rounds
   uint64_t precopy_ns = 0;         // and the time they took
@@ -1028,7 +1021,6 @@ class SourceRun {
     figures_.precopy_pages += t.pages;
     figures_.precopy_ns += t.duration_ns;
     if (round_ == 0) figures_.first_round_pages = t.pages;
-    if (t.send_ns > 0) figures_.link_rate = double(t.wire_bytes) / (double(t.send_ns) * 1e-9 / threads_);
     const compress::LinkReport link = link_report(t, double(t.duration_ns) * 1e-9, threads_);
     if (link.bytes_per_s > 0)
       for (auto& w : workers_) w->report_link(link);
