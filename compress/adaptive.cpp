@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/clock.hpp"
 #include "common/json.hpp"
 #include "common/page.hpp"
 
@@ -41,8 +42,12 @@ int candidate_index(const CodecChoice& c) {
   return -1;
 }
 
-AdaptiveModel::AdaptiveModel(unsigned workers, double link_bytes_per_s, bool delta_allowed)
-    : workers_(std::max(1u, workers)), link_(link_bytes_per_s), delta_allowed_(delta_allowed) {
+AdaptiveModel::AdaptiveModel(unsigned workers, double link_bytes_per_s, bool delta_allowed,
+                             bool destination_shares_cpus)
+    : workers_(std::max(1u, workers)),
+      link_(link_bytes_per_s),
+      delta_allowed_(delta_allowed),
+      destination_shares_cpus_(destination_shares_cpus) {
   // Priors (this machine, brief section 4); measurements replace them quickly.
   const double page = kPageSize + kEntry;
   auto set = [&](unsigned cls, std::array<Estimate, kCandidates> e) { est_[cls] = e; };
@@ -59,8 +64,15 @@ AdaptiveModel::AdaptiveModel(unsigned workers, double link_bytes_per_s, bool del
   replan();
 }
 
+void AdaptiveModel::probe_link_first() {
+  std::lock_guard lock(m_);
+  probing_ = true;
+  replan();
+}
+
 void AdaptiveModel::report_link(const LinkReport& link) {
   std::lock_guard lock(m_);
+  if (link.raw_window && link.bytes_per_s > 0) probing_ = false;
   if (link.bytes_per_s > 0) link_ = link.saturated ? link.bytes_per_s : std::max(link_, link.bytes_per_s);
   // The lowest seen: a message's fixed costs (system call, wake-ups) spread
   // over fewer bytes when pages compress, so a compressing plan's figure
@@ -70,6 +82,19 @@ void AdaptiveModel::report_link(const LinkReport& link) {
   if (link.send_cpu_ns_per_byte > 0)
     send_ns_per_byte_ = send_ns_per_byte_ > 0 ? std::min(send_ns_per_byte_, link.send_cpu_ns_per_byte)
                                               : link.send_cpu_ns_per_byte;
+  // Bound by CPU, the plan delivers what the CPUs it really gets allow: the
+  // shortfall against its prediction is the share of the workers' CPUs the
+  // migration gets (on a loaded 2-core host, much less than all).
+  if (link.pages_per_s > 0 && cpu_bound_ && plan_pages_ > 0 && link.since_ns >= plan_since_ns_) {
+    // The share at which the plan's CPU takes as long as the pages took:
+    // from the plan's CPU, not from the last share, so that a shortfall
+    // with another cause does not compound report after report.
+    const double achieved_ns = 1e9 * plan_pages_ / link.pages_per_s;
+    const double share = std::clamp(plan_cpu_ns_ / workers_ / achieved_ns, 0.1, 1.0);
+    cpu_share_ = 0.7 * cpu_share_ + 0.3 * share;
+  } else if (!cpu_bound_) {
+    cpu_share_ += 0.05 * (1 - cpu_share_);  // not measurable now: back towards all, slowly
+  }
   replan();
 }
 
@@ -156,6 +181,18 @@ void AdaptiveModel::feed(const Feedback& fb) {
   if (++batches_since_replan_ >= 16 || ns_since_replan_ >= 1000000 || batches_ <= kLearningBatches) replan();
 }
 
+// The destination's CPU to decode one page of class cls sent with
+// candidate k. The source cannot time it, so it is the encoding time scaled
+// by the codec's decode/encode ratio on this machine's page classes
+// (`livemig bench compress`, words and text: lz4 0.15-0.2, lz4:8 0.3,
+// zstd:1 0.35-0.4, wkdm ~1); a page that did not compress is a copy.
+double AdaptiveModel::decode_ns(unsigned cls, unsigned k) const {
+  static constexpr std::array<double, kCandidates> kDecodeShare = {1.0, 0.2, 0.3, 0.4, 1.0};
+  const Estimate& e = est_[cls][k];
+  if (k == 0 || e.bytes >= double(kPageSize)) return fused_raw_ns_;
+  return kDecodeShare[k] * e.ns;
+}
+
 void AdaptiveModel::replan() {
   ns_since_replan_ = 0;
   batches_since_replan_ = 0;
@@ -171,21 +208,33 @@ void AdaptiveModel::replan() {
                  resent * est_[unsigned(PageClass::resent)][0].bytes;
   const double fw = unsampled_ * mix_[kWords], ft = unsampled_ * mix_[kText], fr = unsampled_ * mix_[kRandom];
   const double link_ns_per_byte = 1e9 / std::max(link_, 1.0);
+  const double cpus = workers_ * cpu_share_;
+  // CPU per wire byte: the sending threads push every byte through the
+  // transport, and on one host the receiving threads take it out again.
+  const double cpu_per_byte = send_ns_per_byte_ * (destination_shares_cpus_ ? 2 : 1);
+  // CPU per page of class c with candidate k: encoding, and on one host decoding.
+  auto page_cpu = [&](unsigned c, unsigned k) {
+    return est_[c][k].ns + (destination_shares_cpus_ ? decode_ns(c, k) : 0.0);
+  };
   auto time_of = [&](unsigned w, unsigned t, unsigned r, double* cpu_out, double* wire_out) {
     double sampling = unsampled_ * sample_ns_ * ((w == t && t == r) ? 1.0 / 16 : 1.0);
-    double cpu = cpu0 + sampling + fw * est_[kWords][w].ns + ft * est_[kText][t].ns + fr * est_[kRandom][r].ns;
-    if (w == 0 && t == 0 && r == 0) cpu = cpu0 + unsampled_ * (sample_ns_ / 32 + fused_raw_ns_);
+    double cpu = cpu0 + sampling + fw * page_cpu(kWords, w) + ft * page_cpu(kText, t) + fr * page_cpu(kRandom, r);
+    if (w == 0 && t == 0 && r == 0)
+      cpu = cpu0 + unsampled_ * (sample_ns_ / 32 + fused_raw_ns_ + (destination_shares_cpus_ ? fused_raw_ns_ : 0));
     double wire = wire0 + fw * est_[kWords][w].bytes + ft * est_[kText][t].bytes + fr * est_[kRandom][r].bytes;
-    cpu += wire * send_ns_per_byte_;  // the sending threads push every wire byte through the transport
+    cpu += wire * cpu_per_byte;
     *cpu_out = cpu;
     *wire_out = wire;
-    return std::max(cpu / workers_, wire * link_ns_per_byte);
+    return std::max(cpu / cpus, wire * link_ns_per_byte);
   };
   double best = INFINITY, best_cpu = INFINITY, best_wire = 0;
   unsigned bw = 0, bt = 0, br = 0;
-  for (unsigned w = 0; w < kCandidates; w++)  // 125 combinations, ~1 us
-    for (unsigned t = 0; t < kCandidates; t++)
-      for (unsigned r = 0; r < kCandidates; r++) {
+  // Until the link is measured (probing), raw only: its batches show the
+  // link's rate.
+  const unsigned candidates = probing_ ? 1 : kCandidates;
+  for (unsigned w = 0; w < candidates; w++)  // 125 combinations, ~1 us
+    for (unsigned t = 0; t < candidates; t++)
+      for (unsigned r = 0; r < candidates; r++) {
         double cpu, wire;
         double time = time_of(w, t, r, &cpu, &wire);
         // Within 1%, the plan that spends less CPU wins.
@@ -197,7 +246,7 @@ void AdaptiveModel::replan() {
         }
       }
   // Keep the current plan unless the best is clearly faster.
-  if (have_plan_) {
+  if (have_plan_ && !probing_) {
     double cur_cpu, cur_wire;
     double cur = time_of(cur_[0], cur_[1], cur_[2], &cur_cpu, &cur_wire);
     if (cur <= best * (1 + kHysteresis)) {
@@ -206,6 +255,7 @@ void AdaptiveModel::replan() {
     }
   }
   have_plan_ = true;
+  const Plan before = plan_;
   cur_ = {bw, bt, br};
   const auto& cand = adaptive_candidates();
   plan_ = Plan{};
@@ -236,19 +286,19 @@ void AdaptiveModel::replan() {
     if (share[i] <= 0) continue;
     // A split classifies every page and copies raw pages apart from the
     // zero test: the base is the plan's cost on that path.
-    double cpu_b = cpu0 + unsampled_ * sample_ns_ + fw * est_[kWords][cur_[0]].ns + ft * est_[kText][cur_[1]].ns +
-                   fr * est_[kRandom][cur_[2]].ns + best_wire * send_ns_per_byte_;
+    double cpu_b = cpu0 + unsampled_ * sample_ns_ + fw * page_cpu(kWords, cur_[0]) + ft * page_cpu(kText, cur_[1]) +
+                   fr * page_cpu(kRandom, cur_[2]) + best_wire * cpu_per_byte;
     for (unsigned k = 0; k < kCandidates; k++) {
       if (k == k0) continue;
-      double dcpu = share[i] * (est_[c][k].ns - est_[c][k0].ns);
+      double dcpu = share[i] * (page_cpu(c, k) - page_cpu(c, k0));
       double dwire = share[i] * (est_[c][k].bytes - est_[c][k0].bytes);
-      dcpu += dwire * send_ns_per_byte_;
-      double denom = dcpu / workers_ - dwire * link_ns_per_byte;
+      dcpu += dwire * cpu_per_byte;
+      double denom = dcpu / cpus - dwire * link_ns_per_byte;
       if (denom == 0) continue;
-      double x = (best_wire * link_ns_per_byte - cpu_b / workers_) / denom;
+      double x = (best_wire * link_ns_per_byte - cpu_b / cpus) / denom;
       if (!(x > 0.02 && x < 0.98)) continue;
       double cpu = cpu_b + x * dcpu, wire = best_wire + x * dwire;
-      double time = std::max(cpu / workers_, wire * link_ns_per_byte);
+      double time = std::max(cpu / cpus, wire * link_ns_per_byte);
       if (time < split_best * 0.95) {  // only a clear gain: estimates are noisy
         split_best = time;
         split_class = int(c);
@@ -259,7 +309,7 @@ void AdaptiveModel::replan() {
       }
     }
   }
-  if (split_class >= 0) {
+  if (split_class >= 0 && !probing_) {
     plan_.alt[unsigned(split_class)] = cand[split_alt];
     plan_.alt_fraction[unsigned(split_class)] = float(split_x);
     plan_.alt_expected_ns[unsigned(split_class)] = float(est_[unsigned(split_class)][split_alt].ns);
@@ -270,8 +320,17 @@ void AdaptiveModel::replan() {
   }
   // Deltas save wire bytes for a memcpy into the cache per page: worth it
   // only while the link, not the CPU, is the bottleneck.
-  plan_.delta = delta_allowed_ && best_wire * link_ns_per_byte >= best_cpu / workers_;
+  cpu_bound_ = best_cpu / cpus > best_wire * link_ns_per_byte;
+  plan_.delta = delta_allowed_ && !cpu_bound_;
+  // The plan's codecs changed (a split's share moving is the same plan).
+  bool same = plan_.by_class == before.by_class;
+  for (unsigned c = 0; c < kClassCount; c++)
+    same = same && (plan_.alt_fraction[c] > 0) == (before.alt_fraction[c] > 0) &&
+           (plan_.alt_fraction[c] == 0 || plan_.alt[c] == before.alt[c]);
+  if (!same) plan_since_ns_ = now_ns();
   predicted_ = best > 0 ? 1e9 * n / best : 0;
+  plan_cpu_ns_ = best_cpu;
+  plan_pages_ = n;
 }
 
 Plan AdaptiveModel::plan() const {
@@ -318,7 +377,7 @@ void AdaptiveModel::write_json(JsonWriter& w, const char* key) const {
   std::lock_guard lock(m_);
   w.begin_object(key).field("link-Bps", link_).field("workers", uint64_t(workers_)).field("delta", plan_.delta);
   w.field("predicted-pages-per-s", predicted_).field("sample-ns", sample_ns_).field("fused-raw-ns", fused_raw_ns_);
-  w.field("send-ns-per-byte", send_ns_per_byte_);
+  w.field("send-ns-per-byte", send_ns_per_byte_).field("cpu-share", cpu_share_).field("probing", probing_);
   w.begin_object("plan");
   for (unsigned c : {kWords, kText, kRandom}) {
     std::string name = codec_choice_name(plan_.by_class[c]);

@@ -10,7 +10,10 @@
 //     time per page = max( sum_c f_c * (cpu_c + s * bytes_c) / W ,  sum_c f_c * bytes_c / L )
 // where s is the sending threads' CPU per wire byte inside the transport (on
 // veth or loopback most of the network stack runs there, so fewer bytes also
-// save CPU, and a fast "link" is CPU, not a free parallel resource).
+// save CPU, and a fast "link" is CPU, not a free parallel resource). When
+// the destination shares the CPUs (one host), its part is added to cpu_c:
+// decoding (a share of the encoding time per codec, below) and receiving
+// (s per wire byte again), and W counts all the workers.
 // by enumerating all combinations (5 candidates ^ 3 classes). On a link
 // faster than the CPU can compress the CPU term dominates and raw wins. The
 // plan is recomputed every millisecond of compression (or 16 batches) and
@@ -36,6 +39,9 @@ struct LinkReport {
   double bytes_per_s = 0;           // wire bytes per second the senders achieved together
   bool saturated = false;           // the link held them back: bytes_per_s is its rate
   double send_cpu_ns_per_byte = 0;  // s: the senders' CPU per wire byte inside the transport (0: not known)
+  double pages_per_s = 0;           // pages the senders delivered per second together lately (0: not known)
+  uint64_t since_ns = 0;            // ... since this time (now_ns())
+  bool raw_window = false;          // bytes_per_s was measured on batches sent (nearly) raw
 };
 
 inline constexpr unsigned kCandidates = 5;
@@ -64,12 +70,19 @@ struct Feedback {
 
 class AdaptiveModel {
  public:
-  AdaptiveModel(unsigned workers, double link_bytes_per_s, bool delta_allowed);
+  AdaptiveModel(unsigned workers, double link_bytes_per_s, bool delta_allowed,
+                bool destination_shares_cpus = false);
 
   // A saturated report sets L; an unsaturated one only raises it (the link
   // took all it was given, so it is at least that fast, and a plan that
   // compresses more must not make it look slower). s: the lowest reported.
   void report_link(const LinkReport& link);
+  // Plans raw until a report measured on raw batches arrives: the senders
+  // block on a full link, but also on a destination short of CPU, and
+  // decoding compressed pages takes it more CPU; raw batches tell the two
+  // apart. (Taken for the link, the slower receiving under compression
+  // looked like a slower link and asked for heavier compression still.)
+  void probe_link_first();
   void set_workers(unsigned workers);
   void feed(const Feedback& fb);
 
@@ -92,11 +105,13 @@ class AdaptiveModel {
 
  private:
   void replan();  // with m_ held
+  double decode_ns(unsigned cls, unsigned candidate) const;
 
   mutable std::mutex m_;
   unsigned workers_;
   double link_;
   bool delta_allowed_;
+  bool destination_shares_cpus_;
   std::array<std::array<Estimate, kCandidates>, kClassCount> est_{};
   std::array<std::array<uint64_t, kCandidates>, kClassCount> updated_{};  // batch number of the last update
   std::array<double, kClassCount> mix_{};  // decayed page counts; words/text/random as shares of the sampled
@@ -105,6 +120,12 @@ class AdaptiveModel {
   double sample_ns_ = 150;     // sampling classifier per page
   double fused_raw_ns_ = 300;  // raw page when every class is raw (fused copy + test)
   double send_ns_per_byte_ = 0;  // the senders' CPU per wire byte (0 until reported)
+  // The share of the workers' CPUs the migration gets: achieved against
+  // predicted pages per second while the plan is bound by CPU (other
+  // processes, the guest, costs the model does not see).
+  double cpu_share_ = 1;
+  bool cpu_bound_ = false;  // the current plan's CPU time exceeds its link time
+  bool probing_ = false;    // raw until the link is measured on raw batches
   uint64_t batches_ = 0;
   double explore_credit_ = 0;
   uint64_t ns_since_replan_ = 0;
@@ -113,6 +134,8 @@ class AdaptiveModel {
   bool have_plan_ = false;
   std::array<unsigned, 3> cur_{};  // candidates of the current plan: words, text, random
   double predicted_ = 0;
+  double plan_cpu_ns_ = 0, plan_pages_ = 0;  // the plan's CPU for plan_pages_ pages of the mix
+  uint64_t plan_since_ns_ = 0;               // when the codecs of the plan last changed
 };
 
 }  // namespace lm::compress

@@ -74,6 +74,9 @@ struct CompressorOptions {
   uint32_t delta_max_bytes = 2048;   // a larger delta is not sent; the class codec is used
   unsigned workers = 1;              // compression workers (adaptive: CPU available)
   double link_bytes_per_s = 1.25e9;  // adaptive: link estimate until report_link()
+  // adaptive: the destination runs on the same CPUs (one host: loopback,
+  // memif, the rig's namespaces), so its receiving and decoding count too.
+  bool destination_shares_cpus = false;
 };
 
 class Compressor {
@@ -96,6 +99,7 @@ class Compressor {
 
   // Adaptive feedback (no effect on fixed and cbc policies).
   void report_link(const LinkReport& link);
+  void probe_link_first();  // AdaptiveModel::probe_link_first
   void set_workers(unsigned workers);
 
   const PolicySpec& policy() const { return spec_; }
@@ -121,6 +125,7 @@ class Compressor {
                           CompressedBatch& out, const Plan& plan, Feedback& fb);
   void explore(std::span<const uint8_t* const> pages, Feedback& fb);
   uint64_t account(size_t n, Feedback* fb);
+  void charge_medians(Feedback& fb);  // the batch's model slots: their median page time
 
   struct PageRecord {
     Codec codec;
@@ -150,6 +155,7 @@ class Compressor {
   uint64_t explore_cursor_ = 0;
   std::unique_ptr<uint8_t[]> scratch_;
   std::vector<PageRecord> records_;
+  std::vector<std::pair<uint16_t, uint64_t>> slot_ns_;  // (class * kCandidates + candidate, ns) of a batch's pages
   std::array<float, kClassCount> split_acc_{};
 };
 

@@ -121,14 +121,23 @@ struct RoundTotals {
 // than 15% of their time blocked in the channel, so the rate they achieved
 // is the link's; otherwise the link took all they gave it and is at least
 // that fast.
-compress::LinkReport link_report(const RoundTotals& t, double elapsed_s, unsigned threads) {
+compress::LinkReport link_report(const RoundTotals& t, double elapsed_s, unsigned threads,
+                                 double wire_bytes_per_page) {
+  constexpr uint64_t kMinSampledBatches = 8;
   compress::LinkReport r;
   const RoundTotals::InChannel& in = t.sampled;
   if (elapsed_s <= 0 || !in.batches || !t.batches) return r;
   r.bytes_per_s = double(t.wire_bytes) / elapsed_s;
-  if (in.bytes) r.send_cpu_ns_per_byte = in.run_s * 1e9 / double(in.bytes);
+  // Over a few sampled batches only: the policy keeps the lowest figure.
+  if (in.bytes && in.batches >= kMinSampledBatches) r.send_cpu_ns_per_byte = in.run_s * 1e9 / double(in.bytes);
   const double blocked_s = std::max(0.0, in.wall_s - in.run_s - in.wait_s) * double(t.batches) / double(in.batches);
   r.saturated = blocked_s > 0.15 * elapsed_s * threads;
+  // Only batches sent (nearly) raw measure the link: senders also block on
+  // a destination short of CPU, and decoding compressed pages takes it more
+  // (AdaptiveModel::probe_link_first). 0.9 Gbit/s was "measured" that way on
+  // the 10 Gbit/s rig.
+  r.raw_window = wire_bytes_per_page >= 0.9 * double(kPageSize);
+  if (!r.raw_window) r.saturated = false;
   return r;
 }
 
@@ -155,9 +164,11 @@ void burn_thread_cpu(double seconds) {
     for (int i = 0; i < 256; i++) x = x * 6364136223846793005ull + 1442695040888963407ull;
 }
 
-// The calling thread's time on a CPU and runnable but waiting for one (the
-// first two fields of /proc/thread-self/schedstat); negative when the kernel
-// keeps no schedstat.
+// The calling thread's time on a CPU (its CPU clock) and runnable but
+// waiting for one (the second field of /proc/thread-self/schedstat);
+// negative when the kernel keeps no schedstat. Not schedstat's first field:
+// for a running thread it moves only at scheduler ticks, so around one short
+// send it reads 0 or a whole tick.
 struct ThreadTimes {
   double run_s = -1, wait_s = -1;
   bool known() const { return run_s >= 0; }
@@ -173,7 +184,7 @@ ThreadTimes thread_times() {
   if (n <= 0) return {};
   buf[n] = 0;
   if (std::sscanf(buf, "%llu %llu", &run_ns, &wait_ns) != 2) return {};
-  return {double(run_ns) * 1e-9, double(wait_ns) * 1e-9};
+  return {thread_cpu_seconds(), double(wait_ns) * 1e-9};
 }
 
 // Times one sampled batch's stays inside the channel into `into`.
@@ -368,6 +379,10 @@ class BulkSender {
                                 std::stop_token stop) {
     RoundTotals totals;
     const uint64_t part_start_ns = now_ns();
+    struct {
+      uint64_t ns, wire, pages;
+      bool first;
+    } window{part_start_ns, sent_wire_bytes_, sent_pages_, true};
     size_t c = t % session_.bulk_count();
     const Peer peer = Peer::bulk(session_, c, timeout_);
     Channel& channel = peer.channel();
@@ -417,10 +432,29 @@ class BulkSender {
         // Adaptive feedback while the round runs (round 0 may be the whole
         // migration): this thread's rate and its time blocked by the link,
         // its rate times the senders sharing the link.
+        sent_wire_bytes_ += s.message.size();
+        sent_pages_ += s.addrs.size();
         if (totals.batches % 8 == 7) {
-          compress::LinkReport link = link_report(totals, double(now_ns() - part_start_ns) * 1e-9, 1);
-          link.bytes_per_s *= double(workers_.size());
-          if (link.bytes_per_s > 0) compressor.report_link(link);
+          // All senders' rates over a window of 50 ms or more, not since the
+          // part began: the first window fills the socket buffers faster than
+          // the link drains them (so it only starts the next), and the plan
+          // changes along the way.
+          const uint64_t now = now_ns();
+          compress::LinkReport link = link_report(totals, double(now - part_start_ns) * 1e-9, 1, 0);
+          link.bytes_per_s = 0;  // not known unless a window ends here
+          if (now - window.ns >= 50'000'000) {
+            const uint64_t wire = sent_wire_bytes_, pages = sent_pages_;
+            if (!window.first) {
+              const double per_s = 1e9 / double(now - window.ns);
+              link = link_report(totals, double(now - part_start_ns) * 1e-9, 1,
+                                 pages > window.pages ? double(wire - window.wire) / double(pages - window.pages) : 0);
+              link.bytes_per_s = double(wire - window.wire) * per_s;
+              link.pages_per_s = double(pages - window.pages) * per_s;
+              link.since_ns = window.ns;
+            }
+            window = {now, wire, pages, false};
+          }
+          compressor.report_link(link);
         }
         totals.payload_bytes += payload.size();
         totals.batches++;
@@ -564,6 +598,7 @@ class BulkSender {
   const Cancel* cancel_;  // may be null
   double test_send_slowdown_;  // test only: LIVEMIG_TEST_SEND_SLOWDOWN_PCT / 100
   LinkShare::Member* link_share_;  // may be null: the link is this migration's alone
+  std::atomic<uint64_t> sent_wire_bytes_{0}, sent_pages_{0};  // by all senders: the link's rate
   std::atomic<uint64_t> batches_encoded_{0};
   Buffers slots_;
   std::vector<std::unique_ptr<std::mutex>> channel_locks_;
@@ -832,16 +867,20 @@ class SourceRun {
     std::vector<std::unique_ptr<compress::Compressor>> workers;  // one per sender thread
     BulkSender::Buffers buffers;
   };
+  bool destination_shares_cpus() const {
+    return o_.destination_shares_cpus.value_or(transport::same_host_address(peer_));
+  }
   Result<SenderParts> make_sender_parts() const {
     if (o_.fault_prepare_senders) return Error::sys(ENOMEM, "sender buffers: injected failure (fault_prepare_senders)");
     compress::CompressorOptions copts;
     // CPU the compressors may count on: on one host (loopback, memif, the
     // rig's namespaces) the destination's receiving and decompressing share
     // the same cores.
-    const bool shared = o_.destination_shares_cpus.value_or(transport::same_host_address(peer_));
-    copts.workers = shared ? std::max(1u, o_.workers / 2) : o_.workers;
+    copts.destination_shares_cpus = destination_shares_cpus();
+    copts.workers = o_.workers;
     SenderParts parts;
     auto first = LM_TRY_CTX(compress::Compressor::create(o_.policy, copts), "source");
+    first->probe_link_first();
     const unsigned threads = std::max(o_.workers, o_.channels);
     for (unsigned i = 1; i < threads; i++) parts.workers.push_back(first->make_worker());
     parts.workers.insert(parts.workers.begin(), std::move(first));
@@ -1021,7 +1060,8 @@ class SourceRun {
     figures_.precopy_pages += t.pages;
     figures_.precopy_ns += t.duration_ns;
     if (round_ == 0) figures_.first_round_pages = t.pages;
-    const compress::LinkReport link = link_report(t, double(t.duration_ns) * 1e-9, threads_);
+    const compress::LinkReport link =
+        link_report(t, double(t.duration_ns) * 1e-9, threads_, double(t.wire_bytes) / double(t.pages));
     if (link.bytes_per_s > 0)
       for (auto& w : workers_) w->report_link(link);
   }

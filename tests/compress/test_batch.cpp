@@ -7,6 +7,8 @@
 #include <random>
 #include <vector>
 
+#include "common/clock.hpp"
+#include "compress/adaptive.hpp"
 #include "compress/classifier.hpp"
 #include "compress/compressor.hpp"
 #include "compress/pool.hpp"
@@ -322,6 +324,82 @@ TEST(AdaptivePolicy, TheSendPathsCpuCountsPerWireByte) {
   (*c)->report_link({1e12, false, 0.01});
   for (int i = 0; i < 4; i++) send();
   EXPECT_EQ((*c)->current_plan().by_class[unsigned(PageClass::text)].codec, Codec::raw);
+}
+
+// The model fed by hand: 64 words pages measured with raw (300 ns, a whole
+// page on the wire) and wkdm (2.2 us, 1000 bytes); the other candidates far
+// too slow to matter.
+void feed_words(AdaptiveModel& m) {
+  Feedback fb;
+  fb.class_pages[unsigned(PageClass::words)] = 64;
+  const std::array<std::pair<uint64_t, uint64_t>, kCandidates> ns_bytes = {
+      {{300, kPageSize + 16}, {50000, 2000}, {50000, 2000}, {90000, 800}, {2200, 1000}}};
+  for (unsigned k = 0; k < kCandidates; k++)
+    fb.by_class[unsigned(PageClass::words)][k] = {64, 64 * ns_bytes[k].second, 64 * ns_bytes[k].first};
+  m.feed(fb);
+}
+
+// The share of words pages the plan sends with wkdm.
+double wkdm_share(const Plan& p) {
+  const unsigned w = unsigned(PageClass::words);
+  double share = p.by_class[w].codec == Codec::wkdm ? 1.0 : 0.0;
+  if (p.alt_fraction[w] > 0)
+    share = p.alt[w].codec == Codec::wkdm ? p.alt_fraction[w] : share * (1 - p.alt_fraction[w]);
+  return share;
+}
+
+// On one host the destination decodes on the same CPUs: wkdm, which decodes
+// about as slowly as it encodes, must win fewer pages than across two hosts.
+TEST(AdaptivePolicy, OnOneHostTheDestinationsDecodingCounts) {
+  AdaptiveModel two_hosts(1, 1e9, false, false), one_host(1, 1e9, false, true);
+  feed_words(two_hosts);
+  feed_words(one_host);
+  const double apart = wkdm_share(two_hosts.plan()), together = wkdm_share(one_host.plan());
+  EXPECT_GT(apart, 0.6);
+  EXPECT_LT(together, apart - 0.15);
+}
+
+// Until a report measured on raw batches, the plan is raw; a report from
+// compressed batches (the destination may be what held them back) does not
+// end it.
+TEST(AdaptivePolicy, ProbesTheLinkWithRawBatchesFirst) {
+  AdaptiveModel m(1, 1e8, false);  // a slow link: compressing pays
+  feed_words(m);
+  EXPECT_GT(wkdm_share(m.plan()), 0.9);
+  m.probe_link_first();
+  EXPECT_EQ(wkdm_share(m.plan()), 0.0);
+  LinkReport compressed;
+  compressed.bytes_per_s = 1e8;
+  compressed.saturated = false;
+  m.report_link(compressed);
+  EXPECT_EQ(wkdm_share(m.plan()), 0.0) << "still probing";
+  LinkReport raw = compressed;
+  raw.saturated = true;
+  raw.raw_window = true;
+  m.report_link(raw);
+  EXPECT_DOUBLE_EQ(m.link_bytes_per_s(), 1e8);
+  EXPECT_GT(wkdm_share(m.plan()), 0.9);
+}
+
+// Bound by CPU, a plan that delivers half the pages it predicts gets half
+// the CPUs it counted on, and no less however many reports say so.
+TEST(AdaptivePolicy, ACpuBoundPlanLearnsTheCpuShareItGets) {
+  AdaptiveModel m(1, 1e12, false);  // no link limit: raw, bound by CPU
+  feed_words(m);
+  const double predicted = m.predicted_pages_per_s();
+  ASSERT_GT(predicted, 0);
+  LinkReport r;
+  r.bytes_per_s = 1e9;
+  r.pages_per_s = predicted / 2;
+  r.since_ns = now_ns();
+  for (int i = 0; i < 30; i++) m.report_link(r);
+  EXPECT_NEAR(m.predicted_pages_per_s(), predicted / 2, predicted * 0.05);
+  // A window that began before the plan changed tells nothing of it.
+  AdaptiveModel fresh(1, 1e12, false);
+  feed_words(fresh);
+  r.since_ns = 0;
+  fresh.report_link(r);
+  EXPECT_DOUBLE_EQ(fresh.predicted_pages_per_s(), predicted);
 }
 
 TEST(AdaptivePolicy, ZeroPagesAreAlwaysZero) {
