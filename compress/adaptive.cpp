@@ -73,7 +73,10 @@ void AdaptiveModel::probe_link_first() {
 void AdaptiveModel::report_link(const LinkReport& link) {
   std::lock_guard lock(m_);
   if (link.raw_window && link.bytes_per_s > 0) probing_ = false;
-  if (link.bytes_per_s > 0) link_ = link.saturated ? link.bytes_per_s : std::max(link_, link.bytes_per_s);
+  // Compressed batches' rates say nothing of the link: the destination may
+  // have held them back, and socket buffers growing count as sent.
+  if (link.bytes_per_s > 0 && link.raw_window)
+    link_ = link.saturated ? link.bytes_per_s : std::max(link_, link.bytes_per_s);
   // The lowest seen: a message's fixed costs (system call, wake-ups) spread
   // over fewer bytes when pages compress, so a compressing plan's figure
   // overstates what one more byte costs (measured on the 2.5 Gbit/s rig:
@@ -82,18 +85,22 @@ void AdaptiveModel::report_link(const LinkReport& link) {
   if (link.send_cpu_ns_per_byte > 0)
     send_ns_per_byte_ = send_ns_per_byte_ > 0 ? std::min(send_ns_per_byte_, link.send_cpu_ns_per_byte)
                                               : link.send_cpu_ns_per_byte;
-  // Bound by CPU, the plan delivers what the CPUs it really gets allow: the
-  // shortfall against its prediction is the share of the workers' CPUs the
-  // migration gets (on a loaded 2-core host, much less than all).
-  if (link.pages_per_s > 0 && cpu_bound_ && plan_pages_ > 0 && link.since_ns >= plan_since_ns_) {
-    // The share at which the plan's CPU takes as long as the pages took:
-    // from the plan's CPU, not from the last share, so that a shortfall
-    // with another cause does not compound report after report.
-    const double achieved_ns = 1e9 * plan_pages_ / link.pages_per_s;
-    const double share = std::clamp(plan_cpu_ns_ / workers_ / achieved_ns, 0.1, 1.0);
-    cpu_share_ = 0.7 * cpu_share_ + 0.3 * share;
-  } else if (!cpu_bound_) {
-    cpu_share_ += 0.05 * (1 - cpu_share_);  // not measurable now: back towards all, slowly
+  // The CPU share the migration gets: the share at which the plan's CPU
+  // takes as long as its pages took (from the plan's CPU, not from the last
+  // share, so that a shortfall with another cause does not compound). The
+  // link rate is measured on raw batches, so a shortfall of a fifth or more
+  // is the CPU's whichever the plan expected to bind; a smaller one only
+  // when it expected the CPU to. Delivering all it predicted, the plan may
+  // have more CPU: back towards all, slowly.
+  if (link.pages_per_s > 0 && plan_pages_ > 0 && predicted_ > 0 && link.since_ns >= plan_since_ns_) {
+    const double delivered = link.pages_per_s / predicted_;
+    if (delivered < 0.8 || (cpu_bound_ && delivered < 1)) {
+      const double achieved_ns = 1e9 * plan_pages_ / link.pages_per_s;
+      const double share = std::clamp(plan_cpu_ns_ / workers_ / achieved_ns, 0.1, 1.0);
+      cpu_share_ = 0.7 * cpu_share_ + 0.3 * share;
+    } else if (delivered >= 1) {
+      cpu_share_ += 0.05 * (1 - cpu_share_);
+    }
   }
   replan();
 }

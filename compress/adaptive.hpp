@@ -41,7 +41,7 @@ struct LinkReport {
   double send_cpu_ns_per_byte = 0;  // s: the senders' CPU per wire byte inside the transport (0: not known)
   double pages_per_s = 0;           // pages the senders delivered per second together lately (0: not known)
   uint64_t since_ns = 0;            // ... since this time (now_ns())
-  bool raw_window = false;          // bytes_per_s was measured on batches sent (nearly) raw
+  bool raw_window = true;           // measured on batches sent (nearly) raw: only these tell the link
 };
 
 inline constexpr unsigned kCandidates = 5;
@@ -75,7 +75,8 @@ class AdaptiveModel {
 
   // A saturated report sets L; an unsaturated one only raises it (the link
   // took all it was given, so it is at least that fast, and a plan that
-  // compresses more must not make it look slower). s: the lowest reported.
+  // compresses more must not make it look slower); neither unless measured
+  // on raw batches. s: the lowest reported.
   void report_link(const LinkReport& link);
   // Plans raw until a report measured on raw batches arrives: the senders
   // block on a full link, but also on a destination short of CPU, and

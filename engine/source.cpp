@@ -102,6 +102,7 @@ struct RoundTotals {
     }
   } sampled;
   uint64_t passthrough_pages = 0;  // fixed:raw pages sent from the read buffer, not the compressor
+  uint64_t compressed_pages = 0;   // pages sent with a compressing codec (not raw, zero or uniform)
   uint64_t duration_ns = 0;
 
   RoundTotals& operator+=(const RoundTotals& o) {
@@ -112,6 +113,7 @@ struct RoundTotals {
     unreadable += o.unreadable;
     sampled += o.sampled;
     passthrough_pages += o.passthrough_pages;
+    compressed_pages += o.compressed_pages;
     return *this;
   }
 };
@@ -121,8 +123,7 @@ struct RoundTotals {
 // than 15% of their time blocked in the channel, so the rate they achieved
 // is the link's; otherwise the link took all they gave it and is at least
 // that fast.
-compress::LinkReport link_report(const RoundTotals& t, double elapsed_s, unsigned threads,
-                                 double wire_bytes_per_page) {
+compress::LinkReport link_report(const RoundTotals& t, double elapsed_s, unsigned threads, bool raw_window) {
   constexpr uint64_t kMinSampledBatches = 8;
   compress::LinkReport r;
   const RoundTotals::InChannel& in = t.sampled;
@@ -136,9 +137,16 @@ compress::LinkReport link_report(const RoundTotals& t, double elapsed_s, unsigne
   // a destination short of CPU, and decoding compressed pages takes it more
   // (AdaptiveModel::probe_link_first). 0.9 Gbit/s was "measured" that way on
   // the 10 Gbit/s rig.
-  r.raw_window = wire_bytes_per_page >= 0.9 * double(kPageSize);
+  r.raw_window = raw_window;
   if (!r.raw_window) r.saturated = false;
   return r;
+}
+
+// Pages of a batch sent with a compressing codec.
+uint64_t compressed_pages(const std::vector<PageEntry>& entries) {
+  uint64_t n = 0;
+  for (const PageEntry& e : entries) n += e.codec != Codec::raw && e.codec != Codec::zero && e.codec != Codec::uniform;
+  return n;
 }
 
 // A planted regression for the perf-gate tests (tests/harness): with
@@ -380,9 +388,9 @@ class BulkSender {
     RoundTotals totals;
     const uint64_t part_start_ns = now_ns();
     struct {
-      uint64_t ns, wire, pages;
+      uint64_t ns, wire, pages, compressed;
       bool first;
-    } window{part_start_ns, sent_wire_bytes_, sent_pages_, true};
+    } window{part_start_ns, sent_wire_bytes_, sent_pages_, sent_compressed_pages_, true};
     size_t c = t % session_.bulk_count();
     const Peer peer = Peer::bulk(session_, c, timeout_);
     Channel& channel = peer.channel();
@@ -434,25 +442,30 @@ class BulkSender {
         // its rate times the senders sharing the link.
         sent_wire_bytes_ += s.message.size();
         sent_pages_ += s.addrs.size();
+        const uint64_t compressed = compressed_pages(s.batch.entries);
+        totals.compressed_pages += compressed;
+        sent_compressed_pages_ += compressed;
         if (totals.batches % 8 == 7) {
           // All senders' rates over a window of 50 ms or more, not since the
-          // part began: the first window fills the socket buffers faster than
-          // the link drains them (so it only starts the next), and the plan
-          // changes along the way.
+          // part began: the first 150 ms fill the socket buffers (which grow
+          // meanwhile) faster than the link drains them, so they only start
+          // the next window; and the plan changes along the way.
           const uint64_t now = now_ns();
-          compress::LinkReport link = link_report(totals, double(now - part_start_ns) * 1e-9, 1, 0);
+          compress::LinkReport link = link_report(totals, double(now - part_start_ns) * 1e-9, 1, false);
           link.bytes_per_s = 0;  // not known unless a window ends here
-          if (now - window.ns >= 50'000'000) {
-            const uint64_t wire = sent_wire_bytes_, pages = sent_pages_;
+          if (now - window.ns >= (window.first ? 150'000'000u : 50'000'000u)) {
+            const uint64_t wire = sent_wire_bytes_, pages = sent_pages_, compressed = sent_compressed_pages_;
             if (!window.first) {
               const double per_s = 1e9 / double(now - window.ns);
-              link = link_report(totals, double(now - part_start_ns) * 1e-9, 1,
-                                 pages > window.pages ? double(wire - window.wire) / double(pages - window.pages) : 0);
+              // Raw: at most 1 page in 10 went through a compressing codec
+              // (zero and uniform pages are not compression: raw sends them so).
+              const bool raw = 10 * (compressed - window.compressed) <= pages - window.pages;
+              link = link_report(totals, double(now - part_start_ns) * 1e-9, 1, raw);
               link.bytes_per_s = double(wire - window.wire) * per_s;
               link.pages_per_s = double(pages - window.pages) * per_s;
               link.since_ns = window.ns;
             }
-            window = {now, wire, pages, false};
+            window = {now, wire, pages, compressed, false};
           }
           compressor.report_link(link);
         }
@@ -598,7 +611,8 @@ class BulkSender {
   const Cancel* cancel_;  // may be null
   double test_send_slowdown_;  // test only: LIVEMIG_TEST_SEND_SLOWDOWN_PCT / 100
   LinkShare::Member* link_share_;  // may be null: the link is this migration's alone
-  std::atomic<uint64_t> sent_wire_bytes_{0}, sent_pages_{0};  // by all senders: the link's rate
+  // By all senders: the link's rate, and whether the pages went raw.
+  std::atomic<uint64_t> sent_wire_bytes_{0}, sent_pages_{0}, sent_compressed_pages_{0};
   std::atomic<uint64_t> batches_encoded_{0};
   Buffers slots_;
   std::vector<std::unique_ptr<std::mutex>> channel_locks_;
@@ -1061,7 +1075,7 @@ class SourceRun {
     figures_.precopy_ns += t.duration_ns;
     if (round_ == 0) figures_.first_round_pages = t.pages;
     const compress::LinkReport link =
-        link_report(t, double(t.duration_ns) * 1e-9, threads_, double(t.wire_bytes) / double(t.pages));
+        link_report(t, double(t.duration_ns) * 1e-9, threads_, 10 * t.compressed_pages <= t.pages);
     if (link.bytes_per_s > 0)
       for (auto& w : workers_) w->report_link(link);
   }
