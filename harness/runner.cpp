@@ -576,10 +576,14 @@ std::string time_breakdown(const MigrationResult& r) {
             "senders %.1f, tracker start %.1f, other %.1f)\n",
             r.setup_time_ms, sb.attach, sb.tracker_probe, sb.mappings, sb.connect, sb.senders, sb.tracker_start,
             sb.other);
-  s += strf("  rounds      %u in all (stop: %s); %zu pre-copy rounds sent for %.1f ms, round 0 %.1f ms "
-            "(tracker protect %.1f in it, chunk by chunk beside the senders)\n",
+  // The tracker's protection runs inside round 0 only when started in chunks
+  // (migration.protect-chunk); otherwise it is in the setup's tracker start.
+  s += strf("  rounds      %u in all (stop: %s); %zu pre-copy rounds sent for %.1f ms, round 0 %.1f ms%s\n",
             r.dirty_sync_count, r.stop_reason.c_str(), iterative, sending_ms,
-            iterative ? r.rounds.front().duration_ms : 0.0, r.tracker_protect_ms);
+            iterative ? r.rounds.front().duration_ms : 0.0,
+            r.tracker_protect_ms > 0
+                ? strf(" (tracker protect %.1f in it, chunk by chunk beside the senders)", r.tracker_protect_ms).c_str()
+                : "");
   const auto& d = r.downtime_breakdown;
   s += strf("  downtime    %.1f ms (stop-and-copy: freeze %.1f, final collect %.1f, final send %.1f, resume %.1f%s)\n",
             r.downtime_ms, d.freeze, d.final_collect, d.final_send, d.resume,
