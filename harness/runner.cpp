@@ -492,6 +492,12 @@ Result<GroupRunResult> run_group_scenario(const ScenarioConfig& config, const Ru
     vm.source = vm_source_options(configs[i], options, workloads[i].target, dests[i], samples[i]);
     vm.source.on_round = nullptr;  // one progress line cannot show m VMs
     vm.address = dests[i].destination->address();
+    if (options.vm_route) vm.address = options.vm_route(i, vm.address);
+    if (options.on_vm_resumed)
+      vm.source.on_resumed = [&options, i, inner = vm.source.on_resumed] {
+        if (inner) inner();
+        options.on_vm_resumed(i);
+      };
     vm.weight = vm_weight(g, i);
     if (options.on_vm_phase) {
       Cancel* destination = dests[i].options.cancel.get();
@@ -534,7 +540,7 @@ Result<GroupRunResult> run_group_scenario(const ScenarioConfig& config, const Ru
     }
     if (!not_started[i].empty() && !group.failed_vm) {
       group.failed_vm = i;
-      group.failure = strf("VM %zu: %s", i + 1, r.error.c_str());
+      group.failure = group_failure(strf("VM %zu", i + 1), group.figures[i], r.error);
     }
   }
   // The VM that failed first, as the group saw it (a VM before it may have
@@ -542,12 +548,12 @@ Result<GroupRunResult> run_group_scenario(const ScenarioConfig& config, const Ru
   if (!group.failed_vm && ran.failed_vm && *ran.failed_vm < index.size()) {
     const size_t i = index[*ran.failed_vm];
     group.failed_vm = i;
-    group.failure = strf("VM %zu: %s", i + 1, group.vms[i].error.c_str());
+    group.failure = group_failure(strf("VM %zu", i + 1), group.figures[i], group.vms[i].error);
   }
   for (size_t i = 0; i < m && !group.failed_vm; i++)
     if (!group.vms[i].completed) {
       group.failed_vm = i;
-      group.failure = strf("VM %zu: %s", i + 1, group.vms[i].error.c_str());
+      group.failure = group_failure(strf("VM %zu", i + 1), group.figures[i], group.vms[i].error);
     }
   // Every source that did not complete runs on: measured, not assumed.
   out.source_rate_after.assign(m, 0);
