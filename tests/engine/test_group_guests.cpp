@@ -444,6 +444,38 @@ TEST(GroupGuestFailure, PostcopyLostAfterResumeSerialStopsBeforeTheNextVm) {
   expect_runs_on(r, 1);
 }
 
+// Serial-correlated: VM 2, stopped at VM 1's freeze, got its turn at VM 1's
+// resume; VM 1 lost after it, VM 2's copy goes on and completes.
+TEST(GroupGuestFailure, PostcopyLostAfterResumeSerialCorrelatedTurnGivenGoesOn) {
+  auto r = run_postcopy_with_link_cut_after_resume("serial-correlated", 0);
+  expect_lost_after_resume(r, 0);
+  expect_migrated_and_verified(r.group.vms[1]);
+  EXPECT_GE(r.group.figures[1].sending_ms, r.group.figures[0].resumed_ms);
+}
+
+// Post-copy and hybrid VMs, each with its own policy and tracker, over uring.
+TEST(GroupOwnSettings, PolicyAndTrackerPerPostcopyAndHybridVm) {
+  auto r = run(own_settings("parallel", {{{"migration.mode", "\"postcopy\""},
+                                          {"migration.policy", "\"fixed:lz4\""},
+                                          {"migration.tracker", "\"uffd-wp\""}},
+                                         {{"migration.mode", "\"hybrid\""},
+                                          {"migration.policy", "\"adaptive\""},
+                                          {"migration.tracker", "\"hash\""}}}));
+  const GroupResult& g = r.group;
+  ASSERT_TRUE(g.completed()) << g.failure;
+  for (size_t i = 0; i < 2; i++) {
+    expect_migrated_and_verified(g.vms[i]);
+    EXPECT_EQ(g.vms[i].transport, "uring");
+  }
+  EXPECT_EQ(g.figures[0].mode, MigrationMode::postcopy);
+  EXPECT_EQ(g.figures[1].mode, MigrationMode::hybrid);
+  EXPECT_EQ(g.vms[0].policy, "fixed:lz4");
+  EXPECT_EQ(g.vms[0].tracker, "uffd-wp");
+  EXPECT_EQ(g.vms[1].policy, "adaptive");
+  EXPECT_EQ(g.vms[1].tracker, "hash");
+  EXPECT_GT(g.vms[1].dirty_sync_count, 1u) << "VM 2 pre-copied with its own tracker before its switchover";
+}
+
 }  // namespace
 
 // The sweep (suite slow): m = 1, 2, 4, 8 by each strategy; every point completes,
