@@ -183,8 +183,10 @@ void record_failure(const RunOptions& options, const Result<void>& migrated,
     result.error = options.cancel->reason();  // the cause; both sides' errors only echo it
   else if (result.error.empty())
     result.error = !migrated.ok() ? migrated.error().message : outcome.error().message;
-  else if (!outcome.ok())
-    result.error += " (destination: " + outcome.error().message + ")";
+  else if (!outcome.ok()) {
+    const std::string& why = outcome.error().message;
+    result.error += " (" + (why.starts_with("destination: ") ? why : "destination: " + why) + ")";
+  }
 }
 
 // What the destination measured, and the resumed guest's own check.
