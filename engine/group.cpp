@@ -345,7 +345,7 @@ std::string group_failure(const std::string& vm, const GroupVmFigures& f, const 
   if (!f.failed_in) return vm + ": " + error;
   const std::string phase(source_phase_name(*f.failed_in));
   if (f.lost) return strf("%s lost after its resume (failed in %s): %s", vm.c_str(), phase.c_str(), error.c_str());
-  return strf("%s failed in %s and rolled back (its source runs on): %s", vm.c_str(), phase.c_str(), error.c_str());
+  return strf("%s failed in %s and rolled back: %s", vm.c_str(), phase.c_str(), error.c_str());
 }
 
 GroupResult run_group(std::vector<GroupVm> vms, const GroupOptions& options) {
