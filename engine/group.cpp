@@ -145,9 +145,15 @@ class GroupRun {
         start_line_->arrive();
         return start_line_->wait_turn(i, stop, every, keep_alive);
       };
-    vm.source.on_phase = [this, &f, on_phase](SourcePhase p) {
+    SourcePhase last = SourcePhase::setup;
+    vm.source.on_phase = [this, &f, &last, on_phase](SourcePhase p) {
       if ((p == SourcePhase::precopy || p == SourcePhase::stop_and_copy) && f.sending_ms == 0) f.sending_ms = now_ms();
       if (p == SourcePhase::verify && f.completed_ms == 0) f.completed_ms = now_ms();
+      if (p == SourcePhase::rolled_back || p == SourcePhase::lost) {
+        f.failed_in = last;
+        f.lost = p == SourcePhase::lost;
+      }
+      last = p;
       if (on_phase) on_phase(p);
     };
     // The next VM's turn comes as this one runs at its destination: a
@@ -202,14 +208,17 @@ class GroupRun {
   }
   std::string not_migrated() {
     std::lock_guard g(lock_);
-    return "not migrated: the group stopped first (" + out_.failure + ")";
+    return not_migrated_text();
+  }
+  std::string not_migrated_text() const {
+    return "not migrated: the group stopped first (" + out_.failure + "); it runs on at its source";
   }
 
   void record_failure(size_t i, const std::string& why) {
     std::lock_guard g(lock_);
     if (out_.failed_vm) return;
     out_.failed_vm = i;
-    out_.failure = strf("VM %zu: %s", i + 1, why.c_str());
+    out_.failure = group_failure(strf("VM %zu", i + 1), out_.figures[i], why);
   }
 
   bool stopped() const { return o_.cancel && o_.cancel->requested(); }
@@ -281,7 +290,7 @@ class GroupRun {
     for (size_t i = 0; i < vms_.size(); i++) {
       if (!out_.figures[i].started) {
         out_.vms[i].completed = false;
-        out_.vms[i].error = "not migrated: the group stopped first (" + out_.failure + ")";
+        out_.vms[i].error = not_migrated_text();  // every thread ended
       }
     }
     double first = -1, last = 0;
@@ -331,6 +340,13 @@ class GroupRun {
 };
 
 }  // namespace
+
+std::string group_failure(const std::string& vm, const GroupVmFigures& f, const std::string& error) {
+  if (!f.failed_in) return vm + ": " + error;
+  const std::string phase(source_phase_name(*f.failed_in));
+  if (f.lost) return strf("%s lost after its resume (failed in %s): %s", vm.c_str(), phase.c_str(), error.c_str());
+  return strf("%s failed in %s and rolled back: %s", vm.c_str(), phase.c_str(), error.c_str());
+}
 
 GroupResult run_group(std::vector<GroupVm> vms, const GroupOptions& options) {
   GroupRun run(std::move(vms), options);

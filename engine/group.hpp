@@ -62,6 +62,13 @@ struct GroupVmFigures {
   double completed_ms = 0; // its destination holding every page (pre-copy: at the resume)
   double downtime_ms = 0;  // serial-correlated: from the group's freeze to its resume
   MigrationMode mode = MigrationMode::precopy;  // as asked (a stopped hybrid VM runs as post-copy)
+  // A VM whose migration failed: the phase its source failed in, and whether
+  // that lost it. Before its resume it rolls back and runs on at its source;
+  // after a post-copy resume its memory is split between the hosts (the
+  // destination ran it, the source holds the pages not yet pushed): the
+  // frozen source is ended, not run on, and the destination ends its copy.
+  std::optional<SourcePhase> failed_in;
+  bool lost = false;
 };
 
 struct GroupResult {
@@ -84,6 +91,10 @@ struct GroupResult {
   std::string no_model;  // why there is no prediction
   bool completed() const { return !failed_vm && !vms.empty(); }
 };
+
+// The group's failure line for a VM (`vm` names it: "VM 2") that failed
+// with `error`: the phase, and what became of its source.
+std::string group_failure(const std::string& vm, const GroupVmFigures& f, const std::string& error);
 
 // Runs the group; each VM's outcome is in its result (completed, error).
 GroupResult run_group(std::vector<GroupVm> vms, const GroupOptions& options);

@@ -1280,7 +1280,8 @@ class SourceRun {
     }
     if (process_) (void)process_->unthrottle();
     if (on_failure(phase_, destination_may_run_) == OnFailure::lose_vm) {
-      e = Error{e.code, "post-copy failed after the destination resumed the VM; the VM is lost: " + e.message};
+      e = Error{e.code, "post-copy failed after the destination resumed the VM; the VM is lost (its memory is split "
+                        "between the hosts: the frozen source is ended, not run on): " + e.message};
       stop_tracker();
       process_->kill();
       (void)session_->close(transport::Timeout(2000));

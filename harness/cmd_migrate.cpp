@@ -375,11 +375,11 @@ int run_source_group(const SourceArgs& a) {
   const engine::HostFacts host = engine::read_host_facts();
   for (size_t i = 0; i < run.group.vms.size(); i++) describe(run.group.vms[i], configs[i], options[i], host);
   // The VM that failed, by its process too.
-  if (run.group.failed_vm)
-    run.group.failure = strf("VM %zu (pid %llu, to %s): %s", *run.group.failed_vm + 1,
-                             (unsigned long long)a.pids[*run.group.failed_vm],
-                             engine::transport_address(configs[*run.group.failed_vm].migration).c_str(),
-                             run.group.vms[*run.group.failed_vm].error.c_str());
+  if (const auto i = run.group.failed_vm)
+    run.group.failure = engine::group_failure(
+        strf("VM %zu (pid %llu, to %s)", *i + 1, (unsigned long long)a.pids[*i],
+             engine::transport_address(configs[*i].migration).c_str()),
+        run.group.figures[*i], run.group.vms[*i].error);
   run.source_rate_after.assign(a.pids.size(), 0);  // the processes are not ours to sample
   if (!a.out.empty())
     if (auto written = engine::write_group_result(run, a.out); !written) return fail("source", written.error());

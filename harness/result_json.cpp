@@ -228,6 +228,10 @@ std::string group_to_json(const GroupRunResult& run) {
     if (!g.vms[i].completed) {
       v["error"] = g.vms[i].error;
       v["source-rate-after"] = i < run.source_rate_after.size() ? run.source_rate_after[i] : 0.0;
+      if (f.failed_in) {
+        v["failed-in"] = source_phase_name(*f.failed_in);
+        v["lost"] = f.lost;  // after a post-copy resume: neither side runs it on
+      }
     }
     per_vm.push_back(std::move(v));
   }

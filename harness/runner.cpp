@@ -183,8 +183,10 @@ void record_failure(const RunOptions& options, const Result<void>& migrated,
     result.error = options.cancel->reason();  // the cause; both sides' errors only echo it
   else if (result.error.empty())
     result.error = !migrated.ok() ? migrated.error().message : outcome.error().message;
-  else if (!outcome.ok())
-    result.error += " (destination: " + outcome.error().message + ")";
+  else if (!outcome.ok()) {
+    const std::string& why = outcome.error().message;
+    result.error += " (" + (why.starts_with("destination: ") ? why : "destination: " + why) + ")";
+  }
 }
 
 // What the destination measured, and the resumed guest's own check.
@@ -492,6 +494,12 @@ Result<GroupRunResult> run_group_scenario(const ScenarioConfig& config, const Ru
     vm.source = vm_source_options(configs[i], options, workloads[i].target, dests[i], samples[i]);
     vm.source.on_round = nullptr;  // one progress line cannot show m VMs
     vm.address = dests[i].destination->address();
+    if (options.vm_route) vm.address = options.vm_route(i, vm.address);
+    if (options.on_vm_resumed)
+      vm.source.on_resumed = [&options, i, inner = vm.source.on_resumed] {
+        if (inner) inner();
+        options.on_vm_resumed(i);
+      };
     vm.weight = vm_weight(g, i);
     if (options.on_vm_phase) {
       Cancel* destination = dests[i].options.cancel.get();
@@ -534,7 +542,7 @@ Result<GroupRunResult> run_group_scenario(const ScenarioConfig& config, const Ru
     }
     if (!not_started[i].empty() && !group.failed_vm) {
       group.failed_vm = i;
-      group.failure = strf("VM %zu: %s", i + 1, r.error.c_str());
+      group.failure = group_failure(strf("VM %zu", i + 1), group.figures[i], r.error);
     }
   }
   // The VM that failed first, as the group saw it (a VM before it may have
@@ -542,12 +550,12 @@ Result<GroupRunResult> run_group_scenario(const ScenarioConfig& config, const Ru
   if (!group.failed_vm && ran.failed_vm && *ran.failed_vm < index.size()) {
     const size_t i = index[*ran.failed_vm];
     group.failed_vm = i;
-    group.failure = strf("VM %zu: %s", i + 1, group.vms[i].error.c_str());
+    group.failure = group_failure(strf("VM %zu", i + 1), group.figures[i], group.vms[i].error);
   }
   for (size_t i = 0; i < m && !group.failed_vm; i++)
     if (!group.vms[i].completed) {
       group.failed_vm = i;
-      group.failure = strf("VM %zu: %s", i + 1, group.vms[i].error.c_str());
+      group.failure = group_failure(strf("VM %zu", i + 1), group.figures[i], group.vms[i].error);
     }
   // Every source that did not complete runs on: measured, not assumed.
   out.source_rate_after.assign(m, 0);

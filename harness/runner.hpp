@@ -28,6 +28,12 @@ struct RunOptions {
   // Groups: called on entering every phase of VM `vm`'s source (0-based),
   // with its destination's cancel (fault injection: a destination dies).
   std::function<void(size_t vm, SourcePhase, Cancel& destination)> on_vm_phase;
+  // Groups: called as VM `vm` runs at its destination (fault injection after
+  // the resume).
+  std::function<void(size_t vm)> on_vm_resumed;
+  // Groups: VM `vm`'s source dials what this returns instead of its
+  // destination's address (a test puts a proxy between them to cut the link).
+  std::function<std::string(size_t vm, const std::string& address)> vm_route;
 };
 
 // The guest binary: $LM_GUEST_BIN, else next to the running livemig.

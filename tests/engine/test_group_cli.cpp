@@ -349,6 +349,9 @@ TEST_F(GroupCli, APidThatIsGoneFailsAloneUnderParallel) {
   const std::string why = doc.value("error", "");
   EXPECT_NE(why.find(strf("VM 1 (pid %d", gone_pid)), std::string::npos) << why;
   EXPECT_NE(why.find(std::to_string(gone_pid)), std::string::npos) << why;
+  EXPECT_NE(why.find("failed in setup and rolled back"), std::string::npos) << why;
+  EXPECT_EQ(doc["vm-figures"][0].value("failed-in", ""), "setup");
+  EXPECT_EQ(doc["vm-figures"][0].value("lost", true), false);
   EXPECT_EQ(doc["vms"][1]["status"], "completed");
   EXPECT_TRUE(image_of(b.pid()));
   EXPECT_EQ(d.status.code, 1) << "one of its two sessions never came";

@@ -2,18 +2,21 @@
 // m = 2 and 3 guests by each strategy on tcp and uring, every guest's own
 // verify passing after its resume; a parallel group in which one VM's
 // destination dies mid-round; weights 1:3 honoured over pre-copy. Then
-// m = 2 by each strategy with post-copy, hybrid, over dpdk, with mixed
-// modes and with each VM's own policy and tracker, and failures of a
-// post-copy VM.
+// m = 2 by each strategy with post-copy and hybrid (tcp, uring, dpdk), with
+// mixed modes and with each VM's own policy and tracker, and failures of a
+// post-copy VM before and after its resume.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
+#include <utility>
 
 #include "harness/runner.hpp"
 #include "livemig_config.h"
 #include "harness/scenario.hpp"
 #include "harness/sweep.hpp"
 #include "tests/engine/engine_test_util.hpp"
+#include "tests/engine/tcp_proxy.hpp"
 
 using namespace lm;
 using namespace lm::engine;
@@ -193,29 +196,36 @@ TEST(GroupGuestShare, PostcopyPushesAskTheLink) {
 
 struct ModeCase {
   const char* strategy;
-  const char* mode;  // every VM's
+  const char* modes[2];  // VM 1's and VM 2's
   const char* transport;
 };
 
 class GroupModes : public ::testing::TestWithParam<ModeCase> {};
 
-// Two guests by each strategy, every VM post-copy or hybrid (tcp), or
-// pre-copy over dpdk (memif, each VM its own link, one EAL in this process).
-// Serial: VM 2 starts once VM 1 completed, every page at its destination.
-// Serial-correlated: VM 1's freeze (its switchover) stops VM 2, whose copy
-// starts once VM 1 runs at its destination.
+// Two guests by each strategy, post-copy or hybrid (each VM its own mode) or
+// pre-copy, over tcp, uring or dpdk (memif, each VM its own link, one EAL in
+// this process). Serial: VM 2 starts once VM 1 completed, every page at its
+// destination. Serial-correlated: VM 1's freeze (its stop-and-copy or
+// switchover) stops VM 2, whose copy starts once VM 1 runs at its
+// destination (a stopped hybrid VM 2 switches over at once, as post-copy).
 TEST_P(GroupModes, EveryGuestVerifiesAfterResume) {
   const ModeCase& c = GetParam();
-  const std::string mode = c.mode, strategy = c.strategy;
+  const std::string strategy = c.strategy;
 #if !LM_HAVE_DPDK
   if (std::string(c.transport) == "dpdk") GTEST_SKIP() << "DPDK was not built (meson -Ddpdk)";
 #endif
-  auto r = run(small_group({"group.vms=2", strf("group.strategy=\"%s\"", c.strategy),
-                            strf("migration.mode=\"%s\"", c.mode), strf("migration.transport=\"%s\"", c.transport)}));
+  auto config = small_group({"group.vms=2", strf("group.strategy=\"%s\"", c.strategy),
+                             strf("migration.transport=\"%s\"", c.transport)});
+  config.group.vm.resize(2);
+  for (size_t i = 0; i < 2; i++) config.group.vm[i].settings = {{"migration.mode", strf("\"%s\"", c.modes[i])}};
+  auto r = run(config);
   const GroupResult& g = r.group;
   ASSERT_TRUE(g.completed()) << g.failure;
   ASSERT_EQ(g.vms.size(), 2u);
+  bool all_precopy = true;
   for (size_t i = 0; i < 2; i++) {
+    const std::string mode = c.modes[i];
+    all_precopy = all_precopy && mode == "precopy";
     expect_migrated_and_verified(g.vms[i]);
     EXPECT_EQ(g.vms[i].transport, c.transport);
     EXPECT_EQ(mode_name(g.figures[i].mode), mode);
@@ -223,9 +233,16 @@ TEST_P(GroupModes, EveryGuestVerifiesAfterResume) {
     EXPECT_GT(g.figures[i].downtime_ms, 0) << "VM " << i + 1;
     EXPECT_GT(g.figures[i].resumed_ms, 0) << "VM " << i + 1;
     EXPECT_GE(g.figures[i].completed_ms, g.figures[i].resumed_ms) << "VM " << i + 1;
+    if (mode != "precopy") {
+      EXPECT_GT(g.vms[i].pages_pushed + g.vms[i].postcopy_pages_requested, 0u)
+          << "VM " << i + 1 << ": pages came after its resume";
+    }
+    if (mode == "hybrid" && !(strategy == "serial-correlated" && i > 0)) {
+      EXPECT_GT(g.vms[i].dirty_sync_count, 1u) << "VM " << i + 1 << ": pre-copy rounds before the switchover";
+    }
   }
   EXPECT_GE(g.total_time_ms, g.figures[1].completed_ms - g.figures[0].start_ms);
-  if (mode == "precopy") {
+  if (all_precopy) {
     EXPECT_TRUE(g.model.has_value()) << g.no_model;
   } else {
     EXPECT_FALSE(g.model.has_value());
@@ -246,14 +263,23 @@ TEST_P(GroupModes, EveryGuestVerifiesAfterResume) {
 std::vector<ModeCase> mode_cases() {
   std::vector<ModeCase> out;
   for (const char* s : {"serial", "serial-correlated", "parallel"}) {
-    for (const char* m : {"postcopy", "hybrid"}) out.push_back({s, m, "tcp"});
-    out.push_back({s, "precopy", "dpdk"});
+    for (const char* m : {"postcopy", "hybrid"}) out.push_back({s, {m, m}, "tcp"});
+    out.push_back({s, {"precopy", "precopy"}, "dpdk"});
   }
+  // Post-copy over uring by each strategy (serial-correlated: VM 1 hybrid,
+  // VM 2 post-copy), post-copy beside hybrid over dpdk.
+  out.push_back({"serial", {"postcopy", "postcopy"}, "uring"});
+  out.push_back({"serial-correlated", {"hybrid", "postcopy"}, "uring"});
+  out.push_back({"parallel", {"postcopy", "postcopy"}, "uring"});
+  out.push_back({"parallel", {"postcopy", "hybrid"}, "dpdk"});
   return out;
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, GroupModes, ::testing::ValuesIn(mode_cases()), [](const auto& i) {
-  std::string s = strf("%s_%s_%s", i.param.strategy, i.param.mode, i.param.transport);
+  const auto& p = i.param;
+  std::string s = std::string(p.modes[0]) == p.modes[1]
+                      ? strf("%s_%s_%s", p.strategy, p.modes[0], p.transport)
+                      : strf("%s_%s_%s_%s", p.strategy, p.modes[0], p.modes[1], p.transport);
   for (char& ch : s) ch = ch == '-' ? '_' : ch;
   return s;
 });
@@ -347,6 +373,107 @@ TEST(GroupGuestFailure, PostcopySerialStopsBeforeTheNextVm) {
 
 TEST(GroupGuestFailure, PostcopySerialCorrelatedSecondFailsInItsTurn) {
   expect_only_vm2_failed(run_postcopy_with_destination_dying("serial-correlated", 1));
+}
+
+// A post-copy VM whose link is cut for good just after its resume: its
+// source dials through a proxy (slowed, so that the push outlasts the resume
+// by far) that then drops every connection and refuses new ones. Both sides
+// wait out the 1 s reconnect timeout: the VM is lost, its frozen source
+// ended (not run on: the destination ran it) and its destination's copy too.
+GroupRunResult run_postcopy_with_link_cut_after_resume(const char* strategy, size_t victim) {
+  std::unique_ptr<TcpProxy> proxy;
+  bool cut = false;
+  RunOptions o;
+  o.vm_route = [&](size_t vm, const std::string& address) {
+    if (vm != victim) return address;
+    const size_t colon = address.rfind(':');
+    proxy = std::make_unique<TcpProxy>(uint16_t(std::stoul(address.substr(colon + 1))));
+    proxy->throttle(10 << 20);
+    return address.substr(0, colon + 1) + std::to_string(proxy->port());
+  };
+  o.on_vm_resumed = [&](size_t vm) {
+    if (vm != victim || std::exchange(cut, true)) return;
+    proxy->refuse(true);
+    EXPECT_GT(proxy->cut(), 0u);
+  };
+  auto r = run(small_group({"group.vms=2", strf("group.strategy=\"%s\"", strategy), "migration.mode=\"postcopy\"",
+                            "migration.transport=\"tcp\"", "postcopy.reconnect-timeout-ms=1000"}),
+               o);
+  EXPECT_TRUE(cut) << "VM " << victim + 1 << " never resumed";
+  return r;
+}
+
+// VM i was lost after its resume, and the group's result and its error say so.
+void expect_lost_after_resume(const GroupRunResult& r, size_t i) {
+  const GroupResult& g = r.group;
+  ASSERT_TRUE(g.failed_vm.has_value());
+  EXPECT_EQ(*g.failed_vm, i);
+  EXPECT_NE(g.failure.find(strf("VM %zu lost after its resume (failed in postcopy)", i + 1)), std::string::npos)
+      << g.failure;
+  const MigrationResult& v = g.vms[i];
+  EXPECT_FALSE(v.completed);
+  EXPECT_TRUE(g.figures[i].lost);
+  ASSERT_TRUE(g.figures[i].failed_in.has_value());
+  EXPECT_EQ(*g.figures[i].failed_in, SourcePhase::postcopy);
+  EXPECT_GT(g.figures[i].resumed_ms, 0);
+  EXPECT_EQ(v.source_state, "killed") << "the frozen source must not run on beside what ran at the destination";
+  EXPECT_EQ(v.source_phase, "lost");
+  EXPECT_EQ(r.source_rate_after[i], 0);
+  EXPECT_NE(v.error.find("split between the hosts"), std::string::npos) << v.error;
+  EXPECT_NE(v.error.find("not restored within 1000 ms"), std::string::npos) << v.error;
+  EXPECT_NE(v.error.find("(destination: "), std::string::npos) << "its destination ended its copy too: " << v.error;
+}
+
+// Parallel: VM 2 is lost, VM 1 completes and verifies.
+TEST(GroupGuestFailure, PostcopyLostAfterResumeParallelOtherCompletes) {
+  auto r = run_postcopy_with_link_cut_after_resume("parallel", 1);
+  expect_lost_after_resume(r, 1);
+  expect_migrated_and_verified(r.group.vms[0]);
+}
+
+// Serial: VM 1 is lost and the group stops before VM 2, which was never
+// attached and runs on at its source.
+TEST(GroupGuestFailure, PostcopyLostAfterResumeSerialStopsBeforeTheNextVm) {
+  auto r = run_postcopy_with_link_cut_after_resume("serial", 0);
+  expect_lost_after_resume(r, 0);
+  const GroupResult& g = r.group;
+  EXPECT_FALSE(g.figures[1].started);
+  EXPECT_TRUE(g.vms[1].source_state.empty()) << "never attached";
+  EXPECT_NE(g.vms[1].error.find("not migrated"), std::string::npos) << g.vms[1].error;
+  EXPECT_NE(g.vms[1].error.find("runs on at its source"), std::string::npos) << g.vms[1].error;
+  expect_runs_on(r, 1);
+}
+
+// Serial-correlated: VM 2, stopped at VM 1's freeze, got its turn at VM 1's
+// resume; VM 1 lost after it, VM 2's copy goes on and completes.
+TEST(GroupGuestFailure, PostcopyLostAfterResumeSerialCorrelatedTurnGivenGoesOn) {
+  auto r = run_postcopy_with_link_cut_after_resume("serial-correlated", 0);
+  expect_lost_after_resume(r, 0);
+  expect_migrated_and_verified(r.group.vms[1]);
+  EXPECT_GE(r.group.figures[1].sending_ms, r.group.figures[0].resumed_ms);
+}
+
+// Post-copy and hybrid VMs, each with its own policy and tracker, over uring.
+TEST(GroupOwnSettings, PolicyAndTrackerPerPostcopyAndHybridVm) {
+  auto r = run(own_settings("parallel", {{{"migration.mode", "\"postcopy\""},
+                                          {"migration.policy", "\"fixed:lz4\""},
+                                          {"migration.tracker", "\"uffd-wp\""}},
+                                         {{"migration.mode", "\"hybrid\""},
+                                          {"migration.policy", "\"adaptive\""},
+                                          {"migration.tracker", "\"hash\""}}}));
+  const GroupResult& g = r.group;
+  ASSERT_TRUE(g.completed()) << g.failure;
+  for (size_t i = 0; i < 2; i++) {
+    expect_migrated_and_verified(g.vms[i]);
+    EXPECT_EQ(g.vms[i].transport, "uring");
+  }
+  EXPECT_EQ(g.figures[0].mode, MigrationMode::postcopy);
+  EXPECT_EQ(g.figures[1].mode, MigrationMode::hybrid);
+  EXPECT_EQ(g.vms[0].policy, "fixed:lz4");
+  EXPECT_EQ(g.vms[0].tracker, "uffd-wp");
+  EXPECT_EQ(g.vms[1].policy, "adaptive");
+  EXPECT_EQ(g.vms[1].tracker, "hash");
+  EXPECT_GT(g.vms[1].dirty_sync_count, 1u) << "VM 2 pre-copied with its own tracker before its switchover";
 }
 
 }  // namespace
