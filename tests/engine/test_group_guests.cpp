@@ -233,7 +233,11 @@ TEST_P(GroupModes, EveryGuestVerifiesAfterResume) {
     EXPECT_GT(g.figures[i].downtime_ms, 0) << "VM " << i + 1;
     EXPECT_GT(g.figures[i].resumed_ms, 0) << "VM " << i + 1;
     EXPECT_GE(g.figures[i].completed_ms, g.figures[i].resumed_ms) << "VM " << i + 1;
-    if (mode != "precopy") {
+    // A post-copy VM's pages all come after its resume. A hybrid VM's are
+    // those dirtied after its last pre-copy round, which may be none: a
+    // guest starved of CPU on a busy 2-core host writes nothing meanwhile
+    // (seen in 1 run of 5 in the default suite, downtime 200 ms).
+    if (mode == "postcopy") {
       EXPECT_GT(g.vms[i].pages_pushed + g.vms[i].postcopy_pages_requested, 0u)
           << "VM " << i + 1 << ": pages came after its resume";
     }
