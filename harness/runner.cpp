@@ -589,7 +589,7 @@ std::string time_breakdown(const MigrationResult& r) {
   s += strf("  rounds      %u in all (stop: %s); %zu pre-copy rounds sent for %.1f ms, round 0 %.1f ms%s\n",
             r.dirty_sync_count, r.stop_reason.c_str(), iterative, sending_ms,
             iterative ? r.rounds.front().duration_ms : 0.0,
-            r.tracker_protect_ms > 0
+            r.config.migration.protect_chunk_bytes > 0
                 ? strf(" (tracker protect %.1f in it, chunk by chunk beside the senders)", r.tracker_protect_ms).c_str()
                 : "");
   const auto& d = r.downtime_breakdown;
