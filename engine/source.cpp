@@ -438,8 +438,8 @@ class BulkSender {
         totals.wire_bytes += s.message.size();
         timeline.sent(s.message.size(), s.addrs.size(), count);
         // Adaptive feedback while the round runs (round 0 may be the whole
-        // migration): this thread's rate and its time blocked by the link,
-        // its rate times the senders sharing the link.
+        // migration): the senders' time blocked in the channel, and their
+        // rates over windows.
         sent_wire_bytes_ += s.message.size();
         sent_pages_ += s.addrs.size();
         const uint64_t compressed = compressed_pages(s.batch.entries);
