@@ -72,11 +72,12 @@ void AdaptiveModel::probe_link_first() {
 
 void AdaptiveModel::report_link(const LinkReport& link) {
   std::lock_guard lock(m_);
-  if (link.raw_window && link.bytes_per_s > 0) probing_ = false;
   // Compressed batches' rates say nothing of the link: the destination may
   // have held them back, and socket buffers growing count as sent.
-  if (link.bytes_per_s > 0 && link.raw_window)
+  if (link.raw_window && link.bytes_per_s > 0) {
+    probing_ = false;
     link_ = link.saturated ? link.bytes_per_s : std::max(link_, link.bytes_per_s);
+  }
   // The lowest seen: a message's fixed costs (system call, wake-ups) spread
   // over fewer bytes when pages compress, so a compressing plan's figure
   // overstates what one more byte costs (measured on the 2.5 Gbit/s rig:
@@ -226,8 +227,8 @@ void AdaptiveModel::replan() {
   auto time_of = [&](unsigned w, unsigned t, unsigned r, double* cpu_out, double* wire_out) {
     double sampling = unsampled_ * sample_ns_ * ((w == t && t == r) ? 1.0 / 16 : 1.0);
     double cpu = cpu0 + sampling + fw * page_cpu(kWords, w) + ft * page_cpu(kText, t) + fr * page_cpu(kRandom, r);
-    if (w == 0 && t == 0 && r == 0)
-      cpu = cpu0 + unsampled_ * (sample_ns_ / 32 + fused_raw_ns_ + (destination_shares_cpus_ ? fused_raw_ns_ : 0));
+    if (w == 0 && t == 0 && r == 0)  // the fused all-raw path
+      cpu = cpu0 + unsampled_ * (sample_ns_ / 32 + fused_raw_ns_ + (destination_shares_cpus_ ? decode_ns(kWords, 0) : 0));
     double wire = wire0 + fw * est_[kWords][w].bytes + ft * est_[kText][t].bytes + fr * est_[kRandom][r].bytes;
     cpu += wire * cpu_per_byte;
     *cpu_out = cpu;

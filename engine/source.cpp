@@ -183,15 +183,15 @@ struct ThreadTimes {
 };
 ThreadTimes thread_times() {
   // Opened once per thread (it names the thread that opened it) and read
-  // from its start each time: one system call per read.
+  // from its start each time: one pread, and the CPU clock.
   thread_local const UniqueFd schedstat(::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC));
   if (!schedstat.valid()) return {};
   char buf[128];
   const ssize_t n = ::pread(schedstat.get(), buf, sizeof buf - 1, 0);
-  unsigned long long run_ns = 0, wait_ns = 0;
+  unsigned long long wait_ns = 0;
   if (n <= 0) return {};
   buf[n] = 0;
-  if (std::sscanf(buf, "%llu %llu", &run_ns, &wait_ns) != 2) return {};
+  if (std::sscanf(buf, "%*llu %llu", &wait_ns) != 1) return {};
   return {thread_cpu_seconds(), double(wait_ns) * 1e-9};
 }
 
@@ -451,22 +451,21 @@ class BulkSender {
           // meanwhile) faster than the link drains them, so they only start
           // the next window; and the plan changes along the way.
           const uint64_t now = now_ns();
-          compress::LinkReport link = link_report(totals, double(now - part_start_ns) * 1e-9, 1, false);
+          const bool window_ends = now - window.ns >= (window.first ? 150'000'000u : 50'000'000u);
+          const bool measured = window_ends && !window.first;
+          const uint64_t wire = sent_wire_bytes_, pages = sent_pages_, compressed = sent_compressed_pages_;
+          // Raw: at most 1 page in 10 went through a compressing codec
+          // (zero and uniform pages are not compression: raw sends them so).
+          const bool raw = measured && 10 * (compressed - window.compressed) <= pages - window.pages;
+          compress::LinkReport link = link_report(totals, double(now - part_start_ns) * 1e-9, 1, raw);
           link.bytes_per_s = 0;  // not known unless a window ends here
-          if (now - window.ns >= (window.first ? 150'000'000u : 50'000'000u)) {
-            const uint64_t wire = sent_wire_bytes_, pages = sent_pages_, compressed = sent_compressed_pages_;
-            if (!window.first) {
-              const double per_s = 1e9 / double(now - window.ns);
-              // Raw: at most 1 page in 10 went through a compressing codec
-              // (zero and uniform pages are not compression: raw sends them so).
-              const bool raw = 10 * (compressed - window.compressed) <= pages - window.pages;
-              link = link_report(totals, double(now - part_start_ns) * 1e-9, 1, raw);
-              link.bytes_per_s = double(wire - window.wire) * per_s;
-              link.pages_per_s = double(pages - window.pages) * per_s;
-              link.since_ns = window.ns;
-            }
-            window = {now, wire, pages, compressed, false};
+          if (measured) {
+            const double per_s = 1e9 / double(now - window.ns);
+            link.bytes_per_s = double(wire - window.wire) * per_s;
+            link.pages_per_s = double(pages - window.pages) * per_s;
+            link.since_ns = window.ns;
           }
+          if (window_ends) window = {now, wire, pages, compressed, false};
           compressor.report_link(link);
         }
         totals.payload_bytes += payload.size();
