@@ -126,6 +126,7 @@ struct RoundTotals {
 compress::LinkReport link_report(const RoundTotals& t, double elapsed_s, unsigned threads, bool raw_window) {
   constexpr uint64_t kMinSampledBatches = 8;
   compress::LinkReport r;
+  r.raw_window = raw_window;  // also when nothing else is known yet
   const RoundTotals::InChannel& in = t.sampled;
   if (elapsed_s <= 0 || !in.batches || !t.batches) return r;
   r.bytes_per_s = double(t.wire_bytes) / elapsed_s;
@@ -137,7 +138,6 @@ compress::LinkReport link_report(const RoundTotals& t, double elapsed_s, unsigne
   // a destination short of CPU, and decoding compressed pages takes it more
   // (AdaptiveModel::probe_link_first). 0.9 Gbit/s was "measured" that way on
   // the 10 Gbit/s rig.
-  r.raw_window = raw_window;
   if (!r.raw_window) r.saturated = false;
   return r;
 }
