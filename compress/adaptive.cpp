@@ -17,6 +17,7 @@ constexpr double kExploreBudget = 0.02;
 constexpr uint64_t kLearningBatches = 16;  // explore every batch at first
 constexpr double kMaxAlpha = 0.15;
 constexpr double kHysteresis = 0.03;  // a new plan must be this much faster
+constexpr uint64_t kSettleNs = 100'000'000;  // after a plan change, before the link rate tells
 
 CodecChoice choice(Codec c, int lz4_accel = 1, int zstd_level = 1) {
   CodecChoice ch;
@@ -74,9 +75,18 @@ void AdaptiveModel::report_link(const LinkReport& link) {
   std::lock_guard lock(m_);
   // Compressed batches' rates say nothing of the link: the destination may
   // have held them back, and socket buffers growing count as sent.
-  if (link.raw_window && link.bytes_per_s > 0) {
+  // Nor does a window begun within 100 ms of a change of codecs: the socket
+  // buffers fill (or drain) at the new rate of wire bytes meanwhile, which
+  // read 370 MB/s on the 2.5 Gbit/s rig after a compressing plan gave way
+  // to raw. (since_ns 0: not known.)
+  const bool settled = link.since_ns == 0 || link.since_ns >= plan_since_ns_ + kSettleNs;
+  if (link.raw_window && link.bytes_per_s > 0 && settled) {
     probing_ = false;
-    link_ = link.saturated ? link.bytes_per_s : std::max(link_, link.bytes_per_s);
+    // Senders the link did not hold back were bound by the CPU: the link
+    // takes at least what the CPU sends raw, or a plan that adds CPU to save
+    // wire bytes would look faster than raw (on the rig without a qdisc the
+    // prior 10 Gbit/s stayed, and text went lz4:8 at 1.1-1.5x raw's time).
+    link_ = link.saturated ? link.bytes_per_s : std::max({link_, link.bytes_per_s, raw_cpu_bytes_per_s_});
   }
   // The lowest seen: a message's fixed costs (system call, wake-ups) spread
   // over fewer bytes when pages compress, so a compressing plan's figure
@@ -156,12 +166,14 @@ void AdaptiveModel::feed(const Feedback& fb) {
       e.samples += n;
       updated_[c][k] = batches_;
     }
-  if (fb.fused_raw.pages) {
-    double n = double(fb.fused_raw.pages);
+  auto follow = [](double& estimate, const Sample& s) {
+    if (!s.pages) return;
+    double n = double(s.pages);
     double a = std::min(kMaxAlpha, n / (n + 8));
-    fused_raw_ns_ = (1 - a) * fused_raw_ns_ + a * std::clamp(double(fb.fused_raw.ns) / n, fused_raw_ns_ / 2,
-                                                             2 * fused_raw_ns_);
-  }
+    estimate = (1 - a) * estimate + a * std::clamp(double(s.ns) / n, estimate / 2, 2 * estimate);
+  };
+  follow(fused_raw_ns_, fb.fused_raw);
+  follow(copy_ns_, fb.page_copy);
   if (fb.sample_pages) {
     double a = std::min(0.5, double(fb.sample_pages) / double(fb.sample_pages + 4));
     sample_ns_ = (1 - a) * sample_ns_ + a * std::min(double(fb.sample_ns) / double(fb.sample_pages), 3 * sample_ns_);
@@ -197,7 +209,7 @@ void AdaptiveModel::feed(const Feedback& fb) {
 double AdaptiveModel::decode_ns(unsigned cls, unsigned k) const {
   static constexpr std::array<double, kCandidates> kDecodeShare = {1.0, 0.2, 0.3, 0.4, 1.0};
   const Estimate& e = est_[cls][k];
-  if (k == 0 || e.bytes >= double(kPageSize)) return fused_raw_ns_;
+  if (k == 0 || e.bytes >= double(kPageSize)) return copy_ns_;
   return kDecodeShare[k] * e.ns;
 }
 
@@ -235,6 +247,11 @@ void AdaptiveModel::replan() {
     *wire_out = wire;
     return std::max(cpu / cpus, wire * link_ns_per_byte);
   };
+  {
+    double cpu, wire;
+    time_of(0, 0, 0, &cpu, &wire);
+    raw_cpu_bytes_per_s_ = cpu > 0 ? 1e9 * wire * cpus / cpu : 0;
+  }
   double best = INFINITY, best_cpu = INFINITY, best_wire = 0;
   unsigned bw = 0, bt = 0, br = 0;
   // Until the link is measured (probing), raw only: its batches show the
@@ -384,7 +401,8 @@ namespace lm::compress {
 void AdaptiveModel::write_json(JsonWriter& w, const char* key) const {
   std::lock_guard lock(m_);
   w.begin_object(key).field("link-Bps", link_).field("workers", uint64_t(workers_)).field("delta", plan_.delta);
-  w.field("predicted-pages-per-s", predicted_).field("sample-ns", sample_ns_).field("fused-raw-ns", fused_raw_ns_);
+  w.field("predicted-pages-per-s", predicted_).field("sample-ns", sample_ns_).field("fused-raw-ns", fused_raw_ns_)
+      .field("copy-ns", copy_ns_);
   w.field("send-ns-per-byte", send_ns_per_byte_).field("cpu-share", cpu_share_).field("probing", probing_);
   w.begin_object("plan");
   for (unsigned c : {kWords, kText, kRandom}) {

@@ -63,7 +63,8 @@ struct Feedback {
   std::array<uint64_t, kClassCount> class_pages{};  // words/text/random: sampled pages only
   uint64_t unsampled_pages = 0;                     // non-uniform pages not sampled
   uint64_t sample_pages = 0, sample_ns = 0;         // the sampling classifier's cost
-  Sample fused_raw;  // raw pages of an all-raw plan: copy and zero test in one pass
+  Sample fused_raw;  // raw pages of an all-raw plan: copy (or none, in place) and zero test in one pass
+  Sample page_copy;  // whole-page copies timed: a raw page's cost to the destination
   uint64_t ns = 0;                                  // all compression CPU of the batch
   uint64_t explore_ns = 0;
 };
@@ -73,10 +74,11 @@ class AdaptiveModel {
   AdaptiveModel(unsigned workers, double link_bytes_per_s, bool delta_allowed,
                 bool destination_shares_cpus = false);
 
-  // A saturated report sets L; an unsaturated one only raises it (the link
-  // took all it was given, so it is at least that fast, and a plan that
-  // compresses more must not make it look slower); neither unless measured
-  // on raw batches. s: the lowest reported.
+  // A saturated report sets L; an unsaturated one only raises it, to at
+  // least what the CPUs send raw (the link took all it was given, so it is
+  // at least that fast, and a plan that compresses more must not make it
+  // look slower); neither unless measured on raw batches. s: the lowest
+  // reported.
   void report_link(const LinkReport& link);
   // Plans raw until a report measured on raw batches arrives: the senders
   // block on a full link, but also on a destination short of CPU, and
@@ -120,7 +122,9 @@ class AdaptiveModel {
   double mix_samples_ = 0;  // sampled pages seen (running mean at first)
   double sample_ns_ = 150;     // sampling classifier per page
   double fused_raw_ns_ = 300;  // raw page when every class is raw (fused copy + test)
+  double copy_ns_ = 300;       // a page copied: what decoding a raw page costs
   double send_ns_per_byte_ = 0;  // the senders' CPU per wire byte (0 until reported)
+  double raw_cpu_bytes_per_s_ = 0;  // what the CPUs send with the all-raw plan, link aside
   // The share of the workers' CPUs the migration gets: achieved against
   // predicted pages per second while the plan is bound by CPU (other
   // processes, the guest, costs the model does not see).

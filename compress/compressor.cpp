@@ -92,13 +92,44 @@ Plan Compressor::current_plan() const {
   return p;
 }
 
-Result<void> Compressor::compress_batch(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
-                                        CompressedBatch& out, SendKind kind) {
-  if (addrs.size() != pages.size())
-    return Error::msg(strf("compress batch: %zu addresses for %zu pages", addrs.size(), pages.size()));
+Result<void> Compressor::check_batch(std::span<const uint64_t> addrs, size_t pages) const {
+  if (addrs.size() != pages)
+    return Error::msg(strf("compress batch: %zu addresses for %zu pages", addrs.size(), pages));
   for (uint64_t a : addrs)
     if (a & (kPageSize - 1))
       return Error::msg(strf("compress batch: address 0x%llx is not page aligned", (unsigned long long)a));
+  return ok();
+}
+
+Result<std::span<std::byte>> Compressor::compress_batch_in(std::span<const uint64_t> addrs,
+                                                           std::span<std::byte> buffer, CompressedBatch& out,
+                                                           SendKind kind) {
+  if (buffer.size() % kPageSize)
+    return Error::msg(strf("compress batch: buffer of %zu bytes is not whole pages", buffer.size()));
+  const size_t n = buffer.size() / kPageSize;
+  LM_TRY(check_batch(addrs, n));
+  uint8_t* base = reinterpret_cast<uint8_t*>(buffer.data());
+  in_place_ptrs_.resize(n);
+  for (size_t i = 0; i < n; i++) in_place_ptrs_[i] = base + i * kPageSize;
+  if (spec_.kind == PolicyKind::fixed) {
+    LM_TRY(compress_batch(addrs, in_place_ptrs_, out, kind));
+    return std::as_writable_bytes(std::span{out.payload});
+  }
+  out.entries.resize(n);
+  out.payload.resize(n * kPageSize);
+  bool in_place = false;
+  size_t used = compress_classified(addrs, in_place_ptrs_, out, kind, base, &in_place);
+  if (in_place) {
+    out.payload.clear();
+    return buffer.first(used);
+  }
+  out.payload.resize(used);
+  return std::as_writable_bytes(std::span{out.payload});
+}
+
+Result<void> Compressor::compress_batch(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
+                                        CompressedBatch& out, SendKind kind) {
+  LM_TRY(check_batch(addrs, pages.size()));
   out.entries.resize(pages.size());
   out.payload.resize(pages.size() * kPageSize);
   size_t used;
@@ -108,7 +139,7 @@ Result<void> Compressor::compress_batch(std::span<const uint64_t> addrs, std::sp
       forget(*cache, addrs);
       cache = nullptr;
     }
-    used = compress_fixed(addrs, pages, out, cache);
+    used = compress_fixed(addrs, pages, out, cache, kind);
   } else {
     used = compress_classified(addrs, pages, out, kind);
   }
@@ -117,7 +148,7 @@ Result<void> Compressor::compress_batch(std::span<const uint64_t> addrs, std::sp
 }
 
 size_t Compressor::compress_fixed(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
-                                  CompressedBatch& out, DeltaCache* cache) {
+                                  CompressedBatch& out, DeltaCache* cache, SendKind kind) {
   const CodecChoice& choice = spec_.fixed;
   uint8_t* const base = out.payload.data();
   size_t pos = 0;
@@ -133,9 +164,12 @@ size_t Compressor::compress_fixed(std::span<const uint64_t> addrs, std::span<con
     } else if (codec == Codec::delta) {
       len = kDoesNotFit;  // a first send goes raw
       if (cache) {
-        bool hit = cache->exchange(addrs[i], page, [&](const uint8_t* previous) {
-          len = delta::encode(page, previous, dst, std::min<size_t>(options_.delta_max_bytes, kCompressCap));
-        });
+        bool hit = cache->exchange(
+            addrs[i], page,
+            [&](const uint8_t* previous) {
+              len = delta::encode(page, previous, dst, std::min<size_t>(options_.delta_max_bytes, kCompressCap));
+            },
+            kind != SendKind::last);
         (hit ? stats_.delta_hits : stats_.delta_misses)++;
       }
     } else {
@@ -155,10 +189,13 @@ size_t Compressor::compress_fixed(std::span<const uint64_t> addrs, std::span<con
 }
 
 size_t Compressor::compress_classified(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
-                                       CompressedBatch& out, SendKind kind) {
+                                       CompressedBatch& out, SendKind kind, uint8_t* in_place,
+                                       bool* in_place_used) {
   AdaptiveModel* model = shared_->model.get();
   const Plan plan = model ? model->plan() : cbc_plan_;
-  DeltaCache* cache = plan.delta && kind == SendKind::resend ? shared_->cache.get() : nullptr;
+  DeltaCache* cache = plan.delta && kind != SendKind::first ? shared_->cache.get() : nullptr;
+  // A last send with nothing cached can find no delta: the plain path.
+  if (cache && kind == SendKind::last && cache->empty()) cache = nullptr;
   if (shared_->cache && !cache) {
     // While deltas are off (the CPU is the bottleneck) the whole cache goes:
     // it would have to be kept equal to the destination for nothing.
@@ -170,19 +207,26 @@ size_t Compressor::compress_classified(std::span<const uint64_t> addrs, std::spa
   // follow the class mix.
   const bool all_raw = !cache && !plan.sample && plan.by_class[unsigned(PageClass::text)].codec == Codec::raw;
   Feedback fb;
-  size_t pos = all_raw ? compress_all_raw(addrs, pages, out, plan, fb)
-                       : compress_per_page(addrs, pages, out, plan, cache, fb);
-  if (model) {
-    if (!pages.empty() && model->may_explore()) explore(pages, fb);
-    model->feed(fb);
+  const bool trials = model && !pages.empty() && model->may_explore();
+  size_t pos;
+  if (all_raw && in_place) {
+    if (trials) explore(pages, fb);  // before: this path moves pages
+    pos = compress_all_raw_in_place(addrs, in_place, out, plan, fb);
+    *in_place_used = true;
+  } else {
+    pos = all_raw ? compress_all_raw(addrs, pages, out, plan, fb)
+                  : compress_per_page(addrs, pages, out, plan, cache, kind, fb);
+    if (trials) explore(pages, fb);
   }
+  if (model) model->feed(fb);
   return pos;
 }
 
 // The general path: per page, the uniform test, a delta against the cached
 // version (re-sends), the sample classifier, the plan's codec for the class.
 size_t Compressor::compress_per_page(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
-                                     CompressedBatch& out, const Plan& plan, DeltaCache* cache, Feedback& fb) {
+                                     CompressedBatch& out, const Plan& plan, DeltaCache* cache, SendKind kind,
+                                     Feedback& fb) {
   const size_t delta_cap = std::min<size_t>(options_.delta_max_bytes, kCompressCap);
   size_t pos = 0;
   // A split class takes its other codec for whole batches, in the planned
@@ -221,9 +265,9 @@ size_t Compressor::compress_per_page(std::span<const uint64_t> addrs, std::span<
       if (cache) cache->erase(addrs[i]);
     } else {
       if (cache) {
-        bool hit = cache->exchange(addrs[i], page, [&](const uint8_t* previous) {
-          len = delta::encode(page, previous, dst, delta_cap);
-        });
+        bool hit = cache->exchange(
+            addrs[i], page, [&](const uint8_t* previous) { len = delta::encode(page, previous, dst, delta_cap); },
+            kind != SendKind::last);
         (hit ? stats_.delta_hits : stats_.delta_misses)++;
       }
       if (len != kDoesNotFit) {
@@ -280,13 +324,7 @@ size_t Compressor::compress_all_raw(std::span<const uint64_t> addrs, std::span<c
   for (size_t i = 0; i < pages.size(); i++) {
     const uint8_t* page = pages[i];
     uint8_t* dst = base + pos;
-    unsigned stat_class = kUnclassified;
-    if (sample_tick(31)) {
-      uint64_t s0 = cycles();
-      stat_class = unsigned(classify_sample(page).cls);
-      sample_cycles += cycles() - s0;
-      samples++;
-    }
+    unsigned stat_class = sample_one_in_32(page, sample_cycles, samples);
     std::optional<uint64_t> word = copy_page_uniform_word(dst, page);
     Codec codec = Codec::raw;
     size_t len = kPageSize;
@@ -299,11 +337,81 @@ size_t Compressor::compress_all_raw(std::span<const uint64_t> addrs, std::span<c
     pos += len;
     records_[i] = {codec, uint8_t(stat_class), -1, uint32_t(len), 0, 0};
   }
-  const uint64_t total = cycles() - t0;
+  time_all_raw(pages.size(), cycles() - t0, sample_cycles, samples, plan, fb);
+  fb.page_copy = fb.fused_raw;  // the copy is nearly all of it
+  return pos;
+}
+
+// The all-raw plan in the read buffer: it becomes the payload. With R raw
+// pages, those among the first R stay where they are; each raw page beyond
+// moves into the place of a zero or uniform page among the first R (one copy
+// per such page, none in a batch without them); the uniform pages' words
+// follow. The entries list the pages in that order.
+size_t Compressor::compress_all_raw_in_place(std::span<const uint64_t> addrs, uint8_t* base, CompressedBatch& out,
+                                             const Plan& plan, Feedback& fb) {
+  const size_t n = addrs.size();
+  uint64_t sample_cycles = 0, copy_cycles = 0;
+  unsigned samples = 0, copies = 0;
+  records_.resize(n);
+  words_.resize(n);
+  const uint64_t t0 = cycles();
+  size_t raw = 0;
+  for (size_t i = 0; i < n; i++) {
+    const uint8_t* page = base + i * kPageSize;
+    unsigned stat_class = sample_one_in_32(page, sample_cycles, samples);
+    words_[i] = uniform_word(page);
+    Codec codec = Codec::raw;
+    if (words_[i]) {
+      codec = *words_[i] == 0 ? Codec::zero : Codec::uniform;
+      stat_class = unsigned(*words_[i] == 0 ? PageClass::zero : PageClass::uniform);
+    } else {
+      raw++;
+    }
+    records_[i] = {codec, uint8_t(stat_class), -1, uint32_t(codec == Codec::raw ? kPageSize : 0), 0, 0};
+  }
+  size_t from = raw;  // the next raw page beyond the first `raw` places
+  for (size_t slot = 0; slot < raw; slot++) {
+    size_t page = slot;
+    if (words_[slot]) {
+      while (words_[from]) from++;
+      page = from++;
+      const uint64_t c0 = cycles();
+      std::memcpy(base + slot * kPageSize, base + page * kPageSize, kPageSize);
+      copy_cycles += cycles() - c0;
+      copies++;
+    }
+    out.entries[slot] = PageEntry{addrs[page], uint32_t(kPageSize), Codec::raw, 0, 0};
+  }
+  size_t pos = raw * kPageSize, e = raw;
+  for (size_t i = 0; i < n; i++) {
+    if (!words_[i]) continue;
+    const size_t len = *words_[i] == 0 ? 0 : uniform::encode_word(*words_[i], base + pos, kPageSize);
+    out.entries[e++] = PageEntry{addrs[i], uint32_t(len), records_[i].codec, 0, 0};
+    records_[i].len = uint32_t(len);
+    pos += len;
+  }
+  time_all_raw(n, cycles() - t0, sample_cycles, samples, plan, fb);
+  fb.page_copy = {copies, 0, cycles_to_ns(copy_cycles)};
+  return pos;
+}
+
+// The all-raw paths classify one page in 32, only to follow the class mix:
+// its class, or kUnclassified.
+unsigned Compressor::sample_one_in_32(const uint8_t* page, uint64_t& sample_cycles, unsigned& samples) {
+  if (!sample_tick(31)) return kUnclassified;
+  const uint64_t s0 = cycles();
+  const unsigned cls = unsigned(classify_sample(page).cls);
+  sample_cycles += cycles() - s0;
+  samples++;
+  return cls;
+}
+
+void Compressor::time_all_raw(size_t n, uint64_t total_cycles, uint64_t sample_cycles, unsigned samples,
+                              const Plan& plan, Feedback& fb) {
   const uint64_t sample_ns = samples ? cap_ns(cycles_to_ns(sample_cycles) / samples, plan.expected_sample_ns) : 0;
   const uint64_t page_ns =
-      cap_ns(cycles_to_ns(total - sample_cycles) / std::max<size_t>(1, pages.size()), plan.expected_fused_raw_ns);
-  for (size_t i = 0; i < pages.size(); i++) {
+      cap_ns(cycles_to_ns(total_cycles - sample_cycles) / std::max<size_t>(1, n), plan.expected_fused_raw_ns);
+  for (size_t i = 0; i < n; i++) {
     PageRecord& r = records_[i];
     r.ns = page_ns;
     bool classified = r.stat_class != kUnclassified && r.codec == Codec::raw;
@@ -314,8 +422,7 @@ size_t Compressor::compress_all_raw(std::span<const uint64_t> addrs, std::span<c
       fb.fused_raw.ns += page_ns;
     }
   }
-  fb.ns = account(pages.size(), &fb);
-  return pos;
+  fb.ns = account(n, &fb);
 }
 
 // Adds the batch's page records to the counters (and to the model's

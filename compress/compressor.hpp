@@ -15,6 +15,7 @@
 #include <array>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -66,8 +67,10 @@ struct CompressedBatch {
 // Whether the destination already holds an earlier version of these pages.
 // Only re-sent pages use the delta cache (as QEMU's XBZRLE starts after the
 // bulk stage): a first send neither looks up nor fills it, so round 0 pays
-// no copy into the cache.
-enum class SendKind { first, resend };
+// no copy into the cache. The last send of a page (the stop-and-copy round)
+// uses the versions cached but caches no new page: nothing would use it, and
+// a new cache slot costs a first touch (~5 us here) and a copy.
+enum class SendKind { first, resend, last };
 
 struct CompressorOptions {
   size_t delta_cache_pages = 16384;  // 64 MiB of last-sent pages; 0 disables delta
@@ -96,6 +99,13 @@ class Compressor {
   // aligned.
   Result<void> compress_batch(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
                               CompressedBatch& out, SendKind kind = SendKind::first);
+  // As compress_batch, for pages read into one writable buffer (the page of
+  // addrs[i] at buffer[i * kPageSize]). When the plan sends every page raw
+  // (adaptive on a fast link) the buffer itself becomes the payload, with no
+  // copy per page: pages may move within it. Returns the payload: in
+  // `buffer`, or out.payload.
+  Result<std::span<std::byte>> compress_batch_in(std::span<const uint64_t> addrs, std::span<std::byte> buffer,
+                                                 CompressedBatch& out, SendKind kind);
 
   // Adaptive feedback (no effect on fixed and cbc policies).
   void report_link(const LinkReport& link);
@@ -116,13 +126,24 @@ class Compressor {
   };
   Compressor(PolicySpec spec, CompressorOptions options, std::shared_ptr<Shared> shared);
   size_t compress_fixed(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages, CompressedBatch& out,
-                        DeltaCache* cache);
+                        DeltaCache* cache, SendKind kind);
+  Result<void> check_batch(std::span<const uint64_t> addrs, size_t pages) const;
+  // in_place: the pages lie contiguous there, and may be rearranged into
+  // the payload (then *in_place_used is set and out.payload is empty).
   size_t compress_classified(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
-                             CompressedBatch& out, SendKind kind);
+                             CompressedBatch& out, SendKind kind, uint8_t* in_place = nullptr,
+                             bool* in_place_used = nullptr);
   size_t compress_per_page(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
-                           CompressedBatch& out, const Plan& plan, DeltaCache* cache, Feedback& fb);
+                           CompressedBatch& out, const Plan& plan, DeltaCache* cache, SendKind kind,
+                           Feedback& fb);
   size_t compress_all_raw(std::span<const uint64_t> addrs, std::span<const uint8_t* const> pages,
                           CompressedBatch& out, const Plan& plan, Feedback& fb);
+  size_t compress_all_raw_in_place(std::span<const uint64_t> addrs, uint8_t* base, CompressedBatch& out,
+                                   const Plan& plan, Feedback& fb);
+  unsigned sample_one_in_32(const uint8_t* page, uint64_t& sample_cycles, unsigned& samples);
+  // The all-raw paths' timing, shared: records_ hold codec and class.
+  void time_all_raw(size_t n, uint64_t total_cycles, uint64_t sample_cycles, unsigned samples, const Plan& plan,
+                    Feedback& fb);
   void explore(std::span<const uint8_t* const> pages, Feedback& fb);
   uint64_t account(size_t n, Feedback* fb);
   void charge_medians(Feedback& fb);  // the batch's model slots: their median page time
@@ -154,6 +175,8 @@ class Compressor {
   uint64_t sample_rng_ = 0x9E3779B97F4A7C15ull;
   uint64_t explore_cursor_ = 0;
   std::unique_ptr<uint8_t[]> scratch_;
+  std::vector<const uint8_t*> in_place_ptrs_;
+  std::vector<std::optional<uint64_t>> words_;  // the in-place path's uniform words
   std::vector<PageRecord> records_;
   std::vector<std::pair<uint16_t, uint64_t>> slot_ns_;  // (class * kCandidates + candidate, ns) of a batch's pages
   std::array<float, kClassCount> split_acc_{};

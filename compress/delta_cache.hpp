@@ -31,12 +31,15 @@ class DeltaCache {
 
   // Records `page` as the last-sent version of addr. On a hit, first calls
   // on_previous(previous_version) under the shard lock and returns true.
+  // With `store_miss` false a page not cached stays out (the destination's
+  // version of it then has no copy here, which the invariant allows).
   template <class F>
-  bool exchange(uint64_t addr, const uint8_t* page, F&& on_previous) {
+  bool exchange(uint64_t addr, const uint8_t* page, F&& on_previous, bool store_miss = true) {
     Shard& s = shard_of(addr);
     std::lock_guard lock(s.mutex);
     const uint8_t* previous = s.find(addr);
     if (previous) on_previous(previous);
+    if (!previous && !store_miss) return false;
     s.store(addr, page);
     nonempty_.store(true, std::memory_order_relaxed);
     return previous != nullptr;

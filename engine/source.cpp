@@ -294,9 +294,10 @@ class BulkSender {
   }
 
   // Sends every page of `pages` on the pool's threads, counting them into
-  // `timeline`; returns when all sends completed.
-  Result<RoundTotals> send_round(const dt::RangeList& pages, uint32_t round, Timeline& timeline) {
-    begin_round(round, timeline, dt::total_pages(pages));
+  // `timeline`; returns when all sends completed. `last`: no page of this
+  // round is sent again (stop-and-copy).
+  Result<RoundTotals> send_round(const dt::RangeList& pages, uint32_t round, Timeline& timeline, bool last) {
+    begin_round(round, timeline, dt::total_pages(pages), last);
     feed(pages);
     return finish_round(Finish::sent);
   }
@@ -305,7 +306,7 @@ class BulkSender {
   // chunk by chunk): begin_round(), feed() each piece as soon as it may be
   // read, finish_round(). The threads send each piece as it comes, keeping
   // their batches in flight across pieces.
-  void begin_round(uint32_t round, Timeline& timeline, uint64_t known_pages = 0) {
+  void begin_round(uint32_t round, Timeline& timeline, uint64_t known_pages = 0, bool last = false) {
     const unsigned threads = unsigned(workers_.size());
     start_pool();
     timeline.begin_round(round, known_pages);
@@ -316,6 +317,7 @@ class BulkSender {
       job_.parts.assign(threads, {});
       job_.closed = false;
       job_.round = round;
+      job_.last = last;
       job_.timeline = &timeline;
       job_.totals.assign(threads, {});
       job_.errors.assign(threads, std::nullopt);
@@ -534,8 +536,9 @@ class BulkSender {
     return ok();
   }
 
-  // The batch's payload: the read buffer itself for fixed:raw with every page
-  // read (no copy per page), else the compressor's output.
+  // The batch's payload: with every page read, the read buffer itself for
+  // fixed:raw (no copy per page) and for an adaptive plan that sends pages
+  // raw (compress_batch_in); else the compressor's output.
   Result<std::span<std::byte>> payload_of(Slot& s, uint64_t count, uint32_t round, compress::Compressor& compressor,
                                           RoundTotals& totals) {
     if (raw_passthrough_ && s.addrs.size() == count) {
@@ -546,8 +549,13 @@ class BulkSender {
     }
     // Re-sent pages may go as a delta against the version sent before; the
     // stripe-to-channel rule guarantees the destination applied it first.
-    LM_TRY(compressor.compress_batch(s.addrs, s.ptrs, s.batch,
-                                     round == 0 ? compress::SendKind::first : compress::SendKind::resend));
+    const auto kind = round == 0  ? compress::SendKind::first
+                      : job_.last ? compress::SendKind::last
+                                  : compress::SendKind::resend;
+    // Every page read: the compressor may use the read buffer as the payload.
+    if (s.addrs.size() == count)
+      return compressor.compress_batch_in(s.addrs, {s.pages.get(), count * kPageSize}, s.batch, kind);
+    LM_TRY(compressor.compress_batch(s.addrs, s.ptrs, s.batch, kind));
     return std::span<std::byte>{reinterpret_cast<std::byte*>(s.batch.payload.data()), s.batch.payload.size()};
   }
 
@@ -622,6 +630,7 @@ class BulkSender {
   struct Job {
     uint64_t generation = 0;
     uint32_t round = 0;
+    bool last = false;  // the pages' last send
     Timeline* timeline = nullptr;
     std::vector<std::deque<dt::RangeList>> parts;  // per thread: the pieces fed and not yet taken
     bool closed = false;  // no more pieces come
@@ -935,7 +944,7 @@ class SourceRun {
   Result<SourcePhase> precopy() {
     for (;;) {
       LM_TRY(check_cancel());
-      RoundTotals t = LM_TRY(round_ == 0 ? send_round_zero() : sender_->send_round(pending_, round_, timeline_));
+      RoundTotals t = LM_TRY(round_ == 0 ? send_round_zero() : sender_->send_round(pending_, round_, timeline_, false));
       const double seconds = std::max(1e-9, double(t.duration_ns) * 1e-9);
       count_round(t, seconds);
       RoundEnd end{round_, 0, t.pages, t.payload_bytes, 0, dt::total_pages(pending_), t.duration_ns,
@@ -1117,7 +1126,7 @@ class SourceRun {
     pending_ = dt::unite(pending_, dt::unite(final_dirty.dirty, final_dirty.held));
     if (o_.mode != MigrationMode::precopy) return stay_stopped_from_commit();
 
-    RoundTotals last = LM_TRY(sender_->send_round(pending_, round_, timeline_));
+    RoundTotals last = LM_TRY(sender_->send_round(pending_, round_, timeline_, true));
     figures_.wire_bytes += last.wire_bytes;
     figures_.raw_bytes += last.pages * kPageSize;
     figures_.passthrough_pages += last.passthrough_pages;

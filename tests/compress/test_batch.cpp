@@ -209,6 +209,30 @@ TEST(DeltaCache, FirstSendDropsAnOlderVersionOfTheAddress) {
   EXPECT_FALSE((*c)->delta_cache()->contains(src.addrs[0]));
 }
 
+TEST(DeltaCache, ALastSendUsesCachedVersionsButCachesNoNewPage) {
+  auto c = Compressor::create("cbc");
+  ASSERT_TRUE(c);
+  Pages src(Content::text, 2, 13);
+  Destination dst(src.size());
+  Decompressor d;
+  auto send = [&](size_t from, size_t n, SendKind kind) {
+    CompressedBatch b;
+    EXPECT_TRUE((*c)->compress_batch({src.addrs.data() + from, n}, {src.ptrs.data() + from, n}, b, kind));
+    EXPECT_TRUE(d.decompress_batch(b.entries, {b.payload.data(), b.payload.size()}, dst.map));
+    return b.entries;
+  };
+  send(0, 2, SendKind::first);
+  send(0, 1, SendKind::resend);  // page 0 cached, page 1 not
+  std::mt19937_64 rng(3);
+  mutate_page(rng, src.page(0), 4);
+  mutate_page(rng, src.page(1), 4);
+  auto last = send(0, 2, SendKind::last);
+  EXPECT_EQ(last[0].codec, Codec::delta) << "a cached version is used";
+  EXPECT_NE(last[1].codec, Codec::delta);
+  EXPECT_FALSE((*c)->delta_cache()->contains(src.addrs[1])) << "a last send caches no new page";
+  EXPECT_EQ(0, std::memcmp(dst.mem.data(), src.data.data(), src.data.size()));
+}
+
 TEST(DeltaCache, EraseRangeDropsExactlyThePagesInIt) {
   std::vector<uint8_t> page(kPageSize, 7);
   DeltaCache cache(16);
@@ -278,21 +302,63 @@ TEST(AdaptivePolicy, SendsRawOnAFastLinkAndCompressesOnASlowOne) {
   EXPECT_EQ(codecs_of(salt++), 64u) << "and back to raw";
 }
 
-// The senders' reports: a saturated link sets the estimate; an unsaturated
-// one (the link took all it was given) only raises it, so a plan that
-// compresses more, and so sends less, does not make the link look slower.
-TEST(AdaptivePolicy, OnlyASaturatedLinkLowersTheEstimate) {
+// An all-raw plan sends the read buffer itself: raw pages stay or move into
+// the places of zero and uniform pages, whose words follow them; what
+// arrives is the pages as they were. On a slow link the same call returns
+// the compressor's own payload.
+TEST(AdaptivePolicy, AnAllRawPlanSendsTheReadBufferInPlace) {
   CompressorOptions opt;
-  opt.link_bytes_per_s = 1e9;
+  opt.link_bytes_per_s = 1e12;
   auto c = Compressor::create("adaptive", opt);
   ASSERT_TRUE(c);
-  const AdaptiveModel& model = *(*c)->model();
-  (*c)->report_link({2e8, false});
-  EXPECT_DOUBLE_EQ(model.link_bytes_per_s(), 1e9);
-  (*c)->report_link({3e9, false});
-  EXPECT_DOUBLE_EQ(model.link_bytes_per_s(), 3e9);
-  (*c)->report_link({2e8, true});
-  EXPECT_DOUBLE_EQ(model.link_bytes_per_s(), 2e8);
+  constexpr size_t n = 64;
+  uint64_t salt = 1;
+  auto send = [&](Pages& pages, std::span<std::byte>* payload_out, CompressedBatch& b) {
+    std::vector<uint64_t> addrs = pages.addrs;
+    for (auto& a : addrs) a += salt << 36;  // fresh addresses: no deltas
+    salt++;
+    std::vector<uint8_t> before = pages.data;
+    auto payload = (*c)->compress_batch_in(addrs, std::as_writable_bytes(std::span{pages.data}), b, SendKind::first);
+    EXPECT_TRUE(payload) << payload.error().message;
+    if (!payload) return false;
+    *payload_out = *payload;
+    std::vector<uint8_t> mem(n * kPageSize, 0xee);
+    DestinationMap map;
+    EXPECT_TRUE(map.add({kBase + ((salt - 1) << 36), n * kPageSize, mem.data()}));
+    Decompressor d;
+    auto r = d.decompress_batch(b.entries, {reinterpret_cast<const uint8_t*>(payload->data()), payload->size()}, map);
+    EXPECT_TRUE(r) << r.error().message;
+    return mem == before;
+  };
+  CompressedBatch b;
+  std::span<std::byte> payload;
+  for (int i = 0; i < 20; i++) {  // learn: an all-raw plan
+    Pages warm(Content::text, n, 40 + i);
+    ASSERT_TRUE(send(warm, &payload, b));
+  }
+  ASSERT_EQ((*c)->current_plan().by_class[unsigned(PageClass::text)].codec, Codec::raw);
+  Pages src(Content::text, n, 4);
+  std::memset(src.page(3), 0, kPageSize);
+  std::memset(src.page(10), 0x42, kPageSize);
+  std::memset(src.page(n - 1), 0, kPageSize);  // beyond the raw pages' places: stays out
+  ASSERT_TRUE(send(src, &payload, b)) << "pages arrive as they were";
+  const auto* buf = reinterpret_cast<const std::byte*>(src.data.data());
+  EXPECT_EQ(payload.data(), buf) << "the payload is the read buffer";
+  EXPECT_EQ(payload.size(), (n - 3) * kPageSize + 8);
+  EXPECT_TRUE(b.payload.empty());
+  ASSERT_EQ(b.entries.size(), n);
+  unsigned raw = 0;
+  for (auto& e : b.entries) raw += e.codec == Codec::raw;
+  EXPECT_EQ(raw, n - 3);
+
+  (*c)->report_link({1.25e8, true});  // slow: compress
+  Pages slow(Content::text, n, 5);
+  ASSERT_TRUE(send(slow, &payload, b));
+  EXPECT_EQ(payload.data(), reinterpret_cast<const std::byte*>(b.payload.data())) << "the compressor's payload";
+  raw = 0;
+  for (auto& e : b.entries) raw += e.codec == Codec::raw;
+  EXPECT_LE(raw, 16u) << "mostly compressed";
+  EXPECT_LT(payload.size(), n * kPageSize);
 }
 
 // The model fed by hand: 64 words pages measured with raw (300 ns, a whole
@@ -328,6 +394,32 @@ TEST(AdaptivePolicy, OnOneHostTheDestinationsDecodingCounts) {
   EXPECT_LT(together, apart - 0.15);
 }
 
+// The senders' reports, measured on raw batches: a saturated link sets the
+// estimate; an unsaturated one only raises it, to at least what the CPUs
+// send raw (the senders were not held back, so the link is at least that
+// fast), so neither a slower CPU-bound window nor a plan that compresses
+// more, and so sends less, makes the link look slower.
+TEST(AdaptivePolicy, OnlyASaturatedLinkLowersTheEstimate) {
+  AdaptiveModel m(1, 1e9, false);
+  feed_words(m);  // raw: ~300 ns per 4112 wire bytes, ~13.5 GB/s of one CPU
+  EXPECT_GT(wkdm_share(m.plan()), 0.5) << "the prior 1 GB/s link: mostly wkdm";
+  LinkReport r;
+  r.bytes_per_s = 2e8;
+  r.saturated = false;
+  m.report_link(r);
+  EXPECT_GT(m.link_bytes_per_s(), 1.2e10) << "raised to what the CPU sends raw";
+  EXPECT_LT(m.link_bytes_per_s(), 1.5e10);
+  EXPECT_EQ(wkdm_share(m.plan()), 0.0);
+  r.bytes_per_s = 3e10;
+  m.report_link(r);
+  EXPECT_DOUBLE_EQ(m.link_bytes_per_s(), 3e10);
+  r.bytes_per_s = 2e8;
+  r.saturated = true;
+  m.report_link(r);
+  EXPECT_DOUBLE_EQ(m.link_bytes_per_s(), 2e8);
+  EXPECT_GT(wkdm_share(m.plan()), 0.9);
+}
+
 // Until a report measured on raw batches, the plan is raw; a report from
 // compressed batches (the destination may be what held them back) does not
 // end it.
@@ -354,6 +446,24 @@ TEST(AdaptivePolicy, ProbesTheLinkWithRawBatchesFirst) {
   m.report_link(raw);
   EXPECT_DOUBLE_EQ(m.link_bytes_per_s(), 1e8);
   EXPECT_GT(wkdm_share(m.plan()), 0.9);
+}
+
+// Within 100 ms of a change of codecs the socket buffers fill or drain at
+// the new rate: a raw window begun then measures nothing of the link.
+TEST(AdaptivePolicy, AWindowBegunJustAfterAPlanChangeDoesNotMeasureTheLink) {
+  AdaptiveModel m(1, 1e8, false);
+  feed_words(m);
+  m.probe_link_first();  // the plan changes: to raw
+  LinkReport raw;
+  raw.bytes_per_s = 3e8;
+  raw.saturated = true;
+  raw.since_ns = now_ns();
+  m.report_link(raw);
+  EXPECT_DOUBLE_EQ(m.link_bytes_per_s(), 1e8) << "too soon after the change";
+  EXPECT_EQ(wkdm_share(m.plan()), 0.0) << "still probing";
+  raw.since_ns = now_ns() + 150'000'000;  // a window begun 150 ms on
+  m.report_link(raw);
+  EXPECT_DOUBLE_EQ(m.link_bytes_per_s(), 3e8);
 }
 
 // Bound by CPU, a plan that delivers half the pages it predicts gets half
