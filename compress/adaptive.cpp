@@ -102,10 +102,13 @@ void AdaptiveModel::report_link(const LinkReport& link) {
   // link rate is measured on raw batches, so a shortfall of a fifth or more
   // is the CPU's whichever the plan expected to bind; a smaller one only
   // when it expected the CPU to. Delivering all it predicted, the plan may
-  // have more CPU: back towards all, slowly.
+  // have more CPU: back towards all, slowly. Senders held back in the
+  // channel were not short of CPU: their shortfall is the link's (an L a
+  // few % high; taken for the CPU's at 2.5 Gbit/s it lowered the share,
+  // which sent more pages raw, which fell shorter still: a spiral to 0.4).
   if (link.pages_per_s > 0 && plan_pages_ > 0 && predicted_ > 0 && link.since_ns >= plan_since_ns_) {
     const double delivered = link.pages_per_s / predicted_;
-    if (delivered < 0.8 || (cpu_bound_ && delivered < 1)) {
+    if (!link.held_back && (delivered < 0.8 || (cpu_bound_ && delivered < 1))) {
       const double achieved_ns = 1e9 * plan_pages_ / link.pages_per_s;
       const double share = std::clamp(plan_cpu_ns_ / workers_ / achieved_ns, 0.1, 1.0);
       cpu_share_ = 0.7 * cpu_share_ + 0.3 * share;

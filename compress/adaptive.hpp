@@ -42,6 +42,9 @@ struct LinkReport {
   double pages_per_s = 0;           // pages the senders delivered per second together lately (0: not known)
   uint64_t since_ns = 0;            // ... since this time (now_ns())
   bool raw_window = true;           // measured on batches sent (nearly) raw: only these tell the link
+  // The senders spent more than 15% of their time blocked in the channel
+  // (whatever the batches): their CPU was not what limited them.
+  bool held_back = false;
 };
 
 inline constexpr unsigned kCandidates = 5;

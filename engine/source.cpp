@@ -133,7 +133,8 @@ compress::LinkReport link_report(const RoundTotals& t, double elapsed_s, unsigne
   // Over a few sampled batches only: the policy keeps the lowest figure.
   if (in.bytes && in.batches >= kMinSampledBatches) r.send_cpu_ns_per_byte = in.run_s * 1e9 / double(in.bytes);
   const double blocked_s = std::max(0.0, in.wall_s - in.run_s - in.wait_s) * double(t.batches) / double(in.batches);
-  r.saturated = blocked_s > 0.15 * elapsed_s * threads;
+  r.held_back = blocked_s > 0.15 * elapsed_s * threads;
+  r.saturated = r.held_back;
   // Only batches sent (nearly) raw measure the link: senders also block on
   // a destination short of CPU, and decoding compressed pages takes it more
   // (AdaptiveModel::probe_link_first). 0.9 Gbit/s was "measured" that way on
@@ -447,13 +448,15 @@ class BulkSender {
         const uint64_t compressed = compressed_pages(s.batch.entries);
         totals.compressed_pages += compressed;
         sent_compressed_pages_ += compressed;
-        if (totals.batches % 8 == 7) {
-          // All senders' rates over a window of 50 ms or more, not since the
-          // part began: the first 150 ms fill the socket buffers (which grow
-          // meanwhile) faster than the link drains them, so they only start
-          // the next window; and the plan changes along the way.
-          const uint64_t now = now_ns();
-          const bool window_ends = now - window.ns >= (window.first ? 150'000'000u : 50'000'000u);
+        // All senders' rates over a window of 50 ms or more, not since the
+        // part began: the first 150 ms fill the socket buffers (which grow
+        // meanwhile) faster than the link drains them, so they only start
+        // the next window; and the plan changes along the way. Windows end
+        // at the batch that reaches their length (8 batches are 55 ms of
+        // raw pages at 2.5 Gbit/s: the probe ran raw 290 ms, not 200).
+        const uint64_t now = now_ns();
+        const bool window_ends = now - window.ns >= (window.first ? 150'000'000u : 50'000'000u);
+        if (window_ends || totals.batches % 8 == 7) {
           const bool measured = window_ends && !window.first;
           const uint64_t wire = sent_wire_bytes_, pages = sent_pages_, compressed = sent_compressed_pages_;
           // Raw: at most 1 page in 10 went through a compressing codec

@@ -479,6 +479,13 @@ TEST(AdaptivePolicy, ACpuBoundPlanLearnsTheCpuShareItGets) {
   r.since_ns = now_ns();
   for (int i = 0; i < 30; i++) m.report_link(r);
   EXPECT_NEAR(m.predicted_pages_per_s(), predicted / 2, predicted * 0.05);
+  // Senders held back in the channel were not short of CPU: no lesson.
+  AdaptiveModel held(1, 1e12, false);
+  feed_words(held);
+  r.held_back = true;
+  for (int i = 0; i < 30; i++) held.report_link(r);
+  EXPECT_DOUBLE_EQ(held.predicted_pages_per_s(), predicted);
+  r.held_back = false;
   // A window that began before the plan changed tells nothing of it.
   AdaptiveModel fresh(1, 1e12, false);
   feed_words(fresh);
