@@ -68,6 +68,8 @@ AdaptiveModel::AdaptiveModel(unsigned workers, double link_bytes_per_s, bool del
 void AdaptiveModel::probe_link_first() {
   std::lock_guard lock(m_);
   probing_ = true;
+  probe_last_ = 0;
+  probe_windows_ = 0;
   replan();
 }
 
@@ -81,12 +83,26 @@ void AdaptiveModel::report_link(const LinkReport& link) {
   // to raw. (since_ns 0: not known.)
   const bool settled = link.since_ns == 0 || link.since_ns >= plan_since_ns_ + kSettleNs;
   if (link.raw_window && link.bytes_per_s > 0 && settled) {
-    probing_ = false;
-    // Senders the link did not hold back were bound by the CPU: the link
-    // takes at least what the CPU sends raw, or a plan that adds CPU to save
-    // wire bytes would look faster than raw (on the rig without a qdisc the
-    // prior 10 Gbit/s stayed, and text went lz4:8 at 1.1-1.5x raw's time).
-    link_ = link.saturated ? link.bytes_per_s : std::max({link_, link.bytes_per_s, raw_cpu_bytes_per_s_});
+    if (!link.saturated) {
+      // Senders the link did not hold back were bound by the CPU: the link
+      // takes at least what the CPU sends raw, or a plan that adds CPU to
+      // save wire bytes would look faster than raw (on the rig without a
+      // qdisc the prior 10 Gbit/s stayed, and text went lz4:8 at 1.1-1.5x
+      // raw's time).
+      link_ = std::max({link_, link.bytes_per_s, raw_cpu_bytes_per_s_});
+      probing_ = false;
+    } else if (!probing_) {
+      link_ = link.bytes_per_s;
+    } else {
+      // The probe's first windows also fill socket buffers that are still
+      // growing: 167 MB/s was read on the 1 Gbit/s rig (125 MB/s). It ends
+      // when two windows in a row agree within 10% (or after four), on the
+      // lower of the last two.
+      const bool agree = probe_last_ > 0 && std::abs(link.bytes_per_s - probe_last_) <= 0.1 * probe_last_;
+      link_ = probe_last_ > 0 ? std::min(probe_last_, link.bytes_per_s) : link.bytes_per_s;
+      probe_last_ = link.bytes_per_s;
+      if (agree || ++probe_windows_ >= 4) probing_ = false;
+    }
   }
   // The lowest seen: a message's fixed costs (system call, wake-ups) spread
   // over fewer bytes when pages compress, so a compressing plan's figure

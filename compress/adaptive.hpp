@@ -83,7 +83,8 @@ class AdaptiveModel {
   // look slower); neither unless measured on raw batches. s: the lowest
   // reported.
   void report_link(const LinkReport& link);
-  // Plans raw until a report measured on raw batches arrives: the senders
+  // Plans raw until reports measured on raw batches tell the link (two
+  // saturated windows in a row that agree, or one unsaturated): the senders
   // block on a full link, but also on a destination short of CPU, and
   // decoding compressed pages takes it more CPU; raw batches tell the two
   // apart. (Taken for the link, the slower receiving under compression
@@ -134,6 +135,8 @@ class AdaptiveModel {
   double cpu_share_ = 1;
   bool cpu_bound_ = false;  // the current plan's CPU time exceeds its link time
   bool probing_ = false;    // raw until the link is measured on raw batches
+  double probe_last_ = 0;   // the probe's last saturated window (bytes/s)
+  unsigned probe_windows_ = 0;
   uint64_t batches_ = 0;
   double explore_credit_ = 0;
   uint64_t ns_since_replan_ = 0;
