@@ -266,11 +266,6 @@ void AdaptiveModel::replan() {
     *wire_out = wire;
     return std::max(cpu / cpus, wire * link_ns_per_byte);
   };
-  {
-    double cpu, wire;
-    time_of(0, 0, 0, &cpu, &wire);
-    raw_cpu_bytes_per_s_ = cpu > 0 ? 1e9 * wire * cpus / cpu : 0;
-  }
   double best = INFINITY, best_cpu = INFINITY, best_wire = 0;
   unsigned bw = 0, bt = 0, br = 0;
   // Until the link is measured (probing), raw only: its batches show the
@@ -281,6 +276,8 @@ void AdaptiveModel::replan() {
       for (unsigned r = 0; r < candidates; r++) {
         double cpu, wire;
         double time = time_of(w, t, r, &cpu, &wire);
+        if (w == 0 && t == 0 && r == 0)  // what the CPUs send all raw, link aside
+          raw_cpu_bytes_per_s_ = cpu > 0 ? 1e9 * wire * cpus / cpu : 0;
         // Within 1%, the plan that spends less CPU wins.
         if (time < best * 0.99 || (time <= best * 1.01 && cpu < best_cpu)) {
           best = std::min(best, time);

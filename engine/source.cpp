@@ -134,12 +134,11 @@ compress::LinkReport link_report(const RoundTotals& t, double elapsed_s, unsigne
   if (in.bytes && in.batches >= kMinSampledBatches) r.send_cpu_ns_per_byte = in.run_s * 1e9 / double(in.bytes);
   const double blocked_s = std::max(0.0, in.wall_s - in.run_s - in.wait_s) * double(t.batches) / double(in.batches);
   r.held_back = blocked_s > 0.15 * elapsed_s * threads;
-  r.saturated = r.held_back;
   // Only batches sent (nearly) raw measure the link: senders also block on
   // a destination short of CPU, and decoding compressed pages takes it more
   // (AdaptiveModel::probe_link_first). 0.9 Gbit/s was "measured" that way on
   // the 10 Gbit/s rig.
-  if (!r.raw_window) r.saturated = false;
+  r.saturated = r.held_back && r.raw_window;
   return r;
 }
 
