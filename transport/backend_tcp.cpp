@@ -117,6 +117,7 @@ class TcpChannel final : public StreamChannel {
   }
 
   ~TcpChannel() override { shutdown_transport(); }
+  std::optional<LinkCounters> link_counters() const override { return tcp_link_counters(fd_.get()); }
 
  protected:
   Result<void> send_close_mark(Deadline deadline) override {

@@ -399,6 +399,7 @@ class UringChannel final : public StreamChannel {
   }
 
   ~UringChannel() override { shutdown_transport(); }
+  std::optional<LinkCounters> link_counters() const override { return tcp_link_counters(fd_.get()); }
 
   Result<uint64_t> send(std::span<const ConstBuffer> pieces, Timeout timeout) override {
     LM_TRY(check_usable());

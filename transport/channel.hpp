@@ -60,6 +60,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stop_token>
 #include <string>
@@ -108,6 +109,16 @@ struct ChannelOptions {
   std::shared_ptr<const TlsConfig> tls;
 };
 
+// What the peer acknowledged of a channel's bytes so far, and how long they
+// waited for its receive window (socket backends: the kernel's TCP_INFO,
+// whose times count in jiffies, 4 ms here). A rate over a window from these
+// counts bytes delivered, not bytes queued in socket buffers that are still
+// growing.
+struct LinkCounters {
+  uint64_t acked_bytes = 0;
+  uint64_t peer_limited_us = 0;
+};
+
 class Channel {
  public:
   virtual ~Channel() = default;
@@ -135,6 +146,10 @@ class Channel {
   // Renames for error messages once the channel's role is known
   // ("bulk1 tcp 127.0.0.1:...").
   virtual void set_name(std::string name) = 0;
+
+  // The link counters so far; nullopt where the backend keeps none. Any
+  // thread may call it, while the channel is open.
+  virtual std::optional<LinkCounters> link_counters() const { return std::nullopt; }
 };
 
 class Listener {

@@ -108,6 +108,9 @@ Result<UniqueFd> accept_socket(int listen_fd, const ChannelOptions& options, Tim
                                const std::string& listener_name, const StopWait& stop = {});
 // "127.0.0.1:40000->127.0.0.1:7000"
 std::string socket_pair_name(int fd);
+// A TCP socket's LinkCounters (transport/tcp_info.cpp); nullopt if the
+// kernel does not report them.
+std::optional<LinkCounters> tcp_link_counters(int fd);
 // Clears O_NONBLOCK (tcp and uring channels: their sockets block; see each backend).
 Result<void> make_blocking(int fd, const std::string& what);
 // Waits for poll events on fd; ETIMEDOUT error when the deadline passes,

@@ -252,6 +252,8 @@ class TlsChannel final : public Channel {
   }
 
   const std::string& name() const override { return name_; }
+  // Records and their headers count: they are what the link carries.
+  std::optional<LinkCounters> link_counters() const override { return inner_->link_counters(); }
   void set_name(std::string name) override {
     inner_->set_name(name);
     name_ = "tls " + name;

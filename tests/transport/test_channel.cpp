@@ -5,7 +5,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -213,6 +215,52 @@ TEST_P(ChannelTest, SlowReceiverBlocksSenderWithBoundedMemory) {
     auto r = b->recv(Timeout(5000));
     ASSERT_TRUE(r.ok()) << r.error().message;
   }
+}
+
+// Socket backends report what the peer acknowledged (the adaptive policy's
+// link windows count that, not bytes queued in growing socket buffers) and
+// how long the sender waited on the peer's receive window; others, nothing.
+TEST_P(ChannelTest, LinkCountersCountWhatThePeerAcknowledged) {
+  ChannelOptions o;
+  o.send_window = 1 << 20;
+  o.socket_buffer = 256 << 10;
+  auto [a, b] = pair(o);
+  ASSERT_TRUE(a && b);
+  const std::optional<LinkCounters> before = a->link_counters();
+  if (!testing::is_socket_backend(GetParam())) {
+    EXPECT_FALSE(before.has_value());
+    return;
+  }
+  ASSERT_TRUE(before.has_value());
+  constexpr size_t kMessages = 8, kSize = 1 << 20;
+  std::vector<std::byte> msg(kSize);
+  ConstBuffer piece{msg.data(), msg.size()};
+  std::thread sender([&, &a = a] {
+    for (size_t i = 0; i < kMessages; i++) {
+      auto r = send_sync(*a, {&piece, 1}, Timeout(10000));
+      ASSERT_TRUE(r.ok()) << r.error().message;
+    }
+  });
+  // 300 ms without reading: the receive window closes on the sender.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  for (size_t i = 0; i < kMessages; i++) {
+    auto r = b->recv(Timeout(10000));
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    ASSERT_EQ(r->bytes.size(), kSize);
+  }
+  sender.join();
+  // The last acknowledgements may trail the last read a little.
+  std::optional<LinkCounters> after;
+  for (int i = 0; i < 200; i++) {
+    after = a->link_counters();
+    if (!after || after->acked_bytes - before->acked_bytes >= kMessages * kSize) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(after.has_value());
+  const uint64_t acked = after->acked_bytes - before->acked_bytes;
+  EXPECT_GE(acked, kMessages * kSize);
+  EXPECT_LE(acked, kMessages * kSize + (64 << 10)) << "the messages and their frame headers, nothing more";
+  EXPECT_GE(after->peer_limited_us - before->peer_limited_us, 100'000u) << "300 ms on a closed receive window";
 }
 
 TEST_P(ChannelTest, RecvTimesOutAndChannelStaysUsable) {
