@@ -76,12 +76,13 @@ void AdaptiveModel::probe_link_first() {
 void AdaptiveModel::report_link(const LinkReport& link) {
   std::lock_guard lock(m_);
   // Compressed batches' rates say nothing of the link: the destination may
-  // have held them back, and socket buffers growing count as sent.
-  // Nor does a window begun within 100 ms of a change of codecs: the socket
-  // buffers fill (or drain) at the new rate of wire bytes meanwhile, which
-  // read 370 MB/s on the 2.5 Gbit/s rig after a compressing plan gave way
-  // to raw. (since_ns 0: not known.)
-  const bool settled = link.since_ns == 0 || link.since_ns >= plan_since_ns_ + kSettleNs;
+  // have held them back, and socket buffers growing count as sent. Nor,
+  // counting bytes written, does a window begun within 100 ms of a change
+  // of codecs: the socket buffers fill (or drain) at the new rate of wire
+  // bytes meanwhile, which read 370 MB/s on the 2.5 Gbit/s rig after a
+  // compressing plan gave way to raw. (since_ns 0: not known.) Bytes
+  // acknowledged do not count what the buffers hold.
+  const bool settled = link.acked || link.since_ns == 0 || link.since_ns >= plan_since_ns_ + kSettleNs;
   if (link.raw_window && link.bytes_per_s > 0 && settled) {
     if (!link.saturated) {
       // Senders the link did not hold back were bound by the CPU: the link
@@ -91,8 +92,9 @@ void AdaptiveModel::report_link(const LinkReport& link) {
       // raw's time).
       link_ = std::max({link_, link.bytes_per_s, raw_cpu_bytes_per_s_});
       probing_ = false;
-    } else if (!probing_) {
+    } else if (!probing_ || link.acked) {
       link_ = link.bytes_per_s;
+      probing_ = false;
     } else {
       // The probe's first windows also fill socket buffers that are still
       // growing: 167 MB/s was read on the 1 Gbit/s rig (125 MB/s). It ends
@@ -112,7 +114,20 @@ void AdaptiveModel::report_link(const LinkReport& link) {
   if (link.send_cpu_ns_per_byte > 0)
     send_ns_per_byte_ = send_ns_per_byte_ > 0 ? std::min(send_ns_per_byte_, link.send_cpu_ns_per_byte)
                                               : link.send_cpu_ns_per_byte;
-  // The CPU share the migration gets: the share at which the plan's CPU
+  // The CPU share the migration gets. Where the host's idle CPUs are known:
+  // the CPUs the plan kept busy delivering its pages, and those idle, on
+  // average over the windows. A share of 1 assumed the workers had both
+  // cores to themselves and sent the first plans at 2.5 Gbit/s into zstd
+  // splits the CPUs could not keep up with (1.3 Gbit/s for 400 ms); learnt
+  // from shortfalls alone, it came down slowly, or too far (0.46: 40k
+  // pages sent raw where lz4 kept up with the link).
+  if (link.idle_cpus >= 0 && link.pages_per_s > 0 && plan_pages_ > 0 && link.since_ns >= plan_since_ns_) {
+    const double busy = link.pages_per_s * plan_cpu_ns_ / plan_pages_ * 1e-9;
+    cpu_share_ = 0.7 * cpu_share_ + 0.3 * std::clamp((busy + link.idle_cpus) / workers_, 0.1, 1.0);
+    replan();
+    return;
+  }
+  // Otherwise the share at which the plan's CPU
   // takes as long as its pages took (from the plan's CPU, not from the last
   // share, so that a shortfall with another cause does not compound). The
   // link rate is measured on raw batches, so a shortfall of a fifth or more

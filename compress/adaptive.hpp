@@ -41,7 +41,13 @@ struct LinkReport {
   double send_cpu_ns_per_byte = 0;  // s: the senders' CPU per wire byte inside the transport (0: not known)
   double pages_per_s = 0;           // pages the senders delivered per second together lately (0: not known)
   uint64_t since_ns = 0;            // ... since this time (now_ns())
-  bool raw_window = true;           // measured on batches sent (nearly) raw: only these tell the link
+  bool raw_window = true;           // measured on batches sent (nearly) raw
+  // bytes_per_s counts bytes the peer acknowledged, not bytes written into
+  // socket buffers that may still be growing: one saturated window tells
+  // the link, and so does one begun just after a plan change.
+  bool acked = false;
+  // The host's CPUs idle over the window, on average (negative: not known).
+  double idle_cpus = -1;
   // The senders spent more than 15% of their time blocked in the channel
   // (whatever the batches): their CPU was not what limited them.
   bool held_back = false;
@@ -83,8 +89,9 @@ class AdaptiveModel {
   // look slower); neither unless measured on raw batches. s: the lowest
   // reported.
   void report_link(const LinkReport& link);
-  // Plans raw until reports measured on raw batches tell the link (two
-  // saturated windows in a row that agree, or one unsaturated): the senders
+  // Plans raw until reports measured on raw batches tell the link (one
+  // saturated window counted in acknowledged bytes, or two in written bytes
+  // in a row that agree, or one unsaturated): the senders
   // block on a full link, but also on a destination short of CPU, and
   // decoding compressed pages takes it more CPU; raw batches tell the two
   // apart. (Taken for the link, the slower receiving under compression

@@ -10,12 +10,14 @@
 #include <cstring>
 #include <deque>
 #include <optional>
+#include <span>
 #include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <stop_token>
 #include <thread>
+#include <vector>
 
 #include "common/background.hpp"
 #include "common/clock.hpp"
@@ -142,6 +144,23 @@ compress::LinkReport link_report(const RoundTotals& t, double elapsed_s, unsigne
   return r;
 }
 
+// A window's rate from the bulk channels' counters at its start and end,
+// `window_ns` apart: the bytes the peer acknowledged per second. None (0)
+// if a channel waited on the destination's receive window for over 10% of
+// the window: the destination, not the link, set the pace.
+void report_acked(compress::LinkReport& r, std::span<const transport::LinkCounters> from,
+                  std::span<const transport::LinkCounters> to, uint64_t window_ns) {
+  if (from.empty() || from.size() != to.size() || window_ns == 0) return;
+  uint64_t acked = 0;
+  bool peer_limited = false;
+  for (size_t c = 0; c < from.size(); c++) {
+    acked += to[c].acked_bytes - from[c].acked_bytes;
+    peer_limited |= double(to[c].peer_limited_us - from[c].peer_limited_us) > 0.1e-3 * double(window_ns);
+  }
+  r.acked = true;
+  r.bytes_per_s = peer_limited ? 0 : double(acked) * 1e9 / double(window_ns);
+}
+
 // Pages of a batch sent with a compressing codec.
 uint64_t compressed_pages(const std::vector<PageEntry>& entries) {
   uint64_t n = 0;
@@ -193,6 +212,19 @@ ThreadTimes thread_times() {
   buf[n] = 0;
   if (std::sscanf(buf, "%*llu %llu", &wait_ns) != 1) return {};
   return {thread_cpu_seconds(), double(wait_ns) * 1e-9};
+}
+
+// CPU-seconds the host's CPUs have been idle (idle and iowait of
+// /proc/stat, in clock ticks of 10 ms); negative when not readable.
+double host_idle_cpu_seconds() {
+  const UniqueFd stat(::open("/proc/stat", O_RDONLY | O_CLOEXEC));
+  char buf[256];
+  const ssize_t n = stat.valid() ? ::pread(stat.get(), buf, sizeof buf - 1, 0) : -1;
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  unsigned long long idle = 0, iowait = 0;
+  if (std::sscanf(buf, "cpu %*llu %*llu %*llu %llu %llu", &idle, &iowait) != 2) return -1;
+  return double(idle + iowait) / double(sysconf(_SC_CLK_TCK));
 }
 
 // Times one sampled batch's stays inside the channel into `into`.
@@ -392,7 +424,10 @@ class BulkSender {
     struct {
       uint64_t ns, wire, pages, compressed;
       bool first;
-    } window{part_start_ns, sent_wire_bytes_, sent_pages_, sent_compressed_pages_, true};
+      std::vector<transport::LinkCounters> counters;
+      double idle_s;
+    } window{part_start_ns, sent_wire_bytes_, sent_pages_, sent_compressed_pages_, true, link_counters(),
+             host_idle_cpu_seconds()};
     size_t c = t % session_.bulk_count();
     const Peer peer = Peer::bulk(session_, c, timeout_);
     Channel& channel = peer.channel();
@@ -448,28 +483,36 @@ class BulkSender {
         totals.compressed_pages += compressed;
         sent_compressed_pages_ += compressed;
         // All senders' rates over a window of 50 ms or more, not since the
-        // part began: the first 150 ms fill the socket buffers (which grow
+        // part began: the plan changes along the way. Counting bytes
+        // written, the first 150 ms fill the socket buffers (which grow
         // meanwhile) faster than the link drains them, so they only start
-        // the next window; and the plan changes along the way. Windows end
-        // at the batch that reaches their length (8 batches are 55 ms of
-        // raw pages at 2.5 Gbit/s: the probe ran raw 290 ms, not 200).
+        // the next window; bytes acknowledged need no such wait (a probe of
+        // 200 ms sent 15k raw pages at 2.5 Gbit/s). Windows end at the batch
+        // that reaches their length (8 batches are 55 ms of raw pages at
+        // 2.5 Gbit/s: the probe ran raw 290 ms, not 200).
         const uint64_t now = now_ns();
-        const bool window_ends = now - window.ns >= (window.first ? 150'000'000u : 50'000'000u);
+        const bool wait_for_buffers = window.first && window.counters.empty();
+        const bool window_ends = now - window.ns >= (wait_for_buffers ? 150'000'000u : 50'000'000u);
         if (window_ends || totals.batches % 8 == 7) {
-          const bool measured = window_ends && !window.first;
+          const bool measured = window_ends && !wait_for_buffers;
           const uint64_t wire = sent_wire_bytes_, pages = sent_pages_, compressed = sent_compressed_pages_;
           // Raw: at most 1 page in 10 went through a compressing codec
           // (zero and uniform pages are not compression: raw sends them so).
           const bool raw = measured && 10 * (compressed - window.compressed) <= pages - window.pages;
           compress::LinkReport link = link_report(totals, double(now - part_start_ns) * 1e-9, 1, raw);
           link.bytes_per_s = 0;  // not known unless a window ends here
+          std::vector<transport::LinkCounters> counters;
+          const double idle_s = window_ends ? host_idle_cpu_seconds() : -1;
+          if (window_ends) counters = link_counters();
           if (measured) {
             const double per_s = 1e9 / double(now - window.ns);
             link.bytes_per_s = double(wire - window.wire) * per_s;
             link.pages_per_s = double(pages - window.pages) * per_s;
             link.since_ns = window.ns;
+            report_acked(link, window.counters, counters, now - window.ns);
+            if (idle_s >= 0 && window.idle_s >= 0) link.idle_cpus = std::max(0.0, idle_s - window.idle_s) * per_s;
           }
-          if (window_ends) window = {now, wire, pages, compressed, false};
+          if (window_ends) window = {now, wire, pages, compressed, false, std::move(counters), idle_s};
           compressor.report_link(link);
         }
         totals.payload_bytes += payload.size();
@@ -479,6 +522,17 @@ class BulkSender {
     }
     for (unsigned i = 0; i < kSlots; i++) LM_TRY(wait_slot(slots[i]));
     return totals;
+  }
+
+  // Every bulk channel's link counters, or none if a channel keeps none.
+  std::vector<transport::LinkCounters> link_counters() {
+    std::vector<transport::LinkCounters> all;
+    for (size_t c = 0; c < session_.bulk_count(); c++) {
+      std::optional<transport::LinkCounters> one = session_.bulk(c).link_counters();
+      if (!one) return {};
+      all.push_back(*one);
+    }
+    return all;
   }
 
   // Thread t's next piece of the round; nullopt once the round is closed and

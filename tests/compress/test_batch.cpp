@@ -474,6 +474,45 @@ TEST(AdaptivePolicy, AWindowBegunJustAfterAPlanChangeDoesNotMeasureTheLink) {
   EXPECT_DOUBLE_EQ(m.link_bytes_per_s(), 3e8);
 }
 
+// Counted in bytes the peer acknowledged, a window does not include what
+// growing socket buffers took: one saturated raw window ends the probe, even
+// one begun just after the plan changed.
+TEST(AdaptivePolicy, OneSaturatedWindowOfAcknowledgedBytesEndsTheProbe) {
+  AdaptiveModel m(1, 1e9, false);
+  feed_words(m);
+  m.probe_link_first();
+  EXPECT_EQ(wkdm_share(m.plan()), 0.0);
+  LinkReport raw;
+  raw.bytes_per_s = 1e8;
+  raw.saturated = true;
+  raw.acked = true;
+  raw.since_ns = now_ns();
+  m.report_link(raw);
+  EXPECT_DOUBLE_EQ(m.link_bytes_per_s(), 1e8);
+  EXPECT_GT(wkdm_share(m.plan()), 0.9) << "the probe is over";
+}
+
+// Where the host's idle CPUs are known, the CPU share is the CPUs the plan
+// kept busy delivering its pages plus those idle, whether or not the plan
+// fell short: at half the predicted pages with nothing idle, half the CPUs;
+// with one CPU of two idle besides, all of them again.
+TEST(AdaptivePolicy, TheCpuShareIsWhatThePlanKeptBusyAndWhatWasIdle) {
+  AdaptiveModel m(2, 1e12, false);  // no link limit: raw, bound by CPU
+  feed_words(m);
+  const double predicted = m.predicted_pages_per_s();
+  ASSERT_GT(predicted, 0);
+  LinkReport r;
+  r.pages_per_s = predicted / 2;
+  r.since_ns = now_ns();
+  r.idle_cpus = 0;
+  r.held_back = true;  // counted all the same: the idle CPUs tell
+  for (int i = 0; i < 30; i++) m.report_link(r);
+  EXPECT_NEAR(m.predicted_pages_per_s(), predicted / 2, predicted * 0.05);
+  r.idle_cpus = 1;
+  for (int i = 0; i < 30; i++) m.report_link(r);
+  EXPECT_NEAR(m.predicted_pages_per_s(), predicted, predicted * 0.05);
+}
+
 // Bound by CPU, a plan that delivers half the pages it predicts gets half
 // the CPUs it counted on, and no less however many reports say so.
 TEST(AdaptivePolicy, ACpuBoundPlanLearnsTheCpuShareItGets) {
