@@ -331,6 +331,18 @@ void AdaptiveModel::replan() {
   // A split: one class's pages shared between its codec and another in the
   // proportion where CPU time and link time meet. When one codec leaves the
   // link idle and the next better one leaves the CPU idle, the mix beats both.
+  // A new split must gain 5% (estimates are noisy); the current one, on the
+  // same codecs, stays while it gains at all and no other gains 5% more:
+  // else the plan flipped between split and none every few milliseconds
+  // (40 times in 0.2 s at 2.5 Gbit/s), and each flip restarted the time
+  // before a link window or the CPU share may be measured.
+  int kept_class = -1;
+  unsigned kept_alt = 0;
+  if (plan_.by_class == before.by_class)
+    for (unsigned c : {kWords, kText, kRandom})
+      if (before.alt_fraction[c] > 0 && candidate_index(before.alt[c]) >= 0)
+        kept_class = int(c), kept_alt = unsigned(candidate_index(before.alt[c]));
+  double kept_time = INFINITY, kept_x = 0, kept_cpu = 0, kept_wire = 0;
   const std::array<unsigned, 3> classes = {kWords, kText, kRandom};
   const std::array<double, 3> share = {fw, ft, fr};
   double split_best = best;
@@ -355,7 +367,9 @@ void AdaptiveModel::replan() {
       if (!(x > 0.02 && x < 0.98)) continue;
       double cpu = cpu_b + x * dcpu, wire = best_wire + x * dwire;
       double time = std::max(cpu / cpus, wire * link_ns_per_byte);
-      if (time < split_best * 0.95) {  // only a clear gain: estimates are noisy
+      if (int(c) == kept_class && k == kept_alt) {
+        if (time < best) kept_time = time, kept_x = x, kept_cpu = cpu, kept_wire = wire;
+      } else if (time < split_best * 0.95) {
         split_best = time;
         split_class = int(c);
         split_alt = k;
@@ -364,6 +378,14 @@ void AdaptiveModel::replan() {
         split_wire = wire;
       }
     }
+  }
+  if (kept_time < INFINITY && kept_time <= split_best / 0.95) {
+    split_best = kept_time;
+    split_class = kept_class;
+    split_alt = kept_alt;
+    split_x = kept_x;
+    split_cpu = kept_cpu;
+    split_wire = kept_wire;
   }
   if (split_class >= 0 && !probing_) {
     plan_.alt[unsigned(split_class)] = cand[split_alt];
