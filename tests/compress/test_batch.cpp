@@ -374,6 +374,14 @@ void feed_words(AdaptiveModel& m) {
   m.feed(fb);
 }
 
+// A window in which the link held the senders back, at `bytes_per_s`.
+LinkReport saturated_window(double bytes_per_s) {
+  LinkReport r;
+  r.bytes_per_s = bytes_per_s;
+  r.saturated = true;
+  return r;
+}
+
 // The share of words pages the plan sends with wkdm.
 double wkdm_share(const Plan& p) {
   const unsigned w = unsigned(PageClass::words);
@@ -429,9 +437,7 @@ TEST(AdaptivePolicy, ProbesTheLinkWithRawBatchesFirst) {
   EXPECT_GT(wkdm_share(m.plan()), 0.9);
   m.probe_link_first();
   EXPECT_EQ(wkdm_share(m.plan()), 0.0);
-  LinkReport compressed;
-  compressed.bytes_per_s = 1e8;
-  compressed.saturated = true;
+  LinkReport compressed = saturated_window(1e8);
   compressed.raw_window = false;
   m.report_link(compressed);
   EXPECT_EQ(wkdm_share(m.plan()), 0.0) << "still probing";
@@ -442,9 +448,7 @@ TEST(AdaptivePolicy, ProbesTheLinkWithRawBatchesFirst) {
   EXPECT_DOUBLE_EQ(m.link_bytes_per_s(), 1e8) << "nor raise it";
   // Raw windows: the first ones may still fill growing socket buffers, so
   // the probe ends when two in a row agree within 10%, on the lower.
-  LinkReport raw;
-  raw.bytes_per_s = 1.5e8;
-  raw.saturated = true;
+  LinkReport raw = saturated_window(1.5e8);
   m.report_link(raw);
   EXPECT_EQ(wkdm_share(m.plan()), 0.0) << "one window is not enough";
   raw.bytes_per_s = 1.05e8;
@@ -462,9 +466,7 @@ TEST(AdaptivePolicy, AWindowBegunJustAfterAPlanChangeDoesNotMeasureTheLink) {
   AdaptiveModel m(1, 1e8, false);
   feed_words(m);
   m.probe_link_first();  // the plan changes: to raw
-  LinkReport raw;
-  raw.bytes_per_s = 3e8;
-  raw.saturated = true;
+  LinkReport raw = saturated_window(3e8);
   raw.since_ns = now_ns();
   m.report_link(raw);
   EXPECT_DOUBLE_EQ(m.link_bytes_per_s(), 1e8) << "too soon after the change";
@@ -482,9 +484,7 @@ TEST(AdaptivePolicy, OneSaturatedWindowOfAcknowledgedBytesEndsTheProbe) {
   feed_words(m);
   m.probe_link_first();
   EXPECT_EQ(wkdm_share(m.plan()), 0.0);
-  LinkReport raw;
-  raw.bytes_per_s = 1e8;
-  raw.saturated = true;
+  LinkReport raw = saturated_window(1e8);
   raw.acked = true;
   raw.since_ns = now_ns();
   m.report_link(raw);
@@ -526,9 +526,7 @@ TEST(AdaptivePolicy, ASplitBegunStaysWhileItGains) {
   AdaptiveModel m(1, 1e9, false);
   feed_words(m);
   EXPECT_LT(wkdm_share(m.plan()), 0.85);
-  LinkReport r;
-  r.bytes_per_s = 0.62e9;
-  r.saturated = true;
+  LinkReport r = saturated_window(0.62e9);
   m.report_link(r);
   EXPECT_LT(wkdm_share(m.plan()), 0.95) << "the split still gains: it stays";
   EXPECT_GT(wkdm_share(m.plan()), 0.85);

@@ -30,6 +30,14 @@ class ChannelTest : public ::testing::TestWithParam<std::string> {
     EXPECT_TRUE(p.ok()) << p.error().message;
     return p.ok() ? std::move(*p) : ChannelPair{};
   }
+  // Small windows and socket buffers: a receiver that does not read soon
+  // holds the sender back.
+  ChannelPair small_buffer_pair() {
+    ChannelOptions o;
+    o.send_window = 1 << 20;
+    o.socket_buffer = 256 << 10;
+    return pair(o);
+  }
 };
 
 struct Shape {
@@ -191,10 +199,7 @@ TEST_P(ChannelTest, CloseHandshakeDeliversQueuedMessagesThenClosed) {
 }
 
 TEST_P(ChannelTest, SlowReceiverBlocksSenderWithBoundedMemory) {
-  ChannelOptions o;
-  o.send_window = 1 << 20;
-  o.socket_buffer = 256 << 10;
-  auto [a, b] = pair(o);
+  auto [a, b] = small_buffer_pair();
   ASSERT_TRUE(a && b);
   std::vector<std::byte> msg(1 << 20);
   ConstBuffer piece{msg.data(), msg.size()};
@@ -221,10 +226,7 @@ TEST_P(ChannelTest, SlowReceiverBlocksSenderWithBoundedMemory) {
 // link windows count that, not bytes queued in growing socket buffers) and
 // how long the sender waited on the peer's receive window; others, nothing.
 TEST_P(ChannelTest, LinkCountersCountWhatThePeerAcknowledged) {
-  ChannelOptions o;
-  o.send_window = 1 << 20;
-  o.socket_buffer = 256 << 10;
-  auto [a, b] = pair(o);
+  auto [a, b] = small_buffer_pair();
   ASSERT_TRUE(a && b);
   const std::optional<LinkCounters> before = a->link_counters();
   if (!testing::is_socket_backend(GetParam())) {
