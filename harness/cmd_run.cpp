@@ -47,68 +47,85 @@ int run_group_point(const engine::ScenarioConfig& config, const std::string& lab
   return g.completed() ? 0 : 1;
 }
 
-// Runs every point of a sweep; one result file each, and a summary.
-int run_sweep(const std::string& path, const std::vector<std::string>& overrides, engine::RunOptions options) {
+// Runs every point of a sweep, `repeat` times (the whole sweep once per
+// pass, so that a slow spell of a shared machine falls on every point rather
+// than on one point's repetitions); one result file each, and a summary.
+// Each point's runs share its scenario name, which `livemig compare` groups
+// by.
+int run_sweep(const std::string& path, const std::vector<std::string>& overrides, const std::string& out_dir,
+              unsigned repeat, engine::RunOptions options) {
   auto sweep = engine::load_sweep(path);
   if (!sweep) {
     std::fprintf(stderr, "livemig run: %s\n", sweep.error().message.c_str());
     return 2;
   }
-  std::string dir = "results/" + sweep->name;
+  const std::string dir = out_dir.empty() ? "results/" + sweep->name : out_dir;
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    std::fprintf(stderr, "livemig run: cannot create %s: %s\n", dir.c_str(), ec.message().c_str());
+    return 1;
+  }
   JsonWriter summary;
-  summary.begin_object().field("schema", "livemig-sweep/1").field("name", sweep->name).begin_array("runs");
+  summary.begin_object()
+      .field("schema", "livemig-sweep/1")
+      .field("name", sweep->name)
+      .field("repeats", uint64_t(repeat))
+      .begin_array("runs");
   std::printf("%-52s %-9s %10s %10s %10s %6s %12s %12s\n", "point", "status", "total ms", "down ms", "e2e ms",
               "rounds", "model total", "model down");
   int failures = 0;
-  for (size_t i = 0; i < sweep->points.size(); i++) {
-    if (options.cancel->requested()) {
-      std::fprintf(stderr, "livemig run: %s: the sweep stops before point %zu\n", options.cancel->reason().c_str(), i);
-      failures++;
-      break;
+  for (unsigned pass = 1; pass <= repeat && !options.cancel->requested(); pass++) {
+    for (size_t i = 0; i < sweep->points.size(); i++) {
+      if (options.cancel->requested()) {
+        std::fprintf(stderr, "livemig run: %s: the sweep stops before point %zu of pass %u\n",
+                     options.cancel->reason().c_str(), i, pass);
+        failures++;
+        break;
+      }
+      const auto& point = sweep->points[i];
+      auto sets = point.overrides;
+      sets.insert(sets.end(), overrides.begin(), overrides.end());
+      auto config = engine::load_scenario(sweep->base_path, sets);
+      if (!config) {
+        std::fprintf(stderr, "livemig run: %s: %s\n", point.label.c_str(), config.error().message.c_str());
+        return 2;
+      }
+      config->name = strf("%s-%zu", sweep->name.c_str(), i);
+      const std::string file = repeat == 1 ? strf("%s/%zu.json", dir.c_str(), i)
+                                           : strf("%s/%zu-%u.json", dir.c_str(), i, pass);
+      summary.begin_object().field("point", point.label).field("repeat", uint64_t(pass)).field("result", file);
+      if (config->group.enabled) {
+        failures += run_group_point(*config, point.label, file, options, summary);
+        continue;
+      }
+      auto result = engine::run_scenario(*config, options);
+      if (!result) {
+        failures++;
+        std::printf("%-52s %-9s %s\n", point.label.c_str(), "error", result.error().message.c_str());
+        summary.field("status", "error").field("error", result.error().message).end_object();
+        continue;
+      }
+      (void)engine::write_result(*result, file);
+      failures += !result->completed;
+      double model_total = result->model ? result->model->total_s * 1e3 : 0;
+      double model_down = result->model ? result->model->downtime_s * 1e3 : 0;
+      std::printf("%-52s %-9s %10.1f %10.1f %10.1f %6u %12.1f %12.1f\n", point.label.c_str(),
+                  result->completed ? "completed" : "failed", result->total_time_ms, result->downtime_ms,
+                  result->end_to_end_time_ms, result->dirty_sync_count, model_total, model_down);
+      std::fflush(stdout);
+      summary.field("status", result->completed ? "completed" : "failed")
+          .field("total-time", result->total_time_ms)
+          .field("downtime", result->downtime_ms)
+          .field("setup-time", result->setup_time_ms)
+          .field("destination-prepare-time", result->destination_prepare_time_ms)
+          .field("end-to-end-time", result->end_to_end_time_ms)
+          .field("dirty-sync-count", result->dirty_sync_count)
+          .field("transferred", result->transferred)
+          .field("model-total-time", model_total)
+          .field("model-downtime", model_down)
+          .end_object();
     }
-    const auto& point = sweep->points[i];
-    auto sets = point.overrides;
-    sets.insert(sets.end(), overrides.begin(), overrides.end());
-    auto config = engine::load_scenario(sweep->base_path, sets);
-    if (!config) {
-      std::fprintf(stderr, "livemig run: %s: %s\n", point.label.c_str(), config.error().message.c_str());
-      return 2;
-    }
-    config->name = strf("%s-%zu", sweep->name.c_str(), i);
-    std::string file = strf("%s/%zu.json", dir.c_str(), i);
-    summary.begin_object().field("point", point.label).field("result", file);
-    if (config->group.enabled) {
-      failures += run_group_point(*config, point.label, file, options, summary);
-      continue;
-    }
-    auto result = engine::run_scenario(*config, options);
-    if (!result) {
-      failures++;
-      std::printf("%-52s %-9s %s\n", point.label.c_str(), "error", result.error().message.c_str());
-      summary.field("status", "error").field("error", result.error().message).end_object();
-      continue;
-    }
-    (void)engine::write_result(*result, file);
-    failures += !result->completed;
-    double model_total = result->model ? result->model->total_s * 1e3 : 0;
-    double model_down = result->model ? result->model->downtime_s * 1e3 : 0;
-    std::printf("%-52s %-9s %10.1f %10.1f %10.1f %6u %12.1f %12.1f\n", point.label.c_str(),
-                result->completed ? "completed" : "failed", result->total_time_ms, result->downtime_ms,
-                result->end_to_end_time_ms, result->dirty_sync_count, model_total, model_down);
-    std::fflush(stdout);
-    summary.field("status", result->completed ? "completed" : "failed")
-        .field("total-time", result->total_time_ms)
-        .field("downtime", result->downtime_ms)
-        .field("setup-time", result->setup_time_ms)
-        .field("destination-prepare-time", result->destination_prepare_time_ms)
-        .field("end-to-end-time", result->end_to_end_time_ms)
-        .field("dirty-sync-count", result->dirty_sync_count)
-        .field("transferred", result->transferred)
-        .field("model-total-time", model_total)
-        .field("model-downtime", model_down)
-        .end_object();
   }
   summary.end_array().end_object();
   std::ofstream(dir + "/summary.json") << summary.str();
@@ -120,6 +137,7 @@ struct RunArgs {
   std::string config;
   std::vector<std::string> overrides;  // --set, in order
   std::string out;
+  unsigned repeat = 1;
   bool quiet = false;
 };
 
@@ -196,7 +214,11 @@ int run_command(const RunArgs& a) {
     return 1;
   }
   options.on_source_phase = *signal_at;
-  if (engine::is_sweep_file(a.config)) return run_sweep(a.config, a.overrides, options);
+  if (engine::is_sweep_file(a.config)) return run_sweep(a.config, a.overrides, a.out, a.repeat, options);
+  if (a.repeat != 1) {
+    std::fprintf(stderr, "livemig run: --repeat is for sweeps; %s is one scenario\n", a.config.c_str());
+    return 2;
+  }
   return run_one(a, options);
 }
 
@@ -208,7 +230,13 @@ Run run(CLI::App& app) {
   app.add_option("--set", a->overrides, "section.key=value: set one key of the scenario (repeatable)")
       ->type_name("KEY=VALUE")
       ->allow_extra_args(false);
-  app.add_option("--out", a->out, "write the result JSON here (default results/<name>.json)");
+  app.add_option("--out", a->out,
+                 "write the result JSON here (default results/<name>.json); for a sweep, the directory of its "
+                 "results (default results/<sweep name>/)");
+  app.add_option("--repeat", a->repeat,
+                 "sweeps: run the whole sweep N times, one pass after another; each point's results are "
+                 "<point>-<pass>.json (default 1: <point>.json)")
+      ->check(CLI::Range(1u, 1000u));
   app.add_flag("--quiet", a->quiet, "no progress line");
   return [a] { return run_command(*a); };
 }

@@ -19,7 +19,7 @@ Every figure is drawn from the documents' fields: nothing is typed in.
   compare table        'livemig compare --format json' of --base against the results,
                        or of a perf-gate directory's base/ and candidate/
 """
-import argparse, html, json, os, re, subprocess, sys
+import argparse, html, json, os, re, statistics, subprocess, sys
 
 import matplotlib
 
@@ -163,8 +163,20 @@ def rounds_figure(out, name, doc):
     return save(fig, out, "rounds-" + name)
 
 
+def sweep_points(summary):
+    """The completed runs of a sweep, one entry per point in sweep order: with
+    repeats (livemig run --repeat), each figure is the median of the point's runs."""
+    runs = {}
+    for r in summary.get("runs", []):
+        if r.get("status") == "completed":
+            runs.setdefault(r["point"], []).append(r)
+    fields = ("total-time", "downtime", "model-total-time", "model-downtime")
+    return [dict({"point": label}, **{f: statistics.median(r.get(f, 0) for r in rs) for f in fields})
+            for label, rs in runs.items()]
+
+
 def sweep_figure(out, name, summary):
-    points = [r for r in summary.get("runs", []) if r.get("status") == "completed"]
+    points = sweep_points(summary)
     if not points:
         return None
     labels = [r["point"] for r in points]
@@ -344,8 +356,8 @@ def main():
         for d, summary in sweeps:
             paths = sweep_figure(a.out, slug(summary.get("name", os.path.basename(d))), summary)
             if paths:
-                sections.append(figure_html(paths, "sweep %s (%d points)" % (summary.get("name"),
-                                                                            len(summary.get("runs", [])))))
+                sections.append(figure_html(paths, "sweep %s (%d points, %d runs each: medians)" % (
+                    summary.get("name"), len(sweep_points(summary)), summary.get("repeats", 1))))
     if groups:
         sections.append("<h2>Groups</h2>")
         for path, doc in groups:

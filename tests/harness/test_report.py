@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """livemig report on real result documents: two pre-copy runs, one post-copy
-run, a group of two and a two-point sweep of tests/harness/gate-small.toml (in a memory
+run, a group of two and a two-point sweep of tests/harness/gate-small.toml run
+twice over into a directory of its own (--repeat 2 --out; in a memory
 cgroup), and a copy of one run whose timeline the test replaced by a
 series of its own. Asserts that the page references every figure it should
 (a timeline per run, a rounds figure per run with rounds, the sweep, the
@@ -93,7 +94,14 @@ def main():
         sweep = os.path.join(tmp, "rate.toml")
         with open(sweep, "w") as f:
             f.write('base = "%s"\nname = "report-rate"\n[sweep]\n"workload.rate" = [1000, 8000]\n' % scenario)
-        run([a.livemig, "run", sweep, "--quiet"], tmp, 90)
+        # Twice over, into a directory of its own: a point's two runs are one median in the figure.
+        sweep_dir = os.path.join(tmp, "sweep-out")
+        run([a.livemig, "run", sweep, "--quiet", "--repeat", "2", "--out", sweep_dir], tmp, 150)
+        summary = json.load(open(os.path.join(sweep_dir, "summary.json")))
+        files = sorted(f for f in os.listdir(sweep_dir) if f != "summary.json")
+        if summary.get("repeats") != 2 or [r["repeat"] for r in summary["runs"]] != [1, 1, 2, 2] or \
+                files != ["0-1.json", "0-2.json", "1-1.json", "1-2.json"]:
+            sys.exit("a sweep run with --repeat 2: summary %s, files %s" % (summary, files))
         # A run whose timeline is a series no run would measure: its figure must draw it.
         planted = json.load(open(os.path.join(runs, "precopy-0.json")))
         planted["config"]["name"] = "planted"
@@ -105,7 +113,7 @@ def main():
         with open(os.path.join(planted_dir, "planted.json"), "w") as f:
             json.dump(planted, f)
         out = os.path.join(tmp, "report")
-        run([a.livemig, "report", runs, os.path.join(tmp, "results", "report-rate"), planted_dir, "--base", runs,
+        run([a.livemig, "report", runs, sweep_dir, planted_dir, "--base", runs,
              "--out", out], tmp, 120)
 
         page = open(os.path.join(out, "index.html")).read()
@@ -119,7 +127,7 @@ def main():
         # with pre-copy rounds (not the pure post-copy one), the sweep, the
         # fault latency.
         docs = []
-        for d in (runs, os.path.join(tmp, "results", "report-rate"), planted_dir):
+        for d in (runs, sweep_dir, planted_dir):
             for f in os.listdir(d):
                 doc = json.load(open(os.path.join(d, f)))
                 if doc.get("schema") == "livemig-result/2":
@@ -129,9 +137,9 @@ def main():
         timelines = [i for i in imgs if os.path.basename(i).startswith("timeline-")]
         rounds = [n for n in names if n.startswith("rounds-")]
         print("figures:", names)
-        if len(docs) != 6 or len(timelines) != len(docs):
+        if len(docs) != 8 or len(timelines) != len(docs):
             sys.exit("%d timelines for %d runs" % (len(timelines), len(docs)))
-        if with_rounds < 5 or len(rounds) != with_rounds:
+        if with_rounds < 7 or len(rounds) != with_rounds:
             sys.exit("%d rounds figures for %d runs with rounds" % (len(rounds), with_rounds))
         # Every timeline figure draws the samples of one run, and every run's are drawn.
         drawn_docs = set()
@@ -148,6 +156,8 @@ def main():
         for wanted in ("sweep-report-rate.png", "fault-latency.png"):
             if wanted not in names:
                 sys.exit("no %s in the page" % wanted)
+        if "sweep report-rate (2 points, 2 runs each: medians)" not in page:
+            sys.exit("the sweep's caption does not say its 2 points of 2 runs each")
         # The group's figure draws each VM's link series (MB/s per bucket against ms).
         group = json.load(open(os.path.join(runs, "group.json")))
         if "group-group.png" not in names:
