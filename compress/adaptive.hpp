@@ -48,6 +48,10 @@ struct LinkReport {
   bool acked = false;
   // The host's CPUs idle over the window, on average (negative: not known).
   double idle_cpus = -1;
+  // The host's softirq CPU over the window per byte acknowledged: the
+  // network stack's work outside the senders' calls (a qdisc's timer, the
+  // receiving side, acknowledgements). Negative: not known.
+  double softirq_ns_per_byte = -1;
   // The senders spent more than 15% of their time blocked in the channel
   // (whatever the batches): their CPU was not what limited them.
   bool held_back = false;
@@ -135,6 +139,7 @@ class AdaptiveModel {
   double fused_raw_ns_ = 300;  // raw page when every class is raw (fused copy + test)
   double copy_ns_ = 300;       // a page copied: what decoding a raw page costs
   double send_ns_per_byte_ = 0;  // the senders' CPU per wire byte (0 until reported)
+  double softirq_ns_per_byte_ = 0;  // the host's softirq CPU per wire byte (0 until reported)
   double raw_cpu_bytes_per_s_ = 0;  // what the CPUs send with the all-raw plan, link aside
   // The share of the workers' CPUs the migration gets: achieved against
   // predicted pages per second while the plan is bound by CPU (other

@@ -148,9 +148,10 @@ compress::LinkReport link_report(const RoundTotals& t, double elapsed_s, unsigne
 // `window_ns` apart: the bytes the peer acknowledged per second. None (0)
 // if a channel waited on the destination's receive window for over 10% of
 // the window: the destination, not the link, set the pace.
-void report_acked(compress::LinkReport& r, std::span<const transport::LinkCounters> from,
-                  std::span<const transport::LinkCounters> to, uint64_t window_ns) {
-  if (from.empty() || from.size() != to.size() || window_ns == 0) return;
+// Returns the bytes acknowledged over the window (0: not known).
+double report_acked(compress::LinkReport& r, std::span<const transport::LinkCounters> from,
+                    std::span<const transport::LinkCounters> to, uint64_t window_ns) {
+  if (from.empty() || from.size() != to.size() || window_ns == 0) return 0;
   uint64_t acked = 0;
   bool peer_limited = false;
   for (size_t c = 0; c < from.size(); c++) {
@@ -159,6 +160,7 @@ void report_acked(compress::LinkReport& r, std::span<const transport::LinkCounte
   }
   r.acked = true;
   r.bytes_per_s = peer_limited ? 0 : double(acked) * 1e9 / double(window_ns);
+  return double(acked);
 }
 
 // Pages of a batch sent with a compressing codec.
@@ -214,17 +216,21 @@ ThreadTimes thread_times() {
   return {thread_cpu_seconds(), double(wait_ns) * 1e-9};
 }
 
-// CPU-seconds the host's CPUs have been idle (idle and iowait of
-// /proc/stat, in clock ticks of 10 ms); negative when not readable.
-double host_idle_cpu_seconds() {
+// The host's CPU-seconds so far idle (idle and iowait) and in softirq, from
+// /proc/stat's clock ticks (10 ms); negative when not readable.
+struct HostCpuTimes {
+  double idle_s = -1, softirq_s = -1;
+};
+HostCpuTimes host_cpu_times() {
   const UniqueFd stat(::open("/proc/stat", O_RDONLY | O_CLOEXEC));
   char buf[256];
   const ssize_t n = stat.valid() ? ::pread(stat.get(), buf, sizeof buf - 1, 0) : -1;
-  if (n <= 0) return -1;
+  if (n <= 0) return {};
   buf[n] = 0;
-  unsigned long long idle = 0, iowait = 0;
-  if (std::sscanf(buf, "cpu %*llu %*llu %*llu %llu %llu", &idle, &iowait) != 2) return -1;
-  return double(idle + iowait) / double(sysconf(_SC_CLK_TCK));
+  unsigned long long idle = 0, iowait = 0, softirq = 0;
+  if (std::sscanf(buf, "cpu %*llu %*llu %*llu %llu %llu %*llu %llu", &idle, &iowait, &softirq) != 3) return {};
+  const double tick_s = 1.0 / double(sysconf(_SC_CLK_TCK));
+  return {double(idle + iowait) * tick_s, double(softirq) * tick_s};
 }
 
 // Times one sampled batch's stays inside the channel into `into`.
@@ -425,9 +431,9 @@ class BulkSender {
       uint64_t ns, wire, pages, compressed;
       bool first;
       std::vector<transport::LinkCounters> counters;
-      double idle_s;
+      HostCpuTimes host;
     } window{part_start_ns, sent_wire_bytes_, sent_pages_, sent_compressed_pages_, true, link_counters(),
-             host_idle_cpu_seconds()};
+             host_cpu_times()};
     size_t c = t % session_.bulk_count();
     const Peer peer = Peer::bulk(session_, c, timeout_);
     Channel& channel = peer.channel();
@@ -502,17 +508,21 @@ class BulkSender {
           compress::LinkReport link = link_report(totals, double(now - part_start_ns) * 1e-9, 1, raw);
           link.bytes_per_s = 0;  // not known unless a window ends here
           std::vector<transport::LinkCounters> counters;
-          const double idle_s = window_ends ? host_idle_cpu_seconds() : -1;
+          const HostCpuTimes host = window_ends ? host_cpu_times() : HostCpuTimes{};
           if (window_ends) counters = link_counters();
           if (measured) {
             const double per_s = 1e9 / double(now - window.ns);
             link.bytes_per_s = double(wire - window.wire) * per_s;
             link.pages_per_s = double(pages - window.pages) * per_s;
             link.since_ns = window.ns;
-            report_acked(link, window.counters, counters, now - window.ns);
-            if (idle_s >= 0 && window.idle_s >= 0) link.idle_cpus = std::max(0.0, idle_s - window.idle_s) * per_s;
+            const double acked_bytes = report_acked(link, window.counters, counters, now - window.ns);
+            if (host.idle_s >= 0 && window.host.idle_s >= 0) {
+              link.idle_cpus = std::max(0.0, host.idle_s - window.host.idle_s) * per_s;
+              if (acked_bytes > 0)
+                link.softirq_ns_per_byte = std::max(0.0, host.softirq_s - window.host.softirq_s) * 1e9 / acked_bytes;
+            }
           }
-          if (window_ends) window = {now, wire, pages, compressed, false, std::move(counters), idle_s};
+          if (window_ends) window = {now, wire, pages, compressed, false, std::move(counters), host};
           compressor.report_link(link);
         }
         totals.payload_bytes += payload.size();

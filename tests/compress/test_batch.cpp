@@ -586,6 +586,22 @@ TEST(AdaptivePolicy, TheSendPathsCpuCountsPerWireByte) {
   EXPECT_EQ(wkdm_share(m.plan()), 0.0);
 }
 
+// The network stack's work outside the senders' calls (the host's softirq
+// time per byte acknowledged) is CPU per wire byte too: where it is high,
+// compressing pays on a link with room to spare.
+TEST(AdaptivePolicy, TheHostsSoftirqTimeCountsPerWireByte) {
+  AdaptiveModel m(1, 1e12, false);
+  feed_words(m);
+  EXPECT_EQ(wkdm_share(m.plan()), 0.0) << "no cost per byte: raw";
+  LinkReport r;
+  r.softirq_ns_per_byte = 10.0;  // 41 us per raw page, 10 us per wkdm page
+  for (int i = 0; i < 10; i++) m.report_link(r);
+  EXPECT_GT(wkdm_share(m.plan()), 0.9);
+  r.softirq_ns_per_byte = 0;
+  for (int i = 0; i < 20; i++) m.report_link(r);
+  EXPECT_EQ(wkdm_share(m.plan()), 0.0) << "averaged over windows: it comes down again";
+}
+
 TEST(AdaptivePolicy, ZeroPagesAreAlwaysZero) {
   CompressorOptions opt;
   opt.link_bytes_per_s = 1e12;
