@@ -271,7 +271,8 @@ void AdaptiveModel::replan() {
   const double link_ns_per_byte = 1e9 / std::max(link_, 1.0);
   const double cpus = workers_ * cpu_share_;
   // CPU per wire byte: the sending threads push every byte through the
-  // transport, and on one host the receiving threads take it out again.
+  // transport, on one host the receiving threads take it out again, and
+  // the network stack works on it in softirq besides.
   const double cpu_per_byte = send_ns_per_byte_ * (destination_shares_cpus_ ? 2 : 1) + softirq_ns_per_byte_;
   // CPU per page of class c with candidate k: encoding, and on one host decoding.
   auto page_cpu = [&](unsigned c, unsigned k) {
