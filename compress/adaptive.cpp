@@ -121,37 +121,38 @@ void AdaptiveModel::report_link(const LinkReport& link) {
   // raw: 79k raw pages where cbc sent 42k.
   if (link.softirq_ns_per_byte >= 0)
     softirq_ns_per_byte_ = 0.7 * softirq_ns_per_byte_ + 0.3 * link.softirq_ns_per_byte;
-  // The CPU share the migration gets. Where the host's idle CPUs are known:
-  // the CPUs the plan kept busy delivering its pages, and those idle, on
-  // average over the windows. A share of 1 assumed the workers had both
-  // cores to themselves and sent the first plans at 2.5 Gbit/s into zstd
-  // splits the CPUs could not keep up with (1.3 Gbit/s for 400 ms); learnt
-  // from shortfalls alone, it came down slowly, or too far (0.46: 40k
-  // pages sent raw where lz4 kept up with the link).
-  if (link.idle_cpus >= 0 && link.pages_per_s > 0 && plan_pages_ > 0 && link.since_ns >= plan_since_ns_) {
-    const double busy = link.pages_per_s * plan_cpu_ns_ / plan_pages_ * 1e-9;
-    cpu_share_ = 0.7 * cpu_share_ + 0.3 * std::clamp((busy + link.idle_cpus) / workers_, 0.1, 1.0);
-    replan();
-    return;
-  }
-  // Otherwise the share at which the plan's CPU
-  // takes as long as its pages took (from the plan's CPU, not from the last
-  // share, so that a shortfall with another cause does not compound). The
-  // link rate is measured on raw batches, so a shortfall of a fifth or more
-  // is the CPU's whichever the plan expected to bind; a smaller one only
-  // when it expected the CPU to. Delivering all it predicted, the plan may
-  // have more CPU: back towards all, slowly. Senders held back in the
-  // channel were not short of CPU: their shortfall is the link's (an L a
-  // few % high; taken for the CPU's at 2.5 Gbit/s it lowered the share,
-  // which sent more pages raw, which fell shorter still: a spiral to 0.4).
-  if (link.pages_per_s > 0 && plan_pages_ > 0 && predicted_ > 0 && link.since_ns >= plan_since_ns_) {
-    const double delivered = link.pages_per_s / predicted_;
-    if (!link.held_back && (delivered < 0.8 || (cpu_bound_ && delivered < 1))) {
-      const double achieved_ns = 1e9 * plan_pages_ / link.pages_per_s;
-      const double share = std::clamp(plan_cpu_ns_ / workers_ / achieved_ns, 0.1, 1.0);
-      cpu_share_ = 0.7 * cpu_share_ + 0.3 * share;
-    } else if (delivered >= 1) {
-      cpu_share_ += 0.05 * (1 - cpu_share_);
+  // The CPU share the migration gets, over windows that began after the
+  // plan's codecs last changed.
+  // - Where the host's idle CPUs are known: the CPUs the plan kept busy
+  //   delivering its pages, and those idle, on average over the windows. A
+  //   share of 1 assumed the workers had both cores to themselves and sent
+  //   the first plans at 2.5 Gbit/s into zstd splits the CPUs could not keep
+  //   up with (1.3 Gbit/s for 400 ms); learnt from shortfalls alone, it came
+  //   down slowly, or too far (0.46: 40k pages sent raw where lz4 kept up
+  //   with the link).
+  // - Otherwise the share at which the plan's CPU takes as long as its pages
+  //   took (from the plan's CPU, not from the last share, so that a
+  //   shortfall with another cause does not compound). The link rate is
+  //   measured on raw batches, so a shortfall of a fifth or more is the
+  //   CPU's whichever the plan expected to bind; a smaller one only when it
+  //   expected the CPU to. Delivering all it predicted, the plan may have
+  //   more CPU: back towards all, slowly. Senders held back in the channel
+  //   were not short of CPU: their shortfall is the link's (an L a few %
+  //   high; taken for the CPU's at 2.5 Gbit/s it lowered the share, which
+  //   sent more pages raw, which fell shorter still: a spiral to 0.4).
+  if (link.pages_per_s > 0 && plan_pages_ > 0 && link.since_ns >= plan_since_ns_) {
+    if (link.idle_cpus >= 0) {
+      const double busy = link.pages_per_s * plan_cpu_ns_ / plan_pages_ * 1e-9;
+      cpu_share_ = 0.7 * cpu_share_ + 0.3 * std::clamp((busy + link.idle_cpus) / workers_, 0.1, 1.0);
+    } else if (predicted_ > 0) {
+      const double delivered = link.pages_per_s / predicted_;
+      if (!link.held_back && (delivered < 0.8 || (cpu_bound_ && delivered < 1))) {
+        const double achieved_ns = 1e9 * plan_pages_ / link.pages_per_s;
+        const double share = std::clamp(plan_cpu_ns_ / workers_ / achieved_ns, 0.1, 1.0);
+        cpu_share_ = 0.7 * cpu_share_ + 0.3 * share;
+      } else if (delivered >= 1) {
+        cpu_share_ += 0.05 * (1 - cpu_share_);
+      }
     }
   }
   replan();
@@ -344,19 +345,20 @@ void AdaptiveModel::replan() {
   // else the plan flipped between split and none every few milliseconds
   // (40 times in 0.2 s at 2.5 Gbit/s), and each flip restarted the time
   // before a link window or the CPU share may be measured.
-  int kept_class = -1;
-  unsigned kept_alt = 0;
+  struct Split {
+    double time = INFINITY;
+    int cls = -1;  // none
+    unsigned alt = 0;
+    double x = 0, cpu = 0, wire = 0;
+  };
+  Split kept;  // the current plan's split, re-evaluated
   if (plan_.by_class == before.by_class)
     for (unsigned c : {kWords, kText, kRandom})
       if (before.alt_fraction[c] > 0 && candidate_index(before.alt[c]) >= 0)
-        kept_class = int(c), kept_alt = unsigned(candidate_index(before.alt[c]));
-  double kept_time = INFINITY, kept_x = 0, kept_cpu = 0, kept_wire = 0;
+        kept.cls = int(c), kept.alt = unsigned(candidate_index(before.alt[c]));
   const std::array<unsigned, 3> classes = {kWords, kText, kRandom};
   const std::array<double, 3> share = {fw, ft, fr};
-  double split_best = best;
-  int split_class = -1;
-  unsigned split_alt = 0;
-  double split_x = 0, split_cpu = best_cpu, split_wire = best_wire;
+  Split split{best, -1, 0, 0, best_cpu, best_wire};  // no split yet: the plan's own figures
   for (unsigned i = 0; i < 3; i++) {
     unsigned c = classes[i], k0 = cur_[i];
     if (share[i] <= 0) continue;
@@ -374,35 +376,23 @@ void AdaptiveModel::replan() {
       double x = (best_wire * link_ns_per_byte - cpu_b / cpus) / denom;
       if (!(x > 0.02 && x < 0.98)) continue;
       double cpu = cpu_b + x * dcpu, wire = best_wire + x * dwire;
-      double time = std::max(cpu / cpus, wire * link_ns_per_byte);
-      if (int(c) == kept_class && k == kept_alt) {
-        if (time < best) kept_time = time, kept_x = x, kept_cpu = cpu, kept_wire = wire;
-      } else if (time < split_best * 0.95) {
-        split_best = time;
-        split_class = int(c);
-        split_alt = k;
-        split_x = x;
-        split_cpu = cpu;
-        split_wire = wire;
+      const Split candidate{std::max(cpu / cpus, wire * link_ns_per_byte), int(c), k, x, cpu, wire};
+      if (candidate.cls == kept.cls && k == kept.alt) {
+        if (candidate.time < best) kept = candidate;
+      } else if (candidate.time < split.time * 0.95) {
+        split = candidate;
       }
     }
   }
-  if (kept_time < INFINITY && kept_time <= split_best / 0.95) {
-    split_best = kept_time;
-    split_class = kept_class;
-    split_alt = kept_alt;
-    split_x = kept_x;
-    split_cpu = kept_cpu;
-    split_wire = kept_wire;
-  }
-  if (split_class >= 0 && !probing_) {
-    plan_.alt[unsigned(split_class)] = cand[split_alt];
-    plan_.alt_fraction[unsigned(split_class)] = float(split_x);
-    plan_.alt_expected_ns[unsigned(split_class)] = float(est_[unsigned(split_class)][split_alt].ns);
+  if (kept.time < INFINITY && kept.time <= split.time / 0.95) split = kept;
+  if (split.cls >= 0 && !probing_) {
+    plan_.alt[unsigned(split.cls)] = cand[split.alt];
+    plan_.alt_fraction[unsigned(split.cls)] = float(split.x);
+    plan_.alt_expected_ns[unsigned(split.cls)] = float(est_[unsigned(split.cls)][split.alt].ns);
     plan_.sample = true;
-    best = split_best;
-    best_cpu = split_cpu;
-    best_wire = split_wire;
+    best = split.time;
+    best_cpu = split.cpu;
+    best_wire = split.wire;
   }
   // Deltas save wire bytes for a memcpy into the cache per page: worth it
   // only while the link, not the CPU, is the bottleneck.

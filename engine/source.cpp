@@ -144,23 +144,19 @@ compress::LinkReport link_report(const RoundTotals& t, double elapsed_s, unsigne
   return r;
 }
 
-// A window's rate from the bulk channels' counters at its start and end,
-// `window_ns` apart: the bytes the peer acknowledged per second. None (0)
-// if a channel waited on the destination's receive window for over 10% of
-// the window: the destination, not the link, set the pace.
-// Returns the bytes acknowledged over the window (0: not known).
-double report_acked(compress::LinkReport& r, std::span<const transport::LinkCounters> from,
-                    std::span<const transport::LinkCounters> to, uint64_t window_ns) {
-  if (from.empty() || from.size() != to.size() || window_ns == 0) return 0;
+// Bytes the peer acknowledged over a window, from the bulk channels'
+// counters at its start and end; nullopt if they are not known, or if a
+// channel waited on the destination's receive window for over 10% of the
+// window (`window_ns`): the destination, not the link, set the pace then.
+std::optional<uint64_t> acked_over(std::span<const transport::LinkCounters> from,
+                                   std::span<const transport::LinkCounters> to, uint64_t window_ns) {
+  if (from.empty() || from.size() != to.size()) return std::nullopt;
   uint64_t acked = 0;
-  bool peer_limited = false;
   for (size_t c = 0; c < from.size(); c++) {
+    if (double(to[c].peer_limited_us - from[c].peer_limited_us) > 0.1e-3 * double(window_ns)) return std::nullopt;
     acked += to[c].acked_bytes - from[c].acked_bytes;
-    peer_limited |= double(to[c].peer_limited_us - from[c].peer_limited_us) > 0.1e-3 * double(window_ns);
   }
-  r.acked = true;
-  r.bytes_per_s = peer_limited ? 0 : double(acked) * 1e9 / double(window_ns);
-  return double(acked);
+  return acked;
 }
 
 // Pages of a batch sent with a compressing codec.
@@ -212,7 +208,7 @@ ThreadTimes thread_times() {
   unsigned long long wait_ns = 0;
   if (n <= 0) return {};
   buf[n] = 0;
-  if (std::sscanf(buf, "%*llu %llu", &wait_ns) != 1) return {};
+  if (std::sscanf(buf, "%*s %llu", &wait_ns) != 1) return {};
   return {thread_cpu_seconds(), double(wait_ns) * 1e-9};
 }
 
@@ -228,7 +224,7 @@ HostCpuTimes host_cpu_times() {
   if (n <= 0) return {};
   buf[n] = 0;
   unsigned long long idle = 0, iowait = 0, softirq = 0;
-  if (std::sscanf(buf, "cpu %*llu %*llu %*llu %llu %llu %*llu %llu", &idle, &iowait, &softirq) != 3) return {};
+  if (std::sscanf(buf, "cpu %*s %*s %*s %llu %llu %*s %llu", &idle, &iowait, &softirq) != 3) return {};
   const double tick_s = 1.0 / double(sysconf(_SC_CLK_TCK));
   return {double(idle + iowait) * tick_s, double(softirq) * tick_s};
 }
@@ -515,11 +511,14 @@ class BulkSender {
             link.bytes_per_s = double(wire - window.wire) * per_s;
             link.pages_per_s = double(pages - window.pages) * per_s;
             link.since_ns = window.ns;
-            const double acked_bytes = report_acked(link, window.counters, counters, now - window.ns);
+            // Counted in bytes acknowledged where the channels keep them.
+            link.acked = !window.counters.empty() && window.counters.size() == counters.size();
+            const std::optional<uint64_t> acked = acked_over(window.counters, counters, now - window.ns);
+            if (link.acked) link.bytes_per_s = acked ? double(*acked) * per_s : 0;
             if (host.idle_s >= 0 && window.host.idle_s >= 0) {
               link.idle_cpus = std::max(0.0, host.idle_s - window.host.idle_s) * per_s;
-              if (acked_bytes > 0)
-                link.softirq_ns_per_byte = std::max(0.0, host.softirq_s - window.host.softirq_s) * 1e9 / acked_bytes;
+              if (acked && *acked > 0)
+                link.softirq_ns_per_byte = std::max(0.0, host.softirq_s - window.host.softirq_s) * 1e9 / double(*acked);
             }
           }
           if (window_ends) window = {now, wire, pages, compressed, false, std::move(counters), host};
