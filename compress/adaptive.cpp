@@ -90,10 +90,15 @@ void AdaptiveModel::report_link(const LinkReport& link) {
       // save wire bytes would look faster than raw (on the rig without a
       // qdisc the prior 10 Gbit/s stayed, and text went lz4:8 at 1.1-1.5x
       // raw's time).
-      link_ = std::max({link_, link.bytes_per_s, raw_cpu_bytes_per_s_});
+      // Once a saturated window has measured the link, an unsaturated one
+      // says only that the link took its rate: at 2.5 Gbit/s the second
+      // sender's window, ending just after the probe, raised L to the CPUs'
+      // 5.1 GB/s, and the next 50 ms went all raw.
+      link_ = std::max({link_, link.bytes_per_s, link_measured_ ? 0.0 : raw_cpu_bytes_per_s_});
       probing_ = false;
     } else if (!probing_ || link.acked) {
       link_ = link.bytes_per_s;
+      link_measured_ = true;
       probing_ = false;
     } else {
       // The probe's first windows also fill socket buffers that are still
@@ -104,6 +109,7 @@ void AdaptiveModel::report_link(const LinkReport& link) {
       link_ = probe_last_ > 0 ? std::min(probe_last_, link.bytes_per_s) : link.bytes_per_s;
       probe_last_ = link.bytes_per_s;
       if (agree || ++probe_windows_ >= 4) probing_ = false;
+      link_measured_ = !probing_;
     }
   }
   // The lowest seen: a message's fixed costs (system call, wake-ups) spread

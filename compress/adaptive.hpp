@@ -88,7 +88,8 @@ class AdaptiveModel {
                 bool destination_shares_cpus = false);
 
   // A saturated report sets L; an unsaturated one only raises it, to at
-  // least what the CPUs send raw (the link took all it was given, so it is
+  // least what the CPUs send raw until a saturated one has measured the
+  // link, to its own rate after (the link took all it was given, so it is
   // at least that fast, and a plan that compresses more must not make it
   // look slower); neither unless measured on raw batches. s: the lowest
   // reported.
@@ -149,6 +150,7 @@ class AdaptiveModel {
   bool probing_ = false;    // raw until the link is measured on raw batches
   double probe_last_ = 0;   // the probe's last saturated window (bytes/s)
   unsigned probe_windows_ = 0;
+  bool link_measured_ = false;  // a saturated window has set link_
   uint64_t batches_ = 0;
   double explore_credit_ = 0;
   uint64_t ns_since_replan_ = 0;

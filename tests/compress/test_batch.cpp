@@ -428,6 +428,26 @@ TEST(AdaptivePolicy, OnlyASaturatedLinkLowersTheEstimate) {
   EXPECT_GT(wkdm_share(m.plan()), 0.9);
 }
 
+// Once a saturated window has measured the link, an unsaturated raw one
+// (a sender that fell short for a while) raises the estimate only to the
+// rate it measured, not to what the CPUs send raw.
+TEST(AdaptivePolicy, AMeasuredLinkIsRaisedOnlyToWhatWasMeasured) {
+  AdaptiveModel m(1, 1e9, false);
+  feed_words(m);
+  LinkReport r = saturated_window(2e8);
+  r.acked = true;
+  m.report_link(r);
+  EXPECT_DOUBLE_EQ(m.link_bytes_per_s(), 2e8);
+  r.saturated = false;
+  r.bytes_per_s = 1.5e8;
+  m.report_link(r);
+  EXPECT_DOUBLE_EQ(m.link_bytes_per_s(), 2e8) << "an unsaturated window does not lower it";
+  r.bytes_per_s = 2.5e8;
+  m.report_link(r);
+  EXPECT_DOUBLE_EQ(m.link_bytes_per_s(), 2.5e8) << "nor raise it past what it measured";
+  EXPECT_GT(wkdm_share(m.plan()), 0.9);
+}
+
 // Until a report measured on raw batches, the plan is raw; a report from
 // compressed batches (the destination may be what held them back) does not
 // end it.
