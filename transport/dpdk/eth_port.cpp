@@ -1,10 +1,17 @@
 #include "transport/dpdk/eth_port.hpp"
 
 #include <netinet/in.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <mutex>
+#include <shared_mutex>
 #include <thread>
 
 #include <rte_dev.h>
@@ -29,7 +36,39 @@ constexpr uint32_t kSrcIp = RTE_IPV4(10, 77, 0, 1), kDstIp = RTE_IPV4(10, 77, 0,
 
 Error eth_error(int rc, const std::string& what) { return Error::sys(rc < 0 ? -rc : rc, what); }
 
+// The memif PMD (DPDK 22.11) unmaps a connection's shared regions, rings
+// included, on the EAL's interrupt thread when the peer goes away
+// (memif_disconnect), whatever a poll worker is doing: the survivor of a
+// killed peer took a SIGSEGV inside librte_net_memif, reading a ring in
+// rx_burst. The PMD clears its "connected" flag before it unmaps, and a burst
+// begun after that returns without touching the rings. So every memif burst
+// holds this gate shared, and munmap on the interrupt thread (below) takes
+// it exclusively: it waits for the bursts in progress, and none reads an
+// unmapped ring. Process-wide, as the EAL and its interrupt thread are.
+// A waiting unmap turns new bursts away rather than wait for a moment
+// without any (the lock prefers readers, and a poller bursts back to back).
+std::shared_mutex& memif_burst_gate() {
+  static std::shared_mutex gate;
+  return gate;
+}
+std::atomic<int> memif_unmaps_waiting{0};
+
+bool on_eal_interrupt_thread() {
+  thread_local int known = -1;
+  if (known < 0) {
+    char name[16] = {};
+    prctl(PR_GET_NAME, name);
+    known = std::strcmp(name, "eal-intr-thread") == 0;
+  }
+  return known == 1;
+}
+
 }  // namespace
+
+std::shared_lock<std::shared_mutex> hold_memif_burst_gate() {
+  if (memif_unmaps_waiting.load(std::memory_order_acquire) > 0) return {};
+  return std::shared_lock<std::shared_mutex>(memif_burst_gate());
+}
 
 uint32_t default_frame_bytes(DeviceKind kind) {
   switch (kind) {
@@ -276,7 +315,12 @@ size_t EthFramePort::transmit(Frame* frames, size_t n) {
       mb[k++] = m;
       counters_.tx_bytes += total;
     }
-    uint16_t ok = rte_eth_tx_burst(port_id_, q, mb, uint16_t(k));
+    uint16_t ok = 0;
+    {
+      std::shared_lock<std::shared_mutex> gate;
+      if (cfg_.kind == DeviceKind::memif) gate = hold_memif_burst_gate();
+      if (cfg_.kind != DeviceKind::memif || gate.owns_lock()) ok = rte_eth_tx_burst(port_id_, q, mb, uint16_t(k));
+    }
     sent += ok;
     counters_.tx_frames += ok;
     if (ok < k) {
@@ -293,7 +337,13 @@ size_t EthFramePort::receive(Frame* out, size_t n) {
   for (uint16_t tries = 0; tries < cfg_.queues && got < n; ++tries) {
     uint16_t q = rx_queue_next_;
     rx_queue_next_ = uint16_t((rx_queue_next_ + 1) % cfg_.queues);
-    uint16_t k = rte_eth_rx_burst(port_id_, q, mb, uint16_t(std::min<size_t>(n - got, 64)));
+    uint16_t k = 0;
+    {
+      std::shared_lock<std::shared_mutex> gate;
+      if (cfg_.kind == DeviceKind::memif) gate = hold_memif_burst_gate();
+      if (cfg_.kind != DeviceKind::memif || gate.owns_lock())
+        k = rte_eth_rx_burst(port_id_, q, mb, uint16_t(std::min<size_t>(n - got, 64)));
+    }
     for (uint16_t i = 0; i < k; ++i) {
       rte_mbuf* m = mb[i];
       auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
@@ -339,3 +389,18 @@ void EthFramePort::release(Frame* frames, size_t n) {
 }
 
 }  // namespace lm::dpdk
+
+// Every munmap of the process's libraries resolves here (the executable
+// exports it: transport/dpdk/meson.build); glibc's own calls do not. Only
+// the EAL's interrupt thread waits on the gate.
+extern "C" int munmap(void* addr, size_t length) noexcept {
+  if (!lm::dpdk::on_eal_interrupt_thread()) return int(syscall(SYS_munmap, addr, length));
+  lm::dpdk::memif_unmaps_waiting.fetch_add(1, std::memory_order_acq_rel);
+  int rc;
+  {
+    std::unique_lock<std::shared_mutex> gate(lm::dpdk::memif_burst_gate());
+    rc = int(syscall(SYS_munmap, addr, length));
+  }
+  lm::dpdk::memif_unmaps_waiting.fetch_sub(1, std::memory_order_acq_rel);
+  return rc;
+}

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <shared_mutex>
 #include <string>
 
 #include "common/error.hpp"
@@ -85,6 +86,11 @@ class EthFramePort final : public FramePort {
   uint16_t rx_queue_next_ = 0;
   PortCounters counters_;
 };
+
+// Held around every memif rx/tx burst: while any is held, an munmap on the
+// EAL's interrupt thread (the memif PMD unmapping a vanished peer's rings)
+// waits (eth_port.cpp). Not owned while such an unmap waits: skip the burst.
+std::shared_lock<std::shared_mutex> hold_memif_burst_gate();
 
 // Default largest L2 frame per device kind: memif buffers hold 9 KiB frames
 // (two 4 KiB pages plus headers); af_packet frames must fit framesz=8192.
