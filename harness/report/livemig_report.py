@@ -8,7 +8,9 @@ Every figure is drawn from the documents' fields: nothing is typed in.
                        pages left to send, dirty rate, rounds and downtime marked
                        from 'timeline-events'
   rounds-<run>         bytes and pages sent per round, the dirty rate, downtime marked
-  sweep-<name>         total time and downtime per point beside the model's prediction
+  sweep-<name>         total time and downtime per point beside the model's prediction;
+                       a sweep of several keys: total time against the innermost, a
+                       line per value of the next, a panel per value of the others
   fault-latency        post-copy fault-latency percentiles per run (the documents
                        hold p50/p90/p99/max, not the samples)
   group-<run>          a group's (livemig-group/1) link bytes per VM every bucket
@@ -177,11 +179,51 @@ def sweep_points(summary):
             for label, rs in runs.items()]
 
 
+def point_keys(label):
+    """A point's label (key=value,key=value...) as an ordered dict."""
+    return dict(kv.split("=", 1) for kv in label.split(",") if "=" in kv)
+
+
+def sweep_panels(out, name, summary, points, varying):
+    """Points that vary in two keys or more: the innermost key on the x axis,
+    one line per value of the next, one panel per value of the others (e.g.
+    per link rate: total time by content, a line per policy), the model's
+    prediction dashed beside each line."""
+    xkey, linekey, panelkeys = varying[-1], varying[-2], varying[:-2]
+    keyed = [(point_keys(p["point"]), p) for p in points]
+    ordered = lambda key: list(dict.fromkeys(k[key] for k, _ in keyed))
+    xvals, lines = ordered(xkey), ordered(linekey)
+    panels = list(dict.fromkeys(tuple(k[pk] for pk in panelkeys) for k, _ in keyed))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False, sharey=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for n, (ax, panel) in enumerate(zip(axes[0], panels)):
+        for i, line in enumerate(lines):
+            at = {k[xkey]: p for k, p in keyed
+                  if k[linekey] == line and tuple(k[pk] for pk in panelkeys) == panel}
+            xs = [j for j, v in enumerate(xvals) if v in at]
+            color = colors[i % len(colors)]
+            ax.plot(xs, [at[xvals[j]]["total-time"] for j in xs], "o-", color=color, label=line,
+                    gid="sweep-total-%d-%d" % (n, i))
+            ax.plot(xs, [at[xvals[j]].get("model-total-time", 0) for j in xs], "--", color=color, alpha=0.5)
+        ax.set_xticks(range(len(xvals)))
+        ax.set_xticklabels(xvals, rotation=30, ha="right", fontsize=8)
+        ax.set_xlabel(xkey)
+        ax.set_title(", ".join("%s=%s" % kv for kv in zip(panelkeys, panel)) or summary.get("name", name), fontsize=9)
+    axes[0][0].set_ylabel("total time, ms (dashed: the model)")
+    axes[0][-1].legend(title=linekey, fontsize=8)
+    fig.suptitle("sweep %s: total time measured beside the model's prediction" % summary.get("name", name))
+    return save(fig, out, "sweep-" + name)
+
+
 def sweep_figure(out, name, summary):
     points = sweep_points(summary)
     if not points:
         return None
     labels = [r["point"] for r in points]
+    keyed = [point_keys(l) for l in labels]
+    varying = [k for k in keyed[0] if len({kv.get(k) for kv in keyed}) > 1]
+    if len(varying) >= 2 and all(set(kv) == set(keyed[0]) for kv in keyed):
+        return sweep_panels(out, name, summary, points, varying)
     # One swept key with numeric values: a numeric axis; otherwise one tick per point.
     keys = {l.split("=", 1)[0] for l in labels}
     try:

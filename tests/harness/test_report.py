@@ -11,7 +11,9 @@ that every timeline figure draws its run's samples (each line's vertices in
 the SVG are the samples' (t-ms, value) pairs under one affine map: the
 series, not something typed, and the planted series too); then renders the
 page in headless Chromium and asserts the browser drew every figure (skip
-77 when Chromium is not installed).
+77 when Chromium is not installed). A sweep of three keys, from a summary
+written here, must draw a panel per outer value and a line per middle value,
+each line its points' medians.
 
   test_report.py --livemig BUILD/harness/livemig --scenario tests/harness/gate-small.toml
 """
@@ -64,6 +66,38 @@ def draws(svg, doc):
         elif not affine_image(values, [y for _, y in v]):
             return False
     return True
+
+
+def check_sweep_panels(livemig, tmp):
+    """A sweep of three keys (a summary written here, no runs needed): one
+    panel per value of the outermost key, a line per value of the next, each
+    drawing the medians of its points' runs against the innermost key."""
+    d = os.path.join(tmp, "panels")
+    os.makedirs(d)
+    runs, want = [], {}
+    for a_i, a_v in enumerate(("1gbit", "10gbit")):
+        for b_i, b_v in enumerate(("raw", "lz4")):
+            for c_i, c_v in enumerate(("mixed", "text", "ints")):
+                point = "link.namespaces=true,rate=%s,policy=%s,content=%s" % (a_v, b_v, c_v)
+                # Not linear in c (nor the means affine in the medians): a line of means fails.
+                times = [1000 + 700 * a_i + 300 * b_i + 97 * c_i * c_i * (1 + b_i) + k for k in (0, 40 + 60 * c_i, 5)]
+                want.setdefault((a_i, b_i), []).append(sorted(times)[1])
+                runs += [{"point": point, "repeat": k + 1, "status": "completed", "total-time": t,
+                          "downtime": 10, "model-total-time": t * 0.9, "model-downtime": 9}
+                         for k, t in enumerate(times)]
+    with open(os.path.join(d, "summary.json"), "w") as f:
+        json.dump({"schema": "livemig-sweep/1", "name": "three-keys", "repeats": 3, "runs": runs}, f)
+    out = os.path.join(tmp, "panels-out")
+    subprocess.run([livemig, "report", d, "--out", out], check=True, timeout=120, stdout=subprocess.DEVNULL)
+    svg = open(os.path.join(out, "figures", "sweep-three-keys.svg")).read()
+    for (panel, line), medians in want.items():
+        v = line_vertices(svg, "sweep-total-%d-%d" % (panel, line))
+        if not v or len(v) != len(medians):
+            sys.exit("sweep panel %d has no line %d of %d points" % (panel, line, len(medians)))
+        if not affine_image(medians, [y for _, y in v]) or not affine_image(range(len(medians)), [x for x, _ in v]):
+            sys.exit("sweep panel %d line %d does not draw its points' medians" % (panel, line))
+    if line_vertices(svg, "sweep-total-2-0"):
+        sys.exit("a third panel for two values of the outermost key")
 
 
 def main():
@@ -153,6 +187,7 @@ def main():
             sys.exit("the samples of %d of %d runs are drawn" % (len(drawn_docs), len(docs)))
         if not any(n.startswith("timeline-") and "planted" in n for n in names):
             sys.exit("no timeline figure for the planted series")
+        check_sweep_panels(a.livemig, tmp)
         for wanted in ("sweep-report-rate.png", "fault-latency.png"):
             if wanted not in names:
                 sys.exit("no %s in the page" % wanted)
