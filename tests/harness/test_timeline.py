@@ -119,11 +119,11 @@ def main():
     with cg, tempfile.TemporaryDirectory(prefix="lm-timeline-") as tmp:
         out = os.path.join(tmp, "new", "result.json")  # livemig run makes the directory
         # The guest writes 4000 pages/s during the run: rounds after round 0 and a dirty rate.
-        # 256 MiB, so that even a quiet machine's run lasts several samples (64 MiB took
-        # ~390 ms with its setup, 4 samples).
+        # 512 MiB, so that even a quiet machine's run lasts several samples (64 MiB took
+        # ~390 ms with its setup, 4 samples; 256 MiB, after the engine sped up, 370 ms).
         cmd = [a.livemig, "run", os.path.abspath(a.scenario), "--quiet", "--out", out,
                "--set", 'migration.mode="%s"' % a.mode, "--set", "workload.rate=4000",
-               "--set", 'workload.ram="256M"']
+               "--set", 'workload.ram="512M"']
         cg.run(cmd, timeout=80, cwd=tmp)
         check(json.load(open(out)), a.mode)
     print("ok")
