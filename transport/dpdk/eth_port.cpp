@@ -262,6 +262,12 @@ void EthFramePort::stop() {
   }
 }
 
+bool EthFramePort::enter_burst(std::shared_lock<std::shared_mutex>& gate) const {
+  if (cfg_.kind != DeviceKind::memif) return true;
+  gate = hold_memif_burst_gate();
+  return gate.owns_lock();
+}
+
 size_t EthFramePort::alloc(Frame* out, size_t n) {
   rte_mbuf* mb[64];
   size_t done = 0;
@@ -318,8 +324,7 @@ size_t EthFramePort::transmit(Frame* frames, size_t n) {
     uint16_t ok = 0;
     {
       std::shared_lock<std::shared_mutex> gate;
-      if (cfg_.kind == DeviceKind::memif) gate = hold_memif_burst_gate();
-      if (cfg_.kind != DeviceKind::memif || gate.owns_lock()) ok = rte_eth_tx_burst(port_id_, q, mb, uint16_t(k));
+      if (enter_burst(gate)) ok = rte_eth_tx_burst(port_id_, q, mb, uint16_t(k));
     }
     sent += ok;
     counters_.tx_frames += ok;
@@ -340,9 +345,7 @@ size_t EthFramePort::receive(Frame* out, size_t n) {
     uint16_t k = 0;
     {
       std::shared_lock<std::shared_mutex> gate;
-      if (cfg_.kind == DeviceKind::memif) gate = hold_memif_burst_gate();
-      if (cfg_.kind != DeviceKind::memif || gate.owns_lock())
-        k = rte_eth_rx_burst(port_id_, q, mb, uint16_t(std::min<size_t>(n - got, 64)));
+      if (enter_burst(gate)) k = rte_eth_rx_burst(port_id_, q, mb, uint16_t(std::min<size_t>(n - got, 64)));
     }
     for (uint16_t i = 0; i < k; ++i) {
       rte_mbuf* m = mb[i];

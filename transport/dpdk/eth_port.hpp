@@ -75,6 +75,9 @@ class EthFramePort final : public FramePort {
 
  private:
   EthFramePort() = default;
+  // A memif burst's hold on the unmap gate (hold_memif_burst_gate); false:
+  // skip the burst. Other devices: true, nothing held.
+  bool enter_burst(std::shared_lock<std::shared_mutex>& gate) const;
   PortConfig cfg_;
   std::string devname_, devargs_, peer_name_;
   uint16_t port_id_ = 0;
