@@ -104,8 +104,9 @@ TEST_P(DpdkChannel, ThreeChannelsMultiPieceMessagesThenClose) {
       fill(want_body, (uint64_t(c) << 32 | uint64_t(m)) + 1);
       ASSERT_EQ(bytes.size(), want_head.size() + want_body.size()) << "channel " << c << " message " << m;
       ASSERT_EQ(std::memcmp(bytes.data(), want_head.data(), want_head.size()), 0);
-      ASSERT_EQ(std::memcmp(bytes.data() + want_head.size(), want_body.data(), want_body.size()), 0)
-          << "channel " << c << " message " << m;
+      if (!want_body.empty())  // memcmp must not be given an empty vector's null data()
+        ASSERT_EQ(std::memcmp(bytes.data() + want_head.size(), want_body.data(), want_body.size()), 0)
+            << "channel " << c << " message " << m;
     }
   EXPECT_GT(multi_piece, size_t(kMessages) / 2) << "messages of several frames come in place, not reassembled";
   for (auto& ch : chans) {
