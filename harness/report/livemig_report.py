@@ -225,10 +225,11 @@ def sweep_figure(out, name, summary):
     if len(varying) >= 2 and all(set(kv) == set(keyed[0]) for kv in keyed):
         return sweep_panels(out, name, summary, points, varying)
     # One swept key with numeric values: a numeric axis; otherwise one tick per point.
-    keys = {l.split("=", 1)[0] for l in labels}
+    keys = {k for kv in keyed for k in kv}
+    only = len(keys) == 1 and all(len(kv) == 1 for kv in keyed)
     try:
-        xs = [float(l.split("=", 1)[1]) for l in labels] if len(keys) == 1 else None
-    except (IndexError, ValueError):
+        xs = [float(kv[next(iter(keys))]) for kv in keyed] if only else None
+    except ValueError:
         xs = None
     x = xs if xs else list(range(len(points)))
     fig, ax = plt.subplots(figsize=(8, 4.5))

@@ -583,6 +583,19 @@ TEST(AdaptivePolicy, ACpuBoundPlanLearnsTheCpuShareItGets) {
   EXPECT_DOUBLE_EQ(fresh.predicted_pages_per_s(), predicted);
 }
 
+// A words model on a link with room to spare sends raw until a CPU cost per
+// wire byte of 10 ns (41 us per raw page, 10 us per wkdm page) is reported
+// in `field`, `reports` times: then wkdm. Returns that report.
+LinkReport cost_per_byte_turns_raw_to_wkdm(AdaptiveModel& m, double LinkReport::*field, int reports) {
+  feed_words(m);
+  EXPECT_EQ(wkdm_share(m.plan()), 0.0) << "no cost per byte: raw";
+  LinkReport r;
+  r.*field = 10.0;
+  for (int i = 0; i < reports; i++) m.report_link(r);
+  EXPECT_GT(wkdm_share(m.plan()), 0.9);
+  return r;
+}
+
 // Pushing a byte through the transport costs the senders CPU (on veth or
 // loopback most of the network stack): where that cost is high, fewer bytes
 // save CPU, and compressing pays even on a link with room to spare. Costs
@@ -590,12 +603,7 @@ TEST(AdaptivePolicy, ACpuBoundPlanLearnsTheCpuShareItGets) {
 // pages cost less than raw's instrumented copy, and the plan stayed wkdm).
 TEST(AdaptivePolicy, TheSendPathsCpuCountsPerWireByte) {
   AdaptiveModel m(1, 1e12, false);
-  feed_words(m);
-  EXPECT_EQ(wkdm_share(m.plan()), 0.0) << "no send cost: raw";
-  LinkReport r;
-  r.send_cpu_ns_per_byte = 10.0;  // 41 us per raw page, 10 us per wkdm page
-  m.report_link(r);
-  EXPECT_GT(wkdm_share(m.plan()), 0.9);
+  LinkReport r = cost_per_byte_turns_raw_to_wkdm(m, &LinkReport::send_cpu_ns_per_byte, 1);
   // A higher figure later (a compressing plan's small messages) does not
   // replace a lower one; a lower one does.
   r.send_cpu_ns_per_byte = 50.0;
@@ -611,12 +619,7 @@ TEST(AdaptivePolicy, TheSendPathsCpuCountsPerWireByte) {
 // compressing pays on a link with room to spare.
 TEST(AdaptivePolicy, TheHostsSoftirqTimeCountsPerWireByte) {
   AdaptiveModel m(1, 1e12, false);
-  feed_words(m);
-  EXPECT_EQ(wkdm_share(m.plan()), 0.0) << "no cost per byte: raw";
-  LinkReport r;
-  r.softirq_ns_per_byte = 10.0;  // 41 us per raw page, 10 us per wkdm page
-  for (int i = 0; i < 10; i++) m.report_link(r);
-  EXPECT_GT(wkdm_share(m.plan()), 0.9);
+  LinkReport r = cost_per_byte_turns_raw_to_wkdm(m, &LinkReport::softirq_ns_per_byte, 10);
   r.softirq_ns_per_byte = 0;
   for (int i = 0; i < 20; i++) m.report_link(r);
   EXPECT_EQ(wkdm_share(m.plan()), 0.0) << "averaged over windows: it comes down again";
