@@ -3,9 +3,12 @@
 // channels (flows) over the one link, the close handshake at the end.
 #include <gtest/gtest.h>
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <thread>
 
@@ -29,7 +32,69 @@ void fill(std::vector<uint8_t>& v, uint64_t seed) {
   }
 }
 
+// The CPUs this process may run on, read before main (before any EAL).
+cpu_set_t cpus_at_start() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  sched_getaffinity(0, sizeof set, &set);
+  return set;
+}
+const cpu_set_t kCpusAtStart = cpus_at_start();
+
+cpu_set_t cpus_of(pid_t tid) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  sched_getaffinity(tid, sizeof set, &set);
+  return set;
+}
+
+// Thread ids of this process whose name is `name`.
+std::vector<pid_t> threads_named(const std::string& name) {
+  std::vector<pid_t> out;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(e.path() / "comm");
+    std::string c;
+    std::getline(comm, c);
+    if (c == name) out.push_back(pid_t(std::stol(e.path().filename().string())));
+  }
+  return out;
+}
+
 }  // namespace
+
+// rte_eal_init pins its caller to the main lcore, and every thread created
+// afterwards inherits it: the pollers of both ends and the application's own
+// threads all ran on CPU 0. The EAL must leave the process's CPUs as it found
+// them.
+TEST(DpdkEal, LeavesTheCallersCpusAsItFoundThem) {
+  if (CPU_COUNT(&kCpusAtStart) < 2) GTEST_SKIP() << "one CPU: nothing to pin away from";
+  ChannelOptions opt;
+  opt.extra = "flows=2,mem=512";
+  auto listener = listen("dpdk:127.0.0.1:0", opt);  // the EAL is up from here on
+  ASSERT_TRUE(listener.ok()) << listener.error().message;
+  std::string address = (*listener)->address();
+  auto dialed = std::async(std::launch::async, [&] { return connect(address, opt, Timeout(20000)); });
+  auto accepted = (*listener)->accept(Timeout(20000));
+  ASSERT_TRUE(accepted.ok()) << accepted.error().message;
+  auto client = dialed.get();
+  ASSERT_TRUE(client.ok()) << client.error().message;
+
+  cpu_set_t mine = cpus_of(0);
+  EXPECT_TRUE(CPU_EQUAL(&mine, &kCpusAtStart)) << "this thread: " << CPU_COUNT(&mine) << " CPUs of "
+                                               << CPU_COUNT(&kCpusAtStart);
+  cpu_set_t later;
+  std::thread([&] { later = cpus_of(0); }).join();
+  EXPECT_TRUE(CPU_EQUAL(&later, &kCpusAtStart)) << "a thread started after: " << CPU_COUNT(&later) << " CPUs";
+  auto pollers = threads_named("lm-dpdk-poll");
+  EXPECT_GE(pollers.size(), 2u);  // the listener's and the client's links
+  for (pid_t tid : pollers) {
+    cpu_set_t p = cpus_of(tid);
+    EXPECT_TRUE(CPU_EQUAL(&p, &kCpusAtStart)) << "poller " << tid << ": " << CPU_COUNT(&p) << " CPUs";
+  }
+  auto closing = std::async(std::launch::async, [&] { return (*client)->close(Timeout(20000)); });
+  EXPECT_TRUE((*accepted)->close(Timeout(20000)).ok());
+  EXPECT_TRUE(closing.get().ok());
+}
 
 // The listen address: an explicit memif socket, or an IP-style address as
 // generic tools write it (port 0: the listener picks a socket and names it).
@@ -104,9 +169,10 @@ TEST_P(DpdkChannel, ThreeChannelsMultiPieceMessagesThenClose) {
       fill(want_body, (uint64_t(c) << 32 | uint64_t(m)) + 1);
       ASSERT_EQ(bytes.size(), want_head.size() + want_body.size()) << "channel " << c << " message " << m;
       ASSERT_EQ(std::memcmp(bytes.data(), want_head.data(), want_head.size()), 0);
-      if (!want_body.empty())  // memcmp must not be given an empty vector's null data()
+      if (!want_body.empty()) {  // memcmp must not be given an empty vector's null data()
         ASSERT_EQ(std::memcmp(bytes.data() + want_head.size(), want_body.data(), want_body.size()), 0)
             << "channel " << c << " message " << m;
+      }
     }
   EXPECT_GT(multi_piece, size_t(kMessages) / 2) << "messages of several frames come in place, not reassembled";
   for (auto& ch : chans) {
