@@ -62,23 +62,39 @@ std::vector<pid_t> threads_named(const std::string& name) {
 
 }  // namespace
 
+// A listener and a connected client on one memif link, with `extra` options.
+struct MemifPair {
+  std::unique_ptr<Listener> listener;
+  std::unique_ptr<Channel> server, client;
+  void close() {
+    auto closing = std::async(std::launch::async, [&] { return client->close(Timeout(20000)); });
+    EXPECT_TRUE(server->close(Timeout(20000)).ok());
+    EXPECT_TRUE(closing.get().ok());
+  }
+};
+
+Result<MemifPair> memif_pair(const std::string& extra) {
+  ChannelOptions opt;
+  opt.extra = extra;
+  MemifPair p;
+  p.listener = LM_TRY(listen("dpdk:127.0.0.1:0", opt));
+  std::string address = p.listener->address();
+  auto dialed = std::async(std::launch::async, [&] { return connect(address, opt, Timeout(20000)); });
+  auto accepted = p.listener->accept(Timeout(20000));
+  auto client = dialed.get();
+  p.server = LM_TRY(std::move(accepted));
+  p.client = LM_TRY(std::move(client));
+  return p;
+}
+
 // rte_eal_init pins its caller to the main lcore, and every thread created
 // afterwards inherits it: the pollers of both ends and the application's own
 // threads all ran on CPU 0. The EAL must leave the process's CPUs as it found
-// them.
+// them (pollers unpinned here with cpu=any).
 TEST(DpdkEal, LeavesTheCallersCpusAsItFoundThem) {
   if (CPU_COUNT(&kCpusAtStart) < 2) GTEST_SKIP() << "one CPU: nothing to pin away from";
-  ChannelOptions opt;
-  opt.extra = "flows=2,mem=512";
-  auto listener = listen("dpdk:127.0.0.1:0", opt);  // the EAL is up from here on
-  ASSERT_TRUE(listener.ok()) << listener.error().message;
-  std::string address = (*listener)->address();
-  auto dialed = std::async(std::launch::async, [&] { return connect(address, opt, Timeout(20000)); });
-  auto accepted = (*listener)->accept(Timeout(20000));
-  ASSERT_TRUE(accepted.ok()) << accepted.error().message;
-  auto client = dialed.get();
-  ASSERT_TRUE(client.ok()) << client.error().message;
-
+  auto pair = memif_pair("flows=2,mem=512,cpu=any");  // the EAL is up from here on
+  ASSERT_TRUE(pair.ok()) << pair.error().message;
   cpu_set_t mine = cpus_of(0);
   EXPECT_TRUE(CPU_EQUAL(&mine, &kCpusAtStart)) << "this thread: " << CPU_COUNT(&mine) << " CPUs of "
                                                << CPU_COUNT(&kCpusAtStart);
@@ -91,9 +107,33 @@ TEST(DpdkEal, LeavesTheCallersCpusAsItFoundThem) {
     cpu_set_t p = cpus_of(tid);
     EXPECT_TRUE(CPU_EQUAL(&p, &kCpusAtStart)) << "poller " << tid << ": " << CPU_COUNT(&p) << " CPUs";
   }
-  auto closing = std::async(std::launch::async, [&] { return (*client)->close(Timeout(20000)); });
-  EXPECT_TRUE((*accepted)->close(Timeout(20000)).ok());
-  EXPECT_TRUE(closing.get().ok());
+  pair->close();
+}
+
+// By default the two ends of a memif link poll on one CPU, the last the
+// process may use (docs/dpdk.md, "Poll-mode worker"); cpu=N names another.
+TEST(DpdkEal, MemifPollersShareOneCpuUnlessToldOtherwise) {
+  if (CPU_COUNT(&kCpusAtStart) < 2) GTEST_SKIP() << "one CPU: nothing to choose";
+  int last = -1, first = -1;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &kCpusAtStart)) {
+      if (first < 0) first = c;
+      last = c;
+    }
+  for (int want : {last, first}) {
+    auto pair = memif_pair(want == last ? "flows=2,mem=512" : lm::strf("flows=2,mem=512,cpu=%d", want));
+    ASSERT_TRUE(pair.ok()) << pair.error().message;
+    auto pollers = threads_named("lm-dpdk-poll");
+    EXPECT_EQ(pollers.size(), 2u);
+    for (pid_t tid : pollers) {
+      cpu_set_t p = cpus_of(tid);
+      EXPECT_EQ(CPU_COUNT(&p), 1) << "poller " << tid;
+      EXPECT_TRUE(CPU_ISSET(want, &p)) << "poller " << tid << " is not on CPU " << want;
+    }
+    cpu_set_t mine = cpus_of(0);
+    EXPECT_TRUE(CPU_EQUAL(&mine, &kCpusAtStart)) << "pinning a poller pinned its caller";
+    pair->close();
+  }
 }
 
 // The listen address: an explicit memif socket, or an IP-style address as

@@ -6,7 +6,8 @@
 // Every channel to one address shares one link: one DPDK port, one reliable
 // endpoint and its poll-mode worker; a channel is one flow of the endpoint.
 // ChannelOptions::extra takes "flows=N,mem=MB,cpu=N,peer_timeout_ms=N,
-// loss=P,dup=P,reorder=P,zero_copy=1,attach=1,checksum=payload|header,frame=BYTES".
+// loss=P,dup=P,reorder=P,zero_copy=1,attach=1,checksum=payload|header,frame=BYTES"
+// (cpu=any: the poller unpinned).
 //
 // Links are looked up by address in a table local to this file: DPDK's own
 // device list is process-global (one memif interface per socket and id), so
@@ -16,6 +17,7 @@
 #include <map>
 #include <mutex>
 
+#include <sched.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -36,6 +38,16 @@ using dpdk::DpdkSession;
 uint64_t to_ns(Timeout t) {
   if (t == kForever) return uint64_t(365) * 24 * 3600 * 1'000'000'000ull;
   return uint64_t(t.count()) * 1'000'000ull;
+}
+
+// The highest-numbered CPU this thread may run on (-1: unknown).
+int last_allowed_cpu() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+  for (int cpu = CPU_SETSIZE - 1; cpu >= 0; --cpu)
+    if (CPU_ISSET(cpu, &set)) return cpu;
+  return -1;
 }
 
 Result<dpdk::SessionConfig> session_config(std::string_view address, const ChannelOptions& options,
@@ -83,6 +95,14 @@ Result<dpdk::SessionConfig> session_config(std::string_view address, const Chann
   // Both sides live: the close handshake takes milliseconds; a peer that
   // never closes its end must not hold a destructor for long.
   cfg.close_timeout_ns = 2'000'000'000ull;
+  // memif: both ends' pollers on one CPU, the same in both processes (the
+  // last this process may use), unless cpu= says otherwise. On two cores,
+  // unpinned pollers each spun on a core of their own and the application's
+  // threads waited behind them (memif 22-25 Gbit/s); sharing one, each
+  // poller's yield hands the CPU to the other, the frame one copies into the
+  // ring is still in that core's cache when the other copies it out, and
+  // the other core is left to the application (45-75 Gbit/s, docs/dpdk.md).
+  if (cfg.port.kind == dpdk::DeviceKind::memif) cfg.worker_cpu = last_allowed_cpu();
   // "k=v,k=v"
   std::string_view extra = options.extra;
   while (!extra.empty()) {
@@ -93,7 +113,9 @@ Result<dpdk::SessionConfig> session_config(std::string_view address, const Chann
     std::string key(kv.substr(0, eq));
     std::string val(eq == std::string_view::npos ? "1" : kv.substr(eq + 1));
     auto bad = [&] { return Error::msg(strf("dpdk option '%s=%s'", key.c_str(), val.c_str())); };
-    if (key == "flows" || key == "mem" || key == "cpu" || key == "peer_timeout_ms" || key == "frame") {
+    if (key == "cpu" && val == "any") {
+      cfg.worker_cpu = -1;
+    } else if (key == "flows" || key == "mem" || key == "cpu" || key == "peer_timeout_ms" || key == "frame") {
       auto v = parse_u64(val);
       if (!v) return bad();
       if (key == "flows") cfg.protocol.flows = uint16_t(std::clamp<uint64_t>(*v, 1, 64));
@@ -117,7 +139,7 @@ Result<dpdk::SessionConfig> session_config(std::string_view address, const Chann
       cfg.port.zero_copy = val == "1" ? dpdk::ZeroCopy::on : dpdk::ZeroCopy::off;
       cfg.eal.single_file_segments = val == "1";
     } else if (!key.empty()) {
-      return Error::msg(strf("dpdk option '%s': unknown (flows, mem, cpu, peer_timeout_ms, loss, dup, "
+      return Error::msg(strf("dpdk option '%s': unknown (flows, mem, cpu=N|any, peer_timeout_ms, loss, dup, "
                              "reorder, zero_copy, attach, checksum=payload|header, frame)", key.c_str()));
     }
   }
