@@ -217,7 +217,7 @@ int main(int argc, char** argv) {
   uint64_t attached = 0;
   for (auto& c : st.flows) attached += c.attached_frames;
   j.field("attached_frames", attached);
-  uint64_t frames_tx = 0, frames_rx = 0, retx = 0, losses = 0, dups = 0, timeouts = 0, srtt = 0, minrtt = 0;
+  uint64_t frames_tx = 0, frames_rx = 0, retx = 0, losses = 0, dups = 0, timeouts = 0, probes = 0, srtt = 0, minrtt = 0;
   for (auto& c : st.flows) {
     frames_tx += c.frames_tx;
     frames_rx += c.frames_rx;
@@ -225,6 +225,7 @@ int main(int argc, char** argv) {
     losses += c.losses_detected;
     dups += c.duplicates;
     timeouts += c.timeouts;
+    probes += c.tail_probes;
     srtt = std::max(srtt, c.srtt_ns);
     minrtt = minrtt ? std::min(minrtt, c.min_rtt_ns) : c.min_rtt_ns;
   }
@@ -234,6 +235,7 @@ int main(int argc, char** argv) {
   j.field("losses_detected", losses);
   j.field("duplicates", dups);
   j.field("timeouts", timeouts);
+  j.field("tail_probes", probes);
   j.field("srtt_us", double(srtt) / 1e3);
   j.field("min_rtt_us", double(minrtt) / 1e3);
   j.field("bad_frames", st.endpoint.bad_frames);

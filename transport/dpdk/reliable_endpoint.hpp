@@ -92,6 +92,11 @@ struct ReliableConfig {
   uint64_t rto_initial_ns = 20'000'000;
   uint64_t rto_min_ns = 10'000'000;      // a descheduled peer on a shared host looks like loss below this
   uint64_t rto_max_ns = 500'000'000;
+  // Tail-loss probe: when the newest frame in flight has waited this long (at
+  // least, and at least 2 x SRTT) with nothing delivered since, it is sent
+  // again, so a lost tail is found by the probe's ack in about an RTT
+  // instead of by an RTO (10 ms at least).
+  uint64_t tail_probe_min_ns = 200'000;
   // Acks on a flow that saw a gap, duplicate or out-of-window frame within its
   // last reorder_slots frames: every ack_every frames or ack_delay_ns after
   // the first unacked one. A lossless flow (the fast path) acks when the
@@ -123,6 +128,7 @@ struct FlowCounters {
   uint64_t retransmits = 0;                     // frames sent again
   uint64_t attached_frames = 0;                 // payload attached, not copied (SendMode::attach)
   uint64_t timeouts = 0;                        // RTO expiries
+  uint64_t tail_probes = 0;                     // newest frames sent again by the tail-loss probe
   uint64_t losses_detected = 0;                 // frames judged lost (gap or timeout)
   uint64_t duplicates = 0;                      // data frames received twice
   uint64_t out_of_window = 0;
@@ -217,6 +223,7 @@ class ReliableEndpoint {
   bool segment(Flow& fl, uint64_t now);
   void detect_losses(Flow& fl, uint64_t rack_ts, uint64_t now);
   void check_rto(Flow& fl, uint64_t now);
+  void check_tail_probe(Flow& fl, uint64_t now);
   void update_window(Flow& fl, uint64_t now);
   void queue_control(FrameType type, uint16_t flow, uint64_t now, uint16_t flags = 0);
   void abandon(Flow& fl, uint64_t now);
