@@ -266,8 +266,8 @@ TEST(ReliableFastPath, OneLossOnTheFastPathIsRecovered) {
 // The last frame of a burst lost, nothing sent after it: no later frame can
 // show the gap, so without the tail-loss probe only the RTO (10 ms here, as
 // by default) finds it. With the probe the newest frame goes again after
-// max(2 x SRTT, 200 us), its SACK shows the hole, and the message arrives
-// well before the RTO.
+// max(SRTT, 50 us), its SACK shows the hole, and the message arrives well
+// before the RTO.
 struct TailLoss {
   uint64_t delivery_ns = 0;  // submit -> message received (simulated)
   FlowCounters tx;
@@ -312,7 +312,7 @@ TailLoss one_message_losing_its_last_frame(uint64_t tail_probe_min_ns) {
 }
 
 TEST(ReliableTailLoss, LastFrameOfABurstIsFoundByAProbeNotTheRto) {
-  TailLoss probe = one_message_losing_its_last_frame(200'000);
+  TailLoss probe = one_message_losing_its_last_frame(ReliableConfig{}.tail_probe_min_ns);
   TailLoss rto = one_message_losing_its_last_frame(UINT64_MAX / 4);  // no probe in time: the RTO
   std::printf("tail loss: %.2f ms with the probe (%llu probes, %llu RTOs), %.2f ms by the RTO\n",
               probe.delivery_ns / 1e6, (unsigned long long)probe.tx.tail_probes,

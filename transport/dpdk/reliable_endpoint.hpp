@@ -92,11 +92,10 @@ struct ReliableConfig {
   uint64_t rto_initial_ns = 20'000'000;
   uint64_t rto_min_ns = 10'000'000;      // a descheduled peer on a shared host looks like loss below this
   uint64_t rto_max_ns = 500'000'000;
-  // Tail-loss probe: when the newest frame in flight has waited this long (at
-  // least, and at least 2 x SRTT) with nothing delivered since, it is sent
-  // again, so a lost tail is found by the probe's ack in about an RTT
-  // instead of by an RTO (10 ms at least).
-  uint64_t tail_probe_min_ns = 200'000;
+  // Tail-loss probe: once no data frame was sent for max(SRTT, this) and
+  // frames are undelivered, the newest is sent again, so a lost tail is found
+  // by the probe's ack in about an RTT instead of by an RTO (10 ms at least).
+  uint64_t tail_probe_min_ns = 50'000;
   // Acks on a flow that saw a gap, duplicate or out-of-window frame within its
   // last reorder_slots frames: every ack_every frames or ack_delay_ns after
   // the first unacked one. A lossless flow (the fast path) acks when the
