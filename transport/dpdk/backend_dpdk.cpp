@@ -98,10 +98,11 @@ Result<dpdk::SessionConfig> session_config(std::string_view address, const Chann
   // memif: both ends' pollers on one CPU, the same in both processes (the
   // last this process may use), unless cpu= says otherwise. On two cores,
   // unpinned pollers each spun on a core of their own and the application's
-  // threads waited behind them (memif 22-25 Gbit/s); sharing one, each
+  // threads waited behind them (memif 21-52 Gbit/s); sharing one, each
   // poller's yield hands the CPU to the other, the frame one copies into the
   // ring is still in that core's cache when the other copies it out, and
-  // the other core is left to the application (45-75 Gbit/s, docs/dpdk.md).
+  // the other core is left to the application (32-68 Gbit/s in the same
+  // alternated runs, docs/dpdk.md "Placement").
   if (cfg.port.kind == dpdk::DeviceKind::memif) cfg.worker_cpu = last_allowed_cpu();
   // "k=v,k=v"
   std::string_view extra = options.extra;
