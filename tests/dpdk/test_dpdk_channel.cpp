@@ -32,21 +32,15 @@ void fill(std::vector<uint8_t>& v, uint64_t seed) {
   }
 }
 
-// The CPUs this process may run on, read before main (before any EAL).
-cpu_set_t cpus_at_start() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  sched_getaffinity(0, sizeof set, &set);
-  return set;
-}
-const cpu_set_t kCpusAtStart = cpus_at_start();
-
+// The CPUs thread `tid` may run on (0: the calling thread).
 cpu_set_t cpus_of(pid_t tid) {
   cpu_set_t set;
   CPU_ZERO(&set);
   sched_getaffinity(tid, sizeof set, &set);
   return set;
 }
+// The CPUs this process may run on, read before main (before any EAL).
+const cpu_set_t kCpusAtStart = cpus_of(0);
 
 // Thread ids of this process whose name is `name`.
 std::vector<pid_t> threads_named(const std::string& name) {

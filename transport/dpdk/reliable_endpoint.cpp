@@ -913,7 +913,7 @@ void ReliableEndpoint::check_rto(Flow& fl, uint64_t now) {
 // window stays. A needless probe costs one duplicate frame (on lossless
 // memif: 0-1 probes per 2 GiB).
 void ReliableEndpoint::check_tail_probe(Flow& fl, uint64_t now) {
-  if (fl.tail_probed || fl.snd_una == fl.snd_next || !fl.retx_queue.empty()) return;
+  if (fl.tail_probed || fl.snd_una == fl.snd_next) return;
   if (now - fl.last_data_tx_ns < std::max<uint64_t>(fl.srtt, cfg_.tail_probe_min_ns)) return;
   for (uint64_t seq = fl.snd_next; seq-- > fl.snd_una;) {
     TxSlot& s = fl.tx[seq & (cfg_.send_slots - 1)];
