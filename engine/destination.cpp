@@ -556,8 +556,8 @@ class DestinationRun {
   // --- receive: pre-copy rounds until the commit (exec state) -----------------------------
   Result<DestinationPhase> receive() {
     receivers_.start(*session_, st_, o_.timeout);
-    // The commit and the resume are the source's downtime. Threads inherit
-    // the level: this one is urgent only while it starts none.
+    // The commit and the resume are the source's downtime (the threads an
+    // urgent thread starts are normal).
     commit_urgent_.emplace();
     // Control channel: mapping updates, post-copy bitmaps, then the commit.
     const Peer peer = control();
@@ -617,10 +617,8 @@ class DestinationRun {
       recovery.accept = [this, id = session_->negotiated().session_id](transport::Timeout t, std::stop_token stop) {
         return sessions_.accept(session_config_, t, std::move(stop), id);
       };
-    commit_urgent_.reset();
     serving_ = LM_TRY(PostcopyDestination::start(*session_, std::move(ram), std::move(needed_), st_.hashes,
                                                  o_.timeout, std::move(recovery)));
-    commit_urgent_.emplace();
     return DestinationPhase::resume;
   }
 

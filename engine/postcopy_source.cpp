@@ -339,6 +339,10 @@ Result<void> run_postcopy_source(transport::Session& session, const SourceProces
       st.resumed = true;
       st.last_fault_ns = now_ns();
     }
+    // Until the destination runs the VM this thread is the downtime's
+    // (urgent; the threads it starts are not).
+    std::optional<UrgentScope> awaiting_resume;
+    if (!out.resumed) awaiting_resume.emplace();
     std::vector<std::thread> threads;
     auto spawn = [&](auto body) {
       threads.emplace_back([&st, body] {
@@ -360,10 +364,6 @@ Result<void> run_postcopy_source(transport::Session& session, const SourceProces
           if (t.joinable()) t.join();
       }
     } join{st, threads};
-    // Until the destination runs the VM this thread is the downtime's
-    // (urgent; it starts no thread meanwhile, which would inherit that).
-    std::optional<UrgentScope> awaiting_resume;
-    if (!out.resumed) awaiting_resume.emplace();
     // The commit follows the threads' start: the guest's first faults, which
     // its running report waits for, find the request server ready.
     if (out.committed_ns == 0) {

@@ -1176,7 +1176,7 @@ class SourceRun {
     result_.stop_reason = stop_ ? std::string(stop_reason_name(*stop_)) : "postcopy";
     LM_TRY(process_->unthrottle());
     if (o_.before_freeze) o_.before_freeze();
-    downtime_urgent_.emplace();  // until the destination runs the VM (no thread is started meanwhile)
+    downtime_urgent_.emplace();  // until the destination runs the VM
     freeze_ns_ = now_ns();
     LM_TRY(process_->freeze());
     frozen_ns_ = now_ns();
@@ -1247,7 +1247,7 @@ class SourceRun {
 
   // --- postcopy: postcopy_source.cpp ----------------------------------------------------
   Result<SourcePhase> postcopy() {
-    downtime_urgent_.reset();  // the pushers it starts would inherit it; its fault path is urgent on its own
+    downtime_urgent_.reset();  // run_postcopy_source() makes it urgent until the resume
     PostcopySourceOptions po;
     // The tracker stays until the destination completed: the process never
     // runs here again unless the migration fails before the resume, and
