@@ -1,17 +1,23 @@
 #include "dirtytrack/ranges.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 namespace lm::dt {
 
 void coalesce(RangeList& ranges) {
-  std::sort(ranges.begin(), ranges.end(),
-            [](const PageRange& a, const PageRange& b) { return a.start < b.start; });
-  RangeList out;
-  out.reserve(ranges.size());
-  for (const auto& r : ranges) append_merge(out, r);
-  ranges = std::move(out);
+  auto by_start = [](const PageRange& a, const PageRange& b) { return a.start < b.start; };
+  if (!std::is_sorted(ranges.begin(), ranges.end(), by_start)) std::sort(ranges.begin(), ranges.end(), by_start);
+  // In place: a new list of a scan's tens of thousands of runs is fresh
+  // memory, faulted in page by page.
+  size_t kept = 0;
+  for (const PageRange& r : ranges) {
+    if (r.empty()) continue;
+    if (kept > 0 && r.start <= ranges[kept - 1].end) ranges[kept - 1].end = std::max(ranges[kept - 1].end, r.end);
+    else ranges[kept++] = r;
+  }
+  ranges.resize(kept);
 }
 
 void append_merge(RangeList& list, PageRange r) {
@@ -92,17 +98,29 @@ std::vector<uint8_t> to_page_bitmap(const RangeList& ranges, uint64_t start, uin
 }
 
 RangeList from_page_bitmap(std::span<const uint8_t> bits, uint64_t start, uint64_t pages) {
-  RangeList out;
   pages = std::min<uint64_t>(pages, uint64_t(bits.size()) * 8);
-  for (uint64_t i = 0; i < pages;) {
-    uint8_t b = bits[i / 8];
-    if (i % 8 == 0 && (b == 0 || b == 0xff) && i + 8 <= pages) {
-      if (b) append_merge(out, {start + i * kPageSize, start + (i + 8) * kPageSize});
-      i += 8;
-      continue;
+  // 64 pages a word (bit k of byte j is page 8j + k: a little-endian load):
+  // a run is found with two scans, not page by page. Bits past `pages` are
+  // ignored by clamping to it.
+  auto word = [&](uint64_t base) {
+    uint64_t w = 0;
+    std::memcpy(&w, bits.data() + base / 8, std::min<size_t>(8, bits.size() - base / 8));
+    return w;
+  };
+  auto next = [&](uint64_t i, bool set) {  // the first page from i whose bit is `set`, or `pages`
+    while (i < pages) {
+      const uint64_t base = i & ~uint64_t(63);
+      const uint64_t w = (set ? word(base) : ~word(base)) & (~uint64_t(0) << (i - base));
+      if (w) return std::min(pages, base + uint64_t(std::countr_zero(w)));
+      i = base + 64;
     }
-    if (b & (1u << (i % 8))) append_merge(out, {start + i * kPageSize, start + (i + 1) * kPageSize});
-    i++;
+    return pages;
+  };
+  RangeList out;
+  for (uint64_t i = next(0, true); i < pages;) {
+    const uint64_t end = next(i, false);
+    out.push_back({start + i * kPageSize, start + end * kPageSize});
+    i = next(end, true);
   }
   return out;
 }

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include "dirtytrack/maps.hpp"
 #include "dirtytrack/ranges.hpp"
 
@@ -126,6 +128,28 @@ TEST(Ranges, PageBitmapRoundTrip) {
   EXPECT_EQ(set, total_pages(clipped));
   EXPECT_TRUE(from_page_bitmap(to_page_bitmap({}, base, pages), base, pages).empty());
   EXPECT_TRUE(to_page_bitmap({{at(200), at(300)}}, base, pages) == std::vector<uint8_t>(13, 0));
+}
+
+// from_page_bitmap against a page-by-page reading of random bitmaps: sparse,
+// dense and all-set, sizes on and off word and byte boundaries, stray bits
+// past `pages` in the last byte, a bitmap longer than `pages`.
+TEST(Ranges, PageBitmapMatchesAPageByPageReading) {
+  const uint64_t base = 0x7f0000000000;
+  std::mt19937_64 rng(7);
+  for (uint64_t pages : {1, 7, 8, 63, 64, 65, 127, 128, 129, 1000, 4096, 70001}) {
+    for (unsigned density : {0u, 1u, 50u, 99u, 100u}) {
+      std::vector<uint8_t> bits((pages + 7) / 8 + (pages % 3 == 0 ? 9 : 0));
+      for (uint64_t i = 0; i < bits.size() * 8; i++)
+        if (rng() % 100 < density) bits[i / 8] |= uint8_t(1u << (i % 8));
+      RangeList expected;
+      for (uint64_t i = 0; i < pages; i++)
+        if (bits[i / 8] & (1u << (i % 8))) {
+          if (!expected.empty() && expected.back().end == base + i * lm::kPageSize) expected.back().end += lm::kPageSize;
+          else expected.push_back({base + i * lm::kPageSize, base + (i + 1) * lm::kPageSize});
+        }
+      EXPECT_EQ(from_page_bitmap(bits, base, pages), expected) << pages << " pages, " << density << "% set";
+    }
+  }
 }
 
 }  // namespace
