@@ -36,6 +36,15 @@ bool NeededPages::contains(uint64_t addr) const {
   return false;
 }
 
+std::optional<PageRange> NeededPages::first_outside(const PageRange& range) const {
+  for (const auto& p : parts_) {
+    if (range.contains(p.start) && p.start + p.pages * kPageSize <= range.end) continue;  // its bits need no look
+    for (const auto& r : dt::from_page_bitmap(p.bits, p.start, p.pages))
+      if (!range.contains(r.start) || r.end > range.end) return r;
+  }
+  return std::nullopt;
+}
+
 dt::RangeList NeededPages::ranges() const {
   dt::RangeList out;
   for (const auto& p : parts_) {
@@ -107,11 +116,9 @@ void PostcopyDestination::stop_link_threads() {
 
 Result<void> PostcopyDestination::prepare() {
   const int memfd = ram_.memfd;
-  const dt::RangeList needed = needed_.ranges();
-  for (const auto& r : needed)
-    if (!ram_.range.contains(r.start) || r.end > ram_.range.end)
-      return Error::msg(strf("post-copy: needed pages [0x%llx,0x%llx) outside the guest RAM",
-                             (unsigned long long)r.start, (unsigned long long)r.end));
+  if (auto r = needed_.first_outside(ram_.range))
+    return Error::msg(strf("post-copy: needed pages [0x%llx,0x%llx) outside the guest RAM",
+                           (unsigned long long)r->start, (unsigned long long)r->end));
   // Where the RAM holds data: pre-copied pages (none in pure post-copy).
   dt::RangeList data;
   for (off_t pos = 0;;) {
@@ -125,7 +132,10 @@ Result<void> PostcopyDestination::prepare() {
     data.push_back({ram_.range.start + uint64_t(at), ram_.range.start + uint64_t(hole)});
     pos = hole;
   }
-  const dt::RangeList stale = dt::intersect(needed, data);
+  // Pure post-copy pre-copied nothing: no page is stale, and the needed
+  // pages' list (~1 ms per 30k runs, inside the downtime) is not made.
+  if (data.empty()) return ok();
+  const dt::RangeList stale = dt::intersect(needed_.ranges(), data);
   present_ = dt::subtract(data, stale);
   if (ram_.minor_registered && ram_.engine_map) {
     // Stale versions stay: their MINOR faults wait for the fresh copy. Only

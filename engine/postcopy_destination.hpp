@@ -41,6 +41,8 @@ class NeededPages {
  public:
   void add(const transport::DirtyBitmapView& v);
   bool contains(uint64_t addr) const;
+  // A run of needed pages not inside `range`, if there is one.
+  std::optional<PageRange> first_outside(const PageRange& range) const;
   uint64_t count() const { return count_; }
   dt::RangeList ranges() const;
 
