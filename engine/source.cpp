@@ -870,7 +870,11 @@ class SourceRun {
     // here) and the tracker's preparation (uffd-wp: its userfaultfd made in
     // the target, which seizes it for a moment) while the handshake below
     // waits on the network; `tracker-probe` is what is left to wait for after it.
-    Background<std::unique_ptr<dt::Tracker>> prober([this, pid]() -> Result<std::unique_ptr<dt::Tracker>> {
+    // Pure post-copy tracks nothing: the process is frozen as soon as the
+    // destination is ready, and what it holds then is read at the freeze.
+    const bool tracks = o_.mode != MigrationMode::postcopy;
+    Background<std::unique_ptr<dt::Tracker>> prober([this, pid, tracks]() -> Result<std::unique_ptr<dt::Tracker>> {
+      if (!tracks) return std::unique_ptr<dt::Tracker>();
       auto tracker = LM_TRY(o_.make_tracker ? o_.make_tracker() : dt::make_tracker(o_.tracker));
       LM_TRY_CTX(tracker->prepare({pid, o_.scope, nullptr}), strf("track pid %d", pid));
       return tracker;
@@ -899,7 +903,7 @@ class SourceRun {
     // handshake, they took the CPU its channels were set up with.
     senders.emplace([this] { return make_sender_parts(); });
     tracker_ = LM_TRY_CTX(prober.wait(), strf("source pid %d", pid));
-    result_.tracker = std::string(tracker_->name());
+    result_.tracker = tracker_ ? std::string(tracker_->name()) : "none";
     lap(parts.tracker_probe);
     // The destination says when its memory is ready for round 0. Its
     // preparation is not the source's setup (QEMU's destination is prepared
@@ -935,12 +939,14 @@ class SourceRun {
   }
 
   // Its populated pages are round 0; mappings that changed since the
-  // handshake are announced before any page of it. Unless no round 0 follows
-  // (pure post-copy), a tracker that protects in chunks (uffd-wp) only
-  // registers here: send_round_zero() protects.
+  // handshake are announced before any page of it. A tracker that protects
+  // in chunks (uffd-wp) only registers here: send_round_zero() protects.
+  // Without a tracker (pure post-copy) the freeze reads what to send.
   Result<void> start_tracker(const dt::MappingList& announced) {
-    const uint64_t chunk = o_.mode == MigrationMode::postcopy ? 0 : o_.protect_chunk_bytes;
-    auto info = LM_TRY_CTX(tracker_->start({pid(), o_.scope, nullptr, chunk}), strf("track pid %d", pid()));
+    announced_ = announced;
+    if (!tracker_) return ok();
+    auto info = LM_TRY_CTX(tracker_->start({pid(), o_.scope, nullptr, o_.protect_chunk_bytes}),
+                           strf("track pid %d", pid()));
     tracker_running_ = true;
     last_collect_ns_ = now_ns();
     pending_ = info.populated;
@@ -1176,18 +1182,22 @@ class SourceRun {
     result_.stop_reason = stop_ ? std::string(stop_reason_name(*stop_)) : "postcopy";
     LM_TRY(process_->unthrottle());
     if (o_.before_freeze) o_.before_freeze();
+    // Untracked (pure post-copy): the walk of the freeze below, done once
+    // while the process runs, finds the page tables and its memory warm
+    // (final collect 4.3 -> 3.3 ms, 1 GiB guest). Its errors are the real one's.
+    if (!tracker_) (void)read_populated();
     downtime_urgent_.emplace();  // until the destination runs the VM
     freeze_ns_ = now_ns();
     LM_TRY(process_->freeze());
     frozen_ns_ = now_ns();
+    if (!tracker_) return freeze_untracked();
     auto final_dirty = LM_TRY(tracker_->collect_final());
     if (!final_dirty.changes.empty()) LM_TRY(announce_mappings(final_dirty.mappings));
     collected_ns_ = now_ns();
     timeline_.dirtied(final_dirty.dirty_pages + held_pages_, last_collect_ns_, frozen_ns_);
     final_mappings_ = final_dirty.mappings;
     // What the previous collect found (the loop stopped before sending it)
-    // together with what was dirtied since. Pure post-copy: `pending_` is
-    // still what was populated when tracking began.
+    // together with what was dirtied since.
     pending_ = dt::unite(pending_, dt::unite(final_dirty.dirty, final_dirty.held));
     if (o_.mode != MigrationMode::precopy) return stay_stopped_from_commit();
 
@@ -1204,6 +1214,22 @@ class SourceRun {
     // here, and the frozen source needs nothing of it meanwhile (the
     // userfaultfd is the engine's only: it goes with the engine).
     return stay_stopped_from_commit();
+  }
+
+  // Pure post-copy, frozen: every page holding data now is sent, in the
+  // mappings of now (one walk of the page tables, as a final collect's).
+  Result<SourcePhase> freeze_untracked() {
+    auto [now, populated] = LM_TRY(read_populated());
+    if (!same_layout(now, announced_)) LM_TRY(announce_mappings(now));
+    pending_ = std::move(populated);
+    collected_ns_ = now_ns();
+    final_mappings_ = std::move(now);
+    return stay_stopped_from_commit();
+  }
+  Result<std::pair<dt::MappingList, dt::RangeList>> read_populated() {
+    dt::MappingList now = LM_TRY_CTX(process_->mappings(o_.scope), strf("source pid %d", pid()));
+    dt::RangeList populated = LM_TRY_CTX(process_->populated(now), strf("source pid %d", pid()));
+    return std::pair{std::move(now), std::move(populated)};
   }
 
   // From the commit on the destination may run the VM: the source must not
@@ -1287,7 +1313,7 @@ class SourceRun {
     record_downtime(pc.resumed_ns);
     result_.postcopy_complete_ms = pc.complete_after_ms;
     dest_digests_ = std::move(pc.digests);
-    LM_TRY(stop_tracker_checked());
+    if (tracker_running_) LM_TRY(stop_tracker_checked());
     return SourcePhase::verify;
   }
 
@@ -1439,6 +1465,7 @@ class SourceRun {
   std::unique_ptr<BulkSender> sender_;
 
   uint32_t generation_ = 0;       // of the announced mapping table
+  dt::MappingList announced_;     // the mappings announced when tracking began (or would have)
   dt::RangeList pending_;         // pages the next round (or post-copy) sends
   dt::RangeList last_dirty_;      // what the previous collect found dirty
   uint64_t held_pages_ = 0;       // left writable by the tracker, sent after the freeze
