@@ -1,5 +1,5 @@
 """Pieces shared by the tests that boot Debian's kernel under QEMU (TCG
-without /dev/kvm): the kernel unpacked from its .deb (never installed), a
+unless a guest boots on /dev/kvm): the kernel unpacked from its .deb (never installed), a
 memory cgroup bounding QEMU, children that die with the script. Used by
 tests/perf/bench_qemu_baseline.py and tests/vm/."""
 import ctypes, glob, os, re, signal, subprocess, time
@@ -136,3 +136,27 @@ class Procs:
             except subprocess.TimeoutExpired:
                 log("warning: pid %d did not exit" % p.pid)
         self.live = []
+
+
+def choose_accel(procs, qemu, kernel, seconds=20):
+    """("kvm" or "tcg", why): KVM when /dev/kvm is there and a guest kernel
+    prints on its serial console within `seconds` on it, else TCG. A nested
+    /dev/kvm may open and create VMs yet run a guest that never prints."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg", "no usable /dev/kvm"
+    probe = procs.start([qemu, "-accel", "kvm", "-m", "256M", "-smp", "1", "-nodefaults", "-no-user-config",
+                         "-display", "none", "-vga", "none", "-serial", "stdio", "-no-reboot",
+                         "-kernel", kernel, "-append", "console=ttyS0 panic=-1"], subprocess.PIPE)
+    try:
+        os.set_blocking(probe.stdout.fileno(), False)
+        deadline = time.monotonic() + seconds
+        seen = b""
+        while time.monotonic() < deadline and probe.poll() is None:
+            seen += probe.stdout.read(4096) or b""
+            if b"Linux version" in seen:
+                return "kvm", "a guest kernel booted on /dev/kvm"
+            time.sleep(0.1)
+        return "tcg", "/dev/kvm is there, but a guest kernel printed nothing on it within %d s" % seconds
+    finally:
+        probe.kill()
+        probe.wait()

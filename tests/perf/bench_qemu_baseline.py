@@ -13,7 +13,7 @@ Scenarios (--scenarios, comma-separated):
   write  a writer rewriting random 4 KiB pages over the RAM at full speed:
          pre-copy and post-copy on both sides.
 
-QEMU comes from Debian (qemu-system-x86), runs TCG unless /dev/kvm exists,
+QEMU comes from Debian (qemu-system-x86), runs TCG unless a guest boots on /dev/kvm,
 with Debian's cloud kernel (downloaded with `apt-get download`, unpacked into
 the cache directory, never installed) and an initramfs built here: busybox,
 an /init and qemu_guest_fill.c compiled with gcc -static. The guest prints
@@ -26,7 +26,7 @@ import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
 from bench_util import med, migrate, write_doc  # noqa: E402
-from qemu_vm import SKIP, Cgroup, Procs, Skip, guest_kernel, log, pack_initramfs, sh  # noqa: E402
+from qemu_vm import SKIP, Cgroup, Procs, Skip, choose_accel, guest_kernel, log, pack_initramfs, sh  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -158,8 +158,7 @@ def qemu_run(env, mode, fill, fill_mib, tag):
     compression (None or 'zstd'), postcopy (bool), tls (bool: TLS with a PSK)."""
     work = env.tmp
     ram_mib = guest_mib(fill_mib)
-    accel = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
-    base = [env.qemu, "-accel", accel, "-m", "%dM" % ram_mib, "-smp", "1", "-nodefaults", "-no-user-config",
+    base = [env.qemu, "-accel", env.accel, "-m", "%dM" % ram_mib, "-smp", "1", "-nodefaults", "-no-user-config",
             "-display", "none", "-vga", "none", "-kernel", env.kernel, "-initrd", env.initrd,
             "-append", "console=ttyS0 quiet panic=0 lm.mode=%s lm.mib=%d" % (fill, fill_mib)]
     paths = {side: (os.path.join(work, "%s-%s.qmp" % (tag, side)), os.path.join(work, "%s-%s.serial" % (tag, side)))
@@ -500,7 +499,8 @@ def main():
             log("SKIP: cannot set the QEMU guest up: %s" % e)
             return SKIP
         env.procs = Procs(cgroup)
-        accel = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
+        accel, why = choose_accel(env.procs, env.qemu, env.kernel)
+        env.accel = accel
         qemu_version = sh([env.qemu, "--version"], 30).splitlines()[0]
         doc = {"schema": "livemig.bench.qemu-baseline/1", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                "repeat": env.repeat, "qemu": qemu_version, "accel": accel, "kernel": os.path.basename(env.kernel),
@@ -519,8 +519,9 @@ def main():
                    " %d GiB/s" % (DOWNTIME_LIMIT_MS, MAX_BANDWIDTH >> 30),
                    "QEMU post-copy: migrate-start-postcopy right after migrate (livemig's post-copy freezes at once)",
                ]}
-        log("QEMU baseline: %s, %s, kernel %s; load %.2f %.2f %.2f" % (
-            qemu_version, accel, os.path.basename(env.kernel), *doc["load-before"]))
+        doc["accel-reason"] = why
+        log("QEMU baseline: %s, %s (%s), kernel %s; load %.2f %.2f %.2f" % (
+            qemu_version, accel, why, os.path.basename(env.kernel), *doc["load-before"]))
         for name in chosen:
             sc = all_sc[name]
             log("scenario %s: %s" % (name, sc["what"]))

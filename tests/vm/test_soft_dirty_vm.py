@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """soft-dirty proven on a kernel that has it (issue 15): boots Debian's stock
-cloud kernel with CONFIG_MEM_SOFT_DIRTY=y under QEMU (TCG without /dev/kvm),
+cloud kernel with CONFIG_MEM_SOFT_DIRTY=y under QEMU (TCG unless a guest boots on /dev/kvm),
 from an initramfs holding busybox, the dirtytrack test binaries, dt_target,
 livemig-guest and livemig with the shared libraries ldd names. Inside the VM:
 `livemig check --json` must call soft-dirty available, and the tracker tests
@@ -22,7 +22,7 @@ with the reason when it cannot run here.
 import argparse, json, os, re, shutil, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
-from qemu_vm import SKIP, Cgroup, Procs, Skip, guest_kernel, log, pack_initramfs, sh  # noqa: E402
+from qemu_vm import SKIP, Cgroup, Procs, Skip, choose_accel, guest_kernel, log, pack_initramfs, sh  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "livemig-vm")
@@ -152,7 +152,8 @@ def run_vm(kernel, image, serial, timeout_s, bench):
     cgroup = Cgroup((VM_MIB + 512) << 20)
     procs = Procs(cgroup)
     try:
-        accel = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
+        accel, why = choose_accel(procs, "qemu-system-x86_64", kernel)
+        log("accel %s: %s" % (accel, why))
         cmd = ["qemu-system-x86_64", "-accel", accel, "-m", "%dM" % VM_MIB, "-smp", "2", "-cpu", "max",
                "-nographic", "-no-reboot", "-nodefaults", "-serial", "file:" + serial,
                "-kernel", kernel, "-initrd", image,
@@ -169,7 +170,7 @@ def run_vm(kernel, image, serial, timeout_s, bench):
         procs.kill_all()
         cgroup.close()
     with open(serial, errors="replace") as f:
-        return f.read()
+        return f.read(), accel
 
 
 def main():
@@ -208,7 +209,7 @@ def main():
     try:
         image = initramfs(work, binaries, [(os.path.join(HERE, "guest-rate.toml"), "/etc/guest-rate.toml")])
         t0, load_before = time.monotonic(), os.getloadavg()
-        out = run_vm(kernel, image, os.path.join(work, "serial.log"),
+        out, accel = run_vm(kernel, image, os.path.join(work, "serial.log"),
                      args.timeout or (900 if args.bench else 600), args.bench)
         load = {"before": load_before, "after": os.getloadavg()}
         log("VM ran %.0f s, host load average %s before, %s after"
@@ -216,7 +217,7 @@ def main():
         print(out)
         rc = check(out)
         if args.bench:  # written whatever the checks said: the figures stand on their own
-            rc = bench_figures(out, args.bench, os.path.basename(kernel), load) or rc
+            rc = bench_figures(out, args.bench, os.path.basename(kernel), load, accel) or rc
         return rc
     except Skip as e:
         print("SKIP:", e)
@@ -228,7 +229,7 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
 
 
-def bench_figures(out, path, kernel, load):
+def bench_figures(out, path, kernel, load, accel):
     """The VM's figures into `path`:
     - collect: per tracker, RAM size and dirty percent, wall (the collect
       alone, manual time) and CPU (the benchmark process per iteration: the
@@ -272,7 +273,7 @@ def bench_figures(out, path, kernel, load):
         before, during = w.get("rate-before"), w.get("rate-during")
         rates.setdefault(t, []).append({"run": int(i), "rate-before": before, "rate-during": during,
                                         "during/before": during / before if before and during is not None else None})
-    result = {"kernel": kernel, "accel": "kvm" if os.access("/dev/kvm", os.R_OK) else "tcg",
+    result = {"kernel": kernel, "accel": accel,
               "median_of": 3, "iterations": 20, "keys": "tracker, RAM MiB, dirty percent of the RAM",
               "collect": rows, "slope_us_per_gib": slope, "soft_dirty_over_uffd_wp": ratio,
               "guest_rate": rates, "host_loadavg": load}
