@@ -20,6 +20,13 @@ namespace {
 // pre-copies overlap and no destination is still being prepared when a
 // serial-correlated VM 1 freezes; then a serial-correlated VM 2..m until
 // the group gives it its turn or stops.
+// How often a VM waiting for its turn tells its destination it is alive
+// (its mappings announced again: a read of its maps and a small message per
+// channel). The destination's timeout is its own, unknown here: 1 s left a
+// destination with --timeout-ms 1500 (the group CLI tests') half a second,
+// and one such wait timed out under ASan with two tests at a time.
+constexpr transport::Timeout kKeepAliveEvery{250};
+
 class StartLine {
  public:
   explicit StartLine(size_t vms) : waiting_for_(vms), turns_(vms, Turn::wait) {}
@@ -132,7 +139,7 @@ class GroupRun {
     bool arrived = false;
     if (start_line_)
       vm.source.before_tracking = [this, i, &f, &arrived, stop,
-                                   every = std::min(vm.source.timeout / 3, transport::Timeout(1000))](
+                                   every = std::min(vm.source.timeout / 3, kKeepAliveEvery)](
                                       const std::function<Result<void>()>& keep_alive) -> Result<void> {
         f.ready_ms = now_ms();
         arrived = true;
