@@ -270,7 +270,11 @@ TEST_F(RunOverRig, SmallMigrationAtOneGbitCompletesVerifiedAndLeavesNothing) {
   EXPECT_EQ(doc["rig"].value("resumed-guest-in-dst-netns", false), true);
   // At most the link's rate (+25%): the shaper, not loopback, carried it.
   // Round 0 is the pass over all 64 MiB of random pages (prefilled), which
-  // takes >= 0.54 s at 1 Gbit/s; ram.mbps averages over total-time.
+  // takes >= 0.54 s at 1 Gbit/s; ram.mbps averages over total-time. Round
+  // 0 ends when its last bytes are written into the sockets, ~14 MB of them
+  // still in socket buffers then (its rate read 1216-1266 Mbit/s here, at
+  // 707a63d and after), so its bound is 1.5x the link's: loopback carries
+  // 5x and more.
   const double mbps = doc["ram"].value("mbps", 0.0);
   ASSERT_TRUE(doc["rounds"].is_array() && !doc["rounds"].empty()) << doc.dump();
   const auto& r0 = doc["rounds"][0];
@@ -278,7 +282,7 @@ TEST_F(RunOverRig, SmallMigrationAtOneGbitCompletesVerifiedAndLeavesNothing) {
   const double r0_mbps = r0.value("bytes", 0.0) * 8 / 1e6 / (r0.value("duration", 0.0) * 1e-3);
   EXPECT_GT(mbps, 0.0);
   EXPECT_LE(mbps, 1250.0) << out.out;
-  EXPECT_LE(r0_mbps, 1250.0) << out.out;
+  EXPECT_LE(r0_mbps, 1500.0) << out.out;
   EXPECT_GE(r0.value("duration", 0.0), 0.75 * 64 * 1048576 * 8 / 1e9 * 1e3) << out.out;
   std::printf("over a 1gbit rig: round 0 %.0f Mbit/s, ram.mbps %.0f, total-time %.0f ms\n", r0_mbps, mbps,
               doc.value("total-time", 0.0));
