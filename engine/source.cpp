@@ -60,10 +60,12 @@ Result<transport::MappingTable> mapping_table(const dt::MappingList& mappings, u
 }
 
 // Same addresses and protections: the table the peer holds still describes them.
-bool same_layout(const dt::MappingList& a, const dt::MappingList& b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const dt::Mapping& x, const dt::Mapping& y) {
-    return x.start == y.start && x.end == y.end && mapping_prot(x) == mapping_prot(y);
-  });
+bool same_layout(const dt::MappingList& mappings, const transport::MappingTable& held) {
+  const auto& e = held.entries();
+  return std::equal(mappings.begin(), mappings.end(), e.begin(), e.end(),
+                    [](const dt::Mapping& x, const transport::MappingEntry& y) {
+                      return x.start == y.start && x.end == y.end && mapping_prot(x) == y.prot;
+                    });
 }
 
 // Splits ranges at stripe boundaries and deals the pieces to `threads` lists.
@@ -879,7 +881,7 @@ class SourceRun {
       LM_TRY_CTX(tracker->prepare({pid, o_.scope, nullptr}), strf("track pid %d", pid));
       return tracker;
     });
-    dt::MappingList announced = LM_TRY_CTX(process_->mappings(o_.scope), strf("source pid %d", pid));
+    const dt::MappingList announced = LM_TRY_CTX(process_->mappings(o_.scope), strf("source pid %d", pid));
     lap(parts.mappings);
     auto table = LM_TRY(mapping_table(announced, generation_));
     result_.ram_total = table.total_bytes();
@@ -915,15 +917,14 @@ class SourceRun {
     if (o_.before_tracking) {
       const double held_from_ms = total_.elapsed_ms();
       LM_TRY(o_.before_tracking([&]() -> Result<void> {
-        announced = LM_TRY_CTX(process_->mappings(o_.scope), strf("source pid %d", pid));
-        return announce_mappings(announced);
+        return announce_mappings(LM_TRY_CTX(process_->mappings(o_.scope), strf("source pid %d", pid)));
       }));
       result_.group_wait_ms = total_.elapsed_ms() - held_from_ms;
     }
     lap_ns = now_ns();  // the waits are not setup
     result_.population_ms = double(ready.population_ns) * 1e-6;
     result_.destination_ram = ready.memory;
-    LM_TRY(start_tracker(announced));
+    LM_TRY(start_tracker());
     lap(parts.tracker_start);
     SenderParts made = LM_TRY_CTX(senders->wait(), strf("source pid %d", pid));
     workers_ = std::move(made.workers);
@@ -942,15 +943,14 @@ class SourceRun {
   // handshake are announced before any page of it. A tracker that protects
   // in chunks (uffd-wp) only registers here: send_round_zero() protects.
   // Without a tracker (pure post-copy) the freeze reads what to send.
-  Result<void> start_tracker(const dt::MappingList& announced) {
-    announced_ = announced;
+  Result<void> start_tracker() {
     if (!tracker_) return ok();
     auto info = LM_TRY_CTX(tracker_->start({pid(), o_.scope, nullptr, o_.protect_chunk_bytes}),
                            strf("track pid %d", pid()));
     tracker_running_ = true;
     last_collect_ns_ = now_ns();
     pending_ = info.populated;
-    if (!same_layout(info.mappings, announced)) LM_TRY(announce_mappings(info.mappings));
+    if (!same_layout(info.mappings, session_->mappings())) LM_TRY(announce_mappings(info.mappings));
     return ok();
   }
 
@@ -1220,7 +1220,7 @@ class SourceRun {
   // mappings of now (one walk of the page tables, as a final collect's).
   Result<SourcePhase> freeze_untracked() {
     auto [now, populated] = LM_TRY(read_populated());
-    if (!same_layout(now, announced_)) LM_TRY(announce_mappings(now));
+    if (!same_layout(now, session_->mappings())) LM_TRY(announce_mappings(now));
     pending_ = std::move(populated);
     collected_ns_ = now_ns();
     final_mappings_ = std::move(now);
@@ -1465,7 +1465,6 @@ class SourceRun {
   std::unique_ptr<BulkSender> sender_;
 
   uint32_t generation_ = 0;       // of the announced mapping table
-  dt::MappingList announced_;     // the mappings announced when tracking began (or would have)
   dt::RangeList pending_;         // pages the next round (or post-copy) sends
   dt::RangeList last_dirty_;      // what the previous collect found dirty
   uint64_t held_pages_ = 0;       // left writable by the tracker, sent after the freeze

@@ -32,6 +32,7 @@ struct SchedAttr {
 inline constexpr uint64_t kSchedResetOnFork = 1;  // SCHED_FLAG_RESET_ON_FORK
 inline constexpr uint64_t kUrgentSliceNs = 100'000;  // the kernel's shortest
 
+inline bool get_this_thread_sched(SchedAttr& a) { return syscall(SYS_sched_getattr, 0, &a, sizeof a, 0) == 0; }
 inline bool set_this_thread_sched(SchedAttr a) {
   a.size = sizeof a;
   return syscall(SYS_sched_setattr, 0, &a, 0) == 0;
@@ -57,7 +58,7 @@ inline bool make_this_thread_urgent() {
 class UrgentScope {
  public:
   UrgentScope() {
-    restore_ = syscall(SYS_sched_getattr, 0, &before_, sizeof before_, 0) == 0 && make_this_thread_urgent();
+    restore_ = get_this_thread_sched(before_) && make_this_thread_urgent();
   }
   ~UrgentScope() {
     if (restore_) (void)set_this_thread_sched(before_);

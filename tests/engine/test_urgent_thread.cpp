@@ -18,7 +18,7 @@ struct Sched {
 };
 Sched this_thread_sched() {
   SchedAttr a;
-  if (syscall(SYS_sched_getattr, 0, &a, sizeof a, 0) != 0) return {};
+  if (!get_this_thread_sched(a)) return {};
   return {int(a.policy), a.nice};
 }
 bool urgent(const Sched& s) { return s.policy == SCHED_FIFO || (s.policy == SCHED_OTHER && s.nice == -20); }
@@ -33,7 +33,9 @@ TEST(UrgentThread, UrgentThreadsStartNormalOnes) {
   }).join();
   if (!made) GTEST_SKIP() << "this host refuses SCHED_FIFO and nice -20 (no CAP_SYS_NICE)";
   EXPECT_TRUE(urgent(in_urgent)) << "policy " << in_urgent.policy << " nice " << in_urgent.nice;
-  if (geteuid() == 0) EXPECT_EQ(in_urgent.policy, SCHED_FIFO) << "root may run real-time threads";
+  if (geteuid() == 0) {
+    EXPECT_EQ(in_urgent.policy, SCHED_FIFO) << "root may run real-time threads";
+  }
   EXPECT_EQ(in_child.policy, SCHED_OTHER);
   EXPECT_EQ(in_child.nice, 0) << "a thread started by an urgent one must not inherit it";
 }
