@@ -20,7 +20,7 @@ Result<Mappings> Wire<Mappings>::decode(const Message& m, const Inbound&) {
 }
 
 void Wire<PageBatch>::encode(OutMessage& m, uint16_t version, const PageBatch& msg) {
-  transport::encode_page_batch(m, version, msg.round, msg.entries, msg.payload);
+  transport::encode_page_batch(m, version, msg.round, msg.entries, msg.payload, msg.payload_check);
 }
 Result<PageBatch> Wire<PageBatch>::decode(const Message& m, const Inbound& in) {
   auto v = LM_TRY(transport::decode_page_batch(m, *in.table, in.codecs));

@@ -43,6 +43,7 @@ struct PageBatch {  // the compressor's batch as it is; sent without a copy
   uint64_t round = 0;
   std::span<const PageEntry> entries;
   std::span<const std::byte> payload;
+  transport::PayloadCheck payload_check = transport::PayloadCheck::checksum;  // sending only
 };
 struct PageReply {  // as PageBatch; request_id 0: pushed, not requested
   uint64_t request_id = 0;

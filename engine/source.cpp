@@ -313,8 +313,8 @@ class BulkSender {
 
   BulkSender(const SourceProcess& process, Session& session,
              std::vector<std::unique_ptr<compress::Compressor>>& workers, Buffers buffers, unsigned batch_pages,
-             transport::Timeout timeout, uint64_t fault_corrupt_batch, bool raw_passthrough, const Cancel* cancel,
-             LinkShare::Member* link_share)
+             transport::Timeout timeout, uint64_t fault_corrupt_batch, bool raw_passthrough,
+             transport::PayloadCheck payload_check, const Cancel* cancel, LinkShare::Member* link_share)
       : process_(process),
         session_(session),
         workers_(workers),
@@ -322,6 +322,7 @@ class BulkSender {
         timeout_(timeout),
         fault_corrupt_batch_(fault_corrupt_batch),
         raw_passthrough_(raw_passthrough),
+        payload_check_(payload_check),
         cancel_(cancel),
         test_send_slowdown_(test_send_slowdown_from_env()),
         link_share_(link_share),
@@ -464,7 +465,7 @@ class BulkSender {
         LM_TRY(read_batch(batch, count, s, totals));
         if (s.addrs.empty()) continue;
         std::span<std::byte> payload = LM_TRY(payload_of(s, count, round, compressor, totals));
-        peer.encode(s.message, PageBatch{round, s.batch.entries, payload});
+        peer.encode(s.message, PageBatch{round, s.batch.entries, payload, payload_check_});
         if (fault_corrupt_batch_ && ++batches_encoded_ == fault_corrupt_batch_ && !payload.empty())
           payload[payload.size() / 2] ^= std::byte{0x40};
         if (link_share_) LM_TRY(link_share_->acquire(s.message.size(), s.addrs.size(), cancel_));
@@ -682,6 +683,7 @@ class BulkSender {
   transport::Timeout timeout_;
   uint64_t fault_corrupt_batch_;
   bool raw_passthrough_;
+  transport::PayloadCheck payload_check_;
   const Cancel* cancel_;  // may be null
   double test_send_slowdown_;  // test only: LIVEMIG_TEST_SEND_SLOWDOWN_PCT / 100
   LinkShare::Member* link_share_;  // may be null: the link is this migration's alone
@@ -829,6 +831,13 @@ class SourceRun {
   }
 
   const Cancel* cancel() const { return o_.cancel.get(); }
+  // A pre-copy page is checked where a mismatch still rolls back: by the
+  // destination's digests, compared before the source is released. Post-copy
+  // and hybrid commit first, so each message checks its own payload there.
+  transport::PayloadCheck payload_check() const {
+    return o_.mode == MigrationMode::precopy && o_.verify ? transport::PayloadCheck::digest
+                                                          : transport::PayloadCheck::checksum;
+  }
   pid_t pid() const { return process_ ? process_->pid() : o_.pid; }
   Result<void> check_cancel() const {
     if (cancel() && cancel()->requested()) return cancel()->error();
@@ -931,7 +940,7 @@ class SourceRun {
     threads_ = unsigned(workers_.size());
     sender_ = std::make_unique<BulkSender>(*process_, *session_, workers_, std::move(made.buffers), o_.batch_pages,
                                            o_.timeout, o_.fault_corrupt_batch, sends_raw(workers_.front()->policy()),
-                                           cancel(), o_.link_share.get());
+                                           payload_check(), cancel(), o_.link_share.get());
     lap(parts.senders);
     result_.setup_time_ms = total_.elapsed_ms() - prepare_ms_ - result_.group_wait_ms;
     parts.other = std::max(0.0, result_.setup_time_ms - (parts.attach + parts.tracker_probe + parts.mappings +

@@ -112,7 +112,8 @@ struct SourceOptions {
   transport::SessionConfig session;
   transport::Timeout timeout{kDefaultPeerTimeout};  // any single wait for the peer
   // Fault injection (tests): flip one payload byte of the N-th page batch
-  // (1-based) after its checksum was computed; 0 = off.
+  // (1-based) after it was encoded; 0 = off. The destination's checksum
+  // finds it, or in a verified pre-copy its digests do.
   uint64_t fault_corrupt_batch = 0;
   // Fault injection (tests): the senders' preparation (compressors and
   // buffers, made beside the handshake and waited for at the end of setup)

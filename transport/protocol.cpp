@@ -102,7 +102,7 @@ MsgType OutMessage::type() const {
 }
 
 void OutMessage::build(MsgType type, uint16_t version, const void* body, size_t body_bytes,
-                       std::initializer_list<ConstBuffer> extra) {
+                       std::initializer_list<ConstBuffer> extra, size_t unchecked) {
   // Callers only pass the fixed bodies declared in protocol.hpp, all small.
   size_t head_bytes = sizeof(MsgHeader) + body_bytes;
   if (head_bytes > kHeadCapacity || extra.size() + 1 > kMaxPieces) __builtin_trap();
@@ -119,10 +119,22 @@ void OutMessage::build(MsgType type, uint16_t version, const void* body, size_t 
   h.version = version;
   h.type = uint8_t(type);
   h.length = uint32_t(total);
+  if (version < 4 || unchecked > total - head_bytes) unchecked = 0;
+  h.unchecked = uint32_t(unchecked);
   h.checksum = 0;
   std::memcpy(head_.data(), &h, sizeof h);
   if (body_bytes) std::memcpy(head_.data() + sizeof h, body, body_bytes);
-  h.checksum = checksum64(pieces());
+  // The checked pieces: all of them, the last ones cut short by `unchecked`.
+  std::array<ConstBuffer, kMaxPieces> checked = pieces_;
+  size_t n = npieces_;
+  for (size_t left = unchecked; left > 0 && n > 0;) {
+    ConstBuffer& last = checked[n - 1];
+    const size_t cut = std::min(left, last.size);
+    last.size -= cut;
+    left -= cut;
+    if (last.size == 0) n--;
+  }
+  h.checksum = checksum64({checked.data(), n});
   std::memcpy(head_.data(), &h, sizeof h);
 }
 
@@ -142,17 +154,19 @@ void encode_mappings(OutMessage& m, uint16_t version, const MappingTable& table)
 }
 
 static void encode_batch(OutMessage& m, MsgType type, uint16_t version, uint64_t id,
-                         std::span<const PageEntry> entries, std::span<const std::byte> payload) {
+                         std::span<const PageEntry> entries, std::span<const std::byte> payload,
+                         PayloadCheck check) {
   PageBatchBody b{id, uint32_t(entries.size()), 0, payload.size()};
-  m.build(type, version, &b, sizeof b, {{entries.data(), entries.size_bytes()}, {payload.data(), payload.size()}});
+  m.build(type, version, &b, sizeof b, {{entries.data(), entries.size_bytes()}, {payload.data(), payload.size()}},
+          check == PayloadCheck::digest ? payload.size() : 0);
 }
 void encode_page_batch(OutMessage& m, uint16_t version, uint64_t round, std::span<const PageEntry> entries,
-                       std::span<const std::byte> payload) {
-  encode_batch(m, MsgType::page_batch, version, round, entries, payload);
+                       std::span<const std::byte> payload, PayloadCheck check) {
+  encode_batch(m, MsgType::page_batch, version, round, entries, payload, check);
 }
 void encode_page_reply(OutMessage& m, uint16_t version, uint64_t request_id, std::span<const PageEntry> entries,
                        std::span<const std::byte> payload) {
-  encode_batch(m, MsgType::page_reply, version, request_id, entries, payload);
+  encode_batch(m, MsgType::page_reply, version, request_id, entries, payload, PayloadCheck::checksum);
 }
 void encode_round_end(OutMessage& m, uint16_t version, const RoundEndBody& body) {
   m.build(MsgType::round_end, version, &body, sizeof body);
@@ -208,12 +222,17 @@ Result<Message> parse_message(std::span<const std::byte> bytes, std::string_view
   if (h.magic != kMsgMagic) return fail(strf("bad message magic 0x%08x", h.magic));
   if (h.length != bytes.size())
     return fail(strf("message length field %u does not match the %zu bytes received", h.length, bytes.size()));
-  // Checksum first: a flipped byte anywhere is reported as what it is.
+  // Before version 4 the field is reserved, and checked like the rest.
+  const size_t unchecked = h.version >= 4 ? h.unchecked : 0;
+  if (unchecked > bytes.size() - sizeof h)
+    return fail(strf("corrupt header: the checksum would leave out %zu bytes of a %zu-byte message", unchecked,
+                     bytes.size()));
+  // Checksum first: a flipped byte anywhere checked is reported as what it is.
   uint64_t want = h.checksum;
   MsgHeader zeroed = h;
   zeroed.checksum = 0;
   ConstBuffer pieces[2] = {{&zeroed, sizeof zeroed},
-                           {bytes.data() + sizeof h, bytes.size() - sizeof h}};
+                           {bytes.data() + sizeof h, bytes.size() - sizeof h - unchecked}};
   uint64_t got = checksum64(pieces);
   if (got != want)
     return fail(strf("checksum mismatch on %zu-byte message (type %u): header says %016llx, computed %016llx",

@@ -1,8 +1,9 @@
 // livemig wire protocol: every message is one Channel message laid out as
 //   MsgHeader | type-specific fixed body | variable arrays...
 // All integers little-endian (x86_64 native; static_asserts pin the layout).
-// MsgHeader.checksum is XXH3-64 over the whole message with the checksum
-// field zeroed. Every length, count and page address is validated before
+// MsgHeader.checksum is XXH3-64 over the message with the checksum field
+// zeroed, all of it but a page batch's payload when the end-to-end digest
+// checks that instead (MsgHeader.unchecked, version 4). Every length, count and page address is validated before
 // use; page addresses must lie in the MappingTable announced at handshake.
 // See docs/protocol.md for the sequence diagrams.
 #pragma once
@@ -29,8 +30,10 @@ inline constexpr uint32_t kMsgMagic = 0x57494d4c;  // "LMIW"
 // whole transcript (AuthBody of 32 bytes, both ways). Older peers are refused
 // at negotiation: their keyed XXH3 proof is not a MAC, and falling back to it
 // would be a downgrade.
+// Version 4: MsgHeader.unchecked, the trailing bytes the checksum leaves out
+// (0 in version 3: every byte checked).
 inline constexpr uint16_t kProtocolVersionMin = 3;
-inline constexpr uint16_t kProtocolVersionMax = 3;
+inline constexpr uint16_t kProtocolVersionMax = 4;
 
 enum class MsgType : uint8_t {
   hello = 1,         // HelloBody: versions, page size, features, codecs, session, role
@@ -57,9 +60,9 @@ struct MsgHeader {
   uint16_t version;  // negotiated version (hello: the sender's highest)
   uint8_t type;      // MsgType
   uint8_t flags;     // reserved, 0
-  uint32_t length;   // whole message, header included
-  uint32_t reserved;
-  uint64_t checksum;  // XXH3-64 of the message with this field zero
+  uint32_t length;     // whole message, header included
+  uint32_t unchecked;  // version >= 4: trailing bytes the checksum leaves out; else 0
+  uint64_t checksum;   // XXH3-64 of the first length - unchecked bytes, this field zero
 };
 static_assert(sizeof(MsgHeader) == 24);
 static_assert(std::is_trivially_copyable_v<MsgHeader>);
@@ -256,8 +259,9 @@ class OutMessage {
   MsgType type() const;
 
   // Starts a message: header + fixed body copied inline, then `extra` pieces.
+  // The checksum leaves out the last `unchecked` bytes (version >= 4 only).
   void build(MsgType type, uint16_t version, const void* body, size_t body_bytes,
-             std::initializer_list<ConstBuffer> extra = {});
+             std::initializer_list<ConstBuffer> extra = {}, size_t unchecked = 0);
 
  private:
   alignas(8) std::array<std::byte, kHeadCapacity> head_{};
@@ -269,10 +273,16 @@ void encode_hello(OutMessage& m, const HelloBody& hello);
 void encode_auth(OutMessage& m, uint16_t version, const AuthBody& auth);
 void encode_accept(OutMessage& m, uint16_t version, const AcceptBody& accept);
 void encode_mappings(OutMessage& m, uint16_t version, const MappingTable& table);
+// Who checks a page batch's payload: the message checksum, or (version >= 4)
+// the end-to-end digest the destination's pages are verified against before
+// the source is released; the checksum then covers header, body and entries.
+// Hashing the payload on both sides cost ~2/3 of all hashing in a migration.
+enum class PayloadCheck : uint8_t { checksum, digest };
+
 // entries and payload are sent as separate pieces, not copied: the compressor's
 // batch goes to the wire as it is.
 void encode_page_batch(OutMessage& m, uint16_t version, uint64_t round, std::span<const PageEntry> entries,
-                       std::span<const std::byte> payload);
+                       std::span<const std::byte> payload, PayloadCheck check = PayloadCheck::checksum);
 void encode_page_reply(OutMessage& m, uint16_t version, uint64_t request_id, std::span<const PageEntry> entries,
                        std::span<const std::byte> payload);
 void encode_round_end(OutMessage& m, uint16_t version, const RoundEndBody& body);
@@ -298,7 +308,8 @@ struct Message {
   std::span<const std::byte> body;  // after MsgHeader
 };
 
-// Verifies magic, length, type and checksum. Errors name `channel_name`.
+// Verifies magic, length, the unchecked tail, type and checksum. Errors name
+// `channel_name`.
 Result<Message> parse_message(std::span<const std::byte> bytes, std::string_view channel_name);
 
 // recv() + parse_message(); a clean close of the channel is an error here

@@ -289,7 +289,7 @@ enum class Failure {
   tracker_stop,
   stop_on_release,  // queuing the stop that prevents a split brain
   unthrottle,
-  corrupt_batch,    // SourceOptions::fault_corrupt_batch: the destination's checksum
+  corrupt_batch,    // SourceOptions::fault_corrupt_batch: a payload byte, found by the digests
   cancel,           // SourceOptions::cancel
   destination,      // the destination cancelled (setup: no listener)
   link,             // every channel of the session reset
@@ -445,7 +445,7 @@ const Case kCases[] = {
     {P::precopy, F::tracker_protect, "injected: tracker protect", P::precopy},
     {P::precopy, F::collect, "injected: tracker collect", P::precopy},
     {P::precopy, F::throttle, "injected: throttling", P::precopy, Profile::throttled},
-    {P::precopy, F::corrupt_batch, "checksum", P::commit},
+    {P::precopy, F::corrupt_batch, "verification: pages", P::verify, Profile::quiet},
     {P::precopy, F::cancel, "cancelled by the test", P::precopy},
     {P::precopy, F::destination, "destination cancelled by the test", P::commit},
     {P::precopy, F::link, "reset", P::precopy},
@@ -454,7 +454,7 @@ const Case kCases[] = {
     {P::stop_and_copy, F::final_collect, "injected: tracker collect", P::stop_and_copy},
     {P::stop_and_copy, F::stop_on_release, "injected: stop on release", P::stop_and_copy},
     {P::stop_and_copy, F::unthrottle, "injected: unthrottling", P::stop_and_copy, Profile::throttled},
-    {P::stop_and_copy, F::corrupt_batch, "checksum", P::commit, Profile::quiet},
+    {P::stop_and_copy, F::corrupt_batch, "verification: pages", P::verify, Profile::quiet},
     {P::stop_and_copy, F::cancel, "cancelled by the test", P::commit},
     {P::stop_and_copy, F::destination, "destination cancelled by the test", P::commit},
     {P::stop_and_copy, F::link, "reset", P::stop_and_copy},

@@ -23,6 +23,8 @@ FIGURES = {
     **{"setup." + k: (lambda k: lambda r: r.get("setup-breakdown", {}).get(k))(k)
        for k in ("attach", "tracker-probe", "mappings", "connect", "senders", "tracker-start", "other")},
     "round-0-time": lambda r: r["rounds"][0]["duration"] if r["rounds"] else None,
+    "round-0-gbps": lambda r: (r["rounds"][0]["bytes"] * 8 / (r["rounds"][0]["duration"] / 1e3) / 1e9
+                               if r["rounds"] and r["rounds"][0]["duration"] else None),
     "tracker-protect-time": lambda r: r.get("tracker-protect-time"),
     "destination-prepare-time": lambda r: r.get("destination-prepare-time"),
     "transferred-MiB": lambda r: r["ram"]["transferred"] / 2**20,
@@ -32,6 +34,7 @@ FIGURES = {
     "guest-rate-during/before": lambda r: (r["workload"]["rate-during"] / r["workload"]["rate-before"]
                                            if r["workload"]["rate-before"] else None),
     "guest-rate-after": lambda r: r["workload"]["rate-after"],
+    "cpu-seconds-source": lambda r: r["compression"]["cpu-seconds-source"],
     "cpu-seconds-destination": lambda r: r["compression"]["cpu-seconds-destination"],
     "population-time": lambda r: r.get("population-time"),
     "model-dirty-pages-per-second": lambda r: r.get("model", {}).get("dirty-pages-per-second"),
