@@ -47,3 +47,17 @@ for rate in rates:
             print("| %s | %s | %s | %s | %+.0f%% | %s | %+.0f%% | %s | %s |" % (
                 rate, content, p, cell(t, "%.0f"), (med(t) / raw_t - 1) * 100, cell(b, "%.1f"),
                 (med(b) * 1048576 / raw_b - 1) * 100, cell(cpu, "%.2f"), "yes" if ok else "NO"))
+
+# The target: adaptive within 1/0.95 of the best other policy's
+# total time in every cell (medians).
+print()
+print("| link | content | adaptive / best other | best other | within 1/0.95 |")
+print("| --- | --- | --- | --- | --- |")
+for rate in rates:
+    for content in contents:
+        meds = {p: med([x[0] for x in runs[(rate, content, p)]]) for p in policies if (rate, content, p) in runs}
+        if "adaptive" not in meds or len(meds) < 2:
+            continue
+        best = min((p for p in meds if p != "adaptive"), key=meds.get)
+        ratio = meds["adaptive"] / meds[best]
+        print("| %s | %s | %.2f | %s | %s |" % (rate, content, ratio, best, "yes" if ratio <= 1 / 0.95 else "**no**"))
