@@ -3,8 +3,9 @@
 // All integers little-endian (x86_64 native; static_asserts pin the layout).
 // MsgHeader.checksum is XXH3-64 over the message with the checksum field
 // zeroed, all of it but a page batch's payload when the end-to-end digest
-// checks that instead (MsgHeader.unchecked, version 4). Every length, count and page address is validated before
-// use; page addresses must lie in the MappingTable announced at handshake.
+// checks that instead (MsgHeader.unchecked, version 4). Every length, count
+// and page address is validated before use; page addresses must lie in the
+// MappingTable announced at handshake.
 // See docs/protocol.md for the sequence diagrams.
 #pragma once
 

@@ -11,7 +11,7 @@ Each build uses the livemig-guest next to it (LM_GUEST_BIN is set per run).
 import argparse, os, statistics, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_util import med, run_json, write_doc  # noqa: E402
+from bench_util import med, run_json, wire_gbps, write_doc  # noqa: E402
 
 FIGURES = {
     "total-time": lambda r: r["total-time"],
@@ -23,8 +23,7 @@ FIGURES = {
     **{"setup." + k: (lambda k: lambda r: r.get("setup-breakdown", {}).get(k))(k)
        for k in ("attach", "tracker-probe", "mappings", "connect", "senders", "tracker-start", "other")},
     "round-0-time": lambda r: r["rounds"][0]["duration"] if r["rounds"] else None,
-    "round-0-gbps": lambda r: (r["rounds"][0]["bytes"] * 8 / (r["rounds"][0]["duration"] / 1e3) / 1e9
-                               if r["rounds"] and r["rounds"][0]["duration"] else None),
+    "round-0-gbps": wire_gbps,
     "tracker-protect-time": lambda r: r.get("tracker-protect-time"),
     "destination-prepare-time": lambda r: r.get("destination-prepare-time"),
     "transferred-MiB": lambda r: r["ram"]["transferred"] / 2**20,

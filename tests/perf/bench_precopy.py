@@ -17,7 +17,7 @@ repetition and then their median is taken.
 import argparse, json, os, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_util import med, migrate, run_json, write_doc  # noqa: E402
+from bench_util import med, migrate, run_json, wire_gbps, write_doc  # noqa: E402
 
 def ceiling_gbps(args, channels):
     out = os.path.join(args.tmp, "ceiling.json")
@@ -25,11 +25,6 @@ def ceiling_gbps(args, channels):
            "--msg-size", "1M", "--seconds", "3", "--no-baseline", "--json", out]
     r, _ = run_json(cmd, out, 300)
     return [x for x in r["results"] if x["mode"] == args.transport][0]["gbps_median"]
-
-def wire_gbps(r):
-    # Round 0 carries the whole populated RAM: its wire rate is the migration's throughput.
-    rd = r["rounds"][0]
-    return rd["bytes"] * 8 / (rd["duration"] / 1e3) / 1e9
 
 def main():
     p = argparse.ArgumentParser()

@@ -25,6 +25,13 @@ def migrate(args, sets, tag, config=None):
     return r
 
 
+def wire_gbps(r):
+    """Round 0's wire rate (Gbit/s): it carries the whole populated RAM, so it
+    is the migration's throughput. None without a timed round 0."""
+    rd = r["rounds"][0] if r.get("rounds") else None
+    return rd["bytes"] * 8 / (rd["duration"] / 1e3) / 1e9 if rd and rd["duration"] else None
+
+
 def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
