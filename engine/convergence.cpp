@@ -23,8 +23,17 @@ double ConvergencePolicy::expected_downtime_ms(const RoundProgress& p) {
 std::optional<StopReason> ConvergencePolicy::should_stop(const RoundProgress& p) const {
   // Cheapest-downtime reasons first: if the VM is already small enough, that
   // is why we stop, even if a limit was reached in the same round.
-  if (config_.downtime_target_ms > 0 && expected_downtime_ms(p) <= config_.downtime_target_ms)
+  if (config_.downtime_target_ms > 0 && expected_downtime_ms(p) <= config_.downtime_target_ms) {
+    const bool worth_a_round = config_.downtime_floor_ms > 0 && expected_downtime_ms(p) > config_.downtime_floor_ms &&
+                               p.round_pages > 0 &&
+                               double(p.dirty_pages) <= kRoundWorthShrink * double(p.round_pages);
+    if (worth_a_round && !limit_reached(p)) return std::nullopt;
     return StopReason::downtime_target;
+  }
+  return limit_reached(p);
+}
+
+std::optional<StopReason> ConvergencePolicy::limit_reached(const RoundProgress& p) const {
   if (config_.dirty_pages_threshold > 0 && p.dirty_pages < config_.dirty_pages_threshold)
     return StopReason::dirty_threshold;
   if (config_.max_bytes_factor > 0 &&

@@ -23,11 +23,20 @@ struct ConvergenceConfig {
   double max_bytes_factor = 0;          // 0: off; else stop when sent > factor × RAM
   uint64_t dirty_pages_threshold = 0;   // 0: off
   double downtime_target_ms = 300;      // 0: off (QEMU's default downtime-limit is 300 ms)
+  // Within the target, pre-copy goes on while a round pays for itself: while
+  // the last round left at most half the pages it sent (a ms more of total
+  // time then buys at least half a ms less downtime) and the expected
+  // downtime is above this floor. 0: stop as soon as the target is met.
+  double downtime_floor_ms = 20;
 };
+
+// A round left at most this share of the pages it sent: one more is worth it.
+inline constexpr double kRoundWorthShrink = 0.5;
 
 struct RoundProgress {
   unsigned rounds_done = 0;          // completed rounds, round 0 included
   uint64_t dirty_pages = 0;          // pages dirtied during the last round (left to send)
+  uint64_t round_pages = 0;          // pages the last round sent (0: unknown)
   uint64_t bytes_sent_total = 0;     // on the wire so far
   uint64_t ram_bytes = 0;            // the VM's size
   double page_rate_per_s = 0;        // pages delivered per second, measured (after compression)
@@ -43,6 +52,8 @@ class ConvergencePolicy {
   const ConvergenceConfig& config() const { return config_; }
 
  private:
+  // The criteria other than the downtime target: threshold, bytes, rounds.
+  std::optional<StopReason> limit_reached(const RoundProgress& p) const;
   ConvergenceConfig config_;
 };
 

@@ -1061,7 +1061,12 @@ class SourceRun {
       // Held pages go after the freeze: they count in the expected downtime.
       const uint64_t left = dt::total_pages(pending_) + held_pages_;
       timeline_.set_left(left);
-      RoundProgress progress{round_, left, figures_.wire_bytes, result_.ram_total, figures_.page_rate};
+      const RoundProgress progress{.rounds_done = round_,
+                                   .dirty_pages = left,
+                                   .round_pages = t.pages,
+                                   .bytes_sent_total = figures_.wire_bytes,
+                                   .ram_bytes = result_.ram_total,
+                                   .page_rate_per_s = figures_.page_rate};
       if (o_.on_round)
         o_.on_round({round_, left, figures_.wire_bytes, double(t.wire_bytes) * 8 / seconds / 1e9,
                      ConvergencePolicy::expected_downtime_ms(progress)});
@@ -1538,6 +1543,8 @@ void SourceRun::record_figures() {
   result_.model_input.threshold_bytes =
       o_.convergence.downtime_target_ms > 0 ? rate * o_.convergence.downtime_target_ms / 1e3
                                             : double(o_.convergence.dirty_pages_threshold * kPageSize);
+  if (o_.convergence.downtime_target_ms > 0)
+    result_.model_input.floor_bytes = rate * std::min(o_.convergence.downtime_floor_ms, o_.convergence.downtime_target_ms) / 1e3;
   result_.model_input.max_rounds = o_.convergence.max_rounds;
   result_.model_input.min_rounds = 1;  // round 0 is always sent live
   result_.model_input.resume_s = result_.downtime_breakdown.resume * 1e-3;  // T_res, as a group's model takes it

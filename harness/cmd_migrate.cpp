@@ -451,6 +451,8 @@ Run source(CLI::App& app) {
   add_setting(app, "--workers", c, "migration.workers", "sender/compression threads");
   add_setting(app, "--max-rounds", c, "convergence.max-rounds", "pre-copy rounds at most");
   add_setting(app, "--downtime-ms", c, "convergence.downtime-target-ms", "expected-downtime target");
+  add_setting(app, "--downtime-floor-ms", c, "convergence.downtime-floor-ms",
+              "within the target, more rounds while each halves what is left, down to this");
   app.add_flag("--no-verify", a->no_verify, "skip digest verification");
   add_setting(app, "--mode", c, "migration.mode",
               "precopy | postcopy | hybrid (pre-copy for --max-rounds, then post-copy)");

@@ -36,6 +36,7 @@ Json config_json(const ScenarioConfig& c) {
             {"max-bytes-factor", c.convergence.max_bytes_factor},
             {"dirty-pages-threshold", c.convergence.dirty_pages_threshold},
             {"downtime-target-ms", c.convergence.downtime_target_ms},
+            {"downtime-floor-ms", c.convergence.downtime_floor_ms},
             {"auto-converge", c.auto_converge.enabled}}},
           {"link",
            {{"rate", setting_text(c, "link.rate")},

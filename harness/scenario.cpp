@@ -312,6 +312,7 @@ const std::vector<Key>& keys() {
                       [](C& c) -> uint64_t& { return c.convergence.dirty_pages_threshold; }, 0, INT64_MAX),
       real("convergence.downtime-target-ms", [](C& c) -> double& { return c.convergence.downtime_target_ms; }, 0,
            1e9),
+      real("convergence.downtime-floor-ms", [](C& c) -> double& { return c.convergence.downtime_floor_ms; }, 0, 1e9),
       boolean("convergence.auto-converge", [](C& c) -> bool& { return c.auto_converge.enabled; }),
       whole<unsigned>("convergence.throttle-initial",
                       [](C& c) -> unsigned& { return c.auto_converge.initial_percent; }, 1, 99),
