@@ -1072,6 +1072,9 @@ class SourceRun {
                      ConvergencePolicy::expected_downtime_ms(progress)});
       stop_ = policy_.should_stop(progress);
       if (stop_) return SourcePhase::stop_and_copy;
+      // Going on within the target only to cut the downtime: aim for the floor.
+      if (ConvergencePolicy::expected_downtime_ms(progress) <= o_.convergence.downtime_target_ms)
+        downtime_aim_ms_ = std::min(downtime_aim_ms_, o_.convergence.downtime_floor_ms);
       LM_TRY(auto_converge(dirty_rate));
     }
   }
@@ -1120,15 +1123,16 @@ class SourceRun {
   // makes the process fault on its first write to each every round (~36 µs
   // per fault on a PVM host, ~0.75 µs under KVM), and they are sent again
   // anyway. The tracker leaves them writable and they are sent after the
-  // freeze, as long as all held pages fit half the downtime target at the
-  // last round's rate.
+  // freeze, as long as all held pages fit half the downtime aimed at (the
+  // target; the floor once rounds go on within the target to cut the
+  // downtime, which pages held then would fill) at the last round's rate.
   void hold_hot_pages(const dt::RangeList& held) {
     held_pages_ = dt::total_pages(held);
     const dt::RangeList hot = dt::intersect(last_dirty_, pending_);
     last_dirty_ = pending_;
-    const double target_s = o_.convergence.downtime_target_ms * 1e-3;
-    const double budget = target_s > 0 ? 0.5 * target_s * figures_.page_rate
-                                       : 0.5 * double(o_.convergence.dirty_pages_threshold);
+    const double aim_s = downtime_aim_ms_ * 1e-3;
+    const double budget = aim_s > 0 ? 0.5 * aim_s * figures_.page_rate
+                                    : 0.5 * double(o_.convergence.dirty_pages_threshold);
     dt::RangeList take;
     uint64_t room = budget > double(held_pages_) ? uint64_t(budget) - held_pages_ : 0;
     for (const auto& r : hot) {
@@ -1483,6 +1487,7 @@ class SourceRun {
   dt::RangeList pending_;         // pages the next round (or post-copy) sends
   dt::RangeList last_dirty_;      // what the previous collect found dirty
   uint64_t held_pages_ = 0;       // left writable by the tracker, sent after the freeze
+  double downtime_aim_ms_ = o_.convergence.downtime_target_ms;  // the target, then the floor
   dt::MappingList final_mappings_;
   std::vector<transport::DigestEntry> dest_digests_;
   bool destination_may_run_ = false;  // post-copy: the destination runs the VM, or may
