@@ -76,7 +76,7 @@ int run_sweep(const std::string& path, const std::vector<std::string>& overrides
               "rounds", "model total", "model down");
   int failures = 0;
   for (unsigned pass = 1; pass <= repeat && !options.cancel->requested(); pass++) {
-    for (size_t i = 0; i < sweep->points.size(); i++) {
+    for (size_t i : engine::sweep_run_order(*sweep, pass)) {
       if (options.cancel->requested()) {
         std::fprintf(stderr, "livemig run: %s: the sweep stops before point %zu of pass %u\n",
                      options.cancel->reason().c_str(), i, pass);

@@ -1,5 +1,7 @@
 #include "harness/sweep.hpp"
 
+#include <algorithm>
+#include <cstdint>
 #include <filesystem>
 
 #include "harness/toml_value.hpp"
@@ -28,8 +30,9 @@ Result<Sweep> load_sweep(const std::string& path) {
   Sweep sweep;
   for (const auto& [k, node] : doc) {
     std::string key(k.str());
-    if (key == "base" || key == "name" || key == "sweep") continue;
-    return Error::msg(strf("%s: unknown key '%s' in a sweep file (base, name, [sweep])", path.c_str(), key.c_str()));
+    if (key == "base" || key == "name" || key == "sweep" || key == "interleave") continue;
+    return Error::msg(
+        strf("%s: unknown key '%s' in a sweep file (base, name, interleave, [sweep])", path.c_str(), key.c_str()));
   }
   auto base = doc["base"].value<std::string>();
   if (!base) return Error::msg(strf("%s: a sweep needs base = \"<scenario>.toml\"", path.c_str()));
@@ -41,6 +44,7 @@ Result<Sweep> load_sweep(const std::string& path) {
   sweep.points.push_back({});
   for (const auto& [k, node] : *axes) {
     std::string key(k.str());
+    sweep.keys.push_back(key);
     const toml::array* values = node.as_array();
     if (!values || values->empty())
       return Error::msg(strf("%s: sweep key '%s' needs a non-empty array of values", path.c_str(), key.c_str()));
@@ -50,9 +54,10 @@ Result<Sweep> load_sweep(const std::string& path) {
       return Error::msg(strf("%s: the sweep has more than %zu points (each one is a run)", path.c_str(), kMaxPoints));
     std::vector<SweepPoint> next;
     for (const auto& point : sweep.points) {
-      for (const auto& v : *values) {
-        std::string text = LM_TRY_CTX(toml_value_text(v, key), path);
+      for (size_t vi = 0; vi < values->size(); vi++) {
+        std::string text = LM_TRY_CTX(toml_value_text((*values)[vi], key), path);
         SweepPoint p = point;
+        p.value_index.push_back(vi);
         p.overrides.push_back(key + "=" + text);
         std::string shown = text;
         if (shown.size() >= 2 && shown.front() == '"') shown = shown.substr(1, shown.size() - 2);
@@ -62,7 +67,33 @@ Result<Sweep> load_sweep(const std::string& path) {
     }
     sweep.points = std::move(next);
   }
+  if (auto key = doc["interleave"].value<std::string>()) {
+    if (std::find(sweep.keys.begin(), sweep.keys.end(), *key) == sweep.keys.end())
+      return Error::msg(strf("%s: interleave = \"%s\" is not a key of [sweep]", path.c_str(), key->c_str()));
+    sweep.interleave = *key;
+  } else if (doc.contains("interleave")) {
+    return Error::msg(strf("%s: interleave must name a key of [sweep]", path.c_str()));
+  }
   return sweep;
+}
+
+std::vector<size_t> sweep_run_order(const Sweep& sweep, unsigned pass) {
+  std::vector<size_t> order(sweep.points.size());
+  for (size_t i = 0; i < order.size(); i++) order[i] = i;
+  auto at = std::find(sweep.keys.begin(), sweep.keys.end(), sweep.interleave);
+  if (at == sweep.keys.end()) return order;
+  const size_t k = size_t(at - sweep.keys.begin());
+  const bool backwards = pass % 2 == 0;
+  // The other keys' values in nesting order, then this key's.
+  auto run_key = [&](size_t i) {
+    std::vector<size_t> v = sweep.points[i].value_index;
+    size_t mine = v[k];
+    v.erase(v.begin() + ptrdiff_t(k));
+    v.push_back(backwards ? SIZE_MAX - mine : mine);
+    return v;
+  };
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return run_key(a) < run_key(b); });
+  return order;
 }
 
 }  // namespace lm::engine

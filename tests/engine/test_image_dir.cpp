@@ -14,6 +14,7 @@
 
 #include "engine/image_dir.hpp"
 #include "engine/image_verify.hpp"
+#include "tests/common/temp_dir.hpp"
 
 using namespace lm;
 using namespace lm::engine;
@@ -42,17 +43,8 @@ struct Pages {
   ImageRegion region() const { return {addr(), count * kPageSize, prot, base}; }
 };
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char t[] = "/tmp/livemig-image-test-XXXXXX";
-    EXPECT_NE(mkdtemp(t), nullptr);
-    path = t;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+struct TempDir : lm::test::TempDir {
+  TempDir() : lm::test::TempDir("livemig-image-test") { EXPECT_FALSE(path.empty()); }
 };
 
 std::string slurp(const std::string& path) {

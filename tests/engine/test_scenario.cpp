@@ -2,7 +2,11 @@
 
 #include "livemig_config.h"
 
+#include <fstream>
+
 #include "harness/scenario.hpp"
+#include "harness/sweep.hpp"
+#include "tests/common/temp_dir.hpp"
 
 using namespace lm::engine;
 
@@ -167,6 +171,60 @@ TEST(Scenario, LinkKeys) {
   auto group = parse_scenario("", "doc", {"link.namespaces=true", "group.vms=2"});
   ASSERT_FALSE(group.ok());
   EXPECT_NE(group.error().message.find("groups"), std::string::npos) << group.error().message;
+}
+
+// A sweep file `name` written into `dir`; its path.
+std::string sweep_file(const lm::test::TempDir& dir, const char* name, const std::string& text) {
+  std::string path = dir.path + "/" + name + ".toml";
+  std::ofstream(path) << text;
+  return path;
+}
+
+std::vector<std::string> labels_in_run_order(const Sweep& s, unsigned pass) {
+  std::vector<std::string> out;
+  for (size_t i : sweep_run_order(s, pass)) out.push_back(s.points[i].label);
+  return out;
+}
+
+// Points keep their numbering (keys nested sorted, the last fastest);
+// interleave changes only the order they run in.
+TEST(Sweep, InterleaveRunsOneKeysValuesBackToBackAlternatingPerPass) {
+  lm::test::TempDir dir("livemig-sweep-test");
+  ASSERT_FALSE(dir.path.empty());
+  const std::string head = "base = \"x.toml\"\n";
+  const std::string axes = "[sweep]\n\"a\" = [1, 2]\n\"b\" = [\"p\", \"q\", \"r\"]\n\"c\" = [7, 8]\n";
+  auto plain = load_sweep(sweep_file(dir, "plain", head + axes));
+  ASSERT_TRUE(plain.ok()) << plain.error().message;
+  ASSERT_EQ(plain->points.size(), 12u);
+  EXPECT_EQ(plain->points[0].label, "a=1,b=p,c=7");
+  EXPECT_EQ(plain->points[1].label, "a=1,b=p,c=8");
+  EXPECT_EQ(plain->points[2].label, "a=1,b=q,c=7");
+  for (unsigned pass : {1u, 2u}) {
+    auto order = sweep_run_order(*plain, pass);
+    for (size_t i = 0; i < order.size(); i++) EXPECT_EQ(order[i], i) << "no interleave: point order, pass " << pass;
+  }
+
+  auto mixed = load_sweep(sweep_file(dir, "mixed", head + "interleave = \"b\"\n" + axes));
+  ASSERT_TRUE(mixed.ok()) << mixed.error().message;
+  ASSERT_EQ(mixed->points.size(), 12u);
+  EXPECT_EQ(mixed->points[2].label, "a=1,b=q,c=7") << "the numbering does not change";
+  const std::vector<std::string> first = labels_in_run_order(*mixed, 1);
+  const std::vector<std::string> want1 = {"a=1,b=p,c=7", "a=1,b=q,c=7", "a=1,b=r,c=7", "a=1,b=p,c=8",
+                                          "a=1,b=q,c=8", "a=1,b=r,c=8", "a=2,b=p,c=7", "a=2,b=q,c=7",
+                                          "a=2,b=r,c=7", "a=2,b=p,c=8", "a=2,b=q,c=8", "a=2,b=r,c=8"};
+  EXPECT_EQ(first, want1);
+  const std::vector<std::string> second = labels_in_run_order(*mixed, 2);
+  ASSERT_EQ(second.size(), 12u);
+  EXPECT_EQ(std::vector<std::string>(second.begin(), second.begin() + 3),
+            (std::vector<std::string>{"a=1,b=r,c=7", "a=1,b=q,c=7", "a=1,b=p,c=7"}))
+      << "backwards in even passes";
+  EXPECT_EQ(labels_in_run_order(*mixed, 3), want1);
+
+  auto unknown = load_sweep(sweep_file(dir, "unknown", head + "interleave = \"d\"\n" + axes));
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.error().message.find("not a key of [sweep]"), std::string::npos) << unknown.error().message;
+  auto not_text = load_sweep(sweep_file(dir, "not_text", head + "interleave = 3\n" + axes));
+  ASSERT_FALSE(not_text.ok());
 }
 
 TEST(Scenario, SyntaxErrorHasPosition) {
