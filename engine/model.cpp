@@ -1,7 +1,5 @@
 #include "engine/model.hpp"
 
-#include "engine/convergence.hpp"
-
 #include <algorithm>
 #include <cmath>
 
@@ -27,14 +25,11 @@ ModelPrediction predict(const ModelInput& in) {
 
   // n = min(max(ceil(log_r(V_th/Vm)), n_min), n_max); with no dirtying one round suffices,
   // and a ratio >= 1 never reaches the threshold.
-  const double threshold = in.floor_bytes > 0 && effective <= kRoundWorthShrink
-                               ? std::min(in.floor_bytes, in.threshold_bytes)
-                               : in.threshold_bytes;
   unsigned n = in.max_rounds;
-  if (effective <= 0.0 || in.vm_bytes <= threshold) {
+  if (effective <= 0.0 || in.vm_bytes <= in.threshold_bytes) {
     n = 0;
-  } else if (effective < 1.0 && threshold > 0) {
-    double rounds = std::ceil(std::log(threshold / in.vm_bytes) / std::log(effective));
+  } else if (effective < 1.0 && in.threshold_bytes > 0) {
+    double rounds = std::ceil(std::log(in.threshold_bytes / in.vm_bytes) / std::log(effective));
     n = unsigned(std::min(std::max(rounds, 0.0), double(in.max_rounds)));
   }
   n = std::max(n, std::min(in.min_rounds, in.max_rounds));

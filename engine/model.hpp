@@ -1,7 +1,7 @@
 // The analytic pre-copy model of the brief (section 3), so that every run can
 // print its prediction beside the measurement.
 //   r = P·D / R
-//   n = min(max(ceil(log_r(V_th / Vm)), n_min), n_max)   (V_th: the floor when r <= 1/2)
+//   n = min(max(ceil(log_r(V_th / Vm)), n_min), n_max)
 //   one VM:   T_mig = (Vm/R)·(1 − r^(n+1))/(1 − r) + T_res,  T_down = r^n·Vm/R + T_res
 //   serial-correlated (the notes' serial):
 //             T_mig = m·Vm/R·(1 − r^(n+1))/(1 − r) + T_res
@@ -24,9 +24,6 @@ struct ModelInput {
   double link_bytes_per_s = 0;     // R (must be > 0)
   double vm_bytes = 0;             // Vm
   double threshold_bytes = 0;      // V_th: stop when the remaining dirty set is below it
-  // Below V_th the engine goes on to this while a round at least halves the
-  // dirty set (r <= kRoundWorthShrink, convergence.hpp); 0: no floor.
-  double floor_bytes = 0;
   unsigned max_rounds = 30;        // n_max
   // n_min: rounds the migration runs live whatever the threshold. The
   // notes' n = 0 is a pure stop-and-copy; the engine's pre-copy always sends

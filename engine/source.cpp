@@ -1548,8 +1548,6 @@ void SourceRun::record_figures() {
   result_.model_input.threshold_bytes =
       o_.convergence.downtime_target_ms > 0 ? rate * o_.convergence.downtime_target_ms / 1e3
                                             : double(o_.convergence.dirty_pages_threshold * kPageSize);
-  if (o_.convergence.downtime_target_ms > 0)
-    result_.model_input.floor_bytes = rate * std::min(o_.convergence.downtime_floor_ms, o_.convergence.downtime_target_ms) / 1e3;
   result_.model_input.max_rounds = o_.convergence.max_rounds;
   result_.model_input.min_rounds = 1;  // round 0 is always sent live
   result_.model_input.resume_s = result_.downtime_breakdown.resume * 1e-3;  // T_res, as a group's model takes it

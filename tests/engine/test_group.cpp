@@ -209,8 +209,9 @@ TEST_P(GroupStrategies, EveryVmIsReleased) {
     }
     EXPECT_GT(result.total_time_ms, 0);
     EXPECT_GT(result.link_bytes_per_s, 0);
-    if (GetParam() == GroupStrategy::serial)  // one after another: VM 2 starts after VM 1 resumed
+    if (GetParam() == GroupStrategy::serial) {  // one after another: VM 2 starts after VM 1 resumed
       EXPECT_GE(result.figures[1].start_ms, result.figures[0].resumed_ms);
+    }
   }
 }
 

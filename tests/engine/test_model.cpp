@@ -63,21 +63,6 @@ TEST(Model, GeometricSeriesAndRounds) {
   EXPECT_TRUE(p.converges);
 }
 
-// Below the threshold the engine runs on to the floor while a round at least
-// halves what is left (convergence.hpp): the model counts rounds to the floor
-// when r <= 1/2, and to the threshold otherwise.
-TEST(Model, RoundsGoOnToTheFloorOnlyWhileEachHalvesTheDirtySet) {
-  auto in = one_gib(24414.0625);  // r ≈ 0.1
-  in.floor_bytes = 4096.0 * 10;
-  const double r = 4096.0 * 24414.0625 / 1e9;
-  EXPECT_EQ(predict(in).rounds, unsigned(std::ceil(std::log(in.floor_bytes / in.vm_bytes) / std::log(r))));
-  EXPECT_GT(predict(in).rounds, predict(one_gib(24414.0625)).rounds);
-
-  auto slow = one_gib(183105.46875);  // r = 0.75: one more round would not halve it
-  slow.floor_bytes = 4096.0 * 10;
-  EXPECT_EQ(predict(slow).rounds, predict(one_gib(183105.46875)).rounds);
-}
-
 TEST(Model, NonConvergingUsesMaxRounds) {
   auto p = predict(one_gib(1e6));  // r = 4.1
   EXPECT_FALSE(p.converges);
