@@ -1,11 +1,14 @@
 // SourceProcess for a live Linux process by PID: the seams of dirtytrack/
 // (target_check, ProcessFreezer, PageReader, populated_pages) and the
 // auto-converge Throttler, behind the engine's one interface.
+#include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/clock.hpp"
+#include "common/fd.hpp"
 #include "dirtytrack/address_space.hpp"
 #include "dirtytrack/tracker.hpp"
 #include "engine/source_process.hpp"
@@ -60,6 +63,8 @@ class LinuxProcess final : public SourceProcess {
   dt::ProcessFreezer* freezer() override { return freezer_.get(); }
 
  private:
+  void reap_traced_threads();
+
   pid_t pid_;
   std::unique_ptr<Throttler> throttler_;
   std::unique_ptr<dt::ProcessFreezer> freezer_;
@@ -67,10 +72,21 @@ class LinuxProcess final : public SourceProcess {
 
 // Ends the process. Its traced threads turn into zombies that only their
 // tracer (this thread) can reap; until then the parent cannot reap the
-// process, so wait for every non-leader thread here.
+// process, so wait for every non-leader thread here. Then wait until the
+// process has exited: a SIGKILLed process may take a while to tear down
+// its memory, and the group test saw a source still there after
+// `livemig source` reported it killed and exited.
 void LinuxProcess::kill() {
+  UniqueFd pidfd(int(::syscall(SYS_pidfd_open, pid_, 0)));  // before the kill: the pid may be reused after
   ::kill(pid_, SIGKILL);
-  if (!freezer_) return;
+  if (freezer_) reap_traced_threads();
+  if (pidfd.valid()) {
+    pollfd exited{pidfd.get(), POLLIN, 0};
+    (void)::poll(&exited, 1, 5000);
+  }
+}
+
+void LinuxProcess::reap_traced_threads() {
   for (pid_t tid : freezer_->threads()) {
     if (tid == pid_) continue;
     Stopwatch sw;

@@ -66,6 +66,8 @@ class SourceProcess {
   // a no-op when not frozen.
   virtual Result<void> thaw() = 0;
   // Ends the process; a frozen one never runs another instruction first.
+  // Returns once it has exited (a caller that reports it killed may be
+  // asked at once whether it is gone), or after a few seconds.
   virtual void kill() = 0;
   // The hold to run the tracker's remote system calls through while
   // frozen; null when there is none (a tracker then needs none).
