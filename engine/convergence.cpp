@@ -20,10 +20,14 @@ double ConvergencePolicy::expected_downtime_ms(const RoundProgress& p) {
   return double(p.dirty_pages) / p.page_rate_per_s * 1e3;
 }
 
+bool ConvergencePolicy::within_target(const RoundProgress& p) const {
+  return config_.downtime_target_ms > 0 && expected_downtime_ms(p) <= config_.downtime_target_ms;
+}
+
 std::optional<StopReason> ConvergencePolicy::should_stop(const RoundProgress& p) const {
   // Cheapest-downtime reasons first: if the VM is already small enough, that
   // is why we stop, even if a limit was reached in the same round.
-  if (config_.downtime_target_ms > 0 && expected_downtime_ms(p) <= config_.downtime_target_ms) {
+  if (within_target(p)) {
     const bool worth_a_round = config_.downtime_floor_ms > 0 && expected_downtime_ms(p) > config_.downtime_floor_ms &&
                                p.round_pages > 0 &&
                                double(p.dirty_pages) <= kRoundWorthShrink * double(p.round_pages);

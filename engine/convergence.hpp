@@ -48,6 +48,8 @@ class ConvergencePolicy {
 
   // Expected downtime if we stopped now: pages left / measured page rate.
   static double expected_downtime_ms(const RoundProgress& p);
+  // The expected downtime meets the target (never when the target is off).
+  bool within_target(const RoundProgress& p) const;
   std::optional<StopReason> should_stop(const RoundProgress& p) const;
   const ConvergenceConfig& config() const { return config_; }
 

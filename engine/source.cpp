@@ -1073,7 +1073,7 @@ class SourceRun {
       stop_ = policy_.should_stop(progress);
       if (stop_) return SourcePhase::stop_and_copy;
       // Going on within the target only to cut the downtime: aim for the floor.
-      if (ConvergencePolicy::expected_downtime_ms(progress) <= o_.convergence.downtime_target_ms)
+      if (policy_.within_target(progress))
         downtime_aim_ms_ = std::min(downtime_aim_ms_, o_.convergence.downtime_floor_ms);
       LM_TRY(auto_converge(dirty_rate));
     }

@@ -68,9 +68,10 @@ Result<Sweep> load_sweep(const std::string& path) {
     sweep.points = std::move(next);
   }
   if (auto key = doc["interleave"].value<std::string>()) {
-    if (std::find(sweep.keys.begin(), sweep.keys.end(), *key) == sweep.keys.end())
+    auto at = std::find(sweep.keys.begin(), sweep.keys.end(), *key);
+    if (at == sweep.keys.end())
       return Error::msg(strf("%s: interleave = \"%s\" is not a key of [sweep]", path.c_str(), key->c_str()));
-    sweep.interleave = *key;
+    sweep.interleave = size_t(at - sweep.keys.begin());
   } else if (doc.contains("interleave")) {
     return Error::msg(strf("%s: interleave must name a key of [sweep]", path.c_str()));
   }
@@ -80,19 +81,18 @@ Result<Sweep> load_sweep(const std::string& path) {
 std::vector<size_t> sweep_run_order(const Sweep& sweep, unsigned pass) {
   std::vector<size_t> order(sweep.points.size());
   for (size_t i = 0; i < order.size(); i++) order[i] = i;
-  auto at = std::find(sweep.keys.begin(), sweep.keys.end(), sweep.interleave);
-  if (at == sweep.keys.end()) return order;
-  const size_t k = size_t(at - sweep.keys.begin());
+  if (!sweep.interleave) return order;
+  const size_t k = *sweep.interleave;
   const bool backwards = pass % 2 == 0;
-  // The other keys' values in nesting order, then this key's.
-  auto run_key = [&](size_t i) {
-    std::vector<size_t> v = sweep.points[i].value_index;
-    size_t mine = v[k];
+  // Per point: the other keys' value indices in nesting order, then this key's.
+  std::vector<std::vector<size_t>> run_key(order.size());
+  for (size_t i = 0; i < order.size(); i++) {
+    std::vector<size_t>& v = run_key[i] = sweep.points[i].value_index;
+    const size_t mine = v[k];
     v.erase(v.begin() + ptrdiff_t(k));
     v.push_back(backwards ? SIZE_MAX - mine : mine);
-    return v;
-  };
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return run_key(a) < run_key(b); });
+  }
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return run_key[a] < run_key[b]; });
   return order;
 }
 

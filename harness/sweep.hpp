@@ -14,6 +14,7 @@
 // long sweep falls alike on the values compared (docs/benchmarks.md).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,8 +32,8 @@ struct Sweep {
   std::string name;
   std::string base_path;  // resolved against the sweep file's folder
   std::vector<SweepPoint> points;
-  std::vector<std::string> keys;  // sorted: the points' nesting, outermost first
-  std::string interleave;         // a key of `keys`, or empty
+  std::vector<std::string> keys;             // sorted: the points' nesting, outermost first
+  std::optional<size_t> interleave;          // index into `keys` of the key run back to back
 };
 
 // nullopt-like: returns an empty Sweep name when the file has no [sweep].

@@ -114,30 +114,37 @@ const DirtyTrackCaps& caps() {
   return c;
 }
 
+// A tracker of `tracker_name` started on the child's RAM; null (the
+// benchmark skipped with the reason) when it cannot be made or started.
+std::unique_ptr<Tracker> start_tracker(benchmark::State& state, const char* tracker_name, const DirtyChild& child) {
+  auto made = make_tracker(tracker_name, caps());
+  if (!made.ok()) {
+    state.SkipWithError(made.error().message.c_str());
+    return nullptr;
+  }
+  TrackRequest req;
+  req.pid = child.pid();
+  req.scope = {ScopeKind::ranges, {{child.ram(), child.ram() + child.bytes()}}};
+  if (auto started = (*made)->start(req); !started.ok()) {
+    state.SkipWithError(started.error().message.c_str());
+    return nullptr;
+  }
+  return std::move(*made);
+}
+
 void BM_Collect(benchmark::State& state, const char* tracker_name) {
   uint64_t bytes = uint64_t(state.range(0)) << 20;
   uint64_t per_mille_x10 = uint64_t(state.range(1));  // dirty fraction in 1/10000
   DirtyChild& child = child_of(bytes);
-  auto tracker = make_tracker(tracker_name, caps());
-  if (!tracker.ok()) {
-    state.SkipWithError(tracker.error().message.c_str());
-    return;
-  }
-  TrackRequest req;
-  req.pid = child.pid();
-  req.scope = {ScopeKind::ranges, {{child.ram(), child.ram() + bytes}}};
-  auto started = (*tracker)->start(req);
-  if (!started.ok()) {
-    state.SkipWithError(started.error().message.c_str());
-    return;
-  }
+  auto tracker = start_tracker(state, tracker_name, child);
+  if (!tracker) return;
   uint64_t pages = bytes / P;
   uint64_t dirty = std::max<uint64_t>(1, pages * per_mille_x10 / 10000);
   uint64_t found = 0;
-  (void)(*tracker)->collect();
+  (void)tracker->collect();
   for (auto _ : state) {
     child.dirty(dirty);
-    auto r = (*tracker)->collect();
+    auto r = tracker->collect();
     if (!r.ok()) {
       state.SkipWithError(r.error().message.c_str());
       break;
@@ -145,7 +152,7 @@ void BM_Collect(benchmark::State& state, const char* tracker_name) {
     found = r->dirty_pages;
     state.SetIterationTime(double(r->scan_ns) * 1e-9);
   }
-  (void)(*tracker)->stop();
+  (void)tracker->stop();
   state.counters["ram_MiB"] = double(bytes >> 20);
   state.counters["dirty_pages"] = double(dirty);
   state.counters["found_pages"] = double(found);
@@ -180,19 +187,8 @@ void BM_FirstWrite(benchmark::State& state, const char* tracker_name) {
   DirtyChild& child = child_of(bytes);
   std::unique_ptr<Tracker> tracker;
   if (std::strcmp(tracker_name, "none") != 0) {
-    auto made = make_tracker(tracker_name, caps());
-    if (!made.ok()) {
-      state.SkipWithError(made.error().message.c_str());
-      return;
-    }
-    tracker = std::move(*made);
-    TrackRequest req;
-    req.pid = child.pid();
-    req.scope = {ScopeKind::ranges, {{child.ram(), child.ram() + bytes}}};
-    if (auto started = tracker->start(req); !started.ok()) {
-      state.SkipWithError(started.error().message.c_str());
-      return;
-    }
+    tracker = start_tracker(state, tracker_name, child);
+    if (!tracker) return;
   }
   uint64_t pages = bytes / P;
   for (auto _ : state) {
