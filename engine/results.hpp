@@ -59,8 +59,20 @@ struct HostFacts {
   std::string cpu;
   unsigned cores = 0;
   uint64_t memory_bytes = 0;
+  // host_calibration_us() just before the run and just after it; negative
+  // when not measured. Comparisons set aside runs made while it was high.
+  double calibration_before_us = -1, calibration_after_us = -1;
 };
+// The kernel, CPU and memory (not the calibration).
 HostFacts read_host_facts();
+
+// The calling thread's CPU time, in microseconds, for one fixed piece of
+// integer work in a buffer that stays in the core's cache (about 1.4 ms on
+// an idle EPYC core); the median of 5. It does not depend on this machine's
+// other runnable threads, only on how fast the CPU runs the thread: on a
+// shared virtual machine whose host is contended it rose with every other
+// figure of the run (docs/benchmarks.md, "A slowed host").
+double host_calibration_us();
 
 struct LatencyStats {  // microseconds
   uint64_t count = 0;

@@ -1,4 +1,5 @@
-// livemig compare BASE CANDIDATE [--threshold 5%] [--metric-threshold M=P] [--format text|markdown|json]
+// livemig compare BASE CANDIDATE [--threshold 5%] [--metric-threshold M=P] [--host-slowdown 30%|off]
+//                 [--format text|markdown|json]
 #include <cstdio>
 
 #include "harness/commands.hpp"
@@ -13,6 +14,7 @@ struct CompareArgs {
   std::string threshold = "5%";
   std::vector<std::string> metric_thresholds;  // METRIC=PERCENT
   unsigned min_repeat = 3;
+  std::string host_slowdown = "30%";
   std::string format = "text";
 };
 
@@ -31,7 +33,9 @@ Run compare(CLI::App& app) {
       "samples: the change of the medians, both sides resampled. The verdict: noisy with fewer than --min-repeat runs on a side; regressed (improved) when "
       "the whole interval lies beyond the threshold on the worse (better) side; "
       "unchanged when the interval lies within +-threshold; noisy otherwise. Failed runs are listed and not "
-      "counted.\nExit status: 0 nothing regressed, 1 a metric regressed, 2 bad command line, 3 unreadable "
+      "counted, and so are runs made on a slowed host: a run whose host.calibration-us (the CPU time of a fixed "
+      "piece of work, before and after the run) is more than --host-slowdown above the median of every run's, "
+      "with its partner of the same name.\nExit status: 0 nothing regressed, 1 a metric regressed, 2 bad command line, 3 unreadable "
       "results.\nMetrics:" +
       metric_list);
   app.add_option("BASE CANDIDATE", a->sides,
@@ -45,11 +49,14 @@ Run compare(CLI::App& app) {
   app.add_option("--min-repeat", a->min_repeat, "fewer runs than this on a side: noisy")
       ->capture_default_str()
       ->check(CLI::Range(1u, 1000u));
+  app.add_option("--host-slowdown", a->host_slowdown,
+                 "set aside runs whose host calibration is more than this above the median (or off)")
+      ->capture_default_str();
   app.add_option("--format", a->format, "text, markdown or json")
       ->capture_default_str()
       ->check(CLI::IsMember({"text", "markdown", "json"}));
   return [a] {
-    auto o = compare::make_options(a->threshold, a->metric_thresholds, a->min_repeat);
+    auto o = compare::make_options(a->threshold, a->metric_thresholds, a->min_repeat, a->host_slowdown);
     if (!o) {
       std::fprintf(stderr, "livemig compare: %s\n", o.error().message.c_str());
       return 2;

@@ -334,8 +334,10 @@ int run_source(const SourceArgs& a) {
   if (!c) return fail("source", c.error());
   engine::MigrationResult result;
   describe(result, *c, *o, engine::read_host_facts());
+  result.host.calibration_before_us = engine::host_calibration_us();
   engine::SourceMigration migration(*o);
   auto r = migration.run(engine::transport_address(c->migration), result);
+  result.host.calibration_after_us = engine::host_calibration_us();
   if (!a.out.empty()) (void)engine::write_result(result, a.out);
   std::printf("%s", engine::summarize(result).c_str());
   if (!r) return fail("source", r.error());

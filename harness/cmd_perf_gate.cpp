@@ -42,6 +42,7 @@ struct GateArgs {
   std::string threshold = "5%";
   std::vector<std::string> metric_thresholds;
   unsigned min_repeat = 3;
+  std::string host_slowdown = "30%";
   std::string format = "text";
 };
 
@@ -161,7 +162,7 @@ Result<void> run_once(const Side& side, const std::string& scenario, const GateA
 }
 
 int gate(const GateArgs& a) {
-  auto options = compare::make_options(a.threshold, a.metric_thresholds, a.min_repeat);
+  auto options = compare::make_options(a.threshold, a.metric_thresholds, a.min_repeat, a.host_slowdown);
   if (!options) {
     std::fprintf(stderr, "livemig perf-gate: %s\n", options.error().message.c_str());
     return 2;
@@ -269,6 +270,7 @@ Run perf_gate(CLI::App& app) {
   app.add_option("--threshold", a->threshold, "as 'livemig compare'")->capture_default_str();
   app.add_option("--metric-threshold", a->metric_thresholds, "as 'livemig compare'")->type_name("METRIC=PERCENT");
   app.add_option("--min-repeat", a->min_repeat, "as 'livemig compare'")->capture_default_str();
+  app.add_option("--host-slowdown", a->host_slowdown, "as 'livemig compare'")->capture_default_str();
   app.add_option("--format", a->format, "text, markdown or json")
       ->capture_default_str()
       ->check(CLI::IsMember({"text", "markdown", "json"}));

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 #include <cstdio>
 
@@ -82,6 +83,14 @@ Result<void> load_file(const fs::path& path, const std::string& run, ResultSet& 
       into.values[scenario][m.name].push_back(*v);
       into.runs[scenario][m.name].push_back(run);
     }
+  if (doc.contains("host") && doc["host"].is_object() && doc["host"].contains("calibration-us")) {
+    const Json& cal = doc["host"]["calibration-us"];
+    double highest = -1;
+    for (const char* when : {"before", "after"})
+      if (cal.is_object() && cal.contains(when) && cal[when].is_number())
+        highest = std::max(highest, cal[when].get<double>());
+    if (highest > 0) into.calibration_us[scenario][run] = highest;
+  }
   return ok();
 }
 
@@ -96,6 +105,14 @@ const char* kMethod =
     "paired runs (same name on both sides): the median of the pairs' changes (candidate/base - 1) with a 95% "
     "percentile bootstrap interval (pairs resampled with replacement); other runs: the relative change of the "
     "medians with a 95% percentile bootstrap interval (both sides resampled with replacement)";
+
+// How runs on a slowed host are set aside, as a clause of the method line.
+std::string aside_rule(const Options& options) {
+  if (!options.host_slowdown) return "";
+  return strf("; a run whose host calibration is more than %.0f%% above the median of all runs' is set aside "
+              "with its partner",
+              *options.host_slowdown * 100);
+}
 
 // The two sides' values in the order of their run names, when the names
 // are the same set with no repeats: the runs pair up.
@@ -191,7 +208,35 @@ Verdict judge(Better better, stats::Interval interval, double threshold, size_t 
   return Verdict::noisy;
 }
 
+std::vector<SlowedRun> slowed_runs(const ResultSet& base, const ResultSet& candidate, const Options& options) {
+  std::vector<SlowedRun> out;
+  if (!options.host_slowdown) return out;
+  std::vector<double> all;
+  for (const auto* side : {&base, &candidate})
+    for (const auto& [scenario, runs] : side->calibration_us)
+      for (const auto& [run, us] : runs) all.push_back(us);
+  if (all.empty()) return out;
+  const double median = stats::median(all);
+  for (const auto* side : {&base, &candidate})
+    for (const auto& [scenario, runs] : side->calibration_us)
+      for (const auto& [run, us] : runs)
+        if (us > (1 + *options.host_slowdown) * median) out.push_back({scenario, run, us, median});
+  return out;
+}
+
 std::vector<Row> compare(const ResultSet& base, const ResultSet& candidate, const Options& options) {
+  // A slowed run is set aside on both sides: its partner ran beside it.
+  std::map<std::string, std::set<std::string>> aside;
+  for (const SlowedRun& s : slowed_runs(base, candidate, options)) aside[s.scenario].insert(s.run);
+  auto kept = [&](const std::string& scenario, const std::vector<double>& values,
+                  const std::vector<std::string>& runs, std::vector<double>& v, std::vector<std::string>& n) {
+    const auto it = aside.find(scenario);
+    for (size_t i = 0; i < values.size(); i++)
+      if (it == aside.end() || !it->second.count(runs[i])) {
+        v.push_back(values[i]);
+        n.push_back(runs[i]);
+      }
+  };
   std::vector<Row> rows;
   for (const auto& [scenario, base_metrics] : base.values) {
     auto cand = candidate.values.find(scenario);
@@ -200,23 +245,31 @@ std::vector<Row> compare(const ResultSet& base, const ResultSet& candidate, cons
       auto b = base_metrics.find(m.name);
       auto c = cand->second.find(m.name);
       if (b == base_metrics.end() || c == cand->second.end()) continue;
+      std::vector<double> bv, cv;
+      std::vector<std::string> bn, cn;
+      kept(scenario, b->second, base.runs.at(scenario).at(m.name), bv, bn);
+      kept(scenario, c->second, candidate.runs.at(scenario).at(m.name), cv, cn);
       Row row;
       row.scenario = scenario;
       row.metric = m.name;
       row.better = m.better;
-      row.base_n = b->second.size();
-      row.candidate_n = c->second.size();
-      row.base_median = stats::median(b->second);
-      row.candidate_median = stats::median(c->second);
+      row.base_n = bv.size();
+      row.candidate_n = cv.size();
+      if (bv.empty() || cv.empty()) {  // every run of a side set aside
+        row.threshold = options.threshold_for(m.name);
+        rows.push_back(row);
+        continue;
+      }
+      row.base_median = stats::median(bv);
+      row.candidate_median = stats::median(cv);
       std::vector<double> pb, pc;
-      row.paired = pair_up(b->second, base.runs.at(scenario).at(m.name), c->second,
-                           candidate.runs.at(scenario).at(m.name), pb, pc);
+      row.paired = pair_up(bv, bn, cv, cn, pb, pc);
       if (row.paired) {
         row.change = stats::median_paired_change(pb, pc);
         row.interval = stats::bootstrap_paired_change(pb, pc, options.bootstrap);
       } else {
         row.change = stats::relative_change(row.base_median, row.candidate_median);
-        row.interval = stats::bootstrap_relative_change(b->second, c->second, options.bootstrap);
+        row.interval = stats::bootstrap_relative_change(bv, cv, options.bootstrap);
       }
       row.threshold = options.threshold_for(m.name);
       row.verdict = judge(m.better, row.interval, row.threshold, row.base_n, row.candidate_n,
@@ -242,7 +295,7 @@ std::string format_text(const std::vector<Row>& rows, const Options& options) {
                 percent(r.change).c_str(),
                 strf("[%s, %s]", percent(r.interval.low).c_str(), percent(r.interval.high).c_str()).c_str(),
                 strf("%.1f%%", r.threshold * 100).c_str(), verdict_name(r.verdict));
-  out << strf("method: %s; noisy below %u runs a side\n", kMethod, options.min_repeat);
+  out << strf("method: %s; noisy below %u runs a side%s\n", kMethod, options.min_repeat, aside_rule(options).c_str());
   return out.str();
 }
 
@@ -257,7 +310,8 @@ std::string format_markdown(const std::vector<Row>& rows, const Options& options
                 percent(r.interval.low).c_str(), percent(r.interval.high).c_str(), r.threshold * 100,
                 r.verdict == Verdict::regressed ? "**" : "", verdict_name(r.verdict),
                 r.verdict == Verdict::regressed ? "**" : "");
-  out << strf("\nMethod: %s; noisy below %u runs a side.\n", kMethod, options.min_repeat);
+  out << strf("\nMethod: %s; noisy below %u runs a side%s.\n", kMethod, options.min_repeat,
+              aside_rule(options).c_str());
   return out.str();
 }
 
@@ -272,6 +326,12 @@ std::string format_json(const std::vector<Row>& rows, const Options& options, co
   j["regressed"] = any_regressed(rows);
   j["base"] = {{"documents", base.documents}, {"failed", base.failed}};
   j["candidate"] = {{"documents", candidate.documents}, {"failed", candidate.failed}};
+  if (options.host_slowdown) j["host-slowdown"] = *options.host_slowdown;
+  auto aside = nlohmann::ordered_json::array();
+  for (const SlowedRun& r : slowed_runs(base, candidate, options))
+    aside.push_back({{"scenario", r.scenario}, {"run", r.run}, {"calibration-us", r.calibration_us},
+                     {"median-us", r.median_us}});
+  j["slowed-host"] = std::move(aside);
   auto list = nlohmann::ordered_json::array();
   for (const Row& r : rows)
     list.push_back({{"scenario", r.scenario},
@@ -307,6 +367,12 @@ int compare_and_print(const std::vector<std::string>& base, const std::vector<st
   }
   for (const auto* side : {&*b, &*c})
     for (const auto& f : side->failed) std::fprintf(stderr, "livemig compare: %s: a failed run, not counted\n", f.c_str());
+  const auto slowed = slowed_runs(*b, *c, options);
+  for (const SlowedRun& r : slowed)
+    std::fprintf(stderr,
+                 "livemig compare: %s %s: made on a slowed host (calibration %.0f us, median %.0f us), not "
+                 "counted on either side\n",
+                 r.scenario.c_str(), r.run.c_str(), r.calibration_us, r.median_us);
   std::string out = format == "json"       ? format_json(rows, options, *b, *c)
                     : format == "markdown" ? format_markdown(rows, options)
                                            : format_text(rows, options);
@@ -315,10 +381,14 @@ int compare_and_print(const std::vector<std::string>& base, const std::vector<st
 }
 
 Result<Options> make_options(const std::string& threshold, const std::vector<std::string>& metric_thresholds,
-                             unsigned min_repeat) {
+                             unsigned min_repeat, const std::string& host_slowdown) {
   Options o;
   o.threshold = LM_TRY(parse_percent(threshold));
   o.min_repeat = min_repeat;
+  if (host_slowdown == "off")
+    o.host_slowdown.reset();
+  else
+    o.host_slowdown = LM_TRY(parse_percent(host_slowdown));
   for (const auto& spec : metric_thresholds) {
     const auto eq = spec.find('=');
     const std::string name = spec.substr(0, eq);

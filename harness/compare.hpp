@@ -37,6 +37,9 @@ struct ResultSet {
   std::map<std::string, std::map<std::string, std::vector<std::string>>> runs;
   std::vector<std::string> failed;  // documents of runs that did not complete (not counted)
   unsigned documents = 0;           // result documents read
+  // Per scenario, per run: the higher of the run's host calibrations
+  // (host.calibration-us, before and after), for the runs that have one.
+  std::map<std::string, std::map<std::string, double>> calibration_us;
 };
 
 // Reads result documents (schema livemig-result/1 or /2) from files and, for a
@@ -48,6 +51,10 @@ struct Options {
   double threshold = 0.05;                     // relative change that counts
   std::map<std::string, double> per_metric;    // overrides, by metric name
   unsigned min_repeat = 3;                     // fewer runs on a side: noisy
+  // A run whose host calibration is more than this above the median of
+  // every run's (both sides) was made while the host ran slow, and is set
+  // aside with its partner of the same name; nullopt: none is.
+  std::optional<double> host_slowdown = 0.3;
   stats::BootstrapOptions bootstrap;
   double threshold_for(const std::string& metric) const;
 };
@@ -72,7 +79,16 @@ struct Row {
 Verdict judge(Better better, stats::Interval interval, double threshold, size_t base_n,
               size_t candidate_n, unsigned min_repeat);
 
-// Rows for every scenario and metric present on both sides. When every run
+// The runs set aside as made on a slowed host (Options::host_slowdown), by
+// scenario: their names, and each one's calibration against the median.
+struct SlowedRun {
+  std::string scenario, run;
+  double calibration_us = 0, median_us = 0;
+};
+std::vector<SlowedRun> slowed_runs(const ResultSet& base, const ResultSet& candidate, const Options& options);
+
+// Rows for every scenario and metric present on both sides, without the
+// slowed runs. When every run
 // of a metric on one side has a run of the same name on the other (a
 // perf-gate's OUT/base/S-i.json and OUT/candidate/S-i.json, which ran one
 // after the other) the two are compared as pairs (stats::bootstrap_paired_change),
@@ -93,9 +109,10 @@ int compare_and_print(const std::vector<std::string>& base, const std::vector<st
                       const Options& options, const std::string& format);
 
 // Options from their command-line texts: the threshold ("5%"), per-metric
-// overrides ("downtime=10%", names from metrics()), the fewest runs a side.
+// overrides ("downtime=10%", names from metrics()), the fewest runs a side,
+// the host slowdown ("30%", or "off").
 Result<Options> make_options(const std::string& threshold, const std::vector<std::string>& metric_thresholds,
-                             unsigned min_repeat);
+                             unsigned min_repeat, const std::string& host_slowdown);
 
 // "5%" or "5": a percentage, as a fraction (0.05).
 Result<double> parse_percent(std::string_view text);

@@ -99,6 +99,8 @@ Json result_json(const MigrationResult& r) {
   j["host"] = {{"kernel", r.host.kernel},     {"cpu", r.host.cpu},         {"cores", r.host.cores},
                {"memory", r.host.memory_bytes}, {"transport", r.transport}, {"tracker", r.tracker},
                {"policy", r.policy}};
+  if (r.host.calibration_before_us >= 0)
+    j["host"]["calibration-us"] = {{"before", r.host.calibration_before_us}, {"after", r.host.calibration_after_us}};
   j["total-time"] = r.total_time_ms;
   j["downtime"] = r.downtime_ms;
   const auto& d = r.downtime_breakdown;

@@ -401,6 +401,7 @@ auto in_side(const std::optional<rig::Rig>& link, rig::Side side, F&& f) -> decl
 Result<MigrationResult> run_scenario(const ScenarioConfig& scenario, const RunOptions& options) {
   MigrationResult result;
   result.host = read_host_facts();
+  result.host.calibration_before_us = host_calibration_us();
   // Over a rig (link.*): the source guest and engine in its src namespace, the
   // destination engine (the thread that listens, accepts and prepares, and
   // the guest it resumes) in its dst namespace, at the dst end's address,
@@ -433,6 +434,7 @@ Result<MigrationResult> run_scenario(const ScenarioConfig& scenario, const RunOp
   auto migrated = in_side(link, rig::Side::src, [&] { return source.run(dest.destination->address(), result); });
   if (options.progress == ProgressLine::on) std::fprintf(stderr, "\n");
   finish_vm(config, options, migrated, dest, sample, result, link ? link->layout().netns_of(rig::Side::dst) : "");
+  result.host.calibration_after_us = host_calibration_us();
   return result;
 }
 

@@ -98,22 +98,25 @@ TEST(Options, Percentages) {
   EXPECT_DOUBLE_EQ(*lm::compare::parse_percent("12.5"), 0.125);
   EXPECT_FALSE(lm::compare::parse_percent("five"));
   EXPECT_FALSE(lm::compare::parse_percent("-1%"));
-  auto o = lm::compare::make_options("5%", {"downtime=20%"}, 3);
+  auto o = lm::compare::make_options("5%", {"downtime=20%"}, 3, "30%");
   ASSERT_TRUE(o) << o.error().message;
   EXPECT_DOUBLE_EQ(o->threshold_for("downtime"), 0.2);
   EXPECT_DOUBLE_EQ(o->threshold_for("total-time"), 0.05);
   // Without an override, downtime and the p99 are judged by at least 20%;
   // an override, or a larger --threshold, still decides.
-  auto d = lm::compare::make_options("5%", {}, 3);
+  auto d = lm::compare::make_options("5%", {}, 3, "30%");
   ASSERT_TRUE(d) << d.error().message;
   EXPECT_DOUBLE_EQ(d->threshold_for("downtime"), 0.2);
   EXPECT_DOUBLE_EQ(d->threshold_for("fault-latency-p99"), 0.2);
   EXPECT_DOUBLE_EQ(d->threshold_for("fault-latency-p50"), 0.05);
   EXPECT_DOUBLE_EQ(d->threshold_for("send-cpu-per-page"), 0.05);
-  EXPECT_DOUBLE_EQ(lm::compare::make_options("5%", {"downtime=3%"}, 3)->threshold_for("downtime"), 0.03);
-  EXPECT_DOUBLE_EQ(lm::compare::make_options("30%", {}, 3)->threshold_for("downtime"), 0.3);
-  EXPECT_FALSE(lm::compare::make_options("5%", {"no-such-metric=1%"}, 3));
-  EXPECT_FALSE(lm::compare::make_options("5%", {"downtime"}, 3));
+  EXPECT_DOUBLE_EQ(lm::compare::make_options("5%", {"downtime=3%"}, 3, "30%")->threshold_for("downtime"), 0.03);
+  EXPECT_DOUBLE_EQ(lm::compare::make_options("30%", {}, 3, "30%")->threshold_for("downtime"), 0.3);
+  EXPECT_FALSE(lm::compare::make_options("5%", {"no-such-metric=1%"}, 3, "30%"));
+  EXPECT_FALSE(lm::compare::make_options("5%", {"downtime"}, 3, "30%"));
+  EXPECT_DOUBLE_EQ(*d->host_slowdown, 0.3);
+  EXPECT_FALSE(lm::compare::make_options("5%", {}, 3, "off")->host_slowdown);
+  EXPECT_FALSE(lm::compare::make_options("5%", {}, 3, "slow"));
 }
 
 // Result documents written into a fresh directory.
@@ -196,6 +199,57 @@ TEST_F(Documents, RunsOfTheSameNamePairUp) {
       EXPECT_FALSE(r.paired);
       EXPECT_EQ(r.verdict, Verdict::noisy);
     }
+}
+
+// A run made while the host ran slow (its calibration far above the
+// others') is set aside with its partner: the candidate's one slow run made
+// an unchanged binary's comparison noisy; without it, it is unchanged. Runs
+// without a calibration are never set aside.
+TEST_F(Documents, RunsOnASlowedHostAreSetAsideWithTheirPartners) {
+  auto with_calibration = [&](const std::string& name, double total, double before_us, double after_us) {
+    std::string doc = result("s", total, 800);
+    doc.insert(doc.rfind('}'),
+               lm::strf(R"(, "host": {"calibration-us": {"before": %g, "after": %g}})", before_us, after_us));
+    write(name, doc);
+  };
+  const double totals[] = {100, 104, 98, 102, 101};
+  for (int i = 0; i < 5; i++) {
+    with_calibration(lm::strf("base/s-%d.json", i), totals[i], 1400 + i, 1410);
+    const bool slowed = i == 2;  // this run's host slowed: 2.2x the CPU time after it, 1.7x the total time
+    with_calibration(lm::strf("cand/s-%d.json", i), slowed ? 170 : totals[i] * 1.01, 1420, slowed ? 3100 : 1430);
+    write(lm::strf("plain/s-%d.json", i), result("s", i == 2 ? 170 : totals[i] * 1.01, 800));
+  }
+  auto base = lm::compare::load({(dir_ / "base").string()});
+  auto cand = lm::compare::load({(dir_ / "cand").string()});
+  auto plain = lm::compare::load({(dir_ / "plain").string()});
+  ASSERT_TRUE(base && cand && plain);
+  EXPECT_DOUBLE_EQ(cand->calibration_us["s"]["s-2.json"], 3100);  // the higher of before and after
+
+  auto o = *lm::compare::make_options("5%", {}, 3, "30%");
+  const auto slowed = lm::compare::slowed_runs(*base, *cand, o);
+  ASSERT_EQ(slowed.size(), 1u);
+  EXPECT_EQ(slowed[0].run, "s-2.json");
+  EXPECT_DOUBLE_EQ(slowed[0].calibration_us, 3100);
+  auto total_time = [](const std::vector<lm::compare::Row>& rows) {
+    for (const auto& r : rows)
+      if (r.metric == "total-time") return r;
+    return lm::compare::Row{};
+  };
+  const auto kept = total_time(lm::compare::compare(*base, *cand, o));
+  EXPECT_EQ(kept.base_n, 4u);
+  EXPECT_EQ(kept.candidate_n, 4u);
+  EXPECT_TRUE(kept.paired);
+  EXPECT_EQ(kept.verdict, Verdict::unchanged);
+
+  o.host_slowdown.reset();
+  EXPECT_TRUE(lm::compare::slowed_runs(*base, *cand, o).empty());
+  const auto all = total_time(lm::compare::compare(*base, *cand, o));
+  EXPECT_EQ(all.candidate_n, 5u);
+  EXPECT_EQ(all.verdict, Verdict::noisy);
+
+  // The same slow run without calibrations is counted, as before.
+  o.host_slowdown = 0.3;
+  EXPECT_EQ(total_time(lm::compare::compare(*base, *plain, o)).candidate_n, 5u);
 }
 
 // A perf-gate of a revision before the timeline against one after it: both
