@@ -73,6 +73,11 @@ void AdaptiveModel::probe_link_first() {
   replan();
 }
 
+bool AdaptiveModel::probing() const {
+  std::lock_guard lock(m_);
+  return probing_;
+}
+
 void AdaptiveModel::report_link(const LinkReport& link) {
   std::lock_guard lock(m_);
   // Compressed batches' rates say nothing of the link: the destination may

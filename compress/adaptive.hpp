@@ -102,6 +102,7 @@ class AdaptiveModel {
   // apart. (Taken for the link, the slower receiving under compression
   // looked like a slower link and asked for heavier compression still.)
   void probe_link_first();
+  bool probing() const;  // still raw for the probe
   void set_workers(unsigned workers);
   void feed(const Feedback& fb);
 

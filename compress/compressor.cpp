@@ -78,6 +78,8 @@ void Compressor::probe_link_first() {
   if (shared_->model) shared_->model->probe_link_first();
 }
 
+bool Compressor::probing_link() const { return shared_->model && shared_->model->probing(); }
+
 void Compressor::set_workers(unsigned workers) {
   if (shared_->model) shared_->model->set_workers(workers);
 }

@@ -110,6 +110,7 @@ class Compressor {
   // Adaptive feedback (no effect on fixed and cbc policies).
   void report_link(const LinkReport& link);
   void probe_link_first();  // AdaptiveModel::probe_link_first
+  bool probing_link() const;  // adaptive, sending raw until the link is measured
   void set_workers(unsigned workers);
 
   const PolicySpec& policy() const { return spec_; }

@@ -97,7 +97,7 @@ for rate in rates:
         ratio = meds["adaptive"] / meds[best]
         passes = []
         for (r_, c_, n), totals in sorted(by_pass.items()):
-            if (r_, c_) == (rate, content) and "adaptive" in totals and len(totals) == len(policies):
+            if (r_, c_) == (rate, content) and "adaptive" in totals and len(totals) == len(meds):
                 passes.append("%.2f" % (totals["adaptive"] / min(v for p, v in totals.items() if p != "adaptive")))
         print("| %s | %s | %.2f | %s | %s | %s |" % (rate, content, ratio, best, "yes" if ratio <= 1 / 0.95 else "**no**",
                                                   ", ".join(passes)))

@@ -27,6 +27,10 @@ FIGURES = {
     "tracker-protect-time": lambda r: r.get("tracker-protect-time"),
     "destination-prepare-time": lambda r: r.get("destination-prepare-time"),
     "transferred-MiB": lambda r: r["ram"]["transferred"] / 2**20,
+    # adaptive: pages sent raw before any was classified (the link probe; and
+    # every page on the all-raw plan)
+    "raw-unclassified-pages": lambda r: r.get("compression", {}).get("senders", {}).get("codecs", {})
+    .get("raw", {}).get("classes", {}).get("unclassified", {}).get("pages", 0),
     "round-1-pages": lambda r: r["rounds"][1]["pages"] if len(r["rounds"]) > 1 else None,
     "guest-rate-before": lambda r: r["workload"]["rate-before"],
     "guest-rate-during": lambda r: r["workload"]["rate-during"],
