@@ -542,11 +542,13 @@ class BulkSender {
 
   // While the adaptive policy probes the link with raw batches (round 0's
   // start), a channel holds at most kProbeInFlight bytes of them not yet
-  // acknowledged. Unbounded, the senders handed 20 MiB to the channels in
-  // the first 35 ms at 1 Gbit/s (batches in flight, socket buffers, the
-  // qdisc), and the probe sent 28-36 MiB raw, 6% of the migration's time
-  // there; 2 MiB still keeps the link busy (Sweep G, docs/compress.md).
-  // Only where the channel counts acknowledged bytes.
+  // acknowledged, or a quarter of what the link took so far if more (a
+  // fast link is held only in its first milliseconds). Unbounded, the
+  // senders handed 20 MiB to the channels in the first 35 ms at 1 Gbit/s
+  // (batches in flight, socket buffers, the qdisc), and the probe sent
+  // 28-36 MiB raw, 6% of the migration's time there; 2 MiB still keeps the
+  // link busy (Sweep G, docs/compress.md). Only where the channel counts
+  // acknowledged bytes.
   static constexpr int64_t kProbeInFlight = 2 << 20;
   struct ProbeBase {
     bool known = false;
@@ -568,8 +570,6 @@ class BulkSender {
         handed = handed_bytes_[c];
       }
       const int64_t acked = int64_t(now->acked_bytes - base.acked);
-      // A quarter of what the link took so far, if more: on a fast link the
-      // cap binds only in the first milliseconds.
       if (int64_t(handed - base.handed) - acked <= std::max(kProbeInFlight, acked / 4)) return ok();
       if (cancel_ && cancel_->requested()) return cancel_->error();
       std::this_thread::sleep_for(std::chrono::microseconds(200));
