@@ -561,13 +561,18 @@ class BulkSender {
   }
   Result<void> hold_probe_in_flight(const compress::Compressor& compressor, size_t c, const ProbeBase& base) {
     if (!base.known) return ok();
+    Channel& channel = session_.bulk(c);
     while (compressor.probing_link()) {
-      const std::optional<transport::LinkCounters> now = session_.bulk(c).link_counters();
+      const std::optional<transport::LinkCounters> now = channel.link_counters();
       if (!now) return ok();
       uint64_t handed;
       {
         std::lock_guard g(*channel_locks_[c]);
         handed = handed_bytes_[c];
+        // The channel finishes its sends only when called (io_uring: a
+        // short send is resubmitted on its completion): without this, two
+        // senders holding here on one channel waited for each other.
+        (void)channel.send_completed();
       }
       const int64_t acked = int64_t(now->acked_bytes - base.acked);
       if (int64_t(handed - base.handed) - acked <= std::max(kProbeInFlight, acked / 4)) return ok();
