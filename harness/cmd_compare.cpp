@@ -14,7 +14,7 @@ struct CompareArgs {
   std::string threshold = "5%";
   std::vector<std::string> metric_thresholds;  // METRIC=PERCENT
   unsigned min_repeat = 3;
-  std::string host_slowdown = "30%";
+  std::string host_slowdown = "off";
   std::string format = "text";
 };
 
@@ -50,7 +50,7 @@ Run compare(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(1u, 1000u));
   app.add_option("--host-slowdown", a->host_slowdown,
-                 "set aside runs whose host calibration is more than this above the median (or off)")
+                 "set aside runs whose host calibration is more than this above the median (e.g. 30%; off: none)")
       ->capture_default_str();
   app.add_option("--format", a->format, "text, markdown or json")
       ->capture_default_str()

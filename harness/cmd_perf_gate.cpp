@@ -42,7 +42,7 @@ struct GateArgs {
   std::string threshold = "5%";
   std::vector<std::string> metric_thresholds;
   unsigned min_repeat = 3;
-  std::string host_slowdown = "30%";
+  std::string host_slowdown = "off";
   std::string format = "text";
 };
 

@@ -54,7 +54,7 @@ struct Options {
   // A run whose host calibration is more than this above the median of
   // every run's (both sides) was made while the host ran slow, and is set
   // aside with its partner of the same name; nullopt: none is.
-  std::optional<double> host_slowdown = 0.3;
+  std::optional<double> host_slowdown;
   stats::BootstrapOptions bootstrap;
   double threshold_for(const std::string& metric) const;
 };
