@@ -60,7 +60,8 @@ struct HostFacts {
   unsigned cores = 0;
   uint64_t memory_bytes = 0;
   // host_calibration_us() just before the run and just after it; negative
-  // when not measured. Comparisons set aside runs made while it was high.
+  // when not measured. `livemig compare --host-slowdown` sets aside runs
+  // made while it was high.
   double calibration_before_us = -1, calibration_after_us = -1;
 };
 // The kernel, CPU and memory (not the calibration).

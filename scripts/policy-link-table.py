@@ -6,8 +6,8 @@ fixed:raw at the same rate and content. Reads the sweep's result documents
 one point (repeated sweeps into several directories) it shows the median and
 the range.
 
-Runs made on a slowed host are set aside as `livemig compare` sets them
-aside: a run whose host.calibration-us (before or after) is more than 30%
+Runs made on a slowed host are set aside as `livemig compare
+--host-slowdown 30%` sets them aside: a run whose host.calibration-us (before or after) is more than 30%
 above the median of every run's (--host-slowdown PERCENT, or off). They
 are listed below the tables. A repeated sweep's runs (N-<pass>.json) also
 give adaptive's ratio pass by pass."""
@@ -30,13 +30,12 @@ def calibration(r):
     values = [v for v in (cal.get("before"), cal.get("after")) if isinstance(v, (int, float))]
     return max(values) if values else None
 
+cals = {f: c for f, c in ((f, calibration(r)) for f, r in docs) if c}
 slowed = []
-if args.host_slowdown != "off":
+if args.host_slowdown != "off" and cals:
     limit = 1 + float(args.host_slowdown.rstrip("%")) / 100
-    cals = [c for c in (calibration(r) for _, r in docs) if c]
-    if cals:
-        median_cal = statistics.median(cals)
-        slowed = [(f, calibration(r)) for f, r in docs if calibration(r) and calibration(r) > limit * median_cal]
+    median_cal = statistics.median(cals.values())
+    slowed = [(f, c) for f, c in cals.items() if c > limit * median_cal]
 aside = {f for f, _ in slowed}
 
 runs = {}

@@ -9,10 +9,10 @@ throughput is compared with m = 1 within the same repetition. With
 the repetition), and post-copy and hybrid are compared with pre-copy per
 repetition (the model is pre-copy's: they have none).
 Writes --out (results/bench-multi-vm.json)."""
-import argparse, atexit, os, shutil, statistics, sys, tempfile
+import argparse, os, statistics, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_util import med, migrate, write_doc  # noqa: E402
+from bench_util import med, migrate, work_dir, write_doc  # noqa: E402
 
 STRATEGIES = ["serial", "serial-correlated", "parallel"]
 
@@ -70,8 +70,7 @@ def main():
         sets.append("workload.rate=%d" % args.rate)
     strategies = args.strategies.split(",")
     modes = args.modes.split(",") if args.modes else [None]
-    args.tmp = tempfile.mkdtemp(prefix="bench-multi-vm-")
-    atexit.register(shutil.rmtree, args.tmp, True)  # each run's file; results/ keeps its figures
+    args.tmp = work_dir("bench-multi-vm-")
     ms = [int(x) for x in args.vms.split(",")]
     load_before = os.getloadavg()
     runs = {}  # (m, strategy, mode) -> [group documents]

@@ -14,10 +14,10 @@ Every post-copy run also reports the guest's progress rate during post-copy
 as a share of its rate before migration. Figures are medians over --repeat
 runs; ratios are taken per repetition, then their median.
 """
-import argparse, atexit, os, shutil, sys, tempfile, time
+import argparse, os, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_util import med, migrate, write_doc  # noqa: E402
+from bench_util import med, migrate, work_dir, write_doc  # noqa: E402
 
 
 def postcopy_row(r):
@@ -43,8 +43,7 @@ def main():
     p.add_argument("--parts", default="LFDP")
     p.add_argument("--out", default="results/bench-postcopy.json")
     args = p.parse_args()
-    args.tmp = tempfile.mkdtemp(prefix="livemig-bench-")
-    atexit.register(shutil.rmtree, args.tmp, True)  # each run's file; results/ keeps its figures
+    args.tmp = work_dir("livemig-bench-")
     args.config = os.path.join(args.configs, "postcopy.toml")
     precopy_config = os.path.join(args.configs, "default.toml")
     doc = {"schema": "livemig.bench.postcopy/1", "repeat": args.repeat,

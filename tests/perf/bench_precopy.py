@@ -14,10 +14,10 @@ and writes one JSON document under results/.
 Every figure is a median over --repeat runs; ratios are computed per
 repetition and then their median is taken.
 """
-import argparse, atexit, json, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, statistics, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_util import med, migrate, run_json, wire_gbps, write_doc  # noqa: E402
+from bench_util import med, migrate, run_json, wire_gbps, work_dir, write_doc  # noqa: E402
 
 def ceiling_gbps(args, channels):
     out = os.path.join(args.tmp, "ceiling.json")
@@ -37,8 +37,7 @@ def main():
     p.add_argument("--parts", default="ABC")
     p.add_argument("--out", default="results/bench-precopy.json")
     args = p.parse_args()
-    args.tmp = tempfile.mkdtemp(prefix="livemig-bench-")
-    atexit.register(shutil.rmtree, args.tmp, True)  # each run's file; results/ keeps its figures
+    args.tmp = work_dir("livemig-bench-")
     base = ["workload.ram=\"%s\"" % args.ram, "workload.prefill=true", "migration.transport=\"%s\"" % args.transport,
             "migration.channels=%d" % args.channels, "workload.warmup-ms=300"]
     doc = {"schema": "livemig.bench.precopy/1", "ram": args.ram, "transport": args.transport,

@@ -1,6 +1,6 @@
 """Shared by the migration benchmarks: run `livemig run` with overrides and
 read its result JSON; medians that skip missing values."""
-import json, os, statistics, subprocess, sys
+import atexit, json, os, shutil, statistics, subprocess, sys, tempfile
 
 
 def run_json(cmd, out_path, timeout):
@@ -30,6 +30,14 @@ def wire_gbps(r):
     is the migration's throughput. None without a timed round 0."""
     rd = r["rounds"][0] if r.get("rounds") else None
     return rd["bytes"] * 8 / (rd["duration"] / 1e3) / 1e9 if rd and rd["duration"] else None
+
+
+def work_dir(prefix):
+    """A fresh directory for the runs' own files, removed at exit: results/
+    keeps the figures."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def med(xs):
