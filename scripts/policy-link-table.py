@@ -7,8 +7,9 @@ one point (repeated sweeps into several directories) it shows the median and
 the range.
 
 Runs made on a slowed host are set aside as `livemig compare
---host-slowdown 30%` sets them aside: a run whose host.calibration-us (before or after) is more than 30%
-above the median of every run's (--host-slowdown PERCENT, or off). They
+--host-slowdown 30%` sets them aside: a run whose host.calibration-us
+(before or after) is more than 30% above the median of every run's
+(--host-slowdown PERCENT, or off). They
 are listed below the tables. A repeated sweep's runs (N-<pass>.json) also
 give adaptive's ratio pass by pass. The second table holds adaptive
 against the best other policy and against the best fixed one (the issue's
@@ -86,10 +87,16 @@ for rate in rates:
 # total time in every cell (medians); the best other policy (cbc included)
 # is shown beside it. Per pass: adaptive against the best other policy of
 # the same pass, where the pass ran them all.
+def within(ratio):
+    return ratio <= 1 / 0.95
+
+def verdict(ratio):
+    return "yes" if within(ratio) else "**no**"
+
 print()
 print("| link | content | adaptive / best other | best other | within 1/0.95 | per pass | adaptive / best fixed | within 1/0.95 |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-within = {"other": 0, "fixed": 0}
+met = {"other": 0, "fixed": 0}
 cells = 0
 for rate in rates:
     for content in contents:
@@ -101,18 +108,17 @@ for rate in rates:
         ratio = meds["adaptive"] / meds[best]
         fixed = [p for p in meds if p.startswith("fixed:")]
         ratio_fixed = meds["adaptive"] / min(meds[p] for p in fixed) if fixed else float("nan")
-        within["other"] += ratio <= 1 / 0.95
-        within["fixed"] += ratio_fixed <= 1 / 0.95
+        met["other"] += within(ratio)
+        met["fixed"] += within(ratio_fixed)
         passes = []
         for (r_, c_, n), totals in sorted(by_pass.items()):
             if (r_, c_) == (rate, content) and "adaptive" in totals and len(totals) == len(meds):
                 passes.append("%.2f" % (totals["adaptive"] / min(v for p, v in totals.items() if p != "adaptive")))
         print("| %s | %s | %.2f | %s | %s | %s | %.3f | %s |" % (
-            rate, content, ratio, best, "yes" if ratio <= 1 / 0.95 else "**no**", ", ".join(passes), ratio_fixed,
-            "yes" if ratio_fixed <= 1 / 0.95 else "**no**"))
+            rate, content, ratio, best, verdict(ratio), ", ".join(passes), ratio_fixed, verdict(ratio_fixed)))
 print()
 print("Within 1/0.95: %d of %d cells against the best other policy, %d against the best fixed one." % (
-    within["other"], cells, within["fixed"]))
+    met["other"], cells, met["fixed"]))
 
 if slowed:
     print()
